@@ -1,0 +1,110 @@
+import type { ClusterStatus, WorkerView } from '../master/views.js'
+import { CloudaiError, ErrorCodes, type ErrorCode } from '../shared/errors.js'
+
+// The operator commands' view of a running master: one method per REST route. Failures come back
+// as CloudaiError: the master's own code and message for an error response, and
+// CLOUDAI_API_UNREACHABLE when no answer came at all.
+
+export const API_TIMEOUT_MS = 10_000
+
+export interface ApiResponse<T> {
+  status: number
+  body: T
+  /** The response body as received, for `--json`. */
+  text: string
+}
+
+export interface RegisterResponse {
+  message: string
+  worker: WorkerView
+  persisted: boolean
+}
+
+export interface UnregisterResponse {
+  message: string
+  worker_id: string
+  persisted: boolean
+}
+
+export class ApiClient {
+  private readonly base: string
+  private readonly timeoutMs: number
+
+  /** `base` is the API's URL, e.g. http://127.0.0.1:8080 (validated by the caller). */
+  constructor(base: string, opts: { timeoutMs?: number } = {}) {
+    this.base = base.replace(/\/+$/, '')
+    this.timeoutMs = opts.timeoutMs ?? API_TIMEOUT_MS
+  }
+
+  status(): Promise<ApiResponse<ClusterStatus>> {
+    return this.request('GET', '/api/status')
+  }
+
+  async listWorkers(): Promise<ApiResponse<{ workers: WorkerView[] }>> {
+    const res = await this.request<{ workers: WorkerView[] }>('GET', '/api/workers')
+    if (!Array.isArray(res.body.workers)) throw this.unexpected('GET', '/api/workers', res.status, 'no "workers" list in the answer')
+    return res
+  }
+
+  registerWorker(id: string, address: string): Promise<ApiResponse<RegisterResponse>> {
+    return this.request('POST', '/api/workers', { worker_id: id, worker_ip: address })
+  }
+
+  unregisterWorker(id: string): Promise<ApiResponse<UnregisterResponse>> {
+    return this.request('DELETE', `/api/workers/${encodeURIComponent(id)}`)
+  }
+
+  private async request<T>(method: string, path: string, body?: unknown): Promise<ApiResponse<T>> {
+    let status: number
+    let text: string
+    try {
+      // The timeout covers the body too: a master that sends headers and then stalls still fails.
+      const res = await fetch(this.base + path, {
+        method,
+        signal: AbortSignal.timeout(this.timeoutMs),
+        ...(body === undefined ? {} : { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } }),
+      })
+      status = res.status
+      text = await res.text()
+    } catch (err) {
+      throw this.unreachable(err)
+    }
+    let parsed: unknown
+    try {
+      parsed = text === '' ? undefined : JSON.parse(text)
+    } catch {
+      parsed = undefined
+    }
+    if (status < 200 || status >= 300) throw this.errorFrom(method, path, status, parsed, text)
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw this.unexpected(method, path, status, 'the answer is not a JSON object')
+    return { status, body: parsed as T, text }
+  }
+
+  private unreachable(err: unknown): CloudaiError {
+    const e = err as { name?: string; message?: string; cause?: { code?: string; message?: string } }
+    if (e?.name === 'TimeoutError') {
+      return new CloudaiError('CLOUDAI_API_UNREACHABLE', `the master at ${this.base} did not answer within ${this.timeoutMs / 1000}s`, { api: this.base })
+    }
+    const reason = e?.cause?.code ?? e?.cause?.message ?? e?.message ?? String(err)
+    return new CloudaiError(
+      'CLOUDAI_API_UNREACHABLE',
+      `cannot reach the master at ${this.base} (${reason}): is \`cloudai master\` running? Start it, or point --api at the master's HTTP API`,
+      { api: this.base },
+    )
+  }
+
+  /** The master's `{"error":{code,message}}`, kept as it is when the code is one we know. */
+  private errorFrom(method: string, path: string, status: number, parsed: unknown, text: string): CloudaiError {
+    const error = (parsed as { error?: { code?: unknown; message?: unknown } } | undefined)?.error
+    const details = { httpStatus: status, body: text }
+    if (typeof error?.code === 'string' && typeof error.message === 'string') {
+      if (Object.hasOwn(ErrorCodes, error.code)) return new CloudaiError(error.code as ErrorCode, error.message, details)
+      return new CloudaiError('CLOUDAI_INTERNAL', `${error.message} (master code ${error.code}, HTTP ${status})`, details)
+    }
+    return this.unexpected(method, path, status, `HTTP ${status} without a cloudai error body`, text)
+  }
+
+  private unexpected(method: string, path: string, status: number, what: string, text = ''): CloudaiError {
+    return new CloudaiError('CLOUDAI_INTERNAL', `${method} ${this.base}${path}: ${what}; is ${this.base} a cloudai master?`, { httpStatus: status, body: text })
+  }
+}

@@ -1,0 +1,237 @@
+import yargs, { type Argv } from 'yargs'
+import { hideBin } from 'yargs/helpers'
+import type { MasterConfig, WorkerConfig } from '../config.js'
+import { isCloudaiError } from '../shared/errors.js'
+import { createLogger, type Logger } from '../shared/log.js'
+import { ApiClient, type ApiResponse } from './api-client.js'
+import { formatError, formatRegistered, formatStatus, formatUnregistered, formatWorkers } from './format.js'
+import {
+  API_OPTIONS,
+  COMMAND_KEYS,
+  ENV_PREFIX,
+  LOG_OPTIONS,
+  MASTER_OPTIONS,
+  WORKER_OPTIONS,
+  buildApiOptions,
+  buildMasterConfig,
+  buildWorkerConfig,
+  envOnlyKeys,
+  parseAddressArg,
+  parseWorkerIdArg,
+  type ApiCommandOptions,
+  type CommandName,
+} from './options.js'
+import { startPrompt } from './prompt.js'
+
+// The `cloudai` command. yargs only parses: it records which command was chosen, and the command
+// runs after parsing, so that yargs never sees (and swallows) an error of ours. Exit codes: 0 on
+// success, 1 when the command failed, 2 when it was called wrongly.
+
+const EXIT_FAILURE = 1
+const EXIT_USAGE = 2
+
+/** yargs' own complaints: unknown command or flag, missing argument. */
+class UsageError extends Error {}
+
+interface Chosen {
+  command: CommandName
+  argv: Record<string, unknown>
+}
+
+function parser(args: string[], choose: (chosen: Chosen) => void): Argv {
+  const handler = (command: CommandName) => (argv: Record<string, unknown>) => choose({ command, argv })
+  return yargs(args)
+    .scriptName('cloudai')
+    .usage('$0 <command> [options]')
+    .env(ENV_PREFIX)
+    .middleware((argv) => {
+      for (const key of envOnlyKeys(process.env, argv._[0], args)) delete argv[key]
+    }, true)
+    .command('master', 'run a master: worker registry, heartbeats, reconnection monitor, HTTP API', (y) => y.options({ ...MASTER_OPTIONS, ...LOG_OPTIONS }), handler('master'))
+    .command('worker', 'run a worker node', (y) => y.options({ ...WORKER_OPTIONS, ...LOG_OPTIONS }), handler('worker'))
+    .command(
+      'register <id> <address>',
+      'register a worker with a running master (it may be offline: the master keeps dialling it)',
+      (y) =>
+        y
+          .positional('id', { type: 'string', describe: 'worker id: 1 to 64 characters of A-Z a-z 0-9 . _ -' })
+          .positional('address', { type: 'string', describe: 'host:port of the worker gRPC server' })
+          .options(API_OPTIONS),
+      handler('register'),
+    )
+    .command('unregister <id>', 'forget a worker and stop dialling it', (y) => y.positional('id', { type: 'string', describe: 'worker id' }).options(API_OPTIONS), handler('unregister'))
+    .command('workers', 'list the workers of a running master', (y) => y.options(API_OPTIONS), handler('workers'))
+    .command('status', 'worker counts, monitor and store state of a running master', (y) => y.options(API_OPTIONS), handler('status'))
+    .demandCommand(1, 'a command is required: master, worker, register, unregister, workers or status')
+    .example('$0 master', 'run a master (gRPC on 50051, HTTP API on 127.0.0.1:8080, data in ./data)')
+    .example('$0 worker --id worker-1 --master 127.0.0.1:50051', 'run a worker that joins that master')
+    .example('$0 register worker-1 127.0.0.1:50052', 'register a worker with the running master')
+    .epilogue(`Every flag has an environment variable: ${ENV_PREFIX}_ and the flag in capitals, e.g. --grpc-port is ${ENV_PREFIX}_GRPC_PORT.`)
+    .strict()
+    .exitProcess(false)
+    .fail((msg, err) => {
+      throw msg ? new UsageError(msg) : err
+    })
+    .help()
+    .alias('h', 'help')
+    .wrap(Math.min(110, process.stdout.columns || 80))
+}
+
+/** The command named in the args, for the `--help` hint of a usage error. */
+function commandOf(args: readonly string[]): CommandName | undefined {
+  const first = args.find((a) => !a.startsWith('-'))
+  return first !== undefined && Object.hasOwn(COMMAND_KEYS, first) ? (first as CommandName) : undefined
+}
+
+function usageFailed(message: string, command: CommandName | undefined): void {
+  process.stderr.write(`error: ${message}\nSee: cloudai ${command ? `${command} ` : ''}--help\n`)
+  process.exitCode = EXIT_USAGE
+}
+
+/** Validates everything the command needs (throwing CLOUDAI_BAD_CONFIG) and returns the run. */
+function prepare({ command, argv }: Chosen): () => Promise<void> {
+  switch (command) {
+    case 'master': {
+      const config = buildMasterConfig(argv)
+      return () => runMaster(config)
+    }
+    case 'worker': {
+      const config = buildWorkerConfig(argv)
+      return () => runWorker(config)
+    }
+    case 'register': {
+      const opts = buildApiOptions(argv)
+      const id = parseWorkerIdArg(argv.id)
+      const address = parseAddressArg(argv.address)
+      return () =>
+        operate(opts, (api) => api.registerWorker(id, address), (res) => formatRegistered({ worker: res.body.worker, created: res.status === 201, persisted: res.body.persisted }))
+    }
+    case 'unregister': {
+      const opts = buildApiOptions(argv)
+      const id = parseWorkerIdArg(argv.id)
+      return () => operate(opts, (api) => api.unregisterWorker(id), (res) => formatUnregistered(res.body))
+    }
+    case 'workers': {
+      const opts = buildApiOptions(argv)
+      const color = process.stdout.isTTY === true && process.stdout.hasColors()
+      return () => operate(opts, (api) => api.listWorkers(), (res) => formatWorkers(res.body.workers, { now: Date.now(), color }))
+    }
+    case 'status': {
+      const opts = buildApiOptions(argv)
+      return () => operate(opts, (api) => api.status(), (res) => formatStatus(res.body))
+    }
+  }
+}
+
+// --- operator commands -------------------------------------------------------------------------
+
+async function operate<T>(opts: ApiCommandOptions, call: (api: ApiClient) => Promise<ApiResponse<T>>, show: (res: ApiResponse<T>) => string): Promise<void> {
+  try {
+    const res = await call(new ApiClient(opts.api))
+    process.stdout.write(`${opts.json ? res.text.trimEnd() : show(res)}\n`)
+  } catch (err) {
+    // Scripts asking for JSON get the master's error body too; people read the line on stderr.
+    const body = isCloudaiError(err) ? err.details?.body : undefined
+    if (opts.json && typeof body === 'string' && body !== '') process.stdout.write(`${body.trimEnd()}\n`)
+    process.stderr.write(`${formatError(err)}\n`)
+    process.exitCode = EXIT_FAILURE
+  }
+}
+
+// --- master and worker processes ---------------------------------------------------------------
+
+interface Service {
+  start(): Promise<void>
+  close(): Promise<void>
+}
+
+/**
+ * Starts the service and shuts it down on SIGINT / SIGTERM (or when `onStarted`'s front end asks).
+ * After a clean close the process is left to end by itself with exit code 0: a handle the
+ * service leaked then shows up as a hang instead of being hidden by process.exit().
+ */
+async function serve<S extends Service>(
+  name: 'master' | 'worker',
+  log: Logger,
+  create: () => S,
+  onStarted?: (service: S, shutdown: (reason: string) => void) => (() => void) | undefined,
+): Promise<void> {
+  let service: S | undefined
+  let closing = false
+  let stopFrontEnd: (() => void) | undefined
+  const shutdown = (reason: string): void => {
+    if (closing) {
+      log.error({ reason }, `${reason} during shutdown: exiting at once`)
+      process.exit(EXIT_FAILURE)
+    }
+    closing = true
+    log.info({ reason }, `${reason}: shutting down the ${name}`)
+    stopFrontEnd?.()
+    service?.close().catch((err: unknown) => {
+      log.error({ err }, `the ${name} did not shut down cleanly`)
+      process.exitCode = EXIT_FAILURE
+    })
+  }
+  // Left in place after the close: signal listeners do not keep the process alive, and if a leaked
+  // handle does, a second Ctrl-C still ends it.
+  const onSignal = (signal: NodeJS.Signals): void => shutdown(`${signal} received`)
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+  try {
+    service = create()
+    await service.start()
+  } catch (err) {
+    // A signal during start-up: close() is under way and decides the exit code.
+    if (closing) return
+    log.error({ err }, `the ${name} failed to start`)
+    process.stderr.write(`${formatError(err)}\n`)
+    process.exit(EXIT_FAILURE)
+  }
+  if (!closing && onStarted) stopFrontEnd = onStarted(service, shutdown)
+}
+
+async function runMaster(config: MasterConfig): Promise<void> {
+  const log = createLogger(config.log)
+  // Imported here rather than at the top: operator commands and flag errors should not load
+  // gRPC, uWebSockets.js and SQLite.
+  const { Master } = await import('../master/master.js')
+  await serve('master', log, () => new Master(config, { log }), (master, shutdown) => {
+    if (process.stdin.isTTY !== true) return undefined
+    log.info({ step: 9 }, 'Interactive prompt started (type help for the commands)')
+    const prompt = startPrompt({ control: master, input: process.stdin, output: process.stdout, onExit: () => shutdown('exit at the prompt') })
+    return () => prompt.close()
+  })
+}
+
+async function runWorker(config: WorkerConfig): Promise<void> {
+  const log = createLogger(config.log)
+  const { WorkerAgent } = await import('../worker/agent.js')
+  await serve('worker', log, () => new WorkerAgent(config, { log }))
+}
+
+// --- entry ---------------------------------------------------------------------------------------
+
+async function main(args: string[]): Promise<void> {
+  let chosen = null as Chosen | null
+  try {
+    await parser(args, (c) => (chosen = c)).parseAsync()
+  } catch (err) {
+    if (err instanceof UsageError) return usageFailed(err.message, commandOf(args))
+    throw err
+  }
+  // Nothing chosen: --help or --version was asked for and yargs printed it.
+  if (chosen === null) return
+  let run: () => Promise<void>
+  try {
+    run = prepare(chosen)
+  } catch (err) {
+    if (isCloudaiError(err) && err.code === 'CLOUDAI_BAD_CONFIG') return usageFailed(err.message, chosen.command)
+    throw err
+  }
+  await run()
+}
+
+main(hideBin(process.argv)).catch((err: unknown) => {
+  process.stderr.write(`cloudai: unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
+  process.exitCode = EXIT_FAILURE
+})

@@ -1,0 +1,263 @@
+import type { LevelWithSilent } from 'pino'
+import type { Options } from 'yargs'
+import { MASTER_DEFAULTS, WORKER_DEFAULTS, type LogConfig, type MasterConfig, type WorkerConfig } from '../config.js'
+import { formatDuration, parseDuration } from '../shared/duration.js'
+import { CloudaiError, isCloudaiError } from '../shared/errors.js'
+import { LOG_LEVELS } from '../shared/log.js'
+import { parseAddress, parsePort, validateAddress, validateString, validateWorkerId } from '../shared/validation.js'
+
+// The flags of every command, their CLOUDAI_* environment names, and the functions that turn
+// parsed argv into the validated config objects of src/config.ts. Everything here is pure: main.ts
+// owns yargs and the process. A bad value is refused with CLOUDAI_BAD_CONFIG naming the flag and
+// what it accepts, which main.ts prints with exit code 2.
+
+export const ENV_PREFIX = 'CLOUDAI'
+
+/** `grpc-port` -> `CLOUDAI_GRPC_PORT`: the name yargs' `.env('CLOUDAI')` reads for the flag. */
+export function envName(flag: string): string {
+  return `${ENV_PREFIX}_${flag.replace(/-/g, '_').toUpperCase()}`
+}
+
+type Argv = Readonly<Record<string, unknown>>
+
+/**
+ * Appends the environment name to each description, since yargs' help does not show it. Valued
+ * flags take exactly one argument: without `nargs` yargs reads `--dial-timeout -1s` as the short
+ * flags -1 -s, and the user would hear about unknown flags instead of a negative duration.
+ */
+function withEnv(table: Record<string, Options>): Record<string, Options> {
+  return Object.fromEntries(
+    Object.entries(table).map(([flag, o]) => [flag, { ...o, ...(o.type === 'string' ? { nargs: 1 } : {}), describe: `${o.describe ?? ''} [env ${envName(flag)}]` }]),
+  )
+}
+
+// Ports and durations are declared as strings so that our validators, not yargs' number
+// coercion, see what was typed: yargs would turn "80x" into NaN and "1e3" into 1000.
+export const LOG_OPTIONS = withEnv({
+  'log-level': { type: 'string', default: 'info', describe: `log level: ${LOG_LEVELS.join(', ')}` },
+  'log-pretty': { type: 'boolean', default: false, describe: 'human-readable logs instead of JSON lines' },
+})
+
+export const MASTER_OPTIONS = withEnv({
+  'master-id': { type: 'string', default: MASTER_DEFAULTS.masterId, describe: 'identity sent to workers in MasterRegister' },
+  'grpc-host': { type: 'string', default: MASTER_DEFAULTS.grpcHost, describe: 'interface for the gRPC server' },
+  'grpc-port': { type: 'string', default: String(MASTER_DEFAULTS.grpcPort), describe: 'gRPC port workers call (0 = any free port)' },
+  'http-host': { type: 'string', default: MASTER_DEFAULTS.httpHost, describe: 'interface for the HTTP API' },
+  'http-port': { type: 'string', default: String(MASTER_DEFAULTS.httpPort), describe: 'HTTP API port (0 = any free port)' },
+  advertise: { type: 'string', describe: 'host:port workers call back on (default: this host and the gRPC port)' },
+  'data-dir': { type: 'string', default: MASTER_DEFAULTS.dataDir, describe: 'directory of the SQLite store' },
+  'reconnect-interval': { type: 'string', default: formatDuration(MASTER_DEFAULTS.reconnectIntervalMs), describe: 'time between reconnection passes (0 disables them)' },
+  'dial-timeout': { type: 'string', default: formatDuration(MASTER_DEFAULTS.dialTimeoutMs), describe: 'deadline of one MasterRegister dial (more than 0)' },
+  'heartbeat-timeout': { type: 'string', default: formatDuration(MASTER_DEFAULTS.heartbeatTimeoutMs), describe: 'silence after which a worker is inactive (more than 0)' },
+  'dial-threads': { type: 'string', default: String(MASTER_DEFAULTS.dialThreads), describe: 'threads of the dial pool (0 = from the cores)' },
+  'shutdown-grace': { type: 'string', default: formatDuration(MASTER_DEFAULTS.shutdownGraceMs), describe: 'time in-flight gRPC calls get at shutdown' },
+})
+
+export const WORKER_OPTIONS = withEnv({
+  id: { type: 'string', demandOption: true, describe: 'worker id: 1 to 64 characters of A-Z a-z 0-9 . _ -' },
+  host: { type: 'string', default: WORKER_DEFAULTS.host, describe: 'interface for the worker gRPC server' },
+  port: { type: 'string', default: String(WORKER_DEFAULTS.port), describe: 'worker gRPC port (0 = any free port)' },
+  master: { type: 'string', describe: 'host:port of a master to join at start (default: wait for MasterRegister)' },
+  advertise: { type: 'string', describe: 'host:port the master should dial (default: this host and the bound port)' },
+  'heartbeat-interval': { type: 'string', default: formatDuration(WORKER_DEFAULTS.heartbeatIntervalMs), describe: 'time between heartbeats (more than 0)' },
+  'join-max-backoff': { type: 'string', default: formatDuration(WORKER_DEFAULTS.joinMaxBackoffMs), describe: 'cap of the join / re-join backoff (more than 0)' },
+})
+
+export const DEFAULT_API = 'http://127.0.0.1:8080'
+
+export const API_OPTIONS = withEnv({
+  api: { type: 'string', default: DEFAULT_API, describe: 'base URL of the master HTTP API' },
+  json: { type: 'boolean', default: false, describe: 'print the raw JSON response (for scripts)' },
+})
+
+export type CommandName = 'master' | 'worker' | 'register' | 'unregister' | 'workers' | 'status'
+
+/** Flags and positionals each command takes: the CLOUDAI_* variables that apply to it. */
+export const COMMAND_KEYS: Readonly<Record<CommandName, readonly string[]>> = {
+  master: [...Object.keys(MASTER_OPTIONS), ...Object.keys(LOG_OPTIONS)],
+  worker: [...Object.keys(WORKER_OPTIONS), ...Object.keys(LOG_OPTIONS)],
+  register: [...Object.keys(API_OPTIONS), 'id', 'address'],
+  unregister: [...Object.keys(API_OPTIONS), 'id'],
+  workers: Object.keys(API_OPTIONS),
+  status: Object.keys(API_OPTIONS),
+}
+
+/**
+ * yargs' `.env(prefix)` reads every variable with the prefix, and `.strict()` then refuses the
+ * ones that are not flags of the command being run (yargs/yargs#873): CLOUDAI_PORT, meant for
+ * workers, would stop a master from starting. These are the argv keys that such variables put
+ * there, so that main.ts can drop them before validation. A key also typed on the command line is
+ * left in place for strict mode to refuse.
+ */
+export function envOnlyKeys(env: Readonly<Record<string, string | undefined>>, command: unknown, args: readonly string[]): string[] {
+  const known = new Set(typeof command === 'string' && Object.hasOwn(COMMAND_KEYS, command) ? COMMAND_KEYS[command as CommandName] : [])
+  const keys: string[] = []
+  for (const [name, value] of Object.entries(env)) {
+    if (value === undefined || !name.startsWith(`${ENV_PREFIX}_`)) continue
+    // yargs-parser nests on `__` (CLOUDAI_A__B is a.b); the first segment is the argv key.
+    const flag = name.slice(ENV_PREFIX.length + 1).split('__')[0]!.toLowerCase().replace(/_+/g, '-').replace(/^-|-$/g, '')
+    if (flag === '' || known.has(flag)) continue
+    const forms = [flag, flag.replace(/-(.)/g, (_, c: string) => c.toUpperCase())]
+    const typed = args.some((a) => forms.some((f) => a === `--${f}` || a.startsWith(`--${f}=`) || a === `--no-${f}`))
+    if (!typed) keys.push(...new Set(forms))
+  }
+  return keys
+}
+
+// --- building the config objects ---------------------------------------------------------------
+
+/** The shared validators have codes of their own (CLOUDAI_BAD_ADDRESS, ...); on the command line all are config errors. */
+function asConfigError<T>(run: () => T, details?: Record<string, unknown>): T {
+  try {
+    return run()
+  } catch (err) {
+    if (isCloudaiError(err) && err.code !== 'CLOUDAI_BAD_CONFIG') throw new CloudaiError('CLOUDAI_BAD_CONFIG', err.message, details)
+    throw err
+  }
+}
+
+/** Runs a validator under the flag's name, so that its message names the flag. */
+function flag<T>(name: string, value: unknown, parse: (value: unknown, field: string) => T): T {
+  return asConfigError(() => parse(value, `--${name}`), { flag: `--${name}`, env: envName(name) })
+}
+
+/** The flag's value, or `fallback` when it was not given (argv built by hand in tests omits defaults). */
+function read<T>(argv: Argv, name: string, fallback: T, parse: (value: unknown, field: string) => T): T {
+  const value = argv[name]
+  return value === undefined ? fallback : flag(name, value, parse)
+}
+
+function optionalAddress(argv: Argv, name: string): string | null {
+  return read<string | null>(argv, name, null, validateAddress)
+}
+
+function positiveDuration(value: unknown, field: string): number {
+  const ms = parseDuration(value, field)
+  if (ms === 0) throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${field} must be more than 0: use for example 500ms, 3s or 1m`)
+  return ms
+}
+
+function port(value: unknown, field: string): number {
+  return parsePort(value, field, true)
+}
+
+/** A bind interface: a DNS name, an IPv4 address or an IPv6 literal (`::`, or bracketed `[::]`). */
+function bindHost(value: unknown, field: string): string {
+  if (typeof value !== 'string' || value.length === 0) {
+    throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${field} is required: a host name or an IP address, for example 0.0.0.0`)
+  }
+  // Kept bare: the servers bracket IPv6 literals themselves when they bind.
+  const bare = value.startsWith('[') && value.endsWith(']') ? value.slice(1, -1) : value
+  try {
+    parseAddress(`${bare.includes(':') ? `[${bare}]` : bare}:1`, field)
+  } catch {
+    throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${field} ${JSON.stringify(value.slice(0, 80))} is not a host name or an IP address (for example 0.0.0.0, 127.0.0.1 or ::)`)
+  }
+  return bare
+}
+
+const MAX_DIAL_THREADS = 256
+
+function dialThreads(value: unknown, field: string): number {
+  const text = typeof value === 'number' ? String(value) : value
+  if (typeof text !== 'string' || !/^\d{1,3}$/.test(text) || Number(text) > MAX_DIAL_THREADS) {
+    throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${field} ${JSON.stringify(value)} is not a thread count: use 0 (from the cores) or a whole number up to ${MAX_DIAL_THREADS}`)
+  }
+  return Number(text)
+}
+
+function logLevel(value: unknown, field: string): LevelWithSilent {
+  if (typeof value !== 'string' || !(LOG_LEVELS as readonly string[]).includes(value)) {
+    throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${field} ${JSON.stringify(value)} is not a log level: use one of ${LOG_LEVELS.join(', ')}`)
+  }
+  return value as LevelWithSilent
+}
+
+function bool(value: unknown, field: string): boolean {
+  if (typeof value === 'boolean') return value
+  if (value === 'true' || value === '1') return true
+  if (value === 'false' || value === '0' || value === '') return false
+  throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${field} ${JSON.stringify(value)} is not a boolean: use true or false`)
+}
+
+function nonEmpty(max: number) {
+  return (value: unknown, field: string): string => {
+    const text = validateString(value, field, { required: true, max })
+    if (text.trim() !== text) throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${field} ${JSON.stringify(text)} must not start or end with spaces`)
+    return text
+  }
+}
+
+export function buildLogConfig(argv: Argv): LogConfig {
+  return {
+    level: read(argv, 'log-level', 'info' as LevelWithSilent, logLevel),
+    pretty: read(argv, 'log-pretty', false, bool),
+  }
+}
+
+export function buildMasterConfig(argv: Argv): MasterConfig {
+  const d = MASTER_DEFAULTS
+  return {
+    masterId: read(argv, 'master-id', d.masterId, nonEmpty(128)),
+    grpcHost: read(argv, 'grpc-host', d.grpcHost, bindHost),
+    grpcPort: read(argv, 'grpc-port', d.grpcPort, port),
+    httpHost: read(argv, 'http-host', d.httpHost, bindHost),
+    httpPort: read(argv, 'http-port', d.httpPort, port),
+    advertise: optionalAddress(argv, 'advertise'),
+    dataDir: read(argv, 'data-dir', d.dataDir, nonEmpty(4096)),
+    // 0 is allowed here: it turns the monitor off (the master warns about it).
+    reconnectIntervalMs: read(argv, 'reconnect-interval', d.reconnectIntervalMs, parseDuration),
+    dialTimeoutMs: read(argv, 'dial-timeout', d.dialTimeoutMs, positiveDuration),
+    heartbeatTimeoutMs: read(argv, 'heartbeat-timeout', d.heartbeatTimeoutMs, positiveDuration),
+    dialThreads: read(argv, 'dial-threads', d.dialThreads, dialThreads),
+    shutdownGraceMs: read(argv, 'shutdown-grace', d.shutdownGraceMs, parseDuration),
+    log: buildLogConfig(argv),
+  }
+}
+
+export function buildWorkerConfig(argv: Argv): WorkerConfig {
+  const d = WORKER_DEFAULTS
+  return {
+    id: flag('id', argv.id, validateWorkerId),
+    host: read(argv, 'host', d.host, bindHost),
+    port: read(argv, 'port', d.port, port),
+    master: optionalAddress(argv, 'master'),
+    advertise: optionalAddress(argv, 'advertise'),
+    heartbeatIntervalMs: read(argv, 'heartbeat-interval', d.heartbeatIntervalMs, positiveDuration),
+    joinMaxBackoffMs: read(argv, 'join-max-backoff', d.joinMaxBackoffMs, positiveDuration),
+    log: buildLogConfig(argv),
+  }
+}
+
+export interface ApiCommandOptions {
+  /** Base URL without a trailing slash. */
+  api: string
+  json: boolean
+}
+
+function apiUrl(value: unknown, field: string): string {
+  const allowed = `must be an http:// or https:// URL, for example ${DEFAULT_API}`
+  if (typeof value !== 'string' || !URL.canParse(value)) throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${field} ${JSON.stringify(value)} ${allowed}`)
+  const url = new URL(value)
+  if ((url.protocol !== 'http:' && url.protocol !== 'https:') || url.search !== '' || url.hash !== '') {
+    throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${field} ${JSON.stringify(value)} ${allowed}`)
+  }
+  return url.href.replace(/\/+$/, '')
+}
+
+export function buildApiOptions(argv: Argv): ApiCommandOptions {
+  return {
+    api: read(argv, 'api', DEFAULT_API, apiUrl),
+    json: read(argv, 'json', false, bool),
+  }
+}
+
+/** The `<id>` argument of register / unregister. */
+export function parseWorkerIdArg(value: unknown): string {
+  return asConfigError(() => validateWorkerId(value, 'worker id'))
+}
+
+/** The `<host:port>` argument of register. */
+export function parseAddressArg(value: unknown): string {
+  return asConfigError(() => validateAddress(value, 'address'))
+}

@@ -1,0 +1,69 @@
+import type { LevelWithSilent } from 'pino'
+
+// One validated config object per process. The CLI (yargs, with CLOUDAI_* environment
+// equivalents) builds these; nothing else reads argv or the environment.
+
+export interface LogConfig {
+  level: LevelWithSilent
+  pretty: boolean
+}
+
+export interface MasterConfig {
+  /** Identity sent to workers in MasterRegister (CloudAI used `master-1`). */
+  masterId: string
+  grpcHost: string
+  /** 0 means any free port; the chosen one is logged. */
+  grpcPort: number
+  httpHost: string
+  httpPort: number
+  /** host:port workers should call back on; defaults to <grpcHost or 127.0.0.1>:<bound gRPC port>. */
+  advertise: string | null
+  dataDir: string
+  /** 0 disables the monitor (with a warning). */
+  reconnectIntervalMs: number
+  dialTimeoutMs: number
+  heartbeatTimeoutMs: number
+  /** Threads of the Piscina dial pool (0 = from the cores). */
+  dialThreads: number
+  /** Time the gRPC server gives in-flight calls at shutdown before it cancels them. */
+  shutdownGraceMs: number
+  log: LogConfig
+}
+
+export interface WorkerConfig {
+  id: string
+  host: string
+  port: number
+  /** host:port of a master to join at start (worker-initiated join); null waits for MasterRegister. */
+  master: string | null
+  /** host:port the master should dial; defaults to <first non-internal IPv4 or host>:<bound port>. */
+  advertise: string | null
+  heartbeatIntervalMs: number
+  /** Upper bound of the join/re-join backoff. */
+  joinMaxBackoffMs: number
+  log: LogConfig
+}
+
+export const MASTER_DEFAULTS: Omit<MasterConfig, 'log'> = {
+  masterId: 'master-1',
+  grpcHost: '0.0.0.0',
+  grpcPort: 50051,
+  httpHost: '127.0.0.1',
+  httpPort: 8080,
+  advertise: null,
+  dataDir: './data',
+  reconnectIntervalMs: 30_000,
+  dialTimeoutMs: 3_000,
+  heartbeatTimeoutMs: 15_000,
+  dialThreads: 0,
+  shutdownGraceMs: 5_000,
+}
+
+export const WORKER_DEFAULTS: Omit<WorkerConfig, 'id' | 'log'> = {
+  host: '0.0.0.0',
+  port: 50052,
+  master: null,
+  advertise: null,
+  heartbeatIntervalMs: 5_000,
+  joinMaxBackoffMs: 5_000,
+}

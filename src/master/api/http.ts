@@ -1,0 +1,182 @@
+import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from 'uWebSockets.js'
+import { CloudaiError } from '../../shared/errors.js'
+import type { Logger } from '../../shared/log.js'
+import { loadUws, type Uws } from '../../shared/uws.js'
+import type { MasterControl } from '../control.js'
+import { BodyAborted, DEFAULT_MAX_BODY_BYTES, readJsonObject } from './body.js'
+import { Reply } from './respond.js'
+
+export interface HttpApiOptions {
+  control: MasterControl
+  host: string
+  /** 0 means any free port; start() resolves with the one bound. */
+  port: number
+  log: Logger
+  /** Largest request body accepted (413 above it). Defaults to 1 MiB. */
+  maxBodyBytes?: number
+}
+
+type Handler = (reply: Reply, req: HttpRequest, res: HttpResponse) => void | Promise<void>
+
+interface Route {
+  method: 'get' | 'post' | 'del'
+  pattern: string
+  handle: Handler
+}
+
+const ALLOW_NAMES = { get: 'GET', post: 'POST', del: 'DELETE' } as const
+
+// Members the native uWS build has that its docs/index.d.ts leaves out.
+type ListenExclusive = (host: string, port: number, options: number, cb: (socket: us_listen_socket | false) => void) => TemplatedApp
+interface NativeExtras {
+  /** Closes the listen sockets and every open connection of the app (keep-alive ones too). */
+  close?: () => void
+}
+// Without it uSockets sets SO_REUSEPORT, and a second master on the same port would silently
+// share (and split) the traffic instead of failing to start.
+const LISTEN_EXCLUSIVE_PORT = 1
+
+/**
+ * The master's REST API on uWebSockets.js: a thin JSON front end of MasterControl. It holds no
+ * state of its own; every route validates through the control, so a bad request changes nothing.
+ */
+export class HttpApi {
+  private readonly control: MasterControl
+  private readonly log: Logger
+  private readonly maxBodyBytes: number
+  private uws: Uws | null = null
+  private app: TemplatedApp | null = null
+  private listenSocket: us_listen_socket | null = null
+  private boundPort = 0
+  private phase: 'new' | 'listening' | 'closed' = 'new'
+
+  constructor(private readonly opts: HttpApiOptions) {
+    this.control = opts.control
+    this.log = opts.log
+    this.maxBodyBytes = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES
+  }
+
+  /** The bound port (0 before start). */
+  get port(): number {
+    return this.boundPort
+  }
+
+  async start(): Promise<number> {
+    if (this.phase !== 'new') throw new Error('an HttpApi can be started once')
+    const uws = loadUws()
+    const app = uws.App()
+    this.mount(app)
+    const { host, port } = this.opts
+    // uWS calls back synchronously from listen().
+    let socket = false as us_listen_socket | false
+    ;(app.listen as unknown as ListenExclusive).call(app, host, port, LISTEN_EXCLUSIVE_PORT, (s) => {
+      socket = s
+    })
+    if (socket === false) {
+      ;(app as NativeExtras).close?.()
+      throw new CloudaiError('CLOUDAI_BAD_CONFIG', `cannot listen for HTTP on ${host}:${port}: the port is in use or the host is not an address of this machine`)
+    }
+    this.uws = uws
+    this.app = app
+    this.listenSocket = socket
+    this.boundPort = uws.us_socket_local_port(socket)
+    this.phase = 'listening'
+    return this.boundPort
+  }
+
+  /** Stops listening and closes open connections (keep-alive too); requests in flight are aborted. */
+  close(): Promise<void> {
+    if (this.phase === 'closed') return Promise.resolve()
+    this.phase = 'closed'
+    // The listen socket first: app.close() would close it as well, but closing it twice is a
+    // use-after-free in uSockets, and the listen socket alone is enough if app.close() is missing.
+    if (this.listenSocket && this.uws) this.uws.us_listen_socket_close(this.listenSocket)
+    this.listenSocket = null
+    ;(this.app as NativeExtras | null)?.close?.()
+    this.app = null
+    return Promise.resolve()
+  }
+
+  // --- routing ---------------------------------------------------------------------------------
+
+  private routes(): Route[] {
+    return [
+      { method: 'get', pattern: '/healthz', handle: (reply) => this.healthz(reply) },
+      { method: 'get', pattern: '/api/status', handle: (reply) => reply.json(200, this.control.status()) },
+      { method: 'get', pattern: '/api/workers', handle: (reply) => reply.json(200, { workers: this.control.listWorkers() }) },
+      { method: 'post', pattern: '/api/workers', handle: (reply, req, res) => this.registerWorker(reply, req, res) },
+      { method: 'get', pattern: '/api/workers/:id', handle: (reply, req) => reply.json(200, this.control.getWorker(pathId(req))) },
+      { method: 'del', pattern: '/api/workers/:id', handle: (reply, req) => this.unregisterWorker(reply, req) },
+    ]
+  }
+
+  private mount(app: TemplatedApp): void {
+    const allowed = new Map<string, string[]>()
+    for (const route of this.routes()) {
+      app[route.method](route.pattern, this.wrap(route.handle))
+      allowed.set(route.pattern, [...(allowed.get(route.pattern) ?? []), ALLOW_NAMES[route.method]])
+    }
+    // uWS prefers a method's own handler over `any` on the same pattern, and any static pattern
+    // over the catch-all, so these only see what nothing above took.
+    for (const [pattern, methods] of allowed) {
+      const allow = methods.join(', ')
+      app.any(
+        pattern,
+        this.wrap((reply) => reply.error(new CloudaiError('CLOUDAI_METHOD_NOT_ALLOWED', `${reply.method} is not allowed on ${pattern}; use ${allow}`), { headers: { allow } })),
+      )
+    }
+    app.any('/*', this.wrap((reply) => reply.error(new CloudaiError('CLOUDAI_NOT_FOUND', `no route for ${reply.method} ${reply.url.slice(0, 200)}`))))
+  }
+
+  /** Every handler runs inside this: nothing thrown may reach uWS (it would take the process down). */
+  private wrap(handle: Handler): (res: HttpResponse, req: HttpRequest) => void {
+    return (res, req) => {
+      const reply = new Reply(res, this.log, req.getCaseSensitiveMethod(), req.getUrl(), Date.now())
+      try {
+        const pending = handle(reply, req, res)
+        if (pending) pending.catch((err: unknown) => this.fail(reply, err))
+      } catch (err) {
+        this.fail(reply, err)
+      }
+    }
+  }
+
+  private fail(reply: Reply, err: unknown): void {
+    if (err instanceof BodyAborted) return
+    reply.error(err)
+  }
+
+  // --- handlers --------------------------------------------------------------------------------
+
+  private healthz(reply: Reply): void {
+    reply.json(200, { status: 'ok' })
+  }
+
+  private async registerWorker(reply: Reply, req: HttpRequest, res: HttpResponse): Promise<void> {
+    // Runs synchronously up to the first await, so req is still valid when the body reader reads it.
+    const body = await readJsonObject(res, req, reply, this.maxBodyBytes)
+    const { worker, created, persisted } = await this.control.registerWorker(body)
+    if (!created) {
+      reply.json(200, { message: 'Worker already registered', worker, persisted })
+      return
+    }
+    const message = worker.is_active ? 'Worker registered (already connected and active)' : 'Worker registered (offline, will reconnect automatically)'
+    reply.json(201, { message, worker, persisted })
+  }
+
+  private async unregisterWorker(reply: Reply, req: HttpRequest): Promise<void> {
+    const id = pathId(req)
+    const { worker_id, persisted } = await this.control.unregisterWorker(id)
+    reply.json(200, { message: 'Worker unregistered', worker_id, persisted })
+  }
+}
+
+/** The `:id` path segment, percent-decoded; validating it is the control's job. */
+function pathId(req: HttpRequest): string {
+  const raw = req.getParameter(0)
+  try {
+    return decodeURIComponent(raw)
+  } catch {
+    throw new CloudaiError('CLOUDAI_BAD_WORKER_ID', `worker id ${JSON.stringify(raw.slice(0, 80))} is not valid percent-encoding`)
+  }
+}

@@ -1,0 +1,79 @@
+import * as grpc from '@grpc/grpc-js'
+import { DIAL_CHANNEL_OPTIONS, loadProto } from '../shared/proto.js'
+import type { RegisterAckMsg } from '../shared/wire.js'
+
+// One reconnection dial: MasterRegister on a worker, bounded by a deadline, on a client that lives
+// only for this call. It runs on a Piscina thread (workers/dial.ts) in the master, and inline in
+// the bench baseline, so it must not touch the master's state: it returns a plain result.
+
+export interface DialRequest {
+  workerId: string
+  address: string
+  masterId: string
+  masterAddress: string
+  timeoutMs: number
+  /** Absolute deadline (epoch ms) set by the main thread, so time spent queued counts too. */
+  deadline: number
+  /** Index into `cancelFlags`; -1 when this dial cannot be cancelled. */
+  cancelSlot: number
+  cancelFlags: Int32Array | null
+}
+
+export type DialOutcome = 'success' | 'rejected' | 'refused' | 'timeout' | 'cancelled' | 'error'
+
+export interface DialResult {
+  workerId: string
+  outcome: DialOutcome
+  message: string
+  elapsedMs: number
+}
+
+export async function dialMasterRegister(req: DialRequest): Promise<DialResult> {
+  const started = Date.now()
+  const result = (outcome: DialOutcome, message: string): DialResult => ({ workerId: req.workerId, outcome, message, elapsedMs: Date.now() - started })
+  if (isCancelled(req)) return result('cancelled', 'cancelled before the dial started')
+  if (Date.now() >= req.deadline) return result('timeout', 'the dial deadline passed while it waited for a thread')
+
+  const { Client } = loadProto()
+  const client = new Client(req.address, grpc.credentials.createInsecure(), DIAL_CHANNEL_OPTIONS)
+  let settled = false
+  let call: grpc.ClientUnaryCall | undefined
+  // Cancellation crosses the thread boundary through shared memory: the main thread sets the slot
+  // to 1 and notifies; we wake here and cancel the call. No message per dial.
+  if (req.cancelFlags && req.cancelSlot >= 0) {
+    const waited = Atomics.waitAsync(req.cancelFlags, req.cancelSlot, 0)
+    if (!waited.async) {
+      client.close()
+      return result('cancelled', 'cancelled before the dial started')
+    }
+    void waited.value.then(() => {
+      if (!settled) call?.cancel()
+    })
+  }
+  try {
+    const ack = await new Promise<RegisterAckMsg>((resolve, reject) => {
+      call = client.MasterRegister(
+        { master_id: req.masterId, master_address: req.masterAddress },
+        new grpc.Metadata(),
+        { deadline: req.deadline },
+        (err, res) => (err ? reject(err) : resolve(res as RegisterAckMsg)),
+      )
+    })
+    return ack.success ? result('success', ack.message) : result('rejected', ack.message || 'the worker refused MasterRegister')
+  } catch (err) {
+    const e = err as grpc.ServiceError
+    if (e.code === grpc.status.CANCELLED) return result('cancelled', 'cancelled')
+    if (e.code === grpc.status.DEADLINE_EXCEEDED) return result('timeout', `no answer within ${req.timeoutMs}ms`)
+    if (e.code === grpc.status.UNAVAILABLE) return result('refused', e.details || e.message)
+    return result('error', `${grpc.status[e.code] ?? e.code}: ${e.details || e.message}`)
+  } finally {
+    settled = true
+    // Wake our own waiter so it does not outlive the dial.
+    if (req.cancelFlags && req.cancelSlot >= 0) Atomics.notify(req.cancelFlags, req.cancelSlot)
+    client.close()
+  }
+}
+
+function isCancelled(req: DialRequest): boolean {
+  return req.cancelFlags !== null && req.cancelSlot >= 0 && Atomics.load(req.cancelFlags, req.cancelSlot) !== 0
+}

@@ -1,0 +1,106 @@
+import { availableParallelism } from 'node:os'
+import { Piscina } from 'piscina'
+import { dialMasterRegister, type DialRequest, type DialResult } from './dial.js'
+
+export type DialTarget = Omit<DialRequest, 'deadline' | 'cancelSlot' | 'cancelFlags'>
+
+export interface PendingDial {
+  promise: Promise<DialResult>
+  /** Cancels the dial wherever it is: queued, or mid-call on a thread. */
+  cancel(): void
+}
+
+/** Where reconnection dials run. The master uses the pool; the bench compares it with inline. */
+export interface Dialer {
+  readonly kind: 'pool' | 'inline'
+  dial(target: DialTarget): PendingDial
+  close(): Promise<void>
+}
+
+const CANCEL_SLOTS = 65_536
+
+/**
+ * Cancel flags in shared memory, one Int32 per in-flight dial. A slot is taken per dial and given
+ * back when its result arrives; cancelling writes 1 and notifies the waiter on the dial's thread.
+ */
+class CancelSlots {
+  readonly flags = new Int32Array(new SharedArrayBuffer(CANCEL_SLOTS * 4))
+  private readonly free: number[] = []
+  private next = 0
+
+  take(): number {
+    const slot = this.free.pop() ?? (this.next < CANCEL_SLOTS ? this.next++ : -1)
+    if (slot >= 0) Atomics.store(this.flags, slot, 0)
+    return slot
+  }
+
+  cancel(slot: number): void {
+    if (slot < 0) return
+    Atomics.store(this.flags, slot, 1)
+    Atomics.notify(this.flags, slot)
+  }
+
+  release(slot: number): void {
+    if (slot >= 0) this.free.push(slot)
+  }
+}
+
+abstract class SlottedDialer implements Dialer {
+  abstract readonly kind: 'pool' | 'inline'
+  private readonly slots = new CancelSlots()
+
+  protected abstract run(req: DialRequest): Promise<DialResult>
+
+  dial(target: DialTarget): PendingDial {
+    const slot = this.slots.take()
+    const req: DialRequest = { ...target, deadline: Date.now() + target.timeoutMs, cancelSlot: slot, cancelFlags: slot >= 0 ? this.slots.flags : null }
+    const promise = this.run(req).finally(() => this.slots.release(slot))
+    return { promise, cancel: () => this.slots.cancel(slot) }
+  }
+
+  abstract close(): Promise<void>
+}
+
+/**
+ * Dials on a Piscina pool. Each thread runs many dials at once (they are I/O-bound: the cost is
+ * channel set-up and TLS/HTTP2 framing, which is what stalls an event loop at a few thousand).
+ */
+export class PoolDialer extends SlottedDialer {
+  readonly kind = 'pool'
+  private readonly pool: Piscina
+
+  constructor(opts: { threads?: number; concurrencyPerThread?: number } = {}) {
+    super()
+    const threads = opts.threads && opts.threads > 0 ? opts.threads : Math.max(1, Math.min(4, availableParallelism()))
+    this.pool = new Piscina({
+      filename: new URL('../../workers/dial.js', import.meta.url).href,
+      minThreads: 1,
+      maxThreads: threads,
+      concurrentTasksPerWorker: opts.concurrencyPerThread ?? 1024,
+      idleTimeout: 60_000,
+    })
+  }
+
+  get threads(): number {
+    return this.pool.threads.length
+  }
+
+  protected run(req: DialRequest): Promise<DialResult> {
+    return this.pool.run(req) as Promise<DialResult>
+  }
+
+  async close(): Promise<void> {
+    await this.pool.destroy()
+  }
+}
+
+/** The same dials on the calling thread: the bench baseline, and tests of the monitor's logic. */
+export class InlineDialer extends SlottedDialer {
+  readonly kind = 'inline'
+
+  protected run(req: DialRequest): Promise<DialResult> {
+    return dialMasterRegister(req)
+  }
+
+  async close(): Promise<void> {}
+}

@@ -1,0 +1,49 @@
+import type { Logger } from '../shared/log.js'
+import { systemClock, type Clock, type TimerHandle } from '../shared/clock.js'
+import type { Registry } from './registry.js'
+
+/**
+ * Heartbeat timeout: a worker silent for longer than `timeoutMs` becomes inactive (logged once,
+ * event emitted by the registry). One sweep timer for the whole fleet; its period is a fraction
+ * of the timeout so detection lags the deadline by at most that fraction (capped at 1 s).
+ */
+export class Liveness {
+  private timer: TimerHandle | null = null
+  private readonly clock: Clock
+  readonly sweepMs: number
+
+  constructor(
+    private readonly registry: Registry,
+    private readonly opts: { timeoutMs: number; log: Logger; clock?: Clock },
+  ) {
+    this.clock = opts.clock ?? systemClock
+    this.sweepMs = Math.min(1000, Math.max(20, Math.floor(opts.timeoutMs / 5)))
+  }
+
+  start(): void {
+    if (this.timer) return
+    this.timer = this.clock.setInterval(() => this.sweep(), this.sweepMs)
+  }
+
+  /** Marks every worker past the deadline inactive; returns their ids. */
+  sweep(): string[] {
+    const now = this.clock.now()
+    const expired: string[] = []
+    for (const w of this.registry.values()) {
+      if (w.isActive && w.lastHeartbeat !== null && now - w.lastHeartbeat > this.opts.timeoutMs) expired.push(w.id)
+    }
+    for (const id of expired) {
+      const w = this.registry.get(id)
+      const silentMs = w?.lastHeartbeat != null ? now - w.lastHeartbeat : null
+      if (this.registry.markInactive(id, 'heartbeat-timeout', now)) {
+        this.opts.log.warn({ workerId: id, address: w?.address, silentMs }, `Worker ${id} became inactive: no heartbeat for ${Math.round((silentMs ?? 0) / 1000)}s`)
+      }
+    }
+    return expired
+  }
+
+  close(): void {
+    if (this.timer) this.clock.clearInterval(this.timer)
+    this.timer = null
+  }
+}

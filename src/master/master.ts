@@ -1,0 +1,206 @@
+import type { MasterConfig } from '../config.js'
+import type { Logger } from '../shared/log.js'
+import { advertiseHost } from '../shared/advertise.js'
+import { CloudaiError } from '../shared/errors.js'
+import { validateAddress, validateWorkerId } from '../shared/validation.js'
+import type { Store } from '../store/store.js'
+import { SqliteStore } from '../store/sqlite.js'
+import { StoreWriter } from '../store/writer.js'
+import { HttpApi } from './api/http.js'
+import type { MasterControl } from './control.js'
+import { PoolDialer, type Dialer } from './dialer.js'
+import { MasterGrpcServer } from './grpc.js'
+import { Liveness } from './liveness.js'
+import { ReconnectMonitor } from './reconnect.js'
+import { Registry } from './registry.js'
+import { toWorkerView, type ClusterStatus, type WorkerView } from './views.js'
+
+export interface MasterDeps {
+  log: Logger
+  /** Defaults to SQLite under config.dataDir. */
+  store?: Store
+  /** Defaults to the Piscina dial pool. */
+  dialer?: Dialer
+}
+
+type Phase = 'new' | 'starting' | 'running' | 'closing' | 'closed'
+
+/**
+ * The composition root: builds the master's parts, starts them in the CloudAI order and stops
+ * them in the CloudAI shutdown order. It is also the operator's MasterControl (REST and prompt).
+ */
+export class Master implements MasterControl {
+  readonly registry = new Registry()
+  private readonly log: Logger
+  private readonly store: Store
+  private readonly writer: StoreWriter
+  private readonly dialer: Dialer
+  private readonly liveness: Liveness
+  private readonly monitor: ReconnectMonitor
+  private readonly grpc: MasterGrpcServer
+  private readonly http: HttpApi
+  private phase: Phase = 'new'
+  private closing: Promise<void> | null = null
+  private startedAt = 0
+  private advertised = ''
+
+  constructor(private readonly config: MasterConfig, deps: MasterDeps) {
+    this.log = deps.log
+    this.store = deps.store ?? new SqliteStore(config.dataDir)
+    this.dialer = deps.dialer ?? new PoolDialer({ threads: config.dialThreads })
+    this.writer = new StoreWriter(this.store, this.registry, { log: this.log })
+    this.liveness = new Liveness(this.registry, { timeoutMs: config.heartbeatTimeoutMs, log: this.log })
+    this.monitor = new ReconnectMonitor(this.registry, this.dialer, {
+      intervalMs: config.reconnectIntervalMs,
+      dialTimeoutMs: config.dialTimeoutMs,
+      masterId: config.masterId,
+      masterAddress: () => this.advertised,
+      log: this.log,
+    })
+    this.grpc = new MasterGrpcServer({ registry: this.registry, host: config.grpcHost, port: config.grpcPort, log: this.log })
+    this.http = new HttpApi({ control: this, host: config.httpHost, port: config.httpPort, log: this.log })
+  }
+
+  get grpcPort(): number {
+    return this.grpc.port
+  }
+
+  get httpPort(): number {
+    return this.http.port
+  }
+
+  /** The gRPC address workers are told to call back on. */
+  get advertiseAddress(): string {
+    return this.advertised
+  }
+
+  get reconnectMonitor(): ReconnectMonitor {
+    return this.monitor
+  }
+
+  async start(): Promise<void> {
+    if (this.phase !== 'new') throw new Error('a Master can be started once')
+    this.phase = 'starting'
+    const log = this.log
+    try {
+      log.info({ step: 1, store: this.store.kind, location: this.store.location }, `Opening ${this.store.kind} store at ${this.store.location}`)
+      await this.store.open()
+
+      log.info({ step: 2, masterId: this.config.masterId }, `Master ${this.config.masterId} created`)
+
+      const loaded = this.registry.load(await this.store.loadWorkers())
+      // The store may still say "active" for workers of a master that died: write them inactive.
+      for (const w of this.registry.values()) this.writer.markDirty(w.id)
+      this.writer.start()
+      log.info({ step: 3, workers: loaded }, `Loaded ${loaded} worker(s) from the store (inactive until they connect)`)
+
+      log.info({ step: 4 }, 'Queue processor started (no task queue in this release: workers only)')
+
+      this.liveness.start()
+      // Logs "Worker reconnection monitor started" (or the warning that it is disabled).
+      this.monitor.start()
+
+      const grpcPort = await this.grpc.start()
+      this.advertised = this.config.advertise ?? `${advertiseHost(this.config.grpcHost)}:${grpcPort}`
+      log.info({ step: 6, grpcPort, advertise: this.advertised }, `gRPC server listening on ${this.config.grpcHost}:${grpcPort} (workers call back on ${this.advertised})`)
+
+      const httpPort = await this.http.start()
+      log.info({ step: 7, httpPort }, `HTTP API listening on http://${this.config.httpHost}:${httpPort}`)
+
+      this.startedAt = Date.now()
+      this.phase = 'running'
+      log.info({ step: 8, workers: this.registry.size }, `Sending MasterRegister to ${this.registry.size} registered worker(s)`)
+      void this.monitor.runPass()
+    } catch (err) {
+      log.error({ err }, 'master failed to start; shutting down what started')
+      await this.close()
+      throw err
+    }
+  }
+
+  close(): Promise<void> {
+    this.closing ??= this.shutdown()
+    return this.closing
+  }
+
+  private async shutdown(): Promise<void> {
+    const log = this.log
+    this.phase = 'closing'
+    log.info('Shutting down: stopping the queue processor')
+    log.info('Shutting down: stopping the reconnection monitor')
+    await this.monitor.close()
+    await this.dialer.close()
+    log.info('Shutting down: stopping the HTTP API')
+    await this.http.close()
+    log.info('Shutting down: stopping heartbeat timeout checks')
+    this.liveness.close()
+    log.info({ graceMs: this.config.shutdownGraceMs }, 'Shutting down: stopping the gRPC server (draining in-flight calls)')
+    await this.grpc.close(this.config.shutdownGraceMs)
+    log.info('Shutting down: closing the store')
+    const final = await this.writer.close()
+    if (!final.healthy || final.pending > 0) {
+      log.error({ pending: final.pending, err: final.lastError }, `Store could not take the last ${final.pending} change(s) before shutdown`)
+    }
+    await this.store.close()
+    this.phase = 'closed'
+    log.info('Master stopped')
+  }
+
+  // --- MasterControl -------------------------------------------------------------------------
+
+  private assertRunning(): void {
+    if (this.phase !== 'running') throw new CloudaiError('CLOUDAI_SHUTTING_DOWN', `the master is ${this.phase === 'closing' || this.phase === 'closed' ? 'shutting down' : 'starting'}`)
+  }
+
+  listWorkers(): WorkerView[] {
+    return this.registry.list().map(toWorkerView)
+  }
+
+  getWorker(id: string): WorkerView {
+    return toWorkerView(this.registry.require(validateWorkerId(id, 'worker id')))
+  }
+
+  async registerWorker(body: unknown): Promise<{ worker: WorkerView; created: boolean; persisted: boolean }> {
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+      throw new CloudaiError('CLOUDAI_BAD_REQUEST', 'the body must be a JSON object: {"worker_id": "...", "worker_ip": "host:port"}')
+    }
+    const b = body as Record<string, unknown>
+    const id = validateWorkerId(b.worker_id)
+    if (b.worker_ip !== undefined && b.address !== undefined && b.worker_ip !== b.address) {
+      throw new CloudaiError('CLOUDAI_BAD_ADDRESS', 'worker_ip and address are the same field (address is an alias); send one')
+    }
+    const address = validateAddress(b.worker_ip ?? b.address, 'worker_ip')
+    this.assertRunning()
+    const { worker, created } = this.registry.register(id, address, Date.now())
+    if (created) {
+      this.log.info({ workerId: id, address }, `Worker ${id} registered at ${address} (offline until it connects; will reconnect automatically)`)
+      void this.monitor.dialNow(id)
+    }
+    const persisted = await this.writer.flush()
+    return { worker: toWorkerView(worker), created, persisted }
+  }
+
+  async unregisterWorker(id: string): Promise<{ worker_id: string; persisted: boolean }> {
+    validateWorkerId(id, 'worker id')
+    this.assertRunning()
+    const worker = this.registry.unregister(id)
+    this.log.info({ workerId: id, address: worker.address }, `Worker ${id} unregistered; no more reconnection attempts`)
+    const persisted = await this.writer.flush()
+    return { worker_id: id, persisted }
+  }
+
+  status(): ClusterStatus {
+    const counts = this.registry.counts()
+    const store = this.writer.status()
+    return {
+      workers: counts.total,
+      active: counts.active,
+      inactive: counts.inactive,
+      reconnect_monitor: this.monitor.status,
+      store: { kind: this.store.kind, healthy: store.healthy, pending_writes: store.pending, last_error: store.lastError },
+      grpc_address: this.advertised,
+      started_at: new Date(this.startedAt || Date.now()).toISOString(),
+      uptime_s: this.startedAt ? Math.round((Date.now() - this.startedAt) / 1000) : 0,
+    }
+  }
+}

@@ -1,0 +1,167 @@
+import type { Logger } from '../shared/log.js'
+import { systemClock, type Clock, type TimerHandle } from '../shared/clock.js'
+import type { WorkerRecord } from '../shared/types.js'
+import type { Dialer, PendingDial } from './dialer.js'
+import type { DialResult } from './dial.js'
+import type { Registry } from './registry.js'
+
+export interface ReconnectOptions {
+  intervalMs: number
+  dialTimeoutMs: number
+  masterId: string
+  /** Called at dial time: the gRPC port is only known once the server is bound. */
+  masterAddress: () => string
+  log: Logger
+  clock?: Clock
+}
+
+export type MonitorState = 'running' | 'disabled' | 'stopped'
+
+/**
+ * The worker reconnection monitor. Every interval it dials MasterRegister on each inactive
+ * worker, all in parallel on the dialer, each bounded by the dial timeout. A worker that answers
+ * calls RegisterWorker back and turns active through the registry; failures are silent (debug).
+ *
+ * Invariants: at most one dial in flight per worker (single flight); passes never overlap (the next
+ * is scheduled when the previous one ends); unregistering a worker cancels its dial; close()
+ * cancels every dial and waits for them.
+ */
+export class ReconnectMonitor {
+  private readonly inflight = new Map<string, PendingDial & { address: string }>()
+  private readonly clock: Clock
+  private timer: TimerHandle | null = null
+  private passRunning: Promise<void> | null = null
+  private state: MonitorState = 'stopped'
+  private closed = false
+  private readonly onUnregistered = (w: WorkerRecord): void => this.cancel(w.id)
+
+  constructor(
+    private readonly registry: Registry,
+    private readonly dialer: Dialer,
+    private readonly opts: ReconnectOptions,
+  ) {
+    this.clock = opts.clock ?? systemClock
+  }
+
+  get status(): MonitorState {
+    return this.state
+  }
+
+  get inflightCount(): number {
+    return this.inflight.size
+  }
+
+  isDialing(id: string): boolean {
+    return this.inflight.has(id)
+  }
+
+  start(): void {
+    if (this.closed || this.state !== 'stopped') return
+    this.registry.on('worker-unregistered', this.onUnregistered)
+    if (this.opts.intervalMs === 0) {
+      this.state = 'disabled'
+      this.opts.log.warn('Worker reconnection monitor disabled (--reconnect-interval 0): inactive workers will only come back by joining on their own')
+      return
+    }
+    this.state = 'running'
+    this.schedule(this.opts.intervalMs)
+    this.opts.log.info({ intervalMs: this.opts.intervalMs, dialTimeoutMs: this.opts.dialTimeoutMs, dialer: this.dialer.kind }, 'Worker reconnection monitor started')
+  }
+
+  private schedule(delayMs: number): void {
+    if (this.closed || this.state !== 'running') return
+    this.timer = this.clock.setTimeout(() => {
+      this.timer = null
+      const started = this.clock.now()
+      void this.runPass().finally(() => this.schedule(Math.max(0, this.opts.intervalMs - (this.clock.now() - started))))
+    }, delayMs)
+  }
+
+  /**
+   * One pass over the inactive workers. Returns once every dial it started has settled. A pass
+   * asked for while one is running joins that one instead of starting another.
+   */
+  runPass(): Promise<void> {
+    if (this.passRunning) return this.passRunning
+    this.passRunning = this.pass().finally(() => {
+      this.passRunning = null
+    })
+    return this.passRunning
+  }
+
+  private async pass(): Promise<void> {
+    if (this.closed) return
+    const targets = this.registry.inactive().filter((w) => !this.inflight.has(w.id))
+    if (targets.length === 0) return
+    this.opts.log.info({ count: targets.length }, `Attempting to reconnect to ${targets.length} inactive worker(s)...`)
+    await Promise.all(targets.map((w) => this.dialWorker(w)))
+  }
+
+  /**
+   * Dials one worker now (after an operator registers it, or at start-up), unless a dial to it is
+   * already in flight, in which case that dial's result is returned.
+   */
+  dialNow(id: string): Promise<DialResult | null> {
+    const w = this.registry.get(id)
+    if (!w || w.isActive || this.closed) return Promise.resolve(null)
+    return this.dialWorker(w)
+  }
+
+  private dialWorker(w: WorkerRecord): Promise<DialResult | null> {
+    const existing = this.inflight.get(w.id)
+    if (existing) return existing.promise
+    const pending = this.dialer.dial({
+      workerId: w.id,
+      address: w.address,
+      masterId: this.opts.masterId,
+      masterAddress: this.opts.masterAddress(),
+      timeoutMs: this.opts.dialTimeoutMs,
+    })
+    const entry = { ...pending, address: w.address }
+    this.inflight.set(w.id, entry)
+    return pending.promise.then(
+      (result) => {
+        if (this.inflight.get(w.id) === entry) this.inflight.delete(w.id)
+        this.report(w.id, w.address, result)
+        return result
+      },
+      (err: unknown) => {
+        if (this.inflight.get(w.id) === entry) this.inflight.delete(w.id)
+        // The pool itself failed (destroyed at shutdown, thread crash): not the worker's fault.
+        if (!this.closed) this.opts.log.error({ workerId: w.id, err: (err as Error).message }, 'reconnection dial could not run')
+        return null
+      },
+    )
+  }
+
+  private report(id: string, address: string, result: DialResult): void {
+    if (result.outcome === 'success' && this.registry.get(id)) {
+      this.opts.log.info({ workerId: id, address, elapsedMs: result.elapsedMs }, `Successfully reconnected to worker ${id} (${address})`)
+    } else {
+      this.opts.log.debug({ workerId: id, address, outcome: result.outcome, reason: result.message, elapsedMs: result.elapsedMs }, 'reconnection dial failed')
+    }
+  }
+
+  /** Cancels the in-flight dial to one worker (it was unregistered). */
+  cancel(id: string): void {
+    const entry = this.inflight.get(id)
+    if (!entry) return
+    this.inflight.delete(id)
+    entry.cancel()
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    this.registry.off('worker-unregistered', this.onUnregistered)
+    if (this.timer) this.clock.clearTimeout(this.timer)
+    this.timer = null
+    const pending = [...this.inflight.values()]
+    for (const entry of pending) entry.cancel()
+    await Promise.allSettled(pending.map((e) => e.promise))
+    this.inflight.clear()
+    const wasRunning = this.state === 'running'
+    this.state = 'stopped'
+    if (wasRunning) this.opts.log.info('Worker reconnection monitor stopped')
+  }
+}

@@ -1,0 +1,68 @@
+import { status as GrpcStatus } from '@grpc/grpc-js'
+
+// One error type with stable codes; the HTTP and gRPC status of each code is decided here and
+// nowhere else, so the REST API, the gRPC server and the CLI agree on what a failure means.
+
+interface CodeSpec {
+  http: number
+  grpc: GrpcStatus
+}
+
+export const ErrorCodes = {
+  CLOUDAI_BAD_REQUEST: { http: 400, grpc: GrpcStatus.INVALID_ARGUMENT },
+  CLOUDAI_BAD_JSON: { http: 400, grpc: GrpcStatus.INVALID_ARGUMENT },
+  CLOUDAI_BAD_WORKER_ID: { http: 400, grpc: GrpcStatus.INVALID_ARGUMENT },
+  CLOUDAI_BAD_ADDRESS: { http: 400, grpc: GrpcStatus.INVALID_ARGUMENT },
+  CLOUDAI_BAD_FIELD: { http: 400, grpc: GrpcStatus.INVALID_ARGUMENT },
+  CLOUDAI_BODY_TOO_LARGE: { http: 413, grpc: GrpcStatus.RESOURCE_EXHAUSTED },
+  CLOUDAI_UNSUPPORTED_MEDIA_TYPE: { http: 415, grpc: GrpcStatus.INVALID_ARGUMENT },
+  CLOUDAI_NOT_FOUND: { http: 404, grpc: GrpcStatus.NOT_FOUND },
+  CLOUDAI_METHOD_NOT_ALLOWED: { http: 405, grpc: GrpcStatus.UNIMPLEMENTED },
+  CLOUDAI_UNKNOWN_WORKER: { http: 404, grpc: GrpcStatus.NOT_FOUND },
+  CLOUDAI_WORKER_NOT_REGISTERED: { http: 403, grpc: GrpcStatus.PERMISSION_DENIED },
+  CLOUDAI_WORKER_INACTIVE: { http: 409, grpc: GrpcStatus.FAILED_PRECONDITION },
+  CLOUDAI_WORKER_EXISTS: { http: 409, grpc: GrpcStatus.ALREADY_EXISTS },
+  CLOUDAI_SHUTTING_DOWN: { http: 503, grpc: GrpcStatus.UNAVAILABLE },
+  CLOUDAI_BAD_CONFIG: { http: 400, grpc: GrpcStatus.INVALID_ARGUMENT },
+  CLOUDAI_STORE_FAILED: { http: 503, grpc: GrpcStatus.UNAVAILABLE },
+  CLOUDAI_UWS_FALLBACK: { http: 500, grpc: GrpcStatus.INTERNAL },
+  CLOUDAI_API_UNREACHABLE: { http: 503, grpc: GrpcStatus.UNAVAILABLE },
+  CLOUDAI_INTERNAL: { http: 500, grpc: GrpcStatus.INTERNAL },
+} as const satisfies Record<string, CodeSpec>
+
+export type ErrorCode = keyof typeof ErrorCodes
+
+export class CloudaiError extends Error {
+  readonly code: ErrorCode
+  readonly details: Record<string, unknown> | undefined
+
+  constructor(code: ErrorCode, message: string, details?: Record<string, unknown>) {
+    super(message)
+    this.name = 'CloudaiError'
+    this.code = code
+    this.details = details
+  }
+
+  get httpStatus(): number {
+    return ErrorCodes[this.code].http
+  }
+
+  get grpcStatus(): GrpcStatus {
+    return ErrorCodes[this.code].grpc
+  }
+
+  toJSON(): { error: { code: ErrorCode; message: string; details?: Record<string, unknown> } } {
+    return { error: { code: this.code, message: this.message, ...(this.details ? { details: this.details } : {}) } }
+  }
+}
+
+export function isCloudaiError(err: unknown): err is CloudaiError {
+  return err instanceof CloudaiError
+}
+
+/** Anything thrown that is not ours becomes an internal error with its message kept for the log. */
+export function toCloudaiError(err: unknown): CloudaiError {
+  if (err instanceof CloudaiError) return err
+  const message = err instanceof Error ? err.message : String(err)
+  return new CloudaiError('CLOUDAI_INTERNAL', `internal error: ${message}`)
+}

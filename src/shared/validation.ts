@@ -1,0 +1,93 @@
+import { CloudaiError } from './errors.js'
+
+// Rules for every identifier and address that crosses a boundary (RPC fields, HTTP bodies and
+// paths, CLI args, config). One place, so the master, the worker and the CLI refuse the same things.
+
+export const WORKER_ID_PATTERN = /^[A-Za-z0-9._-]{1,64}$/
+const HOSTNAME_PATTERN = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/
+const IPV4_PATTERN = /^(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/
+const IPV6_BRACKETED = /^\[[0-9A-Fa-f:.]{2,45}\]$/
+
+/** Longest string field we accept from a peer where the contract gives no other limit. */
+export const MAX_STRING_FIELD = 256
+export const MAX_RUNNING_TASKS = 10_000
+
+export function validateWorkerId(value: unknown, field = 'worker_id'): string {
+  if (typeof value !== 'string' || value.length === 0) {
+    throw new CloudaiError('CLOUDAI_BAD_WORKER_ID', `${field} is required: 1 to 64 characters of A-Z a-z 0-9 . _ -`)
+  }
+  if (!WORKER_ID_PATTERN.test(value)) {
+    throw new CloudaiError(
+      'CLOUDAI_BAD_WORKER_ID',
+      `${field} ${JSON.stringify(value.slice(0, 80))} is invalid: use 1 to 64 characters of A-Z a-z 0-9 . _ -`,
+    )
+  }
+  return value
+}
+
+export interface HostPort {
+  host: string
+  port: number
+}
+
+/** Parses `host:port` (host: a DNS name, an IPv4 address or a bracketed IPv6 address). */
+export function parseAddress(value: unknown, field = 'address', opts: { allowPortZero?: boolean } = {}): HostPort {
+  if (typeof value !== 'string' || value.length === 0) {
+    throw new CloudaiError('CLOUDAI_BAD_ADDRESS', `${field} is required, as host:port`)
+  }
+  const shown = JSON.stringify(value.slice(0, 80))
+  if (value.length > 262) throw new CloudaiError('CLOUDAI_BAD_ADDRESS', `${field} ${shown} is too long`)
+  const colon = value.lastIndexOf(':')
+  if (colon <= 0) {
+    throw new CloudaiError('CLOUDAI_BAD_ADDRESS', `${field} ${shown} must be host:port, for example 127.0.0.1:50052`)
+  }
+  const host = value.slice(0, colon)
+  const portText = value.slice(colon + 1)
+  if (!HOSTNAME_PATTERN.test(host) && !IPV4_PATTERN.test(host) && !IPV6_BRACKETED.test(host)) {
+    throw new CloudaiError('CLOUDAI_BAD_ADDRESS', `${field} ${shown} has an invalid host ${JSON.stringify(host.slice(0, 80))}`)
+  }
+  const port = parsePort(portText, field, opts.allowPortZero ?? false)
+  return { host, port }
+}
+
+export function validateAddress(value: unknown, field = 'address'): string {
+  const { host, port } = parseAddress(value, field)
+  return `${host}:${port}`
+}
+
+export function parsePort(value: unknown, field = 'port', allowZero = true): number {
+  const text = typeof value === 'number' ? String(value) : value
+  if (typeof text !== 'string' || !/^\d{1,5}$/.test(text)) {
+    throw new CloudaiError('CLOUDAI_BAD_ADDRESS', `${field} ${JSON.stringify(value)} is not a port number (${allowZero ? '0' : '1'} to 65535)`)
+  }
+  const port = Number(text)
+  if (port > 65535 || (!allowZero && port === 0)) {
+    throw new CloudaiError('CLOUDAI_BAD_ADDRESS', `${field} ${port} is out of range (${allowZero ? '0' : '1'} to 65535)`)
+  }
+  return port
+}
+
+/** A percentage from a peer: finite, 0 to 100. */
+export function validatePercent(value: unknown, field: string): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || value > 100) {
+    throw new CloudaiError('CLOUDAI_BAD_FIELD', `${field} must be a percentage from 0 to 100, got ${String(value)}`)
+  }
+  return value
+}
+
+/** A resource amount from a peer (cores, GB, GPUs): finite and not negative. */
+export function validateAmount(value: unknown, field: string, max = 1e9): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || value > max) {
+    throw new CloudaiError('CLOUDAI_BAD_FIELD', `${field} must be a number from 0 to ${max}, got ${String(value)}`)
+  }
+  return value
+}
+
+export function validateString(value: unknown, field: string, opts: { max?: number; required?: boolean } = {}): string {
+  const max = opts.max ?? MAX_STRING_FIELD
+  if (value === undefined || value === null) value = ''
+  if (typeof value !== 'string') throw new CloudaiError('CLOUDAI_BAD_FIELD', `${field} must be a string`)
+  if (opts.required && value.length === 0) throw new CloudaiError('CLOUDAI_BAD_FIELD', `${field} is required`)
+  if (value.length > max) throw new CloudaiError('CLOUDAI_BAD_FIELD', `${field} is longer than ${max} characters`)
+  return value
+}

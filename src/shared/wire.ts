@@ -1,0 +1,81 @@
+// TypeScript shapes of the proto messages as @grpc/proto-loader delivers them (keepCase, longs as
+// numbers, defaults filled in). Field names are the wire names; see proto/cloudai.proto.
+
+export interface WorkerInfoMsg {
+  worker_id: string
+  worker_ip: string
+  total_cpu: number
+  total_memory: number
+  total_storage: number
+  total_gpu: number
+}
+
+export interface MasterInfoMsg {
+  master_id: string
+  master_address: string
+}
+
+export interface RegisterAckMsg {
+  success: boolean
+  message: string
+}
+
+export interface RunningTaskMsg {
+  task_id: string
+  cpu_allocated: number
+  memory_allocated: number
+  status: string
+  gpu_allocated: number
+}
+
+export interface HeartbeatMsg {
+  worker_id: string
+  cpu_usage: number
+  memory_usage: number
+  storage_usage: number
+  running_tasks: RunningTaskMsg[]
+  gpu_usage: number
+}
+
+export interface HeartbeatAckMsg {
+  success: boolean
+}
+
+export interface TaskMsg {
+  task_id: string
+  docker_image: string
+  command: string
+  req_cpu: number
+  req_memory: number
+  req_storage: number
+  req_gpu: number
+  target_worker_id: string
+  user_id: string
+  sla_multiplier: number
+  task_type: string
+  task_name: string
+  submitted_at: number
+}
+
+export interface TaskAckMsg {
+  success: boolean
+  message: string
+}
+
+export interface TaskIdMsg {
+  task_id: string
+}
+
+export interface TaskResultMsg {
+  task_id: string
+  worker_id: string
+  status: string
+  logs: string
+  result_location: string
+  output_files: string[]
+}
+
+export interface AckMsg {
+  success: boolean
+  message: string
+}

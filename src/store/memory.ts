@@ -1,0 +1,22 @@
+import type { WorkerRecord } from '../shared/types.js'
+import type { Store, WorkerChanges } from './store.js'
+
+/** A store that keeps copies in memory: the contract's reference, and a master without a disk. */
+export class MemoryStore implements Store {
+  readonly kind = 'memory'
+  readonly location = 'memory'
+  private readonly workers = new Map<string, WorkerRecord>()
+
+  async open(): Promise<void> {}
+
+  async close(): Promise<void> {}
+
+  async loadWorkers(): Promise<WorkerRecord[]> {
+    return [...this.workers.values()].map((w) => structuredClone(w))
+  }
+
+  async writeWorkers(changes: WorkerChanges): Promise<void> {
+    for (const w of changes.upserts) this.workers.set(w.id, structuredClone(w))
+    for (const id of changes.deletes) this.workers.delete(id)
+  }
+}

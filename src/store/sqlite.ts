@@ -1,0 +1,184 @@
+import { mkdirSync } from 'node:fs'
+import { join, resolve } from 'node:path'
+import Database from 'better-sqlite3'
+import { CloudaiError } from '../shared/errors.js'
+import type { RunningTaskInfo, WorkerRecord } from '../shared/types.js'
+import type { Store, WorkerChanges } from './store.js'
+
+const SCHEMA_VERSION = 1
+
+interface WorkerRow {
+  worker_id: string
+  worker_ip: string
+  is_active: number
+  total_cpu: number | null
+  total_memory: number | null
+  total_storage: number | null
+  total_gpu: number | null
+  cpu_usage: number | null
+  memory_usage: number | null
+  storage_usage: number | null
+  gpu_usage: number | null
+  running_tasks: string
+  reported_address: string | null
+  registered_at: number
+  connected_at: number | null
+  last_heartbeat: number | null
+  disconnected_at: number | null
+  reconnects: number
+}
+
+/**
+ * The embedded default: one SQLite file under --data-dir, WAL with synchronous=FULL so that a
+ * committed batch survives both a kill -9 and a power cut. better-sqlite3 is synchronous, which is
+ * fine for batches of a few thousand rows; busy_timeout is kept short so a database locked by
+ * another process shows up as a failed write (retried later) rather than a stalled main thread.
+ */
+export class SqliteStore implements Store {
+  readonly kind = 'sqlite'
+  readonly location: string
+  private db: Database.Database | null = null
+  private upsertStmt: Database.Statement | null = null
+  private deleteStmt: Database.Statement | null = null
+  private writeTx: ((changes: WorkerChanges) => void) | null = null
+
+  constructor(dataDir: string, private readonly busyTimeoutMs = 50) {
+    this.location = join(resolve(dataDir), 'cloudai.db')
+  }
+
+  async open(): Promise<void> {
+    if (this.db) return
+    let db: Database.Database | null = null
+    try {
+      mkdirSync(resolve(this.location, '..'), { recursive: true })
+      db = new Database(this.location)
+      db.pragma('journal_mode = WAL')
+      db.pragma('synchronous = FULL')
+      db.pragma(`busy_timeout = ${Math.max(0, Math.floor(this.busyTimeoutMs))}`)
+      migrate(db)
+      this.db = db
+    } catch (err) {
+      db?.close()
+      throw new CloudaiError('CLOUDAI_STORE_FAILED', `cannot open the SQLite store at ${this.location}: ${(err as Error).message}`)
+    }
+    this.upsertStmt = db.prepare(`
+      INSERT INTO workers (worker_id, worker_ip, is_active, total_cpu, total_memory, total_storage, total_gpu,
+        cpu_usage, memory_usage, storage_usage, gpu_usage, running_tasks, reported_address,
+        registered_at, connected_at, last_heartbeat, disconnected_at, reconnects)
+      VALUES (@worker_id, @worker_ip, @is_active, @total_cpu, @total_memory, @total_storage, @total_gpu,
+        @cpu_usage, @memory_usage, @storage_usage, @gpu_usage, @running_tasks, @reported_address,
+        @registered_at, @connected_at, @last_heartbeat, @disconnected_at, @reconnects)
+      ON CONFLICT(worker_id) DO UPDATE SET
+        worker_ip = excluded.worker_ip, is_active = excluded.is_active,
+        total_cpu = excluded.total_cpu, total_memory = excluded.total_memory,
+        total_storage = excluded.total_storage, total_gpu = excluded.total_gpu,
+        cpu_usage = excluded.cpu_usage, memory_usage = excluded.memory_usage,
+        storage_usage = excluded.storage_usage, gpu_usage = excluded.gpu_usage,
+        running_tasks = excluded.running_tasks, reported_address = excluded.reported_address,
+        registered_at = excluded.registered_at, connected_at = excluded.connected_at,
+        last_heartbeat = excluded.last_heartbeat, disconnected_at = excluded.disconnected_at,
+        reconnects = excluded.reconnects`)
+    this.deleteStmt = db.prepare('DELETE FROM workers WHERE worker_id = ?')
+    const upsert = this.upsertStmt
+    const del = this.deleteStmt
+    this.writeTx = db.transaction((changes: WorkerChanges) => {
+      for (const w of changes.upserts) upsert.run(toRow(w))
+      for (const id of changes.deletes) del.run(id)
+    })
+  }
+
+  async close(): Promise<void> {
+    const db = this.db
+    this.db = null
+    this.writeTx = null
+    this.upsertStmt = null
+    this.deleteStmt = null
+    db?.close()
+  }
+
+  async loadWorkers(): Promise<WorkerRecord[]> {
+    const rows = this.requireDb().prepare('SELECT * FROM workers ORDER BY registered_at, worker_id').all() as WorkerRow[]
+    return rows.map(fromRow)
+  }
+
+  async writeWorkers(changes: WorkerChanges): Promise<void> {
+    if (!this.writeTx) throw new CloudaiError('CLOUDAI_STORE_FAILED', 'the SQLite store is not open')
+    if (changes.upserts.length === 0 && changes.deletes.length === 0) return
+    this.writeTx(changes)
+  }
+
+  private requireDb(): Database.Database {
+    if (!this.db) throw new CloudaiError('CLOUDAI_STORE_FAILED', 'the SQLite store is not open')
+    return this.db
+  }
+}
+
+function migrate(db: Database.Database): void {
+  const version = db.pragma('user_version', { simple: true }) as number
+  if (version > SCHEMA_VERSION) {
+    throw new Error(`database schema version ${version} is newer than this cloudai (${SCHEMA_VERSION}); upgrade cloudai`)
+  }
+  if (version < 1) {
+    db.exec(`
+      CREATE TABLE IF NOT EXISTS workers (
+        worker_id TEXT PRIMARY KEY,
+        worker_ip TEXT NOT NULL,
+        is_active INTEGER NOT NULL DEFAULT 0,
+        total_cpu REAL, total_memory REAL, total_storage REAL, total_gpu REAL,
+        cpu_usage REAL, memory_usage REAL, storage_usage REAL, gpu_usage REAL,
+        running_tasks TEXT NOT NULL DEFAULT '[]',
+        reported_address TEXT,
+        registered_at INTEGER NOT NULL,
+        connected_at INTEGER, last_heartbeat INTEGER, disconnected_at INTEGER,
+        reconnects INTEGER NOT NULL DEFAULT 0
+      );
+      PRAGMA user_version = 1;`)
+  }
+}
+
+function toRow(w: WorkerRecord): WorkerRow {
+  return {
+    worker_id: w.id,
+    worker_ip: w.address,
+    is_active: w.isActive ? 1 : 0,
+    total_cpu: w.specs?.cpu ?? null,
+    total_memory: w.specs?.memory ?? null,
+    total_storage: w.specs?.storage ?? null,
+    total_gpu: w.specs?.gpu ?? null,
+    cpu_usage: w.usage?.cpu ?? null,
+    memory_usage: w.usage?.memory ?? null,
+    storage_usage: w.usage?.storage ?? null,
+    gpu_usage: w.usage?.gpu ?? null,
+    running_tasks: JSON.stringify(w.runningTasks),
+    reported_address: w.reportedAddress,
+    registered_at: w.registeredAt,
+    connected_at: w.connectedAt,
+    last_heartbeat: w.lastHeartbeat,
+    disconnected_at: w.disconnectedAt,
+    reconnects: w.reconnects,
+  }
+}
+
+function fromRow(r: WorkerRow): WorkerRecord {
+  let runningTasks: RunningTaskInfo[] = []
+  try {
+    const parsed: unknown = JSON.parse(r.running_tasks)
+    if (Array.isArray(parsed)) runningTasks = parsed as RunningTaskInfo[]
+  } catch {
+    // A damaged column costs the last known task list, not the worker.
+  }
+  return {
+    id: r.worker_id,
+    address: r.worker_ip,
+    isActive: r.is_active === 1,
+    specs: r.total_cpu === null ? null : { cpu: r.total_cpu, memory: r.total_memory ?? 0, storage: r.total_storage ?? 0, gpu: r.total_gpu ?? 0 },
+    usage: r.cpu_usage === null ? null : { cpu: r.cpu_usage, memory: r.memory_usage ?? 0, storage: r.storage_usage ?? 0, gpu: r.gpu_usage ?? 0 },
+    runningTasks,
+    reportedAddress: r.reported_address,
+    registeredAt: r.registered_at,
+    connectedAt: r.connected_at,
+    lastHeartbeat: r.last_heartbeat,
+    disconnectedAt: r.disconnected_at,
+    reconnects: r.reconnects,
+  }
+}

@@ -1,0 +1,80 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { api, msgHas, msgIs, reservePort, startMaster, startWorker, tempDir, type LogLine } from '../support/cluster.js'
+
+const reconnected = (id: string) => (l: LogLine): boolean => l.workerId === id && l.msg.startsWith(`Successfully reconnected to worker ${id} (127.0.0.1:`)
+const becameInactive = (id: string) => (l: LogLine): boolean => l.workerId === id && typeof l.msg === 'string' && l.msg.startsWith(`Worker ${id} became inactive`)
+const dialTo = (id: string) => (l: LogLine): boolean => l.workerId === id && (l.msg === 'reconnection dial failed' || l.msg.startsWith('Successfully reconnected'))
+
+test('the reconnection scenario: offline registration, monitor reconnects, kill -9 either side, unregister stops dials', async (t) => {
+  const dataDir = tempDir(t)
+  const workerPort = await reservePort()
+  const ghostPort = await reservePort()
+  let master = await startMaster(t, { dataDir })
+
+  // Registered while offline: stored inactive, and the monitor keeps trying.
+  const reg = await api(master.api, '/api/workers', { method: 'POST', body: { worker_id: 'worker-1', worker_ip: `127.0.0.1:${workerPort}` } })
+  assert.equal(reg.status, 201)
+  assert.equal(reg.body.worker.is_active, false)
+  assert.equal(reg.body.persisted, true)
+  // A second worker that never comes up keeps the monitor's passes visible in the log.
+  assert.equal((await api(master.api, '/api/workers', { method: 'POST', body: { worker_id: 'ghost', address: `127.0.0.1:${ghostPort}` } })).status, 201)
+  await master.proc.waitForLog(dialTo('worker-1'), 'a failed dial to the offline worker-1')
+  assert.equal((await api(master.api, '/api/workers/worker-1')).body.is_active, false)
+
+  // The worker starts later: the monitor finds it.
+  let mark = master.proc.mark()
+  let worker = await startWorker(t, 'worker-1', workerPort)
+  await master.proc.waitForLog(reconnected('worker-1'), 'Successfully reconnected to worker worker-1', { from: mark })
+  let view = (await api(master.api, '/api/workers/worker-1')).body
+  assert.equal(view.is_active, true)
+  assert.ok(view.total_cpu > 0, 'specs arrive with RegisterWorker')
+  assert.ok(view.connected_at)
+  await master.proc.waitForLog((l) => l.msg === 'Attempting to reconnect to 1 inactive worker(s)...', 'a pass over the ghost alone', { from: master.proc.mark() })
+
+  // kill -9 the worker: inactive after the heartbeat timeout.
+  mark = master.proc.mark()
+  await worker.kill('SIGKILL')
+  await master.proc.waitForLog(becameInactive('worker-1'), 'worker-1 became inactive', { from: mark })
+  assert.equal((await api(master.api, '/api/workers/worker-1')).body.is_active, false)
+
+  // Restarted: active again, counted as a reconnect.
+  mark = master.proc.mark()
+  worker = await startWorker(t, 'worker-1', workerPort)
+  await master.proc.waitForLog(reconnected('worker-1'), 'reconnected after worker restart', { from: mark })
+  view = (await api(master.api, '/api/workers/worker-1')).body
+  assert.equal(view.is_active, true)
+  assert.equal(view.reconnects, 1)
+
+  // kill -9 the master and start it again on the same data: the registry comes back from the store
+  // and the worker follows the new master (new ports).
+  await master.proc.kill('SIGKILL')
+  master = await startMaster(t, { dataDir, name: 'master-2' })
+  const loaded = await master.proc.waitForLog((l) => l.step === 3, 'workers loaded')
+  assert.equal(loaded.workers, 2)
+  await master.proc.waitForLog(reconnected('worker-1'), 'worker-1 follows the restarted master')
+  const list = (await api(master.api, '/api/workers')).body.workers as { worker_id: string; is_active: boolean }[]
+  assert.deepEqual(list.map((w) => w.worker_id).sort(), ['ghost', 'worker-1'])
+  await worker.waitForLog(msgHas(`Registered with master 127.0.0.1:${master.grpcPort}`), 'worker registered with the new master')
+
+  // Unregister an offline worker: no dial to it ever again, even once it is back up.
+  mark = master.proc.mark()
+  await worker.kill('SIGKILL')
+  await master.proc.waitForLog(becameInactive('worker-1'), 'worker-1 inactive again', { from: mark })
+  await master.proc.waitForLog(dialTo('worker-1'), 'monitor dialling worker-1', { from: mark })
+  const del = await api(master.api, '/api/workers/worker-1', { method: 'DELETE' })
+  assert.equal(del.status, 200)
+  assert.equal(del.body.persisted, true)
+  mark = master.proc.mark()
+  worker = await startWorker(t, 'worker-1', workerPort)
+  for (let i = 0; i < 3; i++) {
+    await master.proc.waitForLog(msgIs('Attempting to reconnect to 1 inactive worker(s)...'), `pass ${i + 1} after unregister`, { from: master.proc.mark() })
+  }
+  assert.equal(master.proc.has(dialTo('worker-1'), mark), false, 'no dial to an unregistered worker')
+  assert.equal(worker.has(msgHas('MasterRegister from')), false, 'the worker was never asked to follow')
+  assert.equal((await api(master.api, '/api/workers/worker-1')).status, 404)
+
+  // Graceful stop: exit code 0, nothing left open (a leaked handle would hang the exit).
+  const exit = await master.proc.kill('SIGTERM')
+  assert.deepEqual(exit, { code: 0, signal: null })
+})

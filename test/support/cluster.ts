@@ -1,0 +1,178 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import type { TestContext } from 'node:test'
+
+// Real processes for integration tests: the CLI exactly as a user runs it, JSON log lines read
+// from stdout, ports chosen by the OS, temp dirs removed afterwards.
+
+export const ROOT = fileURLToPath(new URL('../../../', import.meta.url))
+export const CLI = join(ROOT, 'bin', 'cloudai.js')
+
+export interface LogLine {
+  level: number
+  msg: string
+  [key: string]: unknown
+}
+
+export class Proc {
+  readonly child: ChildProcess
+  readonly lines: LogLine[] = []
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
+  stderr = ''
+  private waiters: { pred: (l: LogLine) => boolean; from: number; resolve: (l: LogLine) => void }[] = []
+
+  constructor(readonly name: string, args: string[], env: NodeJS.ProcessEnv = {}) {
+    this.child = spawn(process.execPath, [CLI, ...args], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    let buf = ''
+    this.child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+      buf += chunk
+      let nl: number
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const raw = buf.slice(0, nl)
+        buf = buf.slice(nl + 1)
+        let line: LogLine
+        try {
+          line = JSON.parse(raw) as LogLine
+        } catch {
+          line = { level: 30, msg: raw, raw: true }
+        }
+        this.lines.push(line)
+        if (process.env.CLOUDAI_TEST_ECHO) process.stderr.write(`[${this.name}] ${raw}\n`)
+        const idx = this.lines.length - 1
+        this.waiters = this.waiters.filter((w) => {
+          if (idx >= w.from && w.pred(line)) {
+            w.resolve(line)
+            return false
+          }
+          return true
+        })
+      }
+    })
+    this.child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
+      this.stderr += chunk
+    })
+    this.exited = new Promise((resolve) => this.child.once('exit', (code, signal) => resolve({ code, signal })))
+  }
+
+  /** Index to wait from, so a wait only matches lines logged after this point. */
+  mark(): number {
+    return this.lines.length
+  }
+
+  waitForLog(pred: (l: LogLine) => boolean, what: string, opts: { from?: number; timeoutMs?: number } = {}): Promise<LogLine> {
+    const from = opts.from ?? 0
+    for (let i = from; i < this.lines.length; i++) if (pred(this.lines[i]!)) return Promise.resolve(this.lines[i]!)
+    const timeoutMs = opts.timeoutMs ?? 20_000
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w.resolve !== done)
+        reject(new Error(`${this.name}: no log line "${what}" within ${timeoutMs}ms; last lines:\n${this.lines.slice(-15).map((l) => JSON.stringify(l)).join('\n')}\nstderr: ${this.stderr.slice(-2000)}`))
+      }, timeoutMs)
+      const done = (l: LogLine): void => {
+        clearTimeout(timer)
+        resolve(l)
+      }
+      this.waiters.push({ pred, from, resolve: done })
+      void this.exited.then(({ code, signal }) => {
+        if (this.waiters.some((w) => w.resolve === done)) {
+          clearTimeout(timer)
+          this.waiters = this.waiters.filter((w) => w.resolve !== done)
+          reject(new Error(`${this.name} exited (code ${code}, signal ${signal}) before logging "${what}"; stderr: ${this.stderr.slice(-2000)}`))
+        }
+      })
+    })
+  }
+
+  has(pred: (l: LogLine) => boolean, from = 0): boolean {
+    for (let i = from; i < this.lines.length; i++) if (pred(this.lines[i]!)) return true
+    return false
+  }
+
+  async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal)
+    return this.exited
+  }
+}
+
+export const msgIs = (text: string) => (l: LogLine): boolean => l.msg === text
+export const msgHas = (text: string) => (l: LogLine): boolean => typeof l.msg === 'string' && l.msg.includes(text)
+
+export function tempDir(t: TestContext, prefix = 'cloudai-test-'): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix))
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  return dir
+}
+
+/** A port the OS says is free right now; for a worker that must be registered before it starts. */
+export function reservePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer()
+    srv.once('error', reject)
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address()
+      const port = typeof addr === 'object' && addr ? addr.port : 0
+      srv.close(() => resolve(port))
+    })
+  })
+}
+
+export interface MasterHandle {
+  proc: Proc
+  grpcPort: number
+  httpPort: number
+  api: string
+}
+
+export const FAST_MASTER_FLAGS = ['--reconnect-interval', '300ms', '--dial-timeout', '1s', '--heartbeat-timeout', '1500ms', '--shutdown-grace', '2s']
+
+export async function startMaster(t: TestContext, opts: { dataDir: string; grpcPort?: number; args?: string[]; name?: string; env?: NodeJS.ProcessEnv }): Promise<MasterHandle> {
+  const proc = new Proc(opts.name ?? 'master', [
+    'master', '--grpc-host', '127.0.0.1', '--grpc-port', String(opts.grpcPort ?? 0), '--http-host', '127.0.0.1', '--http-port', '0',
+    '--data-dir', opts.dataDir, '--log-level', 'debug', ...(opts.args ?? FAST_MASTER_FLAGS),
+  ], opts.env)
+  t.after(() => proc.kill('SIGKILL'))
+  const grpcLine = await proc.waitForLog((l) => l.step === 6, 'gRPC server listening')
+  const httpLine = await proc.waitForLog((l) => l.step === 7, 'HTTP API listening')
+  const httpPort = httpLine.httpPort as number
+  return { proc, grpcPort: grpcLine.grpcPort as number, httpPort, api: `http://127.0.0.1:${httpPort}` }
+}
+
+export async function startWorker(t: TestContext, id: string, port: number, opts: { master?: string; args?: string[] } = {}): Promise<Proc> {
+  const proc = new Proc(id, [
+    'worker', '--id', id, '--host', '127.0.0.1', '--port', String(port), '--heartbeat-interval', '250ms', '--join-max-backoff', '500ms', '--log-level', 'debug',
+    ...(opts.master ? ['--master', opts.master] : []), ...(opts.args ?? []),
+  ])
+  t.after(() => proc.kill('SIGKILL'))
+  await proc.waitForLog(msgHas('listening on'), 'worker listening')
+  return proc
+}
+
+export async function api<T = any>(base: string, path: string, init: { method?: string; body?: unknown } = {}): Promise<{ status: number; body: T }> {
+  const res = await fetch(base + path, {
+    method: init.method ?? 'GET',
+    ...(init.body !== undefined ? { body: JSON.stringify(init.body), headers: { 'content-type': 'application/json' } } : {}),
+    signal: AbortSignal.timeout(10_000),
+  })
+  const text = await res.text()
+  return { status: res.status, body: (text ? JSON.parse(text) : null) as T }
+}
+
+/** Runs the CLI to completion (operator commands). */
+export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, ...args], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d))
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d))
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000)
+    child.once('exit', (code) => {
+      clearTimeout(timer)
+      resolve({ code, stdout, stderr })
+    })
+  })
+}

@@ -1,0 +1,222 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import {
+  API_OPTIONS,
+  LOG_OPTIONS,
+  MASTER_OPTIONS,
+  WORKER_OPTIONS,
+  buildApiOptions,
+  buildMasterConfig,
+  buildWorkerConfig,
+  envName,
+  envOnlyKeys,
+  parseAddressArg,
+  parseWorkerIdArg,
+} from '../../src/cli/options.js'
+import { MASTER_DEFAULTS, WORKER_DEFAULTS } from '../../src/config.js'
+import { CloudaiError } from '../../src/shared/errors.js'
+import { runCli, tempDir } from '../support/cluster.js'
+
+const LOG_DEFAULT = { level: 'info', pretty: false }
+
+/** What yargs hands over when no flag is given: every option's declared default. */
+function yargsDefaults(table: Record<string, { default?: unknown }>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(table).flatMap(([flag, o]) => (o.default === undefined ? [] : [[flag, o.default]])))
+}
+
+function badConfig(flag: string) {
+  return (err: unknown): boolean => {
+    assert.ok(err instanceof CloudaiError, `expected a CloudaiError, got ${String(err)}`)
+    assert.equal(err.code, 'CLOUDAI_BAD_CONFIG')
+    assert.ok(err.message.includes(flag), `message names ${flag}: ${err.message}`)
+    return true
+  }
+}
+
+test('a master with no flags gets MASTER_DEFAULTS, and the defaults shown in --help are the same', () => {
+  assert.deepEqual(buildMasterConfig({}), { ...MASTER_DEFAULTS, log: LOG_DEFAULT })
+  assert.deepEqual(buildMasterConfig({ ...yargsDefaults(MASTER_OPTIONS), ...yargsDefaults(LOG_OPTIONS) }), { ...MASTER_DEFAULTS, log: LOG_DEFAULT })
+})
+
+test('a worker with only --id gets WORKER_DEFAULTS, and the defaults shown in --help are the same', () => {
+  const expected = { ...WORKER_DEFAULTS, id: 'worker-1', log: LOG_DEFAULT }
+  assert.deepEqual(buildWorkerConfig({ id: 'worker-1' }), expected)
+  assert.deepEqual(buildWorkerConfig({ ...yargsDefaults(WORKER_OPTIONS), ...yargsDefaults(LOG_OPTIONS), id: 'worker-1' }), expected)
+})
+
+test('master flags are parsed into the config: ports, hosts, addresses, durations, threads, logging', () => {
+  const config = buildMasterConfig({
+    'master-id': 'm-2',
+    'grpc-host': '::',
+    'grpc-port': '0',
+    'http-host': '[::1]',
+    'http-port': '9090',
+    advertise: 'node1.example:50051',
+    'data-dir': '/var/lib/cloudai',
+    'reconnect-interval': '0',
+    'dial-timeout': '500ms',
+    'heartbeat-timeout': '1m',
+    'dial-threads': '4',
+    'shutdown-grace': '2.5',
+    'log-level': 'debug',
+    'log-pretty': true,
+  })
+  assert.deepEqual(config, {
+    masterId: 'm-2',
+    grpcHost: '::',
+    grpcPort: 0,
+    httpHost: '::1',
+    httpPort: 9090,
+    advertise: 'node1.example:50051',
+    dataDir: '/var/lib/cloudai',
+    reconnectIntervalMs: 0,
+    dialTimeoutMs: 500,
+    heartbeatTimeoutMs: 60_000,
+    dialThreads: 4,
+    shutdownGraceMs: 2500,
+    log: { level: 'debug', pretty: true },
+  })
+})
+
+test('worker flags are parsed into the config', () => {
+  const config = buildWorkerConfig({
+    id: 'gpu-node_7.a',
+    host: '127.0.0.1',
+    port: '50060',
+    master: '10.0.0.1:50051',
+    advertise: '10.0.0.7:50060',
+    'heartbeat-interval': '250ms',
+    'join-max-backoff': '2s',
+    'log-level': 'warn',
+    'log-pretty': 'false',
+  })
+  assert.deepEqual(config, {
+    id: 'gpu-node_7.a',
+    host: '127.0.0.1',
+    port: 50060,
+    master: '10.0.0.1:50051',
+    advertise: '10.0.0.7:50060',
+    heartbeatIntervalMs: 250,
+    joinMaxBackoffMs: 2000,
+    log: { level: 'warn', pretty: false },
+  })
+})
+
+test('each bad master value is CLOUDAI_BAD_CONFIG with a message naming the flag', () => {
+  const bad: [string, unknown][] = [
+    ['grpc-port', '70000'],
+    ['grpc-port', 'abc'],
+    ['grpc-port', '-1'],
+    ['grpc-port', '80.5'],
+    ['http-port', '65536'],
+    ['http-port', ''],
+    ['grpc-host', 'not a host'],
+    ['http-host', ''],
+    ['advertise', 'no-port'],
+    ['advertise', 'host:0'],
+    ['advertise', 'bad_host!:50051'],
+    ['reconnect-interval', '-1s'],
+    ['reconnect-interval', 'soon'],
+    ['dial-timeout', '0'],
+    ['dial-timeout', '0s'],
+    ['dial-timeout', '-1s'],
+    ['heartbeat-timeout', '0ms'],
+    ['heartbeat-timeout', '15 seconds'],
+    ['shutdown-grace', '-5s'],
+    ['dial-threads', '-1'],
+    ['dial-threads', '1.5'],
+    ['dial-threads', '1000'],
+    ['master-id', ''],
+    ['master-id', ' padded '],
+    ['data-dir', ''],
+    ['log-level', 'loud'],
+    ['log-pretty', 'maybe'],
+  ]
+  for (const [flag, value] of bad) {
+    assert.throws(() => buildMasterConfig({ [flag]: value }), badConfig(`--${flag}`), `--${flag} ${JSON.stringify(value)}`)
+  }
+})
+
+test('each bad worker value is CLOUDAI_BAD_CONFIG with a message naming the flag', () => {
+  const bad: [string, unknown][] = [
+    ['id', undefined],
+    ['id', ''],
+    ['id', 'bad id!'],
+    ['id', 'x'.repeat(65)],
+    ['port', '99999'],
+    ['port', 'port'],
+    ['host', 'a/b'],
+    ['master', '10.0.0.1'],
+    ['master', '10.0.0.1:0'],
+    ['advertise', ':50052'],
+    ['heartbeat-interval', '0'],
+    ['heartbeat-interval', '-250ms'],
+    ['join-max-backoff', '0s'],
+    ['join-max-backoff', 'later'],
+  ]
+  for (const [flag, value] of bad) {
+    assert.throws(() => buildWorkerConfig({ id: 'w1', [flag]: value }), badConfig(`--${flag}`), `--${flag} ${JSON.stringify(value)}`)
+  }
+})
+
+test('operator options: --api must be an http(s) URL; the id and address arguments are validated locally', () => {
+  assert.deepEqual(buildApiOptions({}), { api: 'http://127.0.0.1:8080', json: false })
+  assert.deepEqual(buildApiOptions({ api: 'https://master.example:8443/cloudai/', json: true }), { api: 'https://master.example:8443/cloudai', json: true })
+  for (const api of ['ftp://x', 'localhost:8080', '', 'http://h:8080/?q=1']) {
+    assert.throws(() => buildApiOptions({ api }), badConfig('--api'), api)
+  }
+  assert.equal(parseWorkerIdArg('worker-1'), 'worker-1')
+  assert.equal(parseAddressArg('127.0.0.1:50052'), '127.0.0.1:50052')
+  assert.throws(() => parseWorkerIdArg('bad id!'), badConfig('worker id'))
+  assert.throws(() => parseAddressArg('127.0.0.1'), badConfig('address'))
+  assert.throws(() => parseAddressArg('127.0.0.1:0'), badConfig('address'))
+})
+
+test('every flag documents its CLOUDAI_* environment variable in --help', () => {
+  assert.equal(envName('grpc-port'), 'CLOUDAI_GRPC_PORT')
+  assert.equal(envName('id'), 'CLOUDAI_ID')
+  for (const table of [MASTER_OPTIONS, WORKER_OPTIONS, LOG_OPTIONS, API_OPTIONS]) {
+    for (const [flag, o] of Object.entries(table)) {
+      assert.match(String(o.describe), new RegExp(`\\[env ${envName(flag)}\\]$`), flag)
+    }
+  }
+})
+
+test('CLOUDAI_* variables of other commands are dropped before strict mode, flags typed on the command line are not', () => {
+  const env = { CLOUDAI_PORT: '50060', CLOUDAI_GRPC_PORT: '50051', CLOUDAI_TEST_ECHO: '1', CLOUDAI_API: 'http://x', PATH: '/bin' }
+  assert.deepEqual(new Set(envOnlyKeys(env, 'master', [])), new Set(['port', 'test-echo', 'testEcho', 'api']))
+  assert.deepEqual(new Set(envOnlyKeys(env, 'worker', [])), new Set(['grpc-port', 'grpcPort', 'test-echo', 'testEcho', 'api']))
+  assert.deepEqual(new Set(envOnlyKeys(env, 'workers', [])), new Set(['port', 'grpc-port', 'grpcPort', 'test-echo', 'testEcho']))
+  // Typed by the user: strict mode must still refuse --port on a master.
+  assert.ok(!envOnlyKeys(env, 'master', ['master', '--port', '1']).includes('port'))
+  assert.ok(!envOnlyKeys(env, 'master', ['master', '--port=1']).includes('port'))
+})
+
+// These exit while validating flags, before anything listens; the safe ports and temp dir are
+// there only so that a regression cannot start a master on the real default ports.
+test('the CLI refuses bad flags with exit code 2, the reason on stderr and a --help hint', async (t) => {
+  const dir = tempDir(t)
+  const safe = ['--grpc-host', '127.0.0.1', '--http-port', '0', '--data-dir', dir, '--log-level', 'silent']
+  const cases: { args: string[]; env?: NodeJS.ProcessEnv; stderr: RegExp; hint: string }[] = [
+    { args: ['master', '--grpc-port', '70000', ...safe], stderr: /^error: --grpc-port 70000 is out of range \(0 to 65535\)$/m, hint: 'cloudai master --help' },
+    { args: ['master', '--grpc-port', '0', '--dial-timeout', '-1s', ...safe], stderr: /^error: --dial-timeout "-1s" is not a duration/m, hint: 'cloudai master --help' },
+    { args: ['master', '--grpc-port', '0', '--heartbeat-timeout', '0', ...safe], stderr: /^error: --heartbeat-timeout must be more than 0/m, hint: 'cloudai master --help' },
+    { args: ['worker', '--id', 'bad id!', '--host', '127.0.0.1', '--port', '0'], stderr: /^error: --id "bad id!" is invalid/m, hint: 'cloudai worker --help' },
+    { args: ['worker', '--port', '0'], stderr: /^error: .*\bid\b/m, hint: 'cloudai worker --help' },
+    { args: ['master', ...safe], env: { CLOUDAI_GRPC_PORT: '70000' }, stderr: /^error: --grpc-port 70000 is out of range/m, hint: 'cloudai master --help' },
+    { args: ['master', '--grpc-port', '0', '--bogus', ...safe], stderr: /^error: Unknown argument: bogus$/m, hint: 'cloudai master --help' },
+    { args: ['register', 'w1', 'no-port'], stderr: /^error: address "no-port" must be host:port/m, hint: 'cloudai register --help' },
+    { args: ['frobnicate'], stderr: /^error: .*frobnicate/m, hint: 'cloudai --help' },
+    { args: [], stderr: /^error: a command is required/m, hint: 'cloudai --help' },
+  ]
+  await Promise.all(
+    cases.map(async ({ args, env, stderr, hint }) => {
+      const res = await runCli(args, env)
+      const what = `cloudai ${args.join(' ')}: ${res.stderr}`
+      assert.equal(res.code, 2, what)
+      assert.match(res.stderr, stderr, what)
+      assert.ok(res.stderr.includes(hint), what)
+      assert.equal(res.stdout, '', what)
+    }),
+  )
+})
