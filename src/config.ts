@@ -41,6 +41,10 @@ export interface WorkerConfig {
   heartbeatIntervalMs: number
   /** Upper bound of the join/re-join backoff. */
   joinMaxBackoffMs: number
+  /** Task working directories, log files and undelivered results (the outbox). */
+  dataDir: string
+  /** Time a cancelled or timed-out task gets between SIGTERM and SIGKILL. */
+  killGraceMs: number
   log: LogConfig
 }
 
@@ -66,4 +70,6 @@ export const WORKER_DEFAULTS: Omit<WorkerConfig, 'id' | 'log'> = {
   advertise: null,
   heartbeatIntervalMs: 5_000,
   joinMaxBackoffMs: 5_000,
+  dataDir: './worker-data',
+  killGraceMs: 5_000,
 }

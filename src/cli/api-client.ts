@@ -1,5 +1,6 @@
-import type { ClusterStatus, WorkerView } from '../master/views.js'
+import type { ClusterStatus, TaskView, WorkerView } from '../master/views.js'
 import { CloudaiError, ErrorCodes, type ErrorCode } from '../shared/errors.js'
+import type { TaskStatus } from '../shared/types.js'
 
 // The operator commands' view of a running master: one method per REST route. Failures come back
 // as CloudaiError: the master's own code and message for an error response, and
@@ -24,6 +25,46 @@ export interface UnregisterResponse {
   message: string
   worker_id: string
   persisted: boolean
+}
+
+/** POST /api/tasks: only `command` is required; the master applies its defaults to the rest. */
+export interface TaskSubmitBody {
+  command: string
+  name?: string
+  req_cpu?: number
+  req_memory?: number
+  req_gpu?: number
+  req_storage?: number
+  target_worker_id?: string
+  timeout_s?: number
+  max_attempts?: number
+  env?: Record<string, string>
+  docker_image?: string
+}
+
+export interface SubmitTaskResponse {
+  task_id: string
+  status: string
+  message: string
+  task: TaskView
+}
+
+export interface TaskListQuery {
+  status?: TaskStatus
+  limit?: number
+  offset?: number
+}
+
+export interface TaskListResponse {
+  tasks: TaskView[]
+  total: number
+  limit: number
+  offset: number
+}
+
+export interface CancelTaskResponse {
+  message: string
+  task: TaskView
 }
 
 export class ApiClient {
@@ -52,6 +93,27 @@ export class ApiClient {
 
   unregisterWorker(id: string): Promise<ApiResponse<UnregisterResponse>> {
     return this.request('DELETE', `/api/workers/${encodeURIComponent(id)}`)
+  }
+
+  submitTask(body: TaskSubmitBody): Promise<ApiResponse<SubmitTaskResponse>> {
+    return this.request('POST', '/api/tasks', body)
+  }
+
+  async listTasks(query: TaskListQuery = {}): Promise<ApiResponse<TaskListResponse>> {
+    const params = new URLSearchParams()
+    for (const [key, value] of Object.entries(query)) if (value !== undefined) params.set(key, String(value))
+    const path = params.size === 0 ? '/api/tasks' : `/api/tasks?${params}`
+    const res = await this.request<TaskListResponse>('GET', path)
+    if (!Array.isArray(res.body.tasks)) throw this.unexpected('GET', path, res.status, 'no "tasks" list in the answer')
+    return res
+  }
+
+  getTask(id: string): Promise<ApiResponse<TaskView>> {
+    return this.request('GET', `/api/tasks/${encodeURIComponent(id)}`)
+  }
+
+  cancelTask(id: string): Promise<ApiResponse<CancelTaskResponse>> {
+    return this.request('DELETE', `/api/tasks/${encodeURIComponent(id)}`)
   }
 
   private async request<T>(method: string, path: string, body?: unknown): Promise<ApiResponse<T>> {

@@ -1,5 +1,6 @@
-import type { ClusterStatus, WorkerView } from '../master/views.js'
+import type { ClusterStatus, TaskView, WorkerView } from '../master/views.js'
 import { toCloudaiError } from '../shared/errors.js'
+import type { TaskStatus } from '../shared/types.js'
 
 // What people read: the CLI and the master> prompt print the same text. Every function is pure;
 // the current time and whether to colour come in as arguments, so tests are deterministic.
@@ -13,6 +14,9 @@ export interface FormatOptions {
 
 const GREEN = '\x1b[32m'
 const RED = '\x1b[31m'
+const YELLOW = '\x1b[33m'
+const CYAN = '\x1b[36m'
+const GRAY = '\x1b[90m'
 const RESET_FG = '\x1b[39m'
 const ANSI = /\x1b\[[0-9;]*m/g
 
@@ -107,11 +111,18 @@ export function formatStatus(status: ClusterStatus): string {
     ['Workers', String(status.workers)],
     ['Active', String(status.active)],
     ['Inactive', String(status.inactive)],
+    // A master from before tasks has no counts; say nothing rather than "none".
+    ...(status.tasks ? [['Tasks', formatTaskCounts(status.tasks)] as [string, string]] : []),
     ['Monitor', status.reconnect_monitor],
     ['Store', storeLine],
     ['gRPC', status.grpc_address],
     ['Uptime', formatUptime(status.uptime_s)],
   ]
+  return labelled(rows)
+}
+
+/** `Label:  value` lines with the values aligned. */
+function labelled(rows: readonly (readonly [string, string])[]): string {
   const labelWidth = Math.max(...rows.map(([label]) => label.length)) + 1
   return rows.map(([label, value]) => `${`${label}:`.padEnd(labelWidth)}  ${value}`).join('\n')
 }
@@ -138,6 +149,130 @@ export function formatRegistered(result: RegisterResult): string {
 export function formatUnregistered(result: { worker_id: string; persisted: boolean }): string {
   const text = `Worker ${result.worker_id} unregistered (the master no longer dials it)`
   return result.persisted ? text : `${text}\n   not removed from the store yet: the store is failing; the master retries`
+}
+
+// --- tasks ---------------------------------------------------------------------------------------
+
+/** Lifecycle order, for counts and summaries. */
+const TASK_STATUS_ORDER: readonly TaskStatus[] = ['queued', 'assigned', 'running', 'completed', 'failed', 'cancelled']
+const TASK_STATUS_COLOR: Readonly<Record<TaskStatus, string>> = {
+  queued: YELLOW,
+  assigned: CYAN,
+  running: CYAN,
+  completed: GREEN,
+  failed: RED,
+  cancelled: GRAY,
+}
+const NAME_WIDTH = 32
+
+function taskStatusCell(status: string, color: boolean): string {
+  const code = (TASK_STATUS_COLOR as Readonly<Record<string, string>>)[status]
+  return color && code !== undefined ? `${code}${status}${RESET_FG}` : status
+}
+
+/** "2 queued, 1 running, 5 completed" (statuses with none left out), or "none". */
+export function formatTaskCounts(counts: Readonly<Partial<Record<string, number>>>): string {
+  const parts = TASK_STATUS_ORDER.filter((s) => (counts[s] ?? 0) > 0).map((s) => `${counts[s]} ${s}`)
+  return parts.length === 0 ? 'none' : parts.join(', ')
+}
+
+function clip(text: string, width: number): string {
+  const line = text.replace(/\s+/g, ' ').trim()
+  return line.length > width ? `${line.slice(0, width - 1)}…` : line
+}
+
+/** "500ms", "42s", "3m 12s", "2h 5m". */
+function span(ms: number): string {
+  if (ms < 1000) return `${Math.round(ms)}ms`
+  if (ms < 60_000) return `${Number((ms / 1000).toFixed(1))}s`
+  return formatUptime(ms / 1000)
+}
+
+export interface TaskListFormatOptions extends FormatOptions {
+  /** The --status filter the list was asked with, for the empty-list message. */
+  status?: TaskStatus | undefined
+}
+
+/**
+ * The `tasks` table, newest first, with a summary line. An unnamed task shows its command in the
+ * NAME column, shortened: a column of dashes would not tell the tasks apart.
+ */
+export function formatTasks(list: { tasks: readonly TaskView[]; total: number; offset?: number }, opts: TaskListFormatOptions): string {
+  const { tasks, total } = list
+  if (tasks.length === 0) {
+    if (total > 0) return `No tasks at offset ${list.offset ?? 0}: there ${total === 1 ? 'is 1 task' : `are ${total} tasks`}${opts.status ? ` ${opts.status}` : ''}`
+    return opts.status ? `No ${opts.status} tasks` : 'No tasks yet: submit one with task submit -- <command...>'
+  }
+  const headers = ['ID', 'NAME', 'STATUS', 'WORKER', 'ATTEMPTS', 'SUBMITTED', 'EXIT']
+  const align: Align[] = ['left', 'left', 'left', 'left', 'right', 'left', 'right']
+  const rows = tasks.map((t) => [
+    t.task_id,
+    clip(t.name !== '' ? t.name : t.command, NAME_WIDTH),
+    taskStatusCell(t.status, opts.color),
+    t.worker_id ?? '-',
+    `${t.attempts}/${t.max_attempts}`,
+    formatAge(t.submitted_at, opts.now),
+    t.exit_code === null ? '-' : String(t.exit_code),
+  ])
+  const counts: Partial<Record<string, number>> = {}
+  for (const t of tasks) counts[t.status] = (counts[t.status] ?? 0) + 1
+  const shown = tasks.length === total ? plural(total, 'task') : `Showing ${tasks.length} of ${plural(total, 'task')} (newest first; --limit and --offset show others)`
+  return `${renderTable(headers, align, rows)}\n\n${shown}: ${formatTaskCounts(counts)}`
+}
+
+function timeRow(label: string, iso: string | null, now: number): [string, string][] {
+  return iso === null ? [] : [[label, `${iso} (${formatAge(iso, now)})`]]
+}
+
+/** `task <id>`: the fields that matter, times as ISO and age, the history, and the end of the output last. */
+export function formatTask(task: TaskView, opts: FormatOptions): string {
+  const t = task
+  const started = t.started_at === null ? Number.NaN : Date.parse(t.started_at)
+  const finished = t.finished_at === null ? Number.NaN : Date.parse(t.finished_at)
+  const rows: [string, string][] = [
+    ['Task', t.task_id],
+    ...(t.name !== '' ? [['Name', t.name] as [string, string]] : []),
+    ['Status', taskStatusCell(t.status, opts.color)],
+    ['Command', t.command],
+    ...(t.docker_image !== '' ? [['Image', t.docker_image] as [string, string]] : []),
+    ['Worker', t.worker_id ?? '-'],
+    ...(t.target_worker_id !== null ? [['Target', `${t.target_worker_id} only`] as [string, string]] : []),
+    ['Needs', `cpu ${amount(t.req_cpu)}, memory ${amount(t.req_memory, ' GB')}, gpu ${amount(t.req_gpu)}, storage ${amount(t.req_storage, ' GB')}`],
+    ['Timeout', t.timeout_s > 0 ? span(t.timeout_s * 1000) : 'none'],
+    ['Attempts', `${t.attempts} of ${t.max_attempts}`],
+    ['Exit code', t.exit_code === null ? '-' : String(t.exit_code)],
+    ...(t.reason !== null && t.reason !== '' ? [['Reason', t.reason] as [string, string]] : []),
+    ...timeRow('Submitted', t.submitted_at, opts.now),
+    ...timeRow('Assigned', t.assigned_at, opts.now),
+    ...timeRow('Started', t.started_at, opts.now),
+    ...timeRow('Finished', t.finished_at, opts.now),
+    ...(finished >= started ? [['Duration', span(finished - started)] as [string, string]] : []),
+  ]
+  const parts = [labelled(rows)]
+  if (t.history.length > 0) {
+    const statusWidth = Math.max(...t.history.map((h) => h.status.length))
+    const workerWidth = Math.max(...t.history.map((h) => (h.worker_id ?? '').length))
+    const lines = t.history.map((h) => {
+      const cells = [h.at, taskStatusCell(h.status, opts.color) + ' '.repeat(statusWidth - h.status.length)]
+      // The worker column only when some entry has a worker (a task that never ran has none).
+      if (workerWidth > 0) cells.push((h.worker_id ?? '').padEnd(workerWidth))
+      cells.push(h.reason ?? '')
+      return `  ${cells.join('  ')}`.trimEnd()
+    })
+    parts.push(`History:\n${lines.join('\n')}`)
+  }
+  const logs = t.logs.replace(/\n$/, '')
+  if (logs !== '') parts.push(`Logs (the end of the output; the full log stays on the worker):\n${logs}`)
+  else parts.push(`Logs: ${t.started_at === null ? 'none yet (the task has not started)' : 'no output'}`)
+  return parts.join('\n\n')
+}
+
+export function formatTaskSubmitted(task: TaskView): string {
+  return `✅ Task ${task.task_id} queued`
+}
+
+export function formatTaskCancelled(task: TaskView): string {
+  return task.status === 'cancelled' ? `Task ${task.task_id} cancelled` : `Task ${task.task_id}: cancel requested (now ${task.status})`
 }
 
 /** `error: <message> (<code>)` for anything thrown; non-cloudai errors show as CLOUDAI_INTERNAL. */

@@ -4,20 +4,36 @@ import type { MasterConfig, WorkerConfig } from '../config.js'
 import { isCloudaiError } from '../shared/errors.js'
 import { createLogger, type Logger } from '../shared/log.js'
 import { ApiClient, type ApiResponse } from './api-client.js'
-import { formatError, formatRegistered, formatStatus, formatUnregistered, formatWorkers } from './format.js'
+import {
+  formatError,
+  formatRegistered,
+  formatStatus,
+  formatTask,
+  formatTaskCancelled,
+  formatTasks,
+  formatTaskSubmitted,
+  formatUnregistered,
+  formatWorkers,
+} from './format.js'
 import {
   API_OPTIONS,
   COMMAND_KEYS,
   ENV_PREFIX,
   LOG_OPTIONS,
   MASTER_OPTIONS,
+  TASKS_OPTIONS,
+  TASK_SUBMIT_OPTIONS,
   WORKER_OPTIONS,
   buildApiOptions,
   buildMasterConfig,
+  buildTaskQuery,
+  buildTaskSubmitBody,
   buildWorkerConfig,
   envOnlyKeys,
   parseAddressArg,
+  parseTaskIdArg,
   parseWorkerIdArg,
+  splitTaskCommand,
   type ApiCommandOptions,
   type CommandName,
 } from './options.js'
@@ -33,13 +49,19 @@ const EXIT_USAGE = 2
 /** yargs' own complaints: unknown command or flag, missing argument. */
 class UsageError extends Error {}
 
+type TaskAction = 'submit' | 'show' | 'cancel'
+
 interface Chosen {
   command: CommandName
+  /** The sub-command of `task`. */
+  action?: TaskAction
   argv: Record<string, unknown>
 }
 
+const TASK_ID_DESCRIBE = 'task id, as `tasks` lists it (task-...)'
+
 function parser(args: string[], choose: (chosen: Chosen) => void): Argv {
-  const handler = (command: CommandName) => (argv: Record<string, unknown>) => choose({ command, argv })
+  const handler = (command: CommandName, action?: TaskAction) => (argv: Record<string, unknown>) => choose({ command, ...(action ? { action } : {}), argv })
   return yargs(args)
     .scriptName('cloudai')
     .usage('$0 <command> [options]')
@@ -61,12 +83,32 @@ function parser(args: string[], choose: (chosen: Chosen) => void): Argv {
     )
     .command('unregister <id>', 'forget a worker and stop dialling it', (y) => y.positional('id', { type: 'string', describe: 'worker id' }).options(API_OPTIONS), handler('unregister'))
     .command('workers', 'list the workers of a running master', (y) => y.options(API_OPTIONS), handler('workers'))
-    .command('status', 'worker counts, monitor and store state of a running master', (y) => y.options(API_OPTIONS), handler('status'))
-    .demandCommand(1, 'a command is required: master, worker, register, unregister, workers or status')
+    .command('status', 'worker and task counts, monitor and store state of a running master', (y) => y.options(API_OPTIONS), handler('status'))
+    .command('task', 'submit a task, show one or cancel one (see cloudai task --help)', (y) =>
+      y
+        .usage('$0 task <id> | $0 task submit [options] -- <command...> | $0 task cancel <id>')
+        .command(
+          'submit',
+          'queue a task: cloudai task submit [options] -- <command...>',
+          (s) =>
+            s
+              .usage('$0 task submit [options] -- <command...>')
+              .options({ ...TASK_SUBMIT_OPTIONS, ...API_OPTIONS })
+              .example("$0 task submit -- echo hello", 'run `echo hello` on any worker')
+              .example("$0 task submit --cpu 2 --mem 4 --timeout 10m --env MODE=fast -- 'python train.py | tee out.log'", 'one quoted argument is the command as it is'),
+          handler('task', 'submit'),
+        )
+        .command('cancel <id>', 'cancel a queued or running task (as cloudai cancel <id>)', (c) => c.positional('id', { type: 'string', describe: TASK_ID_DESCRIBE }).options(API_OPTIONS), handler('task', 'cancel'))
+        .command('$0 <id>', 'show a task: its fields, history and the end of its output', (c) => c.positional('id', { type: 'string', describe: TASK_ID_DESCRIBE }).options(API_OPTIONS), handler('task', 'show')),
+    )
+    .command('tasks', 'list the tasks of a running master, newest first', (y) => y.options({ ...TASKS_OPTIONS, ...API_OPTIONS }), handler('tasks'))
+    .command('cancel <id>', 'cancel a queued or running task', (y) => y.positional('id', { type: 'string', describe: TASK_ID_DESCRIBE }).options(API_OPTIONS), handler('cancel'))
+    .demandCommand(1, 'a command is required: master, worker, register, unregister, workers, status, task, tasks or cancel')
     .example('$0 master', 'run a master (gRPC on 50051, HTTP API on 127.0.0.1:8080, data in ./data)')
     .example('$0 worker --id worker-1 --master 127.0.0.1:50051', 'run a worker that joins that master')
     .example('$0 register worker-1 127.0.0.1:50052', 'register a worker with the running master')
-    .epilogue(`Every flag has an environment variable: ${ENV_PREFIX}_ and the flag in capitals, e.g. --grpc-port is ${ENV_PREFIX}_GRPC_PORT.`)
+    .example('$0 task submit --cpu 1 -- echo hello', 'queue a task; `cloudai tasks` lists them')
+    .epilogue(`A flag marked [env ...] in a command's --help can also be set in the environment: ${ENV_PREFIX}_ and the flag in capitals, e.g. --grpc-port is ${ENV_PREFIX}_GRPC_PORT.`)
     .strict()
     .exitProcess(false)
     .fail((msg, err) => {
@@ -77,19 +119,36 @@ function parser(args: string[], choose: (chosen: Chosen) => void): Argv {
     .wrap(Math.min(110, process.stdout.columns || 80))
 }
 
-/** The command named in the args, for the `--help` hint of a usage error. */
-function commandOf(args: readonly string[]): CommandName | undefined {
-  const first = args.find((a) => !a.startsWith('-'))
-  return first !== undefined && Object.hasOwn(COMMAND_KEYS, first) ? (first as CommandName) : undefined
+/** The command named in the args (`task submit` for that sub-command), for the `--help` hint of a usage error. */
+function commandOf(args: readonly string[]): string | undefined {
+  const words = args.filter((a) => !a.startsWith('-'))
+  const first = words[0]
+  if (first === undefined || !Object.hasOwn(COMMAND_KEYS, first)) return undefined
+  return first === 'task' && (words[1] === 'submit' || words[1] === 'cancel') ? `task ${words[1]}` : first
 }
 
-function usageFailed(message: string, command: CommandName | undefined): void {
-  process.stderr.write(`error: ${message}\nSee: cloudai ${command ? `${command} ` : ''}--help\n`)
+/** yargs' wording for a few usage errors of ours, said the way the rest of the CLI says things. */
+function usageMessage(message: string, command: string | undefined): string {
+  if (command === 'task' && message.startsWith('Not enough non-option arguments')) {
+    return 'a task id or a sub-command is required: cloudai task <id>, cloudai task submit [options] -- <command...>, cloudai task cancel <id>'
+  }
+  if ((command === 'cancel' || command === 'task cancel') && message.startsWith('Not enough non-option arguments')) {
+    return `a task id is required: cloudai ${command} <id>`
+  }
+  if (command === 'task submit' && /^Unknown arguments?:/.test(message)) {
+    return `${message} (the task's command goes after --: cloudai task submit [options] -- <command...>)`
+  }
+  return message
+}
+
+function usageFailed(message: string, command: string | undefined): void {
+  process.stderr.write(`error: ${usageMessage(message, command)}\nSee: cloudai ${command ? `${command} ` : ''}--help\n`)
   process.exitCode = EXIT_USAGE
 }
 
 /** Validates everything the command needs (throwing CLOUDAI_BAD_CONFIG) and returns the run. */
-function prepare({ command, argv }: Chosen): () => Promise<void> {
+function prepare({ command, action, argv }: Chosen, taskCommand: readonly string[]): () => Promise<void> {
+  const color = process.stdout.isTTY === true && process.stdout.hasColors()
   switch (command) {
     case 'master': {
       const config = buildMasterConfig(argv)
@@ -113,12 +172,38 @@ function prepare({ command, argv }: Chosen): () => Promise<void> {
     }
     case 'workers': {
       const opts = buildApiOptions(argv)
-      const color = process.stdout.isTTY === true && process.stdout.hasColors()
       return () => operate(opts, (api) => api.listWorkers(), (res) => formatWorkers(res.body.workers, { now: Date.now(), color }))
     }
     case 'status': {
       const opts = buildApiOptions(argv)
       return () => operate(opts, (api) => api.status(), (res) => formatStatus(res.body))
+    }
+    case 'task':
+      return prepareTask(action ?? 'show', argv, taskCommand, color)
+    case 'tasks': {
+      const opts = buildApiOptions(argv)
+      const query = buildTaskQuery(argv)
+      return () => operate(opts, (api) => api.listTasks(query), (res) => formatTasks(res.body, { now: Date.now(), color, status: query.status }))
+    }
+    case 'cancel':
+      return prepareTask('cancel', argv, taskCommand, color)
+  }
+}
+
+function prepareTask(action: TaskAction, argv: Record<string, unknown>, taskCommand: readonly string[], color: boolean): () => Promise<void> {
+  const opts = buildApiOptions(argv)
+  switch (action) {
+    case 'submit': {
+      const body = buildTaskSubmitBody(argv, taskCommand)
+      return () => operate(opts, (api) => api.submitTask(body), (res) => formatTaskSubmitted(res.body.task))
+    }
+    case 'show': {
+      const id = parseTaskIdArg(argv.id)
+      return () => operate(opts, (api) => api.getTask(id), (res) => formatTask(res.body, { now: Date.now(), color }))
+    }
+    case 'cancel': {
+      const id = parseTaskIdArg(argv.id)
+      return () => operate(opts, (api) => api.cancelTask(id), (res) => formatTaskCancelled(res.body.task))
     }
   }
 }
@@ -211,7 +296,8 @@ async function runWorker(config: WorkerConfig): Promise<void> {
 
 // --- entry ---------------------------------------------------------------------------------------
 
-async function main(args: string[]): Promise<void> {
+async function main(argv: string[]): Promise<void> {
+  const { args, command: taskCommand } = splitTaskCommand(argv)
   let chosen = null as Chosen | null
   try {
     await parser(args, (c) => (chosen = c)).parseAsync()
@@ -223,9 +309,9 @@ async function main(args: string[]): Promise<void> {
   if (chosen === null) return
   let run: () => Promise<void>
   try {
-    run = prepare(chosen)
+    run = prepare(chosen, taskCommand ?? [])
   } catch (err) {
-    if (isCloudaiError(err) && err.code === 'CLOUDAI_BAD_CONFIG') return usageFailed(err.message, chosen.command)
+    if (isCloudaiError(err) && err.code === 'CLOUDAI_BAD_CONFIG') return usageFailed(err.message, commandOf(args))
     throw err
   }
   await run()

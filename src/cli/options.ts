@@ -2,9 +2,12 @@ import type { LevelWithSilent } from 'pino'
 import type { Options } from 'yargs'
 import { MASTER_DEFAULTS, WORKER_DEFAULTS, type LogConfig, type MasterConfig, type WorkerConfig } from '../config.js'
 import { formatDuration, parseDuration } from '../shared/duration.js'
+import { validateTaskId } from '../master/task-input.js'
 import { CloudaiError, isCloudaiError } from '../shared/errors.js'
 import { LOG_LEVELS } from '../shared/log.js'
+import type { TaskStatus } from '../shared/types.js'
 import { parseAddress, parsePort, validateAddress, validateString, validateWorkerId } from '../shared/validation.js'
+import type { TaskListQuery, TaskSubmitBody } from './api-client.js'
 
 // The flags of every command, their CLOUDAI_* environment names, and the functions that turn
 // parsed argv into the validated config objects of src/config.ts. Everything here is pure: main.ts
@@ -26,9 +29,16 @@ type Argv = Readonly<Record<string, unknown>>
  * flags -1 -s, and the user would hear about unknown flags instead of a negative duration.
  */
 function withEnv(table: Record<string, Options>): Record<string, Options> {
-  return Object.fromEntries(
-    Object.entries(table).map(([flag, o]) => [flag, { ...o, ...(o.type === 'string' ? { nargs: 1 } : {}), describe: `${o.describe ?? ''} [env ${envName(flag)}]` }]),
-  )
+  return Object.fromEntries(Object.entries(flagsOnly(table)).map(([flag, o]) => [flag, { ...o, describe: `${o.describe ?? ''} [env ${envName(flag)}]` }]))
+}
+
+/**
+ * Flags that have no environment variable, because a default for them set once in a shell would
+ * surprise: every task pinned to one worker, or a CLOUDAI_ENV meant for something else. They are
+ * left out of COMMAND_KEYS, so such a variable is dropped instead of read.
+ */
+function flagsOnly(table: Record<string, Options>): Record<string, Options> {
+  return Object.fromEntries(Object.entries(table).map(([flag, o]) => [flag, { ...o, ...(o.type === 'string' ? { nargs: 1 } : {}) }]))
 }
 
 // Ports and durations are declared as strings so that our validators, not yargs' number
@@ -61,6 +71,8 @@ export const WORKER_OPTIONS = withEnv({
   advertise: { type: 'string', describe: 'host:port the master should dial (default: this host and the bound port)' },
   'heartbeat-interval': { type: 'string', default: formatDuration(WORKER_DEFAULTS.heartbeatIntervalMs), describe: 'time between heartbeats (more than 0)' },
   'join-max-backoff': { type: 'string', default: formatDuration(WORKER_DEFAULTS.joinMaxBackoffMs), describe: 'cap of the join / re-join backoff (more than 0)' },
+  'data-dir': { type: 'string', default: WORKER_DEFAULTS.dataDir, describe: 'directory of task working dirs, task logs and undelivered results' },
+  'kill-grace': { type: 'string', default: formatDuration(WORKER_DEFAULTS.killGraceMs), describe: 'time a cancelled or timed-out task gets between SIGTERM and SIGKILL (more than 0)' },
 })
 
 export const DEFAULT_API = 'http://127.0.0.1:8080'
@@ -70,7 +82,42 @@ export const API_OPTIONS = withEnv({
   json: { type: 'boolean', default: false, describe: 'print the raw JSON response (for scripts)' },
 })
 
-export type CommandName = 'master' | 'worker' | 'register' | 'unregister' | 'workers' | 'status'
+// `task submit`: the task's needs and limits may come from the environment (a shell that always
+// submits to the GPU pool); its target, name and variables are per task.
+const TASK_SUBMIT_ENV_OPTIONS = withEnv({
+  cpu: { type: 'string', describe: 'CPU cores the task needs (a number, 0 or more)' },
+  mem: { type: 'string', describe: 'memory the task needs, in GB' },
+  gpu: { type: 'string', describe: 'GPUs the task needs' },
+  storage: { type: 'string', describe: 'storage the task needs, in GB' },
+  timeout: { type: 'string', describe: 'time limit of one run, e.g. 30s, 10m, 2h (0 = none)' },
+  'max-attempts': { type: 'string', describe: 'runs at most this many times (a whole number, 1 or more)' },
+  image: { type: 'string', describe: 'run the command in this Docker image (the worker needs a Docker engine)' },
+})
+
+export const TASK_SUBMIT_OPTIONS: Record<string, Options> = {
+  ...TASK_SUBMIT_ENV_OPTIONS,
+  ...flagsOnly({
+    worker: { type: 'string', describe: 'run it on this worker only (target_worker_id)' },
+    name: { type: 'string', describe: 'a name to recognise it by in the task list' },
+    env: { type: 'string', array: true, describe: 'KEY=VALUE set in the environment of the command; repeat it for more' },
+  }),
+}
+
+const TASKS_ENV_OPTIONS = withEnv({
+  limit: { type: 'string', describe: 'show at most this many tasks, 1 to 1000 (default 100)' },
+})
+
+export const TASKS_OPTIONS: Record<string, Options> = {
+  ...flagsOnly({
+    status: { type: 'string', describe: 'only tasks in this status: queued (or pending), assigned, running, completed, failed, cancelled' },
+  }),
+  ...TASKS_ENV_OPTIONS,
+  ...flagsOnly({
+    offset: { type: 'string', describe: 'skip this many of the newest tasks first (default 0)' },
+  }),
+}
+
+export type CommandName = 'master' | 'worker' | 'register' | 'unregister' | 'workers' | 'status' | 'task' | 'tasks' | 'cancel'
 
 /** Flags and positionals each command takes: the CLOUDAI_* variables that apply to it. */
 export const COMMAND_KEYS: Readonly<Record<CommandName, readonly string[]>> = {
@@ -80,6 +127,10 @@ export const COMMAND_KEYS: Readonly<Record<CommandName, readonly string[]>> = {
   unregister: [...Object.keys(API_OPTIONS), 'id'],
   workers: Object.keys(API_OPTIONS),
   status: Object.keys(API_OPTIONS),
+  // `task <id>`, `task submit`, `task cancel <id>`: the first word is all envOnlyKeys sees.
+  task: [...Object.keys(API_OPTIONS), ...Object.keys(TASK_SUBMIT_ENV_OPTIONS), 'id'],
+  tasks: [...Object.keys(API_OPTIONS), ...Object.keys(TASKS_ENV_OPTIONS)],
+  cancel: [...Object.keys(API_OPTIONS), 'id'],
 }
 
 /**
@@ -225,6 +276,8 @@ export function buildWorkerConfig(argv: Argv): WorkerConfig {
     advertise: optionalAddress(argv, 'advertise'),
     heartbeatIntervalMs: read(argv, 'heartbeat-interval', d.heartbeatIntervalMs, positiveDuration),
     joinMaxBackoffMs: read(argv, 'join-max-backoff', d.joinMaxBackoffMs, positiveDuration),
+    dataDir: read(argv, 'data-dir', d.dataDir, nonEmpty(4096)),
+    killGraceMs: read(argv, 'kill-grace', d.killGraceMs, positiveDuration),
     log: buildLogConfig(argv),
   }
 }
@@ -260,4 +313,121 @@ export function parseWorkerIdArg(value: unknown): string {
 /** The `<host:port>` argument of register. */
 export function parseAddressArg(value: unknown): string {
   return asConfigError(() => validateAddress(value, 'address'))
+}
+
+/**
+ * `task submit [options] -- <command...>`: the words after `--` are the task's command, kept
+ * away from yargs, which would parse numbers in them ("600" -> 600, "0x10" -> 16) and could take
+ * a later `--cpu` for one of our flags. Other commands get their arguments untouched.
+ */
+export function splitTaskCommand(args: readonly string[]): { args: string[]; command: string[] | null } {
+  const dashes = args.indexOf('--')
+  const words = (dashes < 0 ? args : args.slice(0, dashes)).filter((a) => !a.startsWith('-'))
+  if (dashes < 0 || words[0] !== 'task' || words[1] !== 'submit') return { args: [...args], command: null }
+  return { args: args.slice(0, dashes), command: args.slice(dashes + 1) }
+}
+
+// --- tasks ---------------------------------------------------------------------------------------
+
+/** The `<id>` argument of task / cancel, checked with the master's own rule. */
+export function parseTaskIdArg(value: unknown): string {
+  return asConfigError(() => validateTaskId(value))
+}
+
+const AMOUNT = /^\d+(?:\.\d+)?$/
+const WHOLE = /^\d{1,15}$/
+const ENV_ENTRY = /^([A-Za-z_][A-Za-z0-9_]*)=(.*)$/s
+
+/** Cores, GB, GPUs: a plain decimal, 0 or more ("1e3", "0x10", "-1" and "" are refused). */
+function amount(value: unknown, field: string): number {
+  const text = typeof value === 'number' ? String(value) : value
+  const n = typeof text === 'string' && AMOUNT.test(text) ? Number(text) : Number.NaN
+  if (!Number.isFinite(n)) throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${field} ${JSON.stringify(value)} is not an amount: use a number, 0 or more, for example 2 or 0.5`)
+  return n
+}
+
+function wholeNumber(min: number, max = Number.MAX_SAFE_INTEGER) {
+  return (value: unknown, field: string): number => {
+    const text = typeof value === 'number' ? String(value) : value
+    const n = typeof text === 'string' && WHOLE.test(text) ? Number(text) : Number.NaN
+    if (!(n >= min && n <= max)) {
+      const range = max === Number.MAX_SAFE_INTEGER ? `${min} or more` : `from ${min} to ${max}`
+      throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${field} ${JSON.stringify(value)} is not allowed: use a whole number ${range}`)
+    }
+    return n
+  }
+}
+
+function text(value: unknown, field: string): string {
+  if (typeof value !== 'string') throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${field} takes one value, got ${JSON.stringify(value)}`)
+  return value
+}
+
+/** `--env KEY=VALUE`, repeatable; the value may contain `=` and be empty. */
+function envEntries(value: unknown, field: string): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const entry of Array.isArray(value) ? (value as unknown[]) : [value]) {
+    const match = typeof entry === 'string' ? ENV_ENTRY.exec(entry) : null
+    if (!match) {
+      throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${field} ${JSON.stringify(entry)} is not KEY=VALUE: use for example ${field} MODE=fast (KEY: letters, digits and _, not starting with a digit)`)
+    }
+    const key = match[1]!
+    const val = match[2]!
+    if (Object.hasOwn(out, key)) throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${field} ${key} is given twice: give each variable once`)
+    out[key] = val
+  }
+  return out
+}
+
+/** Only the flags that were given: the master applies its own defaults to the rest. */
+function optional<T>(argv: Argv, name: string, parse: (value: unknown, field: string) => T): T | undefined {
+  return argv[name] === undefined ? undefined : flag(name, argv[name], parse)
+}
+
+/**
+ * The POST /api/tasks body of `task submit`: the flags (argv as yargs or the prompt parsed them)
+ * and the words of the command, joined with spaces. A single argument is the command as it is, so
+ * `-- 'make test | tee log'` keeps its pipe. Throws CLOUDAI_BAD_CONFIG naming the flag.
+ */
+export function buildTaskSubmitBody(argv: Argv, words: readonly string[]): TaskSubmitBody {
+  const command = words.join(' ')
+  if (command.trim() === '') {
+    throw new CloudaiError('CLOUDAI_BAD_CONFIG', 'the task needs a command after --, for example: task submit --cpu 1 -- echo hello')
+  }
+  const fields: Omit<TaskSubmitBody, 'command'> = {
+    name: optional(argv, 'name', text),
+    req_cpu: optional(argv, 'cpu', amount),
+    req_memory: optional(argv, 'mem', amount),
+    req_gpu: optional(argv, 'gpu', amount),
+    req_storage: optional(argv, 'storage', amount),
+    target_worker_id: optional(argv, 'worker', validateWorkerId),
+    timeout_s: optional(argv, 'timeout', (v, f) => parseDuration(v, f) / 1000),
+    max_attempts: optional(argv, 'max-attempts', wholeNumber(1)),
+    env: optional(argv, 'env', envEntries),
+    docker_image: optional(argv, 'image', text),
+  }
+  const given = Object.entries(fields).filter(([, v]) => v !== undefined)
+  return { command, ...Object.fromEntries(given) }
+}
+
+/** Every TaskStatus, checked by the compiler; CloudAI's `pending` is our `queued`. */
+const TASK_STATUSES = { queued: true, assigned: true, running: true, completed: true, failed: true, cancelled: true } as const satisfies Record<TaskStatus, true>
+export const TASK_LIST_MAX = 1000
+
+function taskStatus(value: unknown, field: string): TaskStatus {
+  if (value === 'pending') return 'queued'
+  if (typeof value === 'string' && Object.hasOwn(TASK_STATUSES, value)) return value as TaskStatus
+  throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${field} ${JSON.stringify(value)} is not a task status: use one of ${Object.keys(TASK_STATUSES).join(', ')} (pending means queued)`)
+}
+
+/** `tasks [--status S] [--limit N] [--offset M]`, validated as the master validates the query. */
+export function buildTaskQuery(argv: Argv): TaskListQuery {
+  const query: TaskListQuery = {}
+  const status = optional(argv, 'status', taskStatus)
+  const limit = optional(argv, 'limit', wholeNumber(1, TASK_LIST_MAX))
+  const offset = optional(argv, 'offset', wholeNumber(0))
+  if (status !== undefined) query.status = status
+  if (limit !== undefined) query.limit = limit
+  if (offset !== undefined) query.offset = offset
+  return query
 }

@@ -1,6 +1,20 @@
 import { createInterface } from 'node:readline'
+import type { Options } from 'yargs'
 import type { MasterControl } from '../master/control.js'
-import { formatError, formatRegistered, formatStatus, formatUnregistered, formatWorkers } from './format.js'
+import { CloudaiError } from '../shared/errors.js'
+import {
+  formatError,
+  formatRegistered,
+  formatStatus,
+  formatTask,
+  formatTaskCancelled,
+  formatTasks,
+  formatTaskSubmitted,
+  formatUnregistered,
+  formatWorkers,
+} from './format.js'
+import { TASKS_OPTIONS, TASK_SUBMIT_OPTIONS, buildTaskQuery, buildTaskSubmitBody } from './options.js'
+import { splitWords } from './words.js'
 
 // The interactive `master> ` prompt: a second front end of MasterControl next to the REST API,
 // printing what the CLI prints. A failing command prints its error and the prompt goes on.
@@ -21,12 +35,69 @@ export interface Prompt {
 }
 
 const HELP = `commands:
-  status                      workers, active and inactive counts, monitor and store state
+  status                      workers, active and inactive counts, task counts, monitor and store state
   workers                     the worker table
   register <id> <host:port>   register a worker; it may be offline (the master keeps dialling it)
   unregister <id>             forget a worker and stop dialling it
+  task submit [flags] -- <command...>
+                              queue a task (help submit lists the flags)
+  submit <command...>         queue a task with the defaults: submit echo hello
+  tasks [--status S] [--limit N] [--offset M]
+                              the task table, newest first; S: queued (or pending), assigned,
+                              running, completed, failed, cancelled
+  queue                       the queued tasks
+  task <id>                   one task: its fields, history and the end of its output
+  cancel <id>                 cancel a queued or running task (task cancel <id> too)
   help                        this list
-  exit, quit                  shut the master down (Ctrl-D does too)`
+  exit, quit                  shut the master down (Ctrl-D does too)
+Words are split as a shell splits them: quote a command with spaces, pipes or ; in it.`
+
+const SUBMIT_HELP = `usage: task submit [flags] -- <command...>
+  --cpu N             CPU cores the task needs
+  --mem GB            memory the task needs, in GB
+  --gpu N             GPUs the task needs
+  --storage GB        storage the task needs, in GB
+  --worker ID         run it on this worker only
+  --name NAME         a name to recognise it by in the task list
+  --timeout DURATION  time limit of one run: 30s, 10m, 2h (0 = none)
+  --max-attempts N    runs at most this many times
+  --env KEY=VALUE     set in the command's environment; repeat it for more
+  --image IMAGE       run the command in this Docker image (the worker needs Docker)
+The command is the words after --, joined with spaces; one quoted word is taken as it is:
+  task submit --cpu 2 --timeout 10m -- 'python train.py | tee out.log'`
+
+const SUBMIT_USAGE = 'usage: task submit [flags] -- <command...>   (help submit lists the flags)'
+const TASKS_USAGE = 'usage: tasks [--status S] [--limit N] [--offset M]'
+
+/**
+ * Reads `--flag value` and `--flag=value` for the flags of a CLI command's option table, so the
+ * prompt takes what the CLI takes; array flags may repeat. Returns the flags as an argv record for
+ * the builders in options.ts, and the words that are not flags.
+ */
+export function parseFlags(words: readonly string[], table: Readonly<Record<string, Options>>, command: string): { argv: Record<string, unknown>; rest: string[] } {
+  const argv: Record<string, unknown> = {}
+  const rest: string[] = []
+  const known = Object.keys(table).map((f) => `--${f}`).join(', ')
+  for (let i = 0; i < words.length; i++) {
+    const word = words[i]!
+    if (!word.startsWith('--') || word === '--') {
+      rest.push(word)
+      continue
+    }
+    const eq = word.indexOf('=')
+    const name = word.slice(2, eq < 0 ? undefined : eq)
+    const option = Object.hasOwn(table, name) ? table[name]! : undefined
+    if (option === undefined) throw new CloudaiError('CLOUDAI_BAD_REQUEST', `${command} has no flag --${name}: use ${known}`)
+    let value: string
+    if (eq >= 0) value = word.slice(eq + 1)
+    else if (i + 1 < words.length && words[i + 1] !== '--') value = words[++i]!
+    else throw new CloudaiError('CLOUDAI_BAD_REQUEST', `--${name} needs a value`)
+    if (option.array === true) argv[name] = [...((argv[name] as string[] | undefined) ?? []), value]
+    else if (Object.hasOwn(argv, name)) throw new CloudaiError('CLOUDAI_BAD_REQUEST', `--${name} is given twice: give it once`)
+    else argv[name] = value
+  }
+  return { argv, rest }
+}
 
 export function startPrompt(opts: PromptOptions): Prompt {
   const { control, input, output, onExit } = opts
@@ -64,15 +135,55 @@ export function startPrompt(opts: PromptOptions): Prompt {
     }
   }
 
+  async function submit(words: readonly string[]): Promise<void> {
+    const dashes = words.indexOf('--')
+    const { argv, rest } = parseFlags(dashes < 0 ? words : words.slice(0, dashes), TASK_SUBMIT_OPTIONS, 'task submit')
+    if (dashes < 0 || rest.length > 0) {
+      write(words.length === 0 ? SUBMIT_HELP : SUBMIT_USAGE)
+      return
+    }
+    const body = buildTaskSubmitBody(argv, words.slice(dashes + 1))
+    write(formatTaskSubmitted(await control.submitTask(body)))
+  }
+
+  function listTasks(words: readonly string[]): void {
+    const { argv, rest } = parseFlags(words, TASKS_OPTIONS, 'tasks')
+    if (rest.length > 0) {
+      write(TASKS_USAGE)
+      return
+    }
+    const query = buildTaskQuery(argv)
+    write(formatTasks(control.listTasks(query), { now: Date.now(), color, status: query.status }))
+  }
+
+  async function cancel(args: readonly string[], usage: string): Promise<void> {
+    if (args.length !== 1) {
+      write(usage)
+      return
+    }
+    write(formatTaskCancelled(await control.cancelTask(args[0]!)))
+  }
+
+  async function task(args: readonly string[]): Promise<void> {
+    const [sub, ...rest] = args
+    if (sub === 'submit') return submit(rest)
+    if (sub === 'cancel') return cancel(rest, 'usage: task cancel <id>')
+    if (args.length !== 1 || sub === '--help' || sub === '-h') {
+      write('usage: task <id> | task submit [flags] -- <command...> | task cancel <id>')
+      return
+    }
+    write(formatTask(control.getTask(sub!), { now: Date.now(), color }))
+  }
+
   async function run(line: string): Promise<void> {
     if (ended) return
-    const [command, ...args] = line.trim().split(/\s+/).filter((w) => w.length > 0)
+    const [command, ...args] = splitWords(line)
     switch (command?.toLowerCase()) {
       case undefined:
         break
       case 'help':
       case '?':
-        write(HELP)
+        write(args[0] === 'submit' || (args[0] === 'task' && args[1] === 'submit') ? SUBMIT_HELP : HELP)
         break
       case 'status':
         write(formatStatus(control.status()))
@@ -93,6 +204,24 @@ export function startPrompt(opts: PromptOptions): Prompt {
           break
         }
         write(formatUnregistered(await control.unregisterWorker(args[0]!)))
+        break
+      case 'task':
+        await task(args)
+        break
+      case 'submit':
+        // The shortcut takes no flags: everything after it is the command (a leading -- is allowed).
+        if (args.length === 0) write('usage: submit <command...>   (task submit takes flags)')
+        else write(formatTaskSubmitted(await control.submitTask(buildTaskSubmitBody({}, args[0] === '--' ? args.slice(1) : args))))
+        break
+      case 'tasks':
+        listTasks(args)
+        break
+      case 'queue':
+        if (args.length > 0) write('usage: queue   (tasks --status queued --limit N for more)')
+        else write(formatTasks(control.listTasks({ status: 'queued' }), { now: Date.now(), color, status: 'queued' }))
+        break
+      case 'cancel':
+        await cancel(args, 'usage: cancel <id>')
         break
       case 'exit':
       case 'quit':

@@ -1,4 +1,5 @@
-import type { ClusterStatus, WorkerView } from './views.js'
+import type { TaskStatus } from '../shared/types.js'
+import type { ClusterStatus, TaskView, WorkerView } from './views.js'
 
 /**
  * What an operator can do to a running master. The HTTP API and the interactive prompt are two
@@ -21,4 +22,18 @@ export interface MasterControl {
   /** Removes the worker from memory and the store and cancels every dial to it. */
   unregisterWorker(id: string): Promise<{ worker_id: string; persisted: boolean }>
   status(): ClusterStatus
+
+  /**
+   * Submits a task from an operator body (see README: command, name, req_cpu / cpu_required, ...,
+   * target_worker_id, timeout_s, max_attempts, env, docker_image). Persisted before it returns.
+   * @throws CLOUDAI_BAD_FIELD / CLOUDAI_BAD_REQUEST / CLOUDAI_UNKNOWN_WORKER (target) /
+   *         CLOUDAI_STORE_FAILED (503: not durable, not accepted)
+   */
+  submitTask(body: unknown): Promise<TaskView>
+  /** Newest first. `status` filters; `limit` 1..1000 (default 100); `offset` >= 0. */
+  listTasks(query: { status?: TaskStatus; limit?: number; offset?: number }): { tasks: TaskView[]; total: number; limit: number; offset: number }
+  /** @throws CLOUDAI_BAD_TASK_ID, CLOUDAI_UNKNOWN_TASK */
+  getTask(id: string): TaskView
+  /** Cancels a queued or running task. @throws CLOUDAI_UNKNOWN_TASK, CLOUDAI_TASK_FINISHED (409) */
+  cancelTask(id: string): Promise<TaskView>
 }

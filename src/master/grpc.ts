@@ -4,12 +4,23 @@ import { CloudaiError, toCloudaiError } from '../shared/errors.js'
 import { loadProto } from '../shared/proto.js'
 import { bindAddress } from '../shared/advertise.js'
 import { MAX_RUNNING_TASKS, validateAmount, validatePercent, validateString, validateWorkerId } from '../shared/validation.js'
-import type { HeartbeatAckMsg, HeartbeatMsg, RegisterAckMsg, WorkerInfoMsg } from '../shared/wire.js'
+import type { AckMsg, HeartbeatAckMsg, HeartbeatMsg, RegisterAckMsg, TaskResultMsg, WorkerInfoMsg } from '../shared/wire.js'
+import { validateTaskId } from './task-input.js'
 import type { RunningTaskInfo } from '../shared/types.js'
 import type { Registry } from './registry.js'
 
+/** What the task side of the master needs from the gRPC service. */
+export interface TaskHooks {
+  onHeartbeat(workerId: string, running: RunningTaskInfo[]): void
+  /** Resolves true when applied, false when stale (acknowledged and ignored). */
+  onCompletion(result: TaskResultMsg): Promise<boolean>
+}
+
+const MAX_LOGS_BYTES = 1024 * 1024 + 1024
+
 export interface MasterGrpcOptions {
   registry: Registry
+  tasks?: TaskHooks
   host: string
   port: number
   log: Logger
@@ -20,7 +31,6 @@ export interface MasterGrpcOptions {
  * The master's side of the MasterWorker service: RegisterWorker and SendHeartbeat. Every field
  * from a peer is validated before it reaches the registry; a refusal is a gRPC status with a
  * message that says why (CloudAI peers only look at the status), and never changes state.
- * Task RPCs are not served yet; grpc-js answers UNIMPLEMENTED for them.
  */
 export class MasterGrpcServer {
   private server: grpc.Server | null = null
@@ -40,6 +50,9 @@ export class MasterGrpcServer {
     server.addService(loadProto().service, {
       RegisterWorker: (call: grpc.ServerUnaryCall<WorkerInfoMsg, RegisterAckMsg>, cb: grpc.sendUnaryData<RegisterAckMsg>) => this.registerWorker(call, cb),
       SendHeartbeat: (call: grpc.ServerUnaryCall<HeartbeatMsg, HeartbeatAckMsg>, cb: grpc.sendUnaryData<HeartbeatAckMsg>) => this.sendHeartbeat(call, cb),
+      ...(this.opts.tasks
+        ? { ReportTaskCompletion: (call: grpc.ServerUnaryCall<TaskResultMsg, AckMsg>, cb: grpc.sendUnaryData<AckMsg>) => this.reportTaskCompletion(call, cb) }
+        : {}),
     })
     const address = bindAddress(this.opts.host, this.opts.port)
     this.boundPort = await new Promise<number>((resolve, reject) => {
@@ -92,12 +105,39 @@ export class MasterGrpcServer {
         memory: validateAmount(t.memory_allocated, `running_tasks[${i}].memory_allocated`),
         gpu: validateAmount(t.gpu_allocated, `running_tasks[${i}].gpu_allocated`),
         status: validateString(t.status, `running_tasks[${i}].status`, { max: 32 }),
+        attempt: validateAmount(t.attempt ?? 0, `running_tasks[${i}].attempt`, 1e6),
       }))
       this.opts.registry.heartbeat(id, usage, running, this.now())
+      this.opts.tasks?.onHeartbeat(id, running)
       cb(null, { success: true })
     } catch (err) {
       this.refuse('SendHeartbeat', req.worker_id, err, cb)
     }
+  }
+
+  private reportTaskCompletion(call: grpc.ServerUnaryCall<TaskResultMsg, AckMsg>, cb: grpc.sendUnaryData<AckMsg>): void {
+    const r = call.request
+    let result: TaskResultMsg
+    try {
+      validateTaskId(r.task_id)
+      const workerId = validateWorkerId(r.worker_id)
+      if (!this.opts.registry.get(workerId)) throw new CloudaiError('CLOUDAI_UNKNOWN_WORKER', `completion report from ${workerId}, which is not registered with this master`)
+      if (!['completed', 'failed', 'cancelled'].includes(r.status)) {
+        throw new CloudaiError('CLOUDAI_BAD_FIELD', `status must be completed, failed or cancelled, got ${JSON.stringify(String(r.status).slice(0, 40))}`)
+      }
+      if (typeof r.logs !== 'string' || Buffer.byteLength(r.logs) > MAX_LOGS_BYTES) throw new CloudaiError('CLOUDAI_BAD_FIELD', 'logs must be a string of at most 1 MiB')
+      for (const f of ['duration_ms', 'started_at', 'finished_at', 'attempt'] as const) validateAmount(r[f] ?? 0, f, Number.MAX_SAFE_INTEGER)
+      if (!Number.isInteger(r.exit_code ?? 0)) throw new CloudaiError('CLOUDAI_BAD_FIELD', 'exit_code must be a whole number')
+      validateString(r.reason, 'reason', { max: 1024 })
+      result = { ...r, attempt: r.attempt ?? 0, reason: r.reason ?? '', has_exit_code: r.has_exit_code === true }
+    } catch (err) {
+      this.refuse('ReportTaskCompletion', r.worker_id, err, cb)
+      return
+    }
+    this.opts.tasks!.onCompletion(result).then(
+      (applied) => cb(null, { success: true, message: applied ? 'recorded' : 'ignored: the task is no longer this worker\'s attempt (requeued, cancelled or already finished)' }),
+      (err: unknown) => this.refuse('ReportTaskCompletion', r.worker_id, err, cb),
+    )
   }
 
   private refuse(rpc: string, workerId: unknown, err: unknown, cb: grpc.sendUnaryData<never>): void {

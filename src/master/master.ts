@@ -3,6 +3,7 @@ import type { Logger } from '../shared/log.js'
 import { advertiseHost } from '../shared/advertise.js'
 import { CloudaiError } from '../shared/errors.js'
 import { validateAddress, validateWorkerId } from '../shared/validation.js'
+import type { TaskStatus } from '../shared/types.js'
 import type { Store } from '../store/store.js'
 import { SqliteStore } from '../store/sqlite.js'
 import { StoreWriter } from '../store/writer.js'
@@ -11,9 +12,14 @@ import type { MasterControl } from './control.js'
 import { PoolDialer, type Dialer } from './dialer.js'
 import { MasterGrpcServer } from './grpc.js'
 import { Liveness } from './liveness.js'
+import { QueueProcessor } from './queue.js'
+import { neverFitsReason } from './scheduler.js'
+import { parseTaskInput, validateTaskId } from './task-input.js'
+import { TaskTable } from './tasks.js'
+import { WorkerClients } from './worker-clients.js'
 import { ReconnectMonitor } from './reconnect.js'
 import { Registry } from './registry.js'
-import { toWorkerView, type ClusterStatus, type WorkerView } from './views.js'
+import { toTaskView, toWorkerView, type ClusterStatus, type TaskView, type WorkerView } from './views.js'
 
 export interface MasterDeps {
   log: Logger
@@ -31,6 +37,8 @@ type Phase = 'new' | 'starting' | 'running' | 'closing' | 'closed'
  */
 export class Master implements MasterControl {
   readonly registry = new Registry()
+  readonly tasks: TaskTable
+  private readonly queue: QueueProcessor
   private readonly log: Logger
   private readonly store: Store
   private readonly writer: StoreWriter
@@ -49,6 +57,8 @@ export class Master implements MasterControl {
     this.store = deps.store ?? new SqliteStore(config.dataDir)
     this.dialer = deps.dialer ?? new PoolDialer({ threads: config.dialThreads })
     this.writer = new StoreWriter(this.store, this.registry, { log: this.log })
+    this.tasks = new TaskTable(this.store)
+    this.queue = new QueueProcessor({ tasks: this.tasks, registry: this.registry, clients: new WorkerClients(), log: this.log, heartbeatTimeoutMs: config.heartbeatTimeoutMs })
     this.liveness = new Liveness(this.registry, { timeoutMs: config.heartbeatTimeoutMs, log: this.log })
     this.monitor = new ReconnectMonitor(this.registry, this.dialer, {
       intervalMs: config.reconnectIntervalMs,
@@ -57,7 +67,7 @@ export class Master implements MasterControl {
       masterAddress: () => this.advertised,
       log: this.log,
     })
-    this.grpc = new MasterGrpcServer({ registry: this.registry, host: config.grpcHost, port: config.grpcPort, log: this.log })
+    this.grpc = new MasterGrpcServer({ registry: this.registry, tasks: this.queue, host: config.grpcHost, port: config.grpcPort, log: this.log })
     this.http = new HttpApi({ control: this, host: config.httpHost, port: config.httpPort, log: this.log })
   }
 
@@ -92,9 +102,12 @@ export class Master implements MasterControl {
       // The store may still say "active" for workers of a master that died: write them inactive.
       for (const w of this.registry.values()) this.writer.markDirty(w.id)
       this.writer.start()
-      log.info({ step: 3, workers: loaded }, `Loaded ${loaded} worker(s) from the store (inactive until they connect)`)
+      this.tasks.load(await this.store.loadTasks())
+      const c = this.tasks.counts()
+      log.info({ step: 3, workers: loaded, tasks: c }, `Loaded ${loaded} worker(s) (inactive until they connect) and ${this.tasks.size} task(s) (${c.queued} queued, ${c.assigned + c.running} on workers) from the store`)
 
-      log.info({ step: 4 }, 'Queue processor started (no task queue in this release: workers only)')
+      this.queue.start()
+      log.info({ step: 4, queued: c.queued }, `Queue processor started (${c.queued} task(s) queued)`)
 
       this.liveness.start()
       // Logs "Worker reconnection monitor started" (or the warning that it is disabled).
@@ -127,6 +140,7 @@ export class Master implements MasterControl {
     const log = this.log
     this.phase = 'closing'
     log.info('Shutting down: stopping the queue processor')
+    await this.queue.close()
     log.info('Shutting down: stopping the reconnection monitor')
     await this.monitor.close()
     await this.dialer.close()
@@ -189,6 +203,57 @@ export class Master implements MasterControl {
     return { worker_id: id, persisted }
   }
 
+  async submitTask(body: unknown): Promise<TaskView> {
+    const input = parseTaskInput(body)
+    if (input.targetWorkerId && !this.registry.get(input.targetWorkerId)) {
+      throw new CloudaiError('CLOUDAI_UNKNOWN_WORKER', `target_worker_id ${input.targetWorkerId} is not a registered worker`)
+    }
+    this.assertRunning()
+    const task = await this.tasks.submit(input)
+    this.log.info({ taskId: task.id, name: task.name, req: task.req, target: task.targetWorkerId }, `Task ${task.id} queued`)
+    return this.taskView(task.id)
+  }
+
+  listTasks(query: { status?: TaskStatus; limit?: number; offset?: number }): { tasks: TaskView[]; total: number; limit: number; offset: number } {
+    const limit = query.limit ?? 100
+    const offset = query.offset ?? 0
+    const all = [...this.tasks.values()].filter((t) => !query.status || t.status === query.status)
+    all.sort((a, b) => b.submittedAt - a.submittedAt || (a.id < b.id ? 1 : -1))
+    // Lists carry only the end of each task's output; `GET /api/tasks/{id}` has the whole tail.
+    return { tasks: all.slice(offset, offset + limit).map((t) => this.withWaitReason(toTaskView(t, 4096))), total: all.length, limit, offset }
+  }
+
+  getTask(id: string): TaskView {
+    return this.taskView(validateTaskId(id))
+  }
+
+  async cancelTask(id: string): Promise<TaskView> {
+    const task = this.tasks.require(validateTaskId(id))
+    this.assertRunning()
+    if (task.status === 'completed' || task.status === 'failed' || task.status === 'cancelled') {
+      throw new CloudaiError('CLOUDAI_TASK_FINISHED', `task ${id} is already ${task.status}; only queued, assigned or running tasks can be cancelled`)
+    }
+    const done = await this.queue.cancel(task, 'cancelled by the operator')
+    if (!done) {
+      const now = this.tasks.require(id)
+      throw new CloudaiError('CLOUDAI_TASK_FINISHED', `task ${id} finished (${now.status}) before it could be cancelled`)
+    }
+    this.log.info({ taskId: id, workerId: task.workerId }, `Task ${id} cancelled by the operator`)
+    return this.taskView(id)
+  }
+
+  private taskView(id: string): TaskView {
+    return this.withWaitReason(toTaskView(this.tasks.require(id)))
+  }
+
+  /** A queued task that no registered worker could ever run says so (it is still accepted). */
+  private withWaitReason(view: TaskView): TaskView {
+    if (view.status !== 'queued') return view
+    const t = this.tasks.get(view.task_id)
+    const never = t ? neverFitsReason(t, this.registry.values()) : null
+    return never ? { ...view, reason: never } : view
+  }
+
   status(): ClusterStatus {
     const counts = this.registry.counts()
     const store = this.writer.status()
@@ -197,6 +262,7 @@ export class Master implements MasterControl {
       active: counts.active,
       inactive: counts.inactive,
       reconnect_monitor: this.monitor.status,
+      tasks: this.tasks.counts(),
       store: { kind: this.store.kind, healthy: store.healthy, pending_writes: store.pending, last_error: store.lastError },
       grpc_address: this.advertised,
       started_at: new Date(this.startedAt || Date.now()).toISOString(),

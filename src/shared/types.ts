@@ -23,6 +23,8 @@ export interface RunningTaskInfo {
   memory: number
   gpu: number
   status: string
+  /** Which attempt of the task the worker runs (0 from peers that do not say). */
+  attempt: number
 }
 
 /** Times are milliseconds since the Unix epoch; null means "has not happened yet". */
@@ -54,4 +56,56 @@ export interface RegistryEvents {
   'worker-active': [worker: WorkerRecord, meta: { reconnect: boolean }]
   'worker-inactive': [worker: WorkerRecord, meta: { reason: InactiveReason }]
   'worker-changed': [worker: WorkerRecord]
+}
+
+export type TaskStatus = 'queued' | 'assigned' | 'running' | 'completed' | 'failed' | 'cancelled'
+
+export const FINAL_STATUSES: readonly TaskStatus[] = ['completed', 'failed', 'cancelled']
+
+export interface TaskRequirements {
+  cpu: number
+  memory: number
+  storage: number
+  gpu: number
+}
+
+export interface TaskTransition {
+  status: TaskStatus
+  at: number
+  workerId: string | null
+  reason: string | null
+}
+
+/** A task as the master keeps it; every transition is persisted before it is acknowledged. */
+export interface TaskRecord {
+  /** `task-` and a random UUID: unique without a clock. */
+  id: string
+  name: string
+  command: string
+  dockerImage: string
+  req: TaskRequirements
+  targetWorkerId: string | null
+  userId: string
+  /** 0 = no timeout. */
+  timeoutS: number
+  maxAttempts: number
+  env: Record<string, string>
+  status: TaskStatus
+  workerId: string | null
+  /** Attempts started so far (incremented at each assignment). */
+  attempts: number
+  submittedAt: number
+  assignedAt: number | null
+  startedAt: number | null
+  finishedAt: number | null
+  exitCode: number | null
+  /** Why it failed or was cancelled, or why it waits (never fits anywhere). */
+  reason: string | null
+  logsTail: string
+  updatedAt: number
+  history: TaskTransition[]
+}
+
+export interface TaskEvents {
+  'task-changed': [task: TaskRecord, previous: TaskStatus | null]
 }

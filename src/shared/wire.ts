@@ -26,6 +26,7 @@ export interface RunningTaskMsg {
   memory_allocated: number
   status: string
   gpu_allocated: number
+  attempt: number
 }
 
 export interface HeartbeatMsg {
@@ -55,6 +56,9 @@ export interface TaskMsg {
   task_type: string
   task_name: string
   submitted_at: number
+  timeout_ms: number
+  env: Record<string, string>
+  attempt: number
 }
 
 export interface TaskAckMsg {
@@ -73,6 +77,14 @@ export interface TaskResultMsg {
   logs: string
   result_location: string
   output_files: string[]
+  exit_code: number
+  duration_ms: number
+  started_at: number
+  finished_at: number
+  attempt: number
+  reason: string
+  /** exit_code is meaningful (proto3 cannot tell 0 from unset). */
+  has_exit_code: boolean
 }
 
 export interface AckMsg {

@@ -1,4 +1,4 @@
-import type { WorkerRecord } from '../shared/types.js'
+import type { TaskRecord, WorkerRecord } from '../shared/types.js'
 import type { Store, WorkerChanges } from './store.js'
 
 /** A store that keeps copies in memory: the contract's reference, and a master without a disk. */
@@ -6,6 +6,7 @@ export class MemoryStore implements Store {
   readonly kind = 'memory'
   readonly location = 'memory'
   private readonly workers = new Map<string, WorkerRecord>()
+  private readonly tasks = new Map<string, TaskRecord>()
 
   async open(): Promise<void> {}
 
@@ -18,5 +19,13 @@ export class MemoryStore implements Store {
   async writeWorkers(changes: WorkerChanges): Promise<void> {
     for (const w of changes.upserts) this.workers.set(w.id, structuredClone(w))
     for (const id of changes.deletes) this.workers.delete(id)
+  }
+
+  async loadTasks(): Promise<TaskRecord[]> {
+    return [...this.tasks.values()].map((t) => structuredClone(t))
+  }
+
+  async writeTasks(tasks: TaskRecord[]): Promise<void> {
+    for (const t of tasks) this.tasks.set(t.id, structuredClone(t))
   }
 }

@@ -2,10 +2,10 @@ import { mkdirSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import Database from 'better-sqlite3'
 import { CloudaiError } from '../shared/errors.js'
-import type { RunningTaskInfo, WorkerRecord } from '../shared/types.js'
+import type { RunningTaskInfo, TaskRecord, WorkerRecord } from '../shared/types.js'
 import type { Store, WorkerChanges } from './store.js'
 
-const SCHEMA_VERSION = 1
+const SCHEMA_VERSION = 2
 
 interface WorkerRow {
   worker_id: string
@@ -41,6 +41,7 @@ export class SqliteStore implements Store {
   private upsertStmt: Database.Statement | null = null
   private deleteStmt: Database.Statement | null = null
   private writeTx: ((changes: WorkerChanges) => void) | null = null
+  private taskTx: ((tasks: TaskRecord[]) => void) | null = null
 
   constructor(dataDir: string, private readonly busyTimeoutMs = 50) {
     this.location = join(resolve(dataDir), 'cloudai.db')
@@ -85,12 +86,22 @@ export class SqliteStore implements Store {
       for (const w of changes.upserts) upsert.run(toRow(w))
       for (const id of changes.deletes) del.run(id)
     })
+    // Tasks are kept whole as JSON; the columns beside it are what queries filter and sort on.
+    const upsertTask = db.prepare(`
+      INSERT INTO tasks (task_id, status, worker_id, submitted_at, updated_at, doc)
+      VALUES (@id, @status, @workerId, @submittedAt, @updatedAt, @doc)
+      ON CONFLICT(task_id) DO UPDATE SET status = excluded.status, worker_id = excluded.worker_id,
+        updated_at = excluded.updated_at, doc = excluded.doc`)
+    this.taskTx = db.transaction((tasks: TaskRecord[]) => {
+      for (const t of tasks) upsertTask.run({ id: t.id, status: t.status, workerId: t.workerId, submittedAt: t.submittedAt, updatedAt: t.updatedAt, doc: JSON.stringify(t) })
+    })
   }
 
   async close(): Promise<void> {
     const db = this.db
     this.db = null
     this.writeTx = null
+    this.taskTx = null
     this.upsertStmt = null
     this.deleteStmt = null
     db?.close()
@@ -105,6 +116,16 @@ export class SqliteStore implements Store {
     if (!this.writeTx) throw new CloudaiError('CLOUDAI_STORE_FAILED', 'the SQLite store is not open')
     if (changes.upserts.length === 0 && changes.deletes.length === 0) return
     this.writeTx(changes)
+  }
+
+  async loadTasks(): Promise<TaskRecord[]> {
+    const rows = this.requireDb().prepare('SELECT doc FROM tasks ORDER BY submitted_at, task_id').all() as { doc: string }[]
+    return rows.map((r) => JSON.parse(r.doc) as TaskRecord)
+  }
+
+  async writeTasks(tasks: TaskRecord[]): Promise<void> {
+    if (!this.taskTx) throw new CloudaiError('CLOUDAI_STORE_FAILED', 'the SQLite store is not open')
+    if (tasks.length > 0) this.taskTx(tasks)
   }
 
   private requireDb(): Database.Database {
@@ -133,6 +154,19 @@ function migrate(db: Database.Database): void {
         reconnects INTEGER NOT NULL DEFAULT 0
       );
       PRAGMA user_version = 1;`)
+  }
+  if (version < 2) {
+    db.exec(`
+      CREATE TABLE IF NOT EXISTS tasks (
+        task_id TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        worker_id TEXT,
+        submitted_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        doc TEXT NOT NULL
+      );
+      CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status, submitted_at);
+      PRAGMA user_version = 2;`)
   }
 }
 

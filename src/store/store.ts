@@ -1,4 +1,4 @@
-import type { WorkerRecord } from '../shared/types.js'
+import type { TaskRecord, WorkerRecord } from '../shared/types.js'
 
 /**
  * What the master persists. Kept small on purpose: the in-memory registry is authoritative at run
@@ -16,6 +16,9 @@ export interface Store {
   loadWorkers(): Promise<WorkerRecord[]>
   /** Applies upserts (latest state of each worker) and deletions atomically where the store can. */
   writeWorkers(changes: WorkerChanges): Promise<void>
+  loadTasks(): Promise<TaskRecord[]>
+  /** Upserts the latest state of each task, atomically where the store can. */
+  writeTasks(tasks: TaskRecord[]): Promise<void>
 }
 
 export interface WorkerChanges {

@@ -1,25 +1,79 @@
 import * as grpc from '@grpc/grpc-js'
 import type { WorkerConfig } from '../config.js'
 import type { Logger } from '../shared/log.js'
-import { CloudaiError, toCloudaiError } from '../shared/errors.js'
+import { CloudaiError, isCloudaiError, toCloudaiError } from '../shared/errors.js'
 import { loadProto } from '../shared/proto.js'
 import { advertiseHost, bindAddress } from '../shared/advertise.js'
-import { validateAddress, validateString } from '../shared/validation.js'
-import type { MasterInfoMsg, RegisterAckMsg } from '../shared/wire.js'
+import { MAX_RUNNING_TASKS, validateAddress, validateAmount, validateString, validateWorkerId } from '../shared/validation.js'
+import type { MasterInfoMsg, RegisterAckMsg, RunningTaskMsg, TaskAckMsg, TaskIdMsg, TaskMsg, TaskResultMsg } from '../shared/wire.js'
+import { Executor, shellArgv, type ProcessSpec, type TaskOutcome } from './executor.js'
 import { MasterLink } from './link.js'
+import { Outbox } from './outbox.js'
+import { Reporter } from './reporter.js'
+import { DockerProbe, dockerRunArgv, signalContainer } from './runtime.js'
 import { readSpecs, UsageSampler } from './specs.js'
 
+// Limits of an AssignTask. The task id and command rules are the master's (src/master/task-input.ts);
+// they belong in src/shared/validation.ts once both sides can import them from there.
+const TASK_ID = /^[A-Za-z0-9._-]{1,128}$/
+const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/
+/** A Docker image reference; never starting with '-', which `docker run` would take as an option. */
+const DOCKER_IMAGE = /^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,255}$/
+const MAX_COMMAND_BYTES = 64 * 1024
+const MAX_ENV_ENTRIES = 256
+const MAX_ENV_VALUE_BYTES = 32 * 1024
+/** What a report carries of the output (the master refuses more); the whole log stays on the worker. */
+const MAX_REPORT_LOG_BYTES = 1024 * 1024
+/** At shutdown, the time given to deliver the results of the tasks it cancelled. */
+const SHUTDOWN_REPORT_MS = 2_000
+
+export interface WorkerAgentDeps {
+  log: Logger
+  /** Disk whose size and usage are reported (default: the working directory). */
+  diskPath?: string
+  /** Where Docker tasks look for an engine (tests pass a probe with a fake docker CLI). */
+  docker?: DockerProbe
+}
+
+/** An AssignTask that passed validation. */
+interface TaskInput {
+  taskId: string
+  attempt: number
+  command: string
+  dockerImage: string
+  env: Record<string, string>
+  timeoutMs: number
+  cpu: number
+  memory: number
+  gpu: number
+}
+
 /**
- * The worker agent: a gRPC server the master dials (MasterRegister), and the link that registers
- * with the master and heartbeats. Started with `master`, it also joins that master on its own.
+ * The worker agent: the gRPC server the master calls (MasterRegister, AssignTask, CancelTask),
+ * the link that registers with the master and heartbeats, the executor that runs tasks and the
+ * reporter that delivers their results through the outbox. Started with `master`, it also joins
+ * that master on its own.
  */
 export class WorkerAgent {
   private server: grpc.Server | null = null
   private boundPort = 0
   private link: MasterLink | null = null
+  private executor: Executor | null = null
+  private outbox: Outbox | null = null
+  private reporter: Reporter | null = null
+  private readonly docker: DockerProbe
+  /** Resources of the tasks the executor runs, as the master asked for them (for heartbeats). */
+  private readonly allocations = new Map<string, RunningTaskMsg>()
+  /** AssignTask calls under way (a Docker probe may take up to 3 s): a retry joins the first. */
+  private readonly starting = new Map<string, Promise<TaskAckMsg>>()
+  /** Tasks cancelled while their AssignTask was still under way. */
+  private readonly cancelledEarly = new Set<string>()
   private closed = false
+  private closing: Promise<void> | null = null
 
-  constructor(private readonly config: WorkerConfig, private readonly deps: { log: Logger; diskPath?: string }) {}
+  constructor(private readonly config: WorkerConfig, private readonly deps: WorkerAgentDeps) {
+    this.docker = deps.docker ?? new DockerProbe()
+  }
 
   get port(): number {
     return this.boundPort
@@ -38,25 +92,40 @@ export class WorkerAgent {
     const diskPath = this.deps.diskPath ?? process.cwd()
     const specs = readSpecs(diskPath)
     const sampler = new UsageSampler(diskPath, specs.gpu)
-    this.link = new MasterLink({
+
+    const outbox = new Outbox(this.config.dataDir, log)
+    let undelivered: number
+    try {
+      undelivered = outbox.open()
+    } catch (err) {
+      throw new CloudaiError('CLOUDAI_BAD_CONFIG', `cannot use the data directory ${this.config.dataDir}: ${(err as Error).message}`)
+    }
+    const executor = new Executor({ dataDir: this.config.dataDir, log, killGraceMs: this.config.killGraceMs })
+    const link = new MasterLink({
       workerId: this.config.id,
       advertise: () => this.advertise,
       specs: () => specs,
       usage: () => sampler.sample(),
-      runningTasks: () => [],
+      runningTasks: () => this.runningTasks(),
       heartbeatIntervalMs: this.config.heartbeatIntervalMs,
       joinMaxBackoffMs: this.config.joinMaxBackoffMs,
+      onConnected: () => this.reporter?.connected(),
       log,
     })
+    const reporter = new Reporter({ outbox, channel: link, log, retryBaseMs: Math.min(250, this.config.joinMaxBackoffMs), retryMaxMs: this.config.joinMaxBackoffMs })
+    executor.on('finished', (outcome) => this.onFinished(outcome))
+    executor.reapOrphans()
+    this.outbox = outbox
+    this.executor = executor
+    this.reporter = reporter
+    this.link = link
+    if (undelivered > 0) log.info({ undelivered }, `${undelivered} task result(s) from an earlier run are waiting in the outbox; they are reported once a master is connected`)
 
     const server = new grpc.Server()
     server.addService(loadProto().service, {
-      MasterRegister: (call: grpc.ServerUnaryCall<MasterInfoMsg, RegisterAckMsg>, cb: grpc.sendUnaryData<RegisterAckMsg>) => {
-        void this.masterRegister(call.request).then((ack) => cb(null, ack), (err: unknown) => {
-          const e = toCloudaiError(err)
-          cb({ code: e.grpcStatus, details: `${e.message} (${e.code})` })
-        })
-      },
+      MasterRegister: (call: grpc.ServerUnaryCall<MasterInfoMsg, RegisterAckMsg>, cb: grpc.sendUnaryData<RegisterAckMsg>) => answer(() => this.masterRegister(call.request), cb),
+      AssignTask: (call: grpc.ServerUnaryCall<TaskMsg, TaskAckMsg>, cb: grpc.sendUnaryData<TaskAckMsg>) => answer(() => this.assignTask(call.request), cb),
+      CancelTask: (call: grpc.ServerUnaryCall<TaskIdMsg, TaskAckMsg>, cb: grpc.sendUnaryData<TaskAckMsg>) => answer(() => this.cancelTask(call.request), cb),
     })
     const bind = bindAddress(this.config.host, this.config.port)
     this.boundPort = await new Promise<number>((resolve, reject) => {
@@ -66,10 +135,10 @@ export class WorkerAgent {
       })
     })
     this.server = server
-    log.info({ workerId: this.config.id, grpcPort: this.boundPort, advertise: this.advertise, specs }, `Worker ${this.config.id} listening on ${bindAddress(this.config.host, this.boundPort)} (gRPC), advertised as ${this.advertise}`)
+    log.info({ workerId: this.config.id, grpcPort: this.boundPort, advertise: this.advertise, specs, dataDir: this.config.dataDir }, `Worker ${this.config.id} listening on ${bindAddress(this.config.host, this.boundPort)} (gRPC), advertised as ${this.advertise}`)
     if (this.config.master) {
       log.info({ master: this.config.master }, `Joining master ${this.config.master}`)
-      this.link.join(this.config.master)
+      link.join(this.config.master)
     } else {
       log.info('Waiting for a master to call MasterRegister')
     }
@@ -90,23 +159,238 @@ export class WorkerAgent {
     return { success: true, message: already ? `already connected to ${address}` : `registered with ${address}` }
   }
 
-  async close(): Promise<void> {
-    if (this.closed) return
+  /**
+   * What heartbeats list: every task executing here (status "running", with the resources the
+   * master gave it) and every result not yet delivered (its final status, nothing held), so that
+   * the master does not requeue a task whose result is merely on its way.
+   */
+  private runningTasks(): RunningTaskMsg[] {
+    const out: RunningTaskMsg[] = []
+    for (const p of this.executor?.list() ?? []) {
+      const a = this.allocations.get(p.taskId)
+      out.push({ task_id: p.taskId, cpu_allocated: a?.cpu_allocated ?? 0, memory_allocated: a?.memory_allocated ?? 0, gpu_allocated: a?.gpu_allocated ?? 0, status: 'running', attempt: p.attempt })
+    }
+    for (const r of this.outbox?.list() ?? []) {
+      out.push({ task_id: r.task_id, cpu_allocated: 0, memory_allocated: 0, gpu_allocated: 0, status: r.status, attempt: r.attempt })
+    }
+    // The master refuses a heartbeat with more; running tasks come first.
+    return out.length > MAX_RUNNING_TASKS ? out.slice(0, MAX_RUNNING_TASKS) : out
+  }
+
+  private assignTask(req: TaskMsg): Promise<TaskAckMsg> {
+    if (this.closed || !this.executor) return Promise.reject(new CloudaiError('CLOUDAI_SHUTTING_DOWN', `worker ${this.config.id} is shutting down`))
+    const task = parseTask(req)
+    // AssignTask may be retried: a call for a task being started joins the first call.
+    const pending = this.starting.get(task.taskId)
+    if (pending) return pending
+    const running = this.executor.get(task.taskId)
+    if (running) {
+      return Promise.resolve({ success: true, message: running.attempt === task.attempt ? 'already running' : `already running (attempt ${running.attempt} here)` })
+    }
+    if (this.outbox?.has(task.taskId, task.attempt) || (task.attempt === 0 && this.outbox?.list().some((r) => r.task_id === task.taskId))) {
+      return Promise.resolve({ success: false, message: 'already finished; result pending delivery' })
+    }
+    const p = this.startTask(task).finally(() => {
+      this.starting.delete(task.taskId)
+      this.cancelledEarly.delete(task.taskId)
+    })
+    this.starting.set(task.taskId, p)
+    return p
+  }
+
+  private async startTask(task: TaskInput): Promise<TaskAckMsg> {
+    const { log } = this.deps
+    const executor = this.executor!
+    let spec: ProcessSpec
+    if (task.dockerImage) {
+      const docker = await this.docker.check()
+      if (!docker.ok) {
+        const message = `docker_image is set but no Docker engine answers on worker ${this.config.id}: ${docker.reason}`
+        log.warn({ taskId: task.taskId, image: task.dockerImage, reason: docker.reason }, `Refused task ${task.taskId}: ${message}`)
+        return { success: false, message }
+      }
+      const dockerPath = this.docker.dockerPath
+      spec = {
+        taskId: task.taskId,
+        attempt: task.attempt,
+        argv: dockerRunArgv({ taskId: task.taskId, image: task.dockerImage, command: task.command, envKeys: ['CLOUDAI_TASK_ID', ...Object.keys(task.env)], dockerPath }),
+        env: task.env,
+        timeoutMs: task.timeoutMs,
+        onSignal: (signal) => void signalContainer(task.taskId, signal, dockerPath),
+      }
+    } else {
+      spec = { taskId: task.taskId, attempt: task.attempt, argv: shellArgv(task.command), env: task.env, timeoutMs: task.timeoutMs }
+    }
+    if (this.closed) throw new CloudaiError('CLOUDAI_SHUTTING_DOWN', `worker ${this.config.id} is shutting down`)
+    if (this.cancelledEarly.has(task.taskId)) return { success: false, message: 'cancelled before it started' }
+    this.allocations.set(task.taskId, { task_id: task.taskId, cpu_allocated: task.cpu, memory_allocated: task.memory, gpu_allocated: task.gpu, status: 'running', attempt: task.attempt })
+    try {
+      await executor.start(spec)
+    } catch (err) {
+      this.allocations.delete(task.taskId)
+      if (isCloudaiError(err) && err.code === 'CLOUDAI_SHUTTING_DOWN') throw err
+      const message = `could not start task ${task.taskId} on worker ${this.config.id}: ${(err as Error).message}`
+      log.error({ taskId: task.taskId, err: (err as Error).message }, message)
+      return { success: false, message }
+    }
+    return { success: true, message: `started on worker ${this.config.id}` }
+  }
+
+  private async cancelTask(req: TaskIdMsg): Promise<TaskAckMsg> {
+    const id = validateTaskId(req.task_id)
+    if (this.executor?.cancel(id)) {
+      this.deps.log.info({ taskId: id }, `Cancelling task ${id}: SIGTERM to its process group, SIGKILL after ${this.config.killGraceMs}ms`)
+      return { success: true, message: 'cancelling' }
+    }
+    if (this.starting.has(id)) {
+      this.cancelledEarly.add(id)
+      return { success: true, message: 'cancelled before it started' }
+    }
+    return { success: false, message: 'not running on this worker' }
+  }
+
+  /** A process ended: its result goes to the outbox (on disk) and then to the master. */
+  private onFinished(o: TaskOutcome): void {
+    this.allocations.delete(o.taskId)
+    const result: TaskResultMsg = {
+      task_id: o.taskId,
+      worker_id: this.config.id,
+      status: o.status,
+      logs: utf8Tail(o.logsTail, MAX_REPORT_LOG_BYTES),
+      result_location: o.logFile,
+      output_files: [],
+      exit_code: o.exitCode ?? 0,
+      has_exit_code: o.exitCode !== null,
+      duration_ms: o.durationMs,
+      started_at: o.startedAt,
+      finished_at: o.finishedAt,
+      attempt: o.attempt,
+      reason: o.reason,
+    }
+    this.reporter?.submit(result)
+  }
+
+  /**
+   * Stops taking tasks, cancels the running ones (they end as cancelled and go to the outbox),
+   * gives their results one short delivery round, then leaves the master and stops the server.
+   * Idempotent: every call waits for the same shutdown.
+   */
+  close(): Promise<void> {
+    this.closing ??= this.shutdown()
+    return this.closing
+  }
+
+  private async shutdown(): Promise<void> {
     this.closed = true
+    const { log } = this.deps
+    const running = this.executor?.size ?? 0
+    if (running > 0) log.info({ running }, `Stopping: cancelling ${running} running task(s)`)
+    await this.executor?.close()
+    await this.reporter?.close(SHUTDOWN_REPORT_MS)
     this.link?.close()
     const server = this.server
     this.server = null
-    if (!server) return
-    await new Promise<void>((resolve) => {
-      const force = setTimeout(() => {
-        server.forceShutdown()
-        resolve()
-      }, 2000)
-      server.tryShutdown(() => {
-        clearTimeout(force)
-        resolve()
+    if (server) {
+      await new Promise<void>((resolve) => {
+        const force = setTimeout(() => {
+          server.forceShutdown()
+          resolve()
+        }, 2000)
+        server.tryShutdown(() => {
+          clearTimeout(force)
+          resolve()
+        })
       })
-    })
-    this.deps.log.info({ workerId: this.config.id }, `Worker ${this.config.id} stopped`)
+    }
+    log.info({ workerId: this.config.id }, `Worker ${this.config.id} stopped`)
   }
+}
+
+/** Answers a unary call; a refusal (thrown or rejected) is a gRPC status with `<message> (<CODE>)` in details. */
+function answer<T>(handle: () => Promise<T>, cb: grpc.sendUnaryData<T>): void {
+  let p: Promise<T>
+  try {
+    p = handle()
+  } catch (err) {
+    p = Promise.reject(err)
+  }
+  p.then(
+    (res) => cb(null, res),
+    (err: unknown) => {
+      const e = toCloudaiError(err)
+      const metadata = new grpc.Metadata()
+      metadata.set('cloudai-error-code', e.code)
+      cb({ code: e.grpcStatus, details: `${e.message} (${e.code})`, metadata })
+    },
+  )
+}
+
+function validateTaskId(value: unknown): string {
+  if (typeof value !== 'string' || !TASK_ID.test(value)) {
+    throw new CloudaiError('CLOUDAI_BAD_TASK_ID', `task_id ${JSON.stringify(String(value ?? '').slice(0, 80))} is invalid: 1 to 128 characters of A-Z a-z 0-9 . _ -`)
+  }
+  return value
+}
+
+function wholeNumber(value: unknown, field: string, max: number): number {
+  const n = value ?? 0
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > max) {
+    throw new CloudaiError('CLOUDAI_BAD_FIELD', `${field} must be a whole number from 0 to ${max}, got ${String(n)}`)
+  }
+  return n
+}
+
+/** Every field of an AssignTask, checked before anything runs. */
+function parseTask(req: TaskMsg): TaskInput {
+  const taskId = validateTaskId(req.task_id)
+  const command = req.command
+  if (typeof command !== 'string' || command.trim() === '') throw new CloudaiError('CLOUDAI_BAD_FIELD', 'command is required: a non-empty string')
+  if (Buffer.byteLength(command) > MAX_COMMAND_BYTES) throw new CloudaiError('CLOUDAI_BAD_FIELD', `command is longer than ${MAX_COMMAND_BYTES} bytes`)
+  if (command.includes('\0')) throw new CloudaiError('CLOUDAI_BAD_FIELD', 'command must not contain NUL characters')
+
+  const dockerImage = validateString(req.docker_image, 'docker_image', { max: 256 })
+  if (dockerImage && !DOCKER_IMAGE.test(dockerImage)) {
+    throw new CloudaiError('CLOUDAI_BAD_FIELD', `docker_image ${JSON.stringify(dockerImage.slice(0, 80))} is not an image reference (letters, digits and . _ / : @ -, not starting with -)`)
+  }
+
+  const rawEnv: unknown = req.env ?? {}
+  if (typeof rawEnv !== 'object' || rawEnv === null || Array.isArray(rawEnv)) throw new CloudaiError('CLOUDAI_BAD_FIELD', 'env must be a map of names to values')
+  const entries = Object.entries(rawEnv as Record<string, unknown>)
+  if (entries.length > MAX_ENV_ENTRIES) throw new CloudaiError('CLOUDAI_BAD_FIELD', `env has ${entries.length} variables; at most ${MAX_ENV_ENTRIES}`)
+  const env: Record<string, string> = {}
+  for (const [k, v] of entries) {
+    if (!ENV_KEY.test(k)) throw new CloudaiError('CLOUDAI_BAD_FIELD', `env name ${JSON.stringify(k.slice(0, 80))} is invalid: letters, digits and _, not starting with a digit`)
+    if (typeof v !== 'string') throw new CloudaiError('CLOUDAI_BAD_FIELD', `env ${k} must be a string`)
+    if (Buffer.byteLength(v) > MAX_ENV_VALUE_BYTES) throw new CloudaiError('CLOUDAI_BAD_FIELD', `env ${k} is longer than ${MAX_ENV_VALUE_BYTES} bytes`)
+    if (v.includes('\0')) throw new CloudaiError('CLOUDAI_BAD_FIELD', `env ${k} must not contain NUL characters`)
+    env[k] = v
+  }
+
+  const target = validateString(req.target_worker_id, 'target_worker_id', { max: 64 })
+  if (target) validateWorkerId(target, 'target_worker_id')
+  for (const f of ['user_id', 'task_name', 'task_type'] as const) validateString(req[f], f, { max: 256 })
+  validateAmount(req.sla_multiplier ?? 0, 'sla_multiplier', 1e6)
+  validateAmount(req.submitted_at ?? 0, 'submitted_at', Number.MAX_SAFE_INTEGER)
+  validateAmount(req.req_storage ?? 0, 'req_storage', 1e12)
+
+  return {
+    taskId,
+    attempt: wholeNumber(req.attempt, 'attempt', 2 ** 31 - 1),
+    command,
+    dockerImage,
+    env,
+    timeoutMs: wholeNumber(req.timeout_ms, 'timeout_ms', Number.MAX_SAFE_INTEGER),
+    cpu: validateAmount(req.req_cpu ?? 0, 'req_cpu', 1e6),
+    memory: validateAmount(req.req_memory ?? 0, 'req_memory', 1e9),
+    gpu: validateAmount(req.req_gpu ?? 0, 'req_gpu', 1e4),
+  }
+}
+
+/** The end of `text` that fits in `maxBytes` of UTF-8 (binary output can decode to more than it was). */
+function utf8Tail(text: string, maxBytes: number): string {
+  const buf = Buffer.from(text, 'utf8')
+  if (buf.length <= maxBytes) return text
+  let start = buf.length - maxBytes
+  while (start < buf.length && (buf[start]! & 0xc0) === 0x80) start++
+  return buf.subarray(start).toString('utf8')
 }

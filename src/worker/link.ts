@@ -3,7 +3,7 @@ import type { Logger } from '../shared/log.js'
 import { Backoff } from '../shared/backoff.js'
 import { callUnary, loadProto, type MasterWorkerClient } from '../shared/proto.js'
 import type { WorkerSpecs, WorkerUsage } from '../shared/types.js'
-import type { HeartbeatAckMsg, RegisterAckMsg, RunningTaskMsg } from '../shared/wire.js'
+import type { AckMsg, HeartbeatAckMsg, RegisterAckMsg, RunningTaskMsg, TaskResultMsg } from '../shared/wire.js'
 
 export interface MasterLinkOptions {
   workerId: string
@@ -16,6 +16,8 @@ export interface MasterLinkOptions {
   joinMaxBackoffMs: number
   /** Deadline of one RegisterWorker call. */
   registerTimeoutMs?: number
+  /** Called each time the worker is registered with a master (first time, re-join, new master). */
+  onConnected?: () => void
   log: Logger
 }
 
@@ -51,6 +53,18 @@ export class MasterLink {
 
   get status(): LinkState {
     return this.state
+  }
+
+  /** True while registered with a master (heartbeats flowing). */
+  get connected(): boolean {
+    return this.state === 'connected' && this.client !== null
+  }
+
+  /** ReportTaskCompletion to the master we are registered with; rejects at once when there is none. */
+  reportCompletion(result: TaskResultMsg, timeoutMs: number): Promise<AckMsg> {
+    const client = this.client
+    if (this.state !== 'connected' || !client) return Promise.reject(new Error('not registered with a master'))
+    return callUnary<TaskResultMsg, AckMsg>(client, 'ReportTaskCompletion', result, timeoutMs).promise
   }
 
   /**
@@ -138,6 +152,11 @@ export class MasterLink {
     this.failuresLogged = false
     this.opts.log.info({ master: address, specs }, `Registered with master ${address}; sending heartbeats every ${this.opts.heartbeatIntervalMs}ms`)
     this.startHeartbeats(epoch)
+    try {
+      this.opts.onConnected?.()
+    } catch (err) {
+      this.opts.log.error({ err: (err as Error).message }, 'onConnected hook failed')
+    }
   }
 
   /** Logs the first failure of a run of failures at warn, the rest at debug: no log spam. */

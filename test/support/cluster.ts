@@ -141,9 +141,10 @@ export async function startMaster(t: TestContext, opts: { dataDir: string; grpcP
   return { proc, grpcPort: grpcLine.grpcPort as number, httpPort, api: `http://127.0.0.1:${httpPort}` }
 }
 
-export async function startWorker(t: TestContext, id: string, port: number, opts: { master?: string; args?: string[] } = {}): Promise<Proc> {
+export async function startWorker(t: TestContext, id: string, port: number, opts: { master?: string; args?: string[]; dataDir?: string } = {}): Promise<Proc> {
   const proc = new Proc(id, [
     'worker', '--id', id, '--host', '127.0.0.1', '--port', String(port), '--heartbeat-interval', '250ms', '--join-max-backoff', '500ms', '--log-level', 'debug',
+    '--data-dir', opts.dataDir ?? tempDir(t, `cloudai-${id}-`), '--kill-grace', '1s',
     ...(opts.master ? ['--master', opts.master] : []), ...(opts.args ?? []),
   ])
   t.after(() => proc.kill('SIGKILL'))
@@ -176,3 +177,17 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ c
     })
   })
 }
+
+/** Re-checks a condition that has no event of its own (a file appearing, a pid gone) until a deadline. */
+export async function waitUntil<T>(check: () => T | undefined | false | Promise<T | undefined | false>, what: string, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const v = await check()
+    if (v !== undefined && v !== false) return v
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs}ms waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 25))
+  }
+}
+
+/** The master's log line for a task reaching a final state. */
+export const taskFinished = (id: string) => (l: LogLine): boolean => l.taskId === id && /^Task \S+ (completed|failed|cancelled) on worker/.test(l.msg)

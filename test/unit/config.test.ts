@@ -4,14 +4,20 @@ import {
   API_OPTIONS,
   LOG_OPTIONS,
   MASTER_OPTIONS,
+  TASKS_OPTIONS,
+  TASK_SUBMIT_OPTIONS,
   WORKER_OPTIONS,
   buildApiOptions,
   buildMasterConfig,
+  buildTaskQuery,
+  buildTaskSubmitBody,
   buildWorkerConfig,
   envName,
   envOnlyKeys,
   parseAddressArg,
+  parseTaskIdArg,
   parseWorkerIdArg,
+  splitTaskCommand,
 } from '../../src/cli/options.js'
 import { MASTER_DEFAULTS, WORKER_DEFAULTS } from '../../src/config.js'
 import { CloudaiError } from '../../src/shared/errors.js'
@@ -87,6 +93,8 @@ test('worker flags are parsed into the config', () => {
     advertise: '10.0.0.7:50060',
     'heartbeat-interval': '250ms',
     'join-max-backoff': '2s',
+    'data-dir': '/var/lib/cloudai-worker',
+    'kill-grace': '1500ms',
     'log-level': 'warn',
     'log-pretty': 'false',
   })
@@ -98,8 +106,18 @@ test('worker flags are parsed into the config', () => {
     advertise: '10.0.0.7:50060',
     heartbeatIntervalMs: 250,
     joinMaxBackoffMs: 2000,
+    dataDir: '/var/lib/cloudai-worker',
+    killGraceMs: 1500,
     log: { level: 'warn', pretty: false },
   })
+})
+
+test('a worker keeps its task data in ./worker-data and gives a killed task 5 s by default', () => {
+  const config = buildWorkerConfig({ ...yargsDefaults(WORKER_OPTIONS), id: 'w1' })
+  assert.equal(config.dataDir, './worker-data')
+  assert.equal(config.killGraceMs, 5000)
+  assert.equal(WORKER_OPTIONS['data-dir']?.default, WORKER_DEFAULTS.dataDir)
+  assert.equal(WORKER_OPTIONS['kill-grace']?.default, '5s')
 })
 
 test('each bad master value is CLOUDAI_BAD_CONFIG with a message naming the flag', () => {
@@ -153,6 +171,12 @@ test('each bad worker value is CLOUDAI_BAD_CONFIG with a message naming the flag
     ['heartbeat-interval', '-250ms'],
     ['join-max-backoff', '0s'],
     ['join-max-backoff', 'later'],
+    ['data-dir', ''],
+    ['data-dir', ' /tmp/x'],
+    ['kill-grace', '0'],
+    ['kill-grace', '0ms'],
+    ['kill-grace', '-1s'],
+    ['kill-grace', 'soon'],
   ]
   for (const [flag, value] of bad) {
     assert.throws(() => buildWorkerConfig({ id: 'w1', [flag]: value }), badConfig(`--${flag}`), `--${flag} ${JSON.stringify(value)}`)
@@ -180,6 +204,11 @@ test('every flag documents its CLOUDAI_* environment variable in --help', () => 
       assert.match(String(o.describe), new RegExp(`\\[env ${envName(flag)}\\]$`), flag)
     }
   }
+  // Task flags: the needs and limits have a variable; the target, name, variables and list filters do not.
+  const withEnv = (table: Record<string, { describe?: unknown }>): string[] => Object.keys(table).filter((f) => String(table[f]!.describe).endsWith(`[env ${envName(f)}]`))
+  assert.deepEqual(withEnv(TASK_SUBMIT_OPTIONS).sort(), ['cpu', 'gpu', 'image', 'max-attempts', 'mem', 'storage', 'timeout'])
+  assert.deepEqual(withEnv(TASKS_OPTIONS), ['limit'])
+  for (const o of [...Object.values(TASK_SUBMIT_OPTIONS), ...Object.values(TASKS_OPTIONS)]) assert.equal(o.nargs, 1)
 })
 
 test('CLOUDAI_* variables of other commands are dropped before strict mode, flags typed on the command line are not', () => {
@@ -190,6 +219,91 @@ test('CLOUDAI_* variables of other commands are dropped before strict mode, flag
   // Typed by the user: strict mode must still refuse --port on a master.
   assert.ok(!envOnlyKeys(env, 'master', ['master', '--port', '1']).includes('port'))
   assert.ok(!envOnlyKeys(env, 'master', ['master', '--port=1']).includes('port'))
+  // A CLOUDAI_ENV or CLOUDAI_WORKER set for something else never reaches a task.
+  const taskEnv = { CLOUDAI_ENV: 'production', CLOUDAI_WORKER: 'w9', CLOUDAI_NAME: 'x', CLOUDAI_CPU: '2', CLOUDAI_ID: 'w1', CLOUDAI_STATUS: 'failed', CLOUDAI_LIMIT: '5' }
+  assert.deepEqual(new Set(envOnlyKeys(taskEnv, 'task', [])), new Set(['env', 'worker', 'name', 'status', 'limit']))
+  assert.deepEqual(new Set(envOnlyKeys(taskEnv, 'tasks', [])), new Set(['env', 'worker', 'name', 'cpu', 'id', 'status']))
+  assert.ok(!envOnlyKeys(taskEnv, 'task', ['task', 'submit', '--env', 'A=1']).includes('env'))
+})
+
+test('only `task submit` has its words after -- kept away from yargs', () => {
+  assert.deepEqual(splitTaskCommand(['task', 'submit', '--cpu', '2', '--', 'sleep', '600', '--cpu', '0x10']), {
+    args: ['task', 'submit', '--cpu', '2'],
+    command: ['sleep', '600', '--cpu', '0x10'],
+  })
+  assert.deepEqual(splitTaskCommand(['task', 'submit', '--', 'echo hello | wc -c']), { args: ['task', 'submit'], command: ['echo hello | wc -c'] })
+  assert.deepEqual(splitTaskCommand(['task', 'submit', '--cpu', '1']), { args: ['task', 'submit', '--cpu', '1'], command: null })
+  assert.deepEqual(splitTaskCommand(['register', '--', 'w1', 'h:1']), { args: ['register', '--', 'w1', 'h:1'], command: null })
+  assert.deepEqual(splitTaskCommand(['task', 'task-1', '--', 'x']), { args: ['task', 'task-1', '--', 'x'], command: null })
+})
+
+test('task submit flags become the POST /api/tasks body, with only what was given', () => {
+  assert.deepEqual(buildTaskSubmitBody({}, ['echo', 'hello']), { command: 'echo hello' })
+  assert.deepEqual(buildTaskSubmitBody({}, ['python train.py | tee "out log"']), { command: 'python train.py | tee "out log"' })
+  assert.deepEqual(
+    buildTaskSubmitBody(
+      { cpu: '2', mem: '0.5', gpu: '1', storage: '10', worker: 'worker-1', name: 'train', timeout: '10m', 'max-attempts': '5', env: ['MODE=fast', 'EMPTY=', 'EQ=a=b'], image: 'python:3.12' },
+      ['python', 'train.py'],
+    ),
+    {
+      command: 'python train.py',
+      name: 'train',
+      req_cpu: 2,
+      req_memory: 0.5,
+      req_gpu: 1,
+      req_storage: 10,
+      target_worker_id: 'worker-1',
+      timeout_s: 600,
+      max_attempts: 5,
+      env: { MODE: 'fast', EMPTY: '', EQ: 'a=b' },
+      docker_image: 'python:3.12',
+    },
+  )
+  assert.deepEqual(buildTaskSubmitBody({ timeout: '500ms', env: 'ONE=1', cpu: '0' }, ['true']), { command: 'true', req_cpu: 0, timeout_s: 0.5, env: { ONE: '1' } })
+})
+
+test('each bad task submit value is CLOUDAI_BAD_CONFIG naming the flag', () => {
+  const bad: [string, unknown][] = [
+    ['cpu', '-1'],
+    ['cpu', 'two'],
+    ['cpu', '1e3'],
+    ['cpu', '0x10'],
+    ['cpu', ''],
+    ['cpu', 'Infinity'],
+    ['mem', 'NaN'],
+    ['gpu', '-0.5'],
+    ['storage', '10GB'],
+    ['timeout', '-1s'],
+    ['timeout', 'forever'],
+    ['max-attempts', '0'],
+    ['max-attempts', '1.5'],
+    ['max-attempts', '-2'],
+    ['worker', 'bad id!'],
+    ['env', ['NOEQUALS']],
+    ['env', ['=value']],
+    ['env', ['1ABC=x']],
+    ['env', ['A-B=x']],
+    ['env', ['A=1', 'A=2']],
+    ['name', ['a', 'b']],
+  ]
+  for (const [flag, value] of bad) {
+    assert.throws(() => buildTaskSubmitBody({ [flag]: value }, ['echo']), badConfig(`--${flag}`), `--${flag} ${JSON.stringify(value)}`)
+  }
+  for (const words of [[], [''], ['  ']]) {
+    assert.throws(() => buildTaskSubmitBody({}, words), badConfig('command after --'), JSON.stringify(words))
+  }
+})
+
+test('the tasks query is validated as the master validates it; pending means queued', () => {
+  assert.deepEqual(buildTaskQuery({}), {})
+  assert.deepEqual(buildTaskQuery({ status: 'running', limit: '10', offset: '20' }), { status: 'running', limit: 10, offset: 20 })
+  assert.deepEqual(buildTaskQuery({ status: 'pending' }), { status: 'queued' })
+  for (const [flag, value] of [['status', 'done'], ['status', 'Queued'], ['limit', '0'], ['limit', '1001'], ['limit', 'all'], ['offset', '-1'], ['offset', '1.5']] as const) {
+    assert.throws(() => buildTaskQuery({ [flag]: value }), badConfig(`--${flag}`), `--${flag} ${value}`)
+  }
+  assert.equal(parseTaskIdArg('task-3f2a'), 'task-3f2a')
+  assert.throws(() => parseTaskIdArg('task one'), badConfig('task id'))
+  assert.throws(() => parseTaskIdArg(''), badConfig('task id'))
 })
 
 // These exit while validating flags, before anything listens; the safe ports and temp dir are
@@ -206,6 +320,19 @@ test('the CLI refuses bad flags with exit code 2, the reason on stderr and a --h
     { args: ['master', ...safe], env: { CLOUDAI_GRPC_PORT: '70000' }, stderr: /^error: --grpc-port 70000 is out of range/m, hint: 'cloudai master --help' },
     { args: ['master', '--grpc-port', '0', '--bogus', ...safe], stderr: /^error: Unknown argument: bogus$/m, hint: 'cloudai master --help' },
     { args: ['register', 'w1', 'no-port'], stderr: /^error: address "no-port" must be host:port/m, hint: 'cloudai register --help' },
+    { args: ['worker', '--id', 'w1', '--port', '0', '--kill-grace', '0'], stderr: /^error: --kill-grace must be more than 0/m, hint: 'cloudai worker --help' },
+    { args: ['task', 'submit', '--cpu', '-1', '--', 'echo', 'hi'], stderr: /^error: --cpu "-1" is not an amount/m, hint: 'cloudai task submit --help' },
+    { args: ['task', 'submit', '--env', 'NOPE', '--', 'echo'], stderr: /^error: --env "NOPE" is not KEY=VALUE/m, hint: 'cloudai task submit --help' },
+    { args: ['task', 'submit', '--timeout', 'soon', '--', 'echo'], stderr: /^error: --timeout "soon" is not a duration/m, hint: 'cloudai task submit --help' },
+    { args: ['task', 'submit', '--cpu', '1'], stderr: /^error: the task needs a command after --/m, hint: 'cloudai task submit --help' },
+    { args: ['task', 'submit', 'echo', 'hi'], stderr: /^error: Unknown arguments: echo, hi \(the task's command goes after --/m, hint: 'cloudai task submit --help' },
+    { args: ['task', 'submit', '--bogus', '1', '--', 'echo'], stderr: /^error: Unknown argument: bogus/m, hint: 'cloudai task submit --help' },
+    { args: ['task'], stderr: /^error: a task id or a sub-command is required/m, hint: 'cloudai task --help' },
+    { args: ['task', 'task one'], stderr: /^error: task id "task one" is invalid/m, hint: 'cloudai task --help' },
+    { args: ['cancel'], stderr: /^error: a task id is required: cloudai cancel <id>$/m, hint: 'cloudai cancel --help' },
+    { args: ['cancel', 'a/b'], stderr: /^error: task id "a\/b" is invalid/m, hint: 'cloudai cancel --help' },
+    { args: ['tasks', '--status', 'done'], stderr: /^error: --status "done" is not a task status: use one of queued/m, hint: 'cloudai tasks --help' },
+    { args: ['tasks', '--limit', '0'], stderr: /^error: --limit "0" is not allowed: use a whole number from 1 to 1000/m, hint: 'cloudai tasks --help' },
     { args: ['frobnicate'], stderr: /^error: .*frobnicate/m, hint: 'cloudai --help' },
     { args: [], stderr: /^error: a command is required/m, hint: 'cloudai --help' },
   ]

@@ -1,7 +1,20 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { formatAge, formatError, formatRegistered, formatStatus, formatUnregistered, formatUptime, formatWorkers } from '../../src/cli/format.js'
-import type { ClusterStatus, WorkerView } from '../../src/master/views.js'
+import {
+  formatAge,
+  formatError,
+  formatRegistered,
+  formatStatus,
+  formatTask,
+  formatTaskCancelled,
+  formatTaskCounts,
+  formatTasks,
+  formatTaskSubmitted,
+  formatUnregistered,
+  formatUptime,
+  formatWorkers,
+} from '../../src/cli/format.js'
+import type { ClusterStatus, TaskView, WorkerView } from '../../src/master/views.js'
 import { CloudaiError } from '../../src/shared/errors.js'
 
 const NOW = Date.parse('2025-11-17T10:30:00.000Z')
@@ -96,6 +109,7 @@ const STATUS: ClusterStatus = {
   active: 2,
   inactive: 1,
   reconnect_monitor: 'running',
+  tasks: { queued: 2, assigned: 0, running: 1, completed: 5, failed: 0, cancelled: 1 },
   store: { kind: 'sqlite', healthy: true, pending_writes: 0, last_error: null },
   grpc_address: '10.0.0.1:50051',
   started_at: ago(3_725_000),
@@ -105,11 +119,15 @@ const STATUS: ClusterStatus = {
 test('status prints the counts, monitor state, store health and uptime', () => {
   assert.equal(
     formatStatus(STATUS),
-    ['Workers:   3', 'Active:    2', 'Inactive:  1', 'Monitor:   running', 'Store:     sqlite, healthy', 'gRPC:      10.0.0.1:50051', 'Uptime:    1h 2m'].join('\n'),
+    ['Workers:   3', 'Active:    2', 'Inactive:  1', 'Tasks:     2 queued, 1 running, 5 completed, 1 cancelled', 'Monitor:   running', 'Store:     sqlite, healthy', 'gRPC:      10.0.0.1:50051', 'Uptime:    1h 2m'].join('\n'),
   )
   const failing = formatStatus({ ...STATUS, reconnect_monitor: 'disabled', store: { kind: 'sqlite', healthy: false, pending_writes: 4, last_error: 'SQLITE_FULL: disk full' } })
   assert.match(failing, /^Monitor: +disabled$/m)
   assert.match(failing, /^Store: +sqlite, FAILING \(4 pending writes\): SQLITE_FULL: disk full$/m)
+  assert.match(formatStatus({ ...STATUS, tasks: { queued: 0, assigned: 0, running: 0, completed: 0, failed: 0, cancelled: 0 } }), /^Tasks: +none$/m)
+  // A master from before tasks sends no counts: no Tasks line rather than a wrong one.
+  const { tasks: _, ...old } = STATUS
+  assert.doesNotMatch(formatStatus(old as ClusterStatus), /Tasks/)
 })
 
 test('register says whether the worker is new and offline, new and already active, or already registered', () => {
@@ -123,4 +141,143 @@ test('register says whether the worker is new and offline, new and already activ
 test('errors print as "error: <message> (<code>)"; anything else is an internal error', () => {
   assert.equal(formatError(new CloudaiError('CLOUDAI_UNKNOWN_WORKER', 'worker w9 is not registered')), 'error: worker w9 is not registered (CLOUDAI_UNKNOWN_WORKER)')
   assert.equal(formatError(new Error('boom')), 'error: internal error: boom (CLOUDAI_INTERNAL)')
+})
+
+function task(id: string, overrides: Partial<TaskView> = {}): TaskView {
+  return {
+    task_id: id,
+    name: '',
+    command: 'echo hello',
+    docker_image: '',
+    status: 'queued',
+    worker_id: null,
+    target_worker_id: null,
+    req_cpu: 0,
+    req_memory: 0,
+    req_storage: 0,
+    req_gpu: 0,
+    timeout_s: 0,
+    max_attempts: 3,
+    attempts: 0,
+    submitted_at: ago(12_000),
+    assigned_at: null,
+    started_at: null,
+    finished_at: null,
+    exit_code: null,
+    reason: null,
+    logs: '',
+    history: [{ status: 'queued', at: ago(12_000), worker_id: null, reason: null }],
+    ...overrides,
+  }
+}
+
+const done = task('task-aaa', {
+  name: 'greet',
+  status: 'completed',
+  worker_id: 'worker-1',
+  req_cpu: 1,
+  req_memory: 0.5,
+  attempts: 1,
+  submitted_at: ago(125_000),
+  assigned_at: ago(124_000),
+  started_at: ago(123_500),
+  finished_at: ago(121_000),
+  exit_code: 0,
+  logs: 'hello\n',
+  history: [
+    { status: 'queued', at: ago(125_000), worker_id: null, reason: null },
+    { status: 'assigned', at: ago(124_000), worker_id: 'worker-1', reason: null },
+    { status: 'running', at: ago(123_500), worker_id: 'worker-1', reason: null },
+    { status: 'completed', at: ago(121_000), worker_id: 'worker-1', reason: null },
+  ],
+})
+const failed = task('task-bbb', { status: 'failed', worker_id: 'w2', attempts: 3, exit_code: 137, command: 'python train.py --epochs 100 --batch-size 64 --lr 0.001', submitted_at: ago(3 * 3_600_000) })
+const waiting = task('task-ccc')
+
+test('the tasks table: name (or command), status, worker, attempts, age, exit code and a count by status', () => {
+  const text = formatTasks({ tasks: [waiting, done, failed], total: 3 }, { now: NOW, color: false })
+  assert.equal(
+    text,
+    [
+      'ID        NAME                              STATUS     WORKER    ATTEMPTS  SUBMITTED  EXIT',
+      'task-ccc  echo hello                        queued     -              0/3  12s ago       -',
+      'task-aaa  greet                             completed  worker-1       1/3  2m ago        0',
+      'task-bbb  python train.py --epochs 100 --…  failed     w2             3/3  3h ago      137',
+      '',
+      '3 tasks: 1 queued, 1 completed, 1 failed',
+    ].join('\n'),
+  )
+})
+
+test('task statuses are coloured on a terminal only, and the columns stay aligned', () => {
+  const plain = formatTasks({ tasks: [waiting, done, failed], total: 3 }, { now: NOW, color: false })
+  const colored = formatTasks({ tasks: [waiting, done, failed], total: 3 }, { now: NOW, color: true })
+  assert.ok(colored.includes('\x1b[33mqueued\x1b[39m'))
+  assert.ok(colored.includes('\x1b[32mcompleted\x1b[39m'))
+  assert.ok(colored.includes('\x1b[31mfailed\x1b[39m'))
+  assert.equal(colored.replace(/\x1b\[[0-9;]*m/g, ''), plain)
+  assert.ok(!plain.includes('\x1b['))
+})
+
+test('a page of a longer list says so; an empty list says why', () => {
+  assert.match(formatTasks({ tasks: [waiting], total: 250, offset: 0 }, { now: NOW, color: false }), /\nShowing 1 of 250 tasks \(newest first; --limit and --offset show others\): 1 queued$/)
+  assert.match(formatTasks({ tasks: [waiting], total: 1 }, { now: NOW, color: false }), /\n1 task: 1 queued$/)
+  assert.equal(formatTasks({ tasks: [], total: 0 }, { now: NOW, color: false }), 'No tasks yet: submit one with task submit -- <command...>')
+  assert.equal(formatTasks({ tasks: [], total: 0 }, { now: NOW, color: false, status: 'queued' }), 'No queued tasks')
+  assert.equal(formatTasks({ tasks: [], total: 7, offset: 100 }, { now: NOW, color: false }), 'No tasks at offset 100: there are 7 tasks')
+  assert.equal(formatTaskCounts({ queued: 0, running: 2, cancelled: 1 }), '2 running, 1 cancelled')
+  assert.equal(formatTaskCounts({}), 'none')
+})
+
+test('one task: its fields, times as ISO and age, the history, and the end of its output last', () => {
+  const text = formatTask({ ...done, target_worker_id: 'worker-1', timeout_s: 90, docker_image: 'python:3.12' }, { now: NOW, color: false })
+  assert.equal(
+    text,
+    [
+      'Task:       task-aaa',
+      'Name:       greet',
+      'Status:     completed',
+      'Command:    echo hello',
+      'Image:      python:3.12',
+      'Worker:     worker-1',
+      'Target:     worker-1 only',
+      'Needs:      cpu 1, memory 0.5 GB, gpu 0, storage 0 GB',
+      'Timeout:    1m 30s',
+      'Attempts:   1 of 3',
+      'Exit code:  0',
+      'Submitted:  2025-11-17T10:27:55.000Z (2m ago)',
+      'Assigned:   2025-11-17T10:27:56.000Z (2m ago)',
+      'Started:    2025-11-17T10:27:56.500Z (2m ago)',
+      'Finished:   2025-11-17T10:27:59.000Z (2m ago)',
+      'Duration:   2.5s',
+      '',
+      'History:',
+      '  2025-11-17T10:27:55.000Z  queued',
+      '  2025-11-17T10:27:56.000Z  assigned   worker-1',
+      '  2025-11-17T10:27:56.500Z  running    worker-1',
+      '  2025-11-17T10:27:59.000Z  completed  worker-1',
+      '',
+      'Logs (the end of the output; the full log stays on the worker):',
+      'hello',
+    ].join('\n'),
+  )
+})
+
+test('a waiting task shows no empty times, and a failed one its reason', () => {
+  const text = formatTask(waiting, { now: NOW, color: false })
+  assert.doesNotMatch(text, /^(Name|Image|Target|Assigned|Started|Finished|Duration|Reason):/m)
+  assert.match(text, /^Timeout: +none$/m)
+  assert.match(text, /^Exit code: +-$/m)
+  assert.match(text, /\n\nLogs: none yet \(the task has not started\)$/)
+  const lost = formatTask({ ...failed, reason: 'worker w2 lost 3 times', started_at: ago(1000), history: [{ status: 'failed', at: ago(0), worker_id: null, reason: 'worker w2 lost 3 times' }] }, { now: NOW, color: false })
+  assert.match(lost, /^Reason: +worker w2 lost 3 times$/m)
+  assert.match(lost, /^ {2}\S+Z {2}failed {2}worker w2 lost 3 times$/m)
+  assert.match(lost, /\n\nLogs: no output$/)
+  assert.match(formatTask(failed, { now: NOW, color: true }), /^Status: +\x1b\[31mfailed\x1b\[39m$/m)
+})
+
+test('submit and cancel print one line', () => {
+  assert.equal(formatTaskSubmitted(waiting), '✅ Task task-ccc queued')
+  assert.equal(formatTaskCancelled({ ...waiting, status: 'cancelled' }), 'Task task-ccc cancelled')
+  assert.equal(formatTaskCancelled({ ...waiting, status: 'running' }), 'Task task-ccc: cancel requested (now running)')
 })

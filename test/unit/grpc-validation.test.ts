@@ -58,6 +58,6 @@ test('the master refuses bad RegisterWorker and SendHeartbeat input with a statu
   const beat = await callUnary<object, { success: boolean }>(client, 'SendHeartbeat', goodBeat, 5000).promise
   assert.equal(beat.success, true)
   assert.deepEqual(registry.get('w1')?.usage, { cpu: 10, memory: 20, storage: 30, gpu: 0 })
-  // Task RPCs are not served by this release: grpc-js answers UNIMPLEMENTED rather than a fake ack.
+  // A master built without the task side does not pretend to take reports: grpc-js answers UNIMPLEMENTED.
   await assert.rejects(callUnary(client, 'ReportTaskCompletion', { task_id: 't' }, 5000).promise, (err: grpc.ServiceError) => err.code === grpc.status.UNIMPLEMENTED)
 })

@@ -3,15 +3,22 @@ import { spawn } from 'node:child_process'
 import { test, type TestContext } from 'node:test'
 import { HttpApi } from '../../src/master/api/http.js'
 import type { MasterControl } from '../../src/master/control.js'
-import type { ClusterStatus, WorkerView } from '../../src/master/views.js'
+import { parseTaskInput, validateTaskId } from '../../src/master/task-input.js'
+import type { ClusterStatus, TaskView, WorkerView } from '../../src/master/views.js'
 import { CloudaiError } from '../../src/shared/errors.js'
+import { FINAL_STATUSES, type TaskStatus } from '../../src/shared/types.js'
 import { validateAddress, validateWorkerId } from '../../src/shared/validation.js'
+import { reservePort, runCli } from '../support/cluster.js'
 import { memoryLogger } from '../support/log.js'
 
-/** MasterControl over a Map, with the same validation and error codes as the Master. */
+/** MasterControl over Maps, with the same validation and error codes as the Master. */
 class MemoryControl implements MasterControl {
   readonly workers = new Map<string, WorkerView>()
+  readonly tasks = new Map<string, TaskView>()
+  /** What listTasks was last called with: the route must hand over the validated query. */
+  lastQuery: Parameters<MasterControl['listTasks']>[0] | null = null
   failStatusWith: Error | null = null
+  private nextTask = 1
 
   listWorkers(): WorkerView[] {
     return [...this.workers.values()]
@@ -55,10 +62,71 @@ class MemoryControl implements MasterControl {
       inactive: this.workers.size - active,
       reconnect_monitor: 'running',
       store: { kind: 'memory', healthy: true, pending_writes: 0, last_error: null },
+      tasks: { queued: 0, assigned: 0, running: 0, completed: 0, failed: 0, cancelled: 0 },
       grpc_address: '127.0.0.1:50051',
       started_at: new Date(0).toISOString(),
       uptime_s: 0,
     }
+  }
+
+  async submitTask(body: unknown): Promise<TaskView> {
+    const input = parseTaskInput(body)
+    if (input.targetWorkerId !== null && !this.workers.has(input.targetWorkerId)) {
+      throw new CloudaiError('CLOUDAI_UNKNOWN_WORKER', `target_worker_id ${input.targetWorkerId} is not registered`)
+    }
+    await Promise.resolve() // the Master persists the task here
+    const id = `task-${String(this.nextTask++).padStart(4, '0')}`
+    const at = new Date(this.nextTask * 1000).toISOString()
+    const task: TaskView = {
+      task_id: id,
+      name: input.name,
+      command: input.command,
+      docker_image: input.dockerImage,
+      status: 'queued',
+      worker_id: null,
+      target_worker_id: input.targetWorkerId,
+      req_cpu: input.req.cpu,
+      req_memory: input.req.memory,
+      req_storage: input.req.storage,
+      req_gpu: input.req.gpu,
+      timeout_s: input.timeoutS,
+      max_attempts: input.maxAttempts,
+      attempts: 0,
+      submitted_at: at,
+      assigned_at: null,
+      started_at: null,
+      finished_at: null,
+      exit_code: null,
+      reason: null,
+      logs: '',
+      history: [{ status: 'queued', at, worker_id: null, reason: null }],
+    }
+    this.tasks.set(id, task)
+    return task
+  }
+
+  listTasks(query: { status?: TaskStatus; limit?: number; offset?: number }): { tasks: TaskView[]; total: number; limit: number; offset: number } {
+    this.lastQuery = query
+    const limit = query.limit ?? 100
+    const offset = query.offset ?? 0
+    const all = [...this.tasks.values()].reverse().filter((t) => query.status === undefined || t.status === query.status)
+    return { tasks: all.slice(offset, offset + limit), total: all.length, limit, offset }
+  }
+
+  getTask(id: string): TaskView {
+    const task = this.tasks.get(validateTaskId(id))
+    if (!task) throw new CloudaiError('CLOUDAI_UNKNOWN_TASK', `task ${id} does not exist`)
+    return task
+  }
+
+  async cancelTask(id: string): Promise<TaskView> {
+    const task = this.getTask(id)
+    if (FINAL_STATUSES.includes(task.status)) throw new CloudaiError('CLOUDAI_TASK_FINISHED', `task ${id} is already ${task.status}`)
+    await Promise.resolve()
+    const at = new Date().toISOString()
+    const cancelled: TaskView = { ...task, status: 'cancelled', finished_at: at, reason: 'cancelled by the operator', history: [...task.history, { status: 'cancelled', at, worker_id: task.worker_id, reason: 'cancelled by the operator' }] }
+    this.tasks.set(id, cancelled)
+    return cancelled
   }
 }
 
@@ -100,6 +168,10 @@ async function call(url: string, init?: RequestInit): Promise<{ status: number; 
   const res = await fetch(url, init)
   const text = await res.text()
   return { status: res.status, type: res.headers.get('content-type'), body: text ? JSON.parse(text) : null, headers: res.headers }
+}
+
+function postTask(base: string, body: unknown): Promise<Awaited<ReturnType<typeof call>>> {
+  return call(`${base}/api/tasks`, { method: 'POST', headers: JSON_HEADERS, body: JSON.stringify(body) })
 }
 
 function post(base: string, body: unknown): Promise<Awaited<ReturnType<typeof call>>> {
@@ -151,6 +223,191 @@ test('list, register, get and unregister a worker over HTTP', async (t) => {
   assert.equal(missing.body.error.code, 'CLOUDAI_UNKNOWN_WORKER')
   const missingDelete = await call(`${base}/api/workers/w1`, { method: 'DELETE' })
   assert.equal(missingDelete.status, 404)
+})
+
+test('submit, list, get and cancel a task over HTTP', async (t) => {
+  const control = new MemoryControl()
+  const { base } = await startApi(t, control)
+  await post(base, { worker_id: 'w1', worker_ip: '127.0.0.1:50052' })
+
+  const empty = await call(`${base}/api/tasks`)
+  assert.equal(empty.status, 200)
+  assert.equal(empty.type, 'application/json; charset=utf-8')
+  assert.deepEqual(empty.body, { tasks: [], total: 0, limit: 100, offset: 0 })
+  assert.deepEqual(control.lastQuery, {})
+
+  const created = await postTask(base, { command: 'echo hello', name: 'greet', req_cpu: 1, req_memory: 0.5, target_worker_id: 'w1', timeout_s: 30, max_attempts: 2, env: { MODE: 'fast' } })
+  assert.equal(created.status, 201)
+  // CloudAI clients read these three.
+  assert.equal(created.body.task_id, 'task-0001')
+  assert.equal(created.body.status, 'queued')
+  assert.equal(created.body.message, 'Task queued')
+  assert.equal(created.body.task.task_id, 'task-0001')
+  assert.equal(created.body.task.command, 'echo hello')
+  assert.equal(created.body.task.req_memory, 0.5)
+  assert.equal(created.body.task.target_worker_id, 'w1')
+  // CloudAI's field names are accepted as well.
+  const second = await postTask(base, { command: 'sleep 600', cpu_required: 2 })
+  assert.equal(second.status, 201)
+  assert.equal(second.body.task.req_cpu, 2)
+
+  const list = await call(`${base}/api/tasks`)
+  assert.deepEqual(list.body.tasks.map((x: TaskView) => x.task_id), ['task-0002', 'task-0001'])
+  assert.equal(list.body.total, 2)
+
+  const page = await call(`${base}/api/tasks?status=queued&limit=1&offset=1`)
+  assert.equal(page.status, 200)
+  assert.deepEqual(control.lastQuery, { status: 'queued', limit: 1, offset: 1 })
+  assert.deepEqual(page.body.tasks.map((x: TaskView) => x.task_id), ['task-0001'])
+  assert.deepEqual([page.body.total, page.body.limit, page.body.offset], [2, 1, 1])
+
+  // CloudAI's "pending" is our "queued".
+  await call(`${base}/api/tasks?status=pending`)
+  assert.deepEqual(control.lastQuery, { status: 'queued' })
+  await call(`${base}/api/tasks?limit=1000&offset=0`)
+  assert.deepEqual(control.lastQuery, { limit: 1000, offset: 0 })
+
+  const one = await call(`${base}/api/tasks/task-0001`)
+  assert.equal(one.status, 200)
+  assert.equal(one.body.task_id, 'task-0001')
+  assert.equal(one.body.name, 'greet')
+
+  const cancelled = await call(`${base}/api/tasks/task-0002`, { method: 'DELETE' })
+  assert.equal(cancelled.status, 200)
+  assert.equal(cancelled.body.message, 'Task cancelled')
+  assert.equal(cancelled.body.task.task_id, 'task-0002')
+  assert.equal(cancelled.body.task.status, 'cancelled')
+  assert.equal(control.tasks.get('task-0002')?.status, 'cancelled')
+
+  const onlyCancelled = await call(`${base}/api/tasks?status=cancelled`)
+  assert.deepEqual(onlyCancelled.body.tasks.map((x: TaskView) => x.task_id), ['task-0002'])
+
+  // A finished task cannot be cancelled again.
+  const again = await call(`${base}/api/tasks/task-0002`, { method: 'DELETE' })
+  assert.equal(again.status, 409)
+  assert.equal(again.body.error.code, 'CLOUDAI_TASK_FINISHED')
+})
+
+test('bad task requests get their error code and status and change nothing', async (t) => {
+  const control = new MemoryControl()
+  const { base } = await startApi(t, control)
+  await postTask(base, { command: 'echo hello' })
+  await postTask(base, { command: 'true' })
+  await call(`${base}/api/tasks/task-0002`, { method: 'DELETE' })
+  const before = JSON.stringify([...control.tasks])
+  const submit = (body: string, headers: Record<string, string> = JSON_HEADERS): RequestInit => ({ method: 'POST', headers, body })
+
+  const cases: { name: string; url: string; init?: RequestInit; status: number; code: string; message?: RegExp }[] = [
+    { name: 'unknown status', url: '/api/tasks?status=done', status: 400, code: 'CLOUDAI_BAD_REQUEST', message: /queued, assigned, running, completed, failed, cancelled/ },
+    { name: 'empty status', url: '/api/tasks?status=', status: 400, code: 'CLOUDAI_BAD_REQUEST' },
+    { name: 'status in capitals', url: '/api/tasks?status=QUEUED', status: 400, code: 'CLOUDAI_BAD_REQUEST' },
+    { name: 'limit 0', url: '/api/tasks?limit=0', status: 400, code: 'CLOUDAI_BAD_REQUEST', message: /limit "0".*from 1 to 1000/ },
+    { name: 'limit over 1000', url: '/api/tasks?limit=1001', status: 400, code: 'CLOUDAI_BAD_REQUEST', message: /from 1 to 1000/ },
+    { name: 'limit not a whole number', url: '/api/tasks?limit=2.5', status: 400, code: 'CLOUDAI_BAD_REQUEST' },
+    { name: 'limit in exponent form', url: '/api/tasks?limit=1e2', status: 400, code: 'CLOUDAI_BAD_REQUEST' },
+    { name: 'limit empty', url: '/api/tasks?limit=', status: 400, code: 'CLOUDAI_BAD_REQUEST' },
+    { name: 'negative offset', url: '/api/tasks?offset=-1', status: 400, code: 'CLOUDAI_BAD_REQUEST', message: /offset "-1".*0 or more/ },
+    { name: 'offset in hex', url: '/api/tasks?offset=0x10', status: 400, code: 'CLOUDAI_BAD_REQUEST' },
+    { name: 'unknown parameter', url: '/api/tasks?state=queued', status: 400, code: 'CLOUDAI_BAD_REQUEST', message: /unknown query parameter "state": use status, limit, offset/ },
+    { name: 'repeated parameter', url: '/api/tasks?limit=1&limit=2', status: 400, code: 'CLOUDAI_BAD_REQUEST', message: /limit is given more than once/ },
+    { name: 'unknown task', url: '/api/tasks/task-9999', status: 404, code: 'CLOUDAI_UNKNOWN_TASK' },
+    { name: 'unknown task (DELETE)', url: '/api/tasks/task-9999', init: { method: 'DELETE' }, status: 404, code: 'CLOUDAI_UNKNOWN_TASK' },
+    { name: 'cancel of a finished task', url: '/api/tasks/task-0002', init: { method: 'DELETE' }, status: 409, code: 'CLOUDAI_TASK_FINISHED' },
+    { name: 'bad task id', url: '/api/tasks/task%20one', status: 400, code: 'CLOUDAI_BAD_TASK_ID' },
+    { name: 'slash in a task id (DELETE)', url: '/api/tasks/task-0001%2F..', init: { method: 'DELETE' }, status: 400, code: 'CLOUDAI_BAD_TASK_ID' },
+    { name: 'broken percent-encoding in a task id', url: '/api/tasks/task%E0%A4%A', status: 400, code: 'CLOUDAI_BAD_TASK_ID' },
+    { name: 'body not JSON', url: '/api/tasks', init: submit('{"command":'), status: 400, code: 'CLOUDAI_BAD_JSON' },
+    { name: 'empty body', url: '/api/tasks', init: submit(''), status: 400, code: 'CLOUDAI_BAD_JSON' },
+    { name: 'array body', url: '/api/tasks', init: submit('[{"command":"echo"}]'), status: 400, code: 'CLOUDAI_BAD_REQUEST' },
+    { name: 'no command', url: '/api/tasks', init: submit('{"name":"x"}'), status: 400, code: 'CLOUDAI_BAD_FIELD' },
+    { name: 'negative cpu', url: '/api/tasks', init: submit('{"command":"echo","req_cpu":-1}'), status: 400, code: 'CLOUDAI_BAD_FIELD' },
+    { name: 'unknown target worker', url: '/api/tasks', init: submit('{"command":"echo","target_worker_id":"ghost"}'), status: 404, code: 'CLOUDAI_UNKNOWN_WORKER' },
+    { name: 'wrong content-type', url: '/api/tasks', init: submit('{"command":"echo"}', { 'content-type': 'text/plain' }), status: 415, code: 'CLOUDAI_UNSUPPORTED_MEDIA_TYPE' },
+    { name: 'body over the limit', url: '/api/tasks', init: submit(JSON.stringify({ command: 'x'.repeat(4 * MAX_BODY) })), status: 413, code: 'CLOUDAI_BODY_TOO_LARGE' },
+    { name: 'unknown nested task route', url: '/api/tasks/task-0001/logs', status: 404, code: 'CLOUDAI_NOT_FOUND' },
+  ]
+  for (const c of cases) {
+    const res = await call(`${base}${c.url}`, c.init)
+    assert.equal(res.status, c.status, `${c.name}: ${JSON.stringify(res.body)}`)
+    assert.equal(res.body.error.code, c.code, c.name)
+    assert.equal(typeof res.body.error.message, 'string', c.name)
+    if (c.message) assert.match(res.body.error.message, c.message, c.name)
+    assert.equal(res.type, 'application/json; charset=utf-8', c.name)
+    assert.equal(JSON.stringify([...control.tasks]), before, `${c.name} changed the tasks`)
+  }
+  // Still serving, and the valid list still answers.
+  assert.equal((await call(`${base}/api/tasks`)).body.total, 2)
+})
+
+test('the cloudai task commands drive the task routes and print what people read', async (t) => {
+  const control = new MemoryControl()
+  const { base } = await startApi(t, control)
+  const cli = (args: string[], env: NodeJS.ProcessEnv = {}) => runCli([...args, '--api', base], env)
+
+  // --api comes after the command words here: everything after -- is the task's, even flags.
+  const submitted = await runCli(['task', 'submit', '--api', base, '--cpu', '1', '--name', 'greet', '--env', 'MODE=fast', '--', 'echo', 'hello'])
+  assert.equal(submitted.code, 0, submitted.stderr)
+  assert.equal(submitted.stdout, '✅ Task task-0001 queued\n')
+  const first = control.tasks.get('task-0001')!
+  assert.equal(first.command, 'echo hello')
+  assert.equal(first.req_cpu, 1)
+  assert.equal(first.name, 'greet')
+
+  // Numbers and flags after -- stay the command's words as typed; CLOUDAI_CPU is a default,
+  // and a CLOUDAI_ENV meant for something else is not read as --env.
+  const second = await runCli(['task', 'submit', '--api', base, '--', 'sleep', '600', '--cpu', '0x10'], { CLOUDAI_CPU: '3', CLOUDAI_ENV: 'production' })
+  assert.equal(second.code, 0, second.stderr)
+  assert.equal(control.tasks.get('task-0002')?.command, 'sleep 600 --cpu 0x10')
+  assert.equal(control.tasks.get('task-0002')?.req_cpu, 3)
+
+  const list = await cli(['tasks'])
+  assert.equal(list.code, 0, list.stderr)
+  assert.match(list.stdout, /^ID +NAME +STATUS +WORKER +ATTEMPTS +SUBMITTED +EXIT$/m)
+  assert.match(list.stdout, /^task-0001 +greet +queued +- +0\/3 +\d+[smhd] ago +-$/m)
+  assert.match(list.stdout, /^task-0002 +sleep 600 --cpu 0x10 +queued /m)
+  assert.match(list.stdout, /^2 tasks: 2 queued$/m)
+  assert.ok(!list.stdout.includes('\x1b['), 'no colour when stdout is not a terminal')
+
+  const json = await cli(['tasks', '--status', 'pending', '--limit', '1', '--json'])
+  assert.equal(json.code, 0, json.stderr)
+  assert.deepEqual(control.lastQuery, { status: 'queued', limit: 1 })
+  assert.equal(JSON.parse(json.stdout).total, 2)
+
+  const one = await cli(['task', 'task-0001'])
+  assert.equal(one.code, 0, one.stderr)
+  assert.match(one.stdout, /^Task: +task-0001$/m)
+  assert.match(one.stdout, /^Command: +echo hello$/m)
+  assert.match(one.stdout, /^Submitted: +\S+Z \(\d+[smhd] ago\)$/m)
+  assert.match(one.stdout, /^History:\n {2}\S+Z {2}queued$/m)
+  assert.match(one.stdout, /Logs: none yet/)
+
+  const cancelled = await cli(['cancel', 'task-0002'])
+  assert.equal(cancelled.code, 0, cancelled.stderr)
+  assert.equal(cancelled.stdout, 'Task task-0002 cancelled\n')
+  assert.equal(control.tasks.get('task-0002')?.status, 'cancelled')
+
+  const twice = await cli(['task', 'cancel', 'task-0002'])
+  assert.equal(twice.code, 1)
+  assert.equal(twice.stderr, 'error: task task-0002 is already cancelled (CLOUDAI_TASK_FINISHED)\n')
+  const missing = await cli(['task', 'task-9999', '--json'])
+  assert.equal(missing.code, 1)
+  assert.match(missing.stderr, /\(CLOUDAI_UNKNOWN_TASK\)$/m)
+  assert.equal(JSON.parse(missing.stdout).error.code, 'CLOUDAI_UNKNOWN_TASK')
+  const refused = await runCli(['task', 'submit', '--api', base, '--worker', 'ghost', '--', 'true'])
+  assert.equal(refused.code, 1)
+  assert.match(refused.stderr, /\(CLOUDAI_UNKNOWN_WORKER\)$/m)
+  assert.equal(control.tasks.size, 2)
+})
+
+test('task commands say so when the master cannot be reached', async () => {
+  const port = await reservePort()
+  const api = `http://127.0.0.1:${port}`
+  const runs = await Promise.all([['tasks'], ['task', 'task-1'], ['cancel', 'task-1'], ['task', 'submit', '--cpu', '1', '--', 'true']].map((args) => runCli([...args.slice(0, 2), '--api', api, ...args.slice(2)])))
+  for (const res of runs) {
+    assert.equal(res.code, 1, res.stderr)
+    assert.match(res.stderr, /^error: cannot reach the master at http:\/\/127\.0\.0\.1:\d+ \(ECONNREFUSED\): is `cloudai master` running\?.*\(CLOUDAI_API_UNREACHABLE\)$/m)
+    assert.equal(res.stdout, '')
+  }
 })
 
 test('GET /healthz answers ok', async (t) => {
@@ -235,6 +492,10 @@ test('a wrong method is 405 with an Allow header', async (t) => {
     ['/api/workers/w1', 'POST', 'GET, DELETE'],
     ['/api/status', 'POST', 'GET'],
     ['/healthz', 'DELETE', 'GET'],
+    ['/api/tasks', 'PUT', 'GET, POST'],
+    ['/api/tasks', 'DELETE', 'GET, POST'],
+    ['/api/tasks/task-1', 'POST', 'GET, DELETE'],
+    ['/api/tasks/task-1', 'PATCH', 'GET, DELETE'],
   ] as const) {
     const res = await call(`${base}${url}`, { method })
     assert.equal(res.status, 405, `${method} ${url}`)

@@ -8,6 +8,7 @@ import type { RegisterAckMsg } from '../../src/shared/wire.js'
 import type { RunningTaskInfo, WorkerUsage } from '../../src/shared/types.js'
 import { WorkerAgent } from '../../src/worker/agent.js'
 import { memoryLogger } from '../support/log.js'
+import { tempDir } from '../support/cluster.js'
 
 /** The real registry, with the arrival time of each heartbeat noted. */
 class TimedRegistry extends Registry {
@@ -33,7 +34,7 @@ test('MasterRegister is idempotent: racing and repeated calls make one registrat
   const masterPort = await server.start()
   t.after(() => server.close(100))
   const agent = new WorkerAgent(
-    { id: 'w1', host: '127.0.0.1', port: 0, master: null, advertise: null, heartbeatIntervalMs: 100, joinMaxBackoffMs: 500, log: { level: 'warn', pretty: false } },
+    { id: 'w1', host: '127.0.0.1', port: 0, master: null, advertise: null, heartbeatIntervalMs: 100, joinMaxBackoffMs: 500, dataDir: tempDir(t), killGraceMs: 1000, log: { level: 'warn', pretty: false } },
     { log },
   )
   await agent.start()
@@ -61,7 +62,7 @@ test('MasterRegister is idempotent: racing and repeated calls make one registrat
 test('MasterRegister with a malformed master address is refused with INVALID_ARGUMENT', async (t) => {
   const { log } = memoryLogger('silent')
   const agent = new WorkerAgent(
-    { id: 'w1', host: '127.0.0.1', port: 0, master: null, advertise: null, heartbeatIntervalMs: 100, joinMaxBackoffMs: 500, log: { level: 'silent', pretty: false } },
+    { id: 'w1', host: '127.0.0.1', port: 0, master: null, advertise: null, heartbeatIntervalMs: 100, joinMaxBackoffMs: 500, dataDir: tempDir(t), killGraceMs: 1000, log: { level: 'silent', pretty: false } },
     { log },
   )
   await agent.start()

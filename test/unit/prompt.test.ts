@@ -1,15 +1,23 @@
 import assert from 'node:assert/strict'
 import { PassThrough } from 'node:stream'
 import { test, type TestContext } from 'node:test'
-import { PROMPT, startPrompt } from '../../src/cli/prompt.js'
+import { PROMPT, parseFlags, startPrompt } from '../../src/cli/prompt.js'
+import { TASK_SUBMIT_OPTIONS } from '../../src/cli/options.js'
+import { splitWords } from '../../src/cli/words.js'
 import type { MasterControl } from '../../src/master/control.js'
-import type { ClusterStatus, WorkerView } from '../../src/master/views.js'
+import { parseTaskInput, validateTaskId } from '../../src/master/task-input.js'
+import type { ClusterStatus, TaskView, WorkerView } from '../../src/master/views.js'
 import { CloudaiError } from '../../src/shared/errors.js'
+import { FINAL_STATUSES, type TaskStatus } from '../../src/shared/types.js'
 import { validateAddress, validateWorkerId } from '../../src/shared/validation.js'
 
 /** A MasterControl over a Map with the Master's validation and codes; `gate` holds register open. */
 class FakeControl implements MasterControl {
   readonly workers = new Map<string, WorkerView>()
+  readonly tasks = new Map<string, TaskView>()
+  /** Bodies submitTask received, as the prompt built them. */
+  readonly submitted: unknown[] = []
+  lastQuery: Parameters<MasterControl['listTasks']>[0] | null = null
   failStatusWith: Error | null = null
   gate: Promise<void> = Promise.resolve()
 
@@ -49,11 +57,68 @@ class FakeControl implements MasterControl {
       active,
       inactive: this.workers.size - active,
       reconnect_monitor: 'running',
+      tasks: { queued: this.tasks.size, assigned: 0, running: 0, completed: 0, failed: 0, cancelled: 0 },
       store: { kind: 'memory', healthy: true, pending_writes: 0, last_error: null },
       grpc_address: '127.0.0.1:50051',
       started_at: new Date(0).toISOString(),
       uptime_s: 65,
     }
+  }
+
+  async submitTask(body: unknown): Promise<TaskView> {
+    this.submitted.push(body)
+    const input = parseTaskInput(body)
+    await this.gate
+    const id = `task-${this.tasks.size + 1}`
+    const at = new Date().toISOString()
+    const task: TaskView = {
+      task_id: id,
+      name: input.name,
+      command: input.command,
+      docker_image: input.dockerImage,
+      status: 'queued',
+      worker_id: null,
+      target_worker_id: input.targetWorkerId,
+      req_cpu: input.req.cpu,
+      req_memory: input.req.memory,
+      req_storage: input.req.storage,
+      req_gpu: input.req.gpu,
+      timeout_s: input.timeoutS,
+      max_attempts: input.maxAttempts,
+      attempts: 0,
+      submitted_at: at,
+      assigned_at: null,
+      started_at: null,
+      finished_at: null,
+      exit_code: null,
+      reason: null,
+      logs: '',
+      history: [{ status: 'queued', at, worker_id: null, reason: null }],
+    }
+    this.tasks.set(id, task)
+    return task
+  }
+
+  listTasks(query: { status?: TaskStatus; limit?: number; offset?: number }): { tasks: TaskView[]; total: number; limit: number; offset: number } {
+    this.lastQuery = query
+    const all = [...this.tasks.values()].reverse().filter((t) => query.status === undefined || t.status === query.status)
+    const limit = query.limit ?? 100
+    const offset = query.offset ?? 0
+    return { tasks: all.slice(offset, offset + limit), total: all.length, limit, offset }
+  }
+
+  getTask(id: string): TaskView {
+    const task = this.tasks.get(validateTaskId(id))
+    if (!task) throw new CloudaiError('CLOUDAI_UNKNOWN_TASK', `task ${id} does not exist`)
+    return task
+  }
+
+  async cancelTask(id: string): Promise<TaskView> {
+    const task = this.getTask(id)
+    if (FINAL_STATUSES.includes(task.status)) throw new CloudaiError('CLOUDAI_TASK_FINISHED', `task ${id} is already ${task.status}`)
+    const cancelled: TaskView = { ...task, status: 'cancelled' }
+    this.tasks.set(id, cancelled)
+    return cancelled
   }
 }
 
@@ -137,7 +202,7 @@ async function session(t: TestContext, control = new FakeControl()) {
 
 test('status and workers print what the CLI prints', { timeout: 5000 }, async (t) => {
   const s = await session(t)
-  assert.match(await s.run('status'), /^Workers: +0\nActive: +0\nInactive: +0\nMonitor: +running\nStore: +memory, healthy\ngRPC: +127.0.0.1:50051\nUptime: +1m 5s\n$/)
+  assert.match(await s.run('status'), /^Workers: +0\nActive: +0\nInactive: +0\nTasks: +none\nMonitor: +running\nStore: +memory, healthy\ngRPC: +127.0.0.1:50051\nUptime: +1m 5s\n$/)
   assert.match(await s.run('workers'), /^No workers registered/)
   await s.run('register worker-1 127.0.0.1:50052')
   const table = await s.run('workers')
@@ -172,7 +237,11 @@ test('an unknown command points at help, and help lists every command', { timeou
   const s = await session(t)
   assert.match(await s.run('frobnicate now'), /unknown command "frobnicate".*type help/)
   const help = await s.run('help')
-  for (const command of ['status', 'workers', 'register <id> <host:port>', 'unregister <id>', 'help', 'exit']) assert.ok(help.includes(command), command)
+  for (const command of ['status', 'workers', 'register <id> <host:port>', 'unregister <id>', 'task submit [flags] -- <command...>', 'submit <command...>', 'tasks [--status S]', 'queue', 'task <id>', 'cancel <id>', 'help', 'exit']) {
+    assert.ok(help.includes(command), command)
+  }
+  const submitHelp = await s.run('help submit')
+  for (const flag of Object.keys(TASK_SUBMIT_OPTIONS)) assert.match(submitHelp, new RegExp(`^  --${flag} `, 'm'), flag)
   assert.equal(await s.run(''), '')
   assert.match(await s.run('  STATUS  '), /^Workers:/)
 })
@@ -219,4 +288,125 @@ test('close() stops the prompt without calling onExit', { timeout: 5000 }, async
   await new Promise((resolve) => setImmediate(resolve))
   assert.equal(s.exits, 0)
   assert.ok(!s.text.includes('Workers:'))
+})
+
+test("task submit takes the CLI's flags, and the words after -- are the command", { timeout: 5000 }, async (t) => {
+  const s = await session(t)
+  assert.equal(await s.run(`task submit --cpu 2 --mem=0.5 --name "nightly build" --env MODE=fast --env 'GREETING=hello world' --timeout 10m -- 'make test | tee out.log'`), '✅ Task task-1 queued\n')
+  assert.deepEqual(s.control.submitted[0], {
+    command: 'make test | tee out.log',
+    name: 'nightly build',
+    req_cpu: 2,
+    req_memory: 0.5,
+    timeout_s: 600,
+    env: { MODE: 'fast', GREETING: 'hello world' },
+  })
+  // The shortcut: no flags, everything after it is the command; "--cpu" here is the command's.
+  assert.equal(await s.run('submit sleep 600 --cpu 1'), '✅ Task task-2 queued\n')
+  assert.deepEqual(s.control.submitted[1], { command: 'sleep 600 --cpu 1' })
+  assert.equal(await s.run('SUBMIT -- echo "a  b"'), '✅ Task task-3 queued\n')
+  assert.deepEqual(s.control.submitted[2], { command: 'echo a  b' })
+})
+
+test('tasks, queue, task <id> and cancel <id> print what the CLI prints', { timeout: 5000 }, async (t) => {
+  const s = await session(t)
+  assert.equal(await s.run('tasks'), 'No tasks yet: submit one with task submit -- <command...>\n')
+  assert.equal(await s.run('queue'), 'No queued tasks\n')
+  await s.run('task submit --name greet -- echo hello')
+  await s.run('submit sleep 600')
+  const table = await s.run('tasks')
+  assert.match(table, /^ID +NAME +STATUS +WORKER +ATTEMPTS +SUBMITTED +EXIT$/m)
+  assert.match(table, /^task-2 +sleep 600 +queued +- +0\/3 /m)
+  assert.match(table, /^task-1 +greet +queued /m)
+  assert.match(table, /^2 tasks: 2 queued$/m)
+  assert.ok(!table.includes('\x1b['), 'no colour on a stream that is not a terminal')
+  assert.match(await s.run('queue'), /^2 tasks: 2 queued$/m)
+  assert.deepEqual(s.control.lastQuery, { status: 'queued' })
+  assert.match(await s.run('tasks --status pending --limit 1 --offset 1'), /^Showing 1 of 2 tasks/m)
+  assert.deepEqual(s.control.lastQuery, { status: 'queued', limit: 1, offset: 1 })
+  const one = await s.run('task task-1')
+  assert.match(one, /^Task: +task-1\nName: +greet\nStatus: +queued\nCommand: +echo hello$/m)
+  assert.match(one, /^History:$/m)
+  assert.equal(await s.run('cancel task-2'), 'Task task-2 cancelled\n')
+  assert.equal(await s.run('tasks --status cancelled'), await s.run('tasks --status=cancelled'))
+  assert.equal(await s.run('task cancel task-1'), 'Task task-1 cancelled\n')
+  assert.equal(await s.run('queue'), 'No queued tasks\n')
+})
+
+test('task command mistakes print an error or the usage, change nothing, and the prompt goes on', { timeout: 5000 }, async (t) => {
+  const s = await session(t)
+  await s.run('submit true')
+  await s.run('cancel task-1')
+  const cases: [string, RegExp][] = [
+    ['task submit --cpu -1 -- echo', /^error: --cpu "-1" is not an amount.*\(CLOUDAI_BAD_CONFIG\)\n$/],
+    ['task submit --cpu 1', /^usage: task submit \[flags\] -- <command\.\.\.>/],
+    ['task submit echo hello', /^usage: task submit \[flags\] -- <command\.\.\.>/],
+    ['task submit --', /^error: the task needs a command after --/],
+    ['task submit --gpus 1 -- echo', /^error: task submit has no flag --gpus: use --cpu, --mem, .*\(CLOUDAI_BAD_REQUEST\)\n$/],
+    ['task submit --cpu', /^error: --cpu needs a value/],
+    ['task submit --cpu -- echo', /^error: --cpu needs a value/],
+    ['task submit --name a --name b -- echo', /^error: --name is given twice/],
+    ['task submit --env NOPE -- echo', /^error: --env "NOPE" is not KEY=VALUE/],
+    ['submit', /^usage: submit <command\.\.\.>/],
+    ['submit "unclosed', /^error: the double quote at column 8 is not closed \(CLOUDAI_BAD_REQUEST\)\n$/],
+    ['tasks --status done', /^error: --status "done" is not a task status/],
+    ['tasks --limit 0', /^error: --limit "0" is not allowed/],
+    ['tasks running', /^usage: tasks \[--status S\]/],
+    ['queue 5', /^usage: queue/],
+    ['task', /^usage: task <id> \| task submit/],
+    ['task a b', /^usage: task <id>/],
+    ['task ghost', /^error: task ghost does not exist \(CLOUDAI_UNKNOWN_TASK\)\n$/],
+    ['task "bad id"', /^error: task id "bad id" is invalid.*\(CLOUDAI_BAD_TASK_ID\)\n$/],
+    ['cancel', /^usage: cancel <id>\n$/],
+    ['cancel task-1', /^error: task task-1 is already cancelled \(CLOUDAI_TASK_FINISHED\)\n$/],
+  ]
+  const before = JSON.stringify([...s.control.tasks])
+  for (const [line, expected] of cases) {
+    assert.match(await s.run(line), expected, line)
+    assert.equal(JSON.stringify([...s.control.tasks]), before, `${line} changed the tasks`)
+  }
+  assert.equal(s.control.submitted.length, 1, 'nothing invalid reached submitTask')
+  assert.match(await s.run('help submit'), /^usage: task submit \[flags\] -- <command\.\.\.>\n {2}--cpu N/)
+  assert.equal(s.exits, 0)
+})
+
+test('prompt lines are split into words as a shell splits them', () => {
+  const cases: [string, string[]][] = [
+    ['', []],
+    ['   \t ', []],
+    ['status', ['status']],
+    ['  register   w1\t127.0.0.1:1  ', ['register', 'w1', '127.0.0.1:1']],
+    [String.raw`task submit -- 'echo hello | wc -c'`, ['task', 'submit', '--', 'echo hello | wc -c']],
+    [String.raw`--name "nightly build"`, ['--name', 'nightly build']],
+    [String.raw`'' ""`, ['', '']],
+    [String.raw`a"b c"d`, ['ab cd']],
+    [String.raw`'it'\''s'`, ["it's"]],
+    // In double quotes a backslash escapes only " \ $ ` and keeps itself before anything else.
+    [String.raw`"say \"hi\" \\ \$HOME \x"`, [String.raw`say "hi" \ $HOME \x`]],
+    [String.raw`'no \escapes "here"'`, [String.raw`no \escapes "here"`]],
+    [String.raw`one\ word two`, ['one word', 'two']],
+    [String.raw`\'quote`, ["'quote"]],
+    ['$HOME *.txt ~ a;b', ['$HOME', '*.txt', '~', 'a;b']],
+    ['--env=A=1', ['--env=A=1']],
+    ['snow ☃ "unicode ✓"', ['snow', '☃', 'unicode ✓']],
+  ]
+  for (const [line, words] of cases) assert.deepEqual(splitWords(line), words, line)
+  const bad: [string, RegExp][] = [
+    [String.raw`echo 'open`, /single quote at column 6 is not closed/],
+    [String.raw`echo "open`, /double quote at column 6 is not closed/],
+    [String.raw`echo "a\"`, /double quote at column 6 is not closed/],
+    ['trailing \\\\\\', /ends with a backslash/],
+  ]
+  for (const [line, message] of bad) {
+    assert.throws(() => splitWords(line), (err: unknown) => err instanceof CloudaiError && err.code === 'CLOUDAI_BAD_REQUEST' && message.test(err.message), line)
+  }
+})
+
+test('prompt flags: --flag value and --flag=value, repeatable arrays, the rest left in order', () => {
+  assert.deepEqual(parseFlags(['--cpu', '2', 'x', '--env=A=1', '--env', 'B=2', '--', 'y'], TASK_SUBMIT_OPTIONS, 'task submit'), {
+    argv: { cpu: '2', env: ['A=1', 'B=2'] },
+    rest: ['x', '--', 'y'],
+  })
+  assert.deepEqual(parseFlags(['--name='], TASK_SUBMIT_OPTIONS, 'task submit'), { argv: { name: '' }, rest: [] })
+  assert.deepEqual(parseFlags(['-c', '1'], TASK_SUBMIT_OPTIONS, 'task submit'), { argv: {}, rest: ['-c', '1'] })
 })

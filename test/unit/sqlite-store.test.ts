@@ -30,7 +30,7 @@ test('SQLite store: upserts, deletes and a reopen give back exactly what was wri
     isActive: true,
     specs: { cpu: 8, memory: 31.25, storage: 500.5, gpu: 2 },
     usage: { cpu: 12.5, memory: 40, storage: 60, gpu: 1 },
-    runningTasks: [{ taskId: 't1', cpu: 1, memory: 2, gpu: 0, status: 'running' }],
+    runningTasks: [{ taskId: 't1', cpu: 1, memory: 2, gpu: 0, status: 'running', attempt: 1 }],
     reportedAddress: '192.168.0.9:50052',
     connectedAt: 1_700_000_001_000,
     lastHeartbeat: 1_700_000_002_000,
@@ -57,4 +57,29 @@ test('SQLite store: a database from a newer cloudai is refused with a clear erro
   db.pragma('user_version = 99')
   db.close()
   await assert.rejects(new SqliteStore(dir).open(), (err: Error & { code?: string }) => err.code === 'CLOUDAI_STORE_FAILED' && /newer/.test(err.message))
+})
+
+test('SQLite store: tasks round-trip whole, and a database of the previous release is upgraded in place', async (t) => {
+  const dir = tempDir(t)
+  // A schema-1 database, as the workers-only release left it.
+  const old = new Database(join(dir, 'cloudai.db'))
+  old.exec(`CREATE TABLE workers (worker_id TEXT PRIMARY KEY, worker_ip TEXT NOT NULL, is_active INTEGER NOT NULL DEFAULT 0,
+    total_cpu REAL, total_memory REAL, total_storage REAL, total_gpu REAL, cpu_usage REAL, memory_usage REAL, storage_usage REAL, gpu_usage REAL,
+    running_tasks TEXT NOT NULL DEFAULT '[]', reported_address TEXT, registered_at INTEGER NOT NULL, connected_at INTEGER, last_heartbeat INTEGER,
+    disconnected_at INTEGER, reconnects INTEGER NOT NULL DEFAULT 0);
+    INSERT INTO workers (worker_id, worker_ip, registered_at) VALUES ('kept', '10.0.0.1:1', 1);
+    PRAGMA user_version = 1;`)
+  old.close()
+  const store = new SqliteStore(dir)
+  await store.open()
+  t.after(() => store.close())
+  assert.deepEqual((await store.loadWorkers()).map((w) => w.id), ['kept'])
+  const task = {
+    id: 'task-1', name: 'n', command: 'echo "quoted" \'and\' \\ back', dockerImage: '', req: { cpu: 1.5, memory: 2, storage: 0, gpu: 0 }, targetWorkerId: null, userId: '',
+    timeoutS: 10, maxAttempts: 3, env: { A: 'b c' }, status: 'running' as const, workerId: 'kept', attempts: 1, submittedAt: 5, assignedAt: 6, startedAt: 7,
+    finishedAt: null, exitCode: null, reason: null, logsTail: 'out\u00e9\n', updatedAt: 7, history: [{ status: 'queued' as const, at: 5, workerId: null, reason: null }],
+  }
+  await store.writeTasks([task])
+  await store.writeTasks([{ ...task, status: 'completed', exitCode: 0, finishedAt: 9 }])
+  assert.deepEqual(await store.loadTasks(), [{ ...task, status: 'completed', exitCode: 0, finishedAt: 9 }])
 })

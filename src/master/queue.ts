@@ -1,0 +1,324 @@
+import * as grpc from '@grpc/grpc-js'
+import type { Logger } from '../shared/log.js'
+import { callUnary } from '../shared/proto.js'
+import type { RunningTaskInfo, TaskRecord, WorkerRecord } from '../shared/types.js'
+import type { TaskAckMsg, TaskMsg, TaskResultMsg } from '../shared/wire.js'
+import type { Registry } from './registry.js'
+import { EMPTY, pickWorker, type Capacity, type Candidate } from './scheduler.js'
+import type { TaskTable } from './tasks.js'
+import type { WorkerClients } from './worker-clients.js'
+
+export interface QueueOptions {
+  tasks: TaskTable
+  registry: Registry
+  clients: WorkerClients
+  log: Logger
+  heartbeatTimeoutMs: number
+  /** Deadline of AssignTask / CancelTask calls. */
+  rpcTimeoutMs?: number
+}
+
+/** Heartbeats in a row that must miss a task before the master believes the worker lost it. */
+const MISSES_BEFORE_REQUEUE = 2
+
+/**
+ * The queue processor. Event-driven: a drain runs on the next tick after anything that can make a
+ * queued task placeable (a task queued, a worker active or changed, a task leaving a worker); there
+ * is no polling. A drain walks the queue oldest first and places every task that fits somewhere,
+ * so a large task at the head never blocks smaller ones behind it.
+ *
+ * It also keeps tasks from being lost: tasks on a worker that goes inactive or is unregistered go
+ * back to the queue (or fail after max_attempts); heartbeats reconcile what a worker really runs;
+ * completion reports are accepted once, from the worker and attempt the task is on.
+ */
+export class QueueProcessor {
+  private readonly rpcTimeoutMs: number
+  private scheduled: NodeJS.Immediate | null = null
+  private draining = false
+  private again = false
+  private closed = true
+  private startupCheck: NodeJS.Timeout | null = null
+  private readonly misses = new Map<string, number>()
+  private readonly inflight = new Set<Promise<unknown>>()
+  private readonly cancelSent = new Set<string>()
+  /** Placements a drain made whose 'assigned' write has not landed yet: counted, not placed twice. */
+  private readonly reserved = new Map<string, { workerId: string; task: TaskRecord }>()
+  /** Tasks whose AssignTask call is under way: not yet expected in the worker's heartbeats. */
+  private readonly assigning = new Set<string>()
+
+  private readonly onWorkerUp = (): void => this.kick()
+  private readonly onWorkerDown = (w: WorkerRecord): void => this.requeueWorker(w.id, `worker ${w.id} went inactive`)
+  private readonly onWorkerGone = (w: WorkerRecord): void => {
+    this.requeueWorker(w.id, `worker ${w.id} was unregistered`)
+    this.opts.clients.drop(w.id)
+  }
+  private readonly onTaskChanged = (t: TaskRecord): void => {
+    if (t.status !== 'assigned' && t.status !== 'running') this.misses.delete(t.id)
+    if (t.status !== 'assigned') this.kick()
+  }
+
+  constructor(private readonly opts: QueueOptions) {
+    this.rpcTimeoutMs = opts.rpcTimeoutMs ?? 5000
+  }
+
+  start(): void {
+    this.closed = false
+    const { registry, tasks } = this.opts
+    registry.on('worker-active', this.onWorkerUp)
+    registry.on('worker-changed', this.onWorkerUp)
+    registry.on('worker-inactive', this.onWorkerDown)
+    registry.on('worker-unregistered', this.onWorkerGone)
+    tasks.on('task-changed', this.onTaskChanged)
+    // After a master restart, tasks that were on workers are reconciled when those workers come
+    // back; a worker that does not come back within the heartbeat timeout loses them to the queue.
+    this.startupCheck = setTimeout(() => {
+      this.startupCheck = null
+      for (const t of [...tasks.values()]) {
+        if ((t.status === 'assigned' || t.status === 'running') && t.workerId && registry.get(t.workerId)?.isActive !== true) {
+          this.requeue(t, `worker ${t.workerId} did not come back after the master restarted`)
+        }
+      }
+    }, this.opts.heartbeatTimeoutMs)
+    this.kick()
+  }
+
+  /** Schedules a drain on the next tick; many events in one tick make one drain. */
+  kick(): void {
+    if (this.closed) return
+    if (this.draining) {
+      this.again = true
+      return
+    }
+    this.scheduled ??= setImmediate(() => {
+      this.scheduled = null
+      this.drain()
+    })
+  }
+
+  private drain(): void {
+    if (this.closed) return
+    this.draining = true
+    try {
+      const { registry, tasks } = this.opts
+      const queued = tasks.queued()
+      if (queued.length === 0) return
+      const candidates = new Map<string, Candidate>()
+      for (const w of registry.values()) {
+        if (!w.isActive || !w.specs) continue
+        const held: Capacity = { ...EMPTY }
+        for (const t of tasks.onWorkerTasks(w.id)) addTo(held, t)
+        candidates.set(w.id, { worker: w, held })
+      }
+      for (const r of this.reserved.values()) {
+        const c = candidates.get(r.workerId)
+        if (c) addTo(c.held, r.task)
+      }
+      if (candidates.size === 0) return
+      for (const task of queued) {
+        if (this.reserved.has(task.id)) continue
+        const worker = pickWorker(task, candidates.values())
+        if (!worker) continue
+        addTo(candidates.get(worker.id)!.held, task)
+        this.reserved.set(task.id, { workerId: worker.id, task })
+        this.track(this.assign(task, worker))
+      }
+    } finally {
+      this.draining = false
+      if (this.again) {
+        this.again = false
+        this.kick()
+      }
+    }
+  }
+
+  private async assign(task: TaskRecord, worker: WorkerRecord): Promise<void> {
+    const { tasks, log } = this.opts
+    const attempt = task.attempts + 1
+    let assigned: TaskRecord | null
+    try {
+      assigned = await tasks.transition(task.id, 'assigned', { workerId: worker.id, attempts: attempt, assignedAt: Date.now() }, null, { from: ['queued'] })
+    } catch (err) {
+      log.error({ taskId: task.id, err: (err as Error).message }, `Task ${task.id} could not be assigned: the store failed; it stays queued`)
+      return
+    } finally {
+      // From here the task counts on its worker through the table (or was not placed at all).
+      this.reserved.delete(task.id)
+    }
+    if (!assigned) return
+    const msg: TaskMsg = {
+      task_id: task.id,
+      docker_image: task.dockerImage,
+      command: task.command,
+      req_cpu: task.req.cpu,
+      req_memory: task.req.memory,
+      req_storage: task.req.storage,
+      req_gpu: task.req.gpu,
+      target_worker_id: task.targetWorkerId ?? '',
+      user_id: task.userId,
+      sla_multiplier: 0,
+      task_type: '',
+      task_name: task.name,
+      submitted_at: Math.floor(task.submittedAt / 1000),
+      timeout_ms: Math.round(task.timeoutS * 1000),
+      env: task.env,
+      attempt,
+    }
+    const guard = { workerId: worker.id, attempts: attempt }
+    this.assigning.add(task.id)
+    try {
+      const ack = await callUnary<TaskMsg, TaskAckMsg>(this.opts.clients.get(worker.id, worker.address), 'AssignTask', msg, this.rpcTimeoutMs).promise
+      if (ack.success) {
+        const started = await tasks.transition(task.id, 'running', { startedAt: Date.now() }, null, { ...guard, from: ['assigned'] })
+        if (started) log.info({ taskId: task.id, workerId: worker.id, attempt }, `Task ${task.id} assigned to worker ${worker.id} and running (attempt ${attempt})`)
+      } else {
+        // The worker answered and said it cannot run this task at all (e.g. no Docker engine).
+        log.warn({ taskId: task.id, workerId: worker.id, reason: ack.message }, `Worker ${worker.id} refused task ${task.id}: ${ack.message}`)
+        await tasks.transition(task.id, 'failed', { finishedAt: Date.now() }, `refused by worker ${worker.id}: ${ack.message}`, { ...guard, from: ['assigned'] })
+      }
+    } catch (err) {
+      const e = err as grpc.ServiceError
+      // No answer (worker gone, timed out). The attempt may or may not have started there, so its
+      // number is never reused: if it did start, the worker's heartbeats name an attempt that is no
+      // longer the task's, and reconciliation cancels it there.
+      log.warn({ taskId: task.id, workerId: worker.id, code: grpc.status[e.code] ?? e.code, err: e.details ?? e.message }, `AssignTask of ${task.id} to worker ${worker.id} failed`)
+      const current = tasks.get(task.id)
+      if (current && current.status === 'assigned' && current.workerId === worker.id && current.attempts === attempt) {
+        this.requeue(current, `AssignTask to worker ${worker.id} failed (${e.details ?? e.message})`)
+      }
+    } finally {
+      this.assigning.delete(task.id)
+    }
+  }
+
+  /** Back to the queue, or failed once it has used its attempts. */
+  private requeue(t: TaskRecord, why: string): void {
+    const { tasks, log } = this.opts
+    const guard = { workerId: t.workerId, attempts: t.attempts, from: ['assigned', 'running'] as const }
+    const p =
+      t.attempts >= t.maxAttempts
+        ? tasks.transition(t.id, 'failed', { finishedAt: Date.now() }, `${why}; gave up after ${t.attempts} attempt(s)`, guard)
+        : tasks.transition(t.id, 'queued', { workerId: null, assignedAt: null, startedAt: null }, `${why}; requeued`, guard)
+    this.track(
+      p.then(
+        (moved) => {
+          if (moved) log.warn({ taskId: t.id, workerId: t.workerId, status: moved.status, attempts: t.attempts }, `Task ${t.id} ${moved.status === 'queued' ? 'requeued' : 'failed'}: ${why}`)
+        },
+        (err: unknown) => log.error({ taskId: t.id, err: (err as Error).message }, `Task ${t.id} could not be requeued: the store failed`),
+      ),
+    )
+  }
+
+  private requeueWorker(workerId: string, why: string): void {
+    for (const t of this.opts.tasks.onWorkerTasks(workerId)) this.requeue(t, why)
+  }
+
+  /**
+   * What a heartbeat says the worker runs. A task the master placed there but the worker no longer
+   * lists (twice in a row) is requeued; a task the worker runs that is no longer its to run is
+   * cancelled there; a task still assigned (its AssignTask answer lost) that the worker runs is running.
+   */
+  onHeartbeat(workerId: string, listed: RunningTaskInfo[]): void {
+    if (this.closed) return
+    const { tasks } = this.opts
+    const seen = new Set<string>()
+    for (const r of listed) {
+      seen.add(r.taskId)
+      const t = tasks.get(r.taskId)
+      const mine = t && t.workerId === workerId && (t.status === 'assigned' || t.status === 'running') && (r.attempt === 0 || r.attempt === t.attempts)
+      if (mine) {
+        this.misses.delete(t.id)
+        if (t.status === 'assigned' && r.status === 'running') {
+          this.track(tasks.transition(t.id, 'running', { startedAt: t.startedAt ?? Date.now() }, null, { workerId, attempts: t.attempts, from: ['assigned'] }).catch(() => {}))
+        }
+      } else if (r.status === 'running') {
+        this.cancelOnWorker(workerId, r.taskId)
+      }
+    }
+    for (const t of tasks.onWorkerTasks(workerId)) {
+      // An 'assigned' task whose AssignTask is not under way here was assigned by a master that
+      // died before it heard back: the heartbeat is the only word on whether it started.
+      if (seen.has(t.id) || this.assigning.has(t.id)) continue
+      const n = (this.misses.get(t.id) ?? 0) + 1
+      this.misses.set(t.id, n)
+      if (n >= MISSES_BEFORE_REQUEUE) {
+        this.misses.delete(t.id)
+        this.requeue(t, `worker ${workerId} no longer runs it`)
+      }
+    }
+  }
+
+  /** A completion report. Returns true when it was applied, false when it was stale (ignored). */
+  async onCompletion(r: TaskResultMsg): Promise<boolean> {
+    const { tasks, log } = this.opts
+    const t = tasks.get(r.task_id)
+    if (!t || t.workerId !== r.worker_id || (t.status !== 'assigned' && t.status !== 'running') || (r.attempt > 0 && r.attempt !== t.attempts)) {
+      log.info({ taskId: r.task_id, workerId: r.worker_id, attempt: r.attempt, current: t ? { status: t.status, workerId: t.workerId, attempts: t.attempts } : null }, `Ignored a stale completion report for task ${r.task_id} from worker ${r.worker_id}`)
+      return false
+    }
+    const status = r.status === 'completed' ? 'completed' : r.status === 'cancelled' ? 'cancelled' : 'failed'
+    const done = await tasks.transition(
+      t.id,
+      status,
+      {
+        exitCode: r.has_exit_code ? r.exit_code : null,
+        logsTail: r.logs,
+        startedAt: r.started_at > 0 ? r.started_at : t.startedAt,
+        finishedAt: r.finished_at > 0 ? r.finished_at : Date.now(),
+      },
+      status === 'completed' ? null : r.reason || r.status,
+      { workerId: r.worker_id, attempts: t.attempts, from: ['assigned', 'running'] },
+    )
+    if (done) log.info({ taskId: t.id, workerId: r.worker_id, status, exitCode: done.exitCode, durationMs: r.duration_ms }, `Task ${t.id} ${status} on worker ${r.worker_id}`)
+    return done !== null
+  }
+
+  /** Operator cancel: final at once (persisted); the process is stopped on its worker. */
+  async cancel(t: TaskRecord, reason: string): Promise<TaskRecord | null> {
+    const before = t
+    const done = await this.opts.tasks.transition(t.id, 'cancelled', { finishedAt: Date.now() }, reason, { from: ['queued', 'assigned', 'running'] })
+    if (done && before.workerId && (before.status === 'assigned' || before.status === 'running')) this.cancelOnWorker(before.workerId, t.id)
+    return done
+  }
+
+  private cancelOnWorker(workerId: string, taskId: string): void {
+    const key = `${workerId}/${taskId}`
+    const w = this.opts.registry.get(workerId)
+    if (!w || this.cancelSent.has(key)) return
+    this.cancelSent.add(key)
+    const p = callUnary<{ task_id: string }, TaskAckMsg>(this.opts.clients.get(w.id, w.address), 'CancelTask', { task_id: taskId }, this.rpcTimeoutMs).promise.then(
+      (ack) => this.opts.log.info({ taskId, workerId, ok: ack.success, message: ack.message }, `CancelTask ${taskId} on worker ${workerId}: ${ack.message || (ack.success ? 'ok' : 'refused')}`),
+      (err: grpc.ServiceError) => this.opts.log.warn({ taskId, workerId, err: err.details ?? err.message }, `CancelTask ${taskId} on worker ${workerId} failed`),
+    )
+    // One call at a time per task and worker; a later heartbeat that still lists the task asks again.
+    void p.finally(() => this.cancelSent.delete(key))
+    this.track(p)
+  }
+
+  private track(p: Promise<unknown>): void {
+    this.inflight.add(p)
+    void p.finally(() => this.inflight.delete(p))
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    const { registry, tasks } = this.opts
+    registry.off('worker-active', this.onWorkerUp)
+    registry.off('worker-changed', this.onWorkerUp)
+    registry.off('worker-inactive', this.onWorkerDown)
+    registry.off('worker-unregistered', this.onWorkerGone)
+    tasks.off('task-changed', this.onTaskChanged)
+    if (this.scheduled) clearImmediate(this.scheduled)
+    if (this.startupCheck) clearTimeout(this.startupCheck)
+    this.scheduled = this.startupCheck = null
+    await Promise.allSettled([...this.inflight])
+    this.opts.clients.close()
+  }
+}
+
+function addTo(held: Capacity, t: TaskRecord): void {
+  held.cpu += t.req.cpu
+  held.memory += t.req.memory
+  held.storage += t.req.storage
+  held.gpu += t.req.gpu
+}

@@ -1,0 +1,92 @@
+import { CloudaiError } from '../shared/errors.js'
+import { validateWorkerId } from '../shared/validation.js'
+import type { TaskRecord, TaskRequirements } from '../shared/types.js'
+
+// The operator's task body, validated. CloudAI clients send cpu_required / memory_required /
+// gpu_required / storage_required; ours send req_*; both are accepted (not both with different
+// values). Unknown fields are ignored so that CloudAI clients' extra fields do not break them.
+
+/** What an operator decides about a task; the rest of a TaskRecord is the master's. */
+export type TaskInput = Pick<TaskRecord, 'command' | 'name' | 'dockerImage' | 'req' | 'targetWorkerId' | 'userId' | 'timeoutS' | 'maxAttempts' | 'env'>
+
+export const MAX_COMMAND_BYTES = 64 * 1024
+const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/
+export const TASK_ID_PATTERN = /^[A-Za-z0-9._-]{1,128}$/
+
+export function validateTaskId(value: unknown): string {
+  if (typeof value !== 'string' || !TASK_ID_PATTERN.test(value)) {
+    throw new CloudaiError('CLOUDAI_BAD_TASK_ID', `task id ${JSON.stringify(String(value).slice(0, 80))} is invalid: 1 to 128 characters of A-Z a-z 0-9 . _ -`)
+  }
+  return value
+}
+
+export function parseTaskInput(body: unknown): TaskInput {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+    throw new CloudaiError('CLOUDAI_BAD_REQUEST', 'the body must be a JSON object: {"command": "...", "req_cpu": 1, ...}')
+  }
+  const b = body as Record<string, unknown>
+  if (typeof b.command !== 'string' || b.command.trim() === '') throw new CloudaiError('CLOUDAI_BAD_FIELD', 'command is required: a non-empty string')
+  if (Buffer.byteLength(b.command) > MAX_COMMAND_BYTES) throw new CloudaiError('CLOUDAI_BAD_FIELD', `command is longer than ${MAX_COMMAND_BYTES} bytes`)
+  const req: TaskRequirements = {
+    cpu: amount(b, 'req_cpu', 'cpu_required', 1e6),
+    memory: amount(b, 'req_memory', 'memory_required', 1e9),
+    storage: amount(b, 'req_storage', 'storage_required', 1e12),
+    gpu: amount(b, 'req_gpu', 'gpu_required', 1e4),
+  }
+  const target = b.target_worker_id ?? null
+  return {
+    command: b.command,
+    name: text(b.name, 'name', 128),
+    dockerImage: text(b.docker_image, 'docker_image', 256),
+    req,
+    targetWorkerId: target === null || target === '' ? null : validateWorkerId(target, 'target_worker_id'),
+    userId: text(b.user_id, 'user_id', 128),
+    timeoutS: number(b.timeout_s, 'timeout_s', 0, 7 * 24 * 3600, 0),
+    maxAttempts: integer(b.max_attempts, 'max_attempts', 1, 100, 3),
+    env: env(b.env),
+  }
+}
+
+function amount(b: Record<string, unknown>, name: string, alias: string, max: number): number {
+  const a = b[name]
+  const c = b[alias]
+  if (a !== undefined && c !== undefined && a !== c) throw new CloudaiError('CLOUDAI_BAD_FIELD', `${name} and ${alias} are the same field with different values; send one`)
+  return a !== undefined ? number(a, name, 0, max, 0) : number(c, alias, 0, max, 0)
+}
+
+function number(value: unknown, field: string, min: number, max: number, fallback: number): number {
+  // Absent means the default; null is not a number (JSON turns NaN and Infinity into null).
+  if (value === undefined) return fallback
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < min || value > max) {
+    throw new CloudaiError('CLOUDAI_BAD_FIELD', `${field} must be a number from ${min} to ${max}, got ${JSON.stringify(value)}`)
+  }
+  return value
+}
+
+function integer(value: unknown, field: string, min: number, max: number, fallback: number): number {
+  const n = number(value, field, min, max, fallback)
+  if (!Number.isInteger(n)) throw new CloudaiError('CLOUDAI_BAD_FIELD', `${field} must be a whole number from ${min} to ${max}, got ${n}`)
+  return n
+}
+
+function text(value: unknown, field: string, max: number): string {
+  if (value === undefined || value === null) return ''
+  if (typeof value !== 'string') throw new CloudaiError('CLOUDAI_BAD_FIELD', `${field} must be a string`)
+  if (value.length > max) throw new CloudaiError('CLOUDAI_BAD_FIELD', `${field} is longer than ${max} characters`)
+  return value
+}
+
+function env(value: unknown): Record<string, string> {
+  if (value === undefined || value === null) return {}
+  if (typeof value !== 'object' || Array.isArray(value)) throw new CloudaiError('CLOUDAI_BAD_FIELD', 'env must be an object of NAME: "value" strings')
+  const entries = Object.entries(value as Record<string, unknown>)
+  if (entries.length > 256) throw new CloudaiError('CLOUDAI_BAD_FIELD', 'env has more than 256 variables')
+  const out: Record<string, string> = {}
+  for (const [k, v] of entries) {
+    if (!ENV_KEY.test(k) || k.length > 256) throw new CloudaiError('CLOUDAI_BAD_FIELD', `env name ${JSON.stringify(k.slice(0, 80))} is invalid: letters, digits and _, not starting with a digit`)
+    if (typeof v !== 'string') throw new CloudaiError('CLOUDAI_BAD_FIELD', `env ${k} must be a string`)
+    if (v.length > 32 * 1024) throw new CloudaiError('CLOUDAI_BAD_FIELD', `env ${k} is longer than 32 KiB`)
+    out[k] = v
+  }
+  return out
+}

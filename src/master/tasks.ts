@@ -1,0 +1,171 @@
+import { EventEmitter } from 'node:events'
+import { randomUUID } from 'node:crypto'
+import { CloudaiError } from '../shared/errors.js'
+import type { TaskEvents, TaskRecord, TaskStatus } from '../shared/types.js'
+import type { Store } from '../store/store.js'
+import type { TaskInput } from './task-input.js'
+
+/** Which transitions exist: a task never moves backwards out of a final state. */
+const ALLOWED: Record<TaskStatus, readonly TaskStatus[]> = {
+  queued: ['assigned', 'cancelled', 'failed'],
+  // A fast command may report completion before the AssignTask answer is processed.
+  assigned: ['running', 'queued', 'completed', 'failed', 'cancelled'],
+  running: ['queued', 'completed', 'failed', 'cancelled'],
+  completed: [],
+  failed: [],
+  cancelled: [],
+}
+
+export interface TransitionGuard {
+  /** The task must be in one of these states... */
+  from?: readonly TaskStatus[]
+  /** ...on this worker... */
+  workerId?: string | null
+  /** ...at this attempt. */
+  attempts?: number
+}
+
+export type TaskPatch = Partial<Pick<TaskRecord, 'workerId' | 'attempts' | 'assignedAt' | 'startedAt' | 'finishedAt' | 'exitCode' | 'logsTail'>>
+
+/**
+ * The task table: the master's one owner of task state. Every change goes through `transition`,
+ * which checks that the move is allowed, persists the new state, and only then applies it and
+ * emits `task-changed`: nothing is acknowledged that the store does not hold. Changes to one task
+ * are serialised, so two racing transitions see each other's result.
+ */
+export class TaskTable extends EventEmitter<TaskEvents> {
+  private readonly tasks = new Map<string, TaskRecord>()
+  private readonly onWorker = new Map<string, Set<string>>()
+  private readonly locks = new Map<string, Promise<unknown>>()
+
+  constructor(private readonly store: Store, private readonly now: () => number = Date.now) {
+    super()
+  }
+
+  load(records: Iterable<TaskRecord>): void {
+    for (const t of records) {
+      this.tasks.set(t.id, t)
+      this.index(t, null)
+    }
+  }
+
+  get size(): number {
+    return this.tasks.size
+  }
+
+  get(id: string): TaskRecord | undefined {
+    return this.tasks.get(id)
+  }
+
+  require(id: string): TaskRecord {
+    const t = this.tasks.get(id)
+    if (!t) throw new CloudaiError('CLOUDAI_UNKNOWN_TASK', `task ${id} does not exist`)
+    return t
+  }
+
+  values(): IterableIterator<TaskRecord> {
+    return this.tasks.values()
+  }
+
+  /** Tasks the master has placed on this worker (assigned or running). */
+  onWorkerTasks(workerId: string): TaskRecord[] {
+    const ids = this.onWorker.get(workerId)
+    if (!ids) return []
+    return [...ids].map((id) => this.tasks.get(id)).filter((t): t is TaskRecord => t !== undefined)
+  }
+
+  /** Queued tasks, oldest submission first (a requeued task keeps its place). */
+  queued(): TaskRecord[] {
+    const out: TaskRecord[] = []
+    for (const t of this.tasks.values()) if (t.status === 'queued') out.push(t)
+    return out.sort((a, b) => a.submittedAt - b.submittedAt || (a.id < b.id ? -1 : 1))
+  }
+
+  counts(): Record<TaskStatus, number> {
+    const c: Record<TaskStatus, number> = { queued: 0, assigned: 0, running: 0, completed: 0, failed: 0, cancelled: 0 }
+    for (const t of this.tasks.values()) c[t.status]++
+    return c
+  }
+
+  /** Persists a new queued task, then adds it. @throws CLOUDAI_STORE_FAILED when it is not durable */
+  async submit(input: TaskInput): Promise<TaskRecord> {
+    const at = this.now()
+    const task: TaskRecord = {
+      id: `task-${randomUUID()}`,
+      ...input,
+      status: 'queued',
+      workerId: null,
+      attempts: 0,
+      submittedAt: at,
+      assignedAt: null,
+      startedAt: null,
+      finishedAt: null,
+      exitCode: null,
+      reason: null,
+      logsTail: '',
+      updatedAt: at,
+      history: [{ status: 'queued', at, workerId: null, reason: null }],
+    }
+    await this.persist(task)
+    this.tasks.set(task.id, task)
+    this.emit('task-changed', task, null)
+    return task
+  }
+
+  /**
+   * Moves a task to `to` if the guard holds (else returns null: someone else moved it first).
+   * @throws CLOUDAI_STORE_FAILED when the store does not take it (nothing changes then)
+   */
+  transition(id: string, to: TaskStatus, patch: TaskPatch, reason: string | null, guard: TransitionGuard = {}): Promise<TaskRecord | null> {
+    return this.serialised(id, async () => {
+      const cur = this.tasks.get(id)
+      if (!cur) return null
+      if (!ALLOWED[cur.status].includes(to)) return null
+      if (guard.from && !guard.from.includes(cur.status)) return null
+      if (guard.workerId !== undefined && cur.workerId !== guard.workerId) return null
+      if (guard.attempts !== undefined && cur.attempts !== guard.attempts) return null
+      const at = this.now()
+      const next: TaskRecord = {
+        ...cur,
+        ...patch,
+        status: to,
+        reason: reason ?? (to === 'queued' ? cur.reason : null),
+        updatedAt: at,
+        history: [...cur.history, { status: to, at, workerId: patch.workerId !== undefined ? patch.workerId : cur.workerId, reason }],
+      }
+      await this.persist(next)
+      this.tasks.set(id, next)
+      this.index(next, cur)
+      this.emit('task-changed', next, cur.status)
+      return next
+    })
+  }
+
+  private async persist(task: TaskRecord): Promise<void> {
+    try {
+      await this.store.writeTasks([task])
+    } catch (err) {
+      throw new CloudaiError('CLOUDAI_STORE_FAILED', `the ${this.store.kind} store did not take the change to task ${task.id}: ${(err as Error).message}; nothing was changed, try again`)
+    }
+  }
+
+  private index(next: TaskRecord, prev: TaskRecord | null): void {
+    if (prev?.workerId) this.onWorker.get(prev.workerId)?.delete(prev.id)
+    if (next.workerId && (next.status === 'assigned' || next.status === 'running')) {
+      let set = this.onWorker.get(next.workerId)
+      if (!set) this.onWorker.set(next.workerId, (set = new Set()))
+      set.add(next.id)
+    }
+  }
+
+  private serialised<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(id) ?? Promise.resolve()
+    const run = prev.then(fn, fn)
+    const tail = run.catch(() => {})
+    this.locks.set(id, tail)
+    void tail.then(() => {
+      if (this.locks.get(id) === tail) this.locks.delete(id)
+    })
+    return run
+  }
+}
