@@ -3,154 +3,11 @@ import { spawn } from 'node:child_process'
 import { test, type TestContext } from 'node:test'
 import { HttpApi } from '../../src/master/api/http.js'
 import type { MasterControl } from '../../src/master/control.js'
-import { parseTaskInput, validateTaskId } from '../../src/master/task-input.js'
-import type { ClusterStatus, TaskView, WorkerView } from '../../src/master/views.js'
+import type { TaskView, WorkerView } from '../../src/master/views.js'
 import { CloudaiError } from '../../src/shared/errors.js'
-import { FINAL_STATUSES, type TaskStatus } from '../../src/shared/types.js'
-import { validateAddress, validateWorkerId } from '../../src/shared/validation.js'
+import { MemoryControl } from '../support/memory-control.js'
 import { reservePort, runCli } from '../support/cluster.js'
 import { memoryLogger } from '../support/log.js'
-
-/** MasterControl over Maps, with the same validation and error codes as the Master. */
-class MemoryControl implements MasterControl {
-  readonly workers = new Map<string, WorkerView>()
-  readonly tasks = new Map<string, TaskView>()
-  /** What listTasks was last called with: the route must hand over the validated query. */
-  lastQuery: Parameters<MasterControl['listTasks']>[0] | null = null
-  failStatusWith: Error | null = null
-  private nextTask = 1
-
-  listWorkers(): WorkerView[] {
-    return [...this.workers.values()]
-  }
-
-  getWorker(id: string): WorkerView {
-    const worker = this.workers.get(validateWorkerId(id, 'worker id'))
-    if (!worker) throw new CloudaiError('CLOUDAI_UNKNOWN_WORKER', `worker ${id} is not registered`)
-    return worker
-  }
-
-  async registerWorker(body: unknown): Promise<{ worker: WorkerView; created: boolean; persisted: boolean }> {
-    if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new CloudaiError('CLOUDAI_BAD_REQUEST', 'the body must be a JSON object')
-    const b = body as Record<string, unknown>
-    const id = validateWorkerId(b.worker_id)
-    const address = validateAddress(b.worker_ip ?? b.address, 'worker_ip')
-    const existing = this.workers.get(id)
-    if (existing) {
-      if (existing.address !== address) throw new CloudaiError('CLOUDAI_WORKER_EXISTS', `worker ${id} is registered at ${existing.address}`)
-      return { worker: existing, created: false, persisted: true }
-    }
-    await Promise.resolve() // the Master awaits its store here: make the handler go async too
-    const worker = view(id, address)
-    this.workers.set(id, worker)
-    return { worker, created: true, persisted: true }
-  }
-
-  async unregisterWorker(id: string): Promise<{ worker_id: string; persisted: boolean }> {
-    validateWorkerId(id, 'worker id')
-    if (!this.workers.delete(id)) throw new CloudaiError('CLOUDAI_UNKNOWN_WORKER', `worker ${id} is not registered`)
-    await Promise.resolve()
-    return { worker_id: id, persisted: true }
-  }
-
-  status(): ClusterStatus {
-    if (this.failStatusWith) throw this.failStatusWith
-    const active = this.listWorkers().filter((w) => w.is_active).length
-    return {
-      workers: this.workers.size,
-      active,
-      inactive: this.workers.size - active,
-      reconnect_monitor: 'running',
-      store: { kind: 'memory', healthy: true, pending_writes: 0, last_error: null },
-      tasks: { queued: 0, assigned: 0, running: 0, completed: 0, failed: 0, cancelled: 0 },
-      grpc_address: '127.0.0.1:50051',
-      started_at: new Date(0).toISOString(),
-      uptime_s: 0,
-    }
-  }
-
-  async submitTask(body: unknown): Promise<TaskView> {
-    const input = parseTaskInput(body)
-    if (input.targetWorkerId !== null && !this.workers.has(input.targetWorkerId)) {
-      throw new CloudaiError('CLOUDAI_UNKNOWN_WORKER', `target_worker_id ${input.targetWorkerId} is not registered`)
-    }
-    await Promise.resolve() // the Master persists the task here
-    const id = `task-${String(this.nextTask++).padStart(4, '0')}`
-    const at = new Date(this.nextTask * 1000).toISOString()
-    const task: TaskView = {
-      task_id: id,
-      name: input.name,
-      command: input.command,
-      docker_image: input.dockerImage,
-      status: 'queued',
-      worker_id: null,
-      target_worker_id: input.targetWorkerId,
-      req_cpu: input.req.cpu,
-      req_memory: input.req.memory,
-      req_storage: input.req.storage,
-      req_gpu: input.req.gpu,
-      timeout_s: input.timeoutS,
-      max_attempts: input.maxAttempts,
-      attempts: 0,
-      submitted_at: at,
-      assigned_at: null,
-      started_at: null,
-      finished_at: null,
-      exit_code: null,
-      reason: null,
-      logs: '',
-      history: [{ status: 'queued', at, worker_id: null, reason: null }],
-    }
-    this.tasks.set(id, task)
-    return task
-  }
-
-  listTasks(query: { status?: TaskStatus; limit?: number; offset?: number }): { tasks: TaskView[]; total: number; limit: number; offset: number } {
-    this.lastQuery = query
-    const limit = query.limit ?? 100
-    const offset = query.offset ?? 0
-    const all = [...this.tasks.values()].reverse().filter((t) => query.status === undefined || t.status === query.status)
-    return { tasks: all.slice(offset, offset + limit), total: all.length, limit, offset }
-  }
-
-  getTask(id: string): TaskView {
-    const task = this.tasks.get(validateTaskId(id))
-    if (!task) throw new CloudaiError('CLOUDAI_UNKNOWN_TASK', `task ${id} does not exist`)
-    return task
-  }
-
-  async cancelTask(id: string): Promise<TaskView> {
-    const task = this.getTask(id)
-    if (FINAL_STATUSES.includes(task.status)) throw new CloudaiError('CLOUDAI_TASK_FINISHED', `task ${id} is already ${task.status}`)
-    await Promise.resolve()
-    const at = new Date().toISOString()
-    const cancelled: TaskView = { ...task, status: 'cancelled', finished_at: at, reason: 'cancelled by the operator', history: [...task.history, { status: 'cancelled', at, worker_id: task.worker_id, reason: 'cancelled by the operator' }] }
-    this.tasks.set(id, cancelled)
-    return cancelled
-  }
-}
-
-function view(id: string, address: string): WorkerView {
-  return {
-    worker_id: id,
-    worker_ip: address,
-    address,
-    is_active: false,
-    status: 'inactive',
-    total_cpu: null,
-    total_memory: null,
-    total_storage: null,
-    total_gpu: null,
-    usage: null,
-    running_tasks: [],
-    reported_address: null,
-    last_heartbeat: null,
-    registered_at: new Date(0).toISOString(),
-    connected_at: null,
-    disconnected_at: null,
-    reconnects: 0,
-  }
-}
 
 const MAX_BODY = 1024
 const JSON_HEADERS = { 'content-type': 'application/json' }
@@ -239,10 +96,10 @@ test('submit, list, get and cancel a task over HTTP', async (t) => {
   const created = await postTask(base, { command: 'echo hello', name: 'greet', req_cpu: 1, req_memory: 0.5, target_worker_id: 'w1', timeout_s: 30, max_attempts: 2, env: { MODE: 'fast' } })
   assert.equal(created.status, 201)
   // CloudAI clients read these three.
-  assert.equal(created.body.task_id, 'task-0001')
+  assert.equal(created.body.task_id, 'task-1')
   assert.equal(created.body.status, 'queued')
   assert.equal(created.body.message, 'Task queued')
-  assert.equal(created.body.task.task_id, 'task-0001')
+  assert.equal(created.body.task.task_id, 'task-1')
   assert.equal(created.body.task.command, 'echo hello')
   assert.equal(created.body.task.req_memory, 0.5)
   assert.equal(created.body.task.target_worker_id, 'w1')
@@ -252,13 +109,13 @@ test('submit, list, get and cancel a task over HTTP', async (t) => {
   assert.equal(second.body.task.req_cpu, 2)
 
   const list = await call(`${base}/api/tasks`)
-  assert.deepEqual(list.body.tasks.map((x: TaskView) => x.task_id), ['task-0002', 'task-0001'])
+  assert.deepEqual(list.body.tasks.map((x: TaskView) => x.task_id), ['task-2', 'task-1'])
   assert.equal(list.body.total, 2)
 
   const page = await call(`${base}/api/tasks?status=queued&limit=1&offset=1`)
   assert.equal(page.status, 200)
   assert.deepEqual(control.lastQuery, { status: 'queued', limit: 1, offset: 1 })
-  assert.deepEqual(page.body.tasks.map((x: TaskView) => x.task_id), ['task-0001'])
+  assert.deepEqual(page.body.tasks.map((x: TaskView) => x.task_id), ['task-1'])
   assert.deepEqual([page.body.total, page.body.limit, page.body.offset], [2, 1, 1])
 
   // CloudAI's "pending" is our "queued".
@@ -267,23 +124,23 @@ test('submit, list, get and cancel a task over HTTP', async (t) => {
   await call(`${base}/api/tasks?limit=1000&offset=0`)
   assert.deepEqual(control.lastQuery, { limit: 1000, offset: 0 })
 
-  const one = await call(`${base}/api/tasks/task-0001`)
+  const one = await call(`${base}/api/tasks/task-1`)
   assert.equal(one.status, 200)
-  assert.equal(one.body.task_id, 'task-0001')
+  assert.equal(one.body.task_id, 'task-1')
   assert.equal(one.body.name, 'greet')
 
-  const cancelled = await call(`${base}/api/tasks/task-0002`, { method: 'DELETE' })
+  const cancelled = await call(`${base}/api/tasks/task-2`, { method: 'DELETE' })
   assert.equal(cancelled.status, 200)
   assert.equal(cancelled.body.message, 'Task cancelled')
-  assert.equal(cancelled.body.task.task_id, 'task-0002')
+  assert.equal(cancelled.body.task.task_id, 'task-2')
   assert.equal(cancelled.body.task.status, 'cancelled')
-  assert.equal(control.tasks.get('task-0002')?.status, 'cancelled')
+  assert.equal(control.tasks.get('task-2')?.status, 'cancelled')
 
   const onlyCancelled = await call(`${base}/api/tasks?status=cancelled`)
-  assert.deepEqual(onlyCancelled.body.tasks.map((x: TaskView) => x.task_id), ['task-0002'])
+  assert.deepEqual(onlyCancelled.body.tasks.map((x: TaskView) => x.task_id), ['task-2'])
 
   // A finished task cannot be cancelled again.
-  const again = await call(`${base}/api/tasks/task-0002`, { method: 'DELETE' })
+  const again = await call(`${base}/api/tasks/task-2`, { method: 'DELETE' })
   assert.equal(again.status, 409)
   assert.equal(again.body.error.code, 'CLOUDAI_TASK_FINISHED')
 })
@@ -293,7 +150,7 @@ test('bad task requests get their error code and status and change nothing', asy
   const { base } = await startApi(t, control)
   await postTask(base, { command: 'echo hello' })
   await postTask(base, { command: 'true' })
-  await call(`${base}/api/tasks/task-0002`, { method: 'DELETE' })
+  await call(`${base}/api/tasks/task-2`, { method: 'DELETE' })
   const before = JSON.stringify([...control.tasks])
   const submit = (body: string, headers: Record<string, string> = JSON_HEADERS): RequestInit => ({ method: 'POST', headers, body })
 
@@ -312,9 +169,9 @@ test('bad task requests get their error code and status and change nothing', asy
     { name: 'repeated parameter', url: '/api/tasks?limit=1&limit=2', status: 400, code: 'CLOUDAI_BAD_REQUEST', message: /limit is given more than once/ },
     { name: 'unknown task', url: '/api/tasks/task-9999', status: 404, code: 'CLOUDAI_UNKNOWN_TASK' },
     { name: 'unknown task (DELETE)', url: '/api/tasks/task-9999', init: { method: 'DELETE' }, status: 404, code: 'CLOUDAI_UNKNOWN_TASK' },
-    { name: 'cancel of a finished task', url: '/api/tasks/task-0002', init: { method: 'DELETE' }, status: 409, code: 'CLOUDAI_TASK_FINISHED' },
+    { name: 'cancel of a finished task', url: '/api/tasks/task-2', init: { method: 'DELETE' }, status: 409, code: 'CLOUDAI_TASK_FINISHED' },
     { name: 'bad task id', url: '/api/tasks/task%20one', status: 400, code: 'CLOUDAI_BAD_TASK_ID' },
-    { name: 'slash in a task id (DELETE)', url: '/api/tasks/task-0001%2F..', init: { method: 'DELETE' }, status: 400, code: 'CLOUDAI_BAD_TASK_ID' },
+    { name: 'slash in a task id (DELETE)', url: '/api/tasks/task-1%2F..', init: { method: 'DELETE' }, status: 400, code: 'CLOUDAI_BAD_TASK_ID' },
     { name: 'broken percent-encoding in a task id', url: '/api/tasks/task%E0%A4%A', status: 400, code: 'CLOUDAI_BAD_TASK_ID' },
     { name: 'body not JSON', url: '/api/tasks', init: submit('{"command":'), status: 400, code: 'CLOUDAI_BAD_JSON' },
     { name: 'empty body', url: '/api/tasks', init: submit(''), status: 400, code: 'CLOUDAI_BAD_JSON' },
@@ -324,7 +181,7 @@ test('bad task requests get their error code and status and change nothing', asy
     { name: 'unknown target worker', url: '/api/tasks', init: submit('{"command":"echo","target_worker_id":"ghost"}'), status: 404, code: 'CLOUDAI_UNKNOWN_WORKER' },
     { name: 'wrong content-type', url: '/api/tasks', init: submit('{"command":"echo"}', { 'content-type': 'text/plain' }), status: 415, code: 'CLOUDAI_UNSUPPORTED_MEDIA_TYPE' },
     { name: 'body over the limit', url: '/api/tasks', init: submit(JSON.stringify({ command: 'x'.repeat(4 * MAX_BODY) })), status: 413, code: 'CLOUDAI_BODY_TOO_LARGE' },
-    { name: 'unknown nested task route', url: '/api/tasks/task-0001/logs', status: 404, code: 'CLOUDAI_NOT_FOUND' },
+    { name: 'unknown nested task route', url: '/api/tasks/task-1/logs', status: 404, code: 'CLOUDAI_NOT_FOUND' },
   ]
   for (const c of cases) {
     const res = await call(`${base}${c.url}`, c.init)
@@ -347,8 +204,8 @@ test('the cloudai task commands drive the task routes and print what people read
   // --api comes after the command words here: everything after -- is the task's, even flags.
   const submitted = await runCli(['task', 'submit', '--api', base, '--cpu', '1', '--name', 'greet', '--env', 'MODE=fast', '--', 'echo', 'hello'])
   assert.equal(submitted.code, 0, submitted.stderr)
-  assert.equal(submitted.stdout, '✅ Task task-0001 queued\n')
-  const first = control.tasks.get('task-0001')!
+  assert.equal(submitted.stdout, '✅ Task task-1 queued\n')
+  const first = control.tasks.get('task-1')!
   assert.equal(first.command, 'echo hello')
   assert.equal(first.req_cpu, 1)
   assert.equal(first.name, 'greet')
@@ -357,14 +214,14 @@ test('the cloudai task commands drive the task routes and print what people read
   // and a CLOUDAI_ENV meant for something else is not read as --env.
   const second = await runCli(['task', 'submit', '--api', base, '--', 'sleep', '600', '--cpu', '0x10'], { CLOUDAI_CPU: '3', CLOUDAI_ENV: 'production' })
   assert.equal(second.code, 0, second.stderr)
-  assert.equal(control.tasks.get('task-0002')?.command, 'sleep 600 --cpu 0x10')
-  assert.equal(control.tasks.get('task-0002')?.req_cpu, 3)
+  assert.equal(control.tasks.get('task-2')?.command, 'sleep 600 --cpu 0x10')
+  assert.equal(control.tasks.get('task-2')?.req_cpu, 3)
 
   const list = await cli(['tasks'])
   assert.equal(list.code, 0, list.stderr)
   assert.match(list.stdout, /^ID +NAME +STATUS +WORKER +ATTEMPTS +SUBMITTED +EXIT$/m)
-  assert.match(list.stdout, /^task-0001 +greet +queued +- +0\/3 +\d+[smhd] ago +-$/m)
-  assert.match(list.stdout, /^task-0002 +sleep 600 --cpu 0x10 +queued /m)
+  assert.match(list.stdout, /^task-1 +greet +queued +- +0\/3 +\d+[smhd] ago +-$/m)
+  assert.match(list.stdout, /^task-2 +sleep 600 --cpu 0x10 +queued /m)
   assert.match(list.stdout, /^2 tasks: 2 queued$/m)
   assert.ok(!list.stdout.includes('\x1b['), 'no colour when stdout is not a terminal')
 
@@ -373,22 +230,22 @@ test('the cloudai task commands drive the task routes and print what people read
   assert.deepEqual(control.lastQuery, { status: 'queued', limit: 1 })
   assert.equal(JSON.parse(json.stdout).total, 2)
 
-  const one = await cli(['task', 'task-0001'])
+  const one = await cli(['task', 'task-1'])
   assert.equal(one.code, 0, one.stderr)
-  assert.match(one.stdout, /^Task: +task-0001$/m)
+  assert.match(one.stdout, /^Task: +task-1$/m)
   assert.match(one.stdout, /^Command: +echo hello$/m)
   assert.match(one.stdout, /^Submitted: +\S+Z \(\d+[smhd] ago\)$/m)
   assert.match(one.stdout, /^History:\n {2}\S+Z {2}queued$/m)
   assert.match(one.stdout, /Logs: none yet/)
 
-  const cancelled = await cli(['cancel', 'task-0002'])
+  const cancelled = await cli(['cancel', 'task-2'])
   assert.equal(cancelled.code, 0, cancelled.stderr)
-  assert.equal(cancelled.stdout, 'Task task-0002 cancelled\n')
-  assert.equal(control.tasks.get('task-0002')?.status, 'cancelled')
+  assert.equal(cancelled.stdout, 'Task task-2 cancelled\n')
+  assert.equal(control.tasks.get('task-2')?.status, 'cancelled')
 
-  const twice = await cli(['task', 'cancel', 'task-0002'])
+  const twice = await cli(['task', 'cancel', 'task-2'])
   assert.equal(twice.code, 1)
-  assert.equal(twice.stderr, 'error: task task-0002 is already cancelled (CLOUDAI_TASK_FINISHED)\n')
+  assert.equal(twice.stderr, 'error: task task-2 is already cancelled (CLOUDAI_TASK_FINISHED)\n')
   const missing = await cli(['task', 'task-9999', '--json'])
   assert.equal(missing.code, 1)
   assert.match(missing.stderr, /\(CLOUDAI_UNKNOWN_TASK\)$/m)

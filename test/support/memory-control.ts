@@ -1,0 +1,162 @@
+import type { MasterControl } from '../../src/master/control.js'
+import { parseTaskInput, validateTaskId } from '../../src/master/task-input.js'
+import type { ClusterStatus, TaskView, WorkerView } from '../../src/master/views.js'
+import { CloudaiError } from '../../src/shared/errors.js'
+import { FINAL_STATUSES, type TaskStatus } from '../../src/shared/types.js'
+import { validateAddress, validateWorkerId } from '../../src/shared/validation.js'
+
+// One in-memory MasterControl for the unit tests of the front ends (HTTP API, prompt): the
+// Master's validation and error codes over Maps, so a front end can be tested without gRPC or a store.
+
+/** MasterControl over Maps, with the same validation and error codes as the Master. */
+export class MemoryControl implements MasterControl {
+  readonly workers = new Map<string, WorkerView>()
+  readonly tasks = new Map<string, TaskView>()
+  /** What listTasks was last called with: the route must hand over the validated query. */
+  lastQuery: Parameters<MasterControl['listTasks']>[0] | null = null
+  failStatusWith: Error | null = null
+  /** Bodies submitTask received, as the front end built them. */
+  readonly submitted: unknown[] = []
+  /** Register and submit wait on this: a test can hold them open. */
+  gate: Promise<void> = Promise.resolve()
+  uptimeS = 0
+  private nextTask = 1
+
+  listWorkers(): WorkerView[] {
+    return [...this.workers.values()]
+  }
+
+  getWorker(id: string): WorkerView {
+    const worker = this.workers.get(validateWorkerId(id, 'worker id'))
+    if (!worker) throw new CloudaiError('CLOUDAI_UNKNOWN_WORKER', `worker ${id} is not registered`)
+    return worker
+  }
+
+  async registerWorker(body: unknown): Promise<{ worker: WorkerView; created: boolean; persisted: boolean }> {
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new CloudaiError('CLOUDAI_BAD_REQUEST', 'the body must be a JSON object')
+    const b = body as Record<string, unknown>
+    const id = validateWorkerId(b.worker_id)
+    const address = validateAddress(b.worker_ip ?? b.address, 'worker_ip')
+    const existing = this.workers.get(id)
+    if (existing) {
+      if (existing.address !== address) throw new CloudaiError('CLOUDAI_WORKER_EXISTS', `worker ${id} is registered at ${existing.address}`)
+      return { worker: existing, created: false, persisted: true }
+    }
+    await this.gate // the Master awaits its store here: the handler goes async too
+    const worker = view(id, address)
+    this.workers.set(id, worker)
+    return { worker, created: true, persisted: true }
+  }
+
+  async unregisterWorker(id: string): Promise<{ worker_id: string; persisted: boolean }> {
+    validateWorkerId(id, 'worker id')
+    if (!this.workers.delete(id)) throw new CloudaiError('CLOUDAI_UNKNOWN_WORKER', `worker ${id} is not registered`)
+    await Promise.resolve()
+    return { worker_id: id, persisted: true }
+  }
+
+  status(): ClusterStatus {
+    if (this.failStatusWith) throw this.failStatusWith
+    const active = this.listWorkers().filter((w) => w.is_active).length
+    return {
+      workers: this.workers.size,
+      active,
+      inactive: this.workers.size - active,
+      reconnect_monitor: 'running',
+      store: { kind: 'memory', healthy: true, pending_writes: 0, last_error: null },
+      tasks: this.taskCounts(),
+      grpc_address: '127.0.0.1:50051',
+      started_at: new Date(0).toISOString(),
+      uptime_s: this.uptimeS,
+    }
+  }
+
+  private taskCounts(): Record<TaskStatus, number> {
+    const counts: Record<TaskStatus, number> = { queued: 0, assigned: 0, running: 0, completed: 0, failed: 0, cancelled: 0 }
+    for (const t of this.tasks.values()) counts[t.status]++
+    return counts
+  }
+
+  async submitTask(body: unknown): Promise<TaskView> {
+    this.submitted.push(body)
+    const input = parseTaskInput(body)
+    if (input.targetWorkerId !== null && !this.workers.has(input.targetWorkerId)) {
+      throw new CloudaiError('CLOUDAI_UNKNOWN_WORKER', `target_worker_id ${input.targetWorkerId} is not registered`)
+    }
+    await this.gate // the Master persists the task here
+    const id = `task-${this.nextTask++}`
+    const at = new Date(this.nextTask * 1000).toISOString()
+    const task: TaskView = {
+      task_id: id,
+      name: input.name,
+      command: input.command,
+      docker_image: input.dockerImage,
+      status: 'queued',
+      worker_id: null,
+      target_worker_id: input.targetWorkerId,
+      req_cpu: input.req.cpu,
+      req_memory: input.req.memory,
+      req_storage: input.req.storage,
+      req_gpu: input.req.gpu,
+      timeout_s: input.timeoutS,
+      max_attempts: input.maxAttempts,
+      attempts: 0,
+      submitted_at: at,
+      assigned_at: null,
+      started_at: null,
+      finished_at: null,
+      exit_code: null,
+      reason: null,
+      logs: '',
+      history: [{ status: 'queued', at, worker_id: null, reason: null }],
+    }
+    this.tasks.set(id, task)
+    return task
+  }
+
+  listTasks(query: { status?: TaskStatus; limit?: number; offset?: number }): { tasks: TaskView[]; total: number; limit: number; offset: number } {
+    this.lastQuery = query
+    const limit = query.limit ?? 100
+    const offset = query.offset ?? 0
+    const all = [...this.tasks.values()].reverse().filter((t) => query.status === undefined || t.status === query.status)
+    return { tasks: all.slice(offset, offset + limit), total: all.length, limit, offset }
+  }
+
+  getTask(id: string): TaskView {
+    const task = this.tasks.get(validateTaskId(id))
+    if (!task) throw new CloudaiError('CLOUDAI_UNKNOWN_TASK', `task ${id} does not exist`)
+    return task
+  }
+
+  async cancelTask(id: string): Promise<TaskView> {
+    const task = this.getTask(id)
+    if (FINAL_STATUSES.includes(task.status)) throw new CloudaiError('CLOUDAI_TASK_FINISHED', `task ${id} is already ${task.status}`)
+    await Promise.resolve()
+    const at = new Date().toISOString()
+    const cancelled: TaskView = { ...task, status: 'cancelled', finished_at: at, reason: 'cancelled by the operator', history: [...task.history, { status: 'cancelled', at, worker_id: task.worker_id, reason: 'cancelled by the operator' }] }
+    this.tasks.set(id, cancelled)
+    return cancelled
+  }
+}
+
+function view(id: string, address: string): WorkerView {
+  return {
+    worker_id: id,
+    worker_ip: address,
+    address,
+    is_active: false,
+    status: 'inactive',
+    total_cpu: null,
+    total_memory: null,
+    total_storage: null,
+    total_gpu: null,
+    usage: null,
+    running_tasks: [],
+    reported_address: null,
+    last_heartbeat: null,
+    registered_at: new Date(0).toISOString(),
+    connected_at: null,
+    disconnected_at: null,
+    reconnects: 0,
+  }
+}
