@@ -2,11 +2,10 @@ import type { LevelWithSilent } from 'pino'
 import type { Options } from 'yargs'
 import { MASTER_DEFAULTS, WORKER_DEFAULTS, type LogConfig, type MasterConfig, type WorkerConfig } from '../config.js'
 import { formatDuration, parseDuration } from '../shared/duration.js'
-import { validateTaskId } from '../master/task-input.js'
 import { CloudaiError, isCloudaiError } from '../shared/errors.js'
 import { LOG_LEVELS } from '../shared/log.js'
 import type { TaskStatus } from '../shared/types.js'
-import { parseAddress, parsePort, validateAddress, validateString, validateWorkerId } from '../shared/validation.js'
+import { parseAddress, parsePort, validateAddress, validateString, validateTaskId, validateWorkerId } from '../shared/validation.js'
 import type { TaskListQuery, TaskSubmitBody } from './api-client.js'
 
 // The flags of every command, their CLOUDAI_* environment names, and the functions that turn

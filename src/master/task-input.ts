@@ -1,5 +1,5 @@
 import { CloudaiError } from '../shared/errors.js'
-import { validateWorkerId } from '../shared/validation.js'
+import { validateCommand, validateEnv, validateWorkerId } from '../shared/validation.js'
 import type { TaskRecord, TaskRequirements } from '../shared/types.js'
 
 // The operator's task body, validated. CloudAI clients send cpu_required / memory_required /
@@ -9,24 +9,13 @@ import type { TaskRecord, TaskRequirements } from '../shared/types.js'
 /** What an operator decides about a task; the rest of a TaskRecord is the master's. */
 export type TaskInput = Pick<TaskRecord, 'command' | 'name' | 'dockerImage' | 'req' | 'targetWorkerId' | 'userId' | 'timeoutS' | 'maxAttempts' | 'env'>
 
-export const MAX_COMMAND_BYTES = 64 * 1024
-const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/
-export const TASK_ID_PATTERN = /^[A-Za-z0-9._-]{1,128}$/
-
-export function validateTaskId(value: unknown): string {
-  if (typeof value !== 'string' || !TASK_ID_PATTERN.test(value)) {
-    throw new CloudaiError('CLOUDAI_BAD_TASK_ID', `task id ${JSON.stringify(String(value).slice(0, 80))} is invalid: 1 to 128 characters of A-Z a-z 0-9 . _ -`)
-  }
-  return value
-}
 
 export function parseTaskInput(body: unknown): TaskInput {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
     throw new CloudaiError('CLOUDAI_BAD_REQUEST', 'the body must be a JSON object: {"command": "...", "req_cpu": 1, ...}')
   }
   const b = body as Record<string, unknown>
-  if (typeof b.command !== 'string' || b.command.trim() === '') throw new CloudaiError('CLOUDAI_BAD_FIELD', 'command is required: a non-empty string')
-  if (Buffer.byteLength(b.command) > MAX_COMMAND_BYTES) throw new CloudaiError('CLOUDAI_BAD_FIELD', `command is longer than ${MAX_COMMAND_BYTES} bytes`)
+  const command = validateCommand(b.command)
   const req: TaskRequirements = {
     cpu: amount(b, 'req_cpu', 'cpu_required', 1e6),
     memory: amount(b, 'req_memory', 'memory_required', 1e9),
@@ -35,7 +24,7 @@ export function parseTaskInput(body: unknown): TaskInput {
   }
   const target = b.target_worker_id ?? null
   return {
-    command: b.command,
+    command,
     name: text(b.name, 'name', 128),
     dockerImage: text(b.docker_image, 'docker_image', 256),
     req,
@@ -43,7 +32,7 @@ export function parseTaskInput(body: unknown): TaskInput {
     userId: text(b.user_id, 'user_id', 128),
     timeoutS: number(b.timeout_s, 'timeout_s', 0, 7 * 24 * 3600, 0),
     maxAttempts: integer(b.max_attempts, 'max_attempts', 1, 100, 3),
-    env: env(b.env),
+    env: validateEnv(b.env),
   }
 }
 
@@ -74,19 +63,4 @@ function text(value: unknown, field: string, max: number): string {
   if (typeof value !== 'string') throw new CloudaiError('CLOUDAI_BAD_FIELD', `${field} must be a string`)
   if (value.length > max) throw new CloudaiError('CLOUDAI_BAD_FIELD', `${field} is longer than ${max} characters`)
   return value
-}
-
-function env(value: unknown): Record<string, string> {
-  if (value === undefined || value === null) return {}
-  if (typeof value !== 'object' || Array.isArray(value)) throw new CloudaiError('CLOUDAI_BAD_FIELD', 'env must be an object of NAME: "value" strings')
-  const entries = Object.entries(value as Record<string, unknown>)
-  if (entries.length > 256) throw new CloudaiError('CLOUDAI_BAD_FIELD', 'env has more than 256 variables')
-  const out: Record<string, string> = {}
-  for (const [k, v] of entries) {
-    if (!ENV_KEY.test(k) || k.length > 256) throw new CloudaiError('CLOUDAI_BAD_FIELD', `env name ${JSON.stringify(k.slice(0, 80))} is invalid: letters, digits and _, not starting with a digit`)
-    if (typeof v !== 'string') throw new CloudaiError('CLOUDAI_BAD_FIELD', `env ${k} must be a string`)
-    if (v.length > 32 * 1024) throw new CloudaiError('CLOUDAI_BAD_FIELD', `env ${k} is longer than 32 KiB`)
-    out[k] = v
-  }
-  return out
 }

@@ -91,3 +91,43 @@ export function validateString(value: unknown, field: string, opts: { max?: numb
   if (value.length > max) throw new CloudaiError('CLOUDAI_BAD_FIELD', `${field} is longer than ${max} characters`)
   return value
 }
+
+// --- tasks: the same rules on the master (submission) and on the worker (AssignTask) ------------
+
+export const TASK_ID_PATTERN = /^[A-Za-z0-9._-]{1,128}$/
+export const MAX_COMMAND_BYTES = 64 * 1024
+export const MAX_ENV_ENTRIES = 256
+export const MAX_ENV_VALUE_BYTES = 32 * 1024
+const ENV_KEY_PATTERN = /^[A-Za-z_][A-Za-z0-9_]{0,255}$/
+
+export function validateTaskId(value: unknown, field = 'task id'): string {
+  if (typeof value !== 'string' || !TASK_ID_PATTERN.test(value)) {
+    throw new CloudaiError('CLOUDAI_BAD_TASK_ID', `${field} ${JSON.stringify(String(value ?? '').slice(0, 80))} is invalid: 1 to 128 characters of A-Z a-z 0-9 . _ -`)
+  }
+  return value
+}
+
+/** A shell command: non-empty, at most 64 KiB, no NUL (which no exec can pass on). */
+export function validateCommand(value: unknown): string {
+  if (typeof value !== 'string' || value.trim() === '') throw new CloudaiError('CLOUDAI_BAD_FIELD', 'command is required: a non-empty string')
+  if (Buffer.byteLength(value) > MAX_COMMAND_BYTES) throw new CloudaiError('CLOUDAI_BAD_FIELD', `command is longer than ${MAX_COMMAND_BYTES} bytes`)
+  if (value.includes('\0')) throw new CloudaiError('CLOUDAI_BAD_FIELD', 'command must not contain NUL characters')
+  return value
+}
+
+/** A task's environment: at most 256 NAME=value strings, names as a shell takes them. */
+export function validateEnv(value: unknown): Record<string, string> {
+  if (value === undefined || value === null) return {}
+  if (typeof value !== 'object' || Array.isArray(value)) throw new CloudaiError('CLOUDAI_BAD_FIELD', 'env must be an object of NAME: "value" strings')
+  const entries = Object.entries(value as Record<string, unknown>)
+  if (entries.length > MAX_ENV_ENTRIES) throw new CloudaiError('CLOUDAI_BAD_FIELD', `env has ${entries.length} variables; at most ${MAX_ENV_ENTRIES}`)
+  const env: Record<string, string> = {}
+  for (const [k, v] of entries) {
+    if (!ENV_KEY_PATTERN.test(k)) throw new CloudaiError('CLOUDAI_BAD_FIELD', `env name ${JSON.stringify(k.slice(0, 80))} is invalid: letters, digits and _, not starting with a digit`)
+    if (typeof v !== 'string') throw new CloudaiError('CLOUDAI_BAD_FIELD', `env ${k} must be a string`)
+    if (Buffer.byteLength(v) > MAX_ENV_VALUE_BYTES) throw new CloudaiError('CLOUDAI_BAD_FIELD', `env ${k} is longer than ${MAX_ENV_VALUE_BYTES} bytes`)
+    if (v.includes('\0')) throw new CloudaiError('CLOUDAI_BAD_FIELD', `env ${k} must not contain NUL characters`)
+    env[k] = v
+  }
+  return env
+}

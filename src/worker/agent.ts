@@ -4,7 +4,7 @@ import type { Logger } from '../shared/log.js'
 import { CloudaiError, isCloudaiError, toCloudaiError } from '../shared/errors.js'
 import { loadProto } from '../shared/proto.js'
 import { advertiseHost, bindAddress } from '../shared/advertise.js'
-import { MAX_RUNNING_TASKS, validateAddress, validateAmount, validateString, validateWorkerId } from '../shared/validation.js'
+import { MAX_RUNNING_TASKS, validateAddress, validateAmount, validateCommand, validateEnv, validateString, validateTaskId, validateWorkerId } from '../shared/validation.js'
 import type { MasterInfoMsg, RegisterAckMsg, RunningTaskMsg, TaskAckMsg, TaskIdMsg, TaskMsg, TaskResultMsg } from '../shared/wire.js'
 import { Executor, shellArgv, type ProcessSpec, type TaskOutcome } from './executor.js'
 import { MasterLink } from './link.js'
@@ -13,15 +13,9 @@ import { Reporter } from './reporter.js'
 import { DockerProbe, dockerRunArgv, signalContainer } from './runtime.js'
 import { readSpecs, UsageSampler } from './specs.js'
 
-// Limits of an AssignTask. The task id and command rules are the master's (src/master/task-input.ts);
-// they belong in src/shared/validation.ts once both sides can import them from there.
-const TASK_ID = /^[A-Za-z0-9._-]{1,128}$/
-const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/
+// Limits of an AssignTask beyond the task rules both sides share (src/shared/validation.ts).
 /** A Docker image reference; never starting with '-', which `docker run` would take as an option. */
 const DOCKER_IMAGE = /^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,255}$/
-const MAX_COMMAND_BYTES = 64 * 1024
-const MAX_ENV_ENTRIES = 256
-const MAX_ENV_VALUE_BYTES = 32 * 1024
 /** What a report carries of the output (the master refuses more); the whole log stays on the worker. */
 const MAX_REPORT_LOG_BYTES = 1024 * 1024
 /** At shutdown, the time given to deliver the results of the tasks it cancelled. */
@@ -237,7 +231,7 @@ export class WorkerAgent {
   }
 
   private async cancelTask(req: TaskIdMsg): Promise<TaskAckMsg> {
-    const id = validateTaskId(req.task_id)
+    const id = validateTaskId(req.task_id, 'task_id')
     if (this.executor?.cancel(id)) {
       this.deps.log.info({ taskId: id }, `Cancelling task ${id}: SIGTERM to its process group, SIGKILL after ${this.config.killGraceMs}ms`)
       return { success: true, message: 'cancelling' }
@@ -325,13 +319,6 @@ function answer<T>(handle: () => Promise<T>, cb: grpc.sendUnaryData<T>): void {
   )
 }
 
-function validateTaskId(value: unknown): string {
-  if (typeof value !== 'string' || !TASK_ID.test(value)) {
-    throw new CloudaiError('CLOUDAI_BAD_TASK_ID', `task_id ${JSON.stringify(String(value ?? '').slice(0, 80))} is invalid: 1 to 128 characters of A-Z a-z 0-9 . _ -`)
-  }
-  return value
-}
-
 function wholeNumber(value: unknown, field: string, max: number): number {
   const n = value ?? 0
   if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > max) {
@@ -342,29 +329,15 @@ function wholeNumber(value: unknown, field: string, max: number): number {
 
 /** Every field of an AssignTask, checked before anything runs. */
 function parseTask(req: TaskMsg): TaskInput {
-  const taskId = validateTaskId(req.task_id)
-  const command = req.command
-  if (typeof command !== 'string' || command.trim() === '') throw new CloudaiError('CLOUDAI_BAD_FIELD', 'command is required: a non-empty string')
-  if (Buffer.byteLength(command) > MAX_COMMAND_BYTES) throw new CloudaiError('CLOUDAI_BAD_FIELD', `command is longer than ${MAX_COMMAND_BYTES} bytes`)
-  if (command.includes('\0')) throw new CloudaiError('CLOUDAI_BAD_FIELD', 'command must not contain NUL characters')
+  const taskId = validateTaskId(req.task_id, 'task_id')
+  const command = validateCommand(req.command)
 
   const dockerImage = validateString(req.docker_image, 'docker_image', { max: 256 })
   if (dockerImage && !DOCKER_IMAGE.test(dockerImage)) {
     throw new CloudaiError('CLOUDAI_BAD_FIELD', `docker_image ${JSON.stringify(dockerImage.slice(0, 80))} is not an image reference (letters, digits and . _ / : @ -, not starting with -)`)
   }
 
-  const rawEnv: unknown = req.env ?? {}
-  if (typeof rawEnv !== 'object' || rawEnv === null || Array.isArray(rawEnv)) throw new CloudaiError('CLOUDAI_BAD_FIELD', 'env must be a map of names to values')
-  const entries = Object.entries(rawEnv as Record<string, unknown>)
-  if (entries.length > MAX_ENV_ENTRIES) throw new CloudaiError('CLOUDAI_BAD_FIELD', `env has ${entries.length} variables; at most ${MAX_ENV_ENTRIES}`)
-  const env: Record<string, string> = {}
-  for (const [k, v] of entries) {
-    if (!ENV_KEY.test(k)) throw new CloudaiError('CLOUDAI_BAD_FIELD', `env name ${JSON.stringify(k.slice(0, 80))} is invalid: letters, digits and _, not starting with a digit`)
-    if (typeof v !== 'string') throw new CloudaiError('CLOUDAI_BAD_FIELD', `env ${k} must be a string`)
-    if (Buffer.byteLength(v) > MAX_ENV_VALUE_BYTES) throw new CloudaiError('CLOUDAI_BAD_FIELD', `env ${k} is longer than ${MAX_ENV_VALUE_BYTES} bytes`)
-    if (v.includes('\0')) throw new CloudaiError('CLOUDAI_BAD_FIELD', `env ${k} must not contain NUL characters`)
-    env[k] = v
-  }
+  const env = validateEnv(req.env)
 
   const target = validateString(req.target_worker_id, 'target_worker_id', { max: 64 })
   if (target) validateWorkerId(target, 'target_worker_id')

@@ -1,9 +1,9 @@
 import type { MasterControl } from '../../src/master/control.js'
-import { parseTaskInput, validateTaskId } from '../../src/master/task-input.js'
+import { parseTaskInput } from '../../src/master/task-input.js'
 import type { ClusterStatus, TaskView, WorkerView } from '../../src/master/views.js'
 import { CloudaiError } from '../../src/shared/errors.js'
 import { FINAL_STATUSES, type TaskStatus } from '../../src/shared/types.js'
-import { validateAddress, validateWorkerId } from '../../src/shared/validation.js'
+import { validateAddress, validateTaskId, validateWorkerId } from '../../src/shared/validation.js'
 
 // One in-memory MasterControl for the unit tests of the front ends (HTTP API, prompt): the
 // Master's validation and error codes over Maps, so a front end can be tested without gRPC or a store.
