@@ -18,6 +18,9 @@ export interface QueueOptions {
   rpcTimeoutMs?: number
 }
 
+/** How long after a failed placement write the queue is drained again. */
+const STORE_RETRY_MS = 1000
+
 /** Heartbeats in a row that must miss a task before the master believes the worker lost it. */
 const MISSES_BEFORE_REQUEUE = 2
 
@@ -38,6 +41,8 @@ export class QueueProcessor {
   private again = false
   private closed = true
   private startupCheck: NodeJS.Timeout | null = null
+  /** A drain again later, after the store refused a placement (nothing else may come to kick). */
+  private retry: NodeJS.Timeout | null = null
   private readonly misses = new Map<string, number>()
   private readonly inflight = new Set<Promise<unknown>>()
   private readonly cancelSent = new Set<string>()
@@ -138,7 +143,13 @@ export class QueueProcessor {
     try {
       assigned = await tasks.transition(task.id, 'assigned', { workerId: worker.id, attempts: attempt, assignedAt: Date.now() }, null, { from: ['queued'] })
     } catch (err) {
-      log.error({ taskId: task.id, err: (err as Error).message }, `Task ${task.id} could not be assigned: the store failed; it stays queued`)
+      log.error({ taskId: task.id, err: (err as Error).message }, `Task ${task.id} could not be assigned: the store failed; it stays queued and is tried again in ${STORE_RETRY_MS}ms`)
+      if (!this.closed && !this.retry) {
+        this.retry = setTimeout(() => {
+          this.retry = null
+          this.kick()
+        }, STORE_RETRY_MS)
+      }
       return
     } finally {
       // From here the task counts on its worker through the table (or was not placed at all).
@@ -310,7 +321,8 @@ export class QueueProcessor {
     tasks.off('task-changed', this.onTaskChanged)
     if (this.scheduled) clearImmediate(this.scheduled)
     if (this.startupCheck) clearTimeout(this.startupCheck)
-    this.scheduled = this.startupCheck = null
+    if (this.retry) clearTimeout(this.retry)
+    this.scheduled = this.startupCheck = this.retry = null
     await Promise.allSettled([...this.inflight])
     this.opts.clients.close()
   }
