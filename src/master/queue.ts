@@ -59,7 +59,9 @@ export class QueueProcessor {
   }
   private readonly onTaskChanged = (t: TaskRecord): void => {
     if (t.status !== 'assigned' && t.status !== 'running') this.misses.delete(t.id)
-    if (t.status !== 'assigned') this.kick()
+    // New work (queued) or freed capacity (final): a drain may place something. 'running' and
+    // 'assigned' change neither.
+    if (t.status !== 'assigned' && t.status !== 'running') this.kick()
   }
 
   constructor(private readonly opts: QueueOptions) {

@@ -36,6 +36,8 @@ export type TaskPatch = Partial<Pick<TaskRecord, 'workerId' | 'attempts' | 'assi
 export class TaskTable extends EventEmitter<TaskEvents> {
   private readonly tasks = new Map<string, TaskRecord>()
   private readonly onWorker = new Map<string, Set<string>>()
+  /** Queued ids, so a drain looks at the queue and not at every task ever submitted. */
+  private readonly queuedIds = new Set<string>()
   private readonly locks = new Map<string, Promise<unknown>>()
 
   constructor(private readonly store: Store, private readonly now: () => number = Date.now) {
@@ -77,7 +79,10 @@ export class TaskTable extends EventEmitter<TaskEvents> {
   /** Queued tasks, oldest submission first (a requeued task keeps its place). */
   queued(): TaskRecord[] {
     const out: TaskRecord[] = []
-    for (const t of this.tasks.values()) if (t.status === 'queued') out.push(t)
+    for (const id of this.queuedIds) {
+      const t = this.tasks.get(id)
+      if (t) out.push(t)
+    }
     return out.sort((a, b) => a.submittedAt - b.submittedAt || (a.id < b.id ? -1 : 1))
   }
 
@@ -108,6 +113,7 @@ export class TaskTable extends EventEmitter<TaskEvents> {
     }
     await this.persist(task)
     this.tasks.set(task.id, task)
+    this.index(task, null)
     this.emit('task-changed', task, null)
     return task
   }
@@ -150,6 +156,8 @@ export class TaskTable extends EventEmitter<TaskEvents> {
   }
 
   private index(next: TaskRecord, prev: TaskRecord | null): void {
+    if (next.status === 'queued') this.queuedIds.add(next.id)
+    else this.queuedIds.delete(next.id)
     if (prev?.workerId) this.onWorker.get(prev.workerId)?.delete(prev.id)
     if (next.workerId && (next.status === 'assigned' || next.status === 'running')) {
       let set = this.onWorker.get(next.workerId)
