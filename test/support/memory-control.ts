@@ -43,7 +43,7 @@ export class MemoryControl implements MasterControl {
       return { worker: existing, created: false, persisted: true }
     }
     await this.gate // the Master awaits its store here: the handler goes async too
-    const worker = view(id, address)
+    const worker = workerView(id, address)
     this.workers.set(id, worker)
     return { worker, created: true, persisted: true }
   }
@@ -139,7 +139,8 @@ export class MemoryControl implements MasterControl {
   }
 }
 
-function view(id: string, address: string): WorkerView {
+/** A registered, never-connected worker as the API shows it; `overrides` for anything else. */
+export function workerView(id: string, address: string, overrides: Partial<WorkerView> = {}): WorkerView {
   return {
     worker_id: id,
     worker_ip: address,
@@ -158,5 +159,6 @@ function view(id: string, address: string): WorkerView {
     connected_at: null,
     disconnected_at: null,
     reconnects: 0,
+    ...overrides,
   }
 }

@@ -16,31 +16,13 @@ import {
 } from '../../src/cli/format.js'
 import type { ClusterStatus, TaskView, WorkerView } from '../../src/master/views.js'
 import { CloudaiError } from '../../src/shared/errors.js'
+import { workerView } from '../support/memory-control.js'
 
 const NOW = Date.parse('2025-11-17T10:30:00.000Z')
 const ago = (ms: number): string => new Date(NOW - ms).toISOString()
 
 function worker(id: string, overrides: Partial<WorkerView> = {}): WorkerView {
-  return {
-    worker_id: id,
-    worker_ip: '127.0.0.1:50052',
-    address: '127.0.0.1:50052',
-    is_active: false,
-    status: 'inactive',
-    total_cpu: null,
-    total_memory: null,
-    total_storage: null,
-    total_gpu: null,
-    usage: null,
-    running_tasks: [],
-    reported_address: null,
-    last_heartbeat: null,
-    registered_at: ago(3_600_000),
-    connected_at: null,
-    disconnected_at: null,
-    reconnects: 0,
-    ...overrides,
-  }
+  return workerView(id, '127.0.0.1:50052', { registered_at: ago(3_600_000), ...overrides })
 }
 
 const active = worker('worker-1', {

@@ -6,9 +6,8 @@ import { Registry } from '../../src/master/registry.js'
 import { callUnary, loadProto } from '../../src/shared/proto.js'
 import type { RegisterAckMsg } from '../../src/shared/wire.js'
 import type { RunningTaskInfo, WorkerUsage } from '../../src/shared/types.js'
-import { WorkerAgent } from '../../src/worker/agent.js'
+import { startAgent } from '../support/agent.js'
 import { memoryLogger } from '../support/log.js'
-import { tempDir } from '../support/cluster.js'
 
 /** The real registry, with the arrival time of each heartbeat noted. */
 class TimedRegistry extends Registry {
@@ -33,12 +32,7 @@ test('MasterRegister is idempotent: racing and repeated calls make one registrat
   const server = new MasterGrpcServer({ registry, host: '127.0.0.1', port: 0, log })
   const masterPort = await server.start()
   t.after(() => server.close(100))
-  const agent = new WorkerAgent(
-    { id: 'w1', host: '127.0.0.1', port: 0, master: null, advertise: null, heartbeatIntervalMs: 100, joinMaxBackoffMs: 500, dataDir: tempDir(t), killGraceMs: 1000, log: { level: 'warn', pretty: false } },
-    { log },
-  )
-  await agent.start()
-  t.after(() => agent.close())
+  const agent = await startAgent(t, {}, log)
   registry.register('w1', `127.0.0.1:${agent.port}`, Date.now())
 
   const client = new (loadProto().Client)(`127.0.0.1:${agent.port}`, grpc.credentials.createInsecure())
@@ -60,13 +54,7 @@ test('MasterRegister is idempotent: racing and repeated calls make one registrat
 })
 
 test('MasterRegister with a malformed master address is refused with INVALID_ARGUMENT', async (t) => {
-  const { log } = memoryLogger('silent')
-  const agent = new WorkerAgent(
-    { id: 'w1', host: '127.0.0.1', port: 0, master: null, advertise: null, heartbeatIntervalMs: 100, joinMaxBackoffMs: 500, dataDir: tempDir(t), killGraceMs: 1000, log: { level: 'silent', pretty: false } },
-    { log },
-  )
-  await agent.start()
-  t.after(() => agent.close())
+  const agent = await startAgent(t)
   const client = new (loadProto().Client)(`127.0.0.1:${agent.port}`, grpc.credentials.createInsecure())
   t.after(() => client.close())
   for (const master_address of ['', 'no-port', 'host:99999', 'a b:1']) {

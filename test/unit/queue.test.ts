@@ -7,8 +7,7 @@ import { TaskTable } from '../../src/master/tasks.js'
 import { WorkerClients } from '../../src/master/worker-clients.js'
 import type { TaskRecord } from '../../src/shared/types.js'
 import { MemoryStore } from '../../src/store/memory.js'
-import { WorkerAgent } from '../../src/worker/agent.js'
-import { tempDir } from '../support/cluster.js'
+import { startAgent } from '../support/agent.js'
 import { memoryLogger } from '../support/log.js'
 
 /** The in-memory store, able to refuse task writes for a while (an outage). */
@@ -26,12 +25,7 @@ class FlakyStore extends MemoryStore {
 
 test('a placement the store refused is tried again once the store answers, with no other event to trigger it', { timeout: 20_000 }, async (t) => {
   const { log } = memoryLogger('silent')
-  const agent = new WorkerAgent(
-    { id: 'w1', host: '127.0.0.1', port: 0, master: null, advertise: null, heartbeatIntervalMs: 1000, joinMaxBackoffMs: 500, dataDir: tempDir(t), killGraceMs: 500, log: { level: 'silent', pretty: false } },
-    { log },
-  )
-  await agent.start()
-  t.after(() => agent.close())
+  const agent = await startAgent(t, { heartbeatIntervalMs: 1000 })
 
   const store = new FlakyStore()
   const registry = new Registry()

@@ -8,7 +8,7 @@ import { callUnary, loadProto, type MasterWorkerClient } from '../../src/shared/
 import type { AckMsg, HeartbeatAckMsg, HeartbeatMsg, RegisterAckMsg, RunningTaskMsg, TaskAckMsg, TaskMsg, TaskResultMsg, WorkerInfoMsg } from '../../src/shared/wire.js'
 import { WorkerAgent } from '../../src/worker/agent.js'
 import { DockerProbe } from '../../src/worker/runtime.js'
-import { memoryLogger } from '../support/log.js'
+import { startAgent } from '../support/agent.js'
 import { tempDir, waitUntil } from '../support/cluster.js'
 
 /**
@@ -79,13 +79,7 @@ class FakeMaster extends EventEmitter {
 }
 
 async function startWorker(t: TestContext, master: string, dataDir = tempDir(t, 'cloudai-worker-')): Promise<{ agent: WorkerAgent; client: MasterWorkerClient; dataDir: string }> {
-  const { log } = memoryLogger('silent')
-  const agent = new WorkerAgent(
-    { id: 'w1', host: '127.0.0.1', port: 0, master, advertise: null, heartbeatIntervalMs: 100, joinMaxBackoffMs: 300, dataDir, killGraceMs: 500, log: { level: 'silent', pretty: false } },
-    { log },
-  )
-  await agent.start()
-  t.after(() => agent.close())
+  const agent = await startAgent(t, { master, joinMaxBackoffMs: 300, dataDir })
   const client = new (loadProto().Client)(`127.0.0.1:${agent.port}`, grpc.credentials.createInsecure())
   t.after(() => client.close())
   return { agent, client, dataDir }
