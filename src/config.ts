@@ -27,6 +27,16 @@ export interface MasterConfig {
   dialThreads: number
   /** Time the gRPC server gives in-flight calls at shutdown before it cancels them. */
   shutdownGraceMs: number
+  /** Where telemetry lanes run: a thread per worker, `auto` (from the cores) or that many threads. */
+  telemetryThreads: 'per-worker' | 'auto' | number
+  /** History kept per worker. */
+  telemetryHistoryMs: number
+  /** Width of one history point (samples within it are averaged, peaks kept). */
+  telemetryStepMs: number
+  /** /healthz: a worker inactive for longer makes the master unhealthy. */
+  healthMaxInactiveMs: number
+  /** /healthz: every inactive worker must have been dialled within this long. */
+  healthReconnectWithinMs: number
   log: LogConfig
 }
 
@@ -61,6 +71,11 @@ export const MASTER_DEFAULTS: Omit<MasterConfig, 'log'> = {
   heartbeatTimeoutMs: 15_000,
   dialThreads: 0,
   shutdownGraceMs: 5_000,
+  telemetryThreads: 'auto',
+  telemetryHistoryMs: 3_600_000,
+  telemetryStepMs: 5_000,
+  healthMaxInactiveMs: 300_000,
+  healthReconnectWithinMs: 60_000,
 }
 
 export const WORKER_DEFAULTS: Omit<WorkerConfig, 'id' | 'log'> = {

@@ -47,6 +47,10 @@ export const LOG_OPTIONS = withEnv({
   'log-pretty': { type: 'boolean', default: false, describe: 'human-readable logs instead of JSON lines' },
 })
 
+const MAX_TELEMETRY_THREADS = 64
+// Points per worker's history: 1 h at 1 s, 48 bytes each (about 170 KiB a worker).
+const MAX_HISTORY_POINTS = 3600
+
 export const MASTER_OPTIONS = withEnv({
   'master-id': { type: 'string', default: MASTER_DEFAULTS.masterId, describe: 'identity sent to workers in MasterRegister' },
   'grpc-host': { type: 'string', default: MASTER_DEFAULTS.grpcHost, describe: 'interface for the gRPC server' },
@@ -60,6 +64,11 @@ export const MASTER_OPTIONS = withEnv({
   'heartbeat-timeout': { type: 'string', default: formatDuration(MASTER_DEFAULTS.heartbeatTimeoutMs), describe: 'silence after which a worker is inactive (more than 0)' },
   'dial-threads': { type: 'string', default: String(MASTER_DEFAULTS.dialThreads), describe: 'threads of the dial pool (0 = from the cores)' },
   'shutdown-grace': { type: 'string', default: formatDuration(MASTER_DEFAULTS.shutdownGraceMs), describe: 'time in-flight gRPC calls get at shutdown' },
+  'telemetry-threads': { type: 'string', default: String(MASTER_DEFAULTS.telemetryThreads), describe: `where heartbeats are processed: per-worker (a thread each), auto (from the cores) or a thread count up to ${MAX_TELEMETRY_THREADS}` },
+  'telemetry-history': { type: 'string', default: formatDuration(MASTER_DEFAULTS.telemetryHistoryMs), describe: 'usage history kept per worker (1m to 24h)' },
+  'telemetry-step': { type: 'string', default: formatDuration(MASTER_DEFAULTS.telemetryStepMs), describe: 'width of one history point (100ms to 10m; samples within it are averaged)' },
+  'health-max-inactive': { type: 'string', default: formatDuration(MASTER_DEFAULTS.healthMaxInactiveMs), describe: '/healthz fails when a worker is inactive longer than this (more than 0)' },
+  'health-reconnect-within': { type: 'string', default: formatDuration(MASTER_DEFAULTS.healthReconnectWithinMs), describe: '/healthz fails when an inactive worker was not dialled within this (more than 0)' },
 })
 
 export const WORKER_OPTIONS = withEnv({
@@ -216,6 +225,23 @@ function dialThreads(value: unknown, field: string): number {
   return Number(text)
 }
 
+function telemetryThreads(value: unknown, field: string): 'per-worker' | 'auto' | number {
+  if (value === 'per-worker' || value === 'auto') return value
+  const text = typeof value === 'number' ? String(value) : value
+  if (typeof text !== 'string' || !/^\d{1,3}$/.test(text) || Number(text) < 1 || Number(text) > MAX_TELEMETRY_THREADS) {
+    throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${field} ${JSON.stringify(value)} is not a telemetry placement: use per-worker, auto or a whole number from 1 to ${MAX_TELEMETRY_THREADS}`)
+  }
+  return Number(text)
+}
+
+function durationWithin(min: number, max: number) {
+  return (value: unknown, field: string): number => {
+    const ms = parseDuration(value, field)
+    if (ms < min || ms > max) throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${field} ${JSON.stringify(value)} is out of range: use from ${formatDuration(min)} to ${formatDuration(max)}`)
+    return ms
+  }
+}
+
 function logLevel(value: unknown, field: string): LevelWithSilent {
   if (typeof value !== 'string' || !(LOG_LEVELS as readonly string[]).includes(value)) {
     throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${field} ${JSON.stringify(value)} is not a log level: use one of ${LOG_LEVELS.join(', ')}`)
@@ -246,6 +272,18 @@ export function buildLogConfig(argv: Argv): LogConfig {
 }
 
 export function buildMasterConfig(argv: Argv): MasterConfig {
+  const config = readMasterConfig(argv)
+  const points = Math.ceil(config.telemetryHistoryMs / config.telemetryStepMs)
+  if (points > MAX_HISTORY_POINTS) {
+    throw new CloudaiError(
+      'CLOUDAI_BAD_CONFIG',
+      `--telemetry-history ${formatDuration(config.telemetryHistoryMs)} at --telemetry-step ${formatDuration(config.telemetryStepMs)} is ${points} points per worker: at most ${MAX_HISTORY_POINTS}; use a wider step or a shorter history`,
+    )
+  }
+  return config
+}
+
+function readMasterConfig(argv: Argv): MasterConfig {
   const d = MASTER_DEFAULTS
   return {
     masterId: read(argv, 'master-id', d.masterId, nonEmpty(128)),
@@ -261,6 +299,11 @@ export function buildMasterConfig(argv: Argv): MasterConfig {
     heartbeatTimeoutMs: read(argv, 'heartbeat-timeout', d.heartbeatTimeoutMs, positiveDuration),
     dialThreads: read(argv, 'dial-threads', d.dialThreads, dialThreads),
     shutdownGraceMs: read(argv, 'shutdown-grace', d.shutdownGraceMs, parseDuration),
+    telemetryThreads: read(argv, 'telemetry-threads', d.telemetryThreads, telemetryThreads),
+    telemetryHistoryMs: read(argv, 'telemetry-history', d.telemetryHistoryMs, durationWithin(60_000, 24 * 3_600_000)),
+    telemetryStepMs: read(argv, 'telemetry-step', d.telemetryStepMs, durationWithin(100, 600_000)),
+    healthMaxInactiveMs: read(argv, 'health-max-inactive', d.healthMaxInactiveMs, positiveDuration),
+    healthReconnectWithinMs: read(argv, 'health-reconnect-within', d.healthReconnectWithinMs, positiveDuration),
     log: buildLogConfig(argv),
   }
 }

@@ -1,5 +1,6 @@
 import type { TaskStatus } from '../shared/types.js'
-import type { ClusterStatus, TaskView, WorkerView } from './views.js'
+import type { HealthReport } from './health.js'
+import type { ClusterStatus, TaskView, WorkerMetricsView, WorkerView } from './views.js'
 
 /**
  * What an operator can do to a running master. The HTTP API and the interactive prompt are two
@@ -22,6 +23,16 @@ export interface MasterControl {
   /** Removes the worker from memory and the store and cancels every dial to it. */
   unregisterWorker(id: string): Promise<{ worker_id: string; persisted: boolean }>
   status(): ClusterStatus
+  /**
+   * A worker's telemetry: latest usage, rolling averages and peaks, history from `since` (epoch ms),
+   * uptime, time since its last heartbeat, reconnects. A registered worker that never connected has
+   * `has_data: false` (not an error). @throws CLOUDAI_BAD_WORKER_ID, CLOUDAI_UNKNOWN_WORKER
+   */
+  workerMetrics(id: string, query: { since?: number }): WorkerMetricsView
+  /** The health criteria of the CloudAI guide (see health.ts). */
+  health(): HealthReport
+  /** Everything /metrics shows, in the Prometheus text format. */
+  metrics(): Promise<{ contentType: string; body: string }>
 
   /**
    * Submits a task from an operator body (see README: command, name, req_cpu / cpu_required, ...,

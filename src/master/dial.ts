@@ -1,4 +1,5 @@
 import * as grpc from '@grpc/grpc-js'
+import { C, Counters, DIAL_OUTCOME_COUNTER } from '../shared/counters.js'
 import { DIAL_CHANNEL_OPTIONS, loadProto } from '../shared/proto.js'
 import type { RegisterAckMsg } from '../shared/wire.js'
 
@@ -17,6 +18,8 @@ export interface DialRequest {
   /** Index into `cancelFlags`; -1 when this dial cannot be cancelled. */
   cancelSlot: number
   cancelFlags: Int32Array | null
+  /** The master's counters (shared memory): the dial's thread counts attempts and outcomes itself. */
+  counters: SharedArrayBuffer | null
 }
 
 export type DialOutcome = 'success' | 'rejected' | 'refused' | 'timeout' | 'cancelled' | 'error'
@@ -28,12 +31,31 @@ export interface DialResult {
   elapsedMs: number
 }
 
+// One view per buffer and thread: a dial thread serves one master, so this holds one entry.
+const views = new WeakMap<SharedArrayBuffer, Counters>()
+
+function countersOf(buffer: SharedArrayBuffer | null): Counters | null {
+  if (!buffer) return null
+  let c = views.get(buffer)
+  if (!c) views.set(buffer, (c = new Counters(buffer)))
+  return c
+}
+
 export async function dialMasterRegister(req: DialRequest): Promise<DialResult> {
   const started = Date.now()
-  const result = (outcome: DialOutcome, message: string): DialResult => ({ workerId: req.workerId, outcome, message, elapsedMs: Date.now() - started })
+  const counters = countersOf(req.counters)
+  const result = (outcome: DialOutcome, message: string): DialResult => {
+    const elapsedMs = Date.now() - started
+    if (counters) {
+      counters.add(DIAL_OUTCOME_COUNTER[outcome])
+      if (outcome !== 'cancelled') counters.observe('dialMs', elapsedMs)
+    }
+    return { workerId: req.workerId, outcome, message, elapsedMs }
+  }
   if (isCancelled(req)) return result('cancelled', 'cancelled before the dial started')
   if (Date.now() >= req.deadline) return result('timeout', 'the dial deadline passed while it waited for a thread')
 
+  counters?.add(C.DIAL_ATTEMPTS)
   const { Client } = loadProto()
   const client = new Client(req.address, grpc.credentials.createInsecure(), DIAL_CHANNEL_OPTIONS)
   let settled = false

@@ -2,7 +2,7 @@ import { availableParallelism } from 'node:os'
 import { Piscina } from 'piscina'
 import { dialMasterRegister, type DialRequest, type DialResult } from './dial.js'
 
-export type DialTarget = Omit<DialRequest, 'deadline' | 'cancelSlot' | 'cancelFlags'>
+export type DialTarget = Omit<DialRequest, 'deadline' | 'cancelSlot' | 'cancelFlags' | 'counters'>
 
 export interface PendingDial {
   promise: Promise<DialResult>
@@ -13,6 +13,8 @@ export interface PendingDial {
 /** Where reconnection dials run. The master uses the pool; the bench compares it with inline. */
 export interface Dialer {
   readonly kind: 'pool' | 'inline'
+  /** The shared counters dials count into (attempts, outcomes, dial time); null counts nothing. */
+  counters?: SharedArrayBuffer | null
   dial(target: DialTarget): PendingDial
   close(): Promise<void>
 }
@@ -48,12 +50,14 @@ class CancelSlots {
 abstract class SlottedDialer implements Dialer {
   abstract readonly kind: 'pool' | 'inline'
   private readonly slots = new CancelSlots()
+  /** Set by the master: dials count themselves into its shared counters. */
+  counters: SharedArrayBuffer | null = null
 
   protected abstract run(req: DialRequest): Promise<DialResult>
 
   dial(target: DialTarget): PendingDial {
     const slot = this.slots.take()
-    const req: DialRequest = { ...target, deadline: Date.now() + target.timeoutMs, cancelSlot: slot, cancelFlags: slot >= 0 ? this.slots.flags : null }
+    const req: DialRequest = { ...target, deadline: Date.now() + target.timeoutMs, cancelSlot: slot, cancelFlags: slot >= 0 ? this.slots.flags : null, counters: this.counters }
     const promise = this.run(req).finally(() => this.slots.release(slot))
     return { promise, cancel: () => this.slots.cancel(slot) }
   }

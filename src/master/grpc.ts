@@ -5,7 +5,8 @@ import { loadProto } from '../shared/proto.js'
 import { bindAddress } from '../shared/advertise.js'
 import { MAX_RUNNING_TASKS, validateAmount, validatePercent, validateString, validateTaskId, validateWorkerId } from '../shared/validation.js'
 import type { AckMsg, HeartbeatAckMsg, HeartbeatMsg, RegisterAckMsg, TaskResultMsg, WorkerInfoMsg } from '../shared/wire.js'
-import type { RunningTaskInfo } from '../shared/types.js'
+import type { RunningTaskInfo, WorkerUsage } from '../shared/types.js'
+import { C, type Counters } from '../shared/counters.js'
 import type { Registry } from './registry.js'
 
 /** What the task side of the master needs from the gRPC service. */
@@ -15,19 +16,38 @@ export interface TaskHooks {
   onCompletion(result: TaskResultMsg): Promise<boolean>
 }
 
+/** Where accepted heartbeats go after the registry: the telemetry lanes (off the main thread). */
+export interface HeartbeatSink {
+  ingest(workerId: string, usage: WorkerUsage, running: RunningTaskInfo[]): void
+}
+
 const MAX_LOGS_BYTES = 1024 * 1024 + 1024
 
 export interface MasterGrpcOptions {
   registry: Registry
   tasks?: TaskHooks
+  telemetry?: HeartbeatSink
+  counters?: Counters
   host: string
   port: number
   log: Logger
   now?: () => number
 }
 
+// Shared by every empty heartbeat: most workers run nothing most of the time.
+const NO_TASKS: RunningTaskInfo[] = Object.freeze([]) as unknown as RunningTaskInfo[]
+
+/** One open StreamHeartbeats call. `done` is set once its outcome is counted and logged. */
+interface HeartbeatStream {
+  call: grpc.ServerDuplexStream<HeartbeatMsg, HeartbeatAckMsg>
+  /** The worker it speaks for, from its first accepted heartbeat; null until then. */
+  workerId: string | null
+  done: boolean
+}
+
 /**
- * The master's side of the MasterWorker service: RegisterWorker and SendHeartbeat. Every field
+ * The master's side of the MasterWorker service: RegisterWorker, SendHeartbeat, StreamHeartbeats
+ * and ReportTaskCompletion. Every field
  * from a peer is validated before it reaches the registry; a refusal is a gRPC status with a
  * message that says why (CloudAI peers only look at the status), and never changes state.
  */
@@ -35,6 +55,7 @@ export class MasterGrpcServer {
   private server: grpc.Server | null = null
   private boundPort = 0
   private readonly now: () => number
+  private readonly streams = new Set<HeartbeatStream>()
 
   constructor(private readonly opts: MasterGrpcOptions) {
     this.now = opts.now ?? Date.now
@@ -49,6 +70,7 @@ export class MasterGrpcServer {
     server.addService(loadProto().service, {
       RegisterWorker: (call: grpc.ServerUnaryCall<WorkerInfoMsg, RegisterAckMsg>, cb: grpc.sendUnaryData<RegisterAckMsg>) => this.registerWorker(call, cb),
       SendHeartbeat: (call: grpc.ServerUnaryCall<HeartbeatMsg, HeartbeatAckMsg>, cb: grpc.sendUnaryData<HeartbeatAckMsg>) => this.sendHeartbeat(call, cb),
+      StreamHeartbeats: (call: grpc.ServerDuplexStream<HeartbeatMsg, HeartbeatAckMsg>) => this.streamHeartbeats(call),
       ...(this.opts.tasks
         ? { ReportTaskCompletion: (call: grpc.ServerUnaryCall<TaskResultMsg, AckMsg>, cb: grpc.sendUnaryData<AckMsg>) => this.reportTaskCompletion(call, cb) }
         : {}),
@@ -87,7 +109,84 @@ export class MasterGrpcServer {
   }
 
   private sendHeartbeat(call: grpc.ServerUnaryCall<HeartbeatMsg, HeartbeatAckMsg>, cb: grpc.sendUnaryData<HeartbeatAckMsg>): void {
-    const req = call.request
+    try {
+      this.acceptHeartbeat(call.request)
+      cb(null, { success: true })
+    } catch (err) {
+      this.refuse('SendHeartbeat', call.request.worker_id, err, cb)
+    }
+  }
+
+  /**
+   * A worker's heartbeats on one long-lived call. Nothing is written back while they are accepted;
+   * the first refusal ends the call with the status SendHeartbeat would have answered. How the
+   * stream ends changes no worker state: liveness stays with the heartbeat timeout, so a worker
+   * that restarts its stream cleanly (or briefly loses it) is never marked inactive for that.
+   */
+  private streamHeartbeats(call: grpc.ServerDuplexStream<HeartbeatMsg, HeartbeatAckMsg>): void {
+    const stream: HeartbeatStream = { call, workerId: null, done: false }
+    this.streams.add(stream)
+    this.opts.counters?.add(C.HEARTBEAT_STREAMS_OPENED)
+    call.on('data', (msg: HeartbeatMsg) => this.streamedHeartbeat(stream, msg))
+    // grpc-js ends the read side of a call that broke, too, just before it reports the cancel
+    // (within the same turn of the event loop): only an end that no cancel follows is clean.
+    call.on('end', () => setImmediate(() => this.streamEnded(stream)))
+    call.on('cancelled', () => this.streamBroke(stream, 'cancelled'))
+    // Also the path of our own refusals (grpc-js turns an 'error' into the call's status); those
+    // are already done, so only errors of the call itself count as a break.
+    call.on('error', (err: Error) => this.streamBroke(stream, err.message))
+  }
+
+  private streamedHeartbeat(stream: HeartbeatStream, msg: HeartbeatMsg): void {
+    if (stream.done) return
+    try {
+      if (stream.workerId !== null && msg.worker_id !== stream.workerId) {
+        throw new CloudaiError('CLOUDAI_BAD_FIELD', `worker_id changed mid-stream from ${stream.workerId} to ${String(msg.worker_id).slice(0, 80)}; one stream carries one worker's heartbeats`)
+      }
+      this.acceptHeartbeat(msg)
+    } catch (err) {
+      this.finishStream(stream, this.refusalStatus('StreamHeartbeats', msg.worker_id, err))
+      return
+    }
+    if (stream.workerId === null) {
+      stream.workerId = msg.worker_id
+      this.opts.log.debug({ workerId: msg.worker_id }, `Heartbeats from worker ${msg.worker_id} arrive on a stream`)
+    }
+  }
+
+  /** The worker half-closed: it is done with this stream (shutting down, or opening another). */
+  private streamEnded(stream: HeartbeatStream): void {
+    if (stream.done) return
+    this.opts.counters?.add(C.HEARTBEAT_STREAMS_ENDED)
+    this.opts.log.debug({ workerId: stream.workerId }, `Heartbeat stream from worker ${stream.workerId ?? '(unidentified)'} ended`)
+    this.finishStream(stream, null)
+  }
+
+  /** Worker killed, connection reset, call cancelled: logged, and left to the heartbeat timeout. */
+  private streamBroke(stream: HeartbeatStream, reason: string): void {
+    if (stream.done) return
+    stream.done = true
+    this.streams.delete(stream)
+    this.opts.counters?.add(C.HEARTBEAT_STREAMS_BROKEN)
+    this.opts.log.info({ workerId: stream.workerId, reason }, `Heartbeat stream from worker ${stream.workerId ?? '(unidentified)'} broke (${reason})`)
+  }
+
+  /** Ends the call: OK for `null`, else with that error status (grpc-js sends it as the trailers). */
+  private finishStream(stream: HeartbeatStream, status: grpc.ServerErrorResponse | null): void {
+    stream.done = true
+    this.streams.delete(stream)
+    if (status) stream.call.emit('error', status)
+    else stream.call.end()
+  }
+
+  /**
+   * One heartbeat, from the unary RPC or a stream: validated, stamped on the registry (liveness),
+   * reconciled against the task table, then handed to the worker's telemetry lane.
+   * @throws CloudaiError when the heartbeat is refused (nothing changed)
+   */
+  acceptHeartbeat(req: HeartbeatMsg): void {
+    const counters = this.opts.counters
+    counters?.add(C.HEARTBEATS_RECEIVED)
     try {
       const id = validateWorkerId(req.worker_id)
       const usage = {
@@ -98,7 +197,7 @@ export class MasterGrpcServer {
       }
       const tasks = req.running_tasks ?? []
       if (tasks.length > MAX_RUNNING_TASKS) throw new CloudaiError('CLOUDAI_BAD_FIELD', `running_tasks lists ${tasks.length} tasks; at most ${MAX_RUNNING_TASKS}`)
-      const running: RunningTaskInfo[] = tasks.map((t, i) => ({
+      const running: RunningTaskInfo[] = tasks.length === 0 ? NO_TASKS : tasks.map((t, i) => ({
         taskId: validateString(t.task_id, `running_tasks[${i}].task_id`, { required: true }),
         cpu: validateAmount(t.cpu_allocated, `running_tasks[${i}].cpu_allocated`),
         memory: validateAmount(t.memory_allocated, `running_tasks[${i}].memory_allocated`),
@@ -106,11 +205,13 @@ export class MasterGrpcServer {
         status: validateString(t.status, `running_tasks[${i}].status`, { max: 32 }),
         attempt: validateAmount(t.attempt ?? 0, `running_tasks[${i}].attempt`, 1e6),
       }))
-      this.opts.registry.heartbeat(id, usage, running, this.now())
+      const now = this.now()
+      this.opts.registry.heartbeat(id, usage, running, now)
       this.opts.tasks?.onHeartbeat(id, running)
-      cb(null, { success: true })
+      this.opts.telemetry?.ingest(id, usage, running)
     } catch (err) {
-      this.refuse('SendHeartbeat', req.worker_id, err, cb)
+      counters?.add(C.HEARTBEATS_REFUSED)
+      throw err
     }
   }
 
@@ -140,12 +241,15 @@ export class MasterGrpcServer {
   }
 
   private refuse(rpc: string, workerId: unknown, err: unknown, cb: grpc.sendUnaryData<never>): void {
+    cb(this.refusalStatus(rpc, workerId, err))
+  }
+
+  /** Logs a refusal and builds its status: the same for a unary answer and a stream's end. */
+  private refusalStatus(rpc: string, workerId: unknown, err: unknown): grpc.ServerErrorResponse {
     const e = toCloudaiError(err)
     if (e.code === 'CLOUDAI_INTERNAL') this.opts.log.error({ rpc, err }, `${rpc} failed`)
     else this.opts.log.debug({ rpc, workerId: String(workerId).slice(0, 80), code: e.code, reason: e.message }, `${rpc} refused`)
-    const metadata = new grpc.Metadata()
-    metadata.set('cloudai-error-code', e.code)
-    cb({ code: e.grpcStatus, details: `${e.message} (${e.code})`, metadata })
+    return errorStatus(e)
   }
 
   /** Stops accepting calls, lets in-flight ones finish within `graceMs`, then cancels the rest. */
@@ -153,6 +257,10 @@ export class MasterGrpcServer {
     const server = this.server
     if (!server) return
     this.server = null
+    // Heartbeat streams never finish by themselves: tryShutdown would wait for them until the
+    // grace ran out. Ended here, their workers see UNAVAILABLE and go back to registering.
+    const shuttingDown = errorStatus(new CloudaiError('CLOUDAI_SHUTTING_DOWN', 'master shutting down'))
+    for (const stream of [...this.streams]) this.finishStream(stream, shuttingDown)
     await new Promise<void>((resolve) => {
       const force = setTimeout(() => {
         server.forceShutdown()
@@ -164,4 +272,11 @@ export class MasterGrpcServer {
       })
     })
   }
+}
+
+/** The status of a refusal: the code's gRPC status, a reason, and the code itself as metadata. */
+function errorStatus(e: CloudaiError): grpc.ServerErrorResponse {
+  const metadata = new grpc.Metadata()
+  metadata.set('cloudai-error-code', e.code)
+  return { name: 'CloudaiError', message: e.message, code: e.grpcStatus, details: `${e.message} (${e.code})`, metadata }
 }

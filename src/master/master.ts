@@ -4,6 +4,7 @@ import { advertiseHost } from '../shared/advertise.js'
 import { CloudaiError } from '../shared/errors.js'
 import { validateAddress, validateTaskId, validateWorkerId } from '../shared/validation.js'
 import type { TaskStatus } from '../shared/types.js'
+import { Counters } from '../shared/counters.js'
 import type { Store } from '../store/store.js'
 import { SqliteStore } from '../store/sqlite.js'
 import { StoreWriter } from '../store/writer.js'
@@ -11,7 +12,10 @@ import { HttpApi } from './api/http.js'
 import type { MasterControl } from './control.js'
 import { PoolDialer, type Dialer } from './dialer.js'
 import { MasterGrpcServer } from './grpc.js'
+import { checkHealth, type HealthReport } from './health.js'
 import { Liveness } from './liveness.js'
+import { MasterMetrics } from './metrics.js'
+import { autoTelemetryThreads, TelemetryHub } from './telemetry.js'
 import { QueueProcessor } from './queue.js'
 import { neverFitsReason } from './scheduler.js'
 import { parseTaskInput } from './task-input.js'
@@ -19,7 +23,7 @@ import { TaskTable } from './tasks.js'
 import { WorkerClients } from './worker-clients.js'
 import { ReconnectMonitor } from './reconnect.js'
 import { Registry } from './registry.js'
-import { toTaskView, toWorkerView, type ClusterStatus, type TaskView, type WorkerView } from './views.js'
+import { toTaskView, toWorkerMetricsView, toWorkerView, type ClusterStatus, type TaskView, type WorkerMetricsView, type WorkerView } from './views.js'
 
 export interface MasterDeps {
   log: Logger
@@ -38,6 +42,10 @@ type Phase = 'new' | 'starting' | 'running' | 'closing' | 'closed'
 export class Master implements MasterControl {
   readonly registry = new Registry()
   readonly tasks: TaskTable
+  /** The hot counters in shared memory: every thread counts here; /metrics and the bench read them. */
+  readonly counters = new Counters()
+  readonly telemetry: TelemetryHub
+  private readonly metricsView: MasterMetrics
   private readonly queue: QueueProcessor
   private readonly log: Logger
   private readonly store: Store
@@ -56,6 +64,7 @@ export class Master implements MasterControl {
     this.log = deps.log
     this.store = deps.store ?? new SqliteStore(config.dataDir)
     this.dialer = deps.dialer ?? new PoolDialer({ threads: config.dialThreads })
+    this.dialer.counters = this.counters.buffer
     this.writer = new StoreWriter(this.store, this.registry, { log: this.log })
     this.tasks = new TaskTable(this.store)
     this.queue = new QueueProcessor({ tasks: this.tasks, registry: this.registry, clients: new WorkerClients(), log: this.log, heartbeatTimeoutMs: config.heartbeatTimeoutMs })
@@ -67,7 +76,22 @@ export class Master implements MasterControl {
       masterAddress: () => this.advertised,
       log: this.log,
     })
-    this.grpc = new MasterGrpcServer({ registry: this.registry, tasks: this.queue, host: config.grpcHost, port: config.grpcPort, log: this.log })
+    this.telemetry = new TelemetryHub(this.registry, {
+      placement: config.telemetryThreads === 'auto' ? autoTelemetryThreads() : config.telemetryThreads,
+      counters: this.counters,
+      log: this.log,
+      historyMs: config.telemetryHistoryMs,
+      stepMs: config.telemetryStepMs,
+      summaryMs: Math.min(1000, config.telemetryStepMs),
+    })
+    this.metricsView = new MasterMetrics({
+      counters: this.counters,
+      registry: this.registry,
+      telemetry: this.telemetry,
+      monitor: () => this.monitor.status,
+      taskCounts: () => this.tasks.counts(),
+    })
+    this.grpc = new MasterGrpcServer({ registry: this.registry, tasks: this.queue, telemetry: this.telemetry, counters: this.counters, host: config.grpcHost, port: config.grpcPort, log: this.log })
     this.http = new HttpApi({ control: this, host: config.httpHost, port: config.httpPort, log: this.log })
   }
 
@@ -110,6 +134,13 @@ export class Master implements MasterControl {
       log.info({ step: 4, queued: c.queued }, `Queue processor started (${c.queued} task(s) queued)`)
 
       this.liveness.start()
+      this.telemetry.start()
+      this.metricsView.start()
+      const placement = this.telemetry.placement
+      log.info(
+        { telemetryThreads: placement, historyMs: this.config.telemetryHistoryMs, stepMs: this.config.telemetryStepMs },
+        placement === 'per-worker' ? 'Telemetry started: one thread per connected worker' : `Telemetry started on ${placement} thread(s)`,
+      )
       // Logs "Worker reconnection monitor started" (or the warning that it is disabled).
       this.monitor.start()
 
@@ -150,6 +181,9 @@ export class Master implements MasterControl {
     this.liveness.close()
     log.info({ graceMs: this.config.shutdownGraceMs }, 'Shutting down: stopping the gRPC server (draining in-flight calls)')
     await this.grpc.close(this.config.shutdownGraceMs)
+    log.info('Shutting down: stopping the telemetry threads')
+    this.metricsView.close()
+    await this.telemetry.close()
     log.info('Shutting down: closing the store')
     const final = await this.writer.close()
     if (!final.healthy || final.pending > 0) {
@@ -252,6 +286,27 @@ export class Master implements MasterControl {
     const t = this.tasks.get(view.task_id)
     const never = t ? neverFitsReason(t, this.registry.values()) : null
     return never ? { ...view, reason: never } : view
+  }
+
+  workerMetrics(id: string, query: { since?: number }): WorkerMetricsView {
+    const w = this.registry.require(validateWorkerId(id, 'worker id'))
+    const now = Date.now()
+    return toWorkerMetricsView(w, this.telemetry.summary(w.id), this.telemetry.history(w.id, query.since ?? 0), this.telemetry.stepMs, now)
+  }
+
+  health(): HealthReport {
+    return checkHealth({
+      now: Date.now(),
+      startedAt: this.startedAt || Date.now(),
+      monitor: this.monitor.status,
+      lastDialStartedAt: (id) => this.monitor.lastDialStartedAt(id),
+      workers: this.registry.values(),
+      thresholds: { maxInactiveMs: this.config.healthMaxInactiveMs, reconnectWithinMs: this.config.healthReconnectWithinMs },
+    })
+  }
+
+  async metrics(): Promise<{ contentType: string; body: string }> {
+    return { contentType: this.metricsView.contentType, body: await this.metricsView.text() }
   }
 
   status(): ClusterStatus {

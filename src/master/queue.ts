@@ -233,6 +233,8 @@ export class QueueProcessor {
   onHeartbeat(workerId: string, listed: RunningTaskInfo[]): void {
     if (this.closed) return
     const { tasks } = this.opts
+    // Most heartbeats, from most workers, list nothing and have nothing to reconcile.
+    if (listed.length === 0 && tasks.onWorkerCount(workerId) === 0) return
     const seen = new Set<string>()
     for (const r of listed) {
       seen.add(r.taskId)

@@ -33,7 +33,12 @@ export class ReconnectMonitor {
   private passRunning: Promise<void> | null = null
   private state: MonitorState = 'stopped'
   private closed = false
-  private readonly onUnregistered = (w: WorkerRecord): void => this.cancel(w.id)
+  /** When each worker's latest dial started: /healthz checks inactive workers are dialled often enough. */
+  private readonly lastDial = new Map<string, number>()
+  private readonly onUnregistered = (w: WorkerRecord): void => {
+    this.lastDial.delete(w.id)
+    this.cancel(w.id)
+  }
 
   constructor(
     private readonly registry: Registry,
@@ -53,6 +58,10 @@ export class ReconnectMonitor {
 
   isDialing(id: string): boolean {
     return this.inflight.has(id)
+  }
+
+  lastDialStartedAt(id: string): number | null {
+    return this.lastDial.get(id) ?? null
   }
 
   start(): void {
@@ -119,6 +128,7 @@ export class ReconnectMonitor {
     })
     const entry = { ...pending, address: w.address }
     this.inflight.set(w.id, entry)
+    this.lastDial.set(w.id, this.clock.now())
     return pending.promise.then(
       (result) => {
         if (this.inflight.get(w.id) === entry) this.inflight.delete(w.id)

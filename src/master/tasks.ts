@@ -70,6 +70,11 @@ export class TaskTable extends EventEmitter<TaskEvents> {
   }
 
   /** Tasks the master has placed on this worker (assigned or running). */
+  /** How many tasks the table places on a worker (no allocation: the heartbeat path asks it). */
+  onWorkerCount(workerId: string): number {
+    return this.onWorker.get(workerId)?.size ?? 0
+  }
+
   onWorkerTasks(workerId: string): TaskRecord[] {
     const ids = this.onWorker.get(workerId)
     if (!ids) return []

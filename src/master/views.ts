@@ -1,3 +1,4 @@
+import type { HistoryPoint, LaneSummary, WindowName } from '../shared/lane.js'
 import type { TaskRecord, TaskStatus, WorkerRecord } from '../shared/types.js'
 
 // The JSON shapes the master shows to operators (REST, prompt, CLI). CloudAI's field names are
@@ -110,5 +111,88 @@ export function toTaskView(t: TaskRecord, logsLimit = Number.POSITIVE_INFINITY):
     reason: t.reason,
     logs: t.logsTail.length > logsLimit ? t.logsTail.slice(-logsLimit) : t.logsTail,
     history: t.history.map((h) => ({ status: h.status, at: iso(h.at) as string, worker_id: h.workerId, reason: h.reason })),
+  }
+}
+
+interface UsageView {
+  cpu: number
+  memory: number
+  storage: number
+  gpu: number
+}
+
+/** GET /api/workers/{id}/metrics. `has_data` is false for a worker that never connected. */
+export interface WorkerMetricsView {
+  worker_id: string
+  is_active: boolean
+  has_data: boolean
+  /** Seconds since the worker connected, while it is active. */
+  uptime_s: number | null
+  last_heartbeat: string | null
+  since_last_heartbeat_ms: number | null
+  reconnects: number
+  registered_at: string
+  connected_at: string | null
+  disconnected_at: string | null
+  latest: (UsageView & { at: string; running_tasks: number }) | null
+  /** Averages weighted by samples over the last 1m, 5m, 15m and 1h; null where no sample fell. */
+  averages: Record<WindowName, (UsageView & { running_tasks: number; samples: number }) | null>
+  peaks: Record<WindowName, UsageView | null>
+  samples_processed: number
+  samples_dropped: number
+  /** When the telemetry thread computed the averages (they trail the heartbeats by at most a second). */
+  summarized_at: string | null
+  history_step_ms: number
+  history: (UsageView & { at: string; samples: number; running_tasks: number; cpu_peak: number; memory_peak: number; storage_peak: number; gpu_peak: number })[]
+}
+
+const NO_WINDOWS = { '1m': null, '5m': null, '15m': null, '1h': null } as const
+
+export function toWorkerMetricsView(w: WorkerRecord, summary: LaneSummary | null, history: HistoryPoint[] | null, stepMs: number, now: number): WorkerMetricsView {
+  const windows = summary?.windows
+  const averages = { ...NO_WINDOWS } as WorkerMetricsView['averages']
+  const peaks = { ...NO_WINDOWS } as WorkerMetricsView['peaks']
+  if (windows) {
+    for (const [name, stats] of Object.entries(windows) as [WindowName, (typeof windows)[WindowName]][]) {
+      if (!stats) continue
+      const { running, ...usage } = stats.average
+      averages[name] = { ...usage, running_tasks: running, samples: stats.samples }
+      peaks[name] = { ...stats.peak }
+    }
+  }
+  const latest = summary?.latest
+  return {
+    worker_id: w.id,
+    is_active: w.isActive,
+    has_data: w.lastHeartbeat !== null || (history?.length ?? 0) > 0,
+    uptime_s: w.isActive && w.connectedAt !== null ? Math.max(0, Math.round((now - w.connectedAt) / 1000)) : null,
+    last_heartbeat: iso(w.lastHeartbeat),
+    since_last_heartbeat_ms: w.lastHeartbeat === null ? null : Math.max(0, now - w.lastHeartbeat),
+    reconnects: w.reconnects,
+    registered_at: iso(w.registeredAt) as string,
+    connected_at: iso(w.connectedAt),
+    disconnected_at: iso(w.disconnectedAt),
+    latest: latest
+      ? { at: new Date(Math.round(latest.at)).toISOString(), cpu: latest.cpu, memory: latest.memory, storage: latest.storage, gpu: latest.gpu, running_tasks: latest.running }
+      : null,
+    averages,
+    peaks,
+    samples_processed: summary?.processed ?? 0,
+    samples_dropped: summary?.dropped ?? 0,
+    summarized_at: summary ? new Date(summary.at).toISOString() : null,
+    history_step_ms: stepMs,
+    history: (history ?? []).map((p) => ({
+      at: new Date(p.at).toISOString(),
+      samples: p.samples,
+      cpu: p.cpu,
+      memory: p.memory,
+      storage: p.storage,
+      gpu: p.gpu,
+      running_tasks: p.running,
+      cpu_peak: p.cpuPeak,
+      memory_peak: p.memoryPeak,
+      storage_peak: p.storagePeak,
+      gpu_peak: p.gpuPeak,
+    })),
   }
 }

@@ -30,6 +30,7 @@ function bad(field: string, value: unknown): CloudaiError {
 
 export function formatDuration(ms: number): string {
   if (ms < 1000) return `${ms}ms`
+  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`
   if (ms % 60_000 === 0) return `${ms / 60_000}m`
   return `${ms / 1000}s`
 }

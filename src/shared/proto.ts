@@ -21,6 +21,7 @@ type Unary<Req, Res> = (req: Req, metadata: grpc.Metadata, options: Partial<grpc
 
 /** The MasterWorker client, typed with the wire shapes. */
 export interface MasterWorkerClient extends grpc.Client {
+  StreamHeartbeats: (metadata?: grpc.Metadata, options?: Partial<grpc.CallOptions>) => grpc.ClientDuplexStream<HeartbeatMsg, HeartbeatAckMsg>
   RegisterWorker: Unary<WorkerInfoMsg, RegisterAckMsg>
   SendHeartbeat: Unary<HeartbeatMsg, HeartbeatAckMsg>
   ReportTaskCompletion: Unary<TaskResultMsg, AckMsg>

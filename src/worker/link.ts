@@ -3,7 +3,12 @@ import type { Logger } from '../shared/log.js'
 import { Backoff } from '../shared/backoff.js'
 import { callUnary, loadProto, type MasterWorkerClient } from '../shared/proto.js'
 import type { WorkerSpecs, WorkerUsage } from '../shared/types.js'
-import type { AckMsg, HeartbeatAckMsg, RegisterAckMsg, RunningTaskMsg, TaskResultMsg } from '../shared/wire.js'
+import type { AckMsg, HeartbeatAckMsg, HeartbeatMsg, RegisterAckMsg, RunningTaskMsg, TaskResultMsg } from '../shared/wire.js'
+
+type HeartbeatStream = grpc.ClientDuplexStream<HeartbeatMsg, HeartbeatAckMsg>
+
+/** How long a stream we half-closed may wait for the master's status before it is cancelled. */
+const STREAM_END_GRACE_MS = 1000
 
 export interface MasterLinkOptions {
   workerId: string
@@ -18,6 +23,11 @@ export interface MasterLinkOptions {
   registerTimeoutMs?: number
   /** Called each time the worker is registered with a master (first time, re-join, new master). */
   onConnected?: () => void
+  /**
+   * 'stream' (default): heartbeats on one StreamHeartbeats call, falling back to SendHeartbeat with
+   * a master that lacks it. 'unary': always SendHeartbeat.
+   */
+  heartbeatMode?: 'stream' | 'unary'
   log: Logger
 }
 
@@ -27,6 +37,10 @@ export type LinkState = 'idle' | 'joining' | 'connected' | 'closed'
  * The worker's connection to its master: RegisterWorker, then heartbeats; when heartbeats fail
  * (master restarted, network cut, master forgot us) it goes back to registering, with capped
  * exponential backoff and jitter, until it is connected again or told to follow another master.
+ *
+ * Heartbeats go on one StreamHeartbeats call per registration: a broken stream is noticed the
+ * moment the connection drops or the master refuses, not at the next heartbeat's deadline. A
+ * master without that RPC gets unary SendHeartbeat calls instead.
  *
  * Following is idempotent: asked to follow the master it is already connected to, it does nothing;
  * asked while a registration to that master is under way, it waits for that one. Each switch of
@@ -39,6 +53,9 @@ export class MasterLink {
   private epoch = 0
   private registering: Promise<void> | null = null
   private heartbeatTimer: NodeJS.Timeout | null = null
+  private stream: HeartbeatStream | null = null
+  /** The current master answered UNIMPLEMENTED to StreamHeartbeats; forgotten on switchTo. */
+  private noHeartbeatStream = false
   private joinTimer: NodeJS.Timeout | null = null
   private readonly backoff: Backoff
   private failuresLogged = false
@@ -111,6 +128,7 @@ export class MasterLink {
     this.state = 'joining'
     this.backoff.reset()
     this.failuresLogged = false
+    this.noHeartbeatStream = false
   }
 
   private registerOnce(): Promise<void> {
@@ -187,6 +205,71 @@ export class MasterLink {
 
   private startHeartbeats(epoch: number): void {
     this.stopHeartbeats()
+    if (this.opts.heartbeatMode === 'unary' || this.noHeartbeatStream) this.startUnaryHeartbeats(epoch)
+    else this.openHeartbeatStream(epoch)
+  }
+
+  private stopHeartbeats(): void {
+    if (this.heartbeatTimer) clearTimeout(this.heartbeatTimer)
+    this.heartbeatTimer = null
+    this.endHeartbeatStream()
+  }
+
+  private openHeartbeatStream(epoch: number): void {
+    const client = this.client
+    if (!client) return
+    const stream = client.StreamHeartbeats()
+    this.stream = stream
+    // The master writes nothing while it accepts; reading keeps the call's end observable.
+    stream.on('data', () => {})
+    // A non-OK status arrives as 'error' then 'status'; whichever comes first closes the stream.
+    stream.on('error', (err: Partial<grpc.ServiceError>) => this.heartbeatStreamClosed(stream, epoch, err.code ?? grpc.status.UNKNOWN, err.details || err.message || 'stream error'))
+    stream.on('status', (s: grpc.StatusObject) => this.heartbeatStreamClosed(stream, epoch, s.code, s.details || 'the master ended the stream'))
+    const tick = (): void => {
+      this.heartbeatTimer = null
+      if (epoch !== this.epoch || this.stream !== stream) return
+      // The next heartbeat is due one interval after this one went out, as with the unary call
+      // that waits for its answer: at most one is ever queued (heartbeats carry the latest state,
+      // so a backed-up stream just sends fewer), and the call's set-up does not bunch the first two.
+      stream.write(this.heartbeatMessage(), () => {
+        if (epoch === this.epoch && this.stream === stream) this.heartbeatTimer = setTimeout(tick, this.opts.heartbeatIntervalMs)
+      })
+    }
+    // First heartbeat at once: usage is known as soon as we are active.
+    tick()
+  }
+
+  private heartbeatStreamClosed(stream: HeartbeatStream, epoch: number, code: grpc.status, details: string): void {
+    if (stream !== this.stream) return
+    this.stream = null
+    this.stopHeartbeats()
+    if (epoch !== this.epoch || this.state !== 'connected') return
+    if (code === grpc.status.UNIMPLEMENTED) {
+      this.noHeartbeatStream = true
+      this.opts.log.info({ master: this.address }, `Master ${this.address} has no heartbeat stream; using unary SendHeartbeat`)
+      this.startUnaryHeartbeats(epoch)
+      return
+    }
+    this.opts.log.warn({ master: this.address, code: grpc.status[code] }, `Heartbeat stream to master ${this.address} broke (${details}); registering again`)
+    this.state = 'joining'
+    this.registerOnce().catch(() => this.scheduleJoin())
+  }
+
+  /**
+   * Half-closes the current stream so the master sees a clean end rather than a break; cancelled
+   * if the master does not answer soon, so that no call outlives the link.
+   */
+  private endHeartbeatStream(): void {
+    const stream = this.stream
+    if (!stream) return
+    this.stream = null
+    const cancel = setTimeout(() => stream.cancel(), STREAM_END_GRACE_MS)
+    cancel.unref()
+    stream.once('status', () => clearTimeout(cancel))
+    stream.end()
+  }
+
+  private startUnaryHeartbeats(epoch: number): void {
     const tick = (): void => {
       this.heartbeatTimer = null
       void this.sendHeartbeat(epoch).then((ok) => {
@@ -203,26 +286,25 @@ export class MasterLink {
     tick()
   }
 
-  private stopHeartbeats(): void {
-    if (this.heartbeatTimer) clearTimeout(this.heartbeatTimer)
-    this.heartbeatTimer = null
+  private heartbeatMessage(): HeartbeatMsg {
+    const usage = this.opts.usage()
+    return {
+      worker_id: this.opts.workerId,
+      cpu_usage: usage.cpu,
+      memory_usage: usage.memory,
+      storage_usage: usage.storage,
+      gpu_usage: usage.gpu,
+      running_tasks: this.opts.runningTasks(),
+    }
   }
 
   private async sendHeartbeat(epoch: number): Promise<boolean> {
     const client = this.client
     if (!client || epoch !== this.epoch) return false
-    const usage = this.opts.usage()
-    const { promise } = callUnary<object, HeartbeatAckMsg>(
+    const { promise } = callUnary<HeartbeatMsg, HeartbeatAckMsg>(
       client,
       'SendHeartbeat',
-      {
-        worker_id: this.opts.workerId,
-        cpu_usage: usage.cpu,
-        memory_usage: usage.memory,
-        storage_usage: usage.storage,
-        gpu_usage: usage.gpu,
-        running_tasks: this.opts.runningTasks(),
-      },
+      this.heartbeatMessage(),
       Math.max(1000, Math.min(this.opts.heartbeatIntervalMs, 5000)),
     )
     try {

@@ -37,7 +37,7 @@ test('a worker started with --master joins, survives kill -9 on either side, and
   // Master killed and restarted on the same port: the worker's heartbeats fail and it re-joins.
   const wmark = worker.mark()
   await master.proc.kill('SIGKILL')
-  await worker.waitForLog(msgHas('Heartbeat to master'), 'worker notices the master is gone', { from: wmark })
+  await worker.waitForLog(msgHas('Heartbeat stream to master'), 'worker notices the master is gone', { from: wmark })
   master = await startMaster(t, { dataDir, grpcPort, args: JOIN_FLAGS, name: 'master-2' })
   await master.proc.waitForLog(active('worker-2'), 'worker-2 back with the restarted master')
   assert.equal((await api(master.api, '/api/workers/worker-2')).body.is_active, true)

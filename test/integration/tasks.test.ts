@@ -85,7 +85,10 @@ test('a worker killed with -9 while its task runs: the task is requeued and comp
   await api(master.api, '/api/workers', { method: 'POST', body: { worker_id: 'w2', worker_ip: `127.0.0.1:${p2}` } })
   const w1 = await startWorker(t, 'w1', p1)
   await master.proc.waitForLog(reconnected('w1'), 'w1 active')
-  const id = await submit(master.api, { command: 'sleep 2; echo finished', name: 'survivor' })
+  // The first run marks a file and outlives the test's kill; the second, seeing the mark, finishes
+  // at once. No timing assumption about how long starting w2 takes.
+  const mark = join(tempDir(t), 'first-run')
+  const id = await submit(master.api, { command: 'if [ -e "$MARK" ]; then echo finished; else touch "$MARK"; sleep 30; fi', name: 'survivor', env: { MARK: mark } })
   await master.proc.waitForLog(running(id, 'w1'), 'task running on w1')
   await startWorker(t, 'w2', p2)
   await master.proc.waitForLog(reconnected('w2'), 'w2 active')

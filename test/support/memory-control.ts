@@ -1,6 +1,7 @@
 import type { MasterControl } from '../../src/master/control.js'
 import { parseTaskInput } from '../../src/master/task-input.js'
-import type { ClusterStatus, TaskView, WorkerView } from '../../src/master/views.js'
+import type { HealthReport } from '../../src/master/health.js'
+import type { ClusterStatus, TaskView, WorkerMetricsView, WorkerView } from '../../src/master/views.js'
 import { CloudaiError } from '../../src/shared/errors.js'
 import { FINAL_STATUSES, type TaskStatus } from '../../src/shared/types.js'
 import { validateAddress, validateTaskId, validateWorkerId } from '../../src/shared/validation.js'
@@ -53,6 +54,52 @@ export class MemoryControl implements MasterControl {
     if (!this.workers.delete(id)) throw new CloudaiError('CLOUDAI_UNKNOWN_WORKER', `worker ${id} is not registered`)
     await Promise.resolve()
     return { worker_id: id, persisted: true }
+  }
+
+  /** What health() answers; a test sets it to see the route's status code follow. */
+  healthReport: HealthReport = {
+    status: 'healthy',
+    reasons: [],
+    reconnect_monitor: 'running',
+    workers: { total: 0, active: 0, inactive: 0 },
+    thresholds: { max_inactive_ms: 300_000, reconnect_within_ms: 60_000 },
+  }
+  /** What workerMetrics was last called with: the route must hand over the validated query. */
+  lastMetricsQuery: { since?: number } | null = null
+  metricsBody = '# HELP cloudai_workers_active Workers connected and heartbeating.\n# TYPE cloudai_workers_active gauge\ncloudai_workers_active 0\n'
+
+  workerMetrics(id: string, query: { since?: number }): WorkerMetricsView {
+    const w = this.getWorker(id)
+    this.lastMetricsQuery = query
+    const none = { '1m': null, '5m': null, '15m': null, '1h': null }
+    return {
+      worker_id: w.worker_id,
+      is_active: w.is_active,
+      has_data: false,
+      uptime_s: null,
+      last_heartbeat: null,
+      since_last_heartbeat_ms: null,
+      reconnects: w.reconnects,
+      registered_at: w.registered_at,
+      connected_at: w.connected_at,
+      disconnected_at: w.disconnected_at,
+      latest: null,
+      averages: { ...none },
+      peaks: { ...none },
+      samples_processed: 0,
+      samples_dropped: 0,
+      summarized_at: null,
+      history_step_ms: 5000,
+      history: [],
+    }
+  }
+
+  health(): HealthReport {
+    return this.healthReport
+  }
+
+  metrics(): Promise<{ contentType: string; body: string }> {
+    return Promise.resolve({ contentType: 'text/plain; version=0.0.4; charset=utf-8', body: this.metricsBody })
   }
 
   status(): ClusterStatus {

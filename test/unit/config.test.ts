@@ -64,6 +64,11 @@ test('master flags are parsed into the config: ports, hosts, addresses, duration
     'heartbeat-timeout': '1m',
     'dial-threads': '4',
     'shutdown-grace': '2.5',
+    'telemetry-threads': 'per-worker',
+    'telemetry-history': '2h',
+    'telemetry-step': '10s',
+    'health-max-inactive': '10m',
+    'health-reconnect-within': '90s',
     'log-level': 'debug',
     'log-pretty': true,
   })
@@ -80,6 +85,11 @@ test('master flags are parsed into the config: ports, hosts, addresses, duration
     heartbeatTimeoutMs: 60_000,
     dialThreads: 4,
     shutdownGraceMs: 2500,
+    telemetryThreads: 'per-worker',
+    telemetryHistoryMs: 7_200_000,
+    telemetryStepMs: 10_000,
+    healthMaxInactiveMs: 600_000,
+    healthReconnectWithinMs: 90_000,
     log: { level: 'debug', pretty: true },
   })
 })
@@ -144,6 +154,16 @@ test('each bad master value is CLOUDAI_BAD_CONFIG with a message naming the flag
     ['dial-threads', '-1'],
     ['dial-threads', '1.5'],
     ['dial-threads', '1000'],
+    ['telemetry-threads', '0'],
+    ['telemetry-threads', '65'],
+    ['telemetry-threads', 'all'],
+    ['telemetry-threads', '2.5'],
+    ['telemetry-history', '30s'],
+    ['telemetry-history', '2d'],
+    ['telemetry-step', '50ms'],
+    ['telemetry-step', '1h'],
+    ['health-max-inactive', '0'],
+    ['health-reconnect-within', 'never'],
     ['master-id', ''],
     ['master-id', ' padded '],
     ['data-dir', ''],
@@ -153,6 +173,12 @@ test('each bad master value is CLOUDAI_BAD_CONFIG with a message naming the flag
   for (const [flag, value] of bad) {
     assert.throws(() => buildMasterConfig({ [flag]: value }), badConfig(`--${flag}`), `--${flag} ${JSON.stringify(value)}`)
   }
+})
+
+test('a telemetry history of more points than a worker may hold is refused', () => {
+  assert.throws(() => buildMasterConfig({ 'telemetry-history': '24h', 'telemetry-step': '1s' }), badConfig('at most 3600'))
+  assert.equal(buildMasterConfig({ 'telemetry-threads': '3' }).telemetryThreads, 3)
+  assert.equal(buildMasterConfig({}).telemetryThreads, 'auto')
 })
 
 test('each bad worker value is CLOUDAI_BAD_CONFIG with a message naming the flag', () => {

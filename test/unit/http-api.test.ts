@@ -267,11 +267,57 @@ test('task commands say so when the master cannot be reached', async () => {
   }
 })
 
-test('GET /healthz answers ok', async (t) => {
+test('GET /healthz answers 200 when healthy and 503 with the reasons when not', async (t) => {
+  const control = new MemoryControl()
+  const { base } = await startApi(t, control)
+  const ok = await call(`${base}/healthz`)
+  assert.equal(ok.status, 200)
+  assert.equal(ok.body.status, 'healthy')
+  control.healthReport = {
+    ...control.healthReport,
+    status: 'unhealthy',
+    reasons: [{ check: 'inactive-workers', message: '1 worker(s) have been inactive for more than 5 min', worker_ids: ['w1'], count: 1 }],
+  }
+  const bad = await call(`${base}/healthz`)
+  assert.equal(bad.status, 503)
+  assert.deepEqual(bad.body.reasons[0].worker_ids, ['w1'])
+})
+
+test('GET /metrics answers the Prometheus text format', async (t) => {
   const { base } = await startApi(t)
-  const res = await call(`${base}/healthz`)
+  const res = await fetch(`${base}/metrics`)
   assert.equal(res.status, 200)
-  assert.deepEqual(res.body, { status: 'ok' })
+  assert.match(res.headers.get('content-type') ?? '', /^text\/plain; version=0\.0\.4/)
+  assert.match(await res.text(), /^cloudai_workers_active 0$/m)
+})
+
+test('GET /api/workers/{id}/metrics validates the id and since', async (t) => {
+  const control = new MemoryControl()
+  const { base } = await startApi(t, control)
+  assert.equal((await post(base, { worker_id: 'w1', worker_ip: 'localhost:1' })).status, 201)
+  const res = await call(`${base}/api/workers/w1/metrics`)
+  assert.equal(res.status, 200)
+  assert.equal(res.body.has_data, false)
+  assert.deepEqual(res.body.history, [])
+  assert.deepEqual(control.lastMetricsQuery, {})
+
+  assert.equal((await call(`${base}/api/workers/w1/metrics?since=2026-11-28T10:00:00Z`)).status, 200)
+  assert.deepEqual(control.lastMetricsQuery, { since: Date.parse('2026-11-28T10:00:00Z') })
+  assert.equal((await call(`${base}/api/workers/w1/metrics?since=1795860000000`)).status, 200)
+  assert.deepEqual(control.lastMetricsQuery, { since: 1795860000000 })
+  const before = Date.now()
+  assert.equal((await call(`${base}/api/workers/w1/metrics?since=15m`)).status, 200)
+  const since = control.lastMetricsQuery!.since!
+  assert.ok(since <= Date.now() - 900_000 && since >= before - 900_000, 'a duration counts back from now')
+
+  assert.equal((await call(`${base}/api/workers/nobody/metrics`)).body.error.code, 'CLOUDAI_UNKNOWN_WORKER')
+  assert.equal((await call(`${base}/api/workers/nobody/metrics`)).status, 404)
+  assert.equal((await call(`${base}/api/workers/bad%20id/metrics`)).body.error.code, 'CLOUDAI_BAD_WORKER_ID')
+  for (const q of ['since=yesterday', 'since=', 'since=-5m', 'since=1&since=2', 'from=1', 'since=2026-13-45T99:00:00Z', 'since=8d', 'since=March']) {
+    const bad = await call(`${base}/api/workers/w1/metrics?${q}`)
+    assert.equal(bad.status, 400, q)
+    assert.equal(bad.body.error.code, 'CLOUDAI_BAD_REQUEST', q)
+  }
 })
 
 test('a POST without a content-type is read as JSON', async (t) => {
@@ -349,6 +395,8 @@ test('a wrong method is 405 with an Allow header', async (t) => {
     ['/api/workers/w1', 'POST', 'GET, DELETE'],
     ['/api/status', 'POST', 'GET'],
     ['/healthz', 'DELETE', 'GET'],
+    ['/metrics', 'POST', 'GET'],
+    ['/api/workers/w1/metrics', 'DELETE', 'GET'],
     ['/api/tasks', 'PUT', 'GET, POST'],
     ['/api/tasks', 'DELETE', 'GET, POST'],
     ['/api/tasks/task-1', 'POST', 'GET, DELETE'],

@@ -1,10 +1,10 @@
 import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from 'uWebSockets.js'
 import { CloudaiError, type ErrorCode } from '../../shared/errors.js'
 import type { Logger } from '../../shared/log.js'
-import type { TaskStatus } from '../../shared/types.js'
 import { loadUws, type Uws } from '../../shared/uws.js'
 import type { MasterControl } from '../control.js'
 import { BodyAborted, DEFAULT_MAX_BODY_BYTES, readJsonObject } from './body.js'
+import { parseMetricsQuery, parseTaskQuery } from './query.js'
 import { Reply } from './respond.js'
 
 export interface HttpApiOptions {
@@ -103,11 +103,17 @@ export class HttpApi {
   private routes(): Route[] {
     return [
       { method: 'get', pattern: '/healthz', handle: (reply) => this.healthz(reply) },
+      { method: 'get', pattern: '/metrics', handle: (reply) => this.metrics(reply) },
       { method: 'get', pattern: '/api/status', handle: (reply) => reply.json(200, this.control.status()) },
       { method: 'get', pattern: '/api/workers', handle: (reply) => reply.json(200, { workers: this.control.listWorkers() }) },
       { method: 'post', pattern: '/api/workers', handle: (reply, req, res) => this.registerWorker(reply, req, res) },
       { method: 'get', pattern: '/api/workers/:id', handle: (reply, req) => reply.json(200, this.control.getWorker(pathId(req))) },
       { method: 'del', pattern: '/api/workers/:id', handle: (reply, req) => this.unregisterWorker(reply, req) },
+      {
+        method: 'get',
+        pattern: '/api/workers/:id/metrics',
+        handle: (reply, req) => reply.json(200, this.control.workerMetrics(pathId(req), parseMetricsQuery(req.getQuery() ?? '', Date.now()))),
+      },
       { method: 'get', pattern: '/api/tasks', handle: (reply, req) => reply.json(200, this.control.listTasks(parseTaskQuery(req.getQuery() ?? ''))) },
       { method: 'post', pattern: '/api/tasks', handle: (reply, req, res) => this.submitTask(reply, req, res) },
       { method: 'get', pattern: '/api/tasks/:id', handle: (reply, req) => reply.json(200, this.control.getTask(pathId(req, 'CLOUDAI_BAD_TASK_ID', 'task id'))) },
@@ -154,7 +160,13 @@ export class HttpApi {
   // --- handlers --------------------------------------------------------------------------------
 
   private healthz(reply: Reply): void {
-    reply.json(200, { status: 'ok' })
+    const report = this.control.health()
+    reply.json(report.status === 'healthy' ? 200 : 503, report)
+  }
+
+  private async metrics(reply: Reply): Promise<void> {
+    const { contentType, body } = await this.control.metrics()
+    reply.text(200, contentType, body)
   }
 
   private async registerWorker(reply: Reply, req: HttpRequest, res: HttpResponse): Promise<void> {
@@ -197,61 +209,4 @@ function pathId(req: HttpRequest, code: ErrorCode = 'CLOUDAI_BAD_WORKER_ID', wha
   } catch {
     throw new CloudaiError(code, `${what} ${JSON.stringify(raw.slice(0, 80))} is not valid percent-encoding`)
   }
-}
-
-// --- GET /api/tasks query ------------------------------------------------------------------------
-
-/** Every TaskStatus, checked by the compiler; CloudAI's `pending` is what we call `queued`. */
-const STATUS_NAMES = { queued: true, assigned: true, running: true, completed: true, failed: true, cancelled: true } as const satisfies Record<TaskStatus, true>
-const STATUS_ALIASES: Readonly<Record<string, TaskStatus>> = { pending: 'queued' }
-const QUERY_KEYS = ['status', 'limit', 'offset'] as const
-export const TASK_LIST_MAX_LIMIT = 1000
-// 15 digits stay exact as a double; no table gets near that many tasks anyway.
-const DIGITS = /^\d{1,15}$/
-
-export interface TaskQuery {
-  status?: TaskStatus
-  limit?: number
-  offset?: number
-}
-
-/**
- * Parses and validates `status`, `limit` and `offset` from a raw query string (without the `?`).
- * Anything else, a repeated or an empty parameter, is CLOUDAI_BAD_REQUEST naming what is allowed:
- * a typo must not silently list everything.
- */
-export function parseTaskQuery(raw: string): TaskQuery {
-  const query: TaskQuery = {}
-  const seen = new Set<string>()
-  for (const [key, value] of new URLSearchParams(raw)) {
-    if (!(QUERY_KEYS as readonly string[]).includes(key)) {
-      throw badQuery(`unknown query parameter ${JSON.stringify(key.slice(0, 80))}: use ${QUERY_KEYS.join(', ')}`)
-    }
-    if (seen.has(key)) throw badQuery(`query parameter ${key} is given more than once: give it once`)
-    seen.add(key)
-    if (key === 'status') query.status = queryStatus(value)
-    else if (key === 'limit') query.limit = queryInteger(value, 'limit', 1, TASK_LIST_MAX_LIMIT)
-    else query.offset = queryInteger(value, 'offset', 0, Number.MAX_SAFE_INTEGER)
-  }
-  return query
-}
-
-function queryStatus(value: string): TaskStatus {
-  if (Object.hasOwn(STATUS_NAMES, value)) return value as TaskStatus
-  if (Object.hasOwn(STATUS_ALIASES, value)) return STATUS_ALIASES[value]!
-  throw badQuery(`status ${JSON.stringify(value.slice(0, 80))} is not a task status: use one of ${Object.keys(STATUS_NAMES).join(', ')} (pending means queued)`)
-}
-
-function queryInteger(value: string, key: string, min: number, max: number): number {
-  // Digits only: Number() would also take "", " 5", "1e3" and "0x10".
-  const n = DIGITS.test(value) ? Number(value) : Number.NaN
-  if (!(n >= min && n <= max)) {
-    const range = max === Number.MAX_SAFE_INTEGER ? `${min} or more` : `from ${min} to ${max}`
-    throw badQuery(`${key} ${JSON.stringify(value.slice(0, 80))} is not allowed: use a whole number ${range}`)
-  }
-  return n
-}
-
-function badQuery(message: string): CloudaiError {
-  return new CloudaiError('CLOUDAI_BAD_REQUEST', message)
 }

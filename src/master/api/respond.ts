@@ -63,11 +63,20 @@ export class Reply {
 
   json(status: number, body: unknown, opts: ReplyOptions = {}): void {
     if (this.state !== 'open') return
-    const payload = JSON.stringify(body)
+    this.send(status, JSON_TYPE, JSON.stringify(body), opts)
+  }
+
+  /** A text body with its own content type (the Prometheus exposition format). */
+  text(status: number, contentType: string, body: string, opts: ReplyOptions = {}): void {
+    if (this.state !== 'open') return
+    this.send(status, contentType, body, opts)
+  }
+
+  private send(status: number, contentType: string, payload: string, opts: ReplyOptions): void {
     const close = this.bodyPending
     this.state = 'sent'
     this.res.cork(() => {
-      this.res.writeStatus(statusLine(status)).writeHeader('content-type', JSON_TYPE)
+      this.res.writeStatus(statusLine(status)).writeHeader('content-type', contentType)
       if (opts.headers) for (const [key, value] of Object.entries(opts.headers)) this.res.writeHeader(key, value)
       this.res.end(payload, close)
     })

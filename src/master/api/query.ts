@@ -1,0 +1,105 @@
+import { CloudaiError } from '../../shared/errors.js'
+import { parseDuration } from '../../shared/duration.js'
+import type { TaskStatus } from '../../shared/types.js'
+
+// Query strings of the GET routes. Each parser takes the raw query (without the `?`) and refuses
+// unknown, repeated and empty parameters with CLOUDAI_BAD_REQUEST naming what is allowed: a typo
+// must not silently widen what is listed.
+
+// --- GET /api/tasks ---------------------------------------------------------------------------------
+
+/** Every TaskStatus, checked by the compiler; CloudAI's `pending` is what we call `queued`. */
+const STATUS_NAMES = { queued: true, assigned: true, running: true, completed: true, failed: true, cancelled: true } as const satisfies Record<TaskStatus, true>
+const STATUS_ALIASES: Readonly<Record<string, TaskStatus>> = { pending: 'queued' }
+const QUERY_KEYS = ['status', 'limit', 'offset'] as const
+export const TASK_LIST_MAX_LIMIT = 1000
+// 15 digits stay exact as a double; no table gets near that many tasks anyway.
+const DIGITS = /^\d{1,15}$/
+
+export interface TaskQuery {
+  status?: TaskStatus
+  limit?: number
+  offset?: number
+}
+
+/**
+ * Parses and validates `status`, `limit` and `offset` from a raw query string (without the `?`).
+ * Anything else, a repeated or an empty parameter, is CLOUDAI_BAD_REQUEST naming what is allowed:
+ * a typo must not silently list everything.
+ */
+export function parseTaskQuery(raw: string): TaskQuery {
+  const query: TaskQuery = {}
+  const seen = new Set<string>()
+  for (const [key, value] of new URLSearchParams(raw)) {
+    if (!(QUERY_KEYS as readonly string[]).includes(key)) {
+      throw badQuery(`unknown query parameter ${JSON.stringify(key.slice(0, 80))}: use ${QUERY_KEYS.join(', ')}`)
+    }
+    if (seen.has(key)) throw badQuery(`query parameter ${key} is given more than once: give it once`)
+    seen.add(key)
+    if (key === 'status') query.status = queryStatus(value)
+    else if (key === 'limit') query.limit = queryInteger(value, 'limit', 1, TASK_LIST_MAX_LIMIT)
+    else query.offset = queryInteger(value, 'offset', 0, Number.MAX_SAFE_INTEGER)
+  }
+  return query
+}
+
+function queryStatus(value: string): TaskStatus {
+  if (Object.hasOwn(STATUS_NAMES, value)) return value as TaskStatus
+  if (Object.hasOwn(STATUS_ALIASES, value)) return STATUS_ALIASES[value]!
+  throw badQuery(`status ${JSON.stringify(value.slice(0, 80))} is not a task status: use one of ${Object.keys(STATUS_NAMES).join(', ')} (pending means queued)`)
+}
+
+function queryInteger(value: string, key: string, min: number, max: number): number {
+  // Digits only: Number() would also take "", " 5", "1e3" and "0x10".
+  const n = DIGITS.test(value) ? Number(value) : Number.NaN
+  if (!(n >= min && n <= max)) {
+    const range = max === Number.MAX_SAFE_INTEGER ? `${min} or more` : `from ${min} to ${max}`
+    throw badQuery(`${key} ${JSON.stringify(value.slice(0, 80))} is not allowed: use a whole number ${range}`)
+  }
+  return n
+}
+
+function badQuery(message: string): CloudaiError {
+  return new CloudaiError('CLOUDAI_BAD_REQUEST', message)
+}
+
+// --- GET /api/workers/{id}/metrics ------------------------------------------------------------------
+
+export interface MetricsQuery {
+  /** History from this time on (epoch ms). */
+  since?: number
+}
+
+/**
+ * `since` is an ISO 8601 time (`2026-11-28T10:00:00Z`), epoch milliseconds (`1795860000000`), or a
+ * duration back from now (`15m`, `1h`, `90s`).
+ */
+export function parseMetricsQuery(raw: string, now: number): MetricsQuery {
+  const query: MetricsQuery = {}
+  const seen = new Set<string>()
+  for (const [key, value] of new URLSearchParams(raw)) {
+    if (key !== 'since') throw badQuery(`unknown query parameter ${JSON.stringify(key.slice(0, 80))}: use since`)
+    if (seen.has(key)) throw badQuery('query parameter since is given more than once: give it once')
+    seen.add(key)
+    query.since = sinceValue(value, now)
+  }
+  return query
+}
+
+function sinceValue(value: string, now: number): number {
+  const allowed = 'use an ISO 8601 time (2026-11-28T10:00:00Z), epoch milliseconds, or a duration back from now (15m, 1h)'
+  if (DIGITS.test(value)) return Number(value)
+  if (/^\d+(\.\d+)?(ms|s|m|h)$/.test(value)) {
+    try {
+      return now - parseDuration(value, 'since')
+    } catch {
+      throw badQuery(`since ${JSON.stringify(value.slice(0, 80))} is too far back: ${allowed}, at most 7 days`)
+    }
+  }
+  // Date.parse also takes "1" or "March"; only full ISO dates and times are accepted.
+  if (/^\d{4}-\d{2}-\d{2}(T[\d:.]+(Z|[+-]\d{2}:?\d{2})?)?$/.test(value)) {
+    const t = Date.parse(value)
+    if (Number.isFinite(t)) return t
+  }
+  throw badQuery(`since ${JSON.stringify(value.slice(0, 80))} is not a time: ${allowed}`)
+}

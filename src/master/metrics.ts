@@ -1,0 +1,175 @@
+import { Registry as PromRegistry, collectDefaultMetrics } from 'prom-client'
+import { C, CounterReader, type CounterName, type Counters, type HistogramName } from '../shared/counters.js'
+import type { TaskStatus, WorkerRecord } from '../shared/types.js'
+import type { MonitorState } from './reconnect.js'
+import type { Registry } from './registry.js'
+import type { TelemetryHub } from './telemetry.js'
+
+// GET /metrics: the Prometheus text format, rendered by prom-client. The hot counters are not
+// prom-client counters (those live in one thread's heap): they are read from the shared counters
+// at scrape time, so a scrape shows what every thread counted, and counting costs the counting
+// thread one Atomics.add.
+
+export interface MetricsSources {
+  counters: Counters
+  registry: Registry
+  telemetry: TelemetryHub
+  monitor: () => MonitorState
+  taskCounts: () => Record<TaskStatus, number>
+  now?: () => number
+}
+
+type Labels = Record<string, string | number>
+type Kind = 'counter' | 'gauge' | 'histogram'
+/** A sample as prom-client's registry formats it; `metricName` names a histogram's series. */
+interface MetricValue {
+  value: number
+  labels: Labels
+  metricName?: string
+}
+
+/** A metric whose values are computed at scrape time; prom-client formats it. */
+class ScrapeMetric {
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly type: Kind,
+    private readonly values: () => MetricValue[],
+  ) {}
+
+  // The shape prom-client's Registry reads from any registered metric.
+  get(): Promise<{ name: string; help: string; type: Kind; aggregator: 'sum'; values: MetricValue[] }> {
+    return Promise.resolve({ name: this.name, help: this.help, type: this.type, aggregator: 'sum', values: this.values() })
+  }
+}
+
+const one = (value: number, labels: Labels = {}): MetricValue[] => [{ value, labels }]
+
+/** Bounds of the shared histograms are in ms or µs; Prometheus wants seconds. */
+const HISTOGRAM_UNIT_S: Record<HistogramName, number> = { dialMs: 1e-3, reconnectMs: 1e-3, firstConnectMs: 1e-3, heartbeatDelayUs: 1e-6 }
+
+// Counter polling keeps the 32-bit shared slots from wrapping unseen between scrapes.
+const POLL_MS = 5_000
+
+export class MasterMetrics {
+  readonly prom = new PromRegistry()
+  private readonly reader: CounterReader
+  private readonly now: () => number
+  private poller: NodeJS.Timeout | null = null
+  private readonly onActive = (w: WorkerRecord, meta: { reconnect: boolean }): void => this.observeConnect(w, meta.reconnect)
+
+  constructor(private readonly src: MetricsSources) {
+    this.reader = new CounterReader(src.counters)
+    this.now = src.now ?? Date.now
+    this.define()
+  }
+
+  get contentType(): string {
+    return this.prom.contentType
+  }
+
+  start(): void {
+    if (this.poller) return
+    this.src.registry.on('worker-active', this.onActive)
+    this.poller = setInterval(() => this.reader.poll(), POLL_MS)
+    this.poller.unref()
+  }
+
+  close(): void {
+    this.src.registry.off('worker-active', this.onActive)
+    if (this.poller) clearInterval(this.poller)
+    this.poller = null
+  }
+
+  text(): Promise<string> {
+    return this.prom.metrics()
+  }
+
+  /** Totals of the shared counters (the bench reads the same ones). */
+  counterTotals(): Record<CounterName, number> {
+    return this.reader.all()
+  }
+
+  private observeConnect(w: WorkerRecord, reconnect: boolean): void {
+    const at = w.connectedAt ?? this.now()
+    if (reconnect) {
+      this.src.counters.add(C.RECONNECTS)
+      // Unknown after a master restart that found the worker already gone: no observation then.
+      if (w.disconnectedAt !== null && w.disconnectedAt <= at) this.src.counters.observe('reconnectMs', at - w.disconnectedAt)
+    } else {
+      this.src.counters.add(C.FIRST_CONNECTS)
+      this.src.counters.observe('firstConnectMs', Math.max(0, at - w.registeredAt))
+    }
+  }
+
+  private define(): void {
+    const reg = (m: ScrapeMetric): void => this.prom.registerMetric(m as never)
+    const count = (name: string, help: string, counter: CounterName): void => reg(new ScrapeMetric(name, help, 'counter', () => one(this.reader.get(counter))))
+    const gauge = (name: string, help: string, values: () => MetricValue[]): void => reg(new ScrapeMetric(name, help, 'gauge', values))
+    const histogram = (name: string, help: string, h: HistogramName): void =>
+      reg(new ScrapeMetric(name, help, 'histogram', () => {
+        const snap = this.reader.histogram(h)
+        const unit = HISTOGRAM_UNIT_S[h]
+        const values: MetricValue[] = snap.bounds.map((b, i) => ({ metricName: `${name}_bucket`, labels: { le: +(b * unit).toPrecision(6) }, value: snap.cumulative[i]! }))
+        values.push({ metricName: `${name}_bucket`, labels: { le: '+Inf' }, value: snap.cumulative[snap.bounds.length]! })
+        values.push({ metricName: `${name}_sum`, labels: {}, value: snap.sum * unit })
+        values.push({ metricName: `${name}_count`, labels: {}, value: snap.count })
+        return values
+      }))
+    const { registry, telemetry } = this.src
+
+    gauge('cloudai_workers_registered', 'Workers registered with this master.', () => one(registry.size))
+    gauge('cloudai_workers_active', 'Workers connected and heartbeating.', () => one(registry.counts().active))
+    gauge('cloudai_workers_inactive', 'Registered workers that are not connected (the reconnection monitor dials them).', () => one(registry.counts().inactive))
+    gauge('cloudai_reconnect_monitor_up', '1 while the reconnection monitor runs.', () => one(this.src.monitor() === 'running' ? 1 : 0))
+
+    count('cloudai_reconnect_attempts_total', 'MasterRegister dials started by the reconnection monitor.', 'DIAL_ATTEMPTS')
+    count('cloudai_reconnect_successes_total', 'Dials the worker accepted.', 'DIAL_SUCCESS')
+    reg(new ScrapeMetric('cloudai_reconnect_failures_total', 'Dials that failed, by outcome.', 'counter', () => {
+      const c = this.reader.all()
+      return [
+        { labels: { outcome: 'refused' }, value: c.DIAL_REFUSED },
+        { labels: { outcome: 'timeout' }, value: c.DIAL_TIMEOUT },
+        { labels: { outcome: 'rejected' }, value: c.DIAL_REJECTED },
+        { labels: { outcome: 'error' }, value: c.DIAL_ERROR },
+      ]
+    }))
+    count('cloudai_reconnect_cancelled_total', 'Dials cancelled (worker unregistered, master shutting down).', 'DIAL_CANCELLED')
+    gauge('cloudai_reconnect_success_ratio', 'Successful dials over finished dials (no sample before the first).', () => {
+      const c = this.reader.all()
+      const finished = c.DIAL_SUCCESS + c.DIAL_REFUSED + c.DIAL_TIMEOUT + c.DIAL_REJECTED + c.DIAL_ERROR
+      return finished === 0 ? [] : one(c.DIAL_SUCCESS / finished)
+    })
+    histogram('cloudai_reconnect_dial_duration_seconds', 'Time of one MasterRegister dial.', 'dialMs')
+    count('cloudai_worker_reconnects_total', 'Workers that turned active again after having been connected before.', 'RECONNECTS')
+    histogram('cloudai_time_to_reconnect_seconds', 'From a worker turning inactive to it being active again.', 'reconnectMs')
+    count('cloudai_worker_first_connections_total', 'Workers that connected for the first time after their registration.', 'FIRST_CONNECTS')
+    histogram('cloudai_time_to_first_connection_seconds', 'From the operator registering a worker to its first connection.', 'firstConnectMs')
+    gauge('cloudai_worker_uptime_seconds', 'Time since each active worker connected.', () => {
+      const now = this.now()
+      const out: MetricValue[] = []
+      for (const w of registry.values()) if (w.isActive && w.connectedAt !== null) out.push({ labels: { worker_id: w.id }, value: Math.max(0, now - w.connectedAt) / 1000 })
+      return out
+    })
+
+    count('cloudai_heartbeats_received_total', 'Heartbeats received (unary and streamed).', 'HEARTBEATS_RECEIVED')
+    count('cloudai_heartbeats_refused_total', 'Heartbeats refused (bad fields, unknown or inactive worker).', 'HEARTBEATS_REFUSED')
+    count('cloudai_heartbeats_processed_total', 'Heartbeats processed by the telemetry threads.', 'HEARTBEATS_PROCESSED')
+    count('cloudai_telemetry_dropped_samples_total', 'Heartbeats dropped because a lane fell a whole ring behind.', 'HEARTBEATS_DROPPED')
+    histogram('cloudai_heartbeat_processing_delay_seconds', 'From a heartbeat arriving to its processing on a telemetry thread.', 'heartbeatDelayUs')
+    count('cloudai_heartbeat_streams_opened_total', 'Heartbeat streams opened by workers.', 'HEARTBEAT_STREAMS_OPENED')
+    count('cloudai_heartbeat_streams_ended_total', 'Heartbeat streams the worker ended cleanly.', 'HEARTBEAT_STREAMS_ENDED')
+    count('cloudai_heartbeat_streams_broken_total', 'Heartbeat streams that broke (worker gone, connection reset).', 'HEARTBEAT_STREAMS_BROKEN')
+
+    gauge('cloudai_telemetry_threads', 'Telemetry threads running.', () => one(telemetry.threadCount))
+    gauge('cloudai_telemetry_lanes', 'Workers with a telemetry lane.', () => one(telemetry.laneCount))
+    count('cloudai_telemetry_thread_restarts_total', 'Telemetry threads restarted after dying.', 'TELEMETRY_THREAD_RESTARTS')
+    gauge('cloudai_telemetry_queue_depth', 'Heartbeats waiting for their telemetry thread, per thread.', () =>
+      telemetry.queueDepths().map((q) => ({ labels: { thread: q.thread }, value: q.depth })))
+
+    gauge('cloudai_task_queue_depth', 'Tasks queued, waiting for a worker.', () => one(this.src.taskCounts().queued))
+    gauge('cloudai_tasks', 'Tasks by status.', () => Object.entries(this.src.taskCounts()).map(([status, value]) => ({ labels: { status }, value })))
+
+    collectDefaultMetrics({ register: this.prom, prefix: 'cloudai_process_' })
+  }
+}

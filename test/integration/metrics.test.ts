@@ -1,0 +1,105 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { api, FAST_MASTER_FLAGS, msgHas, reservePort, startMaster, startWorker, tempDir, waitUntil, type MasterHandle } from '../support/cluster.js'
+import { parsePrometheus, promValue, type PromFamily } from '../support/prometheus.js'
+
+// What operators look at, on a real master process with real workers: /metrics, /healthz and
+// /api/workers/{id}/metrics.
+
+async function scrape(master: MasterHandle): Promise<Map<string, PromFamily>> {
+  const res = await fetch(`${master.api}/metrics`, { signal: AbortSignal.timeout(10_000) })
+  assert.equal(res.status, 200)
+  assert.match(res.headers.get('content-type') ?? '', /^text\/plain; version=0\.0\.4/)
+  return parsePrometheus(await res.text())
+}
+
+/** Scrapes until `check` holds for the parsed metrics. */
+function scrapeUntil(master: MasterHandle, what: string, check: (m: Map<string, PromFamily>) => boolean): Promise<Map<string, PromFamily>> {
+  return waitUntil(async () => {
+    const m = await scrape(master)
+    return check(m) ? m : undefined
+  }, what)
+}
+
+const v = (m: Map<string, PromFamily>, name: string, labels: Record<string, string> = {}): number => promValue(m, name, labels) ?? Number.NaN
+
+test('/metrics, /healthz and worker metrics follow dials, heartbeats, disconnections and reconnections', async (t) => {
+  const dataDir = tempDir(t)
+  const master = await startMaster(t, {
+    dataDir,
+    args: [...FAST_MASTER_FLAGS, '--telemetry-threads', 'per-worker', '--telemetry-step', '1s', '--health-max-inactive', '1500ms', '--health-reconnect-within', '1m'],
+  })
+  let m = await scrape(master)
+  for (const name of ['cloudai_workers_active', 'cloudai_workers_inactive', 'cloudai_reconnect_attempts_total', 'cloudai_reconnect_successes_total',
+    'cloudai_reconnect_failures_total', 'cloudai_reconnect_success_ratio', 'cloudai_time_to_reconnect_seconds', 'cloudai_time_to_first_connection_seconds',
+    'cloudai_heartbeats_received_total', 'cloudai_telemetry_dropped_samples_total', 'cloudai_task_queue_depth', 'cloudai_worker_uptime_seconds',
+    'cloudai_heartbeat_processing_delay_seconds', 'cloudai_reconnect_dial_duration_seconds', 'cloudai_telemetry_queue_depth']) {
+    assert.ok(m.has(name), `/metrics has ${name}`)
+  }
+  assert.equal(m.get('cloudai_time_to_reconnect_seconds')!.type, 'histogram')
+  assert.equal(v(m, 'cloudai_reconnect_attempts_total'), 0)
+  assert.equal((await api(master.api, '/healthz')).status, 200)
+
+  // A worker that never comes up: dials fail (refused), it has no telemetry, and once it has been
+  // inactive past the shortened threshold the master is unhealthy and says which worker.
+  const ghostPort = await reservePort()
+  assert.equal((await api(master.api, '/api/workers', { method: 'POST', body: { worker_id: 'ghost', worker_ip: `127.0.0.1:${ghostPort}` } })).status, 201)
+  m = await scrapeUntil(master, 'failed dials to the ghost', (x) => v(x, 'cloudai_reconnect_failures_total', { outcome: 'refused' }) >= 2)
+  assert.ok(v(m, 'cloudai_reconnect_attempts_total') >= 2)
+  assert.equal(v(m, 'cloudai_reconnect_success_ratio'), 0)
+  assert.ok(v(m, 'cloudai_reconnect_dial_duration_seconds_count') >= 2)
+  assert.equal(v(m, 'cloudai_workers_inactive'), 1)
+  const ghost = await api(master.api, '/api/workers/ghost/metrics')
+  assert.equal(ghost.status, 200, 'a registered worker that never connected has no data, which is not an error')
+  assert.equal(ghost.body.has_data, false)
+  assert.equal(ghost.body.latest, null)
+  assert.deepEqual(ghost.body.history, [])
+  assert.equal((await api(master.api, '/api/workers/nobody/metrics')).status, 404)
+  const unhealthy = await waitUntil(async () => {
+    const h = await api(master.api, '/healthz')
+    return h.status === 503 ? h.body : undefined
+  }, '/healthz to turn 503')
+  assert.equal(unhealthy.status, 'unhealthy')
+  assert.deepEqual(unhealthy.reasons.map((r: { check: string }) => r.check), ['inactive-workers'])
+  assert.deepEqual(unhealthy.reasons[0].worker_ids, ['ghost'])
+
+  // A real worker: heartbeats are counted, processed on its telemetry thread and shown.
+  const workerPort = await reservePort()
+  assert.equal((await api(master.api, '/api/workers', { method: 'POST', body: { worker_id: 'w1', worker_ip: `127.0.0.1:${workerPort}` } })).status, 201)
+  let worker = await startWorker(t, 'w1', workerPort, { master: `127.0.0.1:${master.grpcPort}` })
+  m = await scrapeUntil(master, 'heartbeats of w1 processed', (x) => v(x, 'cloudai_heartbeats_processed_total') >= 5)
+  assert.ok(v(m, 'cloudai_heartbeats_received_total') >= v(m, 'cloudai_heartbeats_processed_total'))
+  assert.equal(v(m, 'cloudai_workers_active'), 1)
+  assert.equal(v(m, 'cloudai_worker_first_connections_total'), 1)
+  assert.equal(v(m, 'cloudai_time_to_first_connection_seconds_count'), 1)
+  assert.ok(v(m, 'cloudai_heartbeat_processing_delay_seconds_count') >= 5)
+  assert.ok(v(m, 'cloudai_worker_uptime_seconds', { worker_id: 'w1' }) >= 0)
+  assert.equal(v(m, 'cloudai_telemetry_threads'), 1, 'per-worker: one thread for the one connected worker')
+  const metrics = await waitUntil(async () => {
+    const r = await api(master.api, '/api/workers/w1/metrics')
+    return r.body.averages?.['1m'] ? r.body : undefined
+  }, 'averages of w1')
+  assert.equal(metrics.has_data, true)
+  assert.equal(metrics.is_active, true)
+  assert.ok(metrics.history.length >= 1)
+  assert.ok(metrics.latest.cpu >= 0 && metrics.latest.cpu <= 100)
+  assert.ok(metrics.since_last_heartbeat_ms < 5000)
+  assert.equal(metrics.reconnects, 0)
+  const future = new Date(Date.now() + 3_600_000).toISOString()
+  assert.deepEqual((await api(master.api, `/api/workers/w1/metrics?since=${future}`)).body.history, [])
+  assert.equal((await api(master.api, '/api/workers/w1/metrics?since=soon')).status, 400)
+
+  // Unregistering the ghost makes the master healthy again.
+  assert.equal((await api(master.api, '/api/workers/ghost', { method: 'DELETE' })).status, 200)
+  assert.equal((await api(master.api, '/healthz')).status, 200)
+
+  // kill -9 the worker and start it again: a disconnection and a reconnection, both measured.
+  const mark = master.proc.mark()
+  await worker.kill('SIGKILL')
+  await master.proc.waitForLog(msgHas('w1 became inactive'), 'w1 inactive', { from: mark })
+  worker = await startWorker(t, 'w1', workerPort, { master: `127.0.0.1:${master.grpcPort}` })
+  m = await scrapeUntil(master, 'the reconnection of w1', (x) => v(x, 'cloudai_worker_reconnects_total') === 1)
+  assert.equal(v(m, 'cloudai_time_to_reconnect_seconds_count'), 1)
+  assert.ok(v(m, 'cloudai_time_to_reconnect_seconds_sum') > 0)
+  assert.equal((await api(master.api, '/api/workers/w1/metrics')).body.reconnects, 1)
+})

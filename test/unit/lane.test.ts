@@ -1,0 +1,156 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { Lane, RING_CAPACITY, RING_SLOTS, type Sample } from '../../src/shared/lane.js'
+
+const T0 = Date.UTC(2026, 10, 28, 12, 0, 0)
+
+function drainAll(lane: Lane): { seen: Sample[]; dropped: number } {
+  const seen: Sample[] = []
+  const scratch: Sample = { at: 0, cpu: 0, memory: 0, storage: 0, gpu: 0, running: 0 }
+  const dropped = lane.drain((s) => {
+    seen.push({ ...s })
+    lane.record(s)
+  }, scratch)
+  return { seen, dropped }
+}
+
+test('a lane hands its heartbeats over in arrival order', () => {
+  const lane = Lane.create('w1', { historyPoints: 10, stepMs: 1000 })
+  for (let i = 0; i < 10; i++) lane.write(T0 + i, i, 2 * i, 3, 4, i % 3)
+  assert.equal(lane.depth, 10)
+  const { seen, dropped } = drainAll(lane)
+  assert.equal(dropped, 0)
+  assert.deepEqual(seen.map((s) => s.cpu), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+  assert.deepEqual(seen[3], { at: T0 + 3, cpu: 3, memory: 6, storage: 3, gpu: 4, running: 0 })
+  assert.equal(lane.depth, 0)
+  assert.equal(lane.processed, 10)
+  assert.equal(drainAll(lane).seen.length, 0, 'nothing is handed over twice')
+})
+
+test('a lane written faster than it is drained drops the oldest samples, counts them, and stays bounded', () => {
+  const lane = Lane.create('w1', { historyPoints: 10, stepMs: 1000 })
+  const total = RING_SLOTS * 3 + 5
+  for (let i = 0; i < total; i++) lane.write(T0 + i, i % 100, 0, 0, 0, 0)
+  assert.equal(lane.depth, RING_CAPACITY, 'the backlog never exceeds the ring')
+  const { seen, dropped } = drainAll(lane)
+  assert.equal(dropped, total - RING_CAPACITY)
+  assert.equal(lane.dropped, total - RING_CAPACITY)
+  assert.equal(seen.length, RING_CAPACITY)
+  assert.deepEqual(seen.map((s) => s.at), Array.from({ length: RING_CAPACITY }, (_, k) => T0 + total - RING_CAPACITY + k), 'the newest samples survive, in order')
+  // The ring keeps working after it was lapped.
+  lane.write(T0 + total, 1, 1, 1, 1, 1)
+  assert.deepEqual(drainAll(lane).seen.map((s) => s.at), [T0 + total])
+})
+
+test('history points average the samples of their step and keep the peaks', () => {
+  const lane = Lane.create('w1', { historyPoints: 10, stepMs: 1000 })
+  // Step 0: cpu 10, 20, 60; step 1: cpu 40; a gap; step 3: cpu 90.
+  lane.write(T0 + 0, 10, 50, 5, 0, 1)
+  lane.write(T0 + 400, 20, 50, 5, 0, 1)
+  lane.write(T0 + 999, 60, 80, 5, 10, 2)
+  lane.write(T0 + 1000, 40, 10, 5, 0, 0)
+  lane.write(T0 + 3500, 90, 10, 5, 0, 0)
+  drainAll(lane)
+  const h = lane.history()
+  assert.deepEqual(h.map((p) => [p.at - T0, p.samples, p.cpu, p.cpuPeak]), [
+    [0, 3, 30, 60],
+    [1000, 1, 40, 40],
+    [3000, 1, 90, 90],
+  ])
+  assert.equal(h[0]!.memory, 60)
+  assert.equal(h[0]!.memoryPeak, 80)
+  assert.equal(h[0]!.gpuPeak, 10)
+  assert.equal(h[0]!.running, 1.33)
+  assert.deepEqual(lane.history(T0 + 1500).map((p) => p.at - T0), [1000, 3000], 'since keeps the step holding it')
+  assert.deepEqual(lane.latestSample(), { at: T0 + 3500, cpu: 90, memory: 10, storage: 5, gpu: 0, running: 0 })
+})
+
+test('the history is a ring: the oldest points go when it is full', () => {
+  const lane = Lane.create('w1', { historyPoints: 4, stepMs: 1000 })
+  for (let i = 0; i < 7; i++) lane.write(T0 + i * 1000, i, 0, 0, 0, 0)
+  drainAll(lane)
+  assert.deepEqual(lane.history().map((p) => p.cpu), [3, 4, 5, 6])
+})
+
+test('rolling averages are weighted by samples and windows only see their own points', () => {
+  const lane = Lane.create('w1', { historyPoints: 800, stepMs: 5000 })
+  const now = T0 + 3_600_000
+  // Ten minutes ago: 4 samples at cpu 80. Thirty seconds ago: 1 sample at cpu 20 and one at 40.
+  for (let i = 0; i < 4; i++) lane.write(now - 600_000 + i, 80, 0, 0, 0, 0)
+  lane.write(now - 30_000, 20, 0, 0, 0, 3)
+  lane.write(now - 29_000, 40, 0, 0, 0, 1)
+  drainAll(lane)
+  const s = lane.summary(now)
+  assert.equal(s.windows['1m']!.samples, 2)
+  assert.equal(s.windows['1m']!.average.cpu, 30)
+  assert.equal(s.windows['1m']!.average.running, 2)
+  assert.equal(s.windows['1m']!.peak.cpu, 40)
+  assert.equal(s.windows['5m']!.samples, 2)
+  assert.equal(s.windows['15m']!.samples, 6)
+  assert.equal(s.windows['15m']!.average.cpu, 63.33, '(4 * 80 + 20 + 40) / 6, to two decimals')
+  assert.equal(s.windows['15m']!.peak.cpu, 80)
+  assert.equal(s.processed, 6)
+  assert.equal(lane.summary(now + 2 * 3_600_000).windows['1h'], null, 'nothing in the last hour')
+})
+
+test('a second view of the same memory (a restarted thread) continues where the first stopped', () => {
+  const lane = Lane.create('w1', { historyPoints: 10, stepMs: 1000 })
+  lane.write(T0, 10, 0, 0, 0, 0)
+  lane.write(T0 + 1, 30, 0, 0, 0, 0)
+  drainAll(lane)
+  lane.write(T0 + 2, 50, 0, 0, 0, 0)
+  const reborn = new Lane(lane.init)
+  const { seen } = drainAll(reborn)
+  assert.deepEqual(seen.map((s) => s.cpu), [50], 'only what was not processed yet')
+  assert.equal(reborn.history()[0]!.samples, 3)
+  assert.equal(reborn.history()[0]!.cpu, 30)
+})
+
+test('a writer thread racing a reader never hands over a torn or out-of-order sample, and every sample is processed or counted dropped', async () => {
+  const { Worker } = await import('node:worker_threads')
+  const lane = Lane.create('w1', { historyPoints: 10, stepMs: 1000 })
+  const total = 2_000_000
+  // The writer runs flat out on its own thread; each sample's fields are derived from its number,
+  // so a sample mixed from two writes is detectable.
+  const writer = new Worker(
+    `const { workerData, parentPort } = require('node:worker_threads')
+     import(workerData.laneUrl).then(({ Lane }) => {
+       const lane = new Lane(workerData.init)
+       for (let i = 1; i <= workerData.total; i++) lane.write(i, i % 97, (i % 97) / 2, i % 13, i % 7, i % 5)
+       parentPort.postMessage('done')
+     })`,
+    { eval: true, workerData: { laneUrl: new URL('../../src/shared/lane.js', import.meta.url).href, init: lane.init, total } },
+  )
+  const done = new Promise((resolve, reject) => {
+    writer.once('message', resolve)
+    writer.once('error', reject)
+  })
+  const scratch: Sample = { at: 0, cpu: 0, memory: 0, storage: 0, gpu: 0, running: 0 }
+  let last = 0
+  let seen = 0
+  let dropped = 0
+  const check = (s: Sample): void => {
+    const i = s.at
+    if (!(i > last) || s.cpu !== i % 97 || s.memory !== (i % 97) / 2 || s.storage !== i % 13 || s.gpu !== i % 7 || s.running !== i % 5) {
+      throw new Error(`bad sample after ${last}: ${JSON.stringify(s)}`)
+    }
+    last = i
+    seen++
+  }
+  // A tight loop on this thread against the writer's on its own: the overlap is the point.
+  const deadline = Date.now() + 60_000
+  let overlapping = 0
+  while (last < total) {
+    if (Date.now() > deadline) throw new Error(`the writer stopped at ${last}`)
+    const before = seen
+    dropped += lane.drain(check, scratch)
+    if (seen > before && last < total) overlapping++
+  }
+  await done
+  await writer.terminate()
+  assert.ok(overlapping > 0, 'some drains ran while the writer was writing')
+  assert.equal(last, total, 'the last sample written is the last handed over')
+  assert.equal(seen + dropped, total)
+  assert.equal(lane.dropped, dropped)
+  assert.equal(lane.processed, seen)
+})
