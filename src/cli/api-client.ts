@@ -1,4 +1,5 @@
-import type { ClusterStatus, TaskView, WorkerView } from '../master/views.js'
+import type { HealthReport } from '../master/health.js'
+import type { ClusterStatus, TaskView, WorkerMetricsView, WorkerView } from '../master/views.js'
 import { CloudaiError, ErrorCodes, type ErrorCode } from '../shared/errors.js'
 import type { TaskStatus } from '../shared/types.js'
 
@@ -108,6 +109,17 @@ export class ApiClient {
     return res
   }
 
+  /** `since`: as the route takes it (ISO time, epoch ms, or a duration back from now). */
+  workerMetrics(id: string, since?: string): Promise<ApiResponse<WorkerMetricsView>> {
+    const path = `/api/workers/${encodeURIComponent(id)}/metrics${since === undefined ? '' : `?${new URLSearchParams({ since })}`}`
+    return this.request('GET', path)
+  }
+
+  /** 503 is an answer here, not a failure: it carries the reasons. */
+  health(): Promise<ApiResponse<HealthReport>> {
+    return this.request('GET', '/healthz', undefined, [503])
+  }
+
   getTask(id: string): Promise<ApiResponse<TaskView>> {
     return this.request('GET', `/api/tasks/${encodeURIComponent(id)}`)
   }
@@ -116,7 +128,7 @@ export class ApiClient {
     return this.request('DELETE', `/api/tasks/${encodeURIComponent(id)}`)
   }
 
-  private async request<T>(method: string, path: string, body?: unknown): Promise<ApiResponse<T>> {
+  private async request<T>(method: string, path: string, body?: unknown, alsoOk: readonly number[] = []): Promise<ApiResponse<T>> {
     let status: number
     let text: string
     try {
@@ -137,7 +149,7 @@ export class ApiClient {
     } catch {
       parsed = undefined
     }
-    if (status < 200 || status >= 300) throw this.errorFrom(method, path, status, parsed, text)
+    if ((status < 200 || status >= 300) && !alsoOk.includes(status)) throw this.errorFrom(method, path, status, parsed, text)
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw this.unexpected(method, path, status, 'the answer is not a JSON object')
     return { status, body: parsed as T, text }
   }

@@ -1,4 +1,5 @@
-import type { ClusterStatus, TaskView, WorkerView } from '../master/views.js'
+import type { HealthReport } from '../master/health.js'
+import type { ClusterStatus, TaskView, WorkerMetricsView, WorkerView } from '../master/views.js'
 import { toCloudaiError } from '../shared/errors.js'
 import type { TaskStatus } from '../shared/types.js'
 
@@ -279,4 +280,54 @@ export function formatTaskCancelled(task: TaskView): string {
 export function formatError(err: unknown): string {
   const e = toCloudaiError(err)
   return `error: ${e.message} (${e.code})`
+}
+
+/** `cloudai health`: the verdict, then one line per failed check with the workers it names. */
+export function formatHealth(report: HealthReport, opts: { color: boolean }): string {
+  const paint = (text: string, code: string): string => (opts.color ? `${code}${text}${RESET_FG}` : text)
+  const w = report.workers
+  const head = `${report.status === 'healthy' ? paint('● Healthy', GREEN) : paint('○ Unhealthy', RED)}  (${plural(w.total, 'worker')}: ${w.active} active, ${w.inactive} inactive; monitor ${report.reconnect_monitor})`
+  const lines = report.reasons.map((r) => {
+    const ids = r.worker_ids && r.worker_ids.length > 0 ? `: ${r.worker_ids.join(', ')}${(r.count ?? 0) > r.worker_ids.length ? ` and ${(r.count ?? 0) - r.worker_ids.length} more` : ''}` : ''
+    return `  - ${r.message}${ids}`
+  })
+  return [head, ...lines].join('\n')
+}
+
+const WINDOW_ORDER = ['1m', '5m', '15m', '1h'] as const
+
+/** `cloudai metrics <id>`: latest usage, the rolling windows, and the history as a table. */
+export function formatWorkerMetrics(m: WorkerMetricsView, opts: FormatOptions & { historyRows?: number }): string {
+  const rows: [string, string][] = [
+    ['Worker', `${m.worker_id} (${m.is_active ? 'active' : 'inactive'})`],
+    ['Uptime', m.uptime_s === null ? '-' : formatUptime(m.uptime_s)],
+    ['Heartbeat', formatAge(m.last_heartbeat, opts.now)],
+    ['Reconnects', String(m.reconnects)],
+  ]
+  if (!m.has_data) return `${labelled(rows)}\n\nNo telemetry yet: the worker has not connected to this master.`
+  rows.push(['Samples', `${m.samples_processed} processed, ${m.samples_dropped} dropped`])
+  const latest = m.latest
+  const table = renderTable(
+    ['', 'CPU', 'MEM', 'DISK', 'GPU', 'TASKS', 'PEAK CPU', 'PEAK MEM', 'SAMPLES'],
+    ['left', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right'],
+    [
+      ...(latest ? [['latest', percent(latest.cpu), percent(latest.memory), percent(latest.storage), percent(latest.gpu), amount(latest.running_tasks), '', '', '']] : []),
+      ...WINDOW_ORDER.map((name) => {
+        const a = m.averages[name]
+        const p = m.peaks[name]
+        if (!a || !p) return [name, '-', '-', '-', '-', '-', '-', '-', '0']
+        return [name, percent(a.cpu), percent(a.memory), percent(a.storage), percent(a.gpu), amount(a.running_tasks), percent(p.cpu), percent(p.memory), String(a.samples)]
+      }),
+    ],
+  )
+  const shown = m.history.slice(-(opts.historyRows ?? 12))
+  const history = shown.length === 0
+    ? 'No history in the asked range.'
+    : renderTable(
+        ['AT (UTC)', 'CPU', 'MEM', 'DISK', 'GPU', 'TASKS', 'PEAK CPU', 'SAMPLES'],
+        ['left', 'right', 'right', 'right', 'right', 'right', 'right', 'right'],
+        shown.map((p) => [p.at.slice(11, 19), percent(p.cpu), percent(p.memory), percent(p.storage), percent(p.gpu), amount(p.running_tasks), percent(p.cpu_peak), String(p.samples)]),
+      )
+  const more = m.history.length > shown.length ? ` (last ${shown.length} of ${m.history.length} points)` : ''
+  return `${labelled(rows)}\n\n${table}\n\nHistory, one point per ${m.history_step_ms / 1000}s${more}:\n${history}`
 }

@@ -6,6 +6,7 @@ import { createLogger, type Logger } from '../shared/log.js'
 import { ApiClient, type ApiResponse } from './api-client.js'
 import {
   formatError,
+  formatHealth,
   formatRegistered,
   formatStatus,
   formatTask,
@@ -13,6 +14,7 @@ import {
   formatTasks,
   formatTaskSubmitted,
   formatUnregistered,
+  formatWorkerMetrics,
   formatWorkers,
 } from './format.js'
 import {
@@ -21,6 +23,7 @@ import {
   ENV_PREFIX,
   LOG_OPTIONS,
   MASTER_OPTIONS,
+  METRICS_OPTIONS,
   TASKS_OPTIONS,
   TASK_SUBMIT_OPTIONS,
   WORKER_OPTIONS,
@@ -31,6 +34,7 @@ import {
   buildWorkerConfig,
   envOnlyKeys,
   parseAddressArg,
+  parseSinceArg,
   parseTaskIdArg,
   parseWorkerIdArg,
   splitTaskCommand,
@@ -84,6 +88,13 @@ function parser(args: string[], choose: (chosen: Chosen) => void): Argv {
     .command('unregister <id>', 'forget a worker and stop dialling it', (y) => y.positional('id', { type: 'string', describe: 'worker id' }).options(API_OPTIONS), handler('unregister'))
     .command('workers', 'list the workers of a running master', (y) => y.options(API_OPTIONS), handler('workers'))
     .command('status', 'worker and task counts, monitor and store state of a running master', (y) => y.options(API_OPTIONS), handler('status'))
+    .command('health', 'the master\'s health checks (exit code 1 when unhealthy)', (y) => y.options(API_OPTIONS), handler('health'))
+    .command(
+      'metrics <id>',
+      'a worker\'s telemetry: latest usage, averages and peaks over 1m/5m/15m/1h, history',
+      (y) => y.positional('id', { type: 'string', describe: 'worker id' }).options({ ...METRICS_OPTIONS, ...API_OPTIONS }),
+      handler('metrics'),
+    )
     .command('task', 'submit a task, show one or cancel one (see cloudai task --help)', (y) =>
       y
         .usage('$0 task <id> | $0 task submit [options] -- <command...> | $0 task cancel <id>')
@@ -103,7 +114,7 @@ function parser(args: string[], choose: (chosen: Chosen) => void): Argv {
     )
     .command('tasks', 'list the tasks of a running master, newest first', (y) => y.options({ ...TASKS_OPTIONS, ...API_OPTIONS }), handler('tasks'))
     .command('cancel <id>', 'cancel a queued or running task', (y) => y.positional('id', { type: 'string', describe: TASK_ID_DESCRIBE }).options(API_OPTIONS), handler('cancel'))
-    .demandCommand(1, 'a command is required: master, worker, register, unregister, workers, status, task, tasks or cancel')
+    .demandCommand(1, 'a command is required: master, worker, register, unregister, workers, status, health, metrics, task, tasks or cancel')
     .example('$0 master', 'run a master (gRPC on 50051, HTTP API on 127.0.0.1:8080, data in ./data)')
     .example('$0 worker --id worker-1 --master 127.0.0.1:50051', 'run a worker that joins that master')
     .example('$0 register worker-1 127.0.0.1:50052', 'register a worker with the running master')
@@ -178,6 +189,16 @@ function prepare({ command, action, argv }: Chosen, taskCommand: readonly string
       const opts = buildApiOptions(argv)
       return () => operate(opts, (api) => api.status(), (res) => formatStatus(res.body))
     }
+    case 'health': {
+      const opts = buildApiOptions(argv)
+      return () => operate(opts, (api) => api.health(), (res) => formatHealth(res.body, { color }), (res) => res.status !== 200)
+    }
+    case 'metrics': {
+      const opts = buildApiOptions(argv)
+      const id = parseWorkerIdArg(argv.id)
+      const since = parseSinceArg(argv.since)
+      return () => operate(opts, (api) => api.workerMetrics(id, since), (res) => formatWorkerMetrics(res.body, { now: Date.now(), color }))
+    }
     case 'task':
       return prepareTask(action ?? 'show', argv, taskCommand, color)
     case 'tasks': {
@@ -210,10 +231,17 @@ function prepareTask(action: TaskAction, argv: Record<string, unknown>, taskComm
 
 // --- operator commands -------------------------------------------------------------------------
 
-async function operate<T>(opts: ApiCommandOptions, call: (api: ApiClient) => Promise<ApiResponse<T>>, show: (res: ApiResponse<T>) => string): Promise<void> {
+/** `failed`: an answer that is a "no" (unhealthy) exits with 1 after it is shown. */
+async function operate<T>(
+  opts: ApiCommandOptions,
+  call: (api: ApiClient) => Promise<ApiResponse<T>>,
+  show: (res: ApiResponse<T>) => string,
+  failed?: (res: ApiResponse<T>) => boolean,
+): Promise<void> {
   try {
     const res = await call(new ApiClient(opts.api))
     process.stdout.write(`${opts.json ? res.text.trimEnd() : show(res)}\n`)
+    if (failed?.(res)) process.exitCode = EXIT_FAILURE
   } catch (err) {
     // Scripts asking for JSON get the master's error body too; people read the line on stderr.
     const body = isCloudaiError(err) ? err.details?.body : undefined

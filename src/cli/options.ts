@@ -6,6 +6,7 @@ import { CloudaiError, isCloudaiError } from '../shared/errors.js'
 import { LOG_LEVELS } from '../shared/log.js'
 import type { TaskStatus } from '../shared/types.js'
 import { parseAddress, parsePort, validateAddress, validateString, validateTaskId, validateWorkerId } from '../shared/validation.js'
+import { parseMetricsQuery } from '../master/api/query.js'
 import type { TaskListQuery, TaskSubmitBody } from './api-client.js'
 
 // The flags of every command, their CLOUDAI_* environment names, and the functions that turn
@@ -125,7 +126,12 @@ export const TASKS_OPTIONS: Record<string, Options> = {
   }),
 }
 
-export type CommandName = 'master' | 'worker' | 'register' | 'unregister' | 'workers' | 'status' | 'task' | 'tasks' | 'cancel'
+export type CommandName = 'master' | 'worker' | 'register' | 'unregister' | 'workers' | 'status' | 'health' | 'metrics' | 'task' | 'tasks' | 'cancel'
+
+// `metrics <id> --since`: a start time belongs to one question, never to the shell.
+export const METRICS_OPTIONS: Record<string, Options> = flagsOnly({
+  since: { type: 'string', describe: 'history from this time: an ISO 8601 time, epoch ms, or a duration back from now (15m, 1h); default: all kept' },
+})
 
 /** Flags and positionals each command takes: the CLOUDAI_* variables that apply to it. */
 export const COMMAND_KEYS: Readonly<Record<CommandName, readonly string[]>> = {
@@ -135,6 +141,8 @@ export const COMMAND_KEYS: Readonly<Record<CommandName, readonly string[]>> = {
   unregister: [...Object.keys(API_OPTIONS), 'id'],
   workers: Object.keys(API_OPTIONS),
   status: Object.keys(API_OPTIONS),
+  health: Object.keys(API_OPTIONS),
+  metrics: [...Object.keys(API_OPTIONS), 'id'],
   // `task <id>`, `task submit`, `task cancel <id>`: the first word is all envOnlyKeys sees.
   task: [...Object.keys(API_OPTIONS), ...Object.keys(TASK_SUBMIT_ENV_OPTIONS), 'id'],
   tasks: [...Object.keys(API_OPTIONS), ...Object.keys(TASKS_ENV_OPTIONS)],
@@ -472,4 +480,17 @@ export function buildTaskQuery(argv: Argv): TaskListQuery {
   if (limit !== undefined) query.limit = limit
   if (offset !== undefined) query.offset = offset
   return query
+}
+
+/** `metrics --since`: checked here with the master's own rules, sent as typed. */
+export function parseSinceArg(value: unknown): string | undefined {
+  if (value === undefined) return undefined
+  try {
+    if (typeof value !== 'string') throw new CloudaiError('CLOUDAI_BAD_REQUEST', 'since must be a string')
+    parseMetricsQuery(new URLSearchParams({ since: value }).toString(), Date.now())
+    return value
+  } catch (err) {
+    if (!isCloudaiError(err)) throw err
+    throw new CloudaiError('CLOUDAI_BAD_CONFIG', `--${err.message}`)
+  }
 }

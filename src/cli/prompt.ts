@@ -4,6 +4,7 @@ import type { MasterControl } from '../master/control.js'
 import { CloudaiError } from '../shared/errors.js'
 import {
   formatError,
+  formatHealth,
   formatRegistered,
   formatStatus,
   formatTask,
@@ -11,6 +12,7 @@ import {
   formatTasks,
   formatTaskSubmitted,
   formatUnregistered,
+  formatWorkerMetrics,
   formatWorkers,
 } from './format.js'
 import { TASKS_OPTIONS, TASK_SUBMIT_OPTIONS, buildTaskQuery, buildTaskSubmitBody } from './options.js'
@@ -37,6 +39,8 @@ export interface Prompt {
 const HELP = `commands:
   status                      workers, active and inactive counts, task counts, monitor and store state
   workers                     the worker table
+  health                      the health checks and what fails them
+  metrics <id>                a worker's telemetry: latest usage, averages, peaks, history
   register <id> <host:port>   register a worker; it may be offline (the master keeps dialling it)
   unregister <id>             forget a worker and stop dialling it
   task submit [flags] -- <command...>
@@ -190,6 +194,16 @@ export function startPrompt(opts: PromptOptions): Prompt {
         break
       case 'workers':
         write(formatWorkers(control.listWorkers(), { now: Date.now(), color }))
+        break
+      case 'health':
+        write(formatHealth(control.health(), { color }))
+        break
+      case 'metrics':
+        if (args.length !== 1) {
+          write('usage: metrics <id>')
+          break
+        }
+        write(formatWorkerMetrics(control.workerMetrics(args[0]!, {}), { now: Date.now(), color }))
         break
       case 'register':
         if (args.length !== 2) {

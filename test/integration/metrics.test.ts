@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { api, FAST_MASTER_FLAGS, msgHas, reservePort, startMaster, startWorker, tempDir, waitUntil, type MasterHandle } from '../support/cluster.js'
+import { api, FAST_MASTER_FLAGS, msgHas, reservePort, runCli, startMaster, startWorker, tempDir, waitUntil, type MasterHandle } from '../support/cluster.js'
 import { parsePrometheus, promValue, type PromFamily } from '../support/prometheus.js'
 
 // What operators look at, on a real master process with real workers: /metrics, /healthz and
@@ -62,6 +62,16 @@ test('/metrics, /healthz and worker metrics follow dials, heartbeats, disconnect
   assert.equal(unhealthy.status, 'unhealthy')
   assert.deepEqual(unhealthy.reasons.map((r: { check: string }) => r.check), ['inactive-workers'])
   assert.deepEqual(unhealthy.reasons[0].worker_ids, ['ghost'])
+  // The CLI says the same, and exits 1 so that scripts can use it.
+  const health = await runCli(['health', '--api', master.api])
+  assert.equal(health.code, 1, health.stderr)
+  assert.match(health.stdout, /^○ Unhealthy {2}\(1 worker: 0 active, 1 inactive; monitor running\)\n {2}- 1 worker\(s\) have been inactive for more than 1500 ms: ghost\n$/)
+  const noData = await runCli(['metrics', 'ghost', '--api', master.api])
+  assert.equal(noData.code, 0, noData.stderr)
+  assert.match(noData.stdout, /No telemetry yet/)
+  const badSince = await runCli(['metrics', 'ghost', '--since', 'soon', '--api', master.api])
+  assert.equal(badSince.code, 2)
+  assert.match(badSince.stderr, /--since "soon" is not a time/)
 
   // A real worker: heartbeats are counted, processed on its telemetry thread and shown.
   const workerPort = await reservePort()
@@ -89,9 +99,18 @@ test('/metrics, /healthz and worker metrics follow dials, heartbeats, disconnect
   assert.deepEqual((await api(master.api, `/api/workers/w1/metrics?since=${future}`)).body.history, [])
   assert.equal((await api(master.api, '/api/workers/w1/metrics?since=soon')).status, 400)
 
+  const shown = await runCli(['metrics', 'w1', '--since', '10m', '--api', master.api])
+  assert.equal(shown.code, 0, shown.stderr)
+  assert.match(shown.stdout, /^Worker: +w1 \(active\)$/m)
+  assert.match(shown.stdout, /^1m +\d+\.\d%/m)
+  assert.match(shown.stdout, /^History, one point per 1s/m)
+
   // Unregistering the ghost makes the master healthy again.
   assert.equal((await api(master.api, '/api/workers/ghost', { method: 'DELETE' })).status, 200)
   assert.equal((await api(master.api, '/healthz')).status, 200)
+  const healthy = await runCli(['health', '--api', master.api])
+  assert.equal(healthy.code, 0, healthy.stderr)
+  assert.match(healthy.stdout, /^● Healthy/)
 
   // kill -9 the worker and start it again: a disconnection and a reconnection, both measured.
   const mark = master.proc.mark()

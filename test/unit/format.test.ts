@@ -3,6 +3,7 @@ import { test } from 'node:test'
 import {
   formatAge,
   formatError,
+  formatHealth,
   formatRegistered,
   formatStatus,
   formatTask,
@@ -12,9 +13,10 @@ import {
   formatTaskSubmitted,
   formatUnregistered,
   formatUptime,
+  formatWorkerMetrics,
   formatWorkers,
 } from '../../src/cli/format.js'
-import type { ClusterStatus, TaskView, WorkerView } from '../../src/master/views.js'
+import type { ClusterStatus, TaskView, WorkerMetricsView, WorkerView } from '../../src/master/views.js'
 import { CloudaiError } from '../../src/shared/errors.js'
 import { workerView } from '../support/memory-control.js'
 
@@ -262,4 +264,73 @@ test('submit and cancel print one line', () => {
   assert.equal(formatTaskSubmitted(waiting), '✅ Task task-ccc queued')
   assert.equal(formatTaskCancelled({ ...waiting, status: 'cancelled' }), 'Task task-ccc cancelled')
   assert.equal(formatTaskCancelled({ ...waiting, status: 'running' }), 'Task task-ccc: cancel requested (now running)')
+})
+
+test('health: the verdict, the counts, and one line per failed check naming its workers', () => {
+  const healthy = formatHealth(
+    { status: 'healthy', reasons: [], reconnect_monitor: 'running', workers: { total: 3, active: 3, inactive: 0 }, thresholds: { max_inactive_ms: 300_000, reconnect_within_ms: 60_000 } },
+    { color: false },
+  )
+  assert.equal(healthy, '● Healthy  (3 workers: 3 active, 0 inactive; monitor running)')
+  const sick = formatHealth(
+    {
+      status: 'unhealthy',
+      reasons: [
+        { check: 'reconnect-monitor', message: 'the reconnection monitor is disabled: inactive workers are not dialled' },
+        { check: 'inactive-workers', message: '102 worker(s) have been inactive for more than 5 min', worker_ids: ['a', 'b'], count: 102 },
+      ],
+      reconnect_monitor: 'disabled',
+      workers: { total: 110, active: 8, inactive: 102 },
+      thresholds: { max_inactive_ms: 300_000, reconnect_within_ms: 60_000 },
+    },
+    { color: false },
+  )
+  assert.equal(sick, [
+    '○ Unhealthy  (110 workers: 8 active, 102 inactive; monitor disabled)',
+    '  - the reconnection monitor is disabled: inactive workers are not dialled',
+    '  - 102 worker(s) have been inactive for more than 5 min: a, b and 100 more',
+  ].join('\n'))
+})
+
+test('worker metrics: latest, the windows, and the newest history points', () => {
+  const none = { '1m': null, '5m': null, '15m': null, '1h': null }
+  const base: WorkerMetricsView = {
+    worker_id: 'w1', is_active: false, has_data: false, uptime_s: null, last_heartbeat: null, since_last_heartbeat_ms: null, reconnects: 0,
+    registered_at: ago(60_000), connected_at: null, disconnected_at: null, latest: null, averages: { ...none }, peaks: { ...none },
+    samples_processed: 0, samples_dropped: 0, summarized_at: null, history_step_ms: 5000, history: [],
+  }
+  assert.match(formatWorkerMetrics(base, { now: NOW, color: false }), /No telemetry yet: the worker has not connected to this master\.$/)
+  const point = (at: string, cpu: number) => ({ at, samples: 5, cpu, memory: 20, storage: 30, gpu: 0, running_tasks: 1, cpu_peak: cpu + 5, memory_peak: 21, storage_peak: 30, gpu_peak: 0 })
+  const text = formatWorkerMetrics({
+    ...base,
+    is_active: true,
+    has_data: true,
+    uptime_s: 125,
+    last_heartbeat: ago(2000),
+    samples_processed: 15,
+    samples_dropped: 1,
+    latest: { at: ago(2000), cpu: 12.5, memory: 20, storage: 30, gpu: 0, running_tasks: 1 },
+    averages: { ...none, '1m': { cpu: 11, memory: 20, storage: 30, gpu: 0, running_tasks: 1, samples: 15 } },
+    peaks: { ...none, '1m': { cpu: 15, memory: 21, storage: 30, gpu: 0 } },
+    history: [point('2025-11-17T10:29:50.000Z', 10), point('2025-11-17T10:29:55.000Z', 11), point('2025-11-17T10:30:00.000Z', 12)],
+  }, { now: NOW, color: false, historyRows: 2 })
+  assert.equal(text, [
+    'Worker:      w1 (active)',
+    'Uptime:      2m 5s',
+    'Heartbeat:   2s ago',
+    'Reconnects:  0',
+    'Samples:     15 processed, 1 dropped',
+    '',
+    '          CPU    MEM   DISK   GPU  TASKS  PEAK CPU  PEAK MEM  SAMPLES',
+    'latest  12.5%  20.0%  30.0%  0.0%      1',
+    '1m      11.0%  20.0%  30.0%  0.0%      1     15.0%     21.0%       15',
+    '5m          -      -      -     -      -         -         -        0',
+    '15m         -      -      -     -      -         -         -        0',
+    '1h          -      -      -     -      -         -         -        0',
+    '',
+    'History, one point per 5s (last 2 of 3 points):',
+    'AT (UTC)    CPU    MEM   DISK   GPU  TASKS  PEAK CPU  SAMPLES',
+    '10:29:55  11.0%  20.0%  30.0%  0.0%      1     16.0%        5',
+    '10:30:00  12.0%  20.0%  30.0%  0.0%      1     17.0%        5',
+  ].join('\n'))
 })

@@ -273,3 +273,12 @@ test('prompt flags: --flag value and --flag=value, repeatable arrays, the rest l
   assert.deepEqual(parseFlags(['--name='], TASK_SUBMIT_OPTIONS, 'task submit'), { argv: { name: '' }, rest: [] })
   assert.deepEqual(parseFlags(['-c', '1'], TASK_SUBMIT_OPTIONS, 'task submit'), { argv: {}, rest: ['-c', '1'] })
 })
+
+test('health and metrics at the prompt', async (t) => {
+  const s = await session(t)
+  assert.equal(await s.run('health'), '● Healthy  (0 workers: 0 active, 0 inactive; monitor running)\n')
+  await s.run('register w1 127.0.0.1:5000')
+  assert.match(await s.run('metrics w1'), /^Worker: +w1 \(inactive\)\n[\s\S]*No telemetry yet/)
+  assert.equal(await s.run('metrics'), 'usage: metrics <id>\n')
+  assert.match(await s.run('metrics nobody'), /CLOUDAI_UNKNOWN_WORKER/)
+})
