@@ -37,6 +37,9 @@ export interface MasterConfig {
   healthMaxInactiveMs: number
   /** /healthz: every inactive worker must have been dialled within this long. */
   healthReconnectWithinMs: number
+  /** A WebSocket client this far behind is closed (telemetry to it pauses at half). */
+  wsMaxBufferBytes: number
+  wsMaxConnections: number
   log: LogConfig
 }
 
@@ -76,6 +79,8 @@ export const MASTER_DEFAULTS: Omit<MasterConfig, 'log'> = {
   telemetryStepMs: 5_000,
   healthMaxInactiveMs: 300_000,
   healthReconnectWithinMs: 60_000,
+  wsMaxBufferBytes: 1024 * 1024,
+  wsMaxConnections: 1000,
 }
 
 export const WORKER_DEFAULTS: Omit<WorkerConfig, 'id' | 'log'> = {

@@ -70,6 +70,8 @@ export const MASTER_OPTIONS = withEnv({
   'telemetry-step': { type: 'string', default: formatDuration(MASTER_DEFAULTS.telemetryStepMs), describe: 'width of one history point (100ms to 10m; samples within it are averaged)' },
   'health-max-inactive': { type: 'string', default: formatDuration(MASTER_DEFAULTS.healthMaxInactiveMs), describe: '/healthz fails when a worker is inactive longer than this (more than 0)' },
   'health-reconnect-within': { type: 'string', default: formatDuration(MASTER_DEFAULTS.healthReconnectWithinMs), describe: '/healthz fails when an inactive worker was not dialled within this (more than 0)' },
+  'ws-max-buffer': { type: 'string', default: '1MiB', describe: 'a WebSocket client this far behind is closed; telemetry to it pauses at half (bytes, or with KiB / MiB: 16KiB to 256MiB)' },
+  'ws-max-connections': { type: 'string', default: String(MASTER_DEFAULTS.wsMaxConnections), describe: 'WebSocket connections served at once (1 to 100000)' },
 })
 
 export const WORKER_OPTIONS = withEnv({
@@ -242,6 +244,21 @@ function telemetryThreads(value: unknown, field: string): 'per-worker' | 'auto' 
   return Number(text)
 }
 
+const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, kib: 1024, kb: 1024, k: 1024, mib: 1024 ** 2, mb: 1024 ** 2, m: 1024 ** 2 }
+
+/** Bytes: `65536`, `64KiB`, `1MiB` (KB and MB are read as KiB and MiB). */
+function byteSize(min: number, max: number) {
+  return (value: unknown, field: string): number => {
+    const m = typeof value === 'string' ? /^(\d{1,12})\s*([a-zA-Z]*)$/.exec(value) : typeof value === 'number' ? [String(value), String(value), ''] : null
+    const unit = m ? SIZE_UNITS[m[2]!.toLowerCase()] : undefined
+    const bytes = m && unit !== undefined ? Number(m[1]) * unit : Number.NaN
+    if (!(bytes >= min && bytes <= max)) {
+      throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${field} ${JSON.stringify(value)} is not a size from ${min / 1024}KiB to ${max / 1024 ** 2}MiB: use bytes, or a number with KiB or MiB`)
+    }
+    return bytes
+  }
+}
+
 function durationWithin(min: number, max: number) {
   return (value: unknown, field: string): number => {
     const ms = parseDuration(value, field)
@@ -312,6 +329,8 @@ function readMasterConfig(argv: Argv): MasterConfig {
     telemetryStepMs: read(argv, 'telemetry-step', d.telemetryStepMs, durationWithin(100, 600_000)),
     healthMaxInactiveMs: read(argv, 'health-max-inactive', d.healthMaxInactiveMs, positiveDuration),
     healthReconnectWithinMs: read(argv, 'health-reconnect-within', d.healthReconnectWithinMs, positiveDuration),
+    wsMaxBufferBytes: read(argv, 'ws-max-buffer', d.wsMaxBufferBytes, byteSize(16 * 1024, 256 * 1024 * 1024)),
+    wsMaxConnections: read(argv, 'ws-max-connections', d.wsMaxConnections, wholeNumber(1, 100_000)),
     log: buildLogConfig(argv),
   }
 }

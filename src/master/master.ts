@@ -13,6 +13,7 @@ import type { MasterControl } from './control.js'
 import { PoolDialer, type Dialer } from './dialer.js'
 import { MasterGrpcServer } from './grpc.js'
 import { checkHealth, type HealthReport } from './health.js'
+import { LiveFeed } from './live.js'
 import { Liveness } from './liveness.js'
 import { MasterMetrics } from './metrics.js'
 import { autoTelemetryThreads, TelemetryHub } from './telemetry.js'
@@ -46,6 +47,8 @@ export class Master implements MasterControl {
   readonly counters = new Counters()
   readonly telemetry: TelemetryHub
   private readonly metricsView: MasterMetrics
+  /** Worker, task and telemetry events for the WebSocket. */
+  readonly live: LiveFeed
   private readonly queue: QueueProcessor
   private readonly log: Logger
   private readonly store: Store
@@ -90,9 +93,19 @@ export class Master implements MasterControl {
       telemetry: this.telemetry,
       monitor: () => this.monitor.status,
       taskCounts: () => this.tasks.counts(),
+      wsConnections: () => this.http.wsConnections,
     })
     this.grpc = new MasterGrpcServer({ registry: this.registry, tasks: this.queue, telemetry: this.telemetry, counters: this.counters, host: config.grpcHost, port: config.grpcPort, log: this.log })
-    this.http = new HttpApi({ control: this, host: config.httpHost, port: config.httpPort, log: this.log })
+    this.live = new LiveFeed({ registry: this.registry, tasks: this.tasks, telemetry: this.telemetry, status: () => this.status() })
+    this.http = new HttpApi({
+      control: this,
+      host: config.httpHost,
+      port: config.httpPort,
+      log: this.log,
+      live: this.live,
+      counters: this.counters,
+      ws: { maxBufferBytes: config.wsMaxBufferBytes, maxConnections: config.wsMaxConnections },
+    })
   }
 
   get grpcPort(): number {
@@ -136,6 +149,7 @@ export class Master implements MasterControl {
       this.liveness.start()
       this.telemetry.start()
       this.metricsView.start()
+      this.live.start()
       const placement = this.telemetry.placement
       log.info(
         { telemetryThreads: placement, historyMs: this.config.telemetryHistoryMs, stepMs: this.config.telemetryStepMs },
@@ -175,8 +189,9 @@ export class Master implements MasterControl {
     log.info('Shutting down: stopping the reconnection monitor')
     await this.monitor.close()
     await this.dialer.close()
-    log.info('Shutting down: stopping the HTTP API')
+    log.info('Shutting down: stopping the HTTP API and WebSocket')
     await this.http.close()
+    this.live.close()
     log.info('Shutting down: stopping heartbeat timeout checks')
     this.liveness.close()
     log.info({ graceMs: this.config.shutdownGraceMs }, 'Shutting down: stopping the gRPC server (draining in-flight calls)')

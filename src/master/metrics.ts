@@ -16,6 +16,7 @@ export interface MetricsSources {
   telemetry: TelemetryHub
   monitor: () => MonitorState
   taskCounts: () => Record<TaskStatus, number>
+  wsConnections?: () => number
   now?: () => number
 }
 
@@ -169,6 +170,13 @@ export class MasterMetrics {
 
     gauge('cloudai_task_queue_depth', 'Tasks queued, waiting for a worker.', () => one(this.src.taskCounts().queued))
     gauge('cloudai_tasks', 'Tasks by status.', () => Object.entries(this.src.taskCounts()).map(([status, value]) => ({ labels: { status }, value })))
+
+    gauge('cloudai_ws_connections', 'WebSocket clients connected.', () => one(this.src.wsConnections?.() ?? 0))
+    count('cloudai_ws_connections_total', 'WebSocket connections accepted.', 'WS_OPENED')
+    count('cloudai_ws_refused_total', 'WebSocket upgrades refused because --ws-max-connections were open.', 'WS_REFUSED_FULL')
+    count('cloudai_ws_bad_messages_total', 'WebSocket messages from clients that were refused.', 'WS_BAD_MESSAGES')
+    count('cloudai_ws_slow_clients_closed_total', 'WebSocket clients closed for falling more than --ws-max-buffer behind.', 'WS_SLOW_CLOSED')
+    count('cloudai_ws_telemetry_dropped_total', 'Telemetry messages not sent to backed-up WebSocket clients.', 'WS_TELEMETRY_DROPPED')
 
     collectDefaultMetrics({ register: this.prom, prefix: 'cloudai_process_' })
   }

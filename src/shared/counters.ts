@@ -26,6 +26,11 @@ export const C = {
   TELEMETRY_THREAD_RESTARTS: 14,
   RECONNECTS: 15,
   FIRST_CONNECTS: 16,
+  WS_OPENED: 17,
+  WS_REFUSED_FULL: 18,
+  WS_BAD_MESSAGES: 19,
+  WS_SLOW_CLOSED: 20,
+  WS_TELEMETRY_DROPPED: 21,
 } as const
 
 export type CounterName = keyof typeof C

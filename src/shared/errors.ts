@@ -27,6 +27,7 @@ export const ErrorCodes = {
   CLOUDAI_TASK_FINISHED: { http: 409, grpc: GrpcStatus.FAILED_PRECONDITION },
   CLOUDAI_TASK_REFUSED: { http: 409, grpc: GrpcStatus.FAILED_PRECONDITION },
   CLOUDAI_SHUTTING_DOWN: { http: 503, grpc: GrpcStatus.UNAVAILABLE },
+  CLOUDAI_TOO_MANY_CONNECTIONS: { http: 503, grpc: GrpcStatus.RESOURCE_EXHAUSTED },
   CLOUDAI_BAD_CONFIG: { http: 400, grpc: GrpcStatus.INVALID_ARGUMENT },
   CLOUDAI_STORE_FAILED: { http: 503, grpc: GrpcStatus.UNAVAILABLE },
   CLOUDAI_UWS_FALLBACK: { http: 500, grpc: GrpcStatus.INTERNAL },

@@ -19,9 +19,10 @@ test('the master starts in the CloudAI order and shuts down on SIGTERM in the Cl
     'Shutting down: stopping the queue processor',
     'Shutting down: stopping the reconnection monitor',
     'Worker reconnection monitor stopped',
-    'Shutting down: stopping the HTTP API',
+    'Shutting down: stopping the HTTP API and WebSocket',
     'Shutting down: stopping heartbeat timeout checks',
     'Shutting down: stopping the gRPC server (draining in-flight calls)',
+    'Shutting down: stopping the telemetry threads',
     'Shutting down: closing the store',
     'Master stopped',
   ]

@@ -90,13 +90,22 @@ export function parsePrometheus(text: string): Map<string, PromFamily> {
     if (f.type !== 'histogram') continue
     // A labelled histogram with no series yet (nothing observed) has no samples at all.
     if (f.samples.length === 0) continue
-    const buckets = f.samples.filter((s) => s.name === `${f.name}_bucket`)
-    assert.ok(buckets.length > 0, `histogram ${f.name} has buckets`)
-    for (let i = 1; i < buckets.length; i++) assert.ok(buckets[i]!.value >= buckets[i - 1]!.value, `histogram ${f.name}: buckets are cumulative`)
-    const inf = buckets.at(-1)!
-    assert.equal(inf.labels.le, '+Inf', `histogram ${f.name} ends with le="+Inf"`)
-    const count = f.samples.find((s) => s.name === `${f.name}_count`)
-    assert.equal(count?.value, inf.value, `histogram ${f.name}: +Inf bucket equals _count`)
+    // One series of buckets per label set (le aside): each is cumulative and ends at +Inf = _count.
+    const series = new Map<string, PromSample[]>()
+    for (const s of f.samples) {
+      if (s.name !== `${f.name}_bucket`) continue
+      const { le: _le, ...rest } = s.labels
+      const key = JSON.stringify(rest)
+      series.set(key, [...(series.get(key) ?? []), s])
+    }
+    assert.ok(series.size > 0, `histogram ${f.name} has buckets`)
+    for (const [key, buckets] of series) {
+      for (let i = 1; i < buckets.length; i++) assert.ok(buckets[i]!.value >= buckets[i - 1]!.value, `histogram ${f.name} ${key}: buckets are cumulative`)
+      const inf = buckets.at(-1)!
+      assert.equal(inf.labels.le, '+Inf', `histogram ${f.name} ${key} ends with le="+Inf"`)
+      const count = f.samples.find((s) => s.name === `${f.name}_count` && JSON.stringify(s.labels) === key)
+      assert.equal(count?.value, inf.value, `histogram ${f.name} ${key}: +Inf bucket equals _count`)
+    }
   }
   return families
 }

@@ -69,6 +69,8 @@ test('master flags are parsed into the config: ports, hosts, addresses, duration
     'telemetry-step': '10s',
     'health-max-inactive': '10m',
     'health-reconnect-within': '90s',
+    'ws-max-buffer': '4MiB',
+    'ws-max-connections': '50',
     'log-level': 'debug',
     'log-pretty': true,
   })
@@ -90,6 +92,8 @@ test('master flags are parsed into the config: ports, hosts, addresses, duration
     telemetryStepMs: 10_000,
     healthMaxInactiveMs: 600_000,
     healthReconnectWithinMs: 90_000,
+    wsMaxBufferBytes: 4 * 1024 * 1024,
+    wsMaxConnections: 50,
     log: { level: 'debug', pretty: true },
   })
 })
@@ -164,6 +168,11 @@ test('each bad master value is CLOUDAI_BAD_CONFIG with a message naming the flag
     ['telemetry-step', '1h'],
     ['health-max-inactive', '0'],
     ['health-reconnect-within', 'never'],
+    ['ws-max-buffer', '1KiB'],
+    ['ws-max-buffer', '1GiB'],
+    ['ws-max-buffer', 'lots'],
+    ['ws-max-connections', '0'],
+    ['ws-max-connections', '1.5'],
     ['master-id', ''],
     ['master-id', ' padded '],
     ['data-dir', ''],

@@ -1,4 +1,5 @@
 import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from 'uWebSockets.js'
+import type { Counters } from '../../shared/counters.js'
 import { CloudaiError, type ErrorCode } from '../../shared/errors.js'
 import type { Logger } from '../../shared/log.js'
 import { loadUws, type Uws } from '../../shared/uws.js'
@@ -6,6 +7,7 @@ import type { MasterControl } from '../control.js'
 import { BodyAborted, DEFAULT_MAX_BODY_BYTES, readJsonObject } from './body.js'
 import { parseMetricsQuery, parseTaskQuery } from './query.js'
 import { Reply } from './respond.js'
+import { LiveSockets, type LiveSource } from './ws.js'
 
 export interface HttpApiOptions {
   control: MasterControl
@@ -15,6 +17,11 @@ export interface HttpApiOptions {
   log: Logger
   /** Largest request body accepted (413 above it). Defaults to 1 MiB. */
   maxBodyBytes?: number
+  /** The WebSocket's source of events; without it there is no /ws. */
+  live?: LiveSource
+  counters?: Counters
+  /** WebSocket limits (see LiveSockets); defaults: 1 MiB behind, 1000 connections, 16 KiB messages. */
+  ws?: { maxBufferBytes?: number; maxConnections?: number; maxMessageBytes?: number }
 }
 
 type Handler = (reply: Reply, req: HttpRequest, res: HttpResponse) => void | Promise<void>
@@ -48,6 +55,7 @@ export class HttpApi {
   private uws: Uws | null = null
   private app: TemplatedApp | null = null
   private listenSocket: us_listen_socket | null = null
+  private sockets: LiveSockets | null = null
   private boundPort = 0
   private phase: 'new' | 'listening' | 'closed' = 'new'
 
@@ -55,6 +63,11 @@ export class HttpApi {
     this.control = opts.control
     this.log = opts.log
     this.maxBodyBytes = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES
+  }
+
+  /** Open WebSocket connections. */
+  get wsConnections(): number {
+    return this.sockets?.connections ?? 0
   }
 
   /** The bound port (0 before start). */
@@ -66,6 +79,17 @@ export class HttpApi {
     if (this.phase !== 'new') throw new Error('an HttpApi can be started once')
     const uws = loadUws()
     const app = uws.App()
+    if (this.opts.live) {
+      this.sockets = new LiveSockets({
+        source: this.opts.live,
+        log: this.log,
+        ...(this.opts.counters ? { counters: this.opts.counters } : {}),
+        maxBufferBytes: this.opts.ws?.maxBufferBytes ?? 1024 * 1024,
+        maxConnections: this.opts.ws?.maxConnections ?? 1000,
+        maxMessageBytes: this.opts.ws?.maxMessageBytes ?? 16 * 1024,
+      })
+      this.sockets.mount(app)
+    }
     this.mount(app)
     const { host, port } = this.opts
     // uWS calls back synchronously from listen().
@@ -74,6 +98,7 @@ export class HttpApi {
       socket = s
     })
     if (socket === false) {
+      this.sockets?.close()
       ;(app as NativeExtras).close?.()
       throw new CloudaiError('CLOUDAI_BAD_CONFIG', `cannot listen for HTTP on ${host}:${port}: the port is in use or the host is not an address of this machine`)
     }
@@ -89,6 +114,8 @@ export class HttpApi {
   close(): Promise<void> {
     if (this.phase === 'closed') return Promise.resolve()
     this.phase = 'closed'
+    // WebSockets first, with a close frame each: app.close() would cut them without one.
+    this.sockets?.close()
     // The listen socket first: app.close() would close it as well, but closing it twice is a
     // use-after-free in uSockets, and the listen socket alone is enough if app.close() is missing.
     if (this.listenSocket && this.uws) this.uws.us_listen_socket_close(this.listenSocket)

@@ -1,0 +1,273 @@
+import type { HttpRequest, HttpResponse, TemplatedApp, WebSocket, us_socket_context_t } from 'uWebSockets.js'
+import { C, type Counters } from '../../shared/counters.js'
+import { CloudaiError } from '../../shared/errors.js'
+import type { Logger } from '../../shared/log.js'
+import { validateWorkerId } from '../../shared/validation.js'
+import type { LiveEvents, LiveMessage, LiveSnapshot, LiveTopic } from '../live.js'
+import { Reply } from './respond.js'
+
+/** What the WebSocket needs of the master: the current state, then every change. */
+export interface LiveSource {
+  snapshot(): LiveSnapshot
+  on(event: 'message', listener: (...args: LiveEvents['message']) => void): unknown
+  off(event: 'message', listener: (...args: LiveEvents['message']) => void): unknown
+}
+
+export interface LiveSocketOptions {
+  source: LiveSource
+  log: Logger
+  counters?: Counters
+  /**
+   * A client whose unsent data passes half of this gets no telemetry until it catches up; past
+   * all of it, it is closed (1013). Worker and task events are never dropped for a client that
+   * stays: one that cannot take them is closed, and gets a fresh snapshot when it reconnects.
+   */
+  maxBufferBytes: number
+  maxConnections: number
+  /** Largest message a client may send (subscriptions); larger closes the connection (1009). */
+  maxMessageBytes: number
+}
+
+interface SocketState {
+  topics: Set<LiveTopic>
+  /** Telemetry topics given up while the client was backed up, restored when it drains. */
+  paused: LiveTopic[] | null
+  closedByUs: boolean
+}
+
+type Socket = WebSocket<SocketState>
+
+const DEFAULT_TOPICS: readonly LiveTopic[] = ['workers', 'tasks', 'metrics']
+const MAX_TOPICS = 1000
+// Backed-up sockets are looked at this often, and telemetry is sent in one batch per check.
+const CHECK_MS = 250
+const rfc3339 = (ms: number): string => new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z')
+
+/**
+ * `/ws`: watchers get a snapshot, then every worker and task change and throttled telemetry, routed
+ * by uWS pub/sub topics. A slow client never slows the master: telemetry to it is paused while it
+ * is backed up, and it is closed if it backs up past the limit.
+ */
+export class LiveSockets {
+  private app: TemplatedApp | null = null
+  private readonly sockets = new Set<Socket>()
+  private readonly pendingMetrics = new Map<string, string>()
+  private timer: NodeJS.Timeout | null = null
+  private checkSoon: NodeJS.Immediate | null = null
+  private closed = false
+  private readonly onMessage = (topic: LiveTopic, message: LiveMessage): void => this.publish(topic, message)
+
+  constructor(private readonly opts: LiveSocketOptions) {}
+
+  get connections(): number {
+    return this.sockets.size
+  }
+
+  mount(app: TemplatedApp): void {
+    this.app = app
+    app.ws<SocketState>('/ws', {
+      maxPayloadLength: this.opts.maxMessageBytes,
+      // uWS's own limit is a backstop well above ours, so that ours (checked after every burst of
+      // events) acts first; a burst big enough to reach it in one turn is caught in closed1().
+      maxBackpressure: this.opts.maxBufferBytes * 4 + 1024 * 1024,
+      closeOnBackpressureLimit: 1,
+      idleTimeout: 120,
+      sendPingsAutomatically: true,
+      upgrade: (res, req, context) => this.upgrade(res, req, context),
+      open: (ws) => this.open(ws),
+      message: (ws, data) => this.message(ws, data),
+      drain: (ws) => this.resumeIfDrained(ws),
+      close: (ws, code) => this.closed1(ws, code),
+    })
+    this.opts.source.on('message', this.onMessage)
+    this.timer = setInterval(() => this.check(), CHECK_MS)
+    this.timer.unref()
+  }
+
+  close(): void {
+    if (this.closed) return
+    this.closed = true
+    this.opts.source.off('message', this.onMessage)
+    if (this.timer) clearInterval(this.timer)
+    this.timer = null
+    if (this.checkSoon) clearImmediate(this.checkSoon)
+    this.checkSoon = null
+    for (const ws of [...this.sockets]) {
+      ws.getUserData().closedByUs = true
+      ws.end(1001, 'master shutting down')
+    }
+    this.sockets.clear()
+    this.app = null
+  }
+
+  private upgrade(res: HttpResponse, req: HttpRequest, context: us_socket_context_t): void {
+    const reply = new Reply(res, this.opts.log, 'GET', '/ws', Date.now())
+    if (this.closed) return reply.error(new CloudaiError('CLOUDAI_SHUTTING_DOWN', 'the master is shutting down'))
+    if (this.sockets.size >= this.opts.maxConnections) {
+      this.opts.counters?.add(C.WS_REFUSED_FULL)
+      return reply.error(new CloudaiError('CLOUDAI_TOO_MANY_CONNECTIONS', `the master already serves ${this.opts.maxConnections} WebSocket connections (--ws-max-connections)`))
+    }
+    const key = req.getHeader('sec-websocket-key')
+    const protocol = req.getHeader('sec-websocket-protocol')
+    const extensions = req.getHeader('sec-websocket-extensions')
+    if (!reply.open) return
+    const state: SocketState = { topics: new Set(), paused: null, closedByUs: false }
+    res.cork(() => res.upgrade(state, key, protocol, extensions, context))
+  }
+
+  private open(ws: Socket): void {
+    if (this.closed) {
+      ws.end(1001, 'master shutting down')
+      return
+    }
+    this.sockets.add(ws)
+    this.opts.counters?.add(C.WS_OPENED)
+    // Subscribed before the snapshot is taken: an event after it is delivered, one before is in it.
+    for (const topic of DEFAULT_TOPICS) this.subscribe(ws, topic)
+    ws.send(JSON.stringify(this.opts.source.snapshot()))
+  }
+
+  private message(ws: Socket, data: ArrayBuffer): void {
+    let msg: unknown
+    try {
+      msg = JSON.parse(Buffer.from(data).toString('utf8'))
+    } catch {
+      return this.refuse(ws, new CloudaiError('CLOUDAI_BAD_JSON', 'a message must be a JSON object: {"type":"subscribe","topics":["metrics/worker-1"]}'))
+    }
+    try {
+      const { type, topics } = (typeof msg === 'object' && msg !== null ? msg : {}) as { type?: unknown; topics?: unknown }
+      if (type !== 'subscribe' && type !== 'unsubscribe') throw new CloudaiError('CLOUDAI_BAD_REQUEST', `type must be subscribe or unsubscribe, got ${JSON.stringify(String(type)).slice(0, 60)}`)
+      if (!Array.isArray(topics) || topics.length === 0 || topics.length > MAX_TOPICS) throw new CloudaiError('CLOUDAI_BAD_REQUEST', `topics must be a list of 1 to ${MAX_TOPICS} topics`)
+      const wanted = topics.map(parseTopic)
+      for (const topic of wanted) {
+        if (type === 'subscribe') {
+          if (ws.getUserData().topics.size >= MAX_TOPICS) throw new CloudaiError('CLOUDAI_BAD_REQUEST', `at most ${MAX_TOPICS} topics per connection`)
+          this.subscribe(ws, topic)
+        } else {
+          this.unsubscribe(ws, topic)
+        }
+      }
+      ws.send(JSON.stringify({ type: 'subscribed', topics: [...ws.getUserData().topics].sort(), timestamp: rfc3339(Date.now()) }))
+    } catch (err) {
+      this.refuse(ws, err)
+    }
+  }
+
+  private refuse(ws: Socket, err: unknown): void {
+    this.opts.counters?.add(C.WS_BAD_MESSAGES)
+    const e = err instanceof CloudaiError ? err : new CloudaiError('CLOUDAI_BAD_REQUEST', String(err))
+    ws.send(JSON.stringify({ type: 'error', code: e.code, message: e.message, timestamp: rfc3339(Date.now()) }))
+  }
+
+  /**
+   * `metrics` and `metrics/<id>` overlap; a client holds one or the other so that it never gets
+   * a worker's telemetry twice: narrowing to one worker drops `metrics`, and the reverse.
+   */
+  private subscribe(ws: Socket, topic: LiveTopic): void {
+    const state = ws.getUserData()
+    if (topic === 'metrics') {
+      for (const t of [...state.topics]) if (t.startsWith('metrics/')) this.unsubscribe(ws, t)
+    } else if (topic.startsWith('metrics/')) {
+      this.unsubscribe(ws, 'metrics')
+    }
+    state.topics.add(topic)
+    if (!state.paused || !isTelemetry(topic)) ws.subscribe(topic)
+    else state.paused.push(topic)
+  }
+
+  private unsubscribe(ws: Socket, topic: LiveTopic): void {
+    const state = ws.getUserData()
+    state.topics.delete(topic)
+    if (state.paused) state.paused = state.paused.filter((t) => t !== topic)
+    ws.unsubscribe(topic)
+  }
+
+  private publish(topic: LiveTopic, message: LiveMessage): void {
+    if (!this.app || this.closed) return
+    if (message.type === 'worker_metrics') {
+      // Telemetry goes out in the next batch; a newer summary of a worker replaces an unsent one.
+      this.pendingMetrics.set(message.worker_id, JSON.stringify(message))
+      return
+    }
+    this.app.publish(topic, JSON.stringify(message))
+    // Backed-up clients are dealt with after this burst of events, not a timer tick later.
+    this.checkSoon ??= setImmediate(() => {
+      this.checkSoon = null
+      this.checkBacklogs()
+    })
+  }
+
+  private closed1(ws: Socket, code: number): void {
+    this.sockets.delete(ws)
+    const state = ws.getUserData()
+    // 1006 from uWS itself on a client we had seen backed up: its backstop closed it.
+    if (!state.closedByUs && code === 1006 && state.paused !== null) this.closedSlow(null)
+  }
+
+  private closedSlow(buffered: number | null): void {
+    this.opts.counters?.add(C.WS_SLOW_CLOSED)
+    const limit = this.opts.maxBufferBytes
+    this.opts.log.warn({ buffered, limit }, `Closed a WebSocket client that fell ${buffered ?? 'too many'} bytes behind (limit ${limit})`)
+  }
+
+  /** Every CHECK_MS: deal with backlogs, then send the telemetry batch. */
+  private check(): void {
+    this.checkBacklogs()
+    this.flushMetrics()
+  }
+
+  /** Closes clients past the limit, pauses telemetry to those past half of it, resumes drained ones. */
+  private checkBacklogs(): void {
+    const limit = this.opts.maxBufferBytes
+    for (const ws of this.sockets) {
+      const buffered = ws.getBufferedAmount()
+      const state = ws.getUserData()
+      if (buffered > limit) {
+        this.closedSlow(buffered)
+        state.closedByUs = true
+        this.sockets.delete(ws)
+        ws.end(1013, 'too slow: the client fell too far behind')
+      } else if (buffered > limit / 2 && !state.paused) {
+        state.paused = [...state.topics].filter(isTelemetry)
+        for (const t of state.paused) ws.unsubscribe(t)
+      } else {
+        this.resumeIfDrained(ws)
+      }
+    }
+  }
+
+  private flushMetrics(): void {
+    if (this.pendingMetrics.size === 0 || !this.app) return
+    for (const ws of this.sockets) {
+      const paused = ws.getUserData().paused
+      if (!paused) continue
+      let missed = 0
+      for (const id of this.pendingMetrics.keys()) if (paused.includes('metrics') || paused.includes(`metrics/${id}`)) missed++
+      if (missed > 0) this.opts.counters?.add(C.WS_TELEMETRY_DROPPED, missed)
+    }
+    for (const [id, json] of this.pendingMetrics) {
+      this.app.publish('metrics', json)
+      this.app.publish(`metrics/${id}`, json)
+    }
+    this.pendingMetrics.clear()
+  }
+
+  private resumeIfDrained(ws: Socket): void {
+    const state = ws.getUserData()
+    if (!state.paused || ws.getBufferedAmount() > this.opts.maxBufferBytes / 4) return
+    for (const t of state.paused) ws.subscribe(t)
+    state.paused = null
+  }
+}
+
+function isTelemetry(topic: LiveTopic): boolean {
+  return topic === 'metrics' || topic.startsWith('metrics/')
+}
+
+function parseTopic(value: unknown): LiveTopic {
+  if (value === 'workers' || value === 'tasks' || value === 'metrics') return value
+  if (typeof value === 'string' && value.startsWith('metrics/')) {
+    return `metrics/${validateWorkerId(value.slice('metrics/'.length), 'topic worker id')}`
+  }
+  throw new CloudaiError('CLOUDAI_BAD_REQUEST', `unknown topic ${JSON.stringify(String(value)).slice(0, 80)}: use workers, tasks, metrics or metrics/<worker-id>`)
+}

@@ -1,0 +1,157 @@
+import { EventEmitter } from 'node:events'
+import type { LaneSummary } from '../shared/lane.js'
+import type { InactiveReason, TaskRecord, TaskStatus, WorkerRecord } from '../shared/types.js'
+import type { Registry } from './registry.js'
+import type { TaskTable } from './tasks.js'
+import type { TelemetryHub } from './telemetry.js'
+import { toTaskView, toWorkerView, type ClusterStatus, type TaskView, type WorkerView } from './views.js'
+
+// What the master pushes to watchers (the WebSocket, and through it the dashboard and `cloudai
+// watch`): one JSON message per change, each on a topic. The registry, the task table and the
+// telemetry hub stay the owners of their state; this only turns their events into messages.
+
+/** Topics a watcher can subscribe to: `metrics/<id>` narrows telemetry to one worker. */
+export type LiveTopic = 'workers' | 'tasks' | 'metrics' | `metrics/${string}`
+
+export interface WorkerStatusMessage {
+  type: 'worker_status'
+  worker_id: string
+  is_active: boolean
+  timestamp: string
+}
+
+export type LiveMessage =
+  | WorkerStatusMessage
+  | { type: 'worker'; worker: WorkerView; timestamp: string }
+  | { type: 'worker_removed'; worker_id: string; timestamp: string }
+  | { type: 'task_status'; task: TaskView; previous: TaskStatus | null; timestamp: string }
+  | {
+      type: 'worker_metrics'
+      worker_id: string
+      latest: { at: string; cpu: number; memory: number; storage: number; gpu: number; running_tasks: number } | null
+      averages: { '1m': { cpu: number; memory: number; storage: number; gpu: number; running_tasks: number; samples: number } | null }
+      peaks: { '1m': { cpu: number; memory: number; storage: number; gpu: number } | null }
+      samples_processed: number
+      samples_dropped: number
+      timestamp: string
+    }
+
+/** The first message a watcher gets: the state its events start from. */
+export interface LiveSnapshot {
+  type: 'snapshot'
+  workers: WorkerView[]
+  /** Every queued, assigned or running task, and the newest others. */
+  tasks: TaskView[]
+  status: ClusterStatus
+  timestamp: string
+}
+
+export interface LiveEvents {
+  message: [topic: LiveTopic, message: LiveMessage]
+}
+
+const rfc3339 = (ms: number): string => new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z')
+
+/** Recent finished tasks a snapshot carries besides the unfinished ones. */
+export const SNAPSHOT_RECENT_TASKS = 100
+
+export interface LiveFeedSources {
+  registry: Registry
+  tasks: TaskTable
+  telemetry: TelemetryHub
+  status: () => ClusterStatus
+  now?: () => number
+}
+
+/** Turns the master's events into watcher messages; `start()` subscribes, `close()` lets go. */
+export class LiveFeed extends EventEmitter<LiveEvents> {
+  private readonly now: () => number
+  private started = false
+
+  private readonly onRegistered = (w: WorkerRecord): void => this.worker(w)
+  private readonly onChanged = (w: WorkerRecord): void => this.worker(w)
+  private readonly onActive = (w: WorkerRecord): void => this.statusChange(w)
+  private readonly onInactive = (w: WorkerRecord, _meta: { reason: InactiveReason }): void => this.statusChange(w)
+  private readonly onUnregistered = (w: WorkerRecord): void => {
+    this.emit('message', 'workers', { type: 'worker_removed', worker_id: w.id, timestamp: this.stamp() })
+  }
+  private readonly onTask = (t: TaskRecord, previous: TaskStatus | null): void => {
+    // Output can be a megabyte; watchers get its end, the task route has the rest.
+    this.emit('message', 'tasks', { type: 'task_status', task: toTaskView(t, 4096), previous, timestamp: this.stamp() })
+  }
+  private readonly onSummary = (s: LaneSummary): void => {
+    const w1 = s.windows['1m']
+    const latest = s.latest
+    this.emit('message', `metrics/${s.workerId}`, {
+      type: 'worker_metrics',
+      worker_id: s.workerId,
+      latest: latest
+        ? { at: new Date(Math.round(latest.at)).toISOString(), cpu: latest.cpu, memory: latest.memory, storage: latest.storage, gpu: latest.gpu, running_tasks: latest.running }
+        : null,
+      averages: { '1m': w1 ? { cpu: w1.average.cpu, memory: w1.average.memory, storage: w1.average.storage, gpu: w1.average.gpu, running_tasks: w1.average.running, samples: w1.samples } : null },
+      peaks: { '1m': w1 ? { ...w1.peak } : null },
+      samples_processed: s.processed,
+      samples_dropped: s.dropped,
+      timestamp: this.stamp(),
+    })
+  }
+
+  constructor(private readonly src: LiveFeedSources) {
+    super()
+    this.now = src.now ?? Date.now
+  }
+
+  start(): void {
+    if (this.started) return
+    this.started = true
+    const { registry, tasks, telemetry } = this.src
+    registry.on('worker-registered', this.onRegistered)
+    registry.on('worker-changed', this.onChanged)
+    registry.on('worker-active', this.onActive)
+    registry.on('worker-inactive', this.onInactive)
+    registry.on('worker-unregistered', this.onUnregistered)
+    tasks.on('task-changed', this.onTask)
+    telemetry.on('summary', this.onSummary)
+  }
+
+  close(): void {
+    if (!this.started) return
+    this.started = false
+    const { registry, tasks, telemetry } = this.src
+    registry.off('worker-registered', this.onRegistered)
+    registry.off('worker-changed', this.onChanged)
+    registry.off('worker-active', this.onActive)
+    registry.off('worker-inactive', this.onInactive)
+    registry.off('worker-unregistered', this.onUnregistered)
+    tasks.off('task-changed', this.onTask)
+    telemetry.off('summary', this.onSummary)
+  }
+
+  snapshot(): LiveSnapshot {
+    const unfinished: TaskRecord[] = []
+    const finished: TaskRecord[] = []
+    for (const t of this.src.tasks.values()) (t.status === 'queued' || t.status === 'assigned' || t.status === 'running' ? unfinished : finished).push(t)
+    finished.sort((a, b) => (b.finishedAt ?? b.updatedAt) - (a.finishedAt ?? a.updatedAt))
+    return {
+      type: 'snapshot',
+      workers: this.src.registry.list().map(toWorkerView),
+      tasks: [...unfinished, ...finished.slice(0, SNAPSHOT_RECENT_TASKS)].map((t) => toTaskView(t, 4096)),
+      status: this.src.status(),
+      timestamp: this.stamp(),
+    }
+  }
+
+  private stamp(): string {
+    return rfc3339(this.now())
+  }
+
+  private worker(w: WorkerRecord): void {
+    this.emit('message', 'workers', { type: 'worker', worker: toWorkerView(w), timestamp: this.stamp() })
+  }
+
+  /** The full record for UIs, then the CloudAI message, exactly in its shape. */
+  private statusChange(w: WorkerRecord): void {
+    this.worker(w)
+    this.emit('message', 'workers', { type: 'worker_status', worker_id: w.id, is_active: w.isActive, timestamp: this.stamp() })
+  }
+}
