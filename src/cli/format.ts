@@ -1,4 +1,5 @@
 import type { HealthReport } from '../master/health.js'
+import type { WatchMessage } from './watch.js'
 import type { ClusterStatus, TaskView, WorkerMetricsView, WorkerView } from '../master/views.js'
 import { toCloudaiError } from '../shared/errors.js'
 import type { TaskStatus } from '../shared/types.js'
@@ -330,4 +331,51 @@ export function formatWorkerMetrics(m: WorkerMetricsView, opts: FormatOptions & 
       )
   const more = m.history.length > shown.length ? ` (last ${shown.length} of ${m.history.length} points)` : ''
   return `${labelled(rows)}\n\n${table}\n\nHistory, one point per ${m.history_step_ms / 1000}s${more}:\n${history}`
+}
+
+/**
+ * `cloudai watch`: one line per event, or null for messages that say nothing new to a person
+ * (a `worker` record that accompanies a status line, subscription acknowledgements).
+ * `known` holds the worker ids seen so far, so that a registration reads as one.
+ */
+export function formatEvent(m: WatchMessage, opts: { color: boolean; known: Set<string> }): string | null {
+  const paint = (text: string, code: string): string => (opts.color ? `${code}${text}${RESET_FG}` : text)
+  const at = typeof m.timestamp === 'string' ? m.timestamp.slice(11, 19) : '--:--:--'
+  switch (m.type) {
+    case 'snapshot': {
+      opts.known.clear()
+      for (const w of m.workers) opts.known.add(w.worker_id)
+      const active = m.workers.filter((w) => w.is_active).length
+      return `${at}  watching: ${plural(m.workers.length, 'worker')} (${active} active, ${m.workers.length - active} inactive), tasks: ${formatTaskCounts(m.status.tasks)}`
+    }
+    case 'worker_status':
+      return `${at}  ${m.is_active ? paint('● ', GREEN) : paint('○ ', RED)}${m.worker_id} ${m.is_active ? 'active' : 'inactive'}`
+    case 'worker':
+      if (opts.known.has(m.worker.worker_id)) return null
+      opts.known.add(m.worker.worker_id)
+      return `${at}  + ${m.worker.worker_id} registered at ${m.worker.address}`
+    case 'worker_removed':
+      opts.known.delete(m.worker_id)
+      return `${at}  - ${m.worker_id} unregistered`
+    case 'task_status': {
+      const t = m.task
+      const on = t.worker_id ? ` on ${t.worker_id}` : ''
+      const detail =
+        t.status === 'assigned' ? ` to ${t.worker_id}`
+          : t.status === 'running' ? on
+            : t.status === 'completed' ? `${on} (exit ${t.exit_code ?? 0})`
+              : t.status === 'failed' || t.status === 'cancelled' ? `${on}${t.reason ? `: ${t.reason}` : ''}`
+                : t.status === 'queued' && m.previous !== null ? ` again (attempt ${t.attempts + 1} of ${t.max_attempts})` : ''
+      return `${at}  task ${t.task_id}${t.name ? ` (${t.name})` : ''} ${t.status}${detail}`
+    }
+    case 'worker_metrics': {
+      const l = m.latest
+      if (!l) return null
+      return `${at}  ${m.worker_id}  cpu ${percent(l.cpu)}  mem ${percent(l.memory)}  disk ${percent(l.storage)}  tasks ${l.running_tasks}`
+    }
+    case 'error':
+      return `${at}  error from the master: ${String(m.message)} (${String(m.code)})`
+    default:
+      return null
+  }
 }

@@ -6,6 +6,7 @@ import { createLogger, type Logger } from '../shared/log.js'
 import { ApiClient, type ApiResponse } from './api-client.js'
 import {
   formatError,
+  formatEvent,
   formatHealth,
   formatRegistered,
   formatStatus,
@@ -24,11 +25,14 @@ import {
   LOG_OPTIONS,
   MASTER_OPTIONS,
   METRICS_OPTIONS,
+  REGISTER_OPTIONS,
   TASKS_OPTIONS,
   TASK_SUBMIT_OPTIONS,
+  WATCH_OPTIONS,
   WORKER_OPTIONS,
   buildApiOptions,
   buildMasterConfig,
+  buildRegisterWait,
   buildTaskQuery,
   buildTaskSubmitBody,
   buildWorkerConfig,
@@ -42,6 +46,8 @@ import {
   type CommandName,
 } from './options.js'
 import { startPrompt } from './prompt.js'
+import { Spinner } from './spinner.js'
+import { LiveConnection, type WatchMessage } from './watch.js'
 
 // The `cloudai` command. yargs only parses: it records which command was chosen, and the command
 // runs after parsing, so that yargs never sees (and swallows) an error of ours. Exit codes: 0 on
@@ -82,12 +88,14 @@ function parser(args: string[], choose: (chosen: Chosen) => void): Argv {
         y
           .positional('id', { type: 'string', describe: 'worker id: 1 to 64 characters of A-Z a-z 0-9 . _ -' })
           .positional('address', { type: 'string', describe: 'host:port of the worker gRPC server' })
+          .options(REGISTER_OPTIONS)
           .options(API_OPTIONS),
       handler('register'),
     )
     .command('unregister <id>', 'forget a worker and stop dialling it', (y) => y.positional('id', { type: 'string', describe: 'worker id' }).options(API_OPTIONS), handler('unregister'))
     .command('workers', 'list the workers of a running master', (y) => y.options(API_OPTIONS), handler('workers'))
     .command('status', 'worker and task counts, monitor and store state of a running master', (y) => y.options(API_OPTIONS), handler('status'))
+    .command('watch', 'live events of a running master: workers going active and inactive, tasks changing state', (y) => y.options({ ...WATCH_OPTIONS, ...API_OPTIONS }), handler('watch'))
     .command('health', 'the master\'s health checks (exit code 1 when unhealthy)', (y) => y.options(API_OPTIONS), handler('health'))
     .command(
       'metrics <id>',
@@ -114,7 +122,7 @@ function parser(args: string[], choose: (chosen: Chosen) => void): Argv {
     )
     .command('tasks', 'list the tasks of a running master, newest first', (y) => y.options({ ...TASKS_OPTIONS, ...API_OPTIONS }), handler('tasks'))
     .command('cancel <id>', 'cancel a queued or running task', (y) => y.positional('id', { type: 'string', describe: TASK_ID_DESCRIBE }).options(API_OPTIONS), handler('cancel'))
-    .demandCommand(1, 'a command is required: master, worker, register, unregister, workers, status, health, metrics, task, tasks or cancel')
+    .demandCommand(1, 'a command is required: master, worker, register, unregister, workers, status, watch, health, metrics, task, tasks or cancel')
     .example('$0 master', 'run a master (gRPC on 50051, HTTP API on 127.0.0.1:8080, data in ./data)')
     .example('$0 worker --id worker-1 --master 127.0.0.1:50051', 'run a worker that joins that master')
     .example('$0 register worker-1 127.0.0.1:50052', 'register a worker with the running master')
@@ -173,8 +181,15 @@ function prepare({ command, action, argv }: Chosen, taskCommand: readonly string
       const opts = buildApiOptions(argv)
       const id = parseWorkerIdArg(argv.id)
       const address = parseAddressArg(argv.address)
-      return () =>
-        operate(opts, (api) => api.registerWorker(id, address), (res) => formatRegistered({ worker: res.body.worker, created: res.status === 201, persisted: res.body.persisted }))
+      const { wait, timeoutMs } = buildRegisterWait(argv)
+      return async () => {
+        let active = false
+        await operate(opts, (api) => api.registerWorker(id, address), (res) => {
+          active = res.body.worker.is_active
+          return formatRegistered({ worker: res.body.worker, created: res.status === 201, persisted: res.body.persisted })
+        })
+        if (wait && process.exitCode === undefined && !active) await waitActive(opts, id, timeoutMs)
+      }
     }
     case 'unregister': {
       const opts = buildApiOptions(argv)
@@ -188,6 +203,11 @@ function prepare({ command, action, argv }: Chosen, taskCommand: readonly string
     case 'status': {
       const opts = buildApiOptions(argv)
       return () => operate(opts, (api) => api.status(), (res) => formatStatus(res.body))
+    }
+    case 'watch': {
+      const opts = buildApiOptions(argv)
+      const metrics = argv.metrics === true
+      return () => runWatch(opts, metrics, color)
     }
     case 'health': {
       const opts = buildApiOptions(argv)
@@ -248,6 +268,73 @@ async function operate<T>(
     if (opts.json && typeof body === 'string' && body !== '') process.stdout.write(`${body.trimEnd()}\n`)
     process.stderr.write(`${formatError(err)}\n`)
     process.exitCode = EXIT_FAILURE
+  }
+}
+
+/** `watch`: events until Ctrl-C; a lost connection is said on stderr and retried. */
+async function runWatch(opts: ApiCommandOptions, metrics: boolean, color: boolean): Promise<void> {
+  const known = new Set<string>()
+  const conn = new LiveConnection(
+    { api: opts.api, ...(metrics ? {} : { subscribe: { remove: ['metrics'] } }) },
+    {
+      message: (m: WatchMessage) => {
+        if (m.type === 'subscribed' || (!metrics && m.type === 'worker_metrics')) return
+        const line = opts.json ? JSON.stringify(m) : formatEvent(m, { color, known })
+        if (line !== null) process.stdout.write(`${line}\n`)
+      },
+      lost: (reason) => process.stderr.write(`connection to the master lost (${reason}); reconnecting...\n`),
+    },
+  )
+  try {
+    await conn.open()
+  } catch (err) {
+    process.stderr.write(`${formatError(err)}\n`)
+    process.exitCode = EXIT_FAILURE
+    return
+  }
+  await new Promise<void>((resolve) => {
+    const stop = (): void => {
+      conn.close()
+      resolve()
+    }
+    process.once('SIGINT', stop)
+    process.once('SIGTERM', stop)
+  })
+}
+
+/** `register --wait`: until the worker is active, its registration is withdrawn, or the timeout. */
+async function waitActive(opts: ApiCommandOptions, id: string, timeoutMs: number): Promise<void> {
+  const spinner = new Spinner(`waiting for worker ${id} to connect`).start()
+  let finish!: (outcome: 'active' | 'removed' | 'timeout') => void
+  const outcome = new Promise<'active' | 'removed' | 'timeout'>((resolve) => (finish = resolve))
+  const conn = new LiveConnection({ api: opts.api, subscribe: { remove: ['metrics', 'tasks'] } }, {
+    message: (m: WatchMessage) => {
+      if (m.type === 'snapshot' && m.workers.some((w) => w.worker_id === id && w.is_active)) finish('active')
+      else if (m.type === 'worker_status' && m.worker_id === id && m.is_active) finish('active')
+      else if (m.type === 'worker_removed' && m.worker_id === id) finish('removed')
+    },
+  })
+  const timer = setTimeout(() => finish('timeout'), timeoutMs)
+  try {
+    await Promise.race([conn.open(), outcome])
+    const result = await outcome
+    spinner.stop()
+    if (result === 'active') {
+      if (!opts.json) process.stdout.write(`✅ Worker ${id} is active\n`)
+      return
+    }
+    const why = result === 'removed'
+      ? `worker ${id} was unregistered while we waited for it`
+      : `worker ${id} did not become active within ${timeoutMs / 1000}s; it stays registered and the master keeps dialling it`
+    process.stderr.write(`error: ${why}\n`)
+    process.exitCode = EXIT_FAILURE
+  } catch (err) {
+    spinner.stop()
+    process.stderr.write(`${formatError(err)}\n`)
+    process.exitCode = EXIT_FAILURE
+  } finally {
+    clearTimeout(timer)
+    conn.close()
   }
 }
 

@@ -128,7 +128,17 @@ export const TASKS_OPTIONS: Record<string, Options> = {
   }),
 }
 
-export type CommandName = 'master' | 'worker' | 'register' | 'unregister' | 'workers' | 'status' | 'health' | 'metrics' | 'task' | 'tasks' | 'cancel'
+export type CommandName = 'master' | 'worker' | 'register' | 'unregister' | 'workers' | 'status' | 'health' | 'metrics' | 'watch' | 'task' | 'tasks' | 'cancel'
+
+// `register --wait`: waiting is a choice made per call.
+export const REGISTER_OPTIONS: Record<string, Options> = flagsOnly({
+  wait: { type: 'boolean', default: false, describe: 'wait until the worker is active (connected), with a spinner on a terminal' },
+  timeout: { type: 'string', default: '60s', describe: 'with --wait: give up after this long (exit code 1; the worker stays registered)' },
+})
+
+export const WATCH_OPTIONS: Record<string, Options> = flagsOnly({
+  metrics: { type: 'boolean', default: false, describe: 'also show each worker\'s telemetry (about one line per worker per heartbeat)' },
+})
 
 // `metrics <id> --since`: a start time belongs to one question, never to the shell.
 export const METRICS_OPTIONS: Record<string, Options> = flagsOnly({
@@ -145,6 +155,7 @@ export const COMMAND_KEYS: Readonly<Record<CommandName, readonly string[]>> = {
   status: Object.keys(API_OPTIONS),
   health: Object.keys(API_OPTIONS),
   metrics: [...Object.keys(API_OPTIONS), 'id'],
+  watch: Object.keys(API_OPTIONS),
   // `task <id>`, `task submit`, `task cancel <id>`: the first word is all envOnlyKeys sees.
   task: [...Object.keys(API_OPTIONS), ...Object.keys(TASK_SUBMIT_ENV_OPTIONS), 'id'],
   tasks: [...Object.keys(API_OPTIONS), ...Object.keys(TASKS_ENV_OPTIONS)],
@@ -512,4 +523,9 @@ export function parseSinceArg(value: unknown): string | undefined {
     if (!isCloudaiError(err)) throw err
     throw new CloudaiError('CLOUDAI_BAD_CONFIG', `--${err.message}`)
   }
+}
+
+/** `register --wait --timeout`. */
+export function buildRegisterWait(argv: Argv): { wait: boolean; timeoutMs: number } {
+  return { wait: read(argv, 'wait', false, bool), timeoutMs: read(argv, 'timeout', 60_000, positiveDuration) }
 }

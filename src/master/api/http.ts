@@ -7,6 +7,7 @@ import type { MasterControl } from '../control.js'
 import { BodyAborted, DEFAULT_MAX_BODY_BYTES, readJsonObject } from './body.js'
 import { parseMetricsQuery, parseTaskQuery } from './query.js'
 import { Reply } from './respond.js'
+import type { DashboardFiles } from './static.js'
 import { LiveSockets, type LiveSource } from './ws.js'
 
 export interface HttpApiOptions {
@@ -20,6 +21,8 @@ export interface HttpApiOptions {
   /** The WebSocket's source of events; without it there is no /ws. */
   live?: LiveSource
   counters?: Counters
+  /** The dashboard's files, served at `/`, `/dashboard.js` and `/dashboard.css`. */
+  dashboard?: DashboardFiles
   /** WebSocket limits (see LiveSockets); defaults: 1 MiB behind, 1000 connections, 16 KiB messages. */
   ws?: { maxBufferBytes?: number; maxConnections?: number; maxMessageBytes?: number }
 }
@@ -128,7 +131,14 @@ export class HttpApi {
   // --- routing ---------------------------------------------------------------------------------
 
   private routes(): Route[] {
+    const dashboard: Route[] = [...(this.opts.dashboard?.files ?? [])].map(([path, file]) => ({
+      method: 'get',
+      pattern: path,
+      // The page changes with the master's version only; a reload after an upgrade gets the new one.
+      handle: (reply) => reply.text(200, file.contentType, file.body, { headers: { 'cache-control': 'no-cache' } }),
+    }))
     return [
+      ...dashboard,
       { method: 'get', pattern: '/healthz', handle: (reply) => this.healthz(reply) },
       { method: 'get', pattern: '/metrics', handle: (reply) => this.metrics(reply) },
       { method: 'get', pattern: '/api/status', handle: (reply) => reply.json(200, this.control.status()) },

@@ -66,13 +66,13 @@ export class Reply {
     this.send(status, JSON_TYPE, JSON.stringify(body), opts)
   }
 
-  /** A text body with its own content type (the Prometheus exposition format). */
-  text(status: number, contentType: string, body: string, opts: ReplyOptions = {}): void {
+  /** A body with its own content type (the Prometheus exposition format, the dashboard's files). */
+  text(status: number, contentType: string, body: string | Uint8Array, opts: ReplyOptions = {}): void {
     if (this.state !== 'open') return
     this.send(status, contentType, body, opts)
   }
 
-  private send(status: number, contentType: string, payload: string, opts: ReplyOptions): void {
+  private send(status: number, contentType: string, payload: string | Uint8Array, opts: ReplyOptions): void {
     const close = this.bodyPending
     this.state = 'sent'
     this.res.cork(() => {
