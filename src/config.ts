@@ -8,7 +8,25 @@ export interface LogConfig {
   pretty: boolean
 }
 
-export interface MasterConfig {
+/** PEM files of a process's gRPC TLS: its certificate and key, and the CA it trusts. */
+export interface TlsConfig {
+  certPath: string
+  keyPath: string
+  /**
+   * Clients verify servers against it, and servers require client certificates signed by it
+   * (mutual TLS). Without it clients trust the system's CAs and servers ask for no certificate.
+   */
+  caPath: string | null
+}
+
+/** What protects the gRPC side: a shared token checked in both directions, and TLS. */
+export interface ClusterSecurity {
+  /** Sent as `cloudai-cluster-token` metadata on every call, required on every call received. */
+  clusterToken: string | null
+  tls: TlsConfig | null
+}
+
+export interface MasterConfig extends ClusterSecurity {
   /** Identity sent to workers in MasterRegister (CloudAI used `master-1`). */
   masterId: string
   grpcHost: string
@@ -40,10 +58,12 @@ export interface MasterConfig {
   /** A WebSocket client this far behind is closed (telemetry to it pauses at half). */
   wsMaxBufferBytes: number
   wsMaxConnections: number
+  /** When set, every HTTP route but /healthz and the dashboard's files, and every WebSocket, needs `Authorization: Bearer <token>`. */
+  apiToken: string | null
   log: LogConfig
 }
 
-export interface WorkerConfig {
+export interface WorkerConfig extends ClusterSecurity {
   id: string
   host: string
   port: number
@@ -81,6 +101,9 @@ export const MASTER_DEFAULTS: Omit<MasterConfig, 'log'> = {
   healthReconnectWithinMs: 60_000,
   wsMaxBufferBytes: 1024 * 1024,
   wsMaxConnections: 1000,
+  apiToken: null,
+  clusterToken: null,
+  tls: null,
 }
 
 export const WORKER_DEFAULTS: Omit<WorkerConfig, 'id' | 'log'> = {
@@ -92,4 +115,6 @@ export const WORKER_DEFAULTS: Omit<WorkerConfig, 'id' | 'log'> = {
   joinMaxBackoffMs: 5_000,
   dataDir: './worker-data',
   killGraceMs: 5_000,
+  clusterToken: null,
+  tls: null,
 }

@@ -71,11 +71,13 @@ export interface CancelTaskResponse {
 export class ApiClient {
   private readonly base: string
   private readonly timeoutMs: number
+  private readonly token: string | null
 
   /** `base` is the API's URL, e.g. http://127.0.0.1:8080 (validated by the caller). */
-  constructor(base: string, opts: { timeoutMs?: number } = {}) {
+  constructor(base: string, opts: { timeoutMs?: number; token?: string | null } = {}) {
     this.base = base.replace(/\/+$/, '')
     this.timeoutMs = opts.timeoutMs ?? API_TIMEOUT_MS
+    this.token = opts.token ?? null
   }
 
   status(): Promise<ApiResponse<ClusterStatus>> {
@@ -136,7 +138,11 @@ export class ApiClient {
       const res = await fetch(this.base + path, {
         method,
         signal: AbortSignal.timeout(this.timeoutMs),
-        ...(body === undefined ? {} : { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } }),
+        headers: {
+          ...(this.token ? { authorization: `Bearer ${this.token}` } : {}),
+          ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+        },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
       })
       status = res.status
       text = await res.text()

@@ -259,7 +259,7 @@ async function operate<T>(
   failed?: (res: ApiResponse<T>) => boolean,
 ): Promise<void> {
   try {
-    const res = await call(new ApiClient(opts.api))
+    const res = await call(new ApiClient(opts.api, { token: opts.apiToken }))
     process.stdout.write(`${opts.json ? res.text.trimEnd() : show(res)}\n`)
     if (failed?.(res)) process.exitCode = EXIT_FAILURE
   } catch (err) {
@@ -275,7 +275,7 @@ async function operate<T>(
 async function runWatch(opts: ApiCommandOptions, metrics: boolean, color: boolean): Promise<void> {
   const known = new Set<string>()
   const conn = new LiveConnection(
-    { api: opts.api, ...(metrics ? {} : { subscribe: { remove: ['metrics'] } }) },
+    { api: opts.api, apiToken: opts.apiToken, ...(metrics ? {} : { subscribe: { remove: ['metrics'] } }) },
     {
       message: (m: WatchMessage) => {
         if (m.type === 'subscribed' || (!metrics && m.type === 'worker_metrics')) return
@@ -307,7 +307,7 @@ async function waitActive(opts: ApiCommandOptions, id: string, timeoutMs: number
   const spinner = new Spinner(`waiting for worker ${id} to connect`).start()
   let finish!: (outcome: 'active' | 'removed' | 'timeout') => void
   const outcome = new Promise<'active' | 'removed' | 'timeout'>((resolve) => (finish = resolve))
-  const conn = new LiveConnection({ api: opts.api, subscribe: { remove: ['metrics', 'tasks'] } }, {
+  const conn = new LiveConnection({ api: opts.api, apiToken: opts.apiToken, subscribe: { remove: ['metrics', 'tasks'] } }, {
     message: (m: WatchMessage) => {
       if (m.type === 'snapshot' && m.workers.some((w) => w.worker_id === id && w.is_active)) finish('active')
       else if (m.type === 'worker_status' && m.worker_id === id && m.is_active) finish('active')

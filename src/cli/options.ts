@@ -1,6 +1,7 @@
 import type { LevelWithSilent } from 'pino'
 import type { Options } from 'yargs'
-import { MASTER_DEFAULTS, WORKER_DEFAULTS, type LogConfig, type MasterConfig, type WorkerConfig } from '../config.js'
+import { accessSync, constants } from 'node:fs'
+import { MASTER_DEFAULTS, WORKER_DEFAULTS, type ClusterSecurity, type LogConfig, type MasterConfig, type WorkerConfig } from '../config.js'
 import { formatDuration, parseDuration } from '../shared/duration.js'
 import { CloudaiError, isCloudaiError } from '../shared/errors.js'
 import { LOG_LEVELS } from '../shared/log.js'
@@ -52,6 +53,14 @@ const MAX_TELEMETRY_THREADS = 64
 // Points per worker's history: 1 h at 1 s, 48 bytes each (about 170 KiB a worker).
 const MAX_HISTORY_POINTS = 3600
 
+// Secrets are better set in the environment than typed: argv is visible to every user in `ps`.
+const SECURITY_OPTIONS = {
+  'cluster-token': { type: 'string', describe: 'shared secret every gRPC call between master and workers must carry, in both directions (16 to 1024 printable characters)' },
+  'tls-cert': { type: 'string', describe: 'PEM certificate for gRPC over TLS (with --tls-key)' },
+  'tls-key': { type: 'string', describe: 'PEM private key of --tls-cert' },
+  'tls-ca': { type: 'string', describe: 'PEM CA: peers must present certificates it signed (mutual TLS), and servers are verified against it' },
+} satisfies Record<string, Options>
+
 export const MASTER_OPTIONS = withEnv({
   'master-id': { type: 'string', default: MASTER_DEFAULTS.masterId, describe: 'identity sent to workers in MasterRegister' },
   'grpc-host': { type: 'string', default: MASTER_DEFAULTS.grpcHost, describe: 'interface for the gRPC server' },
@@ -72,6 +81,8 @@ export const MASTER_OPTIONS = withEnv({
   'health-reconnect-within': { type: 'string', default: formatDuration(MASTER_DEFAULTS.healthReconnectWithinMs), describe: '/healthz fails when an inactive worker was not dialled within this (more than 0)' },
   'ws-max-buffer': { type: 'string', default: '1MiB', describe: 'a WebSocket client this far behind is closed; telemetry to it pauses at half (bytes, or with KiB / MiB: 16KiB to 256MiB)' },
   'ws-max-connections': { type: 'string', default: String(MASTER_DEFAULTS.wsMaxConnections), describe: 'WebSocket connections served at once (1 to 100000)' },
+  'api-token': { type: 'string', describe: 'require Authorization: Bearer <token> on the HTTP API and the WebSocket (all but /healthz and the dashboard page); 16 to 1024 printable characters' },
+  ...SECURITY_OPTIONS,
 })
 
 export const WORKER_OPTIONS = withEnv({
@@ -84,6 +95,7 @@ export const WORKER_OPTIONS = withEnv({
   'join-max-backoff': { type: 'string', default: formatDuration(WORKER_DEFAULTS.joinMaxBackoffMs), describe: 'cap of the join / re-join backoff (more than 0)' },
   'data-dir': { type: 'string', default: WORKER_DEFAULTS.dataDir, describe: 'directory of task working dirs, task logs and undelivered results' },
   'kill-grace': { type: 'string', default: formatDuration(WORKER_DEFAULTS.killGraceMs), describe: 'time a cancelled or timed-out task gets between SIGTERM and SIGKILL (more than 0)' },
+  ...SECURITY_OPTIONS,
 })
 
 export const DEFAULT_API = 'http://127.0.0.1:8080'
@@ -91,6 +103,7 @@ export const DEFAULT_API = 'http://127.0.0.1:8080'
 export const API_OPTIONS = withEnv({
   api: { type: 'string', default: DEFAULT_API, describe: 'base URL of the master HTTP API' },
   json: { type: 'boolean', default: false, describe: 'print the raw JSON response (for scripts)' },
+  'api-token': { type: 'string', describe: 'the master\'s --api-token, sent as Authorization: Bearer' },
 })
 
 // `task submit`: the task's needs and limits may come from the environment (a shell that always
@@ -246,6 +259,35 @@ function dialThreads(value: unknown, field: string): number {
   return Number(text)
 }
 
+/** A token: 16 to 1024 printable ASCII characters, no spaces (it travels in headers and metadata). */
+function secret(value: unknown, field: string): string {
+  if (typeof value !== 'string' || !/^[\x21-\x7e]{16,1024}$/.test(value)) {
+    throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${field} must be 16 to 1024 printable characters without spaces (for example the output of \`openssl rand -hex 32\`)`)
+  }
+  return value
+}
+
+/** A file that must be readable now: a typo should stop the start, not the first handshake. */
+function readableFile(value: unknown, field: string): string {
+  const path = nonEmpty(4096)(value, field)
+  try {
+    accessSync(path, constants.R_OK)
+  } catch (err) {
+    throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${field} ${JSON.stringify(path)} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
+  }
+  return path
+}
+
+function buildSecurity(argv: Argv): ClusterSecurity {
+  const clusterToken = read<string | null>(argv, 'cluster-token', null, secret)
+  const certPath = read<string | null>(argv, 'tls-cert', null, readableFile)
+  const keyPath = read<string | null>(argv, 'tls-key', null, readableFile)
+  const caPath = read<string | null>(argv, 'tls-ca', null, readableFile)
+  if ((certPath === null) !== (keyPath === null)) throw new CloudaiError('CLOUDAI_BAD_CONFIG', '--tls-cert and --tls-key go together: give both, or neither')
+  if (caPath !== null && certPath === null) throw new CloudaiError('CLOUDAI_BAD_CONFIG', '--tls-ca needs --tls-cert and --tls-key: every process both serves and calls gRPC')
+  return { clusterToken, tls: certPath !== null && keyPath !== null ? { certPath, keyPath, caPath } : null }
+}
+
 function telemetryThreads(value: unknown, field: string): 'per-worker' | 'auto' | number {
   if (value === 'per-worker' || value === 'auto') return value
   const text = typeof value === 'number' ? String(value) : value
@@ -342,6 +384,8 @@ function readMasterConfig(argv: Argv): MasterConfig {
     healthReconnectWithinMs: read(argv, 'health-reconnect-within', d.healthReconnectWithinMs, positiveDuration),
     wsMaxBufferBytes: read(argv, 'ws-max-buffer', d.wsMaxBufferBytes, byteSize(16 * 1024, 256 * 1024 * 1024)),
     wsMaxConnections: read(argv, 'ws-max-connections', d.wsMaxConnections, wholeNumber(1, 100_000)),
+    apiToken: read<string | null>(argv, 'api-token', null, secret),
+    ...buildSecurity(argv),
     log: buildLogConfig(argv),
   }
 }
@@ -358,6 +402,7 @@ export function buildWorkerConfig(argv: Argv): WorkerConfig {
     joinMaxBackoffMs: read(argv, 'join-max-backoff', d.joinMaxBackoffMs, positiveDuration),
     dataDir: read(argv, 'data-dir', d.dataDir, nonEmpty(4096)),
     killGraceMs: read(argv, 'kill-grace', d.killGraceMs, positiveDuration),
+    ...buildSecurity(argv),
     log: buildLogConfig(argv),
   }
 }
@@ -366,6 +411,7 @@ export interface ApiCommandOptions {
   /** Base URL without a trailing slash. */
   api: string
   json: boolean
+  apiToken: string | null
 }
 
 function apiUrl(value: unknown, field: string): string {
@@ -382,6 +428,7 @@ export function buildApiOptions(argv: Argv): ApiCommandOptions {
   return {
     api: read(argv, 'api', DEFAULT_API, apiUrl),
     json: read(argv, 'json', false, bool),
+    apiToken: read<string | null>(argv, 'api-token', null, secret),
   }
 }
 

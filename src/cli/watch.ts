@@ -27,6 +27,7 @@ export interface WatchOptions {
   /** Sent right after connecting, e.g. to stop telemetry. */
   subscribe?: { add?: string[]; remove?: string[] }
   connectTimeoutMs?: number
+  apiToken?: string | null
 }
 
 /**
@@ -61,7 +62,10 @@ export class LiveConnection {
   private connect(opened?: () => void, failed?: (err: Error) => void): void {
     if (this.closed) return
     const url = wsUrl(this.opts.api)
-    const ws = new WebSocket(url, { handshakeTimeout: this.opts.connectTimeoutMs ?? 10_000 })
+    const ws = new WebSocket(url, {
+      handshakeTimeout: this.opts.connectTimeoutMs ?? 10_000,
+      ...(this.opts.apiToken ? { headers: { authorization: `Bearer ${this.opts.apiToken}` } } : {}),
+    })
     this.ws = ws
     let wasOpen = false
     // The first connection's failure ends the watch (reported by open()); later ones are retried.
@@ -89,7 +93,9 @@ export class LiveConnection {
       this.handlers.message(m)
     })
     ws.on('unexpected-response', (_req, res) => {
-      const err = new CloudaiError('CLOUDAI_API_UNREACHABLE', `${url} answered HTTP ${res.statusCode} instead of opening a WebSocket: is ${this.opts.api} a cloudai master?`)
+      const err = res.statusCode === 401
+        ? new CloudaiError('CLOUDAI_UNAUTHORIZED', 'the master requires its API token: set CLOUDAI_API_TOKEN or pass --api-token')
+        : new CloudaiError('CLOUDAI_API_UNREACHABLE', `${url} answered HTTP ${res.statusCode} instead of opening a WebSocket: is ${this.opts.api} a cloudai master?`)
       res.resume()
       fail(err)
       ws.terminate()

@@ -105,6 +105,7 @@ export class Master implements MasterControl {
       live: this.live,
       counters: this.counters,
       ws: { maxBufferBytes: config.wsMaxBufferBytes, maxConnections: config.wsMaxConnections },
+      apiToken: config.apiToken,
     })
   }
 

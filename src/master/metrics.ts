@@ -176,6 +176,7 @@ export class MasterMetrics {
     count('cloudai_ws_refused_total', 'WebSocket upgrades refused because --ws-max-connections were open.', 'WS_REFUSED_FULL')
     count('cloudai_ws_bad_messages_total', 'WebSocket messages from clients that were refused.', 'WS_BAD_MESSAGES')
     count('cloudai_ws_slow_clients_closed_total', 'WebSocket clients closed for falling more than --ws-max-buffer behind.', 'WS_SLOW_CLOSED')
+    count('cloudai_http_unauthorized_total', 'HTTP requests and WebSocket upgrades refused for a missing or wrong API token.', 'HTTP_UNAUTHORIZED')
     count('cloudai_ws_telemetry_dropped_total', 'Telemetry messages not sent to backed-up WebSocket clients.', 'WS_TELEMETRY_DROPPED')
 
     collectDefaultMetrics({ register: this.prom, prefix: 'cloudai_process_' })

@@ -31,6 +31,7 @@ export const C = {
   WS_BAD_MESSAGES: 19,
   WS_SLOW_CLOSED: 20,
   WS_TELEMETRY_DROPPED: 21,
+  HTTP_UNAUTHORIZED: 22,
 } as const
 
 export type CounterName = keyof typeof C

@@ -18,6 +18,8 @@ export async function startAgent(t: TestContext, config: Partial<WorkerConfig> =
       joinMaxBackoffMs: 500,
       dataDir: config.dataDir ?? tempDir(t, 'cloudai-worker-'),
       killGraceMs: 500,
+      clusterToken: null,
+      tls: null,
       log: { level: 'silent', pretty: false },
       ...config,
     },

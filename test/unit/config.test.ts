@@ -1,3 +1,4 @@
+import { fileURLToPath } from 'node:url'
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import {
@@ -29,6 +30,9 @@ const LOG_DEFAULT = { level: 'info', pretty: false }
 function yargsDefaults(table: Record<string, { default?: unknown }>): Record<string, unknown> {
   return Object.fromEntries(Object.entries(table).flatMap(([flag, o]) => (o.default === undefined ? [] : [[flag, o.default]])))
 }
+
+/** Any readable file: the CLI checks that TLS files can be read, not what is in them. */
+const CERT = fileURLToPath(import.meta.url)
 
 function badConfig(flag: string) {
   return (err: unknown): boolean => {
@@ -71,6 +75,10 @@ test('master flags are parsed into the config: ports, hosts, addresses, duration
     'health-reconnect-within': '90s',
     'ws-max-buffer': '4MiB',
     'ws-max-connections': '50',
+    'api-token': 'api-token-0123456789',
+    'cluster-token': 'cluster-token-0123456789',
+    'tls-cert': CERT,
+    'tls-key': CERT,
     'log-level': 'debug',
     'log-pretty': true,
   })
@@ -94,6 +102,9 @@ test('master flags are parsed into the config: ports, hosts, addresses, duration
     healthReconnectWithinMs: 90_000,
     wsMaxBufferBytes: 4 * 1024 * 1024,
     wsMaxConnections: 50,
+    apiToken: 'api-token-0123456789',
+    clusterToken: 'cluster-token-0123456789',
+    tls: { certPath: CERT, keyPath: CERT, caPath: null },
     log: { level: 'debug', pretty: true },
   })
 })
@@ -122,6 +133,8 @@ test('worker flags are parsed into the config', () => {
     joinMaxBackoffMs: 2000,
     dataDir: '/var/lib/cloudai-worker',
     killGraceMs: 1500,
+    clusterToken: null,
+    tls: null,
     log: { level: 'warn', pretty: false },
   })
 })
@@ -173,6 +186,10 @@ test('each bad master value is CLOUDAI_BAD_CONFIG with a message naming the flag
     ['ws-max-buffer', 'lots'],
     ['ws-max-connections', '0'],
     ['ws-max-connections', '1.5'],
+    ['api-token', 'too-short'],
+    ['cluster-token', 'with a space in the middle'],
+    ['tls-cert', '/no/such/file.pem'],
+    ['tls-ca', '/no/such/ca.pem'],
     ['master-id', ''],
     ['master-id', ' padded '],
     ['data-dir', ''],
@@ -182,6 +199,13 @@ test('each bad master value is CLOUDAI_BAD_CONFIG with a message naming the flag
   for (const [flag, value] of bad) {
     assert.throws(() => buildMasterConfig({ [flag]: value }), badConfig(`--${flag}`), `--${flag} ${JSON.stringify(value)}`)
   }
+})
+
+test('TLS files go together: cert with key, and a CA only with both', () => {
+  assert.throws(() => buildMasterConfig({ 'tls-cert': CERT }), badConfig('--tls-cert and --tls-key go together'))
+  assert.throws(() => buildWorkerConfig({ id: 'w1', 'tls-key': CERT }), badConfig('--tls-cert and --tls-key go together'))
+  assert.throws(() => buildWorkerConfig({ id: 'w1', 'tls-ca': CERT }), badConfig('--tls-ca needs --tls-cert and --tls-key'))
+  assert.deepEqual(buildWorkerConfig({ id: 'w1', 'tls-cert': CERT, 'tls-key': CERT, 'tls-ca': CERT }).tls, { certPath: CERT, keyPath: CERT, caPath: CERT })
 })
 
 test('a telemetry history of more points than a worker may hold is refused', () => {
@@ -219,8 +243,9 @@ test('each bad worker value is CLOUDAI_BAD_CONFIG with a message naming the flag
 })
 
 test('operator options: --api must be an http(s) URL; the id and address arguments are validated locally', () => {
-  assert.deepEqual(buildApiOptions({}), { api: 'http://127.0.0.1:8080', json: false })
-  assert.deepEqual(buildApiOptions({ api: 'https://master.example:8443/cloudai/', json: true }), { api: 'https://master.example:8443/cloudai', json: true })
+  assert.deepEqual(buildApiOptions({}), { api: 'http://127.0.0.1:8080', json: false, apiToken: null })
+  assert.deepEqual(buildApiOptions({ api: 'https://master.example:8443/cloudai/', json: true, 'api-token': 'a'.repeat(16) }), { api: 'https://master.example:8443/cloudai', json: true, apiToken: 'a'.repeat(16) })
+  for (const token of ['short', 'has spaces in it but long enough', '', 'é'.repeat(20)]) assert.throws(() => buildApiOptions({ 'api-token': token }), badConfig('--api-token'), token)
   for (const api of ['ftp://x', 'localhost:8080', '', 'http://h:8080/?q=1']) {
     assert.throws(() => buildApiOptions({ api }), badConfig('--api'), api)
   }

@@ -1,5 +1,5 @@
 import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from 'uWebSockets.js'
-import type { Counters } from '../../shared/counters.js'
+import { C, type Counters } from '../../shared/counters.js'
 import { CloudaiError, type ErrorCode } from '../../shared/errors.js'
 import type { Logger } from '../../shared/log.js'
 import { loadUws, type Uws } from '../../shared/uws.js'
@@ -8,6 +8,7 @@ import { BodyAborted, DEFAULT_MAX_BODY_BYTES, readJsonObject } from './body.js'
 import { parseMetricsQuery, parseTaskQuery } from './query.js'
 import { Reply } from './respond.js'
 import type { DashboardFiles } from './static.js'
+import { ApiToken } from './token.js'
 import { LiveSockets, type LiveSource } from './ws.js'
 
 export interface HttpApiOptions {
@@ -21,6 +22,8 @@ export interface HttpApiOptions {
   /** The WebSocket's source of events; without it there is no /ws. */
   live?: LiveSource
   counters?: Counters
+  /** Required as `Authorization: Bearer` on every route but /healthz and the dashboard's files. */
+  apiToken?: string | null
   /** The dashboard's files, served at `/`, `/dashboard.js` and `/dashboard.css`. */
   dashboard?: DashboardFiles
   /** WebSocket limits (see LiveSockets); defaults: 1 MiB behind, 1000 connections, 16 KiB messages. */
@@ -33,6 +36,8 @@ interface Route {
   method: 'get' | 'post' | 'del'
   pattern: string
   handle: Handler
+  /** Served without the API token: the health check, and the dashboard page (it asks for the token). */
+  open?: boolean
 }
 
 const ALLOW_NAMES = { get: 'GET', post: 'POST', del: 'DELETE' } as const
@@ -59,6 +64,7 @@ export class HttpApi {
   private app: TemplatedApp | null = null
   private listenSocket: us_listen_socket | null = null
   private sockets: LiveSockets | null = null
+  private readonly token: ApiToken | null
   private boundPort = 0
   private phase: 'new' | 'listening' | 'closed' = 'new'
 
@@ -66,6 +72,7 @@ export class HttpApi {
     this.control = opts.control
     this.log = opts.log
     this.maxBodyBytes = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES
+    this.token = opts.apiToken ? new ApiToken(opts.apiToken) : null
   }
 
   /** Open WebSocket connections. */
@@ -90,6 +97,7 @@ export class HttpApi {
         maxBufferBytes: this.opts.ws?.maxBufferBytes ?? 1024 * 1024,
         maxConnections: this.opts.ws?.maxConnections ?? 1000,
         maxMessageBytes: this.opts.ws?.maxMessageBytes ?? 16 * 1024,
+        token: this.token,
       })
       this.sockets.mount(app)
     }
@@ -136,10 +144,11 @@ export class HttpApi {
       pattern: path,
       // The page changes with the master's version only; a reload after an upgrade gets the new one.
       handle: (reply) => reply.text(200, file.contentType, file.body, { headers: { 'cache-control': 'no-cache' } }),
+      open: true,
     }))
     return [
       ...dashboard,
-      { method: 'get', pattern: '/healthz', handle: (reply) => this.healthz(reply) },
+      { method: 'get', pattern: '/healthz', handle: (reply) => this.healthz(reply), open: true },
       { method: 'get', pattern: '/metrics', handle: (reply) => this.metrics(reply) },
       { method: 'get', pattern: '/api/status', handle: (reply) => reply.json(200, this.control.status()) },
       { method: 'get', pattern: '/api/workers', handle: (reply) => reply.json(200, { workers: this.control.listWorkers() }) },
@@ -161,7 +170,7 @@ export class HttpApi {
   private mount(app: TemplatedApp): void {
     const allowed = new Map<string, string[]>()
     for (const route of this.routes()) {
-      app[route.method](route.pattern, this.wrap(route.handle))
+      app[route.method](route.pattern, this.wrap(route.handle, route.open === true))
       allowed.set(route.pattern, [...(allowed.get(route.pattern) ?? []), ALLOW_NAMES[route.method]])
     }
     // uWS prefers a method's own handler over `any` on the same pattern, and any static pattern
@@ -176,10 +185,21 @@ export class HttpApi {
     app.any('/*', this.wrap((reply) => reply.error(new CloudaiError('CLOUDAI_NOT_FOUND', `no route for ${reply.method} ${reply.url.slice(0, 200)}`))))
   }
 
-  /** Every handler runs inside this: nothing thrown may reach uWS (it would take the process down). */
-  private wrap(handle: Handler): (res: HttpResponse, req: HttpRequest) => void {
+  /**
+   * Every handler runs inside this: nothing thrown may reach uWS (it would take the process down).
+   * With an API token, only `open` routes answer without it; the rest, unknown paths included (so
+   * that routes cannot be probed), answer 401.
+   */
+  private wrap(handle: Handler, open = false): (res: HttpResponse, req: HttpRequest) => void {
     return (res, req) => {
       const reply = new Reply(res, this.log, req.getCaseSensitiveMethod(), req.getUrl(), Date.now())
+      if (!open && this.token && !this.token.acceptsHeader(req.getHeader('authorization'))) {
+        this.opts.counters?.add(C.HTTP_UNAUTHORIZED)
+        reply.error(new CloudaiError('CLOUDAI_UNAUTHORIZED', 'this master requires its API token: send Authorization: Bearer <token> (the CLI reads CLOUDAI_API_TOKEN or --api-token)'), {
+          headers: { 'www-authenticate': 'Bearer realm="cloudai"' },
+        })
+        return
+      }
       try {
         const pending = handle(reply, req, res)
         if (pending) pending.catch((err: unknown) => this.fail(reply, err))

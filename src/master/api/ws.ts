@@ -5,6 +5,7 @@ import type { Logger } from '../../shared/log.js'
 import { validateWorkerId } from '../../shared/validation.js'
 import type { LiveEvents, LiveMessage, LiveSnapshot, LiveTopic } from '../live.js'
 import { Reply } from './respond.js'
+import type { ApiToken } from './token.js'
 
 /** What the WebSocket needs of the master: the current state, then every change. */
 export interface LiveSource {
@@ -26,6 +27,11 @@ export interface LiveSocketOptions {
   maxConnections: number
   /** Largest message a client may send (subscriptions); larger closes the connection (1009). */
   maxMessageBytes: number
+  /**
+   * When set, an upgrade needs `Authorization: Bearer <token>` or, since a browser cannot set
+   * headers on a WebSocket, `?token=<token>`.
+   */
+  token?: ApiToken | null
 }
 
 interface SocketState {
@@ -103,6 +109,13 @@ export class LiveSockets {
   private upgrade(res: HttpResponse, req: HttpRequest, context: us_socket_context_t): void {
     const reply = new Reply(res, this.opts.log, 'GET', '/ws', Date.now())
     if (this.closed) return reply.error(new CloudaiError('CLOUDAI_SHUTTING_DOWN', 'the master is shutting down'))
+    const token = this.opts.token
+    if (token && !token.acceptsHeader(req.getHeader('authorization')) && !token.accepts(new URLSearchParams(req.getQuery() ?? '').get('token') ?? '')) {
+      this.opts.counters?.add(C.HTTP_UNAUTHORIZED)
+      return reply.error(new CloudaiError('CLOUDAI_UNAUTHORIZED', 'this master requires its API token: send Authorization: Bearer <token>, or ?token=<token> from a browser'), {
+        headers: { 'www-authenticate': 'Bearer realm="cloudai"' },
+      })
+    }
     if (this.sockets.size >= this.opts.maxConnections) {
       this.opts.counters?.add(C.WS_REFUSED_FULL)
       return reply.error(new CloudaiError('CLOUDAI_TOO_MANY_CONNECTIONS', `the master already serves ${this.opts.maxConnections} WebSocket connections (--ws-max-connections)`))
