@@ -177,6 +177,8 @@ export class MasterMetrics {
     count('cloudai_ws_bad_messages_total', 'WebSocket messages from clients that were refused.', 'WS_BAD_MESSAGES')
     count('cloudai_ws_slow_clients_closed_total', 'WebSocket clients closed for falling more than --ws-max-buffer behind.', 'WS_SLOW_CLOSED')
     count('cloudai_http_unauthorized_total', 'HTTP requests and WebSocket upgrades refused for a missing or wrong API token.', 'HTTP_UNAUTHORIZED')
+    count('cloudai_http_body_too_large_total', 'HTTP requests refused with 413 for a body over the limit.', 'HTTP_BODY_TOO_LARGE')
+    count('cloudai_ws_message_too_large_total', 'WebSocket connections cut for a client message over 16 KiB.', 'WS_MESSAGE_TOO_LARGE')
     count('cloudai_ws_telemetry_dropped_total', 'Telemetry messages not sent to backed-up WebSocket clients.', 'WS_TELEMETRY_DROPPED')
 
     collectDefaultMetrics({ register: this.prom, prefix: 'cloudai_process_' })

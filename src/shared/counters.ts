@@ -32,6 +32,8 @@ export const C = {
   WS_SLOW_CLOSED: 20,
   WS_TELEMETRY_DROPPED: 21,
   HTTP_UNAUTHORIZED: 22,
+  HTTP_BODY_TOO_LARGE: 23,
+  WS_MESSAGE_TOO_LARGE: 24,
 } as const
 
 export type CounterName = keyof typeof C

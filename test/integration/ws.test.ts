@@ -114,7 +114,7 @@ test('a client that stops reading is closed past --ws-max-buffer while a normal 
   assert.equal(promValue(m, 'cloudai_ws_connections'), 1, 'only the normal client is left')
 })
 
-test('WebSocket connections past --ws-max-connections are refused with 503 and counted', async (t) => {
+test('limits: WebSocket connections past --ws-max-connections, oversized client messages and request bodies are refused and counted', async (t) => {
   const master = await startMaster(t, { dataDir: tempDir(t), args: [...FAST_MASTER_FLAGS, '--ws-max-connections', '1'] })
   const first = await Watcher.open(t, `ws://127.0.0.1:${master.httpPort}/ws`)
   await first.next((m) => m.type === 'snapshot', 'snapshot')
@@ -127,4 +127,15 @@ test('WebSocket connections past --ws-max-connections are refused with 503 and c
   await waitUntil(async () => promValue(parsePrometheus(await (await fetch(`${master.api}/metrics`)).text()), 'cloudai_ws_connections') === 0, 'the first connection gone')
   const again = await Watcher.open(t, `ws://127.0.0.1:${master.httpPort}/ws`)
   await again.next((m2) => m2.type === 'snapshot', 'snapshot on the freed slot')
+
+  // A client message over 16 KiB: uWS cuts the connection (1009 on its side).
+  again.ws.send(JSON.stringify({ type: 'subscribe', topics: ['x'.repeat(20_000)] }))
+  assert.ok([1006, 1009].includes((await again.closed).code), 'uWS cuts the connection')
+  // A request body over 1 MiB is a 413 with its code.
+  const big = await fetch(`${master.api}/api/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ command: 'x'.repeat(2 * 1024 * 1024) }) })
+  assert.equal(big.status, 413)
+  assert.equal(((await big.json()) as { error: { code: string } }).error.code, 'CLOUDAI_BODY_TOO_LARGE')
+  const after = parsePrometheus(await (await fetch(`${master.api}/metrics`)).text())
+  assert.equal(promValue(after, 'cloudai_ws_message_too_large_total'), 1)
+  assert.equal(promValue(after, 'cloudai_http_body_too_large_total'), 1)
 })

@@ -211,6 +211,7 @@ export class HttpApi {
 
   private fail(reply: Reply, err: unknown): void {
     if (err instanceof BodyAborted) return
+    if (err instanceof CloudaiError && err.code === 'CLOUDAI_BODY_TOO_LARGE') this.opts.counters?.add(C.HTTP_BODY_TOO_LARGE)
     reply.error(err)
   }
 

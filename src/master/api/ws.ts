@@ -83,7 +83,7 @@ export class LiveSockets {
       open: (ws) => this.open(ws),
       message: (ws, data) => this.message(ws, data),
       drain: (ws) => this.resumeIfDrained(ws),
-      close: (ws, code) => this.closed1(ws, code),
+      close: (ws, code, message) => this.closed1(ws, code, Buffer.from(message).toString('utf8')),
     })
     this.opts.source.on('message', this.onMessage)
     this.timer = setInterval(() => this.check(), CHECK_MS)
@@ -210,11 +210,16 @@ export class LiveSockets {
     })
   }
 
-  private closed1(ws: Socket, code: number): void {
+  private closed1(ws: Socket, code: number, reason: string): void {
     this.sockets.delete(ws)
     const state = ws.getUserData()
     // 1006 from uWS itself on a client we had seen backed up: its backstop closed it.
     if (!state.closedByUs && code === 1006 && state.paused !== null) this.closedSlow(null)
+    // uWS cuts a connection whose message is over maxPayloadLength (1006, with this reason).
+    if (code === 1009 || reason === 'Received too big message') {
+      this.opts.counters?.add(C.WS_MESSAGE_TOO_LARGE)
+      this.opts.log.warn({ code, limit: this.opts.maxMessageBytes }, `Closed a WebSocket client that sent a message over ${this.opts.maxMessageBytes} bytes`)
+    }
   }
 
   private closedSlow(buffered: number | null): void {
