@@ -1,0 +1,89 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { reservePort, runCli, startMaster, startWorker, taskFinished, tempDir } from '../support/cluster.js'
+
+// Every operator command against a real master, as a person runs it and as a script runs it
+// (--json), with its exit codes: 0 done, 1 failed, 2 called wrongly.
+
+test('each operator command: tables for people, --json for scripts, exit codes', async (t) => {
+  const master = await startMaster(t, { dataDir: tempDir(t) })
+  // --api goes before `--`: what follows it is the task's command.
+  const cli = (...args: string[]) => {
+    const end = args.includes('--') ? args.indexOf('--') : args.length
+    return runCli([...args.slice(0, end), '--api', master.api, ...args.slice(end)])
+  }
+  const port = await reservePort()
+
+  let r = await cli('workers')
+  assert.equal(r.code, 0)
+  assert.equal(r.stdout, 'No workers registered yet: add one with register <id> <host:port>\n')
+
+  r = await cli('register', 'w1', `127.0.0.1:${port}`, '--json')
+  assert.equal(r.code, 0, r.stderr)
+  assert.equal(JSON.parse(r.stdout).worker.worker_id, 'w1')
+  r = await cli('register', 'w1', `127.0.0.1:${port}`)
+  assert.equal(r.code, 0)
+  assert.equal(r.stdout, `Worker w1 is already registered at 127.0.0.1:${port} (inactive)\n`)
+  r = await cli('register', 'w1', '127.0.0.1:1')
+  assert.equal(r.code, 1, 'another address for the same id is refused')
+  assert.match(r.stderr, /\(CLOUDAI_WORKER_EXISTS\)\n$/)
+
+  r = await cli('workers')
+  assert.match(r.stdout, /^ID +STATUS +ADDRESS/)
+  assert.match(r.stdout, /^w1 +○ Inactive +127\.0\.0\.1:\d+ .* never$/m, 'inactive, clearly marked, no heartbeat yet')
+  await startWorker(t, 'w1', port, { master: `127.0.0.1:${master.grpcPort}` })
+  r = await cli('register', 'w1', `127.0.0.1:${port}`, '--wait', '--timeout', '20s')
+  assert.equal(r.code, 0, r.stderr)
+  r = await cli('workers')
+  assert.match(r.stdout, /^w1 +● Active +127\.0\.0\.1:\d+ .* \d+s ago$/m, 'active, with the age of its last heartbeat')
+  r = await cli('workers', '--json')
+  assert.equal(JSON.parse(r.stdout).workers[0].is_active, true)
+
+  r = await cli('status')
+  assert.equal(r.code, 0)
+  assert.match(r.stdout, /^Workers: +1$/m)
+  assert.match(r.stdout, /^Active: +1$/m)
+  assert.equal(JSON.parse((await cli('status', '--json')).stdout).active, 1)
+
+  r = await cli('task', 'submit', '--name', 'hello', '--', 'echo hello')
+  assert.equal(r.code, 0, r.stderr)
+  const id = /^✅ Task (task-[0-9a-f-]{36}) queued$/m.exec(r.stdout)?.[1]
+  assert.ok(id, r.stdout)
+  await master.proc.waitForLog(taskFinished(id), 'hello finished')
+  r = await cli('tasks')
+  assert.match(r.stdout, new RegExp(`^${id} +hello +completed +w1 +1/3 +\\d+s ago +0$`, 'm'))
+  r = await cli('tasks', '--status', 'completed', '--json')
+  assert.deepEqual(JSON.parse(r.stdout).tasks.map((x: { task_id: string }) => x.task_id), [id])
+  r = await cli('task', id)
+  assert.match(r.stdout, /^Exit code: +0$/m)
+  assert.match(r.stdout, /hello\n$/)
+  r = await cli('cancel', id)
+  assert.equal(r.code, 1, 'a finished task cannot be cancelled')
+  assert.match(r.stderr, /\(CLOUDAI_TASK_FINISHED\)\n$/)
+
+  r = await cli('task', 'submit', '--worker', 'w1', '--', 'sleep 30')
+  const long = /(task-[0-9a-f-]{36})/.exec(r.stdout)![1]!
+  r = await cli('cancel', long)
+  assert.equal(r.code, 0, r.stderr)
+  assert.equal(r.stdout, `Task ${long} cancelled\n`)
+  assert.equal(JSON.parse((await cli('task', long, '--json')).stdout).status, 'cancelled')
+
+  // Wrong calls (exit 2, nothing sent) and failures (exit 1).
+  for (const args of [['register', 'bad id!', '127.0.0.1:1'], ['task', 'submit', '--cpu', '-1', '--', 'true'], ['tasks', '--status', 'sleeping'], ['cancel'], ['metrics', 'w1', '--since', 'yesterday']]) {
+    r = await cli(...args)
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`)
+    assert.match(r.stderr, /^error: /)
+  }
+  r = await cli('task', 'task-00000000-0000-4000-8000-000000000000')
+  assert.equal(r.code, 1)
+  assert.match(r.stderr, /\(CLOUDAI_UNKNOWN_TASK\)\n$/)
+  r = await cli('unregister', 'nobody')
+  assert.equal(r.code, 1)
+  assert.match(r.stderr, /\(CLOUDAI_UNKNOWN_WORKER\)\n$/)
+  r = await cli('unregister', 'w1')
+  assert.equal(r.code, 0)
+  assert.equal(r.stdout, 'Worker w1 unregistered (the master no longer dials it)\n')
+  r = await runCli(['workers', '--api', `http://127.0.0.1:${await reservePort()}`])
+  assert.equal(r.code, 1)
+  assert.match(r.stderr, /cannot reach the master at .*\(CLOUDAI_API_UNREACHABLE\)/)
+})
