@@ -24,7 +24,20 @@ export type LiveMessage =
   | WorkerStatusMessage
   | { type: 'worker'; worker: WorkerView; timestamp: string }
   | { type: 'worker_removed'; worker_id: string; timestamp: string }
-  | { type: 'task_status'; task: TaskView; previous: TaskStatus | null; timestamp: string }
+  | {
+      type: 'task_status'
+      task_id: string
+      status: TaskStatus
+      previous: TaskStatus | null
+      worker_id: string | null
+      submitted_at: string
+      assigned_at: string | null
+      started_at: string | null
+      finished_at: string | null
+      /** The whole task, as GET /api/tasks/{id} shows it (output trimmed to its end). */
+      task: TaskView
+      timestamp: string
+    }
   | {
       type: 'worker_metrics'
       worker_id: string
@@ -77,7 +90,20 @@ export class LiveFeed extends EventEmitter<LiveEvents> {
   }
   private readonly onTask = (t: TaskRecord, previous: TaskStatus | null): void => {
     // Output can be a megabyte; watchers get its end, the task route has the rest.
-    this.emit('message', 'tasks', { type: 'task_status', task: toTaskView(t, 4096), previous, timestamp: this.stamp() })
+    const task = toTaskView(t, 4096)
+    this.emit('message', 'tasks', {
+      type: 'task_status',
+      task_id: task.task_id,
+      status: task.status,
+      previous,
+      worker_id: task.worker_id,
+      submitted_at: task.submitted_at,
+      assigned_at: task.assigned_at,
+      started_at: task.started_at,
+      finished_at: task.finished_at,
+      task,
+      timestamp: this.stamp(),
+    })
   }
   private readonly onSummary = (s: LaneSummary): void => {
     const w1 = s.windows['1m']

@@ -39,6 +39,10 @@ test('watchers get a snapshot, then worker_status in the CloudAI shape, in order
   const seen = watcher.messages.filter((m) => m.type === 'task_status' && m.task.task_id === id).map((m) => `${m.previous}->${m.task.status}`)
   assert.deepEqual(seen, ['null->queued', 'queued->assigned', 'assigned->running', 'running->completed'])
   assert.equal(completed.task.logs, 'from-ws\n')
+  assert.equal(completed.task_id, id)
+  assert.equal(completed.status, 'completed')
+  assert.equal(completed.worker_id, 'w1')
+  assert.ok(completed.submitted_at && completed.assigned_at && completed.started_at && completed.finished_at, 'with its timestamps')
 
   let mark = watcher.mark()
   await worker.kill('SIGKILL')
