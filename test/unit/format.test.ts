@@ -3,6 +3,7 @@ import { test } from 'node:test'
 import {
   formatAge,
   formatError,
+  formatEvent,
   formatHealth,
   formatRegistered,
   formatStatus,
@@ -333,4 +334,25 @@ test('worker metrics: latest, the windows, and the newest history points', () =>
     '10:29:55  11.0%  20.0%  30.0%  0.0%      1     16.0%        5',
     '10:30:00  12.0%  20.0%  30.0%  0.0%      1     17.0%        5',
   ].join('\n'))
+})
+
+test('watch lines: registrations once, status changes, task transitions with their detail', () => {
+  const known = new Set<string>()
+  const at = '2025-11-17T10:30:00Z'
+  const w = worker('w1', { address: '10.0.0.7:50052' })
+  const opts = { color: false, known }
+  assert.equal(formatEvent({ type: 'worker', worker: w, timestamp: at }, opts), '10:30:00  + w1 registered at 10.0.0.7:50052')
+  assert.equal(formatEvent({ type: 'worker', worker: { ...w, is_active: true }, timestamp: at }, opts), null, 'a known worker\'s record adds nothing')
+  assert.equal(formatEvent({ type: 'worker_status', worker_id: 'w1', is_active: true, timestamp: at }, opts), '10:30:00  ● w1 active')
+  assert.equal(formatEvent({ type: 'worker_status', worker_id: 'w1', is_active: false, timestamp: at }, opts), '10:30:00  ○ w1 inactive')
+  assert.equal(formatEvent({ type: 'worker_removed', worker_id: 'w1', timestamp: at }, opts), '10:30:00  - w1 unregistered')
+  const t = { ...task('task-1'), name: 'nap', worker_id: 'w1', attempts: 1, max_attempts: 3 }
+  const ev = (status: TaskView['status'], previous: TaskView['status'] | null, extra: Partial<TaskView> = {}) => {
+    const v = { ...t, status, ...extra }
+    return { type: 'task_status' as const, task_id: v.task_id, status, previous, worker_id: v.worker_id, submitted_at: v.submitted_at, assigned_at: null, started_at: null, finished_at: null, task: v, timestamp: at }
+  }
+  assert.equal(formatEvent(ev('assigned', 'queued'), opts), '10:30:00  task task-1 (nap) assigned to w1')
+  assert.equal(formatEvent(ev('failed', 'running', { reason: 'exit code 2', exit_code: 2 }), opts), '10:30:00  task task-1 (nap) failed on w1: exit code 2')
+  assert.equal(formatEvent(ev('queued', 'running', { worker_id: null }), opts), '10:30:00  task task-1 (nap) queued again (attempt 2 of 3)')
+  assert.equal(formatEvent({ type: 'error', code: 'CLOUDAI_BAD_REQUEST', message: 'nope', timestamp: at }, opts), '10:30:00  error from the master: nope (CLOUDAI_BAD_REQUEST)')
 })
