@@ -9,6 +9,7 @@ import type { Store } from '../store/store.js'
 import { SqliteStore } from '../store/sqlite.js'
 import { StoreWriter } from '../store/writer.js'
 import { HttpApi } from './api/http.js'
+import { loadDashboard } from './api/static.js'
 import type { MasterControl } from './control.js'
 import { PoolDialer, type Dialer } from './dialer.js'
 import { MasterGrpcServer } from './grpc.js'
@@ -106,6 +107,7 @@ export class Master implements MasterControl {
       counters: this.counters,
       ws: { maxBufferBytes: config.wsMaxBufferBytes, maxConnections: config.wsMaxConnections },
       apiToken: config.apiToken,
+      dashboard: loadDashboard(),
     })
   }
 
