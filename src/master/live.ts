@@ -130,27 +130,25 @@ export class LiveFeed extends EventEmitter<LiveEvents> {
   start(): void {
     if (this.started) return
     this.started = true
-    const { registry, tasks, telemetry } = this.src
-    registry.on('worker-registered', this.onRegistered)
-    registry.on('worker-changed', this.onChanged)
-    registry.on('worker-active', this.onActive)
-    registry.on('worker-inactive', this.onInactive)
-    registry.on('worker-unregistered', this.onUnregistered)
-    tasks.on('task-changed', this.onTask)
-    telemetry.on('summary', this.onSummary)
+    this.listen('on')
   }
 
   close(): void {
     if (!this.started) return
     this.started = false
+    this.listen('off')
+  }
+
+  /** One list of subscriptions for start() and close(), so that they cannot drift apart. */
+  private listen(how: 'on' | 'off'): void {
     const { registry, tasks, telemetry } = this.src
-    registry.off('worker-registered', this.onRegistered)
-    registry.off('worker-changed', this.onChanged)
-    registry.off('worker-active', this.onActive)
-    registry.off('worker-inactive', this.onInactive)
-    registry.off('worker-unregistered', this.onUnregistered)
-    tasks.off('task-changed', this.onTask)
-    telemetry.off('summary', this.onSummary)
+    registry[how]('worker-registered', this.onRegistered)
+    registry[how]('worker-changed', this.onChanged)
+    registry[how]('worker-active', this.onActive)
+    registry[how]('worker-inactive', this.onInactive)
+    registry[how]('worker-unregistered', this.onUnregistered)
+    tasks[how]('task-changed', this.onTask)
+    telemetry[how]('summary', this.onSummary)
   }
 
   snapshot(): LiveSnapshot {
