@@ -1,11 +1,13 @@
 import * as grpc from '@grpc/grpc-js'
 import { C, Counters, DIAL_OUTCOME_COUNTER } from '../shared/counters.js'
 import { DIAL_CHANNEL_OPTIONS, loadProto } from '../shared/proto.js'
+import { NO_CLUSTER_AUTH, type ClusterAuth } from '../shared/cluster-auth.js'
 import type { RegisterAckMsg } from '../shared/wire.js'
 
 // One reconnection dial: MasterRegister on a worker, bounded by a deadline, on a client that lives
 // only for this call. It runs on a Piscina thread (workers/dial.ts) in the master, and inline in
-// the bench baseline, so it must not touch the master's state: it returns a plain result.
+// the bench baseline, so it must not touch the master's state: it returns a plain result. The
+// cluster's credentials and token come from the caller (built once per thread), never per dial.
 
 export interface DialRequest {
   workerId: string
@@ -41,7 +43,12 @@ function countersOf(buffer: SharedArrayBuffer | null): Counters | null {
   return c
 }
 
-export async function dialMasterRegister(req: DialRequest): Promise<DialResult> {
+/**
+ * @param auth TLS credentials and the cluster token of the master (default: insecure, no token).
+ *   A worker that refuses our token answers UNAUTHENTICATED: that is the outcome 'rejected' with
+ *   its reason, not 'refused' (which means nothing listens there).
+ */
+export async function dialMasterRegister(req: DialRequest, auth: ClusterAuth = NO_CLUSTER_AUTH): Promise<DialResult> {
   const started = Date.now()
   const counters = countersOf(req.counters)
   const result = (outcome: DialOutcome, message: string): DialResult => {
@@ -57,7 +64,7 @@ export async function dialMasterRegister(req: DialRequest): Promise<DialResult> 
 
   counters?.add(C.DIAL_ATTEMPTS)
   const { Client } = loadProto()
-  const client = new Client(req.address, grpc.credentials.createInsecure(), DIAL_CHANNEL_OPTIONS)
+  const client = new Client(req.address, auth.channelCredentials(), auth.clientOptions(DIAL_CHANNEL_OPTIONS))
   let settled = false
   let call: grpc.ClientUnaryCall | undefined
   // Cancellation crosses the thread boundary through shared memory: the main thread sets the slot
@@ -87,6 +94,7 @@ export async function dialMasterRegister(req: DialRequest): Promise<DialResult> 
     if (e.code === grpc.status.CANCELLED) return result('cancelled', 'cancelled')
     if (e.code === grpc.status.DEADLINE_EXCEEDED) return result('timeout', `no answer within ${req.timeoutMs}ms`)
     if (e.code === grpc.status.UNAVAILABLE) return result('refused', e.details || e.message)
+    if (e.code === grpc.status.UNAUTHENTICATED) return result('rejected', e.details || e.message)
     return result('error', `${grpc.status[e.code] ?? e.code}: ${e.details || e.message}`)
   } finally {
     settled = true

@@ -1,6 +1,7 @@
 import { availableParallelism } from 'node:os'
 import { Piscina } from 'piscina'
 import { dialMasterRegister, type DialRequest, type DialResult } from './dial.js'
+import { NO_CLUSTER_AUTH, type ClusterAuth } from '../shared/cluster-auth.js'
 
 export type DialTarget = Omit<DialRequest, 'deadline' | 'cancelSlot' | 'cancelFlags' | 'counters'>
 
@@ -65,6 +66,12 @@ abstract class SlottedDialer implements Dialer {
   abstract close(): Promise<void>
 }
 
+/** What the dial pool's threads get once, as Piscina's workerData (see workers/dial.ts). */
+export interface DialThreadData {
+  /** The cluster token and the PEMs' contents, as read at start: no thread reads a file. */
+  cluster: ClusterAuth['material']
+}
+
 /**
  * Dials on a Piscina pool. Each thread runs many dials at once (they are I/O-bound: the cost is
  * channel set-up and TLS/HTTP2 framing, which is what stalls an event loop at a few thousand).
@@ -73,15 +80,18 @@ export class PoolDialer extends SlottedDialer {
   readonly kind = 'pool'
   private readonly pool: Piscina
 
-  constructor(opts: { threads?: number; concurrencyPerThread?: number } = {}) {
+  /** @param opts.auth the master's TLS and cluster token, handed to every thread once */
+  constructor(opts: { threads?: number; concurrencyPerThread?: number; auth?: ClusterAuth } = {}) {
     super()
     const threads = opts.threads && opts.threads > 0 ? opts.threads : Math.max(1, Math.min(4, availableParallelism()))
+    const workerData: DialThreadData = { cluster: (opts.auth ?? NO_CLUSTER_AUTH).material }
     this.pool = new Piscina({
       filename: new URL('../../workers/dial.js', import.meta.url).href,
       minThreads: 1,
       maxThreads: threads,
       concurrentTasksPerWorker: opts.concurrencyPerThread ?? 1024,
       idleTimeout: 60_000,
+      workerData,
     })
   }
 
@@ -101,9 +111,15 @@ export class PoolDialer extends SlottedDialer {
 /** The same dials on the calling thread: the bench baseline, and tests of the monitor's logic. */
 export class InlineDialer extends SlottedDialer {
   readonly kind = 'inline'
+  private readonly auth: ClusterAuth
+
+  constructor(opts: { auth?: ClusterAuth } = {}) {
+    super()
+    this.auth = opts.auth ?? NO_CLUSTER_AUTH
+  }
 
   protected run(req: DialRequest): Promise<DialResult> {
-    return dialMasterRegister(req)
+    return dialMasterRegister(req, this.auth)
   }
 
   async close(): Promise<void> {}

@@ -7,6 +7,7 @@ import { MAX_RUNNING_TASKS, validateAmount, validatePercent, validateString, val
 import type { AckMsg, HeartbeatAckMsg, HeartbeatMsg, RegisterAckMsg, TaskResultMsg, WorkerInfoMsg } from '../shared/wire.js'
 import type { RunningTaskInfo, WorkerUsage } from '../shared/types.js'
 import { C, type Counters } from '../shared/counters.js'
+import { NO_CLUSTER_AUTH, type ClusterAuth } from '../shared/cluster-auth.js'
 import type { Registry } from './registry.js'
 
 /** What the task side of the master needs from the gRPC service. */
@@ -32,6 +33,11 @@ export interface MasterGrpcOptions {
   port: number
   log: Logger
   now?: () => number
+  /**
+   * TLS for the server, and the cluster token every call must carry (checked before any handler:
+   * a refused call changes nothing). Default: insecure, no token.
+   */
+  auth?: ClusterAuth
 }
 
 // Shared by every empty heartbeat: most workers run nothing most of the time.
@@ -49,7 +55,8 @@ interface HeartbeatStream {
  * The master's side of the MasterWorker service: RegisterWorker, SendHeartbeat, StreamHeartbeats
  * and ReportTaskCompletion. Every field
  * from a peer is validated before it reaches the registry; a refusal is a gRPC status with a
- * message that says why (CloudAI peers only look at the status), and never changes state.
+ * message that says why (CloudAI peers only look at the status), and never changes state. With a
+ * cluster token, a call without it is refused (UNAUTHENTICATED) before it reaches any of this.
  */
 export class MasterGrpcServer {
   private server: grpc.Server | null = null
@@ -66,7 +73,8 @@ export class MasterGrpcServer {
   }
 
   async start(): Promise<number> {
-    const server = new grpc.Server({ 'grpc.max_receive_message_length': 4 * 1024 * 1024 })
+    const auth = this.opts.auth ?? NO_CLUSTER_AUTH
+    const server = new grpc.Server(auth.serverOptions({ log: this.opts.log, now: this.now }, { 'grpc.max_receive_message_length': 4 * 1024 * 1024 }))
     server.addService(loadProto().service, {
       RegisterWorker: (call: grpc.ServerUnaryCall<WorkerInfoMsg, RegisterAckMsg>, cb: grpc.sendUnaryData<RegisterAckMsg>) => this.registerWorker(call, cb),
       SendHeartbeat: (call: grpc.ServerUnaryCall<HeartbeatMsg, HeartbeatAckMsg>, cb: grpc.sendUnaryData<HeartbeatAckMsg>) => this.sendHeartbeat(call, cb),
@@ -77,7 +85,7 @@ export class MasterGrpcServer {
     })
     const address = bindAddress(this.opts.host, this.opts.port)
     this.boundPort = await new Promise<number>((resolve, reject) => {
-      server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, port) => {
+      server.bindAsync(address, auth.serverCredentials(), (err, port) => {
         if (err) reject(new CloudaiError('CLOUDAI_BAD_CONFIG', `cannot listen for gRPC on ${address}: ${err.message}`))
         else resolve(port)
       })

@@ -5,6 +5,7 @@ import { CloudaiError } from '../shared/errors.js'
 import { validateAddress, validateTaskId, validateWorkerId } from '../shared/validation.js'
 import type { TaskStatus } from '../shared/types.js'
 import { Counters } from '../shared/counters.js'
+import { clusterAuthOf } from '../shared/cluster-auth.js'
 import type { Store } from '../store/store.js'
 import { SqliteStore } from '../store/sqlite.js'
 import { StoreWriter } from '../store/writer.js'
@@ -67,11 +68,11 @@ export class Master implements MasterControl {
   constructor(private readonly config: MasterConfig, deps: MasterDeps) {
     this.log = deps.log
     this.store = deps.store ?? new SqliteStore(config.dataDir)
-    this.dialer = deps.dialer ?? new PoolDialer({ threads: config.dialThreads })
+    this.dialer = deps.dialer ?? new PoolDialer({ threads: config.dialThreads, auth: clusterAuthOf(config) })
     this.dialer.counters = this.counters.buffer
     this.writer = new StoreWriter(this.store, this.registry, { log: this.log })
     this.tasks = new TaskTable(this.store)
-    this.queue = new QueueProcessor({ tasks: this.tasks, registry: this.registry, clients: new WorkerClients(), log: this.log, heartbeatTimeoutMs: config.heartbeatTimeoutMs })
+    this.queue = new QueueProcessor({ tasks: this.tasks, registry: this.registry, clients: new WorkerClients(clusterAuthOf(config)), log: this.log, heartbeatTimeoutMs: config.heartbeatTimeoutMs })
     this.liveness = new Liveness(this.registry, { timeoutMs: config.heartbeatTimeoutMs, log: this.log })
     this.monitor = new ReconnectMonitor(this.registry, this.dialer, {
       intervalMs: config.reconnectIntervalMs,
@@ -96,7 +97,7 @@ export class Master implements MasterControl {
       taskCounts: () => this.tasks.counts(),
       wsConnections: () => this.http.wsConnections,
     })
-    this.grpc = new MasterGrpcServer({ registry: this.registry, tasks: this.queue, telemetry: this.telemetry, counters: this.counters, host: config.grpcHost, port: config.grpcPort, log: this.log })
+    this.grpc = new MasterGrpcServer({ registry: this.registry, tasks: this.queue, telemetry: this.telemetry, counters: this.counters, host: config.grpcHost, port: config.grpcPort, log: this.log, auth: clusterAuthOf(config) })
     this.live = new LiveFeed({ registry: this.registry, tasks: this.tasks, telemetry: this.telemetry, status: () => this.status() })
     this.http = new HttpApi({
       control: this,

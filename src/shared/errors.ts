@@ -17,6 +17,7 @@ export const ErrorCodes = {
   CLOUDAI_BODY_TOO_LARGE: { http: 413, grpc: GrpcStatus.RESOURCE_EXHAUSTED },
   CLOUDAI_UNSUPPORTED_MEDIA_TYPE: { http: 415, grpc: GrpcStatus.INVALID_ARGUMENT },
   CLOUDAI_UNAUTHORIZED: { http: 401, grpc: GrpcStatus.UNAUTHENTICATED },
+  CLOUDAI_UNAUTHENTICATED: { http: 401, grpc: GrpcStatus.UNAUTHENTICATED },
   CLOUDAI_NOT_FOUND: { http: 404, grpc: GrpcStatus.NOT_FOUND },
   CLOUDAI_METHOD_NOT_ALLOWED: { http: 405, grpc: GrpcStatus.UNIMPLEMENTED },
   CLOUDAI_UNKNOWN_WORKER: { http: 404, grpc: GrpcStatus.NOT_FOUND },

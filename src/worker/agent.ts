@@ -3,6 +3,7 @@ import type { WorkerConfig } from '../config.js'
 import type { Logger } from '../shared/log.js'
 import { CloudaiError, isCloudaiError, toCloudaiError } from '../shared/errors.js'
 import { loadProto } from '../shared/proto.js'
+import { clusterAuthOf } from '../shared/cluster-auth.js'
 import { advertiseHost, bindAddress } from '../shared/advertise.js'
 import { MAX_RUNNING_TASKS, validateAddress, validateAmount, validateCommand, validateEnv, validateString, validateTaskId, validateWorkerId } from '../shared/validation.js'
 import type { MasterInfoMsg, RegisterAckMsg, RunningTaskMsg, TaskAckMsg, TaskIdMsg, TaskMsg, TaskResultMsg } from '../shared/wire.js'
@@ -43,7 +44,8 @@ interface TaskInput {
 }
 
 /**
- * The worker agent: the gRPC server the master calls (MasterRegister, AssignTask, CancelTask),
+ * The worker agent: the gRPC server the master calls (MasterRegister, AssignTask, CancelTask;
+ * with a cluster token, only a master that sends it gets past the server's check),
  * the link that registers with the master and heartbeats, the executor that runs tasks and the
  * reporter that delivers their results through the outbox. Started with `master`, it also joins
  * that master on its own.
@@ -83,6 +85,8 @@ export class WorkerAgent {
 
   async start(): Promise<void> {
     const { log } = this.deps
+    // TLS and the cluster token, for our server and for our calls to the master: PEMs read once here.
+    const auth = clusterAuthOf(this.config)
     const diskPath = this.deps.diskPath ?? process.cwd()
     const specs = readSpecs(diskPath)
     const sampler = new UsageSampler(diskPath, specs.gpu)
@@ -104,6 +108,7 @@ export class WorkerAgent {
       heartbeatIntervalMs: this.config.heartbeatIntervalMs,
       joinMaxBackoffMs: this.config.joinMaxBackoffMs,
       onConnected: () => this.reporter?.connected(),
+      auth,
       log,
     })
     const reporter = new Reporter({ outbox, channel: link, log, retryBaseMs: Math.min(250, this.config.joinMaxBackoffMs), retryMaxMs: this.config.joinMaxBackoffMs })
@@ -115,7 +120,9 @@ export class WorkerAgent {
     this.link = link
     if (undelivered > 0) log.info({ undelivered }, `${undelivered} task result(s) from an earlier run are waiting in the outbox; they are reported once a master is connected`)
 
-    const server = new grpc.Server()
+    // With a token, a master without it can neither make us follow it nor give us tasks: the
+    // check runs before any handler.
+    const server = new grpc.Server(auth.serverOptions({ log }))
     server.addService(loadProto().service, {
       MasterRegister: (call: grpc.ServerUnaryCall<MasterInfoMsg, RegisterAckMsg>, cb: grpc.sendUnaryData<RegisterAckMsg>) => answer(() => this.masterRegister(call.request), cb),
       AssignTask: (call: grpc.ServerUnaryCall<TaskMsg, TaskAckMsg>, cb: grpc.sendUnaryData<TaskAckMsg>) => answer(() => this.assignTask(call.request), cb),
@@ -123,7 +130,7 @@ export class WorkerAgent {
     })
     const bind = bindAddress(this.config.host, this.config.port)
     this.boundPort = await new Promise<number>((resolve, reject) => {
-      server.bindAsync(bind, grpc.ServerCredentials.createInsecure(), (err, port) => {
+      server.bindAsync(bind, auth.serverCredentials(), (err, port) => {
         if (err) reject(new CloudaiError('CLOUDAI_BAD_CONFIG', `cannot listen for gRPC on ${bind}: ${err.message}`))
         else resolve(port)
       })

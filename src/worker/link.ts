@@ -1,6 +1,7 @@
 import * as grpc from '@grpc/grpc-js'
 import type { Logger } from '../shared/log.js'
 import { Backoff } from '../shared/backoff.js'
+import { NO_CLUSTER_AUTH, REFUSAL_LOG_INTERVAL_MS, type ClusterAuth } from '../shared/cluster-auth.js'
 import { callUnary, loadProto, type MasterWorkerClient } from '../shared/proto.js'
 import type { WorkerSpecs, WorkerUsage } from '../shared/types.js'
 import type { AckMsg, HeartbeatAckMsg, HeartbeatMsg, RegisterAckMsg, RunningTaskMsg, TaskResultMsg } from '../shared/wire.js'
@@ -28,7 +29,10 @@ export interface MasterLinkOptions {
    * a master that lacks it. 'unary': always SendHeartbeat.
    */
   heartbeatMode?: 'stream' | 'unary'
+  /** TLS credentials and the cluster token every call to the master carries (default: neither). */
+  auth?: ClusterAuth
   log: Logger
+  now?: () => number
 }
 
 export type LinkState = 'idle' | 'joining' | 'connected' | 'closed'
@@ -59,9 +63,15 @@ export class MasterLink {
   private joinTimer: NodeJS.Timeout | null = null
   private readonly backoff: Backoff
   private failuresLogged = false
+  /** When a refusal of our cluster token was last logged at error (null: not in this run). */
+  private tokenRefusalLoggedAt: number | null = null
+  private readonly auth: ClusterAuth
+  private readonly now: () => number
 
   constructor(private readonly opts: MasterLinkOptions) {
     this.backoff = new Backoff(Math.min(200, opts.joinMaxBackoffMs), opts.joinMaxBackoffMs)
+    this.auth = opts.auth ?? NO_CLUSTER_AUTH
+    this.now = opts.now ?? Date.now
   }
 
   get masterAddress(): string | null {
@@ -119,15 +129,16 @@ export class MasterLink {
     this.clearJoinTimer()
     this.client?.close()
     this.address = address
-    this.client = new (loadProto().Client)(address, grpc.credentials.createInsecure(), {
+    this.client = new (loadProto().Client)(address, this.auth.channelCredentials(), this.auth.clientOptions({
       'grpc.enable_retries': 0,
       'grpc.initial_reconnect_backoff_ms': 100,
       'grpc.max_reconnect_backoff_ms': 1000,
-    })
+    }))
     this.registering = null
     this.state = 'joining'
     this.backoff.reset()
     this.failuresLogged = false
+    this.tokenRefusalLoggedAt = null
     this.noHeartbeatStream = false
   }
 
@@ -157,7 +168,8 @@ export class MasterLink {
       ack = await promise
     } catch (err) {
       const e = err as grpc.ServiceError
-      this.logFailure(address, `RegisterWorker failed: ${e.details || e.message}`)
+      if (e.code === grpc.status.UNAUTHENTICATED) this.logTokenRefused(address, e.details || e.message)
+      else this.logFailure(address, `RegisterWorker failed: ${e.details || e.message}`)
       throw new Error(e.details || e.message)
     }
     if (epoch !== this.epoch || this.state === 'closed') return
@@ -168,6 +180,7 @@ export class MasterLink {
     this.state = 'connected'
     this.backoff.reset()
     this.failuresLogged = false
+    this.tokenRefusalLoggedAt = null
     this.opts.log.info({ master: address, specs }, `Registered with master ${address}; sending heartbeats every ${this.opts.heartbeatIntervalMs}ms`)
     this.startHeartbeats(epoch)
     try {
@@ -185,6 +198,26 @@ export class MasterLink {
       this.failuresLogged = true
       this.opts.log.warn({ master: address }, `${message}; retrying with backoff`)
     }
+  }
+
+  /**
+   * The master refused our cluster token. Retrying cannot fix that until someone changes a token,
+   * so it is an error, said with the reason and what to check, and said again once a minute while
+   * it lasts rather than once and then only at debug level.
+   */
+  private logTokenRefused(address: string, reason: string): void {
+    this.failuresLogged = true
+    const now = this.now()
+    if (this.tokenRefusalLoggedAt !== null && now - this.tokenRefusalLoggedAt < REFUSAL_LOG_INTERVAL_MS) {
+      this.opts.log.debug({ master: address, reason }, `Master ${address} refused RegisterWorker: ${reason}`)
+      return
+    }
+    this.tokenRefusalLoggedAt = now
+    const ours = this.auth.hasToken ? 'the cluster token this worker sends does not match the master\'s' : 'this worker sends no cluster token'
+    this.opts.log.error(
+      { master: address, reason, code: 'CLOUDAI_UNAUTHENTICATED' },
+      `Master ${address} refused RegisterWorker: ${reason}; ${ours} (set the same --cluster-token or CLOUDAI_CLUSTER_TOKEN on both); retrying with backoff`,
+    )
   }
 
   private scheduleJoin(): void {

@@ -1,0 +1,34 @@
+// The heartbeat-ingest baseline: a bare @grpc/grpc-js server of the same service that accepts every
+// heartbeat (unary and streamed) and only counts it. Run as a child process, like the master, so
+// that both compete with the load generator on the same terms. IPC: it sends {port} once listening
+// and answers {type:'count'} with {count}.
+import * as grpc from '@grpc/grpc-js'
+import { loadProto } from '../../src/shared/proto.js'
+import type { HeartbeatAckMsg, HeartbeatMsg, RegisterAckMsg, WorkerInfoMsg } from '../../src/shared/wire.js'
+
+const proto = loadProto()
+let count = 0
+const server = new grpc.Server()
+const unimplemented = (_call: unknown, cb: grpc.sendUnaryData<unknown>): void => cb({ code: grpc.status.UNIMPLEMENTED, details: 'bare server' } as grpc.ServiceError)
+server.addService(proto.service, {
+  RegisterWorker: (_call: grpc.ServerUnaryCall<WorkerInfoMsg, RegisterAckMsg>, cb: grpc.sendUnaryData<RegisterAckMsg>) => cb(null, { success: true, message: 'ok' }),
+  SendHeartbeat: (_call: grpc.ServerUnaryCall<HeartbeatMsg, HeartbeatAckMsg>, cb: grpc.sendUnaryData<HeartbeatAckMsg>) => {
+    count++
+    cb(null, { success: true })
+  },
+  StreamHeartbeats: (call: grpc.ServerDuplexStream<HeartbeatMsg, HeartbeatAckMsg>) => {
+    call.on('data', () => count++)
+    call.on('end', () => call.end())
+    call.on('error', () => {})
+  },
+  ReportTaskCompletion: unimplemented, MasterRegister: unimplemented, AssignTask: unimplemented, CancelTask: unimplemented,
+})
+server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, port) => {
+  if (err) throw err
+  process.send!({ port })
+})
+process.on('message', (m: { type: string }) => {
+  if (m.type === 'count') process.send!({ count })
+  else if (m.type === 'stop') server.tryShutdown(() => process.exit(0))
+})
+process.on('disconnect', () => process.exit(0))

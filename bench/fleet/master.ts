@@ -1,0 +1,172 @@
+// The master under test: the real `cloudai master` process, spawned as a user runs it, on ports the
+// OS chose, in a temp data dir. Its CPU and RSS come from /proc/<pid>; its counts from the HTTP API.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { setTimeout as sleep } from 'node:timers/promises'
+
+/** The package root; this file runs compiled from dist/bench/fleet/. */
+export const ROOT = fileURLToPath(new URL('../../../', import.meta.url))
+export const CLI = join(ROOT, 'bin', 'cloudai.js')
+
+/** A port the OS says is free right now. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer()
+    srv.once('error', reject)
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address()
+      const port = typeof addr === 'object' && addr ? addr.port : 0
+      srv.close(() => resolve(port))
+    })
+  })
+}
+
+/** CPU time (user + system, all threads) of a process, in seconds; Linux only (null elsewhere). */
+export function cpuSeconds(pid: number): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name (0-based 11, 12).
+    return (Number(fields[11]) + Number(fields[12])) / 100
+  } catch {
+    return null
+  }
+}
+
+/** Resident set size in bytes (null when /proc is not there). */
+export function rssBytes(pid: number): number | null {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+    return m ? Number(m[1]) * 1024 : null
+  } catch {
+    return null
+  }
+}
+
+/** CPU use of a process over a phase: call `stop()` at its end; percent of one core. */
+export function cpuMeter(pid: number): { stop(): number | null } {
+  const c0 = cpuSeconds(pid)
+  const t0 = performance.now()
+  return {
+    stop() {
+      const c1 = cpuSeconds(pid)
+      const wall = (performance.now() - t0) / 1000
+      if (c0 === null || c1 === null || wall <= 0) return null
+      return ((c1 - c0) / wall) * 100
+    },
+  }
+}
+
+export interface StatusCounts {
+  workers: number
+  active: number
+  inactive: number
+}
+
+export class MasterUnderTest {
+  stderr = ''
+  private constructor(readonly child: ChildProcess, readonly grpcPort: number, readonly httpPort: number, private readonly dataDir: string) {}
+
+  get pid(): number {
+    return this.child.pid!
+  }
+
+  get api(): string {
+    return `http://127.0.0.1:${this.httpPort}`
+  }
+
+  /** The address workers call back on. */
+  get grpcAddress(): string {
+    return `127.0.0.1:${this.grpcPort}`
+  }
+
+  /**
+   * Starts a master with `--log-level warn`. At that level the start-up lines (steps 6 and 7) that
+   * carry the chosen ports are not printed, so the ports are chosen here (free right now) and the
+   * API is polled until it answers.
+   */
+  static async start(args: string[]): Promise<MasterUnderTest> {
+    const dataDir = mkdtempSync(join(tmpdir(), 'cloudai-bench-'))
+    const grpcPort = await freePort()
+    const httpPort = await freePort()
+    const child = spawn(process.execPath, [
+      CLI, 'master', '--grpc-host', '127.0.0.1', '--grpc-port', String(grpcPort), '--http-host', '127.0.0.1', '--http-port', String(httpPort),
+      '--advertise', `127.0.0.1:${grpcPort}`, '--data-dir', dataDir, '--log-level', 'warn', ...args,
+    ], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] })
+    const m = new MasterUnderTest(child, grpcPort, httpPort, dataDir)
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+      m.stderr = (m.stderr + d).slice(-4000)
+    })
+    const deadline = Date.now() + 20_000
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`master exited with ${child.exitCode} at start: ${m.stderr}`)
+      try {
+        await m.status()
+        return m
+      } catch {
+        if (Date.now() > deadline) {
+          await m.stop()
+          throw new Error(`master did not answer on ${m.api} within 20 s: ${m.stderr}`)
+        }
+        await sleep(50)
+      }
+    }
+  }
+
+  async request<T>(path: string, init: { method?: string; body?: unknown } = {}): Promise<{ status: number; body: T }> {
+    const res = await fetch(this.api + path, {
+      method: init.method ?? 'GET',
+      ...(init.body !== undefined ? { body: JSON.stringify(init.body), headers: { 'content-type': 'application/json' } } : {}),
+      signal: AbortSignal.timeout(10_000),
+    })
+    const text = await res.text()
+    return { status: res.status, body: (text ? JSON.parse(text) : null) as T }
+  }
+
+  async status(): Promise<StatusCounts> {
+    const { status, body } = await this.request<StatusCounts>('/api/status')
+    if (status !== 200) throw new Error(`GET /api/status answered ${status}`)
+    return body
+  }
+
+  /** Registers workers through POST /api/workers, a few requests at a time. */
+  async register(workers: { id: string; address: string }[], concurrency = 16): Promise<void> {
+    let next = 0
+    const one = async (): Promise<void> => {
+      while (next < workers.length) {
+        const w = workers[next++]!
+        const { status, body } = await this.request('/api/workers', { method: 'POST', body: { worker_id: w.id, worker_ip: w.address } })
+        if (status !== 201 && status !== 200) throw new Error(`POST /api/workers ${w.id} answered ${status}: ${JSON.stringify(body)}`)
+      }
+    }
+    await Promise.all(Array.from({ length: concurrency }, one))
+  }
+
+  /** Polls /api/status until `pred` holds; returns the time it took (ms from the call). */
+  async waitFor(pred: (s: StatusCounts) => boolean, what: string, timeoutMs: number, pollMs = 20): Promise<number> {
+    const t0 = performance.now()
+    for (;;) {
+      const s = await this.status()
+      if (pred(s)) return performance.now() - t0
+      if (performance.now() - t0 > timeoutMs) throw new Error(`master did not reach "${what}" within ${timeoutMs} ms (last: ${JSON.stringify(s)})`)
+      if (this.child.exitCode !== null) throw new Error(`master exited with ${this.child.exitCode}: ${this.stderr}`)
+      await sleep(pollMs)
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.child.exitCode === null && this.child.signalCode === null) {
+      const exited = new Promise((r) => this.child.once('exit', r))
+      this.child.kill('SIGTERM')
+      const timer = setTimeout(() => this.child.kill('SIGKILL'), 8000)
+      await exited
+      clearTimeout(timer)
+    }
+    rmSync(this.dataDir, { recursive: true, force: true })
+  }
+}

@@ -1,0 +1,33 @@
+// IPC between the fleet (parent) and its child processes. Every command carries a sequence number;
+// the child answers each with a Reply of the same number.
+
+export interface SimWorkerSpec {
+  id: string
+  /** 0 on first spawn: any free port; the same port is kept across offline/online. */
+  port: number
+}
+
+export type Command =
+  | { seq: number; type: 'spawn'; workers: SimWorkerSpec[]; heartbeatMs: number }
+  /** Each worker calls RegisterWorker on `master` and starts heartbeating. */
+  | { seq: number; type: 'join'; ids: string[]; master: string }
+  /** Heartbeats stop, the client closes, the server closes (as a worker process that died). */
+  | { seq: number; type: 'offline'; ids: string[] }
+  /** The server listens again on its port; with `join`, the worker calls RegisterWorker itself at once. */
+  | { seq: number; type: 'online'; ids: string[]; join: boolean }
+  /** Workers that accept TCP connections and never answer. */
+  | { seq: number; type: 'tarpits'; count: number }
+  | { seq: number; type: 'stats' }
+  | { seq: number; type: 'stop' }
+
+export interface ChildStats {
+  heartbeatsSent: number
+  heartbeatsFailed: number
+  registers: number
+  registerFailures: number
+  masterRegisters: number
+}
+
+export type Reply =
+  | { seq: number; ok: true; workers?: { id: string; address: string }[]; addresses?: string[]; stats?: ChildStats }
+  | { seq: number; ok: false; error: string }

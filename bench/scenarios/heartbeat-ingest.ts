@@ -1,0 +1,281 @@
+// Scenario 3, "heartbeat-ingest": the highest heartbeat rate the master sustains, unary
+// (SendHeartbeat) and streamed (StreamHeartbeats), against a bare @grpc/grpc-js server that accepts
+// the same messages and only counts them, in the same run. The headline is master / bare.
+//
+// Rates climb by doubling; a step runs open-loop (sends on schedule whether or not answers came) for
+// a fixed time. Unary: sustained when every call succeeded, all answered, and the p99 latency (send
+// to ack, measured here) is under 50 ms. Streamed: the master writes nothing back, so latency is
+// bounded by the drain time: sustained when the server's received count (the master's shared
+// counter `cloudai_heartbeats_received_total`, the bare server's own count) reaches everything sent
+// within 50 ms of the last send, with no stream error.
+import { fork, type ChildProcess } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { setTimeout as sleep } from 'node:timers/promises'
+import * as grpc from '@grpc/grpc-js'
+import { loadProto, type MasterWorkerClient } from '../../src/shared/proto.js'
+import type { HeartbeatMsg } from '../../src/shared/wire.js'
+import { MasterUnderTest } from '../fleet/master.js'
+import { fmt, fmtSummary, judged, summarize, type Scenario, type ScenarioResult, type Size } from '../lib/suite.js'
+
+const P99_LIMIT_MS = 50
+const RATIO_TARGET = 0.7
+
+interface Profile {
+  workers: number
+  stepMs: number
+  startRate: number
+  maxRate: number
+}
+
+const PROFILES: Record<Size, Profile> = {
+  tiny: { workers: 4, stepMs: 300, startRate: 200, maxRate: 800 },
+  quick: { workers: 20, stepMs: 750, startRate: 1000, maxRate: 64_000 },
+  full: { workers: 50, stepMs: 3000, startRate: 500, maxRate: 128_000 },
+}
+
+type Transport = 'unary' | 'stream'
+
+interface Step {
+  rate: number
+  sent: number
+  answered: number
+  errors: number
+  p99Ms: number | null
+  drainMs: number | null
+  ok: boolean
+}
+
+interface Target {
+  name: string
+  address: string
+  count(): Promise<number>
+  stop(): Promise<void>
+}
+
+async function bareTarget(): Promise<Target> {
+  const child: ChildProcess = fork(fileURLToPath(new URL('../fleet/bare-server.js', import.meta.url)))
+  const port = await new Promise<number>((resolve, reject) => {
+    child.once('message', (m) => resolve((m as { port: number }).port))
+    child.once('exit', (code) => reject(new Error(`bare server exited with ${code}`)))
+  })
+  return {
+    name: 'bare grpc-js',
+    address: `127.0.0.1:${port}`,
+    count: () => new Promise((resolve) => {
+      child.once('message', (m) => resolve((m as { count: number }).count))
+      child.send({ type: 'count' })
+    }),
+    async stop() {
+      const exited = new Promise((r) => child.once('exit', r))
+      child.kill('SIGKILL')
+      await exited
+    },
+  }
+}
+
+async function masterTarget(): Promise<{ target: Target; master: MasterUnderTest }> {
+  const master = await MasterUnderTest.start(['--heartbeat-timeout', '5m', '--shutdown-grace', '1s'])
+  const target: Target = {
+    name: 'cloudai master',
+    address: master.grpcAddress,
+    async count() {
+      const text = await fetch(`${master.api}/metrics`, { signal: AbortSignal.timeout(10_000) }).then((r) => r.text())
+      const m = /^cloudai_heartbeats_received_total (\S+)$/m.exec(text)
+      return m ? Number(m[1]) : NaN
+    },
+    stop: () => master.stop(),
+  }
+  return { target, master }
+}
+
+function p99(latencies: number[]): number | null {
+  if (latencies.length === 0) return null
+  const v = latencies.sort((a, b) => a - b)
+  return v[Math.min(v.length - 1, Math.ceil(v.length * 0.99) - 1)]!
+}
+
+function heartbeat(id: string, k: number): HeartbeatMsg {
+  return { worker_id: id, cpu_usage: (k * 7) % 100, memory_usage: 40 + (k % 20), storage_usage: 55, gpu_usage: (k * 3) % 100, running_tasks: [] }
+}
+
+/** Sends `rate`/s for `stepMs`, open-loop, calling `send(i)` for the i-th message. */
+async function openLoop(rate: number, stepMs: number, send: (i: number) => void): Promise<number> {
+  const t0 = performance.now()
+  let sent = 0
+  for (;;) {
+    const elapsed = performance.now() - t0
+    const due = Math.min(Math.floor((rate * Math.min(elapsed, stepMs)) / 1000), Math.floor((rate * stepMs) / 1000))
+    while (sent < due) send(sent++)
+    if (elapsed >= stepMs) return sent
+    await new Promise((r) => setImmediate(r))
+    if (performance.now() - t0 - elapsed < 1) await sleep(1)
+  }
+}
+
+async function climb(target: Target, transport: Transport, p: Profile, ids: string[], warmup: Step[] = []): Promise<Step[]> {
+  const proto = loadProto()
+  const clients: MasterWorkerClient[] = ids.map(() => new proto.Client(target.address, grpc.credentials.createInsecure(), { 'grpc.use_local_subchannel_pool': 1 }))
+  const steps: Step[] = []
+  let streams: grpc.ClientDuplexStream<HeartbeatMsg, unknown>[] = []
+  let streamErrors = 0
+  try {
+    // Every worker registered with the target (the master refuses heartbeats of unknown workers).
+    await Promise.all(ids.map((id, i) => new Promise<void>((resolve, reject) => {
+      clients[i]!.RegisterWorker({ worker_id: id, worker_ip: `127.0.0.1:${20000 + i}`, total_cpu: 8, total_memory: 32, total_storage: 500, total_gpu: 1 }, new grpc.Metadata(), { deadline: Date.now() + 10_000 }, (err) => (err ? reject(err) : resolve()))
+    })))
+    if (transport === 'stream') {
+      streams = clients.map((c) => {
+        const s = c.StreamHeartbeats()
+        s.on('error', () => streamErrors++)
+        s.on('data', () => {})
+        return s
+      })
+    }
+    const runStep = async (rate: number): Promise<Step> => {
+      const before = await target.count()
+      let answered = 0
+      let errors = 0
+      const latencies: number[] = []
+      const errorsBefore = streamErrors
+      let sent: number
+      if (transport === 'unary') {
+        sent = await openLoop(rate, p.stepMs, (i) => {
+          const t = performance.now()
+          clients[i % ids.length]!.SendHeartbeat(heartbeat(ids[i % ids.length]!, i), new grpc.Metadata(), { deadline: Date.now() + 5000 }, (err) => {
+            if (err) errors++
+            else {
+              answered++
+              latencies.push(performance.now() - t)
+            }
+          })
+        })
+        const deadline = performance.now() + 5500
+        while (answered + errors < sent && performance.now() < deadline) await sleep(5)
+      } else {
+        sent = await openLoop(rate, p.stepMs, (i) => void streams[i % ids.length]!.write(heartbeat(ids[i % ids.length]!, i)))
+      }
+      const tEnd = performance.now()
+      let drainMs: number | null = null
+      if (transport === 'stream') {
+        const deadline = tEnd + 5000
+        for (;;) {
+          const got = (await target.count()) - before
+          if (got >= sent) {
+            drainMs = performance.now() - tEnd
+            break
+          }
+          if (performance.now() > deadline) break
+          await sleep(5)
+        }
+        answered = drainMs === null ? 0 : sent
+        errors = streamErrors - errorsBefore
+      }
+      const q = p99(latencies)
+      const ok = transport === 'unary'
+        ? errors === 0 && answered === sent && q !== null && q < P99_LIMIT_MS
+        : errors === 0 && drainMs !== null && drainMs < P99_LIMIT_MS
+      return { rate, sent, answered, errors, p99Ms: q, drainMs, ok }
+    }
+    // Warm-up, not judged: connections up, code optimised, the master's lanes live.
+    warmup.push(await runStep(Math.round(p.startRate / 2)))
+    await sleep(200)
+    // Doubling until a step fails, then one step halfway between the last pass and that failure.
+    let rate = p.startRate
+    let refined = false
+    while (rate <= p.maxRate) {
+      let step = await runStep(rate)
+      steps.push(step)
+      if (!step.ok) {
+        // One stall (a GC pause here or there) fails a short step: a rate fails when it fails twice.
+        await sleep(500)
+        step = await runStep(rate)
+        steps.push(step)
+      }
+      const ok = step.ok
+      if (ok && !refined) rate *= 2
+      else if (!ok && !refined && steps.some((x) => x.ok)) {
+        refined = true
+        rate = Math.round(rate * 0.75)
+        // Let the failed step's backlog drain before the next one.
+        await sleep(500)
+      } else break
+    }
+  } finally {
+    for (const s of streams) s.end()
+    await sleep(50)
+    for (const c of clients) c.close()
+  }
+  return steps
+}
+
+/** Highest sustained rate: the last step that passed (0 when none did). */
+function sustained(steps: Step[]): number {
+  let best = 0
+  for (const s of steps) if (s.ok) best = Math.max(best, s.rate)
+  return best
+}
+
+export const heartbeatIngest: Scenario = {
+  name: 'heartbeat-ingest',
+  description: 'Highest sustained heartbeat rate (p99 < 50 ms), unary and streamed, vs a bare grpc-js server in the same run',
+  async run(ctx): Promise<ScenarioResult> {
+    const p = PROFILES[ctx.size]
+    const ids = Array.from({ length: p.workers }, (_, i) => `ingest-${i}`)
+    const runs: { transport: Transport; run: number; master: Step[]; bare: Step[]; masterWarmup: Step[]; bareWarmup: Step[]; masterRate: number; bareRate: number; ratio: number }[] = []
+    for (const transport of ['unary', 'stream'] as Transport[]) {
+      for (let r = 0; r < ctx.runs; r++) {
+        const masterWarmup: Step[] = []
+        const bareWarmup: Step[] = []
+        const { target, master } = await masterTarget()
+        let masterSteps: Step[]
+        try {
+          await master.register(ids.map((id, i) => ({ id, address: `127.0.0.1:${20000 + i}` })))
+          masterSteps = await climb(target, transport, p, ids, masterWarmup)
+        } finally {
+          await target.stop()
+        }
+        const bare = await bareTarget()
+        let bareSteps: Step[]
+        try {
+          bareSteps = await climb(bare, transport, p, ids, bareWarmup)
+        } finally {
+          await bare.stop()
+        }
+        const masterRate = sustained(masterSteps)
+        const bareRate = sustained(bareSteps)
+        const ratio = bareRate > 0 ? masterRate / bareRate : NaN
+        runs.push({ transport, run: r + 1, master: masterSteps, bare: bareSteps, masterWarmup, bareWarmup, masterRate, bareRate, ratio })
+        ctx.progress(`heartbeat-ingest ${transport} run ${r + 1}: master ${masterRate}/s, bare ${bareRate}/s`)
+      }
+    }
+    const targets: ScenarioResult['targets'] = []
+    const rows = (['unary', 'stream'] as Transport[]).map((transport) => {
+      const mine = runs.filter((x) => x.transport === transport)
+      const ratio = summarize(mine.map((x) => x.ratio))
+      const met = Number.isFinite(ratio.median) ? ratio.median >= RATIO_TARGET : null
+      targets.push({ name: `${transport} master/bare`, target: `≥ ${RATIO_TARGET}`, value: Number.isFinite(ratio.median) ? ratio.median : null, met })
+      const capped = mine.some((x) => x.bare.at(-1)?.ok && x.bare.at(-1)?.rate === p.maxRate)
+      return [
+        transport === 'unary' ? 'unary SendHeartbeat (p99 send→ack)' : 'StreamHeartbeats (drain after last send)',
+        fmtSummary(summarize(mine.map((x) => x.masterRate)), '/s'),
+        `${fmtSummary(summarize(mine.map((x) => x.bareRate)), '/s')}${capped ? ' (hit the top step)' : ''}`,
+        judged(`${fmt(ratio.median, 2)} (${fmt(ratio.min, 2)}–${fmt(ratio.max, 2)})`, met, `≥ ${RATIO_TARGET}`),
+      ]
+    })
+    return {
+      tables: [{
+        title: `heartbeat-ingest: ${p.workers} workers, rate doubling from ${p.startRate}/s, then one step at 3/4 of the failed rate, ${p.stepMs} ms per step (${ctx.runs} run${ctx.runs > 1 ? 's' : ''}; median (min–max))`,
+        columns: ['transport', 'cloudai master sustained', 'bare grpc-js sustained', 'ratio master / bare'],
+        rows,
+      }],
+      notes: [
+        `Sustained: the highest step with no error, every heartbeat answered (unary) or counted by the server, and p99 latency under ${P99_LIMIT_MS} ms (unary: measured per call; streamed: the time from the last send until the server had counted them all). Rates double until a rate fails twice in a row (one retry absorbs a single stall), then one rate at 3/4 of the failed one: a figure is within a third below the true limit.`,
+        'Streamed drain is polled from the master\'s GET /metrics (each poll costs a few ms) and from the bare server over IPC, which favours the bare server slightly.',
+        `Each climb starts with an unjudged warm-up step at half the first rate (connections, JIT, the master's lanes).`,
+        'The load generator runs in the bench process on the same machine (2 cores here): both servers compete with it equally.',
+      ],
+      targets,
+      raw: { profile: p, runs },
+    }
+  },
+}

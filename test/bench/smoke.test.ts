@@ -1,0 +1,100 @@
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { test } from 'node:test'
+
+// The bench suite's smoke test: every scenario at --size tiny through the same entry point as
+// `npm run bench`, its results in a temp dir so that the repo stays clean.
+
+const ROOT = fileURLToPath(new URL('../../../', import.meta.url))
+const ENTRY = join(ROOT, 'dist', 'bench', 'run.js')
+
+function runBench(args: string[], timeoutMs = 55_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [ENTRY, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d))
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d))
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
+    child.once('exit', (code) => {
+      clearTimeout(timer)
+      resolve({ code, stdout, stderr })
+    })
+  })
+}
+
+const SCENARIOS = ['cloudai-table', 'dial-storm', 'heartbeat-ingest', 'telemetry-placement', 'memory-per-worker']
+
+test('bench: every scenario runs at --size tiny, prints its table and writes the JSON', async (t) => {
+  const out = mkdtempSync(join(tmpdir(), 'cloudai-bench-smoke-'))
+  t.after(() => rmSync(out, { recursive: true, force: true }))
+  const t0 = Date.now()
+  const r = await runBench(['--size', 'tiny', '--out', out])
+  assert.equal(r.code, 0, `bench exited with ${r.code}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`)
+  assert.ok(Date.now() - t0 < 55_000)
+  for (const name of SCENARIOS) {
+    assert.match(r.stdout, new RegExp(`^### ${name}`, 'm'), `no table for ${name}`)
+  }
+  assert.match(r.stdout, /^\| mode \| workers\/inactive \|/m)
+  assert.match(r.stdout, /\(target max ≤ 1000 ms\)/)
+  assert.doesNotMatch(r.stdout, /CRASHED/)
+
+  const files = readdirSync(out).filter((f) => f.endsWith('-tiny.json'))
+  assert.equal(files.length, 1, `one results file in ${out}: ${readdirSync(out).join(', ')}`)
+  const json = JSON.parse(readFileSync(join(out, files[0]!), 'utf8'))
+  assert.equal(json.profile, 'tiny')
+  assert.equal(json.runs, 1)
+  assert.equal(typeof json.machine.os, 'string')
+  assert.ok(json.machine.cpus > 0)
+  assert.ok(json.machine.memoryBytes > 0)
+  assert.equal(json.versions.node, process.version)
+  assert.equal(json.versions.cloudai, JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).version)
+  assert.ok('commit' in json.versions.git)
+  assert.deepEqual(Object.keys(json.scenarios).sort(), [...SCENARIOS].sort())
+  for (const name of SCENARIOS) {
+    const s = json.scenarios[name]
+    assert.equal(s.error, undefined, `${name} crashed: ${s.error}`)
+    assert.ok(Array.isArray(s.tables) && s.tables.length > 0)
+    assert.ok(Array.isArray(s.targets))
+    assert.ok(s.raw && typeof s.raw === 'object')
+    assert.ok(s.durationMs > 0)
+  }
+  const table = json.scenarios['cloudai-table'].raw
+  assert.equal(table.rows.length, 2)
+  for (const row of table.rows) {
+    assert.equal(row.runs.length, 1)
+    assert.ok(row.runs[0].backMs > 0)
+    assert.ok(row.masterMetrics.cloudai_heartbeats_received_total > 0)
+  }
+  for (const target of json.scenarios['cloudai-table'].targets) assert.equal(typeof target.met, 'boolean')
+  const ingest = json.scenarios['heartbeat-ingest']
+  assert.deepEqual(ingest.raw.runs.map((r: { transport: string }) => r.transport), ['unary', 'stream'])
+  for (const r of ingest.raw.runs) assert.ok(r.master.length > 0 && r.bare.length > 0)
+  assert.deepEqual(ingest.targets.map((t: { name: string }) => t.name), ['unary master/bare', 'stream master/bare'])
+  const storm = json.scenarios['dial-storm'].raw
+  assert.deepEqual(storm.passes.map((x: { kind: string }) => x.kind), ['pool', 'inline'])
+  for (const pass of storm.passes) {
+    assert.equal(pass.outcomes.success, storm.profile.back)
+    assert.equal(pass.outcomes.refused, storm.profile.refusing)
+    assert.equal(pass.outcomes.timeout, storm.profile.tarpits)
+  }
+  const mem = json.scenarios['memory-per-worker'].raw
+  assert.equal(mem.runs.length, 1)
+  assert.equal(typeof mem.runs[0].perWorkerKiB, 'number')
+  const tp = json.scenarios['telemetry-placement'].raw
+  assert.equal(tp.runs.length, 1)
+  assert.ok(tp.runs[0].auto.heartbeats > 0)
+})
+
+test('bench: an unknown scenario or size is refused with exit code 2', async () => {
+  const scenario = await runBench(['--scenario', 'no-such-scenario', '--out', tmpdir()], 20_000)
+  assert.equal(scenario.code, 2)
+  assert.match(scenario.stderr, /unknown scenario "no-such-scenario"/)
+  const size = await runBench(['--size', 'enormous', '--out', tmpdir()], 20_000)
+  assert.equal(size.code, 2)
+  assert.match(size.stderr, /unknown size "enormous"/)
+})
