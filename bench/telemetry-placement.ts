@@ -14,7 +14,8 @@ import { autoTelemetryThreads, TelemetryHub, type TelemetryPlacement } from '../
 import { CounterReader, Counters, HISTOGRAMS } from '../src/shared/counters.js'
 import { pino } from 'pino'
 
-interface Result {
+/** One placement's figures; the suite's telemetry-placement scenario reads them from `--child`. */
+export interface Result {
   placement: string
   workers: number
   threads: number

@@ -4,21 +4,10 @@
 import { fork } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { autoTelemetryThreads } from '../../src/master/telemetry.js'
+import type { Result as PlacementResult } from '../telemetry-placement.js'
 import { fmt, fmtSummary, summarize, type Scenario, type ScenarioResult, type Size } from '../lib/suite.js'
 
-interface ChildResult {
-  placement: string
-  workers: number
-  threads: number
-  startupMs: number
-  rssMb: number
-  heapMb: number
-  heartbeats: number
-  dropped: number
-  p50Us: string
-  p99Us: string
-  maxBucketUs: string
-}
+type ChildResult = PlacementResult
 
 const PROFILES: Record<Size, { workers: number; seconds: number; rate: number }> = {
   tiny: { workers: 20, seconds: 1, rate: 2 },

@@ -86,11 +86,6 @@ export class MasterMetrics {
     return this.prom.metrics()
   }
 
-  /** Totals of the shared counters (the bench reads the same ones). */
-  counterTotals(): Record<CounterName, number> {
-    return this.reader.all()
-  }
-
   private observeConnect(w: WorkerRecord, reconnect: boolean): void {
     const at = w.connectedAt ?? this.now()
     if (reconnect) {

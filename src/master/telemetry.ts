@@ -199,13 +199,6 @@ export class TelemetryHub extends EventEmitter<TelemetryEvents> implements Heart
     })
   }
 
-  /** Samples dropped in all open lanes. */
-  droppedTotal(): number {
-    let n = 0
-    for (const { lane } of this.lanes.values()) n += lane.dropped
-    return n
-  }
-
   /** The thread hosting a worker's lane (tests kill it to check the restart). */
   threadOf(workerId: string): Worker | null {
     return this.lanes.get(workerId)?.thread.worker ?? null
