@@ -26,6 +26,20 @@ export interface ClusterSecurity {
   tls: TlsConfig | null
 }
 
+/** Where the master persists workers and tasks. */
+export type StoreConfig =
+  | { kind: 'sqlite' }
+  | {
+      kind: 'mongodb'
+      /** mongodb:// or mongodb+srv:// URI, credentials included; never logged as given. */
+      uri: string
+      database: string
+      serverSelectionTimeoutMs: number
+      connectTimeoutMs: number
+      socketTimeoutMs: number
+      maxPoolSize: number
+    }
+
 export interface MasterConfig extends ClusterSecurity {
   /** Identity sent to workers in MasterRegister (CloudAI used `master-1`). */
   masterId: string
@@ -36,7 +50,16 @@ export interface MasterConfig extends ClusterSecurity {
   httpPort: number
   /** host:port workers should call back on; defaults to <grpcHost or 127.0.0.1>:<bound gRPC port>. */
   advertise: string | null
+  /** The SQLite store's directory (the default store). */
   dataDir: string
+  store: StoreConfig
+  /**
+   * Changes the journal holds for a store that is down before it coalesces them (latest state
+   * per worker and per task); nothing is dropped.
+   */
+  storeJournalLimit: number
+  /** POST /api/tasks while the store is down: keep the task in memory (flagged not durable) instead of 503. */
+  acceptWhileDegraded: boolean
   /** 0 disables the monitor (with a warning). */
   reconnectIntervalMs: number
   dialTimeoutMs: number
@@ -89,6 +112,9 @@ export const MASTER_DEFAULTS: Omit<MasterConfig, 'log'> = {
   httpPort: 8080,
   advertise: null,
   dataDir: './data',
+  store: { kind: 'sqlite' },
+  storeJournalLimit: 10_000,
+  acceptWhileDegraded: false,
   reconnectIntervalMs: 30_000,
   dialTimeoutMs: 3_000,
   heartbeatTimeoutMs: 15_000,

@@ -371,6 +371,9 @@ function readMasterConfig(argv: Argv): MasterConfig {
     httpPort: read(argv, 'http-port', d.httpPort, port),
     advertise: optionalAddress(argv, 'advertise'),
     dataDir: read(argv, 'data-dir', d.dataDir, nonEmpty(4096)),
+    store: d.store,
+    storeJournalLimit: d.storeJournalLimit,
+    acceptWhileDegraded: d.acceptWhileDegraded,
     // 0 is allowed here: it turns the monitor off (the master warns about it).
     reconnectIntervalMs: read(argv, 'reconnect-interval', d.reconnectIntervalMs, parseDuration),
     dialTimeoutMs: read(argv, 'dial-timeout', d.dialTimeoutMs, positiveDuration),

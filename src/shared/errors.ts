@@ -32,6 +32,8 @@ export const ErrorCodes = {
   CLOUDAI_TOO_MANY_CONNECTIONS: { http: 503, grpc: GrpcStatus.RESOURCE_EXHAUSTED },
   CLOUDAI_BAD_CONFIG: { http: 400, grpc: GrpcStatus.INVALID_ARGUMENT },
   CLOUDAI_STORE_FAILED: { http: 503, grpc: GrpcStatus.UNAVAILABLE },
+  CLOUDAI_STORE_UNAVAILABLE: { http: 503, grpc: GrpcStatus.UNAVAILABLE },
+  CLOUDAI_STORE_DEGRADED: { http: 503, grpc: GrpcStatus.UNAVAILABLE },
   CLOUDAI_UWS_FALLBACK: { http: 500, grpc: GrpcStatus.INTERNAL },
   CLOUDAI_API_UNREACHABLE: { http: 503, grpc: GrpcStatus.UNAVAILABLE },
   CLOUDAI_INTERNAL: { http: 500, grpc: GrpcStatus.INTERNAL },

@@ -12,6 +12,8 @@ export class MemoryStore implements Store {
 
   async close(): Promise<void> {}
 
+  async ping(): Promise<void> {}
+
   async loadWorkers(): Promise<WorkerRecord[]> {
     return [...this.workers.values()].map((w) => structuredClone(w))
   }

@@ -107,6 +107,13 @@ export class SqliteStore implements Store {
     db?.close()
   }
 
+  async ping(): Promise<void> {
+    // Takes the write lock and lets go: fails exactly when a write would.
+    const db = this.requireDb()
+    db.exec('BEGIN IMMEDIATE')
+    db.exec('ROLLBACK')
+  }
+
   async loadWorkers(): Promise<WorkerRecord[]> {
     const rows = this.requireDb().prepare('SELECT * FROM workers ORDER BY registered_at, worker_id').all() as WorkerRow[]
     return rows.map(fromRow)

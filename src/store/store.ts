@@ -4,24 +4,44 @@ import type { TaskRecord, WorkerRecord } from '../shared/types.js'
  * What the master persists. Kept small on purpose: the in-memory registry is authoritative at run
  * time and the store only has to load it at start and take batches of changes, which SQLite does
  * in one transaction and MongoDB in one unordered bulkWrite.
+ *
+ * Every store is used through the journal (journal.ts), which orders, batches and retries the
+ * writes; a store only has to apply one batch and throw when it could not.
  */
 export interface Store {
   /** Short name for logs and /api/status ("sqlite", "memory", "mongodb"). */
   readonly kind: string
-  /** Where it keeps its data, for the start-up log line. */
+  /** Where it keeps its data, for the start-up log line (no credentials in it). */
   readonly location: string
+  /**
+   * Connects and prepares (schema, indexes). Can be called again after it failed.
+   * @throws CLOUDAI_STORE_UNAVAILABLE when the store cannot be reached now but may be later (the
+   *   master then starts from memory and keeps trying); CLOUDAI_STORE_FAILED when it never will
+   *   (a bad path, a schema from a newer cloudai): the master refuses to start.
+   */
   open(): Promise<void>
   /** Idempotent. */
   close(): Promise<void>
+  /** One cheap round trip that needs write access: how the journal learns the store is back. */
+  ping(): Promise<void>
   loadWorkers(): Promise<WorkerRecord[]>
   /** Applies upserts (latest state of each worker) and deletions atomically where the store can. */
   writeWorkers(changes: WorkerChanges): Promise<void>
   loadTasks(): Promise<TaskRecord[]>
-  /** Upserts the latest state of each task, atomically where the store can. */
+  /**
+   * Upserts the given state of each task, atomically where the store can. A write whose
+   * taskVersion is not above the stored copy's is ignored, so a stale write can never move a task
+   * backwards.
+   */
   writeTasks(tasks: TaskRecord[]): Promise<void>
 }
 
 export interface WorkerChanges {
   upserts: WorkerRecord[]
   deletes: string[]
+}
+
+/** Every transition appends to a task's history and nothing removes from it: a version for free. */
+export function taskVersion(task: TaskRecord): number {
+  return task.history.length
 }
