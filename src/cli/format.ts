@@ -270,6 +270,7 @@ export function formatTask(task: TaskView, opts: FormatOptions): string {
 }
 
 export function formatTaskSubmitted(task: TaskView): string {
+  if (!task.durable) return `⚠ Task ${task.task_id} queued in memory only: the master's store is down, so it is lost if the master stops before the store answers`
   return `✅ Task ${task.task_id} queued`
 }
 
@@ -287,7 +288,8 @@ export function formatError(err: unknown): string {
 export function formatHealth(report: HealthReport, opts: { color: boolean }): string {
   const paint = (text: string, code: string): string => (opts.color ? `${code}${text}${RESET_FG}` : text)
   const w = report.workers
-  const head = `${report.status === 'healthy' ? paint('● Healthy', GREEN) : paint('○ Unhealthy', RED)}  (${plural(w.total, 'worker')}: ${w.active} active, ${w.inactive} inactive; monitor ${report.reconnect_monitor})`
+  const verdict = report.status === 'healthy' ? paint('● Healthy', GREEN) : report.status === 'degraded' ? paint('◐ Degraded', YELLOW) : paint('○ Unhealthy', RED)
+  const head = `${verdict}  (${plural(w.total, 'worker')}: ${w.active} active, ${w.inactive} inactive; monitor ${report.reconnect_monitor}; ${report.store.kind} store ${report.store.status})`
   const lines = report.reasons.map((r) => {
     const ids = r.worker_ids && r.worker_ids.length > 0 ? `: ${r.worker_ids.join(', ')}${(r.count ?? 0) > r.worker_ids.length ? ` and ${(r.count ?? 0) - r.worker_ids.length} more` : ''}` : ''
     return `  - ${r.message}${ids}`

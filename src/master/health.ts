@@ -15,7 +15,7 @@ export interface HealthThresholds {
   reconnectWithinMs: number
 }
 
-export type HealthCheck = 'reconnect-monitor' | 'reconnect-latency' | 'inactive-workers'
+export type HealthCheck = 'reconnect-monitor' | 'reconnect-latency' | 'inactive-workers' | 'store'
 
 export interface HealthReason {
   check: HealthCheck
@@ -25,9 +25,24 @@ export interface HealthReason {
   count?: number
 }
 
+/** The store as /healthz reports it: degraded while the journal holds what it could not write. */
+export interface StoreHealth {
+  kind: string
+  status: 'ok' | 'degraded'
+  /** Changes journalled and not yet in the store. */
+  backlog: number
+  degraded_since: string | null
+  last_error: string | null
+}
+
 export interface HealthReport {
-  status: 'healthy' | 'unhealthy'
+  /**
+   * `degraded` (HTTP 200) when only the store is down: the master works from memory and must not be
+   * restarted for it (a restart would drop the journal); `unhealthy` (503) for the other checks.
+   */
+  status: 'healthy' | 'degraded' | 'unhealthy'
   reasons: HealthReason[]
+  store: StoreHealth
   reconnect_monitor: MonitorState
   workers: { total: number; active: number; inactive: number }
   thresholds: { max_inactive_ms: number; reconnect_within_ms: number }
@@ -41,6 +56,7 @@ export interface HealthInput {
   lastDialStartedAt: (id: string) => number | null
   workers: Iterable<WorkerRecord>
   thresholds: HealthThresholds
+  store: StoreHealth
 }
 
 const MAX_IDS = 100
@@ -84,9 +100,18 @@ export function checkHealth(input: HealthInput): HealthReport {
       count: tooLong.length,
     })
   }
+  const unhealthy = reasons.length > 0
+  if (input.store.status === 'degraded') {
+    reasons.push({
+      check: 'store',
+      message: `the ${input.store.kind} store is not answering (${input.store.last_error ?? 'unknown error'}): running from memory, ${input.store.backlog} change(s) journalled`,
+      count: input.store.backlog,
+    })
+  }
   return {
-    status: reasons.length === 0 ? 'healthy' : 'unhealthy',
+    status: unhealthy ? 'unhealthy' : reasons.length > 0 ? 'degraded' : 'healthy',
     reasons,
+    store: input.store,
     reconnect_monitor: input.monitor,
     workers: { total, active, inactive: total - active },
     thresholds: { max_inactive_ms: thresholds.maxInactiveMs, reconnect_within_ms: thresholds.reconnectWithinMs },

@@ -90,7 +90,7 @@ export class LiveFeed extends EventEmitter<LiveEvents> {
   }
   private readonly onTask = (t: TaskRecord, previous: TaskStatus | null): void => {
     // Output can be a megabyte; watchers get its end, the task route has the rest.
-    const task = toTaskView(t, 4096)
+    const task = toTaskView(t, this.src.tasks.isDurable(t.id), 4096)
     this.emit('message', 'tasks', {
       type: 'task_status',
       task_id: task.task_id,
@@ -159,7 +159,7 @@ export class LiveFeed extends EventEmitter<LiveEvents> {
     return {
       type: 'snapshot',
       workers: this.src.registry.list().map(toWorkerView),
-      tasks: [...unfinished, ...finished.slice(0, SNAPSHOT_RECENT_TASKS)].map((t) => toTaskView(t, 4096)),
+      tasks: [...unfinished, ...finished.slice(0, SNAPSHOT_RECENT_TASKS)].map((t) => toTaskView(t, this.src.tasks.isDurable(t.id), 4096)),
       status: this.src.status(),
       timestamp: this.stamp(),
     }

@@ -1,20 +1,20 @@
 import type { MasterConfig } from '../config.js'
 import type { Logger } from '../shared/log.js'
 import { advertiseHost } from '../shared/advertise.js'
-import { CloudaiError } from '../shared/errors.js'
+import { CloudaiError, isCloudaiError } from '../shared/errors.js'
 import { validateAddress, validateTaskId, validateWorkerId } from '../shared/validation.js'
 import type { TaskStatus } from '../shared/types.js'
 import { Counters } from '../shared/counters.js'
 import { clusterAuthOf } from '../shared/cluster-auth.js'
 import type { Store } from '../store/store.js'
 import { SqliteStore } from '../store/sqlite.js'
-import { StoreWriter } from '../store/writer.js'
+import { StoreJournal } from '../store/journal.js'
 import { HttpApi } from './api/http.js'
 import { loadDashboard } from './api/static.js'
 import type { MasterControl } from './control.js'
 import { PoolDialer, type Dialer } from './dialer.js'
 import { MasterGrpcServer } from './grpc.js'
-import { checkHealth, type HealthReport } from './health.js'
+import { checkHealth, type HealthReport, type StoreHealth } from './health.js'
 import { LiveFeed } from './live.js'
 import { Liveness } from './liveness.js'
 import { MasterMetrics } from './metrics.js'
@@ -54,7 +54,7 @@ export class Master implements MasterControl {
   private readonly queue: QueueProcessor
   private readonly log: Logger
   private readonly store: Store
-  private readonly writer: StoreWriter
+  private readonly journal: StoreJournal
   private readonly dialer: Dialer
   private readonly liveness: Liveness
   private readonly monitor: ReconnectMonitor
@@ -70,8 +70,9 @@ export class Master implements MasterControl {
     this.store = deps.store ?? new SqliteStore(config.dataDir)
     this.dialer = deps.dialer ?? new PoolDialer({ threads: config.dialThreads, auth: clusterAuthOf(config) })
     this.dialer.counters = this.counters.buffer
-    this.writer = new StoreWriter(this.store, this.registry, { log: this.log })
-    this.tasks = new TaskTable(this.store)
+    this.journal = new StoreJournal(this.store, this.registry, { log: this.log, limit: config.storeJournalLimit, onLateOpen: () => this.loadLate() })
+    this.tasks = new TaskTable(this.journal)
+    this.journal.on('tasks-written', (ids) => this.tasks.markDurable(ids))
     this.queue = new QueueProcessor({ tasks: this.tasks, registry: this.registry, clients: new WorkerClients(clusterAuthOf(config)), log: this.log, heartbeatTimeoutMs: config.heartbeatTimeoutMs })
     this.liveness = new Liveness(this.registry, { timeoutMs: config.heartbeatTimeoutMs, log: this.log })
     this.monitor = new ReconnectMonitor(this.registry, this.dialer, {
@@ -96,6 +97,7 @@ export class Master implements MasterControl {
       monitor: () => this.monitor.status,
       taskCounts: () => this.tasks.counts(),
       wsConnections: () => this.http.wsConnections,
+      store: () => this.journal.status(),
     })
     this.grpc = new MasterGrpcServer({ registry: this.registry, tasks: this.queue, telemetry: this.telemetry, counters: this.counters, host: config.grpcHost, port: config.grpcPort, log: this.log, auth: clusterAuthOf(config) })
     this.live = new LiveFeed({ registry: this.registry, tasks: this.tasks, telemetry: this.telemetry, status: () => this.status() })
@@ -135,20 +137,20 @@ export class Master implements MasterControl {
     const log = this.log
     try {
       log.info({ step: 1, store: this.store.kind, location: this.store.location }, `Opening ${this.store.kind} store at ${this.store.location}`)
-      await this.store.open()
+      const opened = await this.openStore()
 
       log.info({ step: 2, masterId: this.config.masterId }, `Master ${this.config.masterId} created`)
 
-      const loaded = this.registry.load(await this.store.loadWorkers())
-      // The store may still say "active" for workers of a master that died: write them inactive.
-      for (const w of this.registry.values()) this.writer.markDirty(w.id)
-      this.writer.start()
-      this.tasks.load(await this.store.loadTasks())
-      const c = this.tasks.counts()
-      log.info({ step: 3, workers: loaded, tasks: c }, `Loaded ${loaded} worker(s) (inactive until they connect) and ${this.tasks.size} task(s) (${c.queued} queued, ${c.assigned + c.running} on workers) from the store`)
+      this.journal.start(opened)
+      if (opened) {
+        const { workers, tasks } = await this.loadFromStore()
+        const c = this.tasks.counts()
+        log.info({ step: 3, workers, tasks: c }, `Loaded ${workers} worker(s) (inactive until they connect) and ${tasks} task(s) (${c.queued} queued, ${c.assigned + c.running} on workers) from the store`)
+      }
 
       this.queue.start()
-      log.info({ step: 4, queued: c.queued }, `Queue processor started (${c.queued} task(s) queued)`)
+      const queued = this.tasks.counts().queued
+      log.info({ step: 4, queued }, `Queue processor started (${queued} task(s) queued)`)
 
       this.liveness.start()
       this.telemetry.start()
@@ -185,6 +187,42 @@ export class Master implements MasterControl {
     return this.closing
   }
 
+  /**
+   * False when the store cannot be reached now (CLOUDAI_STORE_UNAVAILABLE): the master then starts
+   * on an empty registry and the journal loads the store once it answers. Any other failure (a bad
+   * path, a newer schema) stops the start.
+   */
+  private async openStore(): Promise<boolean> {
+    try {
+      await this.store.open()
+      return true
+    } catch (err) {
+      if (!isCloudaiError(err) || err.code !== 'CLOUDAI_STORE_UNAVAILABLE') throw err
+      this.log.warn(
+        { step: 3, store: this.store.kind, location: this.store.location, err: err.message },
+        `Store ${this.store.kind} at ${this.store.location} is not answering (${err.message}): starting on an empty registry; its workers and tasks are loaded and merged once it answers`,
+      )
+      return false
+    }
+  }
+
+  /** Loads workers and tasks the store holds that memory does not (memory has the newer state). */
+  private async loadFromStore(): Promise<{ workers: number; tasks: number }> {
+    const added = this.registry.load(await this.store.loadWorkers())
+    // The store may still say "active" for workers of a master that died: write them inactive.
+    for (const id of added) this.journal.recordWorker(id)
+    const tasks = this.tasks.load(await this.store.loadTasks())
+    return { workers: added.length, tasks }
+  }
+
+  private async loadLate(): Promise<void> {
+    const { workers, tasks } = await this.loadFromStore()
+    this.log.info({ store: this.store.kind, workers, tasks }, `Store ${this.store.kind} answered: merged ${workers} worker(s) and ${tasks} task(s) it held into memory`)
+    if (this.phase !== 'running') return
+    if (workers > 0) void this.monitor.runPass()
+    if (tasks > 0) this.queue.kick()
+  }
+
   private async shutdown(): Promise<void> {
     const log = this.log
     this.phase = 'closing'
@@ -204,9 +242,9 @@ export class Master implements MasterControl {
     this.metricsView.close()
     await this.telemetry.close()
     log.info('Shutting down: closing the store')
-    const final = await this.writer.close()
-    if (!final.healthy || final.pending > 0) {
-      log.error({ pending: final.pending, err: final.lastError }, `Store could not take the last ${final.pending} change(s) before shutdown`)
+    const final = await this.journal.close()
+    if (!final.healthy || final.backlog > 0) {
+      log.error({ backlog: final.backlog, err: final.lastError }, `Store could not take the last ${final.backlog} journalled change(s) before shutdown: they are lost`)
     }
     await this.store.close()
     this.phase = 'closed'
@@ -243,7 +281,7 @@ export class Master implements MasterControl {
       this.log.info({ workerId: id, address }, `Worker ${id} registered at ${address} (offline until it connects; will reconnect automatically)`)
       void this.monitor.dialNow(id)
     }
-    const persisted = await this.writer.flush()
+    const persisted = await this.journal.sync()
     return { worker: toWorkerView(worker), created, persisted }
   }
 
@@ -252,7 +290,7 @@ export class Master implements MasterControl {
     this.assertRunning()
     const worker = this.registry.unregister(id)
     this.log.info({ workerId: id, address: worker.address }, `Worker ${id} unregistered; no more reconnection attempts`)
-    const persisted = await this.writer.flush()
+    const persisted = await this.journal.sync()
     return { worker_id: id, persisted }
   }
 
@@ -262,8 +300,16 @@ export class Master implements MasterControl {
       throw new CloudaiError('CLOUDAI_UNKNOWN_WORKER', `target_worker_id ${input.targetWorkerId} is not a registered worker`)
     }
     this.assertRunning()
-    const task = await this.tasks.submit(input)
-    this.log.info({ taskId: task.id, name: task.name, req: task.req, target: task.targetWorkerId }, `Task ${task.id} queued`)
+    let task
+    try {
+      task = await this.tasks.submit(input, { acceptWhileDegraded: this.config.acceptWhileDegraded })
+    } catch (err) {
+      if (!isCloudaiError(err) || err.code !== 'CLOUDAI_STORE_DEGRADED') throw err
+      throw new CloudaiError('CLOUDAI_STORE_DEGRADED', `task not accepted: ${err.message}, so it could not be made durable; submit it again once the store answers (GET /healthz), or start the master with --accept-while-degraded to queue tasks in memory during outages`, err.details)
+    }
+    const durable = this.tasks.isDurable(task.id)
+    if (durable) this.log.info({ taskId: task.id, name: task.name, req: task.req, target: task.targetWorkerId }, `Task ${task.id} queued`)
+    else this.log.warn({ taskId: task.id, name: task.name, durable }, `Task ${task.id} queued in memory only: the store is down; it is written when the store answers`)
     return this.taskView(task.id)
   }
 
@@ -273,7 +319,7 @@ export class Master implements MasterControl {
     const all = [...this.tasks.values()].filter((t) => !query.status || t.status === query.status)
     all.sort((a, b) => b.submittedAt - a.submittedAt || (a.id < b.id ? 1 : -1))
     // Lists carry only the end of each task's output; `GET /api/tasks/{id}` has the whole tail.
-    return { tasks: all.slice(offset, offset + limit).map((t) => this.withWaitReason(toTaskView(t, 4096))), total: all.length, limit, offset }
+    return { tasks: all.slice(offset, offset + limit).map((t) => this.withWaitReason(toTaskView(t, this.tasks.isDurable(t.id), 4096))), total: all.length, limit, offset }
   }
 
   getTask(id: string): TaskView {
@@ -296,7 +342,7 @@ export class Master implements MasterControl {
   }
 
   private taskView(id: string): TaskView {
-    return this.withWaitReason(toTaskView(this.tasks.require(id)))
+    return this.withWaitReason(toTaskView(this.tasks.require(id), this.tasks.isDurable(id)))
   }
 
   /** A queued task that no registered worker could ever run says so (it is still accepted). */
@@ -321,7 +367,19 @@ export class Master implements MasterControl {
       lastDialStartedAt: (id) => this.monitor.lastDialStartedAt(id),
       workers: this.registry.values(),
       thresholds: { maxInactiveMs: this.config.healthMaxInactiveMs, reconnectWithinMs: this.config.healthReconnectWithinMs },
+      store: this.storeHealth(),
     })
+  }
+
+  private storeHealth(): StoreHealth {
+    const s = this.journal.status()
+    return {
+      kind: this.store.kind,
+      status: s.healthy ? 'ok' : 'degraded',
+      backlog: s.backlog,
+      degraded_since: s.degradedSince === null ? null : new Date(s.degradedSince).toISOString(),
+      last_error: s.lastError,
+    }
   }
 
   async metrics(): Promise<{ contentType: string; body: string }> {
@@ -330,14 +388,14 @@ export class Master implements MasterControl {
 
   status(): ClusterStatus {
     const counts = this.registry.counts()
-    const store = this.writer.status()
+    const store = this.journal.status()
     return {
       workers: counts.total,
       active: counts.active,
       inactive: counts.inactive,
       reconnect_monitor: this.monitor.status,
       tasks: this.tasks.counts(),
-      store: { kind: this.store.kind, healthy: store.healthy, pending_writes: store.pending, last_error: store.lastError },
+      store: { kind: this.store.kind, healthy: store.healthy, pending_writes: store.backlog, last_error: store.lastError },
       grpc_address: this.advertised,
       started_at: new Date(this.startedAt || Date.now()).toISOString(),
       uptime_s: this.startedAt ? Math.round((Date.now() - this.startedAt) / 1000) : 0,

@@ -4,6 +4,7 @@ import type { TaskStatus, WorkerRecord } from '../shared/types.js'
 import type { MonitorState } from './reconnect.js'
 import type { Registry } from './registry.js'
 import type { TelemetryHub } from './telemetry.js'
+import type { JournalStatus } from '../store/journal.js'
 
 // GET /metrics: the Prometheus text format, rendered by prom-client. The hot counters are not
 // prom-client counters (those live in one thread's heap): they are read from the shared counters
@@ -17,6 +18,8 @@ export interface MetricsSources {
   monitor: () => MonitorState
   taskCounts: () => Record<TaskStatus, number>
   wsConnections?: () => number
+  /** The store journal's state (see src/store/journal.ts). */
+  store?: () => JournalStatus
   now?: () => number
 }
 
@@ -167,6 +170,17 @@ export class MasterMetrics {
     gauge('cloudai_tasks', 'Tasks by status.', () => Object.entries(this.src.taskCounts()).map(([status, value]) => ({ labels: { status }, value })))
 
     gauge('cloudai_ws_connections', 'WebSocket clients connected.', () => one(this.src.wsConnections?.() ?? 0))
+    const store = this.src.store
+    if (store) {
+      gauge('cloudai_store_up', '1 while the store takes writes; 0 during an outage (the master runs from memory).', () => one(store().healthy ? 1 : 0))
+      gauge('cloudai_store_backlog', 'Changes journalled and not yet in the store.', () => one(store().backlog))
+      gauge('cloudai_store_outage_seconds', 'Length of the current store outage (0 while the store answers).', () => {
+        const s = store()
+        return one(s.degradedSince === null ? 0 : (this.now() - s.degradedSince) / 1000)
+      })
+      reg(new ScrapeMetric('cloudai_store_outages_total', 'Store outages since the master started.', 'counter', () => one(store().outages)))
+      reg(new ScrapeMetric('cloudai_store_outage_seconds_total', 'Time the store has been down since the master started.', 'counter', () => one(store().outageMs / 1000)))
+    }
     count('cloudai_ws_connections_total', 'WebSocket connections accepted.', 'WS_OPENED')
     count('cloudai_ws_refused_total', 'WebSocket upgrades refused because --ws-max-connections were open.', 'WS_REFUSED_FULL')
     count('cloudai_ws_bad_messages_total', 'WebSocket messages from clients that were refused.', 'WS_BAD_MESSAGES')

@@ -18,9 +18,6 @@ export interface QueueOptions {
   rpcTimeoutMs?: number
 }
 
-/** How long after a failed placement write the queue is drained again. */
-const STORE_RETRY_MS = 1000
-
 /** Heartbeats in a row that must miss a task before the master believes the worker lost it. */
 const MISSES_BEFORE_REQUEUE = 2
 
@@ -41,8 +38,6 @@ export class QueueProcessor {
   private again = false
   private closed = true
   private startupCheck: NodeJS.Timeout | null = null
-  /** A drain again later, after the store refused a placement (nothing else may come to kick). */
-  private retry: NodeJS.Timeout | null = null
   private readonly misses = new Map<string, number>()
   private readonly inflight = new Set<Promise<unknown>>()
   private readonly cancelSent = new Set<string>()
@@ -144,15 +139,6 @@ export class QueueProcessor {
     let assigned: TaskRecord | null
     try {
       assigned = await tasks.transition(task.id, 'assigned', { workerId: worker.id, attempts: attempt, assignedAt: Date.now() }, null, { from: ['queued'] })
-    } catch (err) {
-      log.error({ taskId: task.id, err: (err as Error).message }, `Task ${task.id} could not be assigned: the store failed; it stays queued and is tried again in ${STORE_RETRY_MS}ms`)
-      if (!this.closed && !this.retry) {
-        this.retry = setTimeout(() => {
-          this.retry = null
-          this.kick()
-        }, STORE_RETRY_MS)
-      }
-      return
     } finally {
       // From here the task counts on its worker through the table (or was not placed at all).
       this.reserved.delete(task.id)
@@ -216,7 +202,7 @@ export class QueueProcessor {
         (moved) => {
           if (moved) log.warn({ taskId: t.id, workerId: t.workerId, status: moved.status, attempts: t.attempts }, `Task ${t.id} ${moved.status === 'queued' ? 'requeued' : 'failed'}: ${why}`)
         },
-        (err: unknown) => log.error({ taskId: t.id, err: (err as Error).message }, `Task ${t.id} could not be requeued: the store failed`),
+        (err: unknown) => log.error({ taskId: t.id, err }, `Task ${t.id} could not be requeued`),
       ),
     )
   }
@@ -325,8 +311,7 @@ export class QueueProcessor {
     tasks.off('task-changed', this.onTaskChanged)
     if (this.scheduled) clearImmediate(this.scheduled)
     if (this.startupCheck) clearTimeout(this.startupCheck)
-    if (this.retry) clearTimeout(this.retry)
-    this.scheduled = this.startupCheck = this.retry = null
+    this.scheduled = this.startupCheck = null
     await Promise.allSettled([...this.inflight])
     this.opts.clients.close()
   }

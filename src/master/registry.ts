@@ -15,14 +15,18 @@ export class Registry extends EventEmitter<RegistryEvents> {
   private readonly workers = new Map<string, WorkerRecord>()
   private readonly heartbeatDirty = new Set<string>()
 
-  /** Loads persisted workers at start-up. All start inactive: none has proven it is alive to us yet. */
-  load(records: Iterable<WorkerRecord>): number {
-    let n = 0
+  /**
+   * Loads persisted workers. All start inactive: none has proven it is alive to us yet. An id memory
+   * already holds keeps memory's state (it registered while the store was down). Returns the ids added.
+   */
+  load(records: Iterable<WorkerRecord>): string[] {
+    const added: string[] = []
     for (const r of records) {
+      if (this.workers.has(r.id)) continue
       this.workers.set(r.id, { ...r, isActive: false, runningTasks: r.runningTasks ?? [] })
-      n++
+      added.push(r.id)
     }
-    return n
+    return added
   }
 
   get size(): number {

@@ -2,7 +2,6 @@ import { EventEmitter } from 'node:events'
 import { randomUUID } from 'node:crypto'
 import { CloudaiError } from '../shared/errors.js'
 import type { TaskEvents, TaskRecord, TaskStatus } from '../shared/types.js'
-import type { Store } from '../store/store.js'
 import type { TaskInput } from './task-input.js'
 
 /** Which transitions exist: a task never moves backwards out of a final state. */
@@ -27,11 +26,28 @@ export interface TransitionGuard {
 
 export type TaskPatch = Partial<Pick<TaskRecord, 'workerId' | 'attempts' | 'assignedAt' | 'startedAt' | 'finishedAt' | 'exitCode' | 'logsTail'>>
 
+/** What the task table needs of persistence: the store journal (src/store/journal.ts). */
+export interface TaskPersistence {
+  readonly healthy: boolean
+  recordTask(task: TaskRecord): void
+  /** True once everything recorded is in the store; false at once while the store is down. */
+  sync(): Promise<boolean>
+  /** @throws CLOUDAI_STORE_DEGRADED */
+  writeTaskNow(task: TaskRecord): Promise<void>
+}
+
+export interface SubmitOptions {
+  /** While the store is down: keep the task in memory, not yet durable, instead of refusing it. */
+  acceptWhileDegraded: boolean
+}
+
 /**
  * The task table: the master's one owner of task state. Every change goes through `transition`,
- * which checks that the move is allowed, persists the new state, and only then applies it and
- * emits `task-changed`: nothing is acknowledged that the store does not hold. Changes to one task
- * are serialised, so two racing transitions see each other's result.
+ * which checks that the move is allowed, applies it, emits `task-changed` and journals it; while
+ * the store answers, it resolves only once the store holds the change, so a task is never sent to
+ * a worker before its assignment would survive a crash. While the store is down, work goes on
+ * from memory and the journal catches the store up later. Changes to one task are serialised, so
+ * two racing transitions see each other's result.
  */
 export class TaskTable extends EventEmitter<TaskEvents> {
   private readonly tasks = new Map<string, TaskRecord>()
@@ -39,16 +55,37 @@ export class TaskTable extends EventEmitter<TaskEvents> {
   /** Queued ids, so a drain looks at the queue and not at every task ever submitted. */
   private readonly queuedIds = new Set<string>()
   private readonly locks = new Map<string, Promise<unknown>>()
+  /** Accepted while the store was down and not written yet. */
+  private readonly undurable = new Set<string>()
 
-  constructor(private readonly store: Store, private readonly now: () => number = Date.now) {
+  constructor(private readonly persistence: TaskPersistence, private readonly now: () => number = Date.now) {
     super()
   }
 
-  load(records: Iterable<TaskRecord>): void {
+  /**
+   * Adds tasks from the store; a task memory already holds keeps memory's state (it can only have
+   * moved on since: a store that opened late is loaded after work began). Returns how many were new.
+   */
+  load(records: Iterable<TaskRecord>): number {
+    let added = 0
     for (const t of records) {
+      if (this.tasks.has(t.id)) continue
       this.tasks.set(t.id, t)
       this.index(t, null)
+      added++
     }
+    return added
+  }
+
+  /** False for a task accepted while the store was down, until the store holds it. */
+  isDurable(id: string): boolean {
+    return !this.undurable.has(id)
+  }
+
+  /** The journal wrote these tasks. */
+  markDurable(ids: readonly string[]): void {
+    if (this.undurable.size === 0) return
+    for (const id of ids) this.undurable.delete(id)
   }
 
   get size(): number {
@@ -97,8 +134,12 @@ export class TaskTable extends EventEmitter<TaskEvents> {
     return c
   }
 
-  /** Persists a new queued task, then adds it. @throws CLOUDAI_STORE_FAILED when it is not durable */
-  async submit(input: TaskInput): Promise<TaskRecord> {
+  /**
+   * Persists a new queued task, then adds it. While the store is down the task is refused, or with
+   * `acceptWhileDegraded` kept in memory and journalled (isDurable false until written).
+   * @throws CLOUDAI_STORE_DEGRADED when it is not durable and not accepted
+   */
+  async submit(input: TaskInput, opts: SubmitOptions): Promise<TaskRecord> {
     const at = this.now()
     const task: TaskRecord = {
       id: `task-${randomUUID()}`,
@@ -116,7 +157,13 @@ export class TaskTable extends EventEmitter<TaskEvents> {
       updatedAt: at,
       history: [{ status: 'queued', at, workerId: null, reason: null }],
     }
-    await this.persist(task)
+    try {
+      await this.persistence.writeTaskNow(task)
+    } catch (err) {
+      if (!opts.acceptWhileDegraded) throw err
+      this.undurable.add(task.id)
+      this.persistence.recordTask(task)
+    }
     this.tasks.set(task.id, task)
     this.index(task, null)
     this.emit('task-changed', task, null)
@@ -125,7 +172,7 @@ export class TaskTable extends EventEmitter<TaskEvents> {
 
   /**
    * Moves a task to `to` if the guard holds (else returns null: someone else moved it first).
-   * @throws CLOUDAI_STORE_FAILED when the store does not take it (nothing changes then)
+   * Resolves once the store holds the change, or at once while the store is down.
    */
   transition(id: string, to: TaskStatus, patch: TaskPatch, reason: string | null, guard: TransitionGuard = {}): Promise<TaskRecord | null> {
     return this.serialised(id, async () => {
@@ -144,20 +191,13 @@ export class TaskTable extends EventEmitter<TaskEvents> {
         updatedAt: at,
         history: [...cur.history, { status: to, at, workerId: patch.workerId !== undefined ? patch.workerId : cur.workerId, reason }],
       }
-      await this.persist(next)
       this.tasks.set(id, next)
       this.index(next, cur)
+      this.persistence.recordTask(next)
       this.emit('task-changed', next, cur.status)
+      if (this.persistence.healthy) await this.persistence.sync()
       return next
     })
-  }
-
-  private async persist(task: TaskRecord): Promise<void> {
-    try {
-      await this.store.writeTasks([task])
-    } catch (err) {
-      throw new CloudaiError('CLOUDAI_STORE_FAILED', `the ${this.store.kind} store did not take the change to task ${task.id}: ${(err as Error).message}; nothing was changed, try again`)
-    }
   }
 
   private index(next: TaskRecord, prev: TaskRecord | null): void {

@@ -84,10 +84,12 @@ export interface TaskView {
   /** Last part of the output (the full log stays on the worker). */
   logs: string
   history: { status: TaskStatus; at: string; worker_id: string | null; reason: string | null }[]
+  /** False for a task accepted while the store was down (--accept-while-degraded), until it is written. */
+  durable: boolean
 }
 
 /** `logsLimit` trims the tail for lists; a single task shows it whole (at most 1 MiB). */
-export function toTaskView(t: TaskRecord, logsLimit = Number.POSITIVE_INFINITY): TaskView {
+export function toTaskView(t: TaskRecord, durable: boolean, logsLimit = Number.POSITIVE_INFINITY): TaskView {
   return {
     task_id: t.id,
     name: t.name,
@@ -111,6 +113,7 @@ export function toTaskView(t: TaskRecord, logsLimit = Number.POSITIVE_INFINITY):
     reason: t.reason,
     logs: t.logsTail.length > logsLimit ? t.logsTail.slice(-logsLimit) : t.logsTail,
     history: t.history.map((h) => ({ status: h.status, at: iso(h.at) as string, worker_id: h.workerId, reason: h.reason })),
+    durable,
   }
 }
 

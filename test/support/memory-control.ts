@@ -63,6 +63,7 @@ export class MemoryControl implements MasterControl {
     reconnect_monitor: 'running',
     workers: { total: 0, active: 0, inactive: 0 },
     thresholds: { max_inactive_ms: 300_000, reconnect_within_ms: 60_000 },
+    store: { kind: 'memory', status: 'ok', backlog: 0, degraded_since: null, last_error: null },
   }
   /** What workerMetrics was last called with: the route must hand over the validated query. */
   lastMetricsQuery: { since?: number } | null = null
@@ -156,6 +157,7 @@ export class MemoryControl implements MasterControl {
       reason: null,
       logs: '',
       history: [{ status: 'queued', at, worker_id: null, reason: null }],
+      durable: true,
     }
     this.tasks.set(id, task)
     return task

@@ -130,6 +130,7 @@ test('errors print as "error: <message> (<code>)"; anything else is an internal 
 
 function task(id: string, overrides: Partial<TaskView> = {}): TaskView {
   return {
+    durable: true,
     task_id: id,
     name: '',
     command: 'echo hello',
@@ -263,16 +264,33 @@ test('a waiting task shows no empty times, and a failed one its reason', () => {
 
 test('submit and cancel print one line', () => {
   assert.equal(formatTaskSubmitted(waiting), '✅ Task task-ccc queued')
+  assert.match(formatTaskSubmitted({ ...waiting, durable: false }), /^⚠ Task task-ccc queued in memory only/)
   assert.equal(formatTaskCancelled({ ...waiting, status: 'cancelled' }), 'Task task-ccc cancelled')
   assert.equal(formatTaskCancelled({ ...waiting, status: 'running' }), 'Task task-ccc: cancel requested (now running)')
 })
 
 test('health: the verdict, the counts, and one line per failed check naming its workers', () => {
+  const okStore = { kind: 'sqlite', status: 'ok' as const, backlog: 0, degraded_since: null, last_error: null }
   const healthy = formatHealth(
-    { status: 'healthy', reasons: [], reconnect_monitor: 'running', workers: { total: 3, active: 3, inactive: 0 }, thresholds: { max_inactive_ms: 300_000, reconnect_within_ms: 60_000 } },
+    { status: 'healthy', reasons: [], reconnect_monitor: 'running', workers: { total: 3, active: 3, inactive: 0 }, thresholds: { max_inactive_ms: 300_000, reconnect_within_ms: 60_000 }, store: okStore },
     { color: false },
   )
-  assert.equal(healthy, '● Healthy  (3 workers: 3 active, 0 inactive; monitor running)')
+  assert.equal(healthy, '● Healthy  (3 workers: 3 active, 0 inactive; monitor running; sqlite store ok)')
+  const degraded = formatHealth(
+    {
+      status: 'degraded',
+      reasons: [{ check: 'store', message: 'the sqlite store is not answering (database is locked): running from memory, 7 change(s) journalled', count: 7 }],
+      reconnect_monitor: 'running',
+      workers: { total: 3, active: 3, inactive: 0 },
+      thresholds: { max_inactive_ms: 300_000, reconnect_within_ms: 60_000 },
+      store: { kind: 'sqlite', status: 'degraded', backlog: 7, degraded_since: '2026-11-28T00:00:00.000Z', last_error: 'database is locked' },
+    },
+    { color: false },
+  )
+  assert.equal(degraded, [
+    '◐ Degraded  (3 workers: 3 active, 0 inactive; monitor running; sqlite store degraded)',
+    '  - the sqlite store is not answering (database is locked): running from memory, 7 change(s) journalled',
+  ].join('\n'))
   const sick = formatHealth(
     {
       status: 'unhealthy',
@@ -283,11 +301,12 @@ test('health: the verdict, the counts, and one line per failed check naming its 
       reconnect_monitor: 'disabled',
       workers: { total: 110, active: 8, inactive: 102 },
       thresholds: { max_inactive_ms: 300_000, reconnect_within_ms: 60_000 },
+      store: okStore,
     },
     { color: false },
   )
   assert.equal(sick, [
-    '○ Unhealthy  (110 workers: 8 active, 102 inactive; monitor disabled)',
+    '○ Unhealthy  (110 workers: 8 active, 102 inactive; monitor disabled; sqlite store ok)',
     '  - the reconnection monitor is disabled: inactive workers are not dialled',
     '  - 102 worker(s) have been inactive for more than 5 min: a, b and 100 more',
   ].join('\n'))

@@ -2,62 +2,81 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { TaskTable } from '../../src/master/tasks.js'
 import { parseTaskInput } from '../../src/master/task-input.js'
-import { MemoryStore } from '../../src/store/memory.js'
-import type { TaskRecord } from '../../src/shared/types.js'
+import { Registry } from '../../src/master/registry.js'
+import { StoreJournal } from '../../src/store/journal.js'
+import { FlakyStore } from '../support/flaky-store.js'
+import { memoryLogger } from '../support/log.js'
 import { CloudaiError } from '../../src/shared/errors.js'
 
-class FlakyStore extends MemoryStore {
-  failing = false
-  override async writeTasks(tasks: TaskRecord[]): Promise<void> {
-    if (this.failing) throw new Error('disk full')
-    await super.writeTasks(tasks)
-  }
+function tableOn(store: FlakyStore, now?: () => number): { table: TaskTable; journal: StoreJournal } {
+  const journal = new StoreJournal(store, new Registry(), { log: memoryLogger('silent').log, limit: 1000, retryBaseMs: 10, retryCapMs: 20 })
+  journal.start(true)
+  const table = new TaskTable(journal, now)
+  journal.on('tasks-written', (ids) => table.markDurable(ids))
+  return { table, journal }
 }
 
-test('every transition is persisted before it is applied, with a timestamp; final states never move', async () => {
+const strict = { acceptWhileDegraded: false }
+
+test('every transition is in the store when it resolves, with a timestamp; final states never move', async (t) => {
   const store = new FlakyStore()
-  const table = new TaskTable(store)
-  const t = await table.submit(parseTaskInput({ command: 'true' }))
+  const { table, journal } = tableOn(store)
+  t.after(() => journal.close())
+  const task = await table.submit(parseTaskInput({ command: 'true' }), strict)
   assert.deepEqual((await store.loadTasks()).map((x) => x.status), ['queued'])
-  assert.ok(await table.transition(t.id, 'assigned', { workerId: 'w', attempts: 1 }, null))
-  assert.ok(await table.transition(t.id, 'running', {}, null, { workerId: 'w', attempts: 1 }))
-  assert.equal(await table.transition(t.id, 'completed', {}, null, { workerId: 'other' }), null, 'a guard that does not hold changes nothing')
-  assert.ok(await table.transition(t.id, 'completed', { exitCode: 0 }, null, { workerId: 'w', attempts: 1 }))
-  assert.equal(await table.transition(t.id, 'queued', {}, 'late requeue'), null, 'completed is final')
-  assert.equal(await table.transition(t.id, 'failed', {}, 'late report'), null)
+  assert.ok(await table.transition(task.id, 'assigned', { workerId: 'w', attempts: 1 }, null))
+  assert.equal((await store.loadTasks())[0]?.status, 'assigned', 'durable once the transition resolves')
+  assert.ok(await table.transition(task.id, 'running', {}, null, { workerId: 'w', attempts: 1 }))
+  assert.equal(await table.transition(task.id, 'completed', {}, null, { workerId: 'other' }), null, 'a guard that does not hold changes nothing')
+  assert.ok(await table.transition(task.id, 'completed', { exitCode: 0 }, null, { workerId: 'w', attempts: 1 }))
+  assert.equal(await table.transition(task.id, 'queued', {}, 'late requeue'), null, 'completed is final')
+  assert.equal(await table.transition(task.id, 'failed', {}, 'late report'), null)
   const stored = (await store.loadTasks())[0]!
   assert.deepEqual(stored.history.map((h) => h.status), ['queued', 'assigned', 'running', 'completed'])
   assert.ok(stored.history.every((h) => h.at > 0))
-  assert.deepEqual(stored, table.get(t.id))
+  assert.deepEqual(stored, table.get(task.id))
 })
 
-test('a store that fails: nothing is acknowledged and nothing changes in memory', async () => {
+test('a store that fails: submissions are refused, or kept as not durable when asked; work goes on from memory', async (t) => {
   const store = new FlakyStore()
-  const table = new TaskTable(store)
-  const t = await table.submit(parseTaskInput({ command: 'true' }))
+  const { table, journal } = tableOn(store)
+  t.after(() => journal.close())
+  const first = await table.submit(parseTaskInput({ command: 'true' }), strict)
   store.failing = true
-  await assert.rejects(table.submit(parseTaskInput({ command: 'true' })), (e: CloudaiError) => e.code === 'CLOUDAI_STORE_FAILED')
-  await assert.rejects(table.transition(t.id, 'cancelled', {}, 'x'), (e: CloudaiError) => e.code === 'CLOUDAI_STORE_FAILED')
-  assert.equal(table.size, 1)
-  assert.equal(table.get(t.id)?.status, 'queued')
+  await assert.rejects(table.submit(parseTaskInput({ command: 'true' }), strict), (e: CloudaiError) => e.code === 'CLOUDAI_STORE_DEGRADED')
+  assert.equal(table.size, 1, 'a refused task is nowhere')
+  const kept = await table.submit(parseTaskInput({ command: 'true' }), { acceptWhileDegraded: true })
+  assert.equal(table.isDurable(kept.id), false)
+  assert.equal(table.isDurable(first.id), true)
+  assert.ok(await table.transition(first.id, 'cancelled', {}, 'x'), 'transitions go on from memory')
+  assert.equal(table.get(first.id)?.status, 'cancelled')
+
+  const written = new Promise<void>((resolve) => journal.once('recovered', () => resolve()))
+  store.failing = false
+  await written
+  assert.equal(table.isDurable(kept.id), true, 'durable once the journal wrote it')
+  const stored = new Map((await store.loadTasks()).map((x) => [x.id, x.status]))
+  assert.deepEqual(Object.fromEntries(stored), { [first.id]: 'cancelled', [kept.id]: 'queued' })
 })
 
 test('racing transitions are serialised: only one of two completions lands', async () => {
-  const table = new TaskTable(new MemoryStore())
-  const t = await table.submit(parseTaskInput({ command: 'true' }))
+  const { table, journal } = tableOn(new FlakyStore())
+  const t = await table.submit(parseTaskInput({ command: 'true' }), strict)
   await table.transition(t.id, 'assigned', { workerId: 'w', attempts: 1 }, null)
   const results = await Promise.all([
     table.transition(t.id, 'completed', {}, null, { from: ['assigned', 'running'] }),
     table.transition(t.id, 'failed', {}, 'x', { from: ['assigned', 'running'] }),
   ])
   assert.equal(results.filter(Boolean).length, 1)
+  await journal.close()
 })
 
 test('task ids are unique and not derived from a clock', async () => {
-  const table = new TaskTable(new MemoryStore(), () => 42)
+  const { table, journal } = tableOn(new FlakyStore(), () => 42)
   const ids = new Set<string>()
-  for (let i = 0; i < 200; i++) ids.add((await table.submit(parseTaskInput({ command: 'true' }))).id)
+  for (let i = 0; i < 200; i++) ids.add((await table.submit(parseTaskInput({ command: 'true' }), strict)).id)
   assert.equal(ids.size, 200)
+  await journal.close()
 })
 
 test('task bodies: CloudAI names accepted, bad values refused with a code', () => {

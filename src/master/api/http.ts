@@ -219,7 +219,7 @@ export class HttpApi {
 
   private healthz(reply: Reply): void {
     const report = this.control.health()
-    reply.json(report.status === 'healthy' ? 200 : 503, report)
+    reply.json(report.status === 'unhealthy' ? 503 : 200, report)
   }
 
   private async metrics(reply: Reply): Promise<void> {
@@ -250,7 +250,9 @@ export class HttpApi {
     const task = await this.control.submitTask(body)
     // CloudAI clients read task_id / status / message. `status` says what the submission did (the
     // task was queued); `task` is its state now, which the scheduler may already have moved on.
-    reply.json(201, { task_id: task.task_id, status: 'queued', message: 'Task queued', task })
+    // 202, not 201, for a task kept in memory only (the store is down): accepted, not yet durable.
+    if (!task.durable) reply.json(202, { task_id: task.task_id, status: 'queued', durable: false, message: 'Task queued in memory only: the store is down; it is written when the store answers, and lost if the master stops first', task })
+    else reply.json(201, { task_id: task.task_id, status: 'queued', durable: true, message: 'Task queued', task })
   }
 
   private async cancelTask(reply: Reply, req: HttpRequest): Promise<void> {

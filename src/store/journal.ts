@@ -1,0 +1,360 @@
+import { EventEmitter } from 'node:events'
+import type { Logger } from '../shared/log.js'
+import { Backoff } from '../shared/backoff.js'
+import { systemClock, type Clock, type TimerHandle } from '../shared/clock.js'
+import { CloudaiError } from '../shared/errors.js'
+import type { TaskRecord, WorkerRecord } from '../shared/types.js'
+import type { Store, WorkerChanges } from './store.js'
+
+type WorkerEvent = 'worker-registered' | 'worker-unregistered' | 'worker-active' | 'worker-inactive' | 'worker-changed'
+const WORKER_EVENTS: readonly WorkerEvent[] = ['worker-registered', 'worker-unregistered', 'worker-active', 'worker-inactive', 'worker-changed']
+
+/** The registry as the journal sees it: current state by id, its events, and the heartbeat batch. */
+export interface JournalSource {
+  get(id: string): WorkerRecord | undefined
+  drainHeartbeats(): string[]
+  on(event: WorkerEvent, listener: (w: WorkerRecord) => void): unknown
+  off(event: WorkerEvent, listener: (w: WorkerRecord) => void): unknown
+}
+
+/** One change not yet persisted: a worker's state (null: unregistered) or a task's. */
+type Entry = { kind: 'worker'; id: string; worker: WorkerRecord | null } | { kind: 'task'; id: string; task: TaskRecord }
+
+export interface JournalStatus {
+  healthy: boolean
+  /** False until the store has been opened once (a master that started while it was down). */
+  opened: boolean
+  /** Changes waiting in the journal (after coalescing), heartbeat-only updates not counted. */
+  backlog: number
+  lastError: string | null
+  /** Start of the current outage (epoch ms), null while healthy. */
+  degradedSince: number | null
+  /** Outages since start, and their total length in ms (the current one included). */
+  outages: number
+  outageMs: number
+}
+
+export interface JournalOptions {
+  log: Logger
+  /** Entries held before they are coalesced (the latest state per worker and per task wins). */
+  limit: number
+  heartbeatFlushMs?: number
+  retryBaseMs?: number
+  retryCapMs?: number
+  clock?: Clock
+  /**
+   * Runs once after the store opened late (the master started while it was down): loads what it
+   * holds into memory before the journal writes memory's changes over it.
+   */
+  onLateOpen?: () => Promise<void>
+}
+
+export interface JournalEvents {
+  /** Ids of tasks whose state the store now holds (after a write that succeeded). */
+  'tasks-written': [ids: string[]]
+  /** The store answered again after an outage and holds everything journalled until then. */
+  recovered: [outageMs: number]
+}
+
+/**
+ * The write-behind journal every store is used through. The in-memory registry and task table are
+ * authoritative; the journal keeps the changes the store does not hold yet, in order, and writes
+ * them in batches: one call per run of worker changes or task changes, so SQLite commits a batch
+ * in one transaction and MongoDB takes it in one bulkWrite.
+ *
+ * While the store is down nothing waits for it: changes pile up here, and the journal retries with
+ * backoff (a ping when it holds nothing). It is bounded by `limit`: when full it coalesces,
+ * keeping only the latest state of each worker and task, so it never drops a change and never
+ * holds more than one entry per worker and task beyond the limit. Heartbeat fields are not
+ * journal entries: the workers whose heartbeats changed ride along with the next write, as the
+ * registry holds them then.
+ */
+export class StoreJournal extends EventEmitter<JournalEvents> {
+  private entries: Entry[] = []
+  private coalesceAt: number
+  private readonly heartbeats = new Set<string>()
+  private readonly clock: Clock
+  private readonly backoff: Backoff
+  private heartbeatTimer: TimerHandle | null = null
+  private retryTimer: TimerHandle | null = null
+  private urgent: NodeJS.Immediate | null = null
+  private flushing: Promise<void> | null = null
+  private opened = false
+  /** The store opened late and what it holds is not in memory yet. */
+  private loadPending = false
+  private degradedSince: number | null = null
+  private lastError: string | null = null
+  private outages = 0
+  private pastOutageMs = 0
+  private started = false
+  private closed = false
+  private readonly onWorker = (w: WorkerRecord): void => this.recordWorker(w.id)
+
+  constructor(
+    private readonly store: Store,
+    private readonly source: JournalSource,
+    private readonly opts: JournalOptions,
+  ) {
+    super()
+    this.clock = opts.clock ?? systemClock
+    this.backoff = new Backoff(opts.retryBaseMs ?? 250, opts.retryCapMs ?? 5000)
+    this.coalesceAt = opts.limit
+  }
+
+  /**
+   * Starts following the registry. `opened` false means the store could not be opened at start:
+   * the journal counts as degraded and keeps trying to open it.
+   */
+  start(opened: boolean): void {
+    if (this.started) return
+    this.started = true
+    this.opened = opened
+    for (const ev of WORKER_EVENTS) this.source.on(ev, this.onWorker)
+    this.heartbeatTimer = this.clock.setInterval(() => {
+      for (const id of this.source.drainHeartbeats()) this.heartbeats.add(id)
+      if (this.heartbeats.size > 0 && this.healthy) this.schedule()
+    }, this.opts.heartbeatFlushMs ?? 1000)
+    if (!opened) this.failed(new CloudaiError('CLOUDAI_STORE_UNAVAILABLE', `the ${this.store.kind} store could not be opened`))
+  }
+
+  get healthy(): boolean {
+    return this.degradedSince === null
+  }
+
+  status(): JournalStatus {
+    const now = this.clock.now()
+    const current = this.degradedSince === null ? 0 : now - this.degradedSince
+    return {
+      healthy: this.healthy,
+      opened: this.opened,
+      backlog: this.entries.length,
+      lastError: this.lastError,
+      degradedSince: this.degradedSince,
+      outages: this.outages,
+      outageMs: this.pastOutageMs + current,
+    }
+  }
+
+  /** Journals the worker's state as the registry holds it now (its removal if it is gone). */
+  recordWorker(id: string): void {
+    const w = this.source.get(id)
+    // The registry changes records in place: the entry must keep this moment's state.
+    this.append({ kind: 'worker', id, worker: w ? structuredClone(w) : null })
+  }
+
+  /** Task records are never changed in place (each transition makes a new one): no copy needed. */
+  recordTask(task: TaskRecord): void {
+    this.append({ kind: 'task', id: task.id, task })
+  }
+
+  /**
+   * Writes one new task at once, outside the journal: a submission is acknowledged only once the
+   * store holds it, and a task nobody else knows of yet has nothing to be ordered after.
+   * @throws CLOUDAI_STORE_DEGRADED when the store is down or fails now (it then counts as down)
+   */
+  async writeTaskNow(task: TaskRecord): Promise<void> {
+    if (!this.healthy) throw this.degradedError()
+    try {
+      await this.store.writeTasks([task])
+    } catch (err) {
+      this.failed(err)
+      throw this.degradedError()
+    }
+  }
+
+  /**
+   * Resolves true once everything journalled before the call is in the store, false at once when
+   * the store is down (or goes down meanwhile): callers carry on from memory, never waiting for an
+   * outage to end.
+   */
+  async sync(): Promise<boolean> {
+    if (!this.healthy) return false
+    if (this.entries.length === 0 && !this.flushing) return true
+    const target = this.flushing ? 2 : 1
+    // Entries appended now are written by the flush after the one running (if any).
+    for (let i = 0; i < target && this.healthy; i++) {
+      if (!this.flushing) this.flushing = this.flush()
+      await this.flushing
+    }
+    return this.healthy
+  }
+
+  private append(entry: Entry): void {
+    if (this.closed) return
+    this.entries.push(entry)
+    if (this.entries.length > this.coalesceAt) this.coalesce()
+    if (this.healthy) this.schedule()
+  }
+
+  /** Latest state per key, in the order of each key's last change; the size is then one per key. */
+  private coalesce(): void {
+    const before = this.entries.length
+    this.entries = latestPerKey(this.entries)
+    // Coalescing again before the journal has grown past twice its distinct keys would cost
+    // O(n) per append once it holds more keys than the limit.
+    this.coalesceAt = Math.max(this.opts.limit, this.entries.length * 2)
+    this.opts.log.warn(
+      { store: this.store.kind, before, after: this.entries.length, limit: this.opts.limit },
+      `Store journal reached ${before} change(s): coalesced to the latest state of each worker and task (${this.entries.length})`,
+    )
+  }
+
+  private schedule(): void {
+    if (this.closed || this.urgent || this.flushing) return
+    this.urgent = setImmediate(() => {
+      this.urgent = null
+      if (!this.flushing) this.flushing = this.flush()
+    })
+  }
+
+  /** One write of everything journalled (and the heartbeat batch); never rejects. */
+  private async flush(): Promise<void> {
+    try {
+      if (!this.opened) {
+        await this.store.open()
+        this.opened = true
+        this.loadPending = this.opts.onLateOpen !== undefined
+      }
+      if (this.loadPending) {
+        await this.opts.onLateOpen?.()
+        this.loadPending = false
+      }
+      for (const id of this.source.drainHeartbeats()) this.heartbeats.add(id)
+      const batch = latestPerKey(this.entries)
+      this.entries = []
+      const progress = { written: 0 }
+      try {
+        await this.write(batch, progress)
+      } catch (err) {
+        // Put back what was not written, ahead of anything appended meanwhile.
+        this.entries = batch.slice(progress.written).concat(this.entries)
+        if (this.entries.length > this.coalesceAt) this.coalesce()
+        throw err
+      }
+      if (batch.length === 0 && this.heartbeats.size === 0 && !this.healthy) await this.store.ping()
+      await this.writeHeartbeats()
+      this.recovered(batch.length)
+    } catch (err) {
+      this.failed(err)
+    } finally {
+      this.flushing = null
+      if (this.healthy && (this.entries.length > 0 || this.heartbeats.size > 0)) this.schedule()
+    }
+  }
+
+  /**
+   * Writes runs of same-kind changes in journal order (one key appears once: a bulkWrite promises
+   * no order among its operations), counting in `progress` the entries the store took.
+   */
+  private async write(batch: Entry[], progress: { written: number }): Promise<void> {
+    let i = 0
+    while (i < batch.length) {
+      const kind = batch[i]!.kind
+      let j = i
+      while (j < batch.length && batch[j]!.kind === kind) j++
+      if (kind === 'worker') {
+        const changes: WorkerChanges = { upserts: [], deletes: [] }
+        for (let k = i; k < j; k++) {
+          const e = batch[k] as Extract<Entry, { kind: 'worker' }>
+          if (e.worker) changes.upserts.push(e.worker)
+          else changes.deletes.push(e.id)
+        }
+        await this.store.writeWorkers(changes)
+      } else {
+        const tasks: TaskRecord[] = []
+        for (let k = i; k < j; k++) tasks.push((batch[k] as Extract<Entry, { kind: 'task' }>).task)
+        await this.store.writeTasks(tasks)
+        this.emit('tasks-written', tasks.map((t) => t.id))
+      }
+      i = progress.written = j
+    }
+  }
+
+  /** The workers whose heartbeats changed, as the registry holds them now (newer than any entry). */
+  private async writeHeartbeats(): Promise<void> {
+    if (this.heartbeats.size === 0) return
+    const ids = [...this.heartbeats]
+    this.heartbeats.clear()
+    const upserts: WorkerRecord[] = []
+    for (const id of ids) {
+      const w = this.source.get(id)
+      if (w) upserts.push(w)
+    }
+    try {
+      if (upserts.length > 0) await this.store.writeWorkers({ upserts, deletes: [] })
+    } catch (err) {
+      for (const id of ids) this.heartbeats.add(id)
+      throw err
+    }
+  }
+
+  private recovered(written: number): void {
+    if (this.degradedSince === null) return
+    const outageMs = this.clock.now() - this.degradedSince
+    this.pastOutageMs += outageMs
+    this.degradedSince = null
+    this.lastError = null
+    this.backoff.reset()
+    if (this.retryTimer) this.clock.clearTimeout(this.retryTimer)
+    this.retryTimer = null
+    this.opts.log.info({ store: this.store.kind, outageMs, written }, `Store ${this.store.kind} is answering again after ${Math.round(outageMs / 100) / 10}s; wrote ${written} journalled change(s)`)
+    this.emit('recovered', outageMs)
+  }
+
+  private failed(err: unknown): void {
+    const message = err instanceof Error ? err.message : String(err)
+    this.lastError = message
+    if (this.degradedSince === null) {
+      this.degradedSince = this.clock.now()
+      this.outages++
+      this.opts.log.error(
+        { store: this.store.kind, err: message, backlog: this.entries.length },
+        `Store ${this.store.kind} failed: running from memory, journalling changes and retrying until it answers`,
+      )
+    } else {
+      this.opts.log.debug({ store: this.store.kind, err: message }, 'store still failing')
+    }
+    if (this.closed || this.retryTimer) return
+    this.retryTimer = this.clock.setTimeout(() => {
+      this.retryTimer = null
+      if (!this.flushing) this.flushing = this.flush()
+    }, this.backoff.next())
+  }
+
+  private degradedError(): CloudaiError {
+    const since = this.degradedSince === null ? '' : ` for ${Math.round((this.clock.now() - this.degradedSince) / 1000)}s`
+    return new CloudaiError('CLOUDAI_STORE_DEGRADED', `the ${this.store.kind} store is not answering${since} (${this.lastError ?? 'unknown error'})`, {
+      backlog: this.entries.length,
+    })
+  }
+
+  /** Stops following the registry and the timers, then tries once more to write what is journalled. */
+  async close(): Promise<JournalStatus> {
+    if (this.closed) return this.status()
+    this.closed = true
+    for (const ev of WORKER_EVENTS) this.source.off(ev, this.onWorker)
+    if (this.heartbeatTimer) this.clock.clearInterval(this.heartbeatTimer)
+    if (this.retryTimer) this.clock.clearTimeout(this.retryTimer)
+    if (this.urgent) clearImmediate(this.urgent)
+    this.heartbeatTimer = this.retryTimer = this.urgent = null
+    while (this.flushing) await this.flushing
+    if (this.opened || this.entries.length > 0) {
+      this.flushing = this.flush()
+      await this.flushing
+    }
+    if (this.retryTimer) this.clock.clearTimeout(this.retryTimer)
+    this.retryTimer = null
+    return this.status()
+  }
+}
+
+function latestPerKey(entries: Entry[]): Entry[] {
+  const last = new Map<string, Entry>()
+  for (const e of entries) {
+    const key = e.kind === 'worker' ? `w\0${e.id}` : `t\0${e.id}`
+    // Delete first so the key moves to the position of its latest change.
+    last.delete(key)
+    last.set(key, e)
+  }
+  return [...last.values()]
+}

@@ -1,0 +1,52 @@
+import type { TaskRecord } from '../../src/shared/types.js'
+import { CloudaiError } from '../../src/shared/errors.js'
+import { MemoryStore } from '../../src/store/memory.js'
+import type { WorkerChanges } from '../../src/store/store.js'
+
+/**
+ * The in-memory store (the contract's reference), able to fail on demand: every call throws while
+ * `failing`, or only task writes while `failTasks`, and open() refuses while `unreachable`. It
+ * records each batch it took, to check how writes were grouped.
+ */
+export class FlakyStore extends MemoryStore {
+  failing = false
+  failTasks = false
+  unreachable = false
+  failures = 0
+  readonly workerBatches: WorkerChanges[] = []
+  readonly taskBatches: string[][] = []
+
+  private check(): void {
+    if (this.failing) {
+      this.failures++
+      throw new Error('database is locked')
+    }
+  }
+
+  override async open(): Promise<void> {
+    if (this.unreachable) {
+      this.failures++
+      throw new CloudaiError('CLOUDAI_STORE_UNAVAILABLE', 'connection refused')
+    }
+  }
+
+  override async ping(): Promise<void> {
+    this.check()
+  }
+
+  override async writeWorkers(changes: WorkerChanges): Promise<void> {
+    this.check()
+    this.workerBatches.push(structuredClone(changes))
+    await super.writeWorkers(changes)
+  }
+
+  override async writeTasks(tasks: TaskRecord[]): Promise<void> {
+    this.check()
+    if (this.failTasks) {
+      this.failures++
+      throw new Error('tasks collection is read-only')
+    }
+    this.taskBatches.push(tasks.map((t) => `${t.id}:${t.status}`))
+    await super.writeTasks(tasks)
+  }
+}

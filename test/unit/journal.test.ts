@@ -1,0 +1,193 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { Registry } from '../../src/master/registry.js'
+import type { TaskRecord } from '../../src/shared/types.js'
+import { StoreJournal } from '../../src/store/journal.js'
+import { FlakyStore } from '../support/flaky-store.js'
+import { ManualClock } from '../support/clock.js'
+import { memoryLogger } from '../support/log.js'
+
+const specs = { cpu: 1, memory: 1, storage: 1, gpu: 0 }
+const usage = { cpu: 1, memory: 2, storage: 3, gpu: 0 }
+const tick = () => new Promise((r) => setImmediate(r))
+
+function task(id: string, status: TaskRecord['status'], version: number): TaskRecord {
+  const history = Array.from({ length: version }, (_, i) => ({ status: i === version - 1 ? status : ('queued' as const), at: i, workerId: null, reason: null }))
+  return {
+    id, name: id, command: 'true', dockerImage: '', req: { cpu: 0, memory: 0, storage: 0, gpu: 0 }, targetWorkerId: null, userId: '', timeoutS: 0, maxAttempts: 3, env: {},
+    status, workerId: null, attempts: 0, submittedAt: 0, assignedAt: null, startedAt: null, finishedAt: null, exitCode: null, reason: null, logsTail: '', updatedAt: version, history,
+  }
+}
+
+function setup(opts: { limit?: number } = {}) {
+  const clock = new ManualClock()
+  const store = new FlakyStore()
+  const registry = new Registry()
+  const { log, lines } = memoryLogger()
+  const journal = new StoreJournal(store, registry, { log, clock, limit: opts.limit ?? 10_000, heartbeatFlushMs: 1000, retryBaseMs: 100, retryCapMs: 1000 })
+  return { clock, store, registry, journal, lines }
+}
+
+/** Lets retries fire: the backoff is at most 1 s here. */
+async function advance(clock: ManualClock, ms: number): Promise<void> {
+  for (let t = 0; t < ms; t += 100) {
+    clock.advance(100)
+    await tick()
+  }
+}
+
+test('heartbeats are written in batches: one write per flush interval, never one per heartbeat', async () => {
+  const { clock, store, registry, journal } = setup()
+  journal.start(true)
+  for (let i = 0; i < 50; i++) registry.register(`w${i}`, `h:${i + 1}`, 0)
+  for (let i = 0; i < 50; i++) registry.connect(`w${i}`, { specs, reportedAddress: null }, 0)
+  assert.equal(await journal.sync(), true)
+  const before = store.workerBatches.length
+  for (let round = 0; round < 5; round++) for (let i = 0; i < 50; i++) registry.heartbeat(`w${i}`, usage, [], round)
+  clock.advance(1000)
+  await tick()
+  await tick()
+  assert.equal(store.workerBatches.length - before, 1, '250 heartbeats, one batch')
+  assert.equal(store.workerBatches.at(-1)?.upserts.length, 50)
+  assert.equal((await store.loadWorkers()).find((w) => w.id === 'w7')?.lastHeartbeat, 4)
+  await journal.close()
+  assert.equal(clock.pending, 0)
+})
+
+test('changes in one tick go out as one write per run of workers and of tasks, in order', async () => {
+  const { store, registry, journal } = setup()
+  journal.start(true)
+  registry.register('a', 'h:1', 0)
+  registry.register('b', 'h:2', 0)
+  journal.recordTask(task('t1', 'queued', 1))
+  journal.recordTask(task('t1', 'assigned', 2))
+  registry.unregister('b')
+  assert.equal(await journal.sync(), true)
+  assert.deepEqual(store.workerBatches.map((b) => [b.upserts.map((w) => w.id), b.deletes]), [[['a'], []], [[], ['b']]])
+  assert.deepEqual(store.taskBatches, [['t1:assigned']], 'one task write, with only the latest state of t1')
+  await journal.close()
+})
+
+test('an outage: callers never wait, the failure is logged once, and the store catches up in order when it answers', async () => {
+  const { clock, store, registry, journal, lines } = setup()
+  journal.start(true)
+  registry.register('keep', 'h:1', 0)
+  assert.equal(await journal.sync(), true)
+
+  store.failing = true
+  registry.register('gone', 'h:2', 1)
+  registry.register('new', 'h:3', 1)
+  journal.recordTask(task('t1', 'queued', 1))
+  assert.equal(await journal.sync(), false, 'the write failed: sync says so at once')
+  assert.equal(journal.healthy, false)
+  assert.equal(await journal.sync(), false, 'and does not wait while the store is down')
+  registry.unregister('gone')
+  registry.connect('keep', { specs, reportedAddress: null }, 2)
+  registry.heartbeat('keep', usage, [], 3)
+  registry.markInactive('keep', 'heartbeat-timeout', 4)
+  journal.recordTask(task('t1', 'running', 3))
+  await advance(clock, 5000)
+  const status = journal.status()
+  assert.equal(status.healthy, false)
+  assert.ok(status.backlog >= 3, `backlog ${status.backlog}`)
+  assert.equal(status.outages, 1)
+  assert.ok(status.outageMs >= 5000)
+  assert.equal(lines.filter((l) => l.level === 50).length, 1, 'the failure is logged once, not per retry')
+
+  store.failing = false
+  await advance(clock, 1100)
+  assert.equal(journal.healthy, true)
+  assert.equal(journal.status().backlog, 0)
+  const stored = (await store.loadWorkers()).sort((a, b) => a.id.localeCompare(b.id))
+  assert.deepEqual(stored, registry.list().sort((a, b) => a.id.localeCompare(b.id)), 'the store equals memory')
+  assert.deepEqual(stored.map((w) => w.id), ['keep', 'new'])
+  assert.deepEqual((await store.loadTasks()).map((t) => t.status), ['running'])
+  assert.ok(lines.some((l) => l.msg.includes('answering again')))
+  await journal.close()
+  assert.equal(clock.pending, 0)
+})
+
+test('a failure part way through keeps only what was not written, ahead of newer changes', async () => {
+  const { clock, store, registry, journal } = setup()
+  journal.start(true)
+  store.failTasks = true
+  registry.register('a', 'h:1', 0)
+  journal.recordTask(task('t1', 'queued', 1))
+  assert.equal(await journal.sync(), false)
+  assert.deepEqual((await store.loadWorkers()).map((w) => w.id), ['a'], 'the worker run before the failing task run was written')
+  assert.equal(journal.status().backlog, 1, 'only the task waits')
+  journal.recordTask(task('t2', 'queued', 1))
+  store.failTasks = false
+  await advance(clock, 1100)
+  assert.deepEqual(store.taskBatches, [['t1:queued', 't2:queued']])
+  await journal.close()
+})
+
+test('bounded: a full journal coalesces to the latest state per worker and task, dropping nothing', async () => {
+  const { clock, store, registry, journal, lines } = setup({ limit: 100 })
+  journal.start(true)
+  store.failing = true
+  registry.register('w', 'h:1', 0)
+  await journal.sync()
+  for (let v = 1; v <= 1000; v++) journal.recordTask(task(`t${v % 20}`, v % 2 === 0 ? 'running' : 'assigned', v))
+  for (let i = 0; i < 30; i++) registry.register(`x${i}`, `h:${i + 2}`, 0)
+  const status = journal.status()
+  assert.ok(status.backlog <= 100, `backlog ${status.backlog} within the limit`)
+  assert.ok(lines.some((l) => l.msg.includes('coalesced')))
+  store.failing = false
+  await advance(clock, 1100)
+  const tasks = new Map((await store.loadTasks()).map((t) => [t.id, t.history.length]))
+  assert.equal(tasks.size, 20)
+  for (let i = 0; i < 20; i++) assert.equal(tasks.get(`t${i}`), 1000 - ((20 - i) % 20), `t${i} holds its latest version`)
+  assert.equal((await store.loadWorkers()).length, 31)
+  await journal.close()
+})
+
+test('a store down at start: the journal opens it when it answers, loads it first, then writes what memory changed', async () => {
+  const clock = new ManualClock()
+  const store = new FlakyStore()
+  const registry = new Registry()
+  await store.writeWorkers({ upserts: [{ ...registry.register('old', 'h:9', 0).worker }], deletes: [] })
+  registry.unregister('old')
+  store.unreachable = true
+  let loads = 0
+  const late = new StoreJournal(store, registry, {
+    log: memoryLogger().log,
+    clock,
+    limit: 100,
+    retryBaseMs: 100,
+    retryCapMs: 1000,
+    onLateOpen: async () => {
+      loads++
+      registry.load(await store.loadWorkers())
+    },
+  })
+  late.start(false)
+  assert.equal(late.healthy, false)
+  registry.register('fresh', 'h:1', 1)
+  await advance(clock, 2000)
+  assert.equal(loads, 0)
+  store.unreachable = false
+  await advance(clock, 1100)
+  assert.equal(loads, 1, 'loaded once')
+  assert.equal(late.healthy, true)
+  assert.deepEqual(registry.list().map((w) => w.id).sort(), ['fresh', 'old'], 'memory holds both')
+  assert.deepEqual((await store.loadWorkers()).map((w) => w.id).sort(), ['fresh', 'old'], 'and so does the store')
+  await late.close()
+  assert.equal(clock.pending, 0)
+})
+
+test('a new task is written at once, and refused with CLOUDAI_STORE_DEGRADED while the store is down', async () => {
+  const { clock, store, journal } = setup()
+  journal.start(true)
+  await journal.writeTaskNow(task('t1', 'queued', 1))
+  assert.equal((await store.loadTasks()).length, 1)
+  store.failing = true
+  await assert.rejects(journal.writeTaskNow(task('t2', 'queued', 1)), (e: Error & { code?: string }) => e.code === 'CLOUDAI_STORE_DEGRADED')
+  assert.equal(journal.healthy, false, 'the failure puts the journal in degraded mode')
+  await assert.rejects(journal.writeTaskNow(task('t3', 'queued', 1)), (e: Error & { code?: string }) => e.code === 'CLOUDAI_STORE_DEGRADED' && /not answering/.test(e.message))
+  store.failing = false
+  await advance(clock, 1100)
+  assert.equal(journal.healthy, true, 'a ping finds the store back with nothing to write')
+  await journal.close()
+})
