@@ -65,7 +65,7 @@ test('/metrics, /healthz and worker metrics follow dials, heartbeats, disconnect
   // The CLI says the same, and exits 1 so that scripts can use it.
   const health = await runCli(['health', '--api', master.api])
   assert.equal(health.code, 1, health.stderr)
-  assert.match(health.stdout, /^○ Unhealthy {2}\(1 worker: 0 active, 1 inactive; monitor running\)\n {2}- 1 worker\(s\) have been inactive for more than 1500 ms: ghost\n$/)
+  assert.match(health.stdout, /^○ Unhealthy {2}\(1 worker: 0 active, 1 inactive; monitor running; sqlite store ok\)\n {2}- 1 worker\(s\) have been inactive for more than 1500 ms: ghost\n$/)
   const noData = await runCli(['metrics', 'ghost', '--api', master.api])
   assert.equal(noData.code, 0, noData.stderr)
   assert.match(noData.stdout, /No telemetry yet/)

@@ -276,7 +276,7 @@ test('prompt flags: --flag value and --flag=value, repeatable arrays, the rest l
 
 test('health and metrics at the prompt', async (t) => {
   const s = await session(t)
-  assert.equal(await s.run('health'), '● Healthy  (0 workers: 0 active, 0 inactive; monitor running)\n')
+  assert.equal(await s.run('health'), '● Healthy  (0 workers: 0 active, 0 inactive; monitor running; memory store ok)\n')
   await s.run('register w1 127.0.0.1:5000')
   assert.match(await s.run('metrics w1'), /^Worker: +w1 \(inactive\)\n[\s\S]*No telemetry yet/)
   assert.equal(await s.run('metrics'), 'usage: metrics <id>\n')
