@@ -64,8 +64,8 @@ export interface JournalEvents {
  *
  * While the store is down nothing waits for it: changes pile up here, and the journal retries with
  * backoff (a ping when it holds nothing). It is bounded by `limit`: when full it coalesces,
- * keeping only the latest state of each worker and task, so it never drops a change and never
- * holds more than one entry per worker and task beyond the limit. Heartbeat fields are not
+ * keeping only the latest state of each worker and task, so it never drops a change; past the
+ * limit it holds at most two entries per worker and task it names. Heartbeat fields are not
  * journal entries: the workers whose heartbeats changed ride along with the next write, as the
  * registry holds them then.
  */
@@ -231,6 +231,7 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
         if (this.entries.length > this.coalesceAt) this.coalesce()
         throw err
       }
+      if (this.entries.length === 0) this.coalesceAt = this.opts.limit
       if (batch.length === 0 && this.heartbeats.size === 0 && !this.healthy) await this.store.ping()
       await this.writeHeartbeats()
       this.recovered(batch.length)

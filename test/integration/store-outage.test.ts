@@ -205,3 +205,31 @@ test('a master killed with -9 during an outage: everything acknowledged as durab
   assert.equal(task.exit_code, 0)
   assert.deepEqual(await master.proc.kill('SIGTERM'), { code: 0, signal: null })
 })
+
+test('a master whose MongoDB cannot be reached starts anyway, on an empty registry, degraded, and says so', { timeout: 60_000 }, async (t) => {
+  // Nothing listens on this port: the driver's server selection fails, as with a database that is down.
+  const closed = await reservePort()
+  const master = await startMaster(t, {
+    dataDir: tempDir(t),
+    args: [...FAST_MASTER_FLAGS, '--store', `mongodb://cloudai:s3cret-pw@127.0.0.1:${closed}/?directConnection=true`, '--store-server-selection-timeout', '300ms', '--store-connect-timeout', '300ms'],
+  })
+  const warned = master.proc.lines.find(msgHas('is not answering'))
+  assert.ok(warned, 'the start-up log says the store is down')
+  assert.match(warned.msg, /starting on an empty registry/)
+  assert.doesNotMatch(JSON.stringify(master.proc.lines), /s3cret-pw/, 'the password is never logged')
+
+  const health = await api(master.api, '/healthz')
+  assert.equal(health.status, 200)
+  assert.equal(health.body.status, 'degraded')
+  assert.equal(health.body.store.kind, 'mongodb')
+  const reg = await register(master, 'worker-a', await reservePort())
+  assert.equal(reg.status, 201, 'registrations go on from memory')
+  assert.equal(reg.body.persisted, false)
+  const refused = await api(master.api, '/api/tasks', { method: 'POST', body: { command: 'true' } })
+  assert.equal(refused.status, 503)
+  assert.equal(refused.body.error.code, 'CLOUDAI_STORE_DEGRADED')
+
+  const mark = master.proc.mark()
+  assert.deepEqual(await master.proc.kill('SIGTERM'), { code: 0, signal: null })
+  assert.ok(master.proc.lines.slice(mark).some(msgHas('journalled change(s) before shutdown: they are lost')), 'the shutdown says what was never written')
+})
