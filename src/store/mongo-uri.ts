@@ -1,11 +1,13 @@
 import { CloudaiError } from '../shared/errors.js'
 
-// MongoDB connection strings, checked and redacted without loading the driver: the CLI validates
-// --store for every `cloudai master`, and the driver (about 200 ms to import) is only needed once
-// the store opens. The driver parses the URI again then; this check is there so that a typo is a
-// CLOUDAI_BAD_CONFIG naming the flag, and so that no message ever repeats a password.
+// MongoDB connection strings, checked and redacted without loading the driver: options.ts is loaded
+// by every cloudai command, and the driver takes about 200 ms to import. The driver parses the URI
+// again when the store opens (and alone knows its semantic rules, such as directConnection with one
+// host); this check is there so that a typo is a CLOUDAI_BAD_CONFIG naming the flag, and so that no
+// message ever repeats a password.
 
-const SCHEME = /^(mongodb(?:\+srv)?):\/\//i
+// Lower case only: the driver refuses MONGODB://.
+const SCHEME = /^(mongodb(?:\+srv)?):\/\//
 const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)$/
 const OPTION_KEY = /^[A-Za-z][A-Za-z0-9]*$/
 
@@ -86,7 +88,7 @@ function parseMongoUri(value: unknown, field: string): ParsedUri {
   const hosts = hostList.split(',')
   if (hostList === '' || hosts.some((h) => h === '')) throw bad(field, 'names no host: use for example mongodb://127.0.0.1:27017')
   for (const h of hosts) checkHost(h, field)
-  const srv = scheme[1]!.toLowerCase() === 'mongodb+srv'
+  const srv = scheme[1] === 'mongodb+srv'
   if (srv && (hosts.length !== 1 || /:\d+$/.test(hosts[0]!) || hosts[0]!.startsWith('['))) {
     throw bad(field, 'is mongodb+srv:// with more than one host, a port or an IP literal: an SRV URI names one DNS name and nothing else')
   }
@@ -108,7 +110,7 @@ function parseMongoUri(value: unknown, field: string): ParsedUri {
       query.push([key, pair.slice(eq + 1)])
     }
   }
-  return { scheme: scheme[1]!.toLowerCase(), hasCredentials: userinfo !== null, hosts, path, query }
+  return { scheme: scheme[1]!, hasCredentials: userinfo !== null, hosts, path, query }
 }
 
 function checkUserinfo(userinfo: string, field: string): void {

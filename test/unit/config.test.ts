@@ -238,6 +238,7 @@ test('each bad store value is CLOUDAI_BAD_CONFIG naming the flag, and a password
   const bad: [Record<string, unknown>, string][] = [
     [{ store: 'postgres://h/db' }, '--store'],
     [{ store: 'sqlite3' }, '--store'],
+    [{ store: 'MONGODB://h' }, '--store'],
     [{ store: '' }, '--store'],
     [{ store: 'mongodb://' }, '--store'],
     [{ store: 'mongodb://u:hunter2@' }, '--store'],
