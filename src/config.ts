@@ -132,6 +132,15 @@ export const MASTER_DEFAULTS: Omit<MasterConfig, 'log'> = {
   tls: null,
 }
 
+/** What a MongoDB store gets for the settings not given (the URI has no default). */
+export const MONGO_STORE_DEFAULTS: Omit<Extract<StoreConfig, { kind: 'mongodb' }>, 'kind' | 'uri'> = {
+  database: 'cloudai',
+  serverSelectionTimeoutMs: 5_000,
+  connectTimeoutMs: 10_000,
+  socketTimeoutMs: 30_000,
+  maxPoolSize: 10,
+}
+
 export const WORKER_DEFAULTS: Omit<WorkerConfig, 'id' | 'log'> = {
   host: '0.0.0.0',
   port: 50052,

@@ -1,13 +1,14 @@
 import type { LevelWithSilent } from 'pino'
 import type { Options } from 'yargs'
 import { accessSync, constants } from 'node:fs'
-import { MASTER_DEFAULTS, WORKER_DEFAULTS, type ClusterSecurity, type LogConfig, type MasterConfig, type WorkerConfig } from '../config.js'
+import { MASTER_DEFAULTS, MONGO_STORE_DEFAULTS, WORKER_DEFAULTS, type ClusterSecurity, type LogConfig, type MasterConfig, type StoreConfig, type WorkerConfig } from '../config.js'
 import { formatDuration, parseDuration } from '../shared/duration.js'
 import { CloudaiError, isCloudaiError } from '../shared/errors.js'
 import { LOG_LEVELS } from '../shared/log.js'
 import type { TaskStatus } from '../shared/types.js'
 import { parseAddress, parsePort, validateAddress, validateString, validateTaskId, validateWorkerId } from '../shared/validation.js'
 import { parseMetricsQuery } from '../master/api/query.js'
+import { checkDatabaseName, isMongoUri, validateMongoUri } from '../store/mongo-uri.js'
 import type { TaskListQuery, TaskSubmitBody } from './api-client.js'
 
 // The flags of every command, their CLOUDAI_* environment names, and the functions that turn
@@ -61,6 +62,26 @@ const SECURITY_OPTIONS = {
   'tls-ca': { type: 'string', describe: 'PEM CA: peers must present certificates it signed (mutual TLS), and servers are verified against it' },
 } satisfies Record<string, Options>
 
+const M = MONGO_STORE_DEFAULTS
+const JOURNAL_LIMIT_MIN = 100
+const JOURNAL_LIMIT_MAX = 10_000_000
+const POOL_SIZE_MAX = 1000
+
+// The MongoDB settings have no yargs default, so that giving one to a SQLite master can be told
+// from not giving it (and refused); their defaults are applied in buildStore.
+const STORE_OPTIONS = {
+  store: { type: 'string', default: 'sqlite', describe: 'where workers and tasks are kept: sqlite (a file under --data-dir) or a mongodb:// / mongodb+srv:// URI (better set in the environment: it carries the password)' },
+  'store-database': { type: 'string', describe: `MongoDB database (default ${M.database})` },
+  'store-server-selection-timeout': { type: 'string', describe: `MongoDB: how long an operation waits for a usable server (100ms to 10m, default ${formatDuration(M.serverSelectionTimeoutMs)})` },
+  'store-connect-timeout': { type: 'string', describe: `MongoDB: deadline of one TCP/TLS connection attempt (100ms to 10m, default ${formatDuration(M.connectTimeoutMs)})` },
+  'store-socket-timeout': { type: 'string', describe: `MongoDB: silence on an open connection after which it is dropped (1s to 1h, default ${formatDuration(M.socketTimeoutMs)})` },
+  'store-pool-size': { type: 'string', describe: `MongoDB: connections at most (1 to ${POOL_SIZE_MAX}, default ${M.maxPoolSize})` },
+  'store-journal-limit': { type: 'string', default: String(MASTER_DEFAULTS.storeJournalLimit), describe: `changes held while the store is down before they are coalesced per worker and per task (${JOURNAL_LIMIT_MIN} to ${JOURNAL_LIMIT_MAX}; nothing is dropped)` },
+  'accept-while-degraded': { type: 'boolean', default: MASTER_DEFAULTS.acceptWhileDegraded, describe: 'while the store is down, accept POST /api/tasks (kept in memory, flagged not durable) instead of answering 503' },
+} satisfies Record<string, Options>
+
+const MONGO_ONLY_FLAGS = ['store-database', 'store-server-selection-timeout', 'store-connect-timeout', 'store-socket-timeout', 'store-pool-size'] as const
+
 export const MASTER_OPTIONS = withEnv({
   'master-id': { type: 'string', default: MASTER_DEFAULTS.masterId, describe: 'identity sent to workers in MasterRegister' },
   'grpc-host': { type: 'string', default: MASTER_DEFAULTS.grpcHost, describe: 'interface for the gRPC server' },
@@ -82,6 +103,7 @@ export const MASTER_OPTIONS = withEnv({
   'ws-max-buffer': { type: 'string', default: '1MiB', describe: 'a WebSocket client this far behind is closed; telemetry to it pauses at half (bytes, or with KiB / MiB: 16KiB to 256MiB)' },
   'ws-max-connections': { type: 'string', default: String(MASTER_DEFAULTS.wsMaxConnections), describe: 'WebSocket connections served at once (1 to 100000)' },
   'api-token': { type: 'string', describe: 'require Authorization: Bearer <token> on the HTTP API and the WebSocket (all but /healthz and the dashboard page); 16 to 1024 printable characters' },
+  ...STORE_OPTIONS,
   ...SECURITY_OPTIONS,
 })
 
@@ -371,9 +393,9 @@ function readMasterConfig(argv: Argv): MasterConfig {
     httpPort: read(argv, 'http-port', d.httpPort, port),
     advertise: optionalAddress(argv, 'advertise'),
     dataDir: read(argv, 'data-dir', d.dataDir, nonEmpty(4096)),
-    store: d.store,
-    storeJournalLimit: d.storeJournalLimit,
-    acceptWhileDegraded: d.acceptWhileDegraded,
+    store: buildStore(argv),
+    storeJournalLimit: read(argv, 'store-journal-limit', d.storeJournalLimit, wholeNumber(JOURNAL_LIMIT_MIN, JOURNAL_LIMIT_MAX)),
+    acceptWhileDegraded: read(argv, 'accept-while-degraded', d.acceptWhileDegraded, bool),
     // 0 is allowed here: it turns the monitor off (the master warns about it).
     reconnectIntervalMs: read(argv, 'reconnect-interval', d.reconnectIntervalMs, parseDuration),
     dialTimeoutMs: read(argv, 'dial-timeout', d.dialTimeoutMs, positiveDuration),
@@ -390,6 +412,44 @@ function readMasterConfig(argv: Argv): MasterConfig {
     apiToken: read<string | null>(argv, 'api-token', null, secret),
     ...buildSecurity(argv),
     log: buildLogConfig(argv),
+  }
+}
+
+type StoreTarget = { kind: 'sqlite' } | { kind: 'mongodb'; uri: string }
+
+/** `sqlite` or a MongoDB URI. The value is never quoted back: a mistyped URI may hold a password. */
+function storeTarget(value: unknown, field: string): StoreTarget {
+  if (value === 'sqlite') return { kind: 'sqlite' }
+  if (typeof value === 'string' && isMongoUri(value)) return { kind: 'mongodb', uri: validateMongoUri(value, field) }
+  throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${field} must be sqlite or a MongoDB URI (mongodb://host:port or mongodb+srv://host)`)
+}
+
+function databaseName(value: unknown, field: string): string {
+  if (typeof value !== 'string') throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${field} takes one value`)
+  return checkDatabaseName(value, field)
+}
+
+function buildStore(argv: Argv): StoreConfig {
+  const target = read<StoreTarget>(argv, 'store', { kind: 'sqlite' }, storeTarget)
+  if (target.kind === 'sqlite') {
+    const given = MONGO_ONLY_FLAGS.filter((f) => argv[f] !== undefined)
+    if (given.length > 0) {
+      const names = given.map((f) => `--${f}`).join(', ')
+      throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${names} only apply to a MongoDB store, and --store is sqlite: give --store a mongodb:// URI (or ${envName('store')}), or drop ${given.length > 1 ? 'them' : 'it'}`, {
+        flag: `--${given[0]}`,
+        env: envName(given[0]!),
+      })
+    }
+    return { kind: 'sqlite' }
+  }
+  return {
+    kind: 'mongodb',
+    uri: target.uri,
+    database: read(argv, 'store-database', M.database, databaseName),
+    serverSelectionTimeoutMs: read(argv, 'store-server-selection-timeout', M.serverSelectionTimeoutMs, durationWithin(100, 600_000)),
+    connectTimeoutMs: read(argv, 'store-connect-timeout', M.connectTimeoutMs, durationWithin(100, 600_000)),
+    socketTimeoutMs: read(argv, 'store-socket-timeout', M.socketTimeoutMs, durationWithin(1_000, 3_600_000)),
+    maxPoolSize: read(argv, 'store-pool-size', M.maxPoolSize, wholeNumber(1, POOL_SIZE_MAX)),
   }
 }
 

@@ -7,7 +7,7 @@ import type { TaskStatus } from '../shared/types.js'
 import { Counters } from '../shared/counters.js'
 import { clusterAuthOf } from '../shared/cluster-auth.js'
 import type { Store } from '../store/store.js'
-import { SqliteStore } from '../store/sqlite.js'
+import { createStore } from '../store/select.js'
 import { StoreJournal } from '../store/journal.js'
 import { HttpApi } from './api/http.js'
 import { loadDashboard } from './api/static.js'
@@ -67,7 +67,7 @@ export class Master implements MasterControl {
 
   constructor(private readonly config: MasterConfig, deps: MasterDeps) {
     this.log = deps.log
-    this.store = deps.store ?? new SqliteStore(config.dataDir)
+    this.store = deps.store ?? createStore(config)
     this.dialer = deps.dialer ?? new PoolDialer({ threads: config.dialThreads, auth: clusterAuthOf(config) })
     this.dialer.counters = this.counters.buffer
     this.journal = new StoreJournal(this.store, this.registry, { log: this.log, limit: config.storeJournalLimit, onLateOpen: () => this.loadLate() })

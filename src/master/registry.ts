@@ -5,7 +5,7 @@ import type { InactiveReason, RegistryEvents, RunningTaskInfo, WorkerRecord, Wor
 /**
  * The worker registry: the master's single owner of worker state. Registration is
  * authorization-based: only ids an operator registered may connect. Every state change is
- * emitted as an event; the store writer, liveness, the monitor and the API react to them
+ * emitted as an event; the store journal, liveness, the monitor and the API react to them
  * instead of reaching into this map.
  *
  * Heartbeats are the hot path, so they emit nothing: they update the record in place and mark it
@@ -163,7 +163,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
     return true
   }
 
-  /** Ids whose heartbeat fields changed since the last call; the store writer batches them. */
+  /** Ids whose heartbeat fields changed since the last call; the store journal batches them. */
   drainHeartbeats(): string[] {
     if (this.heartbeatDirty.size === 0) return []
     const ids = [...this.heartbeatDirty]

@@ -1,5 +1,5 @@
 import type { TaskRecord, WorkerRecord } from '../shared/types.js'
-import type { Store, WorkerChanges } from './store.js'
+import { taskVersion, type Store, type WorkerChanges } from './store.js'
 
 /** A store that keeps copies in memory: the contract's reference, and a master without a disk. */
 export class MemoryStore implements Store {
@@ -28,6 +28,9 @@ export class MemoryStore implements Store {
   }
 
   async writeTasks(tasks: TaskRecord[]): Promise<void> {
-    for (const t of tasks) this.tasks.set(t.id, structuredClone(t))
+    for (const t of tasks) {
+      const held = this.tasks.get(t.id)
+      if (!held || taskVersion(t) > taskVersion(held)) this.tasks.set(t.id, structuredClone(t))
+    }
   }
 }

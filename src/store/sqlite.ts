@@ -3,9 +3,9 @@ import { join, resolve } from 'node:path'
 import Database from 'better-sqlite3'
 import { CloudaiError } from '../shared/errors.js'
 import type { RunningTaskInfo, TaskRecord, WorkerRecord } from '../shared/types.js'
-import type { Store, WorkerChanges } from './store.js'
+import { taskVersion, type Store, type WorkerChanges } from './store.js'
 
-const SCHEMA_VERSION = 2
+const SCHEMA_VERSION = 3
 
 interface WorkerRow {
   worker_id: string
@@ -87,13 +87,18 @@ export class SqliteStore implements Store {
       for (const id of changes.deletes) del.run(id)
     })
     // Tasks are kept whole as JSON; the columns beside it are what queries filter and sort on.
+    // The WHERE makes a stale write (a version not above the stored one) a no-op inside the
+    // statement, so no read-compare-write can race it.
     const upsertTask = db.prepare(`
-      INSERT INTO tasks (task_id, status, worker_id, submitted_at, updated_at, doc)
-      VALUES (@id, @status, @workerId, @submittedAt, @updatedAt, @doc)
+      INSERT INTO tasks (task_id, status, worker_id, submitted_at, updated_at, version, doc)
+      VALUES (@id, @status, @workerId, @submittedAt, @updatedAt, @version, @doc)
       ON CONFLICT(task_id) DO UPDATE SET status = excluded.status, worker_id = excluded.worker_id,
-        updated_at = excluded.updated_at, doc = excluded.doc`)
+        updated_at = excluded.updated_at, version = excluded.version, doc = excluded.doc
+      WHERE excluded.version > tasks.version`)
     this.taskTx = db.transaction((tasks: TaskRecord[]) => {
-      for (const t of tasks) upsertTask.run({ id: t.id, status: t.status, workerId: t.workerId, submittedAt: t.submittedAt, updatedAt: t.updatedAt, doc: JSON.stringify(t) })
+      for (const t of tasks) {
+        upsertTask.run({ id: t.id, status: t.status, workerId: t.workerId, submittedAt: t.submittedAt, updatedAt: t.updatedAt, version: taskVersion(t), doc: JSON.stringify(t) })
+      }
     })
   }
 
@@ -174,6 +179,16 @@ function migrate(db: Database.Database): void {
       );
       CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status, submitted_at);
       PRAGMA user_version = 2;`)
+  }
+  if (version < 3) {
+    // The version filter of writeTasks; rows written before it get theirs from the stored history.
+    db.exec(`
+      BEGIN;
+      ALTER TABLE tasks ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+      UPDATE tasks SET version = CASE WHEN json_valid(doc) THEN COALESCE(json_array_length(doc, '$.history'), 0) ELSE 0 END;
+      CREATE INDEX IF NOT EXISTS tasks_worker ON tasks (worker_id);
+      PRAGMA user_version = 3;
+      COMMIT;`)
   }
 }
 

@@ -20,7 +20,7 @@ import {
   parseWorkerIdArg,
   splitTaskCommand,
 } from '../../src/cli/options.js'
-import { MASTER_DEFAULTS, WORKER_DEFAULTS } from '../../src/config.js'
+import { MASTER_DEFAULTS, MONGO_STORE_DEFAULTS, WORKER_DEFAULTS } from '../../src/config.js'
 import { CloudaiError } from '../../src/shared/errors.js'
 import { runCli, tempDir } from '../support/cluster.js'
 
@@ -81,6 +81,8 @@ test('master flags are parsed into the config: ports, hosts, addresses, duration
     'tls-key': CERT,
     'log-level': 'debug',
     'log-pretty': true,
+    'store-journal-limit': '500',
+    'accept-while-degraded': 'true',
   })
   assert.deepEqual(config, {
     masterId: 'm-2',
@@ -90,6 +92,9 @@ test('master flags are parsed into the config: ports, hosts, addresses, duration
     httpPort: 9090,
     advertise: 'node1.example:50051',
     dataDir: '/var/lib/cloudai',
+    store: { kind: 'sqlite' },
+    storeJournalLimit: 500,
+    acceptWhileDegraded: true,
     reconnectIntervalMs: 0,
     dialTimeoutMs: 500,
     heartbeatTimeoutMs: 60_000,
@@ -198,6 +203,89 @@ test('each bad master value is CLOUDAI_BAD_CONFIG with a message naming the flag
   ]
   for (const [flag, value] of bad) {
     assert.throws(() => buildMasterConfig({ [flag]: value }), badConfig(`--${flag}`), `--${flag} ${JSON.stringify(value)}`)
+  }
+})
+
+test('--store takes a MongoDB URI; its settings default to MONGO_STORE_DEFAULTS and each can be set', () => {
+  const uri = 'mongodb://cloudai:p%40ss@db1.example:27017,db2.example/admin?replicaSet=rs0&tls=true'
+  assert.deepEqual(buildMasterConfig({ store: uri }).store, { kind: 'mongodb', uri, ...MONGO_STORE_DEFAULTS })
+  assert.deepEqual(buildMasterConfig({ store: 'mongodb+srv://cluster0.example.net' }).store, { kind: 'mongodb', uri: 'mongodb+srv://cluster0.example.net', ...MONGO_STORE_DEFAULTS })
+  const config = buildMasterConfig({
+    store: 'mongodb://127.0.0.1',
+    'store-database': 'cluster_db',
+    'store-server-selection-timeout': '2s',
+    'store-connect-timeout': '1500ms',
+    'store-socket-timeout': '1m',
+    'store-pool-size': '50',
+    'store-journal-limit': '100',
+    'accept-while-degraded': true,
+  })
+  assert.deepEqual(config.store, { kind: 'mongodb', uri: 'mongodb://127.0.0.1', database: 'cluster_db', serverSelectionTimeoutMs: 2000, connectTimeoutMs: 1500, socketTimeoutMs: 60_000, maxPoolSize: 50 })
+  assert.equal(config.storeJournalLimit, 100)
+  assert.equal(config.acceptWhileDegraded, true)
+  assert.equal(buildMasterConfig({ store: 'sqlite' }).store.kind, 'sqlite')
+})
+
+test('MongoDB settings given to a SQLite master are refused, naming them', () => {
+  assert.throws(() => buildMasterConfig({ 'store-database': 'cloudai' }), badConfig('--store-database only apply to a MongoDB store'))
+  assert.throws(() => buildMasterConfig({ store: 'sqlite', 'store-pool-size': '5', 'store-socket-timeout': '5s' }), badConfig('--store-socket-timeout, --store-pool-size'))
+  // The journal and the degraded mode belong to every store.
+  assert.equal(buildMasterConfig({ 'store-journal-limit': '200', 'accept-while-degraded': 'false' }).storeJournalLimit, 200)
+})
+
+test('each bad store value is CLOUDAI_BAD_CONFIG naming the flag, and a password is never repeated', () => {
+  const mongo = 'mongodb://127.0.0.1:27017'
+  const bad: [Record<string, unknown>, string][] = [
+    [{ store: 'postgres://h/db' }, '--store'],
+    [{ store: 'sqlite3' }, '--store'],
+    [{ store: 'MONGODB://h' }, '--store'],
+    [{ store: '' }, '--store'],
+    [{ store: 'mongodb://' }, '--store'],
+    [{ store: 'mongodb://u:hunter2@' }, '--store'],
+    [{ store: 'mongodb://u:hunter2@h:99999' }, '--store'],
+    [{ store: 'mongodb://u:hunter2@h:0' }, '--store'],
+    [{ store: 'mongodb://u:hun/ter2@h' }, '--store'],
+    [{ store: 'mongodb://u:hunter2?x=1@h' }, '--store'],
+    [{ store: 'mongodb://u:hun:ter2@h' }, '--store'],
+    [{ store: 'mongodb://:hunter2@h' }, '--store'],
+    [{ store: 'mongodb://u:hunter2%zz@h' }, '--store'],
+    [{ store: 'mongodb://bad_host!:1' }, '--store'],
+    [{ store: 'mongodb://h1,,h2' }, '--store'],
+    [{ store: 'mongodb://h/a.b' }, '--store'],
+    [{ store: 'mongodb://h/?novalue' }, '--store'],
+    [{ store: 'mongodb://h/ db' }, '--store'],
+    [{ store: 'mongodb+srv://a.example,b.example' }, '--store'],
+    [{ store: 'mongodb+srv://a.example:27017' }, '--store'],
+    [{ store: 'mongodb://u:hunter2@h/?maxPoolSize=5' }, '--store-pool-size'],
+    [{ store: 'mongodb://h/?serverSelectionTimeoutMS=1' }, '--store-server-selection-timeout'],
+    [{ store: 'mongodb://h/?SOCKETTIMEOUTMS=1' }, '--store-socket-timeout'],
+    [{ store: 'mongodb://h/?retryWrites=false' }, 'retryable writes'],
+    [{ store: mongo, 'store-database': '' }, '--store-database'],
+    [{ store: mongo, 'store-database': 'a.b' }, '--store-database'],
+    [{ store: mongo, 'store-database': 'has space' }, '--store-database'],
+    [{ store: mongo, 'store-database': 'a$b' }, '--store-database'],
+    [{ store: mongo, 'store-database': 'x'.repeat(64) }, '--store-database'],
+    [{ store: mongo, 'store-database': '\u00e9'.repeat(32) }, '--store-database'],
+    [{ store: mongo, 'store-server-selection-timeout': '0' }, '--store-server-selection-timeout'],
+    [{ store: mongo, 'store-server-selection-timeout': '11m' }, '--store-server-selection-timeout'],
+    [{ store: mongo, 'store-connect-timeout': '50ms' }, '--store-connect-timeout'],
+    [{ store: mongo, 'store-connect-timeout': 'soon' }, '--store-connect-timeout'],
+    [{ store: mongo, 'store-socket-timeout': '0' }, '--store-socket-timeout'],
+    [{ store: mongo, 'store-socket-timeout': '2h' }, '--store-socket-timeout'],
+    [{ store: mongo, 'store-pool-size': '0' }, '--store-pool-size'],
+    [{ store: mongo, 'store-pool-size': '1001' }, '--store-pool-size'],
+    [{ store: mongo, 'store-pool-size': '1.5' }, '--store-pool-size'],
+    [{ 'store-journal-limit': '99' }, '--store-journal-limit'],
+    [{ 'store-journal-limit': '10000001' }, '--store-journal-limit'],
+    [{ 'store-journal-limit': 'lots' }, '--store-journal-limit'],
+    [{ 'accept-while-degraded': 'maybe' }, '--accept-while-degraded'],
+  ]
+  for (const [argv, flag] of bad) {
+    assert.throws(
+      () => buildMasterConfig(argv),
+      (err: unknown) => badConfig(flag)(err) && !/hunter2|hun\/ter|ter2/.test((err as Error).message),
+      JSON.stringify(argv),
+    )
   }
 })
 
@@ -379,6 +467,8 @@ test('the CLI refuses bad flags with exit code 2, the reason on stderr and a --h
     { args: ['worker', '--port', '0'], stderr: /^error: .*\bid\b/m, hint: 'cloudai worker --help' },
     { args: ['master', ...safe], env: { CLOUDAI_GRPC_PORT: '70000' }, stderr: /^error: --grpc-port 70000 is out of range/m, hint: 'cloudai master --help' },
     { args: ['master', '--grpc-port', '0', '--bogus', ...safe], stderr: /^error: Unknown argument: bogus$/m, hint: 'cloudai master --help' },
+    { args: ['master', ...safe], env: { CLOUDAI_STORE: 'mongodb://admin:hunter2@db.example:99999' }, stderr: /^error: --store has a port out of range/m, hint: 'cloudai master --help' },
+    { args: ['master', '--store-pool-size', '5', ...safe], stderr: /^error: --store-pool-size only apply to a MongoDB store/m, hint: 'cloudai master --help' },
     { args: ['register', 'w1', 'no-port'], stderr: /^error: address "no-port" must be host:port/m, hint: 'cloudai register --help' },
     { args: ['worker', '--id', 'w1', '--port', '0', '--kill-grace', '0'], stderr: /^error: --kill-grace must be more than 0/m, hint: 'cloudai worker --help' },
     { args: ['task', 'submit', '--cpu', '-1', '--', 'echo', 'hi'], stderr: /^error: --cpu "-1" is not an amount/m, hint: 'cloudai task submit --help' },
@@ -404,6 +494,7 @@ test('the CLI refuses bad flags with exit code 2, the reason on stderr and a --h
       assert.match(res.stderr, stderr, what)
       assert.ok(res.stderr.includes(hint), what)
       assert.equal(res.stdout, '', what)
+      assert.ok(!res.stderr.includes('hunter2'), `a password was printed: ${what}`)
     }),
   )
 })

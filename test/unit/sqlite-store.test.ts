@@ -80,6 +80,44 @@ test('SQLite store: tasks round-trip whole, and a database of the previous relea
     finishedAt: null, exitCode: null, reason: null, logsTail: 'out\u00e9\n', updatedAt: 7, history: [{ status: 'queued' as const, at: 5, workerId: null, reason: null }],
   }
   await store.writeTasks([task])
-  await store.writeTasks([{ ...task, status: 'completed', exitCode: 0, finishedAt: 9 }])
-  assert.deepEqual(await store.loadTasks(), [{ ...task, status: 'completed', exitCode: 0, finishedAt: 9 }])
+  // A later state carries a longer history: that is what lets it replace the stored copy.
+  const completed = { ...task, status: 'completed' as const, exitCode: 0, finishedAt: 9, history: [...task.history, { status: 'completed' as const, at: 9, workerId: 'kept', reason: null }] }
+  await store.writeTasks([completed])
+  assert.deepEqual(await store.loadTasks(), [completed])
+})
+
+test('SQLite store: a schema-2 database gets task versions from the stored history, so stale writes are refused at once', async (t) => {
+  const dir = tempDir(t)
+  const history = (n: number) => Array.from({ length: n }, (_, i) => ({ status: 'queued' as const, at: i, workerId: null, reason: null }))
+  const stored = {
+    id: 'task-old', name: '', command: 'true', dockerImage: '', req: { cpu: 1, memory: 0, storage: 0, gpu: 0 }, targetWorkerId: null, userId: '', timeoutS: 0, maxAttempts: 1,
+    env: {}, status: 'running' as const, workerId: 'w1', attempts: 1, submittedAt: 5, assignedAt: 6, startedAt: 7, finishedAt: null, exitCode: null, reason: null,
+    logsTail: '', updatedAt: 7, history: history(3),
+  }
+  // The schema-2 layout, as the previous release left it (no version column).
+  const old = new Database(join(dir, 'cloudai.db'))
+  old.exec(`CREATE TABLE workers (worker_id TEXT PRIMARY KEY, worker_ip TEXT NOT NULL, is_active INTEGER NOT NULL DEFAULT 0,
+    total_cpu REAL, total_memory REAL, total_storage REAL, total_gpu REAL, cpu_usage REAL, memory_usage REAL, storage_usage REAL, gpu_usage REAL,
+    running_tasks TEXT NOT NULL DEFAULT '[]', reported_address TEXT, registered_at INTEGER NOT NULL, connected_at INTEGER, last_heartbeat INTEGER,
+    disconnected_at INTEGER, reconnects INTEGER NOT NULL DEFAULT 0);
+    CREATE TABLE tasks (task_id TEXT PRIMARY KEY, status TEXT NOT NULL, worker_id TEXT, submitted_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, doc TEXT NOT NULL);
+    CREATE INDEX tasks_status ON tasks (status, submitted_at);
+    PRAGMA user_version = 2;`)
+  old.prepare('INSERT INTO tasks (task_id, status, worker_id, submitted_at, updated_at, doc) VALUES (?, ?, ?, ?, ?, ?)').run(stored.id, stored.status, stored.workerId, 5, 7, JSON.stringify(stored))
+  old.prepare('INSERT INTO tasks (task_id, status, worker_id, submitted_at, updated_at, doc) VALUES (?, ?, ?, ?, ?, ?)').run('task-damaged', 'queued', null, 6, 6, '{not json')
+  old.close()
+
+  const store = new SqliteStore(dir)
+  await store.open()
+  await store.writeTasks([{ ...stored, status: 'assigned', history: history(2) }, { ...stored, status: 'failed', history: history(3) }])
+  const after = new Database(join(dir, 'cloudai.db'), { readonly: true })
+  t.after(() => after.close())
+  assert.equal(after.pragma('user_version', { simple: true }), 3)
+  assert.deepEqual(after.prepare('SELECT task_id, version FROM tasks ORDER BY task_id').all(), [{ task_id: 'task-damaged', version: 0 }, { task_id: 'task-old', version: 3 }])
+  assert.ok(after.prepare("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'tasks_worker'").get())
+  assert.equal(JSON.parse((after.prepare("SELECT doc FROM tasks WHERE task_id = 'task-old'").get() as { doc: string }).doc).status, 'running')
+  const done = { ...stored, status: 'completed' as const, history: history(4) }
+  await store.writeTasks([done])
+  assert.equal(JSON.parse((after.prepare("SELECT doc FROM tasks WHERE task_id = 'task-old'").get() as { doc: string }).doc).status, 'completed')
+  await store.close()
 })

@@ -1,0 +1,436 @@
+import {
+  Long,
+  MongoAPIError,
+  MongoBulkWriteError,
+  MongoClient,
+  MongoClientClosedError,
+  MongoError,
+  MongoNetworkError,
+  MongoNotConnectedError,
+  MongoParseError,
+  MongoServerError,
+  MongoServerSelectionError,
+  MongoTopologyClosedError,
+  type AnyBulkWriteOperation,
+  type Collection,
+  type Db,
+  type Document,
+} from 'mongodb'
+import type { StoreConfig } from '../config.js'
+import { CloudaiError } from '../shared/errors.js'
+import type { RunningTaskInfo, TaskRecord, WorkerRecord } from '../shared/types.js'
+import { redactMongoUri } from './mongo-uri.js'
+import { taskVersion, type Store, type WorkerChanges } from './store.js'
+
+export type MongoStoreConfig = Omit<Extract<StoreConfig, { kind: 'mongodb' }>, 'kind'> & {
+  kind?: 'mongodb'
+  /** Shown in the server's logs and currentOp, so a DBA can tell which master a connection is. */
+  appName?: string
+}
+
+/** CloudAI's collection names: its tools and dashboards read these. */
+export const WORKERS_COLLECTION = 'WORKER_REGISTRY'
+export const TASKS_COLLECTION = 'TASKS'
+
+/**
+ * A WORKER_REGISTRY document. CloudAI's own fields keep its names and types (timestamps in Unix
+ * seconds, int64), so its tools read our documents and we read its; ours are added beside them,
+ * with millisecond copies because a WorkerRecord must round-trip exactly.
+ */
+export interface WorkerDoc {
+  worker_id: string
+  worker_ip: string
+  is_active: boolean
+  total_cpu: number | null
+  total_memory: number | null
+  total_storage: number | null
+  total_gpu: number | null
+  last_heartbeat: Long | number | null
+  registered_at: Long | number
+  updated_at: Long | number
+  cpu_usage: number | null
+  memory_usage: number | null
+  storage_usage: number | null
+  gpu_usage: number | null
+  running_tasks: RunningTaskDoc[]
+  reported_address: string | null
+  registered_at_ms: Long | number
+  last_heartbeat_ms: Long | number | null
+  connected_at_ms: Long | number | null
+  disconnected_at_ms: Long | number | null
+  reconnects: number
+}
+
+interface RunningTaskDoc {
+  task_id: string
+  cpu: number
+  memory: number
+  gpu: number
+  status: string
+  attempt: number
+}
+
+/**
+ * A TASKS document: the task whole under `task`, and beside it what the indexes and the version
+ * filter need. `_id` is the task id, which is what turns a stale conditional upsert into a
+ * duplicate-key error instead of a second document.
+ */
+export interface TaskDoc {
+  _id: string
+  version: number
+  status: string
+  worker_id: string | null
+  submitted_at: Long | number
+  submitted_at_ms: Long | number
+  updated_at_ms: Long | number
+  task: TaskRecord
+}
+
+const DUPLICATE_KEY = 11000
+/** Server errors that retrying will not cure: bad credentials, missing privileges, index conflicts, a bad name. */
+const PERMANENT_SERVER_CODES = new Set([
+  13, // Unauthorized
+  18, // AuthenticationFailed
+  11, // UserNotFound
+  67, // CannotCreateIndex
+  73, // InvalidNamespace
+  85, // IndexOptionsConflict
+  86, // IndexKeySpecsConflict
+  DUPLICATE_KEY, // a unique index over CloudAI data that already holds duplicates
+  8000, // AtlasError: Atlas reports bad credentials with it
+])
+
+/**
+ * MongoDB, for a master that shares CloudAI's database. Each call is one round trip: a batch of
+ * worker changes is one unordered bulkWrite, and so is a batch of task states. Unordered, because
+ * the documents of one batch are independent and the server may then apply them in parallel; the
+ * ops are de-duplicated first, so the order the server picks cannot change the outcome.
+ */
+export class MongoStore implements Store {
+  readonly kind = 'mongodb'
+  readonly location: string
+  private client: MongoClient | null = null
+  private db: Db | null = null
+  private workers: Collection<WorkerDoc> | null = null
+  private tasks: Collection<TaskDoc> | null = null
+  private opening: Promise<void> | null = null
+
+  constructor(private readonly config: MongoStoreConfig) {
+    this.location = `${redactMongoUri(config.uri)} (database ${config.database})`
+  }
+
+  async open(): Promise<void> {
+    if (this.db) return
+    // Two callers (start-up and the journal's reconnect) share one attempt instead of racing two clients.
+    this.opening ??= this.connect().finally(() => {
+      this.opening = null
+    })
+    return this.opening
+  }
+
+  private async connect(): Promise<void> {
+    let client: MongoClient | null = null
+    try {
+      const c = this.config
+      client = new MongoClient(c.uri, {
+        serverSelectionTimeoutMS: c.serverSelectionTimeoutMs,
+        connectTimeoutMS: c.connectTimeoutMs,
+        socketTimeoutMS: c.socketTimeoutMs,
+        maxPoolSize: c.maxPoolSize,
+        retryWrites: true,
+        appName: c.appName ?? 'cloudai',
+      })
+      await client.connect()
+      const db = client.db(c.database)
+      const workers = db.collection<WorkerDoc>(WORKERS_COLLECTION)
+      const tasks = db.collection<TaskDoc>(TASKS_COLLECTION)
+      // Idempotent on the server: an index that exists with the same spec is left as it is.
+      await workers.createIndexes([{ key: { worker_id: 1 }, name: 'worker_id_unique', unique: true }])
+      await tasks.createIndexes([
+        // The queue: queued tasks oldest first, and the task list filtered by status.
+        { key: { status: 1, submitted_at_ms: 1 }, name: 'status_submitted' },
+        // Tasks of a worker, when it dies or unregisters.
+        { key: { worker_id: 1 }, name: 'worker_id' },
+      ])
+      this.client = client
+      this.db = db
+      this.workers = workers
+      this.tasks = tasks
+    } catch (err) {
+      // A failed client still holds monitors and sockets; the next open() makes a new one.
+      await client?.close(true).catch(() => {})
+      throw storeError(err, `cannot open the MongoDB store at ${this.location}`)
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.opening?.catch(() => {})
+    const client = this.client
+    this.client = null
+    this.db = null
+    this.workers = null
+    this.tasks = null
+    await client?.close()
+  }
+
+  async ping(): Promise<void> {
+    try {
+      // Sent to the primary (the default read preference): an answer means writes can go through.
+      await this.requireDb().command({ ping: 1 })
+    } catch (err) {
+      throw storeError(err, 'MongoDB did not answer a ping')
+    }
+  }
+
+  async loadWorkers(): Promise<WorkerRecord[]> {
+    const coll = this.require(this.workers)
+    try {
+      const docs = await coll.find({}).sort({ registered_at_ms: 1, registered_at: 1, worker_id: 1 }).toArray()
+      return docs.flatMap((d) => {
+        const w = fromWorkerDoc(d)
+        return w ? [w] : []
+      })
+    } catch (err) {
+      throw storeError(err, 'cannot load workers from MongoDB')
+    }
+  }
+
+  async writeWorkers(changes: WorkerChanges): Promise<void> {
+    const coll = this.require(this.workers)
+    const ops = workerOps(changes, Date.now())
+    if (ops.length === 0) return
+    try {
+      await coll.bulkWrite(ops, { ordered: false })
+    } catch (err) {
+      throw storeError(err, `cannot write ${ops.length} worker change(s) to MongoDB`)
+    }
+  }
+
+  async loadTasks(): Promise<TaskRecord[]> {
+    const coll = this.require(this.tasks)
+    try {
+      const docs = await coll.find({}).sort({ submitted_at_ms: 1, _id: 1 }).toArray()
+      return docs.flatMap((d) => (isTaskRecord(d.task) ? [d.task] : []))
+    } catch (err) {
+      throw storeError(err, 'cannot load tasks from MongoDB')
+    }
+  }
+
+  async writeTasks(tasks: TaskRecord[]): Promise<void> {
+    const coll = this.require(this.tasks)
+    const ops = taskOps(tasks)
+    if (ops.length === 0) return
+    try {
+      await coll.bulkWrite(ops, { ordered: false })
+    } catch (err) {
+      if (onlyStaleWrites(err)) return
+      throw storeError(err, `cannot write ${ops.length} task state(s) to MongoDB`)
+    }
+  }
+
+  private requireDb(): Db {
+    return this.require(this.db)
+  }
+
+  private require<T>(handle: T | null): T {
+    if (handle === null) throw new CloudaiError('CLOUDAI_STORE_FAILED', 'the MongoDB store is not open')
+    return handle
+  }
+}
+
+// --- documents ---------------------------------------------------------------------------------
+
+/**
+ * One op per worker: the batch is unordered, so a worker upserted twice, or upserted and deleted,
+ * is reduced here to what the other stores end with (the last upsert; a delete wins).
+ */
+export function workerOps(changes: WorkerChanges, now: number): AnyBulkWriteOperation<WorkerDoc>[] {
+  const deletes = new Set(changes.deletes)
+  const upserts = new Map<string, WorkerRecord>()
+  for (const w of changes.upserts) if (!deletes.has(w.id)) upserts.set(w.id, w)
+  return [
+    // $set rather than a replacement: fields CloudAI keeps and we do not (allocated_cpu, ...) survive.
+    ...[...upserts.values()].map((w): AnyBulkWriteOperation<WorkerDoc> => ({ updateOne: { filter: { worker_id: w.id }, update: { $set: toWorkerDoc(w, now) }, upsert: true } })),
+    ...[...deletes].map((id): AnyBulkWriteOperation<WorkerDoc> => ({ deleteOne: { filter: { worker_id: id } } })),
+  ]
+}
+
+/**
+ * One conditional upsert per task, of its highest version in the batch (the first of equals, as
+ * the other stores keep). The filter matches only an older stored copy; against a newer or equal
+ * one it matches nothing, the upsert then inserts with the same _id, and the server refuses it
+ * with a duplicate key: that error is how a stale write is ignored, atomically, in one round trip.
+ */
+export function taskOps(tasks: readonly TaskRecord[]): AnyBulkWriteOperation<TaskDoc>[] {
+  const latest = new Map<string, TaskRecord>()
+  for (const t of tasks) {
+    const held = latest.get(t.id)
+    if (!held || taskVersion(t) > taskVersion(held)) latest.set(t.id, t)
+  }
+  return [...latest.values()].map((t) => {
+    const { _id, ...replacement } = toTaskDoc(t)
+    return { replaceOne: { filter: { _id, version: { $lt: taskVersion(t) } }, replacement, upsert: true } }
+  })
+}
+
+/** True when every failure of a bulkWrite is a duplicate key, that is a stale task write, and the write concern held. */
+export function onlyStaleWrites(err: unknown): boolean {
+  if (!(err instanceof MongoBulkWriteError)) return false
+  if (err.err !== undefined || err.result?.getWriteConcernError() !== undefined) return false
+  const writeErrors = Array.isArray(err.writeErrors) ? err.writeErrors : [err.writeErrors]
+  return writeErrors.length > 0 && writeErrors.every((e) => e.code === DUPLICATE_KEY)
+}
+
+export function toWorkerDoc(w: WorkerRecord, now: number): WorkerDoc {
+  return {
+    worker_id: w.id,
+    worker_ip: w.address,
+    is_active: w.isActive,
+    total_cpu: w.specs?.cpu ?? null,
+    total_memory: w.specs?.memory ?? null,
+    total_storage: w.specs?.storage ?? null,
+    total_gpu: w.specs?.gpu ?? null,
+    last_heartbeat: w.lastHeartbeat === null ? null : seconds(w.lastHeartbeat),
+    registered_at: seconds(w.registeredAt),
+    updated_at: seconds(now),
+    cpu_usage: w.usage?.cpu ?? null,
+    memory_usage: w.usage?.memory ?? null,
+    storage_usage: w.usage?.storage ?? null,
+    gpu_usage: w.usage?.gpu ?? null,
+    running_tasks: w.runningTasks.map((r) => ({ task_id: r.taskId, cpu: r.cpu, memory: r.memory, gpu: r.gpu, status: r.status, attempt: r.attempt })),
+    reported_address: w.reportedAddress,
+    registered_at_ms: int64(w.registeredAt),
+    last_heartbeat_ms: nullableInt64(w.lastHeartbeat),
+    connected_at_ms: nullableInt64(w.connectedAt),
+    disconnected_at_ms: nullableInt64(w.disconnectedAt),
+    reconnects: w.reconnects,
+  }
+}
+
+/**
+ * Reads our documents and CloudAI's alike: a CloudAI document has no `_ms` fields and may hold
+ * its times as seconds, Dates or strings of digits. A document without a worker_id is skipped (it
+ * names nobody); any other damaged field costs that field, not the worker.
+ */
+export function fromWorkerDoc(d: Document): WorkerRecord | null {
+  if (typeof d.worker_id !== 'string' || d.worker_id === '') return null
+  const ms = (msField: string, secondsField: string): number | null => time(d[msField], 1) ?? time(d[secondsField], 1000)
+  const totalCpu = num(d.total_cpu)
+  const cpuUsage = num(d.cpu_usage)
+  return {
+    id: d.worker_id,
+    address: typeof d.worker_ip === 'string' ? d.worker_ip : '',
+    isActive: d.is_active === true,
+    specs: totalCpu === null ? null : { cpu: totalCpu, memory: num(d.total_memory) ?? 0, storage: num(d.total_storage) ?? 0, gpu: num(d.total_gpu) ?? 0 },
+    usage: cpuUsage === null ? null : { cpu: cpuUsage, memory: num(d.memory_usage) ?? 0, storage: num(d.storage_usage) ?? 0, gpu: num(d.gpu_usage) ?? 0 },
+    runningTasks: Array.isArray(d.running_tasks) ? d.running_tasks.flatMap(runningTask) : [],
+    reportedAddress: typeof d.reported_address === 'string' ? d.reported_address : null,
+    registeredAt: ms('registered_at_ms', 'registered_at') ?? 0,
+    connectedAt: time(d.connected_at_ms, 1),
+    lastHeartbeat: ms('last_heartbeat_ms', 'last_heartbeat'),
+    disconnectedAt: time(d.disconnected_at_ms, 1),
+    reconnects: num(d.reconnects) ?? 0,
+  }
+}
+
+function runningTask(r: unknown): RunningTaskInfo[] {
+  if (typeof r !== 'object' || r === null) return []
+  const o = r as Record<string, unknown>
+  if (typeof o.task_id !== 'string') return []
+  return [{ taskId: o.task_id, cpu: num(o.cpu) ?? 0, memory: num(o.memory) ?? 0, gpu: num(o.gpu) ?? 0, status: typeof o.status === 'string' ? o.status : '', attempt: num(o.attempt) ?? 0 }]
+}
+
+export function toTaskDoc(t: TaskRecord): TaskDoc {
+  return {
+    _id: t.id,
+    version: taskVersion(t),
+    status: t.status,
+    worker_id: t.workerId,
+    submitted_at: seconds(t.submittedAt),
+    submitted_at_ms: int64(t.submittedAt),
+    updated_at_ms: int64(t.updatedAt),
+    task: t,
+  }
+}
+
+function isTaskRecord(t: unknown): t is TaskRecord {
+  if (typeof t !== 'object' || t === null) return false
+  const o = t as Record<string, unknown>
+  return typeof o.id === 'string' && typeof o.status === 'string' && Array.isArray(o.history)
+}
+
+/** Unix seconds as int64, CloudAI's convention for timestamps. */
+function seconds(ms: number): Long | number {
+  return int64(Math.floor(ms / 1000))
+}
+
+/** Whole numbers as int64 (a plain JS number would be stored as a double); anything else as it is, so it round-trips. */
+function int64(n: number): Long | number {
+  return Number.isSafeInteger(n) ? Long.fromNumber(n) : n
+}
+
+function nullableInt64(n: number | null): Long | number | null {
+  return n === null ? null : int64(n)
+}
+
+function num(v: unknown): number | null {
+  if (typeof v === 'number') return Number.isFinite(v) ? v : null
+  if (v instanceof Long) return v.toNumber()
+  if (typeof v === 'bigint') return Number(v)
+  return null
+}
+
+function time(v: unknown, scale: number): number | null {
+  if (v instanceof Date) return Number.isNaN(v.getTime()) ? null : v.getTime()
+  if (typeof v === 'string' && /^\d{1,15}$/.test(v)) return Number(v) * scale
+  const n = num(v)
+  return n === null ? null : n * scale
+}
+
+// --- errors --------------------------------------------------------------------------------------
+
+/**
+ * UNAVAILABLE for what may pass (no server selected, a dropped connection, a failover), so that the
+ * master keeps going from memory and retries; FAILED for what will not (a URI or an option the
+ * driver refuses, bad credentials, a missing privilege, an index that conflicts with CloudAI's).
+ */
+export function storeError(err: unknown, context: string): CloudaiError {
+  if (err instanceof CloudaiError) return err
+  const message = err instanceof Error ? err.message : String(err)
+  const code = isPermanent(err) ? 'CLOUDAI_STORE_FAILED' : 'CLOUDAI_STORE_UNAVAILABLE'
+  const details: Record<string, unknown> = { driverError: err instanceof Error ? err.name : typeof err }
+  if (err instanceof MongoError && err.code !== undefined) details.driverCode = err.code
+  const e = new CloudaiError(code, `${context}: ${message}`, details)
+  ;(e as Error).cause = err
+  return e
+}
+
+function isPermanent(err: unknown): boolean {
+  if (err instanceof MongoServerSelectionError || err instanceof MongoNetworkError || err instanceof MongoTopologyClosedError || err instanceof MongoClientClosedError || err instanceof MongoNotConnectedError) {
+    // Selection failing because every server refused our credentials is still an auth failure.
+    return underlying(err).some((c) => c !== err && isPermanent(c))
+  }
+  // Bad URI, unknown or invalid option, missing credentials, a dependency not installed.
+  if (err instanceof MongoParseError || err instanceof MongoAPIError) return true
+  if (err instanceof MongoServerError) {
+    if (err.hasErrorLabel('RetryableWriteError') || err.hasErrorLabel('TransientTransactionError')) return false
+    return typeof err.code === 'number' && PERMANENT_SERVER_CODES.has(err.code)
+  }
+  return false
+}
+
+/** The error, its causes, and for a selection timeout what each server last failed with. */
+function underlying(err: Error): unknown[] {
+  const out: unknown[] = []
+  let c: unknown = err
+  for (let i = 0; i < 5 && c instanceof Error; i++) {
+    out.push(c)
+    c = c.cause
+  }
+  if (err instanceof MongoServerSelectionError) {
+    const reason = err.reason
+    if (reason?.error) out.push(reason.error)
+    for (const server of reason?.servers.values() ?? []) if (server.error) out.push(server.error)
+  }
+  return out
+}

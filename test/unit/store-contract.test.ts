@@ -1,0 +1,335 @@
+import assert from 'node:assert/strict'
+import { join } from 'node:path'
+import { test, type TestContext } from 'node:test'
+import { MongoClient } from 'mongodb'
+import { MONGO_STORE_DEFAULTS } from '../../src/config.js'
+import type { TaskRecord, TaskStatus, WorkerRecord } from '../../src/shared/types.js'
+import { MemoryStore } from '../../src/store/memory.js'
+import { MongoStore, TASKS_COLLECTION, WORKERS_COLLECTION } from '../../src/store/mongodb.js'
+import { SqliteStore } from '../../src/store/sqlite.js'
+import type { Store } from '../../src/store/store.js'
+import { tempDir } from '../support/cluster.js'
+
+// One set of cases, run against every store: what the master may rely on whichever it is given.
+// MongoDB needs a server, which cannot be installed where CI runs; with MONGODB_URI set the same
+// cases run against it, in a database of their own that is dropped at the end.
+
+interface Subject {
+  /** A new, empty store, closed after the test. */
+  fresh(t: TestContext): Promise<Store>
+  /** Another instance on the same data, for stores that persist (null for the in-memory one). */
+  again: ((store: Store) => Store) | null
+}
+
+const worker = (id: string, over: Partial<WorkerRecord> = {}): WorkerRecord => ({
+  id,
+  address: `10.0.0.1:${5000 + id.length}`,
+  isActive: false,
+  specs: null,
+  usage: null,
+  runningTasks: [],
+  reportedAddress: null,
+  registeredAt: 1_700_000_000_000 + id.length,
+  connectedAt: null,
+  lastHeartbeat: null,
+  disconnectedAt: null,
+  reconnects: 0,
+  ...over,
+})
+
+const fullWorker = (id: string): WorkerRecord =>
+  worker(id, {
+    address: '[fd00::12]:50052',
+    isActive: true,
+    specs: { cpu: 8, memory: 31.25, storage: 500.5, gpu: 2 },
+    usage: { cpu: 12.5, memory: 40, storage: 60.125, gpu: 0 },
+    runningTasks: [
+      { taskId: 'task-a', cpu: 1, memory: 2.5, gpu: 0, status: 'running', attempt: 1 },
+      { taskId: 'task-b', cpu: 0.5, memory: 0, gpu: 1, status: 'assigned', attempt: 3 },
+    ],
+    reportedAddress: '192.168.0.9:50052',
+    registeredAt: 1_700_000_000_123,
+    connectedAt: 1_700_000_001_456,
+    lastHeartbeat: 1_700_000_002_789,
+    disconnectedAt: 1_700_000_000_500,
+    reconnects: 3,
+  })
+
+/** A task whose history has `version` entries, the last of them in `status`. */
+function task(id: string, version: number, status: TaskStatus = 'queued', over: Partial<TaskRecord> = {}): TaskRecord {
+  const steps: TaskStatus[] = ['queued', 'assigned', 'running', 'completed']
+  const history = Array.from({ length: version }, (_, i) => ({
+    status: i === version - 1 ? status : steps[Math.min(i, steps.length - 1)]!,
+    at: 1_700_000_000_000 + i * 1000,
+    workerId: i === 0 ? null : 'w1',
+    reason: null,
+  }))
+  return {
+    id,
+    name: `name of ${id}`,
+    command: 'echo "quoted" \'and\' \\ back; exit 3',
+    dockerImage: '',
+    req: { cpu: 1.5, memory: 2, storage: 0, gpu: 0 },
+    targetWorkerId: null,
+    userId: '',
+    timeoutS: 10,
+    maxAttempts: 3,
+    env: { A: 'b c', EMPTY: '', UNICODE: 'caf\u00e9 \u{1F680}', WITH_EQUALS: 'x=y' },
+    status,
+    workerId: status === 'queued' ? null : 'w1',
+    attempts: status === 'queued' ? 0 : 1,
+    submittedAt: 1_700_000_000_000 + id.length,
+    assignedAt: null,
+    startedAt: null,
+    finishedAt: null,
+    exitCode: null,
+    reason: null,
+    logsTail: '',
+    updatedAt: 1_700_000_000_000 + version * 1000,
+    history,
+    ...over,
+  }
+}
+
+const byId = <T extends { id: string }>(items: T[]): T[] => [...items].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+
+function contract(subject: Subject): [string, (t: TestContext) => Promise<void>][] {
+  const cases: [string, (t: TestContext) => Promise<void>][] = [
+    [
+      'an empty store loads no workers and no tasks, and empty batches are no-ops',
+      async (t) => {
+        const store = await subject.fresh(t)
+        await store.writeWorkers({ upserts: [], deletes: [] })
+        await store.writeTasks([])
+        assert.deepEqual(await store.loadWorkers(), [])
+        assert.deepEqual(await store.loadTasks(), [])
+      },
+    ],
+    [
+      'every worker field round-trips: nulls, specs, usage, running tasks, times to the millisecond',
+      async (t) => {
+        const store = await subject.fresh(t)
+        const bare = worker('w-bare')
+        const full = fullWorker('w-full')
+        const zeros = worker('w-zeros', { specs: { cpu: 0, memory: 0, storage: 0, gpu: 0 }, usage: { cpu: 0, memory: 0, storage: 0, gpu: 0 }, registeredAt: 0 })
+        await store.writeWorkers({ upserts: [bare, full, zeros], deletes: [] })
+        assert.deepEqual(byId(await store.loadWorkers()), byId([bare, full, zeros]))
+      },
+    ],
+    [
+      'an upsert replaces the whole record: nothing of the previous one lingers',
+      async (t) => {
+        const store = await subject.fresh(t)
+        await store.writeWorkers({ upserts: [fullWorker('w1')], deletes: [] })
+        const replaced = worker('w1', { address: '10.9.9.9:1', reconnects: 4 })
+        await store.writeWorkers({ upserts: [replaced], deletes: [] })
+        assert.deepEqual(await store.loadWorkers(), [replaced])
+      },
+    ],
+    [
+      'a delete removes that worker only; deleting an unknown id is not an error',
+      async (t) => {
+        const store = await subject.fresh(t)
+        await store.writeWorkers({ upserts: [worker('w1'), worker('w22')], deletes: [] })
+        await store.writeWorkers({ upserts: [], deletes: ['w1', 'never-existed'] })
+        assert.deepEqual(await store.loadWorkers(), [worker('w22')])
+      },
+    ],
+    [
+      'one batch of upserts and deletes: the last upsert of a worker wins, and a delete wins over an upsert',
+      async (t) => {
+        const store = await subject.fresh(t)
+        await store.writeWorkers({ upserts: [worker('gone'), worker('kept'), worker('both')], deletes: [] })
+        const kept = worker('kept', { isActive: true, reconnects: 2 })
+        await store.writeWorkers({
+          upserts: [worker('new1'), worker('kept', { reconnects: 1 }), kept, worker('both', { reconnects: 9 }), worker('new22')],
+          deletes: ['gone', 'both'],
+        })
+        assert.deepEqual(byId(await store.loadWorkers()), byId([kept, worker('new1'), worker('new22')]))
+      },
+    ],
+    [
+      'tasks round-trip whole: history, env, requirements, nulls and text',
+      async (t) => {
+        const store = await subject.fresh(t)
+        const queued = task('task-q', 1)
+        const done = task('task-done', 4, 'completed', {
+          assignedAt: 1_700_000_001_000,
+          startedAt: 1_700_000_002_000,
+          finishedAt: 1_700_000_003_000,
+          exitCode: 0,
+          reason: 'a reason with "quotes"',
+          logsTail: 'line 1\nline 2 \u00e9\u00e8 \u{1F680}\n',
+          targetWorkerId: 'w1',
+          userId: 'alice',
+          dockerImage: 'python:3.12-slim',
+          timeoutS: 0,
+          req: { cpu: 0.25, memory: 1.75, storage: 10, gpu: 1 },
+          env: {},
+        })
+        await store.writeTasks([queued, done])
+        assert.deepEqual(byId(await store.loadTasks()), byId([queued, done]))
+      },
+    ],
+    [
+      'a stale task write (lower or equal version) never moves a task backwards, also in a batch with fresh writes',
+      async (t) => {
+        const store = await subject.fresh(t)
+        const t1 = task('task-1', 3, 'running')
+        await store.writeTasks([t1, task('task-2', 1)])
+        const t2 = task('task-2', 2, 'assigned')
+        const t3 = task('task-3', 1)
+        await store.writeTasks([
+          task('task-1', 2, 'assigned'), // lower
+          t2, // fresh
+          task('task-1', 3, 'cancelled', { reason: 'same version, other content' }), // equal
+          t3, // new
+          task('task-1', 1), // lower
+        ])
+        assert.deepEqual(byId(await store.loadTasks()), [t1, t2, t3])
+        // Within one batch the highest version of a task wins, wherever it sits, and of equals the first.
+        const t4 = task('task-4', 2, 'assigned')
+        await store.writeTasks([task('task-4', 1), t4, task('task-4', 2, 'cancelled'), task('task-4', 1, 'queued', { name: 'late' })])
+        assert.deepEqual((await store.loadTasks()).find((x) => x.id === 'task-4'), t4)
+        // A newer version still goes through.
+        const t1done = task('task-1', 4, 'completed', { exitCode: 0 })
+        await store.writeTasks([t1done])
+        assert.deepEqual((await store.loadTasks()).find((x) => x.id === 'task-1'), t1done)
+      },
+    ],
+    [
+      'ping answers while the store is open',
+      async (t) => {
+        const store = await subject.fresh(t)
+        await store.ping()
+        await store.ping()
+      },
+    ],
+    [
+      'open and close are idempotent, and close before open is harmless',
+      async (t) => {
+        const store = await subject.fresh(t)
+        await store.open()
+        await store.writeWorkers({ upserts: [worker('w1')], deletes: [] })
+        await store.close()
+        await store.close()
+        if (subject.again) {
+          const other = subject.again(store)
+          await other.close()
+        }
+      },
+    ],
+    [
+      'a store reopened after close sees what was written, and so does a new instance on the same data',
+      async (t) => {
+        const store = await subject.fresh(t)
+        const w = fullWorker('w1')
+        const tk = task('task-1', 2, 'assigned')
+        await store.writeWorkers({ upserts: [w, worker('w22')], deletes: ['w22'] })
+        await store.writeTasks([tk])
+        await store.close()
+        await store.open()
+        assert.deepEqual(await store.loadWorkers(), [w])
+        assert.deepEqual(await store.loadTasks(), [tk])
+        // The version rule holds across a reopen: it is kept with the data, not in the instance.
+        await store.writeTasks([task('task-1', 1)])
+        assert.deepEqual(await store.loadTasks(), [tk])
+        await store.close()
+        if (subject.again) {
+          const other = subject.again(store)
+          t.after(() => other.close())
+          await other.open()
+          assert.deepEqual(await other.loadWorkers(), [w])
+          assert.deepEqual(await other.loadTasks(), [tk])
+        }
+      },
+    ],
+  ]
+  return cases
+}
+
+async function runContract(t: TestContext, subject: Subject): Promise<void> {
+  for (const [name, run] of contract(subject)) await t.test(name, run)
+}
+
+test('memory store', async (t) => {
+  await runContract(t, {
+    async fresh(t) {
+      const store = new MemoryStore()
+      await store.open()
+      t.after(() => store.close())
+      return store
+    },
+    again: null,
+  })
+})
+
+test('SQLite store', async (t) => {
+  const dirs = new WeakMap<Store, string>()
+  await runContract(t, {
+    async fresh(t) {
+      const dir = join(tempDir(t), 'data')
+      const store = new SqliteStore(dir)
+      dirs.set(store, dir)
+      await store.open()
+      t.after(() => store.close())
+      return store
+    },
+    again: (store) => new SqliteStore(dirs.get(store)!),
+  })
+})
+
+const MONGODB_URI = process.env.MONGODB_URI
+const MONGO_SKIP = 'MONGODB_URI is not set: no MongoDB server on this machine; run MONGODB_URI=mongodb://127.0.0.1:27017 npm test'
+
+test('MongoDB store', { skip: MONGODB_URI === undefined || MONGODB_URI === '' ? MONGO_SKIP : false }, async (t) => {
+  const uri = MONGODB_URI!
+  // One database for this run, emptied before each case and dropped at the end.
+  const database = `cloudai_test_${process.pid}_${Date.now().toString(36)}`
+  const admin = new MongoClient(uri, { serverSelectionTimeoutMS: 5000 })
+  await admin.connect()
+  t.after(async () => {
+    await admin.db(database).dropDatabase()
+    await admin.close()
+  })
+  const config = { ...MONGO_STORE_DEFAULTS, uri, database, appName: 'cloudai-contract-test' }
+  await runContract(t, {
+    async fresh(t) {
+      await admin.db(database).dropDatabase()
+      const store = new MongoStore(config)
+      await store.open()
+      t.after(() => store.close())
+      return store
+    },
+    again: () => new MongoStore(config),
+  })
+
+  await t.test('the collections are CloudAI\'s, with the indexes the master needs, and CloudAI\'s fields keep its types', async (t) => {
+    await admin.db(database).dropDatabase()
+    const store = new MongoStore(config)
+    await store.open()
+    t.after(() => store.close())
+    await store.writeWorkers({ upserts: [fullWorker('w1')], deletes: [] })
+    await store.writeTasks([task('task-1', 1)])
+    const db = admin.db(database)
+    const workerIndexes = await db.collection(WORKERS_COLLECTION).indexes()
+    assert.ok(workerIndexes.some((i) => JSON.stringify(i.key) === '{"worker_id":1}' && i.unique === true), JSON.stringify(workerIndexes))
+    const taskIndexes = (await db.collection(TASKS_COLLECTION).indexes()).map((i) => JSON.stringify(i.key))
+    assert.ok(taskIndexes.includes('{"status":1,"submitted_at_ms":1}'), taskIndexes.join(' '))
+    assert.ok(taskIndexes.includes('{"worker_id":1}'), taskIndexes.join(' '))
+    // $type checks on the server: Unix seconds as int64, as CloudAI wrote them.
+    const typed = await db.collection(WORKERS_COLLECTION).countDocuments({
+      worker_id: 'w1',
+      worker_ip: { $type: 'string' },
+      is_active: { $type: 'bool' },
+      total_cpu: { $type: 'number' },
+      registered_at: { $type: 'long', $eq: 1_700_000_000 },
+      last_heartbeat: { $type: 'long', $eq: 1_700_000_002 },
+    })
+    assert.equal(typed, 1)
+    // A second open of the same database finds the indexes there and leaves them be.
+    const again = new MongoStore(config)
+    await again.open()
+    await again.close()
+  })
+})
