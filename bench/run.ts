@@ -18,9 +18,11 @@ import { cloudaiTable } from './scenarios/cloudai-table.js'
 import { dialStorm } from './scenarios/dial-storm.js'
 import { memoryPerWorker } from './scenarios/memory-per-worker.js'
 import { heartbeatIngest } from './scenarios/heartbeat-ingest.js'
+import { idleCpu } from './scenarios/idle-cpu.js'
 import { telemetryPlacement } from './scenarios/telemetry-placement.js'
+import { timeToAssign } from './scenarios/time-to-assign.js'
 
-export const SCENARIOS: Scenario[] = [cloudaiTable, dialStorm, heartbeatIngest, telemetryPlacement, memoryPerWorker]
+export const SCENARIOS: Scenario[] = [cloudaiTable, dialStorm, heartbeatIngest, telemetryPlacement, memoryPerWorker, timeToAssign, idleCpu]
 const RUNS: Record<Size, number> = { tiny: 1, quick: 3, full: 5 }
 
 class UsageError extends Error {}

@@ -1,14 +1,25 @@
 // One child process of the fleet simulator: several hundred simulated workers, each a real gRPC
 // server speaking the real protocol (MasterRegister -> RegisterWorker back on the master's address,
 // then SendHeartbeat at an interval with realistic usage), driven by IPC commands from the parent.
+// AssignTask really runs the command (`/bin/sh -c`, as the real worker's executor does) and reports
+// its end with ReportTaskCompletion, so the master sees real task transitions.
+import { spawn, type ChildProcess } from 'node:child_process'
 import { createServer, type Server as NetServer, type Socket } from 'node:net'
 import * as grpc from '@grpc/grpc-js'
 import { loadProto, type MasterWorkerClient } from '../../src/shared/proto.js'
-import type { HeartbeatAckMsg, HeartbeatMsg, MasterInfoMsg, RegisterAckMsg, WorkerInfoMsg } from '../../src/shared/wire.js'
+import type { AckMsg, HeartbeatAckMsg, HeartbeatMsg, MasterInfoMsg, RegisterAckMsg, TaskAckMsg, TaskIdMsg, TaskMsg, TaskResultMsg, WorkerInfoMsg } from '../../src/shared/wire.js'
 import type { ChildStats, Command, Reply } from './protocol.js'
 
 const proto = loadProto()
-const stats: ChildStats = { heartbeatsSent: 0, heartbeatsFailed: 0, registers: 0, registerFailures: 0, masterRegisters: 0 }
+const stats: ChildStats = { heartbeatsSent: 0, heartbeatsFailed: 0, registers: 0, registerFailures: 0, masterRegisters: 0, tasksAssigned: 0, tasksFinished: 0, reportsFailed: 0 }
+// The report keeps the end of the output, like the real worker's (smaller: the commands are trivial).
+const MAX_LOG_BYTES = 4096
+
+interface RunningTask {
+  task: TaskMsg
+  child: ChildProcess
+  startedAt: number
+}
 const CALL_TIMEOUT_MS = 5000
 
 class SimWorker {
@@ -19,6 +30,9 @@ class SimWorker {
   online = false
   timer: NodeJS.Timeout | null = null
   registering: Promise<boolean> | null = null
+  readonly tasks = new Map<string, RunningTask>()
+  /** Results the master has not acknowledged yet; retried with the next heartbeat. */
+  readonly unreported = new Map<string, TaskResultMsg>()
   // A random walk per worker: realistic, not constant, payloads.
   usage = { cpu: Math.random() * 60, mem: 20 + Math.random() * 40, storage: 10 + Math.random() * 50, gpu: Math.random() * 30 }
 
@@ -37,8 +51,12 @@ class SimWorker {
         void this.register(master).then((ok) => cb(null, ok ? { success: true, message: `registered with ${master}` } : { success: false, message: `could not register with ${master}` }))
       },
       RegisterWorker: unimplemented, SendHeartbeat: unimplemented, ReportTaskCompletion: unimplemented, StreamHeartbeats: unimplemented,
-      AssignTask: (_call: unknown, cb: grpc.sendUnaryData<{ success: boolean; message: string }>) => cb(null, { success: false, message: 'simulated worker runs no tasks' }),
-      CancelTask: (_call: unknown, cb: grpc.sendUnaryData<{ success: boolean; message: string }>) => cb(null, { success: false, message: 'simulated worker runs no tasks' }),
+      AssignTask: (call: grpc.ServerUnaryCall<TaskMsg, TaskAckMsg>, cb: grpc.sendUnaryData<TaskAckMsg>) => cb(null, this.assign(call.request)),
+      CancelTask: (call: grpc.ServerUnaryCall<TaskIdMsg, TaskAckMsg>, cb: grpc.sendUnaryData<TaskAckMsg>) => {
+        const t = this.tasks.get(call.request.task_id)
+        if (t) t.child.kill('SIGKILL')
+        cb(null, { success: t !== undefined, message: t ? 'cancelled' : 'not running here' })
+      },
     })
     // The port may take a moment to be free again after a close: retry briefly.
     for (let attempt = 0; ; attempt++) {
@@ -85,6 +103,51 @@ class SimWorker {
     return this.registering
   }
 
+  /** Starts the command and answers at once, as the real agent does once the process is spawned. */
+  private assign(task: TaskMsg): TaskAckMsg {
+    if (this.tasks.has(task.task_id)) return { success: true, message: 'already running' }
+    if (this.unreported.has(task.task_id)) return { success: false, message: 'already finished; result pending delivery' }
+    const startedAt = Date.now()
+    const child = spawn('/bin/sh', ['-c', task.command], { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin', CLOUDAI_TASK_ID: task.task_id, ...task.env } })
+    stats.tasksAssigned++
+    const out: Buffer[] = []
+    let size = 0
+    const keep = (b: Buffer): void => {
+      out.push(b)
+      size += b.length
+      while (size > MAX_LOG_BYTES && out.length > 1) size -= out.shift()!.length
+    }
+    child.stdout!.on('data', keep)
+    child.stderr!.on('data', keep)
+    this.tasks.set(task.task_id, { task, child, startedAt })
+    const finish = (code: number | null, signal: NodeJS.Signals | null, spawnError?: Error): void => {
+      this.tasks.delete(task.task_id)
+      stats.tasksFinished++
+      const finishedAt = Date.now()
+      const ok = code === 0
+      const result: TaskResultMsg = {
+        task_id: task.task_id, worker_id: this.id, status: ok ? 'completed' : signal === 'SIGKILL' ? 'cancelled' : 'failed',
+        logs: Buffer.concat(out).toString('utf8').slice(-MAX_LOG_BYTES), result_location: '', output_files: [], exit_code: code ?? -1,
+        duration_ms: finishedAt - startedAt, started_at: startedAt, finished_at: finishedAt, attempt: task.attempt,
+        reason: spawnError ? spawnError.message : ok ? '' : code !== null ? `exit code ${code}` : `killed by ${signal}`, has_exit_code: code !== null,
+      }
+      this.unreported.set(task.task_id, result)
+      this.report(result)
+    }
+    child.once('error', (err) => finish(null, null, err))
+    child.once('close', (code, signal) => finish(code, signal))
+    return { success: true, message: 'started' }
+  }
+
+  /** ReportTaskCompletion to the master this worker is registered with; kept for a retry on failure. */
+  private report(result: TaskResultMsg): void {
+    if (!this.online || !this.client) return
+    this.client.ReportTaskCompletion(result, new grpc.Metadata(), { deadline: Date.now() + CALL_TIMEOUT_MS }, (err: grpc.ServiceError | null, _ack?: AckMsg) => {
+      if (err) stats.reportsFailed++
+      else this.unreported.delete(result.task_id)
+    })
+  }
+
   private startHeartbeats(): void {
     if (this.timer) return
     // Spread the fleet's heartbeats over the interval, as independent processes would be.
@@ -103,7 +166,14 @@ class SimWorker {
     u.mem = walk(u.mem, 5, 95)
     u.storage = walk(u.storage, 5, 95)
     u.gpu = walk(u.gpu, 0, 100)
-    const hb: HeartbeatMsg = { worker_id: this.id, cpu_usage: u.cpu, memory_usage: u.mem, storage_usage: u.storage, gpu_usage: u.gpu, running_tasks: [] }
+    // Running tasks and undelivered results are listed, as the real worker does, so the master
+    // does not requeue them as lost.
+    const running_tasks = this.tasks.size === 0 && this.unreported.size === 0 ? [] : [
+      ...[...this.tasks.values()].map(({ task }) => ({ task_id: task.task_id, cpu_allocated: task.req_cpu, memory_allocated: task.req_memory, gpu_allocated: task.req_gpu, status: 'running', attempt: task.attempt })),
+      ...[...this.unreported.values()].map((r) => ({ task_id: r.task_id, cpu_allocated: 0, memory_allocated: 0, gpu_allocated: 0, status: r.status, attempt: r.attempt })),
+    ]
+    for (const r of this.unreported.values()) this.report(r)
+    const hb: HeartbeatMsg = { worker_id: this.id, cpu_usage: u.cpu, memory_usage: u.mem, storage_usage: u.storage, gpu_usage: u.gpu, running_tasks }
     stats.heartbeatsSent++
     this.client.SendHeartbeat(hb, new grpc.Metadata(), { deadline: Date.now() + CALL_TIMEOUT_MS }, (err: grpc.ServiceError | null, _ack?: HeartbeatAckMsg) => {
       if (!err) return
@@ -115,6 +185,8 @@ class SimWorker {
 
   async offline(): Promise<void> {
     this.online = false
+    // A worker process that died takes its tasks with it.
+    for (const t of this.tasks.values()) t.child.kill('SIGKILL')
     if (this.timer) {
       clearTimeout(this.timer)
       clearInterval(this.timer)
@@ -163,7 +235,7 @@ async function handle(cmd: Command): Promise<Reply> {
       const list = pick(cmd.ids)
       await Promise.all(list.map((w) => w.listen()))
       // Answer once listening; the joins are what the parent times, through the master.
-      if (cmd.join) for (const w of list) void w.register(w.master)
+      if (cmd.join) for (const w of list) void w.register(cmd.master ?? w.master)
       return { seq: cmd.seq, ok: true }
     }
     case 'tarpits': {

@@ -103,8 +103,8 @@ export class Fleet {
   }
 
   /** Listening again on the same ports; with `join`, each calls RegisterWorker at once. */
-  online(ids: string[], join: boolean): Promise<void> {
-    return this.each(ids, (mine) => ({ type: 'online', ids: mine, join }))
+  online(ids: string[], join: boolean, master?: string): Promise<void> {
+    return this.each(ids, (mine) => ({ type: 'online', ids: mine, join, ...(master ? { master } : {}) }))
   }
 
   /** Addresses that accept connections and never answer, spread over the children. */
@@ -116,7 +116,7 @@ export class Fleet {
 
   async stats(): Promise<ChildStats> {
     const all = await Promise.all(this.children.map((c) => c.send({ type: 'stats' })))
-    const sum: ChildStats = { heartbeatsSent: 0, heartbeatsFailed: 0, registers: 0, registerFailures: 0, masterRegisters: 0 }
+    const sum: ChildStats = { heartbeatsSent: 0, heartbeatsFailed: 0, registers: 0, registerFailures: 0, masterRegisters: 0, tasksAssigned: 0, tasksFinished: 0, reportsFailed: 0 }
     for (const r of all) for (const k of Object.keys(sum) as (keyof ChildStats)[]) sum[k] += r.stats?.[k] ?? 0
     return sum
   }

@@ -90,12 +90,13 @@ export class MasterUnderTest {
    * carry the chosen ports are not printed, so the ports are chosen here (free right now) and the
    * API is polled until it answers.
    */
-  static async start(args: string[]): Promise<MasterUnderTest> {
+  static async start(args: string[], opts: { nodeArgs?: string[] } = {}): Promise<MasterUnderTest> {
     const dataDir = mkdtempSync(join(tmpdir(), 'cloudai-bench-'))
     const grpcPort = await freePort()
     const httpPort = await freePort()
     const child = spawn(process.execPath, [
-      CLI, 'master', '--grpc-host', '127.0.0.1', '--grpc-port', String(grpcPort), '--http-host', '127.0.0.1', '--http-port', String(httpPort),
+      // e.g. --cpu-prof, which NODE_OPTIONS does not take.
+      ...(opts.nodeArgs ?? []), CLI, 'master', '--grpc-host', '127.0.0.1', '--grpc-port', String(grpcPort), '--http-host', '127.0.0.1', '--http-port', String(httpPort),
       '--advertise', `127.0.0.1:${grpcPort}`, '--data-dir', dataDir, '--log-level', 'warn', ...args,
     ], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] })
     const m = new MasterUnderTest(child, grpcPort, httpPort, dataDir)

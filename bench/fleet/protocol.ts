@@ -13,8 +13,11 @@ export type Command =
   | { seq: number; type: 'join'; ids: string[]; master: string }
   /** Heartbeats stop, the client closes, the server closes (as a worker process that died). */
   | { seq: number; type: 'offline'; ids: string[] }
-  /** The server listens again on its port; with `join`, the worker calls RegisterWorker itself at once. */
-  | { seq: number; type: 'online'; ids: string[]; join: boolean }
+  /**
+   * The server listens again on its port; with `join`, the worker calls RegisterWorker itself at
+   * once, on `master` when given (a worker that never joined has no master of its own yet).
+   */
+  | { seq: number; type: 'online'; ids: string[]; join: boolean; master?: string }
   /** Workers that accept TCP connections and never answer. */
   | { seq: number; type: 'tarpits'; count: number }
   | { seq: number; type: 'stats' }
@@ -26,6 +29,9 @@ export interface ChildStats {
   registers: number
   registerFailures: number
   masterRegisters: number
+  tasksAssigned: number
+  tasksFinished: number
+  reportsFailed: number
 }
 
 export type Reply =

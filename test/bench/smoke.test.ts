@@ -27,7 +27,7 @@ function runBench(args: string[], timeoutMs = 55_000): Promise<{ code: number | 
   })
 }
 
-const SCENARIOS = ['cloudai-table', 'dial-storm', 'heartbeat-ingest', 'telemetry-placement', 'memory-per-worker']
+const SCENARIOS = ['cloudai-table', 'dial-storm', 'heartbeat-ingest', 'telemetry-placement', 'memory-per-worker', 'time-to-assign', 'idle-cpu']
 
 test('bench: every scenario runs at --size tiny, prints its table and writes the JSON', async (t) => {
   const out = mkdtempSync(join(tmpdir(), 'cloudai-bench-smoke-'))
@@ -88,6 +88,17 @@ test('bench: every scenario runs at --size tiny, prints its table and writes the
   const tp = json.scenarios['telemetry-placement'].raw
   assert.equal(tp.runs.length, 1)
   assert.ok(tp.runs[0].auto.heartbeats > 0)
+  const assign = json.scenarios['time-to-assign'].raw
+  assert.equal(assign.runs.length, 1)
+  const [run] = assign.runs
+  assert.equal(run.master.counts.completed, assign.profile.tasks, 'every task completed on the master')
+  assert.ok(run.master.assignedMs > 0 && run.master.completedMs >= run.master.assignedMs)
+  assert.equal(run.bare.refused, 0)
+  assert.equal(run.bare.failed, 0)
+  assert.ok(run.bare.completedMs > 0)
+  const idle = json.scenarios['idle-cpu'].raw
+  assert.equal(idle.master.cpu.length, idle.profile.windows)
+  assert.equal(idle.bare.cpu.length, idle.profile.windows)
 })
 
 test('bench: an unknown scenario or size is refused with exit code 2', async () => {
