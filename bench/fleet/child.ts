@@ -1,6 +1,7 @@
 // One child process of the fleet simulator: several hundred simulated workers, each a real gRPC
 // server speaking the real protocol (MasterRegister -> RegisterWorker back on the master's address,
-// then SendHeartbeat at an interval with realistic usage), driven by IPC commands from the parent.
+// then heartbeats at an interval with realistic usage, unary SendHeartbeat or on one StreamHeartbeats
+// call as the real worker does by default), driven by IPC commands from the parent.
 // AssignTask really runs the command (`/bin/sh -c`, as the real worker's executor does) and reports
 // its end with ReportTaskCompletion, so the master sees real task transitions.
 import { spawn, type ChildProcess } from 'node:child_process'
@@ -8,7 +9,7 @@ import { createServer, type Server as NetServer, type Socket } from 'node:net'
 import * as grpc from '@grpc/grpc-js'
 import { loadProto, type MasterWorkerClient } from '../../src/shared/proto.js'
 import type { AckMsg, HeartbeatAckMsg, HeartbeatMsg, MasterInfoMsg, RegisterAckMsg, TaskAckMsg, TaskIdMsg, TaskMsg, TaskResultMsg, WorkerInfoMsg } from '../../src/shared/wire.js'
-import type { ChildStats, Command, Reply } from './protocol.js'
+import type { ChildStats, Command, HeartbeatTransport, Reply } from './protocol.js'
 
 const proto = loadProto()
 const stats: ChildStats = { heartbeatsSent: 0, heartbeatsFailed: 0, registers: 0, registerFailures: 0, masterRegisters: 0, tasksAssigned: 0, tasksFinished: 0, reportsFailed: 0 }
@@ -29,6 +30,7 @@ class SimWorker {
   master = ''
   online = false
   timer: NodeJS.Timeout | null = null
+  stream: grpc.ClientDuplexStream<HeartbeatMsg, HeartbeatAckMsg> | null = null
   registering: Promise<boolean> | null = null
   readonly tasks = new Map<string, RunningTask>()
   /** Results the master has not acknowledged yet; retried with the next heartbeat. */
@@ -36,7 +38,7 @@ class SimWorker {
   // A random walk per worker: realistic, not constant, payloads.
   usage = { cpu: Math.random() * 60, mem: 20 + Math.random() * 40, storage: 10 + Math.random() * 50, gpu: Math.random() * 30 }
 
-  constructor(readonly id: string, public port: number, private readonly heartbeatMs: number) {}
+  constructor(readonly id: string, public port: number, private readonly heartbeatMs: number, public transport: HeartbeatTransport) {}
 
   get address(): string {
     return `127.0.0.1:${this.port}`
@@ -175,12 +177,46 @@ class SimWorker {
     for (const r of this.unreported.values()) this.report(r)
     const hb: HeartbeatMsg = { worker_id: this.id, cpu_usage: u.cpu, memory_usage: u.mem, storage_usage: u.storage, gpu_usage: u.gpu, running_tasks }
     stats.heartbeatsSent++
+    if (this.transport === 'stream') {
+      this.openStream().write(hb)
+      return
+    }
     this.client.SendHeartbeat(hb, new grpc.Metadata(), { deadline: Date.now() + CALL_TIMEOUT_MS }, (err: grpc.ServiceError | null, _ack?: HeartbeatAckMsg) => {
-      if (!err) return
-      stats.heartbeatsFailed++
-      // Refused (the master thinks it inactive, or forgot it): join again, as a real worker does.
-      if (this.online && this.master && err.code !== grpc.status.UNAVAILABLE && err.code !== grpc.status.DEADLINE_EXCEEDED) void this.register(this.master)
+      if (err) this.heartbeatFailed(err)
     })
+  }
+
+  private openStream(): grpc.ClientDuplexStream<HeartbeatMsg, HeartbeatAckMsg> {
+    if (this.stream) return this.stream
+    const stream = this.client!.StreamHeartbeats(new grpc.Metadata())
+    // The master writes nothing while it accepts; reading keeps the call's flow control open anyway.
+    stream.on('data', () => {})
+    stream.on('error', (err: grpc.ServiceError) => {
+      if (this.stream === stream) this.stream = null
+      if (err.code !== grpc.status.CANCELLED) this.heartbeatFailed(err)
+    })
+    stream.on('end', () => {
+      if (this.stream === stream) this.stream = null
+    })
+    this.stream = stream
+    return stream
+  }
+
+  private closeStream(): void {
+    const stream = this.stream
+    this.stream = null
+    stream?.cancel()
+  }
+
+  setTransport(transport: HeartbeatTransport): void {
+    this.transport = transport
+    if (transport === 'unary') this.closeStream()
+  }
+
+  private heartbeatFailed(err: grpc.ServiceError): void {
+    stats.heartbeatsFailed++
+    // Refused (the master thinks it inactive, or forgot it): join again, as a real worker does.
+    if (this.online && this.master && err.code !== grpc.status.UNAVAILABLE && err.code !== grpc.status.DEADLINE_EXCEEDED) void this.register(this.master)
   }
 
   async offline(): Promise<void> {
@@ -192,6 +228,7 @@ class SimWorker {
       clearInterval(this.timer)
       this.timer = null
     }
+    this.closeStream()
     this.client?.close()
     this.client = null
     this.clientTarget = ''
@@ -218,7 +255,7 @@ function pick(ids: string[]): SimWorker[] {
 async function handle(cmd: Command): Promise<Reply> {
   switch (cmd.type) {
     case 'spawn': {
-      const made = cmd.workers.map((s) => new SimWorker(s.id, s.port, cmd.heartbeatMs))
+      const made = cmd.workers.map((s) => new SimWorker(s.id, s.port, cmd.heartbeatMs, cmd.transport ?? 'unary'))
       await Promise.all(made.map((w) => w.listen()))
       for (const w of made) workers.set(w.id, w)
       return { seq: cmd.seq, ok: true, workers: made.map((w) => ({ id: w.id, address: w.address })) }
@@ -254,6 +291,9 @@ async function handle(cmd: Command): Promise<Reply> {
       }
       return { seq: cmd.seq, ok: true, addresses }
     }
+    case 'transport':
+      for (const w of workers.values()) w.setTransport(cmd.transport)
+      return { seq: cmd.seq, ok: true }
     case 'stats':
       return { seq: cmd.seq, ok: true, stats: { ...stats } }
     case 'stop':

@@ -3,7 +3,7 @@
 import { fork, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { freePort } from './master.js'
-import type { ChildStats, Command, Reply } from './protocol.js'
+import type { ChildStats, Command, HeartbeatTransport, Reply } from './protocol.js'
 
 type Body<T> = T extends unknown ? Omit<T, 'seq'> : never
 
@@ -42,6 +42,8 @@ export interface FleetOptions {
   /** Simulated workers per child process (several hundred). */
   perChild?: number
   heartbeatMs: number
+  /** Default 'unary' (SendHeartbeat, as CloudAI's workers send). */
+  transport?: HeartbeatTransport
   idPrefix?: string
 }
 
@@ -64,7 +66,7 @@ export class Fleet {
     try {
       await Promise.all(fleet.children.map(async (child, c) => {
         const mine = specs.filter((_, i) => i % nChildren === c)
-        const r = await child.send({ type: 'spawn', workers: mine, heartbeatMs: opts.heartbeatMs })
+        const r = await child.send({ type: 'spawn', workers: mine, heartbeatMs: opts.heartbeatMs, transport: opts.transport ?? 'unary' })
         for (const w of r.workers ?? []) {
           child.ids.push(w.id)
           fleet.owner.set(w.id, child)
@@ -105,6 +107,11 @@ export class Fleet {
   /** Listening again on the same ports; with `join`, each calls RegisterWorker at once. */
   online(ids: string[], join: boolean, master?: string): Promise<void> {
     return this.each(ids, (mine) => ({ type: 'online', ids: mine, join, ...(master ? { master } : {}) }))
+  }
+
+  /** Every worker sends its following heartbeats this way (a stream is opened at the next beat). */
+  async transport(transport: HeartbeatTransport): Promise<void> {
+    await Promise.all(this.children.map((c) => c.send({ type: 'transport', transport })))
   }
 
   /** Addresses that accept connections and never answer, spread over the children. */

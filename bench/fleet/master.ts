@@ -129,6 +129,17 @@ export class MasterUnderTest {
     return { status: res.status, body: (text ? JSON.parse(text) : null) as T }
   }
 
+  /** Unlabelled samples of `names` from GET /metrics (the shared-memory counters, not logs). */
+  async metrics(names: readonly string[]): Promise<Record<string, number>> {
+    const res = await fetch(`${this.api}/metrics`, { signal: AbortSignal.timeout(10_000) })
+    const out: Record<string, number> = {}
+    for (const line of (await res.text()).split('\n')) {
+      const [name, value] = line.split(' ')
+      if (name && value !== undefined && names.includes(name)) out[name] = Number(value)
+    }
+    return out
+  }
+
   async status(): Promise<StatusCounts> {
     const { status, body } = await this.request<StatusCounts>('/api/status')
     if (status !== 200) throw new Error(`GET /api/status answered ${status}`)

@@ -7,8 +7,11 @@ export interface SimWorkerSpec {
   port: number
 }
 
+/** Unary SendHeartbeat per beat (CloudAI's workers), or one StreamHeartbeats call (ours, by default). */
+export type HeartbeatTransport = 'unary' | 'stream'
+
 export type Command =
-  | { seq: number; type: 'spawn'; workers: SimWorkerSpec[]; heartbeatMs: number }
+  | { seq: number; type: 'spawn'; workers: SimWorkerSpec[]; heartbeatMs: number; transport?: HeartbeatTransport }
   /** Each worker calls RegisterWorker on `master` and starts heartbeating. */
   | { seq: number; type: 'join'; ids: string[]; master: string }
   /** Heartbeats stop, the client closes, the server closes (as a worker process that died). */
@@ -20,6 +23,8 @@ export type Command =
   | { seq: number; type: 'online'; ids: string[]; join: boolean; master?: string }
   /** Workers that accept TCP connections and never answer. */
   | { seq: number; type: 'tarpits'; count: number }
+  /** Every worker of the child sends its next heartbeats this way. */
+  | { seq: number; type: 'transport'; transport: HeartbeatTransport }
   | { seq: number; type: 'stats' }
   | { seq: number; type: 'stop' }
 

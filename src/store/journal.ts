@@ -282,7 +282,7 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
       if (w) upserts.push(w)
     }
     try {
-      if (upserts.length > 0) await this.store.writeWorkers({ upserts, deletes: [] })
+      if (upserts.length > 0) await this.store.writeWorkers({ upserts, deletes: [], heartbeatsOnly: true })
     } catch (err) {
       for (const id of ids) this.heartbeats.add(id)
       throw err

@@ -39,6 +39,12 @@ export interface Store {
 export interface WorkerChanges {
   upserts: WorkerRecord[]
   deletes: string[]
+  /**
+   * Only heartbeat fields moved (last heartbeat, usage). A store may write these more cheaply and
+   * less durably: after a crash a heartbeat time a few seconds old is as good as the newest, and the
+   * next durable write still lands after this one.
+   */
+  heartbeatsOnly?: boolean
 }
 
 /** Every transition appends to a task's history and nothing removes from it: a version for free. */

@@ -121,3 +121,20 @@ test('SQLite store: a schema-2 database gets task versions from the stored histo
   assert.equal(JSON.parse((after.prepare("SELECT doc FROM tasks WHERE task_id = 'task-old'").get() as { doc: string }).doc).status, 'completed')
   await store.close()
 })
+
+test('SQLite store: a heartbeat-only batch is committed (without an fsync) and later writes are synchronous again', async (t) => {
+  const dir = tempDir(t)
+  const store = new SqliteStore(dir)
+  await store.open()
+  t.after(() => store.close())
+  const beat = worker('w-hb', { isActive: true, lastHeartbeat: 1_700_000_009_000, usage: { cpu: 1, memory: 2, storage: 3, gpu: 4 } })
+  await store.writeWorkers({ upserts: [beat], deletes: [], heartbeatsOnly: true })
+  // Another connection sees it: committed, not merely buffered.
+  const reader = new Database(join(dir, 'cloudai.db'), { readonly: true })
+  t.after(() => reader.close())
+  assert.equal((reader.prepare('SELECT last_heartbeat FROM workers WHERE worker_id = ?').get('w-hb') as { last_heartbeat: number }).last_heartbeat, 1_700_000_009_000)
+  const db = (store as unknown as { db: Database.Database }).db
+  assert.equal(db.pragma('synchronous', { simple: true }), 2, 'back to synchronous = FULL')
+  await store.writeWorkers({ upserts: [{ ...beat, isActive: false }], deletes: [] })
+  assert.deepEqual(await store.loadWorkers(), [{ ...beat, isActive: false }])
+})
