@@ -66,6 +66,8 @@ export interface MasterConfig extends ClusterSecurity {
   heartbeatTimeoutMs: number
   /** Threads of the Piscina dial pool (0 = from the cores). */
   dialThreads: number
+  /** `inline` dials on the main thread instead of the pool: only to measure what the pool is for. */
+  dialer: 'pool' | 'inline'
   /** Time the gRPC server gives in-flight calls at shutdown before it cancels them. */
   shutdownGraceMs: number
   /** Where telemetry lanes run: a thread per worker, `auto` (from the cores) or that many threads. */
@@ -119,6 +121,7 @@ export const MASTER_DEFAULTS: Omit<MasterConfig, 'log'> = {
   dialTimeoutMs: 3_000,
   heartbeatTimeoutMs: 15_000,
   dialThreads: 0,
+  dialer: 'pool',
   shutdownGraceMs: 5_000,
   telemetryThreads: 'auto',
   telemetryHistoryMs: 3_600_000,

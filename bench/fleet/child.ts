@@ -22,6 +22,8 @@ interface RunningTask {
   startedAt: number
 }
 const CALL_TIMEOUT_MS = 5000
+/** How long the `join` command keeps trying before it reports the workers that could not join. */
+const JOIN_WITHIN_MS = 30_000
 
 class SimWorker {
   server: grpc.Server | null = null
@@ -29,6 +31,7 @@ class SimWorker {
   clientTarget = ''
   master = ''
   online = false
+  paused = false
   timer: NodeJS.Timeout | null = null
   stream: grpc.ClientDuplexStream<HeartbeatMsg, HeartbeatAckMsg> | null = null
   registering: Promise<boolean> | null = null
@@ -50,6 +53,7 @@ class SimWorker {
       MasterRegister: (call: grpc.ServerUnaryCall<MasterInfoMsg, RegisterAckMsg>, cb: grpc.sendUnaryData<RegisterAckMsg>) => {
         stats.masterRegisters++
         const master = call.request.master_address
+        if (this.paused) return cb(null, { success: false, message: 'paused' })
         void this.register(master).then((ok) => cb(null, ok ? { success: true, message: `registered with ${master}` } : { success: false, message: `could not register with ${master}` }))
       },
       RegisterWorker: unimplemented, SendHeartbeat: unimplemented, ReportTaskCompletion: unimplemented, StreamHeartbeats: unimplemented,
@@ -103,6 +107,21 @@ class SimWorker {
       })
     })
     return this.registering
+  }
+
+  /**
+   * Joins as a real worker does: RegisterWorker again, with a growing pause, until the master takes
+   * it, the worker goes offline, or `withinMs` has passed. One lost call on a loaded machine must
+   * not strand the worker.
+   */
+  async join(master: string, withinMs = Infinity): Promise<boolean> {
+    const deadline = Date.now() + withinMs
+    for (let pauseMs = 100; this.online; pauseMs = Math.min(2000, pauseMs * 2)) {
+      if (await this.register(master)) return true
+      if (Date.now() + pauseMs > deadline) break
+      await new Promise((r) => setTimeout(r, pauseMs))
+    }
+    return false
   }
 
   /** Starts the command and answers at once, as the real agent does once the process is spawned. */
@@ -261,9 +280,9 @@ async function handle(cmd: Command): Promise<Reply> {
       return { seq: cmd.seq, ok: true, workers: made.map((w) => ({ id: w.id, address: w.address })) }
     }
     case 'join': {
-      const results = await Promise.all(pick(cmd.ids).map((w) => w.register(cmd.master)))
+      const results = await Promise.all(pick(cmd.ids).map((w) => w.join(cmd.master, JOIN_WITHIN_MS)))
       const failed = results.filter((ok) => !ok).length
-      return failed ? { seq: cmd.seq, ok: false, error: `${failed} of ${results.length} RegisterWorker calls failed` } : { seq: cmd.seq, ok: true }
+      return failed ? { seq: cmd.seq, ok: false, error: `${failed} of ${results.length} workers could not join within ${JOIN_WITHIN_MS} ms` } : { seq: cmd.seq, ok: true }
     }
     case 'offline':
       await Promise.all(pick(cmd.ids).map((w) => w.offline()))
@@ -272,9 +291,12 @@ async function handle(cmd: Command): Promise<Reply> {
       const list = pick(cmd.ids)
       await Promise.all(list.map((w) => w.listen()))
       // Answer once listening; the joins are what the parent times, through the master.
-      if (cmd.join) for (const w of list) void w.register(cmd.master ?? w.master)
+      if (cmd.join) for (const w of list) void w.join(cmd.master ?? w.master)
       return { seq: cmd.seq, ok: true }
     }
+    case 'pause':
+      for (const w of pick(cmd.ids)) w.paused = cmd.paused
+      return { seq: cmd.seq, ok: true }
     case 'tarpits': {
       const addresses: string[] = []
       for (let i = 0; i < cmd.count; i++) {

@@ -109,6 +109,11 @@ export class Fleet {
     return this.each(ids, (mine) => ({ type: 'online', ids: mine, join, ...(master ? { master } : {}) }))
   }
 
+  /** Paused workers turn MasterRegister down, still listening (see the `pause` command). */
+  pause(ids: string[], paused: boolean): Promise<void> {
+    return this.each(ids, (mine) => ({ type: 'pause', ids: mine, paused }))
+  }
+
   /** Every worker sends its following heartbeats this way (a stream is opened at the next beat). */
   async transport(transport: HeartbeatTransport): Promise<void> {
     await Promise.all(this.children.map((c) => c.send({ type: 'transport', transport })))

@@ -70,7 +70,14 @@ export interface StatusCounts {
 
 export class MasterUnderTest {
   stderr = ''
-  private constructor(readonly child: ChildProcess, readonly grpcPort: number, readonly httpPort: number, private readonly dataDir: string) {}
+  private constructor(
+    readonly child: ChildProcess,
+    readonly grpcPort: number,
+    readonly httpPort: number,
+    private readonly dataDir: string,
+    /** The data dir is ours to remove at stop (not one the caller prepared and reuses). */
+    private readonly ownsDataDir: boolean,
+  ) {}
 
   get pid(): number {
     return this.child.pid!
@@ -88,10 +95,11 @@ export class MasterUnderTest {
   /**
    * Starts a master with `--log-level warn`. At that level the start-up lines (steps 6 and 7) that
    * carry the chosen ports are not printed, so the ports are chosen here (free right now) and the
-   * API is polled until it answers.
+   * API is polled until it answers. With `dataDir`, the master starts on that store (and the
+   * caller removes it); otherwise on a fresh temp dir removed at stop.
    */
-  static async start(args: string[], opts: { nodeArgs?: string[] } = {}): Promise<MasterUnderTest> {
-    const dataDir = mkdtempSync(join(tmpdir(), 'cloudai-bench-'))
+  static async start(args: string[], opts: { nodeArgs?: string[]; dataDir?: string } = {}): Promise<MasterUnderTest> {
+    const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'cloudai-bench-'))
     const grpcPort = await freePort()
     const httpPort = await freePort()
     const child = spawn(process.execPath, [
@@ -99,7 +107,7 @@ export class MasterUnderTest {
       ...(opts.nodeArgs ?? []), CLI, 'master', '--grpc-host', '127.0.0.1', '--grpc-port', String(grpcPort), '--http-host', '127.0.0.1', '--http-port', String(httpPort),
       '--advertise', `127.0.0.1:${grpcPort}`, '--data-dir', dataDir, '--log-level', 'warn', ...args,
     ], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] })
-    const m = new MasterUnderTest(child, grpcPort, httpPort, dataDir)
+    const m = new MasterUnderTest(child, grpcPort, httpPort, dataDir, opts.dataDir === undefined)
     child.stderr!.setEncoding('utf8').on('data', (d: string) => {
       m.stderr = (m.stderr + d).slice(-4000)
     })
@@ -179,6 +187,6 @@ export class MasterUnderTest {
       await exited
       clearTimeout(timer)
     }
-    rmSync(this.dataDir, { recursive: true, force: true })
+    if (this.ownsDataDir) rmSync(this.dataDir, { recursive: true, force: true })
   }
 }

@@ -21,6 +21,11 @@ export type Command =
    * once, on `master` when given (a worker that never joined has no master of its own yet).
    */
   | { seq: number; type: 'online'; ids: string[]; join: boolean; master?: string }
+  /**
+   * While paused, a worker keeps listening but turns MasterRegister down (success false): it stays
+   * inactive on the master without giving up its port, which another socket could take meanwhile.
+   */
+  | { seq: number; type: 'pause'; ids: string[]; paused: boolean }
   /** Workers that accept TCP connections and never answer. */
   | { seq: number; type: 'tarpits'; count: number }
   /** Every worker of the child sends its next heartbeats this way. */

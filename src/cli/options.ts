@@ -94,6 +94,7 @@ export const MASTER_OPTIONS = withEnv({
   'dial-timeout': { type: 'string', default: formatDuration(MASTER_DEFAULTS.dialTimeoutMs), describe: 'deadline of one MasterRegister dial (more than 0)' },
   'heartbeat-timeout': { type: 'string', default: formatDuration(MASTER_DEFAULTS.heartbeatTimeoutMs), describe: 'silence after which a worker is inactive (more than 0)' },
   'dial-threads': { type: 'string', default: String(MASTER_DEFAULTS.dialThreads), describe: 'threads of the dial pool (0 = from the cores)' },
+  dialer: { type: 'string', default: MASTER_DEFAULTS.dialer, describe: 'where reconnection dials run: pool (threads) or inline (the main thread; for comparison only)' },
   'shutdown-grace': { type: 'string', default: formatDuration(MASTER_DEFAULTS.shutdownGraceMs), describe: 'time in-flight gRPC calls get at shutdown' },
   'telemetry-threads': { type: 'string', default: String(MASTER_DEFAULTS.telemetryThreads), describe: `where heartbeats are processed: per-worker (a thread each), auto (from the cores) or a thread count up to ${MAX_TELEMETRY_THREADS}` },
   'telemetry-history': { type: 'string', default: formatDuration(MASTER_DEFAULTS.telemetryHistoryMs), describe: 'usage history kept per worker (1m to 24h)' },
@@ -342,6 +343,13 @@ function durationWithin(min: number, max: number) {
   }
 }
 
+function dialerKind(value: unknown, field: string): 'pool' | 'inline' {
+  if (value !== 'pool' && value !== 'inline') {
+    throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${field} ${JSON.stringify(value)} is not a dialer: use pool or inline`)
+  }
+  return value
+}
+
 function logLevel(value: unknown, field: string): LevelWithSilent {
   if (typeof value !== 'string' || !(LOG_LEVELS as readonly string[]).includes(value)) {
     throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${field} ${JSON.stringify(value)} is not a log level: use one of ${LOG_LEVELS.join(', ')}`)
@@ -401,6 +409,7 @@ function readMasterConfig(argv: Argv): MasterConfig {
     dialTimeoutMs: read(argv, 'dial-timeout', d.dialTimeoutMs, positiveDuration),
     heartbeatTimeoutMs: read(argv, 'heartbeat-timeout', d.heartbeatTimeoutMs, positiveDuration),
     dialThreads: read(argv, 'dial-threads', d.dialThreads, dialThreads),
+    dialer: read(argv, 'dialer', d.dialer, dialerKind),
     shutdownGraceMs: read(argv, 'shutdown-grace', d.shutdownGraceMs, parseDuration),
     telemetryThreads: read(argv, 'telemetry-threads', d.telemetryThreads, telemetryThreads),
     telemetryHistoryMs: read(argv, 'telemetry-history', d.telemetryHistoryMs, durationWithin(60_000, 24 * 3_600_000)),

@@ -12,7 +12,7 @@ import { StoreJournal } from '../store/journal.js'
 import { HttpApi } from './api/http.js'
 import { loadDashboard } from './api/static.js'
 import type { MasterControl } from './control.js'
-import { PoolDialer, type Dialer } from './dialer.js'
+import { InlineDialer, PoolDialer, type Dialer } from './dialer.js'
 import { MasterGrpcServer } from './grpc.js'
 import { checkHealth, type HealthReport, type StoreHealth } from './health.js'
 import { LiveFeed } from './live.js'
@@ -68,7 +68,7 @@ export class Master implements MasterControl {
   constructor(private readonly config: MasterConfig, deps: MasterDeps) {
     this.log = deps.log
     this.store = deps.store ?? createStore(config)
-    this.dialer = deps.dialer ?? new PoolDialer({ threads: config.dialThreads, auth: clusterAuthOf(config) })
+    this.dialer = deps.dialer ?? (config.dialer === 'inline' ? new InlineDialer({ auth: clusterAuthOf(config) }) : new PoolDialer({ threads: config.dialThreads, auth: clusterAuthOf(config) }))
     this.dialer.counters = this.counters.buffer
     this.journal = new StoreJournal(this.store, this.registry, { log: this.log, limit: config.storeJournalLimit, onLateOpen: () => this.loadLate() })
     this.tasks = new TaskTable(this.journal)
@@ -95,6 +95,7 @@ export class Master implements MasterControl {
       registry: this.registry,
       telemetry: this.telemetry,
       monitor: () => this.monitor.status,
+      passes: () => ({ count: this.monitor.passCount, last: this.monitor.lastPass }),
       taskCounts: () => this.tasks.counts(),
       wsConnections: () => this.http.wsConnections,
       store: () => this.journal.status(),

@@ -1,7 +1,7 @@
 import { Registry as PromRegistry, collectDefaultMetrics } from 'prom-client'
 import { C, CounterReader, type CounterName, type Counters, type HistogramName } from '../shared/counters.js'
 import type { TaskStatus, WorkerRecord } from '../shared/types.js'
-import type { MonitorState } from './reconnect.js'
+import type { MonitorState, PassReport } from './reconnect.js'
 import type { Registry } from './registry.js'
 import type { TelemetryHub } from './telemetry.js'
 import type { JournalStatus } from '../store/journal.js'
@@ -16,6 +16,8 @@ export interface MetricsSources {
   registry: Registry
   telemetry: TelemetryHub
   monitor: () => MonitorState
+  /** Reconnection passes that dialled anything, and the latest of them. */
+  passes?: () => { count: number; last: PassReport | null }
   taskCounts: () => Record<TaskStatus, number>
   wsConnections?: () => number
   /** The store journal's state (see src/store/journal.ts). */
@@ -140,6 +142,21 @@ export class MasterMetrics {
       return finished === 0 ? [] : one(c.DIAL_SUCCESS / finished)
     })
     histogram('cloudai_reconnect_dial_duration_seconds', 'Time of one MasterRegister dial.', 'dialMs')
+    const passes = this.src.passes
+    if (passes) {
+      reg(new ScrapeMetric('cloudai_reconnect_passes_total', 'Reconnection passes that dialled at least one worker.', 'counter', () => one(passes().count)))
+      // No sample before the first pass: a 0 would read as a pass that took no time.
+      const lastPass = (name: string, help: string, pick: (p: PassReport) => number): void =>
+        gauge(name, help, () => {
+          const last = passes().last
+          return last === null ? [] : one(pick(last))
+        })
+      lastPass('cloudai_reconnect_last_pass_start_time_seconds', 'When the latest reconnection pass started (Unix time).', (p) => p.startedAt / 1000)
+      lastPass('cloudai_reconnect_last_pass_duration_seconds', 'From the start of the latest reconnection pass to its last dial settling.', (p) => p.durationMs / 1000)
+      lastPass('cloudai_reconnect_last_pass_dials', 'Workers the latest reconnection pass dialled.', (p) => p.dials)
+      lastPass('cloudai_reconnect_last_pass_event_loop_delay_p99_seconds', "The main thread's event-loop delay p99 during the latest reconnection pass.", (p) => p.loopDelayP99Ms / 1000)
+      lastPass('cloudai_reconnect_last_pass_event_loop_delay_max_seconds', "The main thread's longest event-loop delay during the latest reconnection pass.", (p) => p.loopDelayMaxMs / 1000)
+    }
     count('cloudai_worker_reconnects_total', 'Workers that turned active again after having been connected before.', 'RECONNECTS')
     histogram('cloudai_time_to_reconnect_seconds', 'From a worker turning inactive to it being active again.', 'reconnectMs')
     count('cloudai_worker_first_connections_total', 'Workers that connected for the first time after their registration.', 'FIRST_CONNECTS')

@@ -1,3 +1,4 @@
+import { monitorEventLoopDelay } from 'node:perf_hooks'
 import type { Logger } from '../shared/log.js'
 import { systemClock, type Clock, type TimerHandle } from '../shared/clock.js'
 import type { WorkerRecord } from '../shared/types.js'
@@ -17,6 +18,23 @@ export interface ReconnectOptions {
 
 export type MonitorState = 'running' | 'disabled' | 'stopped'
 
+/** Dials handed to the dialer per event-loop turn at the start of a pass. */
+const DISPATCH_CHUNK = 64
+
+/** The latest pass that dialled anything: how long it took and what it cost the main thread. */
+export interface PassReport {
+  /** Epoch ms. */
+  startedAt: number
+  durationMs: number
+  dials: number
+  /**
+   * The main thread's event-loop delay while the pass ran (p99 and max, ms): the API and the
+   * heartbeats wait this long behind the dials. Keeping it low is what the dial pool is for.
+   */
+  loopDelayP99Ms: number
+  loopDelayMaxMs: number
+}
+
 /**
  * The worker reconnection monitor. Every interval it dials MasterRegister on each inactive
  * worker, all in parallel on the dialer, each bounded by the dial timeout. A worker that answers
@@ -35,6 +53,8 @@ export class ReconnectMonitor {
   private closed = false
   /** When each worker's latest dial started: /healthz checks inactive workers are dialled often enough. */
   private readonly lastDial = new Map<string, number>()
+  private passes = 0
+  private last: PassReport | null = null
   private readonly onUnregistered = (w: WorkerRecord): void => {
     this.lastDial.delete(w.id)
     this.cancel(w.id)
@@ -54,6 +74,15 @@ export class ReconnectMonitor {
 
   get inflightCount(): number {
     return this.inflight.size
+  }
+
+  /** Passes that dialled at least one worker. */
+  get passCount(): number {
+    return this.passes
+  }
+
+  get lastPass(): PassReport | null {
+    return this.last
   }
 
   isDialing(id: string): boolean {
@@ -103,7 +132,31 @@ export class ReconnectMonitor {
     const targets = this.registry.inactive().filter((w) => !this.inflight.has(w.id))
     if (targets.length === 0) return
     this.opts.log.info({ count: targets.length }, `Attempting to reconnect to ${targets.length} inactive worker(s)...`)
-    await Promise.all(targets.map((w) => this.dialWorker(w)))
+    // 1 ms resolution: a pass lasts about one dial timeout, and a 20 ms stall must show.
+    const delay = monitorEventLoopDelay({ resolution: 1 })
+    delay.enable()
+    const startedAt = this.clock.now()
+    const dials: Promise<unknown>[] = []
+    try {
+      // Handing thousands of dials to the pool at once is itself a stall of the main thread (each
+      // is a message to a thread): hand them over a chunk per event-loop turn.
+      for (let i = 0; i < targets.length && !this.closed; i += DISPATCH_CHUNK) {
+        if (i > 0) await new Promise<void>((resolve) => setImmediate(resolve))
+        for (const w of targets.slice(i, i + DISPATCH_CHUNK)) {
+          // It may have come back, or been unregistered, since the pass began.
+          if (this.registry.get(w.id) === w && !w.isActive) dials.push(this.dialWorker(w))
+        }
+      }
+      await Promise.all(dials)
+    } finally {
+      delay.disable()
+    }
+    const durationMs = this.clock.now() - startedAt
+    this.passes++
+    // A pass shorter than the resolution has no sample (and an empty histogram's p99 is not 0).
+    const sampled = delay.count > 0
+    this.last = { startedAt, durationMs, dials: dials.length, loopDelayP99Ms: sampled ? delay.percentile(99) / 1e6 : 0, loopDelayMaxMs: sampled ? delay.max / 1e6 : 0 }
+    this.opts.log.debug({ ...this.last }, `Reconnection pass over ${targets.length} worker(s) took ${durationMs} ms`)
   }
 
   /**

@@ -83,8 +83,14 @@ test('bench: every scenario runs at --size tiny, prints its table and writes the
     assert.equal(pass.outcomes.timeout, storm.profile.tarpits)
   }
   const mem = json.scenarios['memory-per-worker'].raw
-  assert.equal(mem.runs.length, 1)
-  assert.equal(typeof mem.runs[0].perWorkerKiB, 'number')
+  for (const kind of ['inactive', 'active']) {
+    assert.equal(mem.runs[kind].length, 1, `one ${kind} run`)
+    assert.equal(typeof mem.runs[kind][0].perWorkerKiB, 'number')
+    assert.equal(mem.runs[kind][0].masterMetrics.cloudai_workers_registered, mem.profile[kind])
+  }
+  // Each inactive worker's one registration dial was refused; each active worker got a telemetry lane.
+  assert.equal(mem.runs.inactive[0].masterMetrics['cloudai_reconnect_failures_total{outcome="refused"}'], mem.profile.inactive)
+  assert.equal(mem.runs.active[0].masterMetrics.cloudai_telemetry_lanes, mem.profile.active)
   const tp = json.scenarios['telemetry-placement'].raw
   assert.equal(tp.runs.length, 1)
   assert.ok(tp.runs[0].auto.heartbeats > 0)

@@ -33,11 +33,14 @@ test('/metrics, /healthz and worker metrics follow dials, heartbeats, disconnect
   for (const name of ['cloudai_workers_active', 'cloudai_workers_inactive', 'cloudai_reconnect_attempts_total', 'cloudai_reconnect_successes_total',
     'cloudai_reconnect_failures_total', 'cloudai_reconnect_success_ratio', 'cloudai_time_to_reconnect_seconds', 'cloudai_time_to_first_connection_seconds',
     'cloudai_heartbeats_received_total', 'cloudai_telemetry_dropped_samples_total', 'cloudai_task_queue_depth', 'cloudai_worker_uptime_seconds',
-    'cloudai_heartbeat_processing_delay_seconds', 'cloudai_reconnect_dial_duration_seconds', 'cloudai_telemetry_queue_depth']) {
+    'cloudai_heartbeat_processing_delay_seconds', 'cloudai_reconnect_dial_duration_seconds', 'cloudai_telemetry_queue_depth', 'cloudai_reconnect_passes_total',
+    'cloudai_reconnect_last_pass_duration_seconds', 'cloudai_reconnect_last_pass_event_loop_delay_p99_seconds', 'cloudai_reconnect_last_pass_event_loop_delay_max_seconds']) {
     assert.ok(m.has(name), `/metrics has ${name}`)
   }
   assert.equal(m.get('cloudai_time_to_reconnect_seconds')!.type, 'histogram')
   assert.equal(v(m, 'cloudai_reconnect_attempts_total'), 0)
+  assert.equal(v(m, 'cloudai_reconnect_passes_total'), 0)
+  assert.ok(Number.isNaN(v(m, 'cloudai_reconnect_last_pass_duration_seconds')), 'no sample before the first pass')
   assert.equal((await api(master.api, '/healthz')).status, 200)
 
   // A worker that never comes up: dials fail (refused), it has no telemetry, and once it has been
@@ -49,6 +52,13 @@ test('/metrics, /healthz and worker metrics follow dials, heartbeats, disconnect
   assert.equal(v(m, 'cloudai_reconnect_success_ratio'), 0)
   assert.ok(v(m, 'cloudai_reconnect_dial_duration_seconds_count') >= 2)
   assert.equal(v(m, 'cloudai_workers_inactive'), 1)
+  // The monitor's passes (every 300 ms) dial the ghost: each reports what it cost the main thread.
+  m = await scrapeUntil(master, 'a reconnection pass', (x) => v(x, 'cloudai_reconnect_passes_total') >= 1)
+  assert.equal(v(m, 'cloudai_reconnect_last_pass_dials'), 1)
+  assert.ok(v(m, 'cloudai_reconnect_last_pass_duration_seconds') >= 0)
+  assert.ok(Math.abs(v(m, 'cloudai_reconnect_last_pass_start_time_seconds') - Date.now() / 1000) < 60)
+  const p99 = v(m, 'cloudai_reconnect_last_pass_event_loop_delay_p99_seconds')
+  assert.ok(p99 >= 0 && p99 <= v(m, 'cloudai_reconnect_last_pass_event_loop_delay_max_seconds'))
   const ghost = await api(master.api, '/api/workers/ghost/metrics')
   assert.equal(ghost.status, 200, 'a registered worker that never connected has no data, which is not an error')
   assert.equal(ghost.body.has_data, false)

@@ -42,6 +42,12 @@ function setup(intervalMs = 1000) {
 
 const flush = () => new Promise((r) => setImmediate(r))
 
+/** Turns of the event loop until `cond` holds (a few are enough; 1000 means it never will). */
+async function waitFor(cond: () => boolean): Promise<void> {
+  for (let i = 0; i < 1000 && !cond(); i++) await flush()
+  assert.ok(cond(), 'the condition never held')
+}
+
 test('single flight: one dial in flight per worker, whoever asks', async () => {
   const { registry, dialer, monitor } = setup()
   registry.register('w1', 'h:1', 0)
@@ -78,6 +84,53 @@ test('a pass that outlasts the interval is not overlapped by the next one', asyn
   assert.equal(lines.filter((l) => l.level >= 40).length, 0, 'failed dials are silent above debug')
   for (const c of dialer.calls.slice(2)) c.settle('refused')
   await monitor.close()
+})
+
+test('a pass reports its duration, its dials and the event-loop delay the main thread had during it', async () => {
+  const { clock, registry, dialer, monitor } = setup()
+  await monitor.runPass()
+  assert.equal(monitor.passCount, 0, 'a pass with nobody to dial is not a pass')
+  assert.equal(monitor.lastPass, null)
+  registry.register('w1', 'h:1', 0)
+  registry.register('w2', 'h:2', 0)
+  const startedAt = clock.now()
+  const pass = monitor.runPass()
+  clock.advance(2500)
+  // The delay monitor's first tick only starts its clock: let it tick, stall the main thread, and
+  // let its timer run late.
+  const tick = () => new Promise((r) => setTimeout(r, 2))
+  await tick()
+  await tick()
+  const until = performance.now() + 40
+  while (performance.now() < until);
+  await tick()
+  for (const c of dialer.calls) c.settle('refused')
+  await pass
+  assert.equal(monitor.passCount, 1)
+  const last = monitor.lastPass!
+  assert.equal(last.startedAt, startedAt)
+  assert.equal(last.durationMs, 2500)
+  assert.equal(last.dials, 2)
+  assert.ok(last.loopDelayMaxMs >= 30, `the 40 ms stall shows in the max (${last.loopDelayMaxMs} ms)`)
+  assert.ok(last.loopDelayP99Ms > 0 && last.loopDelayP99Ms <= last.loopDelayMaxMs)
+})
+
+test('a large pass hands its dials over a chunk per event-loop turn, skipping workers that came back meanwhile', async () => {
+  const { registry, dialer, monitor } = setup()
+  const ids = Array.from({ length: 200 }, (_, i) => `w${String(i).padStart(3, '0')}`)
+  for (const id of ids) registry.register(id, `h:${id}`, 0)
+  const pass = monitor.runPass()
+  const first = dialer.calls.length
+  assert.ok(first > 0 && first < ids.length, `the first turn dials part of the pass (${first})`)
+  // Between two turns: one worker comes back on its own, another is unregistered.
+  registry.connect('w190', { specs: { cpu: 1, memory: 1, storage: 1, gpu: 0 }, reportedAddress: null }, 1)
+  registry.unregister('w199')
+  await waitFor(() => dialer.calls.length === ids.length - 2)
+  for (const c of dialer.calls) c.settle('refused')
+  await pass
+  assert.equal(dialer.callsFor('w190'), 0)
+  assert.equal(dialer.callsFor('w199'), 0)
+  assert.equal(monitor.lastPass!.dials, ids.length - 2)
 })
 
 test('unregister cancels the in-flight dial; close cancels the rest and waits', async () => {
