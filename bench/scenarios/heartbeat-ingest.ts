@@ -29,7 +29,7 @@ interface Profile {
 
 const PROFILES: Record<Size, Profile> = {
   tiny: { workers: 4, stepMs: 300, startRate: 200, maxRate: 800, generators: 2 },
-  quick: { workers: 20, stepMs: 600, startRate: 1000, maxRate: 64_000, generators: 2 },
+  quick: { workers: 20, stepMs: 400, startRate: 1000, maxRate: 64_000, generators: 2 },
   full: { workers: 50, stepMs: 3000, startRate: 500, maxRate: 128_000, generators: 3 },
 }
 
