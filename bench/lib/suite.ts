@@ -47,6 +47,12 @@ export function summarize(values: number[]): Summary {
   return { median, min: v[0] ?? NaN, max: v.at(-1) ?? NaN, values }
 }
 
+/** Nearest-rank percentile of an ascending list (null when empty). */
+export function percentile(sorted: number[], p: number): number | null {
+  if (sorted.length === 0) return null
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!
+}
+
 export function fmt(n: number | null | undefined, digits = 0): string {
   if (n === null || n === undefined || !Number.isFinite(n)) return 'n/a'
   return n.toFixed(digits)

@@ -16,7 +16,7 @@ import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Fleet, refusingAddresses } from '../fleet/fleet.js'
 import { MasterUnderTest } from '../fleet/master.js'
-import { fmt, fmtSummary, judged, summarize, type Scenario, type ScenarioResult, type Size, type Summary } from '../lib/suite.js'
+import { fmt, fmtSummary, judged, percentile, summarize, type Scenario, type ScenarioResult, type Size, type Summary } from '../lib/suite.js'
 
 interface Profile {
   back: number
@@ -101,14 +101,17 @@ interface PassFigures {
   firstPass: { passMs: number; loopDelayP99Ms: number; loopDelayMaxMs: number; outcomes: Outcomes }
 }
 
-function minus(a: Outcomes, b: Outcomes): Outcomes {
-  return { success: a.success - b.success, refused: a.refused - b.refused, timeout: a.timeout - b.timeout, rejected: a.rejected - b.rejected, error: a.error - b.error, attempts: a.attempts - b.attempts }
+/** The latest pass as the master measured it (/metrics cloudai_reconnect_last_pass_*). */
+function lastPassOf(m: Record<string, number>): { passMs: number; loopDelayP99Ms: number; loopDelayMaxMs: number } {
+  return {
+    passMs: m.cloudai_reconnect_last_pass_duration_seconds! * 1000,
+    loopDelayP99Ms: m.cloudai_reconnect_last_pass_event_loop_delay_p99_seconds! * 1000,
+    loopDelayMaxMs: m.cloudai_reconnect_last_pass_event_loop_delay_max_seconds! * 1000,
+  }
 }
 
-/** Nearest-rank percentile of a sorted list. */
-function percentile(sorted: number[], p: number): number | null {
-  if (sorted.length === 0) return null
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!
+function minus(a: Outcomes, b: Outcomes): Outcomes {
+  return { success: a.success - b.success, refused: a.refused - b.refused, timeout: a.timeout - b.timeout, rejected: a.rejected - b.rejected, error: a.error - b.error, attempts: a.attempts - b.attempts }
 }
 
 /** GET /api/workers every API_EVERY_MS (or back to back when slower), until stopped. */
@@ -194,19 +197,12 @@ async function onePass(kind: Kind, dataDir: string, fleet: Fleet, p: Profile, to
     return {
       kind,
       dials,
-      passMs: m.cloudai_reconnect_last_pass_duration_seconds! * 1000,
-      loopDelayP99Ms: m.cloudai_reconnect_last_pass_event_loop_delay_p99_seconds! * 1000,
-      loopDelayMaxMs: m.cloudai_reconnect_last_pass_event_loop_delay_max_seconds! * 1000,
+      ...lastPassOf(m),
       api: { requests: during.length, p50Ms: percentile(during, 50), p99Ms: percentile(during, 99), maxMs: during.at(-1) ?? null },
       activeAfter: m.cloudai_workers_active ?? 0,
       // The counters are totals since start: the second pass's are the difference.
       outcomes: minus(outcomesOf(m), first),
-      firstPass: {
-        passMs: m1.cloudai_reconnect_last_pass_duration_seconds! * 1000,
-        loopDelayP99Ms: m1.cloudai_reconnect_last_pass_event_loop_delay_p99_seconds! * 1000,
-        loopDelayMaxMs: m1.cloudai_reconnect_last_pass_event_loop_delay_max_seconds! * 1000,
-        outcomes: first,
-      },
+      firstPass: { ...lastPassOf(m1), outcomes: first },
     }
   } finally {
     await master.stop()

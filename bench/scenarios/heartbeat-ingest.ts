@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { LoadGenerator } from '../fleet/load.js'
 import { MasterUnderTest } from '../fleet/master.js'
-import { fmt, fmtSummary, judged, summarize, type Scenario, type ScenarioResult, type Size } from '../lib/suite.js'
+import { fmt, fmtSummary, judged, percentile, summarize, type Scenario, type ScenarioResult, type Size } from '../lib/suite.js'
 
 const P99_LIMIT_MS = 50
 const RATIO_TARGET = 0.7
@@ -89,9 +89,7 @@ async function masterTarget(): Promise<{ target: Target; master: MasterUnderTest
 }
 
 function p99(latencies: number[]): number | null {
-  if (latencies.length === 0) return null
-  const v = latencies.sort((a, b) => a - b)
-  return v[Math.min(v.length - 1, Math.ceil(v.length * 0.99) - 1)]!
+  return percentile(latencies.sort((a, b) => a - b), 99)
 }
 
 async function climb(target: Target, transport: Transport, p: Profile, ids: string[], warmup: Step[] = []): Promise<Step[]> {
