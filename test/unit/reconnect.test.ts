@@ -185,3 +185,21 @@ test('pool dials: refused, timed out, and cancelled across the thread boundary',
   assert.equal(cancelled.outcome, 'cancelled')
   assert.ok(cancelled.elapsedMs < 10_000, `cancelled promptly, not at the deadline (${cancelled.elapsedMs}ms)`)
 })
+
+test('a closed port is refused by the TCP probe, without a gRPC channel; bracketed IPv6 addresses too', async (t) => {
+  const v6 = createServer()
+  const hasV6 = await new Promise<boolean>((r) => v6.once('error', () => r(false)).listen(0, '::1', () => r(true)))
+  const closedV6 = hasV6 ? (v6.address() as { port: number }).port : 0
+  await new Promise<void>((r) => (hasV6 ? v6.close(() => r()) : r()))
+  const pool = new PoolDialer({ threads: 1 })
+  t.after(() => pool.close())
+  const base = { masterId: 'm', masterAddress: '127.0.0.1:1', timeoutMs: 5000 }
+  // grpc-js words a refusal "No connection established"; the probe gives the socket's own error.
+  const v4 = await pool.dial({ ...base, workerId: 'r4', address: `127.0.0.1:${await reservePort()}` }).promise
+  assert.equal(v4.outcome, 'refused')
+  assert.match(v4.message, /^ECONNREFUSED/)
+  if (!hasV6) return t.diagnostic('no IPv6 loopback here: the [::1] case was not run')
+  const six = await pool.dial({ ...base, workerId: 'r6', address: `[::1]:${closedV6}` }).promise
+  assert.equal(six.outcome, 'refused')
+  assert.match(six.message, /^ECONNREFUSED.*::1/)
+})
