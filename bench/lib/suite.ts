@@ -75,3 +75,15 @@ export function markdown(t: Table): string {
   for (const r of t.rows) lines.push(`| ${r.join(' | ')} |`)
   return lines.join('\n')
 }
+
+/**
+ * Starts two things side by side (a master and a fleet take about a second each, and a profile
+ * starts dozens). When one fails, the other is stopped once started, and the failure is thrown.
+ */
+export async function startBoth<A extends { stop(): Promise<void> }, B extends { stop(): Promise<void> }>(a: Promise<A>, b: Promise<B>): Promise<[A, B]> {
+  const [ra, rb] = await Promise.allSettled([a, b])
+  if (ra.status === 'fulfilled' && rb.status === 'fulfilled') return [ra.value, rb.value]
+  if (ra.status === 'fulfilled') await ra.value.stop()
+  if (rb.status === 'fulfilled') await rb.value.stop()
+  throw ra.status === 'rejected' ? ra.reason : (rb as PromiseRejectedResult).reason
+}

@@ -6,7 +6,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Fleet } from '../fleet/fleet.js'
 import { cpuMeter, MasterUnderTest, rssBytes } from '../fleet/master.js'
-import { fmt, fmtSummary, judged, summarize, type Scenario, type ScenarioContext, type ScenarioResult, type Size } from '../lib/suite.js'
+import { fmt, fmtSummary, judged, startBoth, summarize, type Scenario, type ScenarioContext, type ScenarioResult, type Size } from '../lib/suite.js'
 
 interface Profile {
   sizes: [number, number][]
@@ -21,8 +21,8 @@ interface Profile {
 const PROFILES: Record<Size, Profile> = {
   tiny: { sizes: [[6, 2]], intervalMs: 1000, dialMs: 1000, heartbeatMs: 300, heartbeatTimeoutMs: 1500, idleWindowMs: 1000, intervalLabel: '1s (tiny: shortened)' },
   // A 30 s interval with three runs per row does not fit the quick profile's 5 minutes; the short
-  // heartbeat timeout (4 beats) keeps going inactive to about 2 s a run.
-  quick: { sizes: [[10, 2], [100, 20]], intervalMs: 3000, dialMs: 3000, heartbeatMs: 500, heartbeatTimeoutMs: 2000, idleWindowMs: 1000, intervalLabel: '3s (quick: shortened from 30s)' },
+  // heartbeat timeout (4 beats) keeps going inactive to about 1.5 s a run.
+  quick: { sizes: [[10, 2], [100, 20]], intervalMs: 3000, dialMs: 3000, heartbeatMs: 300, heartbeatTimeoutMs: 1200, idleWindowMs: 1000, intervalLabel: '3s (quick: shortened from 30s)' },
   // Full: CloudAI's settings throughout (30 s interval, 3 s dial, 5 s heartbeats, 15 s timeout).
   full: { sizes: [[10, 2], [50, 10], [100, 20], [500, 50]], intervalMs: 30_000, dialMs: 3000, heartbeatMs: 5000, heartbeatTimeoutMs: 15_000, idleWindowMs: 10_000, intervalLabel: '30s (CloudAI)' },
 }
@@ -60,10 +60,8 @@ async function oneRow(p: Profile, mode: Mode, workers: number, inactive: number,
     '--reconnect-interval', mode === 'monitor' ? `${p.intervalMs}ms` : '0', '--dial-timeout', `${p.dialMs}ms`,
     '--heartbeat-timeout', `${p.heartbeatTimeoutMs}ms`, '--shutdown-grace', '1s',
   ]
-  const master = await MasterUnderTest.start(masterArgs)
-  let fleet: Fleet | null = null
+  const [master, fleet] = await startBoth(MasterUnderTest.start(masterArgs), Fleet.start({ workers, heartbeatMs: p.heartbeatMs, perChild: 250 }))
   try {
-    fleet = await Fleet.start({ workers, heartbeatMs: p.heartbeatMs, perChild: 250 })
     await master.register(fleet.workers)
     await fleet.join(fleet.ids, master.grpcAddress)
     await master.waitFor((s) => s.active === workers, `${workers} active`, 30_000)
@@ -77,7 +75,7 @@ async function oneRow(p: Profile, mode: Mode, workers: number, inactive: number,
     for (let r = 0; r < ctx.runs; r++) {
       // A different slice each run.
       const start = (r * inactive) % workers
-      const ids = Array.from({ length: inactive }, (_, i) => fleet!.ids[(start + i) % workers]!)
+      const ids = Array.from({ length: inactive }, (_, i) => fleet.ids[(start + i) % workers]!)
       const tOff = performance.now()
       await fleet.offline(ids)
       await master.waitFor((s) => s.inactive >= inactive, `${inactive} inactive`, p.heartbeatTimeoutMs + 20_000)
@@ -96,7 +94,7 @@ async function oneRow(p: Profile, mode: Mode, workers: number, inactive: number,
     }
     return { mode, workers, inactive, masterArgs, idleCpuPct, idleRssBytes: idleRss, runs, fleet: await fleet.stats(), masterMetrics: await master.metrics(METRICS) }
   } finally {
-    await fleet?.stop()
+    await fleet.stop()
     await master.stop()
   }
 }

@@ -23,18 +23,18 @@ interface Profile {
   refusing: number
   tarpits: number
   dialMs: number
+  /** Time between the end of the first pass and the start of the second: the fleet comes back in it. */
+  gapMs: number
 }
 
 const PROFILES: Record<Size, Profile> = {
   // tiny runs inside npm test beside other suites: a dial to a live worker must not time out on a busy machine.
-  tiny: { back: 5, refusing: 25, tarpits: 20, dialMs: 3000 },
+  tiny: { back: 5, refusing: 25, tarpits: 20, dialMs: 3000, gapMs: 2000 },
   // quick: a 2 s dial timeout keeps the profile under 5 minutes; the target scales with it.
-  quick: { back: 200, refusing: 1000, tarpits: 800, dialMs: 2000 },
-  full: { back: 500, refusing: 2500, tarpits: 2000, dialMs: 3000 },
+  quick: { back: 200, refusing: 1000, tarpits: 800, dialMs: 2000, gapMs: 1000 },
+  full: { back: 500, refusing: 2500, tarpits: 2000, dialMs: 3000, gapMs: 2000 },
 }
 
-/** Time between the end of the first pass and the start of the second: the fleet comes back in it. */
-const GAP_MS = 2000
 /**
  * GET /api/workers at most this often: an operator's script, not a load generator. Each request
  * renders the whole list on the main thread; much more often and the event-loop delay measured
@@ -170,21 +170,21 @@ async function passesEnded(master: MasterUnderTest, passes: number, what: string
 async function onePass(kind: Kind, dataDir: string, fleet: Fleet, p: Profile, total: number): Promise<PassFigures> {
   // Down for the first pass, without closing their ports (see Fleet.pause).
   await fleet.pause(fleet.ids, true)
-  // The first pass starts with the master; the next one GAP_MS after it ends (the interval counts
+  // The first pass starts with the master; the next one gapMs after it ends (the interval counts
   // from the start of a pass). The fleet comes back in between.
   const master = await MasterUnderTest.start(
-    ['--dialer', kind, '--reconnect-interval', `${p.dialMs + 1000 + GAP_MS}ms`, '--dial-timeout', `${p.dialMs}ms`, '--heartbeat-timeout', '1m', '--shutdown-grace', '1s'],
+    ['--dialer', kind, '--reconnect-interval', `${p.dialMs + 1000 + p.gapMs}ms`, '--dial-timeout', `${p.dialMs}ms`, '--heartbeat-timeout', '1m', '--shutdown-grace', '1s'],
     { dataDir },
   )
   try {
     const m1 = await passesEnded(master, 1, `${kind}: the master's first reconnection pass`, p.dialMs + 60_000)
     await fleet.pause(fleet.ids, false)
     let m = await master.metrics(PASS_METRICS)
-    if ((m.cloudai_reconnect_passes_total ?? 0) !== 1) throw new Error(`${kind}: the second pass started before the fleet was back online (raise GAP_MS)`)
+    if ((m.cloudai_reconnect_passes_total ?? 0) !== 1) throw new Error(`${kind}: the second pass started before the fleet was back online (raise gapMs)`)
     const poller = pollWorkers(master)
     let requests: { start: number; end: number }[] = []
     try {
-      m = await passesEnded(master, 2, `${kind}: the master's second reconnection pass`, p.dialMs + 1000 + GAP_MS + 60_000)
+      m = await passesEnded(master, 2, `${kind}: the master's second reconnection pass`, p.dialMs + 1000 + p.gapMs + 60_000)
     } finally {
       requests = await poller.stop()
     }

@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { Fleet } from '../fleet/fleet.js'
 import type { HeartbeatTransport } from '../fleet/protocol.js'
 import { cpuMeter, MasterUnderTest, rssBytes } from '../fleet/master.js'
-import { fmt, fmtSummary, judged, summarize, type Scenario, type ScenarioContext, type ScenarioResult, type Size, type Summary } from '../lib/suite.js'
+import { fmt, fmtSummary, judged, startBoth, summarize, type Scenario, type ScenarioContext, type ScenarioResult, type Size, type Summary } from '../lib/suite.js'
 
 interface Profile {
   workers: number
@@ -20,7 +20,7 @@ interface Profile {
 
 const PROFILES: Record<Size, Profile> = {
   tiny: { workers: 10, heartbeatMs: 500, windows: 2, windowMs: 500 },
-  quick: { workers: 500, heartbeatMs: 5000, windows: 3, windowMs: 2000 },
+  quick: { workers: 500, heartbeatMs: 5000, windows: 3, windowMs: 1500 },
   full: { workers: 500, heartbeatMs: 5000, windows: 9, windowMs: 10_000 },
 }
 
@@ -55,10 +55,11 @@ async function bothTransports(pid: number, fleet: Fleet, p: Profile): Promise<Id
 const METRICS = ['cloudai_heartbeats_received_total', 'cloudai_heartbeats_refused_total', 'cloudai_heartbeat_streams_opened_total', 'cloudai_heartbeat_streams_broken_total']
 
 async function masterIdle(p: Profile): Promise<Idle & { masterMetrics: Record<string, number> }> {
-  const master = await MasterUnderTest.start(['--reconnect-interval', '0', '--shutdown-grace', '1s'])
-  let fleet: Fleet | null = null
+  const [master, fleet] = await startBoth(
+    MasterUnderTest.start(['--reconnect-interval', '0', '--shutdown-grace', '1s']),
+    Fleet.start({ workers: p.workers, heartbeatMs: p.heartbeatMs, idPrefix: 'idle' }),
+  )
   try {
-    fleet = await Fleet.start({ workers: p.workers, heartbeatMs: p.heartbeatMs, idPrefix: 'idle' })
     await master.register(fleet.workers)
     await fleet.join(fleet.ids, master.grpcAddress)
     await master.waitFor((s) => s.active === p.workers, `${p.workers} active`, 60_000)
@@ -67,7 +68,7 @@ async function masterIdle(p: Profile): Promise<Idle & { masterMetrics: Record<st
     await master.waitFor((s) => s.active === p.workers, `${p.workers} still active on streams`, 10_000)
     return { ...idle, masterMetrics: await master.metrics(METRICS) }
   } finally {
-    await fleet?.stop()
+    await fleet.stop()
     await master.stop()
   }
 }

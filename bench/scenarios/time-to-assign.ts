@@ -8,7 +8,7 @@ import { BareDispatcher } from '../fleet/bare-dispatcher.js'
 import { Fleet } from '../fleet/fleet.js'
 import { cpuMeter, MasterUnderTest } from '../fleet/master.js'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { fmt, fmtSummary, summarize, type Scenario, type ScenarioContext, type ScenarioResult, type Size } from '../lib/suite.js'
+import { fmt, fmtSummary, startBoth, summarize, type Scenario, type ScenarioContext, type ScenarioResult, type Size } from '../lib/suite.js'
 
 interface Profile {
   tasks: number
@@ -63,10 +63,11 @@ async function submit(master: MasterUnderTest, n: number, concurrency = 16): Pro
 
 async function masterRun(p: Profile): Promise<MasterRun> {
   // No reconnection monitor: the workers come online by joining, so the clock starts at the join.
-  const master = await MasterUnderTest.start(['--reconnect-interval', '0', '--shutdown-grace', '1s'])
-  let fleet: Fleet | null = null
+  const [master, fleet] = await startBoth(
+    MasterUnderTest.start(['--reconnect-interval', '0', '--shutdown-grace', '1s']),
+    Fleet.start({ workers: p.workers, heartbeatMs: p.heartbeatMs, idPrefix: 'assign' }),
+  )
   try {
-    fleet = await Fleet.start({ workers: p.workers, heartbeatMs: p.heartbeatMs, idPrefix: 'assign' })
     // Registered while their processes are down: the master knows them, inactive (it would
     // dial a listening worker at once and get it to join).
     await fleet.offline(fleet.ids)
@@ -97,7 +98,7 @@ async function masterRun(p: Profile): Promise<MasterRun> {
     const masterCpuPct = meter.stop()
     return { submitMs, assignedMs, completedMs, counts, masterCpuPct, fleet: await fleet.stats() }
   } finally {
-    await fleet?.stop()
+    await fleet.stop()
     await master.stop()
   }
 }

@@ -9,6 +9,8 @@ import type { ClusterStatus, TaskView, WorkerMetricsView, WorkerView } from './v
  */
 export interface MasterControl {
   listWorkers(): WorkerView[]
+  /** The same list as the JSON body `{"workers":[…]}`: what GET /api/workers sends, rendered for polling. */
+  listWorkersJson(): string
   /** @throws CLOUDAI_BAD_WORKER_ID, CLOUDAI_UNKNOWN_WORKER */
   getWorker(id: string): WorkerView
   /**

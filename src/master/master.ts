@@ -26,6 +26,7 @@ import { TaskTable } from './tasks.js'
 import { WorkerClients } from './worker-clients.js'
 import { ReconnectMonitor } from './reconnect.js'
 import { Registry } from './registry.js'
+import { workerListJson } from './worker-list-json.js'
 import { toTaskView, toWorkerMetricsView, toWorkerView, type ClusterStatus, type TaskView, type WorkerMetricsView, type WorkerView } from './views.js'
 
 export interface MasterDeps {
@@ -260,6 +261,10 @@ export class Master implements MasterControl {
 
   listWorkers(): WorkerView[] {
     return this.registry.list().map(toWorkerView)
+  }
+
+  listWorkersJson(): string {
+    return workerListJson(this.registry.values())
   }
 
   getWorker(id: string): WorkerView {

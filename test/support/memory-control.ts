@@ -27,6 +27,10 @@ export class MemoryControl implements MasterControl {
     return [...this.workers.values()]
   }
 
+  listWorkersJson(): string {
+    return JSON.stringify({ workers: this.listWorkers() })
+  }
+
   getWorker(id: string): WorkerView {
     const worker = this.workers.get(validateWorkerId(id, 'worker id'))
     if (!worker) throw new CloudaiError('CLOUDAI_UNKNOWN_WORKER', `worker ${id} is not registered`)

@@ -483,7 +483,7 @@ test('a process that started and closed the API exits by itself', async () => {
     import net from 'node:net'
     import { HttpApi } from ${JSON.stringify(httpModule)}
     const log = { isLevelEnabled: () => false, debug() {}, info() {}, warn() {}, error() {} }
-    const control = { listWorkers: () => [], status: () => ({}) }
+    const control = { listWorkers: () => [], listWorkersJson: () => '{"workers":[]}', status: () => ({}) }
     const api = new HttpApi({ control, host: '127.0.0.1', port: 0, log })
     const port = await api.start()
     const res = await fetch('http://127.0.0.1:' + port + '/api/workers')

@@ -66,6 +66,12 @@ export class Reply {
     this.send(status, JSON_TYPE, JSON.stringify(body), opts)
   }
 
+  /** A body already rendered as JSON. */
+  rawJson(status: number, json: string, opts: ReplyOptions = {}): void {
+    if (this.state !== 'open') return
+    this.send(status, JSON_TYPE, json, opts)
+  }
+
   /** A body with its own content type (the Prometheus exposition format, the dashboard's files). */
   text(status: number, contentType: string, body: string | Uint8Array, opts: ReplyOptions = {}): void {
     if (this.state !== 'open') return

@@ -1,0 +1,45 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { Registry } from '../../src/master/registry.js'
+import { toWorkerView } from '../../src/master/views.js'
+import { workerJson, workerListJson } from '../../src/master/worker-list-json.js'
+
+const specs = { cpu: 4, memory: 8, storage: 100, gpu: 0 }
+
+function fresh(r: Registry): string {
+  return JSON.stringify({ workers: r.list().map(toWorkerView) })
+}
+
+test('the cached worker list is byte for byte the fresh rendering, through every registry change', () => {
+  const r = new Registry()
+  for (let i = 0; i < 5; i++) r.register(`w${i}`, `127.0.0.1:${5000 + i}`, 1_700_000_000_000 + i)
+  assert.equal(workerListJson(r.values()), fresh(r))
+  r.connect('w1', { specs, reportedAddress: '10.0.0.1:5001' }, 1_700_000_001_000)
+  r.connect('w2', { specs, reportedAddress: null }, 1_700_000_001_000)
+  assert.equal(workerListJson(r.values()), fresh(r))
+  r.heartbeat('w1', { cpu: 10, memory: 20, storage: 30, gpu: 0 }, [{ taskId: 't1', cpu: 1, memory: 1, gpu: 0, status: 'running', attempt: 1 }], 1_700_000_002_000)
+  assert.equal(workerListJson(r.values()), fresh(r))
+  r.markInactive('w2', 'heartbeat-timeout', 1_700_000_003_000)
+  assert.equal(workerListJson(r.values()), fresh(r))
+  // Back again: reconnects counted, connectedAt moved, running tasks cleared.
+  r.connect('w2', { specs: { ...specs, gpu: 1 }, reportedAddress: null }, 1_700_000_004_000)
+  r.heartbeat('w1', { cpu: 11, memory: 20, storage: 30, gpu: 0 }, [], 1_700_000_004_500)
+  assert.equal(workerListJson(r.values()), fresh(r))
+  r.unregister('w3')
+  assert.equal(workerListJson(r.values()), fresh(r))
+  assert.deepEqual(JSON.parse(workerListJson(r.values())).workers.map((w: { worker_id: string }) => w.worker_id), ['w0', 'w1', 'w2', 'w4'])
+})
+
+test('a record no registry call changed is not rendered again', () => {
+  const r = new Registry()
+  r.register('w1', '127.0.0.1:5000', 1)
+  const w = r.connect('w1', { specs, reportedAddress: null }, 2)
+  r.heartbeat('w1', { cpu: 10, memory: 20, storage: 30, gpu: 0 }, [], 3)
+  const first = workerJson(w)
+  // Edited in place, behind the registry's back (which it never does): the cached text shows it is
+  // the cache answering, not a new rendering.
+  w.usage!.cpu = 99
+  assert.equal(workerJson(w), first)
+  r.heartbeat('w1', { cpu: 99, memory: 20, storage: 30, gpu: 0 }, [], 4)
+  assert.equal(JSON.parse(workerJson(w)).usage.cpu, 99)
+})
