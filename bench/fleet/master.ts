@@ -25,6 +25,8 @@ export function freePort(): Promise<number> {
   })
 }
 
+class PortTakenError extends Error {}
+
 /** CPU time (user + system, all threads) of a process, in seconds; Linux only (null elsewhere). */
 export function cpuSeconds(pid: number): number | null {
   try {
@@ -99,6 +101,18 @@ export class MasterUnderTest {
    * caller removes it); otherwise on a fresh temp dir removed at stop.
    */
   static async start(args: string[], opts: { nodeArgs?: string[]; dataDir?: string } = {}): Promise<MasterUnderTest> {
+    // A port free when chosen can be taken before the master binds it (a fleet starting beside it
+    // binds hundreds): the master then exits at start saying so, and gets other ports.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await MasterUnderTest.startOnce(args, opts)
+      } catch (err) {
+        if (attempt >= 5 || !(err instanceof PortTakenError)) throw err
+      }
+    }
+  }
+
+  private static async startOnce(args: string[], opts: { nodeArgs?: string[]; dataDir?: string }): Promise<MasterUnderTest> {
     const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'cloudai-bench-'))
     const grpcPort = await freePort()
     const httpPort = await freePort()
@@ -113,7 +127,11 @@ export class MasterUnderTest {
     })
     const deadline = Date.now() + 20_000
     for (;;) {
-      if (child.exitCode !== null) throw new Error(`master exited with ${child.exitCode} at start: ${m.stderr}`)
+      if (child.exitCode !== null) {
+        if (opts.dataDir === undefined) rmSync(dataDir, { recursive: true, force: true })
+        const message = `master exited with ${child.exitCode} at start: ${m.stderr}`
+        throw /port is in use|EADDRINUSE/.test(m.stderr) ? new PortTakenError(message) : new Error(message)
+      }
       try {
         await m.status()
         return m

@@ -30,8 +30,8 @@ interface Profile {
 const PROFILES: Record<Size, Profile> = {
   // tiny runs inside npm test beside other suites: a dial to a live worker must not time out on a busy machine.
   tiny: { back: 5, refusing: 25, tarpits: 20, dialMs: 3000, gapMs: 2000 },
-  // quick: a 2 s dial timeout keeps the profile under 5 minutes; the target scales with it.
-  quick: { back: 200, refusing: 1000, tarpits: 800, dialMs: 2000, gapMs: 1000 },
+  // quick: a 1.5 s dial timeout keeps the profile under 5 minutes; the target scales with it.
+  quick: { back: 200, refusing: 1000, tarpits: 800, dialMs: 1500, gapMs: 500 },
   full: { back: 500, refusing: 2500, tarpits: 2000, dialMs: 3000, gapMs: 2000 },
 }
 

@@ -20,7 +20,7 @@ interface Profile {
 
 const PROFILES: Record<Size, Profile> = {
   tiny: { workers: 10, heartbeatMs: 500, windows: 2, windowMs: 500 },
-  quick: { workers: 500, heartbeatMs: 5000, windows: 3, windowMs: 1500 },
+  quick: { workers: 500, heartbeatMs: 5000, windows: 3, windowMs: 1000 },
   full: { workers: 500, heartbeatMs: 5000, windows: 9, windowMs: 10_000 },
 }
 

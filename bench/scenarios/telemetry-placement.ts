@@ -11,7 +11,7 @@ type ChildResult = PlacementResult
 
 const PROFILES: Record<Size, { workers: number; seconds: number; rate: number }> = {
   tiny: { workers: 20, seconds: 1, rate: 2 },
-  quick: { workers: 100, seconds: 3, rate: 2 },
+  quick: { workers: 100, seconds: 2, rate: 2 },
   full: { workers: 500, seconds: 10, rate: 2 },
 }
 
