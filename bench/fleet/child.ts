@@ -35,6 +35,7 @@ class SimWorker {
   timer: NodeJS.Timeout | null = null
   stream: grpc.ClientDuplexStream<HeartbeatMsg, HeartbeatAckMsg> | null = null
   registering: Promise<boolean> | null = null
+  private rejoining: Promise<boolean> | null = null
   readonly tasks = new Map<string, RunningTask>()
   /** Results the master has not acknowledged yet; retried with the next heartbeat. */
   readonly unreported = new Map<string, TaskResultMsg>()
@@ -234,8 +235,10 @@ class SimWorker {
 
   private heartbeatFailed(err: grpc.ServiceError): void {
     stats.heartbeatsFailed++
-    // Refused (the master thinks it inactive, or forgot it): join again, as a real worker does.
-    if (this.online && this.master && err.code !== grpc.status.UNAVAILABLE && err.code !== grpc.status.DEADLINE_EXCEEDED) void this.register(this.master)
+    // Refused (the master thinks it inactive, or forgot it): join again, with backoff, as a real worker does.
+    if (!this.online || !this.master || err.code === grpc.status.UNAVAILABLE || err.code === grpc.status.DEADLINE_EXCEEDED) return
+    // One re-join at a time: each later refused heartbeat would start another loop.
+    this.rejoining ??= this.join(this.master, JOIN_WITHIN_MS).finally(() => (this.rejoining = null))
   }
 
   async offline(): Promise<void> {

@@ -144,9 +144,16 @@ export class Fleet {
   }
 }
 
-/** "Refusing" workers: addresses with nothing listening (ports that were free a moment ago). */
+/**
+ * `count` distinct addresses where nothing listens. The hosts are 127.0.0.2 and up (all of
+ * 127.0.0.0/8 loops back on Linux), where neither the bench nor the tests bind anything: a port
+ * free on 127.0.0.1 now can be handed to another process's listener a moment later, and would
+ * then answer. bind(0) hands out only a few thousand distinct ports here, so further hosts give
+ * every address a pair of its own.
+ */
 export async function refusingAddresses(count: number): Promise<string[]> {
-  const out: string[] = []
-  for (let i = 0; i < count; i++) out.push(`127.0.0.1:${await freePort()}`)
-  return out
+  const ports = new Set<number>()
+  for (let i = 0; i < Math.min(count, 2000); i++) ports.add(await freePort())
+  const list = [...ports]
+  return Array.from({ length: count }, (_, i) => `127.0.0.${2 + Math.floor(i / list.length)}:${list[i % list.length]}`)
 }

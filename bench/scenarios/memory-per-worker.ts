@@ -79,16 +79,6 @@ function reading(pid: number): Reading {
   return { rssBytes: rssBytes(pid), threads }
 }
 
-/**
- * n distinct addresses where nothing listens. bind(0) hands out only a few thousand distinct ports
- * here (odd ports in part of the range), fewer than 10,000: the same free ports on further loopback
- * hosts (all of 127.0.0.0/8 loops back on Linux) give every worker an address of its own.
- */
-async function distinctRefusing(n: number): Promise<string[]> {
-  const ports = [...new Set((await refusingAddresses(Math.min(n, 2000))).map((a) => a.slice(a.lastIndexOf(':') + 1)))]
-  return Array.from({ length: n }, (_, i) => `127.0.0.${1 + Math.floor(i / ports.length)}:${ports[i % ports.length]}`)
-}
-
 /** Waits until the one dial each of n registrations started has finished: a dial in flight holds a channel and a thread's attention. */
 async function dialsSettled(master: MasterUnderTest, n: number): Promise<void> {
   const deadline = performance.now() + 60_000 + n * 10
@@ -102,7 +92,7 @@ async function dialsSettled(master: MasterUnderTest, n: number): Promise<void> {
 }
 
 async function addInactive(master: MasterUnderTest, n: number): Promise<void> {
-  const addresses = await distinctRefusing(n)
+  const addresses = await refusingAddresses(n)
   await master.register(addresses.map((address, i) => ({ id: `idle-${String(i).padStart(5, '0')}`, address })), REGISTER_CONCURRENCY)
 }
 

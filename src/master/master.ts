@@ -69,12 +69,13 @@ export class Master implements MasterControl {
   constructor(private readonly config: MasterConfig, deps: MasterDeps) {
     this.log = deps.log
     this.store = deps.store ?? createStore(config)
-    this.dialer = deps.dialer ?? (config.dialer === 'inline' ? new InlineDialer({ auth: clusterAuthOf(config) }) : new PoolDialer({ threads: config.dialThreads, auth: clusterAuthOf(config) }))
+    const auth = clusterAuthOf(config)
+    this.dialer = deps.dialer ?? (config.dialer === 'inline' ? new InlineDialer({ auth }) : new PoolDialer({ threads: config.dialThreads, auth }))
     this.dialer.counters = this.counters.buffer
     this.journal = new StoreJournal(this.store, this.registry, { log: this.log, limit: config.storeJournalLimit, onLateOpen: () => this.loadLate() })
     this.tasks = new TaskTable(this.journal)
     this.journal.on('tasks-written', (ids) => this.tasks.markDurable(ids))
-    this.queue = new QueueProcessor({ tasks: this.tasks, registry: this.registry, clients: new WorkerClients(clusterAuthOf(config)), log: this.log, heartbeatTimeoutMs: config.heartbeatTimeoutMs })
+    this.queue = new QueueProcessor({ tasks: this.tasks, registry: this.registry, clients: new WorkerClients(auth), log: this.log, heartbeatTimeoutMs: config.heartbeatTimeoutMs })
     this.liveness = new Liveness(this.registry, { timeoutMs: config.heartbeatTimeoutMs, log: this.log })
     this.monitor = new ReconnectMonitor(this.registry, this.dialer, {
       intervalMs: config.reconnectIntervalMs,
@@ -101,7 +102,7 @@ export class Master implements MasterControl {
       wsConnections: () => this.http.wsConnections,
       store: () => this.journal.status(),
     })
-    this.grpc = new MasterGrpcServer({ registry: this.registry, tasks: this.queue, telemetry: this.telemetry, counters: this.counters, host: config.grpcHost, port: config.grpcPort, log: this.log, auth: clusterAuthOf(config) })
+    this.grpc = new MasterGrpcServer({ registry: this.registry, tasks: this.queue, telemetry: this.telemetry, counters: this.counters, host: config.grpcHost, port: config.grpcPort, log: this.log, auth })
     this.live = new LiveFeed({ registry: this.registry, tasks: this.tasks, telemetry: this.telemetry, status: () => this.status() })
     this.http = new HttpApi({
       control: this,

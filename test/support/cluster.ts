@@ -107,17 +107,25 @@ export function tempDir(t: TestContext, prefix = 'cloudai-test-'): string {
   return dir
 }
 
-/** A port the OS says is free right now; for a worker that must be registered before it starts. */
-export function reservePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.once('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address()
-      const port = typeof addr === 'object' && addr ? addr.port : 0
-      srv.close(() => resolve(port))
+/**
+ * A port free right now, for a worker that must be registered before it starts. Picked below the
+ * kernel's ephemeral range (ip_local_port_range, 32768-60999 here): a port from bind(0) could be
+ * handed to another process's bind(0) or outgoing connection before the worker binds it (tests run
+ * two files at a time, and masters dial), and the worker would fail with EADDRINUSE. Below the range
+ * only another explicit pick can take it, and a random pick makes that unlikely. (20000 and up is
+ * where the bench registers addresses of its load generators, which a master may dial.)
+ */
+export async function reservePort(): Promise<number> {
+  for (let attempt = 0; ; attempt++) {
+    const port = 10000 + Math.floor(Math.random() * 10000)
+    const free = await new Promise<boolean>((resolve) => {
+      const srv = createServer()
+      srv.once('error', () => resolve(false))
+      srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)))
     })
-  })
+    if (free) return port
+    if (attempt >= 50) throw new Error('no free port found between 10000 and 20000')
+  }
 }
 
 export interface MasterHandle {

@@ -203,3 +203,15 @@ test('a closed port is refused by the TCP probe, without a gRPC channel; bracket
   assert.equal(six.outcome, 'refused')
   assert.match(six.message, /^ECONNREFUSED.*::1/)
 })
+
+test('a listener that is not an HTTP/2 server is refused by the probe, naming why', async (t) => {
+  // Reads the preface and hangs up, as a non-HTTP/2 service on a reused port would.
+  const other = createServer((s) => s.once('data', () => s.end()))
+  await new Promise<void>((r) => other.listen(0, '127.0.0.1', r))
+  t.after(() => other.close())
+  const pool = new PoolDialer({ threads: 1 })
+  t.after(() => pool.close())
+  const res = await pool.dial({ masterId: 'm', masterAddress: '127.0.0.1:1', timeoutMs: 5000, workerId: 'x', address: `127.0.0.1:${(other.address() as { port: number }).port}` }).promise
+  assert.equal(res.outcome, 'refused')
+  assert.match(res.message, /not a gRPC server/)
+})
