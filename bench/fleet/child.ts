@@ -308,6 +308,10 @@ async function handle(cmd: Command): Promise<Reply> {
           sockets.add(s)
           s.on('error', () => {})
           s.on('close', () => sockets.delete(s))
+          // Read and drop what the dialer sends: a socket nobody reads never sees the dialer hang up,
+          // and each pass would leave a descriptor behind until accept fails (EMFILE) and libuv
+          // closes new connections at once, turning tarpits into refusals.
+          s.resume()
         })
         await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
         const a = server.address()

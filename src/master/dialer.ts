@@ -89,7 +89,11 @@ export class PoolDialer extends SlottedDialer {
       filename: new URL('../../workers/dial.js', import.meta.url).href,
       minThreads: 1,
       maxThreads: threads,
-      concurrentTasksPerWorker: opts.concurrencyPerThread ?? 1024,
+      // A dial mostly waits (a tarpit holds one for the whole dial timeout), so a thread holds
+      // thousands. A lower cap queues the rest of a large pass behind the tarpits, where their
+      // deadlines run out before they start: at 1,024 a thread, a 5,000-worker pass lost most of the
+      // workers that had come back.
+      concurrentTasksPerWorker: opts.concurrencyPerThread ?? 8192,
       idleTimeout: 60_000,
       workerData,
     })
