@@ -165,7 +165,8 @@ function probeAddress(address: string, deadline: number, h2: boolean, onAbort: (
       socket?.write(H2_PREFACE)
     })
     socket.once('end', () => done('closed the connection without answering the HTTP/2 preface: not a gRPC server'))
-    socket.once('error', (err: NodeJS.ErrnoException) => done(`${err.code ?? 'connect failed'}: ${err.message}`))
+    // on, not once: an error after the answer (a reset while closing) must not go unhandled.
+    socket.on('error', (err: NodeJS.ErrnoException) => done(`${err.code ?? 'connect failed'}: ${err.message}`))
     onAbort(() => done('timeout'))
   })
 }
