@@ -4,6 +4,7 @@ import { C, Counters, DIAL_OUTCOME_COUNTER } from '../shared/counters.js'
 import { DIAL_CHANNEL_OPTIONS, loadProto } from '../shared/proto.js'
 import { NO_CLUSTER_AUTH, type ClusterAuth } from '../shared/cluster-auth.js'
 import type { RegisterAckMsg } from '../shared/wire.js'
+import { parseAddress } from '../shared/validation.js'
 
 // One reconnection dial: MasterRegister on a worker, bounded by a deadline, on a client that lives
 // only for this call. It runs on a Piscina thread (workers/dial.ts) in the master, and inline in
@@ -72,6 +73,15 @@ export async function dialMasterRegister(req: DialRequest, auth: ClusterAuth = N
   if (Date.now() >= req.deadline) return result('timeout', 'the dial deadline passed while it waited for a thread')
 
   counters?.add(C.DIAL_ATTEMPTS)
+  // Registrations are validated, but a store may hold addresses written by others (CloudAI's own
+  // MongoDB documents): one that is not host:port is this dial's error, not a thrown dial.
+  let host: string
+  let port: number
+  try {
+    ;({ host, port } = parseAddress(req.address, `address of worker ${req.workerId}`))
+  } catch (err) {
+    return result('error', (err as Error).message)
+  }
   // Cancellation crosses the thread boundary through shared memory: the main thread sets the slot
   // to 1 and notifies; we wake here and abort whatever step the dial is in. No message per dial.
   let settled = false
@@ -92,7 +102,7 @@ export async function dialMasterRegister(req: DialRequest, auth: ClusterAuth = N
     else abort = a
   }
   try {
-    const probe = await probeAddress(req.address, req.deadline, !auth.usesTls, onAbort)
+    const probe = await probeAddress(host.startsWith('[') ? host.slice(1, -1) : host, port, req.deadline, !auth.usesTls, onAbort)
     if (cancelled) return result('cancelled', 'cancelled')
     if (probe === 'timeout') return result('timeout', `no answer within ${req.timeoutMs}ms`)
     if (probe !== 'open') return result('refused', probe)
@@ -139,15 +149,11 @@ async function masterRegister(
 const H2_PREFACE = Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1'), Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0])])
 
 /**
- * 'open' when something accepts a TCP connection at `address` (and, with `h2`, answers the HTTP/2
+ * 'open' when something accepts a TCP connection at `host` (unbracketed) and `port` (and, with `h2`, answers the HTTP/2
  * preface) before `deadline`; 'timeout' when nothing did by then (or the probe was aborted);
  * otherwise why the connection failed.
  */
-function probeAddress(address: string, deadline: number, h2: boolean, onAbort: (abort: () => void) => void): Promise<'open' | 'timeout' | string> {
-  const colon = address.lastIndexOf(':')
-  let host = address.slice(0, colon)
-  if (host.startsWith('[')) host = host.slice(1, -1)
-  const port = Number(address.slice(colon + 1))
+function probeAddress(host: string, port: number, deadline: number, h2: boolean, onAbort: (abort: () => void) => void): Promise<'open' | 'timeout' | string> {
   return new Promise((resolve) => {
     let socket: Socket | null = null
     const done = (outcome: string): void => {

@@ -215,3 +215,11 @@ test('a listener that is not an HTTP/2 server is refused by the probe, naming wh
   assert.equal(res.outcome, 'refused')
   assert.match(res.message, /not a gRPC server/)
 })
+
+test('an address that is not host:port (from a store others write) is the dial\'s error, not a thrown dial', async (t) => {
+  const pool = new PoolDialer({ threads: 1 })
+  t.after(() => pool.close())
+  const res = await pool.dial({ masterId: 'm', masterAddress: '127.0.0.1:1', timeoutMs: 5000, workerId: 'odd', address: 'no-port-here' }).promise
+  assert.equal(res.outcome, 'error')
+  assert.match(res.message, /address of worker odd/)
+})
