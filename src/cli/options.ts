@@ -590,8 +590,9 @@ function optional<T>(argv: Argv, name: string, parse: (value: unknown, field: st
  */
 export function buildTaskSubmitBody(argv: Argv, words: readonly string[]): TaskSubmitBody {
   const command = words.join(' ')
-  if (command.trim() === '') {
-    throw new CloudaiError('CLOUDAI_BAD_CONFIG', 'the task needs a command after --, for example: task submit --cpu 1 -- echo hello')
+  // With --image and no command, the image's own entrypoint runs (as CloudAI runs such a task).
+  if (command.trim() === '' && argv.image === undefined) {
+    throw new CloudaiError('CLOUDAI_BAD_CONFIG', 'the task needs a command after -- (or --image alone, to run the image\'s entrypoint), for example: task submit --cpu 1 -- echo hello')
   }
   const fields: Omit<TaskSubmitBody, 'command'> = {
     name: optional(argv, 'name', text),

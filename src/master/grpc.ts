@@ -2,6 +2,7 @@ import * as grpc from '@grpc/grpc-js'
 import type { Logger } from '../shared/log.js'
 import { CloudaiError, toCloudaiError } from '../shared/errors.js'
 import { loadProto } from '../shared/proto.js'
+import { parseResultStatus, type ResultStatus } from '../shared/result-status.js'
 import { bindAddress } from '../shared/advertise.js'
 import { MAX_RUNNING_TASKS, validateAmount, validatePercent, validateString, validateTaskId, validateWorkerId } from '../shared/validation.js'
 import type { AckMsg, HeartbeatAckMsg, HeartbeatMsg, RegisterAckMsg, TaskResultMsg, WorkerInfoMsg } from '../shared/wire.js'
@@ -14,8 +15,11 @@ import type { Registry } from './registry.js'
 export interface TaskHooks {
   onHeartbeat(workerId: string, running: RunningTaskInfo[]): void
   /** Resolves true when applied, false when stale (acknowledged and ignored). */
-  onCompletion(result: TaskResultMsg): Promise<boolean>
+  onCompletion(result: CompletionReport): Promise<boolean>
 }
+
+/** A validated TaskResult: its status word read into ours (see src/shared/result-status.ts). */
+export type CompletionReport = TaskResultMsg & { status: ResultStatus }
 
 /** Where accepted heartbeats go after the registry: the telemetry lanes (off the main thread). */
 export interface HeartbeatSink {
@@ -210,7 +214,8 @@ export class MasterGrpcServer {
         cpu: validateAmount(t.cpu_allocated, `running_tasks[${i}].cpu_allocated`),
         memory: validateAmount(t.memory_allocated, `running_tasks[${i}].memory_allocated`),
         gpu: validateAmount(t.gpu_allocated, `running_tasks[${i}].gpu_allocated`),
-        status: validateString(t.status, `running_tasks[${i}].status`, { max: 32 }),
+        // CloudAI's workers say "running" (its comment also names paused and failed); any case.
+        status: validateString(t.status, `running_tasks[${i}].status`, { max: 32 }).toLowerCase(),
         attempt: validateAmount(t.attempt ?? 0, `running_tasks[${i}].attempt`, 1e6),
       }))
       const now = this.now()
@@ -225,19 +230,17 @@ export class MasterGrpcServer {
 
   private reportTaskCompletion(call: grpc.ServerUnaryCall<TaskResultMsg, AckMsg>, cb: grpc.sendUnaryData<AckMsg>): void {
     const r = call.request
-    let result: TaskResultMsg
+    let result: CompletionReport
     try {
       validateTaskId(r.task_id)
       const workerId = validateWorkerId(r.worker_id)
       if (!this.opts.registry.get(workerId)) throw new CloudaiError('CLOUDAI_UNKNOWN_WORKER', `completion report from ${workerId}, which is not registered with this master`)
-      if (!['completed', 'failed', 'cancelled'].includes(r.status)) {
-        throw new CloudaiError('CLOUDAI_BAD_FIELD', `status must be completed, failed or cancelled, got ${JSON.stringify(String(r.status).slice(0, 40))}`)
-      }
+      const status = parseResultStatus(r.status)
       if (typeof r.logs !== 'string' || Buffer.byteLength(r.logs) > MAX_LOGS_BYTES) throw new CloudaiError('CLOUDAI_BAD_FIELD', 'logs must be a string of at most 1 MiB')
       for (const f of ['duration_ms', 'started_at', 'finished_at', 'attempt'] as const) validateAmount(r[f] ?? 0, f, Number.MAX_SAFE_INTEGER)
       if (!Number.isInteger(r.exit_code ?? 0)) throw new CloudaiError('CLOUDAI_BAD_FIELD', 'exit_code must be a whole number')
       validateString(r.reason, 'reason', { max: 1024 })
-      result = { ...r, attempt: r.attempt ?? 0, reason: r.reason ?? '', has_exit_code: r.has_exit_code === true }
+      result = { ...r, status, attempt: r.attempt ?? 0, reason: r.reason ?? '', has_exit_code: r.has_exit_code === true }
     } catch (err) {
       this.refuse('ReportTaskCompletion', r.worker_id, err, cb)
       return

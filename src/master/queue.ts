@@ -2,7 +2,8 @@ import * as grpc from '@grpc/grpc-js'
 import type { Logger } from '../shared/log.js'
 import { callUnary } from '../shared/proto.js'
 import type { RunningTaskInfo, TaskRecord, WorkerRecord } from '../shared/types.js'
-import type { TaskAckMsg, TaskMsg, TaskResultMsg } from '../shared/wire.js'
+import type { TaskAckMsg, TaskMsg } from '../shared/wire.js'
+import type { CompletionReport } from './grpc.js'
 import type { Registry } from './registry.js'
 import { EMPTY, pickWorker, type Capacity, type Candidate } from './scheduler.js'
 import type { TaskTable } from './tasks.js'
@@ -249,19 +250,20 @@ export class QueueProcessor {
   }
 
   /** A completion report. Returns true when it was applied, false when it was stale (ignored). */
-  async onCompletion(r: TaskResultMsg): Promise<boolean> {
+  async onCompletion(r: CompletionReport): Promise<boolean> {
     const { tasks, log } = this.opts
     const t = tasks.get(r.task_id)
     if (!t || t.workerId !== r.worker_id || (t.status !== 'assigned' && t.status !== 'running') || (r.attempt > 0 && r.attempt !== t.attempts)) {
       log.info({ taskId: r.task_id, workerId: r.worker_id, attempt: r.attempt, current: t ? { status: t.status, workerId: t.workerId, attempts: t.attempts } : null }, `Ignored a stale completion report for task ${r.task_id} from worker ${r.worker_id}`)
       return false
     }
-    const status = r.status === 'completed' ? 'completed' : r.status === 'cancelled' ? 'cancelled' : 'failed'
+    const status = r.status
     const done = await tasks.transition(
       t.id,
       status,
       {
-        exitCode: r.has_exit_code ? r.exit_code : null,
+        // CloudAI's TaskResult has no exit code: its "success" is an exit 0, its failures say nothing.
+        exitCode: r.has_exit_code ? r.exit_code : status === 'completed' ? 0 : null,
         logsTail: r.logs,
         startedAt: r.started_at > 0 ? r.started_at : t.startedAt,
         finishedAt: r.finished_at > 0 ? r.finished_at : Date.now(),

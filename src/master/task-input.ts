@@ -1,5 +1,5 @@
 import { CloudaiError } from '../shared/errors.js'
-import { validateCommand, validateEnv, validateWorkerId } from '../shared/validation.js'
+import { validateDockerImage, validateEnv, validateTaskCommand, validateWorkerId } from '../shared/validation.js'
 import type { TaskRecord, TaskRequirements } from '../shared/types.js'
 
 // The operator's task body, validated. CloudAI clients send cpu_required / memory_required /
@@ -15,7 +15,8 @@ export function parseTaskInput(body: unknown): TaskInput {
     throw new CloudaiError('CLOUDAI_BAD_REQUEST', 'the body must be a JSON object: {"command": "...", "req_cpu": 1, ...}')
   }
   const b = body as Record<string, unknown>
-  const command = validateCommand(b.command)
+  const dockerImage = validateDockerImage(b.docker_image)
+  const command = validateTaskCommand(b.command, dockerImage)
   const req: TaskRequirements = {
     cpu: amount(b, 'req_cpu', 'cpu_required', 1e6),
     memory: amount(b, 'req_memory', 'memory_required', 1e9),
@@ -26,7 +27,7 @@ export function parseTaskInput(body: unknown): TaskInput {
   return {
     command,
     name: text(b.name, 'name', 128),
-    dockerImage: text(b.docker_image, 'docker_image', 256),
+    dockerImage,
     req,
     targetWorkerId: target === null || target === '' ? null : validateWorkerId(target, 'target_worker_id'),
     userId: text(b.user_id, 'user_id', 128),

@@ -107,9 +107,30 @@ export function validateTaskId(value: unknown, field = 'task id'): string {
   return value
 }
 
+/** A Docker image reference; never starting with '-', which `docker run` would take as an option. */
+const DOCKER_IMAGE = /^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,255}$/
+
+/** `docker_image`: empty for a shell task, else an image reference. */
+export function validateDockerImage(value: unknown, field = 'docker_image'): string {
+  const image = validateString(value, field, { max: 256 })
+  if (image && !DOCKER_IMAGE.test(image)) {
+    throw new CloudaiError('CLOUDAI_BAD_FIELD', `${field} ${JSON.stringify(image.slice(0, 80))} is not an image reference (letters, digits and . _ / : @ -, not starting with -)`)
+  }
+  return image
+}
+
+/**
+ * A task's command next to its image. CloudAI runs every task in a container and its command is
+ * optional there (the image's own entrypoint runs); a task without an image needs a command.
+ */
+export function validateTaskCommand(value: unknown, dockerImage: string): string {
+  if (dockerImage && (value === undefined || value === null || value === '')) return ''
+  return validateCommand(value)
+}
+
 /** A shell command: non-empty, at most 64 KiB, no NUL (which no exec can pass on). */
 export function validateCommand(value: unknown): string {
-  if (typeof value !== 'string' || value.trim() === '') throw new CloudaiError('CLOUDAI_BAD_FIELD', 'command is required: a non-empty string')
+  if (typeof value !== 'string' || value.trim() === '') throw new CloudaiError('CLOUDAI_BAD_FIELD', 'command is required (a non-empty string) unless docker_image is set')
   if (Buffer.byteLength(value) > MAX_COMMAND_BYTES) throw new CloudaiError('CLOUDAI_BAD_FIELD', `command is longer than ${MAX_COMMAND_BYTES} bytes`)
   if (value.includes('\0')) throw new CloudaiError('CLOUDAI_BAD_FIELD', 'command must not contain NUL characters')
   return value

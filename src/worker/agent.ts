@@ -3,9 +3,10 @@ import type { WorkerConfig } from '../config.js'
 import type { Logger } from '../shared/log.js'
 import { CloudaiError, isCloudaiError, toCloudaiError } from '../shared/errors.js'
 import { loadProto } from '../shared/proto.js'
+import { resultStatusWord } from '../shared/result-status.js'
 import { clusterAuthOf } from '../shared/cluster-auth.js'
 import { advertiseHost, bindAddress } from '../shared/advertise.js'
-import { MAX_RUNNING_TASKS, validateAddress, validateAmount, validateCommand, validateEnv, validateString, validateTaskId, validateWorkerId } from '../shared/validation.js'
+import { MAX_RUNNING_TASKS, validateAddress, validateAmount, validateDockerImage, validateEnv, validateString, validateTaskCommand, validateTaskId, validateWorkerId } from '../shared/validation.js'
 import type { MasterInfoMsg, RegisterAckMsg, RunningTaskMsg, TaskAckMsg, TaskIdMsg, TaskMsg, TaskResultMsg } from '../shared/wire.js'
 import { Executor, shellArgv, type ProcessSpec, type TaskOutcome } from './executor.js'
 import { MasterLink } from './link.js'
@@ -15,8 +16,6 @@ import { DockerProbe, dockerRunArgv, signalContainer } from './runtime.js'
 import { readSpecs, UsageSampler } from './specs.js'
 
 // Limits of an AssignTask beyond the task rules both sides share (src/shared/validation.ts).
-/** A Docker image reference; never starting with '-', which `docker run` would take as an option. */
-const DOCKER_IMAGE = /^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,255}$/
 /** What a report carries of the output (the master refuses more); the whole log stays on the worker. */
 const MAX_REPORT_LOG_BYTES = 1024 * 1024
 /** At shutdown, the time given to deliver the results of the tasks it cancelled. */
@@ -256,7 +255,7 @@ export class WorkerAgent {
     const result: TaskResultMsg = {
       task_id: o.taskId,
       worker_id: this.config.id,
-      status: o.status,
+      status: resultStatusWord(o.status),
       logs: utf8Tail(o.logsTail, MAX_REPORT_LOG_BYTES),
       result_location: o.logFile,
       output_files: [],
@@ -337,12 +336,8 @@ function wholeNumber(value: unknown, field: string, max: number): number {
 /** Every field of an AssignTask, checked before anything runs. */
 function parseTask(req: TaskMsg): TaskInput {
   const taskId = validateTaskId(req.task_id, 'task_id')
-  const command = validateCommand(req.command)
-
-  const dockerImage = validateString(req.docker_image, 'docker_image', { max: 256 })
-  if (dockerImage && !DOCKER_IMAGE.test(dockerImage)) {
-    throw new CloudaiError('CLOUDAI_BAD_FIELD', `docker_image ${JSON.stringify(dockerImage.slice(0, 80))} is not an image reference (letters, digits and . _ / : @ -, not starting with -)`)
-  }
+  const dockerImage = validateDockerImage(req.docker_image)
+  const command = validateTaskCommand(req.command, dockerImage)
 
   const env = validateEnv(req.env)
 

@@ -1,6 +1,7 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Logger } from '../shared/log.js'
+import { parseResultStatus, resultStatusWord } from '../shared/result-status.js'
 import type { TaskResultMsg } from '../shared/wire.js'
 
 // Task results the master has not acknowledged yet, one JSON file per task attempt under
@@ -9,7 +10,6 @@ import type { TaskResultMsg } from '../shared/wire.js'
 // answers for it. The files are also held in memory: heartbeats read the outbox every few seconds.
 
 const TASK_ID = /^[A-Za-z0-9._-]{1,128}$/
-const FINAL = new Set(['completed', 'failed', 'cancelled'])
 
 export class Outbox {
   private readonly dir: string
@@ -97,12 +97,18 @@ function parse(text: string): TaskResultMsg | null {
   const v = JSON.parse(text) as Partial<TaskResultMsg>
   if (typeof v !== 'object' || v === null) return null
   if (typeof v.task_id !== 'string' || !TASK_ID.test(v.task_id)) return null
-  if (typeof v.status !== 'string' || !FINAL.has(v.status)) return null
+  let status: string
+  try {
+    // Files written before the worker sent CloudAI's words say "completed": sent as "success" now.
+    status = resultStatusWord(parseResultStatus(v.status))
+  } catch {
+    return null
+  }
   if (typeof v.attempt !== 'number' || !Number.isInteger(v.attempt) || v.attempt < 0) return null
   return {
     task_id: v.task_id,
     worker_id: String(v.worker_id ?? ''),
-    status: v.status,
+    status,
     logs: String(v.logs ?? ''),
     result_location: String(v.result_location ?? ''),
     output_files: Array.isArray(v.output_files) ? v.output_files.map(String) : [],

@@ -70,14 +70,16 @@ export function containerName(taskId: string): string {
 }
 
 /**
- * argv of `docker run --rm --name cloudai-<id> -e K ... <image> sh -c <command>`. Values are not
+ * argv of `docker run --rm --name cloudai-<id> -e K ... <image> [sh -c <command>]`. Values are not
  * on the command line (where `ps` shows them to everyone): `-e KEY` takes the value from the docker
  * CLI's own environment, which the executor sets to the task's. The image must not start with '-'
  * (the caller validates it), or docker would read it as an option.
  */
 export function dockerRunArgv(opts: { taskId: string; image: string; command: string; envKeys: readonly string[]; dockerPath?: string }): [string, ...string[]] {
   const env = opts.envKeys.flatMap((k) => ['-e', k])
-  return [opts.dockerPath ?? 'docker', 'run', '--rm', '--name', containerName(opts.taskId), ...env, opts.image, 'sh', '-c', opts.command]
+  // No command: the image's own entrypoint and command run, as CloudAI runs such a task.
+  const command = opts.command === '' ? [] : ['sh', '-c', opts.command]
+  return [opts.dockerPath ?? 'docker', 'run', '--rm', '--name', containerName(opts.taskId), ...env, opts.image, ...command]
 }
 
 /**

@@ -83,7 +83,10 @@ test('task bodies: CloudAI names accepted, bad values refused with a code', () =
   const ok = parseTaskInput({ command: 'run', cpu_required: 2, memory_required: 4, gpu_required: 1, storage_required: 10, docker_image: 'alpine', extra: 'ignored' })
   assert.deepEqual(ok.req, { cpu: 2, memory: 4, gpu: 1, storage: 10 })
   assert.equal(ok.maxAttempts, 3)
-  for (const body of [null, [], 'x', { command: '' }, { command: 'x', req_cpu: -1 }, { command: 'x', req_cpu: '1' }, { command: 'x', req_cpu: 1, cpu_required: 2 },
+  // CloudAI's API takes an image with no command: the image's entrypoint runs.
+  const image = parseTaskInput({ docker_image: 'alpine:3.20', cpu_required: 1 })
+  assert.deepEqual({ command: image.command, dockerImage: image.dockerImage }, { command: '', dockerImage: 'alpine:3.20' })
+  for (const body of [null, [], 'x', { command: '' }, {}, { docker_image: '' }, { docker_image: '--privileged' }, { docker_image: 'alpine', command: '   ' }, { command: 'x', req_cpu: -1 }, { command: 'x', req_cpu: '1' }, { command: 'x', req_cpu: 1, cpu_required: 2 },
     { command: 'x', timeout_s: -5 }, { command: 'x', max_attempts: 1.5 }, { command: 'x', env: { A: 1 } }, { command: 'x', env: ['A=1'] }, { command: 'x', target_worker_id: 'bad id' }]) {
     assert.throws(() => parseTaskInput(body), (e: CloudaiError) => e instanceof CloudaiError && e.httpStatus === 400, JSON.stringify(body))
   }

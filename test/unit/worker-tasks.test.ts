@@ -7,7 +7,7 @@ import * as grpc from '@grpc/grpc-js'
 import { callUnary, loadProto, type MasterWorkerClient } from '../../src/shared/proto.js'
 import type { AckMsg, HeartbeatAckMsg, HeartbeatMsg, RegisterAckMsg, RunningTaskMsg, TaskAckMsg, TaskMsg, TaskResultMsg, WorkerInfoMsg } from '../../src/shared/wire.js'
 import { WorkerAgent } from '../../src/worker/agent.js'
-import { DockerProbe } from '../../src/worker/runtime.js'
+import { DockerProbe, dockerRunArgv } from '../../src/worker/runtime.js'
 import { startAgent } from '../support/agent.js'
 import { tempDir, waitUntil } from '../support/cluster.js'
 
@@ -111,7 +111,7 @@ test('AssignTask runs the command; heartbeats list it while it runs; the report 
   writeFileSync(join(dataDir, 'tasks', 'task-run-1', 'work', 'go'), '')
   const report = await master.reportOf('task-run')
   assert.equal(report.worker_id, 'w1')
-  assert.equal(report.status, 'completed')
+  assert.equal(report.status, 'success', "CloudAI's word, which a CloudAI master counts as a success")
   assert.equal(report.has_exit_code, true)
   assert.equal(report.exit_code, 0)
   assert.equal(report.logs, 'hello from task-run\nbye\n')
@@ -171,6 +171,10 @@ test('docker_image on a machine where no Docker engine answers is refused with s
   const ack = await assign(client, task('task-docker', 'echo hi', { docker_image: 'alpine:3.20' }))
   assert.equal(ack.success, false)
   assert.match(ack.message, /^docker_image is set but no Docker engine answers on worker w1: \S/)
+  // As a CloudAI master sends it: an image and no command is a valid task (its entrypoint runs).
+  const entrypoint = await assign(client, task('task-entrypoint', '', { docker_image: 'alpine:3.20' }))
+  assert.equal(entrypoint.success, false)
+  assert.match(entrypoint.message, /^docker_image is set but no Docker engine answers/)
 })
 
 test('CancelTask stops the task; it is reported as cancelled', async (t) => {
@@ -221,7 +225,7 @@ test('a result still in the outbox when the worker stops is delivered by the nex
   master.failReports = false
   await startWorker(t, address, first.dataDir)
   const report = await master.reportOf('task-persist')
-  assert.equal(report.status, 'completed')
+  assert.equal(report.status, 'success')
   assert.equal(report.logs, 'kept on disk\n')
   await waitUntil(() => outboxFiles(first.dataDir).length === 0, 'the outbox to be empty', 5000)
 })
@@ -238,4 +242,9 @@ test('closing the worker cancels its running tasks, reports them, and refuses ne
   const report = await master.reportOf('task-shutdown')
   assert.equal(report.status, 'cancelled')
   assert.deepEqual(outboxFiles(dataDir), [])
+})
+
+test('docker run argv: the command through sh -c, or none so that the image runs its own entrypoint', () => {
+  assert.deepEqual(dockerRunArgv({ taskId: 't1', image: 'alpine:3.20', command: 'echo hi', envKeys: ['A'] }), ['docker', 'run', '--rm', '--name', 'cloudai-t1', '-e', 'A', 'alpine:3.20', 'sh', '-c', 'echo hi'])
+  assert.deepEqual(dockerRunArgv({ taskId: 't2', image: 'alpine:3.20', command: '', envKeys: [] }), ['docker', 'run', '--rm', '--name', 'cloudai-t2', 'alpine:3.20'])
 })
