@@ -1,24 +1,23 @@
 import assert from 'node:assert/strict'
-import { existsSync, mkdirSync, rmSync } from 'node:fs'
+import { mkdirSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { test, type TestContext } from 'node:test'
 import { chromium, type Browser, type Locator, type Page, type WebSocketRoute } from 'playwright-core'
+import { chromiumPath } from '../support/chromium.js'
 import { api, FAST_MASTER_FLAGS, reservePort, ROOT, startMaster, startWorker, tempDir, waitUntil } from '../support/cluster.js'
 
 // The dashboard in a real headless Chromium (Debian's package, driven by playwright-core) against
 // a real master and worker. Every wait is Playwright's auto-waiting on a locator, never a sleep.
 
-const CHROMIUM = '/usr/bin/chromium'
 const ARTIFACTS = join(ROOT, 'test-artifacts')
 /** Generous: the suite runs two files at a time on two cores. */
 const WAIT_MS = 20_000
 
 async function launch(t: TestContext): Promise<Browser> {
-  if (!existsSync(CHROMIUM)) {
-    assert.fail(`${CHROMIUM} is missing: the dashboard's browser test needs Debian's chromium. Install it with \`apt-get install -y chromium\` (.ci/run does this in CI).`)
-  }
+  // Found, or installed now where this user may (test/support/chromium.ts); else it fails saying how.
+  const executablePath = await chromiumPath()
   const browser = await chromium.launch({
-    executablePath: CHROMIUM,
+    executablePath,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
     timeout: 30_000,
   })
