@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { test } from 'node:test'
+import { childCwd, childEnv } from '../support/cluster.js'
 
 // The bench suite's smoke test: every scenario at --size tiny through the same entry point as
 // `npm run bench`, its results in a temp dir so that the repo stays clean.
@@ -14,7 +15,7 @@ const ENTRY = join(ROOT, 'dist', 'bench', 'run.js')
 
 function runBench(args: string[], timeoutMs = 100_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [ENTRY, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(process.execPath, [ENTRY, ...args], { cwd: childCwd(), env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
     let stdout = ''
     let stderr = ''
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d))

@@ -12,6 +12,28 @@ import type { TestContext } from 'node:test'
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url))
 export const CLI = join(ROOT, 'bin', 'cloudai.js')
 
+/** What a child process inherits of this one's environment; the rest (any CLOUDAI_* set in the shell) stays out. */
+const INHERITED_ENV = ['PATH', 'HOME', 'LANG', 'LC_ALL', 'TZ', 'TMPDIR'] as const
+
+/** A child's environment: the allow-list above and what the test itself sets. */
+export function childEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {}
+  for (const k of INHERITED_ENV) if (process.env[k] !== undefined) env[k] = process.env[k]
+  return { ...env, ...extra }
+}
+
+let scratch: string | null = null
+
+/** The working directory of child processes: a temp dir of this test file's, removed when it exits. */
+export function childCwd(): string {
+  if (scratch === null) {
+    const dir = mkdtempSync(join(tmpdir(), 'cloudai-cwd-'))
+    scratch = dir
+    process.once('exit', () => rmSync(dir, { recursive: true, force: true }))
+  }
+  return scratch
+}
+
 export interface LogLine {
   level: number
   msg: string
@@ -26,7 +48,7 @@ export class Proc {
   private waiters: { pred: (l: LogLine) => boolean; from: number; resolve: (l: LogLine) => void }[] = []
 
   constructor(readonly name: string, args: string[], env: NodeJS.ProcessEnv = {}) {
-    this.child = spawn(process.execPath, [CLI, ...args], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    this.child = spawn(process.execPath, [CLI, ...args], { cwd: childCwd(), env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] })
     let buf = ''
     this.child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
       buf += chunk
@@ -173,7 +195,7 @@ export async function api<T = any>(base: string, path: string, init: { method?: 
 /** Runs the CLI to completion (operator commands). */
 export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(process.execPath, [CLI, ...args], { cwd: childCwd(), env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] })
     let stdout = ''
     let stderr = ''
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d))

@@ -6,7 +6,7 @@ import type { MasterControl } from '../../src/master/control.js'
 import type { TaskView, WorkerView } from '../../src/master/views.js'
 import { CloudaiError } from '../../src/shared/errors.js'
 import { MemoryControl } from '../support/memory-control.js'
-import { reservePort, runCli } from '../support/cluster.js'
+import { childCwd, childEnv, reservePort, runCli } from '../support/cluster.js'
 import { memoryLogger } from '../support/log.js'
 
 const MAX_BODY = 1024
@@ -493,7 +493,7 @@ test('a process that started and closed the API exits by itself', async () => {
     await new Promise((resolve) => socket.once('data', resolve))
     await api.close()
   `
-  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'ignore', 'pipe'] })
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { cwd: childCwd(), env: childEnv(), stdio: ['ignore', 'ignore', 'pipe'] })
   let stderr = ''
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
   // Well under uWS's 10 s idle timeout, which would close the connection without us.
