@@ -232,9 +232,31 @@ function asConfigError<T>(run: () => T, details?: Record<string, unknown>): T {
   }
 }
 
-/** Runs a validator under the flag's name, so that its message names the flag. */
+/**
+ * A single-valued flag given more than once is its last value, as with getopt tools and kubectl:
+ * a wrapper script appends its overrides. yargs collects the values of a repeated flag in an array
+ * (and so does the prompt's parseFlags). yargs' `duplicate-arguments-array: false` would keep the
+ * last one instead, but it does so for array flags too and cuts --env down to its last variable;
+ * hence the rule is here, on the path of every flag of both front ends.
+ */
+function lastGiven(value: unknown): unknown {
+  return Array.isArray(value) ? value.at(-1) : value
+}
+
+/** Runs a validator under the flag's name, so that its message names the flag; a repeated flag is its last value. */
 function flag<T>(name: string, value: unknown, parse: (value: unknown, field: string) => T): T {
-  return asConfigError(() => parse(value, `--${name}`), { flag: `--${name}`, env: envName(name) })
+  return asConfigError(() => parse(lastGiven(value), `--${name}`), flagDetails(name))
+}
+
+/** A repeatable flag (`array: true` in its table, like --env): every value given, in order. */
+function repeated<T>(argv: Argv, name: string, parse: (values: readonly unknown[], field: string) => T): T | undefined {
+  const value = argv[name]
+  if (value === undefined) return undefined
+  return asConfigError(() => parse(Array.isArray(value) ? value : [value], `--${name}`), flagDetails(name))
+}
+
+function flagDetails(name: string): Record<string, unknown> {
+  return { flag: `--${name}`, env: envName(name) }
 }
 
 /** The flag's value, or `fallback` when it was not given (argv built by hand in tests omits defaults). */
@@ -434,7 +456,7 @@ function storeTarget(value: unknown, field: string): StoreTarget {
 }
 
 function databaseName(value: unknown, field: string): string {
-  if (typeof value !== 'string') throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${field} takes one value`)
+  if (typeof value !== 'string') throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${field} must be a database name`)
   return checkDatabaseName(value, field)
 }
 
@@ -558,14 +580,14 @@ function wholeNumber(min: number, max = Number.MAX_SAFE_INTEGER) {
 }
 
 function text(value: unknown, field: string): string {
-  if (typeof value !== 'string') throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${field} takes one value, got ${JSON.stringify(value)}`)
+  if (typeof value !== 'string') throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${field} must be text, got ${JSON.stringify(value)}`)
   return value
 }
 
 /** `--env KEY=VALUE`, repeatable; the value may contain `=` and be empty. */
-function envEntries(value: unknown, field: string): Record<string, string> {
+function envEntries(values: readonly unknown[], field: string): Record<string, string> {
   const out: Record<string, string> = {}
-  for (const entry of Array.isArray(value) ? (value as unknown[]) : [value]) {
+  for (const entry of values) {
     const match = typeof entry === 'string' ? ENV_ENTRY.exec(entry) : null
     if (!match) {
       throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${field} ${JSON.stringify(entry)} is not KEY=VALUE: use for example ${field} MODE=fast (KEY: letters, digits and _, not starting with a digit)`)
@@ -603,7 +625,7 @@ export function buildTaskSubmitBody(argv: Argv, words: readonly string[]): TaskS
     target_worker_id: optional(argv, 'worker', validateWorkerId),
     timeout_s: optional(argv, 'timeout', (v, f) => parseDuration(v, f) / 1000),
     max_attempts: optional(argv, 'max-attempts', wholeNumber(1)),
-    env: optional(argv, 'env', envEntries),
+    env: repeated(argv, 'env', envEntries),
     docker_image: optional(argv, 'image', text),
   }
   const given = Object.entries(fields).filter(([, v]) => v !== undefined)
@@ -633,7 +655,8 @@ export function buildTaskQuery(argv: Argv): TaskListQuery {
 }
 
 /** `metrics --since`: checked here with the master's own rules, sent as typed. */
-export function parseSinceArg(value: unknown): string | undefined {
+export function parseSinceArg(given: unknown): string | undefined {
+  const value = lastGiven(given)
   if (value === undefined) return undefined
   try {
     if (typeof value !== 'string') throw new CloudaiError('CLOUDAI_BAD_REQUEST', 'since must be a string')

@@ -75,8 +75,10 @@ const TASKS_USAGE = 'usage: tasks [--status S] [--limit N] [--offset M]'
 
 /**
  * Reads `--flag value` and `--flag=value` for the flags of a CLI command's option table, so the
- * prompt takes what the CLI takes; array flags may repeat. Returns the flags as an argv record for
- * the builders in options.ts, and the words that are not flags.
+ * prompt takes what the CLI takes. Returns the flags as an argv record for the builders in
+ * options.ts, and the words that are not flags. A flag given more than once is handed over as yargs
+ * hands it, the array of its values, so that the builders apply the CLI's rule here too: the last
+ * value of a single-valued flag, every value of a repeatable one (--env).
  */
 export function parseFlags(words: readonly string[], table: Readonly<Record<string, Options>>, command: string): { argv: Record<string, unknown>; rest: string[] } {
   const argv: Record<string, unknown> = {}
@@ -96,9 +98,9 @@ export function parseFlags(words: readonly string[], table: Readonly<Record<stri
     if (eq >= 0) value = word.slice(eq + 1)
     else if (i + 1 < words.length && words[i + 1] !== '--') value = words[++i]!
     else throw new CloudaiError('CLOUDAI_BAD_REQUEST', `--${name} needs a value`)
-    if (option.array === true) argv[name] = [...((argv[name] as string[] | undefined) ?? []), value]
-    else if (Object.hasOwn(argv, name)) throw new CloudaiError('CLOUDAI_BAD_REQUEST', `--${name} is given twice: give it once`)
-    else argv[name] = value
+    const before = argv[name]
+    if (before !== undefined) argv[name] = [...(Array.isArray(before) ? before : [before]), value]
+    else argv[name] = option.array === true ? [value] : value
   }
   return { argv, rest }
 }

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { reservePort, runCli, startMaster, startWorker, taskFinished, tempDir } from '../support/cluster.js'
+import { FAST_MASTER_FLAGS, Proc, msgHas, msgIs, reservePort, runCli, startMaster, startWorker, taskFinished, tempDir } from '../support/cluster.js'
 
 // Every operator command against a real master, as a person runs it and as a script runs it
 // (--json), with its exit codes: 0 done, 1 failed, 2 called wrongly.
@@ -86,4 +86,32 @@ test('each operator command: tables for people, --json for scripts, exit codes',
   r = await runCli(['workers', '--api', `http://127.0.0.1:${await reservePort()}`])
   assert.equal(r.code, 1)
   assert.match(r.stderr, /cannot reach the master at .*\(CLOUDAI_API_UNREACHABLE\)/)
+})
+
+// getopt's and kubectl's rule, which wrapper scripts that append their overrides rely on.
+test('a master and a worker given a flag twice run with its last value', async (t) => {
+  const master = await startMaster(t, {
+    dataDir: tempDir(t),
+    args: [...FAST_MASTER_FLAGS, '--reconnect-interval', '60s', '--log-pretty', '--no-log-pretty'],
+    env: { CLOUDAI_TELEMETRY_STEP: '2s' },
+  })
+  const monitor = await master.proc.waitForLog(msgIs('Worker reconnection monitor started'), 'monitor started')
+  assert.equal(monitor.intervalMs, 60_000, 'the appended --reconnect-interval, not the 300ms before it')
+  assert.equal(monitor.dialTimeoutMs, 1000)
+  const telemetry = await master.proc.waitForLog(msgHas('Telemetry started'), 'telemetry started')
+  assert.equal(telemetry.stepMs, 2000, 'CLOUDAI_* variables are still read')
+  assert.ok(master.proc.lines.every((l) => l.raw !== true), '--no-log-pretty after --log-pretty: JSON lines')
+
+  const dataDir = tempDir(t, 'cloudai-w2-')
+  const worker = new Proc('w2', [
+    'worker', '--id', 'w1', '--id', 'w2', '--host', '127.0.0.1', '--port', '0', '--log-level', 'debug',
+    '--data-dir', tempDir(t, 'cloudai-w1-'), '--data-dir', dataDir, '--heartbeat-interval', '250ms',
+    '--master', `127.0.0.1:${await reservePort()}`, '--master', `127.0.0.1:${master.grpcPort}`,
+  ])
+  t.after(() => worker.kill('SIGKILL'))
+  const listening = await worker.waitForLog(msgHas('listening on'), 'worker listening')
+  assert.equal(listening.workerId, 'w2')
+  assert.equal(listening.dataDir, dataDir)
+  // Not registered there, so the join is refused; that the refusal is logged is what shows it called this master.
+  await master.proc.waitForLog((l) => l.workerId === 'w2' && msgIs('RegisterWorker refused')(l), 'w2 calling the appended --master')
 })

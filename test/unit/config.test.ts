@@ -15,7 +15,9 @@ import {
   buildWorkerConfig,
   envName,
   envOnlyKeys,
+  buildRegisterWait,
   parseAddressArg,
+  parseSinceArg,
   parseTaskIdArg,
   parseWorkerIdArg,
   splitTaskCommand,
@@ -436,7 +438,6 @@ test('each bad task submit value is CLOUDAI_BAD_CONFIG naming the flag', () => {
     ['env', ['1ABC=x']],
     ['env', ['A-B=x']],
     ['env', ['A=1', 'A=2']],
-    ['name', ['a', 'b']],
   ]
   for (const [flag, value] of bad) {
     assert.throws(() => buildTaskSubmitBody({ [flag]: value }, ['echo']), badConfig(`--${flag}`), `--${flag} ${JSON.stringify(value)}`)
@@ -444,6 +445,31 @@ test('each bad task submit value is CLOUDAI_BAD_CONFIG naming the flag', () => {
   for (const words of [[], [''], ['  ']]) {
     assert.throws(() => buildTaskSubmitBody({}, words), badConfig('command after --'), JSON.stringify(words))
   }
+})
+
+// yargs hands a flag given more than once over as the array of its values (so does the prompt).
+test('a single-valued flag given more than once is its last value; --env keeps every one', () => {
+  const master = buildMasterConfig({ 'reconnect-interval': ['1s', '60s'], 'dial-timeout': ['-1s', '2s'], 'grpc-port': ['70000', '0'], 'log-level': ['debug', 'warn'] })
+  assert.equal(master.reconnectIntervalMs, 60_000)
+  assert.equal(master.dialTimeoutMs, 2000, 'an earlier bad value is overridden, not refused')
+  assert.equal(master.grpcPort, 0)
+  assert.equal(master.log.level, 'warn')
+  assert.throws(() => buildMasterConfig({ 'reconnect-interval': ['60s', 'soon'] }), badConfig('--reconnect-interval "soon" is not a duration'))
+
+  const worker = buildWorkerConfig({ id: ['bad id!', 'w2'], 'heartbeat-interval': ['5s', '250ms'], master: ['127.0.0.1:1', '127.0.0.1:50051'] })
+  assert.deepEqual([worker.id, worker.heartbeatIntervalMs, worker.master], ['w2', 250, '127.0.0.1:50051'])
+
+  assert.deepEqual(buildTaskSubmitBody({ cpu: ['1', '2'], name: ['a', 'b'], timeout: ['1s', '2s'], env: ['A=1', 'B=2'] }, ['true']), {
+    command: 'true',
+    name: 'b',
+    req_cpu: 2,
+    timeout_s: 2,
+    env: { A: '1', B: '2' },
+  })
+  assert.deepEqual(buildTaskQuery({ status: ['failed', 'running'], limit: ['5', '1'] }), { status: 'running', limit: 1 })
+  assert.deepEqual(buildApiOptions({ api: ['http://127.0.0.1:1', 'http://127.0.0.1:9090/'], json: true }), { api: 'http://127.0.0.1:9090', json: true, apiToken: null })
+  assert.deepEqual(buildRegisterWait({ timeout: ['0', '5s'] }), { wait: false, timeoutMs: 5000 })
+  assert.equal(parseSinceArg(['yesterday', '15m']), '15m')
 })
 
 test('the tasks query is validated as the master validates it; pending means queued', () => {
@@ -472,6 +498,10 @@ test('the CLI refuses bad flags with exit code 2, the reason on stderr and a --h
     { args: ['master', ...safe], env: { CLOUDAI_GRPC_PORT: '70000' }, stderr: /^error: --grpc-port 70000 is out of range/m, hint: 'cloudai master --help' },
     { args: ['master', '--grpc-port', '0', '--bogus', ...safe], stderr: /^error: Unknown argument: bogus$/m, hint: 'cloudai master --help' },
     { args: ['master', ...safe], env: { CLOUDAI_STORE: 'mongodb://admin:hunter2@db.example:99999' }, stderr: /^error: --store has a port out of range/m, hint: 'cloudai master --help' },
+    // Given twice: the last value is the one checked (an array of both would be "not a duration").
+    { args: ['master', '--dial-timeout', '5s', '--dial-timeout', '0', ...safe], stderr: /^error: --dial-timeout must be more than 0/m, hint: 'cloudai master --help' },
+    { args: ['worker', '--id', 'w1', '--port', '0', '--kill-grace', '1s', '--kill-grace', '0'], stderr: /^error: --kill-grace must be more than 0/m, hint: 'cloudai worker --help' },
+    { args: ['task', 'submit', '--cpu', '1', '--cpu', '-1', '--', 'echo'], stderr: /^error: --cpu "-1" is not an amount/m, hint: 'cloudai task submit --help' },
     { args: ['master', '--store-pool-size', '5', ...safe], stderr: /^error: --store-pool-size only apply to a MongoDB store/m, hint: 'cloudai master --help' },
     { args: ['register', 'w1', 'no-port'], stderr: /^error: address "no-port" must be host:port/m, hint: 'cloudai register --help' },
     { args: ['worker', '--id', 'w1', '--port', '0', '--kill-grace', '0'], stderr: /^error: --kill-grace must be more than 0/m, hint: 'cloudai worker --help' },

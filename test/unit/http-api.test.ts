@@ -256,6 +256,21 @@ test('the cloudai task commands drive the task routes and print what people read
   assert.equal(control.tasks.size, 2)
 })
 
+test('cloudai task submit with a flag given twice sends its last value, every --env, and still reads CLOUDAI_*', async (t) => {
+  const control = new MemoryControl()
+  const { base } = await startApi(t, control)
+  // As a wrapper script calls it: its own flags first, the caller's overrides appended.
+  const res = await runCli(
+    ['task', 'submit', '--api', 'http://127.0.0.1:1', '--cpu', '1', '--name', 'a', '--env', 'A=1', '--api', base, '--cpu', '2', '--name=b', '--env=B=2', '--json', '--', 'true'],
+    { CLOUDAI_MEM: '8', CLOUDAI_GPU: '3' },
+  )
+  assert.equal(res.code, 0, res.stderr)
+  assert.deepEqual(control.submitted, [{ command: 'true', name: 'b', req_cpu: 2, req_memory: 8, req_gpu: 3, env: { A: '1', B: '2' } }])
+  // A flag typed twice beats its variable, as typed once does.
+  assert.equal((await runCli(['task', 'submit', '--api', base, '--gpu', '0', '--gpu', '1', '--', 'true'], { CLOUDAI_GPU: '3' })).code, 0)
+  assert.equal((control.submitted[1] as { req_gpu: number }).req_gpu, 1)
+})
+
 test('task commands say so when the master cannot be reached', async () => {
   const port = await reservePort()
   const api = `http://127.0.0.1:${port}`
