@@ -594,7 +594,7 @@ function envEntries(values: readonly unknown[], field: string): Record<string, s
     }
     const key = match[1]!
     const val = match[2]!
-    if (Object.hasOwn(out, key)) throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${field} ${key} is given twice: give each variable once`)
+    // The same variable twice: the later one wins, as with `docker run -e` (a wrapper appends overrides).
     out[key] = val
   }
   return out
