@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { api, startMaster, taskFinished, tempDir, type LogLine } from '../support/cluster.js'
-import { startCloudaiWorker } from '../support/cloudai-worker.js'
+import { startCloudaiWorker } from '../support/cloudai-peers.js'
 
-// Our master driving a worker that speaks only CloudAI's wire contract (test/support/cloudai-worker.ts:
+// Our master driving a worker that speaks only CloudAI's wire contract (test/support/cloudai-peers.ts:
 // CloudAI's message table, raw grpc-js, no cloudai module): it is dialled, registers, takes tasks
 // submitted the way CloudAI's clients submit them, and its results, in CloudAI's words, complete
 // each task once with its output.

@@ -6,9 +6,11 @@ import * as grpc from '@grpc/grpc-js'
 import * as protoLoader from '@grpc/proto-loader'
 import { tempDir } from './cluster.js'
 
-// A worker as CloudAI's own would behave, written only from CloudAI's wire contract: its message
-// table (copied below, without any field or RPC that cloudai added), a raw @grpc/grpc-js client and
-// server, and none of cloudai's modules. It waits for MasterRegister, registers, heartbeats with
+// CloudAI's peers, written only from CloudAI's wire contract: its message table (copied below,
+// without any field or RPC that cloudai added), raw @grpc/grpc-js clients and servers, and none of
+// cloudai's modules.
+//
+// CloudaiWorker: a worker as CloudAI's own would behave. It waits for MasterRegister, registers, heartbeats with
 // unary SendHeartbeat every `heartbeatMs`, and reports a finished task with CloudAI's words
 // ("success", "failed", "cancelled"), no exit code and no attempt. A task with a command runs it
 // with `sh -c` in a temp dir (standing in for the container); one with an image only prints what
@@ -47,6 +49,13 @@ message FileChunk { string task_id = 1; string user_id = 2; string file_path = 3
 message FileUploadAck { bool success = 1; string message = 2; }
 `
 
+function loadCloudaiService(dir: string): grpc.ServiceClientConstructor {
+  const file = join(dir, 'cloudai.proto')
+  writeFileSync(file, CLOUDAI_PROTO)
+  const pkg = grpc.loadPackageDefinition(protoLoader.loadSync(file, { keepCase: true, longs: Number, defaults: true })) as unknown as { cluster: { MasterWorker: grpc.ServiceClientConstructor } }
+  return pkg.cluster.MasterWorker
+}
+
 export interface CloudaiTask {
   task_id: string
   docker_image: string
@@ -79,14 +88,11 @@ export class CloudaiWorker {
   private master: UnaryClient | null = null
   private beat: NodeJS.Timeout | null = null
   private readonly running = new Map<string, { req_cpu: number; req_memory: number; pid: number | undefined }>()
-  private readonly waiters = new Set<() => void>()
+  private readonly events = new Waiters()
   private readonly ctor: grpc.ServiceClientConstructor
 
   constructor(readonly id: string, private readonly dir: string, private readonly heartbeatMs = 200) {
-    const file = join(dir, 'cloudai.proto')
-    writeFileSync(file, CLOUDAI_PROTO)
-    const pkg = grpc.loadPackageDefinition(protoLoader.loadSync(file, { keepCase: true, longs: Number, defaults: true })) as unknown as { cluster: { MasterWorker: grpc.ServiceClientConstructor } }
-    this.ctor = pkg.cluster.MasterWorker
+    this.ctor = loadCloudaiService(dir)
   }
 
   async start(): Promise<number> {
@@ -113,25 +119,12 @@ export class CloudaiWorker {
   }
 
   /** Resolves when `check` holds, re-checked after every event of this worker. */
-  until(check: () => boolean, what: string, timeoutMs = 20_000): Promise<void> {
-    if (check()) return Promise.resolve()
-    return new Promise((resolve, reject) => {
-      const waiter = (): void => {
-        if (!check()) return
-        clearTimeout(timer)
-        this.waiters.delete(waiter)
-        resolve()
-      }
-      const timer = setTimeout(() => {
-        this.waiters.delete(waiter)
-        reject(new Error(`CloudAI worker ${this.id}: ${what} did not happen within ${timeoutMs}ms`))
-      }, timeoutMs)
-      this.waiters.add(waiter)
-    })
+  until(check: () => boolean, what: string, timeoutMs?: number): Promise<void> {
+    return this.events.until(check, `CloudAI worker ${this.id}: ${what}`, timeoutMs)
   }
 
   private changed(): void {
-    for (const w of [...this.waiters]) w()
+    this.events.notify()
   }
 
   private follow(address: string): void {
@@ -207,4 +200,105 @@ export async function startCloudaiWorker(t: TestContext, id: string): Promise<Cl
   await worker.start()
   t.after(() => worker.close())
   return worker
+}
+
+/** Resolves when `check` holds, re-checked whenever `notify` is called. */
+class Waiters {
+  private readonly waiters = new Set<() => void>()
+
+  until(check: () => boolean, what: string, timeoutMs = 20_000): Promise<void> {
+    if (check()) return Promise.resolve()
+    return new Promise((resolve, reject) => {
+      const waiter = (): void => {
+        if (!check()) return
+        clearTimeout(timer)
+        this.waiters.delete(waiter)
+        resolve()
+      }
+      const timer = setTimeout(() => {
+        this.waiters.delete(waiter)
+        reject(new Error(`${what} did not happen within ${timeoutMs}ms`))
+      }, timeoutMs)
+      this.waiters.add(waiter)
+    })
+  }
+
+  notify(): void {
+    for (const w of [...this.waiters]) w()
+  }
+}
+
+export interface CloudaiResult {
+  task_id: string
+  worker_id: string
+  status: string
+  logs: string
+  result_location: string
+  output_files: string[]
+}
+
+/**
+ * CloudaiMaster: a master as CloudAI's own would behave. It serves RegisterWorker, SendHeartbeat
+ * and ReportTaskCompletion (not StreamHeartbeats, which CloudAI does not have), and calls
+ * MasterRegister, AssignTask and CancelTask on a worker.
+ */
+export class CloudaiMaster {
+  readonly registered: { worker_id: string; worker_ip: string; total_cpu: number }[] = []
+  readonly heartbeats: { worker_id: string; running_tasks: { task_id: string; status: string }[] }[] = []
+  readonly results: CloudaiResult[] = []
+  port = 0
+  private readonly server = new grpc.Server()
+  private readonly ctor: grpc.ServiceClientConstructor
+  private readonly clients: UnaryClient[] = []
+  private readonly events = new Waiters()
+
+  constructor(dir: string) {
+    this.ctor = loadCloudaiService(dir)
+  }
+
+  async start(): Promise<number> {
+    const ack = (cb: grpc.sendUnaryData<unknown>, message: string): void => cb(null, { success: true, message })
+    this.server.addService(this.ctor.service, {
+      RegisterWorker: (call: grpc.ServerUnaryCall<CloudaiMaster['registered'][number], unknown>, cb: grpc.sendUnaryData<unknown>) => {
+        this.registered.push(call.request)
+        ack(cb, 'registered')
+        this.events.notify()
+      },
+      SendHeartbeat: (call: grpc.ServerUnaryCall<CloudaiMaster['heartbeats'][number], unknown>, cb: grpc.sendUnaryData<unknown>) => {
+        this.heartbeats.push(call.request)
+        cb(null, { success: true })
+        this.events.notify()
+      },
+      ReportTaskCompletion: (call: grpc.ServerUnaryCall<CloudaiResult, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+        this.results.push(call.request)
+        ack(cb, 'result stored')
+        this.events.notify()
+      },
+    })
+    this.port = await new Promise<number>((resolve, reject) => this.server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))))
+    return this.port
+  }
+
+  until(check: () => boolean, what: string, timeoutMs?: number): Promise<void> {
+    return this.events.until(check, `CloudAI master: ${what}`, timeoutMs)
+  }
+
+  /** Calls `method` on the worker at `address` (host:port); resolves with its answer. */
+  call<T = { success: boolean; message: string }>(address: string, method: 'MasterRegister' | 'AssignTask' | 'CancelTask', req: object): Promise<T> {
+    const client = new this.ctor(address, grpc.credentials.createInsecure()) as unknown as UnaryClient
+    this.clients.push(client)
+    return new Promise((resolve, reject) => client[method]!(req, { deadline: Date.now() + 10_000 }, (err, res) => (err ? reject(err) : resolve(res as T))))
+  }
+
+  async close(): Promise<void> {
+    for (const c of this.clients) c.close()
+    await new Promise<void>((resolve) => this.server.tryShutdown(() => resolve()))
+  }
+}
+
+export async function startCloudaiMaster(t: TestContext): Promise<CloudaiMaster> {
+  const master = new CloudaiMaster(tempDir(t, 'cloudai-peer-master-'))
+  await master.start()
+  t.after(() => master.close())
+  return master
 }
