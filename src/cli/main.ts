@@ -3,6 +3,7 @@ import { hideBin } from 'yargs/helpers'
 import type { MasterConfig, WorkerConfig } from '../config.js'
 import { isCloudaiError } from '../shared/errors.js'
 import { createLogger, type Logger } from '../shared/log.js'
+import { loadUws } from '../shared/uws.js'
 import { ApiClient, type ApiResponse } from './api-client.js'
 import {
   formatError,
@@ -391,6 +392,16 @@ async function serve<S extends Service>(
 }
 
 async function runMaster(config: MasterConfig): Promise<void> {
+  // Before anything logs or starts: on a Node.js (or platform) the HTTP API's uWebSockets.js
+  // cannot run on, the master says why in one line and exits.
+  try {
+    loadUws()
+  } catch (err) {
+    if (!isCloudaiError(err)) throw err
+    process.stderr.write(`${formatError(err)}\n`)
+    process.exitCode = EXIT_FAILURE
+    return
+  }
   const log = createLogger(config.log)
   // Imported here rather than at the top: operator commands and flag errors should not load
   // gRPC, uWebSockets.js and SQLite.

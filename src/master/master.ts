@@ -6,6 +6,7 @@ import { validateAddress, validateTaskId, validateWorkerId } from '../shared/val
 import type { TaskStatus } from '../shared/types.js'
 import { Counters } from '../shared/counters.js'
 import { clusterAuthOf } from '../shared/cluster-auth.js'
+import { loadUws } from '../shared/uws.js'
 import type { Store } from '../store/store.js'
 import { createStore } from '../store/select.js'
 import { StoreJournal } from '../store/journal.js'
@@ -139,6 +140,9 @@ export class Master implements MasterControl {
     this.phase = 'starting'
     const log = this.log
     try {
+      // First: a Node.js or platform the HTTP API's uWebSockets.js cannot run on stops the start
+      // before the store opens or a port is bound. The HTTP API gets the same module later.
+      loadUws()
       log.info({ step: 1, store: this.store.kind, location: this.store.location }, `Opening ${this.store.kind} store at ${this.store.location}`)
       const opened = await this.openStore()
 

@@ -35,6 +35,8 @@ export const ErrorCodes = {
   CLOUDAI_STORE_UNAVAILABLE: { http: 503, grpc: GrpcStatus.UNAVAILABLE },
   CLOUDAI_STORE_DEGRADED: { http: 503, grpc: GrpcStatus.UNAVAILABLE },
   CLOUDAI_UWS_FALLBACK: { http: 500, grpc: GrpcStatus.INTERNAL },
+  CLOUDAI_UWS_NO_BINARY: { http: 500, grpc: GrpcStatus.INTERNAL },
+  CLOUDAI_UNSUPPORTED_NODE: { http: 500, grpc: GrpcStatus.INTERNAL },
   CLOUDAI_API_UNREACHABLE: { http: 503, grpc: GrpcStatus.UNAVAILABLE },
   CLOUDAI_INTERNAL: { http: 500, grpc: GrpcStatus.INTERNAL },
 } as const satisfies Record<string, CodeSpec>
