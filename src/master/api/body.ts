@@ -1,8 +1,23 @@
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js'
 import { CloudaiError } from '../../shared/errors.js'
-import type { Reply } from './respond.js'
+import type { Reply, UnreadBody } from './respond.js'
 
 export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+// Enough for the rest of a body a few times over the default limit (the usual oversized request)
+// to be read, so that its sender gets the answer instead of a reset; little enough to stay cheap.
+export const DEFAULT_DRAIN_BYTES = 4 * 1024 * 1024
+// nginx's lingering_timeout; under uWS's own 10 s cut of a stalled body, which would drop the
+// connection without closing it cleanly.
+export const DEFAULT_DRAIN_MS = 5_000
+
+export interface BodyLimits {
+  /** Largest body accepted (413 above it). */
+  maxBytes: number
+  /** After an answer sent before the body had all arrived, the most of it read and dropped. */
+  drainBytes: number
+  /** After such an answer, the longest wait for the rest of the body. */
+  drainMs: number
+}
 
 // application/json, or a structured +json type (application/merge-patch+json), parameters allowed.
 const JSON_MEDIA_TYPE = /^application\/(?:[a-z0-9.+-]+\+)?json\s*(?:;|$)/i
@@ -24,62 +39,134 @@ export class BodyAborted extends Error {
  *
  * The headers are checked before a byte is read (415 for a non-JSON content-type, 413 for a
  * declared length over the limit); a body that grows past the limit while streaming (chunked
- * encoding, or a lying content-length) is refused at the first chunk that crosses it.
+ * encoding, or a lying content-length) is refused at the first chunk that crosses it. Either way
+ * the refusal is answered at once and the rest of the body is drained (see IncomingBody).
  */
-export function readJsonObject(res: HttpResponse, req: HttpRequest, reply: Reply, maxBytes: number): Promise<Record<string, unknown>> {
-  // Until the last chunk arrives, any answer must also close the connection (see Reply).
-  reply.bodyPending = true
-  try {
-    checkHeaders(req.getHeader('content-type'), req.getHeader('content-length'), maxBytes)
-  } catch (err) {
-    return Promise.reject(err)
-  }
-  return readBody(res, reply, maxBytes).then(parseJsonObject)
+export function readJsonObject(res: HttpResponse, req: HttpRequest, reply: Reply, limits: BodyLimits): Promise<Record<string, unknown>> {
+  const body = new IncomingBody(res, reply, limits)
+  const refusal = headerRefusal(req.getHeader('content-type'), req.getHeader('content-length'), limits.maxBytes)
+  if (refusal) body.refuse(refusal)
+  return body.bytes.then(parseJsonObject)
 }
 
-function checkHeaders(contentType: string, contentLength: string, maxBytes: number): void {
+function headerRefusal(contentType: string, contentLength: string, maxBytes: number): CloudaiError | null {
   if (contentType !== '' && !JSON_MEDIA_TYPE.test(contentType)) {
-    throw new CloudaiError(
+    return new CloudaiError(
       'CLOUDAI_UNSUPPORTED_MEDIA_TYPE',
       `content-type ${JSON.stringify(contentType.slice(0, 80))} is not accepted: send application/json`,
     )
   }
-  if (contentLength !== '' && Number(contentLength) > maxBytes) {
-    throw tooLarge(maxBytes)
-  }
+  if (contentLength !== '' && Number(contentLength) > maxBytes) return tooLarge(maxBytes)
+  return null
 }
 
 function tooLarge(maxBytes: number): CloudaiError {
   return new CloudaiError('CLOUDAI_BODY_TOO_LARGE', `the request body is larger than ${maxBytes} bytes`)
 }
 
-function readBody(res: HttpResponse, reply: Reply, maxBytes: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = []
-    let size = 0
-    let settled = false
-    reply.onAbort(() => {
-      settled = true
-      reject(new BodyAborted())
+/**
+ * One request body, from the first chunk to the last. Kept in memory up to the limit. Once refused
+ * (too large, or a refusal from the headers) the promise rejects, the refusal is answered at once,
+ * and the rest of the body is read and dropped: a bounded lingering close, as Node's http server
+ * and nginx do it. The connection is closed when the body has all arrived, so that no unread byte
+ * turns the close into a reset that could cost a client still sending its answer. A body that goes
+ * on for more than `drainBytes` after the answer, or has not ended `drainMs` after it, is cut off.
+ */
+class IncomingBody implements UnreadBody {
+  readonly bytes: Promise<Buffer>
+  // reading: keeping chunks; refused: dropping them, no answer yet; draining: dropping them, the
+  // answer sent and the connection ours to close; done: no more chunks wanted.
+  private phase: 'reading' | 'refused' | 'draining' | 'done' = 'reading'
+  private readonly chunks: Buffer[] = []
+  private size = 0
+  /** Bytes read and dropped since the answer. */
+  private drained = 0
+  private deadline: NodeJS.Timeout | null = null
+  private resolve!: (body: Buffer) => void
+  private reject!: (err: unknown) => void
+
+  constructor(
+    res: HttpResponse,
+    private readonly reply: Reply,
+    private readonly limits: BodyLimits,
+  ) {
+    this.bytes = new Promise((resolve, reject) => {
+      this.resolve = resolve
+      this.reject = reject
     })
-    res.onData((chunk, isLast) => {
-      // uWS keeps calling after we answered a too-large body, until the connection closes.
-      if (settled) return
-      size += chunk.byteLength
-      if (size > maxBytes) {
-        settled = true
-        reject(tooLarge(maxBytes))
+    reply.unreadBody = this
+    reply.onAbort(() => this.aborted())
+    res.onData((chunk, isLast) => this.onChunk(chunk, isLast))
+  }
+
+  /** Refuses the body with `err`, which the handler answers; what is still to come is dropped. */
+  refuse(err: CloudaiError): void {
+    if (this.phase !== 'reading') return
+    this.phase = 'refused'
+    this.chunks.length = 0
+    this.reject(err)
+  }
+
+  answered(): void {
+    // Answered though this reader had not refused the body: the handler will never get it.
+    if (this.phase === 'reading') this.refuse(new CloudaiError('CLOUDAI_INTERNAL', 'the request was answered before its body arrived'))
+    if (this.phase !== 'refused') return
+    this.phase = 'draining'
+    this.deadline = setTimeout(() => this.hangUp('drain deadline'), this.limits.drainMs)
+  }
+
+  private onChunk(chunk: ArrayBuffer, isLast: boolean): void {
+    switch (this.phase) {
+      case 'reading':
+        this.size += chunk.byteLength
+        if (this.size > this.limits.maxBytes) {
+          this.refuse(tooLarge(this.limits.maxBytes))
+          // The answer is not out yet; this chunk is dropped as a refused one.
+          this.onChunk(chunk, isLast)
+          return
+        }
+        // uWS neuters the ArrayBuffer when this callback returns: keep a copy, not a view.
+        if (chunk.byteLength > 0) this.chunks.push(Buffer.copyBytesFrom(new Uint8Array(chunk)))
+        if (isLast) {
+          this.phase = 'done'
+          this.reply.unreadBody = null
+          this.resolve(this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.size))
+        }
         return
-      }
-      // uWS neuters the ArrayBuffer when this callback returns: keep a copy, not a view.
-      if (chunk.byteLength > 0) chunks.push(Buffer.copyBytesFrom(new Uint8Array(chunk)))
-      if (isLast) {
-        settled = true
-        reply.bodyPending = false
-        resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size))
-      }
-    })
-  })
+      case 'refused':
+        // The rest arrived before the answer went out: it can go out as usual, on a connection
+        // that stays open for the next request.
+        if (isLast) {
+          this.phase = 'done'
+          this.reply.unreadBody = null
+        }
+        return
+      case 'draining':
+        this.drained += chunk.byteLength
+        if (isLast) this.hangUp('body ended')
+        else if (this.drained > this.limits.drainBytes) this.hangUp('drain cap')
+        return
+      case 'done':
+        return
+    }
+  }
+
+  private hangUp(reason: string): void {
+    this.stop()
+    this.reply.hangUp(reason, this.drained)
+  }
+
+  /** The connection closed: the client went away, uWS timed it out, or the API is closing. */
+  private aborted(): void {
+    if (this.phase === 'reading') this.reject(new BodyAborted())
+    this.stop()
+  }
+
+  private stop(): void {
+    this.phase = 'done'
+    if (this.deadline) clearTimeout(this.deadline)
+    this.deadline = null
+  }
 }
 
 /** A POST body must be one JSON object; arrays, strings and numbers are refused here. */

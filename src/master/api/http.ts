@@ -4,7 +4,7 @@ import { CloudaiError, type ErrorCode } from '../../shared/errors.js'
 import type { Logger } from '../../shared/log.js'
 import { loadUws, type Uws } from '../../shared/uws.js'
 import type { MasterControl } from '../control.js'
-import { BodyAborted, DEFAULT_MAX_BODY_BYTES, readJsonObject } from './body.js'
+import { BodyAborted, type BodyLimits, DEFAULT_DRAIN_BYTES, DEFAULT_DRAIN_MS, DEFAULT_MAX_BODY_BYTES, readJsonObject } from './body.js'
 import { parseMetricsQuery, parseTaskQuery } from './query.js'
 import { Reply } from './respond.js'
 import type { DashboardFiles } from './static.js'
@@ -19,6 +19,12 @@ export interface HttpApiOptions {
   log: Logger
   /** Largest request body accepted (413 above it). Defaults to 1 MiB. */
   maxBodyBytes?: number
+  /**
+   * A body refused before it has all arrived (413, 415) is answered at once, and the rest is read
+   * and dropped before the connection is closed, up to `maxBytes` of it and for `maxMs` after the
+   * answer; past either the connection is cut. Defaults: 4 MiB, 5 s.
+   */
+  bodyDrain?: { maxBytes?: number; maxMs?: number }
   /** The WebSocket's source of events; without it there is no /ws. */
   live?: LiveSource
   counters?: Counters
@@ -59,7 +65,7 @@ const LISTEN_EXCLUSIVE_PORT = 1
 export class HttpApi {
   private readonly control: MasterControl
   private readonly log: Logger
-  private readonly maxBodyBytes: number
+  private readonly bodyLimits: BodyLimits
   private uws: Uws | null = null
   private app: TemplatedApp | null = null
   private listenSocket: us_listen_socket | null = null
@@ -71,7 +77,11 @@ export class HttpApi {
   constructor(private readonly opts: HttpApiOptions) {
     this.control = opts.control
     this.log = opts.log
-    this.maxBodyBytes = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES
+    this.bodyLimits = {
+      maxBytes: opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
+      drainBytes: opts.bodyDrain?.maxBytes ?? DEFAULT_DRAIN_BYTES,
+      drainMs: opts.bodyDrain?.maxMs ?? DEFAULT_DRAIN_MS,
+    }
     this.token = opts.apiToken ? new ApiToken(opts.apiToken) : null
   }
 
@@ -229,7 +239,7 @@ export class HttpApi {
 
   private async registerWorker(reply: Reply, req: HttpRequest, res: HttpResponse): Promise<void> {
     // Runs synchronously up to the first await, so req is still valid when the body reader reads it.
-    const body = await readJsonObject(res, req, reply, this.maxBodyBytes)
+    const body = await readJsonObject(res, req, reply, this.bodyLimits)
     const { worker, created, persisted } = await this.control.registerWorker(body)
     if (!created) {
       reply.json(200, { message: 'Worker already registered', worker, persisted })
@@ -246,7 +256,7 @@ export class HttpApi {
   }
 
   private async submitTask(reply: Reply, req: HttpRequest, res: HttpResponse): Promise<void> {
-    const body = await readJsonObject(res, req, reply, this.maxBodyBytes)
+    const body = await readJsonObject(res, req, reply, this.bodyLimits)
     const task = await this.control.submitTask(body)
     // CloudAI clients read task_id / status / message. `status` says what the submission did (the
     // task was queued); `task` is its state now, which the scheduler may already have moved on.

@@ -20,6 +20,15 @@ export interface ReplyOptions {
   headers?: Readonly<Record<string, string>>
 }
 
+/** The request body, while it is still arriving (see Reply.unreadBody). */
+export interface UnreadBody {
+  /**
+   * An answer is going out now, before the last chunk. The body's reader takes the connection
+   * over: it goes on reading and dropping the rest, and then calls hangUp().
+   */
+  answered(): void
+}
+
 /**
  * The one owner of a uWS HttpResponse. uWS aborts the process if a response is touched after
  * the client went away or after it was ended, so every write goes through here and is dropped
@@ -27,13 +36,21 @@ export interface ReplyOptions {
  * async continuation, where uWS does not cork for us.
  */
 export class Reply {
-  private state: 'open' | 'aborted' | 'sent' = 'open'
-  private abortListener: (() => void) | null = null
   /**
-   * Set while a request body is still arriving: a reply sent then also closes the connection,
-   * or uWS would go on receiving (and feeding us) the rest of a body nobody wants.
+   * open: no answer yet. lingering: answered while the request body was still arriving, with the
+   * connection kept until hangUp() (see send). sent: answered and done. aborted: the connection
+   * went away before an answer. `res` may be used only while open, and by hangUp() while lingering.
    */
-  bodyPending = false
+  private state: 'open' | 'lingering' | 'sent' | 'aborted' = 'open'
+  private abortListener: (() => void) | null = null
+  /** The close hangUp() scheduled, while it waits for its turn of the loop. */
+  private closing: NodeJS.Immediate | null = null
+  /**
+   * Set by the body reader while a request body is still arriving. An answer sent then must not
+   * close the connection with bytes of the body unread: the kernel would reset it, and a client
+   * still sending might never read the answer (write EPIPE instead of a 413).
+   */
+  unreadBody: UnreadBody | null = null
 
   constructor(
     private readonly res: HttpResponse,
@@ -43,11 +60,15 @@ export class Reply {
     private readonly startedAt: number,
   ) {
     // Attached up front, before any async step: uWS requires it for every response that is not
-    // ended inside the handler itself.
+    // ended inside the handler itself. uWS calls it for a lingering reply too (that response is
+    // unfinished as far as uWS knows), when the connection closes, hangUp() included.
     res.onAborted(() => {
-      this.state = 'aborted'
-      if (this.log.isLevelEnabled('debug')) this.log.debug({ method, url }, 'HTTP request aborted by the client')
-      this.abortListener?.()
+      const was = this.state
+      this.state = was === 'open' ? 'aborted' : 'sent'
+      if (this.closing) clearImmediate(this.closing)
+      this.closing = null
+      if (was === 'open' && this.log.isLevelEnabled('debug')) this.log.debug({ method, url }, 'HTTP request aborted by the client')
+      if (was !== 'sent') this.abortListener?.()
     })
   }
 
@@ -79,16 +100,47 @@ export class Reply {
   }
 
   private send(status: number, contentType: string, payload: string | Uint8Array, opts: ReplyOptions): void {
-    const close = this.bodyPending
-    this.state = 'sent'
-    this.res.cork(() => {
-      this.res.writeStatus(statusLine(status)).writeHeader('content-type', contentType)
-      if (opts.headers) for (const [key, value] of Object.entries(opts.headers)) this.res.writeHeader(key, value)
-      this.res.end(payload, close)
-    })
+    const unread = this.unreadBody
+    if (unread) {
+      // uWS has no call for a whole answer that keeps the connection open for the rest of the
+      // body and still lets us close it later: end() either closes at once or leaves the
+      // connection with no handle to close it by (res is dead after end()). writeStatus() writes
+      // its argument verbatim, so the whole answer goes through it; uWS still counts the response
+      // as unanswered, and res.close() stays possible for hangUp().
+      this.unreadBody = null
+      this.state = 'lingering'
+      unread.answered()
+      this.res.cork(() => this.res.writeStatus(wholeAnswer(status, contentType, payload, opts)))
+    } else {
+      this.state = 'sent'
+      this.res.cork(() => {
+        this.res.writeStatus(statusLine(status)).writeHeader('content-type', contentType)
+        if (opts.headers) for (const [key, value] of Object.entries(opts.headers)) this.res.writeHeader(key, value)
+        this.res.end(payload)
+      })
+    }
     if (this.log.isLevelEnabled('debug')) {
       this.log.debug({ method: this.method, url: this.url, status, ms: Date.now() - this.startedAt }, `${this.method} ${this.url} ${status}`)
     }
+  }
+
+  /**
+   * Closes the connection of a lingering reply, once the body reader has read what it will of the
+   * rest; a no-op for any other. `drained` is how much of the body was read and dropped after the answer.
+   */
+  hangUp(reason: string, drained: number): void {
+    if (this.state !== 'lingering' || this.closing) return
+    if (this.log.isLevelEnabled('debug')) {
+      this.log.debug({ method: this.method, url: this.url, reason, drained }, `${this.method} ${this.url}: connection closed after the answer (${reason})`)
+    }
+    // On the next turn of the loop, not from inside this uWS callback: until it returns, the answer
+    // may still be in uWS's cork buffer (a body that arrived whole with its headers), and a close
+    // drops that unsent. By then it has been handed to the kernel, which sends it before the FIN.
+    this.closing = setImmediate(() => {
+      this.closing = null
+      this.state = 'sent'
+      this.res.close()
+    })
   }
 
   /**
@@ -105,9 +157,23 @@ export class Reply {
     if (this.state === 'open') {
       const shown = cloudai === err ? cloudai.toJSON() : { error: { code: cloudai.code, message: 'internal error; see the master log' } }
       this.json(status, shown, opts)
-    } else if (this.state === 'sent' && status < 500) {
+    } else if (this.state !== 'aborted' && status < 500) {
       // A handler that failed after it had answered is a bug even when the error looks benign.
       this.log.error({ err, method: this.method, url: this.url }, `${this.method} ${this.url} failed after its response was sent`)
     }
   }
+}
+
+/**
+ * A whole HTTP response after "HTTP/1.1 ", as writeStatus() writes it: status line, headers, the
+ * blank line and the body. uWS ends what writeStatus() writes with CRLF; that CRLF ends the body
+ * and is counted in its length (whitespace after JSON). `connection: close` tells the client that
+ * nothing more is coming on this connection.
+ */
+function wholeAnswer(status: number, contentType: string, payload: string | Uint8Array, opts: ReplyOptions): string | Buffer {
+  const bodyBytes = (typeof payload === 'string' ? Buffer.byteLength(payload) : payload.byteLength) + 2
+  let head = `${statusLine(status)}\r\ncontent-type: ${contentType}\r\ncontent-length: ${bodyBytes}\r\nconnection: close\r\ndate: ${new Date().toUTCString()}\r\n`
+  if (opts.headers) for (const [key, value] of Object.entries(opts.headers)) head += `${key}: ${value}\r\n`
+  head += '\r\n'
+  return typeof payload === 'string' ? head + payload : Buffer.concat([Buffer.from(head, 'latin1'), payload])
 }
