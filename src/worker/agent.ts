@@ -1,3 +1,4 @@
+import { createServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net'
 import * as grpc from '@grpc/grpc-js'
 import type { WorkerConfig } from '../config.js'
 import type { Logger } from '../shared/log.js'
@@ -20,6 +21,10 @@ import { readSpecs, UsageSampler } from './specs.js'
 const MAX_REPORT_LOG_BYTES = 1024 * 1024
 /** At shutdown, the time given to deliver the results of the tasks it cancelled. */
 const SHUTDOWN_REPORT_MS = 2_000
+/** At shutdown, the time calls under way on our server get to be answered. */
+const SERVER_DRAIN_MS = 250
+/** At shutdown, the time a peer gets to close its connection to our server before we cut it. */
+const CONNECTION_CLOSE_MS = 100
 
 export interface WorkerAgentDeps {
   log: Logger
@@ -51,6 +56,10 @@ interface TaskInput {
  */
 export class WorkerAgent {
   private server: grpc.Server | null = null
+  /** Accepts the connections our gRPC server serves; see start(). */
+  private listener: NetServer | null = null
+  /** Every open connection to our server, so that shutdown can cut those a peer leaves open. */
+  private readonly connections = new Set<Socket>()
   private boundPort = 0
   private link: MasterLink | null = null
   private executor: Executor | null = null
@@ -63,6 +72,8 @@ export class WorkerAgent {
   private readonly starting = new Map<string, Promise<TaskAckMsg>>()
   /** Tasks cancelled while their AssignTask was still under way. */
   private readonly cancelledEarly = new Set<string>()
+  /** Calls on our server not answered yet; the server is cut off only once they are (or after a grace). */
+  private readonly answering = new Set<Promise<void>>()
   private closed = false
   private closing: Promise<void> | null = null
 
@@ -123,18 +134,29 @@ export class WorkerAgent {
     // check runs before any handler.
     const server = new grpc.Server(auth.serverOptions({ log }))
     server.addService(loadProto().service, {
-      MasterRegister: (call: grpc.ServerUnaryCall<MasterInfoMsg, RegisterAckMsg>, cb: grpc.sendUnaryData<RegisterAckMsg>) => answer(() => this.masterRegister(call.request), cb),
-      AssignTask: (call: grpc.ServerUnaryCall<TaskMsg, TaskAckMsg>, cb: grpc.sendUnaryData<TaskAckMsg>) => answer(() => this.assignTask(call.request), cb),
-      CancelTask: (call: grpc.ServerUnaryCall<TaskIdMsg, TaskAckMsg>, cb: grpc.sendUnaryData<TaskAckMsg>) => answer(() => this.cancelTask(call.request), cb),
+      MasterRegister: (call: grpc.ServerUnaryCall<MasterInfoMsg, RegisterAckMsg>, cb: grpc.sendUnaryData<RegisterAckMsg>) => this.answerCall(() => this.masterRegister(call.request), cb),
+      AssignTask: (call: grpc.ServerUnaryCall<TaskMsg, TaskAckMsg>, cb: grpc.sendUnaryData<TaskAckMsg>) => this.answerCall(() => this.assignTask(call.request), cb),
+      CancelTask: (call: grpc.ServerUnaryCall<TaskIdMsg, TaskAckMsg>, cb: grpc.sendUnaryData<TaskAckMsg>) => this.answerCall(() => this.cancelTask(call.request), cb),
+    })
+    // We listen and hand each connection to grpc-js instead of letting bindAsync listen, so that we
+    // hold every socket: shutdown must be able to cut a connection, and grpc-js cannot (stopServer).
+    const injector = server.createConnectionInjector(auth.serverCredentials())
+    const listener = createServer((socket) => {
+      this.connections.add(socket)
+      socket.once('close', () => this.connections.delete(socket))
+      injector.injectConnection(socket)
     })
     const bind = bindAddress(this.config.host, this.config.port)
     this.boundPort = await new Promise<number>((resolve, reject) => {
-      server.bindAsync(bind, auth.serverCredentials(), (err, port) => {
-        if (err) reject(new CloudaiError('CLOUDAI_BAD_CONFIG', `cannot listen for gRPC on ${bind}: ${err.message}`))
-        else resolve(port)
+      const failed = (err: Error): void => reject(new CloudaiError('CLOUDAI_BAD_CONFIG', `cannot listen for gRPC on ${bind}: ${err.message}`))
+      listener.once('error', failed)
+      listener.listen({ host: this.config.host, port: this.config.port }, () => {
+        listener.off('error', failed)
+        resolve((listener.address() as AddressInfo).port)
       })
     })
     this.server = server
+    this.listener = listener
     log.info({ workerId: this.config.id, grpcPort: this.boundPort, advertise: this.advertise, specs, dataDir: this.config.dataDir }, `Worker ${this.config.id} listening on ${bindAddress(this.config.host, this.boundPort)} (gRPC), advertised as ${this.advertise}`)
     if (this.config.master) {
       log.info({ master: this.config.master }, `Joining master ${this.config.master}`)
@@ -142,6 +164,13 @@ export class WorkerAgent {
     } else {
       log.info('Waiting for a master to call MasterRegister')
     }
+  }
+
+  /** Answers a call, keeping it in `answering` until the answer is given. */
+  private answerCall<T>(handle: () => Promise<T>, cb: grpc.sendUnaryData<T>): void {
+    const answered = answer(handle, cb)
+    this.answering.add(answered)
+    void answered.then(() => this.answering.delete(answered))
   }
 
   private async masterRegister(req: MasterInfoMsg): Promise<RegisterAckMsg> {
@@ -288,33 +317,58 @@ export class WorkerAgent {
     await this.executor?.close()
     await this.reporter?.close(SHUTDOWN_REPORT_MS)
     this.link?.close()
-    const server = this.server
-    this.server = null
-    if (server) {
-      await new Promise<void>((resolve) => {
-        const force = setTimeout(() => {
-          server.forceShutdown()
-          resolve()
-        }, 2000)
-        server.tryShutdown(() => {
-          clearTimeout(force)
-          resolve()
-        })
-      })
-    }
+    await this.stopServer()
     log.info({ workerId: this.config.id }, `Worker ${this.config.id} stopped`)
+  }
+
+  /**
+   * Stops the gRPC server without depending on its peers: no new connections; the calls under way
+   * (every new one is refused by now) get SERVER_DRAIN_MS to be answered, and are cancelled after
+   * that; forceShutdown sends every peer a GOAWAY; a peer that has not closed its connection
+   * CONNECTION_CLOSE_MS later is cut off (one that is there closes it within a round trip).
+   *
+   * grpc-js alone cannot do the last step: tryShutdown and forceShutdown both close each HTTP/2
+   * session gracefully, and Node then keeps the socket open until the peer closes its end. A
+   * master's dial thread sleeps between dials with its last MasterRegister connection open, so a
+   * worker that master had dialled stayed up until the master dialled it again, a heartbeat timeout
+   * after it had stopped.
+   */
+  private async stopServer(): Promise<void> {
+    const { server, listener } = this
+    this.server = null
+    this.listener = null
+    if (!server || !listener) return
+    const stopped = new Promise<void>((resolve) => listener.close(() => resolve()))
+    await settledWithin([...this.answering], SERVER_DRAIN_MS)
+    server.forceShutdown()
+    await settledWithin([...this.connections].map((socket) => new Promise((resolve) => socket.once('close', resolve))), CONNECTION_CLOSE_MS)
+    for (const socket of this.connections) socket.destroy()
+    // Resolves once every connection it accepted is closed.
+    await stopped
   }
 }
 
-/** Answers a unary call; a refusal (thrown or rejected) is a gRPC status with `<message> (<CODE>)` in details. */
-function answer<T>(handle: () => Promise<T>, cb: grpc.sendUnaryData<T>): void {
+/** Waits until every promise has settled or `ms` have passed, whichever comes first. */
+async function settledWithin(promises: Promise<unknown>[], ms: number): Promise<void> {
+  if (promises.length === 0) return
+  let timer: NodeJS.Timeout | undefined
+  const expired = new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))
+  await Promise.race([Promise.allSettled(promises), expired])
+  clearTimeout(timer)
+}
+
+/**
+ * Answers a unary call; a refusal (thrown or rejected) is a gRPC status with `<message> (<CODE>)` in
+ * details. Resolves once the answer is handed to grpc-js.
+ */
+function answer<T>(handle: () => Promise<T>, cb: grpc.sendUnaryData<T>): Promise<void> {
   let p: Promise<T>
   try {
     p = handle()
   } catch (err) {
     p = Promise.reject(err)
   }
-  p.then(
+  return p.then(
     (res) => cb(null, res),
     (err: unknown) => {
       const e = toCloudaiError(err)

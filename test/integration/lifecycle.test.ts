@@ -3,7 +3,7 @@ import { readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { test, type TestContext } from 'node:test'
 import { pathToFileURL } from 'node:url'
-import { ROOT, runCli, startMaster, tempDir } from '../support/cluster.js'
+import { api, msgHas, msgIs, reservePort, ROOT, runCli, startMaster, startWorker, taskFinished, tempDir, type LogLine, type MasterHandle, type Proc } from '../support/cluster.js'
 
 test('the master starts in the CloudAI order and shuts down on SIGTERM in the CloudAI order, exit code 0', async (t) => {
   const master = await startMaster(t, { dataDir: tempDir(t) })
@@ -77,4 +77,82 @@ test('on a platform the uWebSockets.js build has no native binary for the master
 test('with UWS_USE_FALLBACK set the master refuses to start in one line instead of running on the pure-JS fallback', async (t) => {
   const stderr = await refusedStart(t, { UWS_USE_FALLBACK: '1' })
   assert.match(stderr, /\(CLOUDAI_UWS_FALLBACK\)\n$/)
+})
+
+// --- stopping a worker ----------------------------------------------------------------------------
+// A worker told to stop is gone within its --kill-grace plus a second, however it joined and while
+// its master goes on dialling: the master's connections to the worker's server must not keep it.
+
+/** The workers' --kill-grace here: small, so that the bound below is tight. */
+const KILL_GRACE_MS = 300
+const EXIT_WITHIN_MS = KILL_GRACE_MS + 1000
+/** Only the bound of a failure: a worker still running by then hangs (15 s and more, as reported). */
+const HANG_MS = 15_000
+/** A monitor pass every second; a worker stays active between them (it heartbeats every 250 ms). */
+const DIALLING_MASTER = ['--reconnect-interval', '1s', '--dial-timeout', '1s', '--heartbeat-timeout', '5s', '--shutdown-grace', '2s']
+
+const registered = (l: LogLine): boolean => typeof l.msg === 'string' && l.msg.startsWith('Registered with master ')
+const reconnected = (id: string) => (l: LogLine): boolean => l.workerId === id && typeof l.msg === 'string' && l.msg.startsWith(`Successfully reconnected to worker ${id} (`)
+
+/**
+ * A master and an active worker-1, registered while offline. 'dialled': started without --master
+ * and found by the master's monitor (it calls MasterRegister). 'joined': started with --master.
+ */
+async function activeWorker(t: TestContext, how: 'dialled' | 'joined'): Promise<{ master: MasterHandle; worker: Proc }> {
+  const master = await startMaster(t, { dataDir: tempDir(t), args: DIALLING_MASTER })
+  const port = await reservePort()
+  const reg = await api(master.api, '/api/workers', { method: 'POST', body: { worker_id: 'worker-1', worker_ip: `127.0.0.1:${port}` } })
+  assert.equal(reg.status, 201)
+  if (how === 'joined') {
+    const worker = await startWorker(t, 'worker-1', port, { master: `127.0.0.1:${master.grpcPort}`, killGrace: `${KILL_GRACE_MS}ms` })
+    await worker.waitForLog(registered, 'worker-1 registered with the master')
+    return { master, worker }
+  }
+  const mark = master.proc.mark()
+  const worker = await startWorker(t, 'worker-1', port, { killGrace: `${KILL_GRACE_MS}ms` })
+  await master.proc.waitForLog(reconnected('worker-1'), 'the master reconnected to worker-1', { from: mark })
+  await worker.waitForLog(registered, 'worker-1 registered with the master')
+  assert.equal(worker.has(msgHas('MasterRegister from')), true, 'the master dialled the worker')
+  return { master, worker }
+}
+
+/** Sends `signal` and waits for the exit: clean, and within --kill-grace + 1 s. Returns the time it took. */
+async function stopWorker(t: TestContext, worker: Proc, signal: NodeJS.Signals): Promise<number> {
+  const sent = performance.now()
+  worker.child.kill(signal)
+  let timer: NodeJS.Timeout | undefined
+  const hung = new Promise<'hung'>((resolve) => (timer = setTimeout(() => resolve('hung'), HANG_MS)))
+  const exit = await Promise.race([worker.exited, hung])
+  clearTimeout(timer)
+  const ms = Math.round(performance.now() - sent)
+  t.diagnostic(`worker exited ${exit === 'hung' ? 'not at all' : `${ms}ms`} after ${signal}`)
+  assert.notEqual(exit, 'hung', `the worker was still running ${HANG_MS}ms after ${signal}; its last lines:\n${worker.lines.slice(-5).map((l) => JSON.stringify(l)).join('\n')}`)
+  assert.deepEqual(exit, { code: 0, signal: null }, `stderr: ${worker.stderr}`)
+  assert.ok(worker.has(msgIs('Worker worker-1 stopped')))
+  assert.ok(ms < EXIT_WITHIN_MS, `the worker exited ${ms}ms after ${signal}, later than --kill-grace (${KILL_GRACE_MS}ms) + 1 s`)
+  return ms
+}
+
+for (const [how, signal] of [['dialled', 'SIGINT'], ['dialled', 'SIGTERM'], ['joined', 'SIGINT'], ['joined', 'SIGTERM']] as const) {
+  const joined = how === 'dialled' ? 'the master dialled (no --master)' : 'joined with --master'
+  test(`a worker ${joined} exits with code 0 within --kill-grace + 1 s of ${signal} while the master keeps dialling`, async (t) => {
+    const { worker } = await activeWorker(t, how)
+    await stopWorker(t, worker, signal)
+  })
+}
+
+test('Ctrl-C on a worker with a task that ignores SIGTERM: killed after --kill-grace, its result delivered, the worker gone within --kill-grace + 1 s', async (t) => {
+  const { master, worker } = await activeWorker(t, 'dialled')
+  const sub = await api(master.api, '/api/tasks', { method: 'POST', body: { command: "trap '' TERM; while :; do sleep 0.05; done", target_worker_id: 'worker-1' } })
+  assert.equal(sub.status, 201, JSON.stringify(sub.body))
+  const id = sub.body.task_id as string
+  await worker.waitForLog((l) => l.taskId === id && typeof l.msg === 'string' && l.msg.startsWith(`Task ${id} started`), `task ${id} started`)
+
+  const mark = master.proc.mark()
+  const ms = await stopWorker(t, worker, 'SIGINT')
+  assert.ok(ms >= KILL_GRACE_MS, `the task got its --kill-grace (${ms}ms)`)
+  assert.ok(worker.has((l) => l.taskId === id && l.status === 'cancelled' && l.signal === 'SIGKILL'), 'the task was killed after the grace')
+  assert.ok(worker.has(msgIs(`Result of task ${id} (cancelled) delivered to the master`)), 'its result went out in the shutdown round')
+  await master.proc.waitForLog(taskFinished(id), `the master records task ${id} as cancelled`, { from: mark })
+  assert.equal((await api(master.api, `/api/tasks/${id}`)).body.status, 'cancelled')
 })

@@ -171,10 +171,10 @@ export async function startMaster(t: TestContext, opts: { dataDir: string; grpcP
   return { proc, grpcPort: grpcLine.grpcPort as number, httpPort, api: `http://127.0.0.1:${httpPort}` }
 }
 
-export async function startWorker(t: TestContext, id: string, port: number, opts: { master?: string; args?: string[]; dataDir?: string } = {}): Promise<Proc> {
+export async function startWorker(t: TestContext, id: string, port: number, opts: { master?: string; args?: string[]; dataDir?: string; killGrace?: string } = {}): Promise<Proc> {
   const proc = new Proc(id, [
     'worker', '--id', id, '--host', '127.0.0.1', '--port', String(port), '--heartbeat-interval', '250ms', '--join-max-backoff', '500ms', '--log-level', 'debug',
-    '--data-dir', opts.dataDir ?? tempDir(t, `cloudai-${id}-`), '--kill-grace', '1s',
+    '--data-dir', opts.dataDir ?? tempDir(t, `cloudai-${id}-`), '--kill-grace', opts.killGrace ?? '1s',
     ...(opts.master ? ['--master', opts.master] : []), ...(opts.args ?? []),
   ])
   t.after(() => proc.kill('SIGKILL'))
