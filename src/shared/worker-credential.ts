@@ -1,0 +1,181 @@
+import { chmodSync, closeSync, fsyncSync, mkdirSync, openSync, readFileSync, writeSync } from 'node:fs'
+import { dirname } from 'node:path'
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
+import { isIP } from 'node:net'
+import type * as grpc from '@grpc/grpc-js'
+import { CloudaiError } from './errors.js'
+
+// One credential per worker, and the master's proof of itself, in one place for the master, its
+// dial threads and the worker.
+//
+// The master holds a secret key (never in the store). A worker's token is derived from it:
+// HMAC(key, worker id, nonce), where the nonce is random and new at each issue. The store keeps
+// the nonce and the token's SHA-256 only, so nobody who reads the store, its backups or the logs
+// can present a token, and the master can recompute every token it issued without keeping one.
+//
+// Worker to master: `authorization: Bearer <token>` on every call. The master looks the token up
+// by its hash, which binds the call to one worker id; message fields never choose the identity.
+// Master to worker: `cloudai-master-proof: v1.<ms>.<mac>` where mac = HMAC(token, worker id,
+// method, subject, ms). Only a holder of the token can make one, and only the master and that
+// worker hold it: another worker, a stranger or a reader of the store cannot drive a worker.
+
+export const AUTHORIZATION_METADATA = 'authorization'
+export const MASTER_PROOF_METADATA = 'cloudai-master-proof'
+
+/** `cwt1_` and 43 base64url characters (256 bits). */
+const TOKEN_PATTERN = /^cwt1_[A-Za-z0-9_-]{43}$/
+const NONCE_BYTES = 16
+const KEY_BYTES = 32
+/** How far a worker's clock may be from its master's for a proof to count (Kerberos' default). */
+export const PROOF_MAX_SKEW_MS = 5 * 60_000
+
+export type MasterMethod = 'MasterRegister' | 'AssignTask' | 'CancelTask'
+
+/** What a worker record keeps of its credential: nothing that lets anyone present it. */
+export interface StoredCredential {
+  nonce: string
+  /** SHA-256 of the token, hex. */
+  hash: string
+  issuedAt: number
+  /** When the worker first presented this token; null until it has. */
+  presentedAt: number | null
+  /** The token this one replaced, accepted until the worker presents the new one or until expiresAt. */
+  previous: { nonce: string; hash: string; expiresAt: number } | null
+}
+
+export function validateToken(value: unknown, field = 'token'): string {
+  if (typeof value !== 'string' || !TOKEN_PATTERN.test(value)) {
+    throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${field} is not a worker token: it is the cwt1_… value that \`cloudai register\` printed (48 characters)`)
+  }
+  return value
+}
+
+export function tokenHash(token: string): string {
+  return createHash('sha256').update(token, 'utf8').digest('hex')
+}
+
+/** The master's secret. Tokens of workers are derived from it; losing it means issuing new ones. */
+export class MasterKey {
+  private constructor(private readonly secret: Buffer) {}
+
+  /** From raw bytes (tests, and the dial threads, which get the key once through workerData). */
+  static fromBytes(bytes: Uint8Array): MasterKey {
+    if (bytes.length !== KEY_BYTES) throw new CloudaiError('CLOUDAI_BAD_CONFIG', `a master key is ${KEY_BYTES} bytes, got ${bytes.length}`)
+    return new MasterKey(Buffer.from(bytes))
+  }
+
+  static generate(): MasterKey {
+    return new MasterKey(randomBytes(KEY_BYTES))
+  }
+
+  /**
+   * Reads the key file, or creates it (mode 0600, fsynced) when there is none.
+   * @throws CLOUDAI_BAD_CONFIG when it cannot be read or created, or does not hold a key
+   */
+  static loadOrCreate(path: string): { key: MasterKey; created: boolean } {
+    let text: string | null = null
+    try {
+      text = readFileSync(path, 'utf8')
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new CloudaiError('CLOUDAI_BAD_CONFIG', `cannot read the master key ${path}: ${(err as Error).message}`)
+    }
+    if (text !== null) {
+      const hex = text.trim()
+      if (!/^[0-9a-f]{64}$/.test(hex)) throw new CloudaiError('CLOUDAI_BAD_CONFIG', `the master key ${path} is not 64 hex characters; restore it from a backup, or remove it to issue every worker a new token`)
+      return { key: new MasterKey(Buffer.from(hex, 'hex')), created: false }
+    }
+    const key = MasterKey.generate()
+    try {
+      mkdirSync(dirname(path), { recursive: true })
+      // 'wx': two masters starting on one directory must not each write a key of their own.
+      const fd = openSync(path, 'wx', 0o600)
+      try {
+        writeSync(fd, `${key.secret.toString('hex')}\n`)
+        fsyncSync(fd)
+      } finally {
+        closeSync(fd)
+      }
+      chmodSync(path, 0o600)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') return MasterKey.loadOrCreate(path)
+      throw new CloudaiError('CLOUDAI_BAD_CONFIG', `cannot create the master key ${path}: ${(err as Error).message}`)
+    }
+    return { key, created: true }
+  }
+
+  /** The bytes, to hand the key to a dial thread. */
+  bytes(): Uint8Array {
+    return new Uint8Array(this.secret)
+  }
+
+  /** A new credential for `workerId`: the token (shown once) and what the store keeps of it. */
+  issue(workerId: string, now: number): { token: string; stored: StoredCredential } {
+    const nonce = randomBytes(NONCE_BYTES).toString('base64url')
+    const token = this.tokenFor(workerId, nonce)
+    return { token, stored: { nonce, hash: tokenHash(token), issuedAt: now, presentedAt: null, previous: null } }
+  }
+
+  tokenFor(workerId: string, nonce: string): string {
+    return `cwt1_${createHmac('sha256', this.secret).update(`cloudai-worker-token\0${workerId}\0${nonce}`).digest('base64url')}`
+  }
+
+  /** The tokens a worker may hold now: its current one and, during a rotation, the one before. */
+  liveTokens(workerId: string, cred: StoredCredential, now: number): string[] {
+    const tokens = [this.tokenFor(workerId, cred.nonce)]
+    if (cred.previous && cred.previous.expiresAt > now) tokens.push(this.tokenFor(workerId, cred.previous.nonce))
+    return tokens
+  }
+
+  /** Proofs for a call to a worker, one per token it may hold (it accepts any that matches). */
+  proofs(workerId: string, cred: StoredCredential, method: MasterMethod, subject: string, now: number): string[] {
+    return this.liveTokens(workerId, cred, now).map((token) => masterProof(token, workerId, method, subject, now))
+  }
+}
+
+function proofMac(token: string, workerId: string, method: MasterMethod, subject: string, at: number): Buffer {
+  return createHmac('sha256', token).update(`cloudai-master-proof\0${workerId}\0${method}\0${subject}\0${at}`).digest()
+}
+
+/** `v1.<ms>.<mac>`: the master's proof, bound to the worker, the method and what the call is about. */
+export function masterProof(token: string, workerId: string, method: MasterMethod, subject: string, at: number): string {
+  return `v1.${at}.${proofMac(token, workerId, method, subject, at).toString('base64url')}`
+}
+
+/** True when one of `values` is a proof made with `token` for this call, within the clock skew. */
+export function verifyMasterProof(token: string, workerId: string, method: MasterMethod, subject: string, values: readonly unknown[], now: number): boolean {
+  for (const value of values.slice(0, 4)) {
+    if (typeof value !== 'string') continue
+    const m = /^v1\.(\d{1,16})\.([A-Za-z0-9_-]{43})$/.exec(value)
+    if (!m) continue
+    const at = Number(m[1])
+    if (Math.abs(now - at) > PROOF_MAX_SKEW_MS) continue
+    const given = Buffer.from(m[2]!, 'base64url')
+    if (given.length === 32 && timingSafeEqual(given, proofMac(token, workerId, method, subject, at))) return true
+  }
+  return false
+}
+
+/** What a call's `authorization` metadata says: no token, a bearer token, or something else. */
+export function bearerOf(metadata: grpc.Metadata): { kind: 'none' } | { kind: 'token'; token: string } | { kind: 'malformed' } {
+  const values = metadata.get(AUTHORIZATION_METADATA)
+  if (values.length === 0) return { kind: 'none' }
+  if (values.length > 1 || typeof values[0] !== 'string') return { kind: 'malformed' }
+  const m = /^Bearer (\S{1,1024})$/.exec(values[0])
+  return m ? { kind: 'token', token: m[1]! } : { kind: 'malformed' }
+}
+
+/** The peer's IP from grpc-js' `getPeer()` ("127.0.0.1:5000", "[::1]:5000", "ipv4:…"); null when it names none. */
+export function peerIp(peer: string): string | null {
+  const bare = peer.replace(/^ipv[46]:/, '')
+  const m = /^\[([^\]]+)\]:\d+$/.exec(bare) ?? /^([^:]+):\d+$/.exec(bare)
+  const ip = m?.[1] ?? bare
+  return isIP(ip) ? ip : null
+}
+
+/** 127.0.0.0/8, ::1 and their IPv4-mapped forms: callers on this machine. */
+export function isLoopback(ip: string | null): boolean {
+  if (ip === null) return false
+  const v4 = ip.startsWith('::ffff:') ? ip.slice(7) : ip
+  if (isIP(v4) === 4) return v4.startsWith('127.')
+  return ip === '::1'
+}

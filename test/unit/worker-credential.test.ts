@@ -1,0 +1,78 @@
+import assert from 'node:assert/strict'
+import { readFileSync, statSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { test } from 'node:test'
+import * as grpc from '@grpc/grpc-js'
+import { CloudaiError } from '../../src/shared/errors.js'
+import { bearerOf, isLoopback, MasterKey, masterProof, peerIp, PROOF_MAX_SKEW_MS, tokenHash, validateToken, verifyMasterProof } from '../../src/shared/worker-credential.js'
+import { tempDir } from '../support/cluster.js'
+
+test('a token is derived from the master key, the worker id and a random nonce; the store keeps only the nonce and a hash', () => {
+  const key = MasterKey.generate()
+  const a = key.issue('w1', 1000)
+  const b = key.issue('w1', 2000)
+  assert.match(a.token, /^cwt1_[A-Za-z0-9_-]{43}$/)
+  assert.notEqual(a.token, b.token, 'a new nonce, a new token')
+  assert.equal(key.tokenFor('w1', a.stored.nonce), a.token, 'the master can recompute it')
+  assert.notEqual(key.tokenFor('w2', a.stored.nonce), a.token, 'bound to the worker id')
+  assert.notEqual(MasterKey.generate().tokenFor('w1', a.stored.nonce), a.token, 'and to the key')
+  assert.equal(a.stored.hash, tokenHash(a.token))
+  assert.ok(!JSON.stringify(a.stored).includes(a.token.slice(5)), 'nothing stored is the token')
+  assert.equal(validateToken(a.token), a.token)
+  for (const bad of ['', 'cwt1_short', `cwt2_${'a'.repeat(43)}`, `cwt1_${'a'.repeat(42)}!`, 42]) assert.throws(() => validateToken(bad), (e: CloudaiError) => e.code === 'CLOUDAI_BAD_CONFIG')
+})
+
+test('the master key file is created once with mode 0600 and read back; a damaged one is refused', (t) => {
+  const dir = tempDir(t)
+  const path = join(dir, 'sub', 'master.key')
+  const first = MasterKey.loadOrCreate(path)
+  assert.equal(first.created, true)
+  assert.equal(statSync(path).mode & 0o777, 0o600)
+  const again = MasterKey.loadOrCreate(path)
+  assert.equal(again.created, false)
+  assert.equal(again.key.tokenFor('w1', 'n'), first.key.tokenFor('w1', 'n'))
+  assert.match(readFileSync(path, 'utf8'), /^[0-9a-f]{64}\n$/)
+  writeFileSync(path, 'garbage')
+  assert.throws(() => MasterKey.loadOrCreate(path), (e: CloudaiError) => e.code === 'CLOUDAI_BAD_CONFIG' && /not 64 hex characters/.test(e.message))
+})
+
+test("the master's proof holds only for its token, worker, method, subject and time", () => {
+  const key = MasterKey.generate()
+  const { token, stored } = key.issue('w1', 0)
+  const other = key.issue('w2', 0).token
+  const now = 1_800_000_000_000
+  const proof = masterProof(token, 'w1', 'AssignTask', 'task-1/1', now)
+  assert.equal(verifyMasterProof(token, 'w1', 'AssignTask', 'task-1/1', [proof], now), true)
+  assert.equal(verifyMasterProof(token, 'w1', 'AssignTask', 'task-1/1', [proof], now + PROOF_MAX_SKEW_MS), true)
+  assert.equal(verifyMasterProof(token, 'w1', 'AssignTask', 'task-1/1', [proof], now + PROOF_MAX_SKEW_MS + 1), false, 'too old')
+  assert.equal(verifyMasterProof(token, 'w1', 'AssignTask', 'task-2/1', [proof], now), false, 'another task')
+  assert.equal(verifyMasterProof(token, 'w1', 'CancelTask', 'task-1/1', [proof], now), false, 'another method')
+  assert.equal(verifyMasterProof(token, 'w2', 'AssignTask', 'task-1/1', [proof], now), false, 'another worker')
+  assert.equal(verifyMasterProof(token, 'w1', 'AssignTask', 'task-1/1', [masterProof(other, 'w1', 'AssignTask', 'task-1/1', now)], now), false, "another worker's token")
+  assert.equal(verifyMasterProof(token, 'w1', 'AssignTask', 'task-1/1', ['v1.x.y', 'nonsense', 7], now), false)
+  // During a rotation the master sends one proof per live token; the worker takes any that is its own.
+  const rotated = { ...key.issue('w1', now).stored, previous: { nonce: stored.nonce, hash: stored.hash, expiresAt: now + 1000 } }
+  const proofs = key.proofs('w1', rotated, 'CancelTask', 'task-1', now)
+  assert.equal(proofs.length, 2)
+  assert.equal(verifyMasterProof(token, 'w1', 'CancelTask', 'task-1', proofs, now), true, 'the old token, within its grace')
+  assert.equal(key.proofs('w1', rotated, 'CancelTask', 'task-1', now + 1000).length, 1, 'after the grace only the new one')
+})
+
+test('bearer metadata and loopback peers', () => {
+  const md = (...values: string[]) => {
+    const m = new grpc.Metadata()
+    for (const v of values) m.add('authorization', v)
+    return m
+  }
+  assert.deepEqual(bearerOf(md()), { kind: 'none' })
+  assert.deepEqual(bearerOf(md('Bearer abc')), { kind: 'token', token: 'abc' })
+  assert.deepEqual(bearerOf(md('Basic abc')), { kind: 'malformed' })
+  assert.deepEqual(bearerOf(md('Bearer a', 'Bearer b')), { kind: 'malformed' })
+  assert.equal(peerIp('127.0.0.1:5000'), '127.0.0.1')
+  assert.equal(peerIp('ipv4:10.1.2.3:5000'), '10.1.2.3')
+  assert.equal(peerIp('[::1]:5000'), '::1')
+  assert.equal(peerIp('[::ffff:127.0.0.1]:5000'), '::ffff:127.0.0.1')
+  assert.equal(peerIp('unix:/x'), null)
+  for (const ip of ['127.0.0.1', '127.9.9.9', '::1', '::ffff:127.0.0.1']) assert.equal(isLoopback(ip), true, ip)
+  for (const ip of ['10.0.0.1', '::ffff:10.0.0.1', '::2', 'fe80::1', '0.0.0.0', null]) assert.equal(isLoopback(ip), false, String(ip))
+})
