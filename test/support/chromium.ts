@@ -38,7 +38,7 @@ function isExecutable(path: string): boolean {
 }
 
 /** The first executable `name` on PATH, or null. */
-function which(name: string, host: ChromiumHost): string | null {
+export function which(name: string, host: Pick<ChromiumHost, 'env' | 'isExecutable'>): string | null {
   for (const dir of (host.env.PATH ?? '/usr/local/bin:/usr/bin:/bin').split(delimiter)) {
     if (!dir) continue
     const path = join(dir, name)
@@ -105,8 +105,11 @@ export async function chromiumPath(host: ChromiumHost = localHost()): Promise<st
   return installed
 }
 
-/** This machine: the commands' output goes to a log file, whose tail a failure shows. */
-export function localHost(): ChromiumHost {
+/**
+ * This machine: the commands' output goes to a log file (in a temp dir named from `logPrefix`),
+ * whose tail a failure shows. test/support/netns.ts installs iproute2 with the same `run`.
+ */
+export function localHost(logPrefix = 'cloudai-chromium-'): ChromiumHost {
   // Only what apt and sudo need: nothing of the test's own environment (CLOUDAI_*) leaks in.
   const childEnv = { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C', HOME: process.env.HOME ?? '/root' }
   let logFile: string | null = null
@@ -118,7 +121,7 @@ export function localHost(): ChromiumHost {
     passwordlessSudo: () => new Promise((resolve) => execFile('sudo', ['-n', 'true'], { env: childEnv, timeout: 10_000 }, (err) => resolve(!err))),
     run: (argv) =>
       new Promise((resolve, reject) => {
-        logFile ??= join(mkdtempSync(join(tmpdir(), 'cloudai-chromium-')), 'install.log')
+        logFile ??= join(mkdtempSync(join(tmpdir(), logPrefix)), 'install.log')
         const log = createWriteStream(logFile, { flags: 'a' })
         const child = spawn(argv[0]!, argv.slice(1), { env: childEnv, cwd: tmpdir(), stdio: ['ignore', 'pipe', 'pipe'] })
         child.stdout.pipe(log, { end: false })

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { TestContext } from 'node:test'
+import type { NetnsEnd } from './netns.js'
 
 // Real processes for integration tests: the CLI exactly as a user runs it, JSON log lines read
 // from stdout, ports chosen by the OS, temp dirs removed afterwards.
@@ -47,8 +48,15 @@ export class Proc {
   stderr = ''
   private waiters: { pred: (l: LogLine) => boolean; from: number; resolve: (l: LogLine) => void }[] = []
 
-  constructor(readonly name: string, args: string[], env: NodeJS.ProcessEnv = {}) {
-    this.child = spawn(process.execPath, [CLI, ...args], { cwd: childCwd(), env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] })
+  /**
+   * `opts.netns`: run it inside that network namespace (`ip netns exec <name>`, which execs the CLI
+   * in place: the child's pid is the CLI's own). Only namespaces of test/support/netns.ts, which
+   * also checks that `ip` is on the PATH children get.
+   */
+  constructor(readonly name: string, args: string[], env: NodeJS.ProcessEnv = {}, opts: { netns?: string } = {}) {
+    const argv = [process.execPath, CLI, ...args]
+    const [cmd, ...rest] = opts.netns === undefined ? argv : ['ip', 'netns', 'exec', opts.netns, ...argv]
+    this.child = spawn(cmd!, rest, { cwd: childCwd(), env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] })
     let buf = ''
     this.child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
       buf += chunk
@@ -159,24 +167,32 @@ export interface MasterHandle {
 
 export const FAST_MASTER_FLAGS = ['--reconnect-interval', '300ms', '--dial-timeout', '1s', '--heartbeat-timeout', '1500ms', '--shutdown-grace', '2s']
 
-export async function startMaster(t: TestContext, opts: { dataDir: string; grpcPort?: number; args?: string[]; name?: string; env?: NodeJS.ProcessEnv }): Promise<MasterHandle> {
+/**
+ * A master on OS-chosen ports, on 127.0.0.1; with `netns` (a namespace of test/support/netns.ts),
+ * inside it on its address: gRPC, and so what it advertises, and the HTTP API. `api` is then that
+ * address, which only a process inside one of the pair's namespaces can reach: call it with
+ * nsFetch, never from this process (here it would go to this machine's default route).
+ */
+export async function startMaster(t: TestContext, opts: { dataDir: string; grpcPort?: number; args?: string[]; name?: string; env?: NodeJS.ProcessEnv; netns?: NetnsEnd }): Promise<MasterHandle> {
+  const host = opts.netns?.ip ?? '127.0.0.1'
   const proc = new Proc(opts.name ?? 'master', [
-    'master', '--grpc-host', '127.0.0.1', '--grpc-port', String(opts.grpcPort ?? 0), '--http-host', '127.0.0.1', '--http-port', '0',
+    'master', '--grpc-host', host, '--grpc-port', String(opts.grpcPort ?? 0), '--http-host', host, '--http-port', '0',
     '--data-dir', opts.dataDir, '--log-level', 'debug', ...(opts.args ?? FAST_MASTER_FLAGS),
-  ], opts.env)
+  ], opts.env, { netns: opts.netns?.name })
   t.after(() => proc.kill('SIGKILL'))
   const grpcLine = await proc.waitForLog((l) => l.step === 6, 'gRPC server listening')
   const httpLine = await proc.waitForLog((l) => l.step === 7, 'HTTP API listening')
   const httpPort = httpLine.httpPort as number
-  return { proc, grpcPort: grpcLine.grpcPort as number, httpPort, api: `http://127.0.0.1:${httpPort}` }
+  return { proc, grpcPort: grpcLine.grpcPort as number, httpPort, api: `http://${host}:${httpPort}` }
 }
 
-export async function startWorker(t: TestContext, id: string, port: number, opts: { master?: string; args?: string[]; dataDir?: string; killGrace?: string } = {}): Promise<Proc> {
+/** A worker on 127.0.0.1:`port`; with `netns`, inside that namespace on its address (which it advertises). */
+export async function startWorker(t: TestContext, id: string, port: number, opts: { master?: string; args?: string[]; dataDir?: string; killGrace?: string; env?: NodeJS.ProcessEnv; netns?: NetnsEnd } = {}): Promise<Proc> {
   const proc = new Proc(id, [
-    'worker', '--id', id, '--host', '127.0.0.1', '--port', String(port), '--heartbeat-interval', '250ms', '--join-max-backoff', '500ms', '--log-level', 'debug',
+    'worker', '--id', id, '--host', opts.netns?.ip ?? '127.0.0.1', '--port', String(port), '--heartbeat-interval', '250ms', '--join-max-backoff', '500ms', '--log-level', 'debug',
     '--data-dir', opts.dataDir ?? tempDir(t, `cloudai-${id}-`), '--kill-grace', opts.killGrace ?? '1s',
     ...(opts.master ? ['--master', opts.master] : []), ...(opts.args ?? []),
-  ])
+  ], opts.env, { netns: opts.netns?.name })
   t.after(() => proc.kill('SIGKILL'))
   await proc.waitForLog(msgHas('listening on'), 'worker listening')
   return proc
