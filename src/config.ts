@@ -85,6 +85,13 @@ export interface MasterConfig extends ClusterSecurity {
   wsMaxConnections: number
   /** When set, every HTTP route but /healthz and the dashboard's files, and every WebSocket, needs `Authorization: Bearer <token>`. */
   apiToken: string | null
+  /**
+   * Names (host names or IP addresses) the HTTP API answers to in Host besides its defaults:
+   * loopback, httpHost, and for a wildcard httpHost the machine's host name and addresses.
+   */
+  apiAllowHosts: readonly string[]
+  /** Origins (`https://host[:port]`) of other sites whose pages may call the HTTP API and open /ws. */
+  apiAllowOrigins: readonly string[]
   log: LogConfig
 }
 
@@ -131,6 +138,8 @@ export const MASTER_DEFAULTS: Omit<MasterConfig, 'log'> = {
   wsMaxBufferBytes: 1024 * 1024,
   wsMaxConnections: 1000,
   apiToken: null,
+  apiAllowHosts: [],
+  apiAllowOrigins: [],
   clusterToken: null,
   tls: null,
 }

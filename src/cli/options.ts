@@ -7,6 +7,7 @@ import { CloudaiError, isCloudaiError } from '../shared/errors.js'
 import { LOG_LEVELS } from '../shared/log.js'
 import type { TaskStatus } from '../shared/types.js'
 import { parseAddress, parsePort, validateAddress, validateString, validateTaskId, validateWorkerId } from '../shared/validation.js'
+import { parseAllowedHost, parseAllowedOrigin } from '../master/api/guard.js'
 import { parseMetricsQuery } from '../master/api/query.js'
 import { checkDatabaseName, isMongoUri, validateMongoUri } from '../store/mongo-uri.js'
 import type { TaskListQuery, TaskSubmitBody } from './api-client.js'
@@ -104,6 +105,16 @@ export const MASTER_OPTIONS = withEnv({
   'ws-max-buffer': { type: 'string', default: '1MiB', describe: 'a WebSocket client this far behind is closed; telemetry to it pauses at half (bytes, or with KiB / MiB: 16KiB to 256MiB)' },
   'ws-max-connections': { type: 'string', default: String(MASTER_DEFAULTS.wsMaxConnections), describe: 'WebSocket connections served at once (1 to 100000)' },
   'api-token': { type: 'string', describe: 'require Authorization: Bearer <token> on the HTTP API and the WebSocket (all but /healthz and the dashboard page); 16 to 1024 printable characters' },
+  'api-allow-host': {
+    type: 'string',
+    array: true,
+    describe: 'another name the HTTP API answers to in Host (a host name or IP address, no port), besides localhost, 127.0.0.1, ::1 and --http-host (bound to 0.0.0.0 or ::, also this machine\'s host name and addresses); repeat it or give a comma list',
+  },
+  'api-allow-origin': {
+    type: 'string',
+    array: true,
+    describe: 'origin (http:// or https://, host, optional port) of another site whose pages may call the HTTP API and open /ws; the dashboard needs none; repeat it or give a comma list',
+  },
   ...STORE_OPTIONS,
   ...SECURITY_OPTIONS,
 })
@@ -441,8 +452,26 @@ function readMasterConfig(argv: Argv): MasterConfig {
     wsMaxBufferBytes: read(argv, 'ws-max-buffer', d.wsMaxBufferBytes, byteSize(16 * 1024, 256 * 1024 * 1024)),
     wsMaxConnections: read(argv, 'ws-max-connections', d.wsMaxConnections, wholeNumber(1, 100_000)),
     apiToken: read<string | null>(argv, 'api-token', null, secret),
+    apiAllowHosts: repeated(argv, 'api-allow-host', listOf(parseAllowedHost)) ?? d.apiAllowHosts,
+    apiAllowOrigins: repeated(argv, 'api-allow-origin', listOf(parseAllowedOrigin)) ?? d.apiAllowOrigins,
     ...buildSecurity(argv),
     log: buildLogConfig(argv),
+  }
+}
+
+/** A repeatable flag whose values may also be comma lists (an environment variable is one value). */
+function listOf(parse: (value: string, field: string) => string) {
+  return (values: readonly unknown[], field: string): string[] => {
+    const out: string[] = []
+    for (const value of values) {
+      if (typeof value !== 'string') throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${field} takes text, got ${JSON.stringify(value)}`)
+      for (const item of value.split(',')) {
+        if (item.trim() === '') continue
+        const parsed = parse(item, field)
+        if (!out.includes(parsed)) out.push(parsed)
+      }
+    }
+    return out
   }
 }
 

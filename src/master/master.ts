@@ -114,6 +114,8 @@ export class Master implements MasterControl {
       counters: this.counters,
       ws: { maxBufferBytes: config.wsMaxBufferBytes, maxConnections: config.wsMaxConnections },
       apiToken: config.apiToken,
+      allowHosts: config.apiAllowHosts,
+      allowOrigins: config.apiAllowOrigins,
       dashboard: loadDashboard(),
     })
   }
@@ -176,7 +178,7 @@ export class Master implements MasterControl {
       log.info({ step: 6, grpcPort, advertise: this.advertised }, `gRPC server listening on ${this.config.grpcHost}:${grpcPort} (workers call back on ${this.advertised})`)
 
       const httpPort = await this.http.start()
-      log.info({ step: 7, httpPort }, `HTTP API listening on http://${this.config.httpHost}:${httpPort}`)
+      log.info({ step: 7, httpPort, allowedHosts: this.http.allowedHosts, allowedOrigins: this.config.apiAllowOrigins }, `HTTP API listening on http://${this.config.httpHost}:${httpPort}`)
 
       this.startedAt = Date.now()
       this.phase = 'running'

@@ -204,6 +204,17 @@ export class MasterMetrics {
     count('cloudai_ws_slow_clients_closed_total', 'WebSocket clients closed for falling more than --ws-max-buffer behind.', 'WS_SLOW_CLOSED')
     count('cloudai_http_unauthorized_total', 'HTTP requests and WebSocket upgrades refused for a missing or wrong API token.', 'HTTP_UNAUTHORIZED')
     count('cloudai_http_body_too_large_total', 'HTTP requests refused with 413 for a body over the limit.', 'HTTP_BODY_TOO_LARGE')
+    reg(new ScrapeMetric('cloudai_http_refused_total', 'HTTP requests and WebSocket upgrades refused for their framing, size, Host, Origin or content type, by reason.', 'counter', () => {
+      const c = this.reader.all()
+      return [
+        { labels: { reason: 'framing' }, value: c.HTTP_REFUSED_FRAMING },
+        { labels: { reason: 'uri_too_long' }, value: c.HTTP_REFUSED_URI_TOO_LONG },
+        { labels: { reason: 'headers_too_large' }, value: c.HTTP_REFUSED_HEADERS_TOO_LARGE },
+        { labels: { reason: 'host' }, value: c.HTTP_REFUSED_HOST },
+        { labels: { reason: 'origin' }, value: c.HTTP_REFUSED_ORIGIN },
+        { labels: { reason: 'media_type' }, value: c.HTTP_REFUSED_MEDIA_TYPE },
+      ]
+    }))
     count('cloudai_ws_message_too_large_total', 'WebSocket connections cut for a client message over 16 KiB.', 'WS_MESSAGE_TOO_LARGE')
     count('cloudai_ws_telemetry_dropped_total', 'Telemetry messages not sent to backed-up WebSocket clients.', 'WS_TELEMETRY_DROPPED')
 

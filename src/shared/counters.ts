@@ -34,10 +34,16 @@ export const C = {
   HTTP_UNAUTHORIZED: 22,
   HTTP_BODY_TOO_LARGE: 23,
   WS_MESSAGE_TOO_LARGE: 24,
+  HTTP_REFUSED_FRAMING: 25,
+  HTTP_REFUSED_URI_TOO_LONG: 26,
+  HTTP_REFUSED_HEADERS_TOO_LARGE: 27,
+  HTTP_REFUSED_HOST: 28,
+  HTTP_REFUSED_ORIGIN: 29,
+  HTTP_REFUSED_MEDIA_TYPE: 30,
 } as const
 
 export type CounterName = keyof typeof C
-const COUNTER_SLOTS = 32
+const COUNTER_SLOTS = 48
 
 /** Latency histograms: fixed upper bounds (inclusive, Prometheus `le`), plus +Inf. */
 export const HISTOGRAMS = {

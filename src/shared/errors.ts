@@ -16,6 +16,13 @@ export const ErrorCodes = {
   CLOUDAI_BAD_FIELD: { http: 400, grpc: GrpcStatus.INVALID_ARGUMENT },
   CLOUDAI_BODY_TOO_LARGE: { http: 413, grpc: GrpcStatus.RESOURCE_EXHAUSTED },
   CLOUDAI_UNSUPPORTED_MEDIA_TYPE: { http: 415, grpc: GrpcStatus.INVALID_ARGUMENT },
+  // HTTP only (src/master/api/guard.ts): requests refused before any route sees them.
+  CLOUDAI_BAD_FRAMING: { http: 400, grpc: GrpcStatus.INVALID_ARGUMENT },
+  CLOUDAI_URI_TOO_LONG: { http: 414, grpc: GrpcStatus.INVALID_ARGUMENT },
+  CLOUDAI_HEADERS_TOO_LARGE: { http: 431, grpc: GrpcStatus.RESOURCE_EXHAUSTED },
+  // 421 Misdirected Request: the request names a host this server does not answer for (RFC 9110 15.5.20).
+  CLOUDAI_BAD_HOST: { http: 421, grpc: GrpcStatus.PERMISSION_DENIED },
+  CLOUDAI_BAD_ORIGIN: { http: 403, grpc: GrpcStatus.PERMISSION_DENIED },
   CLOUDAI_UNAUTHORIZED: { http: 401, grpc: GrpcStatus.UNAUTHENTICATED },
   CLOUDAI_UNAUTHENTICATED: { http: 401, grpc: GrpcStatus.UNAUTHENTICATED },
   CLOUDAI_NOT_FOUND: { http: 404, grpc: GrpcStatus.NOT_FOUND },

@@ -108,6 +108,17 @@ export class RawHttp {
     })
   }
 
+  /**
+   * Everything the server sent until the connection closed, and how it closed: for answers that end
+   * with the connection (uWS's own error pages have no content-length) and for counting answers.
+   */
+  async untilClosed(): Promise<{ text: string; close: RawClose; statuses: number[] }> {
+    const close = await this.closed
+    const text = this.received.toString('latin1')
+    const statuses = [...text.matchAll(/(?:^|\r\n)HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]))
+    return { text, close, statuses }
+  }
+
   private wake(): void {
     for (const waiter of [...this.waiters]) waiter()
   }

@@ -112,10 +112,31 @@ test('master flags are parsed into the config: ports, hosts, addresses, duration
     wsMaxBufferBytes: 4 * 1024 * 1024,
     wsMaxConnections: 50,
     apiToken: 'api-token-0123456789',
+    apiAllowHosts: [],
+    apiAllowOrigins: [],
     clusterToken: 'cluster-token-0123456789',
     tls: { certPath: CERT, keyPath: CERT, caPath: null },
     log: { level: 'debug', pretty: true },
   })
+})
+
+test('--api-allow-host and --api-allow-origin repeat and take comma lists; each value is checked', () => {
+  const config = buildMasterConfig({
+    'api-allow-host': ['cloudai.example.com, 10.0.0.5', '[fd00::7]', 'Compose_Service', 'CLOUDAI.example.com.'],
+    'api-allow-origin': ['https://ops.example.com/', 'http://LOCALHOST:3000,https://ops.example.com:443'],
+  })
+  assert.deepEqual(config.apiAllowHosts, ['cloudai.example.com', '10.0.0.5', 'fd00::7', 'compose_service'])
+  assert.deepEqual(config.apiAllowOrigins, ['https://ops.example.com', 'http://localhost:3000'])
+  // One environment variable is one value: CLOUDAI_API_ALLOW_HOST="a.example,b.example".
+  assert.deepEqual(buildMasterConfig({ 'api-allow-host': 'a.example,b.example' }).apiAllowHosts, ['a.example', 'b.example'])
+  assert.deepEqual(buildMasterConfig({ 'api-allow-origin': '' }).apiAllowOrigins, [])
+
+  for (const host of ['*', 'cloudai.example.com:8080', 'http://cloudai.example.com', 'bad host', '-x.example', 'a..b']) {
+    assert.throws(() => buildMasterConfig({ 'api-allow-host': host }), badConfig('--api-allow-host'), host)
+  }
+  for (const origin of ['*', 'null', 'ops.example.com', 'ftp://ops.example.com', 'https://ops.example.com/path', 'https://ops.example.com?x', 'https://user@ops.example.com', 'https://ops.example.com#']) {
+    assert.throws(() => buildMasterConfig({ 'api-allow-origin': origin }), badConfig('--api-allow-origin'), origin)
+  }
 })
 
 test('worker flags are parsed into the config', () => {

@@ -335,11 +335,14 @@ test('GET /api/workers/{id}/metrics validates the id and since', async (t) => {
   }
 })
 
-test('a POST without a content-type is read as JSON', async (t) => {
-  const { base } = await startApi(t)
+test('a POST without a content-type is refused with 415 and registers nothing (another site\'s page may send one without a preflight)', async (t) => {
+  const control = new MemoryControl()
+  const { base } = await startApi(t, control)
   // A Uint8Array body makes fetch send no content-type at all (a string would be text/plain).
   const res = await call(`${base}/api/workers`, { method: 'POST', body: new TextEncoder().encode('{"worker_id":"w2","worker_ip":"localhost:1"}') })
-  assert.equal(res.status, 201)
+  assert.equal(res.status, 415)
+  assert.equal(res.body.error.code, 'CLOUDAI_UNSUPPORTED_MEDIA_TYPE')
+  assert.equal(control.workers.size, 0)
 })
 
 test('bad requests get their error code and status and change nothing', async (t) => {

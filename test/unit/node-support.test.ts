@@ -14,10 +14,10 @@ const refusal = (node: string) => (err: unknown) => {
   return true
 }
 
-test('Node.js 20.19 and later 20.x run the master on the uWebSockets.js build for ABI 115', () => {
+test('Node.js 20.19 and later 20.x run the master on the uWebSockets.js build for ABI 115 (@based/uws, as Node 22)', () => {
   for (const node of ['20.19.0', '20.20.2']) {
     const build = checkNodeSupport({ node, modules: '115' })
-    assert.equal(build.pkg, 'uWebSockets.js')
+    assert.equal(build.pkg, 'uws-node22')
     assert.equal(build.abi, '115')
   }
 })

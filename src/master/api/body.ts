@@ -37,7 +37,7 @@ export class BodyAborted extends Error {
  * uWS handler: `req` is stack-allocated and gone after the handler returns, and uWS delivers body
  * chunks only to an onData handler attached before then.
  *
- * The headers are checked before a byte is read (415 for a non-JSON content-type, 413 for a
+ * The headers are checked before a byte is read (415 for a missing or non-JSON content-type, 413 for a
  * declared length over the limit); a body that grows past the limit while streaming (chunked
  * encoding, or a lying content-length) is refused at the first chunk that crosses it. Either way
  * the refusal is answered at once and the rest of the body is drained (see IncomingBody).
@@ -49,8 +49,28 @@ export function readJsonObject(res: HttpResponse, req: HttpRequest, reply: Reply
   return body.bytes.then(parseJsonObject)
 }
 
+/**
+ * Refuses a request whose body cannot be framed with certainty (two Content-Lengths) and answers
+ * `err` at once. The body, as far as uWS frames it, is read and dropped, and the connection closed
+ * after it (see IncomingBody). Until the close the answer is unfinished as far as uWS knows, and
+ * uWS closes a connection on which a request arrives before the last one was answered: a request
+ * hidden in the rest of the body is never served, though the answer may then be lost with it.
+ */
+export function refuseUnframed(res: HttpResponse, reply: Reply, limits: BodyLimits, err: CloudaiError): void {
+  const body = new IncomingBody(res, reply, limits)
+  body.refuse(err)
+  // Answered here, not by a handler awaiting the body.
+  body.bytes.catch(() => undefined)
+  reply.error(err)
+}
+
 function headerRefusal(contentType: string, contentLength: string, maxBytes: number): CloudaiError | null {
-  if (contentType !== '' && !JSON_MEDIA_TYPE.test(contentType)) {
+  // Required, not assumed: a page on another site may POST text/plain, a form's types or no type at
+  // all without a CORS preflight, and application/json is what makes the browser ask first.
+  if (contentType === '') {
+    return new CloudaiError('CLOUDAI_UNSUPPORTED_MEDIA_TYPE', 'the request has no content-type: send content-type: application/json with a JSON body')
+  }
+  if (!JSON_MEDIA_TYPE.test(contentType)) {
     return new CloudaiError(
       'CLOUDAI_UNSUPPORTED_MEDIA_TYPE',
       `content-type ${JSON.stringify(contentType.slice(0, 80))} is not accepted: send application/json`,

@@ -4,7 +4,8 @@ import { CloudaiError, type ErrorCode } from '../../shared/errors.js'
 import type { Logger } from '../../shared/log.js'
 import { loadUws, type Uws } from '../../shared/uws.js'
 import type { MasterControl } from '../control.js'
-import { BodyAborted, type BodyLimits, DEFAULT_DRAIN_BYTES, DEFAULT_DRAIN_MS, DEFAULT_MAX_BODY_BYTES, readJsonObject } from './body.js'
+import { BodyAborted, type BodyLimits, DEFAULT_DRAIN_BYTES, DEFAULT_DRAIN_MS, DEFAULT_MAX_BODY_BYTES, readJsonObject, refuseUnframed } from './body.js'
+import { closesConnection, countRefusal, type MachineNames, RequestGuard } from './guard.js'
 import { parseMetricsQuery, parseTaskQuery } from './query.js'
 import { Reply } from './respond.js'
 import type { DashboardFiles } from './static.js'
@@ -34,6 +35,12 @@ export interface HttpApiOptions {
   dashboard?: DashboardFiles
   /** WebSocket limits (see LiveSockets); defaults: 1 MiB behind, 1000 connections, 16 KiB messages. */
   ws?: { maxBufferBytes?: number; maxConnections?: number; maxMessageBytes?: number }
+  /** Host names and addresses requests may carry in Host besides the defaults (see RequestGuard). */
+  allowHosts?: readonly string[]
+  /** Origins, besides the master's own, whose pages may call the API and open /ws. */
+  allowOrigins?: readonly string[]
+  /** The machine's names for a wildcard bind; defaults to the real ones (tests pass their own). */
+  machine?: MachineNames
 }
 
 type Handler = (reply: Reply, req: HttpRequest, res: HttpResponse) => void | Promise<void>
@@ -71,6 +78,7 @@ export class HttpApi {
   private listenSocket: us_listen_socket | null = null
   private sockets: LiveSockets | null = null
   private readonly token: ApiToken | null
+  private readonly guard: RequestGuard
   private boundPort = 0
   private phase: 'new' | 'listening' | 'closed' = 'new'
 
@@ -83,6 +91,18 @@ export class HttpApi {
       drainMs: opts.bodyDrain?.maxMs ?? DEFAULT_DRAIN_MS,
     }
     this.token = opts.apiToken ? new ApiToken(opts.apiToken) : null
+    this.guard = new RequestGuard({
+      bindHost: opts.host,
+      port: () => this.boundPort,
+      ...(opts.allowHosts ? { allowHosts: opts.allowHosts } : {}),
+      ...(opts.allowOrigins ? { allowOrigins: opts.allowOrigins } : {}),
+      ...(opts.machine ? { machine: opts.machine } : {}),
+    })
+  }
+
+  /** The Host names requests may carry (the defaults and --api-allow-host). */
+  get allowedHosts(): string[] {
+    return this.guard.allowedHosts
   }
 
   /** Open WebSocket connections. */
@@ -108,6 +128,7 @@ export class HttpApi {
         maxConnections: this.opts.ws?.maxConnections ?? 1000,
         maxMessageBytes: this.opts.ws?.maxMessageBytes ?? 16 * 1024,
         token: this.token,
+        screen: (res, req, reply) => this.screen(res, req, reply),
       })
       this.sockets.mount(app)
     }
@@ -197,12 +218,14 @@ export class HttpApi {
 
   /**
    * Every handler runs inside this: nothing thrown may reach uWS (it would take the process down).
-   * With an API token, only `open` routes answer without it; the rest, unknown paths included (so
-   * that routes cannot be probed), answer 401.
+   * Every request, on every route, first passes the guard (framing, size, Host, Origin). With an API
+   * token, only `open` routes answer without it; the rest, unknown paths included (so that routes
+   * cannot be probed), answer 401.
    */
   private wrap(handle: Handler, open = false): (res: HttpResponse, req: HttpRequest) => void {
     return (res, req) => {
       const reply = new Reply(res, this.log, req.getCaseSensitiveMethod(), req.getUrl(), Date.now())
+      if (this.screen(res, req, reply)) return
       if (!open && this.token && !this.token.acceptsHeader(req.getHeader('authorization'))) {
         this.opts.counters?.add(C.HTTP_UNAUTHORIZED)
         reply.error(new CloudaiError('CLOUDAI_UNAUTHORIZED', 'this master requires its API token: send Authorization: Bearer <token> (the CLI reads CLOUDAI_API_TOKEN or --api-token)'), {
@@ -219,9 +242,20 @@ export class HttpApi {
     }
   }
 
+  /** Runs the guard (see guard.ts); a refused request is counted and answered here. True if refused. */
+  private screen(res: HttpResponse, req: HttpRequest, reply: Reply): boolean {
+    const refusal = this.guard.check(req)
+    if (!refusal) return false
+    countRefusal(this.opts.counters, refusal)
+    if (closesConnection(refusal)) refuseUnframed(res, reply, this.bodyLimits, refusal)
+    else reply.error(refusal)
+    return true
+  }
+
   private fail(reply: Reply, err: unknown): void {
     if (err instanceof BodyAborted) return
     if (err instanceof CloudaiError && err.code === 'CLOUDAI_BODY_TOO_LARGE') this.opts.counters?.add(C.HTTP_BODY_TOO_LARGE)
+    countRefusal(this.opts.counters, err)
     reply.error(err)
   }
 

@@ -32,6 +32,11 @@ export interface LiveSocketOptions {
    * headers on a WebSocket, `?token=<token>`.
    */
   token?: ApiToken | null
+  /**
+   * The API's checks of framing, size, Host and Origin (an upgrade from another site's page is a
+   * 403): true when it refused the upgrade, and answered it.
+   */
+  screen?: (res: HttpResponse, req: HttpRequest, reply: Reply) => boolean
 }
 
 interface SocketState {
@@ -109,6 +114,9 @@ export class LiveSockets {
   private upgrade(res: HttpResponse, req: HttpRequest, context: us_socket_context_t): void {
     const reply = new Reply(res, this.opts.log, 'GET', '/ws', Date.now())
     if (this.closed) return reply.error(new CloudaiError('CLOUDAI_SHUTTING_DOWN', 'the master is shutting down'))
+    // CORS does not cover WebSockets: any page the operator opens may open one and read every
+    // message. Without a token, the Origin is all that tells the dashboard from another site's page.
+    if (this.opts.screen?.(res, req, reply)) return
     const token = this.opts.token
     if (token && !token.acceptsHeader(req.getHeader('authorization')) && !token.accepts(new URLSearchParams(req.getQuery() ?? '').get('token') ?? '')) {
       this.opts.counters?.add(C.HTTP_UNAUTHORIZED)
