@@ -66,7 +66,7 @@ test('events: active, inactive (once), reconnect counted, unregistered', () => {
 
 test('workers loaded from the store all start inactive', () => {
   const r = new Registry()
-  r.load([{ id: 'w1', address: 'a:1', isActive: true, specs, usage, runningTasks: [], reportedAddress: null, registeredAt: 1, connectedAt: 2, lastHeartbeat: 3, disconnectedAt: null, reconnects: 0 }])
+  r.load([{ id: 'w1', address: 'a:1', isActive: true, specs, usage, runningTasks: [], reportedAddress: null, registeredAt: 1, connectedAt: 2, lastHeartbeat: 3, disconnectedAt: null, reconnects: 0, credential: null }])
   assert.equal(r.get('w1')?.isActive, false)
   assert.deepEqual(r.counts(), { total: 1, active: 0, inactive: 1 })
 })
