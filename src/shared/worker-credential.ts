@@ -192,9 +192,14 @@ export function masterProof(token: string, workerId: string, method: MasterMetho
   return `v1.${at}.${proofMac(token, workerId, method, subject, at).toString('base64url')}`
 }
 
-/** True when one of `values` is a proof made with `token` for this call, within the clock skew. */
+/**
+ * True when one of `values` is a proof made with `token` for this call, within the clock skew.
+ * During a rotation the master sends two; HTTP/2 (Node's) joins repeated headers with ", ", so a
+ * value may hold several.
+ */
 export function verifyMasterProof(token: string, workerId: string, method: MasterMethod, subject: string, values: readonly unknown[], now: number): boolean {
-  for (const value of values.slice(0, 4)) {
+  const proofs = values.flatMap((v) => (typeof v === 'string' ? v.split(',').map((p) => p.trim()) : [v]))
+  for (const value of proofs.slice(0, 4)) {
     if (typeof value !== 'string') continue
     const m = /^v1\.(\d{1,16})\.([A-Za-z0-9_-]{43})$/.exec(value)
     if (!m) continue
