@@ -167,7 +167,7 @@ function tokenLines(id: string, token: string): string {
 
 export function formatTokenIssued(issued: { worker_id: string; token: string; previous_valid_until: string | null; persisted: boolean }): string {
   const old = issued.previous_valid_until === null
-    ? 'The old token no longer works.'
+    ? 'No earlier token of it works any more.'
     : `The old token works until the worker presents this one, at the latest until ${issued.previous_valid_until}.`
   const text = `✅ New token for worker ${issued.worker_id}. ${old}\n${tokenLines(issued.worker_id, issued.token)}`
   return issued.persisted ? text : `${text}\n   not saved yet: the store is failing; the master writes it once the store answers (until then a restart of the master loses it)`

@@ -224,6 +224,8 @@ export class MasterLink {
     let ours: string
     if (code === null || code === 'CLOUDAI_UNAUTHENTICATED') {
       ours = `${this.auth.hasToken ? 'the cluster token this worker sends does not match the master\'s' : 'this worker sends no cluster token'} (set the same --cluster-token or CLOUDAI_CLUSTER_TOKEN on both)`
+    } else if (code === 'CLOUDAI_WRONG_WORKER') {
+      ours = `the worker token this worker runs with is another worker's, not ${this.opts.workerId}'s`
     } else {
       ours = this.opts.token
         ? 'the master does not take the worker token this worker runs with (`cloudai token rotate <id>` issues a new one)'

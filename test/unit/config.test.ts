@@ -419,6 +419,11 @@ test('CLOUDAI_* variables of other commands are dropped before strict mode, flag
   assert.deepEqual(new Set(envOnlyKeys(taskEnv, 'task', [])), new Set(['env', 'worker', 'name', 'status', 'limit']))
   assert.deepEqual(new Set(envOnlyKeys(taskEnv, 'tasks', [])), new Set(['env', 'worker', 'name', 'cpu', 'id', 'status']))
   assert.ok(!envOnlyKeys(taskEnv, 'task', ['task', 'submit', '--env', 'A=1']).includes('env'))
+  // The worker's token is read from CLOUDAI_WORKER_TOKEN only: CLOUDAI_TOKEN would not say which token it is.
+  const tokenEnv = { CLOUDAI_TOKEN: 'cwt1_x', CLOUDAI_WORKER_TOKEN: 'cwt1_y' }
+  assert.deepEqual(new Set(envOnlyKeys(tokenEnv, 'worker', [])), new Set(['token']))
+  assert.deepEqual(new Set(envOnlyKeys(tokenEnv, 'master', [])), new Set(['token', 'worker-token', 'workerToken']), 'and never reaches a master')
+  assert.ok(!envOnlyKeys(tokenEnv, 'worker', ['worker', '--token', 'cwt1_z']).includes('token'), 'typed, it is the flag')
 })
 
 test('only `task submit` has its words after -- kept away from yargs', () => {

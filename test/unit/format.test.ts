@@ -129,7 +129,7 @@ test('register says whether the worker is new and offline, new and already activ
     '   Shown once: the master keeps only its hash. Give it to the worker, for example in a file only it can read:',
     '   cloudai worker --id w2 --token-file <file>   (or CLOUDAI_WORKER_TOKEN=<token>, or --token <token>)',
   ].join('\n'))
-  assert.match(formatTokenIssued({ worker_id: 'w2', token, previous_valid_until: null, persisted: true }), /^✅ New token for worker w2\. The old token no longer works\.\nToken: cwt1_Z+\n/)
+  assert.match(formatTokenIssued({ worker_id: 'w2', token, previous_valid_until: null, persisted: true }), /^✅ New token for worker w2\. No earlier token of it works any more\.\nToken: cwt1_Z+\n/)
   assert.match(formatRegistered({ worker: inactive, created: true, persisted: false }), /registered \(offline.*\n.*store is failing/)
   assert.equal(formatUnregistered({ worker_id: 'w2', persisted: true }), 'Worker w2 unregistered (the master no longer dials it)')
 })
