@@ -19,7 +19,11 @@ export interface TlsConfig {
   caPath: string | null
 }
 
-/** What protects the gRPC side: a shared token checked in both directions, and TLS. */
+/**
+ * What protects the gRPC side: a shared token checked in both directions, and TLS. The cluster
+ * token proves membership, not identity: every holder can act as every other; who a worker is
+ * comes from its own token (worker-credential.ts).
+ */
 export interface ClusterSecurity {
   /** Sent as `cloudai-cluster-token` metadata on every call, required on every call received. */
   clusterToken: string | null
@@ -92,6 +96,19 @@ export interface MasterConfig extends ClusterSecurity {
   apiAllowHosts: readonly string[]
   /** Origins (`https://host[:port]`) of other sites whose pages may call the HTTP API and open /ws. */
   apiAllowOrigins: readonly string[]
+  /**
+   * The master's secret (0600): workers' tokens are derived from it and its proofs to workers made
+   * with it. Null: `<dataDir>/master.key`. Created at the first start.
+   */
+  masterKeyFile: string | null
+  /**
+   * `token`: worker calls must carry the worker's token, except from loopback for a worker that
+   * has never presented one. `none`: calls without a token are accepted from anywhere for such
+   * workers (CloudAI workers send none); warned about at start and every minute.
+   */
+  workerAuth: 'token' | 'none'
+  /** After a rotation, how long the old token still works if the worker does not present the new one first. */
+  tokenGraceMs: number
   log: LogConfig
 }
 
@@ -110,6 +127,20 @@ export interface WorkerConfig extends ClusterSecurity {
   dataDir: string
   /** Time a cancelled or timed-out task gets between SIGTERM and SIGKILL. */
   killGraceMs: number
+  /**
+   * This worker's token, as `cloudai register` printed it: sent on every call to the master, and
+   * the key the master's proofs are checked with. Null: calls carry none, and the master's calls
+   * (MasterRegister, AssignTask, CancelTask) are served to loopback callers only.
+   */
+  token: string | null
+  /** Where the token was read from (to warn when others can read it); null when not from a file. */
+  tokenFile: string | null
+  /**
+   * `proof`: MasterRegister, AssignTask and CancelTask need the master's proof (with a token), or
+   * come from loopback (without). `none`: served to any caller, for a CloudAI master (it sends no
+   * proof); warned about at start and every minute.
+   */
+  masterAuth: 'proof' | 'none'
   log: LogConfig
 }
 
@@ -140,6 +171,9 @@ export const MASTER_DEFAULTS: Omit<MasterConfig, 'log'> = {
   apiToken: null,
   apiAllowHosts: [],
   apiAllowOrigins: [],
+  masterKeyFile: null,
+  workerAuth: 'token',
+  tokenGraceMs: 3_600_000,
   clusterToken: null,
   tls: null,
 }
@@ -162,6 +196,9 @@ export const WORKER_DEFAULTS: Omit<WorkerConfig, 'id' | 'log'> = {
   joinMaxBackoffMs: 5_000,
   dataDir: './worker-data',
   killGraceMs: 5_000,
+  token: null,
+  tokenFile: null,
+  masterAuth: 'proof',
   clusterToken: null,
   tls: null,
 }

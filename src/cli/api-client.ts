@@ -20,6 +20,16 @@ export interface RegisterResponse {
   message: string
   worker: WorkerView
   persisted: boolean
+  /** The new worker's token, in the 201 answer only (older masters send none). */
+  token?: string
+}
+
+export interface TokenResponse {
+  message: string
+  worker_id: string
+  token: string
+  previous_valid_until: string | null
+  persisted: boolean
 }
 
 export interface UnregisterResponse {
@@ -92,6 +102,10 @@ export class ApiClient {
 
   registerWorker(id: string, address: string): Promise<ApiResponse<RegisterResponse>> {
     return this.request('POST', '/api/workers', { worker_id: id, worker_ip: address })
+  }
+
+  rotateWorkerToken(id: string): Promise<ApiResponse<TokenResponse>> {
+    return this.request('POST', `/api/workers/${encodeURIComponent(id)}/token`)
   }
 
   unregisterWorker(id: string): Promise<ApiResponse<UnregisterResponse>> {

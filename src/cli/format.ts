@@ -118,6 +118,10 @@ export function formatStatus(status: ClusterStatus): string {
     ['Monitor', status.reconnect_monitor],
     ['Store', storeLine],
     ['gRPC', status.grpc_address],
+    // A master from before worker tokens does not say; one with --worker-auth none is warned about.
+    ...(status.worker_auth === undefined ? [] : [['Worker auth', status.worker_auth === 'none'
+      ? 'none (WARNING: workers without a token are accepted from any address: --worker-auth none)'
+      : 'token (without one: loopback only, for workers that never presented theirs)'] as [string, string]]),
     ['Uptime', formatUptime(status.uptime_s)],
   ]
   return labelled(rows)
@@ -133,10 +137,12 @@ export interface RegisterResult {
   worker: WorkerView
   created: boolean
   persisted: boolean
+  /** The new worker's token (only in the answer that created it). */
+  token?: string | null
 }
 
 export function formatRegistered(result: RegisterResult): string {
-  const { worker, created, persisted } = result
+  const { worker, created, persisted, token } = result
   let text: string
   if (!created) {
     text = `Worker ${worker.worker_id} is already registered at ${worker.address} (${worker.is_active ? 'active' : 'inactive'})`
@@ -145,7 +151,26 @@ export function formatRegistered(result: RegisterResult): string {
   } else {
     text = `✅ Worker ${worker.worker_id} registered (offline, will reconnect automatically)`
   }
+  if (!created) text = `${text}\n   its token is not shown again; \`cloudai token rotate ${worker.worker_id}\` issues a new one`
+  if (token) text = `${text}\n${tokenLines(worker.worker_id, token)}`
   return persisted ? text : `${text}\n   not saved yet: the store is failing; the master writes it once the store answers`
+}
+
+/** The token, and how to hand it to the worker: said once, since the master cannot show it again. */
+function tokenLines(id: string, token: string): string {
+  return [
+    `Token: ${token}`,
+    '   Shown once: the master keeps only its hash. Give it to the worker, for example in a file only it can read:',
+    `   cloudai worker --id ${id} --token-file <file>   (or CLOUDAI_WORKER_TOKEN=<token>, or --token <token>)`,
+  ].join('\n')
+}
+
+export function formatTokenIssued(issued: { worker_id: string; token: string; previous_valid_until: string | null; persisted: boolean }): string {
+  const old = issued.previous_valid_until === null
+    ? 'No earlier token of it works any more.'
+    : `The old token works until the worker presents this one, at the latest until ${issued.previous_valid_until}.`
+  const text = `✅ New token for worker ${issued.worker_id}. ${old}\n${tokenLines(issued.worker_id, issued.token)}`
+  return issued.persisted ? text : `${text}\n   not saved yet: the store is failing; the master writes it once the store answers (until then a restart of the master loses it)`
 }
 
 export function formatUnregistered(result: { worker_id: string; persisted: boolean }): string {
@@ -294,7 +319,8 @@ export function formatHealth(report: HealthReport, opts: { color: boolean }): st
     const ids = r.worker_ids && r.worker_ids.length > 0 ? `: ${r.worker_ids.join(', ')}${(r.count ?? 0) > r.worker_ids.length ? ` and ${(r.count ?? 0) - r.worker_ids.length} more` : ''}` : ''
     return `  - ${r.message}${ids}`
   })
-  return [head, ...lines].join('\n')
+  const warnings = (report.warnings ?? []).map((w) => `  ! ${paint('warning', YELLOW)}: ${w.message}`)
+  return [head, ...lines, ...warnings].join('\n')
 }
 
 const WINDOW_ORDER = ['1m', '5m', '15m', '1h'] as const

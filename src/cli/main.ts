@@ -15,6 +15,7 @@ import {
   formatTaskCancelled,
   formatTasks,
   formatTaskSubmitted,
+  formatTokenIssued,
   formatUnregistered,
   formatWorkerMetrics,
   formatWorkers,
@@ -31,6 +32,7 @@ import {
   TASK_SUBMIT_OPTIONS,
   WATCH_OPTIONS,
   WORKER_OPTIONS,
+  WORKER_TOKEN_OPTION,
   buildApiOptions,
   buildMasterConfig,
   buildRegisterWait,
@@ -81,7 +83,7 @@ function parser(args: string[], choose: (chosen: Chosen) => void): Argv {
       for (const key of envOnlyKeys(process.env, argv._[0], args)) delete argv[key]
     }, true)
     .command('master', 'run a master: worker registry, heartbeats, reconnection monitor, HTTP API', (y) => y.options({ ...MASTER_OPTIONS, ...LOG_OPTIONS }), handler('master'))
-    .command('worker', 'run a worker node', (y) => y.options({ ...WORKER_OPTIONS, ...LOG_OPTIONS }), handler('worker'))
+    .command('worker', 'run a worker node', (y) => y.options({ ...WORKER_OPTIONS, ...WORKER_TOKEN_OPTION, ...LOG_OPTIONS }), handler('worker'))
     .command(
       'register <id> <address>',
       'register a worker with a running master (it may be offline: the master keeps dialling it)',
@@ -93,7 +95,18 @@ function parser(args: string[], choose: (chosen: Chosen) => void): Argv {
           .options(API_OPTIONS),
       handler('register'),
     )
-    .command('unregister <id>', 'forget a worker and stop dialling it', (y) => y.positional('id', { type: 'string', describe: 'worker id' }).options(API_OPTIONS), handler('unregister'))
+    .command('unregister <id>', 'forget a worker, revoke its token and stop dialling it', (y) => y.positional('id', { type: 'string', describe: 'worker id' }).options(API_OPTIONS), handler('unregister'))
+    .command('token', 'worker tokens (see cloudai token --help)', (y) =>
+      y
+        .usage('$0 token rotate <id>')
+        .command(
+          'rotate <id>',
+          'issue a worker a new token (shown once); the old one works until the worker presents the new one, or for the master\'s --token-grace',
+          (r) => r.positional('id', { type: 'string', describe: 'worker id' }).options(API_OPTIONS),
+          handler('token'),
+        )
+        .demandCommand(1, 'a sub-command is required: cloudai token rotate <id>'),
+    )
     .command('workers', 'list the workers of a running master', (y) => y.options(API_OPTIONS), handler('workers'))
     .command('status', 'worker and task counts, monitor and store state of a running master', (y) => y.options(API_OPTIONS), handler('status'))
     .command('watch', 'live events of a running master: workers going active and inactive, tasks changing state', (y) => y.options({ ...WATCH_OPTIONS, ...API_OPTIONS }), handler('watch'))
@@ -123,10 +136,10 @@ function parser(args: string[], choose: (chosen: Chosen) => void): Argv {
     )
     .command('tasks', 'list the tasks of a running master, newest first', (y) => y.options({ ...TASKS_OPTIONS, ...API_OPTIONS }), handler('tasks'))
     .command('cancel <id>', 'cancel a queued or running task', (y) => y.positional('id', { type: 'string', describe: TASK_ID_DESCRIBE }).options(API_OPTIONS), handler('cancel'))
-    .demandCommand(1, 'a command is required: master, worker, register, unregister, workers, status, watch, health, metrics, task, tasks or cancel')
+    .demandCommand(1, 'a command is required: master, worker, register, unregister, token, workers, status, watch, health, metrics, task, tasks or cancel')
     .example('$0 master', 'run a master (gRPC on 50051, HTTP API on 127.0.0.1:8080, data in ./data)')
-    .example('$0 worker --id worker-1 --master 127.0.0.1:50051', 'run a worker that joins that master')
-    .example('$0 register worker-1 127.0.0.1:50052', 'register a worker with the running master')
+    .example('$0 register worker-1 127.0.0.1:50052', 'register a worker with the running master; prints its token once')
+    .example('$0 worker --id worker-1 --token-file worker-1.token --master 127.0.0.1:50051', 'run that worker with its token; it joins that master')
     .example('$0 task submit --cpu 1 -- echo hello', 'queue a task; `cloudai tasks` lists them')
     .epilogue(`A flag marked [env ...] in a command's --help can also be set in the environment: ${ENV_PREFIX}_ and the flag in capitals, e.g. --grpc-port is ${ENV_PREFIX}_GRPC_PORT.`)
     .strict()
@@ -187,7 +200,7 @@ function prepare({ command, action, argv }: Chosen, taskCommand: readonly string
         let active = false
         await operate(opts, (api) => api.registerWorker(id, address), (res) => {
           active = res.body.worker.is_active
-          return formatRegistered({ worker: res.body.worker, created: res.status === 201, persisted: res.body.persisted })
+          return formatRegistered({ worker: res.body.worker, created: res.status === 201, persisted: res.body.persisted, token: res.body.token ?? null })
         })
         if (wait && process.exitCode === undefined && !active) await waitActive(opts, id, timeoutMs)
       }
@@ -196,6 +209,11 @@ function prepare({ command, action, argv }: Chosen, taskCommand: readonly string
       const opts = buildApiOptions(argv)
       const id = parseWorkerIdArg(argv.id)
       return () => operate(opts, (api) => api.unregisterWorker(id), (res) => formatUnregistered(res.body))
+    }
+    case 'token': {
+      const opts = buildApiOptions(argv)
+      const id = parseWorkerIdArg(argv.id)
+      return () => operate(opts, (api) => api.rotateWorkerToken(id), (res) => formatTokenIssued(res.body))
     }
     case 'workers': {
       const opts = buildApiOptions(argv)

@@ -1,6 +1,6 @@
 import type { LevelWithSilent } from 'pino'
 import type { Options } from 'yargs'
-import { accessSync, constants } from 'node:fs'
+import { accessSync, constants, readFileSync } from 'node:fs'
 import { MASTER_DEFAULTS, MONGO_STORE_DEFAULTS, WORKER_DEFAULTS, type ClusterSecurity, type LogConfig, type MasterConfig, type StoreConfig, type WorkerConfig } from '../config.js'
 import { formatDuration, parseDuration } from '../shared/duration.js'
 import { CloudaiError, isCloudaiError } from '../shared/errors.js'
@@ -10,6 +10,7 @@ import { parseAddress, parsePort, validateAddress, validateString, validateTaskI
 import { parseAllowedHost, parseAllowedOrigin } from '../master/api/guard.js'
 import { parseMetricsQuery } from '../master/api/query.js'
 import { checkDatabaseName, isMongoUri, validateMongoUri } from '../store/mongo-uri.js'
+import { validateToken } from '../shared/worker-credential.js'
 import type { TaskListQuery, TaskSubmitBody } from './api-client.js'
 
 // The flags of every command, their CLOUDAI_* environment names, and the functions that turn
@@ -57,7 +58,7 @@ const MAX_HISTORY_POINTS = 3600
 
 // Secrets are better set in the environment than typed: argv is visible to every user in `ps`.
 const SECURITY_OPTIONS = {
-  'cluster-token': { type: 'string', describe: 'shared secret every gRPC call between master and workers must carry, in both directions (16 to 1024 printable characters)' },
+  'cluster-token': { type: 'string', describe: 'shared secret every gRPC call between master and workers must carry, in both directions (16 to 1024 printable characters); it proves membership, not identity: every holder can act as every worker' },
   'tls-cert': { type: 'string', describe: 'PEM certificate for gRPC over TLS (with --tls-key)' },
   'tls-key': { type: 'string', describe: 'PEM private key of --tls-cert' },
   'tls-ca': { type: 'string', describe: 'PEM CA: peers must present certificates it signed (mutual TLS), and servers are verified against it' },
@@ -115,6 +116,9 @@ export const MASTER_OPTIONS = withEnv({
     array: true,
     describe: 'origin (http:// or https://, host, optional port) of another site whose pages may call the HTTP API and open /ws; the dashboard needs none; repeat it or give a comma list',
   },
+  'master-key-file': { type: 'string', describe: 'the master\'s secret key (created with mode 0600 at the first start): workers\' tokens derive from it; back it up apart from the store (default <data-dir>/master.key)' },
+  'worker-auth': { type: 'string', default: MASTER_DEFAULTS.workerAuth, describe: 'token: worker calls must carry the worker\'s token (without one only from loopback, for workers that never presented theirs); none: accept calls without a token from anywhere, for CloudAI workers (warned about every minute)' },
+  'token-grace': { type: 'string', default: formatDuration(MASTER_DEFAULTS.tokenGraceMs), describe: 'after `cloudai token rotate`, how long the old token still works if the worker does not present the new one first (0 to 168h)' },
   ...STORE_OPTIONS,
   ...SECURITY_OPTIONS,
 })
@@ -129,7 +133,20 @@ export const WORKER_OPTIONS = withEnv({
   'join-max-backoff': { type: 'string', default: formatDuration(WORKER_DEFAULTS.joinMaxBackoffMs), describe: 'cap of the join / re-join backoff (more than 0)' },
   'data-dir': { type: 'string', default: WORKER_DEFAULTS.dataDir, describe: 'directory of task working dirs, task logs and undelivered results' },
   'kill-grace': { type: 'string', default: formatDuration(WORKER_DEFAULTS.killGraceMs), describe: 'time a cancelled or timed-out task gets between SIGTERM and SIGKILL (more than 0)' },
+  'token-file': { type: 'string', describe: 'file holding this worker\'s token (as `cloudai register` printed it; surrounding whitespace is ignored)' },
+  'master-auth': { type: 'string', default: WORKER_DEFAULTS.masterAuth, describe: 'proof: MasterRegister, AssignTask and CancelTask need the master\'s proof (with a token) or a caller on this machine (without); none: serve them to any caller, for a CloudAI master (warned about every minute)' },
+  // CLOUDAI_WORKER_TOKEN: the environment's name for --token (CLOUDAI_TOKEN would not say whose).
+  'worker-token': { type: 'string', hidden: true, describe: 'the same as --token' },
   ...SECURITY_OPTIONS,
+})
+
+/**
+ * `--token` has no CLOUDAI_TOKEN: it would not say which of the three tokens it is. Its
+ * environment name is CLOUDAI_WORKER_TOKEN (the hidden --worker-token above), so it is left out of
+ * COMMAND_KEYS and a CLOUDAI_TOKEN in the environment is dropped instead of read.
+ */
+export const WORKER_TOKEN_OPTION: Record<string, Options> = flagsOnly({
+  token: { type: 'string', describe: 'this worker\'s token, as `cloudai register` printed it; sent on every call to the master and checked against the master\'s proofs (better: CLOUDAI_WORKER_TOKEN or --token-file, since ps shows argv) [env CLOUDAI_WORKER_TOKEN]' },
 })
 
 export const DEFAULT_API = 'http://127.0.0.1:8080'
@@ -175,7 +192,7 @@ export const TASKS_OPTIONS: Record<string, Options> = {
   }),
 }
 
-export type CommandName = 'master' | 'worker' | 'register' | 'unregister' | 'workers' | 'status' | 'health' | 'metrics' | 'watch' | 'task' | 'tasks' | 'cancel'
+export type CommandName = 'master' | 'worker' | 'register' | 'unregister' | 'token' | 'workers' | 'status' | 'health' | 'metrics' | 'watch' | 'task' | 'tasks' | 'cancel'
 
 // `register --wait`: waiting is a choice made per call.
 export const REGISTER_OPTIONS: Record<string, Options> = flagsOnly({
@@ -198,6 +215,8 @@ export const COMMAND_KEYS: Readonly<Record<CommandName, readonly string[]>> = {
   worker: [...Object.keys(WORKER_OPTIONS), ...Object.keys(LOG_OPTIONS)],
   register: [...Object.keys(API_OPTIONS), 'id', 'address'],
   unregister: [...Object.keys(API_OPTIONS), 'id'],
+  // `token rotate <id>`: the first word is all envOnlyKeys sees.
+  token: [...Object.keys(API_OPTIONS), 'id'],
   workers: Object.keys(API_OPTIONS),
   status: Object.keys(API_OPTIONS),
   health: Object.keys(API_OPTIONS),
@@ -454,6 +473,9 @@ function readMasterConfig(argv: Argv): MasterConfig {
     apiToken: read<string | null>(argv, 'api-token', null, secret),
     apiAllowHosts: repeated(argv, 'api-allow-host', listOf(parseAllowedHost)) ?? d.apiAllowHosts,
     apiAllowOrigins: repeated(argv, 'api-allow-origin', listOf(parseAllowedOrigin)) ?? d.apiAllowOrigins,
+    masterKeyFile: read<string | null>(argv, 'master-key-file', d.masterKeyFile, nonEmpty(4096)),
+    workerAuth: read(argv, 'worker-auth', d.workerAuth, oneOf(['token', 'none'] as const)),
+    tokenGraceMs: read(argv, 'token-grace', d.tokenGraceMs, durationWithin(0, 7 * 24 * 3_600_000)),
     ...buildSecurity(argv),
     log: buildLogConfig(argv),
   }
@@ -473,6 +495,39 @@ function listOf(parse: (value: string, field: string) => string) {
     }
     return out
   }
+}
+
+function oneOf<const T extends string>(values: readonly T[]) {
+  return (value: unknown, field: string): T => {
+    if (typeof value !== 'string' || !(values as readonly string[]).includes(value)) {
+      throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${field} ${JSON.stringify(value)} is not allowed: use ${values.join(' or ')}`)
+    }
+    return value as T
+  }
+}
+
+/**
+ * The worker's token from --token, --token-file or CLOUDAI_WORKER_TOKEN: one of them at most, so
+ * that nobody wonders which one a worker runs with. The file is read now: a wrong path or a
+ * damaged token stops the start. The value is never quoted back in a message.
+ */
+function workerToken(argv: Argv): { token: string | null; tokenFile: string | null } {
+  const given = (['token', 'token-file', 'worker-token'] as const).filter((f) => argv[f] !== undefined)
+  if (given.length > 1) {
+    const names = given.map((f) => (f === 'worker-token' ? 'CLOUDAI_WORKER_TOKEN' : `--${f}`)).join(' and ')
+    throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${names} were both given: give the worker's token one way`)
+  }
+  if (argv.token !== undefined) return { token: flag('token', argv.token, validateToken), tokenFile: null }
+  if (argv['worker-token'] !== undefined) return { token: asConfigError(() => validateToken(lastGiven(argv['worker-token']), 'CLOUDAI_WORKER_TOKEN')), tokenFile: null }
+  if (argv['token-file'] === undefined) return { token: null, tokenFile: null }
+  const path = flag('token-file', argv['token-file'], nonEmpty(4096))
+  let text: string
+  try {
+    text = readFileSync(path, 'utf8')
+  } catch (err) {
+    throw new CloudaiError('CLOUDAI_BAD_CONFIG', `--token-file ${JSON.stringify(path)} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`, flagDetails('token-file'))
+  }
+  return { token: asConfigError(() => validateToken(text.trim(), `the content of --token-file ${JSON.stringify(path)}`)), tokenFile: path }
 }
 
 type StoreTarget = { kind: 'sqlite' } | { kind: 'mongodb'; uri: string }
@@ -525,6 +580,8 @@ export function buildWorkerConfig(argv: Argv): WorkerConfig {
     joinMaxBackoffMs: read(argv, 'join-max-backoff', d.joinMaxBackoffMs, positiveDuration),
     dataDir: read(argv, 'data-dir', d.dataDir, nonEmpty(4096)),
     killGraceMs: read(argv, 'kill-grace', d.killGraceMs, positiveDuration),
+    ...workerToken(argv),
+    masterAuth: read(argv, 'master-auth', d.masterAuth, oneOf(['proof', 'none'] as const)),
     ...buildSecurity(argv),
     log: buildLogConfig(argv),
   }

@@ -11,6 +11,7 @@ import {
   formatTaskCancelled,
   formatTasks,
   formatTaskSubmitted,
+  formatTokenIssued,
   formatUnregistered,
   formatWorkerMetrics,
   formatWorkers,
@@ -41,8 +42,11 @@ const HELP = `commands:
   workers                     the worker table
   health                      the health checks and what fails them
   metrics <id>                a worker's telemetry: latest usage, averages, peaks, history
-  register <id> <host:port>   register a worker; it may be offline (the master keeps dialling it)
-  unregister <id>             forget a worker and stop dialling it
+  register <id> <host:port>   register a worker; it may be offline (the master keeps dialling it);
+                              prints its token, once
+  unregister <id>             forget a worker, revoke its token and stop dialling it
+  token rotate <id>           issue a worker a new token (shown once); the old one works until
+                              the worker presents the new one, or for --token-grace
   task submit [flags] -- <command...>
                               queue a task (help submit lists the flags)
   submit <command...>         queue a task with the defaults: submit echo hello
@@ -213,6 +217,13 @@ export function startPrompt(opts: PromptOptions): Prompt {
           break
         }
         write(formatRegistered(await control.registerWorker({ worker_id: args[0], worker_ip: args[1] })))
+        break
+      case 'token':
+        if (args.length !== 2 || args[0] !== 'rotate') {
+          write('usage: token rotate <id>')
+          break
+        }
+        write(formatTokenIssued(await control.rotateWorkerToken(args[1]!)))
         break
       case 'unregister':
         if (args.length !== 1) {

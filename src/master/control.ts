@@ -2,6 +2,15 @@ import type { TaskStatus } from '../shared/types.js'
 import type { HealthReport } from './health.js'
 import type { ClusterStatus, TaskView, WorkerMetricsView, WorkerView } from './views.js'
 
+/** A worker token as issued: shown once, here; the master keeps only its hash. */
+export interface TokenIssued {
+  worker_id: string
+  token: string
+  /** When the token it replaced stops working at the latest (sooner if the worker presents the new one); null: at once, or there was none. */
+  previous_valid_until: string | null
+  persisted: boolean
+}
+
 /**
  * What an operator can do to a running master. The HTTP API and the interactive prompt are two
  * front ends of this one interface; the Master implements it. Every method validates its input
@@ -20,9 +29,16 @@ export interface MasterControl {
    * (created=false); the same id with another address is CLOUDAI_WORKER_EXISTS.
    * `persisted` says whether the store has it already (false while the store is failing: the
    * registration still holds in memory and is written when the store answers).
+   * A new worker gets its token, `token`, shown only in this answer; a no-op has none (null): an
+   * operator who lost it asks rotateWorkerToken for a new one.
    */
-  registerWorker(body: unknown): Promise<{ worker: WorkerView; created: boolean; persisted: boolean }>
-  /** Removes the worker from memory and the store and cancels every dial to it. */
+  registerWorker(body: unknown): Promise<{ worker: WorkerView; created: boolean; persisted: boolean; token: string | null }>
+  /**
+   * Issues the worker a new token. The old one keeps working until the worker presents the new one,
+   * or for the master's --token-grace at the latest. @throws CLOUDAI_BAD_WORKER_ID, CLOUDAI_UNKNOWN_WORKER
+   */
+  rotateWorkerToken(id: string): Promise<TokenIssued>
+  /** Removes the worker from memory and the store, revokes its token and cancels every dial to it. */
   unregisterWorker(id: string): Promise<{ worker_id: string; persisted: boolean }>
   status(): ClusterStatus
   /**

@@ -5,11 +5,15 @@ import { DIAL_CHANNEL_OPTIONS, loadProto } from '../shared/proto.js'
 import { NO_CLUSTER_AUTH, type ClusterAuth } from '../shared/cluster-auth.js'
 import type { RegisterAckMsg } from '../shared/wire.js'
 import { parseAddress } from '../shared/validation.js'
+import { proofMetadata, type MasterKey } from '../shared/worker-credential.js'
 
 // One reconnection dial: MasterRegister on a worker, bounded by a deadline, on a client that lives
 // only for this call. It runs on a Piscina thread (workers/dial.ts) in the master, and inline in
 // the bench baseline, so it must not touch the master's state: it returns a plain result. The
-// cluster's credentials and token come from the caller (built once per thread), never per dial.
+// cluster's credentials and token, and the master key, come from the caller (built once per
+// thread), never per dial. The request carries only the nonces of the worker's live tokens: the
+// thread derives the tokens and the master's proof itself, at the moment it dials, so the main
+// thread spends nothing on it and time queued does not age the proof.
 //
 // A probe goes first, on a plain socket. Most of a large inactive registry is machines that are
 // down, ports nobody listens on, or hosts that accept and never answer: grpc-js spends ~1.7 ms of
@@ -24,6 +28,11 @@ export interface DialRequest {
   address: string
   masterId: string
   masterAddress: string
+  /**
+   * Nonces of the worker's live tokens (current, and previous during a rotation): the dial sends a
+   * proof for each. Absent or empty for a worker without a credential, which then gets none.
+   */
+  proofNonces?: readonly string[]
   timeoutMs: number
   /** Absolute deadline (epoch ms) set by the main thread, so time spent queued counts too. */
   deadline: number
@@ -55,10 +64,12 @@ function countersOf(buffer: SharedArrayBuffer | null): Counters | null {
 
 /**
  * @param auth TLS credentials and the cluster token of the master (default: insecure, no token).
- *   A worker that refuses our token answers UNAUTHENTICATED: that is the outcome 'rejected' with
- *   its reason, not 'refused' (which means nothing listens there).
+ *   A worker that refuses our token or our proof answers UNAUTHENTICATED (or PERMISSION_DENIED:
+ *   it follows another master): that is the outcome 'rejected' with its reason, not 'refused'
+ *   (which means nothing listens there).
+ * @param key the master key, to prove to the worker that the call is its master's (null: no proof)
  */
-export async function dialMasterRegister(req: DialRequest, auth: ClusterAuth = NO_CLUSTER_AUTH): Promise<DialResult> {
+export async function dialMasterRegister(req: DialRequest, auth: ClusterAuth = NO_CLUSTER_AUTH, key: MasterKey | null = null): Promise<DialResult> {
   const started = Date.now()
   const counters = countersOf(req.counters)
   const result = (outcome: DialOutcome, message: string): DialResult => {
@@ -106,7 +117,7 @@ export async function dialMasterRegister(req: DialRequest, auth: ClusterAuth = N
     if (cancelled) return result('cancelled', 'cancelled')
     if (probe === 'timeout') return result('timeout', `no answer within ${req.timeoutMs}ms`)
     if (probe !== 'open') return result('refused', probe)
-    return await masterRegister(req, auth, result, onAbort)
+    return await masterRegister(req, auth, key, result, onAbort)
   } finally {
     settled = true
     // Wake our own waiter so it does not outlive the dial.
@@ -117,16 +128,19 @@ export async function dialMasterRegister(req: DialRequest, auth: ClusterAuth = N
 async function masterRegister(
   req: DialRequest,
   auth: ClusterAuth,
+  key: MasterKey | null,
   result: (outcome: DialOutcome, message: string) => DialResult,
   onAbort: (abort: () => void) => void,
 ): Promise<DialResult> {
   const { Client } = loadProto()
   const client = new Client(req.address, auth.channelCredentials(), auth.clientOptions(DIAL_CHANNEL_OPTIONS))
+  const nonces = req.proofNonces ?? []
+  const metadata = key && nonces.length > 0 ? proofMetadata(key.proofsFor(req.workerId, nonces, 'MasterRegister', req.masterAddress, Date.now())) : new grpc.Metadata()
   try {
     const ack = await new Promise<RegisterAckMsg>((resolve, reject) => {
       const call = client.MasterRegister(
         { master_id: req.masterId, master_address: req.masterAddress },
-        new grpc.Metadata(),
+        metadata,
         { deadline: req.deadline },
         (err, res) => (err ? reject(err) : resolve(res as RegisterAckMsg)),
       )
@@ -138,7 +152,7 @@ async function masterRegister(
     if (e.code === grpc.status.CANCELLED) return result('cancelled', 'cancelled')
     if (e.code === grpc.status.DEADLINE_EXCEEDED) return result('timeout', `no answer within ${req.timeoutMs}ms`)
     if (e.code === grpc.status.UNAVAILABLE) return result('refused', e.details || e.message)
-    if (e.code === grpc.status.UNAUTHENTICATED) return result('rejected', e.details || e.message)
+    if (e.code === grpc.status.UNAUTHENTICATED || e.code === grpc.status.PERMISSION_DENIED) return result('rejected', e.details || e.message)
     return result('error', `${grpc.status[e.code] ?? e.code}: ${e.details || e.message}`)
   } finally {
     client.close()

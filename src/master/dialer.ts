@@ -2,6 +2,7 @@ import { availableParallelism } from 'node:os'
 import { Piscina } from 'piscina'
 import { dialMasterRegister, type DialRequest, type DialResult } from './dial.js'
 import { NO_CLUSTER_AUTH, type ClusterAuth } from '../shared/cluster-auth.js'
+import type { MasterKey } from '../shared/worker-credential.js'
 
 export type DialTarget = Omit<DialRequest, 'deadline' | 'cancelSlot' | 'cancelFlags' | 'counters'>
 
@@ -70,6 +71,8 @@ abstract class SlottedDialer implements Dialer {
 export interface DialThreadData {
   /** The cluster token and the PEMs' contents, as read at start: no thread reads a file. */
   cluster: ClusterAuth['material']
+  /** The master key's bytes, for the proof each MasterRegister carries (null: no proofs). */
+  masterKey: Uint8Array | null
 }
 
 /**
@@ -80,11 +83,11 @@ export class PoolDialer extends SlottedDialer {
   readonly kind = 'pool'
   private readonly pool: Piscina
 
-  /** @param opts.auth the master's TLS and cluster token, handed to every thread once */
-  constructor(opts: { threads?: number; concurrencyPerThread?: number; auth?: ClusterAuth } = {}) {
+  /** @param opts.auth the master's TLS and cluster token, and opts.masterKey its key, handed to every thread once */
+  constructor(opts: { threads?: number; concurrencyPerThread?: number; auth?: ClusterAuth; masterKey?: MasterKey | null } = {}) {
     super()
     const threads = opts.threads && opts.threads > 0 ? opts.threads : Math.max(1, Math.min(4, availableParallelism()))
-    const workerData: DialThreadData = { cluster: (opts.auth ?? NO_CLUSTER_AUTH).material }
+    const workerData: DialThreadData = { cluster: (opts.auth ?? NO_CLUSTER_AUTH).material, masterKey: opts.masterKey?.bytes() ?? null }
     this.pool = new Piscina({
       filename: new URL('../../workers/dial.js', import.meta.url).href,
       minThreads: 1,
@@ -116,14 +119,16 @@ export class PoolDialer extends SlottedDialer {
 export class InlineDialer extends SlottedDialer {
   readonly kind = 'inline'
   private readonly auth: ClusterAuth
+  private readonly key: MasterKey | null
 
-  constructor(opts: { auth?: ClusterAuth } = {}) {
+  constructor(opts: { auth?: ClusterAuth; masterKey?: MasterKey | null } = {}) {
     super()
     this.auth = opts.auth ?? NO_CLUSTER_AUTH
+    this.key = opts.masterKey ?? null
   }
 
   protected run(req: DialRequest): Promise<DialResult> {
-    return dialMasterRegister(req, this.auth)
+    return dialMasterRegister(req, this.auth, this.key)
   }
 
   async close(): Promise<void> {}

@@ -10,6 +10,7 @@ import type { RunningTaskInfo, WorkerUsage } from '../shared/types.js'
 import { C, type Counters } from '../shared/counters.js'
 import { NO_CLUSTER_AUTH, type ClusterAuth } from '../shared/cluster-auth.js'
 import type { Registry } from './registry.js'
+import { WorkerAuth, type CallIdentity } from './worker-auth.js'
 
 /** What the task side of the master needs from the gRPC service. */
 export interface TaskHooks {
@@ -42,6 +43,11 @@ export interface MasterGrpcOptions {
    * a refused call changes nothing). Default: insecure, no token.
    */
   auth?: ClusterAuth
+  /**
+   * Who each worker call is from (worker tokens, loopback, --worker-auth none). Default: tokens
+   * required, except from loopback for workers that never presented one.
+   */
+  workerAuth?: WorkerAuth
 }
 
 // Shared by every empty heartbeat: most workers run nothing most of the time.
@@ -52,6 +58,8 @@ interface HeartbeatStream {
   call: grpc.ServerDuplexStream<HeartbeatMsg, HeartbeatAckMsg>
   /** The worker it speaks for, from its first accepted heartbeat; null until then. */
   workerId: string | null
+  /** Who opened it, from the call's credentials (null: refused at open). */
+  identity: CallIdentity | null
   done: boolean
 }
 
@@ -61,15 +69,19 @@ interface HeartbeatStream {
  * from a peer is validated before it reaches the registry; a refusal is a gRPC status with a
  * message that says why (CloudAI peers only look at the status), and never changes state. With a
  * cluster token, a call without it is refused (UNAUTHENTICATED) before it reaches any of this.
+ * Each call is then bound to a worker by its credentials (worker-auth.ts), and may speak only for
+ * that worker: the message's worker_id is checked against it, never trusted.
  */
 export class MasterGrpcServer {
   private server: grpc.Server | null = null
   private boundPort = 0
   private readonly now: () => number
   private readonly streams = new Set<HeartbeatStream>()
+  private readonly workerAuth: WorkerAuth
 
   constructor(private readonly opts: MasterGrpcOptions) {
     this.now = opts.now ?? Date.now
+    this.workerAuth = opts.workerAuth ?? new WorkerAuth({ registry: opts.registry, mode: 'token', log: opts.log, now: this.now })
   }
 
   get port(): number {
@@ -101,7 +113,9 @@ export class MasterGrpcServer {
   private registerWorker(call: grpc.ServerUnaryCall<WorkerInfoMsg, RegisterAckMsg>, cb: grpc.sendUnaryData<RegisterAckMsg>): void {
     const req = call.request
     try {
+      const identity = this.workerAuth.identify('RegisterWorker', call)
       const id = validateWorkerId(req.worker_id)
+      this.workerAuth.authorize('RegisterWorker', identity, id, call)
       const specs = {
         cpu: validateAmount(req.total_cpu, 'total_cpu', 1e6),
         memory: validateAmount(req.total_memory, 'total_memory', 1e9),
@@ -122,7 +136,8 @@ export class MasterGrpcServer {
 
   private sendHeartbeat(call: grpc.ServerUnaryCall<HeartbeatMsg, HeartbeatAckMsg>, cb: grpc.sendUnaryData<HeartbeatAckMsg>): void {
     try {
-      this.acceptHeartbeat(call.request)
+      const identity = this.workerAuth.identify('SendHeartbeat', call)
+      this.acceptHeartbeat(call.request, (id) => this.workerAuth.authorize('SendHeartbeat', identity, id, call))
       cb(null, { success: true })
     } catch (err) {
       this.refuse('SendHeartbeat', call.request.worker_id, err, cb)
@@ -136,7 +151,7 @@ export class MasterGrpcServer {
    * that restarts its stream cleanly (or briefly loses it) is never marked inactive for that.
    */
   private streamHeartbeats(call: grpc.ServerDuplexStream<HeartbeatMsg, HeartbeatAckMsg>): void {
-    const stream: HeartbeatStream = { call, workerId: null, done: false }
+    const stream: HeartbeatStream = { call, workerId: null, identity: null, done: false }
     this.streams.add(stream)
     this.opts.counters?.add(C.HEARTBEAT_STREAMS_OPENED)
     call.on('data', (msg: HeartbeatMsg) => this.streamedHeartbeat(stream, msg))
@@ -147,15 +162,24 @@ export class MasterGrpcServer {
     // Also the path of our own refusals (grpc-js turns an 'error' into the call's status); those
     // are already done, so only errors of the call itself count as a break.
     call.on('error', (err: Error) => this.streamBroke(stream, err.message))
+    // Identified once, from the metadata the call opened with; each heartbeat is then checked
+    // against it (and against a revocation or rotation since).
+    try {
+      stream.identity = this.workerAuth.identify('StreamHeartbeats', call)
+    } catch (err) {
+      this.opts.counters?.add(C.HEARTBEATS_REFUSED)
+      this.finishStream(stream, this.refusalStatus('StreamHeartbeats', null, err))
+    }
   }
 
   private streamedHeartbeat(stream: HeartbeatStream, msg: HeartbeatMsg): void {
     if (stream.done) return
+    const identity = stream.identity!
     try {
       if (stream.workerId !== null && msg.worker_id !== stream.workerId) {
         throw new CloudaiError('CLOUDAI_BAD_FIELD', `worker_id changed mid-stream from ${stream.workerId} to ${String(msg.worker_id).slice(0, 80)}; one stream carries one worker's heartbeats`)
       }
-      this.acceptHeartbeat(msg)
+      this.acceptHeartbeat(msg, (id) => this.workerAuth.authorize('StreamHeartbeats', identity, id, stream.call))
     } catch (err) {
       this.finishStream(stream, this.refusalStatus('StreamHeartbeats', msg.worker_id, err))
       return
@@ -192,15 +216,17 @@ export class MasterGrpcServer {
   }
 
   /**
-   * One heartbeat, from the unary RPC or a stream: validated, stamped on the registry (liveness),
-   * reconciled against the task table, then handed to the worker's telemetry lane.
+   * One heartbeat, from the unary RPC or a stream: validated, checked against the caller's identity
+   * (`authorize`, which throws for a worker the caller may not speak for), stamped on the registry
+   * (liveness), reconciled against the task table, then handed to the worker's telemetry lane.
    * @throws CloudaiError when the heartbeat is refused (nothing changed)
    */
-  acceptHeartbeat(req: HeartbeatMsg): void {
+  acceptHeartbeat(req: HeartbeatMsg, authorize: (workerId: string) => void): void {
     const counters = this.opts.counters
     counters?.add(C.HEARTBEATS_RECEIVED)
     try {
       const id = validateWorkerId(req.worker_id)
+      authorize(id)
       const usage = {
         cpu: validatePercent(req.cpu_usage, 'cpu_usage'),
         memory: validatePercent(req.memory_usage, 'memory_usage'),
@@ -232,8 +258,12 @@ export class MasterGrpcServer {
     const r = call.request
     let result: CompletionReport
     try {
+      const identity = this.workerAuth.identify('ReportTaskCompletion', call)
       validateTaskId(r.task_id)
       const workerId = validateWorkerId(r.worker_id)
+      // From here worker_id is the caller's own: the queue accepts the result only for a task and
+      // attempt it gave that worker.
+      this.workerAuth.authorize('ReportTaskCompletion', identity, workerId, call)
       if (!this.opts.registry.get(workerId)) throw new CloudaiError('CLOUDAI_UNKNOWN_WORKER', `completion report from ${workerId}, which is not registered with this master`)
       const status = parseResultStatus(r.status)
       if (typeof r.logs !== 'string' || Buffer.byteLength(r.logs) > MAX_LOGS_BYTES) throw new CloudaiError('CLOUDAI_BAD_FIELD', 'logs must be a string of at most 1 MiB')

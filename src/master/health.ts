@@ -35,6 +35,12 @@ export interface StoreHealth {
   last_error: string | null
 }
 
+/** Something an operator must know that does not make the master unhealthy (it is configured so). */
+export interface HealthWarning {
+  check: 'worker-auth'
+  message: string
+}
+
 export interface HealthReport {
   /**
    * `degraded` (HTTP 200) when only the store is down: the master works from memory and must not be
@@ -42,6 +48,8 @@ export interface HealthReport {
    */
   status: 'healthy' | 'degraded' | 'unhealthy'
   reasons: HealthReason[]
+  /** Configured weaknesses, e.g. --worker-auth none; they never change `status`. (Absent from older masters.) */
+  warnings?: HealthWarning[]
   store: StoreHealth
   reconnect_monitor: MonitorState
   workers: { total: number; active: number; inactive: number }
@@ -57,6 +65,7 @@ export interface HealthInput {
   workers: Iterable<WorkerRecord>
   thresholds: HealthThresholds
   store: StoreHealth
+  warnings?: HealthWarning[]
 }
 
 const MAX_IDS = 100
@@ -111,6 +120,7 @@ export function checkHealth(input: HealthInput): HealthReport {
   return {
     status: unhealthy ? 'unhealthy' : reasons.length > 0 ? 'degraded' : 'healthy',
     reasons,
+    warnings: input.warnings ?? [],
     store: input.store,
     reconnect_monitor: input.monitor,
     workers: { total, active, inactive: total - active },

@@ -1,3 +1,4 @@
+import { join, resolve } from 'node:path'
 import type { MasterConfig } from '../config.js'
 import type { Logger } from '../shared/log.js'
 import { advertiseHost } from '../shared/advertise.js'
@@ -7,12 +8,13 @@ import type { TaskStatus } from '../shared/types.js'
 import { Counters } from '../shared/counters.js'
 import { clusterAuthOf } from '../shared/cluster-auth.js'
 import { loadUws } from '../shared/uws.js'
+import { MasterKey } from '../shared/worker-credential.js'
 import type { Store } from '../store/store.js'
 import { createStore } from '../store/select.js'
 import { StoreJournal } from '../store/journal.js'
 import { HttpApi } from './api/http.js'
 import { loadDashboard } from './api/static.js'
-import type { MasterControl } from './control.js'
+import type { MasterControl, TokenIssued } from './control.js'
 import { InlineDialer, PoolDialer, type Dialer } from './dialer.js'
 import { MasterGrpcServer } from './grpc.js'
 import { checkHealth, type HealthReport, type StoreHealth } from './health.js'
@@ -27,6 +29,7 @@ import { TaskTable } from './tasks.js'
 import { WorkerClients } from './worker-clients.js'
 import { ReconnectMonitor } from './reconnect.js'
 import { Registry } from './registry.js'
+import { WorkerAuth } from './worker-auth.js'
 import { workerListJson } from './worker-list-json.js'
 import { toTaskView, toWorkerMetricsView, toWorkerView, type ClusterStatus, type TaskView, type WorkerMetricsView, type WorkerView } from './views.js'
 
@@ -62,6 +65,10 @@ export class Master implements MasterControl {
   private readonly monitor: ReconnectMonitor
   private readonly grpc: MasterGrpcServer
   private readonly http: HttpApi
+  /** The master's secret: workers' tokens derive from it; its proofs to workers are made with it. */
+  private readonly key: MasterKey
+  private readonly keyFile: { path: string; created: boolean }
+  private readonly workerAuth: WorkerAuth
   private phase: Phase = 'new'
   private closing: Promise<void> | null = null
   private startedAt = 0
@@ -69,14 +76,20 @@ export class Master implements MasterControl {
 
   constructor(private readonly config: MasterConfig, deps: MasterDeps) {
     this.log = deps.log
+    // The key before anything else that needs it, and before the store opens: the store alone
+    // (or a backup of it) must never be enough to act as a worker or as this master.
+    const keyPath = resolve(config.masterKeyFile ?? join(config.dataDir, 'master.key'))
+    const { key, created } = MasterKey.loadOrCreate(keyPath)
+    this.key = key
+    this.keyFile = { path: keyPath, created }
     this.store = deps.store ?? createStore(config)
     const auth = clusterAuthOf(config)
-    this.dialer = deps.dialer ?? (config.dialer === 'inline' ? new InlineDialer({ auth }) : new PoolDialer({ threads: config.dialThreads, auth }))
+    this.dialer = deps.dialer ?? (config.dialer === 'inline' ? new InlineDialer({ auth, masterKey: key }) : new PoolDialer({ threads: config.dialThreads, auth, masterKey: key }))
     this.dialer.counters = this.counters.buffer
     this.journal = new StoreJournal(this.store, this.registry, { log: this.log, limit: config.storeJournalLimit, onLateOpen: () => this.loadLate() })
     this.tasks = new TaskTable(this.journal)
     this.journal.on('tasks-written', (ids) => this.tasks.markDurable(ids))
-    this.queue = new QueueProcessor({ tasks: this.tasks, registry: this.registry, clients: new WorkerClients(auth), log: this.log, heartbeatTimeoutMs: config.heartbeatTimeoutMs })
+    this.queue = new QueueProcessor({ tasks: this.tasks, registry: this.registry, clients: new WorkerClients(auth, key), log: this.log, heartbeatTimeoutMs: config.heartbeatTimeoutMs })
     this.liveness = new Liveness(this.registry, { timeoutMs: config.heartbeatTimeoutMs, log: this.log })
     this.monitor = new ReconnectMonitor(this.registry, this.dialer, {
       intervalMs: config.reconnectIntervalMs,
@@ -103,7 +116,8 @@ export class Master implements MasterControl {
       wsConnections: () => this.http.wsConnections,
       store: () => this.journal.status(),
     })
-    this.grpc = new MasterGrpcServer({ registry: this.registry, tasks: this.queue, telemetry: this.telemetry, counters: this.counters, host: config.grpcHost, port: config.grpcPort, log: this.log, auth })
+    this.workerAuth = new WorkerAuth({ registry: this.registry, mode: config.workerAuth, log: this.log })
+    this.grpc = new MasterGrpcServer({ registry: this.registry, tasks: this.queue, telemetry: this.telemetry, counters: this.counters, host: config.grpcHost, port: config.grpcPort, log: this.log, auth, workerAuth: this.workerAuth })
     this.live = new LiveFeed({ registry: this.registry, tasks: this.tasks, telemetry: this.telemetry, status: () => this.status() })
     this.http = new HttpApi({
       control: this,
@@ -145,6 +159,10 @@ export class Master implements MasterControl {
       // First: a Node.js or platform the HTTP API's uWebSockets.js cannot run on stops the start
       // before the store opens or a port is bound. The HTTP API gets the same module later.
       loadUws()
+      const { path, created } = this.keyFile
+      log.info({ masterKeyFile: path, created }, created
+        ? `Master key created at ${path} (mode 0600): back it up apart from the store; without it every worker needs a new token`
+        : `Master key loaded from ${path}`)
       log.info({ step: 1, store: this.store.kind, location: this.store.location }, `Opening ${this.store.kind} store at ${this.store.location}`)
       const opened = await this.openStore()
 
@@ -176,6 +194,8 @@ export class Master implements MasterControl {
       const grpcPort = await this.grpc.start()
       this.advertised = this.config.advertise ?? `${advertiseHost(this.config.grpcHost)}:${grpcPort}`
       log.info({ step: 6, grpcPort, advertise: this.advertised }, `gRPC server listening on ${this.config.grpcHost}:${grpcPort} (workers call back on ${this.advertised})`)
+      // With --worker-auth none: the warning now, and every minute while the master runs.
+      this.workerAuth.start()
 
       const httpPort = await this.http.start()
       log.info({ step: 7, httpPort, allowedHosts: this.http.allowedHosts, allowedOrigins: this.config.apiAllowOrigins }, `HTTP API listening on http://${this.config.httpHost}:${httpPort}`)
@@ -245,6 +265,7 @@ export class Master implements MasterControl {
     this.live.close()
     log.info('Shutting down: stopping heartbeat timeout checks')
     this.liveness.close()
+    this.workerAuth.close()
     log.info({ graceMs: this.config.shutdownGraceMs }, 'Shutting down: stopping the gRPC server (draining in-flight calls)')
     await this.grpc.close(this.config.shutdownGraceMs)
     log.info('Shutting down: stopping the telemetry threads')
@@ -278,7 +299,7 @@ export class Master implements MasterControl {
     return toWorkerView(this.registry.require(validateWorkerId(id, 'worker id')))
   }
 
-  async registerWorker(body: unknown): Promise<{ worker: WorkerView; created: boolean; persisted: boolean }> {
+  async registerWorker(body: unknown): Promise<{ worker: WorkerView; created: boolean; persisted: boolean; token: string | null }> {
     if (typeof body !== 'object' || body === null || Array.isArray(body)) {
       throw new CloudaiError('CLOUDAI_BAD_REQUEST', 'the body must be a JSON object: {"worker_id": "...", "worker_ip": "host:port"}')
     }
@@ -289,20 +310,46 @@ export class Master implements MasterControl {
     }
     const address = validateAddress(b.worker_ip ?? b.address, 'worker_ip')
     this.assertRunning()
-    const { worker, created } = this.registry.register(id, address, Date.now())
+    const now = Date.now()
+    // Its token is issued with the record and shown once, in this answer; only its hash and
+    // nonce are kept. A registration that changes nothing issues none (`token rotate` does).
+    let token: string | null = null
+    const { worker, created } = this.registry.register(id, address, now, () => {
+      const issued = this.key.issue(id, now)
+      token = issued.token
+      return issued.stored
+    })
     if (created) {
-      this.log.info({ workerId: id, address }, `Worker ${id} registered at ${address} (offline until it connects; will reconnect automatically)`)
+      this.log.info({ workerId: id, address }, `Worker ${id} registered at ${address} with a new token (offline until it connects; will reconnect automatically)`)
       void this.monitor.dialNow(id)
     }
     const persisted = await this.journal.sync()
-    return { worker: toWorkerView(worker), created, persisted }
+    return { worker: toWorkerView(worker), created, persisted, token }
+  }
+
+  async rotateWorkerToken(id: string): Promise<TokenIssued> {
+    validateWorkerId(id, 'worker id')
+    this.assertRunning()
+    this.registry.require(id)
+    const now = Date.now()
+    const issued = this.key.issue(id, now)
+    const { previousValidUntil } = this.registry.rotateCredential(id, issued.stored, this.config.tokenGraceMs, now)
+    const until = previousValidUntil === null ? null : new Date(previousValidUntil).toISOString()
+    this.log.info(
+      { workerId: id, previousValidUntil: until },
+      until === null
+        ? `Worker ${id} has a new token; the old one no longer works`
+        : `Worker ${id} has a new token; the old one works until the worker presents the new one, at the latest until ${until}`,
+    )
+    const persisted = await this.journal.sync()
+    return { worker_id: id, token: issued.token, previous_valid_until: until, persisted }
   }
 
   async unregisterWorker(id: string): Promise<{ worker_id: string; persisted: boolean }> {
     validateWorkerId(id, 'worker id')
     this.assertRunning()
     const worker = this.registry.unregister(id)
-    this.log.info({ workerId: id, address: worker.address }, `Worker ${id} unregistered; no more reconnection attempts`)
+    this.log.info({ workerId: id, address: worker.address }, `Worker ${id} unregistered; its token is revoked and no more reconnection attempts are made`)
     const persisted = await this.journal.sync()
     return { worker_id: id, persisted }
   }
@@ -381,6 +428,7 @@ export class Master implements MasterControl {
       workers: this.registry.values(),
       thresholds: { maxInactiveMs: this.config.healthMaxInactiveMs, reconnectWithinMs: this.config.healthReconnectWithinMs },
       store: this.storeHealth(),
+      warnings: this.workerAuth.warning === null ? [] : [{ check: 'worker-auth', message: this.workerAuth.warning }],
     })
   }
 
@@ -410,6 +458,7 @@ export class Master implements MasterControl {
       tasks: this.tasks.counts(),
       store: { kind: this.store.kind, healthy: store.healthy, pending_writes: store.backlog, last_error: store.lastError },
       grpc_address: this.advertised,
+      worker_auth: this.config.workerAuth,
       started_at: new Date(this.startedAt || Date.now()).toISOString(),
       uptime_s: this.startedAt ? Math.round((Date.now() - this.startedAt) / 1000) : 0,
     }

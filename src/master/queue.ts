@@ -166,7 +166,8 @@ export class QueueProcessor {
     const guard = { workerId: worker.id, attempts: attempt }
     this.assigning.add(task.id)
     try {
-      const ack = await callUnary<TaskMsg, TaskAckMsg>(this.opts.clients.get(worker.id, worker.address), 'AssignTask', msg, this.rpcTimeoutMs).promise
+      const proof = this.opts.clients.proof(worker, 'AssignTask', `${task.id}/${attempt}`)
+      const ack = await callUnary<TaskMsg, TaskAckMsg>(this.opts.clients.get(worker.id, worker.address), 'AssignTask', msg, this.rpcTimeoutMs, proof).promise
       if (ack.success) {
         const started = await tasks.transition(task.id, 'running', { startedAt: Date.now() }, null, { ...guard, from: ['assigned'] })
         if (started) log.info({ taskId: task.id, workerId: worker.id, attempt }, `Task ${task.id} assigned to worker ${worker.id} and running (attempt ${attempt})`)
@@ -249,11 +250,19 @@ export class QueueProcessor {
     }
   }
 
-  /** A completion report. Returns true when it was applied, false when it was stale (ignored). */
+  /**
+   * A completion report, whose worker_id the gRPC side has bound to the caller's credentials.
+   * Applied only to an attempt the master gave that worker: the task must be assigned to it or
+   * running there, and `attempt` must be that attempt. A report without one (CloudAI's workers
+   * send none: 0) is read as "the attempt this worker has now", never as "any attempt".
+   * Returns true when it was applied, false when it was stale (ignored).
+   */
   async onCompletion(r: CompletionReport): Promise<boolean> {
     const { tasks, log } = this.opts
     const t = tasks.get(r.task_id)
-    if (!t || t.workerId !== r.worker_id || (t.status !== 'assigned' && t.status !== 'running') || (r.attempt > 0 && r.attempt !== t.attempts)) {
+    const onThisWorker = t !== undefined && t.workerId === r.worker_id && (t.status === 'assigned' || t.status === 'running')
+    const attempt = r.attempt > 0 ? r.attempt : t?.attempts
+    if (!onThisWorker || attempt !== t.attempts) {
       log.info({ taskId: r.task_id, workerId: r.worker_id, attempt: r.attempt, current: t ? { status: t.status, workerId: t.workerId, attempts: t.attempts } : null }, `Ignored a stale completion report for task ${r.task_id} from worker ${r.worker_id}`)
       return false
     }
@@ -269,7 +278,7 @@ export class QueueProcessor {
         finishedAt: r.finished_at > 0 ? r.finished_at : Date.now(),
       },
       status === 'completed' ? null : r.reason || r.status,
-      { workerId: r.worker_id, attempts: t.attempts, from: ['assigned', 'running'] },
+      { workerId: r.worker_id, attempts: attempt, from: ['assigned', 'running'] },
     )
     if (done) log.info({ taskId: t.id, workerId: r.worker_id, status, exitCode: done.exitCode, durationMs: r.duration_ms }, `Task ${t.id} ${status} on worker ${r.worker_id}`)
     return done !== null
@@ -288,7 +297,8 @@ export class QueueProcessor {
     const w = this.opts.registry.get(workerId)
     if (!w || this.cancelSent.has(key)) return
     this.cancelSent.add(key)
-    const p = callUnary<{ task_id: string }, TaskAckMsg>(this.opts.clients.get(w.id, w.address), 'CancelTask', { task_id: taskId }, this.rpcTimeoutMs).promise.then(
+    const proof = this.opts.clients.proof(w, 'CancelTask', taskId)
+    const p = callUnary<{ task_id: string }, TaskAckMsg>(this.opts.clients.get(w.id, w.address), 'CancelTask', { task_id: taskId }, this.rpcTimeoutMs, proof).promise.then(
       (ack) => this.opts.log.info({ taskId, workerId, ok: ack.success, message: ack.message }, `CancelTask ${taskId} on worker ${workerId}: ${ack.message || (ack.success ? 'ok' : 'refused')}`),
       (err: grpc.ServiceError) => this.opts.log.warn({ taskId, workerId, err: err.details ?? err.message }, `CancelTask ${taskId} on worker ${workerId} failed`),
     )

@@ -2,6 +2,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks'
 import type { Logger } from '../shared/log.js'
 import { systemClock, type Clock, type TimerHandle } from '../shared/clock.js'
 import type { WorkerRecord } from '../shared/types.js'
+import { liveNonces } from '../shared/worker-credential.js'
 import type { Dialer, PendingDial } from './dialer.js'
 import type { DialResult } from './dial.js'
 import type { Registry } from './registry.js'
@@ -177,6 +178,8 @@ export class ReconnectMonitor {
       address: w.address,
       masterId: this.opts.masterId,
       masterAddress: this.opts.masterAddress(),
+      // The dial thread makes the proof from these and the master key; no proof without a credential.
+      proofNonces: w.credential ? liveNonces(w.credential, this.clock.now()) : [],
       timeoutMs: this.opts.dialTimeoutMs,
     })
     const entry = { ...pending, address: w.address }

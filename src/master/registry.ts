@@ -1,6 +1,15 @@
 import { EventEmitter } from 'node:events'
 import { CloudaiError } from '../shared/errors.js'
 import type { InactiveReason, RegistryEvents, RunningTaskInfo, WorkerRecord, WorkerSpecs, WorkerUsage } from '../shared/types.js'
+import type { StoredCredential } from '../shared/worker-credential.js'
+
+/** The worker a token hash belongs to, and which of its tokens it is. */
+export interface TokenOwner {
+  worker: WorkerRecord
+  /** `previous`: the token a rotation replaced, accepted until `expiresAt` or until the new one is presented. */
+  which: 'current' | 'previous'
+  expiresAt: number | null
+}
 
 /**
  * The worker registry: the master's single owner of worker state. Registration is
@@ -10,10 +19,17 @@ import type { InactiveReason, RegistryEvents, RunningTaskInfo, WorkerRecord, Wor
  *
  * Heartbeats are the hot path, so they emit nothing: they update the record in place and mark it
  * for the store's next batch (drainHeartbeats).
+ *
+ * It also keeps the index from token hashes to workers that the master's call check looks tokens
+ * up in (worker-auth.ts): every change of a credential goes through here, so the index can never
+ * lag a rotation or an unregistration (which revokes at once). A credential is replaced, never
+ * edited in place, like `usage` and `specs`.
  */
 export class Registry extends EventEmitter<RegistryEvents> {
   private readonly workers = new Map<string, WorkerRecord>()
   private readonly heartbeatDirty = new Set<string>()
+  /** SHA-256 of each live token (current, and previous during a rotation) -> worker id. */
+  private readonly tokens = new Map<string, string>()
 
   /**
    * Loads persisted workers. All start inactive: none has proven it is alive to us yet. An id memory
@@ -23,7 +39,9 @@ export class Registry extends EventEmitter<RegistryEvents> {
     const added: string[] = []
     for (const r of records) {
       if (this.workers.has(r.id)) continue
-      this.workers.set(r.id, { ...r, isActive: false, runningTasks: r.runningTasks ?? [] })
+      const worker = { ...r, isActive: false, runningTasks: r.runningTasks ?? [], credential: r.credential ?? null }
+      this.workers.set(r.id, worker)
+      this.indexCredential(worker)
       added.push(r.id)
     }
     return added
@@ -67,9 +85,9 @@ export class Registry extends EventEmitter<RegistryEvents> {
   /**
    * Operator registration (ids and addresses already validated by the caller). The same id with
    * the same address again is a no-op; with another address it is refused, so a typo can't
-   * silently repoint a worker.
+   * silently repoint a worker. `issue` is called only when the worker is new: its credential.
    */
-  register(id: string, address: string, now: number): { worker: WorkerRecord; created: boolean } {
+  register(id: string, address: string, now: number, issue?: () => StoredCredential): { worker: WorkerRecord; created: boolean } {
     const existing = this.workers.get(id)
     if (existing) {
       if (existing.address === address) return { worker: existing, created: false }
@@ -91,8 +109,10 @@ export class Registry extends EventEmitter<RegistryEvents> {
       lastHeartbeat: null,
       disconnectedAt: null,
       reconnects: 0,
+      credential: issue?.() ?? null,
     }
     this.workers.set(id, worker)
+    this.indexCredential(worker)
     this.emit('worker-registered', worker)
     return { worker, created: true }
   }
@@ -102,6 +122,8 @@ export class Registry extends EventEmitter<RegistryEvents> {
     const worker = this.require(id)
     this.workers.delete(id)
     this.heartbeatDirty.delete(id)
+    // Revoked at once: the next call with its token finds nobody.
+    this.unindexCredential(worker.credential)
     worker.isActive = false
     this.emit('worker-unregistered', worker)
     return worker
@@ -161,6 +183,61 @@ export class Registry extends EventEmitter<RegistryEvents> {
     worker.disconnectedAt = now
     this.emit('worker-inactive', worker, { reason })
     return true
+  }
+
+  /** The worker a token hash belongs to (current or previous token), if any. */
+  tokenOwner(hash: string): TokenOwner | undefined {
+    const id = this.tokens.get(hash)
+    const worker = id === undefined ? undefined : this.workers.get(id)
+    const c = worker?.credential
+    if (!worker || !c) return undefined
+    if (c.hash === hash) return { worker, which: 'current', expiresAt: null }
+    if (c.previous?.hash === hash) return { worker, which: 'previous', expiresAt: c.previous.expiresAt }
+    return undefined
+  }
+
+  /**
+   * A new token for a worker (`next`, from the master key). The one it replaces stays valid for
+   * `graceMs` (until the worker presents the new one, if sooner); a token before that one, still in
+   * its grace from an earlier rotation, stops at once. Returns when the old one stops at the latest
+   * (null: at once).
+   * @throws CLOUDAI_UNKNOWN_WORKER
+   */
+  rotateCredential(id: string, next: StoredCredential, graceMs: number, now: number): { worker: WorkerRecord; previousValidUntil: number | null } {
+    const worker = this.require(id)
+    const old = worker.credential
+    const previous = old && graceMs > 0 ? { nonce: old.nonce, hash: old.hash, expiresAt: now + graceMs } : null
+    this.unindexCredential(old)
+    worker.credential = { ...next, enforced: old?.enforced === true || next.enforced, previous }
+    this.indexCredential(worker)
+    this.emit('worker-credential', worker, { change: 'rotated' })
+    return { worker, previousValidUntil: previous?.expiresAt ?? null }
+  }
+
+  /**
+   * The worker presented its current token for the first time: noted (and persisted through the
+   * event), the token before it stops working, and from now on its id needs a token on every call.
+   */
+  credentialPresented(id: string, now: number): void {
+    const worker = this.workers.get(id)
+    const c = worker?.credential
+    if (!worker || !c || c.presentedAt !== null) return
+    if (c.previous) this.tokens.delete(c.previous.hash)
+    worker.credential = { ...c, presentedAt: now, enforced: true, previous: null }
+    this.emit('worker-credential', worker, { change: 'presented' })
+  }
+
+  private indexCredential(worker: WorkerRecord): void {
+    const c = worker.credential
+    if (!c) return
+    this.tokens.set(c.hash, worker.id)
+    if (c.previous) this.tokens.set(c.previous.hash, worker.id)
+  }
+
+  private unindexCredential(c: StoredCredential | null): void {
+    if (!c) return
+    this.tokens.delete(c.hash)
+    if (c.previous) this.tokens.delete(c.previous.hash)
   }
 
   /** Ids whose heartbeat fields changed since the last call; the store journal batches them. */

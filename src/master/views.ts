@@ -22,6 +22,18 @@ export interface WorkerView {
   connected_at: string | null
   disconnected_at: string | null
   reconnects: number
+  /** The worker's token, as far as it can be shown: when issued and first presented. Null: none issued. */
+  credential: CredentialView | null
+}
+
+export interface CredentialView {
+  issued_at: string
+  /** Null until the worker has called with this token. */
+  presented_at: string | null
+  /** True once the worker has presented a token: calls for it without one are refused, from loopback too. */
+  required: boolean
+  /** During a rotation, when the old token stops at the latest. */
+  previous_valid_until: string | null
 }
 
 export interface ClusterStatus {
@@ -32,6 +44,8 @@ export interface ClusterStatus {
   tasks: Record<TaskStatus, number>
   store: { kind: string; healthy: boolean; pending_writes: number; last_error: string | null }
   grpc_address: string
+  /** `none`: worker calls without a token are accepted from anywhere (--worker-auth none). */
+  worker_auth?: 'token' | 'none'
   started_at: string
   uptime_s: number
 }
@@ -57,6 +71,9 @@ export function toWorkerView(w: WorkerRecord): WorkerView {
     connected_at: iso(w.connectedAt),
     disconnected_at: iso(w.disconnectedAt),
     reconnects: w.reconnects,
+    credential: w.credential
+      ? { issued_at: iso(w.credential.issuedAt) as string, presented_at: iso(w.credential.presentedAt), required: w.credential.enforced, previous_valid_until: iso(w.credential.previous?.expiresAt ?? null) }
+      : null,
   }
 }
 

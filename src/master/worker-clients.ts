@@ -1,16 +1,29 @@
+import type * as grpc from '@grpc/grpc-js'
 import { DIAL_CHANNEL_OPTIONS, loadProto, type MasterWorkerClient } from '../shared/proto.js'
 import { NO_CLUSTER_AUTH, type ClusterAuth } from '../shared/cluster-auth.js'
+import type { WorkerRecord } from '../shared/types.js'
+import { proofMetadata, type MasterKey, type MasterMethod } from '../shared/worker-credential.js'
 
 /**
  * One long-lived gRPC client per worker for AssignTask and CancelTask, on the main thread (a few
  * calls per task, unlike the reconnection dials). Replaced when a worker's address changes and
  * closed when it is unregistered. Every client uses the master's TLS credentials and carries its
  * cluster token, so a worker that requires the token takes tasks only from a master that has it.
+ * Each call also carries the master's proof for that worker (proof()), made with the master key.
  */
 export class WorkerClients {
   private readonly clients = new Map<string, { address: string; client: MasterWorkerClient }>()
 
-  constructor(private readonly auth: ClusterAuth = NO_CLUSTER_AUTH) {}
+  constructor(private readonly auth: ClusterAuth = NO_CLUSTER_AUTH, private readonly key: MasterKey | null = null) {}
+
+  /**
+   * The metadata of one call to `worker`: a proof per token it may hold (during a rotation, the old
+   * one too), bound to the method and `subject`. Empty for a worker without a credential, or when
+   * this master has no key (tests): such a worker serves the call only if it needs no proof.
+   */
+  proof(worker: WorkerRecord, method: MasterMethod, subject: string, now = Date.now()): grpc.Metadata {
+    return proofMetadata(this.key && worker.credential ? this.key.proofs(worker.id, worker.credential, method, subject, now) : [])
+  }
 
   get(workerId: string, address: string): MasterWorkerClient {
     const cur = this.clients.get(workerId)

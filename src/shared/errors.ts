@@ -25,6 +25,16 @@ export const ErrorCodes = {
   CLOUDAI_BAD_ORIGIN: { http: 403, grpc: GrpcStatus.PERMISSION_DENIED },
   CLOUDAI_UNAUTHORIZED: { http: 401, grpc: GrpcStatus.UNAUTHENTICATED },
   CLOUDAI_UNAUTHENTICATED: { http: 401, grpc: GrpcStatus.UNAUTHENTICATED },
+  /** A worker call without a worker token where one is needed (not from loopback, or its id has presented one). */
+  CLOUDAI_WORKER_TOKEN_REQUIRED: { http: 401, grpc: GrpcStatus.UNAUTHENTICATED },
+  /** A worker token this master does not know: malformed, revoked, or replaced and past its grace. */
+  CLOUDAI_WORKER_TOKEN_INVALID: { http: 401, grpc: GrpcStatus.UNAUTHENTICATED },
+  /** A worker's token used to act as another worker. */
+  CLOUDAI_WRONG_WORKER: { http: 403, grpc: GrpcStatus.PERMISSION_DENIED },
+  /** A call to a worker without a valid proof that it comes from the worker's master. */
+  CLOUDAI_MASTER_PROOF_REQUIRED: { http: 401, grpc: GrpcStatus.UNAUTHENTICATED },
+  /** MasterRegister naming a master other than the one a worker was started to follow (--master). */
+  CLOUDAI_WRONG_MASTER: { http: 403, grpc: GrpcStatus.PERMISSION_DENIED },
   CLOUDAI_NOT_FOUND: { http: 404, grpc: GrpcStatus.NOT_FOUND },
   CLOUDAI_METHOD_NOT_ALLOWED: { http: 405, grpc: GrpcStatus.UNIMPLEMENTED },
   CLOUDAI_UNKNOWN_WORKER: { http: 404, grpc: GrpcStatus.NOT_FOUND },

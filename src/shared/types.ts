@@ -1,3 +1,5 @@
+import type { StoredCredential } from './worker-credential.js'
+
 // Shared shapes of the master's state. The registry owns these records; the store, the API
 // and (later) telemetry only read them or receive copies.
 
@@ -44,7 +46,16 @@ export interface WorkerRecord {
   disconnectedAt: number | null
   /** Times the worker went from inactive to active after its first connection. */
   reconnects: number
+  /**
+   * What the master keeps of the worker's token (a nonce and a hash: nothing that lets anyone
+   * present it). Null for a worker registered before tokens, or by another master: it has no
+   * token until an operator rotates one, and gets no proof on the master's calls.
+   */
+  credential: StoredCredential | null
 }
+
+/** What changed about a worker's credential. */
+export type CredentialChange = 'rotated' | 'presented'
 
 /** Why a worker went inactive; carried by the event for later consumers (tasks, WebSocket). */
 export type InactiveReason = 'heartbeat-timeout' | 'unregistered' | 'shutdown'
@@ -56,6 +67,8 @@ export interface RegistryEvents {
   'worker-active': [worker: WorkerRecord, meta: { reconnect: boolean }]
   'worker-inactive': [worker: WorkerRecord, meta: { reason: InactiveReason }]
   'worker-changed': [worker: WorkerRecord]
+  /** A new token was issued (rotation), or the worker presented its current one for the first time. */
+  'worker-credential': [worker: WorkerRecord, meta: { change: CredentialChange }]
 }
 
 export type TaskStatus = 'queued' | 'assigned' | 'running' | 'completed' | 'failed' | 'cancelled'

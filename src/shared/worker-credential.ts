@@ -2,7 +2,7 @@ import { chmodSync, closeSync, fsyncSync, mkdirSync, openSync, readFileSync, wri
 import { dirname } from 'node:path'
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
 import { isIP } from 'node:net'
-import type * as grpc from '@grpc/grpc-js'
+import * as grpc from '@grpc/grpc-js'
 import { CloudaiError } from './errors.js'
 
 // One credential per worker, and the master's proof of itself, in one place for the master, its
@@ -39,8 +39,31 @@ export interface StoredCredential {
   issuedAt: number
   /** When the worker first presented this token; null until it has. */
   presentedAt: number | null
+  /**
+   * True once the worker has presented any of its tokens, kept through rotations: from then on
+   * every call for its id must carry a token, from loopback too. A rotation must not reopen the
+   * tokenless way in that the quick start on one machine uses.
+   */
+  enforced: boolean
   /** The token this one replaced, accepted until the worker presents the new one or until expiresAt. */
   previous: { nonce: string; hash: string; expiresAt: number } | null
+}
+
+/**
+ * A StoredCredential read back from a store (SQLite's JSON column), checked field by field: a
+ * damaged one is null, which costs the worker its credential (an operator rotates a new one), not
+ * the worker. `enforced` is absent from nothing we wrote; for safety it is read as "presented".
+ */
+export function readStoredCredential(v: unknown): StoredCredential | null {
+  if (typeof v !== 'object' || v === null) return null
+  const o = v as Record<string, unknown>
+  const time = (x: unknown): x is number => typeof x === 'number' && Number.isFinite(x)
+  if (typeof o.nonce !== 'string' || typeof o.hash !== 'string' || !/^[0-9a-f]{64}$/.test(o.hash) || !time(o.issuedAt)) return null
+  const presentedAt = time(o.presentedAt) ? o.presentedAt : null
+  let previous: StoredCredential['previous'] = null
+  const p = o.previous as Record<string, unknown> | null | undefined
+  if (p && typeof p === 'object' && typeof p.nonce === 'string' && typeof p.hash === 'string' && time(p.expiresAt)) previous = { nonce: p.nonce, hash: p.hash, expiresAt: p.expiresAt }
+  return { nonce: o.nonce, hash: o.hash, issuedAt: o.issuedAt, presentedAt, enforced: typeof o.enforced === 'boolean' ? o.enforced : presentedAt !== null, previous }
 }
 
 export function validateToken(value: unknown, field = 'token'): string {
@@ -112,7 +135,7 @@ export class MasterKey {
   issue(workerId: string, now: number): { token: string; stored: StoredCredential } {
     const nonce = randomBytes(NONCE_BYTES).toString('base64url')
     const token = this.tokenFor(workerId, nonce)
-    return { token, stored: { nonce, hash: tokenHash(token), issuedAt: now, presentedAt: null, previous: null } }
+    return { token, stored: { nonce, hash: tokenHash(token), issuedAt: now, presentedAt: null, enforced: false, previous: null } }
   }
 
   tokenFor(workerId: string, nonce: string): string {
@@ -121,15 +144,43 @@ export class MasterKey {
 
   /** The tokens a worker may hold now: its current one and, during a rotation, the one before. */
   liveTokens(workerId: string, cred: StoredCredential, now: number): string[] {
-    const tokens = [this.tokenFor(workerId, cred.nonce)]
-    if (cred.previous && cred.previous.expiresAt > now) tokens.push(this.tokenFor(workerId, cred.previous.nonce))
-    return tokens
+    return liveNonces(cred, now).map((nonce) => this.tokenFor(workerId, nonce))
   }
 
   /** Proofs for a call to a worker, one per token it may hold (it accepts any that matches). */
   proofs(workerId: string, cred: StoredCredential, method: MasterMethod, subject: string, now: number): string[] {
-    return this.liveTokens(workerId, cred, now).map((token) => masterProof(token, workerId, method, subject, now))
+    return this.proofsFor(workerId, liveNonces(cred, now), method, subject, now)
   }
+
+  /** The same from the nonces alone: what a dial thread gets in its request (no record crosses threads). */
+  proofsFor(workerId: string, nonces: readonly string[], method: MasterMethod, subject: string, now: number): string[] {
+    return nonces.map((nonce) => masterProof(this.tokenFor(workerId, nonce), workerId, method, subject, now))
+  }
+}
+
+/** The nonces of the tokens a worker may hold at `now`: its current one, and the one before while in its grace. */
+export function liveNonces(cred: StoredCredential, now: number): string[] {
+  return cred.previous && cred.previous.expiresAt > now ? [cred.nonce, cred.previous.nonce] : [cred.nonce]
+}
+
+/** The metadata of a call to a worker: one proof per live token, none for a worker without a credential. */
+export function proofMetadata(proofs: readonly string[], metadata: grpc.Metadata = new grpc.Metadata()): grpc.Metadata {
+  for (const p of proofs) metadata.add(MASTER_PROOF_METADATA, p)
+  return metadata
+}
+
+/**
+ * A client interceptor that puts `authorization: Bearer <token>` on every call (unary and streams),
+ * the way ClusterAuth adds the cluster token: a call that forgets it cannot be written.
+ */
+export function bearerInterceptor(token: string): grpc.Interceptor {
+  const value = `Bearer ${token}`
+  return (options, nextCall) => new grpc.InterceptingCall(nextCall(options), {
+    start: (metadata, listener, next) => {
+      metadata.set(AUTHORIZATION_METADATA, value)
+      next(metadata, listener)
+    },
+  })
 }
 
 function proofMac(token: string, workerId: string, method: MasterMethod, subject: string, at: number): Buffer {
@@ -141,9 +192,14 @@ export function masterProof(token: string, workerId: string, method: MasterMetho
   return `v1.${at}.${proofMac(token, workerId, method, subject, at).toString('base64url')}`
 }
 
-/** True when one of `values` is a proof made with `token` for this call, within the clock skew. */
+/**
+ * True when one of `values` is a proof made with `token` for this call, within the clock skew.
+ * During a rotation the master sends two; HTTP/2 (Node's) joins repeated headers with ", ", so a
+ * value may hold several.
+ */
 export function verifyMasterProof(token: string, workerId: string, method: MasterMethod, subject: string, values: readonly unknown[], now: number): boolean {
-  for (const value of values.slice(0, 4)) {
+  const proofs = values.flatMap((v) => (typeof v === 'string' ? v.split(',').map((p) => p.trim()) : [v]))
+  for (const value of proofs.slice(0, 4)) {
     if (typeof value !== 'string') continue
     const m = /^v1\.(\d{1,16})\.([A-Za-z0-9_-]{43})$/.exec(value)
     if (!m) continue
@@ -153,6 +209,12 @@ export function verifyMasterProof(token: string, workerId: string, method: Maste
     if (given.length === 32 && timingSafeEqual(given, proofMac(token, workerId, method, subject, at))) return true
   }
   return false
+}
+
+/** What a credential check needs of a received call: its metadata and its peer (`call.getPeer()`). */
+export interface CallSource {
+  metadata: grpc.Metadata
+  getPeer(): string
 }
 
 /** What a call's `authorization` metadata says: no token, a bearer token, or something else. */

@@ -19,6 +19,7 @@ import {
 import type { StoreConfig } from '../config.js'
 import { CloudaiError } from '../shared/errors.js'
 import type { RunningTaskInfo, TaskRecord, WorkerRecord } from '../shared/types.js'
+import { readStoredCredential, type StoredCredential } from '../shared/worker-credential.js'
 import { redactMongoUri } from './mongo-uri.js'
 import { taskVersion, type Store, type WorkerChanges } from './store.js'
 
@@ -59,6 +60,17 @@ export interface WorkerDoc {
   connected_at_ms: Long | number | null
   disconnected_at_ms: Long | number | null
   reconnects: number
+  /** What the master keeps of the worker's token: a nonce and a hash, never the token. */
+  credential: CredentialDoc | null
+}
+
+interface CredentialDoc {
+  nonce: string
+  hash: string
+  issued_at_ms: Long | number
+  presented_at_ms: Long | number | null
+  enforced: boolean
+  previous: { nonce: string; hash: string; expires_at_ms: Long | number } | null
 }
 
 interface RunningTaskDoc {
@@ -304,7 +316,35 @@ export function toWorkerDoc(w: WorkerRecord, now: number): WorkerDoc {
     connected_at_ms: nullableInt64(w.connectedAt),
     disconnected_at_ms: nullableInt64(w.disconnectedAt),
     reconnects: w.reconnects,
+    credential: toCredentialDoc(w.credential),
   }
+}
+
+function toCredentialDoc(c: StoredCredential | null): CredentialDoc | null {
+  if (c === null) return null
+  return {
+    nonce: c.nonce,
+    hash: c.hash,
+    issued_at_ms: int64(c.issuedAt),
+    presented_at_ms: nullableInt64(c.presentedAt),
+    enforced: c.enforced,
+    previous: c.previous ? { nonce: c.previous.nonce, hash: c.previous.hash, expires_at_ms: int64(c.previous.expiresAt) } : null,
+  }
+}
+
+/** Ours, checked field by field (CloudAI's documents have none): a damaged one costs the credential, not the worker. */
+function fromCredentialDoc(v: unknown): StoredCredential | null {
+  if (typeof v !== 'object' || v === null) return null
+  const d = v as Record<string, unknown>
+  const p = d.previous as Record<string, unknown> | null | undefined
+  return readStoredCredential({
+    nonce: d.nonce,
+    hash: d.hash,
+    issuedAt: time(d.issued_at_ms, 1),
+    presentedAt: time(d.presented_at_ms, 1),
+    enforced: d.enforced,
+    previous: p && typeof p === 'object' ? { nonce: p.nonce, hash: p.hash, expiresAt: time(p.expires_at_ms, 1) } : null,
+  })
 }
 
 /**
@@ -330,6 +370,7 @@ export function fromWorkerDoc(d: Document): WorkerRecord | null {
     lastHeartbeat: ms('last_heartbeat_ms', 'last_heartbeat'),
     disconnectedAt: time(d.disconnected_at_ms, 1),
     reconnects: num(d.reconnects) ?? 0,
+    credential: fromCredentialDoc(d.credential),
   }
 }
 

@@ -3,9 +3,11 @@ import { join, resolve } from 'node:path'
 import Database from 'better-sqlite3'
 import { CloudaiError } from '../shared/errors.js'
 import type { RunningTaskInfo, TaskRecord, WorkerRecord } from '../shared/types.js'
+import type { StoredCredential } from '../shared/worker-credential.js'
+import { readStoredCredential } from '../shared/worker-credential.js'
 import { taskVersion, type Store, type WorkerChanges } from './store.js'
 
-const SCHEMA_VERSION = 3
+const SCHEMA_VERSION = 4
 
 interface WorkerRow {
   worker_id: string
@@ -26,6 +28,8 @@ interface WorkerRow {
   last_heartbeat: number | null
   disconnected_at: number | null
   reconnects: number
+  /** The StoredCredential as JSON (a nonce and a hash, never a token); null: none. */
+  credential: string | null
 }
 
 /**
@@ -65,10 +69,10 @@ export class SqliteStore implements Store {
     this.upsertStmt = db.prepare(`
       INSERT INTO workers (worker_id, worker_ip, is_active, total_cpu, total_memory, total_storage, total_gpu,
         cpu_usage, memory_usage, storage_usage, gpu_usage, running_tasks, reported_address,
-        registered_at, connected_at, last_heartbeat, disconnected_at, reconnects)
+        registered_at, connected_at, last_heartbeat, disconnected_at, reconnects, credential)
       VALUES (@worker_id, @worker_ip, @is_active, @total_cpu, @total_memory, @total_storage, @total_gpu,
         @cpu_usage, @memory_usage, @storage_usage, @gpu_usage, @running_tasks, @reported_address,
-        @registered_at, @connected_at, @last_heartbeat, @disconnected_at, @reconnects)
+        @registered_at, @connected_at, @last_heartbeat, @disconnected_at, @reconnects, @credential)
       ON CONFLICT(worker_id) DO UPDATE SET
         worker_ip = excluded.worker_ip, is_active = excluded.is_active,
         total_cpu = excluded.total_cpu, total_memory = excluded.total_memory,
@@ -78,7 +82,7 @@ export class SqliteStore implements Store {
         running_tasks = excluded.running_tasks, reported_address = excluded.reported_address,
         registered_at = excluded.registered_at, connected_at = excluded.connected_at,
         last_heartbeat = excluded.last_heartbeat, disconnected_at = excluded.disconnected_at,
-        reconnects = excluded.reconnects`)
+        reconnects = excluded.reconnects, credential = excluded.credential`)
     this.deleteStmt = db.prepare('DELETE FROM workers WHERE worker_id = ?')
     const upsert = this.upsertStmt
     const del = this.deleteStmt
@@ -204,6 +208,15 @@ function migrate(db: Database.Database): void {
       PRAGMA user_version = 3;
       COMMIT;`)
   }
+  if (version < 4) {
+    // Worker tokens: what the master keeps of each (a nonce and a hash). Workers of an earlier
+    // release have none (NULL) until an operator rotates one.
+    db.exec(`
+      BEGIN;
+      ALTER TABLE workers ADD COLUMN credential TEXT;
+      PRAGMA user_version = 4;
+      COMMIT;`)
+  }
 }
 
 function toRow(w: WorkerRecord): WorkerRow {
@@ -226,6 +239,7 @@ function toRow(w: WorkerRecord): WorkerRow {
     last_heartbeat: w.lastHeartbeat,
     disconnected_at: w.disconnectedAt,
     reconnects: w.reconnects,
+    credential: w.credential === null ? null : JSON.stringify(w.credential),
   }
 }
 
@@ -250,5 +264,16 @@ function fromRow(r: WorkerRow): WorkerRecord {
     lastHeartbeat: r.last_heartbeat,
     disconnectedAt: r.disconnected_at,
     reconnects: r.reconnects,
+    credential: parseCredential(r.credential),
+  }
+}
+
+/** A damaged column costs the worker its credential (an operator rotates a new one), not the worker. */
+function parseCredential(text: string | null): StoredCredential | null {
+  if (text === null) return null
+  try {
+    return readStoredCredential(JSON.parse(text))
+  } catch {
+    return null
   }
 }

@@ -1,3 +1,4 @@
+import { statSync } from 'node:fs'
 import { createServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net'
 import * as grpc from '@grpc/grpc-js'
 import type { WorkerConfig } from '../config.js'
@@ -11,6 +12,7 @@ import { MAX_RUNNING_TASKS, validateAddress, validateAmount, validateDockerImage
 import type { MasterInfoMsg, RegisterAckMsg, RunningTaskMsg, TaskAckMsg, TaskIdMsg, TaskMsg, TaskResultMsg } from '../shared/wire.js'
 import { Executor, shellArgv, type ProcessSpec, type TaskOutcome } from './executor.js'
 import { MasterLink } from './link.js'
+import { MasterCheck } from './master-auth.js'
 import { Outbox } from './outbox.js'
 import { Reporter } from './reporter.js'
 import { DockerProbe, dockerRunArgv, signalContainer } from './runtime.js'
@@ -49,7 +51,8 @@ interface TaskInput {
 
 /**
  * The worker agent: the gRPC server the master calls (MasterRegister, AssignTask, CancelTask;
- * with a cluster token, only a master that sends it gets past the server's check),
+ * with a cluster token, only a master that sends it gets past the server's check; then only the
+ * worker's own master, by its proof, or a caller on this machine without a token: master-auth.ts),
  * the link that registers with the master and heartbeats, the executor that runs tasks and the
  * reporter that delivers their results through the outbox. Started with `master`, it also joins
  * that master on its own.
@@ -76,9 +79,11 @@ export class WorkerAgent {
   private readonly answering = new Set<Promise<void>>()
   private closed = false
   private closing: Promise<void> | null = null
+  private readonly masterCheck: MasterCheck
 
   constructor(private readonly config: WorkerConfig, private readonly deps: WorkerAgentDeps) {
     this.docker = deps.docker ?? new DockerProbe()
+    this.masterCheck = new MasterCheck({ workerId: config.id, token: config.token ?? null, mode: config.masterAuth ?? 'proof', log: deps.log })
   }
 
   get port(): number {
@@ -119,6 +124,7 @@ export class WorkerAgent {
       joinMaxBackoffMs: this.config.joinMaxBackoffMs,
       onConnected: () => this.reporter?.connected(),
       auth,
+      token: this.config.token ?? null,
       log,
     })
     const reporter = new Reporter({ outbox, channel: link, log, retryBaseMs: Math.min(250, this.config.joinMaxBackoffMs), retryMaxMs: this.config.joinMaxBackoffMs })
@@ -130,13 +136,24 @@ export class WorkerAgent {
     this.link = link
     if (undelivered > 0) log.info({ undelivered }, `${undelivered} task result(s) from an earlier run are waiting in the outbox; they are reported once a master is connected`)
 
-    // With a token, a master without it can neither make us follow it nor give us tasks: the
-    // check runs before any handler.
+    // With a cluster token, a master without it can neither make us follow it nor give us tasks:
+    // that check runs before any handler. Each handler then checks that the call is our master's
+    // (its proof, or loopback without a token) before it looks at anything else in the call.
     const server = new grpc.Server(auth.serverOptions({ log }))
+    const check = this.masterCheck
     server.addService(loadProto().service, {
-      MasterRegister: (call: grpc.ServerUnaryCall<MasterInfoMsg, RegisterAckMsg>, cb: grpc.sendUnaryData<RegisterAckMsg>) => this.answerCall(() => this.masterRegister(call.request), cb),
-      AssignTask: (call: grpc.ServerUnaryCall<TaskMsg, TaskAckMsg>, cb: grpc.sendUnaryData<TaskAckMsg>) => this.answerCall(() => this.assignTask(call.request), cb),
-      CancelTask: (call: grpc.ServerUnaryCall<TaskIdMsg, TaskAckMsg>, cb: grpc.sendUnaryData<TaskAckMsg>) => this.answerCall(() => this.cancelTask(call.request), cb),
+      MasterRegister: (call: grpc.ServerUnaryCall<MasterInfoMsg, RegisterAckMsg>, cb: grpc.sendUnaryData<RegisterAckMsg>) => this.answerCall(() => {
+        check.check('MasterRegister', String(call.request.master_address ?? ''), call)
+        return this.masterRegister(call.request, call)
+      }, cb),
+      AssignTask: (call: grpc.ServerUnaryCall<TaskMsg, TaskAckMsg>, cb: grpc.sendUnaryData<TaskAckMsg>) => this.answerCall(() => {
+        check.check('AssignTask', `${String(call.request.task_id ?? '')}/${String(call.request.attempt ?? 0)}`, call)
+        return this.assignTask(call.request)
+      }, cb),
+      CancelTask: (call: grpc.ServerUnaryCall<TaskIdMsg, TaskAckMsg>, cb: grpc.sendUnaryData<TaskAckMsg>) => this.answerCall(() => {
+        check.check('CancelTask', String(call.request.task_id ?? ''), call)
+        return this.cancelTask(call.request)
+      }, cb),
     })
     // We listen and hand each connection to grpc-js instead of letting bindAsync listen, so that we
     // hold every socket: shutdown must be able to cut a connection, and grpc-js cannot (stopServer).
@@ -157,6 +174,8 @@ export class WorkerAgent {
     })
     this.server = server
     this.listener = listener
+    this.warnAboutTokenFile()
+    this.masterCheck.start()
     log.info({ workerId: this.config.id, grpcPort: this.boundPort, advertise: this.advertise, specs, dataDir: this.config.dataDir }, `Worker ${this.config.id} listening on ${bindAddress(this.config.host, this.boundPort)} (gRPC), advertised as ${this.advertise}`)
     if (this.config.master) {
       log.info({ master: this.config.master }, `Joining master ${this.config.master}`)
@@ -173,9 +192,29 @@ export class WorkerAgent {
     void answered.then(() => this.answering.delete(answered))
   }
 
-  private async masterRegister(req: MasterInfoMsg): Promise<RegisterAckMsg> {
+  /** A token file others can read is a token others can use: said once, at start. */
+  private warnAboutTokenFile(): void {
+    const file = this.config.tokenFile
+    if (!file) return
+    try {
+      const mode = statSync(file).mode & 0o777
+      if ((mode & 0o077) !== 0) {
+        this.deps.log.warn({ tokenFile: file, mode: mode.toString(8) }, `--token-file ${file} can be read by other users (mode ${mode.toString(8)}): anyone who reads it can act as worker ${this.config.id}; chmod 600 it`)
+      }
+    } catch {
+      // It was read when the config was built; a file gone since is not this check's business.
+    }
+  }
+
+  private async masterRegister(req: MasterInfoMsg, call: grpc.ServerUnaryCall<MasterInfoMsg, RegisterAckMsg>): Promise<RegisterAckMsg> {
     const masterId = validateString(req.master_id, 'master_id', { max: 128 })
     const address = validateAddress(req.master_address, 'master_address')
+    // Started with --master: that master and no other, whoever asks (a master that advertises
+    // another address for itself gets this too; the worker then comes back by joining on its own).
+    const pinned = this.config.master
+    if (pinned !== null && address !== pinned) {
+      throw this.masterCheck.refuse('MasterRegister', call, 'CLOUDAI_WRONG_MASTER', `worker ${this.config.id} follows only the master it was started with (--master ${pinned}); MasterRegister named ${address}`)
+    }
     const link = this.link
     if (!link || this.closed) throw new CloudaiError('CLOUDAI_SHUTTING_DOWN', 'the worker is shutting down')
     const already = link.masterAddress === address && link.status === 'connected'
@@ -318,6 +357,7 @@ export class WorkerAgent {
     await this.reporter?.close(SHUTDOWN_REPORT_MS)
     this.link?.close()
     await this.stopServer()
+    this.masterCheck.close()
     log.info({ workerId: this.config.id }, `Worker ${this.config.id} stopped`)
   }
 

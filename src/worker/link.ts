@@ -5,6 +5,7 @@ import { NO_CLUSTER_AUTH, REFUSAL_LOG_INTERVAL_MS, type ClusterAuth } from '../s
 import { callUnary, loadProto, type MasterWorkerClient } from '../shared/proto.js'
 import type { WorkerSpecs, WorkerUsage } from '../shared/types.js'
 import type { AckMsg, HeartbeatAckMsg, HeartbeatMsg, RegisterAckMsg, RunningTaskMsg, TaskResultMsg } from '../shared/wire.js'
+import { bearerInterceptor } from '../shared/worker-credential.js'
 
 type HeartbeatStream = grpc.ClientDuplexStream<HeartbeatMsg, HeartbeatAckMsg>
 
@@ -31,6 +32,8 @@ export interface MasterLinkOptions {
   heartbeatMode?: 'stream' | 'unary'
   /** TLS credentials and the cluster token every call to the master carries (default: neither). */
   auth?: ClusterAuth
+  /** This worker's own token, sent as `authorization: Bearer` on every call to the master (null: none). */
+  token?: string | null
   log: Logger
   now?: () => number
 }
@@ -129,10 +132,14 @@ export class MasterLink {
     this.clearJoinTimer()
     this.client?.close()
     this.address = address
+    // Every call on this client (registration, both kinds of heartbeats, results) carries the
+    // worker's token when it has one, beside the cluster token.
+    const token = this.opts.token ?? null
     this.client = new (loadProto().Client)(address, this.auth.channelCredentials(), this.auth.clientOptions({
       'grpc.enable_retries': 0,
       'grpc.initial_reconnect_backoff_ms': 100,
       'grpc.max_reconnect_backoff_ms': 1000,
+      ...(token !== null ? { interceptors: [bearerInterceptor(token)] } : {}),
     }))
     this.registering = null
     this.state = 'joining'
@@ -168,7 +175,8 @@ export class MasterLink {
       ack = await promise
     } catch (err) {
       const e = err as grpc.ServiceError
-      if (e.code === grpc.status.UNAUTHENTICATED) this.logTokenRefused(address, e.details || e.message)
+      const code = e.metadata?.get('cloudai-error-code')[0]
+      if (e.code === grpc.status.UNAUTHENTICATED || code === 'CLOUDAI_WRONG_WORKER') this.logTokenRefused(address, e.details || e.message, typeof code === 'string' ? code : null)
       else this.logFailure(address, `RegisterWorker failed: ${e.details || e.message}`)
       throw new Error(e.details || e.message)
     }
@@ -201,11 +209,11 @@ export class MasterLink {
   }
 
   /**
-   * The master refused our cluster token. Retrying cannot fix that until someone changes a token,
-   * so it is an error, said with the reason and what to check, and said again once a minute while
-   * it lasts rather than once and then only at debug level.
+   * The master refused our cluster token or our worker token (or its absence). Retrying cannot fix
+   * that until someone changes a token, so it is an error, said with the reason and what to check,
+   * and said again once a minute while it lasts rather than once and then only at debug level.
    */
-  private logTokenRefused(address: string, reason: string): void {
+  private logTokenRefused(address: string, reason: string, code: string | null): void {
     this.failuresLogged = true
     const now = this.now()
     if (this.tokenRefusalLoggedAt !== null && now - this.tokenRefusalLoggedAt < REFUSAL_LOG_INTERVAL_MS) {
@@ -213,10 +221,19 @@ export class MasterLink {
       return
     }
     this.tokenRefusalLoggedAt = now
-    const ours = this.auth.hasToken ? 'the cluster token this worker sends does not match the master\'s' : 'this worker sends no cluster token'
+    let ours: string
+    if (code === null || code === 'CLOUDAI_UNAUTHENTICATED') {
+      ours = `${this.auth.hasToken ? 'the cluster token this worker sends does not match the master\'s' : 'this worker sends no cluster token'} (set the same --cluster-token or CLOUDAI_CLUSTER_TOKEN on both)`
+    } else if (code === 'CLOUDAI_WRONG_WORKER') {
+      ours = `the worker token this worker runs with is another worker's, not ${this.opts.workerId}'s`
+    } else {
+      ours = this.opts.token
+        ? 'the master does not take the worker token this worker runs with (`cloudai token rotate <id>` issues a new one)'
+        : 'this worker runs without its worker token (start it with --token, --token-file or CLOUDAI_WORKER_TOKEN, as `cloudai register` printed it)'
+    }
     this.opts.log.error(
-      { master: address, reason, code: 'CLOUDAI_UNAUTHENTICATED' },
-      `Master ${address} refused RegisterWorker: ${reason}; ${ours} (set the same --cluster-token or CLOUDAI_CLUSTER_TOKEN on both); retrying with backoff`,
+      { master: address, reason, code: code ?? 'CLOUDAI_UNAUTHENTICATED' },
+      `Master ${address} refused RegisterWorker: ${reason}; ${ours}; retrying with backoff`,
     )
   }
 

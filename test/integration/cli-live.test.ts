@@ -16,7 +16,7 @@ test('watch shows workers and tasks as they change; register --wait returns once
   await startWorker(t, 'w1', port)
   const registered = await registering
   assert.equal(registered.code, 0, registered.stderr)
-  assert.match(registered.stdout, /^✅ Worker w1 registered \(offline, will reconnect automatically\)\n✅ Worker w1 is active\n$/)
+  assert.match(registered.stdout, /^✅ Worker w1 registered \(offline, will reconnect automatically\)\nToken: cwt1_\S{43}\n   Shown once.*\n   cloudai worker --id w1 --token-file <file>.*\n✅ Worker w1 is active\n$/)
   await watch.waitForLog((l) => /^\d\d:\d\d:\d\d {2}● w1 active$/.test(l.msg), 'w1 active on the watch')
 
   const submitted = await runCli(['task', 'submit', '--api', master.api, '--json', '--', 'echo watched'])

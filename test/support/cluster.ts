@@ -186,13 +186,18 @@ export async function startMaster(t: TestContext, opts: { dataDir: string; grpcP
   return { proc, grpcPort: grpcLine.grpcPort as number, httpPort, api: `http://${host}:${httpPort}` }
 }
 
-/** A worker on 127.0.0.1:`port`; with `netns`, inside that namespace on its address (which it advertises). */
-export async function startWorker(t: TestContext, id: string, port: number, opts: { master?: string; args?: string[]; dataDir?: string; killGrace?: string; env?: NodeJS.ProcessEnv; netns?: NetnsEnd } = {}): Promise<Proc> {
-  const proc = new Proc(id, [
+/**
+ * A worker on 127.0.0.1:`port`; with `netns`, inside that namespace on its address (which it
+ * advertises). `token`: the worker's token, handed over the way the README advises
+ * (CLOUDAI_WORKER_TOKEN), so that it is not in argv. Without one the worker runs tokenless
+ * (loopback only, as the quick start).
+ */
+export async function startWorker(t: TestContext, id: string, port: number, opts: { master?: string; args?: string[]; dataDir?: string; killGrace?: string; token?: string; env?: NodeJS.ProcessEnv; name?: string; netns?: NetnsEnd } = {}): Promise<Proc> {
+  const proc = new Proc(opts.name ?? id, [
     'worker', '--id', id, '--host', opts.netns?.ip ?? '127.0.0.1', '--port', String(port), '--heartbeat-interval', '250ms', '--join-max-backoff', '500ms', '--log-level', 'debug',
     '--data-dir', opts.dataDir ?? tempDir(t, `cloudai-${id}-`), '--kill-grace', opts.killGrace ?? '1s',
     ...(opts.master ? ['--master', opts.master] : []), ...(opts.args ?? []),
-  ], opts.env, { netns: opts.netns?.name })
+  ], { ...(opts.token ? { CLOUDAI_WORKER_TOKEN: opts.token } : {}), ...opts.env }, { netns: opts.netns?.name })
   t.after(() => proc.kill('SIGKILL'))
   await proc.waitForLog(msgHas('listening on'), 'worker listening')
   return proc
@@ -206,6 +211,13 @@ export async function api<T = any>(base: string, path: string, init: { method?: 
   })
   const text = await res.text()
   return { status: res.status, body: (text ? JSON.parse(text) : null) as T }
+}
+
+/** POST /api/workers; asserts it created the worker and returns its token (shown only in this answer). */
+export async function registerWorker(base: string, id: string, address: string): Promise<string> {
+  const res = await api<{ token?: string }>(base, '/api/workers', { method: 'POST', body: { worker_id: id, worker_ip: address } })
+  if (res.status !== 201 || typeof res.body.token !== 'string') throw new Error(`registering ${id}: HTTP ${res.status} ${JSON.stringify(res.body)}`)
+  return res.body.token
 }
 
 /** Runs the CLI to completion (operator commands). */

@@ -1,4 +1,4 @@
-import type { MasterControl } from '../../src/master/control.js'
+import type { MasterControl, TokenIssued } from '../../src/master/control.js'
 import { parseTaskInput } from '../../src/master/task-input.js'
 import type { HealthReport } from '../../src/master/health.js'
 import type { ClusterStatus, TaskView, WorkerMetricsView, WorkerView } from '../../src/master/views.js'
@@ -37,7 +37,17 @@ export class MemoryControl implements MasterControl {
     return worker
   }
 
-  async registerWorker(body: unknown): Promise<{ worker: WorkerView; created: boolean; persisted: boolean }> {
+  /** Tokens issued, by worker id (the latest). */
+  readonly tokens = new Map<string, string>()
+  private nextToken = 1
+
+  private issue(id: string): string {
+    const token = `cwt1_${String(this.nextToken++).padStart(43, '0')}`
+    this.tokens.set(id, token)
+    return token
+  }
+
+  async registerWorker(body: unknown): Promise<{ worker: WorkerView; created: boolean; persisted: boolean; token: string | null }> {
     if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new CloudaiError('CLOUDAI_BAD_REQUEST', 'the body must be a JSON object')
     const b = body as Record<string, unknown>
     const id = validateWorkerId(b.worker_id)
@@ -45,12 +55,18 @@ export class MemoryControl implements MasterControl {
     const existing = this.workers.get(id)
     if (existing) {
       if (existing.address !== address) throw new CloudaiError('CLOUDAI_WORKER_EXISTS', `worker ${id} is registered at ${existing.address}`)
-      return { worker: existing, created: false, persisted: true }
+      return { worker: existing, created: false, persisted: true, token: null }
     }
     await this.gate // the Master awaits its store here: the handler goes async too
-    const worker = workerView(id, address)
+    const worker = workerView(id, address, { credential: { issued_at: new Date(0).toISOString(), presented_at: null, required: false, previous_valid_until: null } })
     this.workers.set(id, worker)
-    return { worker, created: true, persisted: true }
+    return { worker, created: true, persisted: true, token: this.issue(id) }
+  }
+
+  async rotateWorkerToken(id: string): Promise<TokenIssued> {
+    this.getWorker(id)
+    await Promise.resolve()
+    return { worker_id: id, token: this.issue(id), previous_valid_until: new Date(3_600_000).toISOString(), persisted: true }
   }
 
   async unregisterWorker(id: string): Promise<{ worker_id: string; persisted: boolean }> {
@@ -212,6 +228,7 @@ export function workerView(id: string, address: string, overrides: Partial<Worke
     connected_at: null,
     disconnected_at: null,
     reconnects: 0,
+    credential: null,
     ...overrides,
   }
 }

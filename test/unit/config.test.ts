@@ -1,4 +1,6 @@
 import { fileURLToPath } from 'node:url'
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import {
@@ -27,6 +29,8 @@ import { CloudaiError } from '../../src/shared/errors.js'
 import { runCli, tempDir } from '../support/cluster.js'
 
 const LOG_DEFAULT = { level: 'info', pretty: false }
+const TOKEN = `cwt1_${'A'.repeat(43)}`
+const pick = (c: { token: string | null; tokenFile: string | null }) => ({ token: c.token, tokenFile: c.tokenFile })
 
 /** What yargs hands over when no flag is given: every option's declared default. */
 function yargsDefaults(table: Record<string, { default?: unknown }>): Record<string, unknown> {
@@ -86,6 +90,9 @@ test('master flags are parsed into the config: ports, hosts, addresses, duration
     'log-pretty': true,
     'store-journal-limit': '500',
     'accept-while-degraded': 'true',
+    'master-key-file': '/etc/cloudai/master.key',
+    'worker-auth': 'none',
+    'token-grace': '10m',
   })
   assert.deepEqual(config, {
     masterId: 'm-2',
@@ -114,6 +121,9 @@ test('master flags are parsed into the config: ports, hosts, addresses, duration
     apiToken: 'api-token-0123456789',
     apiAllowHosts: [],
     apiAllowOrigins: [],
+    masterKeyFile: '/etc/cloudai/master.key',
+    workerAuth: 'none',
+    tokenGraceMs: 600_000,
     clusterToken: 'cluster-token-0123456789',
     tls: { certPath: CERT, keyPath: CERT, caPath: null },
     log: { level: 'debug', pretty: true },
@@ -150,6 +160,8 @@ test('worker flags are parsed into the config', () => {
     'join-max-backoff': '2s',
     'data-dir': '/var/lib/cloudai-worker',
     'kill-grace': '1500ms',
+    token: TOKEN,
+    'master-auth': 'none',
     'log-level': 'warn',
     'log-pretty': 'false',
   })
@@ -163,10 +175,39 @@ test('worker flags are parsed into the config', () => {
     joinMaxBackoffMs: 2000,
     dataDir: '/var/lib/cloudai-worker',
     killGraceMs: 1500,
+    token: TOKEN,
+    tokenFile: null,
+    masterAuth: 'none',
     clusterToken: null,
     tls: null,
     log: { level: 'warn', pretty: false },
   })
+})
+
+test('the worker token comes from --token, --token-file (trimmed) or CLOUDAI_WORKER_TOKEN, one of them at most, and is never quoted back', (t) => {
+  const dir = tempDir(t)
+  const file = join(dir, 'worker.token')
+  writeFileSync(file, `  ${TOKEN}\n`, { mode: 0o600 })
+  assert.deepEqual(pick(buildWorkerConfig({ id: 'w1', 'token-file': file })), { token: TOKEN, tokenFile: file })
+  assert.deepEqual(pick(buildWorkerConfig({ id: 'w1', 'worker-token': TOKEN })), { token: TOKEN, tokenFile: null })
+  assert.deepEqual(pick(buildWorkerConfig({ id: 'w1' })), { token: null, tokenFile: null })
+  const wrong = `cwt1_${'x'.repeat(40)}`
+  for (const [argv, flag] of [
+    [{ token: wrong }, '--token'],
+    [{ 'worker-token': 'secret-but-not-a-token' }, 'CLOUDAI_WORKER_TOKEN'],
+    [{ 'token-file': join(dir, 'missing') }, '--token-file'],
+    [{ token: TOKEN, 'token-file': file }, '--token and --token-file'],
+    [{ token: TOKEN, 'worker-token': TOKEN }, '--token and CLOUDAI_WORKER_TOKEN'],
+  ] as const) {
+    assert.throws(() => buildWorkerConfig({ id: 'w1', ...argv }), (err: CloudaiError) => badConfig(flag)(err) && !err.message.includes(wrong) && !err.message.includes('secret-but'))
+  }
+  writeFileSync(file, 'garbage\n')
+  assert.throws(() => buildWorkerConfig({ id: 'w1', 'token-file': file }), badConfig('--token-file'))
+  assert.throws(() => buildWorkerConfig({ id: 'w1', 'master-auth': 'maybe' }), badConfig('--master-auth'))
+  assert.throws(() => buildMasterConfig({ 'worker-auth': 'tokens' }), badConfig('--worker-auth'))
+  assert.throws(() => buildMasterConfig({ 'token-grace': '-1s' }), badConfig('--token-grace'))
+  assert.throws(() => buildMasterConfig({ 'token-grace': '169h' }), badConfig('--token-grace'))
+  assert.equal(buildMasterConfig({ 'token-grace': '0' }).tokenGraceMs, 0, 'no grace: the old token stops at once')
 })
 
 test('a worker keeps its task data in ./worker-data and gives a killed task 5 s by default', () => {
@@ -399,6 +440,11 @@ test('CLOUDAI_* variables of other commands are dropped before strict mode, flag
   assert.deepEqual(new Set(envOnlyKeys(taskEnv, 'task', [])), new Set(['env', 'worker', 'name', 'status', 'limit']))
   assert.deepEqual(new Set(envOnlyKeys(taskEnv, 'tasks', [])), new Set(['env', 'worker', 'name', 'cpu', 'id', 'status']))
   assert.ok(!envOnlyKeys(taskEnv, 'task', ['task', 'submit', '--env', 'A=1']).includes('env'))
+  // The worker's token is read from CLOUDAI_WORKER_TOKEN only: CLOUDAI_TOKEN would not say which token it is.
+  const tokenEnv = { CLOUDAI_TOKEN: 'cwt1_x', CLOUDAI_WORKER_TOKEN: 'cwt1_y' }
+  assert.deepEqual(new Set(envOnlyKeys(tokenEnv, 'worker', [])), new Set(['token']))
+  assert.deepEqual(new Set(envOnlyKeys(tokenEnv, 'master', [])), new Set(['token', 'worker-token', 'workerToken']), 'and never reaches a master')
+  assert.ok(!envOnlyKeys(tokenEnv, 'worker', ['worker', '--token', 'cwt1_z']).includes('token'), 'typed, it is the flag')
 })
 
 test('only `task submit` has its words after -- kept away from yargs', () => {

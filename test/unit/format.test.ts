@@ -6,6 +6,7 @@ import {
   formatEvent,
   formatHealth,
   formatRegistered,
+  formatTokenIssued,
   formatStatus,
   formatTask,
   formatTaskCancelled,
@@ -113,12 +114,22 @@ test('status prints the counts, monitor state, store health and uptime', () => {
   // A master from before tasks sends no counts: no Tasks line rather than a wrong one.
   const { tasks: _, ...old } = STATUS
   assert.doesNotMatch(formatStatus(old as ClusterStatus), /Tasks/)
+  assert.match(formatStatus({ ...STATUS, worker_auth: 'token' }), /^Worker auth: +token \(without one: loopback only/m)
+  assert.match(formatStatus({ ...STATUS, worker_auth: 'none' }), /^Worker auth: +none \(WARNING: workers without a token are accepted from any address/m)
 })
 
 test('register says whether the worker is new and offline, new and already active, or already registered', () => {
   assert.equal(formatRegistered({ worker: inactive, created: true, persisted: true }), '✅ Worker w2 registered (offline, will reconnect automatically)')
   assert.equal(formatRegistered({ worker: active, created: true, persisted: true }), '✅ Worker worker-1 registered (already connected and active)')
-  assert.equal(formatRegistered({ worker: active, created: false, persisted: true }), 'Worker worker-1 is already registered at 10.0.0.7:50052 (active)')
+  assert.equal(formatRegistered({ worker: active, created: false, persisted: true }), 'Worker worker-1 is already registered at 10.0.0.7:50052 (active)\n   its token is not shown again; `cloudai token rotate worker-1` issues a new one')
+  const token = `cwt1_${'Z'.repeat(43)}`
+  assert.equal(formatRegistered({ worker: inactive, created: true, persisted: true, token }), [
+    '✅ Worker w2 registered (offline, will reconnect automatically)',
+    `Token: ${token}`,
+    '   Shown once: the master keeps only its hash. Give it to the worker, for example in a file only it can read:',
+    '   cloudai worker --id w2 --token-file <file>   (or CLOUDAI_WORKER_TOKEN=<token>, or --token <token>)',
+  ].join('\n'))
+  assert.match(formatTokenIssued({ worker_id: 'w2', token, previous_valid_until: null, persisted: true }), /^✅ New token for worker w2\. No earlier token of it works any more\.\nToken: cwt1_Z+\n/)
   assert.match(formatRegistered({ worker: inactive, created: true, persisted: false }), /registered \(offline.*\n.*store is failing/)
   assert.equal(formatUnregistered({ worker_id: 'w2', persisted: true }), 'Worker w2 unregistered (the master no longer dials it)')
 })
@@ -276,6 +287,11 @@ test('health: the verdict, the counts, and one line per failed check naming its 
     { color: false },
   )
   assert.equal(healthy, '● Healthy  (3 workers: 3 active, 0 inactive; monitor running; sqlite store ok)')
+  const warned = formatHealth(
+    { status: 'healthy', reasons: [], warnings: [{ check: 'worker-auth', message: '--worker-auth none: anyone can act as a worker' }], reconnect_monitor: 'running', workers: { total: 3, active: 3, inactive: 0 }, thresholds: { max_inactive_ms: 300_000, reconnect_within_ms: 60_000 }, store: okStore },
+    { color: false },
+  )
+  assert.equal(warned, '● Healthy  (3 workers: 3 active, 0 inactive; monitor running; sqlite store ok)\n  ! warning: --worker-auth none: anyone can act as a worker', 'a warning, and still healthy')
   const degraded = formatHealth(
     {
       status: 'degraded',

@@ -50,10 +50,19 @@ test('list, register, get and unregister a worker over HTTP', async (t) => {
   assert.equal(created.body.worker.worker_id, 'w1')
   assert.equal(created.body.worker.worker_ip, '127.0.0.1:50052')
   assert.equal(created.body.persisted, true)
+  assert.equal(created.body.token, control.tokens.get('w1'), 'the 201 carries the new token')
 
   const again = await post(base, { worker_id: 'w1', address: '127.0.0.1:50052' })
   assert.equal(again.status, 200)
   assert.equal(again.body.message, 'Worker already registered')
+  assert.equal('token' in again.body, false, 'a registration that changes nothing shows no token')
+
+  const rotated = await call(`${base}/api/workers/w1/token`, { method: 'POST' })
+  assert.equal(rotated.status, 201)
+  assert.deepEqual(rotated.body, { message: 'New worker token issued (shown once)', worker_id: 'w1', token: control.tokens.get('w1'), previous_valid_until: new Date(3_600_000).toISOString(), persisted: true })
+  assert.notEqual(rotated.body.token, created.body.token)
+  assert.equal((await call(`${base}/api/workers/nobody/token`, { method: 'POST' })).body.error.code, 'CLOUDAI_UNKNOWN_WORKER')
+  assert.equal((await call(`${base}/api/workers/w1/token`)).status, 405, 'POST only')
 
   const conflict = await post(base, { worker_id: 'w1', worker_ip: '127.0.0.1:50053' })
   assert.equal(conflict.status, 409)

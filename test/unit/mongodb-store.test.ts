@@ -37,8 +37,12 @@ const full: WorkerRecord = {
   lastHeartbeat: 1_700_000_002_789,
   disconnectedAt: 1_700_000_000_500,
   reconnects: 3,
+  credential: {
+    nonce: 'bm9uY2Utb2YtdGhlLXRva2Vu', hash: 'a'.repeat(64), issuedAt: 1_700_000_000_200, presentedAt: null, enforced: true,
+    previous: { nonce: 'b2xkLW5vbmNl', hash: 'b'.repeat(64), expiresAt: 1_700_003_600_200 },
+  },
 }
-const bare: WorkerRecord = { ...full, id: 'w-bare', isActive: false, specs: null, usage: null, runningTasks: [], reportedAddress: null, connectedAt: null, lastHeartbeat: null, disconnectedAt: null, reconnects: 0 }
+const bare: WorkerRecord = { ...full, id: 'w-bare', isActive: false, specs: null, usage: null, runningTasks: [], reportedAddress: null, connectedAt: null, lastHeartbeat: null, disconnectedAt: null, reconnects: 0, credential: null }
 
 const task = (id: string, version: number, over: Partial<TaskRecord> = {}): TaskRecord => ({
   id, name: '', command: 'true', dockerImage: '', req: { cpu: 1, memory: 0, storage: 0, gpu: 0 }, targetWorkerId: null, userId: '', timeoutS: 0, maxAttempts: 1,
@@ -99,6 +103,7 @@ test('a worker document written by CloudAI loads: seconds, Dates, extra fields, 
     lastHeartbeat: 1_700_000_100_000,
     disconnectedAt: null,
     reconnects: 0,
+    credential: null,
   })
   const dated = fromWorkerDoc(roundTrip({ worker_id: 'w', worker_ip: 'h:1', registered_at: new Date(1_700_000_000_500), last_heartbeat: null, running_tasks: [{ bogus: true }, null] }))
   assert.equal(dated?.registeredAt, 1_700_000_000_500)

@@ -75,11 +75,26 @@ test('status and workers print what the CLI prints', { timeout: 5000 }, async (t
   assert.ok(!table.includes('\x1b['), 'no colour on a stream that is not a terminal')
 })
 
-test('register and unregister go through the control and print the result', { timeout: 5000 }, async (t) => {
+test('register, token rotate and unregister go through the control and print the result; the token is shown once', { timeout: 5000 }, async (t) => {
   const s = await session(t)
-  assert.equal(await s.run('register worker-1 127.0.0.1:50052'), '✅ Worker worker-1 registered (offline, will reconnect automatically)\n')
+  const registered = await s.run('register worker-1 127.0.0.1:50052')
+  const token = s.control.tokens.get('worker-1')!
+  assert.ok(registered.startsWith('✅ Worker worker-1 registered (offline, will reconnect automatically)\n'), registered)
+  assert.ok(registered.includes(`Token: ${token}\n`), 'the token, on a line of its own')
+  assert.match(registered, /Shown once/)
+  assert.match(registered, /cloudai worker --id worker-1 --token-file <file>/)
   assert.ok(s.control.workers.has('worker-1'))
-  assert.match(await s.run('register worker-1 127.0.0.1:50052'), /^Worker worker-1 is already registered at 127\.0\.0\.1:50052 \(inactive\)/)
+  const again = await s.run('register worker-1 127.0.0.1:50052')
+  assert.match(again, /^Worker worker-1 is already registered at 127\.0\.0\.1:50052 \(inactive\)/)
+  assert.ok(!again.includes('cwt1_'), 'a repeated registration shows no token')
+  assert.match(again, /cloudai token rotate worker-1/)
+  const rotated = await s.run('token rotate worker-1')
+  const next = s.control.tokens.get('worker-1')!
+  assert.notEqual(next, token)
+  assert.match(rotated, /^✅ New token for worker worker-1\. The old token works until the worker presents this one, at the latest until 1970-01-01T01:00:00\.000Z\.\n/)
+  assert.ok(rotated.includes(`Token: ${next}\n`))
+  assert.equal(await s.run('token rotate'), 'usage: token rotate <id>\n')
+  assert.equal(await s.run('token rotate ghost'), 'error: worker ghost is not registered (CLOUDAI_UNKNOWN_WORKER)\n')
   assert.match(await s.run('unregister worker-1'), /^Worker worker-1 unregistered/)
   assert.equal(s.control.workers.size, 0)
 })
@@ -100,7 +115,7 @@ test('an unknown command points at help, and help lists every command', { timeou
   const s = await session(t)
   assert.match(await s.run('frobnicate now'), /unknown command "frobnicate".*type help/)
   const help = await s.run('help')
-  for (const command of ['status', 'workers', 'register <id> <host:port>', 'unregister <id>', 'task submit [flags] -- <command...>', 'submit <command...>', 'tasks [--status S]', 'queue', 'task <id>', 'cancel <id>', 'help', 'exit']) {
+  for (const command of ['status', 'workers', 'register <id> <host:port>', 'unregister <id>', 'token rotate <id>', 'task submit [flags] -- <command...>', 'submit <command...>', 'tasks [--status S]', 'queue', 'task <id>', 'cancel <id>', 'help', 'exit']) {
     assert.ok(help.includes(command), command)
   }
   const submitHelp = await s.run('help submit')

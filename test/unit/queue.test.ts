@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
+import type { CompletionReport } from '../../src/master/grpc.js'
 import { QueueProcessor } from '../../src/master/queue.js'
 import { Registry } from '../../src/master/registry.js'
 import { parseTaskInput } from '../../src/master/task-input.js'
@@ -38,4 +39,30 @@ test('during a store outage the queue still places tasks on workers; the store c
   store.failing = false
   await new Promise<void>((resolve) => journal.once('recovered', () => resolve()))
   assert.deepEqual(await store.loadTasks(), [tasks.get(task.id)], 'the store equals memory')
+})
+
+test('a completion counts only for an attempt the master gave that worker; a report without an attempt means that worker\'s current one, never any', async (t) => {
+  const { log } = memoryLogger('silent')
+  const store = new FlakyStore()
+  const registry = new Registry()
+  const journal = new StoreJournal(store, registry, { log, limit: 1000 })
+  journal.start(true)
+  t.after(() => journal.close())
+  const tasks = new TaskTable(journal)
+  const queue = new QueueProcessor({ tasks, registry, clients: new WorkerClients(), log, heartbeatTimeoutMs: 60_000 })
+  const task = await tasks.submit(parseTaskInput({ command: 'true' }), { acceptWhileDegraded: false })
+  await tasks.transition(task.id, 'assigned', { workerId: 'w1', attempts: 2 }, null)
+  await tasks.transition(task.id, 'running', {}, null)
+  const report = (over: Partial<CompletionReport>): CompletionReport => ({
+    task_id: task.id, worker_id: 'w1', status: 'completed', logs: 'out', result_location: '', output_files: [], exit_code: 0, has_exit_code: true,
+    duration_ms: 1, started_at: 0, finished_at: 0, attempt: 2, reason: '', ...over,
+  })
+  assert.equal(await queue.onCompletion(report({ worker_id: 'w2', attempt: 0, logs: 'FORGED' })), false, 'another worker, attempt 0: not "any"')
+  assert.equal(await queue.onCompletion(report({ worker_id: 'w2' })), false, 'another worker, the right attempt')
+  assert.equal(await queue.onCompletion(report({ attempt: 1 })), false, 'an earlier attempt of this worker')
+  assert.equal(await queue.onCompletion(report({ attempt: 3 })), false, 'an attempt never given')
+  assert.equal(tasks.get(task.id)?.status, 'running')
+  assert.equal(await queue.onCompletion(report({ attempt: 0 })), true, 'no attempt: this worker\'s current one')
+  assert.equal(tasks.get(task.id)?.status, 'completed')
+  assert.equal(await queue.onCompletion(report({ attempt: 0 })), false, 'once')
 })

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { Registry } from '../../src/master/registry.js'
 import { CloudaiError } from '../../src/shared/errors.js'
+import { MasterKey, tokenHash } from '../../src/shared/worker-credential.js'
 
 const specs = { cpu: 4, memory: 8, storage: 100, gpu: 0 }
 const usage = { cpu: 10, memory: 20, storage: 30, gpu: 0 }
@@ -66,7 +67,43 @@ test('events: active, inactive (once), reconnect counted, unregistered', () => {
 
 test('workers loaded from the store all start inactive', () => {
   const r = new Registry()
-  r.load([{ id: 'w1', address: 'a:1', isActive: true, specs, usage, runningTasks: [], reportedAddress: null, registeredAt: 1, connectedAt: 2, lastHeartbeat: 3, disconnectedAt: null, reconnects: 0 }])
+  r.load([{ id: 'w1', address: 'a:1', isActive: true, specs, usage, runningTasks: [], reportedAddress: null, registeredAt: 1, connectedAt: 2, lastHeartbeat: 3, disconnectedAt: null, reconnects: 0, credential: null }])
   assert.equal(r.get('w1')?.isActive, false)
   assert.deepEqual(r.counts(), { total: 1, active: 0, inactive: 1 })
+})
+
+test('the registry keeps the token index: issued at registration, loaded from the store, rotated with a grace, presented, revoked', () => {
+  const key = MasterKey.generate()
+  const r = new Registry()
+  const changes: string[] = []
+  r.on('worker-credential', (w, meta) => changes.push(`${w.id}:${meta.change}`))
+  const first = key.issue('w1', 1)
+  const { worker } = r.register('w1', 'a:1', 1, () => first.stored)
+  assert.equal(r.register('w1', 'a:1', 2, () => assert.fail('a no-op issues nothing')).created, false)
+  assert.deepEqual(r.tokenOwner(first.stored.hash), { worker, which: 'current', expiresAt: null })
+  assert.equal(r.tokenOwner(tokenHash('cwt1_other')), undefined)
+
+  const loaded = key.issue('w2', 1)
+  r.load([{ ...worker, id: 'w2', credential: loaded.stored }])
+  assert.equal(r.tokenOwner(loaded.stored.hash)?.worker.id, 'w2', 'indexed when loaded')
+
+  const second = key.issue('w1', 10)
+  const before = r.get('w1')!.credential
+  assert.equal(r.rotateCredential('w1', second.stored, 1000, 10).previousValidUntil, 1010)
+  assert.notEqual(r.get('w1')!.credential, before, 'a credential is replaced, never edited in place')
+  assert.deepEqual(r.tokenOwner(first.stored.hash)?.which, 'previous')
+  assert.equal(r.tokenOwner(first.stored.hash)?.expiresAt, 1010)
+  r.credentialPresented('w1', 20)
+  assert.equal(r.tokenOwner(first.stored.hash), undefined, 'the new one presented: the old one is gone')
+  assert.deepEqual({ ...r.get('w1')!.credential, nonce: '', hash: '' }, { nonce: '', hash: '', issuedAt: 10, presentedAt: 20, enforced: true, previous: null })
+  r.credentialPresented('w1', 30)
+  assert.equal(r.get('w1')!.credential!.presentedAt, 20, 'the first presentation counts')
+
+  const third = key.issue('w1', 40)
+  r.rotateCredential('w1', third.stored, 0, 40)
+  assert.equal(r.tokenOwner(second.stored.hash), undefined, 'no grace: at once')
+  assert.equal(r.get('w1')!.credential!.enforced, true, 'a rotation keeps it required')
+  r.unregister('w1')
+  assert.equal(r.tokenOwner(third.stored.hash), undefined, 'unregistering revokes')
+  assert.deepEqual(changes, ['w1:rotated', 'w1:presented', 'w1:rotated'])
 })

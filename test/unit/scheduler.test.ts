@@ -5,7 +5,7 @@ import type { TaskRecord, WorkerRecord } from '../../src/shared/types.js'
 
 const worker = (id: string, cpu: number, memory: number, gpu = 0, isActive = true): WorkerRecord => ({
   id, address: `h:${id.length}`, isActive, specs: { cpu, memory, storage: 100, gpu }, usage: null, runningTasks: [], reportedAddress: null,
-  registeredAt: 0, connectedAt: 0, lastHeartbeat: 0, disconnectedAt: null, reconnects: 0,
+  registeredAt: 0, connectedAt: 0, lastHeartbeat: 0, disconnectedAt: null, reconnects: 0, credential: null,
 })
 const task = (req: Partial<TaskRecord['req']>, targetWorkerId: string | null = null): TaskRecord => ({
   id: 't', name: '', command: 'true', dockerImage: '', req: { cpu: 0, memory: 0, storage: 0, gpu: 0, ...req }, targetWorkerId, userId: '', timeoutS: 0, maxAttempts: 3, env: {},

@@ -19,6 +19,7 @@ const worker = (id: string, over: Partial<WorkerRecord> = {}): WorkerRecord => (
   lastHeartbeat: null,
   disconnectedAt: null,
   reconnects: 0,
+  credential: null,
   ...over,
 })
 
@@ -112,7 +113,7 @@ test('SQLite store: a schema-2 database gets task versions from the stored histo
   await store.writeTasks([{ ...stored, status: 'assigned', history: history(2) }, { ...stored, status: 'failed', history: history(3) }])
   const after = new Database(join(dir, 'cloudai.db'), { readonly: true })
   t.after(() => after.close())
-  assert.equal(after.pragma('user_version', { simple: true }), 3)
+  assert.equal(after.pragma('user_version', { simple: true }), 4)
   assert.deepEqual(after.prepare('SELECT task_id, version FROM tasks ORDER BY task_id').all(), [{ task_id: 'task-damaged', version: 0 }, { task_id: 'task-old', version: 3 }])
   assert.ok(after.prepare("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'tasks_worker'").get())
   assert.equal(JSON.parse((after.prepare("SELECT doc FROM tasks WHERE task_id = 'task-old'").get() as { doc: string }).doc).status, 'running')
@@ -137,4 +138,34 @@ test('SQLite store: a heartbeat-only batch is committed (without an fsync) and l
   assert.equal(db.pragma('synchronous', { simple: true }), 2, 'back to synchronous = FULL')
   await store.writeWorkers({ upserts: [{ ...beat, isActive: false }], deletes: [] })
   assert.deepEqual(await store.loadWorkers(), [{ ...beat, isActive: false }])
+})
+
+test('SQLite store: a schema-3 database (before worker tokens) gets a credential column; its workers have none until one is rotated', async (t) => {
+  const dir = tempDir(t)
+  const old = new Database(join(dir, 'cloudai.db'))
+  old.exec(`CREATE TABLE workers (worker_id TEXT PRIMARY KEY, worker_ip TEXT NOT NULL, is_active INTEGER NOT NULL DEFAULT 0,
+    total_cpu REAL, total_memory REAL, total_storage REAL, total_gpu REAL, cpu_usage REAL, memory_usage REAL, storage_usage REAL, gpu_usage REAL,
+    running_tasks TEXT NOT NULL DEFAULT '[]', reported_address TEXT, registered_at INTEGER NOT NULL, connected_at INTEGER, last_heartbeat INTEGER,
+    disconnected_at INTEGER, reconnects INTEGER NOT NULL DEFAULT 0);
+    CREATE TABLE tasks (task_id TEXT PRIMARY KEY, status TEXT NOT NULL, worker_id TEXT, submitted_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, doc TEXT NOT NULL, version INTEGER NOT NULL DEFAULT 0);
+    CREATE INDEX tasks_status ON tasks (status, submitted_at);
+    CREATE INDEX tasks_worker ON tasks (worker_id);
+    INSERT INTO workers (worker_id, worker_ip, registered_at) VALUES ('kept', '10.0.0.1:1', 1);
+    PRAGMA user_version = 3;`)
+  old.close()
+  const store = new SqliteStore(dir)
+  await store.open()
+  t.after(() => store.close())
+  assert.deepEqual(await store.loadWorkers(), [worker('kept', { address: '10.0.0.1:1', registeredAt: 1 })], 'loaded, with credential null')
+  const credential = { nonce: 'bm9uY2U', hash: 'f'.repeat(64), issuedAt: 5, presentedAt: null, enforced: false, previous: null }
+  await store.writeWorkers({ upserts: [worker('kept', { address: '10.0.0.1:1', registeredAt: 1, credential })], deletes: [] })
+  const raw = new Database(join(dir, 'cloudai.db'), { readonly: true })
+  t.after(() => raw.close())
+  assert.equal(raw.pragma('user_version', { simple: true }), 4)
+  assert.deepEqual(JSON.parse((raw.prepare('SELECT credential FROM workers').get() as { credential: string }).credential), credential)
+  // A damaged column costs the credential, not the worker.
+  const rw = new Database(join(dir, 'cloudai.db'))
+  rw.prepare("UPDATE workers SET credential = '{not json'").run()
+  rw.close()
+  assert.equal((await store.loadWorkers())[0]?.credential, null)
 })

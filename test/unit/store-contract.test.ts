@@ -34,6 +34,7 @@ const worker = (id: string, over: Partial<WorkerRecord> = {}): WorkerRecord => (
   lastHeartbeat: null,
   disconnectedAt: null,
   reconnects: 0,
+  credential: null,
   ...over,
 })
 
@@ -53,6 +54,7 @@ const fullWorker = (id: string): WorkerRecord =>
     lastHeartbeat: 1_700_000_002_789,
     disconnectedAt: 1_700_000_000_500,
     reconnects: 3,
+    credential: { nonce: 'ZnVsbC1ub25jZQ', hash: 'e'.repeat(64), issuedAt: 1_700_000_000_100, presentedAt: 1_700_000_001_456, enforced: true, previous: null },
   })
 
 /** A task whose history has `version` entries, the last of them in `status`. */
@@ -114,6 +116,32 @@ function contract(subject: Subject): [string, (t: TestContext) => Promise<void>]
         const zeros = worker('w-zeros', { specs: { cpu: 0, memory: 0, storage: 0, gpu: 0 }, usage: { cpu: 0, memory: 0, storage: 0, gpu: 0 }, registeredAt: 0 })
         await store.writeWorkers({ upserts: [bare, full, zeros], deletes: [] })
         assert.deepEqual(byId(await store.loadWorkers()), byId([bare, full, zeros]))
+      },
+    ],
+    [
+      'a worker credential round-trips (nonce, hash, times, the previous token of a rotation), is replaced whole, and none is null',
+      async (t) => {
+        const store = await subject.fresh(t)
+        const credential = {
+          nonce: 'bm9uY2Utb25l', hash: 'c'.repeat(64), issuedAt: 1_700_000_000_111, presentedAt: null, enforced: true,
+          previous: { nonce: 'bm9uY2UtdHdv', hash: 'd'.repeat(64), expiresAt: 1_700_003_600_111 },
+        }
+        const rotating = worker('w-rotating', { credential })
+        const presented = worker('w-presented', { credential: { ...credential, presentedAt: 1_700_000_000_222, previous: null } })
+        const none = worker('w-none')
+        await store.writeWorkers({ upserts: [rotating, presented, none], deletes: [] })
+        assert.deepEqual(byId(await store.loadWorkers()), byId([rotating, presented, none]))
+        // The first presentation of the new token ends the old one's grace: nothing of it lingers.
+        const after = { ...rotating, credential: { ...credential, presentedAt: 1_700_000_000_333, previous: null } }
+        await store.writeWorkers({ upserts: [after], deletes: [] })
+        assert.deepEqual((await store.loadWorkers()).find((w) => w.id === 'w-rotating'), after)
+        assert.ok(!JSON.stringify(await store.loadWorkers()).includes('cwt1_'), 'no store holds a token')
+        if (subject.again) {
+          const again = subject.again(store)
+          await again.open()
+          t.after(() => again.close())
+          assert.deepEqual(byId(await again.loadWorkers()), byId([after, presented, none]))
+        }
       },
     ],
     [

@@ -55,6 +55,7 @@ test("the master's proof holds only for its token, worker, method, subject and t
   const proofs = key.proofs('w1', rotated, 'CancelTask', 'task-1', now)
   assert.equal(proofs.length, 2)
   assert.equal(verifyMasterProof(token, 'w1', 'CancelTask', 'task-1', proofs, now), true, 'the old token, within its grace')
+  assert.equal(verifyMasterProof(token, 'w1', 'CancelTask', 'task-1', [proofs.join(', ')], now), true, 'as HTTP/2 hands over repeated metadata: joined with ", "')
   assert.equal(key.proofs('w1', rotated, 'CancelTask', 'task-1', now + 1000).length, 1, 'after the grace only the new one')
 })
 

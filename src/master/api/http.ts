@@ -186,6 +186,7 @@ export class HttpApi {
       { method: 'post', pattern: '/api/workers', handle: (reply, req, res) => this.registerWorker(reply, req, res) },
       { method: 'get', pattern: '/api/workers/:id', handle: (reply, req) => reply.json(200, this.control.getWorker(pathId(req))) },
       { method: 'del', pattern: '/api/workers/:id', handle: (reply, req) => this.unregisterWorker(reply, req) },
+      { method: 'post', pattern: '/api/workers/:id/token', handle: (reply, req) => this.rotateWorkerToken(reply, req) },
       {
         method: 'get',
         pattern: '/api/workers/:id/metrics',
@@ -274,13 +275,19 @@ export class HttpApi {
   private async registerWorker(reply: Reply, req: HttpRequest, res: HttpResponse): Promise<void> {
     // Runs synchronously up to the first await, so req is still valid when the body reader reads it.
     const body = await readJsonObject(res, req, reply, this.bodyLimits)
-    const { worker, created, persisted } = await this.control.registerWorker(body)
+    const { worker, created, persisted, token } = await this.control.registerWorker(body)
     if (!created) {
       reply.json(200, { message: 'Worker already registered', worker, persisted })
       return
     }
     const message = worker.is_active ? 'Worker registered (already connected and active)' : 'Worker registered (offline, will reconnect automatically)'
-    reply.json(201, { message, worker, persisted })
+    // The token appears here only: the master keeps its hash.
+    reply.json(201, { message, worker, persisted, token })
+  }
+
+  private async rotateWorkerToken(reply: Reply, req: HttpRequest): Promise<void> {
+    const issued = await this.control.rotateWorkerToken(pathId(req))
+    reply.json(201, { message: 'New worker token issued (shown once)', ...issued })
   }
 
   private async unregisterWorker(reply: Reply, req: HttpRequest): Promise<void> {

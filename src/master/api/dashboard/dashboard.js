@@ -716,7 +716,9 @@ $('#register-form').addEventListener('submit', async (e) => {
   const body = { worker_id: form.elements.worker_id.value.trim(), worker_ip: form.elements.worker_ip.value.trim() }
   try {
     const r = await withButton(form.querySelector('button[type="submit"]'), () => api('POST', '/api/workers', body))
-    setText(result, r?.message ? `${body.worker_id}: ${r.message}` : `Registered ${body.worker_id}`)
+    const text = r?.message ? `${body.worker_id}: ${r.message}` : `Registered ${body.worker_id}`
+    // The worker's token is in this answer only (the master keeps its hash): shown once, here.
+    setText(result, r?.token ? `${text}. Its token, shown once (start the worker with it in --token-file or CLOUDAI_WORKER_TOKEN): ${r.token}` : text)
     form.reset()
   } catch (err) {
     showError(out, err)
