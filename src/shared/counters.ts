@@ -34,10 +34,20 @@ export const C = {
   HTTP_UNAUTHORIZED: 22,
   HTTP_BODY_TOO_LARGE: 23,
   WS_MESSAGE_TOO_LARGE: 24,
+  /** gRPC connections accepted (below --grpc-max-connections). */
+  GRPC_CONNECTIONS_ACCEPTED: 25,
+  GRPC_REFUSED_MAX_CONNECTIONS: 26,
+  GRPC_REFUSED_PREFACE_TIMEOUT: 27,
+  GRPC_REFUSED_BAD_PREFACE: 28,
+  GRPC_REFUSED_TLS_HANDSHAKE: 29,
+  /** Task ids heartbeats listed as running that this master never assigned to that worker. */
+  HEARTBEAT_UNKNOWN_TASKS: 30,
+  /** CancelTask calls sent because a heartbeat listed a task that is no longer the worker's. */
+  STALE_TASK_CANCELS: 31,
 } as const
 
 export type CounterName = keyof typeof C
-const COUNTER_SLOTS = 32
+const COUNTER_SLOTS = 48
 
 /** Latency histograms: fixed upper bounds (inclusive, Prometheus `le`), plus +Inf. */
 export const HISTOGRAMS = {

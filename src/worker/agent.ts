@@ -5,6 +5,7 @@ import { CloudaiError, isCloudaiError, toCloudaiError } from '../shared/errors.j
 import { loadProto } from '../shared/proto.js'
 import { resultStatusWord } from '../shared/result-status.js'
 import { clusterAuthOf } from '../shared/cluster-auth.js'
+import { serverKeepaliveOptions } from '../shared/keepalive.js'
 import { advertiseHost, bindAddress } from '../shared/advertise.js'
 import { MAX_RUNNING_TASKS, validateAddress, validateAmount, validateDockerImage, validateEnv, validateString, validateTaskCommand, validateTaskId, validateWorkerId } from '../shared/validation.js'
 import type { MasterInfoMsg, RegisterAckMsg, RunningTaskMsg, TaskAckMsg, TaskIdMsg, TaskMsg, TaskResultMsg } from '../shared/wire.js'
@@ -120,8 +121,9 @@ export class WorkerAgent {
     if (undelivered > 0) log.info({ undelivered }, `${undelivered} task result(s) from an earlier run are waiting in the outbox; they are reported once a master is connected`)
 
     // With a token, a master without it can neither make us follow it nor give us tasks: the
-    // check runs before any handler.
-    const server = new grpc.Server(auth.serverOptions({ log }))
+    // check runs before any handler. Keepalive pings close a connection whose master vanished
+    // within 20 s (src/shared/keepalive.ts).
+    const server = new grpc.Server(auth.serverOptions({ log }, serverKeepaliveOptions()))
     server.addService(loadProto().service, {
       MasterRegister: (call: grpc.ServerUnaryCall<MasterInfoMsg, RegisterAckMsg>, cb: grpc.sendUnaryData<RegisterAckMsg>) => answer(() => this.masterRegister(call.request), cb),
       AssignTask: (call: grpc.ServerUnaryCall<TaskMsg, TaskAckMsg>, cb: grpc.sendUnaryData<TaskAckMsg>) => answer(() => this.assignTask(call.request), cb),
