@@ -74,6 +74,13 @@ export interface MasterConfig extends ClusterSecurity {
   dialer: 'pool' | 'inline'
   /** Time the gRPC server gives in-flight calls at shutdown before it cancels them. */
   shutdownGraceMs: number
+  /** A gRPC connection with no call open for this long is closed (a heartbeat stream is a call). */
+  grpcIdleTimeoutMs: number
+  /**
+   * gRPC connections open at once. Null: 20,000, or fewer where the file-descriptor limit minus
+   * a reserve for the API and the store is lower (src/master/connection-budget.ts).
+   */
+  grpcMaxConnections: number | null
   /** Where telemetry lanes run: a thread per worker, `auto` (from the cores) or that many threads. */
   telemetryThreads: 'per-worker' | 'auto' | number
   /** History kept per worker. */
@@ -161,6 +168,8 @@ export const MASTER_DEFAULTS: Omit<MasterConfig, 'log'> = {
   dialThreads: 0,
   dialer: 'pool',
   shutdownGraceMs: 5_000,
+  grpcIdleTimeoutMs: 300_000,
+  grpcMaxConnections: null,
   telemetryThreads: 'auto',
   telemetryHistoryMs: 3_600_000,
   telemetryStepMs: 5_000,

@@ -4,6 +4,7 @@ import type { MasterConfig, WorkerConfig } from '../config.js'
 import { isCloudaiError } from '../shared/errors.js'
 import { createLogger, type Logger } from '../shared/log.js'
 import { loadUws } from '../shared/uws.js'
+import { grpcConnectionBudget } from '../master/connection-budget.js'
 import { ApiClient, type ApiResponse } from './api-client.js'
 import {
   formatError,
@@ -185,6 +186,8 @@ function prepare({ command, action, argv }: Chosen, taskCommand: readonly string
   switch (command) {
     case 'master': {
       const config = buildMasterConfig(argv)
+      // The flag against this process's file-descriptor limit: a usage error, like a bad value.
+      grpcConnectionBudget(config.grpcMaxConnections, config.wsMaxConnections)
       return () => runMaster(config)
     }
     case 'worker': {

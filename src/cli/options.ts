@@ -9,6 +9,7 @@ import type { TaskStatus } from '../shared/types.js'
 import { parseAddress, parsePort, validateAddress, validateString, validateTaskId, validateWorkerId } from '../shared/validation.js'
 import { parseAllowedHost, parseAllowedOrigin } from '../master/api/guard.js'
 import { parseMetricsQuery } from '../master/api/query.js'
+import { GRPC_MAX_CONNECTIONS_DEFAULT } from '../master/connection-budget.js'
 import { checkDatabaseName, isMongoUri, validateMongoUri } from '../store/mongo-uri.js'
 import { validateToken } from '../shared/worker-credential.js'
 import type { TaskListQuery, TaskSubmitBody } from './api-client.js'
@@ -65,6 +66,9 @@ const SECURITY_OPTIONS = {
 } satisfies Record<string, Options>
 
 const M = MONGO_STORE_DEFAULTS
+const GRPC_IDLE_MIN_MS = 1_000
+const GRPC_IDLE_MAX_MS = 24 * 3_600_000
+const GRPC_MAX_CONNECTIONS_MAX = 1_000_000
 const JOURNAL_LIMIT_MIN = 100
 const JOURNAL_LIMIT_MAX = 10_000_000
 const POOL_SIZE_MAX = 1000
@@ -98,6 +102,8 @@ export const MASTER_OPTIONS = withEnv({
   'dial-threads': { type: 'string', default: String(MASTER_DEFAULTS.dialThreads), describe: 'threads of the dial pool (0 = from the cores)' },
   dialer: { type: 'string', default: MASTER_DEFAULTS.dialer, describe: 'where reconnection dials run: pool (threads) or inline (the main thread; for comparison only)' },
   'shutdown-grace': { type: 'string', default: formatDuration(MASTER_DEFAULTS.shutdownGraceMs), describe: 'time in-flight gRPC calls get at shutdown' },
+  'grpc-idle-timeout': { type: 'string', default: formatDuration(MASTER_DEFAULTS.grpcIdleTimeoutMs), describe: `a gRPC connection with no call open for this long is closed; a heartbeat stream is a call (${formatDuration(GRPC_IDLE_MIN_MS)} to ${formatDuration(GRPC_IDLE_MAX_MS)})` },
+  'grpc-max-connections': { type: 'string', describe: `gRPC connections open at once; more are closed as they arrive (1 to ${GRPC_MAX_CONNECTIONS_MAX}; default ${GRPC_MAX_CONNECTIONS_DEFAULT}, or fewer to stay below the file-descriptor limit minus a reserve for the API and the store)` },
   'telemetry-threads': { type: 'string', default: String(MASTER_DEFAULTS.telemetryThreads), describe: `where heartbeats are processed: per-worker (a thread each), auto (from the cores) or a thread count up to ${MAX_TELEMETRY_THREADS}` },
   'telemetry-history': { type: 'string', default: formatDuration(MASTER_DEFAULTS.telemetryHistoryMs), describe: 'usage history kept per worker (1m to 24h)' },
   'telemetry-step': { type: 'string', default: formatDuration(MASTER_DEFAULTS.telemetryStepMs), describe: 'width of one history point (100ms to 10m; samples within it are averaged)' },
@@ -463,6 +469,8 @@ function readMasterConfig(argv: Argv): MasterConfig {
     dialThreads: read(argv, 'dial-threads', d.dialThreads, dialThreads),
     dialer: read(argv, 'dialer', d.dialer, dialerKind),
     shutdownGraceMs: read(argv, 'shutdown-grace', d.shutdownGraceMs, parseDuration),
+    grpcIdleTimeoutMs: read(argv, 'grpc-idle-timeout', d.grpcIdleTimeoutMs, durationWithin(GRPC_IDLE_MIN_MS, GRPC_IDLE_MAX_MS)),
+    grpcMaxConnections: read<number | null>(argv, 'grpc-max-connections', d.grpcMaxConnections, wholeNumber(1, GRPC_MAX_CONNECTIONS_MAX)),
     telemetryThreads: read(argv, 'telemetry-threads', d.telemetryThreads, telemetryThreads),
     telemetryHistoryMs: read(argv, 'telemetry-history', d.telemetryHistoryMs, durationWithin(60_000, 24 * 3_600_000)),
     telemetryStepMs: read(argv, 'telemetry-step', d.telemetryStepMs, durationWithin(100, 600_000)),

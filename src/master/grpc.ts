@@ -3,12 +3,14 @@ import type { Logger } from '../shared/log.js'
 import { CloudaiError, toCloudaiError } from '../shared/errors.js'
 import { loadProto } from '../shared/proto.js'
 import { parseResultStatus, type ResultStatus } from '../shared/result-status.js'
-import { bindAddress } from '../shared/advertise.js'
+import { KEEPALIVE, serverKeepaliveOptions, type Keepalive } from '../shared/keepalive.js'
 import { MAX_RUNNING_TASKS, validateAmount, validatePercent, validateString, validateTaskId, validateWorkerId } from '../shared/validation.js'
 import type { AckMsg, HeartbeatAckMsg, HeartbeatMsg, RegisterAckMsg, TaskResultMsg, WorkerInfoMsg } from '../shared/wire.js'
 import type { RunningTaskInfo, WorkerUsage } from '../shared/types.js'
 import { C, type Counters } from '../shared/counters.js'
 import { NO_CLUSTER_AUTH, type ClusterAuth } from '../shared/cluster-auth.js'
+import { GRPC_MAX_CONNECTIONS_DEFAULT } from './connection-budget.js'
+import { GrpcListener, PREFACE_TIMEOUT_MS } from './grpc-listener.js'
 import type { Registry } from './registry.js'
 import { WorkerAuth, type CallIdentity } from './worker-auth.js'
 
@@ -29,6 +31,37 @@ export interface HeartbeatSink {
 
 const MAX_LOGS_BYTES = 1024 * 1024 + 1024
 
+/** What bounds the gRPC side's connections (see src/master/grpc-listener.ts and README, Cluster security). */
+export interface GrpcLimits {
+  /** Connections open at once (--grpc-max-connections, from the file-descriptor budget). */
+  maxConnections: number
+  /** A connection that has not sent the HTTP/2 preface (after its TLS handshake) by then is closed. */
+  prefaceTimeoutMs: number
+  /** A connection with no call open for this long is closed (--grpc-idle-timeout); a heartbeat stream is a call. */
+  idleTimeoutMs: number
+  /** Calls open at once on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS). */
+  maxConcurrentStreams: number
+  /**
+   * A heartbeat stream that has carried no heartbeat for this long is ended (its worker is
+   * inactive by then anyway: the master gives it the heartbeat timeout). Without it a stream that
+   * never sends one would hold its connection open for good, since a stream is a call.
+   */
+  streamSilenceMs: number
+  keepalive: Keepalive
+}
+
+export const GRPC_LIMIT_DEFAULTS: GrpcLimits = Object.freeze({
+  maxConnections: GRPC_MAX_CONNECTIONS_DEFAULT,
+  prefaceTimeoutMs: PREFACE_TIMEOUT_MS,
+  idleTimeoutMs: 5 * 60_000,
+  // A worker opens one heartbeat stream and a few unary calls (registration, completion reports
+  // from its outbox); 100 is grpc-go's and C-core's usual figure. A client past it waits for a free
+  // stream (nghttp2 holds the request back) instead of failing.
+  maxConcurrentStreams: 100,
+  streamSilenceMs: 15_000,
+  keepalive: KEEPALIVE,
+})
+
 export interface MasterGrpcOptions {
   registry: Registry
   tasks?: TaskHooks
@@ -48,6 +81,7 @@ export interface MasterGrpcOptions {
    * required, except from loopback for workers that never presented one.
    */
   workerAuth?: WorkerAuth
+  limits?: Partial<GrpcLimits>
 }
 
 // Shared by every empty heartbeat: most workers run nothing most of the time.
@@ -61,6 +95,8 @@ interface HeartbeatStream {
   /** Who opened it, from the call's credentials (null: refused at open). */
   identity: CallIdentity | null
   done: boolean
+  /** When it opened or last carried a heartbeat (monotonic ms: a transport matter, not the registry's clock). */
+  lastAt: number
 }
 
 /**
@@ -74,23 +110,40 @@ interface HeartbeatStream {
  */
 export class MasterGrpcServer {
   private server: grpc.Server | null = null
+  private listener: GrpcListener | null = null
   private boundPort = 0
+  readonly limits: GrpcLimits
   private readonly now: () => number
   private readonly streams = new Set<HeartbeatStream>()
   private readonly workerAuth: WorkerAuth
+  private silenceSweep: NodeJS.Timeout | null = null
 
   constructor(private readonly opts: MasterGrpcOptions) {
     this.now = opts.now ?? Date.now
     this.workerAuth = opts.workerAuth ?? new WorkerAuth({ registry: opts.registry, mode: 'token', log: opts.log, now: this.now })
+    this.limits = { ...GRPC_LIMIT_DEFAULTS, ...opts.limits }
   }
 
   get port(): number {
     return this.boundPort
   }
 
+  /** gRPC connections open now (all phases). */
+  get connections(): number {
+    return this.listener?.open ?? 0
+  }
+
   async start(): Promise<number> {
     const auth = this.opts.auth ?? NO_CLUSTER_AUTH
-    const server = new grpc.Server(auth.serverOptions({ log: this.opts.log, now: this.now }, { 'grpc.max_receive_message_length': 4 * 1024 * 1024 }))
+    const limits = this.limits
+    const server = new grpc.Server(auth.serverOptions({ log: this.opts.log, now: this.now }, {
+      'grpc.max_receive_message_length': 4 * 1024 * 1024,
+      // grpc-js closes a session (GOAWAY, then the socket) once it has had no stream open for this
+      // long (server.js onIdleTimeout: activeStreams === 0 and lastIdle older than the timeout).
+      'grpc.max_connection_idle_ms': limits.idleTimeoutMs,
+      'grpc.max_concurrent_streams': limits.maxConcurrentStreams,
+      ...serverKeepaliveOptions(limits.keepalive),
+    }))
     server.addService(loadProto().service, {
       RegisterWorker: (call: grpc.ServerUnaryCall<WorkerInfoMsg, RegisterAckMsg>, cb: grpc.sendUnaryData<RegisterAckMsg>) => this.registerWorker(call, cb),
       SendHeartbeat: (call: grpc.ServerUnaryCall<HeartbeatMsg, HeartbeatAckMsg>, cb: grpc.sendUnaryData<HeartbeatAckMsg>) => this.sendHeartbeat(call, cb),
@@ -99,14 +152,26 @@ export class MasterGrpcServer {
         ? { ReportTaskCompletion: (call: grpc.ServerUnaryCall<TaskResultMsg, AckMsg>, cb: grpc.sendUnaryData<AckMsg>) => this.reportTaskCompletion(call, cb) }
         : {}),
     })
-    const address = bindAddress(this.opts.host, this.opts.port)
-    this.boundPort = await new Promise<number>((resolve, reject) => {
-      server.bindAsync(address, auth.serverCredentials(), (err, port) => {
-        if (err) reject(new CloudaiError('CLOUDAI_BAD_CONFIG', `cannot listen for gRPC on ${address}: ${err.message}`))
-        else resolve(port)
-      })
+    // Connections come from our listener, TLS already terminated there: the injector itself is
+    // plaintext (see grpc-listener.ts).
+    const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure())
+    const listener = new GrpcListener({
+      host: this.opts.host,
+      port: this.opts.port,
+      maxConnections: limits.maxConnections,
+      prefaceTimeoutMs: limits.prefaceTimeoutMs,
+      tls: auth.serverTlsOptions(),
+      inject: (socket) => injector.injectConnection(socket),
+      counters: this.opts.counters,
+      log: this.opts.log,
+      now: this.now,
     })
     this.server = server
+    this.listener = listener
+    this.boundPort = await listener.start()
+    // One sweep for every stream rather than a timer each: 20,000 streams cost one pass, not 20,000 timers.
+    this.silenceSweep = setInterval(() => this.endSilentStreams(), Math.max(50, Math.floor(limits.streamSilenceMs / 3)))
+    this.silenceSweep.unref()
     return this.boundPort
   }
 
@@ -151,7 +216,7 @@ export class MasterGrpcServer {
    * that restarts its stream cleanly (or briefly loses it) is never marked inactive for that.
    */
   private streamHeartbeats(call: grpc.ServerDuplexStream<HeartbeatMsg, HeartbeatAckMsg>): void {
-    const stream: HeartbeatStream = { call, workerId: null, identity: null, done: false }
+    const stream: HeartbeatStream = { call, workerId: null, identity: null, done: false, lastAt: performance.now() }
     this.streams.add(stream)
     this.opts.counters?.add(C.HEARTBEAT_STREAMS_OPENED)
     call.on('data', (msg: HeartbeatMsg) => this.streamedHeartbeat(stream, msg))
@@ -175,6 +240,7 @@ export class MasterGrpcServer {
   private streamedHeartbeat(stream: HeartbeatStream, msg: HeartbeatMsg): void {
     if (stream.done) return
     const identity = stream.identity!
+    stream.lastAt = performance.now()
     try {
       if (stream.workerId !== null && msg.worker_id !== stream.workerId) {
         throw new CloudaiError('CLOUDAI_BAD_FIELD', `worker_id changed mid-stream from ${stream.workerId} to ${String(msg.worker_id).slice(0, 80)}; one stream carries one worker's heartbeats`)
@@ -205,6 +271,22 @@ export class MasterGrpcServer {
     this.streams.delete(stream)
     this.opts.counters?.add(C.HEARTBEAT_STREAMS_BROKEN)
     this.opts.log.info({ workerId: stream.workerId, reason }, `Heartbeat stream from worker ${stream.workerId ?? '(unidentified)'} broke (${reason})`)
+  }
+
+  /** Ends the streams that carried no heartbeat for streamSilenceMs; their workers register again. */
+  private endSilentStreams(): void {
+    const before = performance.now() - this.limits.streamSilenceMs
+    let silent: HeartbeatStream[] | null = null
+    for (const stream of this.streams) if (stream.lastAt < before) (silent ??= []).push(stream)
+    if (!silent) return
+    const seconds = Math.round(this.limits.streamSilenceMs / 100) / 10
+    for (const stream of silent) {
+      const id = stream.workerId
+      // Unidentified streams are what a flood leaves; a line each would be the flood's echo.
+      if (id === null) this.opts.log.debug(`Ended a heartbeat stream that sent no heartbeat in ${seconds}s`)
+      else this.opts.log.info({ workerId: id }, `Ended the heartbeat stream of worker ${id}: no heartbeat in ${seconds}s`)
+      this.finishStream(stream, errorStatus(new CloudaiError('CLOUDAI_WORKER_INACTIVE', `no heartbeat on this stream in ${seconds}s; call RegisterWorker and open a new one`)))
+    }
   }
 
   /** Ends the call: OK for `null`, else with that error status (grpc-js sends it as the trailers). */
@@ -296,8 +378,13 @@ export class MasterGrpcServer {
   /** Stops accepting calls, lets in-flight ones finish within `graceMs`, then cancels the rest. */
   async close(graceMs: number): Promise<void> {
     const server = this.server
-    if (!server) return
+    const listener = this.listener
+    if (!server || !listener) return
     this.server = null
+    this.listener = null
+    if (this.silenceSweep) clearInterval(this.silenceSweep)
+    this.silenceSweep = null
+    listener.stopAccepting()
     // Heartbeat streams never finish by themselves: tryShutdown would wait for them until the
     // grace ran out. Ended here, their workers see UNAVAILABLE and go back to registering.
     const shuttingDown = errorStatus(new CloudaiError('CLOUDAI_SHUTTING_DOWN', 'master shutting down'))
@@ -312,6 +399,8 @@ export class MasterGrpcServer {
         resolve()
       })
     })
+    // What grpc-js no longer holds but is still open: connections still awaiting their preface.
+    await listener.close()
   }
 }
 

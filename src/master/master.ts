@@ -16,6 +16,7 @@ import { HttpApi } from './api/http.js'
 import { loadDashboard } from './api/static.js'
 import type { MasterControl, TokenIssued } from './control.js'
 import { InlineDialer, PoolDialer, type Dialer } from './dialer.js'
+import { grpcConnectionBudget, type ConnectionBudget } from './connection-budget.js'
 import { MasterGrpcServer } from './grpc.js'
 import { checkHealth, type HealthReport, type StoreHealth } from './health.js'
 import { LiveFeed } from './live.js'
@@ -69,6 +70,7 @@ export class Master implements MasterControl {
   private readonly key: MasterKey
   private readonly keyFile: { path: string; created: boolean }
   private readonly workerAuth: WorkerAuth
+  private readonly grpcBudget: ConnectionBudget
   private phase: Phase = 'new'
   private closing: Promise<void> | null = null
   private startedAt = 0
@@ -82,6 +84,9 @@ export class Master implements MasterControl {
     const { key, created } = MasterKey.loadOrCreate(keyPath)
     this.key = key
     this.keyFile = { path: keyPath, created }
+    // First, before anything that holds resources: CLOUDAI_BAD_CONFIG when --grpc-max-connections
+    // asks for more than the file-descriptor limit allows.
+    this.grpcBudget = grpcConnectionBudget(config.grpcMaxConnections, config.wsMaxConnections)
     this.store = deps.store ?? createStore(config)
     const auth = clusterAuthOf(config)
     this.dialer = deps.dialer ?? (config.dialer === 'inline' ? new InlineDialer({ auth, masterKey: key }) : new PoolDialer({ threads: config.dialThreads, auth, masterKey: key }))
@@ -89,7 +94,7 @@ export class Master implements MasterControl {
     this.journal = new StoreJournal(this.store, this.registry, { log: this.log, limit: config.storeJournalLimit, onLateOpen: () => this.loadLate() })
     this.tasks = new TaskTable(this.journal)
     this.journal.on('tasks-written', (ids) => this.tasks.markDurable(ids))
-    this.queue = new QueueProcessor({ tasks: this.tasks, registry: this.registry, clients: new WorkerClients(auth, key), log: this.log, heartbeatTimeoutMs: config.heartbeatTimeoutMs })
+    this.queue = new QueueProcessor({ tasks: this.tasks, registry: this.registry, clients: new WorkerClients(auth, key), log: this.log, heartbeatTimeoutMs: config.heartbeatTimeoutMs, counters: this.counters })
     this.liveness = new Liveness(this.registry, { timeoutMs: config.heartbeatTimeoutMs, log: this.log })
     this.monitor = new ReconnectMonitor(this.registry, this.dialer, {
       intervalMs: config.reconnectIntervalMs,
@@ -115,9 +120,22 @@ export class Master implements MasterControl {
       taskCounts: () => this.tasks.counts(),
       wsConnections: () => this.http.wsConnections,
       store: () => this.journal.status(),
+      grpc: () => ({ open: this.grpc.connections, max: this.grpcBudget.max }),
     })
     this.workerAuth = new WorkerAuth({ registry: this.registry, mode: config.workerAuth, log: this.log })
-    this.grpc = new MasterGrpcServer({ registry: this.registry, tasks: this.queue, telemetry: this.telemetry, counters: this.counters, host: config.grpcHost, port: config.grpcPort, log: this.log, auth, workerAuth: this.workerAuth })
+    this.grpc = new MasterGrpcServer({
+      registry: this.registry,
+      tasks: this.queue,
+      telemetry: this.telemetry,
+      counters: this.counters,
+      host: config.grpcHost,
+      port: config.grpcPort,
+      log: this.log,
+      auth,
+      workerAuth: this.workerAuth,
+      // A heartbeat stream silent for the heartbeat timeout speaks for an inactive worker: ended.
+      limits: { maxConnections: this.grpcBudget.max, idleTimeoutMs: config.grpcIdleTimeoutMs, streamSilenceMs: config.heartbeatTimeoutMs },
+    })
     this.live = new LiveFeed({ registry: this.registry, tasks: this.tasks, telemetry: this.telemetry, status: () => this.status() })
     this.http = new HttpApi({
       control: this,
@@ -193,7 +211,11 @@ export class Master implements MasterControl {
 
       const grpcPort = await this.grpc.start()
       this.advertised = this.config.advertise ?? `${advertiseHost(this.config.grpcHost)}:${grpcPort}`
-      log.info({ step: 6, grpcPort, advertise: this.advertised }, `gRPC server listening on ${this.config.grpcHost}:${grpcPort} (workers call back on ${this.advertised})`)
+      const { limits } = this.grpc
+      log.info(
+        { step: 6, grpcPort, advertise: this.advertised, maxConnections: limits.maxConnections, fdLimit: this.grpcBudget.fdLimit, fdReserve: this.grpcBudget.reserve, idleTimeoutMs: limits.idleTimeoutMs, prefaceTimeoutMs: limits.prefaceTimeoutMs, maxConcurrentStreams: limits.maxConcurrentStreams, streamSilenceMs: limits.streamSilenceMs, keepalive: limits.keepalive },
+        `gRPC server listening on ${this.config.grpcHost}:${grpcPort} (workers call back on ${this.advertised}); at most ${limits.maxConnections} connections`,
+      )
       // With --worker-auth none: the warning now, and every minute while the master runs.
       this.workerAuth.start()
 

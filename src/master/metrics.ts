@@ -22,6 +22,8 @@ export interface MetricsSources {
   wsConnections?: () => number
   /** The store journal's state (see src/store/journal.ts). */
   store?: () => JournalStatus
+  /** gRPC connections open now, and the most allowed (--grpc-max-connections). */
+  grpc?: () => { open: number; max: number }
   now?: () => number
 }
 
@@ -176,6 +178,24 @@ export class MasterMetrics {
     count('cloudai_heartbeat_streams_opened_total', 'Heartbeat streams opened by workers.', 'HEARTBEAT_STREAMS_OPENED')
     count('cloudai_heartbeat_streams_ended_total', 'Heartbeat streams the worker ended cleanly.', 'HEARTBEAT_STREAMS_ENDED')
     count('cloudai_heartbeat_streams_broken_total', 'Heartbeat streams that broke (worker gone, connection reset).', 'HEARTBEAT_STREAMS_BROKEN')
+
+    const grpcConns = this.src.grpc
+    if (grpcConns) {
+      gauge('cloudai_grpc_connections', 'gRPC connections open now (awaiting their HTTP/2 preface or served).', () => one(grpcConns().open))
+      gauge('cloudai_grpc_max_connections', 'gRPC connections allowed at once (--grpc-max-connections, or the file-descriptor budget).', () => one(grpcConns().max))
+    }
+    count('cloudai_grpc_connections_total', 'gRPC connections accepted (below the limit).', 'GRPC_CONNECTIONS_ACCEPTED')
+    reg(new ScrapeMetric('cloudai_grpc_connections_refused_total', 'gRPC connections closed before grpc-js served them, by reason.', 'counter', () => {
+      const c = this.reader.all()
+      return [
+        { labels: { reason: 'max_connections' }, value: c.GRPC_REFUSED_MAX_CONNECTIONS },
+        { labels: { reason: 'preface_timeout' }, value: c.GRPC_REFUSED_PREFACE_TIMEOUT },
+        { labels: { reason: 'bad_preface' }, value: c.GRPC_REFUSED_BAD_PREFACE },
+        { labels: { reason: 'tls_handshake' }, value: c.GRPC_REFUSED_TLS_HANDSHAKE },
+      ]
+    }))
+    count('cloudai_heartbeat_unknown_tasks_total', 'Task ids heartbeats listed as running that this master never assigned to that worker (left alone).', 'HEARTBEAT_UNKNOWN_TASKS')
+    count('cloudai_stale_task_cancels_total', 'CancelTask calls sent because a heartbeat listed a task that is no longer that worker\'s to run.', 'STALE_TASK_CANCELS')
 
     gauge('cloudai_telemetry_threads', 'Telemetry threads running.', () => one(telemetry.threadCount))
     gauge('cloudai_telemetry_lanes', 'Workers with a telemetry lane.', () => one(telemetry.laneCount))

@@ -3,10 +3,12 @@ import type { Logger } from '../shared/log.js'
 import { callUnary } from '../shared/proto.js'
 import type { RunningTaskInfo, TaskRecord, WorkerRecord } from '../shared/types.js'
 import type { TaskAckMsg, TaskMsg } from '../shared/wire.js'
+import type { Counters } from '../shared/counters.js'
 import type { CompletionReport } from './grpc.js'
 import type { Registry } from './registry.js'
 import { EMPTY, pickWorker, type Capacity, type Candidate } from './scheduler.js'
 import type { TaskTable } from './tasks.js'
+import { WorkerCancels, type WorkerCancelsOptions } from './worker-cancels.js'
 import type { WorkerClients } from './worker-clients.js'
 
 export interface QueueOptions {
@@ -17,6 +19,9 @@ export interface QueueOptions {
   heartbeatTimeoutMs: number
   /** Deadline of AssignTask / CancelTask calls. */
   rpcTimeoutMs?: number
+  counters?: Counters
+  /** Bounds of the CancelTask calls heartbeats lead to (tests shorten them). */
+  cancels?: Pick<WorkerCancelsOptions, 'maxInFlightPerWorker' | 'retryAfterMs' | 'unknownLogIntervalMs' | 'now'>
 }
 
 /** Heartbeats in a row that must miss a task before the master believes the worker lost it. */
@@ -41,7 +46,7 @@ export class QueueProcessor {
   private startupCheck: NodeJS.Timeout | null = null
   private readonly misses = new Map<string, number>()
   private readonly inflight = new Set<Promise<unknown>>()
-  private readonly cancelSent = new Set<string>()
+  private readonly cancels: WorkerCancels
   /** Placements a drain made whose 'assigned' write has not landed yet: counted, not placed twice. */
   private readonly reserved = new Map<string, { workerId: string; task: TaskRecord }>()
   /** Tasks whose AssignTask call is under way: not yet expected in the worker's heartbeats. */
@@ -51,6 +56,7 @@ export class QueueProcessor {
   private readonly onWorkerDown = (w: WorkerRecord): void => this.requeueWorker(w.id, `worker ${w.id} went inactive`)
   private readonly onWorkerGone = (w: WorkerRecord): void => {
     this.requeueWorker(w.id, `worker ${w.id} was unregistered`)
+    this.cancels.forget(w.id)
     this.opts.clients.drop(w.id)
   }
   private readonly onTaskChanged = (t: TaskRecord): void => {
@@ -62,6 +68,7 @@ export class QueueProcessor {
 
   constructor(private readonly opts: QueueOptions) {
     this.rpcTimeoutMs = opts.rpcTimeoutMs ?? 5000
+    this.cancels = new WorkerCancels({ clients: opts.clients, registry: opts.registry, log: opts.log, rpcTimeoutMs: this.rpcTimeoutMs, counters: opts.counters, ...opts.cancels })
   }
 
   start(): void {
@@ -215,15 +222,23 @@ export class QueueProcessor {
 
   /**
    * What a heartbeat says the worker runs. A task the master placed there but the worker no longer
-   * lists (twice in a row) is requeued; a task the worker runs that is no longer its to run is
-   * cancelled there; a task still assigned (its AssignTask answer lost) that the worker runs is running.
+   * lists (twice in a row) is requeued; a task the worker runs that this master placed on it but
+   * that is no longer its to run (requeued, moved elsewhere, finished, an older attempt) is
+   * cancelled there, at most once per retry interval (WorkerCancels); a task still assigned (its
+   * AssignTask answer lost) that the worker runs is running. Ids this master never placed on that
+   * worker are the worker's business (another master's, or made up): counted and logged, nothing sent.
    */
   onHeartbeat(workerId: string, listed: RunningTaskInfo[]): void {
     if (this.closed) return
     const { tasks } = this.opts
     // Most heartbeats, from most workers, list nothing and have nothing to reconcile.
-    if (listed.length === 0 && tasks.onWorkerCount(workerId) === 0) return
+    if (listed.length === 0) {
+      this.cancels.listed(workerId, null)
+      if (tasks.onWorkerCount(workerId) === 0) return
+    }
     const seen = new Set<string>()
+    let unknown = 0
+    let example = ''
     for (const r of listed) {
       seen.add(r.taskId)
       const t = tasks.get(r.taskId)
@@ -234,9 +249,16 @@ export class QueueProcessor {
           this.track(tasks.transition(t.id, 'running', { startedAt: t.startedAt ?? Date.now() }, null, { workerId, attempts: t.attempts, from: ['assigned'] }).catch(() => {}))
         }
       } else if (r.status === 'running') {
-        this.cancelOnWorker(workerId, r.taskId)
+        if (t && wasPlacedOn(t, workerId)) {
+          this.cancels.stale(workerId, t.id)
+        } else {
+          if (unknown === 0) example = r.taskId
+          unknown++
+        }
       }
     }
+    if (unknown > 0) this.cancels.unknown(workerId, unknown, example)
+    this.cancels.listed(workerId, seen)
     for (const t of tasks.onWorkerTasks(workerId)) {
       // An 'assigned' task whose AssignTask is not under way here was assigned by a master that
       // died before it heard back: the heartbeat is the only word on whether it started.
@@ -288,23 +310,8 @@ export class QueueProcessor {
   async cancel(t: TaskRecord, reason: string): Promise<TaskRecord | null> {
     const before = t
     const done = await this.opts.tasks.transition(t.id, 'cancelled', { finishedAt: Date.now() }, reason, { from: ['queued', 'assigned', 'running'] })
-    if (done && before.workerId && (before.status === 'assigned' || before.status === 'running')) this.cancelOnWorker(before.workerId, t.id)
+    if (done && before.workerId && (before.status === 'assigned' || before.status === 'running')) this.cancels.operator(before.workerId, t.id)
     return done
-  }
-
-  private cancelOnWorker(workerId: string, taskId: string): void {
-    const key = `${workerId}/${taskId}`
-    const w = this.opts.registry.get(workerId)
-    if (!w || this.cancelSent.has(key)) return
-    this.cancelSent.add(key)
-    const proof = this.opts.clients.proof(w, 'CancelTask', taskId)
-    const p = callUnary<{ task_id: string }, TaskAckMsg>(this.opts.clients.get(w.id, w.address), 'CancelTask', { task_id: taskId }, this.rpcTimeoutMs, proof).promise.then(
-      (ack) => this.opts.log.info({ taskId, workerId, ok: ack.success, message: ack.message }, `CancelTask ${taskId} on worker ${workerId}: ${ack.message || (ack.success ? 'ok' : 'refused')}`),
-      (err: grpc.ServiceError) => this.opts.log.warn({ taskId, workerId, err: err.details ?? err.message }, `CancelTask ${taskId} on worker ${workerId} failed`),
-    )
-    // One call at a time per task and worker; a later heartbeat that still lists the task asks again.
-    void p.finally(() => this.cancelSent.delete(key))
-    this.track(p)
   }
 
   private track(p: Promise<unknown>): void {
@@ -325,8 +332,16 @@ export class QueueProcessor {
     if (this.startupCheck) clearTimeout(this.startupCheck)
     this.scheduled = this.startupCheck = null
     await Promise.allSettled([...this.inflight])
+    await this.cancels.close()
     this.opts.clients.close()
   }
+}
+
+/** Whether this master ever assigned the task to the worker (any attempt): its worker now, or its history says so. */
+function wasPlacedOn(t: TaskRecord, workerId: string): boolean {
+  if (t.workerId === workerId) return true
+  for (const h of t.history) if (h.status === 'assigned' && h.workerId === workerId) return true
+  return false
 }
 
 function addTo(held: Capacity, t: TaskRecord): void {

@@ -3,6 +3,12 @@ import { DIAL_CHANNEL_OPTIONS, loadProto, type MasterWorkerClient } from '../sha
 import { NO_CLUSTER_AUTH, type ClusterAuth } from '../shared/cluster-auth.js'
 import type { WorkerRecord } from '../shared/types.js'
 import { proofMetadata, type MasterKey, type MasterMethod } from '../shared/worker-credential.js'
+import { clientKeepaliveOptions } from '../shared/keepalive.js'
+
+// Long-lived: without pings, a worker that vanished without a FIN (power cut, partition) would
+// keep a READY channel whose every call times out until TCP gives up (~15 min). With them it is
+// closed within 20 s of the silence and the next call connects afresh.
+const CHANNEL_OPTIONS = { ...DIAL_CHANNEL_OPTIONS, ...clientKeepaliveOptions() }
 
 /**
  * One long-lived gRPC client per worker for AssignTask and CancelTask, on the main thread (a few
@@ -29,7 +35,7 @@ export class WorkerClients {
     const cur = this.clients.get(workerId)
     if (cur && cur.address === address) return cur.client
     cur?.client.close()
-    const client = new (loadProto().Client)(address, this.auth.channelCredentials(), this.auth.clientOptions(DIAL_CHANNEL_OPTIONS))
+    const client = new (loadProto().Client)(address, this.auth.channelCredentials(), this.auth.clientOptions(CHANNEL_OPTIONS))
     this.clients.set(workerId, { address, client })
     return client
   }

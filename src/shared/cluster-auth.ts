@@ -1,5 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import { readFileSync } from 'node:fs'
+import type { TlsOptions } from 'node:tls'
 import * as grpc from '@grpc/grpc-js'
 import type { ClusterSecurity } from '../config.js'
 import { CloudaiError } from './errors.js'
@@ -203,6 +204,23 @@ export class ClusterAuth {
     const tls = this.material.tls
     if (!tls) return grpc.ServerCredentials.createInsecure()
     return grpc.ServerCredentials.createSsl(tls.ca !== null ? Buffer.from(tls.ca) : null, [{ cert_chain: Buffer.from(tls.cert), private_key: Buffer.from(tls.key) }], tls.ca !== null)
+  }
+
+  /**
+   * The same server TLS as serverCredentials(), as node:tls options, for a server that does its
+   * own handshakes (the master's gRPC listener): what grpc-js's createSsl sets up (requestCert with
+   * a CA, its GRPC_SSL_CIPHER_SUITES), and tls.Server's rejectUnauthorized, so a client whose
+   * certificate the CA did not sign is refused. Null without TLS.
+   */
+  serverTlsOptions(): TlsOptions | null {
+    const tls = this.material.tls
+    if (!tls) return null
+    return {
+      cert: tls.cert,
+      key: tls.key,
+      ...(tls.ca !== null ? { ca: tls.ca, requestCert: true, rejectUnauthorized: true } : { requestCert: false }),
+      ...(process.env.GRPC_SSL_CIPHER_SUITES ? { ciphers: process.env.GRPC_SSL_CIPHER_SUITES } : {}),
+    }
   }
 
   /**

@@ -40,6 +40,16 @@ export const C = {
   HTTP_REFUSED_HOST: 28,
   HTTP_REFUSED_ORIGIN: 29,
   HTTP_REFUSED_MEDIA_TYPE: 30,
+  /** gRPC connections accepted (below --grpc-max-connections). */
+  GRPC_CONNECTIONS_ACCEPTED: 31,
+  GRPC_REFUSED_MAX_CONNECTIONS: 32,
+  GRPC_REFUSED_PREFACE_TIMEOUT: 33,
+  GRPC_REFUSED_BAD_PREFACE: 34,
+  GRPC_REFUSED_TLS_HANDSHAKE: 35,
+  /** Task ids heartbeats listed as running that this master never assigned to that worker. */
+  HEARTBEAT_UNKNOWN_TASKS: 36,
+  /** CancelTask calls sent because a heartbeat listed a task that is no longer the worker's. */
+  STALE_TASK_CANCELS: 37,
 } as const
 
 export type CounterName = keyof typeof C

@@ -7,6 +7,7 @@ import { CloudaiError, isCloudaiError, toCloudaiError } from '../shared/errors.j
 import { loadProto } from '../shared/proto.js'
 import { resultStatusWord } from '../shared/result-status.js'
 import { clusterAuthOf } from '../shared/cluster-auth.js'
+import { serverKeepaliveOptions } from '../shared/keepalive.js'
 import { advertiseHost, bindAddress } from '../shared/advertise.js'
 import { MAX_RUNNING_TASKS, validateAddress, validateAmount, validateDockerImage, validateEnv, validateString, validateTaskCommand, validateTaskId, validateWorkerId } from '../shared/validation.js'
 import type { MasterInfoMsg, RegisterAckMsg, RunningTaskMsg, TaskAckMsg, TaskIdMsg, TaskMsg, TaskResultMsg } from '../shared/wire.js'
@@ -139,7 +140,8 @@ export class WorkerAgent {
     // With a cluster token, a master without it can neither make us follow it nor give us tasks:
     // that check runs before any handler. Each handler then checks that the call is our master's
     // (its proof, or loopback without a token) before it looks at anything else in the call.
-    const server = new grpc.Server(auth.serverOptions({ log }))
+    // Keepalive pings close a connection whose master vanished within 20 s (src/shared/keepalive.ts).
+    const server = new grpc.Server(auth.serverOptions({ log }, serverKeepaliveOptions()))
     const check = this.masterCheck
     server.addService(loadProto().service, {
       MasterRegister: (call: grpc.ServerUnaryCall<MasterInfoMsg, RegisterAckMsg>, cb: grpc.sendUnaryData<RegisterAckMsg>) => this.answerCall(() => {

@@ -2,6 +2,7 @@ import * as grpc from '@grpc/grpc-js'
 import type { Logger } from '../shared/log.js'
 import { Backoff } from '../shared/backoff.js'
 import { NO_CLUSTER_AUTH, REFUSAL_LOG_INTERVAL_MS, type ClusterAuth } from '../shared/cluster-auth.js'
+import { clientKeepaliveOptions, KEEPALIVE, type Keepalive } from '../shared/keepalive.js'
 import { callUnary, loadProto, type MasterWorkerClient } from '../shared/proto.js'
 import type { WorkerSpecs, WorkerUsage } from '../shared/types.js'
 import type { AckMsg, HeartbeatAckMsg, HeartbeatMsg, RegisterAckMsg, RunningTaskMsg, TaskResultMsg } from '../shared/wire.js'
@@ -34,6 +35,12 @@ export interface MasterLinkOptions {
   auth?: ClusterAuth
   /** This worker's own token, sent as `authorization: Bearer` on every call to the master (null: none). */
   token?: string | null
+  /**
+   * Pings on the connection to the master while a call is open (the heartbeat stream always is):
+   * a master that stopped answering breaks the stream within timeMs + timeoutMs, and the worker
+   * registers again. Default KEEPALIVE (20 s).
+   */
+  keepalive?: Keepalive
   log: Logger
   now?: () => number
 }
@@ -140,6 +147,7 @@ export class MasterLink {
       'grpc.initial_reconnect_backoff_ms': 100,
       'grpc.max_reconnect_backoff_ms': 1000,
       ...(token !== null ? { interceptors: [bearerInterceptor(token)] } : {}),
+      ...clientKeepaliveOptions(this.opts.keepalive ?? KEEPALIVE),
     }))
     this.registering = null
     this.state = 'joining'

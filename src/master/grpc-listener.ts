@@ -1,0 +1,264 @@
+import { lookup } from 'node:dns/promises'
+import { createServer as createNetServer, isIP, type Server as NetServer, type Socket } from 'node:net'
+import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket, type TlsOptions } from 'node:tls'
+import type { Duplex } from 'node:stream'
+import { bindAddress } from '../shared/advertise.js'
+import { RefusalThrottle } from '../shared/cluster-auth.js'
+import { C, type Counters } from '../shared/counters.js'
+import { CloudaiError } from '../shared/errors.js'
+import type { Logger } from '../shared/log.js'
+
+// The master's gRPC port, in front of grpc-js. grpc-js has no bound on how many connections it
+// accepts and none on how long a connection may take to speak HTTP/2 (a socket that never sends
+// the preface stays open for good), so the listening sockets are ours: each accepted connection
+// is counted and refused past the maximum, must deliver the HTTP/2 client preface (after its TLS
+// handshake, with TLS) within the preface timeout, and only then is handed to grpc-js through
+// Server.createConnectionInjector (grpc-js >= 1.11), which serves it like one it accepted itself.
+//
+// With TLS the handshake is ours too, on a tls.Server that never listens (Node's own
+// verification: a CA means client certificates are required and checked), so that the preface can
+// be read in the clear and the one bound covers handshake and preface together. The TLSSocket then
+// goes to an injector with insecure credentials: grpc-js sees an encrypted socket all the same
+// (session.encrypted, the peer certificate of call.getAuthContext()).
+
+/** The client's HTTP/2 connection preface (RFC 9113 §3.4): 24 bytes every HTTP/2 client sends first. */
+const H2_CLIENT_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1')
+
+export type ConnectionRefusal = 'max_connections' | 'preface_timeout' | 'bad_preface' | 'tls_handshake'
+
+const REFUSAL_COUNTER: Record<ConnectionRefusal, number> = {
+  max_connections: C.GRPC_REFUSED_MAX_CONNECTIONS,
+  preface_timeout: C.GRPC_REFUSED_PREFACE_TIMEOUT,
+  bad_preface: C.GRPC_REFUSED_BAD_PREFACE,
+  tls_handshake: C.GRPC_REFUSED_TLS_HANDSHAKE,
+}
+
+/** The default preface timeout: a peer that has not spoken HTTP/2 by then is not a gRPC client. */
+export const PREFACE_TIMEOUT_MS = 10_000
+
+export interface GrpcListenerOptions {
+  /** Bind host, bare (IPv6 literals without brackets); a name binds every address it resolves to. */
+  host: string
+  port: number
+  /** Connections open at once, in every phase; one more is closed as soon as it is accepted. */
+  maxConnections: number
+  prefaceTimeoutMs?: number
+  /** TLS of the port (the handshake is done here); null: plaintext. */
+  tls: TlsOptions | null
+  /** Where a connection goes once its preface is in (buffered bytes unshifted): grpc-js's injector. */
+  inject: (socket: Duplex) => void
+  counters?: Counters
+  log: Logger
+  now?: () => number
+}
+
+/** A TLS connection between accept and its TLS socket's first bytes: found again by its TCP 4-tuple. */
+interface AwaitingTls {
+  raw: Socket
+  timer: NodeJS.Timeout
+}
+
+export class GrpcListener {
+  private readonly servers: NetServer[] = []
+  private readonly sockets = new Set<Socket>()
+  private readonly awaitingTls = new Map<string, AwaitingTls>()
+  private readonly tlsServer: TlsServer | null
+  private readonly prefaceTimeoutMs: number
+  private readonly now: () => number
+  private readonly limitLog = new RefusalThrottle()
+  private closing = false
+  private closed: Promise<void> = Promise.resolve()
+
+  constructor(private readonly opts: GrpcListenerOptions) {
+    this.prefaceTimeoutMs = opts.prefaceTimeoutMs ?? PREFACE_TIMEOUT_MS
+    this.now = opts.now ?? Date.now
+    if (opts.tls) {
+      // The handshake timeout is Node's default (120 s): the preface timer below fires first.
+      const server = createTlsServer({ ...opts.tls, ALPNProtocols: ['h2'] })
+      server.on('secureConnection', (socket: TLSSocket) => this.secured(socket))
+      // A failed handshake (no certificate, one from another CA, plaintext): Node destroys it.
+      server.on('tlsClientError', (err: Error) => {
+        this.refused('tls_handshake')
+        opts.log.debug({ err: err.message }, 'gRPC TLS handshake failed')
+      })
+      this.tlsServer = server
+    } else {
+      this.tlsServer = null
+    }
+  }
+
+  /** Connections open now, in every phase (awaiting the preface or served by grpc-js). */
+  get open(): number {
+    return this.sockets.size
+  }
+
+  /**
+   * Listens on every address of the host, all on one port (the first one bound picks it for port 0).
+   * @throws CloudaiError CLOUDAI_BAD_CONFIG when no address can be bound
+   */
+  async start(): Promise<number> {
+    const { host } = this.opts
+    const wanted = bindAddress(host, this.opts.port)
+    let addresses: string[]
+    try {
+      addresses = isIP(host) !== 0 ? [host] : [...new Set((await lookup(host, { all: true, verbatim: true })).map((a) => a.address))]
+    } catch (err) {
+      throw new CloudaiError('CLOUDAI_BAD_CONFIG', `cannot listen for gRPC on ${wanted}: ${(err as Error).message}`)
+    }
+    let port = this.opts.port
+    const errors: string[] = []
+    for (const address of addresses) {
+      try {
+        port = await this.listen(address, port)
+      } catch (err) {
+        errors.push(`${bindAddress(address, port)}: ${(err as Error).message}`)
+      }
+    }
+    if (this.servers.length === 0) {
+      throw new CloudaiError('CLOUDAI_BAD_CONFIG', `cannot listen for gRPC on ${wanted}: ${errors.join('; ')}`)
+    }
+    if (errors.length > 0) this.opts.log.warn({ errors }, `gRPC listens on ${this.servers.length} of the ${addresses.length} addresses of ${host}; not on ${errors.join('; ')}`)
+    return port
+  }
+
+  private listen(address: string, port: number): Promise<number> {
+    const server = createNetServer({ noDelay: true }, (socket) => this.accepted(socket))
+    return new Promise<number>((resolve, reject) => {
+      server.once('error', reject)
+      server.listen({ host: address, port }, () => {
+        server.off('error', reject)
+        // accept() can fail later (EMFILE when something else used up the descriptors): logged,
+        // never a crash; libuv keeps accepting once descriptors are free again.
+        server.on('error', (err: NodeJS.ErrnoException) => this.opts.log.error({ err: err.message, code: err.code }, `gRPC listener error: ${err.message}`))
+        this.servers.push(server)
+        const a = server.address()
+        resolve(typeof a === 'object' && a ? a.port : port)
+      })
+    })
+  }
+
+  private accepted(raw: Socket): void {
+    if (this.closing) {
+      raw.destroy()
+      return
+    }
+    if (this.sockets.size >= this.opts.maxConnections) {
+      // Closed before a byte is read: the peer sees its connection closed, and grpc-js clients
+      // retry with their reconnection backoff.
+      raw.destroy()
+      this.refused('max_connections')
+      const admitted = this.limitLog.admit('limit', this.now())
+      if (admitted) {
+        const held = admitted.suppressed > 0 ? ` (${admitted.suppressed} more refused since the last line)` : ''
+        this.opts.log.warn(
+          { open: this.sockets.size, max: this.opts.maxConnections, suppressed: admitted.suppressed },
+          `Refused a gRPC connection: ${this.sockets.size} are open, the --grpc-max-connections limit${held}; logged at most once a minute`,
+        )
+      }
+      return
+    }
+    this.sockets.add(raw)
+    this.opts.counters?.add(C.GRPC_CONNECTIONS_ACCEPTED)
+    // Resets by peers are the normal end of many connections; grpc-js's session handles its own.
+    raw.on('error', noop)
+    const timer = setTimeout(() => {
+      this.refused('preface_timeout')
+      this.opts.log.debug({ peer: raw.remoteAddress, timeoutMs: this.prefaceTimeoutMs }, 'Closed a gRPC connection that sent no HTTP/2 preface in time')
+      raw.destroy()
+    }, this.prefaceTimeoutMs)
+    timer.unref()
+    raw.once('close', () => {
+      clearTimeout(timer)
+      this.sockets.delete(raw)
+    })
+    if (!this.tlsServer) {
+      this.awaitPreface(raw, timer)
+      return
+    }
+    const key = tupleOf(raw)
+    this.awaitingTls.set(key, { raw, timer })
+    raw.once('close', () => {
+      if (this.awaitingTls.get(key)?.raw === raw) this.awaitingTls.delete(key)
+    })
+    this.tlsServer.emit('connection', raw)
+  }
+
+  /** The TLS handshake is done (and the client certificate checked): now the preface, in the clear. */
+  private secured(socket: TLSSocket): void {
+    const key = tupleOf(socket)
+    const awaiting = this.awaitingTls.get(key)
+    this.awaitingTls.delete(key)
+    if (!awaiting || socket.alpnProtocol !== 'h2') {
+      // Not a connection of ours (cannot happen), or a client that did not offer HTTP/2 by ALPN.
+      if (awaiting) this.refused('bad_preface')
+      socket.destroy()
+      return
+    }
+    socket.on('error', noop)
+    this.awaitPreface(socket, awaiting.timer)
+  }
+
+  /**
+   * Reads until the 24 bytes of the preface are in; a byte that differs closes the connection at
+   * once. The bytes read go back into the socket (Node's http2 reads what a socket already buffered
+   * before it reads on), and the socket goes to grpc-js.
+   */
+  private awaitPreface(socket: Socket, timer: NodeJS.Timeout): void {
+    const chunks: Buffer[] = []
+    let received = 0
+    const onData = (chunk: Buffer): void => {
+      const from = received
+      received += chunk.length
+      chunks.push(chunk)
+      const compared = Math.min(chunk.length, H2_CLIENT_PREFACE.length - from)
+      if (compared > 0 && !chunk.subarray(0, compared).equals(H2_CLIENT_PREFACE.subarray(from, from + compared))) {
+        socket.off('data', onData)
+        this.refused('bad_preface')
+        this.opts.log.debug({ peer: socket.remoteAddress }, 'Closed a gRPC connection that did not start with the HTTP/2 preface')
+        socket.destroy()
+        return
+      }
+      if (received < H2_CLIENT_PREFACE.length) return
+      socket.off('data', onData)
+      socket.pause()
+      socket.unshift(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks))
+      clearTimeout(timer)
+      if (this.closing) {
+        socket.destroy()
+        return
+      }
+      this.opts.inject(socket)
+    }
+    socket.on('data', onData)
+  }
+
+  private refused(reason: ConnectionRefusal): void {
+    this.opts.counters?.add(REFUSAL_COUNTER[reason])
+  }
+
+  /** Stops accepting connections; the open ones stay (grpc-js drains them). Idempotent. */
+  stopAccepting(): void {
+    if (this.closing) return
+    this.closing = true
+    // A net.Server's close callback runs once it stops listening and its last connection is gone.
+    this.closed = Promise.all(this.servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve())))).then(() => {})
+  }
+
+  /**
+   * Stops accepting and destroys every connection still open (those grpc-js has not closed by the
+   * end of its grace, and those still awaiting their preface), then waits until the listening
+   * sockets are closed. Idempotent.
+   */
+  async close(): Promise<void> {
+    this.stopAccepting()
+    for (const socket of this.sockets) socket.destroy()
+    await this.closed
+  }
+}
+
+function noop(): void {}
+
+/** A TCP connection's 4-tuple: unique among open connections, and the same on its TLS socket. */
+function tupleOf(socket: Socket): string {
+  return `${socket.remoteAddress}|${socket.remotePort}|${socket.localAddress}|${socket.localPort}`
+}
