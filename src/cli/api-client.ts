@@ -105,7 +105,7 @@ export class ApiClient {
   }
 
   rotateWorkerToken(id: string): Promise<ApiResponse<TokenResponse>> {
-    return this.request('POST', `/api/workers/${encodeURIComponent(id)}/token`)
+    return this.request('POST', `/api/workers/${encodeURIComponent(id)}/token`, {})
   }
 
   unregisterWorker(id: string): Promise<ApiResponse<UnregisterResponse>> {

@@ -428,7 +428,9 @@ async function runMaster(config: MasterConfig): Promise<void> {
   // gRPC, uWebSockets.js and SQLite.
   const { Master } = await import('../master/master.js')
   await serve('master', log, () => new Master(config, { log }), (master, shutdown) => {
-    if (process.stdin.isTTY !== true) return undefined
+    // Only with a terminal on both sides: the prompt prints what it is asked (a new worker's token
+    // included) to stdout, which, redirected, is the log file.
+    if (process.stdin.isTTY !== true || process.stdout.isTTY !== true) return undefined
     log.info({ step: 9 }, 'Interactive prompt started (type help for the commands)')
     const prompt = startPrompt({ control: master, input: process.stdin, output: process.stdout, onExit: () => shutdown('exit at the prompt') })
     return () => prompt.close()

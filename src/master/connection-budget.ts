@@ -42,6 +42,8 @@ export interface ConnectionBudget {
   fdLimit: number | null
   /** Descriptors kept back from the gRPC side. */
   reserve: number
+  /** Set when the default had to be lowered below what the reserve wants: the master logs it. */
+  warning?: string
 }
 
 /**
@@ -55,6 +57,12 @@ export function grpcConnectionBudget(requested: number | null, wsMaxConnections:
   if (fdLimit === null) return { max: requested ?? GRPC_MAX_CONNECTIONS_DEFAULT, fdLimit, reserve }
   const room = fdLimit - reserve
   const why = `the process may open ${fdLimit} files (ulimit -n) and keeps ${reserve} of them for everything else (${FD_RESERVE_BASE}, plus --ws-max-connections ${wsMaxConnections})`
+  if (room < 1 && requested === null) {
+    // Nobody asked for a number: a master on a small limit still starts, with half of it for gRPC
+    // and a warning, rather than refusing a configuration the operator did not write.
+    const max = Math.max(1, Math.floor(fdLimit / 2))
+    return { max, fdLimit, reserve, warning: `${why}, which leaves none for gRPC connections: serving at most ${max}; raise the limit (ulimit -n, LimitNOFILE=) or lower --ws-max-connections` }
+  }
   if (room < 1) {
     throw new CloudaiError('CLOUDAI_BAD_CONFIG', `no file descriptors are left for gRPC connections: ${why}; raise the limit (ulimit -n, LimitNOFILE=) or lower --ws-max-connections`, { flag: '--grpc-max-connections', env: 'CLOUDAI_GRPC_MAX_CONNECTIONS' })
   }

@@ -1,3 +1,4 @@
+import { statSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import type { MasterConfig } from '../config.js'
 import type { Logger } from '../shared/log.js'
@@ -181,6 +182,10 @@ export class Master implements MasterControl {
       log.info({ masterKeyFile: path, created }, created
         ? `Master key created at ${path} (mode 0600): back it up apart from the store; without it every worker needs a new token`
         : `Master key loaded from ${path}`)
+      const mode = statSync(path).mode & 0o777
+      if ((mode & 0o077) !== 0) {
+        log.warn({ masterKeyFile: path, mode: mode.toString(8) }, `The master key ${path} can be read by other users (mode ${mode.toString(8)}): whoever reads it and the store can act as every worker; chmod 600 it`)
+      }
       log.info({ step: 1, store: this.store.kind, location: this.store.location }, `Opening ${this.store.kind} store at ${this.store.location}`)
       const opened = await this.openStore()
 
@@ -216,6 +221,7 @@ export class Master implements MasterControl {
         { step: 6, grpcPort, advertise: this.advertised, maxConnections: limits.maxConnections, fdLimit: this.grpcBudget.fdLimit, fdReserve: this.grpcBudget.reserve, idleTimeoutMs: limits.idleTimeoutMs, prefaceTimeoutMs: limits.prefaceTimeoutMs, maxConcurrentStreams: limits.maxConcurrentStreams, streamSilenceMs: limits.streamSilenceMs, keepalive: limits.keepalive },
         `gRPC server listening on ${this.config.grpcHost}:${grpcPort} (workers call back on ${this.advertised}); at most ${limits.maxConnections} connections`,
       )
+      if (this.grpcBudget.warning) log.warn({ fdLimit: this.grpcBudget.fdLimit, maxConnections: limits.maxConnections }, `gRPC connections: ${this.grpcBudget.warning}`)
       // With --worker-auth none: the warning now, and every minute while the master runs.
       this.workerAuth.start()
 
@@ -259,7 +265,15 @@ export class Master implements MasterControl {
 
   /** Loads workers and tasks the store holds that memory does not (memory has the newer state). */
   private async loadFromStore(): Promise<{ workers: number; tasks: number }> {
-    const added = this.registry.load(await this.store.loadWorkers())
+    const records = (await this.store.loadWorkers()).map((w) => {
+      if (!w.credential) return w
+      const { credential, changed } = this.key.rehash(w.id, w.credential)
+      if (changed) {
+        this.log.warn({ workerId: w.id }, `The stored credential of worker ${w.id} does not match this master's key (the store was written by someone else, or the key was replaced): its token hash is recomputed from the key; if worker ${w.id} is now refused, run \`cloudai token rotate ${w.id}\``)
+      }
+      return { ...w, credential }
+    })
+    const added = this.registry.load(records)
     // The store may still say "active" for workers of a master that died: write them inactive.
     for (const id of added) this.journal.recordWorker(id)
     const tasks = this.tasks.load(await this.store.loadTasks())

@@ -142,6 +142,19 @@ export class MasterKey {
     return `cwt1_${createHmac('sha256', this.secret).update(`cloudai-worker-token\0${workerId}\0${nonce}`).digest('base64url')}`
   }
 
+  /**
+   * A credential read from the store with its hashes recomputed from this key: the store is not
+   * trusted to say which token is a worker's (whoever can write it could put the hash of a token
+   * of their own there). `changed` when a stored hash was not the key's: the store was written by
+   * someone else, or the key is not the one the tokens were issued with.
+   */
+  rehash(workerId: string, cred: StoredCredential): { credential: StoredCredential; changed: boolean } {
+    const hash = tokenHash(this.tokenFor(workerId, cred.nonce))
+    const previous = cred.previous ? { ...cred.previous, hash: tokenHash(this.tokenFor(workerId, cred.previous.nonce)) } : null
+    const changed = hash !== cred.hash || (previous !== null && previous.hash !== cred.previous!.hash)
+    return { credential: { ...cred, hash, previous }, changed }
+  }
+
   /** The tokens a worker may hold now: its current one and, during a rotation, the one before. */
   liveTokens(workerId: string, cred: StoredCredential, now: number): string[] {
     return liveNonces(cred, now).map((nonce) => this.tokenFor(workerId, nonce))
@@ -229,9 +242,14 @@ export function bearerOf(metadata: grpc.Metadata): { kind: 'none' } | { kind: 't
 /** The peer's IP from grpc-js' `getPeer()` ("127.0.0.1:5000", "[::1]:5000", "ipv4:…"); null when it names none. */
 export function peerIp(peer: string): string | null {
   const bare = peer.replace(/^ipv[46]:/, '')
-  const m = /^\[([^\]]+)\]:\d+$/.exec(bare) ?? /^([^:]+):\d+$/.exec(bare)
-  const ip = m?.[1] ?? bare
-  return isIP(ip) ? ip : null
+  const bracketed = /^\[([^\]]+)\]:\d+$/.exec(bare)
+  if (bracketed) return isIP(bracketed[1]!) ? bracketed[1]! : null
+  // grpc-js writes IPv6 peers without brackets ("::1:47320"), always with the port after the last
+  // colon; "::1:5000" alone would also read as an address, so the port is taken off first.
+  const colon = bare.lastIndexOf(':')
+  const ip = colon > 0 && /^\d{1,5}$/.test(bare.slice(colon + 1)) ? bare.slice(0, colon) : ''
+  if (isIP(ip)) return ip
+  return isIP(bare) ? bare : null
 }
 
 /** 127.0.0.0/8, ::1 and their IPv4-mapped forms: callers on this machine. */

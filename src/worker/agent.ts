@@ -161,6 +161,8 @@ export class WorkerAgent {
     // hold every socket: shutdown must be able to cut a connection, and grpc-js cannot (stopServer).
     const injector = server.createConnectionInjector(auth.serverCredentials())
     const listener = createServer((socket) => {
+      // A reset before grpc-js has its handlers on the socket must not be an uncaught error.
+      socket.on('error', () => {})
       this.connections.add(socket)
       socket.once('close', () => this.connections.delete(socket))
       injector.injectConnection(socket)
@@ -171,6 +173,8 @@ export class WorkerAgent {
       listener.once('error', failed)
       listener.listen({ host: this.config.host, port: this.config.port }, () => {
         listener.off('error', failed)
+        // A failed accept (EMFILE) is an 'error' on the server: logged, never an uncaught exception.
+        listener.on('error', (err) => log.error({ err: err.message }, `gRPC listener error: ${err.message}`))
         resolve((listener.address() as AddressInfo).port)
       })
     })
@@ -191,7 +195,8 @@ export class WorkerAgent {
   private answerCall<T>(handle: () => Promise<T>, cb: grpc.sendUnaryData<T>): void {
     const answered = answer(handle, cb)
     this.answering.add(answered)
-    void answered.then(() => this.answering.delete(answered))
+    const settled = (): void => void this.answering.delete(answered)
+    void answered.then(settled, settled)
   }
 
   /** A token file others can read is a token others can use: said once, at start. */

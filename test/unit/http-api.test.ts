@@ -57,11 +57,17 @@ test('list, register, get and unregister a worker over HTTP', async (t) => {
   assert.equal(again.body.message, 'Worker already registered')
   assert.equal('token' in again.body, false, 'a registration that changes nothing shows no token')
 
-  const rotated = await call(`${base}/api/workers/w1/token`, { method: 'POST' })
+  const rotate = { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' }
+  const bare = await call(`${base}/api/workers/w1/token`, { method: 'POST' })
+  assert.equal(bare.status, 415, 'like every POST: application/json, so that no other site can send it without a preflight')
+  assert.equal(bare.body.error.code, 'CLOUDAI_UNSUPPORTED_MEDIA_TYPE')
+  const rotated = await call(`${base}/api/workers/w1/token`, rotate)
   assert.equal(rotated.status, 201)
+  assert.equal(rotated.headers.get('cache-control'), 'no-store', 'a token is never cached')
+  assert.equal(created.headers.get('cache-control'), 'no-store')
   assert.deepEqual(rotated.body, { message: 'New worker token issued (shown once)', worker_id: 'w1', token: control.tokens.get('w1'), previous_valid_until: new Date(3_600_000).toISOString(), persisted: true })
   assert.notEqual(rotated.body.token, created.body.token)
-  assert.equal((await call(`${base}/api/workers/nobody/token`, { method: 'POST' })).body.error.code, 'CLOUDAI_UNKNOWN_WORKER')
+  assert.equal((await call(`${base}/api/workers/nobody/token`, rotate)).body.error.code, 'CLOUDAI_UNKNOWN_WORKER')
   assert.equal((await call(`${base}/api/workers/w1/token`)).status, 405, 'POST only')
 
   const conflict = await post(base, { worker_id: 'w1', worker_ip: '127.0.0.1:50053' })

@@ -22,6 +22,21 @@ test('a token is derived from the master key, the worker id and a random nonce; 
   for (const bad of ['', 'cwt1_short', `cwt2_${'a'.repeat(43)}`, `cwt1_${'a'.repeat(42)}!`, 42]) assert.throws(() => validateToken(bad), (e: CloudaiError) => e.code === 'CLOUDAI_BAD_CONFIG')
 })
 
+test('a stored credential is not trusted for its hash: the key recomputes it, and says when the store disagreed', () => {
+  const key = MasterKey.generate()
+  const { token, stored } = key.issue('w1', 0)
+  assert.deepEqual(key.rehash('w1', stored), { credential: stored, changed: false })
+  // Someone who can write the store puts the hash of a token of their own there.
+  const forged = { ...stored, hash: tokenHash('cwt1_' + 'A'.repeat(43)) }
+  const back = key.rehash('w1', forged)
+  assert.equal(back.changed, true)
+  assert.equal(back.credential.hash, tokenHash(token), "the worker's real token still works; the forged one does not")
+  const withPrevious = { ...stored, previous: { nonce: 'n2', hash: '0'.repeat(64), expiresAt: 1 } }
+  const again = key.rehash('w1', withPrevious)
+  assert.equal(again.changed, true)
+  assert.equal(again.credential.previous!.hash, tokenHash(key.tokenFor('w1', 'n2')))
+})
+
 test('the master key file is created once with mode 0600 and read back; a damaged one is refused', (t) => {
   const dir = tempDir(t)
   const path = join(dir, 'sub', 'master.key')
@@ -73,6 +88,10 @@ test('bearer metadata and loopback peers', () => {
   assert.equal(peerIp('ipv4:10.1.2.3:5000'), '10.1.2.3')
   assert.equal(peerIp('[::1]:5000'), '::1')
   assert.equal(peerIp('[::ffff:127.0.0.1]:5000'), '::ffff:127.0.0.1')
+  // What grpc-js' getPeer() really says for IPv6 peers: no brackets.
+  assert.equal(peerIp('::1:47320'), '::1')
+  assert.equal(peerIp('::ffff:127.0.0.1:47320'), '::ffff:127.0.0.1')
+  assert.equal(peerIp('fe80::1:5000'), 'fe80::1')
   assert.equal(peerIp('unix:/x'), null)
   for (const ip of ['127.0.0.1', '127.9.9.9', '::1', '::ffff:127.0.0.1']) assert.equal(isLoopback(ip), true, ip)
   for (const ip of ['10.0.0.1', '::ffff:10.0.0.1', '::2', 'fe80::1', '0.0.0.0', null]) assert.equal(isLoopback(ip), false, String(ip))

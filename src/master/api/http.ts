@@ -12,6 +12,9 @@ import type { DashboardFiles } from './static.js'
 import { ApiToken } from './token.js'
 import { LiveSockets, type LiveSource } from './ws.js'
 
+/** Answers that carry a worker token: no cache, a proxy's included, may keep them. */
+const NO_STORE = { headers: { 'cache-control': 'no-store' } } as const
+
 export interface HttpApiOptions {
   control: MasterControl
   host: string
@@ -186,7 +189,7 @@ export class HttpApi {
       { method: 'post', pattern: '/api/workers', handle: (reply, req, res) => this.registerWorker(reply, req, res) },
       { method: 'get', pattern: '/api/workers/:id', handle: (reply, req) => reply.json(200, this.control.getWorker(pathId(req))) },
       { method: 'del', pattern: '/api/workers/:id', handle: (reply, req) => this.unregisterWorker(reply, req) },
-      { method: 'post', pattern: '/api/workers/:id/token', handle: (reply, req) => this.rotateWorkerToken(reply, req) },
+      { method: 'post', pattern: '/api/workers/:id/token', handle: (reply, req, res) => this.rotateWorkerToken(reply, req, res) },
       {
         method: 'get',
         pattern: '/api/workers/:id/metrics',
@@ -282,12 +285,16 @@ export class HttpApi {
     }
     const message = worker.is_active ? 'Worker registered (already connected and active)' : 'Worker registered (offline, will reconnect automatically)'
     // The token appears here only: the master keeps its hash.
-    reply.json(201, { message, worker, persisted, token })
+    reply.json(201, { message, worker, persisted, token }, NO_STORE)
   }
 
-  private async rotateWorkerToken(reply: Reply, req: HttpRequest): Promise<void> {
-    const issued = await this.control.rotateWorkerToken(pathId(req))
-    reply.json(201, { message: 'New worker token issued (shown once)', ...issued })
+  private async rotateWorkerToken(reply: Reply, req: HttpRequest, res: HttpResponse): Promise<void> {
+    const id = pathId(req)
+    // A JSON body (`{}`) like every other POST: without application/json a page on another site
+    // could send it with no CORS preflight.
+    await readJsonObject(res, req, reply, this.bodyLimits)
+    const issued = await this.control.rotateWorkerToken(id)
+    reply.json(201, { message: 'New worker token issued (shown once)', ...issued }, NO_STORE)
   }
 
   private async unregisterWorker(reply: Reply, req: HttpRequest): Promise<void> {
