@@ -77,6 +77,8 @@ export class WorkerCancels {
 
   /** An operator cancelled a task that was on `workerId`: sent now, unless a call for it is in flight. */
   operator(workerId: string, taskId: string): void {
+    // An unregistered worker has nobody to call, and its state would never be forgotten.
+    if (!this.opts.registry.get(workerId)) return
     const w = this.state(workerId)
     if (w.asked.get(taskId)?.inFlight) return
     this.send(workerId, w, taskId, this.now())
