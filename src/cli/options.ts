@@ -62,7 +62,7 @@ const SECURITY_OPTIONS = {
   'cluster-token': { type: 'string', describe: 'shared secret every gRPC call between master and workers must carry, in both directions (16 to 1024 printable characters); it proves membership, not identity: every holder can act as every worker' },
   'tls-cert': { type: 'string', describe: 'PEM certificate for gRPC over TLS (with --tls-key)' },
   'tls-key': { type: 'string', describe: 'PEM private key of --tls-cert' },
-  'tls-ca': { type: 'string', describe: 'PEM CA: peers must present certificates it signed (mutual TLS), and servers are verified against it' },
+  'tls-ca': { type: 'string', describe: 'PEM CA: peers must present certificates it signed (mutual TLS), and servers are verified against it; a certificate\'s URI SAN spiffe://cloudai/worker/<id> or spiffe://cloudai/master then names its holder' },
 } satisfies Record<string, Options>
 
 const M = MONGO_STORE_DEFAULTS
@@ -123,7 +123,7 @@ export const MASTER_OPTIONS = withEnv({
     describe: 'origin (http:// or https://, host, optional port) of another site whose pages may call the HTTP API and open /ws; the dashboard needs none; repeat it or give a comma list',
   },
   'master-key-file': { type: 'string', describe: 'the master\'s secret key (created with mode 0600 at the first start): workers\' tokens derive from it; back it up apart from the store (default <data-dir>/master.key)' },
-  'worker-auth': { type: 'string', default: MASTER_DEFAULTS.workerAuth, describe: 'token: worker calls must carry the worker\'s token (without one only from loopback, for workers that never presented theirs); none: accept calls without a token from anywhere, for CloudAI workers (warned about every minute)' },
+  'worker-auth': { type: 'string', default: MASTER_DEFAULTS.workerAuth, describe: 'token: worker calls must carry the worker\'s token, or with --tls-ca a certificate naming it (without either only from loopback, for workers that never presented theirs); none: accept calls without a token from anywhere, for CloudAI workers (warned about every minute)' },
   'token-grace': { type: 'string', default: formatDuration(MASTER_DEFAULTS.tokenGraceMs), describe: 'after `cloudai token rotate`, how long the old token still works if the worker does not present the new one first (0 to 168h)' },
   ...STORE_OPTIONS,
   ...SECURITY_OPTIONS,
@@ -140,7 +140,7 @@ export const WORKER_OPTIONS = withEnv({
   'data-dir': { type: 'string', default: WORKER_DEFAULTS.dataDir, describe: 'directory of task working dirs, task logs and undelivered results' },
   'kill-grace': { type: 'string', default: formatDuration(WORKER_DEFAULTS.killGraceMs), describe: 'time a cancelled or timed-out task gets between SIGTERM and SIGKILL (more than 0)' },
   'token-file': { type: 'string', describe: 'file holding this worker\'s token (as `cloudai register` printed it; surrounding whitespace is ignored)' },
-  'master-auth': { type: 'string', default: WORKER_DEFAULTS.masterAuth, describe: 'proof: MasterRegister, AssignTask and CancelTask need the master\'s proof (with a token) or a caller on this machine (without); none: serve them to any caller, for a CloudAI master (warned about every minute)' },
+  'master-auth': { type: 'string', default: WORKER_DEFAULTS.masterAuth, describe: 'proof: MasterRegister, AssignTask and CancelTask need the master\'s proof (with a token), with --tls-ca or the master\'s certificate, or a caller on this machine that is not a worker (without); none: serve them to any caller, for a CloudAI master (warned about every minute)' },
   // CLOUDAI_WORKER_TOKEN: the environment's name for --token (CLOUDAI_TOKEN would not say whose).
   'worker-token': { type: 'string', hidden: true, describe: 'the same as --token' },
   ...SECURITY_OPTIONS,

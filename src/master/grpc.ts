@@ -77,8 +77,9 @@ export interface MasterGrpcOptions {
    */
   auth?: ClusterAuth
   /**
-   * Who each worker call is from (worker tokens, loopback, --worker-auth none). Default: tokens
-   * required, except from loopback for workers that never presented one.
+   * Who each worker call is from (worker tokens, client certificates with a CA, loopback,
+   * --worker-auth none). Default: tokens (or, with `auth`'s CA, certificates) required, except
+   * from loopback for workers that never presented one.
    */
   workerAuth?: WorkerAuth
   limits?: Partial<GrpcLimits>
@@ -120,7 +121,7 @@ export class MasterGrpcServer {
 
   constructor(private readonly opts: MasterGrpcOptions) {
     this.now = opts.now ?? Date.now
-    this.workerAuth = opts.workerAuth ?? new WorkerAuth({ registry: opts.registry, mode: 'token', log: opts.log, now: this.now })
+    this.workerAuth = opts.workerAuth ?? new WorkerAuth({ registry: opts.registry, mode: 'token', certificates: opts.auth?.verifiesPeers === true, log: opts.log, now: this.now })
     this.limits = { ...GRPC_LIMIT_DEFAULTS, ...opts.limits }
   }
 

@@ -123,7 +123,8 @@ export class Master implements MasterControl {
       store: () => this.journal.status(),
       grpc: () => ({ open: this.grpc.connections, max: this.grpcBudget.max }),
     })
-    this.workerAuth = new WorkerAuth({ registry: this.registry, mode: config.workerAuth, log: this.log })
+    // With --tls-ca a worker's client certificate may name it (spiffe://cloudai/worker/<id>).
+    this.workerAuth = new WorkerAuth({ registry: this.registry, mode: config.workerAuth, certificates: auth.verifiesPeers, log: this.log })
     this.grpc = new MasterGrpcServer({
       registry: this.registry,
       tasks: this.queue,

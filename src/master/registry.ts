@@ -227,6 +227,20 @@ export class Registry extends EventEmitter<RegistryEvents> {
     this.emit('worker-credential', worker, { change: 'presented' })
   }
 
+  /**
+   * The worker proved itself by its client certificate (mTLS): from now on its id needs a token or
+   * that certificate on every call, as once it has presented a token. Its token, presented or not,
+   * keeps its state (the certificate ends no grace). A worker without a credential (from a store of
+   * an earlier release) has no place to keep this: it stays as it is until a token is rotated.
+   */
+  certificatePresented(id: string): void {
+    const worker = this.workers.get(id)
+    const c = worker?.credential
+    if (!worker || !c || c.enforced) return
+    worker.credential = { ...c, enforced: true }
+    this.emit('worker-credential', worker, { change: 'certificate' })
+  }
+
   private indexCredential(worker: WorkerRecord): void {
     const c = worker.credential
     if (!c) return

@@ -1,3 +1,4 @@
+import { callCertificateIdentity, workerSpiffeId, type AuthContextSource } from '../shared/certificate-identity.js'
 import { RefusalThrottle } from '../shared/cluster-auth.js'
 import { CloudaiError, type ErrorCode } from '../shared/errors.js'
 import type { Logger } from '../shared/log.js'
@@ -9,20 +10,26 @@ import type { Registry } from './registry.js'
 // message's worker_id must then be the caller's own.
 //
 //   a worker token (authorization: Bearer)  -> that worker, and only it, wherever the call comes from
-//   no token, from loopback                 -> any worker that has never presented a token (the
-//                                              quick start on one machine)
+//   with --tls-ca, a client certificate     -> the same, for the worker it names
+//     naming spiffe://cloudai/worker/<id>      (src/shared/certificate-identity.ts)
+//   no token, from loopback                 -> any worker that has never presented a token or its
+//                                              certificate (the quick start on one machine)
 //   no token, --worker-auth none            -> the same, from anywhere (CloudAI workers send none)
-//   anything else                           -> UNAUTHENTICATED, naming the two ways out
+//   anything else                           -> UNAUTHENTICATED, naming the ways out
 //
 // A token that is malformed or unknown is refused in every mode: a wrong credential is never read
-// as no credential. An identity from a client certificate (mTLS, SPIFFE URI SANs) is meant to be
-// one more branch of identify(), returning `how: 'certificate'`.
+// as no credential, and a valid certificate does not make up for it. A token and a certificate
+// naming two workers are refused (one call speaks for one worker). A certificate that names
+// nobody (the master's, several workers, no SPIFFE ID) is no credential: the rules without a token
+// apply. A worker once identified by its certificate counts as presented, as with a token.
 
 export type WorkerAuthMode = 'token' | 'none'
 
 export type CallIdentity =
   /** The call carried this worker's token (current, or the previous one within its grace). */
   | { how: 'token'; workerId: string; tokenHash: string }
+  /** No token; the call's verified client certificate names this worker (mTLS, with --tls-ca). */
+  | { how: 'certificate'; workerId: string }
   /** No credential, from this machine. */
   | { how: 'loopback'; workerId: null }
   /** No credential, accepted because the master runs with --worker-auth none. */
@@ -31,6 +38,11 @@ export type CallIdentity =
 export interface WorkerAuthOptions {
   registry: Registry
   mode: WorkerAuthMode
+  /**
+   * With --tls-ca: a verified client certificate naming spiffe://cloudai/worker/<id> identifies
+   * worker <id>. Off, certificates are not looked at (default).
+   */
+  certificates?: boolean
   log: Logger
   now?: () => number
   /** How often the --worker-auth none warning is logged again (default a minute). */
@@ -38,6 +50,10 @@ export interface WorkerAuthOptions {
 }
 
 const WAYS_OUT = 'start the worker with its token (--token, --token-file or CLOUDAI_WORKER_TOKEN; `cloudai register` printed it, `cloudai token rotate <id>` issues a new one), or start the master with --worker-auth none to accept workers without tokens (CloudAI workers send none)'
+const WAYS_OUT_WITH_CERTIFICATES = `start the worker with its token (--token, --token-file or CLOUDAI_WORKER_TOKEN; \`cloudai register\` printed it, \`cloudai token rotate <id>\` issues a new one) or with a certificate of the cluster's CA whose URI SAN is ${workerSpiffeId('<id>')}, or start the master with --worker-auth none to accept workers without tokens (CloudAI workers send none)`
+
+/** What identify() and authorize() need of a received call: metadata, peer, and (TLS) its certificate. */
+export type WorkerCallSource = CallSource & AuthContextSource
 
 export const WORKER_AUTH_NONE_WARNING =
   '--worker-auth none: worker calls without a token are accepted from any address for every worker that has not presented one: anyone who can reach the gRPC port can register as such a worker, take its tasks and report their results. Use it only for CloudAI workers (they send no token), on a network you trust'
@@ -75,8 +91,9 @@ export class WorkerAuth {
    * it presented (the registry persists that, and ends the previous token's grace).
    * @throws CloudaiError UNAUTHENTICATED (CLOUDAI_WORKER_TOKEN_INVALID, CLOUDAI_WORKER_TOKEN_REQUIRED), logged at most once a minute per address
    */
-  identify(rpc: string, call: CallSource): CallIdentity {
+  identify(rpc: string, call: WorkerCallSource): CallIdentity {
     const bearer = bearerOf(call.metadata)
+    const certified = this.certifiedWorker(call)
     if (bearer.kind === 'token') {
       const hash = tokenHash(bearer.token)
       const owner = this.opts.registry.tokenOwner(hash)
@@ -84,37 +101,52 @@ export class WorkerAuth {
       if (!owner || (owner.which === 'previous' && owner.expiresAt !== null && owner.expiresAt <= now)) {
         throw this.refuse(rpc, call, 'CLOUDAI_WORKER_TOKEN_INVALID', `the worker token of this call is not one this master holds: it was never issued here, or it was revoked (the worker was unregistered) or replaced (\`cloudai token rotate\`, past its grace); start the worker with its current token (\`cloudai token rotate <id>\` issues a new one)`)
       }
+      if (certified !== null && certified !== owner.worker.id) {
+        throw this.refuse(rpc, call, 'CLOUDAI_WRONG_WORKER', `this call carries the token of worker ${owner.worker.id} and a certificate of worker ${certified} (${workerSpiffeId(certified)}); one call speaks for one worker`)
+      }
       if (owner.which === 'current' && owner.worker.credential?.presentedAt === null) this.opts.registry.credentialPresented(owner.worker.id, now)
       return { how: 'token', workerId: owner.worker.id, tokenHash: hash }
     }
     if (bearer.kind === 'malformed') {
       throw this.refuse(rpc, call, 'CLOUDAI_WORKER_TOKEN_INVALID', 'the authorization metadata of this call is not one "Bearer <worker token>"')
     }
+    if (certified !== null) {
+      this.opts.registry.certificatePresented(certified)
+      return { how: 'certificate', workerId: certified }
+    }
     if (this.mode === 'none') return { how: 'open', workerId: null }
     const ip = peerIp(call.getPeer())
     if (isLoopback(ip)) return { how: 'loopback', workerId: null }
-    throw this.refuse(rpc, call, 'CLOUDAI_WORKER_TOKEN_REQUIRED', `${rpc} from ${ip ?? call.getPeer()} carries no worker token, and only callers on the master's machine may call without one: ${WAYS_OUT}`)
+    throw this.refuse(rpc, call, 'CLOUDAI_WORKER_TOKEN_REQUIRED', `${rpc} from ${ip ?? call.getPeer()} carries no worker token${this.opts.certificates ? ' and no certificate naming a worker' : ''}, and only callers on the master's machine may call without one: ${this.opts.certificates ? WAYS_OUT_WITH_CERTIFICATES : WAYS_OUT}`)
+  }
+
+  /** The worker the call's verified client certificate names (null: certificates off, or it names no worker). */
+  private certifiedWorker(call: AuthContextSource): string | null {
+    if (this.opts.certificates !== true) return null
+    const identity = callCertificateIdentity(call)
+    return identity?.role === 'worker' ? identity.workerId : null
   }
 
   /**
-   * May `identity` act as worker `workerId` (the message's worker_id)? A token only as its own
-   * worker, and only while that token holds (a heartbeat stream is identified once, when it
-   * opens); no token only for a worker that has never presented one (an id the master does not
-   * know passes here, for the registry to refuse as unregistered).
+   * May `identity` act as worker `workerId` (the message's worker_id)? A token or a certificate
+   * only as its own worker, a token only while it holds (a heartbeat stream is identified once,
+   * when it opens); no credential only for a worker that has never presented one (an id the master
+   * does not know passes here, for the registry to refuse as unregistered).
    * @throws CloudaiError CLOUDAI_WRONG_WORKER (PERMISSION_DENIED), CLOUDAI_WORKER_TOKEN_REQUIRED (UNAUTHENTICATED)
    */
   authorize(rpc: string, identity: CallIdentity, workerId: string, call: CallSource): void {
-    if (identity.how === 'token') {
+    if (identity.how === 'token' || identity.how === 'certificate') {
       if (identity.workerId !== workerId) {
-        throw this.refuse(rpc, call, 'CLOUDAI_WRONG_WORKER', `this call carries the token of worker ${identity.workerId}, which cannot act as worker ${workerId}`)
+        const what = identity.how === 'token' ? 'the token' : `a certificate (${workerSpiffeId(identity.workerId)})`
+        throw this.refuse(rpc, call, 'CLOUDAI_WRONG_WORKER', `this call carries ${what} of worker ${identity.workerId}, which cannot act as worker ${workerId}`)
       }
-      if (!this.stillValid(identity)) {
+      if (identity.how === 'token' && !this.stillValid(identity)) {
         throw this.refuse(rpc, call, 'CLOUDAI_WORKER_TOKEN_INVALID', `the token this call was opened with is no longer valid: worker ${workerId} was unregistered, or its token was replaced and is past its grace`)
       }
       return
     }
     if (this.opts.registry.get(workerId)?.credential?.enforced === true) {
-      throw this.refuse(rpc, call, 'CLOUDAI_WORKER_TOKEN_REQUIRED', `worker ${workerId} has presented its token, so every call for it must carry it, from this machine too: start the worker with --token, --token-file or CLOUDAI_WORKER_TOKEN (\`cloudai token rotate ${workerId}\` issues a new one)`)
+      throw this.refuse(rpc, call, 'CLOUDAI_WORKER_TOKEN_REQUIRED', `worker ${workerId} has presented its token${this.opts.certificates ? ' or its certificate' : ''}, so every call for it must carry ${this.opts.certificates ? 'one of them' : 'it'}, from this machine too: start the worker with --token, --token-file or CLOUDAI_WORKER_TOKEN (\`cloudai token rotate ${workerId}\` issues a new one)${this.opts.certificates ? `, or with its certificate (${workerSpiffeId(workerId)})` : ''}`)
     }
   }
 

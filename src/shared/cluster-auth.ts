@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs'
 import type { TlsOptions } from 'node:tls'
 import * as grpc from '@grpc/grpc-js'
 import type { ClusterSecurity } from '../config.js'
+import { certificateIdentity, checkMasterServerIdentity, type CertificateIdentity } from './certificate-identity.js'
 import { CloudaiError } from './errors.js'
 import type { Logger } from './log.js'
 
@@ -148,6 +149,7 @@ export class ClusterAuth {
   readonly material: ClusterMaterial
   private readonly check: TokenCheck | null
   private readonly channelCreds: grpc.ChannelCredentials
+  private masterChannelCreds: grpc.ChannelCredentials | null = null
   private readonly tokenInterceptor: grpc.Interceptor | null
 
   /** @throws CloudaiError CLOUDAI_BAD_CONFIG when the certificate, key or CA cannot be used */
@@ -185,9 +187,30 @@ export class ClusterAuth {
     return this.material.tls !== null
   }
 
-  /** Credentials for every client this process opens. */
-  channelCredentials(): grpc.ChannelCredentials {
-    return this.channelCreds
+  /**
+   * With a CA, both ends of every connection were verified against it, so the SPIFFE ID a
+   * certificate carries names its holder (src/shared/certificate-identity.ts).
+   */
+  get verifiesPeers(): boolean {
+    return this.material.tls !== null && this.material.tls.ca !== null
+  }
+
+  /** Whom this process's own certificate names (null: no TLS, or no cloudai SPIFFE ID in it). */
+  ownIdentity(): CertificateIdentity {
+    return this.material.tls ? certificateIdentity(this.material.tls.cert) : null
+  }
+
+  /**
+   * Credentials for every client this process opens. `'master'`: the server's certificate must
+   * also name the master (spiffe://cloudai/master), for a worker's channel to its master; the
+   * same as `'any'` without TLS.
+   */
+  channelCredentials(server: 'any' | 'master' = 'any'): grpc.ChannelCredentials {
+    const tls = this.material.tls
+    if (server === 'any' || !tls) return this.channelCreds
+    // Built once, on first use: a worker rebuilds its channel at every change of master.
+    this.masterChannelCreds ??= grpc.credentials.createSsl(tls.ca !== null ? Buffer.from(tls.ca) : undefined, Buffer.from(tls.key), Buffer.from(tls.cert), { checkServerIdentity: checkMasterServerIdentity })
+    return this.masterChannelCreds
   }
 
   /** `base` plus, with a token, the interceptor that puts it on every call (unary and streams). */

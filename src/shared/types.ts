@@ -54,8 +54,8 @@ export interface WorkerRecord {
   credential: StoredCredential | null
 }
 
-/** What changed about a worker's credential. */
-export type CredentialChange = 'rotated' | 'presented'
+/** What changed about a worker's credential ('certificate': it proved itself by its client certificate). */
+export type CredentialChange = 'rotated' | 'presented' | 'certificate'
 
 /** Why a worker went inactive; carried by the event for later consumers (tasks, WebSocket). */
 export type InactiveReason = 'heartbeat-timeout' | 'unregistered' | 'shutdown'
@@ -67,7 +67,7 @@ export interface RegistryEvents {
   'worker-active': [worker: WorkerRecord, meta: { reconnect: boolean }]
   'worker-inactive': [worker: WorkerRecord, meta: { reason: InactiveReason }]
   'worker-changed': [worker: WorkerRecord]
-  /** A new token was issued (rotation), or the worker presented its current one for the first time. */
+  /** A new token was issued (rotation), the worker presented its current one for the first time, or its certificate. */
   'worker-credential': [worker: WorkerRecord, meta: { change: CredentialChange }]
 }
 

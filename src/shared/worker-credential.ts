@@ -40,8 +40,9 @@ export interface StoredCredential {
   /** When the worker first presented this token; null until it has. */
   presentedAt: number | null
   /**
-   * True once the worker has presented any of its tokens, kept through rotations: from then on
-   * every call for its id must carry a token, from loopback too. A rotation must not reopen the
+   * True once the worker has presented any of its tokens, or its client certificate (mTLS), kept
+   * through rotations: from then on every call for its id must carry a token or that certificate,
+   * from loopback too. A rotation must not reopen the
    * tokenless way in that the quick start on one machine uses.
    */
   enforced: boolean

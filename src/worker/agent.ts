@@ -6,6 +6,7 @@ import type { Logger } from '../shared/log.js'
 import { CloudaiError, isCloudaiError, toCloudaiError } from '../shared/errors.js'
 import { loadProto } from '../shared/proto.js'
 import { resultStatusWord } from '../shared/result-status.js'
+import { describeIdentity, MASTER_SPIFFE_ID, workerSpiffeId } from '../shared/certificate-identity.js'
 import { clusterAuthOf } from '../shared/cluster-auth.js'
 import { serverKeepaliveOptions } from '../shared/keepalive.js'
 import { advertiseHost, bindAddress } from '../shared/advertise.js'
@@ -53,7 +54,8 @@ interface TaskInput {
 /**
  * The worker agent: the gRPC server the master calls (MasterRegister, AssignTask, CancelTask;
  * with a cluster token, only a master that sends it gets past the server's check; then only the
- * worker's own master, by its proof, or a caller on this machine without a token: master-auth.ts),
+ * worker's own master, by its proof or (with --tls-ca) its certificate, or a caller on this machine
+ * without a token: master-auth.ts),
  * the link that registers with the master and heartbeats, the executor that runs tasks and the
  * reporter that delivers their results through the outbox. Started with `master`, it also joins
  * that master on its own.
@@ -84,7 +86,9 @@ export class WorkerAgent {
 
   constructor(private readonly config: WorkerConfig, private readonly deps: WorkerAgentDeps) {
     this.docker = deps.docker ?? new DockerProbe()
-    this.masterCheck = new MasterCheck({ workerId: config.id, token: config.token ?? null, mode: config.masterAuth ?? 'proof', log: deps.log })
+    // With --tls-ca, certificates name their holders: the master's may drive us as its proof does.
+    const certificates = (config.tls?.caPath ?? null) !== null
+    this.masterCheck = new MasterCheck({ workerId: config.id, token: config.token ?? null, mode: config.masterAuth ?? 'proof', certificates, log: deps.log })
   }
 
   get port(): number {
@@ -103,6 +107,16 @@ export class WorkerAgent {
     const { log } = this.deps
     // TLS and the cluster token, for our server and for our calls to the master: PEMs read once here.
     const auth = clusterAuthOf(this.config)
+    // A certificate naming a SPIFFE ID names us to the master; one naming someone else would have
+    // every call refused (CLOUDAI_WRONG_WORKER), so it is a configuration error, said now. A worker
+    // that uses its SPIFFE ID expects its master to use one too: it calls only a master whose
+    // certificate names spiffe://cloudai/master.
+    const own = auth.verifiesPeers ? auth.ownIdentity() : null
+    if (own !== null && !(own.role === 'worker' && own.workerId === this.config.id)) {
+      throw new CloudaiError('CLOUDAI_BAD_CONFIG', `--tls-cert names ${describeIdentity(own)}, but this is worker ${this.config.id}: give it a certificate whose URI SAN is ${workerSpiffeId(this.config.id)} (or none of cloudai's)`)
+    }
+    const masterCertificate = own !== null
+    if (masterCertificate) log.info({ spiffeId: workerSpiffeId(this.config.id) }, `Worker certificate names ${workerSpiffeId(this.config.id)}: this worker calls only a master whose certificate names ${MASTER_SPIFFE_ID}`)
     const diskPath = this.deps.diskPath ?? process.cwd()
     const specs = readSpecs(diskPath)
     const sampler = new UsageSampler(diskPath, specs.gpu)
@@ -126,6 +140,7 @@ export class WorkerAgent {
       onConnected: () => this.reporter?.connected(),
       auth,
       token: this.config.token ?? null,
+      masterCertificate,
       log,
     })
     const reporter = new Reporter({ outbox, channel: link, log, retryBaseMs: Math.min(250, this.config.joinMaxBackoffMs), retryMaxMs: this.config.joinMaxBackoffMs })

@@ -36,6 +36,11 @@ export interface MasterLinkOptions {
   /** This worker's own token, sent as `authorization: Bearer` on every call to the master (null: none). */
   token?: string | null
   /**
+   * The master's server certificate must name spiffe://cloudai/master, beyond the CA and hostname
+   * checks (a worker whose own certificate carries its SPIFFE ID). Default false.
+   */
+  masterCertificate?: boolean
+  /**
    * Pings on the connection to the master while a call is open (the heartbeat stream always is):
    * a master that stopped answering breaks the stream within timeMs + timeoutMs, and the worker
    * registers again. Default KEEPALIVE (20 s).
@@ -142,7 +147,7 @@ export class MasterLink {
     // Every call on this client (registration, both kinds of heartbeats, results) carries the
     // worker's token when it has one, beside the cluster token.
     const token = this.opts.token ?? null
-    this.client = new (loadProto().Client)(address, this.auth.channelCredentials(), this.auth.clientOptions({
+    this.client = new (loadProto().Client)(address, this.auth.channelCredentials(this.opts.masterCertificate === true ? 'master' : 'any'), this.auth.clientOptions({
       'grpc.enable_retries': 0,
       'grpc.initial_reconnect_backoff_ms': 100,
       'grpc.max_reconnect_backoff_ms': 1000,
@@ -233,7 +238,7 @@ export class MasterLink {
     if (code === null || code === 'CLOUDAI_UNAUTHENTICATED') {
       ours = `${this.auth.hasToken ? 'the cluster token this worker sends does not match the master\'s' : 'this worker sends no cluster token'} (set the same --cluster-token or CLOUDAI_CLUSTER_TOKEN on both)`
     } else if (code === 'CLOUDAI_WRONG_WORKER') {
-      ours = `the worker token this worker runs with is another worker's, not ${this.opts.workerId}'s`
+      ours = `the worker token or the certificate this worker runs with is another worker's, not ${this.opts.workerId}'s`
     } else {
       ours = this.opts.token
         ? 'the master does not take the worker token this worker runs with (`cloudai token rotate <id>` issues a new one)'

@@ -1,3 +1,4 @@
+import { callCertificateIdentity, MASTER_SPIFFE_ID, workerSpiffeId, type AuthContextSource } from '../shared/certificate-identity.js'
 import { RefusalThrottle } from '../shared/cluster-auth.js'
 import { CloudaiError, type ErrorCode } from '../shared/errors.js'
 import type { Logger } from '../shared/log.js'
@@ -10,6 +11,12 @@ import { isLoopback, MASTER_PROOF_METADATA, peerIp, verifyMasterProof, type Call
 // hash and a nonce, not the token) cannot make one. Without a token there is nothing to check a
 // proof with, so only callers on this machine are served: the quick start works, and nothing from
 // outside gets in. `--master-auth none` serves anyone, for a CloudAI master (it sends no proof).
+//
+// With --tls-ca the caller's certificate can say it too (src/shared/certificate-identity.ts): one
+// naming spiffe://cloudai/master is the master's, served as a valid proof is, with a token or
+// without; one naming a worker is a worker's, not the master's, and is refused unless it carries a
+// valid proof, from this machine too (who it is is known, so loopback does not stand in for it).
+// A certificate naming nobody changes nothing: the proof rules apply.
 
 export type MasterAuthMode = 'proof' | 'none'
 
@@ -17,6 +24,8 @@ export interface MasterCheckOptions {
   workerId: string
   token: string | null
   mode: MasterAuthMode
+  /** With --tls-ca: the verified client certificate of a call may name the master, or a worker. */
+  certificates?: boolean
   log: Logger
   now?: () => number
   /** How often the --master-auth none warning is logged again (default a minute). */
@@ -43,9 +52,11 @@ export class MasterCheck {
       log.warn({ masterAuth: 'none' }, MASTER_AUTH_NONE_WARNING)
       this.warnTimer = setInterval(() => log.warn({ masterAuth: 'none' }, MASTER_AUTH_NONE_WARNING), this.opts.warnEveryMs ?? 60_000)
     } else if (token === null) {
-      log.info({ masterAuth: 'loopback' }, 'No worker token: calls from a master are served only from this machine (start the worker with --token, --token-file or CLOUDAI_WORKER_TOKEN to serve a master elsewhere)')
+      const cert = this.opts.certificates === true ? ` or with a certificate naming ${MASTER_SPIFFE_ID}` : ''
+      log.info({ masterAuth: 'loopback' }, `No worker token: calls from a master are served only from this machine${cert} (start the worker with --token, --token-file or CLOUDAI_WORKER_TOKEN to serve a master elsewhere by its proof)`)
     } else {
-      log.info({ masterAuth: 'proof' }, 'Worker token set: calls from a master are served only with its proof')
+      const cert = this.opts.certificates === true ? ` or its certificate (${MASTER_SPIFFE_ID})` : ''
+      log.info({ masterAuth: 'proof' }, `Worker token set: calls from a master are served only with its proof${cert}`)
     }
   }
 
@@ -55,20 +66,27 @@ export class MasterCheck {
   }
 
   /**
-   * Passes when the call may drive this worker; `subject` is what the proof is bound to (the
-   * master's address, `task_id/attempt`, the task id).
+   * Passes when the call may drive this worker: its master's proof (`subject` is what the proof is
+   * bound to: the master's address, `task_id/attempt`, the task id), or with certificates the
+   * master's certificate, or without a token a caller on this machine that is not a worker.
    * @throws CloudaiError CLOUDAI_MASTER_PROOF_REQUIRED (UNAUTHENTICATED), logged at most once a minute per address
    */
-  check(method: MasterMethod, subject: string, call: CallSource): void {
+  check(method: MasterMethod, subject: string, call: CallSource & AuthContextSource): void {
     const { mode, token, workerId } = this.opts
     if (mode === 'none') return
+    if (token !== null && verifyMasterProof(token, workerId, method, subject, call.metadata.get(MASTER_PROOF_METADATA), this.now())) return
+    const certified = this.opts.certificates === true ? callCertificateIdentity(call) : null
+    if (certified?.role === 'master') return
+    const orCertificate = this.opts.certificates === true ? `, or a certificate of the cluster's CA naming ${MASTER_SPIFFE_ID}` : ''
+    if (certified?.role === 'worker') {
+      throw this.refuse(method, call, 'CLOUDAI_MASTER_PROOF_REQUIRED', `${method} comes from worker ${certified.workerId} (its certificate names ${workerSpiffeId(certified.workerId)}), not from a master: worker ${workerId} serves it only with its master's proof${orCertificate}, from this machine too`)
+    }
     if (token !== null) {
-      if (verifyMasterProof(token, workerId, method, subject, call.metadata.get(MASTER_PROOF_METADATA), this.now())) return
-      throw this.refuse(method, call, 'CLOUDAI_MASTER_PROOF_REQUIRED', `${method} carries no valid proof that it comes from worker ${workerId}'s master: only a master that registered this worker and issued the token it runs with can make one (after \`cloudai token rotate\`, restart the worker with the new token), and its clock must be within 5 minutes of this worker's`)
+      throw this.refuse(method, call, 'CLOUDAI_MASTER_PROOF_REQUIRED', `${method} carries no valid proof that it comes from worker ${workerId}'s master${orCertificate}: only a master that registered this worker and issued the token it runs with can make one (after \`cloudai token rotate\`, restart the worker with the new token), and its clock must be within 5 minutes of this worker's`)
     }
     const ip = peerIp(call.getPeer())
     if (isLoopback(ip)) return
-    throw this.refuse(method, call, 'CLOUDAI_MASTER_PROOF_REQUIRED', `${method} from ${ip ?? call.getPeer()}: worker ${workerId} has no token, so it serves a master's calls only from its own machine: start it with its token (--token, --token-file or CLOUDAI_WORKER_TOKEN; \`cloudai register\` printed it), or with --master-auth none to serve a master that sends no proof (CloudAI's)`)
+    throw this.refuse(method, call, 'CLOUDAI_MASTER_PROOF_REQUIRED', `${method} from ${ip ?? call.getPeer()}: worker ${workerId} has no token, so it serves a master's calls only from its own machine${orCertificate ? ` or with a certificate naming ${MASTER_SPIFFE_ID}` : ''}: start it with its token (--token, --token-file or CLOUDAI_WORKER_TOKEN; \`cloudai register\` printed it), or with --master-auth none to serve a master that sends no proof (CloudAI's)`)
   }
 
   /** The refusal as an error; logged at warn at most once a minute per address. */

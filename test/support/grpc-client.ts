@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs'
 import * as grpc from '@grpc/grpc-js'
 import type { TestContext } from 'node:test'
 import { CLUSTER_TOKEN_METADATA } from '../../src/shared/cluster-auth.js'
@@ -29,8 +30,12 @@ export function metadataOf(c: CallCredentials = {}): grpc.Metadata {
 export class RawClient {
   readonly client: MasterWorkerClient
 
-  constructor(t: TestContext, address: string) {
-    this.client = new (loadProto().Client)(address, grpc.credentials.createInsecure(), { 'grpc.enable_retries': 0 })
+  /** `tls`: speak TLS, trusting `caPath` and presenting `certPath`/`keyPath` (PEM files, as test/support/ca.ts makes them). */
+  constructor(t: TestContext, address: string, tls?: { caPath: string; certPath: string; keyPath: string }) {
+    const creds = tls
+      ? grpc.credentials.createSsl(readFileSync(tls.caPath), readFileSync(tls.keyPath), readFileSync(tls.certPath))
+      : grpc.credentials.createInsecure()
+    this.client = new (loadProto().Client)(address, creds, { 'grpc.enable_retries': 0 })
     t.after(() => this.client.close())
   }
 
