@@ -3,6 +3,7 @@ import type { Logger } from '../shared/log.js'
 import { callUnary } from '../shared/proto.js'
 import type { RunningTaskInfo, TaskRecord, WorkerRecord } from '../shared/types.js'
 import type { TaskAckMsg, TaskMsg } from '../shared/wire.js'
+import { assignSubject } from '../shared/worker-credential.js'
 import type { Counters } from '../shared/counters.js'
 import type { CompletionReport } from './grpc.js'
 import type { Registry } from './registry.js'
@@ -173,7 +174,7 @@ export class QueueProcessor {
     const guard = { workerId: worker.id, attempts: attempt }
     this.assigning.add(task.id)
     try {
-      const proof = this.opts.clients.proof(worker, 'AssignTask', `${task.id}/${attempt}`)
+      const proof = this.opts.clients.proof(worker, 'AssignTask', assignSubject(msg))
       const ack = await callUnary<TaskMsg, TaskAckMsg>(this.opts.clients.get(worker.id, worker.address), 'AssignTask', msg, this.rpcTimeoutMs, proof).promise
       if (ack.success) {
         const started = await tasks.transition(task.id, 'running', { startedAt: Date.now() }, null, { ...guard, from: ['assigned'] })

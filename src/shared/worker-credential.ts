@@ -15,9 +15,10 @@ import { CloudaiError } from './errors.js'
 //
 // Worker to master: `authorization: Bearer <token>` on every call. The master looks the token up
 // by its hash, which binds the call to one worker id; message fields never choose the identity.
-// Master to worker: `cloudai-master-proof: v1.<ms>.<mac>` where mac = HMAC(token, worker id,
-// method, subject, ms). Only a holder of the token can make one, and only the master and that
-// worker hold it: another worker, a stranger or a reader of the store cannot drive a worker.
+// Master to worker: `cloudai-master-proof: v2.<ms>.<nonce>.<mac>` where mac = HMAC(token, worker id,
+// method, subject, ms, nonce), and the worker takes each nonce once. Only a holder of the token can
+// make one, and only the master and that worker hold it: another worker, a stranger or a reader of
+// the store cannot drive a worker, and a proof seen on the way cannot be used again.
 
 export const AUTHORIZATION_METADATA = 'authorization'
 export const MASTER_PROOF_METADATA = 'cloudai-master-proof'
@@ -197,32 +198,84 @@ export function bearerInterceptor(token: string): grpc.Interceptor {
   })
 }
 
-function proofMac(token: string, workerId: string, method: MasterMethod, subject: string, at: number): Buffer {
-  return createHmac('sha256', token).update(`cloudai-master-proof\0${workerId}\0${method}\0${subject}\0${at}`).digest()
-}
-
-/** `v1.<ms>.<mac>`: the master's proof, bound to the worker, the method and what the call is about. */
-export function masterProof(token: string, workerId: string, method: MasterMethod, subject: string, at: number): string {
-  return `v1.${at}.${proofMac(token, workerId, method, subject, at).toString('base64url')}`
+function proofMac(token: string, workerId: string, method: MasterMethod, subject: string, at: number, nonce: string): Buffer {
+  return createHmac('sha256', token).update(`cloudai-master-proof\0${workerId}\0${method}\0${subject}\0${at}\0${nonce}`).digest()
 }
 
 /**
- * True when one of `values` is a proof made with `token` for this call, within the clock skew.
- * During a rotation the master sends two; HTTP/2 (Node's) joins repeated headers with ", ", so a
- * value may hold several.
+ * `v2.<ms>.<nonce>.<mac>`: the master's proof, bound to the worker, the method, what the call is
+ * about and the time, and made once: its random nonce lets the worker refuse a second use (see
+ * ProofReplayGuard), so whoever sees a proof (a listener at the worker's registered address, say)
+ * cannot send it again, with the same call or another.
  */
-export function verifyMasterProof(token: string, workerId: string, method: MasterMethod, subject: string, values: readonly unknown[], now: number): boolean {
+export function masterProof(token: string, workerId: string, method: MasterMethod, subject: string, at: number, nonce = randomBytes(12).toString('base64url')): string {
+  return `v2.${at}.${nonce}.${proofMac(token, workerId, method, subject, at, nonce).toString('base64url')}`
+}
+
+/**
+ * The proof among `values` made with `token` for this call within the clock skew, as
+ * `{nonce, at}`, or null. During a rotation the master sends two; HTTP/2 (Node's) joins repeated
+ * headers with ", ", so a value may hold several.
+ */
+export function matchMasterProof(token: string, workerId: string, method: MasterMethod, subject: string, values: readonly unknown[], now: number): { nonce: string; at: number } | null {
   const proofs = values.flatMap((v) => (typeof v === 'string' ? v.split(',').map((p) => p.trim()) : [v]))
   for (const value of proofs.slice(0, 4)) {
     if (typeof value !== 'string') continue
-    const m = /^v1\.(\d{1,16})\.([A-Za-z0-9_-]{43})$/.exec(value)
+    const m = /^v2\.(\d{1,16})\.([A-Za-z0-9_-]{16})\.([A-Za-z0-9_-]{43})$/.exec(value)
     if (!m) continue
     const at = Number(m[1])
     if (Math.abs(now - at) > PROOF_MAX_SKEW_MS) continue
-    const given = Buffer.from(m[2]!, 'base64url')
-    if (given.length === 32 && timingSafeEqual(given, proofMac(token, workerId, method, subject, at))) return true
+    const given = Buffer.from(m[3]!, 'base64url')
+    if (given.length === 32 && timingSafeEqual(given, proofMac(token, workerId, method, subject, at, m[2]!))) return { nonce: m[2]!, at }
   }
-  return false
+  return null
+}
+
+/** True when one of `values` is a proof made with `token` for this call (replays not counted). */
+export function verifyMasterProof(token: string, workerId: string, method: MasterMethod, subject: string, values: readonly unknown[], now: number): boolean {
+  return matchMasterProof(token, workerId, method, subject, values, now) !== null
+}
+
+/**
+ * The nonces of proofs a worker took, until they are too old to be taken anyway: each proof
+ * counts once. Bounded: a master sends a handful of calls a second at most; past `max` the oldest
+ * are forgotten, which only reopens proofs older than any the master would still make.
+ */
+export class ProofReplayGuard {
+  private readonly seen = new Map<string, number>()
+
+  constructor(private readonly max = 100_000) {}
+
+  /** False when this nonce was taken before (a replay); else records it. */
+  take(nonce: string, at: number, now: number): boolean {
+    this.prune(now)
+    if (this.seen.has(nonce)) return false
+    if (this.seen.size >= this.max) this.seen.delete(this.seen.keys().next().value!)
+    this.seen.set(nonce, at + PROOF_MAX_SKEW_MS)
+    return true
+  }
+
+  private prune(now: number): void {
+    for (const [nonce, until] of this.seen) {
+      if (until >= now) break
+      this.seen.delete(nonce)
+    }
+  }
+}
+
+/**
+ * What an AssignTask proof is bound to: the task, its attempt, and a digest of everything that
+ * decides what runs (image, command, environment, timeout, resources), so that a proof for one
+ * task cannot carry another command. Master and worker compute it from the message each has.
+ */
+export function assignSubject(msg: {
+  task_id?: unknown; attempt?: unknown; docker_image?: unknown; command?: unknown; env?: unknown; timeout_ms?: unknown
+  req_cpu?: unknown; req_memory?: unknown; req_storage?: unknown; req_gpu?: unknown
+}): string {
+  const env = msg.env !== null && typeof msg.env === 'object' ? Object.entries(msg.env as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)) : []
+  const num = (v: unknown): number => (typeof v === 'number' ? v : Number(v ?? 0))
+  const what = JSON.stringify([String(msg.docker_image ?? ''), String(msg.command ?? ''), env, num(msg.timeout_ms), num(msg.req_cpu), num(msg.req_memory), num(msg.req_storage), num(msg.req_gpu)])
+  return `${String(msg.task_id ?? '')}/${num(msg.attempt)}/${createHash('sha256').update(what).digest('base64url')}`
 }
 
 /** What a credential check needs of a received call: its metadata and its peer (`call.getPeer()`). */

@@ -6,6 +6,7 @@ import type { Logger } from '../shared/log.js'
 import { CloudaiError, isCloudaiError, toCloudaiError } from '../shared/errors.js'
 import { loadProto } from '../shared/proto.js'
 import { resultStatusWord } from '../shared/result-status.js'
+import { assignSubject } from '../shared/worker-credential.js'
 import { describeIdentity, MASTER_SPIFFE_ID, workerSpiffeId } from '../shared/certificate-identity.js'
 import { clusterAuthOf } from '../shared/cluster-auth.js'
 import { serverKeepaliveOptions } from '../shared/keepalive.js'
@@ -164,7 +165,7 @@ export class WorkerAgent {
         return this.masterRegister(call.request, call)
       }, cb),
       AssignTask: (call: grpc.ServerUnaryCall<TaskMsg, TaskAckMsg>, cb: grpc.sendUnaryData<TaskAckMsg>) => this.answerCall(() => {
-        check.check('AssignTask', `${String(call.request.task_id ?? '')}/${String(call.request.attempt ?? 0)}`, call)
+        check.check('AssignTask', assignSubject(call.request), call)
         return this.assignTask(call.request)
       }, cb),
       CancelTask: (call: grpc.ServerUnaryCall<TaskIdMsg, TaskAckMsg>, cb: grpc.sendUnaryData<TaskAckMsg>) => this.answerCall(() => {

@@ -2,7 +2,7 @@ import { callCertificateIdentity, MASTER_SPIFFE_ID, workerSpiffeId, type AuthCon
 import { RefusalThrottle } from '../shared/cluster-auth.js'
 import { CloudaiError, type ErrorCode } from '../shared/errors.js'
 import type { Logger } from '../shared/log.js'
-import { isLoopback, MASTER_PROOF_METADATA, peerIp, verifyMasterProof, type CallSource, type MasterMethod } from '../shared/worker-credential.js'
+import { isLoopback, MASTER_PROOF_METADATA, matchMasterProof, peerIp, ProofReplayGuard, type CallSource, type MasterMethod } from '../shared/worker-credential.js'
 
 // The worker's side of "who may drive this worker": MasterRegister, AssignTask and CancelTask are
 // served only to its master. With a token, the master proves itself on every call with a MAC made
@@ -38,6 +38,7 @@ export const MASTER_AUTH_NONE_WARNING =
 export class MasterCheck {
   private readonly now: () => number
   private readonly throttle = new RefusalThrottle()
+  private readonly replays = new ProofReplayGuard()
   private warnTimer: NodeJS.Timeout | null = null
 
   constructor(private readonly opts: MasterCheckOptions) {
@@ -66,20 +67,29 @@ export class MasterCheck {
   }
 
   /**
-   * Passes when the call may drive this worker: its master's proof (`subject` is what the proof is
-   * bound to: the master's address, `task_id/attempt`, the task id), or with certificates the
+   * Passes when the call may drive this worker: its master's proof, taken once (`subject` is what
+   * the proof is bound to: the master's address, assignSubject() of the task, the task id), or with certificates the
    * master's certificate, or without a token a caller on this machine that is not a worker.
    * @throws CloudaiError CLOUDAI_MASTER_PROOF_REQUIRED (UNAUTHENTICATED), logged at most once a minute per address
    */
   check(method: MasterMethod, subject: string, call: CallSource & AuthContextSource): void {
     const { mode, token, workerId } = this.opts
     if (mode === 'none') return
-    if (token !== null && verifyMasterProof(token, workerId, method, subject, call.metadata.get(MASTER_PROOF_METADATA), this.now())) return
+    let replayed = false
+    if (token !== null) {
+      const now = this.now()
+      const proof = matchMasterProof(token, workerId, method, subject, call.metadata.get(MASTER_PROOF_METADATA), now)
+      if (proof && this.replays.take(proof.nonce, proof.at, now)) return
+      replayed = proof !== null
+    }
     const certified = this.opts.certificates === true ? callCertificateIdentity(call) : null
     if (certified?.role === 'master') return
     const orCertificate = this.opts.certificates === true ? `, or a certificate of the cluster's CA naming ${MASTER_SPIFFE_ID}` : ''
     if (certified?.role === 'worker') {
       throw this.refuse(method, call, 'CLOUDAI_MASTER_PROOF_REQUIRED', `${method} comes from worker ${certified.workerId} (its certificate names ${workerSpiffeId(certified.workerId)}), not from a master: worker ${workerId} serves it only with its master's proof${orCertificate}, from this machine too`)
+    }
+    if (replayed) {
+      throw this.refuse(method, call, 'CLOUDAI_MASTER_PROOF_REQUIRED', `${method} carries a proof this worker has taken before: each proof of its master counts once, so a proof seen on the way cannot be sent again`)
     }
     if (token !== null) {
       throw this.refuse(method, call, 'CLOUDAI_MASTER_PROOF_REQUIRED', `${method} carries no valid proof that it comes from worker ${workerId}'s master${orCertificate}: only a master that registered this worker and issued the token it runs with can make one (after \`cloudai token rotate\`, restart the worker with the new token), and its clock must be within 5 minutes of this worker's`)

@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { test } from 'node:test'
 import * as grpc from '@grpc/grpc-js'
 import { CloudaiError } from '../../src/shared/errors.js'
-import { bearerOf, isLoopback, MasterKey, masterProof, peerIp, PROOF_MAX_SKEW_MS, tokenHash, validateToken, verifyMasterProof } from '../../src/shared/worker-credential.js'
+import { assignSubject, bearerOf, isLoopback, MasterKey, masterProof, matchMasterProof, peerIp, PROOF_MAX_SKEW_MS, ProofReplayGuard, tokenHash, validateToken, verifyMasterProof } from '../../src/shared/worker-credential.js'
 import { tempDir } from '../support/cluster.js'
 
 test('a token is derived from the master key, the worker id and a random nonce; the store keeps only the nonce and a hash', () => {
@@ -95,4 +95,30 @@ test('bearer metadata and loopback peers', () => {
   assert.equal(peerIp('unix:/x'), null)
   for (const ip of ['127.0.0.1', '127.9.9.9', '::1', '::ffff:127.0.0.1']) assert.equal(isLoopback(ip), true, ip)
   for (const ip of ['10.0.0.1', '::ffff:10.0.0.1', '::2', 'fe80::1', '0.0.0.0', null]) assert.equal(isLoopback(ip), false, String(ip))
+})
+
+test('each proof counts once; the replay guard forgets only what is too old to count anyway', () => {
+  const guard = new ProofReplayGuard(3)
+  const now = 1_800_000_000_000
+  assert.equal(guard.take('n1', now, now), true)
+  assert.equal(guard.take('n1', now, now + 1), false, 'a replay')
+  assert.equal(guard.take('n2', now, now), true)
+  // Past the skew the nonce is forgotten, and the proof is refused for its age instead.
+  assert.equal(guard.take('n1', now, now + PROOF_MAX_SKEW_MS + 1), true)
+  const key = MasterKey.generate()
+  const { token } = key.issue('w1', 0)
+  const a = masterProof(token, 'w1', 'CancelTask', 't', now)
+  const b = masterProof(token, 'w1', 'CancelTask', 't', now)
+  assert.notEqual(a, b, 'a fresh nonce every time')
+  assert.equal(matchMasterProof(token, 'w1', 'CancelTask', 't', [a], now)?.nonce, a.split('.')[2])
+})
+
+test('an AssignTask proof is bound to what runs: image, command, environment (in any order), timeout, resources', () => {
+  const base = { task_id: 'task-1', attempt: 2, docker_image: '', command: 'echo hi', env: { B: '2', A: '1' }, timeout_ms: 0, req_cpu: 1, req_memory: 0.5, req_storage: 0, req_gpu: 0 }
+  const s = assignSubject(base)
+  assert.match(s, /^task-1\/2\/[A-Za-z0-9_-]{43}$/)
+  assert.equal(assignSubject({ ...base, env: { A: '1', B: '2' } }), s, 'the order of the environment does not matter')
+  for (const changed of [{ command: 'id' }, { docker_image: 'alpine' }, { env: { A: '1' } }, { timeout_ms: 5 }, { req_cpu: 2 }, { attempt: 3 }, { task_id: 'task-2' }]) {
+    assert.notEqual(assignSubject({ ...base, ...changed }), s, JSON.stringify(changed))
+  }
 })

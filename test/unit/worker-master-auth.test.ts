@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { test, type TestContext } from 'node:test'
 import * as grpc from '@grpc/grpc-js'
 import { CloudaiError } from '../../src/shared/errors.js'
-import { MASTER_PROOF_METADATA, MasterKey, masterProof, type CallSource } from '../../src/shared/worker-credential.js'
+import { MASTER_PROOF_METADATA, MasterKey, assignSubject, masterProof, type CallSource } from '../../src/shared/worker-credential.js'
 import type { WorkerConfig } from '../../src/config.js'
 import { MasterCheck } from '../../src/worker/master-auth.js'
 import { startAgent } from '../support/agent.js'
@@ -101,31 +101,40 @@ test('AssignTask and CancelTask to a worker with a token: refused without a vali
 
   const pwned = join(a.dir, 'pwned')
   const evil = task(`task-${randomUUID()}`, `touch ${pwned}`)
-  for (const creds of [{}, { proofs: [masterProof(otherToken, 'w1', 'AssignTask', `${evil.task_id}/1`, Date.now())] }, { proofs: [masterProof(a.stored.hash, 'w1', 'AssignTask', `${evil.task_id}/1`, Date.now())] }, { token: a.token }]) {
+  for (const creds of [{}, { proofs: [masterProof(otherToken, 'w1', 'AssignTask', assignSubject(evil), Date.now())] }, { proofs: [masterProof(a.stored.hash, 'w1', 'AssignTask', assignSubject(evil), Date.now())] }, { token: a.token }]) {
     const r = await a.client.refusal('AssignTask', evil, creds)
     assert.equal(r.code, grpc.status.UNAUTHENTICATED)
     assert.equal(r.cloudai, 'CLOUDAI_MASTER_PROOF_REQUIRED')
   }
   // A proof for one task does not carry another's command.
   const legit = task(`task-${randomUUID()}`, `touch ${join(a.dir, 'legit')}`)
-  assert.equal((await a.client.refusal('AssignTask', { ...evil, task_id: legit.task_id }, proofFor('AssignTask', `${evil.task_id}/1`))).cloudai, 'CLOUDAI_MASTER_PROOF_REQUIRED')
+  assert.equal((await a.client.refusal('AssignTask', { ...evil, task_id: legit.task_id }, proofFor('AssignTask', assignSubject(evil)))).cloudai, 'CLOUDAI_MASTER_PROOF_REQUIRED')
+  // Nor does the master's proof for this very task carry another command, image or environment.
+  const legitProof = proofFor('AssignTask', assignSubject(legit))
+  for (const changed of [{ command: `touch ${pwned}` }, { docker_image: 'alpine' }, { env: { LD_PRELOAD: '/tmp/x.so' } }, { req_cpu: 64 }]) {
+    assert.equal((await a.client.refusal('AssignTask', { ...legit, ...changed }, legitProof)).cloudai, 'CLOUDAI_MASTER_PROOF_REQUIRED', JSON.stringify(changed))
+  }
 
   // The master's own call runs; by the time its file is there, a refused one would have run too.
-  assert.equal((await a.client.call('AssignTask', legit, proofFor('AssignTask', `${legit.task_id}/1`))).success, true)
+  assert.equal((await a.client.call('AssignTask', legit, legitProof)).success, true)
   await waitUntil(() => existsSync(join(a.dir, 'legit')), 'the assigned task ran')
   assert.equal(existsSync(pwned), false, 'no refused AssignTask ran anything')
+  // A proof counts once: sent again (by whoever saw it on its way), it is refused.
+  const replay = await a.client.refusal('AssignTask', legit, legitProof)
+  assert.equal(replay.cloudai, 'CLOUDAI_MASTER_PROOF_REQUIRED')
+  assert.match(replay.details, /taken before/)
 
   // During a rotation the master sends a proof per live token (two metadata values, which HTTP/2
   // hands over joined): the worker still on its old token takes the one that is its own.
   const rotated = { ...a.key.issue('w1', Date.now()).stored, previous: { nonce: a.stored.nonce, hash: a.stored.hash, expiresAt: Date.now() + 60_000 } }
   const during = task(`task-${randomUUID()}`, `touch ${join(a.dir, 'during')}`)
-  const both = a.key.proofs('w1', rotated, 'AssignTask', `${during.task_id}/1`, Date.now())
+  const both = a.key.proofs('w1', rotated, 'AssignTask', assignSubject(during), Date.now())
   assert.equal(both.length, 2)
   assert.equal((await a.client.call('AssignTask', during, { proofs: both })).success, true)
   await waitUntil(() => existsSync(join(a.dir, 'during')), 'the task assigned during a rotation ran')
 
   const nap = task(`task-${randomUUID()}`, 'sleep 30')
-  assert.equal((await a.client.call('AssignTask', nap, proofFor('AssignTask', `${nap.task_id}/1`))).success, true)
+  assert.equal((await a.client.call('AssignTask', nap, proofFor('AssignTask', assignSubject(nap)))).success, true)
   const cancelRefused = await a.client.refusal('CancelTask', { task_id: nap.task_id }, { proofs: [masterProof(otherToken, 'w1', 'CancelTask', nap.task_id, Date.now())] })
   assert.equal(cancelRefused.cloudai, 'CLOUDAI_MASTER_PROOF_REQUIRED')
   assert.equal(a.lines.some((l) => String(l.msg).startsWith(`Cancelling task ${nap.task_id}`)), false, 'still running')
