@@ -2,6 +2,7 @@ import { chmodSync, closeSync, fsyncSync, mkdirSync, openSync, readFileSync, wri
 import { dirname } from 'node:path'
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
 import { isIP } from 'node:net'
+import { inspect } from 'node:util'
 import * as grpc from '@grpc/grpc-js'
 import { CloudaiError } from './errors.js'
 
@@ -126,6 +127,15 @@ export class MasterKey {
       throw new CloudaiError('CLOUDAI_BAD_CONFIG', `cannot create the master key ${path}: ${(err as Error).message}`)
     }
     return { key, created: true }
+  }
+
+  // Never the secret in a log line or a JSON dump, whatever object it ends up in.
+  [inspect.custom](): string {
+    return 'MasterKey { <secret> }'
+  }
+
+  toJSON(): string {
+    return '<master key>'
   }
 
   /** The bytes, to hand the key to a dial thread. */

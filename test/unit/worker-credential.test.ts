@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { inspect } from 'node:util'
 import { test } from 'node:test'
 import * as grpc from '@grpc/grpc-js'
 import { CloudaiError } from '../../src/shared/errors.js'
@@ -19,6 +20,8 @@ test('a token is derived from the master key, the worker id and a random nonce; 
   assert.equal(a.stored.hash, tokenHash(a.token))
   assert.ok(!JSON.stringify(a.stored).includes(a.token.slice(5)), 'nothing stored is the token')
   assert.equal(validateToken(a.token), a.token)
+  assert.equal(JSON.stringify({ key }), '{"key":"<master key>"}', 'the key never shows in a dump')
+  assert.equal(inspect({ key }), '{ key: MasterKey { <secret> } }')
   for (const bad of ['', 'cwt1_short', `cwt2_${'a'.repeat(43)}`, `cwt1_${'a'.repeat(42)}!`, 42]) assert.throws(() => validateToken(bad), (e: CloudaiError) => e.code === 'CLOUDAI_BAD_CONFIG')
 })
 
