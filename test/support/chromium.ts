@@ -28,7 +28,7 @@ export interface ChromiumHost {
   passwordlessSudo(): Promise<boolean>
 }
 
-function isExecutable(path: string): boolean {
+export function isExecutable(path: string): boolean {
   try {
     accessSync(path, constants.X_OK)
     return true

@@ -1,9 +1,9 @@
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process'
-import { accessSync, constants, existsSync } from 'node:fs'
+import { existsSync } from 'node:fs'
 import { isIP } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import type { TestContext } from 'node:test'
-import { localHost, which } from './chromium.js'
+import { isExecutable, localHost, which } from './chromium.js'
 import { childCwd, childEnv } from './cluster.js'
 
 // Two hosts for a test, made of Linux network namespaces: a caller that is genuinely not loopback,
@@ -152,15 +152,6 @@ function localNetnsHost(): NetnsHost {
         return (err as Error).message
       }
     },
-  }
-}
-
-function isExecutable(path: string): boolean {
-  try {
-    accessSync(path, constants.X_OK)
-    return true
-  } catch {
-    return false
   }
 }
 
