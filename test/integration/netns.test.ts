@@ -4,11 +4,12 @@ import { readFileSync } from 'node:fs'
 import { test } from 'node:test'
 import { isLoopback, peerIp } from '../../src/shared/worker-credential.js'
 import { msgHas, startMaster, startWorker, tempDir, waitUntil, type LogLine } from '../support/cluster.js'
-import { createNetPair, netnsUnavailable, nsFetch, nsGrpcCall, sweepStaleNamespaces } from '../support/netns.js'
+import { createNetPair, netnsUnavailable, nsFetch, nsGrpcCall, sweepStaleNamespaces, type NetnsEnd } from '../support/netns.js'
 
 // The network namespace harness (test/support/netns.ts) with the real CLI: a master in namespace
-// A, a worker or a raw gRPC caller in namespace B, joined by a veth that the test cuts. Every
-// address used is loopback or one of the pair's two (198.18.0.0/15, inside namespaces made here).
+// A, a worker or a raw gRPC caller in namespace B, joined by a veth that the test cuts. B is not
+// the master's machine, so B's worker calls carry the worker's token (issued by POST /api/workers).
+// Every address used is loopback or one of the pair's two (198.18.0.0/15, inside namespaces made here).
 // Skipped, with the reason, where namespaces cannot be made (not root, no iproute2, no
 // CAP_SYS_ADMIN); CI runs as root and runs them.
 
@@ -34,12 +35,12 @@ test('a worker in namespace B joins a master in namespace A across the veth, tur
   const masterAddr = `${pair.a.ip}:${master.grpcPort}`
   assert.equal(master.proc.lines.find((l) => l.step === 6)?.advertise, masterAddr, 'the master advertises its namespace address')
 
+  // Off the master's machine a worker needs its token: registered through the API, which shows it once.
   const workerAddr = `${pair.b.ip}:${WORKER_PORT}`
-  const created = await nsFetch(pair.a, `${master.api}/api/workers`, { method: 'POST', body: { worker_id: 'ns-worker', worker_ip: workerAddr } })
-  assert.equal(created.status, 201, created.text)
+  const token = await nsRegister(pair.a, master.api, 'ns-worker', workerAddr)
 
   let mark = master.proc.mark()
-  const worker = await startWorker(t, 'ns-worker', WORKER_PORT, { netns: pair.b, master: masterAddr, env })
+  const worker = await startWorker(t, 'ns-worker', WORKER_PORT, { netns: pair.b, master: masterAddr, env, token })
   const joined = await master.proc.waitForLog(active('ns-worker'), 'ns-worker joined from namespace B', { from: mark, timeoutMs: WAIT_MS })
   assert.equal(joined.address, workerAddr)
   await worker.waitForLog(msgHas(`Registered with master ${masterAddr}`), 'the worker knows it is registered', { timeoutMs: WAIT_MS })
@@ -80,15 +81,21 @@ test('a raw gRPC call from namespace B reaches the master in A from B\'s address
   assert.equal(ip, pair.b.ip, `the master saw the call come from B (peer ${String(line.peer)})`)
   assert.equal(isLoopback(ip), false)
 
-  // With it: the call reaches the service, which answers as it would any worker's.
+  // With it but no worker token: past the cluster check, and refused by the worker check, because
+  // the caller is not on the master's machine (from loopback this call would reach the registry).
+  const member = { 'cloudai-cluster-token': CLUSTER_TOKEN }
   mark = master.proc.mark()
-  const unknown = await nsGrpcCall(pair.b, target, 'SendHeartbeat', { worker_id: 'nobody' }, { 'cloudai-cluster-token': CLUSTER_TOKEN })
-  assert.equal(unknown.code, 5, `NOT_FOUND: ${unknown.details}`)
-  assert.equal(unknown.metadata['cloudai-error-code'], 'CLOUDAI_UNKNOWN_WORKER')
+  const tokenless = await nsGrpcCall(pair.b, target, 'SendHeartbeat', { worker_id: 'nobody' }, member)
+  assert.equal(tokenless.code, 16, `UNAUTHENTICATED: ${tokenless.details}`)
+  assert.equal(tokenless.metadata['cloudai-error-code'], 'CLOUDAI_WORKER_TOKEN_REQUIRED')
+  const remote = await master.proc.waitForLog((l) => l.code === 'CLOUDAI_WORKER_TOKEN_REQUIRED' && l.rpc === 'SendHeartbeat', 'the worker-token refusal logged with its peer', { from: mark })
+  assert.equal(peerIp(String(remote.peer)), pair.b.ip)
 
+  // With both, the worker's own token: the call reaches the service and registers the worker.
   const address = `${pair.b.ip}:${WORKER_PORT}`
-  assert.equal((await nsFetch(pair.a, `${master.api}/api/workers`, { method: 'POST', body: { worker_id: 'raw-b', worker_ip: address } })).status, 201)
-  const registered = await nsGrpcCall(pair.b, target, 'RegisterWorker', { worker_id: 'raw-b', worker_ip: address, total_cpu: 2, total_memory: 4, total_storage: 10, total_gpu: 0 }, { 'cloudai-cluster-token': CLUSTER_TOKEN })
+  const token = await nsRegister(pair.a, master.api, 'raw-b', address)
+  mark = master.proc.mark()
+  const registered = await nsGrpcCall(pair.b, target, 'RegisterWorker', { worker_id: 'raw-b', worker_ip: address, total_cpu: 2, total_memory: 4, total_storage: 10, total_gpu: 0 }, { ...member, authorization: `Bearer ${token}` })
   assert.equal(registered.code, 0, registered.details)
   assert.equal(registered.response.success, true)
   await master.proc.waitForLog(active('raw-b'), 'raw-b registered from B', { from: mark })
@@ -128,6 +135,14 @@ test('a pair\'s clean-up kills everything that runs in it and deletes both names
   assert.ok((await sweepStaleNamespaces()).includes(stale))
   assert.ok(!listNamespaces().includes(stale))
 })
+
+/** POST /api/workers from inside `end`; returns the worker's token (shown only in this answer). */
+async function nsRegister(end: NetnsEnd, api: string, id: string, address: string): Promise<string> {
+  const res = await nsFetch<{ token?: string }>(end, `${api}/api/workers`, { method: 'POST', body: { worker_id: id, worker_ip: address } })
+  assert.equal(res.status, 201, res.text)
+  assert.equal(typeof res.body.token, 'string', res.text)
+  return res.body.token!
+}
 
 function listNamespaces(): string[] {
   return execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n').map((l) => l.split(' ')[0]!).filter(Boolean)

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs'
-import * as grpc from '@grpc/grpc-js'
-import { callUnary, DIAL_CHANNEL_OPTIONS, loadProto, type MasterWorkerClient } from '../../src/shared/proto.js'
+import type * as Grpc from '@grpc/grpc-js'
+import type { MasterWorkerClient } from '../../src/shared/proto.js'
 
 // The other half of nsFetch and nsGrpcCall (test/support/netns.ts): run with `ip netns exec`
 // inside a test's network namespace, it reads one request as JSON on stdin, makes it from there,
@@ -28,13 +28,16 @@ async function doFetch(req: Extract<Request, { kind: 'fetch' }>): Promise<object
 }
 
 async function doGrpc(req: Extract<Request, { kind: 'grpc' }>): Promise<object> {
+  // Loaded here, not at the top: a fetch does not need them, and they are most of a helper's start-up.
+  const grpc: typeof Grpc = await import('@grpc/grpc-js')
+  const { callUnary, DIAL_CHANNEL_OPTIONS, loadProto } = await import('../../src/shared/proto.js')
   const { Client } = loadProto()
   const credentials = req.tls
     ? grpc.credentials.createSsl(readFileSync(req.tls.ca), req.tls.key ? readFileSync(req.tls.key) : null, req.tls.cert ? readFileSync(req.tls.cert) : null)
     : grpc.credentials.createInsecure()
   const options = { ...DIAL_CHANNEL_OPTIONS, ...(req.tls?.serverName ? { 'grpc.ssl_target_name_override': req.tls.serverName } : {}) }
   const client = new Client(req.target, credentials, options)
-  const method = req.method as keyof Omit<MasterWorkerClient, keyof grpc.Client>
+  const method = req.method as keyof Omit<MasterWorkerClient, keyof Grpc.Client>
   if (typeof client[method] !== 'function' || method === 'StreamHeartbeats') {
     client.close()
     return { ok: false, error: `${req.method} is not a unary method of MasterWorker` }
@@ -45,7 +48,7 @@ async function doGrpc(req: Extract<Request, { kind: 'grpc' }>): Promise<object> 
     const response = await callUnary<object, object>(client, method, req.request, req.timeoutMs, metadata).promise
     return { ok: true, code: grpc.status.OK, details: '', response, metadata: {} }
   } catch (err) {
-    const e = err as Partial<grpc.ServiceError>
+    const e = err as Partial<Grpc.ServiceError>
     const trailers: Record<string, string> = {}
     for (const [k, v] of Object.entries(e.metadata?.getMap() ?? {})) if (typeof v === 'string') trailers[k] = v
     return { ok: true, code: e.code ?? grpc.status.UNKNOWN, details: e.details ?? String(err), response: null, metadata: trailers }
