@@ -10,7 +10,7 @@ import type { RunningTaskInfo, WorkerUsage } from '../shared/types.js'
 import { C, type Counters } from '../shared/counters.js'
 import { NO_CLUSTER_AUTH, type ClusterAuth } from '../shared/cluster-auth.js'
 import { GRPC_MAX_CONNECTIONS_DEFAULT } from './connection-budget.js'
-import { GrpcListener, PREFACE_TIMEOUT_MS } from './grpc-listener.js'
+import { GrpcListener, PREFACE_TIMEOUT_MS } from '../shared/grpc-listener.js'
 import type { Registry } from './registry.js'
 import { WorkerAuth, type CallIdentity } from './worker-auth.js'
 
@@ -31,7 +31,7 @@ export interface HeartbeatSink {
 
 const MAX_LOGS_BYTES = 1024 * 1024 + 1024
 
-/** What bounds the gRPC side's connections (see src/master/grpc-listener.ts and README, Cluster security). */
+/** What bounds the gRPC side's connections (see src/shared/grpc-listener.ts and README, Security). */
 export interface GrpcLimits {
   /** Connections open at once (--grpc-max-connections, from the file-descriptor budget). */
   maxConnections: number

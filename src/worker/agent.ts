@@ -1,5 +1,5 @@
 import { statSync } from 'node:fs'
-import { createServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net'
+import { GrpcListener, PREFACE_TIMEOUT_MS } from '../shared/grpc-listener.js'
 import * as grpc from '@grpc/grpc-js'
 import type { WorkerConfig } from '../config.js'
 import type { Logger } from '../shared/log.js'
@@ -37,7 +37,15 @@ export interface WorkerAgentDeps {
   diskPath?: string
   /** Where Docker tasks look for an engine (tests pass a probe with a fake docker CLI). */
   docker?: DockerProbe
+  /** Bounds of the gRPC port (tests shorten them); WORKER_GRPC_LIMITS by default. */
+  limits?: Partial<typeof WORKER_GRPC_LIMITS>
 }
+
+/**
+ * A worker's callers are its master: a dial and a channel for tasks, a few connections at most.
+ * The bound leaves room for those many times over, and none for a flood.
+ */
+export const WORKER_GRPC_LIMITS = { maxConnections: 64, prefaceTimeoutMs: PREFACE_TIMEOUT_MS, idleTimeoutMs: 5 * 60_000 }
 
 /** An AssignTask that passed validation. */
 interface TaskInput {
@@ -64,9 +72,7 @@ interface TaskInput {
 export class WorkerAgent {
   private server: grpc.Server | null = null
   /** Accepts the connections our gRPC server serves; see start(). */
-  private listener: NetServer | null = null
-  /** Every open connection to our server, so that shutdown can cut those a peer leaves open. */
-  private readonly connections = new Set<Socket>()
+  private listener: GrpcListener | null = null
   private boundPort = 0
   private link: MasterLink | null = null
   private executor: Executor | null = null
@@ -157,7 +163,8 @@ export class WorkerAgent {
     // that check runs before any handler. Each handler then checks that the call is our master's
     // (its proof, or loopback without a token) before it looks at anything else in the call.
     // Keepalive pings close a connection whose master vanished within 20 s (src/shared/keepalive.ts).
-    const server = new grpc.Server(auth.serverOptions({ log }, serverKeepaliveOptions()))
+    const idle = this.deps.limits?.idleTimeoutMs ?? WORKER_GRPC_LIMITS.idleTimeoutMs
+    const server = new grpc.Server(auth.serverOptions({ log }, { ...serverKeepaliveOptions(), 'grpc.max_connection_idle_ms': idle, 'grpc.max_concurrent_streams': 100 }))
     const check = this.masterCheck
     server.addService(loadProto().service, {
       MasterRegister: (call: grpc.ServerUnaryCall<MasterInfoMsg, RegisterAckMsg>, cb: grpc.sendUnaryData<RegisterAckMsg>) => this.answerCall(() => {
@@ -173,27 +180,24 @@ export class WorkerAgent {
         return this.cancelTask(call.request)
       }, cb),
     })
-    // We listen and hand each connection to grpc-js instead of letting bindAsync listen, so that we
-    // hold every socket: shutdown must be able to cut a connection, and grpc-js cannot (stopServer).
-    const injector = server.createConnectionInjector(auth.serverCredentials())
-    const listener = createServer((socket) => {
-      // A reset before grpc-js has its handlers on the socket must not be an uncaught error.
-      socket.on('error', () => {})
-      this.connections.add(socket)
-      socket.once('close', () => this.connections.delete(socket))
-      injector.injectConnection(socket)
+    // Our listener in front of grpc-js (src/shared/grpc-listener.ts), as on the master: grpc-js
+    // bounds neither how many connections a port takes nor how long one may stay silent, and
+    // anyone who can reach the port could otherwise hold its descriptors until the master cannot
+    // reach the worker. It also holds every socket, so that shutdown can cut a connection, which
+    // grpc-js cannot (stopServer). TLS is terminated there; the injector itself is plaintext.
+    const limits = { ...WORKER_GRPC_LIMITS, ...this.deps.limits }
+    const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure())
+    const listener = new GrpcListener({
+      host: this.config.host,
+      port: this.config.port,
+      maxConnections: limits.maxConnections,
+      limitName: `worker's ${limits.maxConnections}-connection`,
+      prefaceTimeoutMs: limits.prefaceTimeoutMs,
+      tls: auth.serverTlsOptions(),
+      inject: (socket) => injector.injectConnection(socket),
+      log,
     })
-    const bind = bindAddress(this.config.host, this.config.port)
-    this.boundPort = await new Promise<number>((resolve, reject) => {
-      const failed = (err: Error): void => reject(new CloudaiError('CLOUDAI_BAD_CONFIG', `cannot listen for gRPC on ${bind}: ${err.message}`))
-      listener.once('error', failed)
-      listener.listen({ host: this.config.host, port: this.config.port }, () => {
-        listener.off('error', failed)
-        // A failed accept (EMFILE) is an 'error' on the server: logged, never an uncaught exception.
-        listener.on('error', (err) => log.error({ err: err.message }, `gRPC listener error: ${err.message}`))
-        resolve((listener.address() as AddressInfo).port)
-      })
-    })
+    this.boundPort = await listener.start()
     this.server = server
     this.listener = listener
     this.warnAboutTokenFile()
@@ -401,13 +405,11 @@ export class WorkerAgent {
     this.server = null
     this.listener = null
     if (!server || !listener) return
-    const stopped = new Promise<void>((resolve) => listener.close(() => resolve()))
+    listener.stopAccepting()
     await settledWithin([...this.answering], SERVER_DRAIN_MS)
     server.forceShutdown()
-    await settledWithin([...this.connections].map((socket) => new Promise((resolve) => socket.once('close', resolve))), CONNECTION_CLOSE_MS)
-    for (const socket of this.connections) socket.destroy()
     // Resolves once every connection it accepted is closed.
-    await stopped
+    await listener.closeWithin(CONNECTION_CLOSE_MS)
   }
 }
 

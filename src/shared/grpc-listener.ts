@@ -2,13 +2,13 @@ import { lookup } from 'node:dns/promises'
 import { createServer as createNetServer, isIP, type Server as NetServer, type Socket } from 'node:net'
 import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket, type TlsOptions } from 'node:tls'
 import type { Duplex } from 'node:stream'
-import { bindAddress } from '../shared/advertise.js'
-import { RefusalThrottle } from '../shared/cluster-auth.js'
-import { C, type Counters } from '../shared/counters.js'
-import { CloudaiError } from '../shared/errors.js'
-import type { Logger } from '../shared/log.js'
+import { bindAddress } from './advertise.js'
+import { RefusalThrottle } from './cluster-auth.js'
+import { C, type Counters } from './counters.js'
+import { CloudaiError } from './errors.js'
+import type { Logger } from './log.js'
 
-// The master's gRPC port, in front of grpc-js. grpc-js has no bound on how many connections it
+// A gRPC port (the master's, and each worker's), in front of grpc-js. grpc-js has no bound on how many connections it
 // accepts and none on how long a connection may take to speak HTTP/2 (a socket that never sends
 // the preface stays open for good), so the listening sockets are ours: each accepted connection
 // is counted and refused past the maximum, must deliver the HTTP/2 client preface (after its TLS
@@ -42,6 +42,8 @@ export interface GrpcListenerOptions {
   port: number
   /** Connections open at once, in every phase; one more is closed as soon as it is accepted. */
   maxConnections: number
+  /** What the limit is called in the refusal's log line (the flag that sets it). */
+  limitName?: string
   prefaceTimeoutMs?: number
   /** TLS of the port (the handshake is done here); null: plaintext. */
   tls: TlsOptions | null
@@ -152,7 +154,7 @@ export class GrpcListener {
         const held = admitted.suppressed > 0 ? ` (${admitted.suppressed} more refused since the last line)` : ''
         this.opts.log.warn(
           { open: this.sockets.size, max: this.opts.maxConnections, suppressed: admitted.suppressed },
-          `Refused a gRPC connection: ${this.sockets.size} are open, the --grpc-max-connections limit${held}; logged at most once a minute`,
+          `Refused a gRPC connection: ${this.sockets.size} are open, the ${this.opts.limitName ?? '--grpc-max-connections'} limit${held}; logged at most once a minute`,
         )
       }
       return
@@ -253,6 +255,21 @@ export class GrpcListener {
     this.stopAccepting()
     for (const socket of this.sockets) socket.destroy()
     await this.closed
+  }
+
+  /**
+   * Stops accepting, gives the peers `ms` to close their connections (after a GOAWAY, one that is
+   * there does within a round trip), then closes the rest as close() does.
+   */
+  async closeWithin(ms: number): Promise<void> {
+    this.stopAccepting()
+    if (this.sockets.size > 0) {
+      let timer: NodeJS.Timeout | undefined
+      const allClosed = Promise.all([...this.sockets].map((socket) => new Promise((resolve) => socket.once('close', resolve))))
+      await Promise.race([allClosed, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))])
+      clearTimeout(timer)
+    }
+    await this.close()
   }
 }
 
