@@ -24,10 +24,11 @@ import type { Logger } from './log.js'
 /** The client's HTTP/2 connection preface (RFC 9113 §3.4): 24 bytes every HTTP/2 client sends first. */
 const H2_CLIENT_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1')
 
-export type ConnectionRefusal = 'max_connections' | 'preface_timeout' | 'bad_preface' | 'tls_handshake'
+export type ConnectionRefusal = 'max_connections' | 'max_per_peer' | 'preface_timeout' | 'bad_preface' | 'tls_handshake'
 
 const REFUSAL_COUNTER: Record<ConnectionRefusal, number> = {
   max_connections: C.GRPC_REFUSED_MAX_CONNECTIONS,
+  max_per_peer: C.GRPC_REFUSED_MAX_CONNECTIONS,
   preface_timeout: C.GRPC_REFUSED_PREFACE_TIMEOUT,
   bad_preface: C.GRPC_REFUSED_BAD_PREFACE,
   tls_handshake: C.GRPC_REFUSED_TLS_HANDSHAKE,
@@ -44,6 +45,11 @@ export interface GrpcListenerOptions {
   maxConnections: number
   /** What the limit is called in the refusal's log line (the flag that sets it). */
   limitName?: string
+  /**
+   * Connections open at once from one address off this machine (loopback is exempt: every local
+   * process shares it). Unset: no such bound (the master: many workers may sit behind one NAT).
+   */
+  maxPerPeer?: number
   prefaceTimeoutMs?: number
   /** TLS of the port (the handshake is done here); null: plaintext. */
   tls: TlsOptions | null
@@ -63,6 +69,8 @@ interface AwaitingTls {
 export class GrpcListener {
   private readonly servers: NetServer[] = []
   private readonly sockets = new Set<Socket>()
+  /** Open connections per remote address, with maxPerPeer only. */
+  private readonly perPeer = new Map<string, number>()
   private readonly awaitingTls = new Map<string, AwaitingTls>()
   private readonly tlsServer: TlsServer | null
   private readonly prefaceTimeoutMs: number
@@ -158,6 +166,25 @@ export class GrpcListener {
         )
       }
       return
+    }
+    const peer = raw.remoteAddress ?? ''
+    const perPeer = this.opts.maxPerPeer !== undefined && !isLoopbackAddress(peer)
+    if (perPeer) {
+      const n = this.perPeer.get(peer) ?? 0
+      if (n >= this.opts.maxPerPeer!) {
+        // One address cannot take every slot and lock the real callers out.
+        raw.destroy()
+        this.refused('max_per_peer')
+        const admitted = this.limitLog.admit(`peer ${peer}`, this.now())
+        if (admitted) this.opts.log.warn({ peer, open: n, max: this.opts.maxPerPeer }, `Refused a gRPC connection from ${peer}: it has ${n} open, the most one address may have; logged at most once a minute per address`)
+        return
+      }
+      this.perPeer.set(peer, n + 1)
+      raw.once('close', () => {
+        const left = (this.perPeer.get(peer) ?? 1) - 1
+        if (left <= 0) this.perPeer.delete(peer)
+        else this.perPeer.set(peer, left)
+      })
     }
     this.sockets.add(raw)
     this.opts.counters?.add(C.GRPC_CONNECTIONS_ACCEPTED)
@@ -278,4 +305,10 @@ function noop(): void {}
 /** A TCP connection's 4-tuple: unique among open connections, and the same on its TLS socket. */
 function tupleOf(socket: Socket): string {
   return `${socket.remoteAddress}|${socket.remotePort}|${socket.localAddress}|${socket.localPort}`
+}
+
+/** 127.0.0.0/8, ::1 and their IPv4-mapped forms, as net.Socket#remoteAddress writes them. */
+function isLoopbackAddress(ip: string): boolean {
+  const v4 = ip.startsWith('::ffff:') ? ip.slice(7) : ip
+  return v4.startsWith('127.') || ip === '::1'
 }

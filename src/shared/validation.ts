@@ -133,6 +133,8 @@ export function validateCommand(value: unknown): string {
   if (typeof value !== 'string' || value.trim() === '') throw new CloudaiError('CLOUDAI_BAD_FIELD', 'command is required (a non-empty string) unless docker_image is set')
   if (Buffer.byteLength(value) > MAX_COMMAND_BYTES) throw new CloudaiError('CLOUDAI_BAD_FIELD', `command is longer than ${MAX_COMMAND_BYTES} bytes`)
   if (value.includes('\0')) throw new CloudaiError('CLOUDAI_BAD_FIELD', 'command must not contain NUL characters')
+  // A lone surrogate would reach the worker as U+FFFD: another command than the one submitted.
+  if (!value.isWellFormed()) throw new CloudaiError('CLOUDAI_BAD_FIELD', 'command is not well-formed Unicode (a lone surrogate)')
   return value
 }
 
@@ -148,6 +150,7 @@ export function validateEnv(value: unknown): Record<string, string> {
     if (typeof v !== 'string') throw new CloudaiError('CLOUDAI_BAD_FIELD', `env ${k} must be a string`)
     if (Buffer.byteLength(v) > MAX_ENV_VALUE_BYTES) throw new CloudaiError('CLOUDAI_BAD_FIELD', `env ${k} is longer than ${MAX_ENV_VALUE_BYTES} bytes`)
     if (v.includes('\0')) throw new CloudaiError('CLOUDAI_BAD_FIELD', `env ${k} must not contain NUL characters`)
+    if (!v.isWellFormed()) throw new CloudaiError('CLOUDAI_BAD_FIELD', `env ${k} is not well-formed Unicode (a lone surrogate)`)
     env[k] = v
   }
   return env

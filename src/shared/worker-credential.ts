@@ -248,8 +248,8 @@ export function verifyMasterProof(token: string, workerId: string, method: Maste
 
 /**
  * The nonces of proofs a worker took, until they are too old to be taken anyway: each proof
- * counts once. Bounded: a master sends a handful of calls a second at most; past `max` the oldest
- * are forgotten, which only reopens proofs older than any the master would still make.
+ * counts once. Bounded: a master sends a handful of calls a second at most; past `max` nonces
+ * still within the skew, new proofs are refused (never a live nonce forgotten).
  */
 export class ProofReplayGuard {
   private readonly seen = new Map<string, number>()
@@ -260,7 +260,8 @@ export class ProofReplayGuard {
   take(nonce: string, at: number, now: number): boolean {
     this.prune(now)
     if (this.seen.has(nonce)) return false
-    if (this.seen.size >= this.max) this.seen.delete(this.seen.keys().next().value!)
+    // Full of nonces still within the skew: refused rather than forgetting one that could come back.
+    if (this.seen.size >= this.max) return false
     this.seen.set(nonce, at + PROOF_MAX_SKEW_MS)
     return true
   }

@@ -43,9 +43,12 @@ export interface WorkerAgentDeps {
 
 /**
  * A worker's callers are its master: a dial and a channel for tasks, a few connections at most.
- * The bound leaves room for those many times over, and none for a flood.
+ * The bound leaves room for those many times over, and none for a flood; one address off this
+ * machine gets at most maxPerPeer of it. A connection lives at most maxAgeMs (then a GOAWAY, and
+ * 30 s for its calls): a caller that opens a call and never sends its message holds a slot that
+ * long, not for good. A master's channel simply connects again.
  */
-export const WORKER_GRPC_LIMITS = { maxConnections: 64, prefaceTimeoutMs: PREFACE_TIMEOUT_MS, idleTimeoutMs: 5 * 60_000 }
+export const WORKER_GRPC_LIMITS = { maxConnections: 64, maxPerPeer: 8, prefaceTimeoutMs: PREFACE_TIMEOUT_MS, idleTimeoutMs: 5 * 60_000, maxAgeMs: 5 * 60_000 }
 
 /** An AssignTask that passed validation. */
 interface TaskInput {
@@ -164,7 +167,14 @@ export class WorkerAgent {
     // (its proof, or loopback without a token) before it looks at anything else in the call.
     // Keepalive pings close a connection whose master vanished within 20 s (src/shared/keepalive.ts).
     const idle = this.deps.limits?.idleTimeoutMs ?? WORKER_GRPC_LIMITS.idleTimeoutMs
-    const server = new grpc.Server(auth.serverOptions({ log }, { ...serverKeepaliveOptions(), 'grpc.max_connection_idle_ms': idle, 'grpc.max_concurrent_streams': 100 }))
+    const maxAge = this.deps.limits?.maxAgeMs ?? WORKER_GRPC_LIMITS.maxAgeMs
+    const server = new grpc.Server(auth.serverOptions({ log }, {
+      ...serverKeepaliveOptions(),
+      'grpc.max_connection_idle_ms': idle,
+      'grpc.max_connection_age_ms': maxAge,
+      'grpc.max_connection_age_grace_ms': 30_000,
+      'grpc.max_concurrent_streams': 100,
+    }))
     const check = this.masterCheck
     server.addService(loadProto().service, {
       MasterRegister: (call: grpc.ServerUnaryCall<MasterInfoMsg, RegisterAckMsg>, cb: grpc.sendUnaryData<RegisterAckMsg>) => this.answerCall(() => {
@@ -191,6 +201,7 @@ export class WorkerAgent {
       host: this.config.host,
       port: this.config.port,
       maxConnections: limits.maxConnections,
+      maxPerPeer: limits.maxPerPeer,
       limitName: `worker's ${limits.maxConnections}-connection`,
       prefaceTimeoutMs: limits.prefaceTimeoutMs,
       tls: auth.serverTlsOptions(),

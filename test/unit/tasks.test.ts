@@ -86,7 +86,7 @@ test('task bodies: CloudAI names accepted, bad values refused with a code', () =
   // CloudAI's API takes an image with no command: the image's entrypoint runs.
   const image = parseTaskInput({ docker_image: 'alpine:3.20', cpu_required: 1 })
   assert.deepEqual({ command: image.command, dockerImage: image.dockerImage }, { command: '', dockerImage: 'alpine:3.20' })
-  for (const body of [null, [], 'x', { command: '' }, {}, { docker_image: '' }, { docker_image: '--privileged' }, { docker_image: 'alpine', command: '   ' }, { command: 'x', req_cpu: -1 }, { command: 'x', req_cpu: '1' }, { command: 'x', req_cpu: 1, cpu_required: 2 },
+  for (const body of [null, [], 'x', { command: '' }, {}, { docker_image: '' }, { docker_image: '--privileged' }, { docker_image: 'alpine', command: '   ' }, { command: 'echo \ud800' }, { command: 'x', env: { A: 'x\udfff' } }, { command: 'x', req_cpu: -1 }, { command: 'x', req_cpu: '1' }, { command: 'x', req_cpu: 1, cpu_required: 2 },
     { command: 'x', timeout_s: -5 }, { command: 'x', max_attempts: 1.5 }, { command: 'x', env: { A: 1 } }, { command: 'x', env: ['A=1'] }, { command: 'x', target_worker_id: 'bad id' }]) {
     assert.throws(() => parseTaskInput(body), (e: CloudaiError) => e instanceof CloudaiError && e.httpStatus === 400, JSON.stringify(body))
   }

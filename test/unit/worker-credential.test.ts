@@ -108,6 +108,12 @@ test('each proof counts once; the replay guard forgets only what is too old to c
   assert.equal(guard.take('n2', now, now), true)
   // Past the skew the nonce is forgotten, and the proof is refused for its age instead.
   assert.equal(guard.take('n1', now, now + PROOF_MAX_SKEW_MS + 1), true)
+  // Full of nonces still within the skew: a new proof is refused, no live nonce forgotten.
+  const full = new ProofReplayGuard(2)
+  assert.equal(full.take('a', now, now), true)
+  assert.equal(full.take('b', now, now), true)
+  assert.equal(full.take('c', now, now), false)
+  assert.equal(full.take('a', now, now), false, 'still remembered')
   const key = MasterKey.generate()
   const { token } = key.issue('w1', 0)
   const a = masterProof(token, 'w1', 'CancelTask', 't', now)
