@@ -12,7 +12,7 @@ import { NO_CLUSTER_AUTH, type ClusterAuth } from '../shared/cluster-auth.js'
 import { GRPC_MAX_CONNECTIONS_DEFAULT } from './connection-budget.js'
 import { GrpcListener, PREFACE_TIMEOUT_MS } from '../shared/grpc-listener.js'
 import type { Registry } from './registry.js'
-import { WorkerAuth, type CallIdentity } from './worker-auth.js'
+import { WorkerAuth } from './worker-auth.js'
 
 /** What the task side of the master needs from the gRPC service. */
 export interface TaskHooks {
@@ -93,8 +93,11 @@ interface HeartbeatStream {
   call: grpc.ServerDuplexStream<HeartbeatMsg, HeartbeatAckMsg>
   /** The worker it speaks for, from its first accepted heartbeat; null until then. */
   workerId: string | null
-  /** Who opened it, from the call's credentials (null: refused at open). */
-  identity: CallIdentity | null
+  /**
+   * The check of each heartbeat's worker_id against who opened the stream (from the call's
+   * credentials), made once at open rather than per heartbeat; null: refused at open.
+   */
+  authorize: ((workerId: string) => void) | null
   done: boolean
   /** When it opened or last carried a heartbeat (monotonic ms: a transport matter, not the registry's clock). */
   lastAt: number
@@ -217,7 +220,7 @@ export class MasterGrpcServer {
    * that restarts its stream cleanly (or briefly loses it) is never marked inactive for that.
    */
   private streamHeartbeats(call: grpc.ServerDuplexStream<HeartbeatMsg, HeartbeatAckMsg>): void {
-    const stream: HeartbeatStream = { call, workerId: null, identity: null, done: false, lastAt: performance.now() }
+    const stream: HeartbeatStream = { call, workerId: null, authorize: null, done: false, lastAt: performance.now() }
     this.streams.add(stream)
     this.opts.counters?.add(C.HEARTBEAT_STREAMS_OPENED)
     call.on('data', (msg: HeartbeatMsg) => this.streamedHeartbeat(stream, msg))
@@ -231,7 +234,8 @@ export class MasterGrpcServer {
     // Identified once, from the metadata the call opened with; each heartbeat is then checked
     // against it (and against a revocation or rotation since).
     try {
-      stream.identity = this.workerAuth.identify('StreamHeartbeats', call)
+      const identity = this.workerAuth.identify('StreamHeartbeats', call)
+      stream.authorize = (id) => this.workerAuth.authorize('StreamHeartbeats', identity, id, call)
     } catch (err) {
       this.opts.counters?.add(C.HEARTBEATS_REFUSED)
       this.finishStream(stream, this.refusalStatus('StreamHeartbeats', null, err))
@@ -240,13 +244,13 @@ export class MasterGrpcServer {
 
   private streamedHeartbeat(stream: HeartbeatStream, msg: HeartbeatMsg): void {
     if (stream.done) return
-    const identity = stream.identity!
+    const authorize = stream.authorize!
     stream.lastAt = performance.now()
     try {
       if (stream.workerId !== null && msg.worker_id !== stream.workerId) {
         throw new CloudaiError('CLOUDAI_BAD_FIELD', `worker_id changed mid-stream from ${stream.workerId} to ${String(msg.worker_id).slice(0, 80)}; one stream carries one worker's heartbeats`)
       }
-      this.acceptHeartbeat(msg, (id) => this.workerAuth.authorize('StreamHeartbeats', identity, id, stream.call))
+      this.acceptHeartbeat(msg, authorize)
     } catch (err) {
       this.finishStream(stream, this.refusalStatus('StreamHeartbeats', msg.worker_id, err))
       return

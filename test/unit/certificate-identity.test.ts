@@ -12,6 +12,7 @@ import { MasterCheck } from '../../src/worker/master-auth.js'
 import { makeTestCa } from '../support/ca.js'
 import { tempDir } from '../support/cluster.js'
 import { memoryLogger } from '../support/log.js'
+import { refused } from '../support/refusal.js'
 
 // mTLS identities without traffic: what a certificate's URI SANs name (real certificates, made by
 // openssl as an operator would), and the master's and the worker's decisions for a call that
@@ -87,14 +88,6 @@ function tlsCall(peer: string, cert: Buffer | null, opts: { token?: string; proo
   return { metadata, getPeer: () => peer, getAuthContext: () => (cert ? { transportSecurityType: 'ssl', sslPeerCertificate: { raw: cert } } : {}) }
 }
 
-function refused(code: string, ...mentions: string[]) {
-  return (err: unknown): boolean => {
-    assert.ok(err instanceof CloudaiError, String(err))
-    assert.equal(err.code, code, err.message)
-    for (const m of mentions) assert.ok(err.message.includes(m), `${JSON.stringify(m)} in ${err.message}`)
-    return true
-  }
-}
 
 function master(certs: boolean) {
   const { log } = memoryLogger('silent')

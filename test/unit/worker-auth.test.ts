@@ -6,6 +6,7 @@ import { WorkerAuth, type CallIdentity, type WorkerAuthMode } from '../../src/ma
 import { CloudaiError } from '../../src/shared/errors.js'
 import { AUTHORIZATION_METADATA, MasterKey, type CallSource } from '../../src/shared/worker-credential.js'
 import { memoryLogger } from '../support/log.js'
+import { refused } from '../support/refusal.js'
 
 // The master's decision "who is this call from, and may it speak for this worker", without
 // traffic: calls are a metadata object and a peer string, so peers off this machine
@@ -39,14 +40,6 @@ function setup(mode: WorkerAuthMode = 'token') {
   return { auth, registry, key, tokens, clock, lines, refusals }
 }
 
-function refused(code: string, ...mentions: string[]) {
-  return (err: unknown): boolean => {
-    assert.ok(err instanceof CloudaiError, String(err))
-    assert.equal(err.code, code, err.message)
-    for (const m of mentions) assert.ok(err.message.includes(m), `${JSON.stringify(m)} in ${err.message}`)
-    return true
-  }
-}
 
 test('no token from off the machine is refused, naming the two ways out, and logged once a minute per address', () => {
   const { auth, clock, refusals } = setup()
