@@ -144,10 +144,10 @@ export class QueueProcessor {
 
   private async assign(task: TaskRecord, worker: WorkerRecord): Promise<void> {
     const { tasks, log } = this.opts
-    const attempt = task.attempts + 1
+    const attempt = task.attempt + 1
     let assigned: TaskRecord | null
     try {
-      assigned = await tasks.transition(task.id, 'assigned', { workerId: worker.id, attempts: attempt, assignedAt: Date.now() }, null, { from: ['queued'] })
+      assigned = await tasks.transition(task.id, 'assigned', { workerId: worker.id, attempt, assignedAt: Date.now() }, null, { from: ['queued'] })
     } finally {
       // From here the task counts on its worker through the table (or was not placed at all).
       this.reserved.delete(task.id)
@@ -171,13 +171,13 @@ export class QueueProcessor {
       env: task.env,
       attempt,
     }
-    const guard = { workerId: worker.id, attempts: attempt }
+    const guard = { workerId: worker.id, attempt }
     this.assigning.add(task.id)
     try {
       const proof = this.opts.clients.proof(worker, 'AssignTask', assignSubject(msg))
       const ack = await callUnary<TaskMsg, TaskAckMsg>(this.opts.clients.get(worker.id, worker.address), 'AssignTask', msg, this.rpcTimeoutMs, proof).promise
       if (ack.success) {
-        const started = await tasks.transition(task.id, 'running', { startedAt: Date.now() }, null, { ...guard, from: ['assigned'] })
+        const started = await tasks.transition(task.id, 'running', { startedAt: Date.now() }, null, { ...guard, from: ['assigned'], startsRun: true })
         if (started) log.info({ taskId: task.id, workerId: worker.id, attempt }, `Task ${task.id} assigned to worker ${worker.id} and running (attempt ${attempt})`)
       } else {
         // The worker answered and said it cannot run this task at all (e.g. no Docker engine).
@@ -191,7 +191,7 @@ export class QueueProcessor {
       // longer the task's, and reconciliation cancels it there.
       log.warn({ taskId: task.id, workerId: worker.id, code: grpc.status[e.code] ?? e.code, err: e.details ?? e.message }, `AssignTask of ${task.id} to worker ${worker.id} failed`)
       const current = tasks.get(task.id)
-      if (current && current.status === 'assigned' && current.workerId === worker.id && current.attempts === attempt) {
+      if (current && current.status === 'assigned' && current.workerId === worker.id && current.attempt === attempt) {
         this.requeue(current, `AssignTask to worker ${worker.id} failed (${e.details ?? e.message})`)
       }
     } finally {
@@ -202,7 +202,7 @@ export class QueueProcessor {
   /** Back to the queue, or failed once it has used its attempts. */
   private requeue(t: TaskRecord, why: string): void {
     const { tasks, log } = this.opts
-    const guard = { workerId: t.workerId, attempts: t.attempts, from: ['assigned', 'running'] as const }
+    const guard = { workerId: t.workerId, attempt: t.attempt, from: ['assigned', 'running'] as const }
     const p =
       t.attempts >= t.maxAttempts
         ? tasks.transition(t.id, 'failed', { finishedAt: Date.now() }, `${why}; gave up after ${t.attempts} attempt(s)`, guard)
@@ -243,11 +243,11 @@ export class QueueProcessor {
     for (const r of listed) {
       seen.add(r.taskId)
       const t = tasks.get(r.taskId)
-      const mine = t && t.workerId === workerId && (t.status === 'assigned' || t.status === 'running') && (r.attempt === 0 || r.attempt === t.attempts)
+      const mine = t && t.workerId === workerId && (t.status === 'assigned' || t.status === 'running') && (r.attempt === 0 || r.attempt === t.attempt)
       if (mine) {
         this.misses.delete(t.id)
         if (t.status === 'assigned' && r.status === 'running') {
-          this.track(tasks.transition(t.id, 'running', { startedAt: t.startedAt ?? Date.now() }, null, { workerId, attempts: t.attempts, from: ['assigned'] }).catch(() => {}))
+          this.track(tasks.transition(t.id, 'running', { startedAt: t.startedAt ?? Date.now() }, null, { workerId, attempt: t.attempt, from: ['assigned'], startsRun: true }).catch(() => {}))
         }
       } else if (r.status === 'running') {
         if (t && wasPlacedOn(t, workerId)) {
@@ -284,9 +284,9 @@ export class QueueProcessor {
     const { tasks, log } = this.opts
     const t = tasks.get(r.task_id)
     const onThisWorker = t !== undefined && t.workerId === r.worker_id && (t.status === 'assigned' || t.status === 'running')
-    const attempt = r.attempt > 0 ? r.attempt : t?.attempts
-    if (!onThisWorker || attempt !== t.attempts) {
-      log.info({ taskId: r.task_id, workerId: r.worker_id, attempt: r.attempt, current: t ? { status: t.status, workerId: t.workerId, attempts: t.attempts } : null }, `Ignored a stale completion report for task ${r.task_id} from worker ${r.worker_id}`)
+    const attempt = r.attempt > 0 ? r.attempt : t?.attempt
+    if (!onThisWorker || attempt !== t.attempt) {
+      log.info({ taskId: r.task_id, workerId: r.worker_id, attempt: r.attempt, current: t ? { status: t.status, workerId: t.workerId, attempt: t.attempt } : null }, `Ignored a stale completion report for task ${r.task_id} from worker ${r.worker_id}`)
       return false
     }
     const status = r.status
@@ -301,7 +301,7 @@ export class QueueProcessor {
         finishedAt: r.finished_at > 0 ? r.finished_at : Date.now(),
       },
       status === 'completed' ? null : r.reason || r.status,
-      { workerId: r.worker_id, attempts: attempt, from: ['assigned', 'running'] },
+      { workerId: r.worker_id, attempt, from: ['assigned', 'running'], startsRun: true },
     )
     if (done) log.info({ taskId: t.id, workerId: r.worker_id, status, exitCode: done.exitCode, durationMs: r.duration_ms }, `Task ${t.id} ${status} on worker ${r.worker_id}`)
     return done !== null

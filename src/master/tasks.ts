@@ -20,11 +20,16 @@ export interface TransitionGuard {
   from?: readonly TaskStatus[]
   /** ...on this worker... */
   workerId?: string | null
-  /** ...at this attempt. */
-  attempts?: number
+  /** ...at this placement (TaskRecord.attempt). */
+  attempt?: number
+  /**
+   * The transition confirms that the placement's run started on its worker: leaving 'assigned'
+   * this way counts one more run in `attempts` (once per placement).
+   */
+  startsRun?: boolean
 }
 
-export type TaskPatch = Partial<Pick<TaskRecord, 'workerId' | 'attempts' | 'assignedAt' | 'startedAt' | 'finishedAt' | 'exitCode' | 'logsTail'>>
+export type TaskPatch = Partial<Pick<TaskRecord, 'workerId' | 'attempt' | 'assignedAt' | 'startedAt' | 'finishedAt' | 'exitCode' | 'logsTail'>>
 
 /** What the task table needs of persistence: the store journal (src/store/journal.ts). */
 export interface TaskPersistence {
@@ -68,8 +73,10 @@ export class TaskTable extends EventEmitter<TaskEvents> {
    */
   load(records: Iterable<TaskRecord>): number {
     let added = 0
-    for (const t of records) {
-      if (this.tasks.has(t.id)) continue
+    for (const stored of records) {
+      if (this.tasks.has(stored.id)) continue
+      // Written before placements had their own number: `attempts` was that number.
+      const t = typeof stored.attempt === 'number' ? stored : { ...stored, attempt: stored.attempts }
       this.tasks.set(t.id, t)
       this.index(t, null)
       added++
@@ -147,6 +154,7 @@ export class TaskTable extends EventEmitter<TaskEvents> {
       status: 'queued',
       workerId: null,
       attempts: 0,
+      attempt: 0,
       submittedAt: at,
       assignedAt: null,
       startedAt: null,
@@ -181,11 +189,12 @@ export class TaskTable extends EventEmitter<TaskEvents> {
       if (!ALLOWED[cur.status].includes(to)) return null
       if (guard.from && !guard.from.includes(cur.status)) return null
       if (guard.workerId !== undefined && cur.workerId !== guard.workerId) return null
-      if (guard.attempts !== undefined && cur.attempts !== guard.attempts) return null
+      if (guard.attempt !== undefined && cur.attempt !== guard.attempt) return null
       const at = this.now()
       const next: TaskRecord = {
         ...cur,
         ...patch,
+        attempts: guard.startsRun && cur.status === 'assigned' ? cur.attempts + 1 : cur.attempts,
         status: to,
         reason: reason ?? (to === 'queued' ? cur.reason : null),
         updatedAt: at,

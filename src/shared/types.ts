@@ -105,8 +105,18 @@ export interface TaskRecord {
   env: Record<string, string>
   status: TaskStatus
   workerId: string | null
-  /** Attempts started so far (incremented at each assignment). */
+  /**
+   * Runs that started on a worker: counted when the worker confirms the start (its AssignTask
+   * answer, a heartbeat listing it, or its completion report), never for a placement that did
+   * not reach one. `maxAttempts` bounds this.
+   */
   attempts: number
+  /**
+   * Number of the latest placement, sent as AssignTask's `attempt`; heartbeats and completion
+   * reports must name it. Every placement gets a new one, so a run that may have started on a
+   * worker that did not answer is never confused with a later one. 0 before the first placement.
+   */
+  attempt: number
   submittedAt: number
   assignedAt: number | null
   startedAt: number | null

@@ -15,7 +15,7 @@ function task(id: string, status: TaskRecord['status'], version: number): TaskRe
   const history = Array.from({ length: version }, (_, i) => ({ status: i === version - 1 ? status : ('queued' as const), at: i, workerId: null, reason: null }))
   return {
     id, name: id, command: 'true', dockerImage: '', req: { cpu: 0, memory: 0, storage: 0, gpu: 0 }, targetWorkerId: null, userId: '', timeoutS: 0, maxAttempts: 3, env: {},
-    status, workerId: null, attempts: 0, submittedAt: 0, assignedAt: null, startedAt: null, finishedAt: null, exitCode: null, reason: null, logsTail: '', updatedAt: version, history,
+    status, workerId: null, attempts: 0, attempt: 0, submittedAt: 0, assignedAt: null, startedAt: null, finishedAt: null, exitCode: null, reason: null, logsTail: '', updatedAt: version, history,
   }
 }
 

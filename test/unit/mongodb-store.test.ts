@@ -46,7 +46,7 @@ const bare: WorkerRecord = { ...full, id: 'w-bare', isActive: false, specs: null
 
 const task = (id: string, version: number, over: Partial<TaskRecord> = {}): TaskRecord => ({
   id, name: '', command: 'true', dockerImage: '', req: { cpu: 1, memory: 0, storage: 0, gpu: 0 }, targetWorkerId: null, userId: '', timeoutS: 0, maxAttempts: 1,
-  env: { K: 'v' }, status: 'queued', workerId: null, attempts: 0, submittedAt: 1_700_000_000_999, assignedAt: null, startedAt: null, finishedAt: null, exitCode: null,
+  env: { K: 'v' }, status: 'queued', workerId: null, attempts: 0, attempt: 0, submittedAt: 1_700_000_000_999, assignedAt: null, startedAt: null, finishedAt: null, exitCode: null,
   reason: null, logsTail: '', updatedAt: 1_700_000_000_999,
   history: Array.from({ length: version }, (_, i) => ({ status: 'queued' as const, at: i, workerId: null, reason: null })),
   ...over,

@@ -51,7 +51,7 @@ test('a completion counts only for an attempt the master gave that worker; a rep
   const tasks = new TaskTable(journal)
   const queue = new QueueProcessor({ tasks, registry, clients: new WorkerClients(), log, heartbeatTimeoutMs: 60_000 })
   const task = await tasks.submit(parseTaskInput({ command: 'true' }), { acceptWhileDegraded: false })
-  await tasks.transition(task.id, 'assigned', { workerId: 'w1', attempts: 2 }, null)
+  await tasks.transition(task.id, 'assigned', { workerId: 'w1', attempt: 2 }, null)
   await tasks.transition(task.id, 'running', {}, null)
   const report = (over: Partial<CompletionReport>): CompletionReport => ({
     task_id: task.id, worker_id: 'w1', status: 'completed', logs: 'out', result_location: '', output_files: [], exit_code: 0, has_exit_code: true,

@@ -9,7 +9,7 @@ const worker = (id: string, cpu: number, memory: number, gpu = 0, isActive = tru
 })
 const task = (req: Partial<TaskRecord['req']>, targetWorkerId: string | null = null): TaskRecord => ({
   id: 't', name: '', command: 'true', dockerImage: '', req: { cpu: 0, memory: 0, storage: 0, gpu: 0, ...req }, targetWorkerId, userId: '', timeoutS: 0, maxAttempts: 3, env: {},
-  status: 'queued', workerId: null, attempts: 0, submittedAt: 0, assignedAt: null, startedAt: null, finishedAt: null, exitCode: null, reason: null, logsTail: '', updatedAt: 0, history: [],
+  status: 'queued', workerId: null, attempts: 0, attempt: 0, submittedAt: 0, assignedAt: null, startedAt: null, finishedAt: null, exitCode: null, reason: null, logsTail: '', updatedAt: 0, history: [],
 })
 const cand = (w: WorkerRecord, held = EMPTY): Candidate => ({ worker: w, held: { ...held } })
 

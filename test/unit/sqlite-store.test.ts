@@ -77,7 +77,7 @@ test('SQLite store: tasks round-trip whole, and a database of the previous relea
   assert.deepEqual((await store.loadWorkers()).map((w) => w.id), ['kept'])
   const task = {
     id: 'task-1', name: 'n', command: 'echo "quoted" \'and\' \\ back', dockerImage: '', req: { cpu: 1.5, memory: 2, storage: 0, gpu: 0 }, targetWorkerId: null, userId: '',
-    timeoutS: 10, maxAttempts: 3, env: { A: 'b c' }, status: 'running' as const, workerId: 'kept', attempts: 1, submittedAt: 5, assignedAt: 6, startedAt: 7,
+    timeoutS: 10, maxAttempts: 3, env: { A: 'b c' }, status: 'running' as const, workerId: 'kept', attempts: 1, attempt: 1, submittedAt: 5, assignedAt: 6, startedAt: 7,
     finishedAt: null, exitCode: null, reason: null, logsTail: 'out\u00e9\n', updatedAt: 7, history: [{ status: 'queued' as const, at: 5, workerId: null, reason: null }],
   }
   await store.writeTasks([task])
@@ -92,7 +92,7 @@ test('SQLite store: a schema-2 database gets task versions from the stored histo
   const history = (n: number) => Array.from({ length: n }, (_, i) => ({ status: 'queued' as const, at: i, workerId: null, reason: null }))
   const stored = {
     id: 'task-old', name: '', command: 'true', dockerImage: '', req: { cpu: 1, memory: 0, storage: 0, gpu: 0 }, targetWorkerId: null, userId: '', timeoutS: 0, maxAttempts: 1,
-    env: {}, status: 'running' as const, workerId: 'w1', attempts: 1, submittedAt: 5, assignedAt: 6, startedAt: 7, finishedAt: null, exitCode: null, reason: null,
+    env: {}, status: 'running' as const, workerId: 'w1', attempts: 1, attempt: 1, submittedAt: 5, assignedAt: 6, startedAt: 7, finishedAt: null, exitCode: null, reason: null,
     logsTail: '', updatedAt: 7, history: history(3),
   }
   // The schema-2 layout, as the previous release left it (no version column).

@@ -80,6 +80,7 @@ function task(id: string, version: number, status: TaskStatus = 'queued', over: 
     status,
     workerId: status === 'queued' ? null : 'w1',
     attempts: status === 'queued' ? 0 : 1,
+    attempt: status === 'queued' ? 0 : 1,
     submittedAt: 1_700_000_000_000 + id.length,
     assignedAt: null,
     startedAt: null,

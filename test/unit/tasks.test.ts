@@ -24,11 +24,11 @@ test('every transition is in the store when it resolves, with a timestamp; final
   t.after(() => journal.close())
   const task = await table.submit(parseTaskInput({ command: 'true' }), strict)
   assert.deepEqual((await store.loadTasks()).map((x) => x.status), ['queued'])
-  assert.ok(await table.transition(task.id, 'assigned', { workerId: 'w', attempts: 1 }, null))
+  assert.ok(await table.transition(task.id, 'assigned', { workerId: 'w', attempt: 1 }, null))
   assert.equal((await store.loadTasks())[0]?.status, 'assigned', 'durable once the transition resolves')
-  assert.ok(await table.transition(task.id, 'running', {}, null, { workerId: 'w', attempts: 1 }))
+  assert.ok(await table.transition(task.id, 'running', {}, null, { workerId: 'w', attempt: 1 }))
   assert.equal(await table.transition(task.id, 'completed', {}, null, { workerId: 'other' }), null, 'a guard that does not hold changes nothing')
-  assert.ok(await table.transition(task.id, 'completed', { exitCode: 0 }, null, { workerId: 'w', attempts: 1 }))
+  assert.ok(await table.transition(task.id, 'completed', { exitCode: 0 }, null, { workerId: 'w', attempt: 1 }))
   assert.equal(await table.transition(task.id, 'queued', {}, 'late requeue'), null, 'completed is final')
   assert.equal(await table.transition(task.id, 'failed', {}, 'late report'), null)
   const stored = (await store.loadTasks())[0]!
@@ -62,7 +62,7 @@ test('a store that fails: submissions are refused, or kept as not durable when a
 test('racing transitions are serialised: only one of two completions lands', async () => {
   const { table, journal } = tableOn(new FlakyStore())
   const t = await table.submit(parseTaskInput({ command: 'true' }), strict)
-  await table.transition(t.id, 'assigned', { workerId: 'w', attempts: 1 }, null)
+  await table.transition(t.id, 'assigned', { workerId: 'w', attempt: 1 }, null)
   const results = await Promise.all([
     table.transition(t.id, 'completed', {}, null, { from: ['assigned', 'running'] }),
     table.transition(t.id, 'failed', {}, 'x', { from: ['assigned', 'running'] }),
