@@ -21,7 +21,7 @@ import { CloudaiError } from '../shared/errors.js'
 import type { RunningTaskInfo, TaskRecord, WorkerRecord } from '../shared/types.js'
 import { readStoredCredential, type StoredCredential } from '../shared/worker-credential.js'
 import { redactMongoUri } from './mongo-uri.js'
-import { taskVersion, type Store, type WorkerChanges } from './store.js'
+import { FINAL_TASK_STATUSES, taskVersion, type Store, type WorkerChanges } from './store.js'
 
 export type MongoStoreConfig = Omit<Extract<StoreConfig, { kind: 'mongodb' }>, 'kind'> & {
   kind?: 'mongodb'
@@ -163,6 +163,8 @@ export class MongoStore implements Store {
         { key: { status: 1, submitted_at_ms: 1 }, name: 'status_submitted' },
         // Tasks of a worker, when it dies or unregisters.
         { key: { worker_id: 1 }, name: 'worker_id' },
+        // Retention: finished tasks by the time of their last change (deleteFinishedBefore).
+        { key: { status: 1, updated_at_ms: 1 }, name: 'status_updated' },
       ])
       this.client = client
       this.db = db
@@ -237,6 +239,26 @@ export class MongoStore implements Store {
     } catch (err) {
       if (onlyStaleWrites(err)) return
       throw storeError(err, `cannot write ${ops.length} task state(s) to MongoDB`)
+    }
+  }
+
+  async deleteTasks(ids: readonly string[]): Promise<void> {
+    const coll = this.require(this.tasks)
+    if (ids.length === 0) return
+    try {
+      await coll.deleteMany({ _id: { $in: [...ids] } })
+    } catch (err) {
+      throw storeError(err, `cannot delete ${ids.length} task(s) from MongoDB`)
+    }
+  }
+
+  async deleteFinishedBefore(before: number): Promise<number> {
+    const coll = this.require(this.tasks)
+    try {
+      const res = await coll.deleteMany({ status: { $in: [...FINAL_TASK_STATUSES] }, updated_at_ms: { $lt: int64(before) } })
+      return res.deletedCount
+    } catch (err) {
+      throw storeError(err, 'cannot delete finished tasks from MongoDB')
     }
   }
 
