@@ -244,9 +244,9 @@ export class MongoStore implements Store {
 
   async deleteTasks(ids: readonly string[]): Promise<void> {
     const coll = this.require(this.tasks)
-    if (ids.length === 0) return
     try {
-      await coll.deleteMany({ _id: { $in: [...ids] } })
+      // In slices: a start-up prune can name hundreds of thousands, past a command's 16 MiB.
+      for (let i = 0; i < ids.length; i += DELETE_SLICE) await coll.deleteMany({ _id: { $in: ids.slice(i, i + DELETE_SLICE) } })
     } catch (err) {
       throw storeError(err, `cannot delete ${ids.length} task(s) from MongoDB`)
     }
@@ -271,6 +271,9 @@ export class MongoStore implements Store {
     return handle
   }
 }
+
+/** Task ids per deleteMany: 10,000 ids of about 45 bytes stay far below a command's 16 MiB. */
+const DELETE_SLICE = 10_000
 
 // --- documents ---------------------------------------------------------------------------------
 
