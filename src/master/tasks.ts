@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto'
 import { CloudaiError } from '../shared/errors.js'
 import type { TaskEvents, TaskRecord, TaskStatus } from '../shared/types.js'
 import { utf8Tail } from '../shared/utf8-tail.js'
+import { FINAL_TASK_STATUSES } from '../store/store.js'
 import type { TaskInput } from './task-input.js'
 import { FinishOrder, SubmissionOrder } from './task-indexes.js'
 import { DEFAULT_TASK_RETENTION, type TaskRetention } from './task-retention.js'
@@ -41,7 +42,7 @@ export interface TaskPersistence {
   recordTaskRemoval(id: string): void
 }
 
-const FINAL: ReadonlySet<TaskStatus> = new Set(['completed', 'failed', 'cancelled'])
+const FINAL: ReadonlySet<TaskStatus> = new Set(FINAL_TASK_STATUSES)
 const isFinal = (s: TaskStatus): boolean => FINAL.has(s)
 
 export interface SubmitOptions {
@@ -132,6 +133,7 @@ export class TaskTable extends EventEmitter<TaskEvents> {
     return this.tasks.values()
   }
 
+  /** Tasks the master has placed on this worker (assigned or running). */
   /** How many tasks the table places on a worker (no allocation: the heartbeat path asks it). */
   onWorkerCount(workerId: string): number {
     return this.onWorker.get(workerId)?.size ?? 0
