@@ -64,6 +64,12 @@ export interface MasterConfig extends ClusterSecurity {
   storeJournalLimit: number
   /** POST /api/tasks while the store is down: keep the task in memory (flagged not durable) instead of 503. */
   acceptWhileDegraded: boolean
+  /** A finished task (completed, failed, cancelled) is removed from memory and the store this long after it finished. */
+  taskRetentionMs: number
+  /** Finished tasks kept at most; past it the oldest finished are removed first. */
+  maxFinishedTasks: number
+  /** Bytes of each task's output the master keeps (its end); the worker keeps the whole log. */
+  taskOutputTailBytes: number
   /** 0 disables the monitor (with a warning). */
   reconnectIntervalMs: number
   dialTimeoutMs: number
@@ -134,6 +140,8 @@ export interface WorkerConfig extends ClusterSecurity {
   dataDir: string
   /** Time a cancelled or timed-out task gets between SIGTERM and SIGKILL. */
   killGraceMs: number
+  /** A finished task's directory (work dir and full log) is removed this long after it finished. */
+  taskRetentionMs: number
   /**
    * This worker's token, as `cloudai register` printed it: sent on every call to the master, and
    * the key the master's proofs are checked with. Null: calls carry none, and the master's calls
@@ -162,6 +170,9 @@ export const MASTER_DEFAULTS: Omit<MasterConfig, 'log'> = {
   store: { kind: 'sqlite' },
   storeJournalLimit: 10_000,
   acceptWhileDegraded: false,
+  taskRetentionMs: 7 * 86_400_000,
+  maxFinishedTasks: 100_000,
+  taskOutputTailBytes: 64 * 1024,
   reconnectIntervalMs: 30_000,
   dialTimeoutMs: 3_000,
   heartbeatTimeoutMs: 15_000,
@@ -205,6 +216,7 @@ export const WORKER_DEFAULTS: Omit<WorkerConfig, 'id' | 'log'> = {
   joinMaxBackoffMs: 5_000,
   dataDir: './worker-data',
   killGraceMs: 5_000,
+  taskRetentionMs: 7 * 86_400_000,
   token: null,
   tokenFile: null,
   masterAuth: 'proof',

@@ -2,7 +2,7 @@ import type { LevelWithSilent } from 'pino'
 import type { Options } from 'yargs'
 import { accessSync, constants, readFileSync } from 'node:fs'
 import { MASTER_DEFAULTS, MONGO_STORE_DEFAULTS, WORKER_DEFAULTS, type ClusterSecurity, type LogConfig, type MasterConfig, type StoreConfig, type WorkerConfig } from '../config.js'
-import { formatDuration, parseDuration } from '../shared/duration.js'
+import { formatDuration, formatLongDuration, parseDuration, parseLongDuration } from '../shared/duration.js'
 import { CloudaiError, isCloudaiError } from '../shared/errors.js'
 import { LOG_LEVELS } from '../shared/log.js'
 import type { TaskStatus } from '../shared/types.js'
@@ -72,6 +72,16 @@ const GRPC_MAX_CONNECTIONS_MAX = 1_000_000
 const JOURNAL_LIMIT_MIN = 100
 const JOURNAL_LIMIT_MAX = 10_000_000
 const POOL_SIZE_MAX = 1000
+// Retention: down to a second so that tests (and an operator trying it) see it act; up to a year.
+const RETENTION_MIN_MS = 1_000
+const RETENTION_MAX_MS = 365 * 86_400_000
+const MAX_FINISHED_TASKS_MAX = 10_000_000
+const OUTPUT_TAIL_MIN = 1024
+const OUTPUT_TAIL_MAX = 1024 * 1024
+const RETENTION_RANGE = `${formatLongDuration(RETENTION_MIN_MS)} to ${formatLongDuration(RETENTION_MAX_MS)}`
+
+/** What --task-retention says, for the master and the worker alike. */
+const taskRetentionDescription = (what: string): string => `${what} this long after it finished (${RETENTION_RANGE}: s, m, h or d)`
 
 // The MongoDB settings have no yargs default, so that giving one to a SQLite master can be told
 // from not giving it (and refused); their defaults are applied in buildStore.
@@ -124,6 +134,9 @@ export const MASTER_OPTIONS = withEnv({
   },
   'master-key-file': { type: 'string', describe: 'the master\'s secret key (created with mode 0600 at the first start): workers\' tokens derive from it; back it up apart from the store (default <data-dir>/master.key)' },
   'worker-auth': { type: 'string', default: MASTER_DEFAULTS.workerAuth, describe: 'token: worker calls must carry the worker\'s token, or with --tls-ca a certificate naming it (without either only from loopback, for workers that never presented theirs); none: accept calls without a token from anywhere, for CloudAI workers (warned about every minute)' },
+  'task-retention': { type: 'string', default: formatLongDuration(MASTER_DEFAULTS.taskRetentionMs), describe: taskRetentionDescription('a finished task (completed, failed, cancelled) is removed from memory, the API and the store') },
+  'max-finished-tasks': { type: 'string', default: String(MASTER_DEFAULTS.maxFinishedTasks), describe: `finished tasks kept at most; past it the oldest finished are removed first (1 to ${MAX_FINISHED_TASKS_MAX})` },
+  'task-output-tail': { type: 'string', default: '64KiB', describe: 'bytes of each task\'s output the master keeps, its end (1KiB to 1MiB); the worker keeps the whole log for its --task-retention' },
   'token-grace': { type: 'string', default: formatDuration(MASTER_DEFAULTS.tokenGraceMs), describe: 'after `cloudai token rotate`, how long the old token still works if the worker does not present the new one first (0 to 168h)' },
   ...STORE_OPTIONS,
   ...SECURITY_OPTIONS,
@@ -139,6 +152,7 @@ export const WORKER_OPTIONS = withEnv({
   'join-max-backoff': { type: 'string', default: formatDuration(WORKER_DEFAULTS.joinMaxBackoffMs), describe: 'cap of the join / re-join backoff (more than 0)' },
   'data-dir': { type: 'string', default: WORKER_DEFAULTS.dataDir, describe: 'directory of task working dirs, task logs and undelivered results' },
   'kill-grace': { type: 'string', default: formatDuration(WORKER_DEFAULTS.killGraceMs), describe: 'time a cancelled or timed-out task gets between SIGTERM and SIGKILL (more than 0)' },
+  'task-retention': { type: 'string', default: formatLongDuration(WORKER_DEFAULTS.taskRetentionMs), describe: taskRetentionDescription('a finished task\'s directory under --data-dir (its work dir and full output log) is removed') },
   'token-file': { type: 'string', describe: 'file holding this worker\'s token (as `cloudai register` printed it; surrounding whitespace is ignored)' },
   'master-auth': { type: 'string', default: WORKER_DEFAULTS.masterAuth, describe: 'proof: MasterRegister, AssignTask and CancelTask need the master\'s proof (with a token), with --tls-ca or the master\'s certificate, or a caller on this machine that is not a worker (without); none: serve them to any caller, for a CloudAI master (warned about every minute)' },
   // CLOUDAI_WORKER_TOKEN: the environment's name for --token (CLOUDAI_TOKEN would not say whose).
@@ -401,6 +415,13 @@ function durationWithin(min: number, max: number) {
   }
 }
 
+/** --task-retention: 1s to 365d, in days too. */
+function retention(value: unknown, field: string): number {
+  const ms = parseLongDuration(value, field, RETENTION_MAX_MS)
+  if (ms < RETENTION_MIN_MS) throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${field} ${JSON.stringify(value)} is out of range: use from ${RETENTION_RANGE}`)
+  return ms
+}
+
 function dialerKind(value: unknown, field: string): 'pool' | 'inline' {
   if (value !== 'pool' && value !== 'inline') {
     throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${field} ${JSON.stringify(value)} is not a dialer: use pool or inline`)
@@ -484,6 +505,9 @@ function readMasterConfig(argv: Argv): MasterConfig {
     masterKeyFile: read<string | null>(argv, 'master-key-file', d.masterKeyFile, nonEmpty(4096)),
     workerAuth: read(argv, 'worker-auth', d.workerAuth, oneOf(['token', 'none'] as const)),
     tokenGraceMs: read(argv, 'token-grace', d.tokenGraceMs, durationWithin(0, 7 * 24 * 3_600_000)),
+    taskRetentionMs: read(argv, 'task-retention', d.taskRetentionMs, retention),
+    maxFinishedTasks: read(argv, 'max-finished-tasks', d.maxFinishedTasks, wholeNumber(1, MAX_FINISHED_TASKS_MAX)),
+    taskOutputTailBytes: read(argv, 'task-output-tail', d.taskOutputTailBytes, byteSize(OUTPUT_TAIL_MIN, OUTPUT_TAIL_MAX)),
     ...buildSecurity(argv),
     log: buildLogConfig(argv),
   }
@@ -588,6 +612,7 @@ export function buildWorkerConfig(argv: Argv): WorkerConfig {
     joinMaxBackoffMs: read(argv, 'join-max-backoff', d.joinMaxBackoffMs, positiveDuration),
     dataDir: read(argv, 'data-dir', d.dataDir, nonEmpty(4096)),
     killGraceMs: read(argv, 'kill-grace', d.killGraceMs, positiveDuration),
+    taskRetentionMs: read(argv, 'task-retention', d.taskRetentionMs, retention),
     ...workerToken(argv),
     masterAuth: read(argv, 'master-auth', d.masterAuth, oneOf(['proof', 'none'] as const)),
     ...buildSecurity(argv),

@@ -152,14 +152,13 @@ export class LiveFeed extends EventEmitter<LiveEvents> {
   }
 
   snapshot(): LiveSnapshot {
-    const unfinished: TaskRecord[] = []
-    const finished: TaskRecord[] = []
-    for (const t of this.src.tasks.values()) (t.status === 'queued' || t.status === 'assigned' || t.status === 'running' ? unfinished : finished).push(t)
-    finished.sort((a, b) => (b.finishedAt ?? b.updatedAt) - (a.finishedAt ?? a.updatedAt))
+    // From the table's indexes: the work in hand and the newest finished, never every task kept.
+    const unfinished = this.src.tasks.unfinished()
+    const finished = this.src.tasks.recentlyFinished(SNAPSHOT_RECENT_TASKS)
     return {
       type: 'snapshot',
       workers: this.src.registry.list().map(toWorkerView),
-      tasks: [...unfinished, ...finished.slice(0, SNAPSHOT_RECENT_TASKS)].map((t) => toTaskView(t, this.src.tasks.isDurable(t.id), 4096)),
+      tasks: [...unfinished, ...finished].map((t) => toTaskView(t, this.src.tasks.isDurable(t.id), 4096)),
       status: this.src.status(),
       timestamp: this.stamp(),
     }

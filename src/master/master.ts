@@ -28,6 +28,8 @@ import { QueueProcessor } from './queue.js'
 import { neverFitsReason } from './scheduler.js'
 import { parseTaskInput } from './task-input.js'
 import { TaskTable } from './tasks.js'
+import { TaskPruner } from './task-retention.js'
+import { formatLongDuration } from '../shared/duration.js'
 import { WorkerClients } from './worker-clients.js'
 import { ReconnectMonitor } from './reconnect.js'
 import { Registry } from './registry.js'
@@ -59,6 +61,8 @@ export class Master implements MasterControl {
   /** Worker, task and telemetry events for the WebSocket. */
   readonly live: LiveFeed
   private readonly queue: QueueProcessor
+  /** Removes finished tasks past --task-retention or --max-finished-tasks. */
+  private readonly pruner: TaskPruner
   private readonly log: Logger
   private readonly store: Store
   private readonly journal: StoreJournal
@@ -93,7 +97,8 @@ export class Master implements MasterControl {
     this.dialer = deps.dialer ?? (config.dialer === 'inline' ? new InlineDialer({ auth, masterKey: key }) : new PoolDialer({ threads: config.dialThreads, auth, masterKey: key }))
     this.dialer.counters = this.counters.buffer
     this.journal = new StoreJournal(this.store, this.registry, { log: this.log, limit: config.storeJournalLimit, onLateOpen: () => this.loadLate() })
-    this.tasks = new TaskTable(this.journal)
+    this.tasks = new TaskTable(this.journal, Date.now, { retentionMs: config.taskRetentionMs, maxFinished: config.maxFinishedTasks, outputTailBytes: config.taskOutputTailBytes })
+    this.pruner = new TaskPruner({ tasks: this.tasks, retentionMs: config.taskRetentionMs, log: this.log })
     this.journal.on('tasks-written', (ids) => this.tasks.markDurable(ids))
     this.queue = new QueueProcessor({ tasks: this.tasks, registry: this.registry, clients: new WorkerClients(auth, key), log: this.log, heartbeatTimeoutMs: config.heartbeatTimeoutMs, counters: this.counters })
     this.liveness = new Liveness(this.registry, { timeoutMs: config.heartbeatTimeoutMs, log: this.log })
@@ -199,6 +204,8 @@ export class Master implements MasterControl {
         log.info({ step: 3, workers, tasks: c }, `Loaded ${workers} worker(s) (inactive until they connect) and ${tasks} task(s) (${c.queued} queued, ${c.assigned + c.running} on workers) from the store`)
       }
 
+      // Tasks loaded past their retention or their count go before the queue looks at anything.
+      this.pruner.start()
       this.queue.start()
       const queued = this.tasks.counts().queued
       log.info({ step: 4, queued }, `Queue processor started (${queued} task(s) queued)`)
@@ -277,6 +284,11 @@ export class Master implements MasterControl {
     const added = this.registry.load(records)
     // The store may still say "active" for workers of a master that died: write them inactive.
     for (const id of added) this.journal.recordWorker(id)
+    // Tasks past their retention are removed in the store, never loaded: a long history costs
+    // one indexed delete at start instead of its whole output in memory.
+    const cutoff = Date.now() - this.config.taskRetentionMs
+    const expired = await this.store.deleteFinishedBefore(cutoff)
+    if (expired > 0) this.log.info({ removed: expired, taskRetentionMs: this.config.taskRetentionMs }, `Removed ${expired} finished task(s) older than the task retention (${formatLongDuration(this.config.taskRetentionMs)}) from the store`)
     const tasks = this.tasks.load(await this.store.loadTasks())
     return { workers: added.length, tasks }
   }
@@ -294,6 +306,7 @@ export class Master implements MasterControl {
     this.phase = 'closing'
     log.info('Shutting down: stopping the queue processor')
     await this.queue.close()
+    this.pruner.close()
     log.info('Shutting down: stopping the reconnection monitor')
     await this.monitor.close()
     await this.dialer.close()
@@ -413,10 +426,10 @@ export class Master implements MasterControl {
   listTasks(query: { status?: TaskStatus; limit?: number; offset?: number }): { tasks: TaskView[]; total: number; limit: number; offset: number } {
     const limit = query.limit ?? 100
     const offset = query.offset ?? 0
-    const all = [...this.tasks.values()].filter((t) => !query.status || t.status === query.status)
-    all.sort((a, b) => b.submittedAt - a.submittedAt || (a.id < b.id ? 1 : -1))
+    // From the table's indexes: the cost is the page (and its offset), not every task kept.
+    const page = this.tasks.list({ status: query.status, offset, limit })
     // Lists carry only the end of each task's output; `GET /api/tasks/{id}` has the whole tail.
-    return { tasks: all.slice(offset, offset + limit).map((t) => this.withWaitReason(toTaskView(t, this.tasks.isDurable(t.id), 4096))), total: all.length, limit, offset }
+    return { tasks: page.tasks.map((t) => this.withWaitReason(toTaskView(t, this.tasks.isDurable(t.id), 4096))), total: page.total, limit, offset }
   }
 
   getTask(id: string): TaskView {

@@ -84,7 +84,7 @@ export class QueueProcessor {
     // back; a worker that does not come back within the heartbeat timeout loses them to the queue.
     this.startupCheck = setTimeout(() => {
       this.startupCheck = null
-      for (const t of [...tasks.values()]) {
+      for (const t of tasks.unfinished()) {
         if ((t.status === 'assigned' || t.status === 'running') && t.workerId && registry.get(t.workerId)?.isActive !== true) {
           this.requeue(t, `worker ${t.workerId} did not come back after the master restarted`)
         }

@@ -2,7 +2,11 @@ import { EventEmitter } from 'node:events'
 import { randomUUID } from 'node:crypto'
 import { CloudaiError } from '../shared/errors.js'
 import type { TaskEvents, TaskRecord, TaskStatus } from '../shared/types.js'
+import { utf8Tail } from '../shared/utf8-tail.js'
+import { FINAL_TASK_STATUSES } from '../store/store.js'
 import type { TaskInput } from './task-input.js'
+import { FinishOrder, SubmissionOrder } from './task-indexes.js'
+import { DEFAULT_TASK_RETENTION, type TaskRetention } from './task-retention.js'
 
 /** Which transitions exist: a task never moves backwards out of a final state. */
 const ALLOWED: Record<TaskStatus, readonly TaskStatus[]> = {
@@ -39,7 +43,12 @@ export interface TaskPersistence {
   sync(): Promise<boolean>
   /** @throws CLOUDAI_STORE_DEGRADED */
   writeTaskNow(task: TaskRecord): Promise<void>
+  /** Journals a pruned task's removal from the store (retried like any change until it lands). */
+  recordTaskRemoval(id: string): void
 }
+
+const FINAL: ReadonlySet<TaskStatus> = new Set(FINAL_TASK_STATUSES)
+const isFinal = (s: TaskStatus): boolean => FINAL.has(s)
 
 export interface SubmitOptions {
   /** While the store is down: keep the task in memory, not yet durable, instead of refusing it. */
@@ -62,8 +71,19 @@ export class TaskTable extends EventEmitter<TaskEvents> {
   private readonly locks = new Map<string, Promise<unknown>>()
   /** Accepted while the store was down and not written yet. */
   private readonly undurable = new Set<string>()
+  // Indexes kept by index() as tasks change, so that counts, lists and pruning never scan every
+  // task: ids per status (counts are their sizes), submission order, finish order.
+  private readonly byStatus: Record<TaskStatus, Set<string>> = {
+    queued: this.queuedIds, assigned: new Set(), running: new Set(), completed: new Set(), failed: new Set(), cancelled: new Set(),
+  }
+  private readonly submissions = new SubmissionOrder((id) => this.tasks.get(id))
+  private readonly finished = new FinishOrder()
 
-  constructor(private readonly persistence: TaskPersistence, private readonly now: () => number = Date.now) {
+  constructor(
+    private readonly persistence: TaskPersistence,
+    private readonly now: () => number = Date.now,
+    private readonly retention: TaskRetention = DEFAULT_TASK_RETENTION,
+  ) {
     super()
   }
 
@@ -73,14 +93,20 @@ export class TaskTable extends EventEmitter<TaskEvents> {
    */
   load(records: Iterable<TaskRecord>): number {
     let added = 0
+    const finished: { id: string; finishedAt: number }[] = []
     for (const stored of records) {
       if (this.tasks.has(stored.id)) continue
-      // Written before placements had their own number: `attempts` was that number.
-      const t = typeof stored.attempt === 'number' ? stored : { ...stored, attempt: stored.attempts }
+      // A store written before --task-output-tail (or with a larger one) may hold a longer tail;
+      // one written before placements had their own number has it in `attempts`.
+      const t = this.boundOutput(typeof stored.attempt === 'number' ? stored : { ...stored, attempt: stored.attempts })
       this.tasks.set(t.id, t)
-      this.index(t, null)
+      this.index(t, null, 'loading')
+      if (isFinal(t.status)) finished.push({ id: t.id, finishedAt: t.updatedAt })
       added++
     }
+    // The orders are built once for the whole load, which may come after work began.
+    if (added > 0) this.submissions.rebuild(this.tasks.values())
+    this.finished.addAll(finished)
     return added
   }
 
@@ -135,11 +161,79 @@ export class TaskTable extends EventEmitter<TaskEvents> {
     return out.sort((a, b) => a.submittedAt - b.submittedAt || (a.id < b.id ? -1 : 1))
   }
 
+  // --- counts, lists and pruning, all from the indexes ----------------------------------------
+
+  /** Tasks per status: the sizes of the status index, no pass over the tasks. */
   counts(): Record<TaskStatus, number> {
-    const c: Record<TaskStatus, number> = { queued: 0, assigned: 0, running: 0, completed: 0, failed: 0, cancelled: 0 }
-    for (const t of this.tasks.values()) c[t.status]++
-    return c
+    const s = this.byStatus
+    return { queued: s.queued.size, assigned: s.assigned.size, running: s.running.size, completed: s.completed.size, failed: s.failed.size, cancelled: s.cancelled.size }
   }
+
+  /**
+   * A page of the task list, newest submission first, optionally of one status. Costs what it
+   * returns (plus the offset), not the number of tasks held: without a status it walks the
+   * submission order from its newest end; with one it sorts that status's ids, or walks the
+   * submission order when that status is so common that the walk is the shorter way.
+   */
+  list(query: { status?: TaskStatus; offset: number; limit: number }): { tasks: TaskRecord[]; total: number } {
+    const { status, offset, limit } = query
+    if (status === undefined) return { tasks: this.submissions.newest(offset, limit), total: this.tasks.size }
+    const ids = this.byStatus[status]
+    const wanted = offset + limit
+    const sortCost = ids.size * Math.log2(ids.size + 2)
+    const walkCost = ids.size === 0 ? 0 : (wanted * this.tasks.size) / ids.size
+    if (walkCost < sortCost) return { tasks: this.submissions.newest(offset, limit, (t) => t.status === status), total: ids.size }
+    const all: TaskRecord[] = []
+    for (const id of ids) all.push(this.tasks.get(id)!)
+    all.sort((a, b) => b.submittedAt - a.submittedAt || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0))
+    return { tasks: all.slice(offset, wanted), total: ids.size }
+  }
+
+  /** Queued, assigned and running tasks, oldest submission first: bounded by the work in hand. */
+  unfinished(): TaskRecord[] {
+    const out: TaskRecord[] = []
+    for (const s of ['queued', 'assigned', 'running'] as const) for (const id of this.byStatus[s]) out.push(this.tasks.get(id)!)
+    return out.sort((a, b) => a.submittedAt - b.submittedAt || (a.id < b.id ? -1 : 1))
+  }
+
+  /** Up to `n` finished tasks, the most recently finished first. */
+  recentlyFinished(n: number): TaskRecord[] {
+    return this.finished.newest(n).map((id) => this.tasks.get(id)!)
+  }
+
+  /**
+   * Removes finished tasks that finished (on this table's clock) `retentionMs` ago or more, then the
+   * oldest finished past `maxFinished`, from memory, and journals their removal from the store.
+   * Looks only at the front of the finish order: the cost is what it removes. Never removes a task
+   * that is not final. Returns the ids removed.
+   */
+  prune(): string[] {
+    const cutoff = this.now() - this.retention.retentionMs
+    const removed: string[] = []
+    for (let head = this.finished.oldest(); head !== null; head = this.finished.oldest()) {
+      if (head.finishedAt > cutoff && this.finished.size <= this.retention.maxFinished) break
+      this.finished.shift()
+      const t = this.tasks.get(head.id)
+      if (!t || !isFinal(t.status)) continue
+      this.tasks.delete(t.id)
+      this.byStatus[t.status].delete(t.id)
+      this.submissions.removed()
+      this.undurable.delete(t.id)
+      this.persistence.recordTaskRemoval(t.id)
+      removed.push(t.id)
+    }
+    return removed
+  }
+
+  /** The record with its output cut to the last `outputTailBytes` (the worker keeps the whole log). */
+  private boundOutput<T extends { logsTail?: string }>(r: T): T {
+    const tail = r.logsTail
+    if (tail === undefined) return r
+    const bounded = utf8Tail(tail, this.retention.outputTailBytes)
+    return bounded === tail ? r : { ...r, logsTail: bounded }
+  }
+
+  // ---------------------------------------------------------------------------------------------
 
   /**
    * Persists a new queued task, then adds it. While the store is down the task is refused, or with
@@ -193,7 +287,7 @@ export class TaskTable extends EventEmitter<TaskEvents> {
       const at = this.now()
       const next: TaskRecord = {
         ...cur,
-        ...patch,
+        ...this.boundOutput(patch),
         attempts: guard.startsRun && cur.status === 'assigned' ? cur.attempts + 1 : cur.attempts,
         status: to,
         reason: reason ?? (to === 'queued' ? cur.reason : null),
@@ -209,9 +303,15 @@ export class TaskTable extends EventEmitter<TaskEvents> {
     })
   }
 
-  private index(next: TaskRecord, prev: TaskRecord | null): void {
-    if (next.status === 'queued') this.queuedIds.add(next.id)
-    else this.queuedIds.delete(next.id)
+  /** Keeps every index in step with a change; `loading`: load() builds the orders itself, once. */
+  private index(next: TaskRecord, prev: TaskRecord | null, loading?: 'loading'): void {
+    if (prev) this.byStatus[prev.status].delete(prev.id)
+    this.byStatus[next.status].add(next.id)
+    if (loading === undefined) {
+      if (prev === null) this.submissions.add(next)
+      // A final state is never left: a task enters the finish order once.
+      if (isFinal(next.status) && (prev === null || !isFinal(prev.status))) this.finished.add(next.id, next.updatedAt)
+    }
     if (prev?.workerId) this.onWorker.get(prev.workerId)?.delete(prev.id)
     if (next.workerId && (next.status === 'assigned' || next.status === 'running')) {
       let set = this.onWorker.get(next.workerId)

@@ -105,7 +105,7 @@ export interface TaskView {
   durable: boolean
 }
 
-/** `logsLimit` trims the tail for lists; a single task shows it whole (at most 1 MiB). */
+/** `logsLimit` trims the tail for lists; a single task shows all the master keeps (--task-output-tail). */
 export function toTaskView(t: TaskRecord, durable: boolean, logsLimit = Number.POSITIVE_INFINITY): TaskView {
   return {
     task_id: t.id,

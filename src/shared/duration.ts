@@ -28,6 +28,29 @@ function bad(field: string, value: unknown): CloudaiError {
   )
 }
 
+const DAY_MS = 86_400_000
+const LONG = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/
+
+/**
+ * Like parseDuration, with days too (`7d`) and a ceiling of the caller's: retention times run past
+ * the week parseDuration allows.
+ */
+export function parseLongDuration(value: unknown, field: string, maxMs: number): number {
+  const text = typeof value === 'number' ? String(value) : value
+  const match = typeof text === 'string' ? LONG.exec(text) : null
+  const unit = match ? (match[2] === 'd' ? DAY_MS : UNITS[match[2] ?? 's']) : undefined
+  const ms = match && unit !== undefined ? Math.round(Number(match[1]) * unit) : Number.NaN
+  if (!(ms >= 0 && ms <= maxMs)) {
+    throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${field} ${JSON.stringify(value)} is not a duration: use 30s, 15m, 12h, 7d or a plain number of seconds (at most ${formatLongDuration(maxMs)})`)
+  }
+  return ms
+}
+
+/** formatDuration, in days when it is whole days (`7d`). */
+export function formatLongDuration(ms: number): string {
+  return ms >= DAY_MS && ms % DAY_MS === 0 ? `${ms / DAY_MS}d` : formatDuration(ms)
+}
+
 export function formatDuration(ms: number): string {
   if (ms < 1000) return `${ms}ms`
   if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`

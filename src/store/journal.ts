@@ -17,8 +17,8 @@ export interface JournalSource {
   off(event: WorkerEvent, listener: (w: WorkerRecord) => void): unknown
 }
 
-/** One change not yet persisted: a worker's state (null: unregistered) or a task's. */
-type Entry = { kind: 'worker'; id: string; worker: WorkerRecord | null } | { kind: 'task'; id: string; task: TaskRecord }
+/** One change not yet persisted: a worker's state (null: unregistered) or a task's (null: pruned). */
+type Entry = { kind: 'worker'; id: string; worker: WorkerRecord | null } | { kind: 'task'; id: string; task: TaskRecord | null }
 
 export interface JournalStatus {
   healthy: boolean
@@ -148,6 +148,14 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
   }
 
   /**
+   * Journals the removal of a finished task the task table pruned. It replaces any state of the
+   * task still journalled (a task pruned before the store took its last state is never written).
+   */
+  recordTaskRemoval(id: string): void {
+    this.append({ kind: 'task', id, task: null })
+  }
+
+  /**
    * Writes one new task at once, outside the journal: a submission is acknowledged only once the
    * store holds it, and a task nobody else knows of yet has nothing to be ordered after.
    * @throws CLOUDAI_STORE_DEGRADED when the store is down or fails now (it then counts as down)
@@ -263,9 +271,18 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
         await this.store.writeWorkers(changes)
       } else {
         const tasks: TaskRecord[] = []
-        for (let k = i; k < j; k++) tasks.push((batch[k] as Extract<Entry, { kind: 'task' }>).task)
-        await this.store.writeTasks(tasks)
-        this.emit('tasks-written', tasks.map((t) => t.id))
+        const removals: string[] = []
+        for (let k = i; k < j; k++) {
+          const e = batch[k] as Extract<Entry, { kind: 'task' }>
+          if (e.task) tasks.push(e.task)
+          else removals.push(e.id)
+        }
+        if (tasks.length > 0) {
+          await this.store.writeTasks(tasks)
+          this.emit('tasks-written', tasks.map((t) => t.id))
+        }
+        // One key appears once in a batch: no task is both written and removed here.
+        if (removals.length > 0) await this.store.deleteTasks(removals)
       }
       i = progress.written = j
     }

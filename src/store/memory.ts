@@ -1,5 +1,5 @@
 import type { TaskRecord, WorkerRecord } from '../shared/types.js'
-import { taskVersion, type Store, type WorkerChanges } from './store.js'
+import { FINAL_TASK_STATUSES, taskVersion, type Store, type WorkerChanges } from './store.js'
 
 /** A store that keeps copies in memory: the contract's reference, and a master without a disk. */
 export class MemoryStore implements Store {
@@ -32,5 +32,21 @@ export class MemoryStore implements Store {
       const held = this.tasks.get(t.id)
       if (!held || taskVersion(t) > taskVersion(held)) this.tasks.set(t.id, structuredClone(t))
     }
+  }
+
+  async deleteTasks(ids: readonly string[]): Promise<void> {
+    for (const id of ids) this.tasks.delete(id)
+  }
+
+  async deleteFinishedBefore(before: number): Promise<number> {
+    const final: readonly string[] = FINAL_TASK_STATUSES
+    let removed = 0
+    for (const [id, t] of this.tasks) {
+      if (final.includes(t.status) && t.updatedAt < before) {
+        this.tasks.delete(id)
+        removed++
+      }
+    }
+    return removed
   }
 }

@@ -21,7 +21,7 @@ import { CloudaiError } from '../shared/errors.js'
 import type { RunningTaskInfo, TaskRecord, WorkerRecord } from '../shared/types.js'
 import { readStoredCredential, type StoredCredential } from '../shared/worker-credential.js'
 import { redactMongoUri } from './mongo-uri.js'
-import { taskVersion, type Store, type WorkerChanges } from './store.js'
+import { FINAL_TASK_STATUSES, taskVersion, type Store, type WorkerChanges } from './store.js'
 
 export type MongoStoreConfig = Omit<Extract<StoreConfig, { kind: 'mongodb' }>, 'kind'> & {
   kind?: 'mongodb'
@@ -163,6 +163,8 @@ export class MongoStore implements Store {
         { key: { status: 1, submitted_at_ms: 1 }, name: 'status_submitted' },
         // Tasks of a worker, when it dies or unregisters.
         { key: { worker_id: 1 }, name: 'worker_id' },
+        // Retention: finished tasks by the time of their last change (deleteFinishedBefore).
+        { key: { status: 1, updated_at_ms: 1 }, name: 'status_updated' },
       ])
       this.client = client
       this.db = db
@@ -240,6 +242,26 @@ export class MongoStore implements Store {
     }
   }
 
+  async deleteTasks(ids: readonly string[]): Promise<void> {
+    const coll = this.require(this.tasks)
+    try {
+      // In slices: a start-up prune can name hundreds of thousands, past a command's 16 MiB.
+      for (let i = 0; i < ids.length; i += DELETE_SLICE) await coll.deleteMany({ _id: { $in: ids.slice(i, i + DELETE_SLICE) } })
+    } catch (err) {
+      throw storeError(err, `cannot delete ${ids.length} task(s) from MongoDB`)
+    }
+  }
+
+  async deleteFinishedBefore(before: number): Promise<number> {
+    const coll = this.require(this.tasks)
+    try {
+      const res = await coll.deleteMany({ status: { $in: [...FINAL_TASK_STATUSES] }, updated_at_ms: { $lt: int64(before) } })
+      return res.deletedCount
+    } catch (err) {
+      throw storeError(err, 'cannot delete finished tasks from MongoDB')
+    }
+  }
+
   private requireDb(): Db {
     return this.require(this.db)
   }
@@ -249,6 +271,9 @@ export class MongoStore implements Store {
     return handle
   }
 }
+
+/** Task ids per deleteMany: 10,000 ids of about 45 bytes stay far below a command's 16 MiB. */
+const DELETE_SLICE = 10_000
 
 // --- documents ---------------------------------------------------------------------------------
 

@@ -5,9 +5,9 @@ import { CloudaiError } from '../shared/errors.js'
 import type { RunningTaskInfo, TaskRecord, WorkerRecord } from '../shared/types.js'
 import type { StoredCredential } from '../shared/worker-credential.js'
 import { readStoredCredential } from '../shared/worker-credential.js'
-import { taskVersion, type Store, type WorkerChanges } from './store.js'
+import { FINAL_TASK_STATUSES, taskVersion, type Store, type WorkerChanges } from './store.js'
 
-const SCHEMA_VERSION = 4
+const SCHEMA_VERSION = 5
 
 interface WorkerRow {
   worker_id: string
@@ -46,6 +46,7 @@ export class SqliteStore implements Store {
   private deleteStmt: Database.Statement | null = null
   private writeTx: ((changes: WorkerChanges) => void) | null = null
   private taskTx: ((tasks: TaskRecord[]) => void) | null = null
+  private deleteTaskTx: ((ids: readonly string[]) => void) | null = null
 
   constructor(dataDir: string, private readonly busyTimeoutMs = 50) {
     this.location = join(resolve(dataDir), 'cloudai.db')
@@ -104,6 +105,10 @@ export class SqliteStore implements Store {
         upsertTask.run({ id: t.id, status: t.status, workerId: t.workerId, submittedAt: t.submittedAt, updatedAt: t.updatedAt, version: taskVersion(t), doc: JSON.stringify(t) })
       }
     })
+    const deleteTask = db.prepare('DELETE FROM tasks WHERE task_id = ?')
+    this.deleteTaskTx = db.transaction((ids: readonly string[]) => {
+      for (const id of ids) deleteTask.run(id)
+    })
   }
 
   async close(): Promise<void> {
@@ -111,6 +116,7 @@ export class SqliteStore implements Store {
     this.db = null
     this.writeTx = null
     this.taskTx = null
+    this.deleteTaskTx = null
     this.upsertStmt = null
     this.deleteStmt = null
     db?.close()
@@ -156,6 +162,17 @@ export class SqliteStore implements Store {
   async writeTasks(tasks: TaskRecord[]): Promise<void> {
     if (!this.taskTx) throw new CloudaiError('CLOUDAI_STORE_FAILED', 'the SQLite store is not open')
     if (tasks.length > 0) this.taskTx(tasks)
+  }
+
+  async deleteTasks(ids: readonly string[]): Promise<void> {
+    if (!this.deleteTaskTx) throw new CloudaiError('CLOUDAI_STORE_FAILED', 'the SQLite store is not open')
+    if (ids.length > 0) this.deleteTaskTx(ids)
+  }
+
+  async deleteFinishedBefore(before: number): Promise<number> {
+    // Served by the tasks_finished index (status, updated_at).
+    const marks = FINAL_TASK_STATUSES.map(() => '?').join(', ')
+    return this.requireDb().prepare(`DELETE FROM tasks WHERE status IN (${marks}) AND updated_at < ?`).run(...FINAL_TASK_STATUSES, before).changes
   }
 
   private requireDb(): Database.Database {
@@ -215,6 +232,14 @@ function migrate(db: Database.Database): void {
       BEGIN;
       ALTER TABLE workers ADD COLUMN credential TEXT;
       PRAGMA user_version = 4;
+      COMMIT;`)
+  }
+  if (version < 5) {
+    // Retention: finished tasks by the time of their last change (a final state is the last one).
+    db.exec(`
+      BEGIN;
+      CREATE INDEX IF NOT EXISTS tasks_finished ON tasks (status, updated_at);
+      PRAGMA user_version = 5;
       COMMIT;`)
   }
 }

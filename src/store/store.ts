@@ -1,4 +1,4 @@
-import type { TaskRecord, WorkerRecord } from '../shared/types.js'
+import type { TaskRecord, TaskStatus, WorkerRecord } from '../shared/types.js'
 
 /**
  * What the master persists. Kept small on purpose: the in-memory registry is authoritative at run
@@ -34,7 +34,21 @@ export interface Store {
    * backwards.
    */
   writeTasks(tasks: TaskRecord[]): Promise<void>
+  /**
+   * Removes these tasks (retention: the task table names only finished ones, as memory holds
+   * them, which is newer than any stored copy); ids it does not hold are skipped.
+   */
+  deleteTasks(ids: readonly string[]): Promise<void>
+  /**
+   * Removes the finished tasks (completed, failed, cancelled) whose last change is before `before`
+   * (epoch ms), and returns how many: at start, so that tasks past their retention are never
+   * loaded. A task stored in any other state is kept, however old.
+   */
+  deleteFinishedBefore(before: number): Promise<number>
 }
+
+/** The states a task never leaves: the only ones retention removes. */
+export const FINAL_TASK_STATUSES = ['completed', 'failed', 'cancelled'] as const satisfies readonly TaskStatus[]
 
 export interface WorkerChanges {
   upserts: WorkerRecord[]

@@ -13,11 +13,13 @@ import { serverKeepaliveOptions } from '../shared/keepalive.js'
 import { advertiseHost, bindAddress } from '../shared/advertise.js'
 import { MAX_RUNNING_TASKS, validateAddress, validateAmount, validateDockerImage, validateEnv, validateString, validateTaskCommand, validateTaskId, validateWorkerId } from '../shared/validation.js'
 import type { MasterInfoMsg, RegisterAckMsg, RunningTaskMsg, TaskAckMsg, TaskIdMsg, TaskMsg, TaskResultMsg } from '../shared/wire.js'
+import { utf8Tail } from '../shared/utf8-tail.js'
 import { Executor, shellArgv, type ProcessSpec, type TaskOutcome } from './executor.js'
 import { MasterLink } from './link.js'
 import { MasterCheck } from './master-auth.js'
 import { Outbox } from './outbox.js'
 import { Reporter } from './reporter.js'
+import { TaskDirRetention } from './task-retention.js'
 import { DockerProbe, dockerRunArgv, signalContainer } from './runtime.js'
 import { readSpecs, UsageSampler } from './specs.js'
 
@@ -81,6 +83,8 @@ export class WorkerAgent {
   private executor: Executor | null = null
   private outbox: Outbox | null = null
   private reporter: Reporter | null = null
+  /** Removes finished task directories after --task-retention. */
+  private taskDirs: TaskDirRetention | null = null
   private readonly docker: DockerProbe
   /** Resources of the tasks the executor runs, as the master asked for them (for heartbeats). */
   private readonly allocations = new Map<string, RunningTaskMsg>()
@@ -156,6 +160,15 @@ export class WorkerAgent {
     const reporter = new Reporter({ outbox, channel: link, log, retryBaseMs: Math.min(250, this.config.joinMaxBackoffMs), retryMaxMs: this.config.joinMaxBackoffMs })
     executor.on('finished', (outcome) => this.onFinished(outcome))
     executor.reapOrphans()
+    const taskDirs = new TaskDirRetention({
+      dataDir: this.config.dataDir,
+      retentionMs: this.config.taskRetentionMs,
+      log,
+      inUse: (taskId, attempt) => executor.get(taskId)?.attempt === attempt || outbox.has(taskId, attempt),
+    })
+    // After the reaping: a directory whose process it killed is finished now.
+    taskDirs.start()
+    this.taskDirs = taskDirs
     this.outbox = outbox
     this.executor = executor
     this.reporter = reporter
@@ -358,6 +371,7 @@ export class WorkerAgent {
   /** A process ended: its result goes to the outbox (on disk) and then to the master. */
   private onFinished(o: TaskOutcome): void {
     this.allocations.delete(o.taskId)
+    this.taskDirs?.taskFinished(o.taskId, o.attempt)
     const result: TaskResultMsg = {
       task_id: o.taskId,
       worker_id: this.config.id,
@@ -392,6 +406,7 @@ export class WorkerAgent {
     const running = this.executor?.size ?? 0
     if (running > 0) log.info({ running }, `Stopping: cancelling ${running} running task(s)`)
     await this.executor?.close()
+    this.taskDirs?.close()
     await this.reporter?.close(SHUTDOWN_REPORT_MS)
     this.link?.close()
     await this.stopServer()
@@ -489,13 +504,4 @@ function parseTask(req: TaskMsg): TaskInput {
     memory: validateAmount(req.req_memory ?? 0, 'req_memory', 1e9),
     gpu: validateAmount(req.req_gpu ?? 0, 'req_gpu', 1e4),
   }
-}
-
-/** The end of `text` that fits in `maxBytes` of UTF-8 (binary output can decode to more than it was). */
-function utf8Tail(text: string, maxBytes: number): string {
-  const buf = Buffer.from(text, 'utf8')
-  if (buf.length <= maxBytes) return text
-  let start = buf.length - maxBytes
-  while (start < buf.length && (buf[start]! & 0xc0) === 0x80) start++
-  return buf.subarray(start).toString('utf8')
 }

@@ -18,6 +18,7 @@ export async function startAgent(t: TestContext, config: Partial<WorkerConfig> =
       joinMaxBackoffMs: 500,
       dataDir: config.dataDir ?? tempDir(t, 'cloudai-worker-'),
       killGraceMs: 500,
+      taskRetentionMs: 7 * 86_400_000,
       token: null,
       tokenFile: null,
       masterAuth: 'proof',

@@ -49,4 +49,19 @@ export class FlakyStore extends MemoryStore {
     this.taskBatches.push(tasks.map((t) => `${t.id}:${t.status}`))
     await super.writeTasks(tasks)
   }
+
+  override async deleteTasks(ids: readonly string[]): Promise<void> {
+    this.check()
+    if (this.failTasks) {
+      this.failures++
+      throw new Error('tasks collection is read-only')
+    }
+    this.taskBatches.push(ids.map((id) => `${id}:deleted`))
+    await super.deleteTasks(ids)
+  }
+
+  override async deleteFinishedBefore(before: number): Promise<number> {
+    this.check()
+    return super.deleteFinishedBefore(before)
+  }
 }

@@ -95,6 +95,9 @@ test('master flags are parsed into the config: ports, hosts, addresses, duration
     'master-key-file': '/etc/cloudai/master.key',
     'worker-auth': 'none',
     'token-grace': '10m',
+    'task-retention': '36h',
+    'max-finished-tasks': '5000',
+    'task-output-tail': '16KiB',
   })
   assert.deepEqual(config, {
     masterId: 'm-2',
@@ -107,6 +110,9 @@ test('master flags are parsed into the config: ports, hosts, addresses, duration
     store: { kind: 'sqlite' },
     storeJournalLimit: 500,
     acceptWhileDegraded: true,
+    taskRetentionMs: 36 * 3_600_000,
+    maxFinishedTasks: 5000,
+    taskOutputTailBytes: 16 * 1024,
     reconnectIntervalMs: 0,
     dialTimeoutMs: 500,
     heartbeatTimeoutMs: 60_000,
@@ -132,6 +138,27 @@ test('master flags are parsed into the config: ports, hosts, addresses, duration
     tls: { certPath: CERT, keyPath: CERT, caPath: null },
     log: { level: 'debug', pretty: true },
   })
+})
+
+test('task retention: --task-retention takes s, m, h and d from 1s to 365d on master and worker; --max-finished-tasks and --task-output-tail are bounded', () => {
+  assert.equal(MASTER_DEFAULTS.taskRetentionMs, 7 * 86_400_000)
+  assert.equal(WORKER_DEFAULTS.taskRetentionMs, 7 * 86_400_000)
+  assert.equal(MASTER_DEFAULTS.maxFinishedTasks, 100_000)
+  assert.equal(MASTER_DEFAULTS.taskOutputTailBytes, 64 * 1024)
+  for (const [value, ms] of [['1s', 1000], ['2s', 2000], ['90m', 5_400_000], ['12h', 43_200_000], ['7d', 604_800_000], ['1.5d', 129_600_000], ['365d', 365 * 86_400_000], ['30', 30_000]] as const) {
+    assert.equal(buildMasterConfig({ 'task-retention': value }).taskRetentionMs, ms, value)
+    assert.equal(buildWorkerConfig({ id: 'w1', 'task-retention': value }).taskRetentionMs, ms, value)
+  }
+  for (const value of ['0', '999ms', '366d', '-1d', '7 days', '', 'soon', '1w']) {
+    assert.throws(() => buildMasterConfig({ 'task-retention': value }), badConfig('--task-retention'), value)
+    assert.throws(() => buildWorkerConfig({ id: 'w1', 'task-retention': value }), badConfig('--task-retention'), value)
+  }
+  assert.throws(() => buildMasterConfig({ 'task-retention': '0' }), (e: CloudaiError) => /1s to 365d/.test(e.message))
+  assert.equal(buildMasterConfig({ 'max-finished-tasks': '1' }).maxFinishedTasks, 1)
+  for (const value of ['0', '-5', '1.5', '10000001', 'many']) assert.throws(() => buildMasterConfig({ 'max-finished-tasks': value }), badConfig('--max-finished-tasks'), value)
+  assert.equal(buildMasterConfig({ 'task-output-tail': '1KiB' }).taskOutputTailBytes, 1024)
+  assert.equal(buildMasterConfig({ 'task-output-tail': '1MiB' }).taskOutputTailBytes, 1024 * 1024)
+  for (const value of ['1023', '2MiB', '0', 'big']) assert.throws(() => buildMasterConfig({ 'task-output-tail': value }), badConfig('--task-output-tail'), value)
 })
 
 test('--api-allow-host and --api-allow-origin repeat and take comma lists; each value is checked', () => {
@@ -164,6 +191,7 @@ test('worker flags are parsed into the config', () => {
     'join-max-backoff': '2s',
     'data-dir': '/var/lib/cloudai-worker',
     'kill-grace': '1500ms',
+    'task-retention': '2d',
     token: TOKEN,
     'master-auth': 'none',
     'log-level': 'warn',
@@ -179,6 +207,7 @@ test('worker flags are parsed into the config', () => {
     joinMaxBackoffMs: 2000,
     dataDir: '/var/lib/cloudai-worker',
     killGraceMs: 1500,
+    taskRetentionMs: 2 * 86_400_000,
     token: TOKEN,
     tokenFile: null,
     masterAuth: 'none',

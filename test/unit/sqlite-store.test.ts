@@ -113,7 +113,7 @@ test('SQLite store: a schema-2 database gets task versions from the stored histo
   await store.writeTasks([{ ...stored, status: 'assigned', history: history(2) }, { ...stored, status: 'failed', history: history(3) }])
   const after = new Database(join(dir, 'cloudai.db'), { readonly: true })
   t.after(() => after.close())
-  assert.equal(after.pragma('user_version', { simple: true }), 4)
+  assert.equal(after.pragma('user_version', { simple: true }), 5)
   assert.deepEqual(after.prepare('SELECT task_id, version FROM tasks ORDER BY task_id').all(), [{ task_id: 'task-damaged', version: 0 }, { task_id: 'task-old', version: 3 }])
   assert.ok(after.prepare("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'tasks_worker'").get())
   assert.equal(JSON.parse((after.prepare("SELECT doc FROM tasks WHERE task_id = 'task-old'").get() as { doc: string }).doc).status, 'running')
@@ -161,7 +161,9 @@ test('SQLite store: a schema-3 database (before worker tokens) gets a credential
   await store.writeWorkers({ upserts: [worker('kept', { address: '10.0.0.1:1', registeredAt: 1, credential })], deletes: [] })
   const raw = new Database(join(dir, 'cloudai.db'), { readonly: true })
   t.after(() => raw.close())
-  assert.equal(raw.pragma('user_version', { simple: true }), 4)
+  assert.equal(raw.pragma('user_version', { simple: true }), 5)
+  // Schema 5: finished tasks by the time of their last change, for retention at start.
+  assert.ok(raw.prepare("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'tasks_finished'").get())
   assert.deepEqual(JSON.parse((raw.prepare('SELECT credential FROM workers').get() as { credential: string }).credential), credential)
   // A damaged column costs the credential, not the worker.
   const rw = new Database(join(dir, 'cloudai.db'))

@@ -273,6 +273,35 @@ function contract(subject: Subject): [string, (t: TestContext) => Promise<void>]
         }
       },
     ],
+    [
+      'deleteTasks removes the named tasks, whatever their stored state, skips ids it does not hold, and a deletion holds across a reopen',
+      async (t) => {
+        const store = await subject.fresh(t)
+        const keep = task('task-keep', 4, 'completed')
+        await store.writeTasks([task('task-a', 4, 'completed'), task('task-b', 2, 'assigned'), keep, task('task-c', 4, 'failed')])
+        await store.deleteTasks([])
+        // task-b: memory, which is newer, pruned it finished while the store still held it assigned.
+        await store.deleteTasks(['task-a', 'task-b', 'task-never-written'])
+        await store.deleteTasks(['task-c'])
+        assert.deepEqual(await store.loadTasks(), [keep])
+        await store.close()
+        await store.open()
+        assert.deepEqual(await store.loadTasks(), [keep])
+      },
+    ],
+    [
+      'deleteFinishedBefore removes finished tasks last changed before the time and nothing else: an unfinished task stays however old',
+      async (t) => {
+        const store = await subject.fresh(t)
+        const at = 1_700_000_100_000
+        const old = (id: string, status: TaskStatus, updatedAt: number): TaskRecord => task(id, 4, status, { updatedAt })
+        const kept = [old('task-queued-old', 'queued', at - 90_000), old('task-running-old', 'running', at - 90_000), old('task-done-at', 'completed', at), old('task-done-new', 'cancelled', at + 5)]
+        await store.writeTasks([old('task-done-old', 'completed', at - 1), old('task-failed-old', 'failed', at - 50_000), old('task-cancelled-old', 'cancelled', 0), ...kept])
+        assert.equal(await store.deleteFinishedBefore(at), 3)
+        assert.deepEqual(byId(await store.loadTasks()), byId(kept))
+        assert.equal(await store.deleteFinishedBefore(at), 0, 'nothing left to remove')
+      },
+    ],
   ]
   return cases
 }
@@ -346,6 +375,7 @@ test('MongoDB store', { skip: MONGODB_URI === undefined || MONGODB_URI === '' ? 
     const taskIndexes = (await db.collection(TASKS_COLLECTION).indexes()).map((i) => JSON.stringify(i.key))
     assert.ok(taskIndexes.includes('{"status":1,"submitted_at_ms":1}'), taskIndexes.join(' '))
     assert.ok(taskIndexes.includes('{"worker_id":1}'), taskIndexes.join(' '))
+    assert.ok(taskIndexes.includes('{"status":1,"updated_at_ms":1}'), taskIndexes.join(' '))
     // $type checks on the server: Unix seconds as int64, as CloudAI wrote them.
     const typed = await db.collection(WORKERS_COLLECTION).countDocuments({
       worker_id: 'w1',
