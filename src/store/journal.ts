@@ -148,8 +148,10 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
   }
 
   /**
-   * Writes one new task at once, outside the journal: a submission is acknowledged only once the
-   * store holds it, and a task nobody else knows of yet has nothing to be ordered after.
+   * Writes one task state at once, outside the journal: a submission is acknowledged only once the
+   * store holds it (a task nobody else knows of yet has nothing to be ordered after), and a final
+   * state is announced only once it does (older states of it still journalled are ignored by the
+   * store's version rule when they arrive later).
    * @throws CLOUDAI_STORE_DEGRADED when the store is down or fails now (it then counts as down)
    */
   async writeTaskNow(task: TaskRecord): Promise<void> {
