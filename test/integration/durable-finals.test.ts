@@ -159,7 +159,7 @@ test('an operator cancel while the store is down is refused with 503 CLOUDAI_STO
   assert.equal(worker.lines.slice(workerMark).some((l) => l.msg.startsWith(`Cancelling task ${id}`)), false, 'the worker was never told to cancel it during the outage')
   const cancelled = await api(master.api, `/api/tasks/${id}`, { method: 'DELETE' })
   assert.equal(cancelled.status, 200)
-  assert.equal(cancelled.body.status, 'cancelled')
+  assert.equal(cancelled.body.task.status, 'cancelled')
   assert.equal(storedTask(db, id)?.status, 'cancelled', 'durable when answered')
   await worker.waitForLog((l) => l.msg.startsWith(`Cancelling task ${id}`), 'the worker stops it', { from: workerMark })
   assert.deepEqual(await master.proc.kill('SIGTERM'), { code: 0, signal: null })
