@@ -318,7 +318,8 @@ export class QueueProcessor {
       { workerId: r.worker_id, attempts: attempt, from: ['assigned', 'running'] },
     )
     if (done) log.info({ taskId: t.id, workerId: r.worker_id, status, exitCode: done.exitCode, durationMs: r.duration_ms }, `Task ${t.id} ${status} on worker ${r.worker_id}`)
-    return done !== null
+    // null: it moved meanwhile, perhaps by this very report delivered twice at once.
+    return done !== null || isRecorded(tasks.require(t.id), r)
   }
 
   /** Operator cancel: final at once (persisted); the process is stopped on its worker. */

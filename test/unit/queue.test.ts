@@ -108,7 +108,7 @@ test('a completion while the store is down is refused with CLOUDAI_STORE_DEGRADE
   const back = new Promise<void>((resolve) => journal.once('recovered', () => resolve()))
   store.failing = false
   await back
-  assert.equal(await queue.onCompletion(report), true)
+  assert.deepEqual(await Promise.all([queue.onCompletion(report), queue.onCompletion(report)]), [true, true], 'delivered twice at once: both recorded')
   assert.equal(await queue.onCompletion(report), true, 'a redelivery of a recorded attempt: recorded')
   assert.deepEqual(announced, ['completed'], 'announced once')
   assert.deepEqual((await store.loadTasks())[0]?.history.map((h) => h.status), ['queued', 'assigned', 'running', 'completed'])
