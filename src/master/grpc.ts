@@ -17,7 +17,11 @@ import { WorkerAuth } from './worker-auth.js'
 /** What the task side of the master needs from the gRPC service. */
 export interface TaskHooks {
   onHeartbeat(workerId: string, running: RunningTaskInfo[]): void
-  /** Resolves true when applied, false when stale (acknowledged and ignored). */
+  /**
+   * Resolves true once recorded (durable: now, or by an earlier delivery of the same report),
+   * false when stale (acknowledged and ignored); rejects with CLOUDAI_STORE_DEGRADED while the store
+   * cannot take it, which the worker is answered as UNAVAILABLE: it keeps the result and reports it again.
+   */
   onCompletion(result: CompletionReport): Promise<boolean>
 }
 

@@ -100,7 +100,7 @@ export class Master implements MasterControl {
     this.tasks = new TaskTable(this.journal, Date.now, { retentionMs: config.taskRetentionMs, maxFinished: config.maxFinishedTasks, outputTailBytes: config.taskOutputTailBytes })
     this.pruner = new TaskPruner({ tasks: this.tasks, retentionMs: config.taskRetentionMs, log: this.log })
     this.journal.on('tasks-written', (ids) => this.tasks.markDurable(ids))
-    this.queue = new QueueProcessor({ tasks: this.tasks, registry: this.registry, clients: new WorkerClients(auth, key), log: this.log, heartbeatTimeoutMs: config.heartbeatTimeoutMs, counters: this.counters })
+    this.queue = new QueueProcessor({ tasks: this.tasks, registry: this.registry, clients: new WorkerClients(auth, key), log: this.log, heartbeatTimeoutMs: config.heartbeatTimeoutMs, counters: this.counters, storeRecovered: this.journal })
     this.liveness = new Liveness(this.registry, { timeoutMs: config.heartbeatTimeoutMs, log: this.log })
     this.monitor = new ReconnectMonitor(this.registry, this.dialer, {
       intervalMs: config.reconnectIntervalMs,
@@ -442,7 +442,14 @@ export class Master implements MasterControl {
     if (task.status === 'completed' || task.status === 'failed' || task.status === 'cancelled') {
       throw new CloudaiError('CLOUDAI_TASK_FINISHED', `task ${id} is already ${task.status}; only queued, assigned or running tasks can be cancelled`)
     }
-    const done = await this.queue.cancel(task, 'cancelled by the operator')
+    let done
+    try {
+      done = await this.queue.cancel(task, 'cancelled by the operator')
+    } catch (err) {
+      if (!isCloudaiError(err) || err.code !== 'CLOUDAI_STORE_DEGRADED') throw err
+      // A cancellation is final: acknowledged only once durable, so during an outage nothing changes.
+      throw new CloudaiError('CLOUDAI_STORE_DEGRADED', `task ${id} not cancelled: ${err.message}, so the cancellation could not be made durable; it is still ${this.tasks.get(id)?.status ?? task.status}: cancel it again once the store answers (GET /healthz)`, err.details)
+    }
     if (!done) {
       const now = this.tasks.require(id)
       throw new CloudaiError('CLOUDAI_TASK_FINISHED', `task ${id} finished (${now.status}) before it could be cancelled`)

@@ -6,9 +6,10 @@ import type { TaskAckMsg, TaskMsg } from '../shared/wire.js'
 import { assignSubject } from '../shared/worker-credential.js'
 import type { Counters } from '../shared/counters.js'
 import type { CompletionReport } from './grpc.js'
+import { PendingFinals, type StoreRecovery } from './pending-finals.js'
 import type { Registry } from './registry.js'
 import { EMPTY, pickWorker, type Capacity, type Candidate } from './scheduler.js'
-import type { TaskTable } from './tasks.js'
+import { FINAL_STATES, type TaskTable } from './tasks.js'
 import { WorkerCancels, type WorkerCancelsOptions } from './worker-cancels.js'
 import type { WorkerClients } from './worker-clients.js'
 
@@ -23,6 +24,12 @@ export interface QueueOptions {
   counters?: Counters
   /** Bounds of the CancelTask calls heartbeats lead to (tests shorten them). */
   cancels?: Pick<WorkerCancelsOptions, 'maxInFlightPerWorker' | 'retryAfterMs' | 'unknownLogIntervalMs' | 'now'>
+  /**
+   * The store answering again after an outage (the journal). A final state the master decides by
+   * itself while the store is down (out of attempts, a worker's refusal) waits for it; without
+   * one it waits until close.
+   */
+  storeRecovered?: StoreRecovery
 }
 
 /** Heartbeats in a row that must miss a task before the master believes the worker lost it. */
@@ -48,6 +55,8 @@ export class QueueProcessor {
   private readonly misses = new Map<string, number>()
   private readonly inflight = new Set<Promise<unknown>>()
   private readonly cancels: WorkerCancels
+  /** The master's own final transitions that met a store that was down (see pending-finals.ts). */
+  private readonly finals: PendingFinals
   /** Placements a drain made whose 'assigned' write has not landed yet: counted, not placed twice. */
   private readonly reserved = new Map<string, { workerId: string; task: TaskRecord }>()
   /** Tasks whose AssignTask call is under way: not yet expected in the worker's heartbeats. */
@@ -69,6 +78,7 @@ export class QueueProcessor {
 
   constructor(private readonly opts: QueueOptions) {
     this.rpcTimeoutMs = opts.rpcTimeoutMs ?? 5000
+    this.finals = new PendingFinals({ tasks: opts.tasks, log: opts.log, recovery: opts.storeRecovered })
     this.cancels = new WorkerCancels({ clients: opts.clients, registry: opts.registry, log: opts.log, rpcTimeoutMs: this.rpcTimeoutMs, counters: opts.counters, ...opts.cancels })
   }
 
@@ -80,6 +90,7 @@ export class QueueProcessor {
     registry.on('worker-inactive', this.onWorkerDown)
     registry.on('worker-unregistered', this.onWorkerGone)
     tasks.on('task-changed', this.onTaskChanged)
+    this.finals.start()
     // After a master restart, tasks that were on workers are reconciled when those workers come
     // back; a worker that does not come back within the heartbeat timeout loses them to the queue.
     this.startupCheck = setTimeout(() => {
@@ -182,7 +193,7 @@ export class QueueProcessor {
       } else {
         // The worker answered and said it cannot run this task at all (e.g. no Docker engine).
         log.warn({ taskId: task.id, workerId: worker.id, reason: ack.message }, `Worker ${worker.id} refused task ${task.id}: ${ack.message}`)
-        await tasks.transition(task.id, 'failed', { finishedAt: Date.now() }, `refused by worker ${worker.id}: ${ack.message}`, { ...guard, from: ['assigned'] })
+        await this.finals.apply({ id: task.id, to: 'failed', patch: { finishedAt: Date.now() }, reason: `refused by worker ${worker.id}: ${ack.message}`, guard: { ...guard, from: ['assigned'] } })
       }
     } catch (err) {
       const e = err as grpc.ServiceError
@@ -205,7 +216,7 @@ export class QueueProcessor {
     const guard = { workerId: t.workerId, attempt: t.attempt, from: ['assigned', 'running'] as const }
     const p =
       t.attempts >= t.maxAttempts
-        ? tasks.transition(t.id, 'failed', { finishedAt: Date.now() }, `${why}; gave up after ${t.attempts} attempt(s)`, guard)
+        ? this.finals.apply({ id: t.id, to: 'failed', patch: { finishedAt: Date.now() }, reason: `${why}; gave up after ${t.attempts} attempt(s)`, guard })
         : tasks.transition(t.id, 'queued', { workerId: null, assignedAt: null, startedAt: null }, `${why}; requeued`, guard)
     this.track(
       p.then(
@@ -278,11 +289,14 @@ export class QueueProcessor {
    * Applied only to an attempt the master gave that worker: the task must be assigned to it or
    * running there, and `attempt` must be that attempt. A report without one (CloudAI's workers
    * send none: 0) is read as "the attempt this worker has now", never as "any attempt".
-   * Returns true when it was applied, false when it was stale (ignored).
+   * Returns true once it is recorded (durable), now or by an earlier delivery of the same report;
+   * false when it was stale (ignored).
+   * @throws CLOUDAI_STORE_DEGRADED while the store cannot take it (nothing changed; the worker keeps it and reports it again)
    */
   async onCompletion(r: CompletionReport): Promise<boolean> {
     const { tasks, log } = this.opts
     const t = tasks.get(r.task_id)
+    if (t && isRecorded(t, r)) return true
     const onThisWorker = t !== undefined && t.workerId === r.worker_id && (t.status === 'assigned' || t.status === 'running')
     const attempt = r.attempt > 0 ? r.attempt : t?.attempt
     if (!onThisWorker || attempt !== t.attempt) {
@@ -304,7 +318,8 @@ export class QueueProcessor {
       { workerId: r.worker_id, attempt, from: ['assigned', 'running'], startsRun: true },
     )
     if (done) log.info({ taskId: t.id, workerId: r.worker_id, status, exitCode: done.exitCode, durationMs: r.duration_ms }, `Task ${t.id} ${status} on worker ${r.worker_id}`)
-    return done !== null
+    // null: it moved meanwhile, perhaps by this very report delivered twice at once.
+    return done !== null || isRecorded(tasks.require(t.id), r)
   }
 
   /** Operator cancel: final at once (persisted); the process is stopped on its worker. */
@@ -333,9 +348,18 @@ export class QueueProcessor {
     if (this.startupCheck) clearTimeout(this.startupCheck)
     this.scheduled = this.startupCheck = null
     await Promise.allSettled([...this.inflight])
+    await this.finals.close()
     await this.cancels.close()
     this.opts.clients.close()
   }
+}
+
+/**
+ * A redelivery of a report already recorded (its answer was lost, or the worker restarted): the
+ * task ended that way, on that worker, at that attempt.
+ */
+function isRecorded(t: TaskRecord, r: CompletionReport): boolean {
+  return FINAL_STATES.has(t.status) && t.status === r.status && t.workerId === r.worker_id && (r.attempt > 0 ? r.attempt : t.attempt) === t.attempt
 }
 
 /** Whether this master ever assigned the task to the worker (any attempt): its worker now, or its history says so. */

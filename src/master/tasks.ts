@@ -19,6 +19,9 @@ const ALLOWED: Record<TaskStatus, readonly TaskStatus[]> = {
   cancelled: [],
 }
 
+/** States a task ends in: written to the store before memory holds them (see `transition`). */
+export const FINAL_STATES: ReadonlySet<TaskStatus> = new Set<TaskStatus>(['completed', 'failed', 'cancelled'])
+
 export interface TransitionGuard {
   /** The task must be in one of these states... */
   from?: readonly TaskStatus[]
@@ -60,8 +63,10 @@ export interface SubmitOptions {
  * which checks that the move is allowed, applies it, emits `task-changed` and journals it; while
  * the store answers, it resolves only once the store holds the change, so a task is never sent to
  * a worker before its assignment would survive a crash. While the store is down, work goes on
- * from memory and the journal catches the store up later. Changes to one task are serialised, so
- * two racing transitions see each other's result.
+ * from memory and the journal catches the store up later. A final state is the exception: it is
+ * written to the store first and only then applied and announced, so nothing is ever told a task
+ * finished that a crash could turn back into a running one. Changes to one task are serialised,
+ * so two racing transitions see each other's result.
  */
 export class TaskTable extends EventEmitter<TaskEvents> {
   private readonly tasks = new Map<string, TaskRecord>()
@@ -274,7 +279,9 @@ export class TaskTable extends EventEmitter<TaskEvents> {
 
   /**
    * Moves a task to `to` if the guard holds (else returns null: someone else moved it first).
-   * Resolves once the store holds the change, or at once while the store is down.
+   * Resolves once the store holds the change, or at once while the store is down; a final state
+   * (FINAL_STATES) only once the store holds it.
+   * @throws CLOUDAI_STORE_DEGRADED for a final state the store cannot take now (nothing changed)
    */
   transition(id: string, to: TaskStatus, patch: TaskPatch, reason: string | null, guard: TransitionGuard = {}): Promise<TaskRecord | null> {
     return this.serialised(id, async () => {
@@ -294,6 +301,7 @@ export class TaskTable extends EventEmitter<TaskEvents> {
         updatedAt: at,
         history: [...cur.history, { status: to, at, workerId: patch.workerId !== undefined ? patch.workerId : cur.workerId, reason }],
       }
+      if (FINAL_STATES.has(to)) return this.settle(next, cur)
       this.tasks.set(id, next)
       this.index(next, cur)
       this.persistence.recordTask(next)
@@ -301,6 +309,21 @@ export class TaskTable extends EventEmitter<TaskEvents> {
       if (this.persistence.healthy) await this.persistence.sync()
       return next
     })
+  }
+
+  /**
+   * A final state: durable first, then in memory and announced. Written outside the journal, which
+   * may still hold older states of the task: the store's version rule (taskVersion) ignores those
+   * when they arrive after it. The task lock is held meanwhile, so nothing else moves the task.
+   * @throws CLOUDAI_STORE_DEGRADED (memory unchanged; the journal then counts the store as down)
+   */
+  private async settle(next: TaskRecord, cur: TaskRecord): Promise<TaskRecord> {
+    await this.persistence.writeTaskNow(next)
+    this.undurable.delete(next.id)
+    this.tasks.set(next.id, next)
+    this.index(next, cur)
+    this.emit('task-changed', next, cur.status)
+    return next
   }
 
   /** Keeps every index in step with a change; `loading`: load() builds the orders itself, once. */

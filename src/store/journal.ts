@@ -79,6 +79,8 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
   private retryTimer: TimerHandle | null = null
   private urgent: NodeJS.Immediate | null = null
   private flushing: Promise<void> | null = null
+  /** The writeTaskNow calls of this tick, written together on the next. */
+  private direct: { tasks: TaskRecord[]; written: Promise<boolean> } | null = null
   private opened = false
   /** The store opened late and what it holds is not in memory yet. */
   private loadPending = false
@@ -156,17 +158,34 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
   }
 
   /**
-   * Writes one new task at once, outside the journal: a submission is acknowledged only once the
-   * store holds it, and a task nobody else knows of yet has nothing to be ordered after.
+   * Writes one task state at once, outside the journal: a submission is acknowledged only once the
+   * store holds it (a task nobody else knows of yet has nothing to be ordered after), and a final
+   * state is announced only once it does (older states of it still journalled are ignored by the
+   * store's version rule when they arrive later). Calls in one tick share one write (one SQLite
+   * transaction, one fsync), as journalled changes do.
    * @throws CLOUDAI_STORE_DEGRADED when the store is down or fails now (it then counts as down)
    */
   async writeTaskNow(task: TaskRecord): Promise<void> {
     if (!this.healthy) throw this.degradedError()
+    let batch = this.direct
+    if (!batch) {
+      const tasks: TaskRecord[] = []
+      batch = this.direct = { tasks, written: new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.writeDirect(tasks)) }
+    }
+    batch.tasks.push(task)
+    if (!(await batch.written)) throw this.degradedError()
+  }
+
+  /** The write of one tick's writeTaskNow calls; false (never a rejection) when the store did not take it. */
+  private async writeDirect(tasks: TaskRecord[]): Promise<boolean> {
+    this.direct = null
+    if (!this.healthy) return false
     try {
-      await this.store.writeTasks([task])
+      await this.store.writeTasks(tasks)
+      return true
     } catch (err) {
       this.failed(err)
-      throw this.degradedError()
+      return false
     }
   }
 
@@ -355,6 +374,7 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
     if (this.retryTimer) this.clock.clearTimeout(this.retryTimer)
     if (this.urgent) clearImmediate(this.urgent)
     this.heartbeatTimer = this.retryTimer = this.urgent = null
+    if (this.direct) await this.direct.written
     while (this.flushing) await this.flushing
     if (this.opened || this.entries.length > 0) {
       this.flushing = this.flush()

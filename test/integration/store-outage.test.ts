@@ -118,11 +118,13 @@ test('a 30-second store outage: workers reconnect, heartbeats flow, tasks run; a
   assert.equal(await metric(master, 'cloudai_store_up'), 0)
   assert.ok((await metric(master, 'cloudai_store_backlog')) >= 1)
 
-  // Tasks: accepted in memory only (the flag), flagged, and run.
+  // Tasks: accepted in memory only (the flag), flagged, and run; a completion is final, so it is
+  // recorded only once the store can hold it: until then the worker is answered UNAVAILABLE.
   const during = await api(master.api, '/api/tasks', { method: 'POST', body: { command: 'echo during', target_worker_id: 'worker-b' } })
   assert.equal(during.status, 202)
   assert.equal(during.body.durable, false)
-  await master.proc.waitForLog(taskFinished(during.body.task_id), 'a task run during the outage', { from: mark })
+  await master.proc.waitForLog((l) => l.rpc === 'ReportTaskCompletion' && l.workerId === 'worker-b' && l.code === 'CLOUDAI_STORE_DEGRADED', 'a task run during the outage, its completion refused', { from: mark })
+  assert.equal((await api(master.api, `/api/tasks/${during.body.task_id}`)).body.status, 'running', 'not completed before it is durable')
 
   // Reconnection: worker-a dies and comes back.
   await workerA.kill('SIGKILL')
@@ -145,6 +147,7 @@ test('a 30-second store outage: workers reconnect, heartbeats flow, tasks run; a
   db.exec('COMMIT')
   await master.proc.waitForLog(msgHas('Store sqlite is answering again'), 'the store recovered', { from: mark })
   assert.ok(Date.now() - outageStarted >= OUTAGE_MS)
+  await master.proc.waitForLog(taskFinished(during.body.task_id), 'the completion of the task run during the outage, redelivered and recorded', { from: mark })
   assert.equal((await api(master.api, `/api/tasks/${during.body.task_id}`)).body.durable, true, 'the task accepted during the outage is durable now')
 
   // Stop the heartbeats so memory holds still, then the store must equal it exactly.

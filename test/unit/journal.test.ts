@@ -177,6 +177,19 @@ test('a store down at start: the journal opens it when it answers, loads it firs
   assert.equal(clock.pending, 0)
 })
 
+test('task states written at once in the same tick share one store write', async () => {
+  const { store, journal } = setup()
+  journal.start(true)
+  await Promise.all([journal.writeTaskNow(task('t1', 'queued', 1)), journal.writeTaskNow(task('t2', 'completed', 4)), journal.writeTaskNow(task('t3', 'failed', 3))])
+  assert.deepEqual(store.taskBatches, [['t1:queued', 't2:completed', 't3:failed']])
+  store.failing = true
+  const results = await Promise.allSettled([journal.writeTaskNow(task('t4', 'queued', 1)), journal.writeTaskNow(task('t5', 'queued', 1))])
+  assert.deepEqual(results.map((r) => r.status === 'rejected' && (r.reason as { code?: string }).code), ['CLOUDAI_STORE_DEGRADED', 'CLOUDAI_STORE_DEGRADED'], 'a failed write fails every caller')
+  assert.equal(store.failures, 1, 'in one attempt')
+  store.failing = false
+  await journal.close()
+})
+
 test('a new task is written at once, and refused with CLOUDAI_STORE_DEGRADED while the store is down', async () => {
   const { clock, store, journal } = setup()
   journal.start(true)

@@ -11,6 +11,15 @@ import { StoreJournal } from '../../src/store/journal.js'
 import { FlakyStore } from '../support/flaky-store.js'
 import { startAgent } from '../support/agent.js'
 import { memoryLogger } from '../support/log.js'
+import type { CloudaiError } from '../../src/shared/errors.js'
+
+async function waitUntilTrue(check: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 5))
+  }
+}
 
 test('during a store outage the queue still places tasks on workers; the store catches up when it answers', { timeout: 20_000 }, async (t) => {
   const { log } = memoryLogger('silent')
@@ -64,5 +73,80 @@ test('a completion counts only for an attempt the master gave that worker; a rep
   assert.equal(tasks.get(task.id)?.status, 'running')
   assert.equal(await queue.onCompletion(report({ attempt: 0 })), true, 'no attempt: this worker\'s current one')
   assert.equal(tasks.get(task.id)?.status, 'completed')
-  assert.equal(await queue.onCompletion(report({ attempt: 0 })), false, 'once')
+  assert.equal(await queue.onCompletion(report({ attempt: 0 })), true, 'the same report again: answered recorded (a redelivery), not applied twice')
+  assert.deepEqual(tasks.get(task.id)?.history.map((h) => h.status), ['queued', 'assigned', 'running', 'completed'])
+  assert.equal(await queue.onCompletion(report({ status: 'failed', logs: 'OTHER' })), false, 'another outcome for that attempt: ignored')
+  assert.equal(tasks.get(task.id)?.logsTail, 'out')
+})
+
+test('a completion while the store is down is refused with CLOUDAI_STORE_DEGRADED and changes nothing; reported again once it answers, it is recorded once', async (t) => {
+  const { log } = memoryLogger('silent')
+  const store = new FlakyStore()
+  const registry = new Registry()
+  const journal = new StoreJournal(store, registry, { log, limit: 1000, retryBaseMs: 10, retryCapMs: 20 })
+  journal.start(true)
+  t.after(() => journal.close())
+  const tasks = new TaskTable(journal)
+  const queue = new QueueProcessor({ tasks, registry, clients: new WorkerClients(), log, heartbeatTimeoutMs: 60_000, storeRecovered: journal })
+  const task = await tasks.submit(parseTaskInput({ command: 'true' }), { acceptWhileDegraded: false })
+  await tasks.transition(task.id, 'assigned', { workerId: 'w1', attempt: 1 }, null)
+  await tasks.transition(task.id, 'running', {}, null)
+  const report: CompletionReport = {
+    task_id: task.id, worker_id: 'w1', status: 'completed', logs: 'out', result_location: '', output_files: [], exit_code: 0, has_exit_code: true,
+    duration_ms: 1, started_at: 0, finished_at: 0, attempt: 1, reason: '',
+  }
+  const announced: string[] = []
+  tasks.on('task-changed', (x) => announced.push(x.status))
+
+  store.failing = true
+  await assert.rejects(queue.onCompletion(report), (e: CloudaiError) => e.code === 'CLOUDAI_STORE_DEGRADED')
+  await assert.rejects(queue.onCompletion(report), (e: CloudaiError) => e.code === 'CLOUDAI_STORE_DEGRADED', 'a redelivery during the outage too')
+  assert.equal(tasks.get(task.id)?.status, 'running')
+  assert.equal((await store.loadTasks())[0]?.status, 'running')
+  assert.deepEqual(announced, [])
+
+  const back = new Promise<void>((resolve) => journal.once('recovered', () => resolve()))
+  store.failing = false
+  await back
+  assert.deepEqual(await Promise.all([queue.onCompletion(report), queue.onCompletion(report)]), [true, true], 'delivered twice at once: both recorded')
+  assert.equal(await queue.onCompletion(report), true, 'a redelivery of a recorded attempt: recorded')
+  assert.deepEqual(announced, ['completed'], 'announced once')
+  assert.deepEqual((await store.loadTasks())[0]?.history.map((h) => h.status), ['queued', 'assigned', 'running', 'completed'])
+})
+
+test('a task failing after its last attempt while the store is down keeps its state until the store answers, then fails once', async (t) => {
+  const { log } = memoryLogger('silent')
+  const store = new FlakyStore()
+  const registry = new Registry()
+  const journal = new StoreJournal(store, registry, { log, limit: 1000, retryBaseMs: 10, retryCapMs: 20 })
+  journal.start(true)
+  t.after(() => journal.close())
+  const tasks = new TaskTable(journal)
+  const queue = new QueueProcessor({ tasks, registry, clients: new WorkerClients(), log, heartbeatTimeoutMs: 60_000, storeRecovered: journal })
+  t.after(() => queue.close())
+  const task = await tasks.submit(parseTaskInput({ command: 'true', max_attempts: 1 }), { acceptWhileDegraded: false })
+  await tasks.transition(task.id, 'assigned', { workerId: 'w1', attempt: 1 }, null)
+  await tasks.transition(task.id, 'running', {}, null, { startsRun: true })
+  registry.register('w1', '127.0.0.2:1', Date.now())
+  registry.connect('w1', { specs: { cpu: 2, memory: 4, storage: 10, gpu: 0 }, reportedAddress: null }, Date.now())
+  queue.start()
+  const announced: string[] = []
+  tasks.on('task-changed', (x) => announced.push(x.status))
+
+  store.failing = true
+  const writesBefore = store.failures
+  registry.markInactive('w1', 'heartbeat-timeout', Date.now())
+  await waitUntilTrue(() => !journal.healthy, 'the store seen down')
+  assert.equal(tasks.get(task.id)?.status, 'running', 'not failed in memory while the store cannot hold it')
+  assert.deepEqual(announced, [])
+  // Not a busy loop: the journal's backoff alone paces the attempts while the store is down.
+  await waitUntilTrue(() => store.failures >= writesBefore + 4, 'a few journal retries')
+  assert.equal(tasks.get(task.id)?.status, 'running')
+
+  const failed = new Promise<TaskRecord>((resolve) => tasks.on('task-changed', (x) => x.status === 'failed' && resolve(x)))
+  store.failing = false
+  const done = await failed
+  assert.match(done.reason ?? '', /went inactive.*gave up after 1 attempt/)
+  assert.deepEqual(announced, ['failed'])
+  assert.deepEqual((await store.loadTasks())[0]?.history.map((h) => h.status), ['queued', 'assigned', 'running', 'failed'], 'in the store, once')
 })

@@ -48,15 +48,49 @@ test('a store that fails: submissions are refused, or kept as not durable when a
   const kept = await table.submit(parseTaskInput({ command: 'true' }), { acceptWhileDegraded: true })
   assert.equal(table.isDurable(kept.id), false)
   assert.equal(table.isDurable(first.id), true)
-  assert.ok(await table.transition(first.id, 'cancelled', {}, 'x'), 'transitions go on from memory')
-  assert.equal(table.get(first.id)?.status, 'cancelled')
+  assert.ok(await table.transition(first.id, 'assigned', { workerId: 'w', attempt: 1 }, null), 'non-final transitions go on from memory')
+  assert.equal(table.get(first.id)?.status, 'assigned')
 
   const written = new Promise<void>((resolve) => journal.once('recovered', () => resolve()))
   store.failing = false
   await written
   assert.equal(table.isDurable(kept.id), true, 'durable once the journal wrote it')
   const stored = new Map((await store.loadTasks()).map((x) => [x.id, x.status]))
-  assert.deepEqual(Object.fromEntries(stored), { [first.id]: 'cancelled', [kept.id]: 'queued' })
+  assert.deepEqual(Object.fromEntries(stored), { [first.id]: 'assigned', [kept.id]: 'queued' })
+})
+
+test('a final transition is written to the store before memory holds it: while the store fails it throws CLOUDAI_STORE_DEGRADED and changes nothing; non-final ones still apply from memory', async (t) => {
+  const store = new FlakyStore()
+  const { table, journal } = tableOn(store)
+  t.after(() => journal.close())
+  const task = await table.submit(parseTaskInput({ command: 'true' }), strict)
+  assert.ok(await table.transition(task.id, 'assigned', { workerId: 'w', attempt: 1 }, null))
+  const heard: string[] = []
+  table.on('task-changed', (x) => heard.push(x.status))
+
+  store.failing = true
+  for (const to of ['completed', 'failed', 'cancelled'] as const) {
+    const before = table.get(task.id)
+    await assert.rejects(table.transition(task.id, to, { exitCode: 0 }, null), (e: CloudaiError) => e.code === 'CLOUDAI_STORE_DEGRADED', to)
+    assert.equal(table.get(task.id), before, `${to}: memory unchanged`)
+  }
+  assert.deepEqual(heard, [], 'nothing announced')
+  assert.equal(table.onWorkerCount('w'), 1, 'still counted on its worker')
+  assert.ok(await table.transition(task.id, 'running', {}, null, { workerId: 'w', attempt: 1 }), 'a non-final transition applies from memory')
+  assert.equal(table.get(task.id)?.status, 'running')
+  assert.deepEqual(heard, ['running'])
+  await assert.rejects(table.transition(task.id, 'completed', {}, null), (e: CloudaiError) => e.code === 'CLOUDAI_STORE_DEGRADED', 'still down')
+  assert.equal(table.get(task.id)?.status, 'running')
+
+  const back = new Promise<void>((resolve) => journal.once('recovered', () => resolve()))
+  store.failing = false
+  await back
+  const done = await table.transition(task.id, 'completed', { exitCode: 0 }, null, { workerId: 'w', attempt: 1 })
+  assert.equal(done?.status, 'completed')
+  assert.deepEqual(heard, ['running', 'completed'])
+  const stored = (await store.loadTasks())[0]!
+  assert.deepEqual(stored, done, 'in the store when it resolves')
+  assert.deepEqual(stored.history.map((h) => h.status), ['queued', 'assigned', 'running', 'completed'])
 })
 
 test('racing transitions are serialised: only one of two completions lands', async () => {
