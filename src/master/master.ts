@@ -4,6 +4,7 @@ import type { MasterConfig } from '../config.js'
 import type { Logger } from '../shared/log.js'
 import { advertiseHost } from '../shared/advertise.js'
 import { CloudaiError, isCloudaiError } from '../shared/errors.js'
+import { DataDirLock } from '../shared/data-dir-lock.js'
 import { validateAddress, validateTaskId, validateWorkerId } from '../shared/validation.js'
 import type { TaskStatus } from '../shared/types.js'
 import { Counters } from '../shared/counters.js'
@@ -72,6 +73,8 @@ export class Master implements MasterControl {
   private readonly keyFile: { path: string; created: boolean }
   private readonly workerAuth: WorkerAuth
   private readonly grpcBudget: ConnectionBudget
+  /** Held from construction to the end of close; null when nothing of this master is in --data-dir. */
+  private readonly dirLock: DataDirLock | null
   private phase: Phase = 'new'
   private closing: Promise<void> | null = null
   private startedAt = 0
@@ -79,17 +82,28 @@ export class Master implements MasterControl {
 
   constructor(private readonly config: MasterConfig, deps: MasterDeps) {
     this.log = deps.log
-    // The key before anything else that needs it, and before the store opens: the store alone
-    // (or a backup of it) must never be enough to act as a worker or as this master.
-    const keyPath = resolve(config.masterKeyFile ?? join(config.dataDir, 'master.key'))
-    const { key, created } = MasterKey.loadOrCreate(keyPath)
-    this.key = key
-    this.keyFile = { path: keyPath, created }
-    // First, before anything that holds resources: CLOUDAI_BAD_CONFIG when --grpc-max-connections
-    // asks for more than the file-descriptor limit allows.
-    this.grpcBudget = grpcConnectionBudget(config.grpcMaxConnections, config.wsMaxConnections)
-    this.store = deps.store ?? createStore(config)
-    const auth = clusterAuthOf(config)
+    // Before anything touches --data-dir (the key, the store) or a port: the directory is this
+    // master's alone, and writable (CLOUDAI_DATA_DIR_LOCKED / _READONLY, exit code 2).
+    const usesDataDir = config.store.kind === 'sqlite' || config.masterKeyFile === null
+    this.dirLock = usesDataDir ? DataDirLock.acquire(config.dataDir, 'master') : null
+    let auth: ReturnType<typeof clusterAuthOf>
+    try {
+      // The key before anything else that needs it, and before the store opens: the store alone
+      // (or a backup of it) must never be enough to act as a worker or as this master.
+      const keyPath = resolve(config.masterKeyFile ?? join(config.dataDir, 'master.key'))
+      const { key, created } = MasterKey.loadOrCreate(keyPath)
+      this.key = key
+      this.keyFile = { path: keyPath, created }
+      // First, before anything that holds resources: CLOUDAI_BAD_CONFIG when --grpc-max-connections
+      // asks for more than the file-descriptor limit allows.
+      this.grpcBudget = grpcConnectionBudget(config.grpcMaxConnections, config.wsMaxConnections)
+      this.store = deps.store ?? createStore(config)
+      auth = clusterAuthOf(config)
+    } catch (err) {
+      this.dirLock?.release()
+      throw err
+    }
+    const key = this.key
     this.dialer = deps.dialer ?? (config.dialer === 'inline' ? new InlineDialer({ auth, masterKey: key }) : new PoolDialer({ threads: config.dialThreads, auth, masterKey: key }))
     this.dialer.counters = this.counters.buffer
     this.journal = new StoreJournal(this.store, this.registry, { log: this.log, limit: config.storeJournalLimit, onLateOpen: () => this.loadLate() })
@@ -290,6 +304,15 @@ export class Master implements MasterControl {
   }
 
   private async shutdown(): Promise<void> {
+    try {
+      await this.stopParts()
+    } finally {
+      // Last: until everything above has stopped, a second master must not start on this store.
+      this.dirLock?.release()
+    }
+  }
+
+  private async stopParts(): Promise<void> {
     const log = this.log
     this.phase = 'closing'
     log.info('Shutting down: stopping the queue processor')
