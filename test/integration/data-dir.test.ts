@@ -107,9 +107,14 @@ test('after kill -9 of the holder a new worker and a new master start at once on
   await register(master, 'worker-a', port)
   const workerDir = tempDir(t)
   const first = await startWorker(t, 'worker-a', port, { dataDir: workerDir })
+  await master.proc.waitForLog(reconnected('worker-a'), 'worker-a active')
+  // Killed while it runs a task: the task's process outlives it and must not keep the lock.
+  const submitted = await api(master.api, '/api/tasks', { method: 'POST', body: { command: 'sleep 30' } })
+  assert.equal(submitted.status, 201)
+  await waitUntil(async () => (await api(master.api, `/api/tasks/${submitted.body.task_id}`)).body.status === 'running', 'the task running')
   await first.kill('SIGKILL')
   const again = await startWorker(t, 'worker-a', port, { dataDir: workerDir, name: 'worker-a-2' })
-  await master.proc.waitForLog(reconnected('worker-a'), 'worker-a active')
+  await again.waitForLog(msgHas('left running by an earlier run'), 'the orphan of the killed worker reaped')
 
   // The new processes hold the directories: a third of each is refused, naming them.
   const third = new Proc('worker-3', ['worker', '--id', 'worker-c', '--host', '127.0.0.1', '--port', String(await reservePort()), '--data-dir', workerDir])
@@ -124,13 +129,14 @@ test('after kill -9 of the holder a new worker and a new master start at once on
   assert.match(m.stderr, new RegExp(`\\(pid ${master.proc.child.pid};`))
 })
 
-test('a master started on a data directory it cannot write exits with code 2 saying so', { timeout: 60_000 }, async (t) => {
+test('a master restarted on a data directory it cannot write exits with code 2 saying so, and starts once it is writable', { timeout: 60_000 }, async (t) => {
   const s = readOnlySupport()
   if (!s.ok) return t.skip(s.reason)
   const dataDir = readOnlyCandidate(t)
-  // A directory the master used before: its key and store are there, only writing is refused.
+  // A directory the master used before, left by a kill -9 (the -wal and -shm files still there,
+  // so SQLite would open the store read-only): only writing is refused.
   const master = await startMaster(t, { dataDir })
-  assert.deepEqual(await master.proc.kill('SIGTERM'), { code: 0, signal: null })
+  await master.proc.kill('SIGKILL')
   makeReadOnly(dataDir)
   const again = new Proc('master-ro', ['master', '--grpc-host', '127.0.0.1', '--grpc-port', '0', '--http-host', '127.0.0.1', '--http-port', '0', '--data-dir', dataDir, '--log-level', 'debug'])
   t.after(() => again.kill('SIGKILL'))

@@ -1,13 +1,12 @@
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test, type TestContext } from 'node:test'
 import { fileURLToPath } from 'node:url'
 import { DataDirLock } from '../../src/shared/data-dir-lock.js'
 import { isCloudaiError } from '../../src/shared/errors.js'
-import { SqliteStore } from '../../src/store/sqlite.js'
 import { tempDir } from '../support/cluster.js'
 import { makeReadOnly, makeWritable, readOnlySupport } from '../support/readonly-dir.js'
 
@@ -104,23 +103,4 @@ test('a data directory that cannot be written is refused with CLOUDAI_DATA_DIR_R
   assert.match(r.message, /cannot be written/)
   makeWritable(dir)
   DataDirLock.acquire(dir, 'master').release()
-})
-
-test('the SQLite store refuses to open read-only in a directory it cannot write', async (t) => {
-  const s = readOnlySupport()
-  if (!s.ok) return t.skip(s.reason)
-  const dir = readOnlyCandidate(t)
-  const store = new SqliteStore(dir)
-  await store.open()
-  await store.close()
-  makeReadOnly(dir)
-  const again = new SqliteStore(dir)
-  await assert.rejects(again.open(), (err: unknown) => isCloudaiError(err) && err.code === 'CLOUDAI_DATA_DIR_READONLY')
-  await again.close()
-  makeWritable(dir)
-  await again.open()
-  await again.writeTasks([])
-  await again.ping()
-  await again.close()
-  assert.ok(existsSync(join(dir, 'cloudai.db')))
 })
