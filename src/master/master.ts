@@ -73,8 +73,8 @@ export class Master implements MasterControl {
   private readonly keyFile: { path: string; created: boolean }
   private readonly workerAuth: WorkerAuth
   private readonly grpcBudget: ConnectionBudget
-  /** Held from construction to the end of close; null when nothing of this master is in --data-dir. */
-  private readonly dirLock: DataDirLock | null
+  /** Held from the start of start() to the end of close(); none when nothing of ours is in --data-dir. */
+  private dirLock: DataDirLock | null = null
   private phase: Phase = 'new'
   private closing: Promise<void> | null = null
   private startedAt = 0
@@ -82,28 +82,17 @@ export class Master implements MasterControl {
 
   constructor(private readonly config: MasterConfig, deps: MasterDeps) {
     this.log = deps.log
-    // Before anything touches --data-dir (the key, the store) or a port: the directory is this
-    // master's alone, and writable (CLOUDAI_DATA_DIR_LOCKED / _READONLY, exit code 2).
-    const usesDataDir = config.store.kind === 'sqlite' || config.masterKeyFile === null
-    this.dirLock = usesDataDir ? DataDirLock.acquire(config.dataDir, 'master') : null
-    let auth: ReturnType<typeof clusterAuthOf>
-    try {
-      // The key before anything else that needs it, and before the store opens: the store alone
-      // (or a backup of it) must never be enough to act as a worker or as this master.
-      const keyPath = resolve(config.masterKeyFile ?? join(config.dataDir, 'master.key'))
-      const { key, created } = MasterKey.loadOrCreate(keyPath)
-      this.key = key
-      this.keyFile = { path: keyPath, created }
-      // First, before anything that holds resources: CLOUDAI_BAD_CONFIG when --grpc-max-connections
-      // asks for more than the file-descriptor limit allows.
-      this.grpcBudget = grpcConnectionBudget(config.grpcMaxConnections, config.wsMaxConnections)
-      this.store = deps.store ?? createStore(config)
-      auth = clusterAuthOf(config)
-    } catch (err) {
-      this.dirLock?.release()
-      throw err
-    }
-    const key = this.key
+    // The key before anything else that needs it, and before the store opens: the store alone
+    // (or a backup of it) must never be enough to act as a worker or as this master.
+    const keyPath = resolve(config.masterKeyFile ?? join(config.dataDir, 'master.key'))
+    const { key, created } = MasterKey.loadOrCreate(keyPath)
+    this.key = key
+    this.keyFile = { path: keyPath, created }
+    // First, before anything that holds resources: CLOUDAI_BAD_CONFIG when --grpc-max-connections
+    // asks for more than the file-descriptor limit allows.
+    this.grpcBudget = grpcConnectionBudget(config.grpcMaxConnections, config.wsMaxConnections)
+    this.store = deps.store ?? createStore(config)
+    const auth = clusterAuthOf(config)
     this.dialer = deps.dialer ?? (config.dialer === 'inline' ? new InlineDialer({ auth, masterKey: key }) : new PoolDialer({ threads: config.dialThreads, auth, masterKey: key }))
     this.dialer.counters = this.counters.buffer
     this.journal = new StoreJournal(this.store, this.registry, { log: this.log, limit: config.storeJournalLimit, onLateOpen: () => this.loadLate() })
@@ -190,6 +179,10 @@ export class Master implements MasterControl {
     this.phase = 'starting'
     const log = this.log
     try {
+      // First of all, before the store opens, a port is bound or a worker is dialled: the data
+      // directory is this master's alone, and writable (CLOUDAI_DATA_DIR_LOCKED / _READONLY, exit
+      // code 2). The key was read in the constructor; creating it is safe against a second master.
+      if (this.config.store.kind === 'sqlite' || this.config.masterKeyFile === null) this.dirLock = DataDirLock.acquire(this.config.dataDir, 'master')
       // First: a Node.js or platform the HTTP API's uWebSockets.js cannot run on stops the start
       // before the store opens or a port is bound. The HTTP API gets the same module later.
       loadUws()
