@@ -55,10 +55,14 @@ import { LiveConnection, type WatchMessage } from './watch.js'
 
 // The `cloudai` command. yargs only parses: it records which command was chosen, and the command
 // runs after parsing, so that yargs never sees (and swallows) an error of ours. Exit codes: 0 on
-// success, 1 when the command failed, 2 when it was called wrongly.
+// success, 1 when the command failed, 2 when it was called wrongly (a master or worker started on
+// a data directory another process holds, or one it cannot write, included).
 
 const EXIT_FAILURE = 1
 const EXIT_USAGE = 2
+
+/** Refusals to start that the operator fixes in how the process is started, as a bad flag: exit 2. */
+const START_REFUSALS: ReadonlySet<string> = new Set(['CLOUDAI_DATA_DIR_LOCKED', 'CLOUDAI_DATA_DIR_READONLY'])
 
 /** yargs' own complaints: unknown command or flag, missing argument. */
 class UsageError extends Error {}
@@ -407,7 +411,7 @@ async function serve<S extends Service>(
     if (closing) return
     log.error({ err }, `the ${name} failed to start`)
     process.stderr.write(`${formatError(err)}\n`)
-    process.exit(EXIT_FAILURE)
+    process.exit(isCloudaiError(err) && START_REFUSALS.has(err.code) ? EXIT_USAGE : EXIT_FAILURE)
   }
   if (!closing && onStarted) stopFrontEnd = onStarted(service, shutdown)
 }

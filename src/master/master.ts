@@ -4,6 +4,7 @@ import type { MasterConfig } from '../config.js'
 import type { Logger } from '../shared/log.js'
 import { advertiseHost } from '../shared/advertise.js'
 import { CloudaiError, isCloudaiError } from '../shared/errors.js'
+import { DataDirLock } from '../shared/data-dir-lock.js'
 import { validateAddress, validateTaskId, validateWorkerId } from '../shared/validation.js'
 import type { TaskStatus } from '../shared/types.js'
 import { Counters } from '../shared/counters.js'
@@ -76,6 +77,8 @@ export class Master implements MasterControl {
   private readonly keyFile: { path: string; created: boolean }
   private readonly workerAuth: WorkerAuth
   private readonly grpcBudget: ConnectionBudget
+  /** Held from the start of start() to the end of close(); none when nothing of ours is in --data-dir. */
+  private dirLock: DataDirLock | null = null
   private phase: Phase = 'new'
   private closing: Promise<void> | null = null
   private startedAt = 0
@@ -181,6 +184,10 @@ export class Master implements MasterControl {
     this.phase = 'starting'
     const log = this.log
     try {
+      // First of all, before the store opens, a port is bound or a worker is dialled: the data
+      // directory is this master's alone, and writable (CLOUDAI_DATA_DIR_LOCKED / _READONLY, exit
+      // code 2). The key was read in the constructor; creating it is safe against a second master.
+      if (this.config.store.kind === 'sqlite' || this.config.masterKeyFile === null) this.dirLock = DataDirLock.acquire(this.config.dataDir, 'master')
       // First: a Node.js or platform the HTTP API's uWebSockets.js cannot run on stops the start
       // before the store opens or a port is bound. The HTTP API gets the same module later.
       loadUws()
@@ -302,6 +309,15 @@ export class Master implements MasterControl {
   }
 
   private async shutdown(): Promise<void> {
+    try {
+      await this.stopParts()
+    } finally {
+      // Last: until everything above has stopped, a second master must not start on this store.
+      this.dirLock?.release()
+    }
+  }
+
+  private async stopParts(): Promise<void> {
     const log = this.log
     this.phase = 'closing'
     log.info('Shutting down: stopping the queue processor')

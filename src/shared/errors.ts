@@ -51,6 +51,10 @@ export const ErrorCodes = {
   CLOUDAI_STORE_FAILED: { http: 503, grpc: GrpcStatus.UNAVAILABLE },
   CLOUDAI_STORE_UNAVAILABLE: { http: 503, grpc: GrpcStatus.UNAVAILABLE },
   CLOUDAI_STORE_DEGRADED: { http: 503, grpc: GrpcStatus.UNAVAILABLE },
+  /** A master or worker started on a data directory another process holds (src/shared/data-dir-lock.ts). */
+  CLOUDAI_DATA_DIR_LOCKED: { http: 409, grpc: GrpcStatus.FAILED_PRECONDITION },
+  /** A master or worker started on a data directory it cannot write; a store that found its own so. */
+  CLOUDAI_DATA_DIR_READONLY: { http: 503, grpc: GrpcStatus.FAILED_PRECONDITION },
   CLOUDAI_UWS_FALLBACK: { http: 500, grpc: GrpcStatus.INTERNAL },
   CLOUDAI_UWS_NO_BINARY: { http: 500, grpc: GrpcStatus.INTERNAL },
   CLOUDAI_UNSUPPORTED_NODE: { http: 500, grpc: GrpcStatus.INTERNAL },

@@ -1,7 +1,8 @@
 import { mkdirSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import Database from 'better-sqlite3'
-import { CloudaiError } from '../shared/errors.js'
+import { CloudaiError, isCloudaiError } from '../shared/errors.js'
+import { assertWritableDir } from '../shared/data-dir-lock.js'
 import type { RunningTaskInfo, TaskRecord, WorkerRecord } from '../shared/types.js'
 import type { StoredCredential } from '../shared/worker-credential.js'
 import { readStoredCredential } from '../shared/worker-credential.js'
@@ -42,6 +43,13 @@ export class SqliteStore implements Store {
   readonly kind = 'sqlite'
   readonly location: string
   private db: Database.Database | null = null
+  /**
+   * The connection was dropped after a failure that said it cannot write (read-only, a file it
+   * cannot open, an I/O error): the next call opens a new one. A connection SQLite opened while
+   * the directory was read-only stays read-only for good, and one whose files went bad stays bad;
+   * a new one sees the directory as it is now, so the journal's next retry heals the store.
+   */
+  private reopen = false
   private upsertStmt: Database.Statement | null = null
   private deleteStmt: Database.Statement | null = null
   private writeTx: ((changes: WorkerChanges) => void) | null = null
@@ -56,17 +64,23 @@ export class SqliteStore implements Store {
     if (this.db) return
     let db: Database.Database | null = null
     try {
-      mkdirSync(resolve(this.location, '..'), { recursive: true })
+      const dir = resolve(this.location, '..')
+      mkdirSync(dir, { recursive: true })
+      // SQLite would open a read-only directory read-only without a word, and fail every write.
+      assertWritableDir(dir, 'master')
       db = new Database(this.location)
       db.pragma('journal_mode = WAL')
       db.pragma('synchronous = FULL')
       db.pragma(`busy_timeout = ${Math.max(0, Math.floor(this.busyTimeoutMs))}`)
       migrate(db)
+      assertWritable(db, this.location)
       this.db = db
     } catch (err) {
       db?.close()
+      if (isCloudaiError(err)) throw err
       throw new CloudaiError('CLOUDAI_STORE_FAILED', `cannot open the SQLite store at ${this.location}: ${(err as Error).message}`)
     }
+    this.reopen = false
     this.upsertStmt = db.prepare(`
       INSERT INTO workers (worker_id, worker_ip, is_active, total_cpu, total_memory, total_storage, total_gpu,
         cpu_usage, memory_usage, storage_usage, gpu_usage, running_tasks, reported_address,
@@ -112,6 +126,11 @@ export class SqliteStore implements Store {
   }
 
   async close(): Promise<void> {
+    this.reopen = false
+    this.dropConnection()
+  }
+
+  private dropConnection(): void {
     const db = this.db
     this.db = null
     this.writeTx = null
@@ -124,19 +143,24 @@ export class SqliteStore implements Store {
 
   async ping(): Promise<void> {
     // Takes the write lock and lets go: fails exactly when a write would.
-    const db = this.requireDb()
-    db.exec('BEGIN IMMEDIATE')
-    db.exec('ROLLBACK')
+    await this.using((db) => {
+      db.exec('BEGIN IMMEDIATE')
+      db.exec('ROLLBACK')
+    })
   }
 
   async loadWorkers(): Promise<WorkerRecord[]> {
-    const rows = this.requireDb().prepare('SELECT * FROM workers ORDER BY registered_at, worker_id').all() as WorkerRow[]
+    const rows = await this.using((db) => db.prepare('SELECT * FROM workers ORDER BY registered_at, worker_id').all() as WorkerRow[])
     return rows.map(fromRow)
   }
 
   async writeWorkers(changes: WorkerChanges): Promise<void> {
-    if (!this.writeTx) throw new CloudaiError('CLOUDAI_STORE_FAILED', 'the SQLite store is not open')
     if (changes.upserts.length === 0 && changes.deletes.length === 0) return
+    await this.using((db) => this.applyWorkers(db, changes))
+  }
+
+  private applyWorkers(db: Database.Database, changes: WorkerChanges): void {
+    if (!this.writeTx) throw new CloudaiError('CLOUDAI_STORE_FAILED', 'the SQLite store is not open')
     if (!changes.heartbeatsOnly) {
       this.writeTx(changes)
       return
@@ -145,7 +169,6 @@ export class SqliteStore implements Store {
     // waits for the flush on the main thread (0.3 ms on this SSD, tens of ms on a slow disk). WAL
     // keeps it atomic, and the next FULL commit syncs the log with these frames in it, so order
     // holds; a power cut may lose the last heartbeat times.
-    const db = this.requireDb()
     db.pragma('synchronous = NORMAL')
     try {
       this.writeTx(changes)
@@ -155,29 +178,69 @@ export class SqliteStore implements Store {
   }
 
   async loadTasks(): Promise<TaskRecord[]> {
-    const rows = this.requireDb().prepare('SELECT doc FROM tasks ORDER BY submitted_at, task_id').all() as { doc: string }[]
+    const rows = await this.using((db) => db.prepare('SELECT doc FROM tasks ORDER BY submitted_at, task_id').all() as { doc: string }[])
     return rows.map((r) => JSON.parse(r.doc) as TaskRecord)
   }
 
   async writeTasks(tasks: TaskRecord[]): Promise<void> {
-    if (!this.taskTx) throw new CloudaiError('CLOUDAI_STORE_FAILED', 'the SQLite store is not open')
-    if (tasks.length > 0) this.taskTx(tasks)
+    if (tasks.length === 0) return
+    await this.using(() => {
+      if (!this.taskTx) throw new CloudaiError('CLOUDAI_STORE_FAILED', 'the SQLite store is not open')
+      this.taskTx(tasks)
+    })
   }
 
   async deleteTasks(ids: readonly string[]): Promise<void> {
-    if (!this.deleteTaskTx) throw new CloudaiError('CLOUDAI_STORE_FAILED', 'the SQLite store is not open')
-    if (ids.length > 0) this.deleteTaskTx(ids)
+    if (ids.length === 0) return
+    await this.using(() => {
+      if (!this.deleteTaskTx) throw new CloudaiError('CLOUDAI_STORE_FAILED', 'the SQLite store is not open')
+      this.deleteTaskTx(ids)
+    })
   }
 
   async deleteFinishedBefore(before: number): Promise<number> {
     // Served by the tasks_finished index (status, updated_at).
     const marks = FINAL_TASK_STATUSES.map(() => '?').join(', ')
-    return this.requireDb().prepare(`DELETE FROM tasks WHERE status IN (${marks}) AND updated_at < ?`).run(...FINAL_TASK_STATUSES, before).changes
+    return this.using((db) => db.prepare(`DELETE FROM tasks WHERE status IN (${marks}) AND updated_at < ?`).run(...FINAL_TASK_STATUSES, before).changes)
   }
 
-  private requireDb(): Database.Database {
+  /**
+   * Runs `fn` on the connection, a new one if the last was dropped; a failure that says the
+   * connection cannot write drops it (and is thrown as it came: the journal retries).
+   */
+  private async using<T>(fn: (db: Database.Database) => T): Promise<T> {
+    if (!this.db && this.reopen) await this.open()
     if (!this.db) throw new CloudaiError('CLOUDAI_STORE_FAILED', 'the SQLite store is not open')
-    return this.db
+    try {
+      return fn(this.db)
+    } catch (err) {
+      if (cannotWrite(err)) {
+        this.dropConnection()
+        this.reopen = true
+      }
+      throw err
+    }
+  }
+}
+
+/** SQLite's word for a connection that cannot write where it is (as opposed to a busy lock). */
+function cannotWrite(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code
+  return typeof code === 'string' && /^SQLITE_(READONLY|CANTOPEN|IOERR|PERM)/.test(code)
+}
+
+/**
+ * A write transaction begun and rolled back: refuses a connection SQLite opened read-only (the
+ * database file, its -wal or -shm not writable), which would otherwise fail every write. A lock
+ * held by another process is not this check's business: the journal retries those.
+ */
+function assertWritable(db: Database.Database, location: string): void {
+  try {
+    db.exec('BEGIN IMMEDIATE')
+    db.exec('ROLLBACK')
+  } catch (err) {
+    if (!cannotWrite(err)) return
+    throw new CloudaiError('CLOUDAI_DATA_DIR_READONLY', `the SQLite store at ${location} cannot be written (${(err as Error).message}): make its directory and files writable and start again`, { location })
   }
 }
 

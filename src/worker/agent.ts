@@ -4,6 +4,7 @@ import * as grpc from '@grpc/grpc-js'
 import type { WorkerConfig } from '../config.js'
 import type { Logger } from '../shared/log.js'
 import { CloudaiError, isCloudaiError, toCloudaiError } from '../shared/errors.js'
+import { DataDirLock } from '../shared/data-dir-lock.js'
 import { loadProto } from '../shared/proto.js'
 import { resultStatusWord } from '../shared/result-status.js'
 import { assignSubject } from '../shared/worker-credential.js'
@@ -97,6 +98,8 @@ export class WorkerAgent {
   private closed = false
   private closing: Promise<void> | null = null
   private readonly masterCheck: MasterCheck
+  /** Held from the start of start() to the end of close(). */
+  private dirLock: DataDirLock | null = null
 
   constructor(private readonly config: WorkerConfig, private readonly deps: WorkerAgentDeps) {
     this.docker = deps.docker ?? new DockerProbe()
@@ -119,6 +122,9 @@ export class WorkerAgent {
 
   async start(): Promise<void> {
     const { log } = this.deps
+    // First: the data directory is this worker's alone (another worker there would take our
+    // running tasks for orphans and kill them), and writable. CLOUDAI_DATA_DIR_LOCKED / _READONLY.
+    this.dirLock = DataDirLock.acquire(this.config.dataDir, 'worker')
     // TLS and the cluster token, for our server and for our calls to the master: PEMs read once here.
     const auth = clusterAuthOf(this.config)
     // A certificate naming a SPIFFE ID names us to the master; one naming someone else would have
@@ -401,6 +407,14 @@ export class WorkerAgent {
   }
 
   private async shutdown(): Promise<void> {
+    try {
+      await this.stopParts()
+    } finally {
+      this.dirLock?.release()
+    }
+  }
+
+  private async stopParts(): Promise<void> {
     this.closed = true
     const { log } = this.deps
     const running = this.executor?.size ?? 0
