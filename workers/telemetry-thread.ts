@@ -98,4 +98,11 @@ async function run(): Promise<never> {
   }
 }
 
-void run()
+// The loop ends only by an error: the thread then dies of it, and the hub logs the error and
+// restarts the thread, whose lanes' state is in shared memory. Thrown outside the promise so that
+// it is the thread's 'error' event, not an unhandled rejection.
+run().catch((err: unknown) => {
+  setImmediate(() => {
+    throw err
+  })
+})

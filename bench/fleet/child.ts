@@ -55,7 +55,10 @@ class SimWorker {
         stats.masterRegisters++
         const master = call.request.master_address
         if (this.paused) return cb(null, { success: false, message: 'paused' })
-        void this.register(master).then((ok) => cb(null, ok ? { success: true, message: `registered with ${master}` } : { success: false, message: `could not register with ${master}` }))
+        this.register(master).then(
+          (ok) => cb(null, ok ? { success: true, message: `registered with ${master}` } : { success: false, message: `could not register with ${master}` }),
+          (err: Error) => cb(null, { success: false, message: `could not register with ${master}: ${err.message}` }),
+        )
       },
       RegisterWorker: unimplemented, SendHeartbeat: unimplemented, ReportTaskCompletion: unimplemented, StreamHeartbeats: unimplemented,
       AssignTask: (call: grpc.ServerUnaryCall<TaskMsg, TaskAckMsg>, cb: grpc.sendUnaryData<TaskAckMsg>) => cb(null, this.assign(call.request)),
@@ -294,7 +297,9 @@ async function handle(cmd: Command): Promise<Reply> {
       const list = pick(cmd.ids)
       await Promise.all(list.map((w) => w.listen()))
       // Answer once listening; the joins are what the parent times, through the master.
-      if (cmd.join) for (const w of list) void w.join(cmd.master ?? w.master)
+      if (cmd.join) {
+        for (const w of list) w.join(cmd.master ?? w.master).catch((err: Error) => process.stderr.write(`fleet worker ${w.id} could not join: ${err.message}\n`))
+      }
       return { seq: cmd.seq, ok: true }
     }
     case 'pause':

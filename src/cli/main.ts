@@ -50,6 +50,7 @@ import {
   type CommandName,
 } from './options.js'
 import { startPrompt } from './prompt.js'
+import { FaultGuard } from './fault-guard.js'
 import { Spinner } from './spinner.js'
 import { LiveConnection, type WatchMessage } from './watch.js'
 
@@ -374,7 +375,8 @@ interface Service {
 /**
  * Starts the service and shuts it down on SIGINT / SIGTERM (or when `onStarted`'s front end asks).
  * After a clean close the process is left to end by itself with exit code 0: a handle the
- * service leaked then shows up as a hang instead of being hidden by process.exit().
+ * service leaked then shows up as a hang instead of being hidden by process.exit(). An unhandled
+ * rejection or uncaught exception runs the same shutdown, then exits with code 1 (FaultGuard).
  */
 async function serve<S extends Service>(
   name: 'master' | 'worker',
@@ -385,6 +387,7 @@ async function serve<S extends Service>(
   let service: S | undefined
   let closing = false
   let stopFrontEnd: (() => void) | undefined
+  let closed: Promise<void> = Promise.resolve()
   const shutdown = (reason: string): void => {
     if (closing) {
       log.error({ reason }, `${reason} during shutdown: exiting at once`)
@@ -393,16 +396,25 @@ async function serve<S extends Service>(
     closing = true
     log.info({ reason }, `${reason}: shutting down the ${name}`)
     stopFrontEnd?.()
-    service?.close().catch((err: unknown) => {
+    closed = service?.close().catch((err: unknown) => {
       log.error({ err }, `the ${name} did not shut down cleanly`)
       process.exitCode = EXIT_FAILURE
-    })
+    }) ?? closed
   }
   // Left in place after the close: signal listeners do not keep the process alive, and if a leaked
   // handle does, a second Ctrl-C still ends it.
   const onSignal = (signal: NodeJS.Signals): void => shutdown(`${signal} received`)
   process.on('SIGINT', onSignal)
   process.on('SIGTERM', onSignal)
+  const faults = new FaultGuard({
+    name,
+    log,
+    shutdown: (reason) => {
+      shutdown(reason)
+      return closed
+    },
+  })
+  faults.install()
   try {
     service = create()
     await service.start()

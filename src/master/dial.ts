@@ -97,15 +97,22 @@ export async function dialMasterRegister(req: DialRequest, auth: ClusterAuth = N
   // to 1 and notifies; we wake here and abort whatever step the dial is in. No message per dial.
   let settled = false
   let cancelled = false
+  let abortFailed: string | null = null
   let abort: (() => void) | null = null
   if (req.cancelFlags && req.cancelSlot >= 0) {
     const waited = Atomics.waitAsync(req.cancelFlags, req.cancelSlot, 0)
     if (!waited.async) return result('cancelled', 'cancelled before the dial started')
-    void waited.value.then(() => {
-      if (settled) return
-      cancelled = true
-      abort?.()
-    })
+    waited.value
+      .then(() => {
+        if (settled) return
+        cancelled = true
+        abort?.()
+      })
+      // An abort that throws cannot stop the step under way: the dial ends by its deadline, and a
+      // cancelled probe's result names the failure (this thread has no logger; results are logged).
+      .catch((err: unknown) => {
+        abortFailed = err instanceof Error ? err.message : String(err)
+      })
   }
   // An abort handed over after the cancel arrived runs at once: the cancel may land between steps.
   const onAbort = (a: () => void): void => {
@@ -114,7 +121,7 @@ export async function dialMasterRegister(req: DialRequest, auth: ClusterAuth = N
   }
   try {
     const probe = await probeAddress(host.startsWith('[') ? host.slice(1, -1) : host, port, req.deadline, !auth.usesTls, onAbort)
-    if (cancelled) return result('cancelled', 'cancelled')
+    if (cancelled) return result('cancelled', abortFailed === null ? 'cancelled' : `cancelled; its abort failed (${abortFailed})`)
     if (probe === 'timeout') return result('timeout', `no answer within ${req.timeoutMs}ms`)
     if (probe !== 'open') return result('refused', probe)
     return await masterRegister(req, auth, key, result, onAbort)

@@ -246,7 +246,7 @@ export class Master implements MasterControl {
       this.startedAt = Date.now()
       this.phase = 'running'
       log.info({ step: 8, workers: this.registry.size }, `Sending MasterRegister to ${this.registry.size} registered worker(s)`)
-      void this.monitor.runPass()
+      this.monitor.runPass().catch((err: unknown) => log.error({ err }, 'The first reconnection pass failed; the monitor runs the next one on its interval'))
     } catch (err) {
       log.error({ err }, 'master failed to start; shutting down what started')
       await this.close()
@@ -304,7 +304,7 @@ export class Master implements MasterControl {
     const { workers, tasks } = await this.loadFromStore()
     this.log.info({ store: this.store.kind, workers, tasks }, `Store ${this.store.kind} answered: merged ${workers} worker(s) and ${tasks} task(s) it held into memory`)
     if (this.phase !== 'running') return
-    if (workers > 0) void this.monitor.runPass()
+    if (workers > 0) this.monitor.runPass().catch((err: unknown) => this.log.error({ err }, 'Reconnection pass over the workers the store held failed; the monitor runs the next one on its interval'))
     if (tasks > 0) this.queue.kick()
   }
 
@@ -387,7 +387,7 @@ export class Master implements MasterControl {
     })
     if (created) {
       this.log.info({ workerId: id, address }, `Worker ${id} registered at ${address} with a new token (offline until it connects; will reconnect automatically)`)
-      void this.monitor.dialNow(id)
+      this.monitor.dialNow(id).catch((err: unknown) => this.log.error({ workerId: id, err }, `Dial of new worker ${id} failed; the monitor dials it again on its interval`))
     }
     const persisted = await this.journal.sync()
     return { worker: toWorkerView(worker), created, persisted, token }

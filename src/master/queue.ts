@@ -258,7 +258,7 @@ export class QueueProcessor {
       if (mine) {
         this.misses.delete(t.id)
         if (t.status === 'assigned' && r.status === 'running') {
-          this.track(tasks.transition(t.id, 'running', { startedAt: t.startedAt ?? Date.now() }, null, { workerId, attempt: t.attempt, from: ['assigned'], startsRun: true }).catch(() => {}))
+          this.track(tasks.transition(t.id, 'running', { startedAt: t.startedAt ?? Date.now() }, null, { workerId, attempt: t.attempt, from: ['assigned'], startsRun: true }))
         }
       } else if (r.status === 'running') {
         if (t && wasPlacedOn(t, workerId)) {
@@ -330,9 +330,20 @@ export class QueueProcessor {
     return done
   }
 
+  /**
+   * Keeps an operation for close() and handles its failure: a rejection left unhandled would end
+   * the process without its ordered shutdown. State stays consistent without it: a task whose
+   * 'assigned' write failed is placed again by the next drain, one left 'assigned' or 'running' is
+   * settled by the worker's heartbeats.
+   */
   private track(p: Promise<unknown>): void {
-    this.inflight.add(p)
-    void p.finally(() => this.inflight.delete(p))
+    const settled: Promise<void> = p
+      .then(
+        () => undefined,
+        (err: unknown) => this.opts.log.error({ err }, 'A queue operation (assign, requeue or heartbeat reconciliation) failed; the next drain or heartbeat retries it'),
+      )
+      .finally(() => this.inflight.delete(settled))
+    this.inflight.add(settled)
   }
 
   async close(): Promise<void> {

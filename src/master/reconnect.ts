@@ -46,7 +46,8 @@ export interface PassReport {
  * cancels every dial and waits for them.
  */
 export class ReconnectMonitor {
-  private readonly inflight = new Map<string, PendingDial & { address: string }>()
+  /** `settled`: the dial's outcome as callers get it (never rejects), shared by a second caller. */
+  private readonly inflight = new Map<string, PendingDial & { address: string; settled: Promise<DialResult | null> }>()
   private readonly clock: Clock
   private timer: TimerHandle | null = null
   private passRunning: Promise<void> | null = null
@@ -112,7 +113,9 @@ export class ReconnectMonitor {
     this.timer = this.clock.setTimeout(() => {
       this.timer = null
       const started = this.clock.now()
-      void this.runPass().finally(() => this.schedule(Math.max(0, this.opts.intervalMs - (this.clock.now() - started))))
+      this.runPass()
+        .catch((err: unknown) => this.opts.log.error({ err }, 'Reconnection pass failed; the next one runs on the interval'))
+        .finally(() => this.schedule(Math.max(0, this.opts.intervalMs - (this.clock.now() - started))))
     }, delayMs)
   }
 
@@ -172,7 +175,7 @@ export class ReconnectMonitor {
 
   private dialWorker(w: WorkerRecord): Promise<DialResult | null> {
     const existing = this.inflight.get(w.id)
-    if (existing) return existing.promise
+    if (existing) return existing.settled
     const pending = this.dialer.dial({
       workerId: w.id,
       address: w.address,
@@ -182,10 +185,8 @@ export class ReconnectMonitor {
       proofNonces: w.credential ? liveNonces(w.credential, this.clock.now()) : [],
       timeoutMs: this.opts.dialTimeoutMs,
     })
-    const entry = { ...pending, address: w.address }
-    this.inflight.set(w.id, entry)
-    this.lastDial.set(w.id, this.clock.now())
-    return pending.promise.then(
+    // Its handlers run once the dial settles, after `entry` below is in place.
+    const settled = pending.promise.then(
       (result) => {
         if (this.inflight.get(w.id) === entry) this.inflight.delete(w.id)
         this.report(w.id, w.address, result)
@@ -198,6 +199,10 @@ export class ReconnectMonitor {
         return null
       },
     )
+    const entry = { ...pending, address: w.address, settled }
+    this.inflight.set(w.id, entry)
+    this.lastDial.set(w.id, this.clock.now())
+    return settled
   }
 
   private report(id: string, address: string, result: DialResult): void {

@@ -346,11 +346,11 @@ export class TaskTable extends EventEmitter<TaskEvents> {
   private serialised<T>(id: string, fn: () => Promise<T>): Promise<T> {
     const prev = this.locks.get(id) ?? Promise.resolve()
     const run = prev.then(fn, fn)
-    const tail = run.catch(() => {})
-    this.locks.set(id, tail)
-    void tail.then(() => {
+    // The caller handles run's rejection; the lock only waits for it to settle, then lets go.
+    const tail: Promise<void> = run.catch(() => {}).then(() => {
       if (this.locks.get(id) === tail) this.locks.delete(id)
     })
+    this.locks.set(id, tail)
     return run
   }
 }

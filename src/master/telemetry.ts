@@ -77,7 +77,9 @@ export class TelemetryHub extends EventEmitter<TelemetryEvents> implements Heart
   private ringTimer: NodeJS.Immediate | null = null
   private state: 'new' | 'running' | 'closed' = 'new'
   private readonly onActive = (w: WorkerRecord): void => this.open(w.id)
-  private readonly onUnregistered = (w: WorkerRecord): void => void this.close1(w.id)
+  private readonly onUnregistered = (w: WorkerRecord): void => {
+    this.close1(w.id).catch((err: unknown) => this.opts.log.warn({ workerId: w.id, err }, `Telemetry thread of unregistered worker ${w.id} did not stop cleanly`))
+  }
 
   constructor(
     private readonly registry: Registry,

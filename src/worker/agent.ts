@@ -341,7 +341,9 @@ export class WorkerAgent {
         argv: dockerRunArgv({ taskId: task.taskId, image: task.dockerImage, command: task.command, envKeys: ['CLOUDAI_TASK_ID', ...Object.keys(task.env)], dockerPath }),
         env: task.env,
         timeoutMs: task.timeoutMs,
-        onSignal: (signal) => void signalContainer(task.taskId, signal, dockerPath),
+        onSignal: (signal) => {
+          signalContainer(task.taskId, signal, dockerPath).catch((err: unknown) => log.warn({ taskId: task.taskId, signal, err }, `Could not forward ${signal} to the container of task ${task.taskId}`))
+        },
       }
     } else {
       spec = { taskId: task.taskId, attempt: task.attempt, argv: shellArgv(task.command), env: task.env, timeoutMs: task.timeoutMs }

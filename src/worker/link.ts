@@ -335,7 +335,7 @@ export class MasterLink {
   private startUnaryHeartbeats(epoch: number): void {
     const tick = (): void => {
       this.heartbeatTimer = null
-      void this.sendHeartbeat(epoch).then((ok) => {
+      const after = (ok: boolean): void => {
         if (epoch !== this.epoch || this.state !== 'connected') return
         if (ok) {
           this.heartbeatTimer = setTimeout(tick, this.opts.heartbeatIntervalMs)
@@ -343,6 +343,11 @@ export class MasterLink {
           this.state = 'joining'
           this.registerOnce().catch(() => this.scheduleJoin())
         }
+      }
+      // A heartbeat that could not even be sent counts as a failed one: register again.
+      this.sendHeartbeat(epoch).then(after, (err: unknown) => {
+        this.opts.log.error({ master: this.address, err }, `Heartbeat to master ${this.address} could not be sent; registering again`)
+        after(false)
       })
     }
     // First heartbeat at once: usage is known as soon as we are active.

@@ -174,8 +174,9 @@ test('the dashboard shows workers and tasks live, drives the API, reconnects, an
     assert.equal(await page.locator('#events li').filter({ hasText: 'Worker w2 registered' }).count(), 0, 'w2 came from the snapshot, not from an event')
 
     // Unregistering from the page (after its confirmation) removes the worker.
-    page.once('dialog', (dialog) => void dialog.accept())
+    const confirmed = page.waitForEvent('dialog').then((dialog) => dialog.accept())
     await row.getByRole('button', { name: 'Unregister w1' }).click()
+    await confirmed
     await row.waitFor({ state: 'detached', timeout: WAIT_MS })
     assert.equal((await api(master.api, '/api/workers/w1')).status, 404)
     await event(page, 'Worker w1 unregistered')

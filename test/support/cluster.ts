@@ -107,13 +107,13 @@ export class Proc {
         resolve(l)
       }
       this.waiters.push({ pred, from, resolve: done })
-      void this.exited.then(({ code, signal }) => {
+      this.exited.then(({ code, signal }) => {
         if (this.waiters.some((w) => w.resolve === done)) {
           clearTimeout(timer)
           this.waiters = this.waiters.filter((w) => w.resolve !== done)
           reject(new Error(`${this.name} exited (code ${code}, signal ${signal}) before logging "${what}"; stderr: ${this.stderr.slice(-2000)}`))
         }
-      })
+      }, reject)
     })
   }
 

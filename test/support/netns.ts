@@ -418,7 +418,8 @@ function nsSpawn(end: NetnsEnd, argv: readonly string[], opts: { env?: NodeJS.Pr
 export async function nsRun(end: NetnsEnd, argv: readonly string[], opts: { input?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
   const p = nsSpawn(end, argv, opts)
   const timeoutMs = opts.timeoutMs ?? HELPER_TIMEOUT_MS
-  const timer = setTimeout(() => void p.kill('SIGKILL'), timeoutMs)
+  // The kill's own promise is `p.exited`, awaited below.
+  const timer = setTimeout(() => p.child.kill('SIGKILL'), timeoutMs)
   p.child.stdin!.on('error', () => {}) // a command that exits without reading it
   p.child.stdin!.end(opts.input ?? '')
   const { code, signal } = await p.exited

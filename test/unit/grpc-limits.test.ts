@@ -182,7 +182,7 @@ test('a heartbeat stream that carries no heartbeat for the stream silence is end
   const mute = open()
   const live = open()
   let liveEnded = false
-  void live.status.then(() => (liveEnded = true))
+  live.call.once('status', () => (liveEnded = true))
   live.call.write(beat('w1'))
   const beating = setInterval(() => live.call.write(beat('w1')), 50)
   t.after(() => clearInterval(beating))
