@@ -30,6 +30,7 @@ import { parseTaskInput } from './task-input.js'
 import { TaskTable } from './tasks.js'
 import { WorkerClients } from './worker-clients.js'
 import { ReconnectMonitor } from './reconnect.js'
+import { SuspectProbes } from './suspects.js'
 import { Registry } from './registry.js'
 import { WorkerAuth } from './worker-auth.js'
 import { workerListJson } from './worker-list-json.js'
@@ -65,6 +66,8 @@ export class Master implements MasterControl {
   private readonly dialer: Dialer
   private readonly liveness: Liveness
   private readonly monitor: ReconnectMonitor
+  /** Dials suspect workers (an AssignTask got no answer) until they answer or go inactive. */
+  private readonly suspects: SuspectProbes
   private readonly grpc: MasterGrpcServer
   private readonly http: HttpApi
   /** The master's secret: workers' tokens derive from it; its proofs to workers are made with it. */
@@ -104,6 +107,7 @@ export class Master implements MasterControl {
       masterAddress: () => this.advertised,
       log: this.log,
     })
+    this.suspects = new SuspectProbes(this.registry, this.dialer, { masterId: config.masterId, masterAddress: () => this.advertised, dialTimeoutMs: config.dialTimeoutMs, log: this.log })
     this.telemetry = new TelemetryHub(this.registry, {
       placement: config.telemetryThreads === 'auto' ? autoTelemetryThreads() : config.telemetryThreads,
       counters: this.counters,
@@ -199,6 +203,7 @@ export class Master implements MasterControl {
         log.info({ step: 3, workers, tasks: c }, `Loaded ${workers} worker(s) (inactive until they connect) and ${tasks} task(s) (${c.queued} queued, ${c.assigned + c.running} on workers) from the store`)
       }
 
+      this.suspects.start()
       this.queue.start()
       const queued = this.tasks.counts().queued
       log.info({ step: 4, queued }, `Queue processor started (${queued} task(s) queued)`)
@@ -296,6 +301,7 @@ export class Master implements MasterControl {
     await this.queue.close()
     log.info('Shutting down: stopping the reconnection monitor')
     await this.monitor.close()
+    await this.suspects.close()
     await this.dialer.close()
     log.info('Shutting down: stopping the HTTP API and WebSocket')
     await this.http.close()

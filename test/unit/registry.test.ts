@@ -69,7 +69,7 @@ test('workers loaded from the store all start inactive', () => {
   const r = new Registry()
   r.load([{ id: 'w1', address: 'a:1', isActive: true, specs, usage, runningTasks: [], reportedAddress: null, registeredAt: 1, connectedAt: 2, lastHeartbeat: 3, disconnectedAt: null, reconnects: 0, credential: null }])
   assert.equal(r.get('w1')?.isActive, false)
-  assert.deepEqual(r.counts(), { total: 1, active: 0, inactive: 1 })
+  assert.deepEqual(r.counts(), { total: 1, active: 0, inactive: 1, suspect: 0 })
 })
 
 test('the registry keeps the token index: issued at registration, loaded from the store, rotated with a grace, presented, revoked', () => {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { EMPTY, neverFitsReason, pickWorker, type Candidate } from '../../src/master/scheduler.js'
+import { candidate, EMPTY, neverFitsReason, pickWorker, place, type Candidate } from '../../src/master/scheduler.js'
 import type { TaskRecord, WorkerRecord } from '../../src/shared/types.js'
 
 const worker = (id: string, cpu: number, memory: number, gpu = 0, isActive = true): WorkerRecord => ({
@@ -11,7 +11,7 @@ const task = (req: Partial<TaskRecord['req']>, targetWorkerId: string | null = n
   id: 't', name: '', command: 'true', dockerImage: '', req: { cpu: 0, memory: 0, storage: 0, gpu: 0, ...req }, targetWorkerId, userId: '', timeoutS: 0, maxAttempts: 3, env: {},
   status: 'queued', workerId: null, attempts: 0, attempt: 0, submittedAt: 0, assignedAt: null, startedAt: null, finishedAt: null, exitCode: null, reason: null, logsTail: '', updatedAt: 0, history: [],
 })
-const cand = (w: WorkerRecord, held = EMPTY): Candidate => ({ worker: w, held: { ...held } })
+const cand = (w: WorkerRecord, held = EMPTY): Candidate => ({ worker: w, held: { ...held }, tasks: 0, busyCpu: held.cpu })
 
 test('free capacity is specs minus what placed tasks hold; the least loaded worker that fits wins', () => {
   const a = worker('a', 4, 8)
