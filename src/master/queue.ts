@@ -58,8 +58,16 @@ export class QueueProcessor {
   private readonly cancelling = new Map<string, { assignSkipped: boolean }>()
 
   private readonly onWorkerUp = (): void => this.kick()
-  /** A suspect worker was cleared: what waited for it may be placed now. */
-  private readonly onWorkerCleared = (): void => this.kick()
+  /**
+   * A suspect worker was cleared: what waited for it may be placed now. Its channel is made anew:
+   * the old one may still be backing off from the failures (grpc-js waits up to a second before
+   * it connects again, and fails calls meanwhile), which would make it suspect again at once.
+   * Calls already under way on it finish on their connection.
+   */
+  private readonly onWorkerCleared = (w: WorkerRecord): void => {
+    this.opts.clients.drop(w.id)
+    this.kick()
+  }
   private readonly onWorkerDown = (w: WorkerRecord): void => this.requeueWorker(w.id, `worker ${w.id} went inactive`)
   private readonly onWorkerGone = (w: WorkerRecord): void => {
     this.requeueWorker(w.id, `worker ${w.id} was unregistered`)
