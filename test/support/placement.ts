@@ -19,6 +19,8 @@ export interface Placement {
   registry: Registry
   tasks: TaskTable
   queue: QueueProcessor
+  /** The queue's clients: a call on one reaches its worker after every call the queue made on it before. */
+  clients: WorkerClients
   store: FlakyStore
   lines: ReturnType<typeof memoryLogger>['lines']
   /** Registered by the operator, then connected (RegisterWorker) with these specs: active. */
@@ -35,7 +37,8 @@ export function startPlacement(t: TestContext, opts: { rpcTimeoutMs?: number; di
   const journal = new StoreJournal(store, registry, { log, limit: 10_000 })
   journal.start(true)
   const tasks = new TaskTable(journal)
-  const queue = new QueueProcessor({ tasks, registry, clients: new WorkerClients(), log, heartbeatTimeoutMs: 60_000, rpcTimeoutMs: opts.rpcTimeoutMs ?? 5000 })
+  const clients = new WorkerClients()
+  const queue = new QueueProcessor({ tasks, registry, clients, log, heartbeatTimeoutMs: 60_000, rpcTimeoutMs: opts.rpcTimeoutMs ?? 5000 })
   const dialer = new InlineDialer()
   const probes = new SuspectProbes(registry, dialer, { masterId: 'master-test', masterAddress: () => '127.0.0.1:1', dialTimeoutMs: opts.dialTimeoutMs ?? 1000, log, baseDelayMs: 20, maxDelayMs: 200 })
   probes.start()
@@ -51,6 +54,7 @@ export function startPlacement(t: TestContext, opts: { rpcTimeoutMs?: number; di
     registry,
     tasks,
     queue,
+    clients,
     store,
     lines,
     join(id, address, specs = { cpu: 4, memory: 8, storage: 100, gpu: 0 }) {

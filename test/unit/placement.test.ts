@@ -1,12 +1,16 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import * as grpc from '@grpc/grpc-js'
+import { callUnary } from '../../src/shared/proto.js'
+import type { TaskAckMsg } from '../../src/shared/wire.js'
 import { startPlacement } from '../support/placement.js'
 import { RawWorker } from '../support/raw-worker.js'
 
 // The queue's placement path against workers that are real gRPC servers recording what they get
 // (test/support/raw-worker.ts): how work spreads, what a refusal does, and what a cancel that lands
 // in the middle of an assignment sends.
+
+const SENTINEL = 'sentinel'
 
 test('six tasks without resource requests on two idle workers run three on each', async (t) => {
   const p = startPlacement(t)
@@ -72,12 +76,16 @@ test('a cancel that lands while AssignTask is under way sends CancelTask only af
   await w.when((e) => e.method === 'AssignTask' && e.phase === 'received')
   const done = await p.queue.cancel(p.tasks.get(id)!, 'cancelled by the operator')
   assert.equal(done?.status, 'cancelled')
+  // Calls on one channel open their streams in order: once this one has arrived, a CancelTask the
+  // master sent at the cancel would have arrived too.
+  await callUnary<{ task_id: string }, TaskAckMsg>(p.clients.get('worker-1', w.address), 'CancelTask', { task_id: SENTINEL }, 5000).promise
   answer()
-  await w.when((e) => e.method === 'CancelTask' && e.phase === 'received')
-  const order = w.events.map((e) => `${e.method}:${e.phase}`)
-  assert.ok(order.indexOf('AssignTask:answered') < order.indexOf('CancelTask:received'), `CancelTask after the AssignTask answer: ${order.join(', ')}`)
+  await w.when((e) => e.method === 'AssignTask' && e.phase === 'answered')
+  await w.when((e) => e.method === 'CancelTask' && e.taskId === id && e.phase === 'received')
+  const order = w.events.filter((e) => e.taskId !== SENTINEL).map((e) => `${e.method}:${e.phase}`)
+  assert.deepEqual(order.slice(0, 3), ['AssignTask:received', 'AssignTask:answered', 'CancelTask:received'], 'CancelTask after the AssignTask answer')
   await p.queue.close()
-  assert.equal(w.count('CancelTask'), 1)
+  assert.equal(w.events.filter((e) => e.method === 'CancelTask' && e.taskId === id && e.phase === 'received').length, 1)
   assert.deepEqual([...w.running], [], 'not left running on the worker')
   assert.equal(p.tasks.get(id)?.status, 'cancelled')
 })
