@@ -27,9 +27,18 @@ export interface SuspectProbeOptions {
   baseDelayMs?: number
   maxDelayMs?: number
   clock?: Clock
+  /** The backoff's jitter (tests pin it). */
+  random?: () => number
 }
 
 export const SUSPECT_PROBE_DEFAULTS = { baseDelayMs: 200, maxDelayMs: 5_000 } as const
+
+/**
+ * A worker suspect again within this long of being cleared goes on with the backoff it had, so
+ * that one which answers MasterRegister and still fails every AssignTask is probed less and less
+ * often, not every baseDelayMs forever.
+ */
+const BACKOFF_MEMORY_MS = 60_000
 
 interface Probe {
   worker: WorkerRecord
@@ -40,6 +49,8 @@ interface Probe {
 
 export class SuspectProbes {
   private readonly probes = new Map<string, Probe>()
+  /** The backoff of each worker's last suspicion, and when that suspicion ended. */
+  private readonly recent = new Map<string, { backoff: Backoff; endedAt: number }>()
   private readonly pending = new Set<Promise<void>>()
   private readonly clock: Clock
   private readonly baseDelayMs: number
@@ -59,6 +70,10 @@ export class SuspectProbes {
     this.opts.log.info({ workerId: w.id, by: meta.by, probing: p !== undefined }, `Worker ${w.id} answers again (${meta.by}): no longer suspect, tasks are placed on it`)
   }
   private readonly onGone = (w: WorkerRecord): void => this.end(w.id)
+  private readonly onUnregistered = (w: WorkerRecord): void => {
+    this.end(w.id)
+    this.recent.delete(w.id)
+  }
 
   constructor(
     private readonly registry: Registry,
@@ -81,12 +96,14 @@ export class SuspectProbes {
     this.registry.on('worker-suspect', this.onSuspect)
     this.registry.on('worker-cleared', this.onCleared)
     this.registry.on('worker-inactive', this.onGone)
-    this.registry.on('worker-unregistered', this.onGone)
+    this.registry.on('worker-unregistered', this.onUnregistered)
   }
 
   private begin(w: WorkerRecord): void {
     if (!this.running || this.probes.has(w.id)) return
-    const probe: Probe = { worker: w, backoff: new Backoff(this.baseDelayMs, this.maxDelayMs), timer: null, dial: null }
+    const last = this.recent.get(w.id)
+    const backoff = last && this.clock.now() - last.endedAt < BACKOFF_MEMORY_MS ? last.backoff : new Backoff(this.baseDelayMs, this.maxDelayMs, this.opts.random)
+    const probe: Probe = { worker: w, backoff, timer: null, dial: null }
     this.probes.set(w.id, probe)
     this.schedule(probe)
   }
@@ -138,6 +155,7 @@ export class SuspectProbes {
     const probe = this.probes.get(id)
     if (!probe) return
     this.probes.delete(id)
+    this.recent.set(id, { backoff: probe.backoff, endedAt: this.clock.now() })
     if (probe.timer) this.clock.clearTimeout(probe.timer)
     probe.timer = null
     probe.dial?.cancel()
@@ -149,8 +167,9 @@ export class SuspectProbes {
     this.registry.off('worker-suspect', this.onSuspect)
     this.registry.off('worker-cleared', this.onCleared)
     this.registry.off('worker-inactive', this.onGone)
-    this.registry.off('worker-unregistered', this.onGone)
+    this.registry.off('worker-unregistered', this.onUnregistered)
     for (const id of [...this.probes.keys()]) this.end(id)
+    this.recent.clear()
     await Promise.allSettled([...this.pending])
   }
 }

@@ -3,8 +3,13 @@ import { once } from 'node:events'
 import { createServer, type Server, type Socket } from 'node:net'
 import { test, type TestContext } from 'node:test'
 import * as grpc from '@grpc/grpc-js'
-import type { Registry } from '../../src/master/registry.js'
+import type { DialOutcome } from '../../src/master/dial.js'
+import type { Dialer } from '../../src/master/dialer.js'
+import { Registry } from '../../src/master/registry.js'
+import { SuspectProbes } from '../../src/master/suspects.js'
 import type { SuspicionCleared } from '../../src/shared/types.js'
+import { ManualClock } from '../support/clock.js'
+import { memoryLogger } from '../support/log.js'
 import { startPlacement } from '../support/placement.js'
 import { RawWorker } from '../support/raw-worker.js'
 
@@ -116,4 +121,60 @@ test('while every worker is suspect tasks wait, and nothing is sent again until 
   assert.equal(ran.workerId, 'worker-1')
   assert.equal(ran.attempts, 1)
   assert.equal(w.count('AssignTask'), 2)
+})
+
+test('probes back off: each failed probe doubles the wait up to the cap, and a worker suspect again soon after it was cleared goes on from there', async (t) => {
+  const clock = new ManualClock()
+  const delays: number[] = []
+  const schedule = clock.setTimeout.bind(clock)
+  clock.setTimeout = (fn, ms) => {
+    delays.push(ms)
+    return schedule(fn, ms)
+  }
+  const outcomes: DialOutcome[] = []
+  let dials = 0
+  const dialer: Dialer = {
+    kind: 'inline',
+    dial: () => {
+      dials++
+      const outcome = outcomes.shift() ?? 'refused'
+      return { promise: Promise.resolve({ workerId: 'w1', outcome, message: outcome, elapsedMs: 1 }), cancel: () => {} }
+    },
+    close: async () => {},
+  }
+  const registry = new Registry()
+  registry.register('w1', '127.0.0.2:1', clock.now())
+  registry.connect('w1', { specs: { cpu: 1, memory: 1, storage: 1, gpu: 0 }, reportedAddress: null }, clock.now())
+  const probes = new SuspectProbes(registry, dialer, { masterId: 'm', masterAddress: () => '127.0.0.1:1', dialTimeoutMs: 100, log: memoryLogger('silent').log, clock, random: () => 1 })
+  probes.start()
+  t.after(() => probes.close())
+  /** Fires the pending probe and lets its dial's answer be handled. */
+  const fire = async (): Promise<void> => {
+    clock.advance(delays.at(-1)!)
+    await new Promise((resolve) => setImmediate(resolve))
+  }
+
+  outcomes.push('refused', 'timeout', 'success')
+  registry.markSuspect('w1', 'AssignTask failed (UNAVAILABLE)', clock.now())
+  for (let i = 0; i < 3; i++) await fire()
+  assert.deepEqual(delays, [200, 400, 800], 'no dial until its wait has passed, each wait twice the last')
+  assert.equal(dials, 3)
+  assert.equal(registry.get('w1')?.suspect, null, 'the third probe got an answer')
+  assert.equal(probes.size, 0)
+
+  // It answers probes yet fails AssignTask again: probed less and less often, never every 200 ms.
+  outcomes.push('success')
+  registry.markSuspect('w1', 'AssignTask failed (UNAVAILABLE)', clock.now())
+  await fire()
+  registry.markSuspect('w1', 'AssignTask failed (UNAVAILABLE)', clock.now())
+  for (let i = 0; i < 3; i++) await fire()
+  assert.deepEqual(delays.slice(3), [1600, 3200, 5000, 5000, 5000], 'on from where it was, up to the cap')
+
+  // A heartbeat ends that suspicion; one a minute later starts from the beginning.
+  registry.heartbeat('w1', { cpu: 1, memory: 1, storage: 1, gpu: 0 }, [], clock.now())
+  assert.equal(probes.size, 0)
+  assert.equal(clock.pending, 0, 'no probe left scheduled')
+  clock.advance(61_000)
+  registry.markSuspect('w1', 'AssignTask failed (DEADLINE_EXCEEDED)', clock.now())
+  assert.equal(delays.at(-1), 200)
 })
