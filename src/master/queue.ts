@@ -7,7 +7,7 @@ import { assignSubject } from '../shared/worker-credential.js'
 import type { Counters } from '../shared/counters.js'
 import type { CompletionReport } from './grpc.js'
 import type { Registry } from './registry.js'
-import { assignFailure } from './assign-failure.js'
+import { assignFailure, type AssignFailure } from './assign-failure.js'
 import { candidate, pickWorker, place, type Candidate } from './scheduler.js'
 import { movedFrom } from './task-history.js'
 import type { TaskTable } from './tasks.js'
@@ -198,43 +198,56 @@ export class QueueProcessor {
     const guard = { workerId: worker.id, attempt, from: ['assigned'] as const }
     const inflight: InFlightAssign = { workerId: worker.id, cancelAfter: false }
     this.assigning.set(task.id, inflight)
-    // Whether the worker may run it now: it said it started it (or runs it already).
+    // Whether the worker may run it now: it said it started it (or runs it already); and whether it
+    // said it will not run it at all.
     let mayRun = false
+    let refused = false
     try {
-      const proof = this.opts.clients.proof(worker, 'AssignTask', assignSubject(msg))
-      const ack = await callUnary<TaskMsg, TaskAckMsg>(this.opts.clients.get(worker.id, worker.address), 'AssignTask', msg, this.rpcTimeoutMs, proof).promise
-      if (ack.success) {
+      let ack: TaskAckMsg | null = null
+      let failure: AssignFailure | null = null
+      try {
+        const proof = this.opts.clients.proof(worker, 'AssignTask', assignSubject(msg))
+        ack = await callUnary<TaskMsg, TaskAckMsg>(this.opts.clients.get(worker.id, worker.address), 'AssignTask', msg, this.rpcTimeoutMs, proof).promise
+      } catch (err) {
+        failure = assignFailure(err as grpc.ServiceError)
+      }
+      if (ack?.success) {
         mayRun = true
         const started = await tasks.transition(task.id, 'running', { startedAt: Date.now() }, null, { ...guard, startsRun: true })
         if (started) log.info({ taskId: task.id, workerId: worker.id, attempt }, `Task ${task.id} assigned to worker ${worker.id} and running (attempt ${attempt})`)
-      } else {
+      } else if (ack) {
         // The worker answered and said it cannot run this task at all (e.g. no Docker engine).
+        refused = true
         log.warn({ taskId: task.id, workerId: worker.id, reason: ack.message }, `Worker ${worker.id} refused task ${task.id}: ${ack.message}`)
         await tasks.transition(task.id, 'failed', { finishedAt: Date.now() }, `refused by worker ${worker.id}: ${ack.message}`, guard)
+      } else if (failure) {
+        log.warn({ taskId: task.id, workerId: worker.id, code: failure.code, err: failure.message }, `AssignTask of ${task.id} to worker ${worker.id} failed (${failure.code}): ${failure.message}`)
+        if (failure.kind === 'refused') {
+          refused = true
+          // The worker checked the task and will never run it: failed now, with its reason. Not a
+          // run, so no attempt is spent; not retried, since every worker checks the same way.
+          await tasks.transition(task.id, 'failed', { finishedAt: Date.now() }, `refused by worker ${worker.id}: ${failure.message}`, guard)
+        } else {
+          // No usable answer (refused connection, unreachable, deadline, shutting down): the worker
+          // is suspect and takes nothing until it answers again, and the task goes back to the queue
+          // at once for another worker, without spending an attempt (nothing confirmed it started).
+          // The placement's number is never reused: if it did start there, the worker's heartbeats
+          // name an attempt that is no longer the task's, and reconciliation cancels it there.
+          this.opts.registry.markSuspect(worker.id, `AssignTask failed (${failure.code}: ${failure.message})`, Date.now())
+          const back = await tasks.transition(task.id, 'queued', { workerId: null, assignedAt: null, startedAt: null }, `AssignTask to worker ${worker.id} failed (${failure.code}: ${failure.message}); requeued`, guard)
+          if (back) log.warn({ taskId: task.id, workerId: worker.id, attempts: back.attempts }, `Task ${task.id} requeued: AssignTask to worker ${worker.id} failed`)
+        }
       }
     } catch (err) {
-      const f = assignFailure(err as grpc.ServiceError)
-      log.warn({ taskId: task.id, workerId: worker.id, code: f.code, err: f.message }, `AssignTask of ${task.id} to worker ${worker.id} failed (${f.code}): ${f.message}`)
-      if (f.kind === 'refused') {
-        // The worker checked the task and will never run it: failed now, with its reason. Not a
-        // run, so no attempt is spent; not retried, since every worker checks the same way.
-        await tasks.transition(task.id, 'failed', { finishedAt: Date.now() }, `refused by worker ${worker.id}: ${f.message}`, guard)
-      } else {
-        // No usable answer (refused connection, unreachable, deadline, shutting down): the worker is
-        // suspect and takes nothing until it answers again, and the task goes back to the queue at
-        // once for another worker, without spending an attempt (nothing confirmed it started). The
-        // placement's number is never reused: if it did start there, the worker's heartbeats name an
-        // attempt that is no longer the task's, and reconciliation cancels it there.
-        this.opts.registry.markSuspect(worker.id, `AssignTask failed (${f.code}: ${f.message})`, Date.now())
-        const back = await tasks.transition(task.id, 'queued', { workerId: null, assignedAt: null, startedAt: null }, `AssignTask to worker ${worker.id} failed (${f.code}: ${f.message}); requeued`, guard)
-        if (back) log.warn({ taskId: task.id, workerId: worker.id, attempts: back.attempts }, `Task ${task.id} requeued: AssignTask to worker ${worker.id} failed`)
-      }
+      // The table refused a transition (never the worker's doing): the heartbeats reconcile the task.
+      log.error({ taskId: task.id, workerId: worker.id, err }, `Task ${task.id} could not be moved after its AssignTask to worker ${worker.id}`)
     } finally {
       this.assigning.delete(task.id)
       // A cancel that came while the call was under way was held until now, so that its CancelTask
       // cannot overtake the AssignTask; and a task the worker started that is no longer this
-      // placement (cancelled, requeued meanwhile) is stopped there.
-      if (inflight.cancelAfter || (mayRun && !isThisRun(tasks.get(task.id), worker.id, attempt))) {
+      // placement (cancelled, requeued meanwhile) is stopped there. Without an answer it may have
+      // started there too; a worker that refused the task has nothing to stop.
+      if ((inflight.cancelAfter && !refused) || (mayRun && !isThisRun(tasks.get(task.id), worker.id, attempt))) {
         log.info({ taskId: task.id, workerId: worker.id, attempt }, `Task ${task.id} is no longer worker ${worker.id}'s to run (attempt ${attempt}): CancelTask sent after its AssignTask answered`)
         this.cancels.operator(worker.id, task.id)
       }
