@@ -89,3 +89,16 @@ test('a cancel that lands while AssignTask is under way sends CancelTask only af
   assert.deepEqual([...w.running], [], 'not left running on the worker')
   assert.equal(p.tasks.get(id)?.status, 'cancelled')
 })
+
+test('a worker that answers AssignTask with success=false fails the task at once with its reason, no attempt spent, and is not suspect', async (t) => {
+  const p = startPlacement(t)
+  const w = await new RawWorker().start(t)
+  w.onAssign = () => ({ success: false, message: 'docker_image is set but no Docker engine answers on worker worker-1' })
+  const id = await p.submit({ docker_image: 'alpine:3.20' })
+  p.join('worker-1', w.address)
+  const failed = await p.until(id, (x) => x.status === 'failed')
+  assert.match(failed.reason ?? '', /refused by worker worker-1: docker_image is set but no Docker engine answers/)
+  assert.equal(failed.attempts, 0)
+  assert.equal(w.count('AssignTask'), 1)
+  assert.equal(p.registry.get('worker-1')?.suspect ?? null, null)
+})
