@@ -58,9 +58,11 @@ function percent(n: number | undefined): string {
 }
 
 function statusCell(w: WorkerView, color: boolean): string {
-  const text = w.is_active ? '● Active' : '○ Inactive'
+  // A master before suspicion existed sends no `suspect`.
+  const suspect = w.is_active && w.suspect === true
+  const text = suspect ? '◐ Suspect' : w.is_active ? '● Active' : '○ Inactive'
   if (!color) return text
-  return `${w.is_active ? GREEN : RED}${text}${RESET_FG}`
+  return `${suspect ? YELLOW : w.is_active ? GREEN : RED}${text}${RESET_FG}`
 }
 
 type Align = 'left' | 'right'
@@ -82,7 +84,8 @@ function renderTable(headers: readonly string[], align: readonly Align[], rows: 
 
 export function formatWorkerSummary(workers: readonly WorkerView[]): string {
   const active = workers.filter((w) => w.is_active).length
-  return `${plural(workers.length, 'worker')}: ${active} active, ${workers.length - active} inactive`
+  const suspect = workers.filter((w) => w.is_active && w.suspect === true).length
+  return `${plural(workers.length, 'worker')}: ${active} active${suspect > 0 ? ` (${suspect} suspect)` : ''}, ${workers.length - active} inactive`
 }
 
 /** The `workers` table with its summary line. */

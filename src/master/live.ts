@@ -144,6 +144,9 @@ export class LiveFeed extends EventEmitter<LiveEvents> {
     const { registry, tasks, telemetry } = this.src
     registry[how]('worker-registered', this.onRegistered)
     registry[how]('worker-changed', this.onChanged)
+    // Suspect or cleared: the worker's view changed (its `suspect` fields).
+    registry[how]('worker-suspect', this.onChanged)
+    registry[how]('worker-cleared', this.onChanged)
     registry[how]('worker-active', this.onActive)
     registry[how]('worker-inactive', this.onInactive)
     registry[how]('worker-unregistered', this.onUnregistered)

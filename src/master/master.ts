@@ -33,6 +33,7 @@ import { TaskPruner } from './task-retention.js'
 import { formatLongDuration } from '../shared/duration.js'
 import { WorkerClients } from './worker-clients.js'
 import { ReconnectMonitor } from './reconnect.js'
+import { SuspectProbes } from './suspects.js'
 import { Registry } from './registry.js'
 import { WorkerAuth } from './worker-auth.js'
 import { workerListJson } from './worker-list-json.js'
@@ -70,6 +71,8 @@ export class Master implements MasterControl {
   private readonly dialer: Dialer
   private readonly liveness: Liveness
   private readonly monitor: ReconnectMonitor
+  /** Dials suspect workers (an AssignTask got no answer) until they answer or go inactive. */
+  private readonly suspects: SuspectProbes
   private readonly grpc: MasterGrpcServer
   private readonly http: HttpApi
   /** The master's secret: workers' tokens derive from it; its proofs to workers are made with it. */
@@ -112,6 +115,7 @@ export class Master implements MasterControl {
       masterAddress: () => this.advertised,
       log: this.log,
     })
+    this.suspects = new SuspectProbes(this.registry, this.dialer, { masterId: config.masterId, masterAddress: () => this.advertised, dialTimeoutMs: config.dialTimeoutMs, log: this.log })
     this.telemetry = new TelemetryHub(this.registry, {
       placement: config.telemetryThreads === 'auto' ? autoTelemetryThreads() : config.telemetryThreads,
       counters: this.counters,
@@ -213,6 +217,7 @@ export class Master implements MasterControl {
 
       // Tasks loaded past their retention or their count go before the queue looks at anything.
       this.pruner.start()
+      this.suspects.start()
       this.queue.start()
       const queued = this.tasks.counts().queued
       log.info({ step: 4, queued }, `Queue processor started (${queued} task(s) queued)`)
@@ -325,6 +330,7 @@ export class Master implements MasterControl {
     this.pruner.close()
     log.info('Shutting down: stopping the reconnection monitor')
     await this.monitor.close()
+    await this.suspects.close()
     await this.dialer.close()
     log.info('Shutting down: stopping the HTTP API and WebSocket')
     await this.http.close()

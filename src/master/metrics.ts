@@ -123,10 +123,11 @@ export class MasterMetrics {
 
     gauge('cloudai_workers_registered', 'Workers registered with this master.', () => one(registry.size))
     gauge('cloudai_workers_active', 'Workers connected and heartbeating.', () => one(registry.counts().active))
+    gauge('cloudai_workers_suspect', 'Active workers whose last AssignTask got no answer: no tasks are placed on them until they answer a probe or a heartbeat.', () => one(registry.counts().suspect))
     gauge('cloudai_workers_inactive', 'Registered workers that are not connected (the reconnection monitor dials them).', () => one(registry.counts().inactive))
     gauge('cloudai_reconnect_monitor_up', '1 while the reconnection monitor runs.', () => one(this.src.monitor() === 'running' ? 1 : 0))
 
-    count('cloudai_reconnect_attempts_total', 'MasterRegister dials started by the reconnection monitor.', 'DIAL_ATTEMPTS')
+    count('cloudai_reconnect_attempts_total', 'MasterRegister dials started by the reconnection monitor and the probes of suspect workers.', 'DIAL_ATTEMPTS')
     count('cloudai_reconnect_successes_total', 'Dials the worker accepted.', 'DIAL_SUCCESS')
     reg(new ScrapeMetric('cloudai_reconnect_failures_total', 'Dials that failed, by outcome.', 'counter', () => {
       const c = this.reader.all()

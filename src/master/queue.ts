@@ -8,7 +8,9 @@ import type { Counters } from '../shared/counters.js'
 import type { CompletionReport } from './grpc.js'
 import { PendingFinals, type StoreRecovery } from './pending-finals.js'
 import type { Registry } from './registry.js'
-import { EMPTY, pickWorker, type Capacity, type Candidate } from './scheduler.js'
+import { assignFailure, type AssignFailure } from './assign-failure.js'
+import { candidate, pickWorker, place, type Candidate } from './scheduler.js'
+import { movedFrom } from './task-history.js'
 import { FINAL_STATES, type TaskTable } from './tasks.js'
 import { WorkerCancels, type WorkerCancelsOptions } from './worker-cancels.js'
 import type { WorkerClients } from './worker-clients.js'
@@ -60,9 +62,21 @@ export class QueueProcessor {
   /** Placements a drain made whose 'assigned' write has not landed yet: counted, not placed twice. */
   private readonly reserved = new Map<string, { workerId: string; task: TaskRecord }>()
   /** Tasks whose AssignTask call is under way: not yet expected in the worker's heartbeats. */
-  private readonly assigning = new Set<string>()
+  private readonly assigning = new Map<string, InFlightAssign>()
+  /** Operator cancels under way (their transition not applied yet): assign() sends nothing for these. */
+  private readonly cancelling = new Map<string, { assignSkipped: boolean }>()
 
   private readonly onWorkerUp = (): void => this.kick()
+  /**
+   * A suspect worker was cleared: what waited for it may be placed now. Its channel is made anew:
+   * the old one may still be backing off from the failures (grpc-js waits up to a second before
+   * it connects again, and fails calls meanwhile), which would make it suspect again at once.
+   * Calls already under way on it finish on their connection.
+   */
+  private readonly onWorkerCleared = (w: WorkerRecord): void => {
+    this.opts.clients.drop(w.id)
+    this.kick()
+  }
   private readonly onWorkerDown = (w: WorkerRecord): void => this.requeueWorker(w.id, `worker ${w.id} went inactive`)
   private readonly onWorkerGone = (w: WorkerRecord): void => {
     this.requeueWorker(w.id, `worker ${w.id} was unregistered`)
@@ -87,6 +101,7 @@ export class QueueProcessor {
     const { registry, tasks } = this.opts
     registry.on('worker-active', this.onWorkerUp)
     registry.on('worker-changed', this.onWorkerUp)
+    registry.on('worker-cleared', this.onWorkerCleared)
     registry.on('worker-inactive', this.onWorkerDown)
     registry.on('worker-unregistered', this.onWorkerGone)
     tasks.on('task-changed', this.onTaskChanged)
@@ -126,21 +141,22 @@ export class QueueProcessor {
       if (queued.length === 0) return
       const candidates = new Map<string, Candidate>()
       for (const w of registry.values()) {
-        if (!w.isActive || !w.specs) continue
-        const held: Capacity = { ...EMPTY }
-        for (const t of tasks.onWorkerTasks(w.id)) addTo(held, t)
-        candidates.set(w.id, { worker: w, held })
+        // A suspect worker takes nothing until it answers again (worker-cleared drains then).
+        if (!w.isActive || !w.specs || w.suspect) continue
+        const c = candidate(w)
+        for (const t of tasks.onWorkerTasks(w.id)) place(c, t)
+        candidates.set(w.id, c)
       }
       for (const r of this.reserved.values()) {
         const c = candidates.get(r.workerId)
-        if (c) addTo(c.held, r.task)
+        if (c) place(c, r.task)
       }
       if (candidates.size === 0) return
       for (const task of queued) {
         if (this.reserved.has(task.id)) continue
         const worker = pickWorker(task, candidates.values())
         if (!worker) continue
-        addTo(candidates.get(worker.id)!.held, task)
+        place(candidates.get(worker.id)!, task)
         this.reserved.set(task.id, { workerId: worker.id, task })
         this.track(this.assign(task, worker))
       }
@@ -164,6 +180,14 @@ export class QueueProcessor {
       this.reserved.delete(task.id)
     }
     if (!assigned) return
+    // The write took time (it is durable first): a cancel may have come meanwhile, or the task moved.
+    // Nothing is sent for a task that is no longer this placement, or whose cancel is under way.
+    const cancel = this.cancelling.get(task.id)
+    if (cancel || !isPlacement(tasks.get(task.id), worker.id, attempt)) {
+      if (cancel) cancel.assignSkipped = true
+      log.info({ taskId: task.id, workerId: worker.id, attempt }, `AssignTask of ${task.id} to worker ${worker.id} not sent: the task was cancelled or moved while its assignment was written`)
+      return
+    }
     const msg: TaskMsg = {
       task_id: task.id,
       docker_image: task.dockerImage,
@@ -182,31 +206,62 @@ export class QueueProcessor {
       env: task.env,
       attempt,
     }
-    const guard = { workerId: worker.id, attempt }
-    this.assigning.add(task.id)
+    const guard = { workerId: worker.id, attempt, from: ['assigned'] as const }
+    const inflight: InFlightAssign = { workerId: worker.id, cancelAfter: false }
+    this.assigning.set(task.id, inflight)
+    // Whether the worker may run it now: it said it started it (or runs it already); and whether it
+    // said it will not run it at all.
+    let mayRun = false
+    let refused = false
     try {
-      const proof = this.opts.clients.proof(worker, 'AssignTask', assignSubject(msg))
-      const ack = await callUnary<TaskMsg, TaskAckMsg>(this.opts.clients.get(worker.id, worker.address), 'AssignTask', msg, this.rpcTimeoutMs, proof).promise
-      if (ack.success) {
-        const started = await tasks.transition(task.id, 'running', { startedAt: Date.now() }, null, { ...guard, from: ['assigned'], startsRun: true })
+      let ack: TaskAckMsg | null = null
+      let failure: AssignFailure | null = null
+      try {
+        const proof = this.opts.clients.proof(worker, 'AssignTask', assignSubject(msg))
+        ack = await callUnary<TaskMsg, TaskAckMsg>(this.opts.clients.get(worker.id, worker.address), 'AssignTask', msg, this.rpcTimeoutMs, proof).promise
+      } catch (err) {
+        failure = assignFailure(err as grpc.ServiceError)
+      }
+      if (ack?.success) {
+        mayRun = true
+        const started = await tasks.transition(task.id, 'running', { startedAt: Date.now() }, null, { ...guard, startsRun: true })
         if (started) log.info({ taskId: task.id, workerId: worker.id, attempt }, `Task ${task.id} assigned to worker ${worker.id} and running (attempt ${attempt})`)
-      } else {
+      } else if (ack) {
         // The worker answered and said it cannot run this task at all (e.g. no Docker engine).
+        refused = true
         log.warn({ taskId: task.id, workerId: worker.id, reason: ack.message }, `Worker ${worker.id} refused task ${task.id}: ${ack.message}`)
-        await this.finals.apply({ id: task.id, to: 'failed', patch: { finishedAt: Date.now() }, reason: `refused by worker ${worker.id}: ${ack.message}`, guard: { ...guard, from: ['assigned'] } })
+        await this.finals.apply({ id: task.id, to: 'failed', patch: { finishedAt: Date.now() }, reason: `refused by worker ${worker.id}: ${ack.message}`, guard })
+      } else if (failure) {
+        log.warn({ taskId: task.id, workerId: worker.id, code: failure.code, err: failure.message }, `AssignTask of ${task.id} to worker ${worker.id} failed (${failure.code}): ${failure.message}`)
+        if (failure.kind === 'refused') {
+          refused = true
+          // The worker checked the task and will never run it: failed now, with its reason. Not a
+          // run, so no attempt is spent; not retried, since every worker checks the same way.
+          await this.finals.apply({ id: task.id, to: 'failed', patch: { finishedAt: Date.now() }, reason: `refused by worker ${worker.id}: ${failure.message}`, guard })
+        } else {
+          // No usable answer (refused connection, unreachable, deadline, shutting down): the worker
+          // is suspect and takes nothing until it answers again, and the task goes back to the queue
+          // at once for another worker, without spending an attempt (nothing confirmed it started).
+          // The placement's number is never reused: if it did start there, the worker's heartbeats
+          // name an attempt that is no longer the task's, and reconciliation cancels it there.
+          this.opts.registry.markSuspect(worker.id, `AssignTask failed (${failure.code}: ${failure.message})`, Date.now())
+          const back = await tasks.transition(task.id, 'queued', { workerId: null, assignedAt: null, startedAt: null }, `AssignTask to worker ${worker.id} failed (${failure.code}: ${failure.message}); requeued`, guard)
+          if (back) log.warn({ taskId: task.id, workerId: worker.id, attempts: back.attempts }, `Task ${task.id} requeued: AssignTask to worker ${worker.id} failed`)
+        }
       }
     } catch (err) {
-      const e = err as grpc.ServiceError
-      // No answer (worker gone, timed out). The attempt may or may not have started there, so its
-      // number is never reused: if it did start, the worker's heartbeats name an attempt that is no
-      // longer the task's, and reconciliation cancels it there.
-      log.warn({ taskId: task.id, workerId: worker.id, code: grpc.status[e.code] ?? e.code, err: e.details ?? e.message }, `AssignTask of ${task.id} to worker ${worker.id} failed`)
-      const current = tasks.get(task.id)
-      if (current && current.status === 'assigned' && current.workerId === worker.id && current.attempt === attempt) {
-        this.requeue(current, `AssignTask to worker ${worker.id} failed (${e.details ?? e.message})`)
-      }
+      // The table refused a transition (never the worker's doing): the heartbeats reconcile the task.
+      log.error({ taskId: task.id, workerId: worker.id, err }, `Task ${task.id} could not be moved after its AssignTask to worker ${worker.id}`)
     } finally {
       this.assigning.delete(task.id)
+      // A cancel that came while the call was under way was held until now, so that its CancelTask
+      // cannot overtake the AssignTask; and a task the worker started that is no longer this
+      // placement (cancelled, requeued meanwhile) is stopped there. Without an answer it may have
+      // started there too; a worker that refused the task has nothing to stop.
+      if ((inflight.cancelAfter && !refused) || (mayRun && !isThisRun(tasks.get(task.id), worker.id, attempt))) {
+        log.info({ taskId: task.id, workerId: worker.id, attempt }, `Task ${task.id} is no longer worker ${worker.id}'s to run (attempt ${attempt}): CancelTask sent after its AssignTask answered`)
+        this.cancels.operator(worker.id, task.id)
+      }
     }
   }
 
@@ -322,11 +377,29 @@ export class QueueProcessor {
     return done !== null || isRecorded(tasks.require(t.id), r)
   }
 
-  /** Operator cancel: final at once (persisted); the process is stopped on its worker. */
+  /**
+   * Operator cancel: final at once (persisted); the process is stopped on its worker. What the
+   * task was on is read from the transition itself (the state it moved from), not from `t`, which
+   * may be older: an assignment written meanwhile must not go without its CancelTask.
+   */
   async cancel(t: TaskRecord, reason: string): Promise<TaskRecord | null> {
-    const before = t
-    const done = await this.opts.tasks.transition(t.id, 'cancelled', { finishedAt: Date.now() }, reason, { from: ['queued', 'assigned', 'running'] })
-    if (done && before.workerId && (before.status === 'assigned' || before.status === 'running')) this.cancels.operator(before.workerId, t.id)
+    const own = !this.cancelling.has(t.id)
+    const mark = this.cancelling.get(t.id) ?? { assignSkipped: false }
+    this.cancelling.set(t.id, mark)
+    let done: TaskRecord | null
+    try {
+      done = await this.opts.tasks.transition(t.id, 'cancelled', { finishedAt: Date.now() }, reason, { from: ['queued', 'assigned', 'running'] })
+    } finally {
+      if (own) this.cancelling.delete(t.id)
+    }
+    if (!done) return null
+    const from = movedFrom(done)
+    if (from?.workerId && (from.status === 'assigned' || from.status === 'running') && !mark.assignSkipped) {
+      const inflight = this.assigning.get(t.id)
+      // Its AssignTask is under way: CancelTask goes once that call settles (assign()).
+      if (inflight && inflight.workerId === from.workerId) inflight.cancelAfter = true
+      else this.cancels.operator(from.workerId, t.id)
+    }
     return done
   }
 
@@ -352,6 +425,7 @@ export class QueueProcessor {
     const { registry, tasks } = this.opts
     registry.off('worker-active', this.onWorkerUp)
     registry.off('worker-changed', this.onWorkerUp)
+    registry.off('worker-cleared', this.onWorkerCleared)
     registry.off('worker-inactive', this.onWorkerDown)
     registry.off('worker-unregistered', this.onWorkerGone)
     tasks.off('task-changed', this.onTaskChanged)
@@ -380,9 +454,18 @@ function wasPlacedOn(t: TaskRecord, workerId: string): boolean {
   return false
 }
 
-function addTo(held: Capacity, t: TaskRecord): void {
-  held.cpu += t.req.cpu
-  held.memory += t.req.memory
-  held.storage += t.req.storage
-  held.gpu += t.req.gpu
+interface InFlightAssign {
+  workerId: string
+  /** An operator cancelled the task while the call was under way: CancelTask once it settles. */
+  cancelAfter: boolean
+}
+
+/** Whether `t` is still the placement made on `workerId` with this attempt number, not yet running elsewhere. */
+function isPlacement(t: TaskRecord | undefined, workerId: string, attempt: number): boolean {
+  return t !== undefined && t.status === 'assigned' && t.workerId === workerId && t.attempt === attempt
+}
+
+/** Whether a run of this attempt on `workerId` is still the task's (running, or finished by that run). */
+function isThisRun(t: TaskRecord | undefined, workerId: string, attempt: number): boolean {
+  return t !== undefined && t.workerId === workerId && t.attempt === attempt && t.status !== 'cancelled' && t.status !== 'queued'
 }

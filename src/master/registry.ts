@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events'
 import { CloudaiError } from '../shared/errors.js'
-import type { InactiveReason, RegistryEvents, RunningTaskInfo, WorkerRecord, WorkerSpecs, WorkerUsage } from '../shared/types.js'
+import type { InactiveReason, RegistryEvents, RunningTaskInfo, SuspicionCleared, WorkerRecord, WorkerSpecs, WorkerUsage } from '../shared/types.js'
 import type { StoredCredential } from '../shared/worker-credential.js'
 
 /** The worker a token hash belongs to, and which of its tokens it is. */
@@ -39,7 +39,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
     const added: string[] = []
     for (const r of records) {
       if (this.workers.has(r.id)) continue
-      const worker = { ...r, isActive: false, runningTasks: r.runningTasks ?? [], credential: r.credential ?? null }
+      const worker = { ...r, isActive: false, runningTasks: r.runningTasks ?? [], credential: r.credential ?? null, suspect: null }
       this.workers.set(r.id, worker)
       this.indexCredential(worker)
       added.push(r.id)
@@ -76,10 +76,15 @@ export class Registry extends EventEmitter<RegistryEvents> {
     return out
   }
 
-  counts(): { total: number; active: number; inactive: number } {
+  /** `suspect` counts among `active` too: suspect workers are active ones that take no placements. */
+  counts(): { total: number; active: number; inactive: number; suspect: number } {
     let active = 0
-    for (const w of this.workers.values()) if (w.isActive) active++
-    return { total: this.workers.size, active, inactive: this.workers.size - active }
+    let suspect = 0
+    for (const w of this.workers.values()) {
+      if (w.isActive) active++
+      if (w.suspect) suspect++
+    }
+    return { total: this.workers.size, active, inactive: this.workers.size - active, suspect }
   }
 
   /**
@@ -110,6 +115,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
       disconnectedAt: null,
       reconnects: 0,
       credential: issue?.() ?? null,
+      suspect: null,
     }
     this.workers.set(id, worker)
     this.indexCredential(worker)
@@ -125,6 +131,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
     // Revoked at once: the next call with its token finds nobody.
     this.unindexCredential(worker.credential)
     worker.isActive = false
+    worker.suspect = null
     this.emit('worker-unregistered', worker)
     return worker
   }
@@ -146,6 +153,8 @@ export class Registry extends EventEmitter<RegistryEvents> {
     worker.specs = info.specs
     worker.reportedAddress = info.reportedAddress
     worker.lastHeartbeat = now
+    // It called us: it answers. Cleared before worker-changed / worker-active, which drain the queue.
+    this.clearSuspect(id, 'register')
     if (wasActive) {
       // A worker that restarted faster than the heartbeat timeout: same session as far as
       // anyone watching is concerned, but its specs may have changed.
@@ -174,12 +183,39 @@ export class Registry extends EventEmitter<RegistryEvents> {
     worker.runningTasks = runningTasks
     worker.lastHeartbeat = now
     this.heartbeatDirty.add(id)
+    // Rare, so the hot path pays one field read for it.
+    if (worker.suspect) this.clearSuspect(id, 'heartbeat')
+  }
+
+  /**
+   * An active worker did not answer a call (AssignTask refused, unreachable, timed out): suspect
+   * until it answers again (clearSuspect) or the heartbeat timeout makes it inactive. Emitted once
+   * per suspicion; false when it was already suspect, or is not active.
+   */
+  markSuspect(id: string, reason: string, now: number): boolean {
+    const worker = this.workers.get(id)
+    if (!worker || !worker.isActive || worker.suspect) return false
+    const suspicion = { since: now, reason }
+    worker.suspect = suspicion
+    this.emit('worker-suspect', worker, suspicion)
+    return true
+  }
+
+  /** A suspect worker answered (a probe, a heartbeat, RegisterWorker): placements resume. False when it was not suspect. */
+  clearSuspect(id: string, by: SuspicionCleared): boolean {
+    const worker = this.workers.get(id)
+    if (!worker?.suspect) return false
+    worker.suspect = null
+    this.emit('worker-cleared', worker, { by })
+    return true
   }
 
   markInactive(id: string, reason: InactiveReason, now: number): boolean {
     const worker = this.workers.get(id)
     if (!worker || !worker.isActive) return false
     worker.isActive = false
+    // Inactive says more than suspect: the reconnection monitor dials it from now on.
+    worker.suspect = null
     worker.disconnectedAt = now
     this.emit('worker-inactive', worker, { reason })
     return true

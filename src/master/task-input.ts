@@ -1,5 +1,5 @@
 import { CloudaiError } from '../shared/errors.js'
-import { validateDockerImage, validateEnv, validateTaskCommand, validateWorkerId } from '../shared/validation.js'
+import { MAX_TASK_REQUEST, validateTaskSpec, validateWorkerId } from '../shared/validation.js'
 import type { TaskRecord, TaskRequirements } from '../shared/types.js'
 
 // The operator's task body, validated. CloudAI clients send cpu_required / memory_required /
@@ -15,13 +15,13 @@ export function parseTaskInput(body: unknown): TaskInput {
     throw new CloudaiError('CLOUDAI_BAD_REQUEST', 'the body must be a JSON object: {"command": "...", "req_cpu": 1, ...}')
   }
   const b = body as Record<string, unknown>
-  const dockerImage = validateDockerImage(b.docker_image)
-  const command = validateTaskCommand(b.command, dockerImage)
+  // The worker's own check of what runs (AssignTask): what it would refuse is refused here, with 400.
+  const { dockerImage, command, env } = validateTaskSpec(b)
   const req: TaskRequirements = {
-    cpu: amount(b, 'req_cpu', 'cpu_required', 1e6),
-    memory: amount(b, 'req_memory', 'memory_required', 1e9),
-    storage: amount(b, 'req_storage', 'storage_required', 1e12),
-    gpu: amount(b, 'req_gpu', 'gpu_required', 1e4),
+    cpu: amount(b, 'req_cpu', 'cpu_required', MAX_TASK_REQUEST.cpu),
+    memory: amount(b, 'req_memory', 'memory_required', MAX_TASK_REQUEST.memory),
+    storage: amount(b, 'req_storage', 'storage_required', MAX_TASK_REQUEST.storage),
+    gpu: amount(b, 'req_gpu', 'gpu_required', MAX_TASK_REQUEST.gpu),
   }
   const target = b.target_worker_id ?? null
   return {
@@ -33,7 +33,7 @@ export function parseTaskInput(body: unknown): TaskInput {
     userId: text(b.user_id, 'user_id', 128),
     timeoutS: number(b.timeout_s, 'timeout_s', 0, 7 * 24 * 3600, 0),
     maxAttempts: integer(b.max_attempts, 'max_attempts', 1, 100, 3),
-    env: validateEnv(b.env),
+    env,
   }
 }
 

@@ -10,6 +10,10 @@ export interface WorkerView {
   address: string
   is_active: boolean
   status: 'active' | 'inactive'
+  /** Active, but its last AssignTask got no answer: no tasks are placed on it until it answers again. */
+  suspect: boolean
+  suspect_since: string | null
+  suspect_reason: string | null
   total_cpu: number | null
   total_memory: number | null
   total_storage: number | null
@@ -59,6 +63,9 @@ export function toWorkerView(w: WorkerRecord): WorkerView {
     address: w.address,
     is_active: w.isActive,
     status: w.isActive ? 'active' : 'inactive',
+    suspect: Boolean(w.suspect),
+    suspect_since: iso(w.suspect?.since ?? null),
+    suspect_reason: w.suspect?.reason ?? null,
     total_cpu: w.specs?.cpu ?? null,
     total_memory: w.specs?.memory ?? null,
     total_storage: w.specs?.storage ?? null,

@@ -7,7 +7,7 @@ import { toWorkerView } from './views.js'
 // its rendered JSON until one of the fields it shows does.
 //
 // Change is seen by identity, not by a revision the registry would have to bump: the registry
-// replaces `usage`, `runningTasks`, `specs` and `credential` with new objects and never edits them in place, and
+// replaces `usage`, `runningTasks`, `specs`, `credential` and `suspect` with new objects and never edits them in place, and
 // every other field shown is a primitive. The text is byte for byte what JSON.stringify of the
 // views gives.
 
@@ -24,6 +24,7 @@ interface Rendered {
   disconnectedAt: number | null
   reconnects: number
   credential: WorkerRecord['credential']
+  suspect: WorkerRecord['suspect']
 }
 
 const rendered = new WeakMap<WorkerRecord, Rendered>()
@@ -31,7 +32,7 @@ const rendered = new WeakMap<WorkerRecord, Rendered>()
 function current(r: Rendered, w: WorkerRecord): boolean {
   return r.isActive === w.isActive && r.lastHeartbeat === w.lastHeartbeat && r.usage === w.usage && r.runningTasks === w.runningTasks &&
     r.specs === w.specs && r.connectedAt === w.connectedAt && r.disconnectedAt === w.disconnectedAt && r.reconnects === w.reconnects &&
-    r.reportedAddress === w.reportedAddress && r.address === w.address && r.credential === w.credential
+    r.reportedAddress === w.reportedAddress && r.address === w.address && r.credential === w.credential && r.suspect === w.suspect
 }
 
 /** One worker's view as JSON, rendered again only when something it shows changed. */
@@ -41,7 +42,7 @@ export function workerJson(w: WorkerRecord): string {
   const json = JSON.stringify(toWorkerView(w))
   rendered.set(w, {
     json, isActive: w.isActive, address: w.address, specs: w.specs, usage: w.usage, runningTasks: w.runningTasks, reportedAddress: w.reportedAddress,
-    lastHeartbeat: w.lastHeartbeat, connectedAt: w.connectedAt, disconnectedAt: w.disconnectedAt, reconnects: w.reconnects, credential: w.credential,
+    lastHeartbeat: w.lastHeartbeat, connectedAt: w.connectedAt, disconnectedAt: w.disconnectedAt, reconnects: w.reconnects, credential: w.credential, suspect: w.suspect,
   })
   return json
 }

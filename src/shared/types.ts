@@ -52,7 +52,23 @@ export interface WorkerRecord {
    * token until an operator rotates one, and gets no proof on the master's calls.
    */
   credential: StoredCredential | null
+  /**
+   * Set while the worker is suspect: an AssignTask to it got no answer (refused, unreachable, timed
+   * out), so nothing is placed on it until it answers a probe, a heartbeat, or registers again.
+   * Kept in memory only (absent in stored records: not suspect); replaced, never edited in place.
+   */
+  suspect?: WorkerSuspicion | null
 }
+
+export interface WorkerSuspicion {
+  /** Epoch ms. */
+  since: number
+  /** What failed, as the AssignTask error said. */
+  reason: string
+}
+
+/** What ended a suspicion: a probe (MasterRegister) answered, a heartbeat arrived, or the worker registered again. */
+export type SuspicionCleared = 'probe' | 'heartbeat' | 'register'
 
 /** What changed about a worker's credential ('certificate': it proved itself by its client certificate). */
 export type CredentialChange = 'rotated' | 'presented' | 'certificate'
@@ -67,6 +83,10 @@ export interface RegistryEvents {
   'worker-active': [worker: WorkerRecord, meta: { reconnect: boolean }]
   'worker-inactive': [worker: WorkerRecord, meta: { reason: InactiveReason }]
   'worker-changed': [worker: WorkerRecord]
+  /** An active worker did not answer AssignTask: no placements on it until it is cleared (or goes inactive). */
+  'worker-suspect': [worker: WorkerRecord, meta: WorkerSuspicion]
+  /** A suspect worker answered again and takes placements. */
+  'worker-cleared': [worker: WorkerRecord, meta: { by: SuspicionCleared }]
   /** A new token was issued (rotation), the worker presented its current one for the first time, or its certificate. */
   'worker-credential': [worker: WorkerRecord, meta: { change: CredentialChange }]
 }

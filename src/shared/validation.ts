@@ -107,15 +107,31 @@ export function validateTaskId(value: unknown, field = 'task id'): string {
   return value
 }
 
-/** A Docker image reference; never starting with '-', which `docker run` would take as an option. */
-const DOCKER_IMAGE = /^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,255}$/
+// A Docker image reference as `docker run` parses it (the distribution/reference grammar):
+// [registry[:port]/]path[:tag][@digest], path components lowercase. An image the worker would hand
+// to docker and docker would refuse ("invalid reference format") is refused here instead, on both
+// sides; and a reference never starts with '-', which `docker run` would take as an option.
+const ALNUM = '[a-z0-9]+'
+const PATH_COMPONENT = `${ALNUM}(?:(?:[._]|__|-+)${ALNUM})*`
+const DOMAIN_COMPONENT = '(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])'
+const DOMAIN = `(?:${DOMAIN_COMPONENT}(?:\\.${DOMAIN_COMPONENT})*|\\[[0-9A-Fa-f:.]+\\])(?::[0-9]+)?`
+const IMAGE_NAME = `(?:${DOMAIN}/)?${PATH_COMPONENT}(?:/${PATH_COMPONENT})*`
+const DOCKER_REFERENCE = new RegExp(`^(${IMAGE_NAME})(?::[\\w][\\w.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$`)
+/** docker's own limit on the name part. */
+const MAX_IMAGE_NAME = 255
 
-/** `docker_image`: empty for a shell task, else an image reference. */
+/** `docker_image`: empty for a shell task, else an image reference `docker run` takes. */
 export function validateDockerImage(value: unknown, field = 'docker_image'): string {
-  const image = validateString(value, field, { max: 256 })
-  if (image && !DOCKER_IMAGE.test(image)) {
-    throw new CloudaiError('CLOUDAI_BAD_FIELD', `${field} ${JSON.stringify(image.slice(0, 80))} is not an image reference (letters, digits and . _ / : @ -, not starting with -)`)
+  const image = validateString(value, field, { max: 512 })
+  if (!image) return image
+  const m = DOCKER_REFERENCE.exec(image)
+  if (!m) {
+    throw new CloudaiError(
+      'CLOUDAI_BAD_FIELD',
+      `${field} ${JSON.stringify(image.slice(0, 80))} is not an image reference: [registry[:port]/]name[:tag][@digest], the name in lowercase letters, digits and . _ - separators, never starting with -`,
+    )
   }
+  if (m[1]!.length > MAX_IMAGE_NAME) throw new CloudaiError('CLOUDAI_BAD_FIELD', `${field}: the image name is longer than ${MAX_IMAGE_NAME} characters`)
   return image
 }
 
@@ -154,4 +170,27 @@ export function validateEnv(value: unknown): Record<string, string> {
     env[k] = v
   }
   return env
+}
+
+/** Largest resource request a task may make, on the master (submission) and the worker (AssignTask). */
+export const MAX_TASK_REQUEST = { cpu: 1e6, memory: 1e9, storage: 1e12, gpu: 1e4 } as const
+
+/** What a task runs, as both sides check it. */
+export interface TaskSpec {
+  dockerImage: string
+  command: string
+  env: Record<string, string>
+}
+
+/**
+ * The one check of what a task runs (image, command, environment), shared by the master's
+ * submission (HTTP 400) and the worker's AssignTask parsing (INVALID_ARGUMENT): a task the master
+ * accepts is never one its workers must refuse for its form.
+ * @throws CLOUDAI_BAD_FIELD
+ */
+export function validateTaskSpec(fields: { docker_image?: unknown; command?: unknown; env?: unknown }): TaskSpec {
+  const dockerImage = validateDockerImage(fields.docker_image)
+  const command = validateTaskCommand(fields.command, dockerImage)
+  const env = validateEnv(fields.env)
+  return { dockerImage, command, env }
 }

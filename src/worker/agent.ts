@@ -12,7 +12,7 @@ import { describeIdentity, MASTER_SPIFFE_ID, workerSpiffeId } from '../shared/ce
 import { clusterAuthOf } from '../shared/cluster-auth.js'
 import { serverKeepaliveOptions } from '../shared/keepalive.js'
 import { advertiseHost, bindAddress } from '../shared/advertise.js'
-import { MAX_RUNNING_TASKS, validateAddress, validateAmount, validateDockerImage, validateEnv, validateString, validateTaskCommand, validateTaskId, validateWorkerId } from '../shared/validation.js'
+import { MAX_RUNNING_TASKS, MAX_TASK_REQUEST, validateAddress, validateAmount, validateString, validateTaskId, validateTaskSpec, validateWorkerId } from '../shared/validation.js'
 import type { MasterInfoMsg, RegisterAckMsg, RunningTaskMsg, TaskAckMsg, TaskIdMsg, TaskMsg, TaskResultMsg } from '../shared/wire.js'
 import { utf8Tail } from '../shared/utf8-tail.js'
 import { Executor, shellArgv, type ProcessSpec, type TaskOutcome } from './executor.js'
@@ -497,17 +497,15 @@ function wholeNumber(value: unknown, field: string, max: number): number {
 /** Every field of an AssignTask, checked before anything runs. */
 function parseTask(req: TaskMsg): TaskInput {
   const taskId = validateTaskId(req.task_id, 'task_id')
-  const dockerImage = validateDockerImage(req.docker_image)
-  const command = validateTaskCommand(req.command, dockerImage)
-
-  const env = validateEnv(req.env)
+  // The same check of what runs as the master's submission (src/shared/validation.ts).
+  const { dockerImage, command, env } = validateTaskSpec(req)
 
   const target = validateString(req.target_worker_id, 'target_worker_id', { max: 64 })
   if (target) validateWorkerId(target, 'target_worker_id')
   for (const f of ['user_id', 'task_name', 'task_type'] as const) validateString(req[f], f, { max: 256 })
   validateAmount(req.sla_multiplier ?? 0, 'sla_multiplier', 1e6)
   validateAmount(req.submitted_at ?? 0, 'submitted_at', Number.MAX_SAFE_INTEGER)
-  validateAmount(req.req_storage ?? 0, 'req_storage', 1e12)
+  validateAmount(req.req_storage ?? 0, 'req_storage', MAX_TASK_REQUEST.storage)
 
   return {
     taskId,
@@ -516,8 +514,8 @@ function parseTask(req: TaskMsg): TaskInput {
     dockerImage,
     env,
     timeoutMs: wholeNumber(req.timeout_ms, 'timeout_ms', Number.MAX_SAFE_INTEGER),
-    cpu: validateAmount(req.req_cpu ?? 0, 'req_cpu', 1e6),
-    memory: validateAmount(req.req_memory ?? 0, 'req_memory', 1e9),
-    gpu: validateAmount(req.req_gpu ?? 0, 'req_gpu', 1e4),
+    cpu: validateAmount(req.req_cpu ?? 0, 'req_cpu', MAX_TASK_REQUEST.cpu),
+    memory: validateAmount(req.req_memory ?? 0, 'req_memory', MAX_TASK_REQUEST.memory),
+    gpu: validateAmount(req.req_gpu ?? 0, 'req_gpu', MAX_TASK_REQUEST.gpu),
   }
 }

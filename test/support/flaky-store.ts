@@ -13,6 +13,8 @@ export class FlakyStore extends MemoryStore {
   failTasks = false
   unreachable = false
   failures = 0
+  /** While set, task writes wait for it (a write held open: the store is slow, not failing). */
+  holdTasks: Promise<void> | null = null
   readonly workerBatches: WorkerChanges[] = []
   readonly taskBatches: string[][] = []
 
@@ -41,6 +43,7 @@ export class FlakyStore extends MemoryStore {
   }
 
   override async writeTasks(tasks: TaskRecord[]): Promise<void> {
+    if (this.holdTasks) await this.holdTasks
     this.check()
     if (this.failTasks) {
       this.failures++
@@ -63,5 +66,15 @@ export class FlakyStore extends MemoryStore {
   override async deleteFinishedBefore(before: number): Promise<number> {
     this.check()
     return super.deleteFinishedBefore(before)
+  }
+
+  /** Holds every task write from now until the returned function is called. */
+  hold(): () => void {
+    let release!: () => void
+    this.holdTasks = new Promise<void>((resolve) => (release = resolve))
+    return () => {
+      this.holdTasks = null
+      release()
+    }
   }
 }

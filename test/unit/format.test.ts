@@ -85,6 +85,14 @@ test('colour marks the status only, and the columns stay aligned around it', () 
   assert.equal(colored.replace(/\x1b\[[0-9;]*m/g, ''), plain)
 })
 
+test('a suspect worker (active, its last AssignTask unanswered) shows as such, in yellow, and the summary counts it', () => {
+  const suspect = { ...active, worker_id: 'worker-3', suspect: true, suspect_since: active.last_heartbeat, suspect_reason: 'AssignTask failed (UNAVAILABLE)' }
+  const text = formatWorkers([active, suspect], { now: NOW, color: false })
+  assert.match(text, /^worker-3 +◐ Suspect +10\.0\.0\.7:50052/m)
+  assert.match(text, /\n2 workers: 2 active \(1 suspect\), 0 inactive$/)
+  assert.ok(formatWorkers([suspect], { now: NOW, color: true }).includes('\x1b[33m◐ Suspect\x1b[39m'))
+})
+
 test('the summary counts one worker in the singular, and an empty list says how to add one', () => {
   assert.match(formatWorkers([active], { now: NOW, color: false }), /\n1 worker: 1 active, 0 inactive$/)
   assert.match(formatWorkers([], { now: NOW, color: false }), /No workers registered.*register <id> <host:port>/)

@@ -69,7 +69,7 @@ test('workers loaded from the store all start inactive', () => {
   const r = new Registry()
   r.load([{ id: 'w1', address: 'a:1', isActive: true, specs, usage, runningTasks: [], reportedAddress: null, registeredAt: 1, connectedAt: 2, lastHeartbeat: 3, disconnectedAt: null, reconnects: 0, credential: null }])
   assert.equal(r.get('w1')?.isActive, false)
-  assert.deepEqual(r.counts(), { total: 1, active: 0, inactive: 1 })
+  assert.deepEqual(r.counts(), { total: 1, active: 0, inactive: 1, suspect: 0 })
 })
 
 test('the registry keeps the token index: issued at registration, loaded from the store, rotated with a grace, presented, revoked', () => {
@@ -106,4 +106,28 @@ test('the registry keeps the token index: issued at registration, loaded from th
   r.unregister('w1')
   assert.equal(r.tokenOwner(third.stored.hash), undefined, 'unregistering revokes')
   assert.deepEqual(changes, ['w1:rotated', 'w1:presented', 'w1:rotated'])
+})
+
+test('suspicion: only an active worker, once until cleared; cleared by a heartbeat, a registration or going inactive, each emitted once', () => {
+  const r = new Registry()
+  const events: string[] = []
+  r.on('worker-suspect', (w, s) => events.push(`${w.id}:suspect:${s.reason}`))
+  r.on('worker-cleared', (w, meta) => events.push(`${w.id}:cleared:${meta.by}`))
+  r.register('w1', 'a:1', 1)
+  assert.equal(r.markSuspect('w1', 'x', 2), false, 'not active: nothing to suspect')
+  r.connect('w1', { specs, reportedAddress: null }, 3)
+  assert.equal(r.markSuspect('w1', 'AssignTask failed (UNAVAILABLE)', 4), true)
+  assert.equal(r.markSuspect('w1', 'again', 5), false, 'once per suspicion')
+  assert.deepEqual(r.get('w1')?.suspect, { since: 4, reason: 'AssignTask failed (UNAVAILABLE)' })
+  assert.deepEqual(r.counts(), { total: 1, active: 1, inactive: 0, suspect: 1 })
+  r.heartbeat('w1', usage, [], 6)
+  r.heartbeat('w1', usage, [], 7)
+  assert.equal(r.get('w1')?.suspect, null)
+  r.markSuspect('w1', 'b', 8)
+  r.connect('w1', { specs, reportedAddress: null }, 9)
+  r.markSuspect('w1', 'c', 10)
+  assert.equal(r.markInactive('w1', 'heartbeat-timeout', 11), true)
+  assert.equal(r.get('w1')?.suspect, null, 'inactive says more')
+  assert.equal(r.clearSuspect('w1', 'probe'), false)
+  assert.deepEqual(events, ['w1:suspect:AssignTask failed (UNAVAILABLE)', 'w1:cleared:heartbeat', 'w1:suspect:b', 'w1:cleared:register', 'w1:suspect:c'])
 })

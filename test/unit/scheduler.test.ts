@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { EMPTY, neverFitsReason, pickWorker, type Candidate } from '../../src/master/scheduler.js'
+import { candidate, EMPTY, neverFitsReason, pickWorker, place, type Candidate } from '../../src/master/scheduler.js'
 import type { TaskRecord, WorkerRecord } from '../../src/shared/types.js'
 
 const worker = (id: string, cpu: number, memory: number, gpu = 0, isActive = true): WorkerRecord => ({
@@ -11,7 +11,7 @@ const task = (req: Partial<TaskRecord['req']>, targetWorkerId: string | null = n
   id: 't', name: '', command: 'true', dockerImage: '', req: { cpu: 0, memory: 0, storage: 0, gpu: 0, ...req }, targetWorkerId, userId: '', timeoutS: 0, maxAttempts: 3, env: {},
   status: 'queued', workerId: null, attempts: 0, attempt: 0, submittedAt: 0, assignedAt: null, startedAt: null, finishedAt: null, exitCode: null, reason: null, logsTail: '', updatedAt: 0, history: [],
 })
-const cand = (w: WorkerRecord, held = EMPTY): Candidate => ({ worker: w, held: { ...held } })
+const cand = (w: WorkerRecord, held = EMPTY): Candidate => ({ worker: w, held: { ...held }, tasks: 0, busyCpu: held.cpu })
 
 test('free capacity is specs minus what placed tasks hold; the least loaded worker that fits wins', () => {
   const a = worker('a', 4, 8)
@@ -35,4 +35,49 @@ test('a task no registered worker could ever fit is reported as such', () => {
   const unknown = { ...worker('u', 0, 0), specs: null }
   assert.equal(neverFitsReason(task({ cpu: 64 }), [worker('a', 4, 8), unknown]), null, 'a worker that never connected might fit')
   assert.equal(neverFitsReason(task({}), []), null, 'no workers yet: it waits')
+})
+
+test('tasks without resource requests spread: six on two idle workers go three to each', () => {
+  const cs = [candidate(worker('worker-1', 4, 8)), candidate(worker('worker-2', 4, 8))]
+  const got: string[] = []
+  for (let i = 0; i < 6; i++) {
+    const t = task({})
+    const w = pickWorker(t, cs)!
+    place(cs.find((c) => c.worker.id === w.id)!, t)
+    got.push(w.id)
+  }
+  assert.deepEqual(got, ['worker-1', 'worker-2', 'worker-1', 'worker-2', 'worker-1', 'worker-2'])
+})
+
+test('every task weighs at least one core in the ranking, and equal loads go to the worker with fewer tasks, then the lower id', () => {
+  // Five tasks without requests on a 4-core worker weigh more than one 1-core task on another.
+  const busy = candidate(worker('a', 4, 8))
+  for (let i = 0; i < 5; i++) place(busy, task({}))
+  const one = candidate(worker('b', 4, 8))
+  place(one, task({ cpu: 1 }))
+  assert.equal(pickWorker(task({}), [busy, one])?.id, 'b')
+  // An 8-core worker takes twice the tasks of a 4-core one before it ranks as loaded.
+  const big = candidate(worker('big', 8, 8))
+  const small = candidate(worker('small', 4, 8))
+  const got = { big: 0, small: 0 }
+  for (let i = 0; i < 12; i++) {
+    const t = task({})
+    const w = pickWorker(t, [big, small])!
+    place(w.id === 'big' ? big : small, t)
+    got[w.id as 'big' | 'small']++
+  }
+  assert.deepEqual(got, { big: 8, small: 4 })
+  // Equal load (both at half their cores), fewer tasks wins: one 2-core task against two 1-core ones.
+  const x = candidate(worker('x', 4, 8))
+  place(x, task({ cpu: 1 }))
+  place(x, task({ cpu: 1 }))
+  const y = candidate(worker('y', 4, 8))
+  place(y, task({ cpu: 2 }))
+  assert.equal(pickWorker(task({}), [x, y])?.id, 'y')
+})
+
+test('a suspect worker is never picked, however idle', () => {
+  const suspect = { ...worker('a', 64, 64), suspect: { since: 1, reason: 'AssignTask failed (UNAVAILABLE: connect ECONNREFUSED)' } }
+  assert.equal(pickWorker(task({}), [candidate(suspect), cand(worker('b', 4, 8), { cpu: 3, memory: 0, storage: 0, gpu: 0 })])?.id, 'b')
+  assert.equal(pickWorker(task({}, 'a'), [candidate(suspect)]), null, 'not even as a target: the task waits for it')
 })

@@ -120,8 +120,18 @@ test('task bodies: CloudAI names accepted, bad values refused with a code', () =
   // CloudAI's API takes an image with no command: the image's entrypoint runs.
   const image = parseTaskInput({ docker_image: 'alpine:3.20', cpu_required: 1 })
   assert.deepEqual({ command: image.command, dockerImage: image.dockerImage }, { command: '', dockerImage: 'alpine:3.20' })
-  for (const body of [null, [], 'x', { command: '' }, {}, { docker_image: '' }, { docker_image: '--privileged' }, { docker_image: 'alpine', command: '   ' }, { command: 'echo \ud800' }, { command: 'x', env: { A: 'x\udfff' } }, { command: 'x', req_cpu: -1 }, { command: 'x', req_cpu: '1' }, { command: 'x', req_cpu: 1, cpu_required: 2 },
+  for (const body of [null, [], 'x', { command: '' }, {}, { docker_image: '' }, { docker_image: '--privileged' }, { docker_image: 'Alpine' }, { docker_image: 'alpine:' }, { docker_image: 'alpine:3:4' }, { docker_image: 'alpine latest' }, { docker_image: 'a//b' }, { docker_image: 'alpine', command: '   ' }, { command: 'echo \ud800' }, { command: 'x', env: { A: 'x\udfff' } }, { command: 'x', req_cpu: -1 }, { command: 'x', req_cpu: '1' }, { command: 'x', req_cpu: 1, cpu_required: 2 },
     { command: 'x', timeout_s: -5 }, { command: 'x', max_attempts: 1.5 }, { command: 'x', env: { A: 1 } }, { command: 'x', env: ['A=1'] }, { command: 'x', target_worker_id: 'bad id' }]) {
     assert.throws(() => parseTaskInput(body), (e: CloudaiError) => e instanceof CloudaiError && e.httpStatus === 400, JSON.stringify(body))
+  }
+})
+
+test('docker_image must be a reference `docker run` takes: registry, port, path, tag and digest as docker parses them, the name in lowercase', () => {
+  const digest = `sha256:${'ab'.repeat(32)}`
+  for (const image of ['alpine', 'alpine:3.20', 'library/ubuntu:24.04', 'registry.example.com:5000/team/app:1.2-rc_3', `ghcr.io/owner/repo@${digest}`, `busybox:1@${digest}`, 'localhost/x', 'a__b', 'a--b/c.d', 'Registry.Example.com/x', '[::1]:5000/x']) {
+    assert.equal(parseTaskInput({ docker_image: image }).dockerImage, image, image)
+  }
+  for (const image of ['--privileged', '-v/:/host', 'Alpine', 'team/App', 'alpine:', 'alpine:-x', 'alpine@sha256:abc', 'a_', '_a', 'a/', '/a', 'a..b', `${'a'.repeat(256)}`, 'alpine:3 4']) {
+    assert.throws(() => parseTaskInput({ docker_image: image }), (e: CloudaiError) => e.code === 'CLOUDAI_BAD_FIELD' && e.httpStatus === 400, image)
   }
 })

@@ -146,6 +146,8 @@ test('AssignTask with a bad field is refused with INVALID_ARGUMENT and runs noth
     ['infinite req_gpu', task('t1', 'true', { req_gpu: Number.POSITIVE_INFINITY })],
     ['negative req_storage', task('t1', 'true', { req_storage: -0.5 })],
     ['docker_image that is an option', task('t1', 'true', { docker_image: '--privileged' })],
+    ['docker_image in uppercase (docker: "repository name must be lowercase")', task('t1', 'true', { docker_image: 'Alpine' })],
+    ['docker_image with an empty tag', task('t1', 'true', { docker_image: 'alpine:' })],
   ]
   for (const [what, msg] of bad) {
     await assert.rejects(assign(client, msg), (err: grpc.ServiceError) => {

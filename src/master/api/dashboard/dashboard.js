@@ -388,6 +388,7 @@ function applyWorker(w, timestamp) {
   const known = workers.get(w.worker_id)
   workers.set(w.worker_id, w)
   if (!known) addEvent(`Worker ${w.worker_id} registered at ${w.address ?? w.worker_ip}`, null, timestamp)
+  else if (Boolean(known.suspect) !== Boolean(w.suspect)) addEvent(w.suspect ? `Worker ${w.worker_id} is suspect: ${w.suspect_reason ?? 'no answer'}` : `Worker ${w.worker_id} answers again`, w.suspect ? 'bad' : 'good', timestamp)
   else if (known.is_active === w.is_active) addEvent(`Worker ${w.worker_id} updated`, null, timestamp)
   // active/inactive changes are logged from worker_status
 }
@@ -563,9 +564,11 @@ function buildWorkerRow(w) {
 
 function updateWorkerRow(tr, w) {
   const c = tr._cells
-  const state = w.is_active ? 'active' : 'inactive'
+  // Suspect: active, but its last AssignTask got no answer, so it takes no tasks for now.
+  const state = w.is_active ? (w.suspect ? 'suspect' : 'active') : 'inactive'
   if (tr.dataset.state !== state) tr.dataset.state = state
   setAttr(c.badge, 'class', `badge ${state}`)
+  setAttr(c.badge, 'title', w.is_active && w.suspect ? w.suspect_reason : null)
   setText(c.badge, state)
   setText(c.address, w.address ?? w.worker_ip ?? dash)
   setAttr(c.address, 'title', w.reported_address && w.reported_address !== w.address ? `reports ${w.reported_address}` : null)

@@ -1,0 +1,104 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import * as grpc from '@grpc/grpc-js'
+import { callUnary } from '../../src/shared/proto.js'
+import type { TaskAckMsg } from '../../src/shared/wire.js'
+import { startPlacement } from '../support/placement.js'
+import { RawWorker } from '../support/raw-worker.js'
+
+// The queue's placement path against workers that are real gRPC servers recording what they get
+// (test/support/raw-worker.ts): how work spreads, what a refusal does, and what a cancel that lands
+// in the middle of an assignment sends.
+
+const SENTINEL = 'sentinel'
+
+test('six tasks without resource requests on two idle workers run three on each', async (t) => {
+  const p = startPlacement(t)
+  const w1 = await new RawWorker().start(t)
+  const w2 = await new RawWorker().start(t)
+  const ids = []
+  for (let i = 0; i < 6; i++) ids.push(await p.submit({ command: `echo ${i}` }))
+  p.join('worker-1', w1.address)
+  p.join('worker-2', w2.address)
+  const placed = await Promise.all(ids.map((id) => p.until(id, (x) => x.status === 'running')))
+  const on = (w: string): number => placed.filter((x) => x.workerId === w).length
+  assert.deepEqual([on('worker-1'), on('worker-2')], [3, 3])
+  assert.deepEqual([w1.count('AssignTask'), w2.count('AssignTask')], [3, 3])
+})
+
+test('a worker that answers AssignTask with INVALID_ARGUMENT fails the task at once with its reason: one call, no attempt spent, nothing retried', async (t) => {
+  const p = startPlacement(t)
+  const w = await new RawWorker().start(t)
+  const why = 'docker_image "x" is not an image reference (CLOUDAI_BAD_FIELD)'
+  w.onAssign = () => ({ code: grpc.status.INVALID_ARGUMENT, details: why })
+  const id = await p.submit()
+  p.join('worker-1', w.address)
+  // Either the task ends, or the master sends it again (what it did before): whichever comes first.
+  await Promise.race([p.until(id, (x) => x.status === 'failed' || x.status === 'completed'), w.when(() => w.count('AssignTask') >= 2)])
+  const failed = p.tasks.get(id)!
+  assert.equal(w.count('AssignTask'), 1, 'sent once')
+  assert.equal(failed.status, 'failed')
+  assert.ok(failed.reason?.includes(why), failed.reason ?? '')
+  assert.equal(failed.attempts, 0, 'no run started')
+  assert.equal(p.registry.get('worker-1')?.suspect ?? null, null, 'the worker answered: it is not suspect')
+})
+
+test('a cancel that lands while the assignment is being written sends no AssignTask at all (nor a CancelTask)', async (t) => {
+  const p = startPlacement(t)
+  const w = await new RawWorker().start(t)
+  const id = await p.submit()
+  const release = p.store.hold()
+  const assigned = p.until(id, (x) => x.status === 'assigned')
+  p.join('worker-1', w.address)
+  // In memory the task is assigned; its write is held open in the store.
+  const before = await assigned
+  const cancelled = p.queue.cancel(before, 'cancelled by the operator')
+  release()
+  const done = await cancelled
+  assert.equal(done?.status, 'cancelled')
+  await p.queue.close()
+  assert.equal(w.count('AssignTask'), 0, 'never sent')
+  assert.equal(w.count('CancelTask'), 0, 'nothing to cancel there')
+  assert.equal(p.tasks.get(id)?.status, 'cancelled')
+})
+
+test('a cancel that lands while AssignTask is under way sends CancelTask only after the worker answered it; the task ends cancelled and stops there', async (t) => {
+  const p = startPlacement(t)
+  const w = await new RawWorker().start(t)
+  let answer!: () => void
+  const gate = new Promise<void>((resolve) => (answer = resolve))
+  w.onAssign = async () => {
+    await gate
+    return { success: true, message: 'started' }
+  }
+  const id = await p.submit()
+  p.join('worker-1', w.address)
+  await w.when((e) => e.method === 'AssignTask' && e.phase === 'received')
+  const done = await p.queue.cancel(p.tasks.get(id)!, 'cancelled by the operator')
+  assert.equal(done?.status, 'cancelled')
+  // Calls on one channel open their streams in order: once this one has arrived, a CancelTask the
+  // master sent at the cancel would have arrived too.
+  await callUnary<{ task_id: string }, TaskAckMsg>(p.clients.get('worker-1', w.address), 'CancelTask', { task_id: SENTINEL }, 5000).promise
+  answer()
+  await w.when((e) => e.method === 'AssignTask' && e.phase === 'answered')
+  await w.when((e) => e.method === 'CancelTask' && e.taskId === id && e.phase === 'received')
+  const order = w.events.filter((e) => e.taskId !== SENTINEL).map((e) => `${e.method}:${e.phase}`)
+  assert.deepEqual(order.slice(0, 3), ['AssignTask:received', 'AssignTask:answered', 'CancelTask:received'], 'CancelTask after the AssignTask answer')
+  await p.queue.close()
+  assert.equal(w.events.filter((e) => e.method === 'CancelTask' && e.taskId === id && e.phase === 'received').length, 1)
+  assert.deepEqual([...w.running], [], 'not left running on the worker')
+  assert.equal(p.tasks.get(id)?.status, 'cancelled')
+})
+
+test('a worker that answers AssignTask with success=false fails the task at once with its reason, no attempt spent, and is not suspect', async (t) => {
+  const p = startPlacement(t)
+  const w = await new RawWorker().start(t)
+  w.onAssign = () => ({ success: false, message: 'docker_image is set but no Docker engine answers on worker worker-1' })
+  const id = await p.submit({ docker_image: 'alpine:3.20' })
+  p.join('worker-1', w.address)
+  const failed = await p.until(id, (x) => x.status === 'failed')
+  assert.match(failed.reason ?? '', /refused by worker worker-1: docker_image is set but no Docker engine answers/)
+  assert.equal(failed.attempts, 0)
+  assert.equal(w.count('AssignTask'), 1)
+  assert.equal(p.registry.get('worker-1')?.suspect ?? null, null)
+})
