@@ -41,6 +41,7 @@ export async function startRelay(listen: Endpoint, target: Endpoint | (() => End
     inbound.pipe(outbound)
     outbound.pipe(inbound)
   })
+  server.on('error', () => {}) // after listen: an accept that failed; the relay goes on
   if ('path' in listen) rmSync(listen.path, { force: true })
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)

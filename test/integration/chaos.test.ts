@@ -33,12 +33,13 @@ before(async () => {
 
 const details = (): string => `\n${table({ ...result, breaches: result.breaches })}\n\n${findingsText(result.findings)}\n\nrun log:\n${lines.join('\n')}`
 
-test('the short chaos run injects one fault of each kind the machine can make, within 90 s', (t) => {
+test('the short chaos run injects one fault of each kind the machine can make, under a steady stream of tasks', (t) => {
+  // Its length is bounded by design (one fault of each kind, 10 s recovery and 20 s drain deadlines), not asserted.
+  t.diagnostic(`${(result.wallMs / 1000).toFixed(1)} s, ${result.faults.length} faults, seed ${SHORT.seed}`)
   t.diagnostic(table({ ...result, breaches: result.breaches }))
   const available = FAULT_KINDS.filter((k) => result.skipped[k] === undefined)
   for (const [kind, why] of Object.entries(result.skipped)) t.diagnostic(`fault ${kind} skipped: ${why}`)
   assert.deepEqual(result.faults.map((f) => f.kind).sort(), [...available].sort(), `one of each kind; ran: ${result.faults.map((f) => f.kind).join(', ')}`)
-  assert.ok(result.wallMs <= 90_000, `took ${result.wallMs} ms`)
   assert.ok(result.figures.acknowledged >= 50, `a steady stream: ${result.figures.acknowledged} tasks acknowledged`)
 })
 
