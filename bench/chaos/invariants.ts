@@ -57,6 +57,10 @@ export interface Figures {
   extraRuns: number
   runsOfUnacknowledged: number
   faultsNotRecovered: number
+  /** Placements (`assigned` in a history) whose AssignTask failed: not an invariant, but a tight retry loop shows here. */
+  failedAssignments: number
+  /** The most placements one task had. */
+  maxPlacements: number
 }
 
 export interface Findings {
@@ -144,6 +148,8 @@ export function checkInvariants(input: CheckInput): Verdict {
     failedDeadOrPausedWorker: 0, placementsNeverRan: 0, tasksWithPlacementsNeverRan: 0, ranMoreThanOnce: 0, extraRuns: 0,
     runsOfUnacknowledged: [...runsByTask.entries()].filter(([id]) => !ackIds.has(id)).reduce((n, [, c]) => n + c, 0),
     faultsNotRecovered: input.faults.filter((x) => x.recoveredAt === null).length,
+    failedAssignments: 0,
+    maxPlacements: 0,
   }
   for (const t of input.acknowledged) {
     const v = input.views.get(t.id) ?? null
@@ -181,6 +187,8 @@ export function checkInvariants(input: CheckInput): Verdict {
         findings.failedDeadOrPausedWorker.push(finding())
       }
     }
+    f.failedAssignments += v.history.filter((h) => h.status !== 'assigned' && /AssignTask/.test(h.reason ?? '')).length
+    f.maxPlacements = Math.max(f.maxPlacements, v.history.filter((h) => h.status === 'assigned').length)
     const completedInHistory = v.history.filter((h) => h.status === 'completed').length
     const completedInEvents = events.filter((e) => e.status === 'completed').length
     if (completedInHistory > 1 || completedInEvents > 1) {

@@ -62,6 +62,7 @@ export function table(r: TableInput): string {
     ['attempts spent on placements that never ran', f.placementsNeverRan === 0 ? ok(0) : `**${f.placementsNeverRan} ✗** (${f.tasksWithPlacementsNeverRan} tasks)`],
     ['commands run more than once (at-least-once)', `${f.ranMoreThanOnce} tasks, ${f.extraRuns} extra runs`],
     ['runs of tasks never acknowledged', String(f.runsOfUnacknowledged)],
+    ['placements whose AssignTask failed; most placements of one task', `${f.failedAssignments}; ${f.maxPlacements}`],
     ['faults not recovered within the deadline', ok(f.faultsNotRecovered)],
   ]
   const kinds = recoveryByKind(r.faults)

@@ -79,7 +79,10 @@ export async function runChaos(settings: ChaosSettings, say: (line: string) => v
   }
   if (settings.workers < 3 || settings.workers > 5) throw new Error(`workers must be 3 to 5 (got ${settings.workers})`)
   const started = Date.now()
+  // Two streams from the seed: the faults' choices must not depend on how many tasks were
+  // submitted before them (the task stream runs concurrently).
   const rng = new Random(settings.seed)
+  const taskRng = new Random((settings.seed ^ 0x9e3779b9) >>> 0)
   const dir = mkdtempSync(join(tmpdir(), 'cloudai-chaos-'))
   const runsFile = join(dir, 'runs.log')
   const marker = randomBytes(6).toString('hex')
@@ -102,7 +105,7 @@ export async function runChaos(settings: ChaosSettings, say: (line: string) => v
     const rssStart = c.masterRss()
     events = new TaskEventLog(c)
     events.start()
-    stream = new TaskStream(c, rng, runsFile, marker, settings.taskIntervalMs)
+    stream = new TaskStream(c, taskRng, runsFile, marker, settings.taskIntervalMs)
     stream.start()
 
     const ctx: FaultContext = { cluster: c, rng, heartbeatTimeoutMs: settings.heartbeatTimeoutMs, recoveryTimeoutMs: settings.recoveryTimeoutMs }
