@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process'
+import { execFile, execFileSync } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -25,7 +25,27 @@ function run(cmd: string, args: string[]): Promise<void> {
 /** Bind mounts this process stacked on each directory and has not unmounted yet. */
 const mounted = new Map<string, number>()
 
+let exitHookSet = false
+
+/** A run that dies without its clean-up (an uncaught error, process.exit) still unmounts (lazily). */
+function setExitHook(): void {
+  if (exitHookSet) return
+  exitHookSet = true
+  process.once('exit', () => {
+    for (const [dir, n] of mounted) {
+      for (let i = 0; i < n; i++) {
+        try {
+          execFileSync('umount', ['-l', dir], { timeout: MOUNT_TIMEOUT_MS, stdio: 'ignore' })
+        } catch {
+          break
+        }
+      }
+    }
+  })
+}
+
 export async function makeReadOnly(dir: string): Promise<void> {
+  setExitHook()
   await run('mount', ['--bind', dir, dir])
   mounted.set(dir, (mounted.get(dir) ?? 0) + 1)
   try {
