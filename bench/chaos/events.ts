@@ -21,22 +21,22 @@ export class TaskEventLog {
   private ws: WebSocket | null = null
   private loop: Promise<void> | null = null
   private stopping = false
+  private failure: unknown = null
 
   constructor(private readonly cluster: ChaosCluster) {}
 
   start(): void {
-    this.loop = this.run()
+    this.loop = this.run().catch((err: unknown) => {
+      this.failure = err
+    })
   }
 
+  /** Stops watching; rejects if the watcher itself crashed. */
   async stop(): Promise<void> {
     this.stopping = true
     this.ws?.terminate()
     await this.loop
-  }
-
-  /** Resolves when the current connection is open (the watcher is watching again after a restart). */
-  get watching(): boolean {
-    return this.ws?.readyState === WebSocket.OPEN
+    if (this.failure !== null) throw this.failure
   }
 
   private async run(): Promise<void> {

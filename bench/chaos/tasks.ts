@@ -35,6 +35,7 @@ export class TaskStream {
   readonly refused: Record<string, number> = {}
   private running: Promise<void> | null = null
   private stopping = false
+  private failure: unknown = null
 
   constructor(
     private readonly cluster: ChaosCluster,
@@ -52,12 +53,17 @@ export class TaskStream {
   }
 
   start(): void {
-    this.running = this.loop()
+    // Kept and rethrown by stop(), so that a crash of the loop is the run's error, not an unhandled rejection.
+    this.running = this.loop().catch((err: unknown) => {
+      this.failure = err
+    })
   }
 
+  /** Stops submitting; rejects if the loop itself crashed. */
   async stop(): Promise<void> {
     this.stopping = true
     await this.running
+    if (this.failure !== null) throw this.failure
   }
 
   private async loop(): Promise<void> {

@@ -21,7 +21,7 @@ const SHORT = {
   // Seed 11: a loopback worker killed first, then the master, the lock, a short pause, the
   // read-only directory, the partition and a long pause of a loopback worker (with root).
   seed: 11,
-  recoveryTimeoutMs: 10_000,
+  recoveryTimeoutMs: 15_000,
   drainTimeoutMs: 20_000,
   maxFaults: FAULT_KINDS.length,
 }
@@ -36,7 +36,7 @@ before(async () => {
 const details = (): string => `\n${table({ ...result, breaches: result.breaches })}\n\n${findingsText(result.findings)}\n\nrun log:\n${lines.join('\n')}`
 
 test('the short chaos run injects one fault of each kind the machine can make, under a steady stream of tasks', (t) => {
-  // Its length is bounded by design (one fault of each kind, 10 s recovery and 20 s drain deadlines), not asserted.
+  // Its length is bounded by design (one fault of each kind, 15 s recovery and 20 s drain deadlines), not asserted.
   t.diagnostic(`${(result.wallMs / 1000).toFixed(1)} s, ${result.faults.length} faults, seed ${SHORT.seed}`)
   t.diagnostic(table({ ...result, breaches: result.breaches }))
   const available = FAULT_KINDS.filter((k) => result.skipped[k] === undefined)
