@@ -11,6 +11,12 @@ import { FAIL_EXIT, type RunLine, type SubmittedTask } from './tasks.js'
 // run more than once (at-least-once): that is counted and listed with its cause, not a breach.
 
 const FINAL = new Set(['completed', 'failed', 'cancelled'])
+/**
+ * A task placed again on the worker whose AssignTask just failed, this soon after, was placed with
+ * no backoff and no sign of life from it (a restarted worker takes longer than this to come back,
+ * the suite restarts one 1 s at the earliest): the tight loop finding 1 says must stop.
+ */
+const RETRY_WITHOUT_BACKOFF_MS = 1000
 /** Reasons the master gives when it gives up on a task because of its worker (not the command). */
 const WORKER_CAUSED = /gave up after|inactive|AssignTask|no longer runs it|unreachable|UNAVAILABLE|ECONNREFUSED/i
 
@@ -61,6 +67,10 @@ export interface Figures {
   failedAssignments: number
   /** The most placements one task had. */
   maxPlacements: number
+  /** Placements on a worker within RETRY_WITHOUT_BACKOFF_MS of an AssignTask to it failing for the same task. */
+  retriesWithoutBackoff: number
+  /** Starts (`running` in the histories) per worker: how the work spread. */
+  startsByWorker: Record<string, number>
 }
 
 export interface Findings {
@@ -71,6 +81,7 @@ export interface Findings {
   movedBackwards: TaskFinding[]
   failedDeadOrPausedWorker: TaskFinding[]
   placementsNeverRan: TaskFinding[]
+  retriesWithoutBackoff: TaskFinding[]
   ranMoreThanOnce: TaskFinding[]
 }
 
@@ -131,6 +142,21 @@ function duplicateCause(v: TaskView | null, faults: readonly FaultRecord[], hear
     .join('; ')
 }
 
+/** Placements of `v` on a worker within RETRY_WITHOUT_BACKOFF_MS of an AssignTask to that worker failing. */
+function retriesWithoutBackoff(v: TaskView): number {
+  let n = 0
+  let failed: { worker: string; at: number } | null = null
+  for (const h of v.history) {
+    const m = /AssignTask to worker (\S+) failed/.exec(h.reason ?? '')
+    if (h.status !== 'assigned' && m) failed = { worker: m[1]!, at: Date.parse(h.at) }
+    else if (h.status === 'assigned') {
+      if (failed && h.worker_id === failed.worker && Date.parse(h.at) - failed.at < RETRY_WITHOUT_BACKOFF_MS) n++
+      failed = null
+    }
+  }
+  return n
+}
+
 function reasonGroup(reason: string | null): string {
   if (!reason) return '(none)'
   return reason.replace(/task-[0-9a-f-]{36}/g, '<task>').replace(/\d+/g, 'N').slice(0, 120)
@@ -140,7 +166,7 @@ export function checkInvariants(input: CheckInput): Verdict {
   const runsByTask = new Map<string, number>()
   for (const r of input.runs) runsByTask.set(r.taskId, (runsByTask.get(r.taskId) ?? 0) + 1)
   const ackIds = new Set(input.acknowledged.map((t) => t.id))
-  const findings: Findings = { lost: [], lostNotDurable: [], stuck: [], completedTwice: [], movedBackwards: [], failedDeadOrPausedWorker: [], placementsNeverRan: [], ranMoreThanOnce: [] }
+  const findings: Findings = { lost: [], lostNotDurable: [], stuck: [], completedTwice: [], movedBackwards: [], failedDeadOrPausedWorker: [], placementsNeverRan: [], retriesWithoutBackoff: [], ranMoreThanOnce: [] }
   const f: Figures = {
     acknowledged: input.acknowledged.length,
     acknowledgedNotDurable: input.acknowledged.filter((t) => t.ack === 202).length,
@@ -150,6 +176,8 @@ export function checkInvariants(input: CheckInput): Verdict {
     faultsNotRecovered: input.faults.filter((x) => x.recoveredAt === null).length,
     failedAssignments: 0,
     maxPlacements: 0,
+    startsByWorker: {},
+    retriesWithoutBackoff: 0,
   }
   for (const t of input.acknowledged) {
     const v = input.views.get(t.id) ?? null
@@ -188,6 +216,7 @@ export function checkInvariants(input: CheckInput): Verdict {
       }
     }
     f.failedAssignments += v.history.filter((h) => h.status !== 'assigned' && /AssignTask/.test(h.reason ?? '')).length
+    for (const h of v.history) if (h.status === 'running' && h.worker_id) f.startsByWorker[h.worker_id] = (f.startsByWorker[h.worker_id] ?? 0) + 1
     f.maxPlacements = Math.max(f.maxPlacements, v.history.filter((h) => h.status === 'assigned').length)
     const completedInHistory = v.history.filter((h) => h.status === 'completed').length
     const completedInEvents = events.filter((e) => e.status === 'completed').length
@@ -206,6 +235,11 @@ export function checkInvariants(input: CheckInput): Verdict {
       f.tasksWithPlacementsNeverRan++
       findings.placementsNeverRan.push(finding(`${v.attempts} attempt(s), ${runs} run(s) in the runs file`))
     }
+    const tight = retriesWithoutBackoff(v)
+    if (tight > 0) {
+      f.retriesWithoutBackoff += tight
+      findings.retriesWithoutBackoff.push(finding(`placed ${tight} time(s) on a worker within ${RETRY_WITHOUT_BACKOFF_MS} ms of its AssignTask failing`))
+    }
     if (runs > 1) {
       f.ranMoreThanOnce++
       f.extraRuns += runs - 1
@@ -222,6 +256,7 @@ export function checkInvariants(input: CheckInput): Verdict {
   must(f.movedBackwards, 'moved backwards from a final state')
   must(f.failedDeadOrPausedWorker, 'failed because of a dead or paused worker')
   must(f.placementsNeverRan, 'attempts spent on placements that never ran')
+  must(f.retriesWithoutBackoff, `placements on a worker within ${RETRY_WITHOUT_BACKOFF_MS} ms of its AssignTask failing (no backoff)`)
   must(f.faultsNotRecovered, 'faults not recovered within the deadline')
   return { figures: f, findings, breaches }
 }

@@ -60,8 +60,10 @@ export function table(r: TableInput): string {
     ['moved backwards from a final state', ok(f.movedBackwards)],
     ['failed because of a dead or paused worker', ok(f.failedDeadOrPausedWorker)],
     ['attempts spent on placements that never ran', f.placementsNeverRan === 0 ? ok(0) : `**${f.placementsNeverRan} ✗** (${f.tasksWithPlacementsNeverRan} tasks)`],
+    ['placed again on a worker < 1 s after its AssignTask failed', ok(f.retriesWithoutBackoff)],
     ['commands run more than once (at-least-once)', `${f.ranMoreThanOnce} tasks, ${f.extraRuns} extra runs`],
     ['runs of tasks never acknowledged', String(f.runsOfUnacknowledged)],
+    ['starts per worker (from the histories)', Object.entries(f.startsByWorker).sort(([a], [b]) => a.localeCompare(b)).map(([w, n]) => `${w}: ${n}`).join(', ') || '0'],
     ['placements whose AssignTask failed; most placements of one task', `${f.failedAssignments}; ${f.maxPlacements}`],
     ['faults not recovered within the deadline', ok(f.faultsNotRecovered)],
   ]
@@ -77,6 +79,12 @@ export function table(r: TableInput): string {
   return lines.join('\n')
 }
 
+/** A long history (a retry loop's hundreds of entries) as its head and tail; the JSON has all of it. */
+function clip(lines: readonly string[], head = 12, tail = 6): string[] {
+  if (lines.length <= head + tail + 1) return [...lines]
+  return [...lines.slice(0, head), `... ${lines.length - head - tail} more ...`, ...lines.slice(-tail)]
+}
+
 /** The tasks behind each broken invariant (and the duplicates with their cause), for a human to read. */
 export function findingsText(findings: Findings, limit = 5): string {
   const out: string[] = []
@@ -85,8 +93,8 @@ export function findingsText(findings: Findings, limit = 5): string {
     out.push(`${name} (${list.length}${list.length > limit ? `, first ${limit}` : ''}):`)
     for (const t of list.slice(0, limit)) {
       out.push(`  ${t.taskId} [${t.kind}] ${t.status}, attempts ${t.attempts}, runs ${t.runs}${t.cause ? ` — ${t.cause}` : ''}`)
-      for (const h of t.history) out.push(`    history: ${h}`)
-      for (const e of t.events) out.push(`    /ws:     ${e}`)
+      for (const h of clip(t.history)) out.push(`    history: ${h}`)
+      for (const e of clip(t.events)) out.push(`    /ws:     ${e}`)
     }
   }
   return out.join('\n')

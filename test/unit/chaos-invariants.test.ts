@@ -86,7 +86,7 @@ test('chaos checker: a final state followed by another in the history moved back
   assert.match(v.findings.movedBackwards[0]!.cause!, /history entry 4/)
 })
 
-test('chaos checker: a task given up because AssignTask to a dead worker failed breaks two invariants: failed because of its worker, attempts without runs', () => {
+test('chaos checker: a task given up because AssignTask to a dead worker failed breaks three invariants: failed because of its worker, attempts without runs, placed again at once', () => {
   const why = 'AssignTask to worker w1 failed (connect ECONNREFUSED 127.0.0.1:1)'
   const black = view('t', [['queued', 0], ['assigned', 1, 'w1'], ['queued', 1, undefined, `${why}; requeued`], ['assigned', 1, 'w1'], ['queued', 1, undefined, `${why}; requeued`], ['assigned', 1, 'w1'], ['failed', 1, 'w1', `${why}; gave up after 3 attempt(s)`]], { attempts: 3 })
   const v = checkInvariants(input({ acknowledged: [task('t')], views: new Map([['t', black]]) }))
@@ -94,11 +94,21 @@ test('chaos checker: a task given up because AssignTask to a dead worker failed 
   assert.equal(v.figures.placementsNeverRan, 3)
   assert.equal(v.figures.failedAssignments, 3)
   assert.equal(v.figures.maxPlacements, 3)
-  assert.equal(v.breaches.length, 2)
+  assert.equal(v.figures.retriesWithoutBackoff, 2)
+  assert.equal(v.breaches.length, 3)
 })
 
 test('chaos checker: a fault that did not recover within the deadline is a breach', () => {
   const v = checkInvariants(input({ faults: [{ ...fault, recoveredAt: null, recoveryMs: null, healed: true }] }))
   assert.equal(v.figures.faultsNotRecovered, 1)
   assert.match(v.breaches.join('\n'), /not recovered/)
+})
+
+test('chaos checker: after a failed AssignTask, a placement elsewhere, or on the same worker a while later, is no retry without backoff', () => {
+  const why = 'AssignTask to worker w1 failed (deadline exceeded); requeued'
+  const ok = view('t', [['queued', 0], ['assigned', 1, 'w1'], ['queued', 1, undefined, why], ['assigned', 1.1, 'w2'], ['queued', 1.2, undefined, 'AssignTask to worker w2 failed (x); requeued'], ['assigned', 3, 'w2'], ['running', 3, 'w2'], ['completed', 4, 'w2']])
+  const v = checkInvariants(input({ acknowledged: [task('t')], views: new Map([['t', ok]]), runs: runs('t') }))
+  assert.equal(v.figures.retriesWithoutBackoff, 0)
+  assert.equal(v.figures.failedAssignments, 2)
+  assert.deepEqual(v.breaches, [])
 })
