@@ -46,10 +46,11 @@ export class TaskStream {
   ) {}
 
   command(kind: TaskKind, sleepS: number): string {
-    const start = `echo "$CLOUDAI_TASK_ID ${this.marker} start $$" >> ${this.runsFile}`
+    const file = `'${this.runsFile.replace(/'/g, `'\\''`)}'`
+    const start = `echo "$CLOUDAI_TASK_ID ${this.marker} start $$" >> ${file}`
     if (kind === 'short') return `${start}; echo short`
     if (kind === 'fail') return `${start}; echo failing >&2; exit ${FAIL_EXIT}`
-    return `${start}; sleep ${sleepS}; echo "$CLOUDAI_TASK_ID ${this.marker} end $$" >> ${this.runsFile}`
+    return `${start}; sleep ${sleepS}; echo "$CLOUDAI_TASK_ID ${this.marker} end $$" >> ${file}`
   }
 
   start(): void {
