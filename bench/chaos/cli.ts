@@ -5,7 +5,8 @@
 // Prints the table (markdown) and the tasks behind every broken invariant, and writes every figure,
 // the machine, the versions and the settings as JSON: to --out, else for a run of 10 minutes or
 // more to bench/results/<time>-chaos.json, else to the system's temp dir. Exit codes: 0 every
-// invariant held, 1 an invariant broke, 2 bad arguments, 3 the harness itself failed.
+// invariant held, 1 an invariant broke, 2 bad arguments, 3 the harness itself failed, 130 stopped
+// by SIGINT or SIGTERM (after the fault under way, cleaned up).
 import { execFileSync } from 'node:child_process'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { arch, cpus, platform, release, tmpdir, totalmem } from 'node:os'
@@ -90,6 +91,10 @@ async function main(): Promise<number> {
   try {
     result = await runChaos(settings, (line) => process.stderr.write(`chaos: ${line}\n`), abort.signal)
   } catch (err) {
+    if (abort.signal.aborted) {
+      process.stderr.write(`chaos: stopped by ${String(abort.signal.reason)}; every process, mount and namespace it made is gone\n`)
+      return 130
+    }
     process.stderr.write(`chaos: the harness failed: ${(err as Error).stack ?? String(err)}\n`)
     return 3
   }
