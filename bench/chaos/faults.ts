@@ -13,11 +13,11 @@ import { makeAllWritable, makeReadOnly, makeWritable } from './readonly-dir.js'
 //     heartbeat after the fault was cleared;
 //   master-kill: the new master's API answers and every worker is active with a heartbeat after
 //     its start;
-//   store-lock, store-readonly: /healthz says the store is `ok` with nothing journalled, and every
+//   store-lock, master-kill-in-outage, store-readonly: /healthz says the store is `ok` with nothing journalled, and every
 //     worker is active with a heartbeat after the clear.
 // The recovery time is measured from the clear (the fault's own length is `heldMs`).
 
-export const FAULT_KINDS = ['worker-kill', 'master-kill', 'worker-pause-short', 'worker-pause-long', 'store-lock', 'store-readonly', 'partition'] as const
+export const FAULT_KINDS = ['worker-kill', 'master-kill', 'worker-pause-short', 'worker-pause-long', 'store-lock', 'master-kill-in-outage', 'store-readonly', 'partition'] as const
 export type FaultKind = (typeof FAULT_KINDS)[number]
 
 export interface FaultRecord {
@@ -174,6 +174,34 @@ const INJECTORS: Record<FaultKind, (ctx: FaultContext, holdMs: number) => Promis
       heal: () => restartMaster(ctx),
     }
   },
+  // A crash during a store outage: what the master acknowledged meanwhile (completions above all)
+  // must survive it, or be reported again by the workers (issue 16, finding 3).
+  'master-kill-in-outage': async (ctx, holdMs) => {
+    const { cluster } = ctx
+    const t0 = Date.now()
+    const locker = await lockStore(join(cluster.masterDir, 'cloudai.db'))
+    const degraded = await holdWatchingStore(cluster, Math.round(holdMs / 2))
+    if (!(await storeHealthy(cluster))) cluster.killedWhileDegraded.add(cluster.masterStarts)
+    await cluster.killMaster()
+    let started = 'came up with the store still locked'
+    try {
+      await cluster.startMaster(Math.min(Math.round(holdMs / 2), 5000))
+    } catch {
+      started = 'did not come up while the store was locked'
+    }
+    // The new master gets at least a second on the locked store (to accept, and to acknowledge completions).
+    await holdWatchingStore(cluster, Math.max(1000, holdMs - (Date.now() - t0)))
+    return {
+      target: 'master',
+      note: `write lock held for ${holdMs} ms; the master ${degraded ? 'reported the store degraded' : 'never reported the store degraded'}, was killed -9 half way and ${started}`,
+      clear: async () => {
+        await releaseStore(locker)
+        if (!cluster.master) await cluster.startMaster(ctx.recoveryTimeoutMs)
+      },
+      recovered: async (since) => (await storeHealthy(cluster)) && (await cluster.allActive(since)),
+      heal: () => restartMaster(ctx),
+    }
+  },
   'store-readonly': async (ctx, holdMs) => {
     const { cluster } = ctx
     await makeReadOnly(cluster.masterDir)
@@ -259,6 +287,7 @@ export function holdFor(kind: FaultKind, rng: Random, heartbeatTimeoutMs: number
     case 'partition':
       return Math.round(heartbeatTimeoutMs * (1.5 + 0.5 * rng.next()))
     case 'store-lock':
+    case 'master-kill-in-outage':
     case 'store-readonly':
       return Math.round(heartbeatTimeoutMs * (1 + 0.5 * rng.next()))
     default:
