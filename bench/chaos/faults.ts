@@ -13,8 +13,8 @@ import { makeAllWritable, makeReadOnly, makeWritable } from './readonly-dir.js'
 //     heartbeat after the fault was cleared;
 //   master-kill: the new master's API answers and every worker is active with a heartbeat after
 //     its start;
-//   store-lock, master-kill-in-outage, store-readonly: /healthz says the store is `ok` with nothing journalled, and every
-//     worker is active with a heartbeat after the clear.
+//   store-lock, master-kill-in-outage, store-readonly: /healthz says the store is `ok` with
+//     nothing journalled, and every worker is active with a heartbeat after the clear.
 // The recovery time is measured from the clear (the fault's own length is `heldMs`).
 
 export const FAULT_KINDS = ['worker-kill', 'master-kill', 'worker-pause-short', 'worker-pause-long', 'store-lock', 'master-kill-in-outage', 'store-readonly', 'partition'] as const
