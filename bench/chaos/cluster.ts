@@ -44,6 +44,15 @@ export interface WorkerView {
 const NS_MASTER_PORT = 50051
 const NS_WORKER_PORT = 50052
 const START_TIMEOUT_MS = 30_000
+/** Log lines kept per process once it has started (Proc keeps every line; a long run logs millions). */
+const KEEP_LINES = 200
+
+/** Once a process has started nothing waits on its log any more: only its last lines are kept. */
+function boundLog(proc: Proc): void {
+  proc.child.stdout!.on('data', () => {
+    if (proc.lines.length > 5 * KEEP_LINES) proc.lines.splice(0, proc.lines.length - KEEP_LINES)
+  })
+}
 
 export class ChaosCluster {
   master: Proc | null = null
@@ -155,6 +164,7 @@ export class ChaosCluster {
         const line = await proc.waitForLog((l) => l.step === 7, 'HTTP API listening', { timeoutMs: Math.max(1000, deadline - Date.now()) })
         this.master = proc
         this.httpPort = line.httpPort as number
+        boundLog(proc)
         return
       } catch (err) {
         last = (err as Error).message
@@ -203,6 +213,7 @@ export class ChaosCluster {
     slot.proc = proc
     slot.stopped = false
     await proc.waitForLog(msgHas('listening on'), `${slot.id} listening`, { timeoutMs: START_TIMEOUT_MS })
+    boundLog(proc)
   }
 
   async killWorker(slot: WorkerSlot): Promise<void> {

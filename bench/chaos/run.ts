@@ -34,8 +34,8 @@ export interface ChaosSettings {
   recoveryTimeoutMs: number
   /** How long, at the end, every acknowledged task has to become final. */
   drainTimeoutMs: number
-  /** Stop injecting after this many faults (the short profile: one of each kind); null: until the duration is over. */
-  maxFaults: number | null
+  /** Stop injecting after the first round, one fault of each kind the machine can make (the short profile); else go on until the duration is over. */
+  oneRound: boolean
 }
 
 export const DEFAULT_SETTINGS: Omit<ChaosSettings, 'durationMs'> = {
@@ -47,7 +47,7 @@ export const DEFAULT_SETTINGS: Omit<ChaosSettings, 'durationMs'> = {
   maxGapMs: 2000,
   recoveryTimeoutMs: 30_000,
   drainTimeoutMs: 90_000,
-  maxFaults: null,
+  oneRound: false,
 }
 
 export interface ChaosResult {
@@ -112,7 +112,7 @@ export async function runChaos(settings: ChaosSettings, say: (line: string) => v
     const faults: FaultRecord[] = []
     const endAt = started + settings.durationMs
     const plan = rng.shuffle(kinds)
-    while (Date.now() < endAt && (settings.maxFaults === null || faults.length < settings.maxFaults)) {
+    while (Date.now() < endAt && !(settings.oneRound && plan.length === 0)) {
       checkAbort()
       await sleep(rng.int(500, settings.maxGapMs))
       if (Date.now() >= endAt) break

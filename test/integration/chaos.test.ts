@@ -24,7 +24,7 @@ const SHORT = {
   seed: 22,
   recoveryTimeoutMs: 15_000,
   drainTimeoutMs: 20_000,
-  maxFaults: FAULT_KINDS.length,
+  oneRound: true,
 }
 
 let result: ChaosResult
