@@ -180,15 +180,23 @@ let exitHookSet = false
  *   await pair.cut()
  */
 export async function createNetPair(t: TestContext): Promise<NetPair> {
+  const pair = await openNetPair()
+  t.after(() => pair.close())
+  return pair
+}
+
+/**
+ * createNetPair for a caller that is not a test (the chaos suite, bench/chaos): the same pair,
+ * which the caller must close() itself (the exit hook still removes it if the process dies first).
+ */
+export async function openNetPair(): Promise<NetPair> {
   const reason = await netnsUnavailable()
   if (reason !== null) throw new Error(`network namespaces cannot be made here (call netnsUnavailable() and skip first): ${reason}`)
   if (!swept) {
     swept = true
     await sweepStaleNamespaces()
   }
-  const pair = await makePair(++pairs)
-  t.after(() => pair.close())
-  return pair
+  return makePair(++pairs)
 }
 
 async function makePair(n: number): Promise<NetPair> {
