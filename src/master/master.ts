@@ -298,8 +298,16 @@ export class Master implements MasterControl {
     for (const id of added) this.journal.recordWorker(id)
     // Tasks past their retention are removed in the store, never loaded: a long history costs
     // one indexed delete at start instead of its whole output in memory.
+    // A store that reads but cannot write now (another process holds SQLite's write lock) must not
+    // stop the start: the tasks are then loaded, and the pruner removes the expired ones through
+    // the journal, which writes their removal once the store takes writes again.
     const cutoff = Date.now() - this.config.taskRetentionMs
-    const expired = await this.store.deleteFinishedBefore(cutoff)
+    let expired = 0
+    try {
+      expired = await this.store.deleteFinishedBefore(cutoff)
+    } catch (err) {
+      this.log.warn({ store: this.store.kind, err: (err as Error).message }, `Could not remove the tasks past their retention from the store at start (${(err as Error).message}); they are loaded and pruned through the journal instead`)
+    }
     if (expired > 0) this.log.info({ removed: expired, taskRetentionMs: this.config.taskRetentionMs }, `Removed ${expired} finished task(s) older than the task retention (${formatLongDuration(this.config.taskRetentionMs)}) from the store`)
     const tasks = this.tasks.load(await this.store.loadTasks())
     return { workers: added.length, tasks }

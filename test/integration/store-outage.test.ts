@@ -209,6 +209,35 @@ test('a master killed with -9 during an outage: everything acknowledged as durab
   assert.deepEqual(await master.proc.kill('SIGTERM'), { code: 0, signal: null })
 })
 
+test('a master started while another process holds the SQLite write lock starts, serves what the store holds, and writes once the lock goes', { timeout: 60_000 }, async (t) => {
+  const dataDir = tempDir(t)
+  let master = await startMaster(t, { dataDir })
+  const port = await reservePort()
+  assert.equal((await register(master, 'worker-a', port)).status, 201)
+  const worker = await startWorker(t, 'worker-a', port)
+  await master.proc.waitForLog(reconnected('worker-a'), 'worker-a active')
+  const done = await api(master.api, '/api/tasks', { method: 'POST', body: { command: 'echo before' } })
+  await master.proc.waitForLog(taskFinished(done.body.task_id), 'the task done')
+  assert.deepEqual(await master.proc.kill('SIGTERM'), { code: 0, signal: null })
+
+  const db = new Database(join(dataDir, 'cloudai.db'))
+  t.after(() => db.close())
+  db.exec('BEGIN EXCLUSIVE')
+  master = await startMaster(t, { dataDir, name: 'master-2' })
+  const task = (await api(master.api, `/api/tasks/${done.body.task_id}`)).body
+  assert.equal(task.status, 'completed', 'the store was read while its write lock was held')
+  await master.proc.waitForLog(reconnected('worker-a'), 'worker-a back under the new master')
+  db.exec('ROLLBACK')
+  // A refused submission (503) stores nothing, so asking until one is taken leaves exactly one.
+  const after = await waitUntil(async () => {
+    const r = await api(master.api, '/api/tasks', { method: 'POST', body: { command: 'echo after' } })
+    return r.status === 201 ? r : false
+  }, 'a submission accepted once the lock is gone')
+  await master.proc.waitForLog(taskFinished(after.body.task_id), 'the new task done')
+  assert.deepEqual(await master.proc.kill('SIGTERM'), { code: 0, signal: null })
+  await worker.kill('SIGTERM')
+})
+
 test('a master whose MongoDB cannot be reached starts anyway, on an empty registry, degraded, and says so', { timeout: 60_000 }, async (t) => {
   // Nothing listens on this port: the driver's server selection fails, as with a database that is down.
   const closed = await reservePort()
