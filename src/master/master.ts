@@ -95,7 +95,7 @@ export class Master implements MasterControl {
     this.journal = new StoreJournal(this.store, this.registry, { log: this.log, limit: config.storeJournalLimit, onLateOpen: () => this.loadLate() })
     this.tasks = new TaskTable(this.journal)
     this.journal.on('tasks-written', (ids) => this.tasks.markDurable(ids))
-    this.queue = new QueueProcessor({ tasks: this.tasks, registry: this.registry, clients: new WorkerClients(auth, key), log: this.log, heartbeatTimeoutMs: config.heartbeatTimeoutMs, counters: this.counters })
+    this.queue = new QueueProcessor({ tasks: this.tasks, registry: this.registry, clients: new WorkerClients(auth, key), log: this.log, heartbeatTimeoutMs: config.heartbeatTimeoutMs, requeueAfterMs: config.requeueAfterMs ?? config.heartbeatTimeoutMs, counters: this.counters })
     this.liveness = new Liveness(this.registry, { timeoutMs: config.heartbeatTimeoutMs, log: this.log })
     this.monitor = new ReconnectMonitor(this.registry, this.dialer, {
       intervalMs: config.reconnectIntervalMs,
@@ -382,13 +382,15 @@ export class Master implements MasterControl {
     return { worker_id: id, token: issued.token, previous_valid_until: until, persisted }
   }
 
-  async unregisterWorker(id: string): Promise<{ worker_id: string; persisted: boolean }> {
+  async unregisterWorker(id: string): Promise<{ worker_id: string; persisted: boolean; tasks_requeued: string[] }> {
     validateWorkerId(id, 'worker id')
     this.assertRunning()
+    // The queue requeues them on the event, and cancels them on the worker when it is active.
+    const requeued = this.tasks.onWorkerTasks(id).map((t) => t.id)
     const worker = this.registry.unregister(id)
-    this.log.info({ workerId: id, address: worker.address }, `Worker ${id} unregistered; its token is revoked and no more reconnection attempts are made`)
+    this.log.info({ workerId: id, address: worker.address, tasksRequeued: requeued.length }, `Worker ${id} unregistered; its token is revoked and no more reconnection attempts are made${requeued.length > 0 ? `; its ${requeued.length} task(s) go back to the queue and are cancelled on it` : ''}`)
     const persisted = await this.journal.sync()
-    return { worker_id: id, persisted }
+    return { worker_id: id, persisted, tasks_requeued: requeued }
   }
 
   async submitTask(body: unknown): Promise<TaskView> {

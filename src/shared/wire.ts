@@ -64,6 +64,11 @@ export interface TaskMsg {
 export interface TaskAckMsg {
   success: boolean
   message: string
+  /**
+   * cloudai addition: AssignTask refused (success false) because the worker already runs another
+   * attempt of the task: that attempt's number. 0 (or absent: CloudAI's workers, our other answers) otherwise.
+   */
+  running_attempt?: number
 }
 
 export interface TaskIdMsg {

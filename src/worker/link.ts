@@ -50,7 +50,15 @@ export interface MasterLinkOptions {
   now?: () => number
 }
 
-export type LinkState = 'idle' | 'joining' | 'connected' | 'closed'
+/** `dropped`: the master we were registered with no longer has us (unregistered); we wait for its MasterRegister. */
+export type LinkState = 'idle' | 'joining' | 'connected' | 'dropped' | 'closed'
+
+/**
+ * The master's refusals that mean it dropped this worker (unregistered it, which also revokes its
+ * token): retrying cannot change them. Only an operator can, by registering the worker again,
+ * after which the master calls MasterRegister and the link follows it.
+ */
+const DROPPED_CODES: ReadonlySet<string> = new Set(['CLOUDAI_WORKER_NOT_REGISTERED', 'CLOUDAI_WORKER_TOKEN_INVALID'])
 
 /**
  * The worker's connection to its master: RegisterWorker, then heartbeats; when heartbeats fail
@@ -78,6 +86,8 @@ export class MasterLink {
   private joinTimer: NodeJS.Timeout | null = null
   private readonly backoff: Backoff
   private failuresLogged = false
+  /** Registered with the current master at least once (a refusal then means it dropped us). */
+  private registeredHere = false
   /** When a refusal of our cluster token was last logged at error (null: not in this run). */
   private tokenRefusalLoggedAt: number | null = null
   private readonly auth: ClusterAuth
@@ -160,6 +170,7 @@ export class MasterLink {
     this.failuresLogged = false
     this.tokenRefusalLoggedAt = null
     this.noHeartbeatStream = false
+    this.registeredHere = false
   }
 
   private registerOnce(): Promise<void> {
@@ -189,7 +200,8 @@ export class MasterLink {
     } catch (err) {
       const e = err as grpc.ServiceError
       const code = e.metadata?.get('cloudai-error-code')[0]
-      if (e.code === grpc.status.UNAUTHENTICATED || code === 'CLOUDAI_WRONG_WORKER') this.logTokenRefused(address, e.details || e.message, typeof code === 'string' ? code : null)
+      if (epoch === this.epoch && this.registeredHere && typeof code === 'string' && DROPPED_CODES.has(code)) this.dropped(address, e.details || e.message, code)
+      else if (e.code === grpc.status.UNAUTHENTICATED || code === 'CLOUDAI_WRONG_WORKER') this.logTokenRefused(address, e.details || e.message, typeof code === 'string' ? code : null)
       else this.logFailure(address, `RegisterWorker failed: ${e.details || e.message}`)
       throw new Error(e.details || e.message)
     }
@@ -199,6 +211,7 @@ export class MasterLink {
       throw new Error(ack.message || 'the master refused RegisterWorker')
     }
     this.state = 'connected'
+    this.registeredHere = true
     this.backoff.reset()
     this.failuresLogged = false
     this.tokenRefusalLoggedAt = null
@@ -209,6 +222,22 @@ export class MasterLink {
     } catch (err) {
       this.opts.log.error({ err: (err as Error).message }, 'onConnected hook failed')
     }
+  }
+
+  /**
+   * The master we were registered with refused us as no longer registered (or our token as
+   * revoked): it dropped us. Re-registering every few seconds could never work, so the join loop
+   * stops here, said once. The tasks it ran go on (the master cancels those it wants stopped) and
+   * their results stay in the outbox; registered again, the master's MasterRegister brings the link
+   * back (follow), and the outbox is delivered then.
+   */
+  private dropped(address: string, reason: string, code: string): void {
+    this.state = 'dropped'
+    this.clearJoinTimer()
+    this.opts.log.warn(
+      { master: address, code, reason },
+      `Master ${address} no longer has worker ${this.opts.workerId} (${reason}): it was unregistered; stopped registering with it until it calls MasterRegister again (after \`cloudai register\`; with a new token, restart this worker with it)`,
+    )
   }
 
   /** Logs the first failure of a run of failures at warn, the rest at debug: no log spam. */
@@ -251,7 +280,7 @@ export class MasterLink {
   }
 
   private scheduleJoin(): void {
-    if (this.state === 'closed' || this.joinTimer || this.state === 'connected') return
+    if (this.state === 'closed' || this.state === 'dropped' || this.joinTimer || this.state === 'connected') return
     const epoch = this.epoch
     const delay = this.backoff.next()
     this.joinTimer = setTimeout(() => {
