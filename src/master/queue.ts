@@ -137,7 +137,8 @@ export class QueueProcessor {
     this.startupCheck = setTimeout(() => {
       this.startupCheck = null
       for (const t of [...tasks.values()]) {
-        if ((t.status === 'assigned' || t.status === 'running') && t.workerId && registry.get(t.workerId)?.isActive !== true) {
+        // A worker that came back after the restart and went inactive again waits out its own wait.
+        if ((t.status === 'assigned' || t.status === 'running') && t.workerId && registry.get(t.workerId)?.isActive !== true && !this.waits.isWaiting(t.workerId)) {
           this.requeue(t, `worker ${t.workerId} did not come back within ${restartWaitMs}ms of the master's restart`, true)
         }
       }

@@ -72,6 +72,7 @@ test('master flags are parsed into the config: ports, hosts, addresses, duration
     'reconnect-interval': '0',
     'dial-timeout': '500ms',
     'heartbeat-timeout': '1m',
+    'requeue-after': '30s',
     'dial-threads': '4',
     dialer: 'inline',
     'shutdown-grace': '2.5',
@@ -110,6 +111,7 @@ test('master flags are parsed into the config: ports, hosts, addresses, duration
     reconnectIntervalMs: 0,
     dialTimeoutMs: 500,
     heartbeatTimeoutMs: 60_000,
+    requeueAfterMs: 30_000,
     dialThreads: 4,
     dialer: 'inline',
     shutdownGraceMs: 2500,
@@ -132,6 +134,16 @@ test('master flags are parsed into the config: ports, hosts, addresses, duration
     tls: { certPath: CERT, keyPath: CERT, caPath: null },
     log: { level: 'debug', pretty: true },
   })
+})
+
+test('--requeue-after defaults to the heartbeat timeout (null in the config), takes 0 for at once, and a duration up to a day', () => {
+  assert.equal(MASTER_DEFAULTS.requeueAfterMs, null)
+  assert.equal(buildMasterConfig({}).requeueAfterMs, null, 'the master reads null as its --heartbeat-timeout')
+  assert.equal(buildMasterConfig({ 'requeue-after': '0' }).requeueAfterMs, 0)
+  assert.equal(buildMasterConfig({ 'requeue-after': '0s' }).requeueAfterMs, 0)
+  assert.equal(buildMasterConfig({ 'requeue-after': '90s' }).requeueAfterMs, 90_000)
+  assert.equal(buildMasterConfig({ 'requeue-after': '24h' }).requeueAfterMs, 24 * 3_600_000)
+  assert.throws(() => buildMasterConfig({ 'requeue-after': '-5s' }), badConfig('--requeue-after'))
 })
 
 test('--api-allow-host and --api-allow-origin repeat and take comma lists; each value is checked', () => {
@@ -242,6 +254,9 @@ test('each bad master value is CLOUDAI_BAD_CONFIG with a message naming the flag
     ['dial-timeout', '-1s'],
     ['heartbeat-timeout', '0ms'],
     ['heartbeat-timeout', '15 seconds'],
+    ['requeue-after', '-1s'],
+    ['requeue-after', '25h'],
+    ['requeue-after', 'later'],
     ['shutdown-grace', '-5s'],
     ['grpc-idle-timeout', '0'],
     ['grpc-idle-timeout', '500ms'],
