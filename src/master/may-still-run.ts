@@ -5,7 +5,7 @@
 // nowhere: that worker's next heartbeat, within one interval, says whether it still runs it (the
 // queued copy is then withdrawn and the run kept), holds its result (reported right after), or has
 // nothing (the task is placed as usual). Memory only: after a master restart the worker's answer
-// to AssignTask names an attempt it runs (TaskAck.running_attempt), which does the same, later.
+// to AssignTask names an attempt it has (TaskAck.held_attempt), which does the same, later.
 
 export class MayStillRun {
   /** task id -> the worker that may still run it. */

@@ -232,8 +232,8 @@ export class QueueProcessor {
       if (ack.success) {
         const started = await tasks.transition(task.id, 'running', { startedAt: Date.now() }, null, { ...guard, from: ['assigned'], startsRun: true })
         if (started) log.info({ taskId: task.id, workerId: worker.id, attempt }, `Task ${task.id} assigned to worker ${worker.id} and running (attempt ${attempt})`)
-      } else if ((ack.running_attempt ?? 0) > 0) {
-        await this.runsAnotherAttempt(task.id, worker, attempt, ack.running_attempt!)
+      } else if ((ack.held_attempt ?? 0) > 0) {
+        await this.runsAnotherAttempt(task.id, worker, attempt, ack.held_attempt!)
       } else {
         // The worker answered and said it cannot run this task at all (e.g. no Docker engine).
         log.warn({ taskId: task.id, workerId: worker.id, reason: ack.message }, `Worker ${worker.id} refused task ${task.id}: ${ack.message}`)
@@ -287,8 +287,9 @@ export class QueueProcessor {
   }
 
   /**
-   * The worker refused placement `attempt` because it already runs attempt `running` of the task
-   * (after a master restart this master may not have known): the placement never started. When
+   * The worker refused placement `attempt` because it already has attempt `running` of the task,
+   * running or finished with its result on the way (after a master restart this master may not
+   * have known): the placement never started. When
    * `running` is the placement just before, on this worker, nothing else has run since and the task
    * takes that run back under its number; otherwise the task goes back to the queue (no run
    * counted), not to be placed there until the worker stops listing the older run, which

@@ -295,11 +295,17 @@ export class WorkerAgent {
     const running = this.executor.get(task.taskId)
     const here = running?.attempt ?? pending?.attempt
     if (here !== undefined) {
-      if (here === task.attempt || task.attempt === 0) return Promise.resolve({ success: true, message: 'already running', running_attempt: 0 })
-      return Promise.resolve({ success: false, message: `attempt ${task.attempt} not started: this worker already runs attempt ${here} of task ${task.taskId}`, running_attempt: here })
+      if (here === task.attempt || task.attempt === 0) return Promise.resolve({ success: true, message: 'already running', held_attempt: 0 })
+      return Promise.resolve({ success: false, message: `attempt ${task.attempt} not started: this worker already runs attempt ${here} of task ${task.taskId}`, held_attempt: here })
     }
     if (this.outbox?.has(task.taskId, task.attempt) || (task.attempt === 0 && this.outbox?.list().some((r) => r.task_id === task.taskId))) {
       return Promise.resolve({ success: false, message: 'already finished; result pending delivery' })
+    }
+    // The same for an attempt that finished here and whose result is on its way: a finished attempt
+    // is not run again next to its result (the master takes that result instead).
+    const finished = task.attempt === 0 ? undefined : this.outbox?.list().find((r) => r.task_id === task.taskId && r.attempt > 0)
+    if (finished) {
+      return Promise.resolve({ success: false, message: `attempt ${task.attempt} not started: this worker holds the result of attempt ${finished.attempt} of task ${task.taskId}, not yet delivered`, held_attempt: finished.attempt })
     }
     const p = this.startTask(task).finally(() => {
       this.starting.delete(task.taskId)
