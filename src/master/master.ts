@@ -387,8 +387,10 @@ export class Master implements MasterControl {
     this.assertRunning()
     // The queue requeues them on the event, and cancels them on the worker when it is active.
     const requeued = this.tasks.onWorkerTasks(id).map((t) => t.id)
+    const active = this.registry.get(id)?.isActive === true
     const worker = this.registry.unregister(id)
-    this.log.info({ workerId: id, address: worker.address, tasksRequeued: requeued.length }, `Worker ${id} unregistered; its token is revoked and no more reconnection attempts are made${requeued.length > 0 ? `; its ${requeued.length} task(s) go back to the queue and are cancelled on it` : ''}`)
+    const tasks = requeued.length === 0 ? '' : `; its ${requeued.length} task(s) go back to the queue${active ? ' and are cancelled on it' : ' (it is inactive: not told)'}`
+    this.log.info({ workerId: id, address: worker.address, tasksRequeued: requeued.length, active }, `Worker ${id} unregistered; its token is revoked and no more reconnection attempts are made${tasks}`)
     const persisted = await this.journal.sync()
     return { worker_id: id, persisted, tasks_requeued: requeued }
   }

@@ -393,6 +393,6 @@ test('watch lines: registrations once, status changes, task transitions with the
 })
 
 test('an unregistration that requeued tasks says so', () => {
-  assert.equal(formatUnregistered({ worker_id: 'w2', persisted: true, tasks_requeued: ['task-1', 'task-2'] }), 'Worker w2 unregistered (the master no longer dials it); its 2 task(s) went back to the queue and it is told to stop them')
+  assert.equal(formatUnregistered({ worker_id: 'w2', persisted: true, tasks_requeued: ['task-1', 'task-2'] }), 'Worker w2 unregistered (the master no longer dials it); its 2 task(s) went back to the queue (a connected worker is told to stop them)')
   assert.equal(formatUnregistered({ worker_id: 'w2', persisted: true, tasks_requeued: [] }), 'Worker w2 unregistered (the master no longer dials it)')
 })
