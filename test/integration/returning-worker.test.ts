@@ -31,6 +31,15 @@ function runs(file: string): number[] {
   return readFileSync(file, 'utf8').split('\n').filter(Boolean).map(Number)
 }
 
+/** Still a run of ours: alive and the `sleep` it execs (a pid reused by someone else is left alone). */
+function ours(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').startsWith('sleep\0')
+  } catch {
+    return false
+  }
+}
+
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0)
@@ -44,7 +53,7 @@ function alive(pid: number): boolean {
 function runsFile(t: TestContext): string {
   const file = join(tempDir(t, 'cloudai-runs-'), 'runs')
   t.after(() => {
-    for (const pid of runs(file)) if (alive(pid)) process.kill(pid, 'SIGKILL')
+    for (const pid of runs(file)) if (ours(pid)) process.kill(pid, 'SIGKILL')
   })
   return file
 }
@@ -70,22 +79,24 @@ async function submit(base: string, command: string): Promise<string> {
   return res.body.task_id as string
 }
 
-/** SIGSTOP until the master says the worker is inactive, then SIGCONT. */
-async function pausePastHeartbeatTimeout(master: MasterHandle, worker: Proc, id: string): Promise<void> {
+/** SIGSTOP until the master says the worker is inactive (and `meanwhile` is done), then SIGCONT. */
+async function pausePastHeartbeatTimeout(master: MasterHandle, worker: Proc, id: string, meanwhile?: () => Promise<unknown>): Promise<void> {
   const mark = master.proc.mark()
   worker.child.kill('SIGSTOP')
   try {
     await master.proc.waitForLog(inactive(id), `${id} inactive`, { from: mark })
+    await meanwhile?.()
   } finally {
     worker.child.kill('SIGCONT')
   }
 }
 
 test('a worker paused past the heartbeat timeout and back within the requeue wait keeps its task: one run, attempts 1, nothing cancelled', async (t) => {
-  const { master, procs } = await cluster(t, [], ['w1'])
+  // The default wait (the heartbeat timeout), made 4 s so that a loaded machine comes back within it.
+  const { master, procs } = await cluster(t, ['--heartbeat-timeout', '4s'], ['w1'])
   const w1 = procs.get('w1')!
   const file = runsFile(t)
-  const id = await submit(master.api, `echo $$ >> ${file}; exec sleep 7`)
+  const id = await submit(master.api, `echo $$ >> ${file}; exec sleep 9`)
   await master.proc.waitForLog(runningOn(id, 'w1', 1), 'running on w1')
   await waitUntil(() => runs(file).length === 1, 'the command started')
 
@@ -114,8 +125,8 @@ test('with --requeue-after 0 the task starts on another worker at once; the retu
   const first = runs(file)[0]!
   await addWorker(t, master, 'w2')
 
-  await pausePastHeartbeatTimeout(master, w1, 'w1')
-  await master.proc.waitForLog(runningOn(id, 'w2', 2), 'running on w2')
+  // Back only once the task runs on w2 (back before that, w1 would keep it: the next test).
+  await pausePastHeartbeatTimeout(master, w1, 'w1', () => master.proc.waitForLog(runningOn(id, 'w2', 2), 'running on w2'))
   await w1.waitForLog((l) => l.taskId === id && msgHas('Cancelling task')(l), 'the returning run cancelled on w1')
   await waitUntil(() => !alive(first), 'the first run\'s process gone')
   await master.proc.waitForLog(taskFinished(id), 'task finished', { timeoutMs: 30_000 })

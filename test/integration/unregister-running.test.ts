@@ -30,6 +30,15 @@ function runs(file: string): number[] {
   return readFileSync(file, 'utf8').split('\n').filter(Boolean).map(Number)
 }
 
+/** Still a run of ours: alive and the `sleep` it execs (a pid reused by someone else is left alone). */
+function ours(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').startsWith('sleep\0')
+  } catch {
+    return false
+  }
+}
+
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0)
@@ -42,7 +51,7 @@ function alive(pid: number): boolean {
 function runsFile(t: TestContext): string {
   const file = join(tempDir(t, 'cloudai-runs-'), 'runs')
   t.after(() => {
-    for (const pid of runs(file)) if (alive(pid)) process.kill(pid, 'SIGKILL')
+    for (const pid of runs(file)) if (ours(pid)) process.kill(pid, 'SIGKILL')
   })
   return file
 }
