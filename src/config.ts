@@ -74,6 +74,11 @@ export interface MasterConfig extends ClusterSecurity {
   reconnectIntervalMs: number
   dialTimeoutMs: number
   heartbeatTimeoutMs: number
+  /**
+   * How long the tasks of a worker that went inactive wait before they are requeued: a worker back
+   * within it keeps them (nothing requeued, nothing killed). 0: at once. Null: the heartbeat timeout.
+   */
+  requeueAfterMs: number | null
   /** Threads of the Piscina dial pool (0 = from the cores). */
   dialThreads: number
   /** `inline` dials on the main thread instead of the pool: only to measure what the pool is for. */
@@ -176,6 +181,7 @@ export const MASTER_DEFAULTS: Omit<MasterConfig, 'log'> = {
   reconnectIntervalMs: 30_000,
   dialTimeoutMs: 3_000,
   heartbeatTimeoutMs: 15_000,
+  requeueAfterMs: null,
   dialThreads: 0,
   dialer: 'pool',
   shutdownGraceMs: 5_000,

@@ -36,6 +36,8 @@ export interface UnregisterResponse {
   message: string
   worker_id: string
   persisted: boolean
+  /** The tasks it ran, back in the queue (a master before this field sends none). */
+  tasks_requeued?: string[]
 }
 
 /** POST /api/tasks: only `command` is required; the master applies its defaults to the rest. */

@@ -176,8 +176,9 @@ export function formatTokenIssued(issued: { worker_id: string; token: string; pr
   return issued.persisted ? text : `${text}\n   not saved yet: the store is failing; the master writes it once the store answers (until then a restart of the master loses it)`
 }
 
-export function formatUnregistered(result: { worker_id: string; persisted: boolean }): string {
-  const text = `Worker ${result.worker_id} unregistered (the master no longer dials it)`
+export function formatUnregistered(result: { worker_id: string; persisted: boolean; tasks_requeued?: string[] }): string {
+  const n = result.tasks_requeued?.length ?? 0
+  const text = `Worker ${result.worker_id} unregistered (the master no longer dials it)${n > 0 ? `; its ${n} task(s) went back to the queue (a connected worker is told to stop them)` : ''}`
   return result.persisted ? text : `${text}\n   not removed from the store yet: the store is failing; the master retries`
 }
 

@@ -101,7 +101,7 @@ function parser(args: string[], choose: (chosen: Chosen) => void): Argv {
           .options(API_OPTIONS),
       handler('register'),
     )
-    .command('unregister <id>', 'forget a worker, revoke its token and stop dialling it', (y) => y.positional('id', { type: 'string', describe: 'worker id' }).options(API_OPTIONS), handler('unregister'))
+    .command('unregister <id>', 'forget a worker, revoke its token and stop dialling it; its tasks go back to the queue and are cancelled on it', (y) => y.positional('id', { type: 'string', describe: 'worker id' }).options(API_OPTIONS), handler('unregister'))
     .command('token', 'worker tokens (see cloudai token --help)', (y) =>
       y
         .usage('$0 token rotate <id>')

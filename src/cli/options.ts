@@ -69,6 +69,8 @@ const M = MONGO_STORE_DEFAULTS
 const GRPC_IDLE_MIN_MS = 1_000
 const GRPC_IDLE_MAX_MS = 24 * 3_600_000
 const GRPC_MAX_CONNECTIONS_MAX = 1_000_000
+/** --requeue-after at most: a day (a worker silent that long is not coming back with its tasks). */
+const REQUEUE_AFTER_MAX_MS = 24 * 3_600_000
 const JOURNAL_LIMIT_MIN = 100
 const JOURNAL_LIMIT_MAX = 10_000_000
 const POOL_SIZE_MAX = 1000
@@ -109,6 +111,7 @@ export const MASTER_OPTIONS = withEnv({
   'reconnect-interval': { type: 'string', default: formatDuration(MASTER_DEFAULTS.reconnectIntervalMs), describe: 'time between reconnection passes (0 disables them)' },
   'dial-timeout': { type: 'string', default: formatDuration(MASTER_DEFAULTS.dialTimeoutMs), describe: 'deadline of one MasterRegister dial (more than 0)' },
   'heartbeat-timeout': { type: 'string', default: formatDuration(MASTER_DEFAULTS.heartbeatTimeoutMs), describe: 'silence after which a worker is inactive (more than 0)' },
+  'requeue-after': { type: 'string', describe: `how long an inactive worker's tasks wait before they are requeued; a worker back within it keeps them (0 = at once; up to ${formatDuration(REQUEUE_AFTER_MAX_MS)}; default: the heartbeat timeout)` },
   'dial-threads': { type: 'string', default: String(MASTER_DEFAULTS.dialThreads), describe: 'threads of the dial pool (0 = from the cores)' },
   dialer: { type: 'string', default: MASTER_DEFAULTS.dialer, describe: 'where reconnection dials run: pool (threads) or inline (the main thread; for comparison only)' },
   'shutdown-grace': { type: 'string', default: formatDuration(MASTER_DEFAULTS.shutdownGraceMs), describe: 'time in-flight gRPC calls get at shutdown' },
@@ -487,6 +490,7 @@ function readMasterConfig(argv: Argv): MasterConfig {
     reconnectIntervalMs: read(argv, 'reconnect-interval', d.reconnectIntervalMs, parseDuration),
     dialTimeoutMs: read(argv, 'dial-timeout', d.dialTimeoutMs, positiveDuration),
     heartbeatTimeoutMs: read(argv, 'heartbeat-timeout', d.heartbeatTimeoutMs, positiveDuration),
+    requeueAfterMs: read<number | null>(argv, 'requeue-after', d.requeueAfterMs, durationWithin(0, REQUEUE_AFTER_MAX_MS)),
     dialThreads: read(argv, 'dial-threads', d.dialThreads, dialThreads),
     dialer: read(argv, 'dialer', d.dialer, dialerKind),
     shutdownGraceMs: read(argv, 'shutdown-grace', d.shutdownGraceMs, parseDuration),

@@ -44,7 +44,8 @@ const HELP = `commands:
   metrics <id>                a worker's telemetry: latest usage, averages, peaks, history
   register <id> <host:port>   register a worker; it may be offline (the master keeps dialling it);
                               prints its token, once
-  unregister <id>             forget a worker, revoke its token and stop dialling it
+  unregister <id>             forget a worker, revoke its token and stop dialling it; its tasks
+                              go back to the queue and are cancelled on it
   token rotate <id>           issue a worker a new token (shown once); the old one works until
                               the worker presents the new one, or for --token-grace
   task submit [flags] -- <command...>

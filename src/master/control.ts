@@ -39,7 +39,11 @@ export interface MasterControl {
    */
   rotateWorkerToken(id: string): Promise<TokenIssued>
   /** Removes the worker from memory and the store, revokes its token and cancels every dial to it. */
-  unregisterWorker(id: string): Promise<{ worker_id: string; persisted: boolean }>
+  /**
+   * Drops a worker: its token stops at once, no more dials; the tasks it ran go back to the queue
+   * (`tasks_requeued`) and, when it is active, it is told to cancel them.
+   */
+  unregisterWorker(id: string): Promise<{ worker_id: string; persisted: boolean; tasks_requeued?: string[] }>
   status(): ClusterStatus
   /**
    * A worker's telemetry: latest usage, rolling averages and peaks, history from `since` (epoch ms),

@@ -106,7 +106,7 @@ export class Master implements MasterControl {
     this.tasks = new TaskTable(this.journal, Date.now, { retentionMs: config.taskRetentionMs, maxFinished: config.maxFinishedTasks, outputTailBytes: config.taskOutputTailBytes })
     this.pruner = new TaskPruner({ tasks: this.tasks, retentionMs: config.taskRetentionMs, log: this.log })
     this.journal.on('tasks-written', (ids) => this.tasks.markDurable(ids))
-    this.queue = new QueueProcessor({ tasks: this.tasks, registry: this.registry, clients: new WorkerClients(auth, key), log: this.log, heartbeatTimeoutMs: config.heartbeatTimeoutMs, counters: this.counters, storeRecovered: this.journal })
+    this.queue = new QueueProcessor({ tasks: this.tasks, registry: this.registry, clients: new WorkerClients(auth, key), log: this.log, heartbeatTimeoutMs: config.heartbeatTimeoutMs, requeueAfterMs: config.requeueAfterMs ?? config.heartbeatTimeoutMs, counters: this.counters, storeRecovered: this.journal })
     this.liveness = new Liveness(this.registry, { timeoutMs: config.heartbeatTimeoutMs, log: this.log })
     this.monitor = new ReconnectMonitor(this.registry, this.dialer, {
       intervalMs: config.reconnectIntervalMs,
@@ -425,13 +425,17 @@ export class Master implements MasterControl {
     return { worker_id: id, token: issued.token, previous_valid_until: until, persisted }
   }
 
-  async unregisterWorker(id: string): Promise<{ worker_id: string; persisted: boolean }> {
+  async unregisterWorker(id: string): Promise<{ worker_id: string; persisted: boolean; tasks_requeued: string[] }> {
     validateWorkerId(id, 'worker id')
     this.assertRunning()
+    // The queue requeues them on the event, and cancels them on the worker when it is active.
+    const requeued = this.tasks.onWorkerTasks(id).map((t) => t.id)
+    const active = this.registry.get(id)?.isActive === true
     const worker = this.registry.unregister(id)
-    this.log.info({ workerId: id, address: worker.address }, `Worker ${id} unregistered; its token is revoked and no more reconnection attempts are made`)
+    const tasks = requeued.length === 0 ? '' : `; its ${requeued.length} task(s) go back to the queue${active ? ' and are cancelled on it' : ' (it is inactive: not told)'}`
+    this.log.info({ workerId: id, address: worker.address, tasksRequeued: requeued.length, active }, `Worker ${id} unregistered; its token is revoked and no more reconnection attempts are made${tasks}`)
     const persisted = await this.journal.sync()
-    return { worker_id: id, persisted }
+    return { worker_id: id, persisted, tasks_requeued: requeued }
   }
 
   async submitTask(body: unknown): Promise<TaskView> {

@@ -9,9 +9,11 @@ import type { CompletionReport } from './grpc.js'
 import { PendingFinals, type StoreRecovery } from './pending-finals.js'
 import type { Registry } from './registry.js'
 import { assignFailure, type AssignFailure } from './assign-failure.js'
+import { MayStillRun } from './may-still-run.js'
+import { RequeueTimers } from './requeue-timer.js'
 import { candidate, pickWorker, place, type Candidate } from './scheduler.js'
 import { movedFrom } from './task-history.js'
-import { FINAL_STATES, type TaskTable } from './tasks.js'
+import { FINAL_STATES, latestPlacement, type TaskTable } from './tasks.js'
 import { WorkerCancels, type WorkerCancelsOptions } from './worker-cancels.js'
 import type { WorkerClients } from './worker-clients.js'
 
@@ -21,6 +23,11 @@ export interface QueueOptions {
   clients: WorkerClients
   log: Logger
   heartbeatTimeoutMs: number
+  /**
+   * How long the tasks of a worker that went inactive wait before they are requeued (a worker back
+   * within it keeps them); 0: at once. Default: heartbeatTimeoutMs.
+   */
+  requeueAfterMs?: number
   /** Deadline of AssignTask / CancelTask calls. */
   rpcTimeoutMs?: number
   counters?: Counters
@@ -37,15 +44,20 @@ export interface QueueOptions {
 /** Heartbeats in a row that must miss a task before the master believes the worker lost it. */
 const MISSES_BEFORE_REQUEUE = 2
 
+const NOTHING: ReadonlySet<string> = new Set()
+
 /**
  * The queue processor. Event-driven: a drain runs on the next tick after anything that can make a
  * queued task placeable (a task queued, a worker active or changed, a task leaving a worker); there
  * is no polling. A drain walks the queue oldest first and places every task that fits somewhere,
  * so a large task at the head never blocks smaller ones behind it.
  *
- * It also keeps tasks from being lost: tasks on a worker that goes inactive or is unregistered go
- * back to the queue (or fail after max_attempts); heartbeats reconcile what a worker really runs;
- * completion reports are accepted once, from the worker and attempt the task is on.
+ * It also keeps tasks from being lost: tasks on a worker that goes inactive go back to the queue
+ * (or fail after max_attempts) once the requeue wait is over, unless it comes back first; those of
+ * an unregistered worker at once, and it is told to cancel them; heartbeats reconcile what a worker
+ * really runs; completion reports are accepted once, from the worker and attempt the task is on.
+ * A worker that comes back still running (or with the result of) the latest attempt of a task
+ * that was requeued and has not started elsewhere keeps it: the queued copy is withdrawn.
  */
 export class QueueProcessor {
   private readonly rpcTimeoutMs: number
@@ -66,7 +78,18 @@ export class QueueProcessor {
   /** Operator cancels under way (their transition not applied yet): assign() sends nothing for these. */
   private readonly cancelling = new Map<string, { assignSkipped: boolean }>()
 
-  private readonly onWorkerUp = (): void => this.kick()
+  /** Queued tasks being withdrawn for the worker that still runs them (one transition at a time). */
+  private readonly withdrawing = new Set<string>()
+  /** Inactive workers whose tasks wait out --requeue-after. */
+  private readonly waits: RequeueTimers
+  /** Tasks requeued off a worker that may still run them: not placed until it says (may-still-run.ts). */
+  private readonly mayStillRun = new MayStillRun()
+
+  private readonly onWorkerUp = (w: WorkerRecord): void => {
+    // Back within the wait: it keeps its tasks, and its heartbeats say which it still runs.
+    if (this.waits.end(w.id)) this.opts.log.info({ workerId: w.id, tasks: this.opts.tasks.onWorkerCount(w.id) }, `Worker ${w.id} came back within the requeue wait: it keeps its ${this.opts.tasks.onWorkerCount(w.id)} task(s)`)
+    this.kick()
+  }
   /**
    * A suspect worker was cleared: what waited for it may be placed now. Its channel is made anew:
    * the old one may still be backing off from the failures (grpc-js waits up to a second before
@@ -77,14 +100,36 @@ export class QueueProcessor {
     this.opts.clients.drop(w.id)
     this.kick()
   }
-  private readonly onWorkerDown = (w: WorkerRecord): void => this.requeueWorker(w.id, `worker ${w.id} went inactive`)
-  private readonly onWorkerGone = (w: WorkerRecord): void => {
-    this.requeueWorker(w.id, `worker ${w.id} was unregistered`)
+  private readonly onWorkerDown = (w: WorkerRecord): void => {
+    const n = this.opts.tasks.onWorkerCount(w.id)
+    if (n === 0) return
+    if (this.waits.afterMs > 0) this.opts.log.warn({ workerId: w.id, tasks: n, requeueAfterMs: this.waits.afterMs }, `Worker ${w.id} went inactive with ${n} task(s): they are requeued in ${this.waits.afterMs}ms unless it comes back`)
+    this.waits.wait(w.id)
+  }
+  private readonly onWorkerGone = (w: WorkerRecord, info?: { wasActive: boolean }): void => {
+    this.waits.end(w.id)
+    const onIt = this.opts.tasks.onWorkerTasks(w.id)
+    this.requeueWorker(w.id, `worker ${w.id} was unregistered`, true)
     this.cancels.forget(w.id)
-    this.opts.clients.drop(w.id)
+    // An active worker is told to stop them (its token is revoked already, so the result of a run
+    // it cancels can no longer land as the task's). An inactive one cannot be reached: if it still
+    // runs them, it finds itself unregistered when it comes back and stops calling this master.
+    if (info?.wasActive === true && onIt.length > 0) {
+      this.track(this.cancels.departed(w, onIt.map((t) => t.id)).finally(() => {
+        // Registered again meanwhile: the client is the new record's now.
+        if (!this.opts.registry.get(w.id)) this.opts.clients.drop(w.id)
+      }))
+    } else {
+      this.opts.clients.drop(w.id)
+    }
   }
   private readonly onTaskChanged = (t: TaskRecord): void => {
     if (t.status !== 'assigned' && t.status !== 'running') this.misses.delete(t.id)
+    if (t.status === 'completed' || t.status === 'failed' || t.status === 'cancelled') {
+      this.mayStillRun.delete(t.id)
+      // The last task of a worker waiting out its requeue wait finished or was cancelled: nothing is left to wait for.
+      if (t.workerId && this.waits.isWaiting(t.workerId) && this.opts.tasks.onWorkerCount(t.workerId) === 0) this.waits.end(t.workerId)
+    }
     // New work (queued) or freed capacity (final): a drain may place something. 'running' and
     // 'assigned' change neither.
     if (t.status !== 'assigned' && t.status !== 'running') this.kick()
@@ -94,6 +139,11 @@ export class QueueProcessor {
     this.rpcTimeoutMs = opts.rpcTimeoutMs ?? 5000
     this.finals = new PendingFinals({ tasks: opts.tasks, log: opts.log, recovery: opts.storeRecovered })
     this.cancels = new WorkerCancels({ clients: opts.clients, registry: opts.registry, log: opts.log, rpcTimeoutMs: this.rpcTimeoutMs, counters: opts.counters, ...opts.cancels })
+    const requeueAfterMs = opts.requeueAfterMs ?? opts.heartbeatTimeoutMs
+    this.waits = new RequeueTimers({
+      afterMs: requeueAfterMs,
+      onExpired: (workerId) => this.requeueWorker(workerId, requeueAfterMs > 0 ? `worker ${workerId} went inactive and did not come back within ${requeueAfterMs}ms` : `worker ${workerId} went inactive`, true),
+    })
   }
 
   start(): void {
@@ -106,16 +156,20 @@ export class QueueProcessor {
     registry.on('worker-unregistered', this.onWorkerGone)
     tasks.on('task-changed', this.onTaskChanged)
     this.finals.start()
+    this.waits.start()
     // After a master restart, tasks that were on workers are reconciled when those workers come
-    // back; a worker that does not come back within the heartbeat timeout loses them to the queue.
+    // back. A worker not back within the heartbeat timeout would have gone inactive then had the
+    // master run on, and its tasks wait out the requeue wait from there: past both, they are requeued.
+    const restartWaitMs = this.opts.heartbeatTimeoutMs + this.waits.afterMs
     this.startupCheck = setTimeout(() => {
       this.startupCheck = null
       for (const t of tasks.unfinished()) {
-        if ((t.status === 'assigned' || t.status === 'running') && t.workerId && registry.get(t.workerId)?.isActive !== true) {
-          this.requeue(t, `worker ${t.workerId} did not come back after the master restarted`)
+        // A worker that came back after the restart and went inactive again waits out its own wait.
+        if ((t.status === 'assigned' || t.status === 'running') && t.workerId && registry.get(t.workerId)?.isActive !== true && !this.waits.isWaiting(t.workerId)) {
+          this.requeue(t, `worker ${t.workerId} did not come back within ${restartWaitMs}ms of the master's restart`, true)
         }
       }
-    }, this.opts.heartbeatTimeoutMs)
+    }, restartWaitMs)
     this.kick()
   }
 
@@ -153,7 +207,7 @@ export class QueueProcessor {
       }
       if (candidates.size === 0) return
       for (const task of queued) {
-        if (this.reserved.has(task.id)) continue
+        if (this.reserved.has(task.id) || this.heldBack(task)) continue
         const worker = pickWorker(task, candidates.values())
         if (!worker) continue
         place(candidates.get(worker.id)!, task)
@@ -226,6 +280,8 @@ export class QueueProcessor {
         mayRun = true
         const started = await tasks.transition(task.id, 'running', { startedAt: Date.now() }, null, { ...guard, startsRun: true })
         if (started) log.info({ taskId: task.id, workerId: worker.id, attempt }, `Task ${task.id} assigned to worker ${worker.id} and running (attempt ${attempt})`)
+      } else if (ack && (ack.held_attempt ?? 0) > 0) {
+        await this.runsAnotherAttempt(task.id, worker, attempt, ack.held_attempt!)
       } else if (ack) {
         // The worker answered and said it cannot run this task at all (e.g. no Docker engine).
         refused = true
@@ -265,26 +321,99 @@ export class QueueProcessor {
     }
   }
 
-  /** Back to the queue, or failed once it has used its attempts. */
-  private requeue(t: TaskRecord, why: string): void {
+  /**
+   * Back to the queue, or failed once it has used its attempts. `mayStillRun`: its worker went
+   * silent or was dropped, so it may still be running it; the task is then not placed on that
+   * worker again until it says it no longer has it (noted before the move, which a drain may follow
+   * at once).
+   */
+  private requeue(t: TaskRecord, why: string, mayStillRun = false): void {
     const { tasks, log } = this.opts
     const guard = { workerId: t.workerId, attempt: t.attempt, from: ['assigned', 'running'] as const }
-    const p =
-      t.attempts >= t.maxAttempts
-        ? this.finals.apply({ id: t.id, to: 'failed', patch: { finishedAt: Date.now() }, reason: `${why}; gave up after ${t.attempts} attempt(s)`, guard })
-        : tasks.transition(t.id, 'queued', { workerId: null, assignedAt: null, startedAt: null }, `${why}; requeued`, guard)
+    const giveUp = t.attempts >= t.maxAttempts
+    if (mayStillRun && !giveUp && t.workerId) this.mayStillRun.add(t.id, t.workerId)
+    const p = giveUp
+      ? this.finals.apply({ id: t.id, to: 'failed', patch: { finishedAt: Date.now() }, reason: `${why}; gave up after ${t.attempts} attempt(s)`, guard })
+      : tasks.transition(t.id, 'queued', { workerId: null, assignedAt: null, startedAt: null }, `${why}; requeued`, guard)
     this.track(
       p.then(
         (moved) => {
-          if (moved) log.warn({ taskId: t.id, workerId: t.workerId, status: moved.status, attempts: t.attempts }, `Task ${t.id} ${moved.status === 'queued' ? 'requeued' : 'failed'}: ${why}`)
+          if (!moved) {
+            if (this.mayStillRun.workerOf(t.id) === t.workerId && tasks.get(t.id)?.status !== 'queued') this.mayStillRun.delete(t.id)
+            return
+          }
+          log.warn({ taskId: t.id, workerId: t.workerId, status: moved.status, attempts: t.attempts }, `Task ${t.id} ${moved.status === 'queued' ? 'requeued' : 'failed'}: ${why}`)
         },
         (err: unknown) => log.error({ taskId: t.id, err }, `Task ${t.id} could not be requeued`),
       ),
     )
   }
 
-  private requeueWorker(workerId: string, why: string): void {
-    for (const t of this.opts.tasks.onWorkerTasks(workerId)) this.requeue(t, why)
+  private requeueWorker(workerId: string, why: string, mayStillRun = false): void {
+    for (const t of this.opts.tasks.onWorkerTasks(workerId)) this.requeue(t, why, mayStillRun)
+  }
+
+  /**
+   * The worker refused placement `attempt` because it already has attempt `running` of the task,
+   * running or finished with its result on the way (after a master restart this master may not
+   * have known): the placement never started. When
+   * `running` is the placement just before, on this worker, nothing else has run since and the task
+   * takes that run back under its number; otherwise the task goes back to the queue (no run
+   * counted), not to be placed there until the worker stops listing the older run, which
+   * reconciliation cancels as stale.
+   */
+  private async runsAnotherAttempt(taskId: string, worker: WorkerRecord, attempt: number, running: number): Promise<void> {
+    const { tasks, log } = this.opts
+    const t = tasks.get(taskId)
+    if (!t) return
+    const guard = { workerId: worker.id, attempt, from: ['assigned'] as const }
+    if (running === attempt - 1 && previousPlacement(t) === worker.id) {
+      const times = placementTimes({ ...t, history: t.history.slice(0, -1) }, worker.id)
+      const back = await tasks.transition(taskId, 'running', { attempt: running, startedAt: times.startedAt ?? Date.now() }, `worker ${worker.id} still runs attempt ${running}: it is kept, attempt ${attempt} was never started`, guard)
+      if (back) log.info({ taskId, workerId: worker.id, attempt: running, refused: attempt }, `Task ${taskId} keeps attempt ${running} on worker ${worker.id}, which still runs it (attempt ${attempt} was not started)`)
+      return
+    }
+    this.mayStillRun.add(taskId, worker.id)
+    const moved = await tasks.transition(taskId, 'queued', { workerId: null, assignedAt: null, startedAt: null }, `worker ${worker.id} runs attempt ${running} of it, not attempt ${attempt}; requeued`, guard)
+    if (moved) log.warn({ taskId, workerId: worker.id, attempt, running }, `Task ${taskId} requeued: worker ${worker.id} runs its attempt ${running}, not the attempt ${attempt} it was given`)
+    else if (tasks.get(taskId)?.status !== 'queued') this.mayStillRun.delete(taskId)
+  }
+
+  /**
+   * A queued task whose previous worker may still run it and is active again: not placed anywhere
+   * until that worker's next heartbeat says whether it does (it is then withdrawn, or released).
+   * While that worker is inactive it is no candidate, so the task may start elsewhere.
+   */
+  private heldBack(task: TaskRecord): boolean {
+    const workerId = this.mayStillRun.workerOf(task.id)
+    return workerId !== undefined && this.opts.registry.get(workerId)?.isActive === true
+  }
+
+  /**
+   * The worker of a queued task's latest placement came back still running that attempt: the
+   * queued copy is withdrawn and the task is running there again under the same attempt (no new
+   * attempt, no run counted, nothing killed).
+   */
+  private withdraw(t: TaskRecord, workerId: string): void {
+    const { tasks, log } = this.opts
+    if (this.withdrawing.has(t.id)) return
+    this.withdrawing.add(t.id)
+    const times = placementTimes(t, workerId)
+    const why = `worker ${workerId} came back still running attempt ${t.attempt}: its queued copy is withdrawn`
+    this.track(
+      tasks
+        .transition(t.id, 'running', { workerId, assignedAt: times.assignedAt, startedAt: times.startedAt }, why, { workerId, attempt: t.attempt, from: ['queued'], resumes: true })
+        .then(
+          (moved) => {
+            if (!moved) return
+            this.mayStillRun.delete(t.id)
+            this.misses.delete(t.id)
+            log.info({ taskId: t.id, workerId, attempt: t.attempt, attempts: moved.attempts }, `Task ${t.id} is running on worker ${workerId} again (attempt ${t.attempt}): ${why}`)
+          },
+          (err: unknown) => log.error({ taskId: t.id, workerId, err }, `Task ${t.id} could not be withdrawn from the queue`),
+        )
+        .finally(() => this.withdrawing.delete(t.id)),
+    )
   }
 
   /**
@@ -301,6 +430,7 @@ export class QueueProcessor {
     // Most heartbeats, from most workers, list nothing and have nothing to reconcile.
     if (listed.length === 0) {
       this.cancels.listed(workerId, null)
+      if (this.mayStillRun.hasWorker(workerId) && this.mayStillRun.listed(workerId, NOTHING) > 0) this.kick()
       if (tasks.onWorkerCount(workerId) === 0) return
     }
     const seen = new Set<string>()
@@ -316,7 +446,13 @@ export class QueueProcessor {
           this.track(tasks.transition(t.id, 'running', { startedAt: t.startedAt ?? Date.now() }, null, { workerId, attempt: t.attempt, from: ['assigned'], startsRun: true }))
         }
       } else if (r.status === 'running') {
-        if (t && wasPlacedOn(t, workerId)) {
+        if (t && t.status === 'queued' && latestPlacement(t) === workerId && (r.attempt === 0 || r.attempt === t.attempt)) {
+          // Requeued while this worker was away, and started nowhere since: this run is kept.
+          this.withdraw(t, workerId)
+        } else if (t && t.status === 'assigned' && t.workerId !== workerId && this.assigning.has(t.id) && wasPlacedOn(t, workerId)) {
+          // Placed elsewhere, its AssignTask not answered yet: whether it started there decides
+          // which run stays, and a later heartbeat acts on it (started: this one is cancelled).
+        } else if (t && wasPlacedOn(t, workerId)) {
           this.cancels.stale(workerId, t.id)
         } else {
           if (unknown === 0) example = r.taskId
@@ -326,6 +462,8 @@ export class QueueProcessor {
     }
     if (unknown > 0) this.cancels.unknown(workerId, unknown, example)
     this.cancels.listed(workerId, seen)
+    // What it no longer lists it no longer runs: such tasks may be placed again (on it too).
+    if (this.mayStillRun.hasWorker(workerId) && this.mayStillRun.listed(workerId, seen) > 0) this.kick()
     for (const t of tasks.onWorkerTasks(workerId)) {
       // An 'assigned' task whose AssignTask is not under way here was assigned by a master that
       // died before it heard back: the heartbeat is the only word on whether it started.
@@ -354,6 +492,10 @@ export class QueueProcessor {
     if (t && isRecorded(t, r)) return true
     const onThisWorker = t !== undefined && t.workerId === r.worker_id && (t.status === 'assigned' || t.status === 'running')
     const attempt = r.attempt > 0 ? r.attempt : t?.attempt
+    if (t !== undefined && !onThisWorker && r.status !== 'cancelled') {
+      const earlier = await this.earlierRunResult(t, r)
+      if (earlier !== null) return earlier
+    }
     if (!onThisWorker || attempt !== t.attempt) {
       log.info({ taskId: r.task_id, workerId: r.worker_id, attempt: r.attempt, current: t ? { status: t.status, workerId: t.workerId, attempt: t.attempt } : null }, `Ignored a stale completion report for task ${r.task_id} from worker ${r.worker_id}`)
       return false
@@ -375,6 +517,49 @@ export class QueueProcessor {
     if (done) log.info({ taskId: t.id, workerId: r.worker_id, status, exitCode: done.exitCode, durationMs: r.duration_ms }, `Task ${t.id} ${status} on worker ${r.worker_id}`)
     // null: it moved meanwhile, perhaps by this very report delivered twice at once.
     return done !== null || isRecorded(tasks.require(t.id), r)
+  }
+
+  /**
+   * A result from a worker that came back, of an attempt the task was taken from while it was away
+   * (requeued), when that attempt has not been overtaken by a run that started elsewhere: it is the
+   * task's result, and a finished attempt is never run again. That holds while the task is queued
+   * with that attempt as its latest placement, or placed once more elsewhere (the next attempt) but
+   * not confirmed started there: that placement is then cancelled on its worker. A cancelled run is
+   * no result (it was stopped: by this master, or by its worker's shutdown): the queued copy goes on.
+   * Null when the report is not such a result; else whether it was applied.
+   */
+  private async earlierRunResult(t: TaskRecord, r: CompletionReport): Promise<boolean | null> {
+    const { tasks, log } = this.opts
+    let guard: Parameters<TaskTable['transition']>[4]
+    let overtaken: string | null = null
+    if (t.status === 'queued' && latestPlacement(t) === r.worker_id && (r.attempt === 0 || r.attempt === t.attempt)) {
+      guard = { workerId: r.worker_id, attempt: t.attempt, from: ['queued'], resumes: true }
+    } else if (t.status === 'assigned' && t.workerId !== null && t.workerId !== r.worker_id && r.attempt > 0 && r.attempt === t.attempt - 1 && previousPlacement(t) === r.worker_id) {
+      guard = { workerId: t.workerId, attempt: t.attempt, from: ['assigned'] }
+      overtaken = t.workerId
+    } else {
+      return null
+    }
+    const status = r.status
+    const done = await tasks.transition(
+      t.id,
+      status,
+      {
+        workerId: r.worker_id,
+        attempt: r.attempt > 0 ? r.attempt : t.attempt,
+        exitCode: r.has_exit_code ? r.exit_code : status === 'completed' ? 0 : null,
+        logsTail: r.logs,
+        startedAt: r.started_at > 0 ? r.started_at : t.startedAt,
+        finishedAt: r.finished_at > 0 ? r.finished_at : Date.now(),
+      },
+      status === 'completed' ? `attempt ${r.attempt || t.attempt} on worker ${r.worker_id} finished while the task waited to run again: its result is kept` : r.reason || r.status,
+      guard,
+    )
+    if (!done) return null
+    this.mayStillRun.delete(t.id)
+    if (overtaken !== null) this.cancels.operator(overtaken, t.id)
+    log.info({ taskId: t.id, workerId: r.worker_id, attempt: done.attempt, status, exitCode: done.exitCode, overtaken }, `Task ${t.id} ${status} on worker ${r.worker_id}: the result of attempt ${done.attempt}, reported after the task was requeued, is its result${overtaken ? ` (its placement on worker ${overtaken} is cancelled)` : ''}`)
+    return true
   }
 
   /**
@@ -432,6 +617,7 @@ export class QueueProcessor {
     if (this.scheduled) clearImmediate(this.scheduled)
     if (this.startupCheck) clearTimeout(this.startupCheck)
     this.scheduled = this.startupCheck = null
+    this.waits.close()
     await Promise.allSettled([...this.inflight])
     await this.finals.close()
     await this.cancels.close()
@@ -468,4 +654,26 @@ function isPlacement(t: TaskRecord | undefined, workerId: string, attempt: numbe
 /** Whether a run of this attempt on `workerId` is still the task's (running, or finished by that run). */
 function isThisRun(t: TaskRecord | undefined, workerId: string, attempt: number): boolean {
   return t !== undefined && t.workerId === workerId && t.attempt === attempt && t.status !== 'cancelled' && t.status !== 'queued'
+}
+
+/** The worker of the placement before the latest one (attempt `attempt - 1`), if any. */
+function previousPlacement(t: TaskRecord): string | null {
+  let seen = 0
+  for (let i = t.history.length - 1; i >= 0; i--) {
+    const h = t.history[i]!
+    if (h.status !== 'assigned') continue
+    if (++seen === 2) return h.workerId
+  }
+  return null
+}
+
+/** When the task's latest placement on `workerId` was made and confirmed started, from its history. */
+function placementTimes(t: TaskRecord, workerId: string): { assignedAt: number | null; startedAt: number | null } {
+  let startedAt: number | null = null
+  for (let i = t.history.length - 1; i >= 0; i--) {
+    const h = t.history[i]!
+    if (h.status === 'running' && h.workerId === workerId) startedAt = h.at
+    if (h.status === 'assigned') return { assignedAt: h.at, startedAt: startedAt ?? h.at }
+  }
+  return { assignedAt: null, startedAt: null }
 }

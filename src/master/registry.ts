@@ -130,9 +130,10 @@ export class Registry extends EventEmitter<RegistryEvents> {
     this.heartbeatDirty.delete(id)
     // Revoked at once: the next call with its token finds nobody.
     this.unindexCredential(worker.credential)
+    const wasActive = worker.isActive
     worker.isActive = false
     worker.suspect = null
-    this.emit('worker-unregistered', worker)
+    this.emit('worker-unregistered', worker, { wasActive })
     return worker
   }
 

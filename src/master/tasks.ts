@@ -22,6 +22,12 @@ const ALLOWED: Record<TaskStatus, readonly TaskStatus[]> = {
 /** States a task ends in: written to the store before memory holds them (see `transition`). */
 export const FINAL_STATES: ReadonlySet<TaskStatus> = new Set<TaskStatus>(['completed', 'failed', 'cancelled'])
 
+/**
+ * Out of 'queued' only with `resumes`: the queued copy of a task is withdrawn because the worker of
+ * its latest placement came back still running that run, or with its result.
+ */
+const RESUMED: readonly TaskStatus[] = ['running', 'completed', 'failed']
+
 export interface TransitionGuard {
   /** The task must be in one of these states... */
   from?: readonly TaskStatus[]
@@ -34,9 +40,28 @@ export interface TransitionGuard {
    * this way counts one more run in `attempts` (once per placement).
    */
   startsRun?: boolean
+  /**
+   * The task, queued again, goes back to the run of its latest placement, which its worker still
+   * had (a worker that came back): the only way from 'queued' to 'running', 'completed' or
+   * 'failed', and only with `workerId` and `attempt` given (that placement's). Never counts a run:
+   * it was counted when it started.
+   */
+  resumes?: boolean
 }
 
 export type TaskPatch = Partial<Pick<TaskRecord, 'workerId' | 'attempt' | 'assignedAt' | 'startedAt' | 'finishedAt' | 'exitCode' | 'logsTail'>>
+
+/**
+ * The worker of a task's latest placement (attempt number `attempt`): each placement is one
+ * 'assigned' step of its history. Null before the first.
+ */
+export function latestPlacement(t: TaskRecord): string | null {
+  for (let i = t.history.length - 1; i >= 0; i--) {
+    const h = t.history[i]!
+    if (h.status === 'assigned') return h.workerId
+  }
+  return null
+}
 
 /** What the task table needs of persistence: the store journal (src/store/journal.ts). */
 export interface TaskPersistence {
@@ -287,9 +312,11 @@ export class TaskTable extends EventEmitter<TaskEvents> {
     return this.serialised(id, async () => {
       const cur = this.tasks.get(id)
       if (!cur) return null
-      if (!ALLOWED[cur.status].includes(to)) return null
+      const resumed = cur.status === 'queued' && guard.resumes === true && RESUMED.includes(to) && guard.attempt !== undefined && typeof guard.workerId === 'string' && latestPlacement(cur) === guard.workerId
+      if (!ALLOWED[cur.status].includes(to) && !resumed) return null
       if (guard.from && !guard.from.includes(cur.status)) return null
-      if (guard.workerId !== undefined && cur.workerId !== guard.workerId) return null
+      // A queued task is on no worker: a resume names the worker it goes back to, in the patch.
+      if (guard.workerId !== undefined && cur.workerId !== guard.workerId && !(resumed && patch.workerId === guard.workerId)) return null
       if (guard.attempt !== undefined && cur.attempt !== guard.attempt) return null
       const at = this.now()
       const next: TaskRecord = {

@@ -2,6 +2,7 @@ import * as grpc from '@grpc/grpc-js'
 import { C, type Counters } from '../shared/counters.js'
 import type { Logger } from '../shared/log.js'
 import { callUnary } from '../shared/proto.js'
+import type { WorkerRecord } from '../shared/types.js'
 import type { TaskAckMsg } from '../shared/wire.js'
 import type { Registry } from './registry.js'
 import type { WorkerClients } from './worker-clients.js'
@@ -108,6 +109,29 @@ export class WorkerCancels {
     const w = this.workers.get(workerId)
     if (!w || w.asked.size === 0) return
     for (const [taskId, asked] of w.asked) if (!asked.inFlight && !ids?.has(taskId)) w.asked.delete(taskId)
+  }
+
+  /**
+   * The worker was unregistered while it ran these tasks: each is asked to stop there, with the
+   * record the registry no longer holds (its credential makes the proofs). Resolves once every
+   * call is answered or failed (within the call deadline); the caller drops the client then.
+   */
+  async departed(worker: WorkerRecord, taskIds: readonly string[]): Promise<void> {
+    const { log } = this.opts
+    const client = this.opts.clients.get(worker.id, worker.address)
+    const calls = taskIds.map((taskId) =>
+      callUnary<{ task_id: string }, TaskAckMsg>(client, 'CancelTask', { task_id: taskId }, this.opts.rpcTimeoutMs, this.opts.clients.proof(worker, 'CancelTask', taskId)).promise.then(
+        (ack) => log.info({ taskId, workerId: worker.id, ok: ack.success, message: ack.message }, `CancelTask ${taskId} on unregistered worker ${worker.id}: ${ack.message || (ack.success ? 'ok' : 'refused')}`),
+        (err: grpc.ServiceError) => log.warn({ taskId, workerId: worker.id, code: grpc.status[err.code] ?? err.code, err: err.details ?? err.message }, `CancelTask ${taskId} on unregistered worker ${worker.id} failed`),
+      ),
+    )
+    const all = Promise.all(calls).then(() => {})
+    this.pending.add(all)
+    try {
+      await all
+    } finally {
+      this.pending.delete(all)
+    }
   }
 
   /** The worker is gone (unregistered): everything about it is forgotten. */

@@ -79,7 +79,7 @@ export type InactiveReason = 'heartbeat-timeout' | 'unregistered' | 'shutdown'
 /** Events the registry emits; everything else in the master reacts to these. */
 export interface RegistryEvents {
   'worker-registered': [worker: WorkerRecord]
-  'worker-unregistered': [worker: WorkerRecord]
+  'worker-unregistered': [worker: WorkerRecord, info: { wasActive: boolean }]
   'worker-active': [worker: WorkerRecord, meta: { reconnect: boolean }]
   'worker-inactive': [worker: WorkerRecord, meta: { reason: InactiveReason }]
   'worker-changed': [worker: WorkerRecord]

@@ -64,6 +64,12 @@ export interface TaskMsg {
 export interface TaskAckMsg {
   success: boolean
   message: string
+  /**
+   * cloudai addition: AssignTask refused (success false) because the worker already has another
+   * attempt of the task, running or finished with its result not yet delivered: that attempt's
+   * number. 0 (or absent: CloudAI's workers, our other answers) otherwise.
+   */
+  held_attempt?: number
 }
 
 export interface TaskIdMsg {

@@ -89,8 +89,8 @@ export class WorkerAgent {
   private readonly docker: DockerProbe
   /** Resources of the tasks the executor runs, as the master asked for them (for heartbeats). */
   private readonly allocations = new Map<string, RunningTaskMsg>()
-  /** AssignTask calls under way (a Docker probe may take up to 3 s): a retry joins the first. */
-  private readonly starting = new Map<string, Promise<TaskAckMsg>>()
+  /** AssignTask calls under way (a Docker probe may take up to 3 s): a retry of the same attempt joins the first. */
+  private readonly starting = new Map<string, { attempt: number; ack: Promise<TaskAckMsg> }>()
   /** Tasks cancelled while their AssignTask was still under way. */
   private readonly cancelledEarly = new Set<string>()
   /** Calls on our server not answered yet; the server is cut off only once they are (or after a grace). */
@@ -305,21 +305,32 @@ export class WorkerAgent {
   private assignTask(req: TaskMsg): Promise<TaskAckMsg> {
     if (this.closed || !this.executor) return Promise.reject(new CloudaiError('CLOUDAI_SHUTTING_DOWN', `worker ${this.config.id} is shutting down`))
     const task = parseTask(req)
-    // AssignTask may be retried: a call for a task being started joins the first call.
+    // AssignTask may be retried: a call for the attempt being started joins the first call. Asked
+    // for another attempt of a task that runs (or starts) here, the worker never claims it runs
+    // that one: it refuses and names its own, so the master can keep the run that exists instead
+    // of believing in one that never started (CloudAI's masters send no attempt: 0 is any).
     const pending = this.starting.get(task.taskId)
-    if (pending) return pending
+    if (pending && (pending.attempt === task.attempt || task.attempt === 0)) return pending.ack
     const running = this.executor.get(task.taskId)
-    if (running) {
-      return Promise.resolve({ success: true, message: running.attempt === task.attempt ? 'already running' : `already running (attempt ${running.attempt} here)` })
+    const here = running?.attempt ?? pending?.attempt
+    if (here !== undefined) {
+      if (here === task.attempt || task.attempt === 0) return Promise.resolve({ success: true, message: 'already running', held_attempt: 0 })
+      return Promise.resolve({ success: false, message: `attempt ${task.attempt} not started: this worker already runs attempt ${here} of task ${task.taskId}`, held_attempt: here })
     }
     if (this.outbox?.has(task.taskId, task.attempt) || (task.attempt === 0 && this.outbox?.list().some((r) => r.task_id === task.taskId))) {
       return Promise.resolve({ success: false, message: 'already finished; result pending delivery' })
+    }
+    // The same for an attempt that finished here and whose result is on its way: a finished attempt
+    // is not run again next to its result (the master takes that result instead).
+    const finished = task.attempt === 0 ? undefined : this.outbox?.list().find((r) => r.task_id === task.taskId && r.attempt > 0)
+    if (finished) {
+      return Promise.resolve({ success: false, message: `attempt ${task.attempt} not started: this worker holds the result of attempt ${finished.attempt} of task ${task.taskId}, not yet delivered`, held_attempt: finished.attempt })
     }
     const p = this.startTask(task).finally(() => {
       this.starting.delete(task.taskId)
       this.cancelledEarly.delete(task.taskId)
     })
-    this.starting.set(task.taskId, p)
+    this.starting.set(task.taskId, { attempt: task.attempt, ack: p })
     return p
   }
 

@@ -50,7 +50,16 @@ export interface MasterLinkOptions {
   now?: () => number
 }
 
-export type LinkState = 'idle' | 'joining' | 'connected' | 'closed'
+/** `dropped`: the master we were registered with no longer has us (unregistered); we wait for its MasterRegister. */
+export type LinkState = 'idle' | 'joining' | 'connected' | 'dropped' | 'closed'
+
+/**
+ * The master's refusals that mean it dropped this worker (unregistered it, which also revokes its
+ * token): retrying cannot change them. Only an operator can, by registering the worker again,
+ * after which the master calls MasterRegister and the link follows it.
+ */
+const DROPPED_CODES: ReadonlySet<string> = new Set(['CLOUDAI_WORKER_NOT_REGISTERED', 'CLOUDAI_WORKER_TOKEN_INVALID'])
+const STOPPED = 'stopped registering with it until it calls MasterRegister again (after `cloudai register`; a new registration issues a new token, which this worker must be restarted with if it runs with one)'
 
 /**
  * The worker's connection to its master: RegisterWorker, then heartbeats; when heartbeats fail
@@ -78,6 +87,8 @@ export class MasterLink {
   private joinTimer: NodeJS.Timeout | null = null
   private readonly backoff: Backoff
   private failuresLogged = false
+  /** Registered with the current master at least once (a refusal then means it dropped us). */
+  private registeredHere = false
   /** When a refusal of our cluster token was last logged at error (null: not in this run). */
   private tokenRefusalLoggedAt: number | null = null
   private readonly auth: ClusterAuth
@@ -160,6 +171,7 @@ export class MasterLink {
     this.failuresLogged = false
     this.tokenRefusalLoggedAt = null
     this.noHeartbeatStream = false
+    this.registeredHere = false
   }
 
   private registerOnce(): Promise<void> {
@@ -189,8 +201,11 @@ export class MasterLink {
     } catch (err) {
       const e = err as grpc.ServiceError
       const code = e.metadata?.get('cloudai-error-code')[0]
-      if (e.code === grpc.status.UNAUTHENTICATED || code === 'CLOUDAI_WRONG_WORKER') this.logTokenRefused(address, e.details || e.message, typeof code === 'string' ? code : null)
+      const drop = epoch === this.epoch && this.registeredHere && typeof code === 'string' && DROPPED_CODES.has(code)
+      if (e.code === grpc.status.UNAUTHENTICATED || code === 'CLOUDAI_WRONG_WORKER') this.logTokenRefused(address, e.details || e.message, typeof code === 'string' ? code : null, drop)
+      else if (drop) this.opts.log.warn({ master: address, code, reason: e.details || e.message }, `Master ${address} no longer has worker ${this.opts.workerId} (${e.details || e.message}): it was unregistered; ${STOPPED}`)
       else this.logFailure(address, `RegisterWorker failed: ${e.details || e.message}`)
+      if (drop) this.dropped()
       throw new Error(e.details || e.message)
     }
     if (epoch !== this.epoch || this.state === 'closed') return
@@ -199,6 +214,7 @@ export class MasterLink {
       throw new Error(ack.message || 'the master refused RegisterWorker')
     }
     this.state = 'connected'
+    this.registeredHere = true
     this.backoff.reset()
     this.failuresLogged = false
     this.tokenRefusalLoggedAt = null
@@ -209,6 +225,18 @@ export class MasterLink {
     } catch (err) {
       this.opts.log.error({ err: (err as Error).message }, 'onConnected hook failed')
     }
+  }
+
+  /**
+   * The master we were registered with refused us as no longer registered (or our token as
+   * revoked): it dropped us. Re-registering every few seconds could never work, so the join loop
+   * stops here (the refusal was said once). The tasks it ran go on (the master cancels those it
+   * wants stopped) and their results stay in the outbox; registered again, the master's
+   * MasterRegister brings the link back (follow), and the outbox is delivered then.
+   */
+  private dropped(): void {
+    this.state = 'dropped'
+    this.clearJoinTimer()
   }
 
   /** Logs the first failure of a run of failures at warn, the rest at debug: no log spam. */
@@ -226,10 +254,10 @@ export class MasterLink {
    * that until someone changes a token, so it is an error, said with the reason and what to check,
    * and said again once a minute while it lasts rather than once and then only at debug level.
    */
-  private logTokenRefused(address: string, reason: string, code: string | null): void {
+  private logTokenRefused(address: string, reason: string, code: string | null, dropped = false): void {
     this.failuresLogged = true
     const now = this.now()
-    if (this.tokenRefusalLoggedAt !== null && now - this.tokenRefusalLoggedAt < REFUSAL_LOG_INTERVAL_MS) {
+    if (!dropped && this.tokenRefusalLoggedAt !== null && now - this.tokenRefusalLoggedAt < REFUSAL_LOG_INTERVAL_MS) {
       this.opts.log.debug({ master: address, reason }, `Master ${address} refused RegisterWorker: ${reason}`)
       return
     }
@@ -246,12 +274,12 @@ export class MasterLink {
     }
     this.opts.log.error(
       { master: address, reason, code: code ?? 'CLOUDAI_UNAUTHENTICATED' },
-      `Master ${address} refused RegisterWorker: ${reason}; ${ours}; retrying with backoff`,
+      `Master ${address} refused RegisterWorker: ${reason}; ${ours}; ${dropped ? STOPPED : 'retrying with backoff'}`,
     )
   }
 
   private scheduleJoin(): void {
-    if (this.state === 'closed' || this.joinTimer || this.state === 'connected') return
+    if (this.state === 'closed' || this.state === 'dropped' || this.joinTimer || this.state === 'connected') return
     const epoch = this.epoch
     const delay = this.backoff.next()
     this.joinTimer = setTimeout(() => {

@@ -72,6 +72,7 @@ test('master flags are parsed into the config: ports, hosts, addresses, duration
     'reconnect-interval': '0',
     'dial-timeout': '500ms',
     'heartbeat-timeout': '1m',
+    'requeue-after': '30s',
     'dial-threads': '4',
     dialer: 'inline',
     'shutdown-grace': '2.5',
@@ -116,6 +117,7 @@ test('master flags are parsed into the config: ports, hosts, addresses, duration
     reconnectIntervalMs: 0,
     dialTimeoutMs: 500,
     heartbeatTimeoutMs: 60_000,
+    requeueAfterMs: 30_000,
     dialThreads: 4,
     dialer: 'inline',
     shutdownGraceMs: 2500,
@@ -159,6 +161,16 @@ test('task retention: --task-retention takes s, m, h and d from 1s to 365d on ma
   assert.equal(buildMasterConfig({ 'task-output-tail': '1KiB' }).taskOutputTailBytes, 1024)
   assert.equal(buildMasterConfig({ 'task-output-tail': '1MiB' }).taskOutputTailBytes, 1024 * 1024)
   for (const value of ['1023', '2MiB', '0', 'big']) assert.throws(() => buildMasterConfig({ 'task-output-tail': value }), badConfig('--task-output-tail'), value)
+})
+
+test('--requeue-after defaults to the heartbeat timeout (null in the config), takes 0 for at once, and a duration up to a day', () => {
+  assert.equal(MASTER_DEFAULTS.requeueAfterMs, null)
+  assert.equal(buildMasterConfig({}).requeueAfterMs, null, 'the master reads null as its --heartbeat-timeout')
+  assert.equal(buildMasterConfig({ 'requeue-after': '0' }).requeueAfterMs, 0)
+  assert.equal(buildMasterConfig({ 'requeue-after': '0s' }).requeueAfterMs, 0)
+  assert.equal(buildMasterConfig({ 'requeue-after': '90s' }).requeueAfterMs, 90_000)
+  assert.equal(buildMasterConfig({ 'requeue-after': '24h' }).requeueAfterMs, 24 * 3_600_000)
+  assert.throws(() => buildMasterConfig({ 'requeue-after': '-5s' }), badConfig('--requeue-after'))
 })
 
 test('--api-allow-host and --api-allow-origin repeat and take comma lists; each value is checked', () => {
@@ -271,6 +283,9 @@ test('each bad master value is CLOUDAI_BAD_CONFIG with a message naming the flag
     ['dial-timeout', '-1s'],
     ['heartbeat-timeout', '0ms'],
     ['heartbeat-timeout', '15 seconds'],
+    ['requeue-after', '-1s'],
+    ['requeue-after', '25h'],
+    ['requeue-after', 'later'],
     ['shutdown-grace', '-5s'],
     ['grpc-idle-timeout', '0'],
     ['grpc-idle-timeout', '500ms'],

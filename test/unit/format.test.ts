@@ -399,3 +399,8 @@ test('watch lines: registrations once, status changes, task transitions with the
   assert.equal(formatEvent(ev('queued', 'running', { worker_id: null }), opts), '10:30:00  task task-1 (nap) queued again (attempt 2 of 3)')
   assert.equal(formatEvent({ type: 'error', code: 'CLOUDAI_BAD_REQUEST', message: 'nope', timestamp: at }, opts), '10:30:00  error from the master: nope (CLOUDAI_BAD_REQUEST)')
 })
+
+test('an unregistration that requeued tasks says so', () => {
+  assert.equal(formatUnregistered({ worker_id: 'w2', persisted: true, tasks_requeued: ['task-1', 'task-2'] }), 'Worker w2 unregistered (the master no longer dials it); its 2 task(s) went back to the queue (a connected worker is told to stop them)')
+  assert.equal(formatUnregistered({ worker_id: 'w2', persisted: true, tasks_requeued: [] }), 'Worker w2 unregistered (the master no longer dials it)')
+})

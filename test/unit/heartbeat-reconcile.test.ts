@@ -78,7 +78,7 @@ async function startCluster(t: TestContext): Promise<Cluster> {
   const counters = new Counters()
   const clients = new WorkerClients()
   const clock = { now: 1_000_000 }
-  const queue = new QueueProcessor({ tasks, registry, clients, log, heartbeatTimeoutMs: 60_000, counters, cancels: { now: () => clock.now } })
+  const queue = new QueueProcessor({ tasks, registry, clients, log, heartbeatTimeoutMs: 60_000, requeueAfterMs: 0, counters, cancels: { now: () => clock.now } })
   queue.start()
   t.after(() => queue.close())
   const server = new MasterGrpcServer({ registry, tasks: queue, counters, host: '127.0.0.1', port: 0, log })

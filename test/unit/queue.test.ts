@@ -150,3 +150,101 @@ test('a task failing after its last attempt while the store is down keeps its st
   assert.deepEqual(announced, ['failed'])
   assert.deepEqual((await store.loadTasks())[0]?.history.map((h) => h.status), ['queued', 'assigned', 'running', 'failed'], 'in the store, once')
 })
+
+/** A task running on w1 as attempt 1, never placed by the queue (its target is nobody). */
+async function runningOn(tasks: TaskTable, workerId: string): Promise<TaskRecord> {
+  const task = await tasks.submit(parseTaskInput({ command: 'sleep 600', target_worker_id: 'nobody' }), { acceptWhileDegraded: false })
+  await tasks.transition(task.id, 'assigned', { workerId, attempt: 1 }, null, { from: ['queued'] })
+  return (await tasks.transition(task.id, 'running', {}, null, { workerId, attempt: 1, startsRun: true }))!
+}
+
+function queueOn(t: import('node:test').TestContext, requeueAfterMs?: number): { tasks: TaskTable; registry: Registry; queue: QueueProcessor } {
+  const { log } = memoryLogger('silent')
+  const registry = new Registry()
+  const journal = new StoreJournal(new FlakyStore(), registry, { log, limit: 1000 })
+  journal.start(true)
+  t.after(() => journal.close())
+  const tasks = new TaskTable(journal)
+  const queue = new QueueProcessor({ tasks, registry, clients: new WorkerClients(), log, heartbeatTimeoutMs: 60_000, requeueAfterMs })
+  t.after(() => queue.close())
+  return { tasks, registry, queue }
+}
+
+const SPECS = { specs: { cpu: 2, memory: 4, storage: 10, gpu: 0 }, reportedAddress: null }
+const flush = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
+
+test('an inactive worker keeps its tasks through --requeue-after: back within it, nothing is requeued; past it they are', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] })
+  const { tasks, registry, queue } = queueOn(t, 5000)
+  queue.start()
+  registry.register('w1', '127.0.0.2:9', Date.now())
+  registry.connect('w1', SPECS, Date.now())
+  const task = await runningOn(tasks, 'w1')
+
+  registry.markInactive('w1', 'heartbeat-timeout', Date.now())
+  t.mock.timers.tick(4999)
+  await flush()
+  assert.equal(tasks.get(task.id)?.status, 'running', 'still its task during the wait')
+  registry.connect('w1', SPECS, Date.now())
+  t.mock.timers.tick(10_000)
+  await flush()
+  assert.equal(tasks.get(task.id)?.status, 'running', 'back within the wait: kept')
+  assert.deepEqual(tasks.get(task.id)?.history.map((h) => h.status), ['queued', 'assigned', 'running'])
+
+  registry.markInactive('w1', 'heartbeat-timeout', Date.now())
+  const requeued = new Promise<TaskRecord>((resolve) => tasks.on('task-changed', (x) => x.id === task.id && x.status === 'queued' && resolve(x)))
+  t.mock.timers.tick(5000)
+  const moved = await requeued
+  assert.match(moved.reason ?? '', /worker w1 went inactive and did not come back within 5000ms; requeued/)
+  assert.equal(moved.attempts, 1)
+})
+
+test('with --requeue-after 0 an inactive worker\'s tasks are requeued at once', async (t) => {
+  const { tasks, registry, queue } = queueOn(t, 0)
+  queue.start()
+  registry.register('w1', '127.0.0.2:9', Date.now())
+  registry.connect('w1', SPECS, Date.now())
+  const task = await runningOn(tasks, 'w1')
+  const requeued = new Promise<TaskRecord>((resolve) => tasks.on('task-changed', (x) => x.id === task.id && x.status === 'queued' && resolve(x)))
+  registry.markInactive('w1', 'heartbeat-timeout', Date.now())
+  assert.match((await requeued).reason ?? '', /worker w1 went inactive; requeued/)
+})
+
+test('the report of the attempt a task was requeued from is its result while it waits to run again; a cancelled run is none; a run started elsewhere wins', async (t) => {
+  const { tasks, queue } = queueOn(t)
+  const report = (taskId: string, over: Partial<CompletionReport> = {}): CompletionReport => ({
+    task_id: taskId, worker_id: 'w1', status: 'completed', logs: 'out', result_location: '', output_files: [], exit_code: 0, has_exit_code: true,
+    duration_ms: 1, started_at: 0, finished_at: 0, attempt: 1, reason: '', ...over,
+  })
+  const requeue = (id: string) => tasks.transition(id, 'queued', { workerId: null }, 'w1 went inactive; requeued', { workerId: 'w1', attempt: 1 })
+
+  // Queued again, not placed since.
+  const a = await runningOn(tasks, 'w1')
+  await requeue(a.id)
+  assert.equal(await queue.onCompletion(report(a.id, { status: 'cancelled', has_exit_code: false })), false, 'a cancelled run is no result')
+  assert.equal(await queue.onCompletion(report(a.id, { worker_id: 'w2' })), false, 'only from the worker it ran on')
+  assert.equal(await queue.onCompletion(report(a.id, { attempt: 2 })), false, 'only for that attempt')
+  assert.equal(tasks.get(a.id)?.status, 'queued')
+  assert.equal(await queue.onCompletion(report(a.id)), true)
+  const done = tasks.get(a.id)!
+  assert.deepEqual({ status: done.status, workerId: done.workerId, attempt: done.attempt, attempts: done.attempts, exitCode: done.exitCode }, { status: 'completed', workerId: 'w1', attempt: 1, attempts: 1, exitCode: 0 })
+  const history = done.history.length
+  assert.equal(await queue.onCompletion(report(a.id)), true, 'a redelivery of the recorded result is answered recorded...')
+  assert.equal(tasks.get(a.id)?.history.length, history, '...and changes nothing')
+
+  // Placed on w2 as attempt 2 but not confirmed started there: w1's result still counts.
+  const b = await runningOn(tasks, 'w1')
+  await requeue(b.id)
+  await tasks.transition(b.id, 'assigned', { workerId: 'w2', attempt: 2 }, null, { from: ['queued'] })
+  assert.equal(await queue.onCompletion(report(b.id, { status: 'failed', exit_code: 4, reason: 'exit code 4' })), true)
+  assert.deepEqual({ status: tasks.get(b.id)?.status, workerId: tasks.get(b.id)?.workerId, attempt: tasks.get(b.id)?.attempt, exitCode: tasks.get(b.id)?.exitCode }, { status: 'failed', workerId: 'w1', attempt: 1, exitCode: 4 })
+  assert.deepEqual(tasks.onWorkerTasks('w2'), [])
+
+  // Started on w2: w1's late result is ignored, the run on w2 stays.
+  const c = await runningOn(tasks, 'w1')
+  await requeue(c.id)
+  await tasks.transition(c.id, 'assigned', { workerId: 'w2', attempt: 2 }, null, { from: ['queued'] })
+  await tasks.transition(c.id, 'running', {}, null, { workerId: 'w2', attempt: 2, startsRun: true })
+  assert.equal(await queue.onCompletion(report(c.id)), false)
+  assert.deepEqual({ status: tasks.get(c.id)?.status, workerId: tasks.get(c.id)?.workerId, attempts: tasks.get(c.id)?.attempts }, { status: 'running', workerId: 'w2', attempts: 2 })
+})

@@ -135,3 +135,35 @@ test('docker_image must be a reference `docker run` takes: registry, port, path,
     assert.throws(() => parseTaskInput({ docker_image: image }), (e: CloudaiError) => e.code === 'CLOUDAI_BAD_FIELD' && e.httpStatus === 400, image)
   }
 })
+
+test('a queued task moves back to running or to its result only as a resume: its latest placement\'s worker and attempt, no run counted', async (t) => {
+  const store = new FlakyStore()
+  const { table, journal } = tableOn(store)
+  t.after(() => journal.close())
+  const task = await table.submit(parseTaskInput({ command: 'true' }), strict)
+  assert.equal(await table.transition(task.id, 'running', { workerId: 'w1' }, null, { workerId: 'w1', attempt: 0, resumes: true }), null, 'never placed: nothing to resume')
+  assert.ok(await table.transition(task.id, 'assigned', { workerId: 'w1', attempt: 1 }, null, { from: ['queued'] }))
+  assert.equal((await table.transition(task.id, 'running', {}, null, { workerId: 'w1', attempt: 1, startsRun: true }))?.attempts, 1)
+  assert.ok(await table.transition(task.id, 'queued', { workerId: null }, 'w1 went inactive; requeued', { workerId: 'w1', attempt: 1 }))
+
+  assert.equal(await table.transition(task.id, 'running', { workerId: 'w1' }, null), null, 'queued -> running is no ordinary move')
+  assert.equal(await table.transition(task.id, 'running', { workerId: 'w1' }, null, { workerId: 'w1', attempt: 1 }), null, 'not without resumes')
+  assert.equal(await table.transition(task.id, 'running', { workerId: 'w2' }, null, { workerId: 'w2', attempt: 1, resumes: true }), null, 'not to a worker it was not last placed on')
+  assert.equal(await table.transition(task.id, 'running', { workerId: 'w1' }, null, { workerId: 'w1', attempt: 2, resumes: true }), null, 'not for another attempt')
+  assert.equal(await table.transition(task.id, 'running', {}, null, { workerId: 'w1', attempt: 1, resumes: true }), null, 'the patch must put it back on that worker')
+
+  const back = await table.transition(task.id, 'running', { workerId: 'w1' }, 'w1 came back', { workerId: 'w1', attempt: 1, resumes: true, startsRun: true })
+  assert.equal(back?.status, 'running')
+  assert.equal(back?.workerId, 'w1')
+  assert.equal(back?.attempt, 1)
+  assert.equal(back?.attempts, 1, 'the run was counted when it started, not again')
+  assert.deepEqual(table.onWorkerTasks('w1').map((x) => x.id), [task.id])
+  assert.deepEqual(table.queued(), [])
+
+  // Requeued again, its result can land straight from the queue.
+  assert.ok(await table.transition(task.id, 'queued', { workerId: null }, 'again', { workerId: 'w1', attempt: 1 }))
+  const done = await table.transition(task.id, 'completed', { workerId: 'w1', exitCode: 0 }, null, { workerId: 'w1', attempt: 1, resumes: true })
+  assert.equal(done?.status, 'completed')
+  assert.equal(done?.attempts, 1)
+  assert.deepEqual((await store.loadTasks())[0]?.history.map((h) => `${h.status}:${h.workerId ?? '-'}`), ['queued:-', 'assigned:w1', 'running:w1', 'queued:-', 'running:w1', 'queued:-', 'completed:w1'])
+})

@@ -139,7 +139,7 @@ test('AssignTask and CancelTask to a worker with a token: refused without a vali
   assert.equal(cancelRefused.cloudai, 'CLOUDAI_MASTER_PROOF_REQUIRED')
   assert.equal(a.lines.some((l) => String(l.msg).startsWith(`Cancelling task ${nap.task_id}`)), false, 'still running')
   const cancelled = await a.client.call<{ success: boolean; message: string }>('CancelTask', { task_id: nap.task_id }, proofFor('CancelTask', nap.task_id))
-  assert.deepEqual(cancelled, { success: true, message: 'cancelling' })
+  assert.deepEqual(cancelled, { success: true, message: 'cancelling', held_attempt: 0 })
   assert.ok(!a.lines.some((l) => JSON.stringify(l).includes(a.token)), 'the worker never logs its token')
 })
 

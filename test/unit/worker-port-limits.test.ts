@@ -31,7 +31,7 @@ test("connections past a worker's limit are closed at once, silent ones at the p
   // Room again: a caller on this machine (the tokenless worker's master) is served.
   const client = new RawClient(t, `127.0.0.1:${agent.port}`)
   const ack = await client.call<{ success: boolean; message: string }>('CancelTask', { task_id: 'task-none' })
-  assert.deepEqual(ack, { success: false, message: 'not running on this worker' })
+  assert.deepEqual(ack, { success: false, message: 'not running on this worker', held_attempt: 0 })
 })
 
 test('one address off the machine gets at most 8 of a worker\'s connections; the rest stay for its master', { timeout: 60_000 }, async (t) => {

@@ -106,7 +106,11 @@ test('AssignTask runs the command; heartbeats list it while it runs; the report 
   assert.deepEqual(entry, { task_id: 'task-run', cpu_allocated: 0.5, memory_allocated: 0.25, gpu_allocated: 0, status: 'running', attempt: 1 })
 
   const again = await assign(client, task('task-run', 'echo hello'))
-  assert.deepEqual(again, { success: true, message: 'already running' }, 'a retried AssignTask is not a second run')
+  assert.deepEqual(again, { success: true, message: 'already running', held_attempt: 0 }, 'a retried AssignTask is not a second run')
+
+  const other = await assign(client, task('task-run', 'echo hello', { attempt: 2 }))
+  assert.deepEqual(other, { success: false, message: 'attempt 2 not started: this worker already runs attempt 1 of task task-run', held_attempt: 1 }, 'another attempt of a task that runs here is refused, naming the one that runs')
+  assert.equal(outboxFiles(dataDir).length, 0)
 
   writeFileSync(join(dataDir, 'tasks', 'task-run-1', 'work', 'go'), '')
   const report = await master.reportOf('task-run')
@@ -184,12 +188,12 @@ test('CancelTask stops the task; it is reported as cancelled', async (t) => {
   const { client } = await startWorker(t, await master.start(t))
   assert.equal((await assign(client, task('task-cancel', 'sleep 300'))).success, true)
   await master.heartbeatWhere(listed('task-cancel', 'running'), 'task-cancel running')
-  assert.deepEqual(await cancel(client, 'task-cancel'), { success: true, message: 'cancelling' })
+  assert.deepEqual(await cancel(client, 'task-cancel'), { success: true, message: 'cancelling', held_attempt: 0 })
   const report = await master.reportOf('task-cancel')
   assert.equal(report.status, 'cancelled')
   assert.equal(report.reason, 'cancelled')
-  assert.deepEqual(await cancel(client, 'task-cancel'), { success: false, message: 'not running on this worker' })
-  assert.deepEqual(await cancel(client, 'task-never-seen'), { success: false, message: 'not running on this worker' })
+  assert.deepEqual(await cancel(client, 'task-cancel'), { success: false, message: 'not running on this worker', held_attempt: 0 })
+  assert.deepEqual(await cancel(client, 'task-never-seen'), { success: false, message: 'not running on this worker', held_attempt: 0 })
 })
 
 test('a report the master cannot take (UNAVAILABLE) stays in the outbox, is listed in heartbeats, and is retried until delivered', async (t) => {
@@ -202,7 +206,8 @@ test('a report the master cannot take (UNAVAILABLE) stays in the outbox, is list
   // Listed with its final status, so the master does not requeue it while the result is on its way.
   const beat = await master.heartbeatWhere(listed('task-retry', 'failed'), 'a heartbeat listing the undelivered result')
   assert.deepEqual(beat.running_tasks.find((r) => r.task_id === 'task-retry'), { task_id: 'task-retry', cpu_allocated: 0, memory_allocated: 0, gpu_allocated: 0, status: 'failed', attempt: 1 })
-  assert.deepEqual(await assign(client, task('task-retry', 'echo partial; exit 3')), { success: false, message: 'already finished; result pending delivery' })
+  assert.deepEqual(await assign(client, task('task-retry', 'echo partial; exit 3')), { success: false, message: 'already finished; result pending delivery', held_attempt: 0 })
+  assert.deepEqual(await assign(client, task('task-retry', 'echo partial; exit 3', { attempt: 2 })), { success: false, message: 'attempt 2 not started: this worker holds the result of attempt 1 of task task-retry, not yet delivered', held_attempt: 1 }, 'a finished attempt is not run again next to its result')
 
   master.failReports = false
   const report = await master.reportOf('task-retry')

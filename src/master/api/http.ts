@@ -299,8 +299,8 @@ export class HttpApi {
 
   private async unregisterWorker(reply: Reply, req: HttpRequest): Promise<void> {
     const id = pathId(req)
-    const { worker_id, persisted } = await this.control.unregisterWorker(id)
-    reply.json(200, { message: 'Worker unregistered', worker_id, persisted })
+    const { worker_id, persisted, tasks_requeued } = await this.control.unregisterWorker(id)
+    reply.json(200, { message: 'Worker unregistered', worker_id, persisted, ...(tasks_requeued ? { tasks_requeued } : {}) })
   }
 
   private async submitTask(reply: Reply, req: HttpRequest, res: HttpResponse): Promise<void> {
