@@ -155,7 +155,7 @@ export class ChaosCluster {
       const proc = new Proc(`master#${this.masterStarts + 1}`, [
         'master', '--grpc-host', '127.0.0.1', '--grpc-port', String(this.grpcPort), '--http-host', '127.0.0.1', '--http-port', '0',
         '--data-dir', this.masterDir, '--log-level', 'info', '--heartbeat-timeout', `${this.settings.heartbeatTimeoutMs}ms`,
-        '--reconnect-interval', `${this.settings.reconnectIntervalMs}ms`, '--dial-timeout', '1s', '--shutdown-grace', '2s', '--accept-while-degraded',
+        '--reconnect-interval', `${this.settings.reconnectIntervalMs}ms`, '--dial-timeout', '1s', '--shutdown-grace', '2s',
       ])
       this.procs.add(proc)
       if (proc.child.pid !== undefined) this.pids.push(proc.child.pid)
