@@ -309,6 +309,15 @@ export class Master implements MasterControl {
       this.log.warn({ store: this.store.kind, err: (err as Error).message }, `Could not remove the tasks past their retention from the store at start (${(err as Error).message}); they are loaded and pruned through the journal instead`)
     }
     if (expired > 0) this.log.info({ removed: expired, taskRetentionMs: this.config.taskRetentionMs }, `Removed ${expired} finished task(s) older than the task retention (${formatLongDuration(this.config.taskRetentionMs)}) from the store`)
+    // And past --max-finished-tasks, the same way: what is loaded is bounded by the count too.
+    const max = this.config.maxFinishedTasks
+    let beyond = 0
+    try {
+      beyond = await this.store.deleteFinishedBeyond(max)
+    } catch (err) {
+      this.log.warn({ store: this.store.kind, err: (err as Error).message }, `Could not remove the finished tasks past --max-finished-tasks (${max}) from the store at start (${(err as Error).message}); they are loaded and pruned through the journal instead`)
+    }
+    if (beyond > 0) this.log.info({ removed: beyond, maxFinishedTasks: max }, `Removed ${beyond} finished task(s) past the newest ${max} (--max-finished-tasks) from the store`)
     const tasks = this.tasks.load(await this.store.loadTasks())
     return { workers: added.length, tasks }
   }
