@@ -190,7 +190,9 @@ export class Master implements MasterControl {
     try {
       // First of all, before the store opens, a port is bound or a worker is dialled: the data
       // directory is this master's alone, and writable (CLOUDAI_DATA_DIR_LOCKED / _READONLY, exit
-      // code 2). The key was read in the constructor; creating it is safe against a second master.
+      // code 2). The key was read or created in the constructor, whole or not at all (a second
+      // master reads the first one's key, then is refused here; a read-only directory is refused
+      // there with the same code).
       if (this.config.store.kind === 'sqlite' || this.config.masterKeyFile === null) this.dirLock = DataDirLock.acquire(this.config.dataDir, 'master')
       // First: a Node.js or platform the HTTP API's uWebSockets.js cannot run on stops the start
       // before the store opens or a port is bound. The HTTP API gets the same module later.
