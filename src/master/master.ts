@@ -190,7 +190,9 @@ export class Master implements MasterControl {
     try {
       // First of all, before the store opens, a port is bound or a worker is dialled: the data
       // directory is this master's alone, and writable (CLOUDAI_DATA_DIR_LOCKED / _READONLY, exit
-      // code 2). The key was read in the constructor; creating it is safe against a second master.
+      // code 2). The key was read or created in the constructor, whole or not at all (a second
+      // master reads the first one's key, then is refused here; a read-only directory is refused
+      // there with the same code).
       if (this.config.store.kind === 'sqlite' || this.config.masterKeyFile === null) this.dirLock = DataDirLock.acquire(this.config.dataDir, 'master')
       // First: a Node.js or platform the HTTP API's uWebSockets.js cannot run on stops the start
       // before the store opens or a port is bound. The HTTP API gets the same module later.
@@ -309,6 +311,15 @@ export class Master implements MasterControl {
       this.log.warn({ store: this.store.kind, err: (err as Error).message }, `Could not remove the tasks past their retention from the store at start (${(err as Error).message}); they are loaded and pruned through the journal instead`)
     }
     if (expired > 0) this.log.info({ removed: expired, taskRetentionMs: this.config.taskRetentionMs }, `Removed ${expired} finished task(s) older than the task retention (${formatLongDuration(this.config.taskRetentionMs)}) from the store`)
+    // And past --max-finished-tasks, the same way: what is loaded is bounded by the count too.
+    const max = this.config.maxFinishedTasks
+    let beyond = 0
+    try {
+      beyond = await this.store.deleteFinishedBeyond(max)
+    } catch (err) {
+      this.log.warn({ store: this.store.kind, err: (err as Error).message }, `Could not remove the finished tasks past --max-finished-tasks (${max}) from the store at start (${(err as Error).message}); they are loaded and pruned through the journal instead`)
+    }
+    if (beyond > 0) this.log.info({ removed: beyond, maxFinishedTasks: max }, `Removed ${beyond} finished task(s) past the newest ${max} (--max-finished-tasks) from the store`)
     const tasks = this.tasks.load(await this.store.loadTasks())
     return { workers: added.length, tasks }
   }

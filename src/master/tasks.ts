@@ -73,6 +73,8 @@ export interface TaskPersistence {
   writeTaskNow(task: TaskRecord): Promise<void>
   /** Journals a pruned task's removal from the store (retried like any change until it lands). */
   recordTaskRemoval(id: string): void
+  /** True while a removal journalled by recordTaskRemoval is not in the store yet. */
+  removalPending(id: string): boolean
 }
 
 const FINAL: ReadonlySet<TaskStatus> = new Set(FINAL_TASK_STATUSES)
@@ -119,13 +121,15 @@ export class TaskTable extends EventEmitter<TaskEvents> {
 
   /**
    * Adds tasks from the store; a task memory already holds keeps memory's state (it can only have
-   * moved on since: a store that opened late is loaded after work began). Returns how many were new.
+   * moved on since: a store that opened late is loaded after work began), and one pruned while
+   * the store was unreachable stays pruned (its removal is still journalled). Returns how many
+   * were new.
    */
   load(records: Iterable<TaskRecord>): number {
     let added = 0
     const finished: { id: string; finishedAt: number }[] = []
     for (const stored of records) {
-      if (this.tasks.has(stored.id)) continue
+      if (this.tasks.has(stored.id) || this.persistence.removalPending(stored.id)) continue
       // A store written before --task-output-tail (or with a larger one) may hold a longer tail;
       // one written before placements had their own number has it in `attempts`.
       const t = this.boundOutput(typeof stored.attempt === 'number' ? stored : { ...stored, attempt: stored.attempts })

@@ -40,7 +40,7 @@ const PID_WAIT_MS = 1000
 const PID_POLL_MS = 20
 
 /** Errors of a directory (or a file in it) that cannot be written now. */
-const READ_ONLY_CODES = new Set(['EROFS', 'EACCES', 'EPERM'])
+export const READ_ONLY_CODES: ReadonlySet<string> = new Set(['EROFS', 'EACCES', 'EPERM'])
 
 export class DataDirLock {
   private fd: number | null

@@ -1,10 +1,11 @@
-import { chmodSync, closeSync, fsyncSync, mkdirSync, openSync, readFileSync, writeSync } from 'node:fs'
-import { dirname } from 'node:path'
+import { chmodSync, closeSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs'
+import { basename, dirname, join } from 'node:path'
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
 import { isIP } from 'node:net'
 import { inspect } from 'node:util'
 import * as grpc from '@grpc/grpc-js'
 import { CloudaiError } from './errors.js'
+import { READ_ONLY_CODES } from './data-dir-lock.js'
 
 // One credential per worker, and the master's proof of itself, in one place for the master, its
 // dial threads and the worker.
@@ -96,36 +97,49 @@ export class MasterKey {
 
   /**
    * Reads the key file, or creates it (mode 0600, fsynced) when there is none.
-   * @throws CLOUDAI_BAD_CONFIG when it cannot be read or created, or does not hold a key
+   *
+   * Created whole or not at all: written to a temporary file beside it, fsynced, then linked into
+   * place. link(2) fails when the name exists, so of two masters creating it at once exactly one
+   * key wins and the other reads that one, never a half-written file; and a crash while writing
+   * leaves a stray temporary file, never a key file that no longer holds a key.
+   * @throws CLOUDAI_DATA_DIR_READONLY when it must be created and its directory cannot be written
+   *   (a read-only mount, its permissions); CLOUDAI_BAD_CONFIG when it cannot be read or created
+   *   otherwise, or does not hold a key
    */
   static loadOrCreate(path: string): { key: MasterKey; created: boolean } {
-    let text: string | null = null
-    try {
-      text = readFileSync(path, 'utf8')
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new CloudaiError('CLOUDAI_BAD_CONFIG', `cannot read the master key ${path}: ${(err as Error).message}`)
-    }
-    if (text !== null) {
-      const hex = text.trim()
-      if (!/^[0-9a-f]{64}$/.test(hex)) throw new CloudaiError('CLOUDAI_BAD_CONFIG', `the master key ${path} is not 64 hex characters; restore it from a backup, or remove it to issue every worker a new token`)
-      return { key: new MasterKey(Buffer.from(hex, 'hex')), created: false }
-    }
+    const existing = readKeyFile(path)
+    if (existing) return { key: existing, created: false }
     const key = MasterKey.generate()
+    const dir = dirname(path)
+    const temp = join(dir, `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`)
     try {
-      mkdirSync(dirname(path), { recursive: true })
-      // 'wx': two masters starting on one directory must not each write a key of their own.
-      const fd = openSync(path, 'wx', 0o600)
+      mkdirSync(dir, { recursive: true })
+      const fd = openSync(temp, 'wx', 0o600)
       try {
         writeSync(fd, `${key.secret.toString('hex')}\n`)
         fsyncSync(fd)
       } finally {
         closeSync(fd)
       }
-      chmodSync(path, 0o600)
+      // Whatever the umask made of the mode.
+      chmodSync(temp, 0o600)
+      linkSync(temp, path)
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'EEXIST') return MasterKey.loadOrCreate(path)
+      rmSync(temp, { force: true })
+      const code = (err as NodeJS.ErrnoException).code ?? ''
+      // Another master created it first: theirs is the key.
+      if (code === 'EEXIST') return { key: readKeyFile(path) ?? MasterKey.loadOrCreate(path).key, created: false }
+      if (READ_ONLY_CODES.has(code)) {
+        throw new CloudaiError(
+          'CLOUDAI_DATA_DIR_READONLY',
+          `the directory ${dir} cannot be written (${code}: ${(err as Error).message}): the master creates its key ${path} there on its first start; make it writable (a read-only mount, its permissions) and start again`,
+          { dataDir: dir, errno: code },
+        )
+      }
       throw new CloudaiError('CLOUDAI_BAD_CONFIG', `cannot create the master key ${path}: ${(err as Error).message}`)
     }
+    rmSync(temp, { force: true })
+    syncDir(dir)
     return { key, created: true }
   }
 
@@ -180,6 +194,36 @@ export class MasterKey {
   /** The same from the nonces alone: what a dial thread gets in its request (no record crosses threads). */
   proofsFor(workerId: string, nonces: readonly string[], method: MasterMethod, subject: string, now: number): string[] {
     return nonces.map((nonce) => masterProof(this.tokenFor(workerId, nonce), workerId, method, subject, now))
+  }
+}
+
+/**
+ * The key in the file at `path`, or null when there is no file.
+ * @throws CLOUDAI_BAD_CONFIG when it cannot be read or does not hold a key
+ */
+function readKeyFile(path: string): MasterKey | null {
+  let text: string
+  try {
+    text = readFileSync(path, 'utf8')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null
+    throw new CloudaiError('CLOUDAI_BAD_CONFIG', `cannot read the master key ${path}: ${(err as Error).message}`)
+  }
+  const hex = text.trim()
+  if (!/^[0-9a-f]{64}$/.test(hex)) throw new CloudaiError('CLOUDAI_BAD_CONFIG', `the master key ${path} is not 64 hex characters; restore it from a backup, or remove it to issue every worker a new token`)
+  return MasterKey.fromBytes(Buffer.from(hex, 'hex'))
+}
+
+/** The new name survives a power cut; a file system that cannot fsync a directory is left be. */
+function syncDir(dir: string): void {
+  let fd: number | null = null
+  try {
+    fd = openSync(dir, 'r')
+    fsyncSync(fd)
+  } catch {
+    // Not every platform opens or syncs a directory; the key file itself is synced.
+  } finally {
+    if (fd !== null) closeSync(fd)
   }
 }
 

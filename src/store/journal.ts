@@ -73,6 +73,11 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
   private entries: Entry[] = []
   private coalesceAt: number
   private readonly heartbeats = new Set<string>()
+  /**
+   * Task removals journalled and not yet written, by id, with their entry: a store that answers
+   * late still holds these tasks, and loading them would bring back what was pruned meanwhile.
+   */
+  private readonly removals = new Map<string, Entry>()
   private readonly clock: Clock
   private readonly backoff: Backoff
   private heartbeatTimer: TimerHandle | null = null
@@ -146,6 +151,7 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
 
   /** Task records are never changed in place (each transition makes a new one): no copy needed. */
   recordTask(task: TaskRecord): void {
+    this.removals.delete(task.id)
     this.append({ kind: 'task', id: task.id, task })
   }
 
@@ -154,7 +160,15 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
    * task still journalled (a task pruned before the store took its last state is never written).
    */
   recordTaskRemoval(id: string): void {
-    this.append({ kind: 'task', id, task: null })
+    if (this.closed) return
+    const entry: Entry = { kind: 'task', id, task: null }
+    this.removals.set(id, entry)
+    this.append(entry)
+  }
+
+  /** True while the removal of this task is journalled and not yet in the store (one map lookup). */
+  removalPending(id: string): boolean {
+    return this.removals.has(id)
   }
 
   /**
@@ -301,7 +315,14 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
           this.emit('tasks-written', tasks.map((t) => t.id))
         }
         // One key appears once in a batch: no task is both written and removed here.
-        if (removals.length > 0) await this.store.deleteTasks(removals)
+        if (removals.length > 0) {
+          await this.store.deleteTasks(removals)
+          // Unless the task was removed again since (its newer entry is still to be written).
+          for (let k = i; k < j; k++) {
+            const e = batch[k]!
+            if (this.removals.get(e.id) === e) this.removals.delete(e.id)
+          }
+        }
       }
       i = progress.written = j
     }

@@ -49,4 +49,14 @@ export class MemoryStore implements Store {
     }
     return removed
   }
+
+  async deleteFinishedBeyond(keep: number): Promise<number> {
+    const final: readonly string[] = FINAL_TASK_STATUSES
+    // Newest first; among equal times the one stored later counts as newer (Map order).
+    const finished = [...this.tasks.values()].filter((t) => final.includes(t.status)).map((t, i) => ({ id: t.id, at: t.updatedAt, i }))
+    finished.sort((a, b) => b.at - a.at || b.i - a.i)
+    const beyond = finished.slice(Math.max(0, keep))
+    for (const f of beyond) this.tasks.delete(f.id)
+    return beyond.length
+  }
 }

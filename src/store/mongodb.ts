@@ -262,6 +262,37 @@ export class MongoStore implements Store {
     }
   }
 
+  async deleteFinishedBeyond(keep: number): Promise<number> {
+    const coll = this.require(this.tasks)
+    let removed = 0
+    try {
+      // Newest first along the status_updated index (merged across the three statuses, no
+      // in-memory sort); only the _id of each task past the newest `keep` crosses the wire, and
+      // they are deleted a slice at a time as the cursor goes (the cursor's skip is applied once,
+      // and only tasks it has already passed are deleted).
+      const cursor = coll
+        .find({ status: { $in: [...FINAL_TASK_STATUSES] } }, { projection: { _id: 1 } })
+        .sort({ updated_at_ms: -1 })
+        .skip(Math.max(0, Math.floor(keep)))
+        .batchSize(DELETE_SLICE)
+      try {
+        let slice: string[] = []
+        for await (const doc of cursor) {
+          slice.push(doc._id)
+          if (slice.length < DELETE_SLICE) continue
+          removed += (await coll.deleteMany({ _id: { $in: slice } })).deletedCount
+          slice = []
+        }
+        if (slice.length > 0) removed += (await coll.deleteMany({ _id: { $in: slice } })).deletedCount
+      } finally {
+        await cursor.close()
+      }
+      return removed
+    } catch (err) {
+      throw storeError(err, `cannot delete the finished tasks past the newest ${keep} from MongoDB`)
+    }
+  }
+
   private requireDb(): Db {
     return this.require(this.db)
   }

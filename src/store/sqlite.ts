@@ -204,6 +204,15 @@ export class SqliteStore implements Store {
     return this.using((db) => db.prepare(`DELETE FROM tasks WHERE status IN (${marks}) AND updated_at < ?`).run(...FINAL_TASK_STATUSES, before).changes)
   }
 
+  async deleteFinishedBeyond(keep: number): Promise<number> {
+    // One statement: the subquery walks the tasks_finished index (status, updated_at, and the rowid
+    // every index entry carries, which breaks ties), so nothing but the deleted rows is read from
+    // the table. LIMIT -1 OFFSET n: every row after the first n.
+    const marks = FINAL_TASK_STATUSES.map(() => '?').join(', ')
+    const sql = `DELETE FROM tasks WHERE rowid IN (SELECT rowid FROM tasks INDEXED BY tasks_finished WHERE status IN (${marks}) ORDER BY updated_at DESC, rowid DESC LIMIT -1 OFFSET ?)`
+    return this.using((db) => db.prepare(sql).run(...FINAL_TASK_STATUSES, Math.max(0, Math.floor(keep))).changes)
+  }
+
   /**
    * Runs `fn` on the connection, a new one if the last was dropped; a failure that says the
    * connection cannot write drops it (and is thrown as it came: the journal retries).

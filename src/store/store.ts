@@ -45,6 +45,13 @@ export interface Store {
    * loaded. A task stored in any other state is kept, however old.
    */
   deleteFinishedBefore(before: number): Promise<number>
+  /**
+   * Removes the finished tasks past the newest `keep` of them (by last change; ties broken by the
+   * store's own order, so that exactly `keep` stay), and returns how many: at start, with
+   * --max-finished-tasks, so that a history longer than the count is never loaded only to be
+   * pruned. A task stored in any other state is kept and not counted.
+   */
+  deleteFinishedBeyond(keep: number): Promise<number>
 }
 
 /** The states a task never leaves: the only ones retention removes. */

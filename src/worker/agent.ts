@@ -120,7 +120,22 @@ export class WorkerAgent {
     return this.link?.status ?? 'idle'
   }
 
+  /**
+   * Starts the worker; a start that fails closes what it started (the lock last, as close() does)
+   * and throws: the data directory is free again, and no timer or port is left behind.
+   */
   async start(): Promise<void> {
+    if (this.closing) throw new CloudaiError('CLOUDAI_SHUTTING_DOWN', `worker ${this.config.id} is shutting down`)
+    try {
+      await this.startParts()
+    } catch (err) {
+      this.deps.log.error({ err }, 'worker failed to start; shutting down what started')
+      await this.close()
+      throw err
+    }
+  }
+
+  private async startParts(): Promise<void> {
     const { log } = this.deps
     // First: the data directory is this worker's alone (another worker there would take our
     // running tasks for orphans and kill them), and writable. CLOUDAI_DATA_DIR_LOCKED / _READONLY.
@@ -227,9 +242,10 @@ export class WorkerAgent {
       inject: (socket) => injector.injectConnection(socket),
       log,
     })
-    this.boundPort = await listener.start()
+    // Held before it binds: a bind that fails part-way is closed with the rest.
     this.server = server
     this.listener = listener
+    this.boundPort = await listener.start()
     this.warnAboutTokenFile()
     this.masterCheck.start()
     log.info({ workerId: this.config.id, grpcPort: this.boundPort, advertise: this.advertise, specs, dataDir: this.config.dataDir }, `Worker ${this.config.id} listening on ${bindAddress(this.config.host, this.boundPort)} (gRPC), advertised as ${this.advertise}`)

@@ -150,6 +150,25 @@ test('a master restarted on a data directory it cannot write exits with code 2 s
   assert.equal((await api(third.api, '/healthz')).body.store.status, 'ok')
 })
 
+test('a master on its first start in a data directory it cannot write exits with code 2 saying so, before it opens the store, and starts once it is writable', { timeout: 60_000 }, async (t) => {
+  const s = readOnlySupport()
+  if (!s.ok) return t.skip(s.reason)
+  // Fresh: no master.key yet, which the master would create before anything else.
+  const dataDir = readOnlyCandidate(t)
+  makeReadOnly(dataDir)
+  const first = new Proc('master-ro-fresh', ['master', '--grpc-host', '127.0.0.1', '--grpc-port', '0', '--http-host', '127.0.0.1', '--http-port', '0', '--data-dir', dataDir, '--log-level', 'debug'])
+  t.after(() => first.kill('SIGKILL'))
+  const r = await refused(first)
+  assert.equal(r.code, 2, r.stderr)
+  assert.match(r.stderr, new RegExp(`the directory ${dataDir} cannot be written .*its key ${join(dataDir, 'master.key')} .*\\(CLOUDAI_DATA_DIR_READONLY\\)`))
+  assert.ok(!first.has((l) => l.step === 1), 'the store was not opened')
+
+  makeWritable(dataDir)
+  const again = await startMaster(t, { dataDir, name: 'master-rw-fresh' })
+  assert.ok(again.proc.has(msgHas('Master key created')), 'the key is created once the directory is writable')
+  assert.equal((await api(again.api, '/healthz')).body.store.status, 'ok')
+})
+
 test('a running master whose data directory turns read-only and then writable again: the store is healthy and equals memory, without a restart', { timeout: 60_000 }, async (t) => {
   const s = readOnlySupport()
   if (!s.ok) return t.skip(s.reason)

@@ -68,6 +68,11 @@ export class FlakyStore extends MemoryStore {
     return super.deleteFinishedBefore(before)
   }
 
+  override async deleteFinishedBeyond(keep: number): Promise<number> {
+    this.check()
+    return super.deleteFinishedBeyond(keep)
+  }
+
   /** Holds every task write from now until the returned function is called. */
   hold(): () => void {
     let release!: () => void

@@ -302,6 +302,39 @@ function contract(subject: Subject): [string, (t: TestContext) => Promise<void>]
         assert.equal(await store.deleteFinishedBefore(at), 0, 'nothing left to remove')
       },
     ],
+    [
+      'deleteFinishedBeyond keeps the newest finished tasks by last change, whatever their order of submission or status, and removes the rest; unfinished tasks are neither removed nor counted',
+      async (t) => {
+        const store = await subject.fresh(t)
+        const at = 1_700_000_100_000
+        const fin = (id: string, status: TaskStatus, updatedAt: number, submittedAt = at - 1_000_000): TaskRecord => task(id, 4, status, { updatedAt, submittedAt })
+        const unfinished = [fin('task-queued-old', 'queued', at - 90_000), fin('task-running-old', 'running', at - 80_000), fin('task-assigned-new', 'assigned', at + 90_000)]
+        // Written in an order that is neither the submission order nor the finish order.
+        const newest = [fin('task-c-newest', 'cancelled', at + 30, at - 5), fin('task-a-second', 'completed', at + 20, at - 900_000), fin('task-f-third', 'failed', at + 10, at - 10)]
+        const older = [fin('task-z-fourth', 'completed', at, at - 1), fin('task-b-fifth', 'failed', at - 10, at - 3), fin('task-y-oldest', 'cancelled', 0, at)]
+        await store.writeTasks([older[1]!, unfinished[0]!, newest[2]!, older[0]!, newest[0]!, unfinished[2]!, older[2]!, newest[1]!, unfinished[1]!])
+        assert.equal(await store.deleteFinishedBeyond(10), 0, 'fewer finished than kept: nothing removed')
+        assert.equal(await store.deleteFinishedBeyond(3), 3)
+        assert.deepEqual(byId(await store.loadTasks()), byId([...unfinished, ...newest]))
+        assert.equal(await store.deleteFinishedBeyond(3), 0, 'nothing left to remove')
+        assert.equal(await store.deleteFinishedBeyond(0), 3, 'keep 0: every finished task goes')
+        assert.deepEqual(byId(await store.loadTasks()), byId(unfinished))
+      },
+    ],
+    [
+      'deleteFinishedBeyond keeps exactly as many as asked when finished tasks share their time of last change',
+      async (t) => {
+        const store = await subject.fresh(t)
+        const at = 1_700_000_100_000
+        const tied = Array.from({ length: 6 }, (_, i) => task(`task-tied-${i}`, 4, i % 2 === 0 ? 'completed' : 'failed', { updatedAt: at }))
+        await store.writeTasks([task('task-older', 4, 'completed', { updatedAt: at - 1 }), ...tied, task('task-newer', 4, 'cancelled', { updatedAt: at + 1 })])
+        assert.equal(await store.deleteFinishedBeyond(4), 4)
+        const left = await store.loadTasks()
+        assert.equal(left.length, 4)
+        assert.ok(left.some((x) => x.id === 'task-newer'), 'the newest is kept')
+        assert.ok(!left.some((x) => x.id === 'task-older'), 'the oldest is removed')
+      },
+    ],
   ]
   return cases
 }

@@ -150,6 +150,35 @@ test('a prune while the store is down takes effect in memory at once and in the 
   assert.deepEqual(await store.loadTasks(), [])
 })
 
+test('tasks loaded from a store that still holds them (a store that answered late) stay pruned while their removal is journalled', async (t) => {
+  const { clock, store, journal, table } = setup({ retentionMs: 1000, maxFinished: 1 })
+  t.after(() => journal.close())
+  const a = await table.submit(parseTaskInput({ command: 'true' }), strict)
+  const b = await table.submit(parseTaskInput({ command: 'true' }), strict)
+  const c = await table.submit(parseTaskInput({ command: 'sleep 60' }), strict)
+  await finish(table, a.id)
+  clock.advance(10)
+  await finish(table, b.id)
+  // The store is unreachable now: a is pruned past --max-finished-tasks, in memory only.
+  store.failing = true
+  assert.deepEqual(table.prune(), [a.id])
+  assert.equal(journal.removalPending(a.id), true)
+  assert.equal(journal.removalPending(b.id), false)
+  assert.equal(await journal.sync(), false, 'the removal could not be written')
+  // What loadLate loads: everything the store holds (its reads answer; only writes fail here).
+  const held = await store.loadTasks()
+  assert.deepEqual(held.map((x) => x.id).sort(), [a.id, b.id, c.id].sort(), 'the store still holds the pruned task')
+  assert.equal(table.load(held), 0, 'nothing new: a stays pruned, b and c are in memory')
+  assert.equal(table.get(a.id), undefined)
+  assert.deepEqual(table.counts(), { queued: 1, assigned: 0, running: 0, completed: 1, failed: 0, cancelled: 0 })
+
+  const recovered = new Promise<void>((resolve) => journal.once('recovered', () => resolve()))
+  store.failing = false
+  await recovered
+  assert.equal(journal.removalPending(a.id), false, 'written: no longer pending')
+  assert.deepEqual((await store.loadTasks()).map((x) => x.id).sort(), [b.id, c.id].sort())
+})
+
 test('the pruner prunes at start (tasks loaded past their retention) and on its timer, and stops with close()', async (t) => {
   const { clock, journal, table } = setup({ retentionMs: 10_000 })
   t.after(() => journal.close())

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
-import { readFileSync, statSync, writeFileSync } from 'node:fs'
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { Worker } from 'node:worker_threads'
 import { inspect } from 'node:util'
 import { test } from 'node:test'
 import * as grpc from '@grpc/grpc-js'
@@ -52,6 +53,52 @@ test('the master key file is created once with mode 0600 and read back; a damage
   assert.match(readFileSync(path, 'utf8'), /^[0-9a-f]{64}\n$/)
   writeFileSync(path, 'garbage')
   assert.throws(() => MasterKey.loadOrCreate(path), (e: CloudaiError) => e.code === 'CLOUDAI_BAD_CONFIG' && /not 64 hex characters/.test(e.message))
+})
+
+const CREDENTIAL_MODULE = new URL('../../src/shared/worker-credential.js', import.meta.url).href
+
+/**
+ * `threads` threads that each wait at one barrier, then call MasterKey.loadOrCreate(path) at the
+ * same moment, once per path: what each got (the key's fingerprint and whether it created it, or
+ * its error), per path.
+ */
+async function raceLoadOrCreate(paths: string[], threads: number): Promise<{ fp?: string; created?: boolean; err?: string }[][]> {
+  const script = `
+    const { parentPort, workerData } = require('node:worker_threads')
+    import(workerData.module).then(({ MasterKey }) => {
+      const gate = new Int32Array(workerData.gate)
+      const out = []
+      for (let i = 0; i < workerData.paths.length; i++) {
+        // Everyone arrives, the last one opens the gate for round i.
+        if (Atomics.add(gate, 1, 1) === workerData.threads * (i + 1) - 1) { Atomics.store(gate, 0, i + 1); Atomics.notify(gate, 0) }
+        while (Atomics.load(gate, 0) < i + 1) Atomics.wait(gate, 0, i)
+        try {
+          const r = MasterKey.loadOrCreate(workerData.paths[i])
+          out.push({ fp: r.key.tokenFor('fp', 'fp'), created: r.created })
+        } catch (err) { out.push({ err: err.message }) }
+      }
+      parentPort.postMessage(out)
+    })`
+  const gate = new SharedArrayBuffer(8)
+  const results = await Promise.all(Array.from({ length: threads }, () => new Promise<{ fp?: string; created?: boolean; err?: string }[]>((resolve, reject) => {
+    const w = new Worker(script, { eval: true, workerData: { module: CREDENTIAL_MODULE, gate, paths, threads } })
+    w.once('message', resolve)
+    w.once('error', reject)
+  })))
+  return paths.map((_, i) => results.map((r) => r[i]!))
+}
+
+test('masters creating one master key at the same moment all get the same whole key: exactly one creates it, none reads it half-written', async (t) => {
+  const dir = tempDir(t)
+  const paths = Array.from({ length: 150 }, (_, i) => join(dir, `round-${i}`, 'master.key'))
+  const rounds = await raceLoadOrCreate(paths, 4)
+  for (const [i, round] of rounds.entries()) {
+    const errors = round.filter((r) => r.err !== undefined).map((r) => r.err)
+    assert.deepEqual(errors, [], `round ${i}: no master failed`)
+    assert.equal(new Set(round.map((r) => r.fp)).size, 1, `round ${i}: one key for all`)
+    assert.equal(round.filter((r) => r.created).length, 1, `round ${i}: created once`)
+    assert.deepEqual(readdirSync(join(dir, `round-${i}`)), ['master.key'], `round ${i}: no temporary file left`)
+  }
 })
 
 test("the master's proof holds only for its token, worker, method, subject and time", () => {
