@@ -102,3 +102,78 @@ test('a worker that answers AssignTask with success=false fails the task at once
   assert.equal(w.count('AssignTask'), 1)
   assert.equal(p.registry.get('worker-1')?.suspect ?? null, null)
 })
+
+/**
+ * A worker answering as the real agent does (src/worker/agent.ts assignTask) whose first AssignTask
+ * starts the run but is answered after the master's deadline: later calls for another attempt are
+ * refused naming attempt 1 (held_attempt). `hold` delays the answer to those calls.
+ */
+function lateStarter(w: RawWorker, hold: () => Promise<void>): { runs: Map<string, number> } {
+  const runs = new Map<string, number>()
+  w.onAssign = async (req) => {
+    const here = runs.get(req.task_id)
+    if (here === undefined) {
+      runs.set(req.task_id, req.attempt)
+      await new Promise((resolve) => setTimeout(resolve, 600))
+      return { success: true, message: 'started' }
+    }
+    await hold()
+    if (here === req.attempt) return { success: true, message: 'already running', held_attempt: 0 }
+    return { success: false, message: `attempt ${req.attempt} not started: this worker already runs attempt ${here}`, held_attempt: here }
+  }
+  return { runs }
+}
+
+const USAGE = { cpu: 1, memory: 1, storage: 1, gpu: 0 }
+
+function heartbeat(p: ReturnType<typeof startPlacement>, workerId: string, taskId: string, attempt: number): void {
+  const listed = [{ taskId, cpu: 0, memory: 0, gpu: 0, status: 'running', attempt }]
+  p.registry.heartbeat(workerId, USAGE, listed, Date.now())
+  p.queue.onHeartbeat(workerId, listed)
+}
+
+test('an AssignTask past its deadline whose run started: the heartbeat listing attempt 1 while the task is queued again takes it back as attempt 1, counted once, nothing cancelled', async (t) => {
+  const p = startPlacement(t, { rpcTimeoutMs: 300, dialTimeoutMs: 200 })
+  const w = await new RawWorker().start(t)
+  lateStarter(w, async () => {})
+  let probeAnswers = false
+  w.onRegister = () => (probeAnswers ? { success: true, message: 'already connected' } : { code: grpc.status.UNAVAILABLE, details: 'not yet' })
+  const id = await p.submit({ command: 'sleep 60' })
+  p.join('worker-1', w.address)
+  await p.until(id, (x) => x.status === 'queued' && x.attempt === 1)
+  heartbeat(p, 'worker-1', id, 1)
+  const back = await p.until(id, (x) => x.status === 'running')
+  assert.deepEqual({ workerId: back.workerId, attempt: back.attempt, attempts: back.attempts }, { workerId: 'worker-1', attempt: 1, attempts: 1 })
+  const cleared = new Promise((resolve) => p.registry.once('worker-cleared', resolve))
+  probeAnswers = true
+  await cleared
+  for (let i = 0; i < 3; i++) heartbeat(p, 'worker-1', id, 1)
+  assert.equal(await p.queue.onCompletion({ task_id: id, worker_id: 'worker-1', status: 'completed', logs: '', result_location: '', output_files: [], exit_code: 0, has_exit_code: true, duration_ms: 1, started_at: 0, finished_at: 0, attempt: 1, reason: '' }), true)
+  const done = p.tasks.get(id)!
+  assert.deepEqual({ status: done.status, attempt: done.attempt, attempts: done.attempts }, { status: 'completed', attempt: 1, attempts: 1 })
+  assert.equal(w.count('CancelTask'), 0, 'the live run was never cancelled')
+  assert.equal(w.count('AssignTask'), 1)
+})
+
+test('an AssignTask past its deadline whose run started: a heartbeat listing attempt 1 while attempt 2\'s AssignTask to the same worker is under way cancels nothing; the worker names attempt 1 and the task keeps it, counted once', async (t) => {
+  const p = startPlacement(t, { rpcTimeoutMs: 300, dialTimeoutMs: 200 })
+  const w = await new RawWorker().start(t)
+  let release!: () => void
+  const held = new Promise<void>((resolve) => (release = resolve))
+  lateStarter(w, () => held)
+  const id = await p.submit({ command: 'sleep 60' })
+  p.join('worker-1', w.address)
+  await p.until(id, (x) => x.status === 'queued' && x.attempt === 1)
+  // The probe clears it; attempt 2 goes to it, and its answer is held while heartbeats list attempt 1.
+  await w.when((e) => e.method === 'AssignTask' && e.phase === 'received' && w.count('AssignTask') === 2)
+  assert.equal(p.tasks.get(id)?.attempt, 2)
+  heartbeat(p, 'worker-1', id, 1)
+  heartbeat(p, 'worker-1', id, 1)
+  release()
+  const kept = await p.until(id, (x) => x.status === 'running')
+  assert.deepEqual({ workerId: kept.workerId, attempt: kept.attempt, attempts: kept.attempts }, { workerId: 'worker-1', attempt: 1, attempts: 1 })
+  for (let i = 0; i < 3; i++) heartbeat(p, 'worker-1', id, 1)
+  assert.equal(await p.queue.onCompletion({ task_id: id, worker_id: 'worker-1', status: 'completed', logs: '', result_location: '', output_files: [], exit_code: 0, has_exit_code: true, duration_ms: 1, started_at: 0, finished_at: 0, attempt: 1, reason: '' }), true)
+  assert.deepEqual({ status: p.tasks.get(id)?.status, attempts: p.tasks.get(id)?.attempts }, { status: 'completed', attempts: 1 })
+  assert.equal(w.count('CancelTask'), 0, 'the live run was never cancelled')
+})
