@@ -3,6 +3,7 @@ import { test } from 'node:test'
 import * as grpc from '@grpc/grpc-js'
 import { callUnary } from '../../src/shared/proto.js'
 import type { TaskAckMsg } from '../../src/shared/wire.js'
+import { PrunedTasks } from '../../src/master/pruned-tasks.js'
 import { startPlacement } from '../support/placement.js'
 import { RawWorker } from '../support/raw-worker.js'
 
@@ -176,4 +177,40 @@ test('an AssignTask past its deadline whose run started: a heartbeat listing att
   assert.equal(await p.queue.onCompletion({ task_id: id, worker_id: 'worker-1', status: 'completed', logs: '', result_location: '', output_files: [], exit_code: 0, has_exit_code: true, duration_ms: 1, started_at: 0, finished_at: 0, attempt: 1, reason: '' }), true)
   assert.deepEqual({ status: p.tasks.get(id)?.status, attempts: p.tasks.get(id)?.attempts }, { status: 'completed', attempts: 1 })
   assert.equal(w.count('CancelTask'), 0, 'the live run was never cancelled')
+})
+
+test('a run of a task removed by retention that its worker still lists gets CancelTask; one listed by a worker it was never placed on gets nothing', async (t) => {
+  const p = startPlacement(t, { retention: { retentionMs: 0, maxFinished: 100_000, outputTailBytes: 1024 } })
+  const w1 = await new RawWorker().start(t)
+  const w2 = await new RawWorker().start(t)
+  const id = await p.submit({ command: 'sleep 60', target_worker_id: 'worker-1' })
+  p.join('worker-1', w1.address)
+  p.join('worker-2', w2.address)
+  await p.until(id, (x) => x.status === 'running')
+  // It finished there (say a stray copy of the run still goes on), and the task was then pruned.
+  assert.equal(await p.queue.onCompletion({ task_id: id, worker_id: 'worker-1', status: 'completed', logs: '', result_location: '', output_files: [], exit_code: 0, has_exit_code: true, duration_ms: 1, started_at: 0, finished_at: 0, attempt: 1, reason: '' }), true)
+  assert.deepEqual(p.tasks.prune(), [id])
+  assert.equal(p.tasks.get(id), undefined)
+
+  const cancelsBefore = w1.count('CancelTask')
+  const listed = [{ taskId: id, cpu: 0, memory: 0, gpu: 0, status: 'running', attempt: 1 }]
+  p.registry.heartbeat('worker-1', USAGE, listed, Date.now())
+  p.queue.onHeartbeat('worker-1', listed)
+  await w1.when(() => w1.count('CancelTask') > cancelsBefore)
+  assert.equal(w1.events.filter((e) => e.method === 'CancelTask').at(-1)?.taskId, id)
+
+  p.registry.heartbeat('worker-2', USAGE, listed, Date.now())
+  p.queue.onHeartbeat('worker-2', listed)
+  // A call on the same client after any the queue made: when it is answered, nothing else came first.
+  await callUnary<{ task_id: string }, TaskAckMsg>(p.clients.get('worker-2', w2.address), 'CancelTask', { task_id: SENTINEL }, 2000).promise
+  assert.deepEqual(w2.events.filter((e) => e.method === 'CancelTask' && e.phase === 'received').map((e) => e.taskId), [SENTINEL], 'never placed there: the worker\'s business')
+})
+
+test('pruned task ids are remembered up to a bound, the oldest dropped first', () => {
+  const pruned = new PrunedTasks(3)
+  for (let i = 1; i <= 5; i++) pruned.add(`t${i}`, ['w1'])
+  pruned.add('t6', [])
+  assert.equal(pruned.size, 3)
+  assert.deepEqual(['t1', 't2', 't3', 't4', 't5', 't6'].map((id) => pruned.wasPlacedOn(id, 'w1')), [false, false, true, true, true, false])
+  assert.equal(pruned.wasPlacedOn('t5', 'w2'), false)
 })
