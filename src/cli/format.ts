@@ -270,7 +270,8 @@ export function formatTask(task: TaskView, opts: FormatOptions): string {
     ...(t.target_worker_id !== null ? [['Target', `${t.target_worker_id} only`] as [string, string]] : []),
     ['Needs', `cpu ${amount(t.req_cpu)}, memory ${amount(t.req_memory, ' GB')}, gpu ${amount(t.req_gpu)}, storage ${amount(t.req_storage, ' GB')}`],
     ['Timeout', t.timeout_s > 0 ? span(t.timeout_s * 1000) : 'none'],
-    ['Attempts', `${t.attempts} of ${t.max_attempts}`],
+    // The placement number names the worker's task directory (tasks/<id>-<placement>); said when it is not the run count.
+    ['Attempts', `${t.attempts} of ${t.max_attempts}${t.attempt > 0 && t.attempt !== t.attempts ? ` (placement ${t.attempt})` : ''}`],
     ['Exit code', t.exit_code === null ? '-' : String(t.exit_code)],
     ...(t.reason !== null && t.reason !== '' ? [['Reason', t.reason] as [string, string]] : []),
     ...timeRow('Submitted', t.submitted_at, opts.now),

@@ -19,6 +19,13 @@ export interface FinalRequest {
   patch: TaskPatch
   reason: string
   guard: TransitionGuard
+  /**
+   * Decided because the task's worker was taken for gone (out of attempts when its tasks were
+   * requeued): the worker it was on. Such a decision is wrong once that worker shows it is there
+   * (active again, or a heartbeat of it lists the task): dropped then (dropFor, dropTask), and
+   * checked again before a retry (stillDue).
+   */
+  workerGone?: string
 }
 
 /**
@@ -30,7 +37,11 @@ export interface FinalRequest {
  * they wait here, one per task (the latest wins), and are tried again each time the store answers
  * after an outage: never in a loop of their own, never dropped. A guard that no longer holds by
  * then (the worker came back and reported, an operator cancelled) drops the request, as it would
- * have lost the race.
+ * have lost the race. A decision taken because the task's worker seemed gone (workerGone) is
+ * dropped when that worker shows it is there: it comes back, or its heartbeat lists the task (the
+ * queue calls dropFor / dropTask), and before each retry `stillDue` is asked again: without that, a
+ * store that recovers after the worker came back would fail a task that runs fine, and the
+ * worker's next heartbeat would have its live run cancelled as stale.
  */
 export class PendingFinals {
   private readonly pending = new Map<string, FinalRequest>()
@@ -38,7 +49,7 @@ export class PendingFinals {
   private started = false
   private readonly onRecovered = (): void => this.retry()
 
-  constructor(private readonly opts: { tasks: TaskTable; log: Logger; recovery?: StoreRecovery }) {}
+  constructor(private readonly opts: { tasks: TaskTable; log: Logger; recovery?: StoreRecovery; stillDue?: (req: FinalRequest) => boolean }) {}
 
   start(): void {
     if (this.started) return
@@ -69,6 +80,34 @@ export class PendingFinals {
     }
   }
 
+  /**
+   * The worker is there after all (active again): every request decided because it seemed gone is
+   * dropped. Returns how many were.
+   */
+  dropFor(workerId: string): number {
+    if (this.pending.size === 0) return 0
+    let dropped = 0
+    for (const req of [...this.pending.values()]) {
+      if (req.workerGone !== workerId) continue
+      this.drop(req, `worker ${workerId} is active again`)
+      dropped++
+    }
+    return dropped
+  }
+
+  /** A heartbeat of `workerId` lists the task: a request decided because that worker seemed gone is dropped. */
+  dropTask(taskId: string, workerId: string): boolean {
+    const req = this.pending.get(taskId)
+    if (!req || req.workerGone !== workerId) return false
+    this.drop(req, `worker ${workerId} still runs it`)
+    return true
+  }
+
+  private drop(req: FinalRequest, why: string): void {
+    this.pending.delete(req.id)
+    this.opts.log.info({ taskId: req.id, workerId: req.workerGone, status: req.to }, `Task ${req.id} is no longer to be ${req.to}: ${why} (${req.reason})`)
+  }
+
   /** Tries every waiting request once (the store answers again); one that fails again waits again. */
   retry(): void {
     if (!this.started || this.pending.size === 0) return
@@ -76,6 +115,10 @@ export class PendingFinals {
     this.pending.clear()
     const { log } = this.opts
     for (const req of due) {
+      if (this.opts.stillDue && !this.opts.stillDue(req)) {
+        this.drop(req, `worker ${req.workerGone} is there again`)
+        continue
+      }
       const p: Promise<void> = this.apply(req)
         .then(
           (moved) => {

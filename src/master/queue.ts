@@ -10,10 +10,11 @@ import { PendingFinals, type StoreRecovery } from './pending-finals.js'
 import type { Registry } from './registry.js'
 import { assignFailure, type AssignFailure } from './assign-failure.js'
 import { MayStillRun } from './may-still-run.js'
+import { PrunedTasks } from './pruned-tasks.js'
 import { RequeueTimers } from './requeue-timer.js'
 import { candidate, pickWorker, place, type Candidate } from './scheduler.js'
 import { movedFrom } from './task-history.js'
-import { FINAL_STATES, latestPlacement, type TaskTable } from './tasks.js'
+import { FINAL_STATES, latestPlacement, placementStarted, type TaskTable } from './tasks.js'
 import { WorkerCancels, type WorkerCancelsOptions } from './worker-cancels.js'
 import type { WorkerClients } from './worker-clients.js'
 
@@ -84,9 +85,18 @@ export class QueueProcessor {
   private readonly waits: RequeueTimers
   /** Tasks requeued off a worker that may still run them: not placed until it says (may-still-run.ts). */
   private readonly mayStillRun = new MayStillRun()
+  /** Tasks removed by retention, with the workers they were on: a run of one a worker still lists is stopped. */
+  private readonly pruned = new PrunedTasks()
+  private readonly onTaskPruned = (t: TaskRecord, workers: readonly string[]): void => {
+    this.pruned.add(t.id, workers)
+    this.misses.delete(t.id)
+    this.mayStillRun.delete(t.id)
+  }
 
   private readonly onWorkerUp = (w: WorkerRecord): void => {
     // Back within the wait: it keeps its tasks, and its heartbeats say which it still runs.
+    // A task it was failed for while the store was down (out of attempts) is not failed after all.
+    this.finals.dropFor(w.id)
     if (this.waits.end(w.id)) this.opts.log.info({ workerId: w.id, tasks: this.opts.tasks.onWorkerCount(w.id) }, `Worker ${w.id} came back within the requeue wait: it keeps its ${this.opts.tasks.onWorkerCount(w.id)} task(s)`)
     this.kick()
   }
@@ -109,7 +119,7 @@ export class QueueProcessor {
   private readonly onWorkerGone = (w: WorkerRecord, info?: { wasActive: boolean }): void => {
     this.waits.end(w.id)
     const onIt = this.opts.tasks.onWorkerTasks(w.id)
-    this.requeueWorker(w.id, `worker ${w.id} was unregistered`, true)
+    this.requeueWorker(w.id, `worker ${w.id} was unregistered`, true, false)
     this.cancels.forget(w.id)
     // An active worker is told to stop them (its token is revoked already, so the result of a run
     // it cancels can no longer land as the task's). An inactive one cannot be reached: if it still
@@ -137,12 +147,18 @@ export class QueueProcessor {
 
   constructor(private readonly opts: QueueOptions) {
     this.rpcTimeoutMs = opts.rpcTimeoutMs ?? 5000
-    this.finals = new PendingFinals({ tasks: opts.tasks, log: opts.log, recovery: opts.storeRecovered })
+    this.finals = new PendingFinals({
+      tasks: opts.tasks,
+      log: opts.log,
+      recovery: opts.storeRecovered,
+      // A worker taken for gone that is active again by the time the store answers keeps its tasks.
+      stillDue: (req) => req.workerGone === undefined || opts.registry.get(req.workerGone)?.isActive !== true,
+    })
     this.cancels = new WorkerCancels({ clients: opts.clients, registry: opts.registry, log: opts.log, rpcTimeoutMs: this.rpcTimeoutMs, counters: opts.counters, ...opts.cancels })
     const requeueAfterMs = opts.requeueAfterMs ?? opts.heartbeatTimeoutMs
     this.waits = new RequeueTimers({
       afterMs: requeueAfterMs,
-      onExpired: (workerId) => this.requeueWorker(workerId, requeueAfterMs > 0 ? `worker ${workerId} went inactive and did not come back within ${requeueAfterMs}ms` : `worker ${workerId} went inactive`, true),
+      onExpired: (workerId) => this.requeueWorker(workerId, requeueAfterMs > 0 ? `worker ${workerId} went inactive and did not come back within ${requeueAfterMs}ms` : `worker ${workerId} went inactive`, true, true),
     })
   }
 
@@ -155,6 +171,7 @@ export class QueueProcessor {
     registry.on('worker-inactive', this.onWorkerDown)
     registry.on('worker-unregistered', this.onWorkerGone)
     tasks.on('task-changed', this.onTaskChanged)
+    tasks.on('task-pruned', this.onTaskPruned)
     this.finals.start()
     this.waits.start()
     // After a master restart, tasks that were on workers are reconciled when those workers come
@@ -166,7 +183,7 @@ export class QueueProcessor {
       for (const t of tasks.unfinished()) {
         // A worker that came back after the restart and went inactive again waits out its own wait.
         if ((t.status === 'assigned' || t.status === 'running') && t.workerId && registry.get(t.workerId)?.isActive !== true && !this.waits.isWaiting(t.workerId)) {
-          this.requeue(t, `worker ${t.workerId} did not come back within ${restartWaitMs}ms of the master's restart`, true)
+          this.requeue(t, `worker ${t.workerId} did not come back within ${restartWaitMs}ms of the master's restart`, true, true)
         }
       }
     }, restartWaitMs)
@@ -276,6 +293,9 @@ export class QueueProcessor {
       } catch (err) {
         failure = assignFailure(err as grpc.ServiceError)
       }
+      // An answer, whatever it says, proves the master reaches the worker (a call still under way
+      // when another one failed may bring it).
+      if (ack) this.opts.registry.clearSuspect(worker.id, 'assign')
       if (ack?.success) {
         mayRun = true
         const started = await tasks.transition(task.id, 'running', { startedAt: Date.now() }, null, { ...guard, startsRun: true })
@@ -325,15 +345,16 @@ export class QueueProcessor {
    * Back to the queue, or failed once it has used its attempts. `mayStillRun`: its worker went
    * silent or was dropped, so it may still be running it; the task is then not placed on that
    * worker again until it says it no longer has it (noted before the move, which a drain may follow
-   * at once).
+   * at once). `workerGone`: decided because its worker is inactive; a final state it leads to while
+   * the store is down is dropped if that worker comes back first (pending-finals.ts).
    */
-  private requeue(t: TaskRecord, why: string, mayStillRun = false): void {
+  private requeue(t: TaskRecord, why: string, mayStillRun = false, workerGone = false): void {
     const { tasks, log } = this.opts
     const guard = { workerId: t.workerId, attempt: t.attempt, from: ['assigned', 'running'] as const }
     const giveUp = t.attempts >= t.maxAttempts
     if (mayStillRun && !giveUp && t.workerId) this.mayStillRun.add(t.id, t.workerId)
     const p = giveUp
-      ? this.finals.apply({ id: t.id, to: 'failed', patch: { finishedAt: Date.now() }, reason: `${why}; gave up after ${t.attempts} attempt(s)`, guard })
+      ? this.finals.apply({ id: t.id, to: 'failed', patch: { finishedAt: Date.now() }, reason: `${why}; gave up after ${t.attempts} attempt(s)`, guard, workerGone: workerGone && t.workerId ? t.workerId : undefined })
       : tasks.transition(t.id, 'queued', { workerId: null, assignedAt: null, startedAt: null }, `${why}; requeued`, guard)
     this.track(
       p.then(
@@ -349,8 +370,8 @@ export class QueueProcessor {
     )
   }
 
-  private requeueWorker(workerId: string, why: string, mayStillRun = false): void {
-    for (const t of this.opts.tasks.onWorkerTasks(workerId)) this.requeue(t, why, mayStillRun)
+  private requeueWorker(workerId: string, why: string, mayStillRun: boolean, workerGone: boolean): void {
+    for (const t of this.opts.tasks.onWorkerTasks(workerId)) this.requeue(t, why, mayStillRun, workerGone)
   }
 
   /**
@@ -368,8 +389,10 @@ export class QueueProcessor {
     if (!t) return
     const guard = { workerId: worker.id, attempt, from: ['assigned'] as const }
     if (running === attempt - 1 && previousPlacement(t) === worker.id) {
-      const times = placementTimes({ ...t, history: t.history.slice(0, -1) }, worker.id)
-      const back = await tasks.transition(taskId, 'running', { attempt: running, startedAt: times.startedAt ?? Date.now() }, `worker ${worker.id} still runs attempt ${running}: it is kept, attempt ${attempt} was never started`, guard)
+      const earlier = { ...t, history: t.history.slice(0, -1) }
+      const times = placementTimes(earlier, worker.id)
+      // That run is counted now if its start was never confirmed (its own AssignTask got no answer).
+      const back = await tasks.transition(taskId, 'running', { attempt: running, startedAt: times.startedAt ?? Date.now() }, `worker ${worker.id} still runs attempt ${running}: it is kept, attempt ${attempt} was never started`, { ...guard, startsRun: !placementStarted(earlier) })
       if (back) log.info({ taskId, workerId: worker.id, attempt: running, refused: attempt }, `Task ${taskId} keeps attempt ${running} on worker ${worker.id}, which still runs it (attempt ${attempt} was not started)`)
       return
     }
@@ -420,9 +443,10 @@ export class QueueProcessor {
    * What a heartbeat says the worker runs. A task the master placed there but the worker no longer
    * lists (twice in a row) is requeued; a task the worker runs that this master placed on it but
    * that is no longer its to run (requeued, moved elsewhere, finished, an older attempt) is
-   * cancelled there, at most once per retry interval (WorkerCancels); a task still assigned (its
-   * AssignTask answer lost) that the worker runs is running. Ids this master never placed on that
-   * worker are the worker's business (another master's, or made up): counted and logged, nothing sent.
+   * cancelled there, at most once per retry interval (WorkerCancels), and so is one removed by
+   * retention that was placed there (PrunedTasks); a task still assigned (its AssignTask answer
+   * lost) that the worker runs is running. Ids this master never placed on that worker are the
+   * worker's business (another master's, or made up): counted and logged, nothing sent.
    */
   onHeartbeat(workerId: string, listed: RunningTaskInfo[]): void {
     if (this.closed) return
@@ -442,6 +466,7 @@ export class QueueProcessor {
       const mine = t && t.workerId === workerId && (t.status === 'assigned' || t.status === 'running') && (r.attempt === 0 || r.attempt === t.attempt)
       if (mine) {
         this.misses.delete(t.id)
+        if (this.finals.size > 0) this.finals.dropTask(t.id, workerId)
         if (t.status === 'assigned' && r.status === 'running') {
           this.track(tasks.transition(t.id, 'running', { startedAt: t.startedAt ?? Date.now() }, null, { workerId, attempt: t.attempt, from: ['assigned'], startsRun: true }))
         }
@@ -449,11 +474,14 @@ export class QueueProcessor {
         if (t && t.status === 'queued' && latestPlacement(t) === workerId && (r.attempt === 0 || r.attempt === t.attempt)) {
           // Requeued while this worker was away, and started nowhere since: this run is kept.
           this.withdraw(t, workerId)
-        } else if (t && t.status === 'assigned' && t.workerId !== workerId && this.assigning.has(t.id) && wasPlacedOn(t, workerId)) {
-          // Placed elsewhere, its AssignTask not answered yet: whether it started there decides
-          // which run stays, and a later heartbeat acts on it (started: this one is cancelled).
-        } else if (t && wasPlacedOn(t, workerId)) {
-          this.cancels.stale(workerId, t.id)
+        } else if (t && t.status === 'assigned' && this.assigning.has(t.id) && wasPlacedOn(t, workerId)) {
+          // Placed again (elsewhere, or here under a newer attempt), its AssignTask not answered
+          // yet: that answer decides which run stays. Elsewhere: whether it started there, and a
+          // later heartbeat acts on it (started: this one is cancelled). Here: the worker refuses
+          // the newer attempt and names this one (held_attempt), which the task takes back.
+        } else if (t ? wasPlacedOn(t, workerId) : this.pruned.size > 0 && this.pruned.wasPlacedOn(r.taskId, workerId)) {
+          // Ours once on this worker, and no longer its to run (or removed by retention since).
+          this.cancels.stale(workerId, r.taskId)
         } else {
           if (unknown === 0) example = r.taskId
           unknown++
@@ -535,7 +563,8 @@ export class QueueProcessor {
     if (t.status === 'queued' && latestPlacement(t) === r.worker_id && (r.attempt === 0 || r.attempt === t.attempt)) {
       guard = { workerId: r.worker_id, attempt: t.attempt, from: ['queued'], resumes: true }
     } else if (t.status === 'assigned' && t.workerId !== null && t.workerId !== r.worker_id && r.attempt > 0 && r.attempt === t.attempt - 1 && previousPlacement(t) === r.worker_id) {
-      guard = { workerId: t.workerId, attempt: t.attempt, from: ['assigned'] }
+      // The earlier placement's start may never have been confirmed (its AssignTask got no answer): its run counts now.
+      guard = { workerId: t.workerId, attempt: t.attempt, from: ['assigned'], startsRun: !placementStarted({ history: t.history.slice(0, -1) }) }
       overtaken = t.workerId
     } else {
       return null
@@ -614,6 +643,7 @@ export class QueueProcessor {
     registry.off('worker-inactive', this.onWorkerDown)
     registry.off('worker-unregistered', this.onWorkerGone)
     tasks.off('task-changed', this.onTaskChanged)
+    tasks.off('task-pruned', this.onTaskPruned)
     if (this.scheduled) clearImmediate(this.scheduled)
     if (this.startupCheck) clearTimeout(this.startupCheck)
     this.scheduled = this.startupCheck = null

@@ -154,8 +154,8 @@ export class Registry extends EventEmitter<RegistryEvents> {
     worker.specs = info.specs
     worker.reportedAddress = info.reportedAddress
     worker.lastHeartbeat = now
-    // It called us: it answers. Cleared before worker-changed / worker-active, which drain the queue.
-    this.clearSuspect(id, 'register')
+    // A suspect worker stays suspect: its call proves it reaches us, not that we reach it (a wrong
+    // advertised address, a one-way partition). A probe or an answered AssignTask clears it.
     if (wasActive) {
       // A worker that restarted faster than the heartbeat timeout: same session as far as
       // anyone watching is concerned, but its specs may have changed.
@@ -184,8 +184,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
     worker.runningTasks = runningTasks
     worker.lastHeartbeat = now
     this.heartbeatDirty.add(id)
-    // Rare, so the hot path pays one field read for it.
-    if (worker.suspect) this.clearSuspect(id, 'heartbeat')
+    // A suspect worker stays suspect (see connect): a heartbeat says nothing of the master's way to it.
   }
 
   /**
@@ -202,7 +201,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
     return true
   }
 
-  /** A suspect worker answered (a probe, a heartbeat, RegisterWorker): placements resume. False when it was not suspect. */
+  /** A suspect worker answered a call of the master's (a probe, an AssignTask): placements resume. False when it was not suspect. */
   clearSuspect(id: string, by: SuspicionCleared): boolean {
     const worker = this.workers.get(id)
     if (!worker?.suspect) return false

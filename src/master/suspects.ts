@@ -12,8 +12,10 @@ import type { Registry } from './registry.js'
 // (the same dial, the same thread pool, the same proof), with capped exponential backoff: a worker
 // that answers is cleared (registry.clearSuspect, `worker-cleared`) and the queue places on it
 // again; one that does not is dialled less and less often until the heartbeat timeout makes it
-// inactive (liveness), where the reconnection monitor takes over. A heartbeat or a RegisterWorker
-// from it clears it as well (registry). MasterRegister is what proves the worker is there and
+// inactive (liveness), where the reconnection monitor takes over. An AssignTask it answers clears it
+// too (the queue); its heartbeats and RegisterWorker calls do not: they prove only that it reaches
+// us, and a worker we cannot reach (a wrong advertised address, a one-way partition) that heartbeats
+// must not get a placement per heartbeat. MasterRegister is what proves the worker is there and
 // still ours: a worker that follows us answers it at once ("already connected"), and one that
 // restarted on the same address registers again because of it.
 
@@ -60,7 +62,7 @@ export class SuspectProbes {
   private readonly onSuspect = (w: WorkerRecord, s: WorkerSuspicion): void => {
     this.opts.log.warn(
       { workerId: w.id, address: w.address, reason: s.reason },
-      `Worker ${w.id} is suspect: ${s.reason}; no tasks are placed on it until it answers a probe or a heartbeat (or becomes inactive at the heartbeat timeout)`,
+      `Worker ${w.id} is suspect: ${s.reason}; no tasks are placed on it until it answers a probe (or becomes inactive at the heartbeat timeout)`,
     )
     this.begin(w)
   }

@@ -43,8 +43,9 @@ export interface TransitionGuard {
   /**
    * The task, queued again, goes back to the run of its latest placement, which its worker still
    * had (a worker that came back): the only way from 'queued' to 'running', 'completed' or
-   * 'failed', and only with `workerId` and `attempt` given (that placement's). Never counts a run:
-   * it was counted when it started.
+   * 'failed', and only with `workerId` and `attempt` given (that placement's). Counts the run only
+   * when its start was never confirmed (its AssignTask got no answer, yet it ran): otherwise it was
+   * counted when it started.
    */
   resumes?: boolean
 }
@@ -61,6 +62,26 @@ export function latestPlacement(t: TaskRecord): string | null {
     if (h.status === 'assigned') return h.workerId
   }
   return null
+}
+
+/**
+ * Whether the run of the task's latest placement was confirmed started (counted in `attempts`): a
+ * step after that placement's 'assigned' one says it ran. False before the first placement.
+ */
+export function placementStarted(t: Pick<TaskRecord, 'history'>): boolean {
+  for (let i = t.history.length - 1; i >= 0; i--) {
+    const s = t.history[i]!.status
+    if (s === 'assigned') return false
+    if (s === 'running' || s === 'completed' || s === 'failed') return true
+  }
+  return false
+}
+
+/** Every worker the task was ever placed on, once each, in order. */
+function placedOn(t: TaskRecord): string[] {
+  const out: string[] = []
+  for (const h of t.history) if (h.status === 'assigned' && h.workerId !== null && !out.includes(h.workerId)) out.push(h.workerId)
+  return out
 }
 
 /** What the task table needs of persistence: the store journal (src/store/journal.ts). */
@@ -239,7 +260,7 @@ export class TaskTable extends EventEmitter<TaskEvents> {
    * Removes finished tasks that finished (on this table's clock) `retentionMs` ago or more, then the
    * oldest finished past `maxFinished`, from memory, and journals their removal from the store.
    * Looks only at the front of the finish order: the cost is what it removes. Never removes a task
-   * that is not final. Returns the ids removed.
+   * that is not final. Emits `task-pruned` for each. Returns the ids removed.
    */
   prune(): string[] {
     const cutoff = this.now() - this.retention.retentionMs
@@ -255,6 +276,7 @@ export class TaskTable extends EventEmitter<TaskEvents> {
       this.undurable.delete(t.id)
       this.persistence.recordTaskRemoval(t.id)
       removed.push(t.id)
+      this.emit('task-pruned', t, placedOn(t))
     }
     return removed
   }
@@ -326,7 +348,7 @@ export class TaskTable extends EventEmitter<TaskEvents> {
       const next: TaskRecord = {
         ...cur,
         ...this.boundOutput(patch),
-        attempts: guard.startsRun && cur.status === 'assigned' ? cur.attempts + 1 : cur.attempts,
+        attempts: (guard.startsRun && cur.status === 'assigned') || (resumed && !placementStarted(cur)) ? cur.attempts + 1 : cur.attempts,
         status: to,
         reason: reason ?? (to === 'queued' ? cur.reason : null),
         updatedAt: at,

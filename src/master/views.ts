@@ -98,7 +98,14 @@ export interface TaskView {
   req_gpu: number
   timeout_s: number
   max_attempts: number
+  /** Runs that started on a worker (what max_attempts bounds). */
   attempts: number
+  /**
+   * The number of the task's latest placement (0: never placed). Placements that never reached a
+   * worker are numbered too, so it may be above `attempts`; the worker keeps the run's files in
+   * `<data-dir>/tasks/<task_id>-<attempt>/`.
+   */
+  attempt: number
   submitted_at: string
   assigned_at: string | null
   started_at: string | null
@@ -129,6 +136,7 @@ export function toTaskView(t: TaskRecord, durable: boolean, logsLimit = Number.P
     timeout_s: t.timeoutS,
     max_attempts: t.maxAttempts,
     attempts: t.attempts,
+    attempt: t.attempt,
     submitted_at: iso(t.submittedAt) as string,
     assigned_at: iso(t.assignedAt),
     started_at: iso(t.startedAt),

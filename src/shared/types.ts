@@ -67,8 +67,11 @@ export interface WorkerSuspicion {
   reason: string
 }
 
-/** What ended a suspicion: a probe (MasterRegister) answered, a heartbeat arrived, or the worker registered again. */
-export type SuspicionCleared = 'probe' | 'heartbeat' | 'register'
+/**
+ * What ended a suspicion: a probe (MasterRegister) answered, or an AssignTask did. Only calls the
+ * master makes prove that it reaches the worker; a heartbeat or a RegisterWorker proves the other way.
+ */
+export type SuspicionCleared = 'probe' | 'assign'
 
 /** What changed about a worker's credential ('certificate': it proved itself by its client certificate). */
 export type CredentialChange = 'rotated' | 'presented' | 'certificate'
@@ -151,4 +154,6 @@ export interface TaskRecord {
 
 export interface TaskEvents {
   'task-changed': [task: TaskRecord, previous: TaskStatus | null]
+  /** Removed by retention: its last record (final), and every worker it was ever placed on. */
+  'task-pruned': [task: TaskRecord, workers: readonly string[]]
 }

@@ -166,3 +166,28 @@ test('a task requeued while its worker was away and still queued when it comes b
   assert.equal(master.proc.has((l) => l.taskId === id && typeof l.msg === 'string' && l.msg.startsWith('CancelTask')), false, 'no CancelTask sent')
   assert.equal(w1.has(msgHas('Cancelling task')), false, 'nothing killed on the worker')
 })
+
+test('a worker paused for less than the heartbeat timeout is suspect at the AssignTask deadline; resumed, a probe clears it within its backoff and the task runs there', async (t) => {
+  // Long enough that the pause (the 5 s AssignTask deadline, then a little) never makes it inactive.
+  const master = await startMaster(t, { dataDir: tempDir(t), args: ['--reconnect-interval', '300ms', '--dial-timeout', '1s', '--heartbeat-timeout', '30s', '--shutdown-grace', '2s'] })
+  const worker = await addWorker(t, master, 'w1')
+  const file = runsFile(t)
+  const mark = master.proc.mark()
+  worker.child.kill('SIGSTOP')
+  let id: string
+  try {
+    id = await submit(master.api, `echo $$ >> ${file}; exec sleep 60`)
+    await master.proc.waitForLog((l) => l.workerId === 'w1' && msgHas('is suspect: AssignTask failed (DEADLINE_EXCEEDED')(l), 'w1 suspect at the deadline', { from: mark, timeoutMs: 15_000 })
+  } finally {
+    worker.child.kill('SIGCONT')
+  }
+  await master.proc.waitForLog((l) => l.workerId === 'w1' && msgHas('answers again (probe)')(l), 'cleared by a probe', { from: mark, timeoutMs: 15_000 })
+  await waitUntil(async () => (await task(master.api, id)).status === 'running', 'running on w1', 15_000)
+  // A run the timed-out AssignTask started is kept and counted once; otherwise the next placement runs.
+  const v = await task(master.api, id)
+  assert.equal(v.worker_id, 'w1')
+  assert.equal(v.attempts, 1)
+  await waitUntil(() => runs(file).length >= 1, 'the run started', 10_000)
+  assert.equal(runs(file).length, 1, 'one run')
+  assert.equal(master.proc.lines.filter((l) => l.workerId === 'w1' && msgHas('is suspect')(l)).length, 1, 'suspect once')
+})

@@ -14,6 +14,7 @@ interface TaskView {
   exit_code: number | null
   logs: string
   attempts: number
+  attempt: number
   reason: string | null
   submitted_at: string
   assigned_at: string | null
@@ -64,6 +65,7 @@ test('the CloudAI end-to-end flow: tasks queue while workers are offline, then r
   assert.equal(target!.worker_id, 'worker-2', 'a target worker is honoured')
   for (const v of [hello!, exit3!, env!, target!]) {
     assert.equal(v.attempts, 1)
+    assert.equal(v.attempt, 1, 'the placement number is shown')
     assert.ok(v.assigned_at && v.started_at && v.finished_at)
     assert.deepEqual(v.history.map((h) => h.status).slice(0, 2), ['queued', 'assigned'])
   }
@@ -99,6 +101,7 @@ test('a worker killed with -9 while its task runs: the task is requeued and comp
   assert.equal(v.status, 'completed')
   assert.equal(v.worker_id, 'w2')
   assert.equal(v.attempts, 2)
+  assert.equal(v.attempt, 2)
   assert.equal(v.logs, 'finished\n')
   assert.deepEqual(v.history.map((h) => `${h.status}@${h.worker_id ?? '-'}`), ['queued@-', 'assigned@w1', 'running@w1', 'queued@-', 'assigned@w2', 'running@w2', 'completed@w2'])
 })

@@ -169,6 +169,7 @@ export class MemoryControl implements MasterControl {
       timeout_s: input.timeoutS,
       max_attempts: input.maxAttempts,
       attempts: 0,
+      attempt: 0,
       submitted_at: at,
       assigned_at: null,
       started_at: null,

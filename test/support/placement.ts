@@ -5,6 +5,7 @@ import { Registry } from '../../src/master/registry.js'
 import { SuspectProbes } from '../../src/master/suspects.js'
 import { parseTaskInput } from '../../src/master/task-input.js'
 import { TaskTable } from '../../src/master/tasks.js'
+import type { TaskRetention } from '../../src/master/task-retention.js'
 import { WorkerClients } from '../../src/master/worker-clients.js'
 import type { TaskRecord, WorkerSpecs } from '../../src/shared/types.js'
 import { StoreJournal } from '../../src/store/journal.js'
@@ -30,13 +31,13 @@ export interface Placement {
   until(id: string, pred: (t: TaskRecord) => boolean): Promise<TaskRecord>
 }
 
-export function startPlacement(t: TestContext, opts: { rpcTimeoutMs?: number; dialTimeoutMs?: number } = {}): Placement {
+export function startPlacement(t: TestContext, opts: { rpcTimeoutMs?: number; dialTimeoutMs?: number; retention?: TaskRetention } = {}): Placement {
   const { log, lines } = memoryLogger('debug')
   const store = new FlakyStore()
   const registry = new Registry()
   const journal = new StoreJournal(store, registry, { log, limit: 10_000 })
   journal.start(true)
-  const tasks = new TaskTable(journal)
+  const tasks = new TaskTable(journal, Date.now, opts.retention)
   const clients = new WorkerClients()
   const queue = new QueueProcessor({ tasks, registry, clients, log, heartbeatTimeoutMs: 60_000, rpcTimeoutMs: opts.rpcTimeoutMs ?? 5000 })
   const dialer = new InlineDialer()

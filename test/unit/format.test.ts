@@ -164,6 +164,7 @@ function task(id: string, overrides: Partial<TaskView> = {}): TaskView {
     timeout_s: 0,
     max_attempts: 3,
     attempts: 0,
+    attempt: 0,
     submitted_at: ago(12_000),
     assigned_at: null,
     started_at: null,
@@ -183,6 +184,7 @@ const done = task('task-aaa', {
   req_cpu: 1,
   req_memory: 0.5,
   attempts: 1,
+  attempt: 1,
   submitted_at: ago(125_000),
   assigned_at: ago(124_000),
   started_at: ago(123_500),
@@ -266,6 +268,12 @@ test('one task: its fields, times as ISO and age, the history, and the end of it
       'hello',
     ].join('\n'),
   )
+})
+
+test('one task placed more often than it ran: its attempts say the placement number too (the worker\'s task directory)', () => {
+  const text = formatTask({ ...done, attempts: 1, attempt: 2 }, { now: NOW, color: false })
+  assert.match(text, /^Attempts: {3}1 of 3 \(placement 2\)$/m)
+  assert.match(formatTask(done, { now: NOW, color: false }), /^Attempts: {3}1 of 3$/m, 'the same number: said once')
 })
 
 test('a waiting task shows no empty times, and a failed one its reason', () => {

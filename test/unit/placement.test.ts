@@ -3,6 +3,7 @@ import { test } from 'node:test'
 import * as grpc from '@grpc/grpc-js'
 import { callUnary } from '../../src/shared/proto.js'
 import type { TaskAckMsg } from '../../src/shared/wire.js'
+import { PrunedTasks } from '../../src/master/pruned-tasks.js'
 import { startPlacement } from '../support/placement.js'
 import { RawWorker } from '../support/raw-worker.js'
 
@@ -101,4 +102,115 @@ test('a worker that answers AssignTask with success=false fails the task at once
   assert.equal(failed.attempts, 0)
   assert.equal(w.count('AssignTask'), 1)
   assert.equal(p.registry.get('worker-1')?.suspect ?? null, null)
+})
+
+/**
+ * A worker answering as the real agent does (src/worker/agent.ts assignTask) whose first AssignTask
+ * starts the run but is answered after the master's deadline: later calls for another attempt are
+ * refused naming attempt 1 (held_attempt). `hold` delays the answer to those calls.
+ */
+function lateStarter(w: RawWorker, hold: () => Promise<void>): { runs: Map<string, number> } {
+  const runs = new Map<string, number>()
+  w.onAssign = async (req) => {
+    const here = runs.get(req.task_id)
+    if (here === undefined) {
+      runs.set(req.task_id, req.attempt)
+      await new Promise((resolve) => setTimeout(resolve, 600))
+      return { success: true, message: 'started' }
+    }
+    await hold()
+    if (here === req.attempt) return { success: true, message: 'already running', held_attempt: 0 }
+    return { success: false, message: `attempt ${req.attempt} not started: this worker already runs attempt ${here}`, held_attempt: here }
+  }
+  return { runs }
+}
+
+const USAGE = { cpu: 1, memory: 1, storage: 1, gpu: 0 }
+
+function heartbeat(p: ReturnType<typeof startPlacement>, workerId: string, taskId: string, attempt: number): void {
+  const listed = [{ taskId, cpu: 0, memory: 0, gpu: 0, status: 'running', attempt }]
+  p.registry.heartbeat(workerId, USAGE, listed, Date.now())
+  p.queue.onHeartbeat(workerId, listed)
+}
+
+test('an AssignTask past its deadline whose run started: the heartbeat listing attempt 1 while the task is queued again takes it back as attempt 1, counted once, nothing cancelled', async (t) => {
+  const p = startPlacement(t, { rpcTimeoutMs: 300, dialTimeoutMs: 200 })
+  const w = await new RawWorker().start(t)
+  lateStarter(w, async () => {})
+  let probeAnswers = false
+  w.onRegister = () => (probeAnswers ? { success: true, message: 'already connected' } : { code: grpc.status.UNAVAILABLE, details: 'not yet' })
+  const id = await p.submit({ command: 'sleep 60' })
+  p.join('worker-1', w.address)
+  await p.until(id, (x) => x.status === 'queued' && x.attempt === 1)
+  heartbeat(p, 'worker-1', id, 1)
+  const back = await p.until(id, (x) => x.status === 'running')
+  assert.deepEqual({ workerId: back.workerId, attempt: back.attempt, attempts: back.attempts }, { workerId: 'worker-1', attempt: 1, attempts: 1 })
+  const cleared = new Promise((resolve) => p.registry.once('worker-cleared', resolve))
+  probeAnswers = true
+  await cleared
+  for (let i = 0; i < 3; i++) heartbeat(p, 'worker-1', id, 1)
+  assert.equal(await p.queue.onCompletion({ task_id: id, worker_id: 'worker-1', status: 'completed', logs: '', result_location: '', output_files: [], exit_code: 0, has_exit_code: true, duration_ms: 1, started_at: 0, finished_at: 0, attempt: 1, reason: '' }), true)
+  const done = p.tasks.get(id)!
+  assert.deepEqual({ status: done.status, attempt: done.attempt, attempts: done.attempts }, { status: 'completed', attempt: 1, attempts: 1 })
+  assert.equal(w.count('CancelTask'), 0, 'the live run was never cancelled')
+  assert.equal(w.count('AssignTask'), 1)
+})
+
+test('an AssignTask past its deadline whose run started: a heartbeat listing attempt 1 while attempt 2\'s AssignTask to the same worker is under way cancels nothing; the worker names attempt 1 and the task keeps it, counted once', async (t) => {
+  const p = startPlacement(t, { rpcTimeoutMs: 300, dialTimeoutMs: 200 })
+  const w = await new RawWorker().start(t)
+  let release!: () => void
+  const held = new Promise<void>((resolve) => (release = resolve))
+  lateStarter(w, () => held)
+  const id = await p.submit({ command: 'sleep 60' })
+  p.join('worker-1', w.address)
+  await p.until(id, (x) => x.status === 'queued' && x.attempt === 1)
+  // The probe clears it; attempt 2 goes to it, and its answer is held while heartbeats list attempt 1.
+  await w.when((e) => e.method === 'AssignTask' && e.phase === 'received' && w.count('AssignTask') === 2)
+  assert.equal(p.tasks.get(id)?.attempt, 2)
+  heartbeat(p, 'worker-1', id, 1)
+  heartbeat(p, 'worker-1', id, 1)
+  release()
+  const kept = await p.until(id, (x) => x.status === 'running')
+  assert.deepEqual({ workerId: kept.workerId, attempt: kept.attempt, attempts: kept.attempts }, { workerId: 'worker-1', attempt: 1, attempts: 1 })
+  for (let i = 0; i < 3; i++) heartbeat(p, 'worker-1', id, 1)
+  assert.equal(await p.queue.onCompletion({ task_id: id, worker_id: 'worker-1', status: 'completed', logs: '', result_location: '', output_files: [], exit_code: 0, has_exit_code: true, duration_ms: 1, started_at: 0, finished_at: 0, attempt: 1, reason: '' }), true)
+  assert.deepEqual({ status: p.tasks.get(id)?.status, attempts: p.tasks.get(id)?.attempts }, { status: 'completed', attempts: 1 })
+  assert.equal(w.count('CancelTask'), 0, 'the live run was never cancelled')
+})
+
+test('a run of a task removed by retention that its worker still lists gets CancelTask; one listed by a worker it was never placed on gets nothing', async (t) => {
+  const p = startPlacement(t, { retention: { retentionMs: 0, maxFinished: 100_000, outputTailBytes: 1024 } })
+  const w1 = await new RawWorker().start(t)
+  const w2 = await new RawWorker().start(t)
+  const id = await p.submit({ command: 'sleep 60', target_worker_id: 'worker-1' })
+  p.join('worker-1', w1.address)
+  p.join('worker-2', w2.address)
+  await p.until(id, (x) => x.status === 'running')
+  // It finished there (say a stray copy of the run still goes on), and the task was then pruned.
+  assert.equal(await p.queue.onCompletion({ task_id: id, worker_id: 'worker-1', status: 'completed', logs: '', result_location: '', output_files: [], exit_code: 0, has_exit_code: true, duration_ms: 1, started_at: 0, finished_at: 0, attempt: 1, reason: '' }), true)
+  assert.deepEqual(p.tasks.prune(), [id])
+  assert.equal(p.tasks.get(id), undefined)
+
+  const cancelsBefore = w1.count('CancelTask')
+  const listed = [{ taskId: id, cpu: 0, memory: 0, gpu: 0, status: 'running', attempt: 1 }]
+  p.registry.heartbeat('worker-1', USAGE, listed, Date.now())
+  p.queue.onHeartbeat('worker-1', listed)
+  await w1.when(() => w1.count('CancelTask') > cancelsBefore)
+  assert.equal(w1.events.filter((e) => e.method === 'CancelTask').at(-1)?.taskId, id)
+
+  p.registry.heartbeat('worker-2', USAGE, listed, Date.now())
+  p.queue.onHeartbeat('worker-2', listed)
+  // A call on the same client after any the queue made: when it is answered, nothing else came first.
+  await callUnary<{ task_id: string }, TaskAckMsg>(p.clients.get('worker-2', w2.address), 'CancelTask', { task_id: SENTINEL }, 2000).promise
+  assert.deepEqual(w2.events.filter((e) => e.method === 'CancelTask' && e.phase === 'received').map((e) => e.taskId), [SENTINEL], 'never placed there: the worker\'s business')
+})
+
+test('pruned task ids are remembered up to a bound, the oldest dropped first', () => {
+  const pruned = new PrunedTasks(3)
+  for (let i = 1; i <= 5; i++) pruned.add(`t${i}`, ['w1'])
+  pruned.add('t6', [])
+  assert.equal(pruned.size, 3)
+  assert.deepEqual(['t1', 't2', 't3', 't4', 't5', 't6'].map((id) => pruned.wasPlacedOn(id, 'w1')), [false, false, true, true, true, false])
+  assert.equal(pruned.wasPlacedOn('t5', 'w2'), false)
 })

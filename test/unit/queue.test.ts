@@ -122,7 +122,8 @@ test('a task failing after its last attempt while the store is down keeps its st
   journal.start(true)
   t.after(() => journal.close())
   const tasks = new TaskTable(journal)
-  const queue = new QueueProcessor({ tasks, registry, clients: new WorkerClients(), log, heartbeatTimeoutMs: 60_000, storeRecovered: journal })
+  // Requeued at once (the default wait is the heartbeat timeout: a minute here).
+  const queue = new QueueProcessor({ tasks, registry, clients: new WorkerClients(), log, heartbeatTimeoutMs: 60_000, requeueAfterMs: 0, storeRecovered: journal })
   t.after(() => queue.close())
   const task = await tasks.submit(parseTaskInput({ command: 'true', max_attempts: 1 }), { acceptWhileDegraded: false })
   await tasks.transition(task.id, 'assigned', { workerId: 'w1', attempt: 1 }, null)
@@ -247,4 +248,53 @@ test('the report of the attempt a task was requeued from is its result while it 
   await tasks.transition(c.id, 'running', {}, null, { workerId: 'w2', attempt: 2, startsRun: true })
   assert.equal(await queue.onCompletion(report(c.id)), false)
   assert.deepEqual({ status: tasks.get(c.id)?.status, workerId: tasks.get(c.id)?.workerId, attempts: tasks.get(c.id)?.attempts }, { status: 'running', workerId: 'w2', attempts: 2 })
+})
+
+test('a task its inactive worker was failed for while the store was down is not failed when that worker comes back running it before the store answers', async (t) => {
+  const { log } = memoryLogger('silent')
+  const store = new FlakyStore()
+  const registry = new Registry()
+  const journal = new StoreJournal(store, registry, { log, limit: 1000, retryBaseMs: 10, retryCapMs: 20 })
+  journal.start(true)
+  t.after(() => journal.close())
+  const tasks = new TaskTable(journal)
+  const queue = new QueueProcessor({ tasks, registry, clients: new WorkerClients(), log, heartbeatTimeoutMs: 60_000, requeueAfterMs: 0, storeRecovered: journal })
+  t.after(() => queue.close())
+  const once1 = await tasks.submit(parseTaskInput({ command: 'sleep 600', max_attempts: 1, target_worker_id: 'nobody' }), { acceptWhileDegraded: false })
+  const twice = await tasks.submit(parseTaskInput({ command: 'sleep 600', max_attempts: 1, target_worker_id: 'nobody' }), { acceptWhileDegraded: false })
+  registry.register('w1', '127.0.0.2:1', Date.now())
+  registry.register('w2', '127.0.0.2:2', Date.now())
+  registry.connect('w1', SPECS, Date.now())
+  registry.connect('w2', SPECS, Date.now())
+  for (const [task, w] of [[once1, 'w1'], [twice, 'w2']] as const) {
+    await tasks.transition(task.id, 'assigned', { workerId: w, attempt: 1 }, null, { from: ['queued'] })
+    await tasks.transition(task.id, 'running', {}, null, { workerId: w, attempt: 1, startsRun: true })
+  }
+  queue.start()
+  const announced: string[] = []
+  tasks.on('task-changed', (x) => announced.push(`${x.id === once1.id ? 'w1' : 'w2'}:${x.status}`))
+
+  // Both workers go silent while the store is down: out of attempts, both tasks wait to be failed.
+  store.failing = true
+  registry.markInactive('w1', 'heartbeat-timeout', Date.now())
+  registry.markInactive('w2', 'heartbeat-timeout', Date.now())
+  await waitUntilTrue(() => !journal.healthy, 'the store seen down')
+  await flush()
+  // w1 comes back and its heartbeats list its run; w2 stays away.
+  registry.connect('w1', SPECS, Date.now())
+  const listed = [{ taskId: once1.id, cpu: 0, memory: 0, gpu: 0, status: 'running', attempt: 1 }]
+  registry.heartbeat('w1', { cpu: 0, memory: 0, storage: 0, gpu: 0 }, listed, Date.now())
+  queue.onHeartbeat('w1', listed)
+
+  const failed = new Promise<TaskRecord>((resolve) => tasks.on('task-changed', (x) => x.status === 'failed' && resolve(x)))
+  const recovered = new Promise<void>((resolve) => journal.once('recovered', () => resolve()))
+  store.failing = false
+  await recovered
+  assert.equal((await failed).id, twice.id, 'the worker still away: its task fails')
+  await flush()
+  assert.equal(tasks.get(once1.id)?.status, 'running', 'the worker that came back keeps its run')
+  assert.deepEqual({ workerId: tasks.get(once1.id)?.workerId, attempt: tasks.get(once1.id)?.attempt, attempts: tasks.get(once1.id)?.attempts }, { workerId: 'w1', attempt: 1, attempts: 1 })
+  assert.deepEqual(announced, ['w2:failed'])
+  queue.onHeartbeat('w1', listed)
+  assert.equal(tasks.get(once1.id)?.status, 'running')
 })

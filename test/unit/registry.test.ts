@@ -108,7 +108,7 @@ test('the registry keeps the token index: issued at registration, loaded from th
   assert.deepEqual(changes, ['w1:rotated', 'w1:presented', 'w1:rotated'])
 })
 
-test('suspicion: only an active worker, once until cleared; cleared by a heartbeat, a registration or going inactive, each emitted once', () => {
+test('suspicion: only an active worker, once until cleared; cleared by a probe, an answered AssignTask or going inactive, not by a heartbeat or a registration; each emitted once', () => {
   const r = new Registry()
   const events: string[] = []
   r.on('worker-suspect', (w, s) => events.push(`${w.id}:suspect:${s.reason}`))
@@ -121,13 +121,15 @@ test('suspicion: only an active worker, once until cleared; cleared by a heartbe
   assert.deepEqual(r.get('w1')?.suspect, { since: 4, reason: 'AssignTask failed (UNAVAILABLE)' })
   assert.deepEqual(r.counts(), { total: 1, active: 1, inactive: 0, suspect: 1 })
   r.heartbeat('w1', usage, [], 6)
-  r.heartbeat('w1', usage, [], 7)
+  r.connect('w1', { specs, reportedAddress: null }, 7)
+  assert.deepEqual(r.get('w1')?.suspect, { since: 4, reason: 'AssignTask failed (UNAVAILABLE)' }, 'its own calls prove only that it reaches us')
+  assert.equal(r.clearSuspect('w1', 'probe'), true)
   assert.equal(r.get('w1')?.suspect, null)
   r.markSuspect('w1', 'b', 8)
-  r.connect('w1', { specs, reportedAddress: null }, 9)
+  r.clearSuspect('w1', 'assign')
   r.markSuspect('w1', 'c', 10)
   assert.equal(r.markInactive('w1', 'heartbeat-timeout', 11), true)
   assert.equal(r.get('w1')?.suspect, null, 'inactive says more')
   assert.equal(r.clearSuspect('w1', 'probe'), false)
-  assert.deepEqual(events, ['w1:suspect:AssignTask failed (UNAVAILABLE)', 'w1:cleared:heartbeat', 'w1:suspect:b', 'w1:cleared:register', 'w1:suspect:c'])
+  assert.deepEqual(events, ['w1:suspect:AssignTask failed (UNAVAILABLE)', 'w1:cleared:probe', 'w1:suspect:b', 'w1:cleared:assign', 'w1:suspect:c'])
 })

@@ -14,7 +14,7 @@ import { startPlacement } from '../support/placement.js'
 import { RawWorker } from '../support/raw-worker.js'
 
 // A worker whose AssignTask gets no answer is suspect at once, takes no placements, and is dialled
-// (MasterRegister, with backoff) until it answers; a heartbeat clears it too. Real gRPC: a refusing
+// (MasterRegister, with backoff) until it answers; its heartbeats do not clear it. Real gRPC: a refusing
 // address on 127.0.0.2 (nothing listens there), a port that accepts and never answers, and raw
 // workers that answer as each test says.
 
@@ -85,7 +85,7 @@ test('a worker that refuses connections is suspect at its first AssignTask: the 
   assert.equal(again.count('AssignTask'), 1)
 })
 
-test('a worker that accepts connections and never answers is suspect at the AssignTask deadline; a heartbeat from it clears it', async (t) => {
+test('a worker that accepts connections and never answers is suspect at the AssignTask deadline; it stays suspect until a probe gets an answer', async (t) => {
   const p = startPlacement(t, { rpcTimeoutMs: 300, dialTimeoutMs: 200 })
   const mute = await muteAddress(t)
   const live = await new RawWorker().start(t)
@@ -96,10 +96,68 @@ test('a worker that accepts connections and never answers is suspect at the Assi
   assert.equal(ran.workerId, 'b-live')
   assert.equal(ran.attempts, 1)
   assert.match(p.registry.get('a-mute')?.suspect?.reason ?? '', /DEADLINE_EXCEEDED/)
-  const back = cleared(p.registry, 'a-mute')
   p.registry.heartbeat('a-mute', { cpu: 1, memory: 1, storage: 1, gpu: 0 }, [], Date.now())
-  assert.equal(await back, 'heartbeat')
-  assert.equal(p.registry.counts().suspect, 0)
+  assert.match(p.registry.get('a-mute')?.suspect?.reason ?? '', /DEADLINE_EXCEEDED/, 'a heartbeat proves only that it reaches us')
+  assert.equal(p.registry.counts().suspect, 1)
+})
+
+test('a worker the master cannot reach stays suspect through its heartbeats and RegisterWorker calls: one AssignTask, not one per heartbeat; a probe answered clears it and it gets the task', async (t) => {
+  const p = startPlacement(t)
+  const w = await new RawWorker().start(t)
+  let reachable = false
+  const cut = { code: grpc.status.UNAVAILABLE, details: 'no route to host' }
+  w.onAssign = () => (reachable ? { success: true, message: 'started' } : cut)
+  w.onRegister = () => (reachable ? { success: true, message: 'already connected' } : cut)
+  const id = await p.submit()
+  p.join('worker-1', w.address)
+  await p.until(id, (x) => x.status === 'queued' && x.attempt === 1)
+  const usage = { cpu: 1, memory: 1, storage: 1, gpu: 0 }
+  for (let i = 0; i < 20; i++) {
+    p.registry.heartbeat('worker-1', usage, [], Date.now())
+    p.queue.onHeartbeat('worker-1', [])
+    if (i === 10) p.registry.connect('worker-1', { specs: { cpu: 4, memory: 8, storage: 100, gpu: 0 }, reportedAddress: null }, Date.now())
+    await new Promise((resolve) => setImmediate(resolve))
+  }
+  await w.when(() => w.count('MasterRegister', 'answered') >= 2)
+  assert.equal(w.count('AssignTask'), 1, '20 heartbeats and a RegisterWorker: still one AssignTask')
+  assert.ok(p.registry.get('worker-1')?.suspect)
+  assert.equal(p.tasks.get(id)?.status, 'queued')
+
+  reachable = true
+  const back = cleared(p.registry, 'worker-1')
+  assert.equal(await back, 'probe')
+  const ran = await p.until(id, (x) => x.status === 'running')
+  assert.deepEqual({ workerId: ran.workerId, attempts: ran.attempts }, { workerId: 'worker-1', attempts: 1 })
+  assert.equal(w.count('AssignTask'), 2)
+})
+
+test('a paused worker (its AssignTask answered after the deadline) is suspect; resumed, a probe clears it within its backoff and it gets work again', async (t) => {
+  const p = startPlacement(t, { rpcTimeoutMs: 300, dialTimeoutMs: 200 })
+  const w = await new RawWorker().start(t)
+  // Paused: every call waits until it is resumed (as a SIGSTOPped process's would).
+  let resume!: () => void
+  let paused: Promise<void> | null = new Promise<void>((resolve) => (resume = resolve))
+  const later = async <T>(answer: T): Promise<T> => {
+    if (paused) await paused
+    return answer
+  }
+  w.onAssign = () => later({ success: false, message: 'not started' })
+  w.onRegister = () => later({ success: true, message: 'already connected' })
+  const id = await p.submit()
+  p.join('worker-1', w.address)
+  await p.until(id, (x) => x.status === 'queued' && x.attempt === 1)
+  assert.match(p.registry.get('worker-1')?.suspect?.reason ?? '', /DEADLINE_EXCEEDED/)
+  await w.when(() => w.count('MasterRegister') >= 2)
+  p.registry.heartbeat('worker-1', { cpu: 1, memory: 1, storage: 1, gpu: 0 }, [], Date.now())
+  assert.ok(p.registry.get('worker-1')?.suspect, 'its heartbeats do not clear it')
+
+  w.onAssign = () => ({ success: true, message: 'started' })
+  const back = cleared(p.registry, 'worker-1')
+  paused = null
+  resume()
+  assert.equal(await back, 'probe')
+  const ran = await p.until(id, (x) => x.status === 'running')
+  assert.deepEqual({ workerId: ran.workerId, attempt: ran.attempt, attempts: ran.attempts }, { workerId: 'worker-1', attempt: 2, attempts: 1 })
 })
 
 test('while every worker is suspect tasks wait, and nothing is sent again until a probe gets an answer; then they are placed', async (t) => {
@@ -170,8 +228,10 @@ test('probes back off: each failed probe doubles the wait up to the cap, and a w
   for (let i = 0; i < 3; i++) await fire()
   assert.deepEqual(delays.slice(3), [1600, 3200, 5000, 5000, 5000], 'on from where it was, up to the cap')
 
-  // A heartbeat ends that suspicion; one a minute later starts from the beginning.
+  // A heartbeat does not end that suspicion; an answered AssignTask does; one a minute later starts from the beginning.
   registry.heartbeat('w1', { cpu: 1, memory: 1, storage: 1, gpu: 0 }, [], clock.now())
+  assert.equal(probes.size, 1)
+  registry.clearSuspect('w1', 'assign')
   assert.equal(probes.size, 0)
   assert.equal(clock.pending, 0, 'no probe left scheduled')
   clock.advance(61_000)
