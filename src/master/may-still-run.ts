@@ -1,5 +1,8 @@
 // Tasks requeued off a worker that may still be running them: it went silent past the requeue
-// wait, it was unregistered, or its AssignTask got no answer. Until that worker's heartbeats show it
+// wait, it was unregistered, or it answered that it runs another attempt (TaskAck.held_attempt).
+// An AssignTask that got no answer at all does not hold its task back: a worker killed with -9
+// would keep its tasks from every other worker until the heartbeat timeout; if that run did start,
+// its heartbeat names an attempt that is no longer the task's and it is cancelled there. Until that worker's heartbeats show it
 // no longer has such a task, the task is not placed on that worker again (a second attempt next
 // to the first, which the worker refuses anyway), and while that worker is active it is placed
 // nowhere: that worker's next heartbeat, within one interval, says whether it still runs it (the
