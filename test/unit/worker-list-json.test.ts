@@ -25,11 +25,14 @@ test('the cached worker list is byte for byte the fresh rendering, through every
   r.connect('w2', { specs: { ...specs, gpu: 1 }, reportedAddress: null }, 1_700_000_004_000)
   r.heartbeat('w1', { cpu: 11, memory: 20, storage: 30, gpu: 0 }, [], 1_700_000_004_500)
   assert.equal(workerListJson(r.values()), fresh(r))
-  // Suspect (an AssignTask got no answer), then cleared by a heartbeat.
+  // Suspect (an AssignTask got no answer); a heartbeat does not clear it, an answered probe does.
   r.markSuspect('w1', 'AssignTask failed (UNAVAILABLE: connect ECONNREFUSED)', 1_700_000_004_600)
   assert.equal(workerListJson(r.values()), fresh(r))
   assert.equal(JSON.parse(workerJson(r.get('w1')!)).suspect, true)
   r.heartbeat('w1', { cpu: 11, memory: 20, storage: 30, gpu: 0 }, [], 1_700_000_004_700)
+  assert.equal(workerListJson(r.values()), fresh(r))
+  assert.equal(JSON.parse(workerJson(r.get('w1')!)).suspect, true)
+  r.clearSuspect('w1', 'probe')
   assert.equal(workerListJson(r.values()), fresh(r))
   assert.equal(JSON.parse(workerJson(r.get('w1')!)).suspect, false)
   r.unregister('w3')
