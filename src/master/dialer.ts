@@ -2,9 +2,30 @@ import { availableParallelism } from 'node:os'
 import { Piscina } from 'piscina'
 import { dialMasterRegister, type DialRequest, type DialResult } from './dial.js'
 import { NO_CLUSTER_AUTH, type ClusterAuth } from '../shared/cluster-auth.js'
-import type { MasterKey } from '../shared/worker-credential.js'
+import { liveNonces, type MasterKey } from '../shared/worker-credential.js'
+import type { WorkerRecord } from '../shared/types.js'
 
 export type DialTarget = Omit<DialRequest, 'deadline' | 'cancelSlot' | 'cancelFlags' | 'counters'>
+
+/** Who is dialling: the same for every MasterRegister this master sends. */
+export interface DialingMaster {
+  masterId: string
+  masterAddress: () => string
+  dialTimeoutMs: number
+}
+
+/** The MasterRegister dial of a worker, as the reconnection monitor and the suspect probes send it. */
+export function masterRegisterTarget(w: WorkerRecord, master: DialingMaster, now: number): DialTarget {
+  return {
+    workerId: w.id,
+    address: w.address,
+    masterId: master.masterId,
+    masterAddress: master.masterAddress(),
+    // The dial thread makes the proof from these and the master key; no proof without a credential.
+    proofNonces: w.credential ? liveNonces(w.credential, now) : [],
+    timeoutMs: master.dialTimeoutMs,
+  }
+}
 
 export interface PendingDial {
   promise: Promise<DialResult>

@@ -2,8 +2,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks'
 import type { Logger } from '../shared/log.js'
 import { systemClock, type Clock, type TimerHandle } from '../shared/clock.js'
 import type { WorkerRecord } from '../shared/types.js'
-import { liveNonces } from '../shared/worker-credential.js'
-import type { Dialer, PendingDial } from './dialer.js'
+import { masterRegisterTarget, type Dialer, type PendingDial } from './dialer.js'
 import type { DialResult } from './dial.js'
 import type { Registry } from './registry.js'
 
@@ -176,15 +175,7 @@ export class ReconnectMonitor {
   private dialWorker(w: WorkerRecord): Promise<DialResult | null> {
     const existing = this.inflight.get(w.id)
     if (existing) return existing.settled
-    const pending = this.dialer.dial({
-      workerId: w.id,
-      address: w.address,
-      masterId: this.opts.masterId,
-      masterAddress: this.opts.masterAddress(),
-      // The dial thread makes the proof from these and the master key; no proof without a credential.
-      proofNonces: w.credential ? liveNonces(w.credential, this.clock.now()) : [],
-      timeoutMs: this.opts.dialTimeoutMs,
-    })
+    const pending = this.dialer.dial(masterRegisterTarget(w, this.opts, this.clock.now()))
     // Its handlers run once the dial settles, after `entry` below is in place.
     const settled = pending.promise.then(
       (result) => {

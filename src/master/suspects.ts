@@ -2,8 +2,7 @@ import type { Logger } from '../shared/log.js'
 import { Backoff } from '../shared/backoff.js'
 import { systemClock, type Clock, type TimerHandle } from '../shared/clock.js'
 import type { WorkerRecord, WorkerSuspicion } from '../shared/types.js'
-import { liveNonces } from '../shared/worker-credential.js'
-import type { Dialer, PendingDial } from './dialer.js'
+import { masterRegisterTarget, type Dialer, type PendingDial } from './dialer.js'
 import type { Registry } from './registry.js'
 
 // Probes of suspect workers. A worker is suspect when an AssignTask to it got no answer (the queue
@@ -120,14 +119,7 @@ export class SuspectProbes {
   private dial(probe: Probe): void {
     const w = probe.worker
     if (this.probes.get(w.id) !== probe) return
-    const pending = this.dialer.dial({
-      workerId: w.id,
-      address: w.address,
-      masterId: this.opts.masterId,
-      masterAddress: this.opts.masterAddress(),
-      proofNonces: w.credential ? liveNonces(w.credential, this.clock.now()) : [],
-      timeoutMs: this.opts.dialTimeoutMs,
-    })
+    const pending = this.dialer.dial(masterRegisterTarget(w, this.opts, this.clock.now()))
     probe.dial = pending
     const settled = pending.promise.then(
       (result) => {

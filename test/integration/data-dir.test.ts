@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { test, type TestContext } from 'node:test'
+import { test } from 'node:test'
 import Database from 'better-sqlite3'
 import { api, FAST_MASTER_FLAGS, msgHas, Proc, reservePort, startMaster, startWorker, taskFinished, tempDir, waitUntil, type LogLine, type MasterHandle } from '../support/cluster.js'
-import { makeReadOnly, makeWritable, readOnlySupport } from '../support/readonly-dir.js'
+import { makeReadOnly, makeWritable, readOnlyCandidate, readOnlySupport } from '../support/readonly-dir.js'
 
 // Issue 16, findings 4 and 5: a data directory belongs to one master or one worker at a time (an
 // OS lock the kernel drops when the holder dies), and a master refuses a directory it cannot
@@ -32,16 +31,6 @@ async function refused(proc: Proc): Promise<{ code: number | null; stderr: strin
     return { code: null, stderr: `${proc.name} did not refuse to start: still running after 15 s\n${proc.stderr}` }
   }
   return { code: exited.code, stderr: proc.stderr }
-}
-
-/** A temp dir made writable again (if it was made read-only) and removed after the test. */
-function readOnlyCandidate(t: TestContext): string {
-  const dir = mkdtempSync(join(tmpdir(), 'cloudai-ro-'))
-  t.after(() => {
-    makeWritable(dir)
-    rmSync(dir, { recursive: true, force: true })
-  })
-  return dir
 }
 
 test('a second worker on a data directory in use exits with code 2 naming the first one\'s pid; the first one\'s running task is untouched and completes', { timeout: 60_000 }, async (t) => {

@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict'
-import { existsSync, readFileSync } from 'node:fs'
-import { join } from 'node:path'
 import { test, type TestContext } from 'node:test'
 import { api, msgHas, reservePort, startMaster, startWorker, taskFinished, tempDir, waitUntil, type LogLine, type MasterHandle, type Proc } from '../support/cluster.js'
+import { alive, runs, runsFile } from '../support/runs-file.js'
 
 // A worker that goes silent (SIGSTOP: the process is frozen, the task's own process group runs on)
 // past the heartbeat timeout and then comes back (SIGCONT). Each task command appends its pid to a
@@ -24,39 +23,6 @@ interface TaskView {
 const task = async (base: string, id: string): Promise<TaskView> => (await api<TaskView>(base, `/api/tasks/${id}`)).body
 const inactive = (id: string) => (l: LogLine): boolean => l.workerId === id && typeof l.msg === 'string' && l.msg.startsWith(`Worker ${id} became inactive`)
 const runningOn = (id: string, worker: string, attempt: number) => (l: LogLine): boolean => l.taskId === id && l.msg === `Task ${id} assigned to worker ${worker} and running (attempt ${attempt})`
-
-/** The pids the task's runs wrote, one line per run. */
-function runs(file: string): number[] {
-  if (!existsSync(file)) return []
-  return readFileSync(file, 'utf8').split('\n').filter(Boolean).map(Number)
-}
-
-/** Still a run of ours: alive and the `sleep` it execs (a pid reused by someone else is left alone). */
-function ours(pid: number): boolean {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').startsWith('sleep\0')
-  } catch {
-    return false
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
-}
-
-/** A temp dir for the runs file; every run it lists is killed when the test ends (workers die by SIGKILL, orphaning them). */
-function runsFile(t: TestContext): string {
-  const file = join(tempDir(t, 'cloudai-runs-'), 'runs')
-  t.after(() => {
-    for (const pid of runs(file)) if (ours(pid)) process.kill(pid, 'SIGKILL')
-  })
-  return file
-}
 
 async function cluster(t: TestContext, args: string[], workers: string[]): Promise<{ master: MasterHandle; procs: Map<string, Proc> }> {
   const master = await startMaster(t, { dataDir: tempDir(t), args: [...FLAGS, ...args] })

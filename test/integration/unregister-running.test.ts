@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict'
-import { existsSync, readFileSync } from 'node:fs'
-import { join } from 'node:path'
 import { test, type TestContext } from 'node:test'
 import { api, msgHas, reservePort, startMaster, startWorker, taskFinished, tempDir, waitUntil, type LogLine, type MasterHandle, type Proc } from '../support/cluster.js'
+import { alive, runs, runsFile } from '../support/runs-file.js'
 
 // Unregistering a worker that runs a task: the task goes back to the queue, an active worker is
 // told to cancel it, and the worker stops calling a master that dropped it. A run that finished
@@ -24,37 +23,6 @@ const runningOn = (id: string, worker: string, attempt: number) => (l: LogLine):
 const refusedRegistration = (l: LogLine): boolean => l.msg === 'RegisterWorker refused' && l.code === 'CLOUDAI_WORKER_NOT_REGISTERED'
 const dropped = msgHas('no longer has worker w1')
 const pass = (l: LogLine): boolean => l.msg === 'Attempting to reconnect to 1 inactive worker(s)...'
-
-function runs(file: string): number[] {
-  if (!existsSync(file)) return []
-  return readFileSync(file, 'utf8').split('\n').filter(Boolean).map(Number)
-}
-
-/** Still a run of ours: alive and the `sleep` it execs (a pid reused by someone else is left alone). */
-function ours(pid: number): boolean {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').startsWith('sleep\0')
-  } catch {
-    return false
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
-}
-
-function runsFile(t: TestContext): string {
-  const file = join(tempDir(t, 'cloudai-runs-'), 'runs')
-  t.after(() => {
-    for (const pid of runs(file)) if (ours(pid)) process.kill(pid, 'SIGKILL')
-  })
-  return file
-}
 
 async function register(master: MasterHandle, id: string, port: number, host = '127.0.0.1'): Promise<void> {
   assert.equal((await api(master.api, '/api/workers', { method: 'POST', body: { worker_id: id, worker_ip: `${host}:${port}` } })).status, 201)

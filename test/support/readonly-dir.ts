@@ -2,6 +2,7 @@ import { execFileSync } from 'node:child_process'
 import { chmodSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
+import type { TestContext } from 'node:test'
 
 // A directory made really read-only for a while, and writable again: for the read-only store tests
 // and the chaos suite.
@@ -135,4 +136,14 @@ function hookExit(): void {
       }
     }
   })
+}
+
+/** A temp dir of the test's that is made writable again (if it was made read-only) and removed after it, whatever happened. */
+export function readOnlyCandidate(t: TestContext, prefix = 'cloudai-ro-'): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix))
+  t.after(() => {
+    makeWritable(dir)
+    rmSync(dir, { recursive: true, force: true })
+  })
+  return dir
 }

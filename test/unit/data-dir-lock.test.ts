@@ -1,14 +1,13 @@
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { test, type TestContext } from 'node:test'
+import { test } from 'node:test'
 import { fileURLToPath } from 'node:url'
 import { DataDirLock } from '../../src/shared/data-dir-lock.js'
 import { isCloudaiError } from '../../src/shared/errors.js'
 import { tempDir } from '../support/cluster.js'
-import { makeReadOnly, makeWritable, readOnlySupport } from '../support/readonly-dir.js'
+import { makeReadOnly, makeWritable, readOnlyCandidate, readOnlySupport } from '../support/readonly-dir.js'
 
 const LOCK_MODULE = fileURLToPath(new URL('../../src/shared/data-dir-lock.js', import.meta.url))
 
@@ -32,16 +31,6 @@ function locker(dir: string): { child: ReturnType<typeof spawn>; said: Promise<s
     child.once('exit', (code) => (out.includes('\n') ? undefined : reject(new Error(`locker exited with ${code} before saying anything`))))
   })
   return { child, said }
-}
-
-/** A temp dir that is made writable again and removed after the test, whatever happened. */
-function readOnlyCandidate(t: TestContext): string {
-  const dir = mkdtempSync(join(tmpdir(), 'cloudai-ro-'))
-  t.after(() => {
-    makeWritable(dir)
-    rmSync(dir, { recursive: true, force: true })
-  })
-  return dir
 }
 
 function refusal(fn: () => unknown): { code: string; pid: unknown; message: string } {

@@ -1,28 +1,16 @@
 import assert from 'node:assert/strict'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { test, type TestContext } from 'node:test'
+import { test } from 'node:test'
 import type Database from 'better-sqlite3'
 import { Registry } from '../../src/master/registry.js'
 import { isCloudaiError } from '../../src/shared/errors.js'
 import { StoreJournal } from '../../src/store/journal.js'
 import { SqliteStore } from '../../src/store/sqlite.js'
 import { memoryLogger } from '../support/log.js'
-import { makeReadOnly, makeWritable, readOnlySupport } from '../support/readonly-dir.js'
+import { makeReadOnly, makeWritable, readOnlyCandidate, readOnlySupport } from '../support/readonly-dir.js'
 
 // Issue 16, finding 5: SQLite opens a database it cannot write read-only without a word, and such a
 // connection fails every write for good. The store refuses that at open, and replaces a
 // connection that fails for being unable to write.
-
-function dataDir(t: TestContext): string {
-  const dir = mkdtempSync(join(tmpdir(), 'cloudai-sqlite-ro-'))
-  t.after(() => {
-    makeWritable(dir)
-    rmSync(dir, { recursive: true, force: true })
-  })
-  return dir
-}
 
 /**
  * Makes the store's own connection read-only, as one SQLite opened in a read-only directory is:
@@ -37,7 +25,7 @@ function turnReadOnly(store: SqliteStore): void {
 test('the SQLite store refuses to open in a directory it cannot write, and opens once it can', async (t) => {
   const s = readOnlySupport()
   if (!s.ok) return t.skip(s.reason)
-  const dir = dataDir(t)
+  const dir = readOnlyCandidate(t, 'cloudai-sqlite-ro-')
   const store = new SqliteStore(dir)
   await store.open()
   await store.close()
@@ -50,7 +38,7 @@ test('the SQLite store refuses to open in a directory it cannot write, and opens
 })
 
 test('a SQLite connection that fails for being read-only is replaced at the next call, and the write then lands', async (t) => {
-  const store = new SqliteStore(dataDir(t))
+  const store = new SqliteStore(readOnlyCandidate(t, 'cloudai-sqlite-ro-'))
   await store.open()
   t.after(() => store.close())
   const registry = new Registry()
@@ -62,7 +50,7 @@ test('a SQLite connection that fails for being read-only is replaced at the next
 })
 
 test('the journal heals a store whose connection turned read-only on its next retry, without a restart', { timeout: 15_000 }, async (t) => {
-  const store = new SqliteStore(dataDir(t))
+  const store = new SqliteStore(readOnlyCandidate(t, 'cloudai-sqlite-ro-'))
   await store.open()
   const registry = new Registry()
   const { log } = memoryLogger()
