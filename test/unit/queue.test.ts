@@ -51,14 +51,7 @@ test('during a store outage the queue still places tasks on workers; the store c
 })
 
 test('a completion counts only for an attempt the master gave that worker; a report without an attempt means that worker\'s current one, never any', async (t) => {
-  const { log } = memoryLogger('silent')
-  const store = new FlakyStore()
-  const registry = new Registry()
-  const journal = new StoreJournal(store, registry, { log, limit: 1000 })
-  journal.start(true)
-  t.after(() => journal.close())
-  const tasks = new TaskTable(journal)
-  const queue = new QueueProcessor({ tasks, registry, clients: new WorkerClients(), log, heartbeatTimeoutMs: 60_000 })
+  const { tasks, queue } = queueOn(t)
   const task = await tasks.submit(parseTaskInput({ command: 'true' }), { acceptWhileDegraded: false })
   await tasks.transition(task.id, 'assigned', { workerId: 'w1', attempt: 2 }, null)
   await tasks.transition(task.id, 'running', {}, null)
@@ -80,14 +73,7 @@ test('a completion counts only for an attempt the master gave that worker; a rep
 })
 
 test('a completion while the store is down is refused with CLOUDAI_STORE_DEGRADED and changes nothing; reported again once it answers, it is recorded once', async (t) => {
-  const { log } = memoryLogger('silent')
-  const store = new FlakyStore()
-  const registry = new Registry()
-  const journal = new StoreJournal(store, registry, { log, limit: 1000, retryBaseMs: 10, retryCapMs: 20 })
-  journal.start(true)
-  t.after(() => journal.close())
-  const tasks = new TaskTable(journal)
-  const queue = new QueueProcessor({ tasks, registry, clients: new WorkerClients(), log, heartbeatTimeoutMs: 60_000, storeRecovered: journal })
+  const { store, journal, tasks, queue } = queueOn(t, { retryMs: [10, 20], storeRecovered: true })
   const task = await tasks.submit(parseTaskInput({ command: 'true' }), { acceptWhileDegraded: false })
   await tasks.transition(task.id, 'assigned', { workerId: 'w1', attempt: 1 }, null)
   await tasks.transition(task.id, 'running', {}, null)
@@ -115,16 +101,8 @@ test('a completion while the store is down is refused with CLOUDAI_STORE_DEGRADE
 })
 
 test('a task failing after its last attempt while the store is down keeps its state until the store answers, then fails once', async (t) => {
-  const { log } = memoryLogger('silent')
-  const store = new FlakyStore()
-  const registry = new Registry()
-  const journal = new StoreJournal(store, registry, { log, limit: 1000, retryBaseMs: 10, retryCapMs: 20 })
-  journal.start(true)
-  t.after(() => journal.close())
-  const tasks = new TaskTable(journal)
   // Requeued at once (the default wait is the heartbeat timeout: a minute here).
-  const queue = new QueueProcessor({ tasks, registry, clients: new WorkerClients(), log, heartbeatTimeoutMs: 60_000, requeueAfterMs: 0, storeRecovered: journal })
-  t.after(() => queue.close())
+  const { store, registry, journal, tasks, queue } = queueOn(t, { retryMs: [10, 20], requeueAfterMs: 0, storeRecovered: true })
   const task = await tasks.submit(parseTaskInput({ command: 'true', max_attempts: 1 }), { acceptWhileDegraded: false })
   await tasks.transition(task.id, 'assigned', { workerId: 'w1', attempt: 1 }, null)
   await tasks.transition(task.id, 'running', {}, null, { startsRun: true })
@@ -159,16 +137,26 @@ async function runningOn(tasks: TaskTable, workerId: string): Promise<TaskRecord
   return (await tasks.transition(task.id, 'running', {}, null, { workerId, attempt: 1, startsRun: true }))!
 }
 
-function queueOn(t: import('node:test').TestContext, requeueAfterMs?: number): { tasks: TaskTable; registry: Registry; queue: QueueProcessor } {
+interface QueueSetup {
+  /** Journal retry delays (ms), for tests that make the store fail and recover. */
+  retryMs?: readonly [base: number, cap: number]
+  requeueAfterMs?: number
+  /** Pending final transitions retry when the journal recovers. */
+  storeRecovered?: boolean
+}
+
+/** A queue over the real journal and task table, on a store that fails on demand; closed after the test, not started. */
+function queueOn(t: import('node:test').TestContext, o: QueueSetup = {}) {
   const { log } = memoryLogger('silent')
+  const store = new FlakyStore()
   const registry = new Registry()
-  const journal = new StoreJournal(new FlakyStore(), registry, { log, limit: 1000 })
+  const journal = new StoreJournal(store, registry, { log, limit: 1000, ...(o.retryMs ? { retryBaseMs: o.retryMs[0], retryCapMs: o.retryMs[1] } : {}) })
   journal.start(true)
   t.after(() => journal.close())
   const tasks = new TaskTable(journal)
-  const queue = new QueueProcessor({ tasks, registry, clients: new WorkerClients(), log, heartbeatTimeoutMs: 60_000, requeueAfterMs })
+  const queue = new QueueProcessor({ tasks, registry, clients: new WorkerClients(), log, heartbeatTimeoutMs: 60_000, requeueAfterMs: o.requeueAfterMs, ...(o.storeRecovered ? { storeRecovered: journal } : {}) })
   t.after(() => queue.close())
-  return { tasks, registry, queue }
+  return { log, store, registry, journal, tasks, queue }
 }
 
 const SPECS = { specs: { cpu: 2, memory: 4, storage: 10, gpu: 0 }, reportedAddress: null }
@@ -176,7 +164,7 @@ const flush = (): Promise<void> => new Promise((resolve) => setImmediate(resolve
 
 test('an inactive worker keeps its tasks through --requeue-after: back within it, nothing is requeued; past it they are', async (t) => {
   t.mock.timers.enable({ apis: ['setTimeout'] })
-  const { tasks, registry, queue } = queueOn(t, 5000)
+  const { tasks, registry, queue } = queueOn(t, { requeueAfterMs: 5000 })
   queue.start()
   registry.register('w1', '127.0.0.2:9', Date.now())
   registry.connect('w1', SPECS, Date.now())
@@ -201,7 +189,7 @@ test('an inactive worker keeps its tasks through --requeue-after: back within it
 })
 
 test('with --requeue-after 0 an inactive worker\'s tasks are requeued at once', async (t) => {
-  const { tasks, registry, queue } = queueOn(t, 0)
+  const { tasks, registry, queue } = queueOn(t, { requeueAfterMs: 0 })
   queue.start()
   registry.register('w1', '127.0.0.2:9', Date.now())
   registry.connect('w1', SPECS, Date.now())
@@ -251,15 +239,7 @@ test('the report of the attempt a task was requeued from is its result while it 
 })
 
 test('a task its inactive worker was failed for while the store was down is not failed when that worker comes back running it before the store answers', async (t) => {
-  const { log } = memoryLogger('silent')
-  const store = new FlakyStore()
-  const registry = new Registry()
-  const journal = new StoreJournal(store, registry, { log, limit: 1000, retryBaseMs: 10, retryCapMs: 20 })
-  journal.start(true)
-  t.after(() => journal.close())
-  const tasks = new TaskTable(journal)
-  const queue = new QueueProcessor({ tasks, registry, clients: new WorkerClients(), log, heartbeatTimeoutMs: 60_000, requeueAfterMs: 0, storeRecovered: journal })
-  t.after(() => queue.close())
+  const { store, registry, journal, tasks, queue } = queueOn(t, { retryMs: [10, 20], requeueAfterMs: 0, storeRecovered: true })
   const once1 = await tasks.submit(parseTaskInput({ command: 'sleep 600', max_attempts: 1, target_worker_id: 'nobody' }), { acceptWhileDegraded: false })
   const twice = await tasks.submit(parseTaskInput({ command: 'sleep 600', max_attempts: 1, target_worker_id: 'nobody' }), { acceptWhileDegraded: false })
   registry.register('w1', '127.0.0.2:1', Date.now())
