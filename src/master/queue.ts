@@ -111,6 +111,8 @@ export class QueueProcessor {
     this.kick()
   }
   private readonly onWorkerDown = (w: WorkerRecord): void => {
+    // Tasks held back for this worker's first heartbeat (heldBack) may go elsewhere now.
+    if (this.mayStillRun.hasWorker(w.id)) this.kick()
     const n = this.opts.tasks.onWorkerCount(w.id)
     if (n === 0) return
     if (this.waits.afterMs > 0) this.opts.log.warn({ workerId: w.id, tasks: n, requeueAfterMs: this.waits.afterMs }, `Worker ${w.id} went inactive with ${n} task(s): they are requeued in ${this.waits.afterMs}ms unless it comes back`)
@@ -118,6 +120,7 @@ export class QueueProcessor {
   }
   private readonly onWorkerGone = (w: WorkerRecord, info?: { wasActive: boolean }): void => {
     this.waits.end(w.id)
+    if (this.mayStillRun.hasWorker(w.id)) this.kick()
     const onIt = this.opts.tasks.onWorkerTasks(w.id)
     this.requeueWorker(w.id, `worker ${w.id} was unregistered`, true, false)
     this.cancels.forget(w.id)
@@ -336,7 +339,14 @@ export class QueueProcessor {
       // started there too; a worker that refused the task has nothing to stop.
       if ((inflight.cancelAfter && !refused) || (mayRun && !isThisRun(tasks.get(task.id), worker.id, attempt))) {
         log.info({ taskId: task.id, workerId: worker.id, attempt }, `Task ${task.id} is no longer worker ${worker.id}'s to run (attempt ${attempt}): CancelTask sent after its AssignTask answered`)
-        this.cancels.operator(worker.id, task.id)
+        // Unregistered meanwhile: the cancel goes to the record it was placed with (its proof is
+        // made from that record), as an unregistration's own cancels do.
+        if (this.opts.registry.get(worker.id) === worker) this.cancels.operator(worker.id, task.id)
+        else {
+          this.track(this.cancels.departed(worker, [task.id]).finally(() => {
+            if (!this.opts.registry.get(worker.id)) this.opts.clients.drop(worker.id)
+          }))
+        }
       }
     }
   }
@@ -515,8 +525,18 @@ export class QueueProcessor {
    * @throws CLOUDAI_STORE_DEGRADED while the store cannot take it (nothing changed; the worker keeps it and reports it again)
    */
   async onCompletion(r: CompletionReport): Promise<boolean> {
+    // Decided from the task as read now; a transition of another caller (a drain placing the task,
+    // a withdrawal) may land first and make that decision stale: then it is made again, from the
+    // task as it is, so a result that still counts is never answered "stale" and dropped.
+    for (let round = 0; ; round++) {
+      const read = this.opts.tasks.get(r.task_id)
+      const applied = await this.completion(r, read)
+      if (applied || round === 2 || this.opts.tasks.get(r.task_id) === read) return applied
+    }
+  }
+
+  private async completion(r: CompletionReport, t: TaskRecord | undefined): Promise<boolean> {
     const { tasks, log } = this.opts
-    const t = tasks.get(r.task_id)
     if (t && isRecorded(t, r)) return true
     const onThisWorker = t !== undefined && t.workerId === r.worker_id && (t.status === 'assigned' || t.status === 'running')
     const attempt = r.attempt > 0 ? r.attempt : t?.attempt
@@ -529,6 +549,20 @@ export class QueueProcessor {
       return false
     }
     const status = r.status
+    if (status === 'cancelled') {
+      // A task this master cancelled is final here before its worker says so, so a run reported
+      // cancelled while the task is still on it was stopped by the worker itself (its shutdown,
+      // a restart): no result, and no reason to give up on the task. It goes back to the queue
+      // (or fails once it has used its attempts), its run counted.
+      const why = `worker ${r.worker_id} stopped it (${r.reason || 'cancelled'})`
+      const from: readonly ('assigned' | 'running')[] = ['assigned', 'running']
+      const moved = t.attempts + (t.status === 'assigned' ? 1 : 0) >= t.maxAttempts
+        ? // Final: durable before it is answered, as any completion (the worker reports it again while the store is down).
+          await tasks.transition(t.id, 'failed', { finishedAt: Date.now() }, `${why}; gave up after ${t.attempts + (t.status === 'assigned' ? 1 : 0)} attempt(s)`, { workerId: r.worker_id, attempt, from, startsRun: true })
+        : await tasks.transition(t.id, 'queued', { workerId: null, assignedAt: null, startedAt: null }, `${why}; requeued`, { workerId: r.worker_id, attempt, from, startsRun: true })
+      if (moved) log.warn({ taskId: t.id, workerId: r.worker_id, attempt, status: moved.status }, `Task ${t.id} ${moved.status === 'queued' ? 'requeued' : 'failed'}: ${why}`)
+      return moved !== null
+    }
     const done = await tasks.transition(
       t.id,
       status,
@@ -586,7 +620,12 @@ export class QueueProcessor {
     )
     if (!done) return null
     this.mayStillRun.delete(t.id)
-    if (overtaken !== null) this.cancels.operator(overtaken, t.id)
+    if (overtaken !== null) {
+      const inflight = this.assigning.get(t.id)
+      // Its AssignTask is under way: the CancelTask goes once that call settles (assign()).
+      if (inflight && inflight.workerId === overtaken) inflight.cancelAfter = true
+      else this.cancels.operator(overtaken, t.id)
+    }
     log.info({ taskId: t.id, workerId: r.worker_id, attempt: done.attempt, status, exitCode: done.exitCode, overtaken }, `Task ${t.id} ${status} on worker ${r.worker_id}: the result of attempt ${done.attempt}, reported after the task was requeued, is its result${overtaken ? ` (its placement on worker ${overtaken} is cancelled)` : ''}`)
     return true
   }

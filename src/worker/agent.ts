@@ -330,7 +330,8 @@ export class WorkerAgent {
     const running = this.executor.get(task.taskId)
     const here = running?.attempt ?? pending?.attempt
     if (here !== undefined) {
-      if (here === task.attempt || task.attempt === 0) return Promise.resolve({ success: true, message: 'already running', held_attempt: 0 })
+      // A run started without a number (by a CloudAI master: 0) is the one this master asks for.
+      if (here === task.attempt || task.attempt === 0 || here === 0) return Promise.resolve({ success: true, message: 'already running', held_attempt: 0 })
       return Promise.resolve({ success: false, message: `attempt ${task.attempt} not started: this worker already runs attempt ${here} of task ${task.taskId}`, held_attempt: here })
     }
     if (this.outbox?.has(task.taskId, task.attempt) || (task.attempt === 0 && this.outbox?.list().some((r) => r.task_id === task.taskId))) {

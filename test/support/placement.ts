@@ -31,7 +31,7 @@ export interface Placement {
   until(id: string, pred: (t: TaskRecord) => boolean): Promise<TaskRecord>
 }
 
-export function startPlacement(t: TestContext, opts: { rpcTimeoutMs?: number; dialTimeoutMs?: number; retention?: TaskRetention } = {}): Placement {
+export function startPlacement(t: TestContext, opts: { rpcTimeoutMs?: number; dialTimeoutMs?: number; retention?: TaskRetention; requeueAfterMs?: number } = {}): Placement {
   const { log, lines } = memoryLogger('debug')
   const store = new FlakyStore()
   const registry = new Registry()
@@ -39,7 +39,7 @@ export function startPlacement(t: TestContext, opts: { rpcTimeoutMs?: number; di
   journal.start(true)
   const tasks = new TaskTable(journal, Date.now, opts.retention)
   const clients = new WorkerClients()
-  const queue = new QueueProcessor({ tasks, registry, clients, log, heartbeatTimeoutMs: 60_000, rpcTimeoutMs: opts.rpcTimeoutMs ?? 5000 })
+  const queue = new QueueProcessor({ tasks, registry, clients, log, heartbeatTimeoutMs: 60_000, requeueAfterMs: opts.requeueAfterMs, rpcTimeoutMs: opts.rpcTimeoutMs ?? 5000 })
   const dialer = new InlineDialer()
   const probes = new SuspectProbes(registry, dialer, { masterId: 'master-test', masterAddress: () => '127.0.0.1:1', dialTimeoutMs: opts.dialTimeoutMs ?? 1000, log, baseDelayMs: 20, maxDelayMs: 200 })
   probes.start()

@@ -3,6 +3,7 @@ import { test } from 'node:test'
 import * as grpc from '@grpc/grpc-js'
 import { callUnary } from '../../src/shared/proto.js'
 import type { TaskAckMsg } from '../../src/shared/wire.js'
+import type { CompletionReport } from '../../src/master/grpc.js'
 import { PrunedTasks } from '../../src/master/pruned-tasks.js'
 import { startPlacement } from '../support/placement.js'
 import { RawWorker } from '../support/raw-worker.js'
@@ -213,4 +214,78 @@ test('pruned task ids are remembered up to a bound, the oldest dropped first', (
   assert.equal(pruned.size, 3)
   assert.deepEqual(['t1', 't2', 't3', 't4', 't5', 't6'].map((id) => pruned.wasPlacedOn(id, 'w1')), [false, false, true, true, true, false])
   assert.equal(pruned.wasPlacedOn('t5', 'w2'), false)
+})
+
+const SPECS = { cpu: 4, memory: 8, storage: 100, gpu: 0 }
+const report = (id: string, over: Partial<CompletionReport> = {}): CompletionReport => ({ task_id: id, worker_id: 'worker-1', status: 'completed', logs: '', result_location: '', output_files: [], exit_code: 0, has_exit_code: true, duration_ms: 1, started_at: 0, finished_at: 0, attempt: 1, reason: '', ...over })
+
+test('a task held back for the first heartbeat of its returning worker goes to another worker when that one goes inactive again first', { timeout: 10_000 }, async (t) => {
+  const p = startPlacement(t, { requeueAfterMs: 0 })
+  const w1 = await new RawWorker().start(t)
+  const id = await p.submit({ command: 'sleep 60' })
+  p.join('worker-1', w1.address)
+  await p.until(id, (x) => x.status === 'running' && x.workerId === 'worker-1')
+  p.registry.markInactive('worker-1', 'heartbeat-timeout', Date.now())
+  await p.until(id, (x) => x.status === 'queued')
+  // Back, but no heartbeat yet: whether it still runs the task is not known, so the task waits.
+  p.registry.connect('worker-1', { specs: SPECS, reportedAddress: null }, Date.now())
+  const w2 = await new RawWorker().start(t)
+  p.join('worker-2', w2.address)
+  // Let the drain that worker-2's arrival asked for run (on the next turn: setImmediate): it holds the task back.
+  await new Promise((resolve) => setImmediate(resolve))
+  await new Promise((resolve) => setImmediate(resolve))
+  assert.equal(p.tasks.get(id)?.status, 'queued', 'held back for worker-1\'s first heartbeat')
+  // Gone again before saying anything: nothing holds the task any more.
+  p.registry.markInactive('worker-1', 'heartbeat-timeout', Date.now())
+  const moved = await p.until(id, (x) => x.status === 'running')
+  assert.equal(moved.workerId, 'worker-2')
+})
+
+test('a result of the attempt a task was requeued from, reported while the next placement is being written, is the task\'s result: the decision is made again from the task as it is', { timeout: 20_000 }, async (t) => {
+  const p = startPlacement(t, { requeueAfterMs: 0 })
+  const w1 = await new RawWorker().start(t)
+  const id = await p.submit({ command: 'sleep 60' })
+  p.join('worker-1', w1.address)
+  await p.until(id, (x) => x.status === 'running' && x.workerId === 'worker-1')
+  const w2 = await new RawWorker().start(t)
+  // The requeue's write is held, so the task's next transition (the drain's 'assigned' on
+  // worker-2) waits in line behind it; the report, read while the task is queued, lines up after.
+  const release = p.store.hold()
+  p.registry.markInactive('worker-1', 'heartbeat-timeout', Date.now())
+  await p.until(id, (x) => x.status === 'queued')
+  p.join('worker-2', w2.address)
+  const placing = p.until(id, (x) => x.status === 'assigned' && x.workerId === 'worker-2')
+  // The drain runs on the next turn of the event loop (setImmediate): let it line up first.
+  await new Promise((resolve) => setImmediate(resolve))
+  await new Promise((resolve) => setImmediate(resolve))
+  const answer = p.queue.onCompletion(report(id))
+  assert.equal(p.tasks.get(id)?.status, 'queued', 'read while queued')
+  release()
+  await placing
+  assert.equal(await answer, true, 'recorded, not dropped as stale')
+  const done = p.tasks.get(id)!
+  assert.deepEqual({ status: done.status, workerId: done.workerId, attempt: done.attempt, attempts: done.attempts }, { status: 'completed', workerId: 'worker-1', attempt: 1, attempts: 1 })
+  await w2.when((e) => e.method === 'CancelTask' && e.taskId === id)
+})
+
+test('a run its worker reports cancelled that this master never cancelled (the worker shut down) goes back to the queue, its run counted; an operator cancel stays final', async (t) => {
+  const p = startPlacement(t)
+  const w1 = await new RawWorker().start(t)
+  p.join('worker-1', w1.address)
+  const id = await p.submit({ command: 'sleep 60', max_attempts: 2 })
+  await p.until(id, (x) => x.status === 'running' && x.workerId === 'worker-1')
+  w1.onAssign = () => ({ code: grpc.status.UNAVAILABLE, details: 'keep it queued' })
+  assert.equal(await p.queue.onCompletion(report(id, { status: 'cancelled', has_exit_code: false, reason: 'worker shutting down' })), true)
+  const back = p.tasks.get(id)!
+  assert.equal(back.status, 'queued', 'not cancelled: nobody asked for it')
+  assert.equal(back.attempts, 1)
+  assert.match(back.reason ?? '', /worker worker-1 stopped it \(worker shutting down\)/)
+
+  const other = await p.submit({ command: 'sleep 60' })
+  w1.onAssign = () => ({ success: true, message: 'started' })
+  await p.until(other, (x) => x.status === 'running')
+  const cancelled = await p.queue.cancel(p.tasks.get(other)!, 'by the operator')
+  assert.equal(cancelled?.status, 'cancelled')
+  assert.equal(await p.queue.onCompletion(report(other, { status: 'cancelled', has_exit_code: false, reason: 'cancelled' })), true, 'its report is the cancel it asked for')
+  assert.equal(p.tasks.get(other)?.status, 'cancelled')
 })
