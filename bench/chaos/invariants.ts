@@ -142,19 +142,43 @@ function duplicateCause(v: TaskView | null, faults: readonly FaultRecord[], hear
     .join('; ')
 }
 
-/** Placements of `v` on a worker within RETRY_WITHOUT_BACKOFF_MS of an AssignTask to that worker failing. */
-function retriesWithoutBackoff(v: TaskView): number {
+/**
+ * Placements of `v` on a worker within RETRY_WITHOUT_BACKOFF_MS of an AssignTask to that worker
+ * failing, with no sign of life from that worker in between: a `running` entry on it in any task's
+ * history (an AssignTask it answered, or a run it confirmed) says it answers again, and placing
+ * on it at once is then what a master should do.
+ */
+function retriesWithoutBackoff(v: TaskView, lifeSigns: ReadonlyMap<string, readonly number[]>): number {
   let n = 0
   let failed: { worker: string; at: number } | null = null
   for (const h of v.history) {
     const m = /AssignTask to worker (\S+) failed/.exec(h.reason ?? '')
     if (h.status !== 'assigned' && m) failed = { worker: m[1]!, at: Date.parse(h.at) }
     else if (h.status === 'assigned') {
-      if (failed && h.worker_id === failed.worker && Date.parse(h.at) - failed.at < RETRY_WITHOUT_BACKOFF_MS) n++
+      const at = Date.parse(h.at)
+      if (failed && h.worker_id === failed.worker && at - failed.at < RETRY_WITHOUT_BACKOFF_MS) {
+        const since = failed.at
+        const answered = (lifeSigns.get(failed.worker) ?? []).some((t) => t > since && t <= at)
+        if (!answered) n++
+      }
       failed = null
     }
   }
   return n
+}
+
+/** When each worker was seen running something: the `running` entries of every task's history. */
+function lifeSignsOf(views: Iterable<TaskView | null>): Map<string, number[]> {
+  const out = new Map<string, number[]>()
+  for (const v of views) {
+    for (const h of v?.history ?? []) {
+      if (h.status !== 'running' || !h.worker_id) continue
+      let list = out.get(h.worker_id)
+      if (!list) out.set(h.worker_id, (list = []))
+      list.push(Date.parse(h.at))
+    }
+  }
+  return out
 }
 
 function reasonGroup(reason: string | null): string {
@@ -166,6 +190,7 @@ export function checkInvariants(input: CheckInput): Verdict {
   const runsByTask = new Map<string, number>()
   for (const r of input.runs) runsByTask.set(r.taskId, (runsByTask.get(r.taskId) ?? 0) + 1)
   const ackIds = new Set(input.acknowledged.map((t) => t.id))
+  const lifeSigns = lifeSignsOf(input.views.values())
   const findings: Findings = { lost: [], lostNotDurable: [], stuck: [], completedTwice: [], movedBackwards: [], failedDeadOrPausedWorker: [], placementsNeverRan: [], retriesWithoutBackoff: [], ranMoreThanOnce: [] }
   const f: Figures = {
     acknowledged: input.acknowledged.length,
@@ -235,7 +260,7 @@ export function checkInvariants(input: CheckInput): Verdict {
       f.tasksWithPlacementsNeverRan++
       findings.placementsNeverRan.push(finding(`${v.attempts} attempt(s), ${runs} run(s) in the runs file`))
     }
-    const tight = retriesWithoutBackoff(v)
+    const tight = retriesWithoutBackoff(v, lifeSigns)
     if (tight > 0) {
       f.retriesWithoutBackoff += tight
       findings.retriesWithoutBackoff.push(finding(`placed ${tight} time(s) on a worker within ${RETRY_WITHOUT_BACKOFF_MS} ms of its AssignTask failing`))

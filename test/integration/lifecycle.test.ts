@@ -153,6 +153,9 @@ test('Ctrl-C on a worker with a task that ignores SIGTERM: killed after --kill-g
   assert.ok(ms >= KILL_GRACE_MS, `the task got its --kill-grace (${ms}ms)`)
   assert.ok(worker.has((l) => l.taskId === id && l.status === 'cancelled' && l.signal === 'SIGKILL'), 'the task was killed after the grace')
   assert.ok(worker.has(msgIs(`Result of task ${id} (cancelled) delivered to the master`)), 'its result went out in the shutdown round')
-  await master.proc.waitForLog(taskFinished(id), `the master records task ${id} as cancelled`, { from: mark })
-  assert.equal((await api(master.api, `/api/tasks/${id}`)).body.status, 'cancelled')
+  // The master cancelled nothing: a run its worker stopped on the way down is no result, and the task waits to run again.
+  await master.proc.waitForLog((l) => l.taskId === id && l.msg === `Task ${id} requeued: worker worker-1 stopped it (cancelled)`, `the master requeues task ${id}`, { from: mark })
+  const after = (await api(master.api, `/api/tasks/${id}`)).body
+  assert.equal(after.status, 'queued')
+  assert.equal(after.attempts, 1)
 })

@@ -112,3 +112,15 @@ test('chaos checker: after a failed AssignTask, a placement elsewhere, or on the
   assert.equal(v.figures.failedAssignments, 2)
   assert.deepEqual(v.breaches, [])
 })
+
+test('chaos checker: placed again on the worker at once after its AssignTask failed is no retry without backoff when that worker ran something in between (it answers again)', () => {
+  const why = 'AssignTask to worker w1 failed (deadline exceeded); requeued'
+  const t1 = view('t1', [['queued', 0], ['assigned', 1, 'w1'], ['queued', 6, undefined, why], ['assigned', 6.2, 'w1'], ['running', 6.3, 'w1'], ['completed', 7, 'w1']])
+  // Another task's AssignTask to w1, sent before the pause and answered right after it.
+  const t2 = view('t2', [['queued', 1], ['assigned', 1.5, 'w1'], ['running', 6.1, 'w1'], ['completed', 7, 'w1']])
+  const seen = checkInvariants(input({ acknowledged: [task('t1'), task('t2')], views: new Map([['t1', t1], ['t2', t2]]), runs: [...runs('t1'), ...runs('t2')] }))
+  assert.equal(seen.figures.retriesWithoutBackoff, 0)
+  // Without that answer, the same placement is one.
+  const alone = checkInvariants(input({ acknowledged: [task('t1')], views: new Map([['t1', t1]]), runs: runs('t1') }))
+  assert.equal(alone.figures.retriesWithoutBackoff, 1)
+})
