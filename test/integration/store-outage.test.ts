@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict'
 import { join } from 'node:path'
-import { test } from 'node:test'
+import { test, type TestContext } from 'node:test'
 import Database from 'better-sqlite3'
-import { api, FAST_MASTER_FLAGS, msgHas, reservePort, startMaster, startWorker, taskFinished, tempDir, waitUntil, type LogLine, type MasterHandle } from '../support/cluster.js'
+import { api, FAST_MASTER_FLAGS, msgHas, reservePort, startMaster, startWorker, taskFinished, tempDir, waitUntil, type LogLine, type MasterHandle, type Proc } from '../support/cluster.js'
 import { parsePrometheus } from '../support/prometheus.js'
 
 // A real outage of the real SQLite store: another process takes SQLite's write lock
@@ -81,6 +81,16 @@ async function metric(master: MasterHandle, name: string): Promise<number> {
 
 async function register(master: MasterHandle, id: string, port: number): Promise<{ status: number; body: any }> {
   return api(master.api, '/api/workers', { method: 'POST', body: { worker_id: id, worker_ip: `127.0.0.1:${port}` } })
+}
+
+/** A master on `dataDir` with worker-a registered, started and active. */
+async function masterWithWorker(t: TestContext, dataDir: string): Promise<{ master: MasterHandle; worker: Proc }> {
+  const master = await startMaster(t, { dataDir })
+  const port = await reservePort()
+  assert.equal((await register(master, 'worker-a', port)).status, 201)
+  const worker = await startWorker(t, 'worker-a', port)
+  await master.proc.waitForLog(reconnected('worker-a'), 'worker-a active')
+  return { master, worker }
 }
 
 test('a 30-second store outage: workers reconnect, heartbeats flow, tasks run; afterwards the store equals memory', { timeout: 120_000 }, async (t) => {
@@ -173,11 +183,9 @@ test('a 30-second store outage: workers reconnect, heartbeats flow, tasks run; a
 
 test('a master killed with -9 during an outage: everything acknowledged as durable is there after the restart', { timeout: 60_000 }, async (t) => {
   const dataDir = tempDir(t)
-  let master = await startMaster(t, { dataDir })
-  const port = await reservePort()
-  assert.equal((await register(master, 'worker-a', port)).status, 201)
-  const worker = await startWorker(t, 'worker-a', port)
-  await master.proc.waitForLog(reconnected('worker-a'), 'worker-a active')
+  const first = await masterWithWorker(t, dataDir)
+  const worker = first.worker
+  let master = first.master
   const done = await api(master.api, '/api/tasks', { method: 'POST', body: { command: 'echo durable' } })
   assert.equal(done.status, 201)
   await master.proc.waitForLog(taskFinished(done.body.task_id), 'the task done')
@@ -211,11 +219,9 @@ test('a master killed with -9 during an outage: everything acknowledged as durab
 
 test('a master started while another process holds the SQLite write lock starts, serves what the store holds, and writes once the lock goes', { timeout: 60_000 }, async (t) => {
   const dataDir = tempDir(t)
-  let master = await startMaster(t, { dataDir })
-  const port = await reservePort()
-  assert.equal((await register(master, 'worker-a', port)).status, 201)
-  const worker = await startWorker(t, 'worker-a', port)
-  await master.proc.waitForLog(reconnected('worker-a'), 'worker-a active')
+  const first = await masterWithWorker(t, dataDir)
+  const worker = first.worker
+  let master = first.master
   const done = await api(master.api, '/api/tasks', { method: 'POST', body: { command: 'echo before' } })
   await master.proc.waitForLog(taskFinished(done.body.task_id), 'the task done')
   assert.deepEqual(await master.proc.kill('SIGTERM'), { code: 0, signal: null })
