@@ -8,7 +8,6 @@
 // MISSED; it is not an exit code), and writes every raw figure, the machine and the versions to
 // <out>/<timestamp>-<size>.json (default bench/results/). Exit codes: 0 done, 1 a scenario crashed,
 // 2 bad arguments.
-import { execFileSync } from 'node:child_process'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { arch, cpus, freemem, platform, release, totalmem } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -21,6 +20,7 @@ import { heartbeatIngest } from './scenarios/heartbeat-ingest.js'
 import { idleCpu } from './scenarios/idle-cpu.js'
 import { telemetryPlacement } from './scenarios/telemetry-placement.js'
 import { timeToAssign } from './scenarios/time-to-assign.js'
+import { gitCommit } from './lib/provenance.js'
 
 export const SCENARIOS: Scenario[] = [cloudaiTable, dialStorm, heartbeatIngest, telemetryPlacement, memoryPerWorker, timeToAssign, idleCpu]
 const RUNS: Record<Size, number> = { tiny: 1, quick: 3, full: 5 }
@@ -74,16 +74,6 @@ function parseArgs(argv: string[]): Args | 'help' {
   return { size, scenarios, out }
 }
 
-function gitCommit(): { commit: string | null; dirty: boolean | null } {
-  try {
-    const commit = execFileSync('git', ['rev-parse', 'HEAD'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim()
-    const dirty = execFileSync('git', ['status', '--porcelain'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim() !== ''
-    return { commit, dirty }
-  } catch {
-    return { commit: null, dirty: null }
-  }
-}
-
 async function main(): Promise<number> {
   let args: Args | 'help'
   try {
@@ -107,7 +97,7 @@ async function main(): Promise<number> {
     startedAt: startedAt.toISOString(),
     finishedAt: '',
     machine: { os: platform(), release: release(), arch: arch(), cpus: cpuList.length, cpuModel: cpuList[0]?.model ?? null, memoryBytes: totalmem(), freeMemoryBytesAtStart: freemem() },
-    versions: { node: process.version, cloudai: pkg.version, git: gitCommit() },
+    versions: { node: process.version, cloudai: pkg.version, git: gitCommit(ROOT) },
     scenarios: {} as Record<string, (ScenarioResult & { durationMs: number }) | { error: string; durationMs: number }>,
   }
   process.stdout.write(`# cloudai bench: ${size} profile (${RUNS[size]} run${RUNS[size] > 1 ? 's' : ''} per figure), node ${process.version}, ${cpuList.length} cores, ${(totalmem() / 2 ** 30).toFixed(1)} GiB, ${report.versions.git.commit?.slice(0, 12) ?? 'no git'}\n\n`)

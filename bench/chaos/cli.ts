@@ -7,7 +7,6 @@
 // more to bench/results/<time>-chaos.json, else to the system's temp dir. Exit codes: 0 every
 // invariant held, 1 an invariant broke, 2 bad arguments, 3 the harness itself failed, 130 stopped
 // by SIGINT or SIGTERM (after the fault under way, cleaned up).
-import { execFileSync } from 'node:child_process'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { arch, cpus, platform, release, tmpdir, totalmem } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
@@ -15,6 +14,7 @@ import { ROOT } from '../../test/support/cluster.js'
 import { parseDuration } from '../../src/shared/duration.js'
 import { findingsText, recoveryByKind, table } from './report.js'
 import { DEFAULT_SETTINGS, runChaos, type ChaosSettings } from './run.js'
+import { gitCommit } from '../lib/provenance.js'
 
 const USAGE = 'usage: npm run chaos -- [--duration 90s] [--workers 3..5] [--seed N] [--heartbeat-timeout 3s] [--out <file.json>]'
 const TEN_MINUTES = 600_000
@@ -57,16 +57,6 @@ function parseArgs(argv: string[]): { settings: ChaosSettings; out: string | nul
   return { settings, out }
 }
 
-function gitCommit(): { commit: string | null; dirty: boolean | null } {
-  try {
-    const commit = execFileSync('git', ['rev-parse', 'HEAD'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim()
-    const dirty = execFileSync('git', ['status', '--porcelain'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim() !== ''
-    return { commit, dirty }
-  } catch {
-    return { commit: null, dirty: null }
-  }
-}
-
 async function main(): Promise<number> {
   let args: ReturnType<typeof parseArgs>
   try {
@@ -103,7 +93,7 @@ async function main(): Promise<number> {
   const report = {
     kind: 'chaos',
     machine: { os: platform(), release: release(), arch: arch(), cpus: cpuList.length, cpuModel: cpuList[0]?.model ?? null, memoryBytes: totalmem() },
-    versions: { node: process.version, cloudai: pkg.version, git: gitCommit() },
+    versions: { node: process.version, cloudai: pkg.version, git: gitCommit(ROOT) },
     ...result,
     recovery: recoveryByKind(result.faults),
   }
