@@ -10,8 +10,8 @@ import { availableParallelism } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Registry } from '../src/master/registry.js'
-import { autoTelemetryThreads, TelemetryHub, type TelemetryPlacement } from '../src/master/telemetry.js'
-import { CounterReader, Counters, HISTOGRAMS } from '../src/shared/counters.js'
+import { autoTelemetryThreads, TelemetryHub, type TelemetryPlacement } from '../src/master/telemetry/hub.js'
+import { CounterReader, Counters, HISTOGRAMS } from '../src/master/counters.js'
 import { pino } from 'pino'
 
 /** One placement's figures; the suite's telemetry-placement scenario reads them from `--child`. */

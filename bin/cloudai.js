@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Below Node.js 20.19 nothing of cloudai runs (yargs and mongodb need it; yargs fails with a stack
-// trace): say so in one line. The master checks its own, narrower range (src/shared/uws.ts).
+// trace): say so in one line. The master checks its own, narrower range (src/master/api/uws.ts).
 const [major, minor] = process.versions.node.split('.').map(Number)
 if (major < 20 || (major === 20 && minor < 19)) {
   process.stderr.write(

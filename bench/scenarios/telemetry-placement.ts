@@ -3,7 +3,7 @@
 // headline numbers are per-worker's figures as ratios to auto's in the same run.
 import { fork } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
-import { autoTelemetryThreads } from '../../src/master/telemetry.js'
+import { autoTelemetryThreads } from '../../src/master/telemetry/hub.js'
 import type { Result as PlacementResult } from '../telemetry-placement.js'
 import { fmt, fmtSummary, summarize, type Scenario, type ScenarioResult, type Size } from '../lib/suite.js'
 

@@ -3,7 +3,7 @@ import { hideBin } from 'yargs/helpers'
 import type { MasterConfig, WorkerConfig } from '../config.js'
 import { isCloudaiError } from '../shared/errors.js'
 import { createLogger, type Logger } from '../shared/log.js'
-import { loadUws } from '../shared/uws.js'
+import { loadUws } from '../master/api/uws.js'
 import { grpcConnectionBudget } from '../master/connection-budget.js'
 import { ApiClient, type ApiResponse } from './api-client.js'
 import {

@@ -7,12 +7,22 @@ import { KEEPALIVE, serverKeepaliveOptions, type Keepalive } from '../shared/kee
 import { MAX_RUNNING_TASKS, validateAmount, validatePercent, validateString, validateTaskId, validateWorkerId } from '../shared/validation.js'
 import type { AckMsg, HeartbeatAckMsg, HeartbeatMsg, RegisterAckMsg, TaskResultMsg, WorkerInfoMsg } from '../shared/wire.js'
 import type { RunningTaskInfo, WorkerUsage } from '../shared/types.js'
-import { C, type Counters } from '../shared/counters.js'
+import { C, type Counters } from './counters.js'
 import { NO_CLUSTER_AUTH, type ClusterAuth } from '../shared/cluster-auth.js'
 import { GRPC_MAX_CONNECTIONS_DEFAULT } from './connection-budget.js'
-import { GrpcListener, PREFACE_TIMEOUT_MS } from '../shared/grpc-listener.js'
+import { GrpcListener, PREFACE_TIMEOUT_MS, type ConnectionRefusal } from '../shared/grpc-listener.js'
 import type { Registry } from './registry.js'
 import { WorkerAuth } from './worker-auth.js'
+
+const CONNECTION_COUNTER: Record<'accepted' | ConnectionRefusal, number> = {
+  accepted: C.GRPC_CONNECTIONS_ACCEPTED,
+  max_connections: C.GRPC_REFUSED_MAX_CONNECTIONS,
+  max_per_peer: C.GRPC_REFUSED_MAX_CONNECTIONS,
+  preface_timeout: C.GRPC_REFUSED_PREFACE_TIMEOUT,
+  bad_preface: C.GRPC_REFUSED_BAD_PREFACE,
+  tls_handshake: C.GRPC_REFUSED_TLS_HANDSHAKE,
+}
+
 
 /** What the task side of the master needs from the gRPC service. */
 export interface TaskHooks {
@@ -170,7 +180,7 @@ export class MasterGrpcServer {
       prefaceTimeoutMs: limits.prefaceTimeoutMs,
       tls: auth.serverTlsOptions(),
       inject: (socket) => injector.injectConnection(socket),
-      counters: this.opts.counters,
+      onConnection: (outcome) => this.opts.counters?.add(CONNECTION_COUNTER[outcome]),
       log: this.opts.log,
       now: this.now,
     })

@@ -1,5 +1,5 @@
 import type { WorkerRecord } from '../shared/types.js'
-import type { MonitorState } from './reconnect.js'
+import type { MonitorState } from './reconnect/monitor.js'
 
 // The CloudAI guide's health criteria, as one pure function of the master's state:
 //   - the reconnection monitor is running;

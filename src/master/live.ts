@@ -1,9 +1,9 @@
 import { EventEmitter } from 'node:events'
-import type { LaneSummary } from '../shared/lane.js'
+import type { LaneSummary } from './telemetry/lane.js'
 import type { InactiveReason, TaskRecord, TaskStatus, WorkerRecord } from '../shared/types.js'
 import type { Registry } from './registry.js'
 import type { TaskTable } from './tasks.js'
-import type { TelemetryHub } from './telemetry.js'
+import type { TelemetryHub } from './telemetry/hub.js'
 import { toTaskView, toWorkerView, type ClusterStatus, type TaskView, type WorkerView } from './views.js'
 
 // What the master pushes to watchers (the WebSocket, and through it the dashboard and `cloudai

@@ -1,9 +1,9 @@
 import { Registry as PromRegistry, collectDefaultMetrics } from 'prom-client'
-import { C, CounterReader, type CounterName, type Counters, type HistogramName } from '../shared/counters.js'
+import { C, CounterReader, type CounterName, type Counters, type HistogramName } from './counters.js'
 import type { TaskStatus, WorkerRecord } from '../shared/types.js'
-import type { MonitorState, PassReport } from './reconnect.js'
+import type { MonitorState, PassReport } from './reconnect/monitor.js'
 import type { Registry } from './registry.js'
-import type { TelemetryHub } from './telemetry.js'
+import type { TelemetryHub } from './telemetry/hub.js'
 import type { JournalStatus } from '../store/journal.js'
 
 // GET /metrics: the Prometheus text format, rendered by prom-client. The hot counters are not

@@ -2,7 +2,7 @@ import type { Logger } from '../shared/log.js'
 import { Backoff } from '../shared/backoff.js'
 import { systemClock, type Clock, type TimerHandle } from '../shared/clock.js'
 import type { WorkerRecord, WorkerSuspicion } from '../shared/types.js'
-import { masterRegisterTarget, type Dialer, type PendingDial } from './dialer.js'
+import { masterRegisterTarget, type Dialer, type PendingDial } from './reconnect/dialer.js'
 import type { Registry } from './registry.js'
 
 // Probes of suspect workers. A worker is suspect when an AssignTask to it got no answer (the queue

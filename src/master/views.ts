@@ -1,4 +1,4 @@
-import type { HistoryPoint, LaneSummary, WindowName } from '../shared/lane.js'
+import type { HistoryPoint, LaneSummary, WindowName } from './telemetry/lane.js'
 import type { TaskRecord, TaskStatus, WorkerRecord } from '../shared/types.js'
 
 // The JSON shapes the master shows to operators (REST, prompt, CLI). CloudAI's field names are

@@ -1,5 +1,5 @@
 import * as grpc from '@grpc/grpc-js'
-import { C, type Counters } from '../shared/counters.js'
+import { C, type Counters } from './counters.js'
 import type { Logger } from '../shared/log.js'
 import { callUnary } from '../shared/proto.js'
 import type { WorkerRecord } from '../shared/types.js'

@@ -4,7 +4,6 @@ import { createServer as createTlsServer, type Server as TlsServer, type TLSSock
 import type { Duplex } from 'node:stream'
 import { bindAddress } from './advertise.js'
 import { RefusalThrottle } from './cluster-auth.js'
-import { C, type Counters } from './counters.js'
 import { CloudaiError } from './errors.js'
 import type { Logger } from './log.js'
 
@@ -25,14 +24,6 @@ import type { Logger } from './log.js'
 const H2_CLIENT_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1')
 
 export type ConnectionRefusal = 'max_connections' | 'max_per_peer' | 'preface_timeout' | 'bad_preface' | 'tls_handshake'
-
-const REFUSAL_COUNTER: Record<ConnectionRefusal, number> = {
-  max_connections: C.GRPC_REFUSED_MAX_CONNECTIONS,
-  max_per_peer: C.GRPC_REFUSED_MAX_CONNECTIONS,
-  preface_timeout: C.GRPC_REFUSED_PREFACE_TIMEOUT,
-  bad_preface: C.GRPC_REFUSED_BAD_PREFACE,
-  tls_handshake: C.GRPC_REFUSED_TLS_HANDSHAKE,
-}
 
 /** The default preface timeout: a peer that has not spoken HTTP/2 by then is not a gRPC client. */
 export const PREFACE_TIMEOUT_MS = 10_000
@@ -55,7 +46,8 @@ export interface GrpcListenerOptions {
   tls: TlsOptions | null
   /** Where a connection goes once its preface is in (buffered bytes unshifted): grpc-js's injector. */
   inject: (socket: Duplex) => void
-  counters?: Counters
+  /** Told of each connection taken or refused (the master counts them; the worker does not). */
+  onConnection?: (outcome: 'accepted' | ConnectionRefusal) => void
   log: Logger
   now?: () => number
 }
@@ -187,7 +179,7 @@ export class GrpcListener {
       })
     }
     this.sockets.add(raw)
-    this.opts.counters?.add(C.GRPC_CONNECTIONS_ACCEPTED)
+    this.opts.onConnection?.('accepted')
     // Resets by peers are the normal end of many connections; grpc-js's session handles its own.
     raw.on('error', noop)
     const timer = setTimeout(() => {
@@ -262,7 +254,7 @@ export class GrpcListener {
   }
 
   private refused(reason: ConnectionRefusal): void {
-    this.opts.counters?.add(REFUSAL_COUNTER[reason])
+    this.opts.onConnection?.(reason)
   }
 
   /** Stops accepting connections; the open ones stay (grpc-js drains them). Idempotent. */

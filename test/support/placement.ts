@@ -1,5 +1,5 @@
 import type { TestContext } from 'node:test'
-import { InlineDialer } from '../../src/master/dialer.js'
+import { InlineDialer } from '../../src/master/reconnect/dialer.js'
 import { QueueProcessor } from '../../src/master/queue.js'
 import { Registry } from '../../src/master/registry.js'
 import { SuspectProbes } from '../../src/master/suspects.js'

@@ -4,7 +4,8 @@ import { test } from 'node:test'
 import * as grpc from '@grpc/grpc-js'
 import { MasterGrpcServer } from '../../src/master/grpc.js'
 import { Registry } from '../../src/master/registry.js'
-import { dialMasterRegister, type DialRequest } from '../../src/master/dial.js'
+import { dialMasterRegister } from '../../src/master/reconnect/dial.js'
+import type { DialRequest } from '../../src/master/reconnect/protocol.js'
 import {
   CLUSTER_TOKEN_METADATA, ClusterAuth, clusterAuthOf, NO_CLUSTER_AUTH, readClusterMaterial, RefusalThrottle, TokenCheck,
 } from '../../src/shared/cluster-auth.js'

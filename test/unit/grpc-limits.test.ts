@@ -8,7 +8,7 @@ import { grpcConnectionBudget, openFilesLimit } from '../../src/master/connectio
 import { MasterGrpcServer, type GrpcLimits, type HeartbeatSink } from '../../src/master/grpc.js'
 import { Registry } from '../../src/master/registry.js'
 import { ClusterAuth } from '../../src/shared/cluster-auth.js'
-import { CounterReader, Counters } from '../../src/shared/counters.js'
+import { CounterReader, Counters } from '../../src/master/counters.js'
 import { CloudaiError } from '../../src/shared/errors.js'
 import { callUnary, loadProto, type MasterWorkerClient } from '../../src/shared/proto.js'
 import type { HeartbeatMsg, RegisterAckMsg, WorkerInfoMsg } from '../../src/shared/wire.js'

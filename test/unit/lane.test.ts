@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { Lane, RING_CAPACITY, RING_SLOTS, type Sample } from '../../src/shared/lane.js'
+import { Lane, RING_CAPACITY, RING_SLOTS, type Sample } from '../../src/master/telemetry/lane.js'
 
 const T0 = Date.UTC(2026, 10, 28, 12, 0, 0)
 
@@ -119,7 +119,7 @@ test('a writer thread racing a reader never hands over a torn or out-of-order sa
        for (let i = 1; i <= workerData.total; i++) lane.write(i, i % 97, (i % 97) / 2, i % 13, i % 7, i % 5)
        parentPort.postMessage('done')
      })`,
-    { eval: true, workerData: { laneUrl: new URL('../../src/shared/lane.js', import.meta.url).href, init: lane.init, total } },
+    { eval: true, workerData: { laneUrl: new URL('../../src/master/telemetry/lane.js', import.meta.url).href, init: lane.init, total } },
   )
   const done = new Promise((resolve, reject) => {
     writer.once('message', resolve)

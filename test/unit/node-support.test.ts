@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import { isCloudaiError } from '../../src/shared/errors.js'
-import { checkNodeSupport, SUPPORTED_NODE } from '../../src/shared/uws.js'
+import { checkNodeSupport, SUPPORTED_NODE } from '../../src/master/api/uws.js'
 import { ROOT } from '../support/cluster.js'
 
 const refusal = (node: string) => (err: unknown) => {

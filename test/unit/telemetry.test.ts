@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict'
 import { test, type TestContext } from 'node:test'
 import { Registry } from '../../src/master/registry.js'
-import { TelemetryHub, type TelemetryPlacement } from '../../src/master/telemetry.js'
-import { CounterReader, Counters } from '../../src/shared/counters.js'
-import type { LaneSummary } from '../../src/shared/lane.js'
+import { TelemetryHub, type TelemetryPlacement } from '../../src/master/telemetry/hub.js'
+import { CounterReader, Counters } from '../../src/master/counters.js'
+import type { LaneSummary } from '../../src/master/telemetry/lane.js'
 import { memoryLogger } from '../support/log.js'
 import { waitUntil } from '../support/cluster.js'
 

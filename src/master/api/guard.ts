@@ -1,7 +1,7 @@
 import { isIP } from 'node:net'
 import { hostname as osHostname, networkInterfaces } from 'node:os'
 import type { HttpRequest } from 'uWebSockets.js'
-import { C, type Counters } from '../../shared/counters.js'
+import { C, type Counters } from '../counters.js'
 import { CloudaiError, type ErrorCode } from '../../shared/errors.js'
 
 // What every HTTP request and WebSocket upgrade must pass before a route sees it:

@@ -1,5 +1,5 @@
 import type { HttpRequest, HttpResponse, TemplatedApp, WebSocket, us_socket_context_t } from 'uWebSockets.js'
-import { C, type Counters } from '../../shared/counters.js'
+import { C, type Counters } from '../counters.js'
 import { CloudaiError } from '../../shared/errors.js'
 import type { Logger } from '../../shared/log.js'
 import { validateWorkerId } from '../../shared/validation.js'

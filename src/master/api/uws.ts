@@ -1,5 +1,5 @@
 import { createRequire } from 'node:module'
-import { CloudaiError } from './errors.js'
+import { CloudaiError } from '../../shared/errors.js'
 
 // The master's HTTP API runs on uWebSockets.js, a native addon: a build ships one binary per
 // platform and Node ABI (process.versions.modules). None of the builds on npm we know of has

@@ -1,9 +1,10 @@
 import { availableParallelism } from 'node:os'
 import { Piscina } from 'piscina'
-import { dialMasterRegister, type DialRequest, type DialResult } from './dial.js'
-import { NO_CLUSTER_AUTH, type ClusterAuth } from '../shared/cluster-auth.js'
-import { liveNonces, type MasterKey } from '../shared/worker-credential.js'
-import type { WorkerRecord } from '../shared/types.js'
+import { dialMasterRegister } from './dial.js'
+import type { DialRequest, DialResult, DialThreadData } from './protocol.js'
+import { NO_CLUSTER_AUTH, type ClusterAuth } from '../../shared/cluster-auth.js'
+import { liveNonces, type MasterKey } from '../../shared/worker-credential.js'
+import type { WorkerRecord } from '../../shared/types.js'
 
 export type DialTarget = Omit<DialRequest, 'deadline' | 'cancelSlot' | 'cancelFlags' | 'counters'>
 
@@ -88,14 +89,6 @@ abstract class SlottedDialer implements Dialer {
   abstract close(): Promise<void>
 }
 
-/** What the dial pool's threads get once, as Piscina's workerData (see workers/dial.ts). */
-export interface DialThreadData {
-  /** The cluster token and the PEMs' contents, as read at start: no thread reads a file. */
-  cluster: ClusterAuth['material']
-  /** The master key's bytes, for the proof each MasterRegister carries (null: no proofs). */
-  masterKey: Uint8Array | null
-}
-
 /**
  * Dials on a Piscina pool. Each thread runs many dials at once (they are I/O-bound: the cost is
  * channel set-up and TLS/HTTP2 framing, which is what stalls an event loop at a few thousand).
@@ -110,7 +103,7 @@ export class PoolDialer extends SlottedDialer {
     const threads = opts.threads && opts.threads > 0 ? opts.threads : Math.max(1, Math.min(4, availableParallelism()))
     const workerData: DialThreadData = { cluster: (opts.auth ?? NO_CLUSTER_AUTH).material, masterKey: opts.masterKey?.bytes() ?? null }
     this.pool = new Piscina({
-      filename: new URL('../../workers/dial.js', import.meta.url).href,
+      filename: new URL('../../../workers/dial.js', import.meta.url).href,
       minThreads: 1,
       maxThreads: threads,
       // A dial mostly waits (a tarpit holds one for the whole dial timeout), so a thread holds

@@ -2,13 +2,13 @@ import { EventEmitter } from 'node:events'
 import { availableParallelism } from 'node:os'
 import { performance } from 'node:perf_hooks'
 import { Worker } from 'node:worker_threads'
-import type { Logger } from '../shared/log.js'
-import { C, type Counters } from '../shared/counters.js'
-import { Lane, type HistoryPoint, type LaneSummary } from '../shared/lane.js'
-import type { RunningTaskInfo, WorkerRecord, WorkerUsage } from '../shared/types.js'
-import type { FromTelemetryThread, TelemetryThreadData, ToTelemetryThread } from '../../workers/telemetry-thread.js'
-import type { HeartbeatSink } from './grpc.js'
-import type { Registry } from './registry.js'
+import type { Logger } from '../../shared/log.js'
+import { C, type Counters } from '../counters.js'
+import { Lane, type HistoryPoint, type LaneSummary } from './lane.js'
+import type { RunningTaskInfo, WorkerRecord, WorkerUsage } from '../../shared/types.js'
+import type { FromTelemetryThread, TelemetryThreadData, ToTelemetryThread } from './protocol.js'
+import type { HeartbeatSink } from '../grpc.js'
+import type { Registry } from '../registry.js'
 
 /** `per-worker`: a thread per worker. A number: that many threads, each worker pinned to one. */
 export type TelemetryPlacement = 'per-worker' | number
@@ -52,11 +52,11 @@ export interface TelemetryEvents {
   summary: [summary: LaneSummary]
 }
 
-// The doorbell: [rings, sleeping]. See workers/telemetry-thread.ts for why no wake-up is lost.
+// The doorbell: [rings, sleeping]. See thread.ts for why no wake-up is lost.
 const BELL_RINGS = 0
 const BELL_SLEEPING = 1
 
-const THREAD_FILE = new URL('../../workers/telemetry-thread.js', import.meta.url)
+const THREAD_FILE = new URL('../../../workers/telemetry-thread.js', import.meta.url)
 
 /**
  * The main thread's side of telemetry. A worker gets a lane when it first connects (RegisterWorker)

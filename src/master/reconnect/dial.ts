@@ -1,11 +1,12 @@
 import { connect, type Socket } from 'node:net'
 import * as grpc from '@grpc/grpc-js'
-import { C, Counters, DIAL_OUTCOME_COUNTER } from '../shared/counters.js'
-import { DIAL_CHANNEL_OPTIONS, loadProto } from '../shared/proto.js'
-import { NO_CLUSTER_AUTH, type ClusterAuth } from '../shared/cluster-auth.js'
-import type { RegisterAckMsg } from '../shared/wire.js'
-import { parseAddress } from '../shared/validation.js'
-import { proofMetadata, type MasterKey } from '../shared/worker-credential.js'
+import { C, Counters, DIAL_OUTCOME_COUNTER } from '../counters.js'
+import { DIAL_CHANNEL_OPTIONS, loadProto } from '../../shared/proto.js'
+import { NO_CLUSTER_AUTH, type ClusterAuth } from '../../shared/cluster-auth.js'
+import type { RegisterAckMsg } from '../../shared/wire.js'
+import { parseAddress } from '../../shared/validation.js'
+import { proofMetadata, type MasterKey } from '../../shared/worker-credential.js'
+import type { DialOutcome, DialRequest, DialResult } from './protocol.js'
 
 // One reconnection dial: MasterRegister on a worker, bounded by a deadline, on a client that lives
 // only for this call. It runs on a Piscina thread (workers/dial.ts) in the master, and inline in
@@ -22,35 +23,6 @@ import { proofMetadata, type MasterKey } from '../shared/worker-credential.js'
 // server's first frame, which every HTTP/2 server must send: a host that accepted the connection
 // but does not answer then times out on the probe, not on a gRPC channel. A live worker pays one
 // extra connection and round trip; the probe's socket is closed as soon as it has its answer.
-
-export interface DialRequest {
-  workerId: string
-  address: string
-  masterId: string
-  masterAddress: string
-  /**
-   * Nonces of the worker's live tokens (current, and previous during a rotation): the dial sends a
-   * proof for each. Absent or empty for a worker without a credential, which then gets none.
-   */
-  proofNonces?: readonly string[]
-  timeoutMs: number
-  /** Absolute deadline (epoch ms) set by the main thread, so time spent queued counts too. */
-  deadline: number
-  /** Index into `cancelFlags`; -1 when this dial cannot be cancelled. */
-  cancelSlot: number
-  cancelFlags: Int32Array | null
-  /** The master's counters (shared memory): the dial's thread counts attempts and outcomes itself. */
-  counters: SharedArrayBuffer | null
-}
-
-export type DialOutcome = 'success' | 'rejected' | 'refused' | 'timeout' | 'cancelled' | 'error'
-
-export interface DialResult {
-  workerId: string
-  outcome: DialOutcome
-  message: string
-  elapsedMs: number
-}
 
 // One view per buffer and thread: a dial thread serves one master, so this holds one entry.
 const views = new WeakMap<SharedArrayBuffer, Counters>()

@@ -1,10 +1,10 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks'
-import type { Logger } from '../shared/log.js'
-import { systemClock, type Clock, type TimerHandle } from '../shared/clock.js'
-import type { WorkerRecord } from '../shared/types.js'
+import type { Logger } from '../../shared/log.js'
+import { systemClock, type Clock, type TimerHandle } from '../../shared/clock.js'
+import type { WorkerRecord } from '../../shared/types.js'
 import { masterRegisterTarget, type Dialer, type PendingDial } from './dialer.js'
-import type { DialResult } from './dial.js'
-import type { Registry } from './registry.js'
+import type { DialResult } from './protocol.js'
+import type { Registry } from '../registry.js'
 
 export interface ReconnectOptions {
   intervalMs: number
