@@ -17,12 +17,12 @@ import { cloudaiTable } from './scenarios/cloudai-table.js'
 import { dialStorm } from './scenarios/dial-storm.js'
 import { memoryPerWorker } from './scenarios/memory-per-worker.js'
 import { heartbeatIngest } from './scenarios/heartbeat-ingest.js'
-import { idleCpu } from './scenarios/idle-cpu.js'
+import { scaling } from './scenarios/scaling.js'
 import { telemetryPlacement } from './scenarios/telemetry-placement.js'
 import { timeToAssign } from './scenarios/time-to-assign.js'
 import { gitCommit } from './lib/provenance.js'
 
-export const SCENARIOS: Scenario[] = [cloudaiTable, dialStorm, heartbeatIngest, telemetryPlacement, memoryPerWorker, timeToAssign, idleCpu]
+export const SCENARIOS: Scenario[] = [cloudaiTable, dialStorm, heartbeatIngest, telemetryPlacement, memoryPerWorker, timeToAssign, scaling]
 const RUNS: Record<Size, number> = { tiny: 1, quick: 3, full: 5 }
 
 class UsageError extends Error {}

@@ -29,6 +29,10 @@ server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p
 })
 process.on('message', (m: { type: string }) => {
   if (m.type === 'count') process.send!({ count })
-  else if (m.type === 'stop') server.tryShutdown(() => process.exit(0))
+  // Forced: heartbeat streams never end by themselves. A clean exit writes a --cpu-prof profile.
+  else if (m.type === 'stop') {
+    server.forceShutdown()
+    process.exit(0)
+  }
 })
 process.on('disconnect', () => process.exit(0))

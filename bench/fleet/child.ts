@@ -12,7 +12,7 @@ import type { AckMsg, HeartbeatAckMsg, HeartbeatMsg, MasterInfoMsg, RegisterAckM
 import type { ChildStats, Command, HeartbeatTransport, Reply } from './protocol.js'
 
 const proto = loadProto()
-const stats: ChildStats = { heartbeatsSent: 0, heartbeatsFailed: 0, registers: 0, registerFailures: 0, masterRegisters: 0, tasksAssigned: 0, tasksFinished: 0, reportsFailed: 0 }
+const stats: ChildStats = { mirrorFailed: 0, heartbeatsSent: 0, heartbeatsFailed: 0, registers: 0, registerFailures: 0, masterRegisters: 0, tasksAssigned: 0, tasksFinished: 0, reportsFailed: 0 }
 // The report keeps the end of the output, like the real worker's (smaller: the commands are trivial).
 const MAX_LOG_BYTES = 4096
 
@@ -35,6 +35,8 @@ class SimWorker {
   timer: NodeJS.Timeout | null = null
   stream: grpc.ClientDuplexStream<HeartbeatMsg, HeartbeatAckMsg> | null = null
   registering: Promise<boolean> | null = null
+  /** A second server that gets a copy of every heartbeat (the bare baseline of `scaling`), on a connection of its own. */
+  mirror: { client: MasterWorkerClient; stream: grpc.ClientDuplexStream<HeartbeatMsg, HeartbeatAckMsg> | null } | null = null
   private rejoining: Promise<boolean> | null = null
   readonly tasks = new Map<string, RunningTask>()
   /** Results the master has not acknowledged yet; retried with the next heartbeat. */
@@ -200,6 +202,7 @@ class SimWorker {
     for (const r of this.unreported.values()) this.report(r)
     const hb: HeartbeatMsg = { worker_id: this.id, cpu_usage: u.cpu, memory_usage: u.mem, storage_usage: u.storage, gpu_usage: u.gpu, running_tasks }
     stats.heartbeatsSent++
+    if (this.mirror) this.mirrorBeat(hb)
     if (this.transport === 'stream') {
       this.openStream().write(hb)
       return
@@ -225,6 +228,39 @@ class SimWorker {
     return stream
   }
 
+  /** The same heartbeat, the same way, to the mirror; its failures are only counted. */
+  private mirrorBeat(hb: HeartbeatMsg): void {
+    const m = this.mirror!
+    if (this.transport === 'stream') {
+      if (!m.stream) {
+        const stream = m.client.StreamHeartbeats(new grpc.Metadata())
+        stream.on('data', () => {})
+        stream.on('error', (err: grpc.ServiceError) => {
+          if (err.code !== grpc.status.CANCELLED) stats.mirrorFailed++
+          if (m.stream === stream) m.stream = null
+        })
+        stream.on('end', () => {
+          if (m.stream === stream) m.stream = null
+        })
+        m.stream = stream
+      }
+      m.stream.write(hb)
+      return
+    }
+    m.client.SendHeartbeat(hb, new grpc.Metadata(), { deadline: Date.now() + CALL_TIMEOUT_MS }, (err: grpc.ServiceError | null) => {
+      if (err) stats.mirrorFailed++
+    })
+  }
+
+  setMirror(address: string | null): void {
+    if (this.mirror) {
+      this.mirror.stream?.cancel()
+      this.mirror.client.close()
+      this.mirror = null
+    }
+    if (address) this.mirror = { client: new proto.Client(address, grpc.credentials.createInsecure(), { 'grpc.use_local_subchannel_pool': 1, 'grpc.enable_retries': 0 }), stream: null }
+  }
+
   private closeStream(): void {
     const stream = this.stream
     this.stream = null
@@ -233,7 +269,13 @@ class SimWorker {
 
   setTransport(transport: HeartbeatTransport): void {
     this.transport = transport
-    if (transport === 'unary') this.closeStream()
+    if (transport === 'unary') {
+      this.closeStream()
+      if (this.mirror?.stream) {
+        this.mirror.stream.cancel()
+        this.mirror.stream = null
+      }
+    }
   }
 
   private heartbeatFailed(err: grpc.ServiceError): void {
@@ -254,6 +296,7 @@ class SimWorker {
       this.timer = null
     }
     this.closeStream()
+    this.setMirror(null)
     this.client?.close()
     this.client = null
     this.clientTarget = ''
@@ -325,6 +368,9 @@ async function handle(cmd: Command): Promise<Reply> {
       }
       return { seq: cmd.seq, ok: true, addresses }
     }
+    case 'mirror':
+      for (const w of pick(cmd.ids)) w.setMirror(cmd.address)
+      return { seq: cmd.seq, ok: true }
     case 'transport':
       for (const w of workers.values()) w.setTransport(cmd.transport)
       return { seq: cmd.seq, ok: true }

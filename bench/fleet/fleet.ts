@@ -114,6 +114,11 @@ export class Fleet {
     return this.each(ids, (mine) => ({ type: 'pause', ids: mine, paused }))
   }
 
+  /** These workers also send each heartbeat to `address` (a baseline server), on a connection of their own; null stops it. */
+  mirror(ids: string[], address: string | null): Promise<void> {
+    return this.each(ids, (mine) => ({ type: 'mirror', ids: mine, address }))
+  }
+
   /** Every worker sends its following heartbeats this way (a stream is opened at the next beat). */
   async transport(transport: HeartbeatTransport): Promise<void> {
     await Promise.all(this.children.map((c) => c.send({ type: 'transport', transport })))
@@ -128,7 +133,7 @@ export class Fleet {
 
   async stats(): Promise<ChildStats> {
     const all = await Promise.all(this.children.map((c) => c.send({ type: 'stats' })))
-    const sum: ChildStats = { heartbeatsSent: 0, heartbeatsFailed: 0, registers: 0, registerFailures: 0, masterRegisters: 0, tasksAssigned: 0, tasksFinished: 0, reportsFailed: 0 }
+    const sum: ChildStats = { heartbeatsSent: 0, heartbeatsFailed: 0, registers: 0, registerFailures: 0, masterRegisters: 0, tasksAssigned: 0, tasksFinished: 0, reportsFailed: 0, mirrorFailed: 0 }
     for (const r of all) for (const k of Object.keys(sum) as (keyof ChildStats)[]) sum[k] += r.stats?.[k] ?? 0
     return sum
   }

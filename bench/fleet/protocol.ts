@@ -30,6 +30,8 @@ export type Command =
   | { seq: number; type: 'tarpits'; count: number }
   /** Every worker of the child sends its next heartbeats this way. */
   | { seq: number; type: 'transport'; transport: HeartbeatTransport }
+  /** These workers also send a copy of each heartbeat, the same way, to `address` (null: no more). */
+  | { seq: number; type: 'mirror'; ids: string[]; address: string | null }
   | { seq: number; type: 'stats' }
   | { seq: number; type: 'stop' }
 
@@ -42,6 +44,8 @@ export interface ChildStats {
   tasksAssigned: number
   tasksFinished: number
   reportsFailed: number
+  /** Mirrored heartbeats (or mirror streams) that failed. */
+  mirrorFailed: number
 }
 
 export type Reply =

@@ -28,7 +28,7 @@ function runBench(args: string[], timeoutMs = 100_000): Promise<{ code: number |
   })
 }
 
-const SCENARIOS = ['cloudai-table', 'dial-storm', 'heartbeat-ingest', 'telemetry-placement', 'memory-per-worker', 'time-to-assign', 'idle-cpu']
+const SCENARIOS = ['cloudai-table', 'dial-storm', 'heartbeat-ingest', 'telemetry-placement', 'memory-per-worker', 'time-to-assign', 'scaling']
 
 test('bench: every scenario runs at --size tiny, prints its table and writes the JSON', async (t) => {
   const out = mkdtempSync(join(tmpdir(), 'cloudai-bench-smoke-'))
@@ -103,13 +103,21 @@ test('bench: every scenario runs at --size tiny, prints its table and writes the
   assert.equal(run.bare.refused, 0)
   assert.equal(run.bare.failed, 0)
   assert.ok(run.bare.completedMs > 0)
-  const idle = json.scenarios['idle-cpu'].raw
-  for (const transport of ['unary', 'stream']) {
-    assert.equal(idle.master[transport].cpu.length, idle.profile.windows)
-    assert.equal(idle.bare[transport].cpu.length, idle.profile.windows)
+  const scale = json.scenarios.scaling.raw
+  assert.deepEqual(scale.sizes.map((x: { workers: number }) => x.workers), scale.profile.sizes)
+  for (const size of scale.sizes) {
+    // Every worker active as the registry counts it, both servers counted heartbeats in every window.
+    assert.equal(size.registry.active, size.workers)
+    assert.equal(size.stream.windows.length, scale.profile.windows)
+    for (const w of size.stream.windows) assert.ok(w.master.heartbeats > 0 && w.bare.heartbeats > 0)
+    assert.equal(typeof size.masterKiBPerWorker, 'number')
+    assert.equal(size.api.samples, scale.profile.apiSamples)
   }
-  // Every worker moved to a stream of its own and the master took heartbeats on them.
-  assert.ok(idle.master.masterMetrics.cloudai_heartbeat_streams_opened_total >= idle.profile.workers)
+  // At the reference size, unary heartbeats too (idle-cpu's figure).
+  const ref = scale.sizes.find((x: { workers: number }) => x.workers === scale.profile.reference)
+  assert.equal(ref.unary.windows.length, scale.profile.windows)
+  assert.ok(scale.masterMetrics.cloudai_heartbeat_streams_opened_total >= scale.profile.sizes.at(-1))
+  assert.ok(json.scenarios.scaling.targets.some((t: { name: string }) => t.name.startsWith('CPU per heartbeat master/bare')))
 })
 
 test('bench: an unknown scenario or size is refused with exit code 2', async () => {
