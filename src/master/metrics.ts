@@ -5,6 +5,7 @@ import type { MonitorState, PassReport } from './reconnect/monitor.js'
 import type { Registry } from './registry.js'
 import type { TelemetryHub } from './telemetry/hub.js'
 import type { JournalStatus } from '../store/journal.js'
+import { openFds } from './open-fds.js'
 
 // GET /metrics: the Prometheus text format, rendered by prom-client. The hot counters are not
 // prom-client counters (those live in one thread's heap): they are read from the shared counters
@@ -240,5 +241,13 @@ export class MasterMetrics {
     count('cloudai_ws_telemetry_dropped_total', 'Telemetry messages not sent to backed-up WebSocket clients.', 'WS_TELEMETRY_DROPPED')
 
     collectDefaultMetrics({ register: this.prom, prefix: 'cloudai_process_' })
+    // The same gauge without listing every descriptor on each scrape (see open-fds.ts).
+    if (this.prom.getSingleMetric('cloudai_process_process_open_fds')) {
+      this.prom.removeSingleMetric('cloudai_process_process_open_fds')
+      gauge('cloudai_process_process_open_fds', 'Number of open file descriptors.', () => {
+        const n = openFds()
+        return n === null ? [] : one(n)
+      })
+    }
   }
 }
