@@ -56,7 +56,14 @@ export interface ClusterStatus {
 
 const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString())
 
-export function toWorkerView(w: WorkerRecord): WorkerView {
+// A worker's view in the parts GET /api/workers renders apart (worker-list-json.ts): what changes
+// on every heartbeat (usage, running tasks, last heartbeat) between what changes only when the
+// worker connects, disconnects or turns suspect. toWorkerView is their union, in this key order.
+
+export type WorkerHeadView = Pick<WorkerView, 'worker_id' | 'worker_ip' | 'address' | 'is_active' | 'status' | 'suspect' | 'suspect_since' | 'suspect_reason' | 'total_cpu' | 'total_memory' | 'total_storage' | 'total_gpu'>
+export type WorkerTailView = Pick<WorkerView, 'registered_at' | 'connected_at' | 'disconnected_at' | 'reconnects' | 'credential'>
+
+export function workerHeadView(w: WorkerRecord): WorkerHeadView {
   return {
     worker_id: w.id,
     worker_ip: w.address,
@@ -70,10 +77,23 @@ export function toWorkerView(w: WorkerRecord): WorkerView {
     total_memory: w.specs?.memory ?? null,
     total_storage: w.specs?.storage ?? null,
     total_gpu: w.specs?.gpu ?? null,
-    usage: w.usage ? { ...w.usage } : null,
-    running_tasks: w.runningTasks.map((t) => ({ task_id: t.taskId, cpu: t.cpu, memory: t.memory, gpu: t.gpu, status: t.status })),
-    reported_address: w.reportedAddress,
-    last_heartbeat: iso(w.lastHeartbeat),
+  }
+}
+
+export function workerUsageView(w: WorkerRecord): WorkerView['usage'] {
+  return w.usage ? { ...w.usage } : null
+}
+
+export function runningTasksView(w: WorkerRecord): WorkerView['running_tasks'] {
+  return w.runningTasks.map((t) => ({ task_id: t.taskId, cpu: t.cpu, memory: t.memory, gpu: t.gpu, status: t.status }))
+}
+
+export function lastHeartbeatView(w: WorkerRecord): string | null {
+  return iso(w.lastHeartbeat)
+}
+
+export function workerTailView(w: WorkerRecord): WorkerTailView {
+  return {
     registered_at: iso(w.registeredAt) as string,
     connected_at: iso(w.connectedAt),
     disconnected_at: iso(w.disconnectedAt),
@@ -81,6 +101,17 @@ export function toWorkerView(w: WorkerRecord): WorkerView {
     credential: w.credential
       ? { issued_at: iso(w.credential.issuedAt) as string, presented_at: iso(w.credential.presentedAt), required: w.credential.enforced, previous_valid_until: iso(w.credential.previous?.expiresAt ?? null) }
       : null,
+  }
+}
+
+export function toWorkerView(w: WorkerRecord): WorkerView {
+  return {
+    ...workerHeadView(w),
+    usage: workerUsageView(w),
+    running_tasks: runningTasksView(w),
+    reported_address: w.reportedAddress,
+    last_heartbeat: lastHeartbeatView(w),
+    ...workerTailView(w),
   }
 }
 

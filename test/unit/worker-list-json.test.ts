@@ -53,3 +53,24 @@ test('a record no registry call changed is not rendered again', () => {
   r.heartbeat('w1', { cpu: 99, memory: 20, storage: 30, gpu: 0 }, [], 4)
   assert.equal(JSON.parse(workerJson(w)).usage.cpu, 99)
 })
+
+test('under heartbeats the list stays fresh: requests between beats, and after a worker stayed unchanged for several', () => {
+  const r = new Registry()
+  for (let i = 0; i < 4; i++) {
+    r.register(`w${i}`, `127.0.0.1:${6000 + i}`, 1_700_000_000_000 + i)
+    r.connect(`w${i}`, { specs, reportedAddress: null }, 1_700_000_000_500)
+  }
+  let now = 1_700_000_001_000
+  for (let round = 0; round < 6; round++) {
+    // Some workers beat, others stay as they were (their joined text is reused), then all again.
+    for (let i = 0; i < 4; i++) if ((i + round) % 3 === 0) r.heartbeat(`w${i}`, { cpu: round, memory: i, storage: 1.5, gpu: 0 }, round % 2 ? [{ taskId: `t${round}`, cpu: 1, memory: 1, gpu: 0, status: 'running', attempt: 1 }] : [], (now += 1000))
+    assert.equal(workerListJson(r.values()), fresh(r))
+    assert.equal(workerListJson(r.values()), fresh(r))
+    assert.equal(workerJson(r.get('w1')!), JSON.stringify(toWorkerView(r.get('w1')!)))
+  }
+  r.markSuspect('w2', 'AssignTask timed out', (now += 1000))
+  assert.equal(workerListJson(r.values()), fresh(r))
+  r.markInactive('w3', 'heartbeat-timeout', (now += 1000))
+  assert.equal(workerListJson(r.values()), fresh(r))
+  assert.equal(workerListJson(r.values()), fresh(r))
+})
