@@ -261,10 +261,15 @@ export class MasterGrpcServer {
     const authorize = stream.authorize!
     stream.lastAt = performance.now()
     try {
-      if (stream.workerId !== null && msg.worker_id !== stream.workerId) {
+      if (stream.workerId === null) this.acceptHeartbeat(msg, authorize)
+      else if (msg.worker_id !== stream.workerId) {
         throw new CloudaiError('CLOUDAI_BAD_FIELD', `worker_id changed mid-stream from ${stream.workerId} to ${String(msg.worker_id).slice(0, 80)}; one stream carries one worker's heartbeats`)
+      } else {
+        // The id this stream's first heartbeat validated: the same text, and the same string, so
+        // the maps keyed by worker id (registry, task table, queue) reuse its hash instead of
+        // hashing each message's fresh copy.
+        this.accept(stream.workerId, msg, authorize)
       }
-      this.acceptHeartbeat(msg, authorize)
     } catch (err) {
       this.finishStream(stream, this.refusalStatus('StreamHeartbeats', msg.worker_id, err))
       return
@@ -323,10 +328,22 @@ export class MasterGrpcServer {
    * @throws CloudaiError when the heartbeat is refused (nothing changed)
    */
   acceptHeartbeat(req: HeartbeatMsg, authorize: (workerId: string) => void): void {
+    let id: string
+    try {
+      id = validateWorkerId(req.worker_id)
+    } catch (err) {
+      this.opts.counters?.add(C.HEARTBEATS_RECEIVED)
+      this.opts.counters?.add(C.HEARTBEATS_REFUSED)
+      throw err
+    }
+    this.accept(id, req, authorize)
+  }
+
+  /** acceptHeartbeat past the worker_id's validation (`id` is req.worker_id, valid). */
+  private accept(id: string, req: HeartbeatMsg, authorize: (workerId: string) => void): void {
     const counters = this.opts.counters
     counters?.add(C.HEARTBEATS_RECEIVED)
     try {
-      const id = validateWorkerId(req.worker_id)
       authorize(id)
       const usage = {
         cpu: validatePercent(req.cpu_usage, 'cpu_usage'),
