@@ -36,7 +36,8 @@ export interface ScalingProfile {
 
 const PROFILES: Record<Size, ScalingProfile> = {
   tiny: { sizes: [5, 20], reference: 5, heartbeatMs: 500, windows: 2, windowMs: 500, apiSamples: 10, settleMs: 300 },
-  quick: { sizes: [100, 500, 1000, 2500], reference: 500, heartbeatMs: 5000, windows: 2, windowMs: 5000, apiSamples: 40, settleMs: 1000 },
+  // Windows shorter than the heartbeat interval: heartbeats are spread over it, and each window's are counted.
+  quick: { sizes: [100, 500, 1000, 2000], reference: 500, heartbeatMs: 5000, windows: 2, windowMs: 3000, apiSamples: 40, settleMs: 1000 },
   full: { sizes: [100, 500, 1000, 5000, 10_000], reference: 500, heartbeatMs: 5000, windows: 3, windowMs: 10_000, apiSamples: 200, settleMs: 3000 },
 }
 
