@@ -7,6 +7,7 @@ import { Registry } from '../../src/master/registry.js'
 import { isCloudaiError } from '../../src/shared/errors.js'
 import type { TaskRecord } from '../../src/shared/types.js'
 import { StoreJournal } from '../../src/store/journal.js'
+import { STAGE_RECORDS } from '../../src/store/sqlite/protocol.js'
 import { SqliteStore } from '../../src/store/sqlite/store.js'
 import { tempDir } from '../support/cluster.js'
 import { memoryLogger } from '../support/log.js'
@@ -59,17 +60,31 @@ test('while another process holds the SQLite write lock, a write waits for it on
   assert.deepEqual((await store.loadTasks()).map((x) => x.id), ['t1'])
 })
 
-test('a large batch is committed on the store thread while the main thread keeps running, and is answered only once committed', async (t) => {
+test('a large batch goes to the store thread in parts, is committed whole while the main thread keeps running, and is answered only once committed', async (t) => {
   const dir = tempDir(t)
   const store = new SqliteStore(dir)
   await store.open()
   t.after(() => store.close())
+  // What the main thread clones per message: a large batch goes in parts, one per turn.
+  const thread = threadOf(store)
+  const post = thread.postMessage.bind(thread)
+  let largest = 0
+  thread.postMessage = (msg: { stage?: unknown[]; args?: unknown[] }) => {
+    const records = msg.stage ?? (Array.isArray(msg.args?.[0]) ? msg.args[0] : [])
+    largest = Math.max(largest, records.length)
+    post(msg)
+  }
   const batch = Array.from({ length: 20_000 }, (_, i) => task(`t${i}`))
   const write = store.writeTasks(batch)
+  // Posted behind the batch's parts, so run after it: the task is gone at the end.
+  const removal = store.deleteTasks(['t0'])
   assert.equal(await loopTurnedWhile(write), true)
   const reader = new Database(join(dir, 'cloudai.db'), { readonly: true })
   t.after(() => reader.close())
   assert.equal((reader.prepare('SELECT COUNT(*) AS n FROM tasks').get() as { n: number }).n, 20_000, 'committed when the write resolved')
+  assert.ok(largest <= STAGE_RECORDS, `at most ${STAGE_RECORDS} records cloned in one message (saw ${largest})`)
+  await removal
+  assert.equal((reader.prepare("SELECT COUNT(*) AS n FROM tasks WHERE task_id = 't0'").get() as { n: number }).n, 0, 'the later call ran after the batch')
 })
 
 test('a store thread that dies fails its calls as CLOUDAI_STORE_UNAVAILABLE, and the journal\'s retry starts a new one that takes the writes', { timeout: 20_000 }, async (t) => {

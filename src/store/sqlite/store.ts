@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path'
 import { CloudaiError, type ErrorCode } from '../../shared/errors.js'
 import type { TaskRecord, WorkerRecord } from '../../shared/types.js'
 import type { Store, WorkerChanges } from '../store.js'
-import type { StoreCalls, StoreOp, StoreRequest, StoreResponse, StoreThreadData, WireError } from './protocol.js'
+import { STAGE_CHARS, STAGE_RECORDS, type StoreCalls, type StoreOp, type StoreRequest, type StoreResponse, type StoreStage, type StoreThreadData, type WireError } from './protocol.js'
 
 const THREAD_FILE = new URL('../../../workers/sqlite-store.js', import.meta.url)
 
@@ -36,6 +36,8 @@ export class SqliteStore implements Store {
   private readonly pending = new Map<number, Pending>()
   private nextId = 1
   private opening: Promise<void> | null = null
+  /** A large write is being posted in parts: later messages wait for it, so the order holds. */
+  private posting: Promise<void> | null = null
 
   constructor(private readonly dataDir: string, private readonly busyTimeoutMs = 50) {
     this.location = join(resolve(dataDir), 'cloudai.db')
@@ -140,16 +142,42 @@ export class SqliteStore implements Store {
     const thread = this.thread
     if (!thread) return Promise.reject(new CloudaiError('CLOUDAI_STORE_UNAVAILABLE', 'the SQLite store thread is not running'))
     const id = this.nextId++
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject })
-      const req: StoreRequest = { id, op, args: args as StoreRequest['args'] }
-      try {
-        thread.postMessage(req)
-      } catch (err) {
-        this.pending.delete(id)
-        reject(err as Error)
+    const answer = new Promise((resolve, reject) => this.pending.set(id, { resolve, reject }))
+    const messages = split({ id, op, args: args as StoreRequest['args'] })
+    try {
+      if (messages.length === 1 && !this.posting) thread.postMessage(messages[0])
+      else this.postInTurns(thread, id, messages)
+    } catch (err) {
+      this.reject(id, err as Error)
+    }
+    return answer
+  }
+
+  /**
+   * Posts one message per event-loop turn, after any such posting under way: the main thread
+   * clones at most STAGE_RECORDS records at a time.
+   */
+  private postInTurns(thread: Worker, id: number, messages: (StoreRequest | StoreStage)[]): void {
+    const run = async (): Promise<void> => {
+      await this.posting
+      for (let i = 0; i < messages.length; i++) {
+        if (i > 0) await new Promise((r) => setImmediate(r))
+        // A thread that died meanwhile failed this call already (exit).
+        if (this.thread !== thread) return
+        thread.postMessage(messages[i])
       }
+    }
+    const posting: Promise<void> = run().catch((err: unknown) => this.reject(id, err as Error)).finally(() => {
+      if (this.posting === posting) this.posting = null
     })
+    this.posting = posting
+  }
+
+  private reject(id: number, err: Error): void {
+    const p = this.pending.get(id)
+    if (!p) return
+    this.pending.delete(id)
+    p.reject(err)
   }
 
   private answer(res: StoreResponse): void {
@@ -177,6 +205,39 @@ export class SqliteStore implements Store {
     await thread.terminate()
     this.failPending(new CloudaiError('CLOUDAI_STORE_FAILED', 'the SQLite store was closed'))
   }
+}
+
+/** A request, its large record list split into leading StoreStage parts (see protocol.ts). */
+function split(req: StoreRequest): (StoreRequest | StoreStage)[] {
+  let records: (TaskRecord | WorkerRecord)[]
+  let rest: (records: (TaskRecord | WorkerRecord)[]) => StoreRequest
+  if (req.op === 'writeTasks') {
+    records = (req.args as StoreCalls['writeTasks']['args'])[0]
+    rest = (r) => ({ ...req, args: [r as TaskRecord[]] })
+  } else if (req.op === 'writeWorkers') {
+    const [changes] = req.args as StoreCalls['writeWorkers']['args']
+    records = changes.upserts
+    rest = (r) => ({ ...req, args: [{ ...changes, upserts: r as WorkerRecord[] }] })
+  } else {
+    return [req]
+  }
+  const out: (StoreRequest | StoreStage)[] = []
+  let start = 0
+  let chars = 0
+  for (let i = 0; i < records.length; i++) {
+    const r = records[i]!
+    // What makes a record large: a task's output tail (up to --task-output-tail) and command.
+    const size = 'logsTail' in r ? r.logsTail.length + r.command.length : 0
+    if (i > start && (i - start >= STAGE_RECORDS || chars + size > STAGE_CHARS)) {
+      out.push({ id: req.id, stage: records.slice(start, i) })
+      start = i
+      chars = 0
+    }
+    chars += size
+  }
+  if (start === 0) return [req]
+  out.push(rest(records.slice(start)))
+  return out
 }
 
 /** The error the connection threw, as the journal and the master expect it: same code, same message. */

@@ -5,7 +5,8 @@
 import { parentPort, workerData } from 'node:worker_threads'
 import { CloudaiError } from '../../shared/errors.js'
 import { SqliteConnection } from './connection.js'
-import type { StoreCalls, StoreOp, StoreRequest, StoreResponse, StoreThreadData, WireError } from './protocol.js'
+import type { TaskRecord, WorkerRecord } from '../../shared/types.js'
+import type { StoreCalls, StoreOp, StoreRequest, StoreResponse, StoreStage, StoreThreadData, WireError } from './protocol.js'
 
 const port = parentPort
 if (!port) throw new Error('the SQLite store thread runs only as a worker thread')
@@ -42,9 +43,35 @@ async function run(req: StoreRequest): Promise<StoreResponse> {
   }
 }
 
+/** The leading records of requests still to come, by request id (see StoreStage). */
+const staged = new Map<number, (TaskRecord | WorkerRecord)[]>()
+
+/** The request with its staged records put back in front of its own. */
+function unstage(req: StoreRequest): StoreRequest {
+  const before = staged.get(req.id)
+  if (!before) return req
+  staged.delete(req.id)
+  if (req.op === 'writeTasks') {
+    const [tasks] = req.args as StoreCalls['writeTasks']['args']
+    return { ...req, args: [(before as TaskRecord[]).concat(tasks)] }
+  }
+  if (req.op === 'writeWorkers') {
+    const [changes] = req.args as StoreCalls['writeWorkers']['args']
+    return { ...req, args: [{ ...changes, upserts: (before as WorkerRecord[]).concat(changes.upserts) }] }
+  }
+  return req
+}
+
 // One call at a time: the connection's methods are synchronous underneath, and keeping the order
 // keeps the journal's order (a batch written before the next one begins).
 let tail: Promise<void> = Promise.resolve()
-port.on('message', (req: StoreRequest) => {
+port.on('message', (msg: StoreRequest | StoreStage) => {
+  if ('stage' in msg) {
+    const list = staged.get(msg.id)
+    if (list) for (const r of msg.stage) list.push(r)
+    else staged.set(msg.id, msg.stage)
+    return
+  }
+  const req = unstage(msg)
   tail = tail.then(async () => port.postMessage(await run(req)))
 })
