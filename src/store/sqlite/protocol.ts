@@ -45,8 +45,8 @@ export interface StoreStage {
   stage: (TaskRecord | WorkerRecord)[]
 }
 
-/** Records per message: ~0.3 ms of cloning on the main thread... */
-export const STAGE_RECORDS = 200
+/** Records per message: ~0.15 ms of cloning on the main thread... */
+export const STAGE_RECORDS = 100
 /** ...and characters of task output and command in one (copied at ~1 GB/s): ~0.25 ms. */
 export const STAGE_CHARS = 256 * 1024
 
