@@ -54,7 +54,7 @@ const NOTHING: ReadonlySet<string> = new Set()
  * answers the last ones after their deadline; with it, the rest waits in the queue for the next
  * answer or for the next worker to join, which then takes its share.
  */
-export const MAX_ASSIGNS_PER_WORKER = 16
+export const MAX_ASSIGNS_PER_WORKER = 32
 
 /**
  * The queue processor. Event-driven: a drain runs on the next tick after anything that can make a
