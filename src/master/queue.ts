@@ -48,6 +48,15 @@ const MISSES_BEFORE_REQUEUE = 2
 const NOTHING: ReadonlySet<string> = new Set()
 
 /**
+ * Placements a worker has under way (being written, or its AssignTask not answered yet) before it
+ * is offered more. Without a bound, the first worker that joins a long queue is sent all of it at
+ * once (a task with no request fits anywhere), and a worker that takes each AssignTask in turn
+ * answers the last ones after their deadline; with it, the rest waits in the queue for the next
+ * answer or for the next worker to join, which then takes its share.
+ */
+export const MAX_ASSIGNS_PER_WORKER = 32
+
+/**
  * The queue processor. Event-driven: a drain runs on the next tick after anything that can make a
  * queued task placeable (a task queued, a worker active or changed, a task leaving a worker); there
  * is no polling. A drain walks the queue oldest first and places every task that fits somewhere,
@@ -74,6 +83,8 @@ export class QueueProcessor {
   private readonly finals: PendingFinals
   /** Placements a drain made whose 'assigned' write has not landed yet: counted, not placed twice. */
   private readonly reserved = new Map<string, { workerId: string; task: TaskRecord }>()
+  /** Placements under way per worker, until their AssignTask is answered (MAX_ASSIGNS_PER_WORKER). */
+  private readonly sending = new Map<string, number>()
   /** Tasks whose AssignTask call is under way: not yet expected in the worker's heartbeats. */
   private readonly assigning = new Map<string, InFlightAssign>()
   /** Operator cancels under way (their transition not applied yet): assign() sends nothing for these. */
@@ -225,13 +236,18 @@ export class QueueProcessor {
         const c = candidates.get(r.workerId)
         if (c) place(c, r.task)
       }
-      if (candidates.size === 0) return
+      // Counted as placed above; offered nothing more until an answer comes back (sent() drains).
+      for (const [workerId, n] of this.sending) if (n >= MAX_ASSIGNS_PER_WORKER) candidates.delete(workerId)
       for (const task of queued) {
+        if (candidates.size === 0) break
         if (this.reserved.has(task.id) || this.heldBack(task)) continue
         const worker = pickWorker(task, candidates.values())
         if (!worker) continue
         place(candidates.get(worker.id)!, task)
         this.reserved.set(task.id, { workerId: worker.id, task })
+        const n = (this.sending.get(worker.id) ?? 0) + 1
+        this.sending.set(worker.id, n)
+        if (n >= MAX_ASSIGNS_PER_WORKER) candidates.delete(worker.id)
         this.track(this.assign(task, worker))
       }
     } finally {
@@ -243,7 +259,30 @@ export class QueueProcessor {
     }
   }
 
+  /** One placement: written, sent, answered; it stops counting against its worker once answered. */
   private async assign(task: TaskRecord, worker: WorkerRecord): Promise<void> {
+    let counted = true
+    const answered = (): void => {
+      if (!counted) return
+      counted = false
+      this.sent(worker.id)
+    }
+    try {
+      await this.sendPlacement(task, worker, answered)
+    } finally {
+      answered()
+    }
+  }
+
+  /** A placement of `workerId` no longer under way: it may be offered another task if it was at the bound. */
+  private sent(workerId: string): void {
+    const n = (this.sending.get(workerId) ?? 1) - 1
+    if (n > 0) this.sending.set(workerId, n)
+    else this.sending.delete(workerId)
+    if (n === MAX_ASSIGNS_PER_WORKER - 1) this.kick()
+  }
+
+  private async sendPlacement(task: TaskRecord, worker: WorkerRecord, answered: () => void): Promise<void> {
     const { tasks, log } = this.opts
     const attempt = task.attempt + 1
     let assigned: TaskRecord | null
@@ -296,6 +335,7 @@ export class QueueProcessor {
       } catch (err) {
         failure = assignFailure(err as grpc.ServiceError)
       }
+      answered()
       // An answer, whatever it says, proves the master reaches the worker (a call still under way
       // when another one failed may bring it).
       if (ack) this.opts.registry.clearSuspect(worker.id, 'assign')

@@ -1,6 +1,6 @@
 import type { MasterConfig } from '../config.js'
 import { MongoStore } from './mongodb.js'
-import { SqliteStore } from './sqlite.js'
+import { SqliteStore } from './sqlite/store.js'
 import type { Store } from './store.js'
 
 /** The store the master's config asks for; nothing is opened here. */

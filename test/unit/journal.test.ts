@@ -204,3 +204,19 @@ test('a new task is written at once, and refused with CLOUDAI_STORE_DEGRADED whi
   assert.equal(journal.healthy, true, 'a ping finds the store back with nothing to write')
   await journal.close()
 })
+
+test('changes journalled in one run of microtasks, each awaiting sync(), go to the store in one write (a drain placing many tasks)', async () => {
+  const { store, journal } = setup()
+  journal.start(true)
+  // As the task table does for each placement of a drain: journal the change, then await sync().
+  const synced = Array.from({ length: 100 }, (_, i) =>
+    Promise.resolve().then(() => {
+      journal.recordTask(task(`t${i}`, 'assigned', 2))
+      return journal.sync()
+    }),
+  )
+  assert.deepEqual([...new Set(await Promise.all(synced))], [true])
+  assert.equal(store.taskBatches.length, 1, 'one write for all of them')
+  assert.equal(store.taskBatches[0]!.length, 100)
+  await journal.close()
+})

@@ -17,7 +17,7 @@ import type { TaskRecord, WorkerRecord } from '../../src/shared/types.js'
 import { redactMongoUri } from '../../src/store/mongo-uri.js'
 import { MongoStore, fromWorkerDoc, onlyStaleWrites, storeError, taskOps, toTaskDoc, toWorkerDoc, workerOps } from '../../src/store/mongodb.js'
 import { createStore } from '../../src/store/select.js'
-import { SqliteStore } from '../../src/store/sqlite.js'
+import { SqliteStore } from '../../src/store/sqlite/store.js'
 
 // What of the MongoDB store can be checked without a server: the documents it writes (through a
 // real BSON round trip), the bulk operations it sends, how it sorts driver errors, and how open()

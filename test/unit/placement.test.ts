@@ -5,6 +5,7 @@ import { callUnary } from '../../src/shared/proto.js'
 import type { TaskAckMsg } from '../../src/shared/wire.js'
 import type { CompletionReport } from '../../src/master/grpc.js'
 import { PrunedTasks } from '../../src/master/pruned-tasks.js'
+import { MAX_ASSIGNS_PER_WORKER } from '../../src/master/queue.js'
 import { startPlacement } from '../support/placement.js'
 import { RawWorker } from '../support/raw-worker.js'
 
@@ -26,6 +27,31 @@ test('six tasks without resource requests on two idle workers run three on each'
   const on = (w: string): number => placed.filter((x) => x.workerId === w).length
   assert.deepEqual([on('worker-1'), on('worker-2')], [3, 3])
   assert.deepEqual([w1.count('AssignTask'), w2.count('AssignTask')], [3, 3])
+})
+
+test('a worker is sent at most MAX_ASSIGNS_PER_WORKER tasks before it answers: the rest of a long queue goes to the next worker that joins, and to it again as it answers', async (t) => {
+  const p = startPlacement(t)
+  const w1 = await new RawWorker().start(t)
+  const w2 = await new RawWorker().start(t)
+  let answer!: () => void
+  const gate = new Promise<void>((resolve) => (answer = resolve))
+  w1.onAssign = async () => {
+    await gate
+    return { success: true, message: 'started' }
+  }
+  const ids = []
+  for (let i = 0; i < MAX_ASSIGNS_PER_WORKER * 3; i++) ids.push(await p.submit({ command: `echo ${i}` }))
+  p.join('worker-1', w1.address)
+  await w1.when(() => w1.count('AssignTask') >= MAX_ASSIGNS_PER_WORKER)
+  // Worker 1 answers nothing yet: everything else is worker 2's, in parts of the bound as it answers.
+  p.join('worker-2', w2.address)
+  const rest = ids.filter((id) => p.tasks.get(id)?.workerId !== 'worker-1')
+  await Promise.all(rest.map((id) => p.until(id, (x) => x.status === 'running' && x.workerId === 'worker-2')))
+  assert.equal(w1.count('AssignTask'), MAX_ASSIGNS_PER_WORKER, 'nothing more for worker 1 while its calls are under way')
+  assert.equal(w2.count('AssignTask'), MAX_ASSIGNS_PER_WORKER * 2)
+  answer()
+  const placed = await Promise.all(ids.map((id) => p.until(id, (x) => x.status === 'running')))
+  assert.equal(placed.filter((x) => x.workerId === 'worker-1').length, MAX_ASSIGNS_PER_WORKER)
 })
 
 test('a worker that answers AssignTask with INVALID_ARGUMENT fails the task at once with its reason: one call, no attempt spent, nothing retried', async (t) => {

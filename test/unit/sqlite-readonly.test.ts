@@ -4,7 +4,8 @@ import type Database from 'better-sqlite3'
 import { Registry } from '../../src/master/registry.js'
 import { isCloudaiError } from '../../src/shared/errors.js'
 import { StoreJournal } from '../../src/store/journal.js'
-import { SqliteStore } from '../../src/store/sqlite.js'
+import { SqliteConnection } from '../../src/store/sqlite/connection.js'
+import { SqliteStore } from '../../src/store/sqlite/store.js'
 import { memoryLogger } from '../support/log.js'
 import { makeReadOnly, makeWritable, readOnlyCandidate, readOnlySupport } from '../support/readonly-dir.js'
 
@@ -16,7 +17,7 @@ import { makeReadOnly, makeWritable, readOnlyCandidate, readOnlySupport } from '
  * Makes the store's own connection read-only, as one SQLite opened in a read-only directory is:
  * every write fails with SQLITE_READONLY ("attempt to write a readonly database") until it is closed.
  */
-function turnReadOnly(store: SqliteStore): void {
+function turnReadOnly(store: SqliteConnection): void {
   const db = (store as unknown as { db: Database.Database | null }).db
   assert.ok(db, 'the store is open')
   db.pragma('query_only = 1')
@@ -38,7 +39,8 @@ test('the SQLite store refuses to open in a directory it cannot write, and opens
 })
 
 test('a SQLite connection that fails for being read-only is replaced at the next call, and the write then lands', async (t) => {
-  const store = new SqliteStore(readOnlyCandidate(t, 'cloudai-sqlite-ro-'))
+  // The connection the store thread runs, here in this thread so that the test can spoil it.
+  const store = new SqliteConnection(readOnlyCandidate(t, 'cloudai-sqlite-ro-'))
   await store.open()
   t.after(() => store.close())
   const registry = new Registry()
@@ -50,7 +52,7 @@ test('a SQLite connection that fails for being read-only is replaced at the next
 })
 
 test('the journal heals a store whose connection turned read-only on its next retry, without a restart', { timeout: 15_000 }, async (t) => {
-  const store = new SqliteStore(readOnlyCandidate(t, 'cloudai-sqlite-ro-'))
+  const store = new SqliteConnection(readOnlyCandidate(t, 'cloudai-sqlite-ro-'))
   await store.open()
   const registry = new Registry()
   const { log } = memoryLogger()

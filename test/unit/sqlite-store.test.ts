@@ -2,7 +2,8 @@ import assert from 'node:assert/strict'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import Database from 'better-sqlite3'
-import { SqliteStore } from '../../src/store/sqlite.js'
+import { SqliteConnection } from '../../src/store/sqlite/connection.js'
+import { SqliteStore } from '../../src/store/sqlite/store.js'
 import type { WorkerRecord } from '../../src/shared/types.js'
 import { tempDir } from '../support/cluster.js'
 
@@ -125,7 +126,8 @@ test('SQLite store: a schema-2 database gets task versions from the stored histo
 
 test('SQLite store: a heartbeat-only batch is committed (without an fsync) and later writes are synchronous again', async (t) => {
   const dir = tempDir(t)
-  const store = new SqliteStore(dir)
+  // The connection the store thread runs, in this thread, to read its pragma.
+  const store = new SqliteConnection(dir)
   await store.open()
   t.after(() => store.close())
   const beat = worker('w-hb', { isActive: true, lastHeartbeat: 1_700_000_009_000, usage: { cpu: 1, memory: 2, storage: 3, gpu: 4 } })

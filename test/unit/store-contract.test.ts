@@ -6,7 +6,7 @@ import { MONGO_STORE_DEFAULTS } from '../../src/config.js'
 import type { TaskRecord, TaskStatus, WorkerRecord } from '../../src/shared/types.js'
 import { MemoryStore } from '../../src/store/memory.js'
 import { MongoStore, TASKS_COLLECTION, WORKERS_COLLECTION } from '../../src/store/mongodb.js'
-import { SqliteStore } from '../../src/store/sqlite.js'
+import { SqliteStore } from '../../src/store/sqlite/store.js'
 import type { Store } from '../../src/store/store.js'
 import { tempDir } from '../support/cluster.js'
 

@@ -1,12 +1,12 @@
 import { mkdirSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import Database from 'better-sqlite3'
-import { CloudaiError, isCloudaiError } from '../shared/errors.js'
-import { assertWritableDir } from '../shared/data-dir-lock.js'
-import type { RunningTaskInfo, TaskRecord, WorkerRecord } from '../shared/types.js'
-import type { StoredCredential } from '../shared/worker-credential.js'
-import { readStoredCredential } from '../shared/worker-credential.js'
-import { FINAL_TASK_STATUSES, taskVersion, type Store, type WorkerChanges } from './store.js'
+import { CloudaiError, isCloudaiError } from '../../shared/errors.js'
+import { assertWritableDir } from '../../shared/data-dir-lock.js'
+import type { RunningTaskInfo, TaskRecord, WorkerRecord } from '../../shared/types.js'
+import type { StoredCredential } from '../../shared/worker-credential.js'
+import { readStoredCredential } from '../../shared/worker-credential.js'
+import { FINAL_TASK_STATUSES, taskVersion, type Store, type WorkerChanges } from '../store.js'
 
 const SCHEMA_VERSION = 5
 
@@ -34,12 +34,14 @@ interface WorkerRow {
 }
 
 /**
- * The embedded default: one SQLite file under --data-dir, WAL with synchronous=FULL so that a
- * committed batch survives both a kill -9 and a power cut. better-sqlite3 is synchronous, which is
- * fine for batches of a few thousand rows; busy_timeout is kept short so a database locked by
- * another process shows up as a failed write (retried later) rather than a stalled main thread.
+ * The SQLite connection itself: one file under --data-dir, WAL with synchronous=FULL so that a
+ * committed batch survives both a kill -9 and a power cut. better-sqlite3 is synchronous, so this
+ * runs on the store thread (thread.ts), never on the master's main thread: the master uses it
+ * through SqliteStore (store.ts). busy_timeout is kept short so a database locked by another
+ * process shows up as a failed write (retried later) rather than a thread stuck on the lock.
+ * It is a Store by itself too, for tests that look at the connection.
  */
-export class SqliteStore implements Store {
+export class SqliteConnection implements Store {
   readonly kind = 'sqlite'
   readonly location: string
   private db: Database.Database | null = null
@@ -166,9 +168,9 @@ export class SqliteStore implements Store {
       return
     }
     // Committed without an fsync: the fleet's heartbeat batch comes every second, and better-sqlite3
-    // waits for the flush on the main thread (0.3 ms on this SSD, tens of ms on a slow disk). WAL
-    // keeps it atomic, and the next FULL commit syncs the log with these frames in it, so order
-    // holds; a power cut may lose the last heartbeat times.
+    // waits for the flush on the store thread (0.3 ms on this SSD, tens of ms on a slow disk), with
+    // every write queued behind it. WAL keeps it atomic, and the next FULL commit syncs the log with
+    // these frames in it, so order holds; a power cut may lose the last heartbeat times.
     db.pragma('synchronous = NORMAL')
     try {
       this.writeTx(changes)
