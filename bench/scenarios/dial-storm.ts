@@ -18,7 +18,7 @@
 // down). They come back between the two passes, as workers do between two passes of a running master.
 //
 // CLOUDAI_BENCH_CPU_PROF=<dir> runs each master under --cpu-prof, its profiles written to <dir>.
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -107,6 +107,8 @@ interface PassFigures {
   loopDelayMaxMs: number
   /** GET /api/workers answered while the pass ran (each request overlapping it). */
   api: { requests: number; p50Ms: number | null; p99Ms: number | null; maxMs: number | null }
+  /** The master's main-thread CPU from the end of the first pass to the end of the second (the gap, the storm, the come-back, the API polls). */
+  mainCpuMs: number | null
   /** Returning workers the registry shows active after the pass, having connected during it. */
   backDuringPass: number
   /** Every worker the registry counts active after the pass (GET /api/workers). */
@@ -203,6 +205,20 @@ async function registryAfter(master: MasterUnderTest, back: Set<string>, from: n
   return { backDuringPass, active }
 }
 
+/**
+ * CPU seconds of a process's main thread (/proc/<pid>/task/<pid>/stat): what the dials, the
+ * RegisterWorker burst and the API cost the thread that must keep answering. Unlike the delays,
+ * it hardly moves with what else loads the machine. Null off Linux.
+ */
+function mainThreadCpuSeconds(pid: number): number | null {
+  try {
+    const fields = readFileSync(`/proc/${pid}/task/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')
+    return (Number(fields[11]) + Number(fields[12])) / 100
+  } catch {
+    return null
+  }
+}
+
 function nodeArgs(): string[] {
   const dir = process.env.CLOUDAI_BENCH_CPU_PROF
   return dir ? ['--cpu-prof', '--cpu-prof-dir', dir] : []
@@ -219,6 +235,7 @@ async function onePass(kind: Kind, dataDir: string, fleet: Fleet, p: Profile, to
   )
   try {
     const m1 = await passesEnded(master, 1, `${kind}: the master's first reconnection pass`, p.dialMs + 60_000)
+    const cpu0 = mainThreadCpuSeconds(master.pid)
     await fleet.pause(fleet.ids, false)
     let m = await master.metrics(PASS_METRICS)
     if ((m.cloudai_reconnect_passes_total ?? 0) !== 1) throw new Error(`${kind}: the second pass started before the fleet was back online (raise gapMs)`)
@@ -229,6 +246,7 @@ async function onePass(kind: Kind, dataDir: string, fleet: Fleet, p: Profile, to
     } finally {
       requests = await poller.stop()
     }
+    const cpu1 = mainThreadCpuSeconds(master.pid)
     const startedAt = m.cloudai_reconnect_last_pass_start_time_seconds! * 1000
     const endedAt = startedAt + m.cloudai_reconnect_last_pass_duration_seconds! * 1000
     const during = requests.filter((r) => r.end >= startedAt && r.start <= endedAt).map((r) => r.end - r.start).sort((a, b) => a - b)
@@ -241,6 +259,7 @@ async function onePass(kind: Kind, dataDir: string, fleet: Fleet, p: Profile, to
       dials,
       ...lastPassOf(m),
       api: { requests: during.length, p50Ms: percentile(during, 50), p99Ms: percentile(during, 99), maxMs: during.at(-1) ?? null },
+      mainCpuMs: cpu0 === null || cpu1 === null ? null : (cpu1 - cpu0) * 1000,
       backDuringPass: registry.backDuringPass,
       activeAfter: registry.active,
       // The counters are totals since start: the second pass's are the difference.
@@ -305,7 +324,7 @@ export const dialStorm: Scenario = {
     // inline / pool per run (passes alternate pool, inline): above 1 means the pool did better.
     const ratioOf = (pick: (f: PassFigures) => number | null): Summary =>
       summarize(Array.from({ length: ctx.runs }, (_, r) => (pick(passes[r * 2 + 1]!) ?? NaN) / Math.max(0.001, pick(passes[r * 2]!) ?? NaN)))
-    const ratio = { p99: ratioOf((f) => f.loopDelayP99Ms), max: ratioOf((f) => f.loopDelayMaxMs), api: ratioOf((f) => f.api.p99Ms) }
+    const ratio = { p99: ratioOf((f) => f.loopDelayP99Ms), max: ratioOf((f) => f.loopDelayMaxMs), api: ratioOf((f) => f.api.p99Ms), cpu: ratioOf((f) => f.mainCpuMs) }
     const beats = (s: Summary): boolean | null => (Number.isFinite(s.median) ? s.median > 1 : null)
     const targets: ScenarioResult['targets'] = [
       { name: 'pool event-loop delay p99', target: `< ${LOOP_DELAY_P99_TARGET_MS} ms`, value: median(pool.p99), met: met.p99 },
@@ -331,6 +350,7 @@ export const dialStorm: Scenario = {
         kind === 'pool' ? judged(pass, met.pass, `≤ ${p.dialMs + PASS_SLACK_MS} ms`) : pass,
         kind === 'pool' ? judged(api, met.api, `< ${API_P99_TARGET_MS} ms`) : api,
         fmtSummary(of(kind, (f) => f.api.requests)),
+        fmtSummary(of(kind, (f) => f.mainCpuMs), ' ms'),
         kind === 'pool' ? judged(back, met.back, `${p.back} of ${p.back} in every run`) : back,
         `${last.activeAfter}`,
         `${last.outcomes.success} / ${last.outcomes.refused} / ${last.outcomes.timeout} / ${last.outcomes.error + last.outcomes.rejected}`,
@@ -340,13 +360,14 @@ export const dialStorm: Scenario = {
     return {
       tables: [{
         title: `dial-storm: one reconnection pass over ${total} inactive workers (${p.back} come back, ${p.refusing} refuse, ${p.tarpits} tarpits), dial timeout ${p.dialMs} ms (${ctx.runs} run${ctx.runs > 1 ? 's' : ''}; median (min–max))`,
-        columns: ['dials', 'event-loop delay p99', 'event-loop delay max', 'pass duration', 'GET /api/workers p99 during the pass', 'requests during the pass', 'returning workers active by the end of the pass (registry)', 'workers active after (registry, last run)', 'dial outcomes: success / refused / timeout / other (last run)'],
-        rows: [row('pool'), row('inline'), ['inline / pool (same run; > 1×: the pool does better)', ratioCell(ratio.p99), ratioCell(ratio.max), '', ratioCell(ratio.api), '', '', '', '']],
+        columns: ['dials', 'event-loop delay p99', 'event-loop delay max', 'pass duration', 'GET /api/workers p99 during the pass', 'requests during the pass', 'main-thread CPU (gap + pass)', 'returning workers active by the end of the pass (registry)', 'workers active after (registry, last run)', 'dial outcomes: success / refused / timeout / other (last run)'],
+        rows: [row('pool'), row('inline'), ['inline / pool (same run; > 1×: the pool does better)', ratioCell(ratio.p99), ratioCell(ratio.max), '', ratioCell(ratio.api), '', `${fmt(ratio.cpu.median, 1)}× (${fmt(ratio.cpu.min, 1)}–${fmt(ratio.cpu.max, 1)})`, '', '', '']],
       }],
       notes: [
         `Each run is a fresh \`cloudai master\` on a store holding the ${total} workers; the pass measured is its second (the first runs at start-up, while the ${p.back} workers are still down and turn MasterRegister down; they come back before the second). First passes, for reference: pool ${fmtSummary(of('pool', (f) => f.firstPass.passMs), ' ms')}, event-loop delay max ${fmtSummary(of('pool', (f) => f.firstPass.loopDelayMaxMs), ' ms', 1)}; inline ${fmtSummary(of('inline', (f) => f.firstPass.passMs), ' ms')}, max ${fmtSummary(of('inline', (f) => f.firstPass.loopDelayMaxMs), ' ms', 1)}.`,
         `The pass is the storm, as the master reports it: from its first dial to the last one settled (cloudai_reconnect_last_pass_*). A returning worker is back when GET /api/workers after the pass shows it active with a connected_at inside the pass, whatever its dial's answer (late, or cancelled once it was active); workers active after is the registry's count of all of them.`,
         `Expected dial outcomes: ${p.back} success, ${p.refusing} refused, ${p.tarpits} timeout. Outcomes, the pass duration and its event-loop delay are the master's own figures (/metrics: shared counters, and cloudai_reconnect_last_pass_*, measured with perf_hooks.monitorEventLoopDelay at 1 ms resolution): a single long stall shows in the max, not in the p99.`,
+        `Main-thread CPU is the master's main thread's own CPU time (/proc/<pid>/task/<pid>/stat, 10 ms ticks) from the end of its first pass to the end of the second: the gap of ${p.gapMs} ms, the storm, the returning workers' RegisterWorker calls and the API polls. Other load on the machine stretches the delays and latencies; it hardly moves this.`,
         `GET /api/workers (all ${total} workers, one request at a time, at most one per ${API_EVERY_MS} ms) is polled by the bench through the pass; its latency includes rendering the whole list.`,
       ],
       targets,

@@ -8,12 +8,6 @@ import { dialMasterRegister } from './dial.js'
 import type { DialBatch, DialBatchResults, DialResult, DialThreadData } from './protocol.js'
 import { MasterKey } from '../../shared/worker-credential.js'
 
-// Most dials of a storm fail (refused, reset, timed out), and each failure is an Error that
-// captures a stack when it is made (libuv's errno errors, grpc-js's status errors). Nobody reads
-// those stacks: a dial's failure travels as its outcome and message. Not capturing them is most of
-// the CPU a refused dial costs here. This thread runs only dials, so the setting stays with them.
-Error.stackTraceLimit = 0
-
 // Built once per thread from what the pool was given at start (Piscina passes its workerData
 // through as the thread's): the TLS context is parsed here once and shared by every dial, and so
 // is the master key.
