@@ -173,8 +173,12 @@ async function seed(dataDir: string, workers: { id: string; address: string }[],
 }
 
 /** Polls /metrics until `passes` reconnection passes have ended; returns the last reading. */
-async function passesEnded(master: MasterUnderTest, passes: number, what: string, timeoutMs: number): Promise<Record<string, number>> {
+async function passesEnded(master: MasterUnderTest, passes: number, what: string, timeoutMs: number, notBefore = 0): Promise<Record<string, number>> {
   const deadline = performance.now() + timeoutMs
+  // No scrape before the pass can have ended: each one renders every metric on the master's main
+  // thread (prom-client reads /proc/self/fd for process_open_fds), and would be measured as the pass's.
+  const wait = notBefore - Date.now()
+  if (wait > 0) await sleep(wait)
   for (;;) {
     const m = await master.metrics(PASS_METRICS)
     if ((m.cloudai_reconnect_passes_total ?? 0) >= passes) return m
@@ -242,7 +246,10 @@ async function onePass(kind: Kind, dataDir: string, fleet: Fleet, p: Profile, to
     const poller = pollWorkers(master)
     let requests: { start: number; end: number }[] = []
     try {
-      m = await passesEnded(master, 2, `${kind}: the master's second reconnection pass`, p.dialMs + 1000 + p.gapMs + 60_000)
+      // The second pass starts an interval after the first started, and lasts at least a dial timeout.
+      const intervalMs = p.dialMs + 1000 + p.gapMs
+      const secondEndsAfter = m1.cloudai_reconnect_last_pass_start_time_seconds! * 1000 + intervalMs + p.dialMs
+      m = await passesEnded(master, 2, `${kind}: the master's second reconnection pass`, intervalMs + 60_000, secondEndsAfter)
     } finally {
       requests = await poller.stop()
     }
