@@ -6,13 +6,14 @@ import { parseResultStatus, type ResultStatus } from '../shared/result-status.js
 import { KEEPALIVE, serverKeepaliveOptions, type Keepalive } from '../shared/keepalive.js'
 import { MAX_RUNNING_TASKS, validateAmount, validatePercent, validateString, validateTaskId, validateWorkerId } from '../shared/validation.js'
 import type { AckMsg, HeartbeatAckMsg, HeartbeatMsg, RegisterAckMsg, TaskResultMsg, WorkerInfoMsg } from '../shared/wire.js'
-import type { RunningTaskInfo, WorkerUsage } from '../shared/types.js'
+import type { RunningTaskInfo, WorkerSpecs, WorkerUsage } from '../shared/types.js'
 import { C, type Counters } from './counters.js'
 import { NO_CLUSTER_AUTH, type ClusterAuth } from '../shared/cluster-auth.js'
 import { GRPC_MAX_CONNECTIONS_DEFAULT } from './connection-budget.js'
 import { GrpcListener, PREFACE_TIMEOUT_MS, type ConnectionRefusal } from '../shared/grpc-listener.js'
 import type { Registry } from './registry.js'
 import { WorkerAuth } from './worker-auth.js'
+import { ActivationSlices } from './activation-slices.js'
 
 const CONNECTION_COUNTER: Record<'accepted' | ConnectionRefusal, number> = {
   accepted: C.GRPC_CONNECTIONS_ACCEPTED,
@@ -135,6 +136,8 @@ export class MasterGrpcServer {
   private readonly streams = new Set<HeartbeatStream>()
   private readonly workerAuth: WorkerAuth
   private silenceSweep: NodeJS.Timeout | null = null
+  /** RegisterWorker activations, a time slice per turn (activation-slices.ts). */
+  private readonly activations = new ActivationSlices()
 
   constructor(private readonly opts: MasterGrpcOptions) {
     this.now = opts.now ?? Date.now
@@ -195,9 +198,12 @@ export class MasterGrpcServer {
 
   private registerWorker(call: grpc.ServerUnaryCall<WorkerInfoMsg, RegisterAckMsg>, cb: grpc.sendUnaryData<RegisterAckMsg>): void {
     const req = call.request
+    let id: string
+    let info: { specs: WorkerSpecs; reportedAddress: string | null }
+    let reported: string
     try {
       const identity = this.workerAuth.identify('RegisterWorker', call)
-      const id = validateWorkerId(req.worker_id)
+      id = validateWorkerId(req.worker_id)
       this.workerAuth.authorize('RegisterWorker', identity, id, call)
       const specs = {
         cpu: validateAmount(req.total_cpu, 'total_cpu', 1e6),
@@ -205,16 +211,26 @@ export class MasterGrpcServer {
         storage: validateAmount(req.total_storage, 'total_storage', 1e12),
         gpu: validateAmount(req.total_gpu, 'total_gpu', 1e4),
       }
-      const reported = validateString(req.worker_ip, 'worker_ip', { max: 262 })
-      const wasActive = this.opts.registry.get(id)?.isActive === true
-      const worker = this.opts.registry.connect(id, { specs, reportedAddress: reported || null }, this.now())
-      if (!wasActive) {
-        this.opts.log.info({ workerId: id, address: worker.address, reportedAddress: reported, specs }, `Worker ${id} registered and active (${worker.address})`)
-      }
-      cb(null, { success: true, message: `worker ${id} registered` })
+      reported = validateString(req.worker_ip, 'worker_ip', { max: 262 })
+      info = { specs, reportedAddress: reported || null }
     } catch (err) {
-      this.refuse('RegisterWorker', req.worker_id, err, cb)
+      return this.refuse('RegisterWorker', req.worker_id, err, cb)
     }
+    // Checked and authorized now; the activation itself waits for its slice of a turn (a pass's
+    // returning workers arrive together), and the answer follows it.
+    this.activations.push(() => {
+      try {
+        const wasActive = this.opts.registry.get(id)?.isActive === true
+        const worker = this.opts.registry.connect(id, info, this.now())
+        if (!wasActive) {
+          this.opts.log.info({ workerId: id, address: worker.address, reportedAddress: reported, specs: info.specs }, `Worker ${id} registered and active (${worker.address})`)
+        }
+        cb(null, { success: true, message: `worker ${id} registered` })
+      } catch (err) {
+        // Unregistered in between, say: refused as it would have been on arrival.
+        this.refuse('RegisterWorker', id, err, cb)
+      }
+    })
   }
 
   private sendHeartbeat(call: grpc.ServerUnaryCall<HeartbeatMsg, HeartbeatAckMsg>, cb: grpc.sendUnaryData<HeartbeatAckMsg>): void {

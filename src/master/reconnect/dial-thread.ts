@@ -1,10 +1,11 @@
 // The dial pool's side of the reconnection seam (workers/dial.ts is its Piscina entry file): one
-// dial per task, on the pool's threads, so that hundreds of concurrent channel set-ups never stall
-// the master's main thread.
-import { workerData } from 'node:worker_threads'
+// task is a batch of dials (DialBatch), run at once on this thread, their results posted back on
+// the batch's port a turn's worth at a time. One message each way per batch and turn, not per dial:
+// taking thousands of per-dial messages stalled both this thread's loop and the master's.
+import { threadId, workerData, type MessagePort } from 'node:worker_threads'
 import { ClusterAuth, NO_CLUSTER_AUTH } from '../../shared/cluster-auth.js'
 import { dialMasterRegister } from './dial.js'
-import type { DialRequest, DialResult, DialThreadData } from './protocol.js'
+import type { DialBatch, DialBatchResults, DialResult, DialThreadData } from './protocol.js'
 import { MasterKey } from '../../shared/worker-credential.js'
 
 // Built once per thread from what the pool was given at start (Piscina passes its workerData
@@ -14,6 +15,46 @@ const data = workerData as Partial<DialThreadData> | null | undefined
 const auth = data?.cluster && (data.cluster.token !== null || data.cluster.tls !== null) ? new ClusterAuth(data.cluster) : NO_CLUSTER_AUTH
 const key = data?.masterKey ? MasterKey.fromBytes(data.masterKey) : null
 
-export default function dial(req: DialRequest): Promise<DialResult> {
-  return dialMasterRegister(req, auth, key)
+/** Collects a batch's results and posts them once per turn of this thread's loop. */
+class ResultPoster {
+  private pending: DialBatchResults = []
+  private scheduled = false
+
+  constructor(private readonly port: MessagePort) {}
+
+  push(index: number, result: DialResult): void {
+    this.pending.push({ index, result })
+    if (this.scheduled) return
+    this.scheduled = true
+    setImmediate(() => this.flush())
+  }
+
+  flush(): void {
+    this.scheduled = false
+    if (this.pending.length === 0) return
+    const out = this.pending
+    this.pending = []
+    this.port.postMessage(out)
+  }
+
+  close(): void {
+    this.flush()
+    this.port.close()
+  }
+}
+
+export default async function dialBatch(batch: DialBatch): Promise<number> {
+  const { dials, cancelFlags, counters } = batch
+  const out = new ResultPoster(batch.port)
+  try {
+    await Promise.all(dials.map((d, index) =>
+      dialMasterRegister({ ...d, cancelFlags, counters }, auth, key).then(
+        (result) => out.push(index, result),
+        // dialMasterRegister turns every failure of the dial into an outcome; a throw is a bug here.
+        (err: unknown) => out.push(index, { workerId: d.workerId, outcome: 'error', message: `the dial failed: ${err instanceof Error ? err.message : String(err)}`, elapsedMs: 0, thread: threadId }),
+      )))
+  } finally {
+    out.close()
+  }
+  return dials.length
 }

@@ -1,4 +1,5 @@
 import { connect, type Socket } from 'node:net'
+import { threadId } from 'node:worker_threads'
 import * as grpc from '@grpc/grpc-js'
 import { C, Counters, DIAL_OUTCOME_COUNTER } from '../counters.js'
 import { DIAL_CHANNEL_OPTIONS, loadProto } from '../../shared/proto.js'
@@ -50,7 +51,7 @@ export async function dialMasterRegister(req: DialRequest, auth: ClusterAuth = N
       counters.add(DIAL_OUTCOME_COUNTER[outcome])
       if (outcome !== 'cancelled') counters.observe('dialMs', elapsedMs)
     }
-    return { workerId: req.workerId, outcome, message, elapsedMs }
+    return { workerId: req.workerId, outcome, message, elapsedMs, thread: threadId }
   }
   if (isCancelled(req)) return result('cancelled', 'cancelled before the dial started')
   if (Date.now() >= req.deadline) return result('timeout', 'the dial deadline passed while it waited for a thread')

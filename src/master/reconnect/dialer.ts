@@ -1,7 +1,9 @@
 import { availableParallelism } from 'node:os'
 import { Piscina } from 'piscina'
 import { dialMasterRegister } from './dial.js'
-import type { DialRequest, DialResult, DialThreadData } from './protocol.js'
+import { MessageChannel } from 'node:worker_threads'
+import type { BatchedDial, DialBatch, DialBatchResults, DialOutcome, DialRequest, DialResult, DialThreadData } from './protocol.js'
+import { Counters, DIAL_OUTCOME_COUNTER } from '../counters.js'
 import { NO_CLUSTER_AUTH, type ClusterAuth } from '../../shared/cluster-auth.js'
 import { liveNonces, type MasterKey } from '../../shared/worker-credential.js'
 import type { WorkerRecord } from '../../shared/types.js'
@@ -71,6 +73,187 @@ class CancelSlots {
   }
 }
 
+/** A dial's result when it never reached a thread. */
+function settledHere(workerId: string, outcome: DialOutcome, message: string): DialResult {
+  return { workerId, outcome, message, elapsedMs: 0, thread: -1 }
+}
+
+/** Dials up to this many in one batch: a larger message would be a stall of its own to post and to take. */
+const MAX_BATCH = 256
+/** Dials handed to the threads per event-loop turn; what is asked beyond it goes on the next turn. */
+const MAX_PER_TURN = 1024
+
+/** One dial on its way through the pool dialer: queued for this turn's batches, then on a thread. */
+interface PoolEntry {
+  req: BatchedDial
+  promise: Promise<DialResult>
+  state: 'queued' | 'sent' | 'settled'
+  resolve: (r: DialResult) => void
+  reject: (err: Error) => void
+}
+
+/**
+ * Dials on a Piscina pool, in batches. What is asked within one event-loop turn is flushed once,
+ * at the end of the turn, as one task per thread (at most MAX_BATCH dials each); each thread runs
+ * all of its batch's dials at once (they are I/O-bound: the cost is sockets, channel set-up and
+ * TLS/HTTP2 framing, which is what stalls an event loop at a few thousand) and posts their results
+ * back a turn's worth at a time. Every thread is started with the pool and Piscina's least-busy
+ * balancer spreads the batches over them. Cancelling works wherever the dial is: queued here
+ * (settled at once, never sent), or on a thread (the shared flag).
+ */
+export class PoolDialer implements Dialer {
+  readonly kind = 'pool'
+  /** Set by the master: dials count themselves into its shared counters. */
+  counters: SharedArrayBuffer | null = null
+  private readonly pool: Piscina
+  private readonly slots = new CancelSlots()
+  private readonly threadCount: number
+  private queue: PoolEntry[] = []
+  private flushing: NodeJS.Immediate | null = null
+  /** Dials on a thread, not yet answered: close() cancels them. */
+  private readonly onThreads = new Set<PoolEntry>()
+  private closed = false
+  private sent = { batches: 0, dials: 0 }
+  private counterView: Counters | null = null
+
+  /** @param opts.auth the master's TLS and cluster token, and opts.masterKey its key, handed to every thread once */
+  constructor(opts: { threads?: number; auth?: ClusterAuth; masterKey?: MasterKey | null } = {}) {
+    const threads = opts.threads && opts.threads > 0 ? opts.threads : Math.max(1, Math.min(4, availableParallelism()))
+    this.threadCount = threads
+    const workerData: DialThreadData = { cluster: (opts.auth ?? NO_CLUSTER_AUTH).material, masterKey: opts.masterKey?.bytes() ?? null }
+    this.pool = new Piscina({
+      filename: new URL('../../../workers/dial.js', import.meta.url).href,
+      // All started at once: Piscina adds a thread only when every one is at its task limit, which
+      // batches (a few hundred at most per thread in a 5,000-worker pass) never reach.
+      minThreads: threads,
+      maxThreads: threads,
+      // Batches, not dials: a pass of 5,000 at 64 dials a turn is about 80 batches a thread, each
+      // held until its slowest dial (a tarpit: the dial timeout) settles.
+      concurrentTasksPerWorker: 4096,
+      idleTimeout: 60_000,
+      workerData,
+    })
+  }
+
+  get threads(): number {
+    return this.pool.threads.length
+  }
+
+  /** Batches and dials handed to the threads since start (each batch is one message). */
+  get handed(): { batches: number; dials: number } {
+    return { ...this.sent }
+  }
+
+  dial(target: DialTarget): PendingDial {
+    if (this.closed) return { promise: Promise.reject(new Error('the dial pool is closed')), cancel: () => {} }
+    const slot = this.slots.take()
+    const entry = { req: { ...target, deadline: Date.now() + target.timeoutMs, cancelSlot: slot }, state: 'queued' } as PoolEntry
+    const promise = new Promise<DialResult>((resolve, reject) => {
+      entry.resolve = resolve
+      entry.reject = reject
+    })
+    entry.promise = promise
+    this.queue.push(entry)
+    this.flushing ??= setImmediate(() => this.flush())
+    return { promise, cancel: () => this.cancel(entry) }
+  }
+
+  private cancel(entry: PoolEntry): void {
+    if (entry.state === 'queued') {
+      // Still here: it never reaches a thread, and its slot goes back at once.
+      this.settle(entry, settledHere(entry.req.workerId, 'cancelled', 'cancelled before the dial started'))
+      this.countHere(DIAL_OUTCOME_COUNTER.cancelled)
+    } else if (entry.state === 'sent') {
+      // Only while it is on a thread: a settled dial's slot may already be another dial's.
+      this.slots.cancel(entry.req.cancelSlot)
+    }
+  }
+
+  private settle(entry: PoolEntry, result: DialResult): void {
+    if (entry.state === 'settled') return
+    entry.state = 'settled'
+    this.onThreads.delete(entry)
+    this.slots.release(entry.req.cancelSlot)
+    entry.resolve(result)
+  }
+
+  private fail(entry: PoolEntry, err: Error): void {
+    if (entry.state === 'settled') return
+    entry.state = 'settled'
+    this.onThreads.delete(entry)
+    this.slots.release(entry.req.cancelSlot)
+    entry.reject(err)
+  }
+
+  private countHere(counter: number): void {
+    if (!this.counters) return
+    if (this.counterView?.buffer !== this.counters) this.counterView = new Counters(this.counters)
+    this.counterView.add(counter)
+  }
+
+  /** The end of a turn: this turn's dials, as one batch per thread. */
+  private flush(): void {
+    this.flushing = null
+    const live: PoolEntry[] = []
+    let i = 0
+    for (; i < this.queue.length && live.length < MAX_PER_TURN; i++) if (this.queue[i]!.state === 'queued') live.push(this.queue[i]!)
+    this.queue = i < this.queue.length ? this.queue.slice(i) : []
+    if (this.queue.length > 0) this.flushing = setImmediate(() => this.flush())
+    if (live.length === 0) return
+    const per = Math.min(MAX_BATCH, Math.ceil(live.length / this.threadCount))
+    for (let at = 0; at < live.length; at += per) this.send(live.slice(at, at + per))
+  }
+
+  private send(entries: PoolEntry[]): void {
+    const { port1, port2 } = new MessageChannel()
+    let left = entries.length
+    port1.on('message', (results: DialBatchResults) => {
+      for (const { index, result } of results) {
+        const entry = entries[index]
+        if (entry && entry.state !== 'settled') left--
+        if (entry) this.settle(entry, result)
+      }
+      if (left <= 0) port1.close()
+    })
+    for (const e of entries) {
+      e.state = 'sent'
+      this.onThreads.add(e)
+    }
+    const batch: DialBatch = { dials: entries.map((e) => e.req), cancelFlags: this.slots.flags, counters: this.counters, port: port2 }
+    this.sent.batches++
+    this.sent.dials += entries.length
+    // A result always comes before the port's close (the thread closes it after its last): a
+    // dial still unanswered at the close lost its thread.
+    port1.once('close', () => {
+      for (const e of entries) this.fail(e, new Error('the dial thread ended the batch without this dial\'s result'))
+    })
+    ;(this.pool.run(batch, { transferList: [port2] }) as Promise<number>).then(
+      // Every result was posted before the task resolved; they arrive on port1, its own channel.
+      () => {},
+      // The pool failed the task (destroyed, or its thread died): the dials it had not answered fail with it.
+      (err: unknown) => {
+        for (const e of entries) this.fail(e, err instanceof Error ? err : new Error(String(err)))
+        port1.close()
+      },
+    )
+  }
+
+  /** Cancels every dial (queued or on a thread), waits for their results, then stops the threads. */
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    if (this.flushing) clearImmediate(this.flushing)
+    this.flushing = null
+    for (const e of this.queue) this.cancel(e)
+    this.queue = []
+    const onThreads = [...this.onThreads]
+    for (const e of onThreads) this.cancel(e)
+    // Each settles with its result, or fails with its batch: a cancelled dial answers at once.
+    await Promise.allSettled(onThreads.map((e) => e.promise))
+    await this.pool.destroy()
+  }
+}
+
 abstract class SlottedDialer implements Dialer {
   abstract readonly kind: 'pool' | 'inline'
   private readonly slots = new CancelSlots()
@@ -82,51 +265,21 @@ abstract class SlottedDialer implements Dialer {
   dial(target: DialTarget): PendingDial {
     const slot = this.slots.take()
     const req: DialRequest = { ...target, deadline: Date.now() + target.timeoutMs, cancelSlot: slot, cancelFlags: slot >= 0 ? this.slots.flags : null, counters: this.counters }
-    const promise = this.run(req).finally(() => this.slots.release(slot))
-    return { promise, cancel: () => this.slots.cancel(slot) }
+    let settled = false
+    const promise = this.run(req).finally(() => {
+      settled = true
+      this.slots.release(slot)
+    })
+    // Only while it runs: a settled dial's slot may already be another dial's.
+    return {
+      promise,
+      cancel: () => {
+        if (!settled) this.slots.cancel(slot)
+      },
+    }
   }
 
   abstract close(): Promise<void>
-}
-
-/**
- * Dials on a Piscina pool. Each thread runs many dials at once (they are I/O-bound: the cost is
- * channel set-up and TLS/HTTP2 framing, which is what stalls an event loop at a few thousand).
- */
-export class PoolDialer extends SlottedDialer {
-  readonly kind = 'pool'
-  private readonly pool: Piscina
-
-  /** @param opts.auth the master's TLS and cluster token, and opts.masterKey its key, handed to every thread once */
-  constructor(opts: { threads?: number; concurrencyPerThread?: number; auth?: ClusterAuth; masterKey?: MasterKey | null } = {}) {
-    super()
-    const threads = opts.threads && opts.threads > 0 ? opts.threads : Math.max(1, Math.min(4, availableParallelism()))
-    const workerData: DialThreadData = { cluster: (opts.auth ?? NO_CLUSTER_AUTH).material, masterKey: opts.masterKey?.bytes() ?? null }
-    this.pool = new Piscina({
-      filename: new URL('../../../workers/dial.js', import.meta.url).href,
-      minThreads: 1,
-      maxThreads: threads,
-      // A dial mostly waits (a tarpit holds one for the whole dial timeout), so a thread holds
-      // thousands. A lower cap queues the rest of a large pass behind the tarpits, where their
-      // deadlines run out before they start: at 1,024 a thread, a 5,000-worker pass lost most of the
-      // workers that had come back.
-      concurrentTasksPerWorker: opts.concurrencyPerThread ?? 8192,
-      idleTimeout: 60_000,
-      workerData,
-    })
-  }
-
-  get threads(): number {
-    return this.pool.threads.length
-  }
-
-  protected run(req: DialRequest): Promise<DialResult> {
-    return this.pool.run(req) as Promise<DialResult>
-  }
-
-  async close(): Promise<void> {
-    await this.pool.destroy()
-  }
 }
 
 /** The same dials on the calling thread: the bench baseline, and tests of the monitor's logic. */

@@ -1,5 +1,6 @@
 // The reconnection seam: what the main thread (dialer.ts) and the dial pool's threads
 // (dial-thread.ts) say to each other. Both sides import this module and nothing else of the other.
+import type { MessagePort } from 'node:worker_threads'
 import type { ClusterAuth } from '../../shared/cluster-auth.js'
 
 export interface DialRequest {
@@ -22,6 +23,28 @@ export interface DialRequest {
   counters: SharedArrayBuffer | null
 }
 
+/** One dial inside a batch: the request without what the batch carries once for all of its dials. */
+export type BatchedDial = Omit<DialRequest, 'cancelFlags' | 'counters'>
+
+/**
+ * One Piscina task: many dials at once (those asked within one event-loop turn, a share of them
+ * per thread). Their results come back on `port` as they settle, coalesced per turn of the dial
+ * thread's loop (DialBatchResults), not when the whole batch is done: a batch holding a tarpit
+ * must not hold back the answer of a worker that came back. The task itself resolves with the
+ * number of dials once every one has settled and been posted.
+ */
+export interface DialBatch {
+  dials: BatchedDial[]
+  /** The dialer's cancel flags, one Int32 per slot: each dial's `cancelSlot` indexes them. */
+  cancelFlags: Int32Array
+  counters: SharedArrayBuffer | null
+  /** Transferred with the task; the thread closes it after the batch's last result. */
+  port: MessagePort
+}
+
+/** What a dial thread posts on a batch's port: results settled in one turn, by index in the batch. */
+export type DialBatchResults = { index: number; result: DialResult }[]
+
 export type DialOutcome = 'success' | 'rejected' | 'refused' | 'timeout' | 'cancelled' | 'error'
 
 export interface DialResult {
@@ -29,6 +52,8 @@ export interface DialResult {
   outcome: DialOutcome
   message: string
   elapsedMs: number
+  /** The threadId of the thread that dialled (0: the main thread; -1: settled without a dial). */
+  thread?: number
 }
 
 /** What the dial pool's threads get once, as Piscina's workerData (see dial-thread.ts). */

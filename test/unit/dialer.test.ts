@@ -1,0 +1,157 @@
+import assert from 'node:assert/strict'
+import { once } from 'node:events'
+import { createServer, type Socket } from 'node:net'
+import { test, type TestContext } from 'node:test'
+import { InlineDialer, PoolDialer, type Dialer, type DialTarget } from '../../src/master/reconnect/dialer.js'
+import type { DialResult } from '../../src/master/reconnect/protocol.js'
+import { reservePort } from '../support/cluster.js'
+
+// The dial pool as the reconnection monitor and the suspect probes use it: dials asked within one
+// event-loop turn go to the threads as one batch per thread, their results come back as they
+// settle, and a cancel reaches a dial wherever it is. Real threads, real sockets on 127.0.0.1.
+
+const base = { masterId: 'm', masterAddress: '127.0.0.1:1' }
+
+/** Accepts and never answers; counts the connections it holds. */
+async function tarpit(t: TestContext): Promise<{ address: string; held: () => number; reached: (n: number) => Promise<void> }> {
+  const sockets = new Set<Socket>()
+  const server = createServer((s) => {
+    sockets.add(s)
+    server.emit('held')
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.after(() => {
+    for (const s of sockets) s.destroy()
+    server.close()
+  })
+  return {
+    address: `127.0.0.1:${(server.address() as { port: number }).port}`,
+    held: () => sockets.size,
+    async reached(n) {
+      while (sockets.size < n) await once(server, 'held')
+    },
+  }
+}
+
+function target(workerId: string, address: string, timeoutMs = 60_000): DialTarget {
+  return { ...base, workerId, address, timeoutMs }
+}
+
+/** A promise's state without waiting for it. */
+function watch<T>(p: Promise<T>): { settled: () => boolean } {
+  let settled = false
+  p.then(() => (settled = true), () => (settled = true))
+  return { settled: () => settled }
+}
+
+test('the pool starts every thread and spreads one turn\'s dials over all of them', async (t) => {
+  const pool = new PoolDialer({ threads: 3 })
+  t.after(() => pool.close())
+  const closed = `127.0.0.1:${await reservePort()}`
+  const results = await Promise.all(Array.from({ length: 30 }, (_, i) => pool.dial(target(`w${i}`, closed, 5000)).promise))
+  assert.ok(results.every((r) => r.outcome === 'refused'), JSON.stringify(results.map((r) => r.outcome)))
+  const threads = new Set(results.map((r) => r.thread))
+  assert.equal(threads.size, 3, `dials ran on threads ${[...threads].join(', ')}`)
+  assert.ok(![...threads].includes(0), 'no dial ran on the main thread')
+  assert.equal(pool.threads, 3)
+})
+
+test('dials asked within one turn go to the threads as one batch per thread, not one message per dial', async (t) => {
+  const pool = new PoolDialer({ threads: 2 })
+  t.after(() => pool.close())
+  const closed = `127.0.0.1:${await reservePort()}`
+  const first = Array.from({ length: 200 }, (_, i) => pool.dial(target(`a${i}`, closed, 5000)).promise)
+  await Promise.all(first)
+  assert.deepEqual(pool.handed, { batches: 2, dials: 200 })
+  // A dial asked alone in a later turn is a batch of its own.
+  await pool.dial(target('b', closed, 5000)).promise
+  assert.deepEqual(pool.handed, { batches: 3, dials: 201 })
+})
+
+test('a worker\'s answer comes back when its dial settles, not when the slowest dial of its batch does', async (t) => {
+  const pit = await tarpit(t)
+  const pool = new PoolDialer({ threads: 1 })
+  t.after(() => pool.close())
+  const slow = pool.dial(target('slow', pit.address))
+  const fast = pool.dial(target('fast', `127.0.0.1:${await reservePort()}`, 60_000))
+  const slowState = watch(slow.promise)
+  assert.equal((await fast.promise).outcome, 'refused')
+  assert.equal(slowState.settled(), false, 'the tarpit dial is still running')
+  assert.deepEqual(pool.handed, { batches: 1, dials: 2 }, 'both were one batch')
+  slow.cancel()
+  assert.equal((await slow.promise).outcome, 'cancelled')
+})
+
+test('a dial cancelled while queued in its turn never reaches a thread; the rest of its batch goes on', async (t) => {
+  const pit = await tarpit(t)
+  const pool = new PoolDialer({ threads: 1 })
+  t.after(() => pool.close())
+  const a = pool.dial(target('a', pit.address))
+  const b = pool.dial(target('b', pit.address))
+  const c = pool.dial(target('c', `127.0.0.1:${await reservePort()}`))
+  b.cancel()
+  const cancelled = await b.promise
+  assert.equal(cancelled.outcome, 'cancelled')
+  assert.equal(cancelled.thread, -1, 'settled on the main thread, never sent')
+  assert.equal((await c.promise).outcome, 'refused')
+  await pit.reached(1)
+  assert.deepEqual(pool.handed, { batches: 1, dials: 2 }, 'the batch carried a and c only')
+  const aState = watch(a.promise)
+  assert.equal(aState.settled(), false)
+  a.cancel()
+  assert.equal((await a.promise).outcome, 'cancelled')
+})
+
+test('a cancel mid-call stops that dial only, not the others of its batch', async (t) => {
+  const pit = await tarpit(t)
+  const pool = new PoolDialer({ threads: 1 })
+  t.after(() => pool.close())
+  const a = pool.dial(target('a', pit.address))
+  const b = pool.dial(target('b', pit.address))
+  const bState = watch(b.promise)
+  // Both are on the thread, mid-probe.
+  await pit.reached(2)
+  a.cancel()
+  const ra = await a.promise
+  assert.equal(ra.outcome, 'cancelled')
+  assert.ok(ra.elapsedMs < 30_000, `cancelled promptly (${ra.elapsedMs} ms), not at the deadline`)
+  // A later dial on the same thread settles; b is still running all the while.
+  assert.equal((await pool.dial(target('later', `127.0.0.1:${await reservePort()}`)).promise).outcome, 'refused')
+  assert.equal(bState.settled(), false, 'b was not cancelled with a')
+  b.cancel()
+  assert.equal((await b.promise).outcome, 'cancelled')
+})
+
+const DIALERS: [string, () => Dialer][] = [['pool', () => new PoolDialer({ threads: 1 })], ['inline', () => new InlineDialer()]]
+for (const [kind, make] of DIALERS) {
+  test(`${kind}: a cancel after its dial settled does not cancel the next dial, which reuses its slot`, async (t) => {
+    const pit = await tarpit(t)
+    const dialer = make()
+    t.after(() => dialer.close())
+    const closed = `127.0.0.1:${await reservePort()}`
+    const first = dialer.dial(target('first', closed))
+    assert.equal((await first.promise).outcome, 'refused')
+    const second = dialer.dial(target('second', pit.address))
+    const secondState = watch(second.promise)
+    await pit.reached(pit.held() + 1)
+    first.cancel()
+    // A dial after the late cancel settles; the second is still running.
+    assert.equal((await dialer.dial(target('third', closed)).promise).outcome, 'refused')
+    assert.equal(secondState.settled(), false, 'the late cancel of the first dial cancelled the second')
+    second.cancel()
+    assert.equal((await second.promise).outcome, 'cancelled')
+  })
+}
+
+test('close cancels the dials on the threads and those still queued, and waits for their results', async (t) => {
+  const pit = await tarpit(t)
+  const pool = new PoolDialer({ threads: 2 })
+  const running = pool.dial(target('running', pit.address))
+  await pit.reached(1)
+  const queued = pool.dial(target('queued', pit.address))
+  await pool.close()
+  const results: DialResult[] = await Promise.all([running.promise, queued.promise])
+  assert.deepEqual(results.map((r) => r.outcome), ['cancelled', 'cancelled'])
+  await assert.rejects(pool.dial(target('after', pit.address)).promise, /closed/)
+})
