@@ -1,8 +1,11 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { Lane, RING_CAPACITY, RING_SLOTS, type Sample } from '../../src/master/telemetry/lane.js'
+import { Lane, laneLayout, RING_CAPACITY, RING_SLOTS, type LaneLayout, type Sample } from '../../src/master/telemetry/lane.js'
 
 const T0 = Date.UTC(2026, 10, 28, 12, 0, 0)
+
+/** One tier of `points` points of `stepMs`: the layout of a short history. */
+const single = (points: number, stepMs: number): LaneLayout => ({ stepMs, finePoints: points, coarseStepMs: stepMs, coarsePoints: 0 })
 
 function drainAll(lane: Lane): { seen: Sample[]; dropped: number } {
   const seen: Sample[] = []
@@ -15,7 +18,7 @@ function drainAll(lane: Lane): { seen: Sample[]; dropped: number } {
 }
 
 test('a lane hands its heartbeats over in arrival order', () => {
-  const lane = Lane.create('w1', { historyPoints: 10, stepMs: 1000 })
+  const lane = Lane.create(single(10, 1000))
   for (let i = 0; i < 10; i++) lane.write(T0 + i, i, 2 * i, 3, 4, i % 3)
   assert.equal(lane.depth, 10)
   const { seen, dropped } = drainAll(lane)
@@ -28,7 +31,7 @@ test('a lane hands its heartbeats over in arrival order', () => {
 })
 
 test('a lane written faster than it is drained drops the oldest samples, counts them, and stays bounded', () => {
-  const lane = Lane.create('w1', { historyPoints: 10, stepMs: 1000 })
+  const lane = Lane.create(single(10, 1000))
   const total = RING_SLOTS * 3 + 5
   for (let i = 0; i < total; i++) lane.write(T0 + i, i % 100, 0, 0, 0, 0)
   assert.equal(lane.depth, RING_CAPACITY, 'the backlog never exceeds the ring')
@@ -43,7 +46,7 @@ test('a lane written faster than it is drained drops the oldest samples, counts 
 })
 
 test('history points average the samples of their step and keep the peaks', () => {
-  const lane = Lane.create('w1', { historyPoints: 10, stepMs: 1000 })
+  const lane = Lane.create(single(10, 1000))
   // Step 0: cpu 10, 20, 60; step 1: cpu 40; a gap; step 3: cpu 90.
   lane.write(T0 + 0, 10, 50, 5, 0, 1)
   lane.write(T0 + 400, 20, 50, 5, 0, 1)
@@ -66,14 +69,14 @@ test('history points average the samples of their step and keep the peaks', () =
 })
 
 test('the history is a ring: the oldest points go when it is full', () => {
-  const lane = Lane.create('w1', { historyPoints: 4, stepMs: 1000 })
+  const lane = Lane.create(single(4, 1000))
   for (let i = 0; i < 7; i++) lane.write(T0 + i * 1000, i, 0, 0, 0, 0)
   drainAll(lane)
   assert.deepEqual(lane.history().map((p) => p.cpu), [3, 4, 5, 6])
 })
 
 test('rolling averages are weighted by samples and windows only see their own points', () => {
-  const lane = Lane.create('w1', { historyPoints: 800, stepMs: 5000 })
+  const lane = Lane.create(laneLayout(3_600_000, 5000))
   const now = T0 + 3_600_000
   // Ten minutes ago: 4 samples at cpu 80. Thirty seconds ago: 1 sample at cpu 20 and one at 40.
   for (let i = 0; i < 4; i++) lane.write(now - 600_000 + i, 80, 0, 0, 0, 0)
@@ -94,7 +97,7 @@ test('rolling averages are weighted by samples and windows only see their own po
 })
 
 test('a second view of the same memory (a restarted thread) continues where the first stopped', () => {
-  const lane = Lane.create('w1', { historyPoints: 10, stepMs: 1000 })
+  const lane = Lane.create(single(10, 1000))
   lane.write(T0, 10, 0, 0, 0, 0)
   lane.write(T0 + 1, 30, 0, 0, 0, 0)
   drainAll(lane)
@@ -108,7 +111,7 @@ test('a second view of the same memory (a restarted thread) continues where the 
 
 test('a writer thread racing a reader never hands over a torn or out-of-order sample, and every sample is processed or counted dropped', async () => {
   const { Worker } = await import('node:worker_threads')
-  const lane = Lane.create('w1', { historyPoints: 10, stepMs: 1000 })
+  const lane = Lane.create(single(10, 1000))
   const total = 2_000_000
   // The writer runs flat out on its own thread; each sample's fields are derived from its number,
   // so a sample mixed from two writes is detectable.

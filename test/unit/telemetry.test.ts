@@ -3,7 +3,7 @@ import { test, type TestContext } from 'node:test'
 import { Registry } from '../../src/master/registry.js'
 import { TelemetryHub, type TelemetryPlacement } from '../../src/master/telemetry/hub.js'
 import { CounterReader, Counters } from '../../src/master/counters.js'
-import type { LaneSummary } from '../../src/master/telemetry/lane.js'
+import { RING_CAPACITY, type LaneSummary } from '../../src/master/telemetry/lane.js'
 import { memoryLogger } from '../support/log.js'
 import { waitUntil } from '../support/cluster.js'
 
@@ -17,6 +17,8 @@ function startHub(t: TestContext, placement: TelemetryPlacement) {
   const { log, lines } = memoryLogger('debug')
   const hub = new TelemetryHub(registry, { placement, counters, log, historyMs: 3_600_000, stepMs: 60_000, summaryMs: 20 })
   hub.start()
+  // Summaries are sent only for what somebody watches: these tests watch everything.
+  hub.want('*', true)
   t.after(() => hub.close())
   const connect = (id: string): void => {
     registry.register(id, `127.0.0.1:${5000 + registry.size}`, Date.now())
@@ -56,14 +58,17 @@ for (const placement of ['per-worker', 2] as const) {
     assert.equal(hub.laneCount, 3)
     assert.equal(hub.threadCount, placement === 'per-worker' ? 3 : 2)
     const sent = new Map<string, number[]>(ids.map((id) => [id, []]))
-    // Interleaved, as heartbeats from many workers arrive.
+    // Interleaved, as heartbeats from many workers arrive; in two bursts, each within a lane's ring
+    // (the thread drains on its tick, and a burst larger than the ring would lap it).
     for (let i = 0; i < 40; i++) {
       for (const [k, id] of ids.entries()) {
         const cpu = (k + 1) * 10 + (i % 7)
         sent.get(id)!.push(cpu)
         send(id, cpu, k)
       }
+      if (i === 19) for (const id of ids) await processed(id, 20)
     }
+    assert.ok(RING_CAPACITY >= 20)
     for (const [k, id] of ids.entries()) {
       const s = await processed(id, 40)
       const cpus = sent.get(id)!
