@@ -238,9 +238,12 @@ export class TelemetryHub extends EventEmitter<TelemetryEvents> implements Heart
     if (entry) this.slab.lane(entry.index).wanted = on
   }
 
-  /** Per thread: its lanes, and the lanes with work waiting in its queue (no lane is read). */
-  queueDepths(): { thread: number; lanes: number; depth: number }[] {
-    return this.slots().map((slot) => ({ thread: slot.index, lanes: slot.lanes, depth: slot.queue.length }))
+  /**
+   * Per thread: its lanes, the lanes with work waiting in its queue, and how often the queue was
+   * full (read from the queues' headers; no lane is read).
+   */
+  queueDepths(): { thread: number; lanes: number; depth: number; overflows: number }[] {
+    return this.slots().map((slot) => ({ thread: slot.index, lanes: slot.lanes, depth: slot.queue.length, overflows: slot.queue.overflows }))
   }
 
   /** The thread hosting a worker's lane (tests kill it to check the restart). */

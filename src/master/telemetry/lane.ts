@@ -237,8 +237,11 @@ export class Lane {
 
   /** Clears the lane for a new worker on thread `owner`; bumps its generation, which it returns. */
   open(owner: number): number {
-    const gen = (Atomics.load(this.ctrl, CTRL_GEN) + 1) | 0
-    this.bytes.fill(0)
+    const old = Atomics.load(this.ctrl, CTRL_GEN)
+    const gen = (old + 1) | 0
+    // A lane never opened is still the zeroes a SharedArrayBuffer starts with: clearing it would
+    // only fault its pages in on the main thread (about 13 µs), before anything is written there.
+    if (old !== 0) this.bytes.fill(0)
     Atomics.store(this.ctrl, CTRL_GEN, gen)
     Atomics.store(this.ctrl, CTRL_OWNER, owner + 1)
     return gen

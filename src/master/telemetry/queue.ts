@@ -15,6 +15,7 @@ const OVERFLOW = 2 // 1: a lane could not be queued, sweep
 const WANT_ALL = 3 // 1: somebody subscribes to every worker's telemetry
 const BELL = 4 // bumped to wake the thread before its tick (the queue is half full)
 const SLEEPING = 5 // 1 while the thread waits: a wake without a sleeper is skipped
+const OVERFLOWS = 6 // pushes refused because the queue was full
 const HEADER_WORDS = 8
 
 export function queueBytes(slots: number): number {
@@ -52,6 +53,7 @@ export class LaneQueue {
     const head = Atomics.load(this.words, HEAD)
     const length = (head - Atomics.load(this.words, TAIL)) | 0
     if (length >= this.slots) {
+      Atomics.add(this.words, OVERFLOWS, 1)
       Atomics.store(this.words, OVERFLOW, 1)
       this.wake()
       return false
@@ -62,6 +64,11 @@ export class LaneQueue {
     // drained before it fills the queue. Below that, the thread's tick is the only schedule.
     if (length + 1 === this.slots >> 1) this.wake()
     return true
+  }
+
+  /** Pushes refused because the queue was full (each one's lane was then found by a sweep). */
+  get overflows(): number {
+    return Atomics.load(this.words, OVERFLOWS) >>> 0
   }
 
   set wantAll(on: boolean) {

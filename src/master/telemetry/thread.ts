@@ -32,8 +32,14 @@ const process1 = (s: Sample): void => {
   counters.observe('heartbeatDelayUs', (performance.timeOrigin + performance.now() - s.at) * 1000)
 }
 
+/** A sweep is due: lanes of a chunk that arrived late may have been flagged while we could not see them. */
+let sweepDue = false
+
 port.on('message', (msg: ToTelemetryThread) => {
-  if (msg.type === 'chunk') chunks[msg.index] = msg.buffer
+  if (msg.type === 'chunk') {
+    chunks[msg.index] = msg.buffer
+    sweepDue = true
+  }
 })
 
 function view(index: number): Lane | null {
@@ -84,7 +90,12 @@ function drainQueue(): void {
     for (const i of retry) if (!visit(i)) early.push(i)
   }
   for (let i = queue.pop(); i !== -1; i = queue.pop()) if (!visit(i)) early.push(i)
-  if (queue.takeOverflow()) sweep()
+  // Both taken before the sweep, so that an overflow or a chunk during it brings another.
+  const overflowed = queue.takeOverflow()
+  if (overflowed || sweepDue) {
+    sweepDue = false
+    sweep()
+  }
 }
 
 function flush(now: number): void {
