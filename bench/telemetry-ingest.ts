@@ -4,6 +4,7 @@
 //   grpc-js delivers them from many streams; 500 workers at 5 s are one every 10 ms), and the main
 //   thread's busy time (event-loop utilization) is compared with the same loop without ingest; the
 //   difference is what ingest and anything it schedules (a wake of the thread) cost the main thread.
+//   Also the call alone, back to back.
 // - per lane opened: hub.open() timed over every worker.
 import { performance } from 'node:perf_hooks'
 import pino from 'pino'
@@ -50,5 +51,10 @@ for (let r = 0; r < 3; r++) {
   withIngest += await loop(true)
 }
 const perBeatUs = ((withIngest - base) * 1000) / (3 * beats)
-console.log(JSON.stringify({ workers, beats, threads: hub.threadCount, openLaneUs: +openUs.toFixed(2), ingestPerHeartbeatUs: +perBeatUs.toFixed(2), loopBusyUsPerTurn: +((base * 1000) / (3 * beats)).toFixed(2) }))
+// The call itself, back to back in one turn (what it schedules for later is not in this figure).
+const calls = 200_000
+const c0 = performance.now()
+for (let k = 0; k < calls; k++) hub.ingest(ids[k % workers]!, usage, [])
+const callUs = ((performance.now() - c0) * 1000) / calls
+console.log(JSON.stringify({ workers, beats, threads: hub.threadCount, openLaneUs: +openUs.toFixed(2), ingestPerHeartbeatUs: +perBeatUs.toFixed(2), ingestCallUs: +callUs.toFixed(3), loopBusyUsPerTurn: +((base * 1000) / (3 * beats)).toFixed(2) }))
 await hub.close()
