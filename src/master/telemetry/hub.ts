@@ -138,6 +138,8 @@ export class TelemetryHub extends EventEmitter<TelemetryEvents> implements Heart
   start(): void {
     if (this.state !== 'new') return
     this.state = 'running'
+    // The first chunk before the threads: they get it in their workerData and fault it in.
+    this.slab.grow()
     if (this.opts.placement !== 'per-worker') {
       for (let i = 0; i < this.opts.placement; i++) {
         const slot = this.newSlot(this.queueSlots)

@@ -8,7 +8,7 @@ import { performance } from 'node:perf_hooks'
 import { C, Counters } from '../counters.js'
 import type { Lane, Sample } from './lane.js'
 import { LaneQueue } from './queue.js'
-import { laneIn, LANES_PER_CHUNK } from './slab.js'
+import { laneIn, LANES_PER_CHUNK, prefault } from './slab.js'
 import type { FromTelemetryThread, LaneReport, TelemetryThreadData, ToTelemetryThread } from './protocol.js'
 
 const data = workerData as TelemetryThreadData
@@ -16,6 +16,7 @@ const port = parentPort!
 const queue = new LaneQueue(data.queue)
 const counters = new Counters(data.counters)
 const chunks: (SharedArrayBuffer | undefined)[] = [...data.chunks]
+for (const chunk of data.chunks) prefault(chunk)
 /** Views of the lanes seen so far, by index (a lane's view is built once). */
 const views: (Lane | undefined)[] = []
 /** Lanes queued before their chunk's message arrived: tried again next tick. */
@@ -38,6 +39,7 @@ let sweepDue = false
 port.on('message', (msg: ToTelemetryThread) => {
   if (msg.type === 'chunk') {
     chunks[msg.index] = msg.buffer
+    prefault(msg.buffer)
     sweepDue = true
   }
 })
