@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { MASTER_DEFAULTS } from '../../src/config.js'
-import { laneBytes } from '../../src/master/telemetry/lane.js'
+import { laneBytes, laneLayout } from '../../src/master/telemetry/lane.js'
 import { autoTelemetryThreads } from '../../src/master/telemetry/hub.js'
 import { Fleet, refusingAddresses } from '../fleet/fleet.js'
 import type { HeartbeatTransport } from '../fleet/protocol.js'
@@ -175,7 +175,7 @@ export const memoryPerWorker: Scenario = {
       inactive: 'inactive (nothing listens at the address)',
       active: `active (StreamHeartbeats, a beat every ${p.heartbeatMs / 1000} s)`,
     }
-    const lanePoints = Math.ceil(MASTER_DEFAULTS.telemetryHistoryMs / MASTER_DEFAULTS.telemetryStepMs)
+    const lane = laneLayout(MASTER_DEFAULTS.telemetryHistoryMs, MASTER_DEFAULTS.telemetryStepMs)
     return {
       tables: [{
         title: `memory-per-worker: master RSS per registered worker, pooled telemetry (--telemetry-threads auto) (${nRuns} run${nRuns > 1 ? 's' : ''}; median (min–max))`,
@@ -189,7 +189,7 @@ export const memoryPerWorker: Scenario = {
         'RSS is VmRSS from /proc/<pid>/status of the real master process. Every run of each kind is a fresh master with the same flags, read once it has started and settled with no worker, then again with the workers. RSS also holds garbage not yet collected and heap V8 has grown into, so the figure is an upper bound, and at a few workers it is mostly that noise.',
         'Each registration through POST /api/workers makes the master dial the worker once (MasterRegister); both readings with workers wait until all those dials have finished. A 1 h --reconnect-interval keeps the reconnection monitor from dialling anyone again during the run.',
         'Inactive: registered at addresses where nothing listens, so each dial was refused: the figure is the registry, store and bookkeeping of a worker, with no connection.',
-        `Active: simulated workers (real grpc-js servers in child processes, not counted) registered and joined (RegisterWorker) ${JOIN_SLICE} at a time, then each on one StreamHeartbeats call (our workers' default) with a beat every ${p.heartbeatMs / 1000} s: each holds a connection, a stream and a telemetry lane on the pooled threads (${autoTelemetryThreads()} here). A lane is a SharedArrayBuffer of ${fmt(laneBytes(lanePoints) / 1024, 1)} KiB at the default history (${lanePoints} points); history pages not yet written may not be resident, so after an hour of history the figure can be higher.`,
+        `Active: simulated workers (real grpc-js servers in child processes, not counted) registered and joined (RegisterWorker) ${JOIN_SLICE} at a time, then each on one StreamHeartbeats call (our workers' default) with a beat every ${p.heartbeatMs / 1000} s: each holds a connection, a stream and a telemetry lane on the pooled threads (${autoTelemetryThreads()} here). A lane is ${fmt(laneBytes(lane) / 1024, 1)} KiB of a shared slab at the default history (${lane.finePoints} points of ${MASTER_DEFAULTS.telemetryStepMs / 1000} s, ${lane.coarsePoints} of ${lane.coarseStepMs / 1000} s); slab pages not yet written may not be resident, so after an hour of history the figure can be higher.`,
         threadsNote(runs),
         'Active workers at 10,000, beside a bare grpc-js server taking the same streams: the `scaling` scenario.',
       ],

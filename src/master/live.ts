@@ -8,7 +8,9 @@ import { toTaskView, toWorkerView, type ClusterStatus, type TaskView, type Worke
 
 // What the master pushes to watchers (the WebSocket, and through it the dashboard and `cloudai
 // watch`): one JSON message per change, each on a topic. The registry, the task table and the
-// telemetry hub stay the owners of their state; this only turns their events into messages.
+// telemetry hub stay the owners of their state; this only turns their events into messages. The
+// hub emits a worker's summaries only while somebody watches it (want(), kept by the WebSocket),
+// so no telemetry message is built for nobody.
 
 /** Topics a watcher can subscribe to: `metrics/<id>` narrows telemetry to one worker. */
 export type LiveTopic = 'workers' | 'tasks' | 'metrics' | `metrics/${string}`
@@ -125,6 +127,11 @@ export class LiveFeed extends EventEmitter<LiveEvents> {
   constructor(private readonly src: LiveFeedSources) {
     super()
     this.now = src.now ?? Date.now
+  }
+
+  /** Somebody watches (or stopped watching) a worker's telemetry, or everyone's (`*`). */
+  want(workerId: string, on: boolean): void {
+    this.src.telemetry.want(workerId, on)
   }
 
   start(): void {

@@ -214,7 +214,7 @@ export class MasterMetrics {
     gauge('cloudai_telemetry_threads', 'Telemetry threads running.', () => one(telemetry.threadCount))
     gauge('cloudai_telemetry_lanes', 'Workers with a telemetry lane.', () => one(telemetry.laneCount))
     count('cloudai_telemetry_thread_restarts_total', 'Telemetry threads restarted after dying.', 'TELEMETRY_THREAD_RESTARTS')
-    gauge('cloudai_telemetry_queue_depth', 'Heartbeats waiting for their telemetry thread, per thread.', () =>
+    gauge('cloudai_telemetry_queue_depth', 'Lanes with heartbeats waiting in their telemetry thread\'s queue, per thread.', () =>
       telemetry.queueDepths().map((q) => ({ labels: { thread: q.thread }, value: q.depth })))
 
     gauge('cloudai_task_queue_depth', 'Tasks queued, waiting for a worker.', () => one(this.src.taskCounts().queued))

@@ -209,7 +209,11 @@ export interface WorkerMetricsView {
   /** When the telemetry thread computed the averages (they trail the heartbeats by at most a second). */
   summarized_at: string | null
   history_step_ms: number
-  history: (UsageView & { at: string; samples: number; running_tasks: number; cpu_peak: number; memory_peak: number; storage_peak: number; gpu_peak: number })[]
+  /**
+   * Points of `history_step_ms` for the last 10 minutes, of about a minute before; `step_ms` is a
+   * point's width (absent from masters that kept one resolution, which the CLI may talk to).
+   */
+  history: (UsageView & { at: string; step_ms?: number; samples: number; running_tasks: number; cpu_peak: number; memory_peak: number; storage_peak: number; gpu_peak: number })[]
 }
 
 const NO_WINDOWS = { '1m': null, '5m': null, '15m': null, '1h': null } as const
@@ -249,6 +253,7 @@ export function toWorkerMetricsView(w: WorkerRecord, summary: LaneSummary | null
     history_step_ms: stepMs,
     history: (history ?? []).map((p) => ({
       at: new Date(p.at).toISOString(),
+      step_ms: p.stepMs,
       samples: p.samples,
       cpu: p.cpu,
       memory: p.memory,

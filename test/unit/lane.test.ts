@@ -1,8 +1,11 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { Lane, RING_CAPACITY, RING_SLOTS, type Sample } from '../../src/master/telemetry/lane.js'
+import { Lane, laneBytes, laneLayout, RING_CAPACITY, RING_SLOTS, type LaneLayout, type Sample } from '../../src/master/telemetry/lane.js'
 
 const T0 = Date.UTC(2026, 10, 28, 12, 0, 0)
+
+/** One tier of `points` points of `stepMs`: the layout of a short history. */
+const single = (points: number, stepMs: number): LaneLayout => ({ stepMs, finePoints: points, coarseStepMs: stepMs, coarsePoints: 0 })
 
 function drainAll(lane: Lane): { seen: Sample[]; dropped: number } {
   const seen: Sample[] = []
@@ -15,7 +18,7 @@ function drainAll(lane: Lane): { seen: Sample[]; dropped: number } {
 }
 
 test('a lane hands its heartbeats over in arrival order', () => {
-  const lane = Lane.create('w1', { historyPoints: 10, stepMs: 1000 })
+  const lane = Lane.create(single(10, 1000))
   for (let i = 0; i < 10; i++) lane.write(T0 + i, i, 2 * i, 3, 4, i % 3)
   assert.equal(lane.depth, 10)
   const { seen, dropped } = drainAll(lane)
@@ -28,7 +31,7 @@ test('a lane hands its heartbeats over in arrival order', () => {
 })
 
 test('a lane written faster than it is drained drops the oldest samples, counts them, and stays bounded', () => {
-  const lane = Lane.create('w1', { historyPoints: 10, stepMs: 1000 })
+  const lane = Lane.create(single(10, 1000))
   const total = RING_SLOTS * 3 + 5
   for (let i = 0; i < total; i++) lane.write(T0 + i, i % 100, 0, 0, 0, 0)
   assert.equal(lane.depth, RING_CAPACITY, 'the backlog never exceeds the ring')
@@ -43,7 +46,7 @@ test('a lane written faster than it is drained drops the oldest samples, counts 
 })
 
 test('history points average the samples of their step and keep the peaks', () => {
-  const lane = Lane.create('w1', { historyPoints: 10, stepMs: 1000 })
+  const lane = Lane.create(single(10, 1000))
   // Step 0: cpu 10, 20, 60; step 1: cpu 40; a gap; step 3: cpu 90.
   lane.write(T0 + 0, 10, 50, 5, 0, 1)
   lane.write(T0 + 400, 20, 50, 5, 0, 1)
@@ -66,14 +69,14 @@ test('history points average the samples of their step and keep the peaks', () =
 })
 
 test('the history is a ring: the oldest points go when it is full', () => {
-  const lane = Lane.create('w1', { historyPoints: 4, stepMs: 1000 })
+  const lane = Lane.create(single(4, 1000))
   for (let i = 0; i < 7; i++) lane.write(T0 + i * 1000, i, 0, 0, 0, 0)
   drainAll(lane)
   assert.deepEqual(lane.history().map((p) => p.cpu), [3, 4, 5, 6])
 })
 
 test('rolling averages are weighted by samples and windows only see their own points', () => {
-  const lane = Lane.create('w1', { historyPoints: 800, stepMs: 5000 })
+  const lane = Lane.create(laneLayout(3_600_000, 5000))
   const now = T0 + 3_600_000
   // Ten minutes ago: 4 samples at cpu 80. Thirty seconds ago: 1 sample at cpu 20 and one at 40.
   for (let i = 0; i < 4; i++) lane.write(now - 600_000 + i, 80, 0, 0, 0, 0)
@@ -94,7 +97,7 @@ test('rolling averages are weighted by samples and windows only see their own po
 })
 
 test('a second view of the same memory (a restarted thread) continues where the first stopped', () => {
-  const lane = Lane.create('w1', { historyPoints: 10, stepMs: 1000 })
+  const lane = Lane.create(single(10, 1000))
   lane.write(T0, 10, 0, 0, 0, 0)
   lane.write(T0 + 1, 30, 0, 0, 0, 0)
   drainAll(lane)
@@ -108,7 +111,7 @@ test('a second view of the same memory (a restarted thread) continues where the 
 
 test('a writer thread racing a reader never hands over a torn or out-of-order sample, and every sample is processed or counted dropped', async () => {
   const { Worker } = await import('node:worker_threads')
-  const lane = Lane.create('w1', { historyPoints: 10, stepMs: 1000 })
+  const lane = Lane.create(single(10, 1000))
   const total = 2_000_000
   // The writer runs flat out on its own thread; each sample's fields are derived from its number,
   // so a sample mixed from two writes is detectable.
@@ -154,3 +157,54 @@ test('a writer thread racing a reader never hands over a torn or out-of-order sa
   assert.equal(lane.dropped, dropped)
   assert.equal(lane.processed, seen)
 })
+
+test('the history is full resolution for the recent past and coarse before, each sample counted once', () => {
+  // Steps of 1 s for the last 10 s (11 points), points of 5 s for a minute.
+  const lane = Lane.create({ stepMs: 1000, finePoints: 11, coarseStepMs: 5000, coarsePoints: 13 })
+  for (let i = 0; i < 40; i++) {
+    lane.write(T0 + i * 1000, i, 0, 0, 0, 0)
+    if (i === 19) drainAll(lane)
+  }
+  drainAll(lane)
+  const h = lane.history()
+  // The fine points kept start at 29 s; the tiers meet at the next 5 s boundary, 30 s.
+  assert.deepEqual(h.map((p) => [(p.at - T0) / 1000, p.stepMs, p.samples, p.cpu]), [
+    [0, 5000, 5, 2], [5, 5000, 5, 7], [10, 5000, 5, 12], [15, 5000, 5, 17], [20, 5000, 5, 22], [25, 5000, 5, 27],
+    ...Array.from({ length: 10 }, (_, k) => [30 + k, 1000, 1, 30 + k]),
+  ])
+  assert.equal(h.reduce((n, p) => n + p.samples, 0), 40)
+  assert.deepEqual(lane.history(T0 + 12_000).map((p) => (p.at - T0) / 1000).slice(0, 5), [10, 15, 20, 25, 30], 'since keeps the point holding it')
+  const s = lane.summary(T0 + 40_000)
+  assert.equal(s.windows['1m']!.samples, 40)
+  assert.equal(s.windows['1m']!.average.cpu, 19.5)
+  assert.equal(s.windows['1m']!.peak.cpu, 39)
+})
+
+test('at the default settings a lane keeps 5 s points for 10 minutes and minute points to the hour, in under 9 KiB, with exact windows', () => {
+  const layout = laneLayout(3_600_000, 5000)
+  assert.deepEqual(layout, { stepMs: 5000, finePoints: 121, coarseStepMs: 60_000, coarsePoints: 61 })
+  assert.ok(laneBytes(layout) <= 9 * 1024, `${laneBytes(layout)} bytes`)
+  const lane = Lane.create(layout)
+  // 70 minutes of heartbeats every 5 s, cpu = the minute it fell in.
+  const beats = 70 * 12
+  for (let i = 0; i < beats; i++) {
+    lane.write(T0 + i * 5000, Math.floor(i / 12), 0, 0, 0, 0)
+    if (i % 20 === 19) drainAll(lane)
+  }
+  drainAll(lane)
+  const now = T0 + beats * 5000
+  const s = lane.summary(now)
+  assert.deepEqual(WINDOW_SAMPLES.map((w) => s.windows[w]!.samples), [12, 60, 180, 720])
+  assert.equal(s.windows['1h']!.average.cpu, 39.5, 'minutes 10 to 69')
+  assert.equal(s.windows['15m']!.peak.cpu, 69)
+  const h = lane.history()
+  const coarse = h.filter((p) => p.stepMs === 60_000)
+  const fine = h.filter((p) => p.stepMs === 5000)
+  assert.equal(fine.length, 120, 'the last 10 minutes at full resolution')
+  assert.equal(fine[0]!.at, T0 + 60 * 60_000)
+  assert.deepEqual(coarse.map((p) => (p.at - T0) / 60_000), Array.from({ length: 51 }, (_, k) => 9 + k), 'minute points before, back past the hour')
+  assert.ok(coarse.every((p) => p.samples === 12 && p.cpu === (p.at - T0) / 60_000))
+  assert.ok(h.every((p, k) => k === 0 || p.at > h[k - 1]!.at), 'oldest first')
+})
+
+const WINDOW_SAMPLES = ['1m', '5m', '15m', '1h'] as const

@@ -3,20 +3,23 @@ import { test, type TestContext } from 'node:test'
 import { Registry } from '../../src/master/registry.js'
 import { TelemetryHub, type TelemetryPlacement } from '../../src/master/telemetry/hub.js'
 import { CounterReader, Counters } from '../../src/master/counters.js'
-import type { LaneSummary } from '../../src/master/telemetry/lane.js'
+import { RING_CAPACITY, type LaneSummary } from '../../src/master/telemetry/lane.js'
 import { memoryLogger } from '../support/log.js'
 import { waitUntil } from '../support/cluster.js'
+import { LANES_PER_CHUNK } from '../../src/master/telemetry/slab.js'
 
 // The telemetry hub with its real threads: lanes, ordering, averages, thread lifecycle, restarts.
 
 const specs = { cpu: 4, memory: 8, storage: 100, gpu: 0 }
 
-function startHub(t: TestContext, placement: TelemetryPlacement) {
+function startHub(t: TestContext, placement: TelemetryPlacement, opts: { watchAll?: boolean; queueSlots?: number } = {}) {
   const registry = new Registry()
   const counters = new Counters()
   const { log, lines } = memoryLogger('debug')
-  const hub = new TelemetryHub(registry, { placement, counters, log, historyMs: 3_600_000, stepMs: 60_000, summaryMs: 20 })
+  const hub = new TelemetryHub(registry, { placement, counters, log, historyMs: 3_600_000, stepMs: 60_000, summaryMs: 20, ...(opts.queueSlots ? { queueSlots: opts.queueSlots } : {}) })
   hub.start()
+  // Summaries are sent only for what somebody watches: most tests watch everything.
+  if (opts.watchAll ?? true) hub.want('*', true)
   t.after(() => hub.close())
   const connect = (id: string): void => {
     registry.register(id, `127.0.0.1:${5000 + registry.size}`, Date.now())
@@ -56,14 +59,17 @@ for (const placement of ['per-worker', 2] as const) {
     assert.equal(hub.laneCount, 3)
     assert.equal(hub.threadCount, placement === 'per-worker' ? 3 : 2)
     const sent = new Map<string, number[]>(ids.map((id) => [id, []]))
-    // Interleaved, as heartbeats from many workers arrive.
+    // Interleaved, as heartbeats from many workers arrive; in two bursts, each within a lane's ring
+    // (the thread drains on its tick, and a burst larger than the ring would lap it).
     for (let i = 0; i < 40; i++) {
       for (const [k, id] of ids.entries()) {
         const cpu = (k + 1) * 10 + (i % 7)
         sent.get(id)!.push(cpu)
         send(id, cpu, k)
       }
+      if (i === 19) for (const id of ids) await processed(id, 20)
     }
+    assert.ok(RING_CAPACITY >= 20)
     for (const [k, id] of ids.entries()) {
       const s = await processed(id, 40)
       const cpus = sent.get(id)!
@@ -132,4 +138,38 @@ test('close() stops every telemetry thread', async (t) => {
   await hub.close()
   await Promise.all(exits)
   assert.equal(hub.threadCount, 0)
+})
+
+test('a full queue of lanes with work loses no lane: the heartbeats of every lane are processed', async (t) => {
+  // One slot for 300 lanes (more than a slab chunk): nearly every push finds the queue full.
+  const { hub, connect, send, counters } = startHub(t, 1, { queueSlots: 1 })
+  const ids = Array.from({ length: LANES_PER_CHUNK + 44 }, (_, i) => `w${i}`)
+  for (const id of ids) connect(id)
+  for (const [k, id] of ids.entries()) send(id, k % 100)
+  assert.ok(hub.queueDepths()[0]!.overflows > 0, 'the queue was full')
+  await waitUntil(() => new CounterReader(counters).get('HEARTBEATS_PROCESSED') === ids.length, 'every lane processed')
+  for (const [k, id] of ids.entries()) assert.equal(hub.summary(id)?.latest?.cpu, k % 100, id)
+  assert.equal(new CounterReader(counters).get('HEARTBEATS_DROPPED'), 0)
+  // And the lanes keep flowing after the sweep.
+  send('w7', 55)
+  await waitUntil(() => hub.summary('w7')?.latest?.cpu === 55, 'w7 again')
+})
+
+test('summaries are sent only for watched workers; the API reads a fresh one of any worker', async (t) => {
+  const { hub, connect, send, processed } = startHub(t, 1, { watchAll: false })
+  connect('w1')
+  connect('w2')
+  const seen: string[] = []
+  hub.on('summary', (s) => seen.push(s.workerId))
+  hub.want('w2', true)
+  send('w1', 10)
+  send('w2', 20)
+  // Same thread, same drain: had w1 been summarized, its summary would come first.
+  assert.equal((await processed('w2', 1)).latest!.cpu, 20)
+  assert.deepEqual(seen, ['w2'])
+  assert.equal(hub.summary('w1')!.latest!.cpu, 10, 'read from shared memory when asked')
+  hub.want('w2', false)
+  hub.want('*', true)
+  send('w1', 30)
+  assert.equal((await processed('w1', 2)).latest!.cpu, 30, 'watching everyone')
 })

@@ -12,6 +12,11 @@ export interface LiveSource {
   snapshot(): LiveSnapshot
   on(event: 'message', listener: (...args: LiveEvents['message']) => void): unknown
   off(event: 'message', listener: (...args: LiveEvents['message']) => void): unknown
+  /**
+   * Told when the first watcher of a worker's telemetry (`*`: of everyone's) arrives and when the
+   * last one goes, so that telemetry is summarized only for what somebody watches.
+   */
+  want?(workerId: string, on: boolean): void
 }
 
 export interface LiveSocketOptions {
@@ -44,6 +49,8 @@ interface SocketState {
   /** Telemetry topics given up while the client was backed up, restored when it drains. */
   paused: LiveTopic[] | null
   closedByUs: boolean
+  /** Its telemetry topics no longer count as watchers (it closed, or is being closed). */
+  released: boolean
 }
 
 type Socket = WebSocket<SocketState>
@@ -63,6 +70,8 @@ export class LiveSockets {
   private app: TemplatedApp | null = null
   private readonly sockets = new Set<Socket>()
   private readonly pendingMetrics = new Map<string, string>()
+  /** Watchers per telemetry interest: `*` (topic metrics) or a worker id (metrics/<id>). */
+  private readonly watchers = new Map<string, number>()
   private timer: NodeJS.Timeout | null = null
   private checkSoon: NodeJS.Immediate | null = null
   private closed = false
@@ -105,6 +114,7 @@ export class LiveSockets {
     this.checkSoon = null
     for (const ws of [...this.sockets]) {
       ws.getUserData().closedByUs = true
+      this.release(ws)
       ws.end(1001, 'master shutting down')
     }
     this.sockets.clear()
@@ -132,7 +142,7 @@ export class LiveSockets {
     const protocol = req.getHeader('sec-websocket-protocol')
     const extensions = req.getHeader('sec-websocket-extensions')
     if (!reply.open) return
-    const state: SocketState = { topics: new Set(), paused: null, closedByUs: false }
+    const state: SocketState = { topics: new Set(), paused: null, closedByUs: false, released: false }
     res.cork(() => res.upgrade(state, key, protocol, extensions, context))
   }
 
@@ -191,6 +201,7 @@ export class LiveSockets {
     } else if (topic.startsWith('metrics/')) {
       this.unsubscribe(ws, 'metrics')
     }
+    if (!state.topics.has(topic) && !state.released) this.watch(topic, 1)
     state.topics.add(topic)
     if (!state.paused || !isTelemetry(topic)) ws.subscribe(topic)
     else state.paused.push(topic)
@@ -198,6 +209,7 @@ export class LiveSockets {
 
   private unsubscribe(ws: Socket, topic: LiveTopic): void {
     const state = ws.getUserData()
+    if (state.topics.has(topic) && !state.released) this.watch(topic, -1)
     state.topics.delete(topic)
     if (state.paused) state.paused = state.paused.filter((t) => t !== topic)
     ws.unsubscribe(topic)
@@ -218,8 +230,29 @@ export class LiveSockets {
     })
   }
 
+  /** Counts a watcher of a telemetry topic in or out; the source hears of the first and the last. */
+  private watch(topic: LiveTopic, delta: 1 | -1): void {
+    if (!isTelemetry(topic)) return
+    const key = topic === 'metrics' ? '*' : topic.slice('metrics/'.length)
+    const before = this.watchers.get(key) ?? 0
+    const after = before + delta
+    if (after <= 0) this.watchers.delete(key)
+    else this.watchers.set(key, after)
+    if (before === 0 && after > 0) this.opts.source.want?.(key, true)
+    else if (before > 0 && after <= 0) this.opts.source.want?.(key, false)
+  }
+
+  /** A closing client stops counting as a watcher (once, however it closes). */
+  private release(ws: Socket): void {
+    const state = ws.getUserData()
+    if (state.released) return
+    for (const t of state.topics) this.watch(t, -1)
+    state.released = true
+  }
+
   private closed1(ws: Socket, code: number, reason: string): void {
     this.sockets.delete(ws)
+    this.release(ws)
     const state = ws.getUserData()
     // 1006 from uWS itself on a client we had seen backed up: its backstop closed it.
     if (!state.closedByUs && code === 1006 && state.paused !== null) this.closedSlow(null)
@@ -252,6 +285,7 @@ export class LiveSockets {
         this.closedSlow(buffered)
         state.closedByUs = true
         this.sockets.delete(ws)
+        this.release(ws)
         ws.end(1013, 'too slow: the client fell too far behind')
       } else if (buffered > limit / 2 && !state.paused) {
         state.paused = [...state.topics].filter(isTelemetry)

@@ -4,7 +4,9 @@ import { performance } from 'node:perf_hooks'
 import { Worker } from 'node:worker_threads'
 import type { Logger } from '../../shared/log.js'
 import { C, type Counters } from '../counters.js'
-import { Lane, type HistoryPoint, type LaneSummary } from './lane.js'
+import { laneBytes, laneLayout, RING_SLOTS, type HistoryPoint, type LaneLayout, type LaneSummary } from './lane.js'
+import { LaneQueue } from './queue.js'
+import { LaneSlab } from './slab.js'
 import type { RunningTaskInfo, WorkerRecord, WorkerUsage } from '../../shared/types.js'
 import type { FromTelemetryThread, TelemetryThreadData, ToTelemetryThread } from './protocol.js'
 import type { HeartbeatSink } from '../grpc.js'
@@ -19,10 +21,14 @@ export interface TelemetryOptions {
   log: Logger
   /** History kept per worker (at least an hour in production). */
   historyMs: number
-  /** Width of one history point; samples inside a step are averaged, peaks kept. */
+  /** Width of one history point of the recent past; samples inside a step are averaged, peaks kept. */
   stepMs: number
-  /** At most one summary per lane per this interval goes back to the main thread. */
+  /** At most one summary per subscribed lane per this interval goes back to the main thread. */
   summaryMs: number
+  /** How often a thread drains its queue of lanes with work (default 50 ms). */
+  tickMs?: number
+  /** Slots of a thread's queue of lanes with work, a power of two (default 4096; tests make it small). */
+  queueSlots?: number
 }
 
 /** `auto`: one thread per core beyond the main thread's, at least 1, at most 8. */
@@ -30,51 +36,64 @@ export function autoTelemetryThreads(): number {
   return Math.max(1, Math.min(8, availableParallelism() - 1))
 }
 
+const DEFAULT_TICK_MS = 50
+const DEFAULT_QUEUE_SLOTS = 4096
+// A per-worker thread hosts one lane: its queue never holds more.
+const PER_WORKER_QUEUE_SLOTS = 4
+const CRASH_MEMORY_MS = 60_000
+const RING_HALF = RING_SLOTS / 2
+
 interface ThreadSlot {
   index: number
   worker: Worker | null
-  bellBuffer: SharedArrayBuffer
-  bell: Int32Array
-  lanes: Set<string>
-  /** A ring is scheduled for the end of this event-loop turn. */
-  ringPending: boolean
-  /** Crashes in a row, for the restart backoff; reset once a summary arrives. */
+  queue: LaneQueue
+  lanes: number
+  /** Crashes in a row, for the restart backoff; a crash a minute after the last one is a first. */
   crashes: number
+  lastCrashAt: number
   restartTimer: NodeJS.Timeout | null
 }
 
 interface LaneEntry {
-  lane: Lane
+  index: number
+  workerId: string
   thread: ThreadSlot
 }
 
 export interface TelemetryEvents {
+  /** A fresh summary of a worker somebody subscribes to (see want()). */
   summary: [summary: LaneSummary]
 }
-
-// The doorbell: [rings, sleeping]. See thread.ts for why no wake-up is lost.
-const BELL_RINGS = 0
-const BELL_SLEEPING = 1
 
 const THREAD_FILE = new URL('../../../workers/telemetry-thread.js', import.meta.url)
 
 /**
- * The main thread's side of telemetry. A worker gets a lane when it first connects (RegisterWorker)
- * and keeps it until it is unregistered; each heartbeat is written into the lane's shared ring and
- * the lane's thread is woken, with no message per heartbeat. Threads post summaries back, at most
- * one per lane per `summaryMs`, for the API and the WebSocket.
+ * The main thread's side of telemetry. A worker gets a lane of the slab when it first connects
+ * (RegisterWorker) and keeps it until it is unregistered. A heartbeat is written into the lane's
+ * ring and, if the lane had no work waiting, the lane's index is pushed onto its thread's queue:
+ * a few stores into shared memory, no message, no wake-up, no allocation. Threads drain their
+ * queues on their own tick.
  *
- * A thread that dies is restarted (with backoff if it keeps dying) and its lanes are reopened on the
- * new one; the lanes' state is in shared memory, so nothing but the time it was down is lost.
+ * Summaries: read fresh from the lane's shared memory when asked (summary(), for the API), and
+ * sent by the threads only for workers somebody subscribes to (want(), kept by the WebSocket).
+ *
+ * A thread that dies is restarted (with backoff if it keeps dying); the lanes and its queue are in
+ * shared memory, so nothing but the time it was down is lost.
  */
 export class TelemetryHub extends EventEmitter<TelemetryEvents> implements HeartbeatSink {
   private readonly lanes = new Map<string, LaneEntry>()
-  private readonly summaries = new Map<string, LaneSummary>()
+  /** Workers by lane index, to name the threads' summaries. */
+  private readonly byIndex: (LaneEntry | undefined)[] = []
   private readonly pinned: ThreadSlot[] = []
-  private readonly historyPoints: number
+  private readonly perWorker = new Set<ThreadSlot>()
+  private readonly layout: LaneLayout
+  private readonly slab: LaneSlab
+  private readonly tickMs: number
+  private readonly queueSlots: number
+  /** Workers somebody wants summaries of; `wantAll` counts as all of them. */
+  private readonly wanted = new Set<string>()
+  private wantAll = false
   private nextIndex = 0
-  private readonly toRing: ThreadSlot[] = []
-  private ringTimer: NodeJS.Immediate | null = null
   private state: 'new' | 'running' | 'closed' = 'new'
   private readonly onActive = (w: WorkerRecord): void => this.open(w.id)
   private readonly onUnregistered = (w: WorkerRecord): void => {
@@ -86,7 +105,12 @@ export class TelemetryHub extends EventEmitter<TelemetryEvents> implements Heart
     private readonly opts: TelemetryOptions,
   ) {
     super()
-    this.historyPoints = Math.ceil(opts.historyMs / opts.stepMs) + 1
+    this.layout = laneLayout(opts.historyMs, opts.stepMs)
+    this.tickMs = opts.tickMs ?? DEFAULT_TICK_MS
+    this.queueSlots = opts.queueSlots ?? DEFAULT_QUEUE_SLOTS
+    this.slab = new LaneSlab(this.layout, (index, buffer) => {
+      for (const slot of this.slots()) this.post(slot, { type: 'chunk', index, buffer })
+    })
   }
 
   get placement(): TelemetryPlacement {
@@ -95,6 +119,11 @@ export class TelemetryHub extends EventEmitter<TelemetryEvents> implements Heart
 
   get stepMs(): number {
     return this.opts.stepMs
+  }
+
+  /** Bytes of one lane in shared memory. */
+  get laneBytes(): number {
+    return laneBytes(this.layout)
   }
 
   /** Telemetry threads running now. */
@@ -109,9 +138,11 @@ export class TelemetryHub extends EventEmitter<TelemetryEvents> implements Heart
   start(): void {
     if (this.state !== 'new') return
     this.state = 'running'
+    // The first chunk before the threads: they get it in their workerData and fault it in.
+    this.slab.grow()
     if (this.opts.placement !== 'per-worker') {
       for (let i = 0; i < this.opts.placement; i++) {
-        const slot = this.newSlot()
+        const slot = this.newSlot(this.queueSlots)
         this.pinned.push(slot)
         this.spawn(slot)
       }
@@ -122,83 +153,99 @@ export class TelemetryHub extends EventEmitter<TelemetryEvents> implements Heart
     for (const w of this.registry.values()) if (w.isActive) this.open(w.id)
   }
 
-  /** HeartbeatSink: called on the main thread for each accepted heartbeat. Allocation-free. */
+  /** HeartbeatSink: called on the main thread for each accepted heartbeat. Shared-memory stores only. */
   ingest(workerId: string, usage: WorkerUsage, running: RunningTaskInfo[]): void {
     const entry = this.lanes.get(workerId)
     if (!entry) return
+    const lane = this.slab.lane(entry.index)
     // Arrival in epoch ms with sub-ms precision: the thread measures its delay against it.
-    entry.lane.write(performance.timeOrigin + performance.now(), usage.cpu, usage.memory, usage.storage, usage.gpu, running.length)
-    // One ring per thread per event-loop turn, not per heartbeat: a wake-up is a futex syscall, and
-    // gRPC hands us heartbeats in bursts. The delay this adds is the rest of the current turn.
-    const slot = entry.thread
-    if (slot.ringPending) return
-    slot.ringPending = true
-    this.toRing.push(slot)
-    if (this.ringTimer === null) this.ringTimer = setImmediate(this.ringAll)
-  }
-
-  private readonly ringAll = (): void => {
-    this.ringTimer = null
-    for (const slot of this.toRing) {
-      slot.ringPending = false
-      Atomics.add(slot.bell, BELL_RINGS, 1)
-      // notify takes a lock: skip it while the thread is awake, it will see the ring anyway.
-      if (Atomics.load(slot.bell, BELL_SLEEPING) === 1) Atomics.notify(slot.bell, BELL_RINGS, 1)
-    }
-    this.toRing.length = 0
+    const backlog = lane.write(performance.timeOrigin + performance.now(), usage.cpu, usage.memory, usage.storage, usage.gpu, running.length)
+    // Queued once until its thread takes it; a full queue leaves the flag set for the thread's sweep.
+    if (lane.markQueued()) entry.thread.queue.push(entry.index)
+    // A worker sending in a burst would lap its ring before the tick: wake the thread, once a burst.
+    if (backlog === RING_HALF) entry.thread.queue.wake()
   }
 
   /** Opens the worker's lane (idempotent). */
   open(workerId: string): void {
     if (this.state !== 'running' || this.lanes.has(workerId)) return
-    const lane = Lane.create(workerId, { historyPoints: this.historyPoints, stepMs: this.opts.stepMs })
     let thread: ThreadSlot
     if (this.opts.placement === 'per-worker') {
-      thread = this.newSlot()
-      this.spawn(thread)
+      thread = this.newSlot(PER_WORKER_QUEUE_SLOTS)
+      this.perWorker.add(thread)
     } else {
       // Fewest lanes first: workers are spread evenly and stay on their thread.
-      thread = this.pinned.reduce((a, b) => (b.lanes.size < a.lanes.size ? b : a))
+      thread = this.pinned.reduce((a, b) => (b.lanes < a.lanes ? b : a))
     }
-    thread.lanes.add(workerId)
-    this.lanes.set(workerId, { lane, thread })
-    this.post(thread, { type: 'open', lane: lane.init })
+    const index = this.slab.allocate()
+    this.slab.lane(index).open(thread.index)
+    this.slab.lane(index).wanted = this.wanted.has(workerId)
+    const entry: LaneEntry = { index, workerId, thread }
+    thread.lanes++
+    this.lanes.set(workerId, entry)
+    this.byIndex[index] = entry
+    // The thread reads the lane from the slab it already has: nothing to post (but a new thread).
+    if (this.opts.placement === 'per-worker') this.spawn(thread)
   }
 
   private async close1(workerId: string): Promise<void> {
     const entry = this.lanes.get(workerId)
     if (!entry) return
     this.lanes.delete(workerId)
-    this.summaries.delete(workerId)
-    entry.thread.lanes.delete(workerId)
+    this.byIndex[entry.index] = undefined
+    this.slab.release(entry.index)
+    entry.thread.lanes--
     if (this.opts.placement === 'per-worker') {
+      this.perWorker.delete(entry.thread)
       await this.stopThread(entry.thread)
-    } else {
-      this.post(entry.thread, { type: 'close', workerId })
     }
   }
 
-  /** The latest summary of a worker's lane, or null (no lane, or nothing processed yet). */
+  /**
+   * A worker's summary computed now from its lane's shared memory (what its thread has processed:
+   * heartbeats of the last tick may still be waiting), or null (no lane, or nothing processed yet).
+   */
   summary(workerId: string): LaneSummary | null {
-    return this.summaries.get(workerId) ?? null
+    const entry = this.lanes.get(workerId)
+    if (!entry) return null
+    const lane = this.slab.lane(entry.index)
+    if (lane.processed === 0 && lane.dropped === 0) return null
+    return lane.summary(Date.now(), workerId)
   }
 
-  /** History points of a worker at or after `since`; null when it has no lane. */
+  /** History points of a worker ending after `since`; null when it has no lane. */
   history(workerId: string, since = 0): HistoryPoint[] | null {
-    return this.lanes.get(workerId)?.lane.history(since) ?? null
+    const entry = this.lanes.get(workerId)
+    return entry ? this.slab.lane(entry.index).history(since) : null
   }
 
   hasLane(workerId: string): boolean {
     return this.lanes.has(workerId)
   }
 
-  /** Heartbeats waiting per thread, read from the lanes' shared memory. */
-  queueDepths(): { thread: number; lanes: number; depth: number }[] {
-    return this.slots().map((slot) => {
-      let depth = 0
-      for (const id of slot.lanes) depth += this.lanes.get(id)?.lane.depth ?? 0
-      return { thread: slot.index, lanes: slot.lanes.size, depth }
-    })
+  /**
+   * Somebody starts (or stops) watching a worker's telemetry, or everyone's (`*`): its threads
+   * send summaries of it. Kept by the WebSocket: on when the first watcher subscribes, off when the
+   * last one goes.
+   */
+  want(workerId: string, on: boolean): void {
+    if (workerId === '*') {
+      this.wantAll = on
+      for (const slot of this.slots()) slot.queue.wantAll = on
+      return
+    }
+    if (on) this.wanted.add(workerId)
+    else this.wanted.delete(workerId)
+    const entry = this.lanes.get(workerId)
+    if (entry) this.slab.lane(entry.index).wanted = on
+  }
+
+  /**
+   * Per thread: its lanes, the lanes with work waiting in its queue, and how often the queue was
+   * full (read from the queues' headers; no lane is read).
+   */
+  queueDepths(): { thread: number; lanes: number; depth: number; overflows: number }[] {
+    return this.slots().map((slot) => ({ thread: slot.index, lanes: slot.lanes, depth: slot.queue.length, overflows: slot.queue.overflows }))
   }
 
   /** The thread hosting a worker's lane (tests kill it to check the restart). */
@@ -211,41 +258,47 @@ export class TelemetryHub extends EventEmitter<TelemetryEvents> implements Heart
     this.state = 'closed'
     this.registry.off('worker-active', this.onActive)
     this.registry.off('worker-unregistered', this.onUnregistered)
-    if (this.ringTimer) clearImmediate(this.ringTimer)
-    this.ringTimer = null
-    this.toRing.length = 0
     const slots = this.slots()
     this.lanes.clear()
-    this.summaries.clear()
+    this.byIndex.length = 0
     this.pinned.length = 0
+    this.perWorker.clear()
     await Promise.all(slots.map((s) => this.stopThread(s)))
   }
 
   // --- threads ---------------------------------------------------------------------------------
 
   private slots(): ThreadSlot[] {
-    if (this.opts.placement !== 'per-worker') return [...this.pinned]
-    const seen = new Set<ThreadSlot>()
-    for (const e of this.lanes.values()) seen.add(e.thread)
-    return [...seen]
+    return this.opts.placement === 'per-worker' ? [...this.perWorker] : [...this.pinned]
   }
 
-  private newSlot(): ThreadSlot {
-    const bellBuffer = new SharedArrayBuffer(8)
-    return { index: this.nextIndex++, worker: null, bellBuffer, bell: new Int32Array(bellBuffer), lanes: new Set(), ringPending: false, crashes: 0, restartTimer: null }
+  private newSlot(queueSlots: number): ThreadSlot {
+    const queue = LaneQueue.create(queueSlots)
+    queue.wantAll = this.wantAll
+    return { index: this.nextIndex++, worker: null, queue, lanes: 0, crashes: 0, lastCrashAt: 0, restartTimer: null }
   }
 
   private spawn(slot: ThreadSlot): void {
-    const data: TelemetryThreadData = { index: slot.index, bell: slot.bellBuffer, counters: this.opts.counters.buffer, summaryMs: this.opts.summaryMs }
+    const data: TelemetryThreadData = {
+      index: slot.index,
+      queue: slot.queue.buffer,
+      chunks: [...this.slab.chunks],
+      layout: this.layout,
+      counters: this.opts.counters.buffer,
+      summaryMs: this.opts.summaryMs,
+      tickMs: this.tickMs,
+    }
     const worker = new Worker(THREAD_FILE, { workerData: data, name: `cloudai-telemetry-${slot.index}` })
     slot.worker = worker
     let lastError: Error | null = null
     worker.on('message', (msg: FromTelemetryThread) => {
-      slot.crashes = 0
-      for (const item of msg.items) {
-        if (!this.lanes.has(item.workerId)) continue
-        this.summaries.set(item.workerId, item)
-        this.emit('summary', item)
+      for (const { lane, gen, summary } of msg.items) {
+        const entry = this.byIndex[lane]
+        // Reopened for another worker since, or nobody watches it any more.
+        if (!entry || this.slab.lane(lane).gen !== gen) continue
+        if (!this.wantAll && !this.wanted.has(entry.workerId)) continue
+        summary.workerId = entry.workerId
+        this.emit('summary', summary)
       }
     })
     worker.on('error', (err) => {
@@ -254,23 +307,21 @@ export class TelemetryHub extends EventEmitter<TelemetryEvents> implements Heart
     worker.on('exit', (code) => {
       if (slot.worker !== worker) return
       slot.worker = null
-      if (this.state !== 'running' || (this.opts.placement === 'per-worker' && slot.lanes.size === 0)) return
+      if (this.state !== 'running' || (this.opts.placement === 'per-worker' && slot.lanes === 0)) return
       this.restart(slot, lastError?.message ?? `exited with code ${code}`)
     })
-    // Replay: a new thread (first start or restart) gets every lane pinned to it.
-    for (const id of slot.lanes) {
-      const entry = this.lanes.get(id)
-      if (entry) this.post(slot, { type: 'open', lane: entry.lane.init })
-    }
   }
 
   private restart(slot: ThreadSlot, reason: string): void {
     this.opts.counters.add(C.TELEMETRY_THREAD_RESTARTS)
+    const now = Date.now()
+    if (now - slot.lastCrashAt > CRASH_MEMORY_MS) slot.crashes = 0
+    slot.lastCrashAt = now
     const delayMs = slot.crashes === 0 ? 0 : Math.min(5000, 100 * 2 ** Math.min(slot.crashes, 6))
     slot.crashes++
     this.opts.log.error(
-      { thread: slot.index, lanes: slot.lanes.size, reason, restartInMs: delayMs },
-      `Telemetry thread ${slot.index} died (${reason}); restarting it and rebuilding its ${slot.lanes.size} lane(s) from shared memory`,
+      { thread: slot.index, lanes: slot.lanes, reason, restartInMs: delayMs },
+      `Telemetry thread ${slot.index} died (${reason}); restarting it and rebuilding its ${slot.lanes} lane(s) from shared memory`,
     )
     slot.restartTimer = setTimeout(() => {
       slot.restartTimer = null

@@ -1,19 +1,28 @@
 // The telemetry thread (workers/telemetry-thread.ts is its entry file). Hosts one lane (placement
-// per-worker) or many (placement N): drains each lane's ring of heartbeats in arrival order, folds them into the lane's history, and posts
-// throttled summaries back to the main thread. It sleeps on a shared doorbell the main thread rings
-// after each heartbeat, so an idle thread costs nothing and a busy one drains many rings per wake.
+// per-worker) or many (placement N). Every tick (or sooner when its queue is half full) it takes
+// the lanes with work from its queue, drains each lane's ring of heartbeats in arrival order and
+// folds them into the lane's history; it never looks at a lane without work. Summaries go back to
+// the main thread only for lanes somebody subscribes to, at most one per lane per `summaryMs`.
 import { parentPort, workerData } from 'node:worker_threads'
 import { performance } from 'node:perf_hooks'
 import { C, Counters } from '../counters.js'
-import { Lane, type LaneSummary, type Sample } from './lane.js'
-import type { FromTelemetryThread, TelemetryThreadData, ToTelemetryThread } from './protocol.js'
+import type { Lane, Sample } from './lane.js'
+import { LaneQueue } from './queue.js'
+import { laneIn, LANES_PER_CHUNK, prefault } from './slab.js'
+import type { FromTelemetryThread, LaneReport, TelemetryThreadData, ToTelemetryThread } from './protocol.js'
 
 const data = workerData as TelemetryThreadData
 const port = parentPort!
-const bell = new Int32Array(data.bell)
+const queue = new LaneQueue(data.queue)
 const counters = new Counters(data.counters)
-const lanes = new Map<string, Lane>()
-const dirty = new Set<Lane>()
+const chunks: (SharedArrayBuffer | undefined)[] = [...data.chunks]
+for (const chunk of data.chunks) prefault(chunk)
+/** Views of the lanes seen so far, by index (a lane's view is built once). */
+const views: (Lane | undefined)[] = []
+/** Lanes queued before their chunk's message arrived: tried again next tick. */
+let early: number[] = []
+/** Wanted lanes drained since the last summaries were sent. */
+const dirty = new Set<number>()
 const scratch: Sample = { at: 0, cpu: 0, memory: 0, storage: 0, gpu: 0, running: 0 }
 let current: Lane | null = null
 let processed = 0
@@ -24,47 +33,90 @@ const process1 = (s: Sample): void => {
   counters.observe('heartbeatDelayUs', (performance.timeOrigin + performance.now() - s.at) * 1000)
 }
 
+/** A sweep is due: lanes of a chunk that arrived late may have been flagged while we could not see them. */
+let sweepDue = false
+
 port.on('message', (msg: ToTelemetryThread) => {
-  if (msg.type === 'open') {
-    // Reopening a lane that this thread already has (a restart replay) keeps its progress: the
-    // progress lives in the lane's shared memory, not here.
-    lanes.set(msg.lane.workerId, new Lane(msg.lane))
-  } else {
-    const lane = lanes.get(msg.workerId)
-    lanes.delete(msg.workerId)
-    if (lane) dirty.delete(lane)
+  if (msg.type === 'chunk') {
+    chunks[msg.index] = msg.buffer
+    prefault(msg.buffer)
+    sweepDue = true
   }
-  // Wake our own loop so a lane opened with samples already waiting is drained now.
-  Atomics.add(bell, 0, 1)
-  if (Atomics.load(bell, 1) === 1) Atomics.notify(bell, 0)
 })
 
-function drainAll(): void {
-  for (const lane of lanes.values()) {
-    if (lane.depth === 0) continue
-    current = lane
-    processed = 0
-    const dropped = lane.drain(process1, scratch)
-    if (processed > 0) counters.add(C.HEARTBEATS_PROCESSED, processed)
-    if (dropped > 0) counters.add(C.HEARTBEATS_DROPPED, dropped)
-    dirty.add(lane)
+function view(index: number): Lane | null {
+  let lane = views[index]
+  if (!lane) {
+    const v = laneIn(chunks, data.layout, index)
+    if (!v) return null
+    views[index] = lane = v
   }
+  return lane
+}
+
+/** Drains one lane if it is still ours; false when its chunk has not arrived yet. */
+function visit(index: number): boolean {
+  const lane = view(index)
+  if (!lane) return false
+  // Freed (or moved) since it was queued: not ours to touch.
+  if (lane.owner !== data.index) return true
+  // Cleared before the drain: a heartbeat written after the drain read the write count finds the
+  // flag clear and queues the lane again; one written before is drained now.
+  lane.clearQueued()
+  current = lane
+  processed = 0
+  const dropped = lane.drain(process1, scratch)
   current = null
+  if (processed > 0) counters.add(C.HEARTBEATS_PROCESSED, processed)
+  if (dropped > 0) counters.add(C.HEARTBEATS_DROPPED, dropped)
+  if (processed > 0 && (queue.wantAll || lane.wanted)) dirty.add(index)
+  return true
+}
+
+/**
+ * After a full queue (or a restart): every lane of ours whose flag is set or that has samples
+ * waiting. The one scan of all lanes, and only then.
+ */
+function sweep(): void {
+  const total = chunks.length * LANES_PER_CHUNK
+  for (let i = 0; i < total; i++) {
+    const lane = view(i)
+    if (lane && lane.owner === data.index && (lane.queued || lane.depth > 0)) visit(i)
+  }
+}
+
+function drainQueue(): void {
+  if (early.length > 0) {
+    const retry = early
+    early = []
+    for (const i of retry) if (!visit(i)) early.push(i)
+  }
+  for (let i = queue.pop(); i !== -1; i = queue.pop()) if (!visit(i)) early.push(i)
+  // Both taken before the sweep, so that an overflow or a chunk during it brings another.
+  const overflowed = queue.takeOverflow()
+  if (overflowed || sweepDue) {
+    sweepDue = false
+    sweep()
+  }
 }
 
 function flush(now: number): void {
-  const items: LaneSummary[] = []
-  for (const lane of dirty) items.push(lane.summary(now))
+  const items: LaneReport[] = []
+  for (const index of dirty) {
+    const lane = views[index]!
+    if (lane.owner === data.index) items.push({ lane: index, gen: lane.gen, summary: lane.summary(now) })
+  }
   dirty.clear()
   if (items.length > 0) port.postMessage({ type: 'summaries', items } satisfies FromTelemetryThread)
 }
 
 async function run(): Promise<never> {
+  // A restarted thread may have died between popping a lane and draining it: look at all once.
+  queue.raiseOverflow()
   let lastFlush = 0
   for (;;) {
-    const seen = Atomics.load(bell, 0)
-    drainAll()
-    let timeout = Infinity
+    drainQueue()
+    let timeout = data.tickMs
     if (dirty.size > 0) {
       const now = Date.now()
       const due = lastFlush + data.summaryMs - now
@@ -72,16 +124,10 @@ async function run(): Promise<never> {
         flush(now)
         lastFlush = now
       } else {
-        timeout = due
+        timeout = Math.min(timeout, due)
       }
     }
-    // No wake-up is lost: a ring after `seen` was read makes the wait return at once (the value
-    // differs); a ring before it was read is drained above. The main thread reads `sleeping` after
-    // its ring, so if it saw 0 its ring came before this store, and so before the wait's compare.
-    Atomics.store(bell, 1, 1)
-    const waited = Atomics.waitAsync(bell, 0, seen, timeout)
-    if (waited.async) await waited.value
-    Atomics.store(bell, 1, 0)
+    await queue.sleep(timeout)
   }
 }
 
