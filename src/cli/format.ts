@@ -363,7 +363,10 @@ export function formatWorkerMetrics(m: WorkerMetricsView, opts: FormatOptions & 
         shown.map((p) => [p.at.slice(11, 19), percent(p.cpu), percent(p.memory), percent(p.storage), percent(p.gpu), amount(p.running_tasks), percent(p.cpu_peak), String(p.samples)]),
       )
   const more = m.history.length > shown.length ? ` (last ${shown.length} of ${m.history.length} points)` : ''
-  return `${labelled(rows)}\n\n${table}\n\nHistory, one point per ${m.history_step_ms / 1000}s${more}:\n${history}`
+  // Points older than the fine tier are coarser (README: Telemetry): name every width shown.
+  const widths = [...new Set(shown.map((p) => p.step_ms ?? m.history_step_ms))].sort((a, b) => a - b)
+  const per = widths.length <= 1 ? `one point per ${(widths[0] ?? m.history_step_ms) / 1000}s` : `points of ${widths.map((w) => `${w / 1000}s`).join(' and ')}`
+  return `${labelled(rows)}\n\n${table}\n\nHistory, ${per}${more}:\n${history}`
 }
 
 /**

@@ -385,6 +385,14 @@ test('worker metrics: latest, the windows, and the newest history points', () =>
     '10:29:55  11.0%  20.0%  30.0%  0.0%      1     16.0%        5',
     '10:30:00  12.0%  20.0%  30.0%  0.0%      1     17.0%        5',
   ].join('\n'))
+  // Older than the fine tier, the points are a minute wide: the header names both widths.
+  const mixed = formatWorkerMetrics({
+    ...base,
+    is_active: true,
+    has_data: true,
+    history: [{ ...point('2025-11-17T10:19:00.000Z', 9), step_ms: 60_000 }, { ...point('2025-11-17T10:29:55.000Z', 11), step_ms: 5000 }],
+  }, { now: NOW, color: false })
+  assert.match(mixed, /^History, points of 5s and 60s:$/m)
 })
 
 test('watch lines: registrations once, status changes, task transitions with their detail', () => {
