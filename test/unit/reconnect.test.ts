@@ -3,7 +3,7 @@ import { createServer, type Socket } from 'node:net'
 import { test } from 'node:test'
 import type { DialResult } from '../../src/master/reconnect/protocol.js'
 import { PoolDialer, type Dialer, type DialTarget, type PendingDial } from '../../src/master/reconnect/dialer.js'
-import { ReconnectMonitor } from '../../src/master/reconnect/monitor.js'
+import { ReconnectMonitor, type ReconnectOptions } from '../../src/master/reconnect/monitor.js'
 import { Registry } from '../../src/master/registry.js'
 import { ManualClock } from '../support/clock.js'
 import { memoryLogger } from '../support/log.js'
@@ -31,12 +31,13 @@ class HeldDialer implements Dialer {
   async close(): Promise<void> {}
 }
 
-function setup(intervalMs = 1000) {
+/** Without `budget`, one so large that only the pass and the schedule decide when dials start. */
+function setup(intervalMs = 1000, extra: Partial<ReconnectOptions> = {}) {
   const clock = new ManualClock()
   const registry = new Registry()
   const dialer = new HeldDialer()
   const { log, lines } = memoryLogger()
-  const monitor = new ReconnectMonitor(registry, dialer, { intervalMs, dialTimeoutMs: 3000, masterId: 'm', masterAddress: () => '127.0.0.1:1', log, clock })
+  const monitor = new ReconnectMonitor(registry, dialer, { intervalMs, dialTimeoutMs: 3000, masterId: 'm', masterAddress: () => '127.0.0.1:1', log, clock, ratePerSec: 100_000, maxInflight: 50_000, random: () => 1, ...extra })
   return { clock, registry, dialer, monitor, lines }
 }
 
