@@ -321,10 +321,9 @@ export class ReconnectMonitor {
     }
     const pass = this.current
     if (pass && !pass.draining && pass.next >= pass.queue.length) this.drain(pass)
-    let wakeAt = this.schedule.nextDueAt() ?? Infinity
-    if (blocked && this.budget.inflight < this.budget.maxInflight) wakeAt = Math.min(wakeAt, now + Math.max(1, this.budget.waitMs(now)))
-    // Blocked on the in-flight cap: the next dial to settle pumps.
-    else if (blocked) wakeAt = Math.max(wakeAt, now + 1)
+    // Blocked on the in-flight cap, the next dial to settle pumps; on the rate, the next token
+    // does (something is due already); otherwise the next re-dial due.
+    const wakeAt = !blocked ? (this.schedule.nextDueAt() ?? Infinity) : this.budget.inflight < this.budget.maxInflight ? now + Math.max(1, this.budget.waitMs(now)) : Infinity
     if (wakeAt !== Infinity) this.wake(wakeAt)
   }
 
