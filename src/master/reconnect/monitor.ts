@@ -85,7 +85,8 @@ interface Pass {
  * budget (dials per second, dials in flight) and one dial per worker at a time:
  *
  *  - the pass, CloudAI's: every interval it logs "Attempting to reconnect to N inactive worker(s)..."
- *    and makes every inactive worker due that was not dialled within the fast cap, most overdue
+ *    and makes every inactive worker due that was not dialled within the fast cap (or half the
+ *    interval when that is shorter), most overdue
  *    first (never dialled, then the oldest dial). It is the unit of the PassReport: from its start
  *    to the last of its dials settling. It guarantees one dial per worker per interval while the
  *    budget allows; when it does not, the monitor warns and says so on /metrics.
@@ -242,9 +243,9 @@ export class ReconnectMonitor {
     const inactive = this.registry.inactive()
     if (inactive.length === 0) return Promise.resolve()
     const now = this.clock.now()
-    // Not those dialled within the fast cap: the schedule has them, and another dial now would
-    // find what the last one found.
-    const recent = now - this.schedule.fastCapMs
+    // Not those dialled within the fast cap (or half an interval shorter than it): the schedule
+    // has them, and another dial now would find what the last one found.
+    const recent = now - Math.min(this.schedule.fastCapMs, this.opts.intervalMs / 2)
     const queue = inactive.filter((w) => !this.inflight.has(w.id) && !((this.lastDial.get(w.id) ?? -Infinity) > recent))
     this.opts.log.info({ count: inactive.length, due: queue.length, fast: this.schedule.size }, `Attempting to reconnect to ${inactive.length} inactive worker(s)...`)
     if (queue.length === 0) return Promise.resolve()
