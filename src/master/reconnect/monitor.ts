@@ -310,7 +310,8 @@ export class ReconnectMonitor {
           continue
         }
         if (pass) this.fastStreak++
-        void this.dialWorker(w, true)
+        // Its outcome is handled inside (never rejects); nobody waits for a re-dial.
+        this.dialWorker(w, true).catch((err: unknown) => this.opts.log.error({ err, workerId: w.id }, 'reconnection re-dial failed unexpectedly'))
       } else {
         this.fastStreak = 0
         const current = this.current!
@@ -367,7 +368,7 @@ export class ReconnectMonitor {
   /** Every dial of the pass started: it ends when they have all settled. */
   private drain(pass: Pass): void {
     pass.draining = true
-    void Promise.all(pass.dials).then(() => {
+    Promise.all(pass.dials).then(() => {
       pass.delay.disable()
       if (this.current === pass) this.current = null
       // Everyone it queued was found or dialled by others meanwhile: not a pass.
@@ -379,6 +380,10 @@ export class ReconnectMonitor {
       this.last = { startedAt: pass.startedAt, durationMs, dials: pass.dials.length, loopDelayP99Ms: sampled ? pass.delay.percentile(99) / 1e6 : 0, loopDelayMaxMs: sampled ? pass.delay.max / 1e6 : 0 }
       this.opts.log.debug({ ...this.last }, `Reconnection pass over ${pass.queue.length} worker(s) took ${durationMs} ms`)
       if (!this.closed) this.checkBudget(pass.lastStartAt - pass.startedAt, pass.dials.length)
+      pass.resolve()
+    }).catch((err: unknown) => {
+      this.opts.log.error({ err }, 'Reconnection pass could not end cleanly; the next one runs on the interval')
+      if (this.current === pass) this.current = null
       pass.resolve()
     })
   }
