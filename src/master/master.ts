@@ -114,6 +114,7 @@ export class Master implements MasterControl {
       masterId: config.masterId,
       masterAddress: () => this.advertised,
       log: this.log,
+      counters: this.counters,
       fastWindowMs: config.reconnectFastWindowMs,
       ratePerSec: config.reconnectRatePerSec,
       maxInflight: config.reconnectMaxInflight,

@@ -130,7 +130,7 @@ export class MasterMetrics {
     gauge('cloudai_reconnect_monitor_up', '1 while the reconnection monitor runs.', () => one(this.src.monitor() === 'running' ? 1 : 0))
 
     count('cloudai_reconnect_attempts_total', 'MasterRegister dials started by the reconnection monitor and the probes of suspect workers.', 'DIAL_ATTEMPTS')
-    count('cloudai_reconnect_successes_total', 'Dials the worker accepted.', 'DIAL_SUCCESS')
+    count('cloudai_reconnect_successes_total', 'Dials the worker accepted, and dials cancelled because their worker turned active meanwhile (cloudai_reconnect_active_during_dial_total).', 'DIAL_SUCCESS')
     reg(new ScrapeMetric('cloudai_reconnect_failures_total', 'Dials that failed, by outcome.', 'counter', () => {
       const c = this.reader.all()
       return [

@@ -5,6 +5,7 @@ import type { WorkerRecord } from '../../shared/types.js'
 import { masterRegisterTarget, type Dialer, type PendingDial } from './dialer.js'
 import type { DialResult } from './protocol.js'
 import type { Registry } from '../registry.js'
+import { C, type Counters } from '../counters.js'
 import { BUDGET_DEFAULTS, DialBudget } from './budget.js'
 import { REDIAL_DEFAULTS, RedialSchedule } from './schedule.js'
 
@@ -16,6 +17,8 @@ export interface ReconnectOptions {
   masterAddress: () => string
   log: Logger
   clock?: Clock
+  /** The master's shared counters: a dial whose worker turned active meanwhile counts as a success there. */
+  counters?: Counters
   /** How long after going inactive a worker is re-dialled often (schedule.ts); 0: only the pass dials. */
   fastWindowMs?: number
   /** The global budget (budget.ts): dials started per second and dials in flight. */
@@ -419,6 +422,9 @@ export class ReconnectMonitor {
     const settled = pending.promise.then(
       (result) => {
         done()
+        // Cancelled because its worker came back: the dial's thread counted it cancelled; it is
+        // also a success (not when the answer beat the cancel: the thread counted that one).
+        if (entry.foundActive && result.outcome !== 'success') this.opts.counters?.add(C.DIAL_SUCCESS)
         this.report(w.id, entry, result)
         return result
       },
