@@ -1,12 +1,16 @@
 // The reconnection monitor's global dial budget: dials started per second (a token bucket holding
 // one second's worth) and dials in flight. Pure logic, time passed in.
 //
-// A dial to a dead worker is pure cost: measured with the pool dialer at 63dc020 on the 2-core
-// bench machine (shared), ~0.55 ms of CPU for a refused one and ~0.75 ms for a tarpit (accepts,
-// never answers, held to the dial timeout), all threads counted. The rate is what bounds that cost
-// whatever the registry holds: 5,000 workers lost at once would otherwise be dialled 3,000 times a
-// second by the fast schedule. The in-flight cap bounds the sockets and memory tarpits hold: at
-// the rate and a 3 s dial timeout, rate × 3 dials.
+// A dial to a dead worker is pure cost. Measured at 63dc020's dialer on the 2-core bench machine
+// (shared with other work, so noisy): in isolation ~0.55 ms of CPU for a refused dial and ~0.75 ms
+// for a tarpit (accepts, never answers, held to the dial timeout) on the pool, all threads counted;
+// in the master with 5,000 dead workers (half each), 1.34 ms a dial when dials started one per
+// wake-up, 0.78 ms on the monitor's 250 ms tick. The rate is what bounds that cost whatever the
+// registry holds: 5,000 workers lost at once would otherwise be dialled 3,000 times a second by the
+// fast schedule. 40 a second is the least that keeps 50 recently lost workers (the seed's 500/50
+// row) at the schedule's 1.5 s cap; at 0.78 ms a dial it is ~3 % of a core, and 2 % once a dial
+// costs 0.5 ms (the dialer's batching is meant to get it there). The in-flight cap bounds the
+// sockets and memory tarpits hold: at the rate and a 3 s dial timeout, rate × 3 dials.
 
 export interface BudgetOptions {
   /** Dials started per second, on average; up to this many at once after a quiet second. */

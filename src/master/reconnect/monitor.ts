@@ -34,6 +34,12 @@ export type MonitorState = 'running' | 'disabled' | 'stopped'
 
 /** Dials handed to the dialer per event-loop turn: thousands at once is itself a stall of the main thread. */
 const DISPATCH_CHUNK = 64
+/**
+ * Dials start on a 250 ms tick. At a few dozen dials a second, one dial per wake-up makes a dial
+ * thread wake per dial: measured with 5,000 dead workers at 40 dials/s, 1.34 ms of CPU per dial
+ * without the tick, 0.78 ms with it (1.0 s: 0.73 ms). It adds 125 ms to the average re-dial.
+ */
+const PUMP_TICK_MS = 250
 
 /** The latest pass that dialled anything: how long it took and what it cost the main thread. */
 export interface PassReport {
@@ -355,7 +361,10 @@ export class ReconnectMonitor {
     })
   }
 
-  private wake(at: number): void {
+  private wake(due: number): void {
+    // On the tick: the dials due within one tick start together, so that a dial thread wakes once
+    // for them, not once per dial.
+    const at = Math.ceil(due / PUMP_TICK_MS) * PUMP_TICK_MS
     if (this.wakeTimer !== null) {
       if (this.wakeAt <= at) return
       this.clock.clearTimeout(this.wakeTimer)
