@@ -172,7 +172,7 @@ interface DeadFigures {
  * (d) A registry of dead workers, half refusing and half tarpits, on a master with the default
  * budget: the master's CPU while it keeps dialling them, and the dials it started per second.
  */
-export async function deadWorkers(p: Profile, ctx: ScenarioContext): Promise<DeadFigures> {
+async function deadWorkers(p: Profile, ctx: ScenarioContext): Promise<DeadFigures> {
   const refusing = Math.floor(p.dead.count / 2)
   const tarpitCount = p.dead.count - refusing
   const dataDir = mkdtempSync(join(tmpdir(), 'cloudai-bench-dead-'))

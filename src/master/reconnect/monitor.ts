@@ -103,6 +103,8 @@ interface Pass {
  *    between, every few hundred ms at first, then at most the fast cap apart, with jitter; the
  *    budget serves these first (three in four dials when the pass has a backlog, so it never starves).
  *
+ * Dials start on a 250 ms tick (PUMP_TICK_MS), at most 64 per event-loop turn.
+ *
  * A worker that answers calls RegisterWorker back and turns active through the registry; a dial
  * still in flight then is cancelled and counted a success. Failures are silent (debug).
  *
