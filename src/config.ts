@@ -72,6 +72,12 @@ export interface MasterConfig extends ClusterSecurity {
   taskOutputTailBytes: number
   /** 0 disables the monitor (with a warning). */
   reconnectIntervalMs: number
+  /** A worker that went inactive within this long is re-dialled often (src/master/reconnect/schedule.ts); 0: only once per interval. */
+  reconnectFastWindowMs: number
+  /** Reconnection dials started per second at most (src/master/reconnect/budget.ts). */
+  reconnectRatePerSec: number
+  /** Reconnection dials in flight at most. */
+  reconnectMaxInflight: number
   dialTimeoutMs: number
   heartbeatTimeoutMs: number
   /**
@@ -179,6 +185,9 @@ export const MASTER_DEFAULTS: Omit<MasterConfig, 'log'> = {
   maxFinishedTasks: 100_000,
   taskOutputTailBytes: 64 * 1024,
   reconnectIntervalMs: 30_000,
+  reconnectFastWindowMs: 600_000,
+  reconnectRatePerSec: 40,
+  reconnectMaxInflight: 256,
   dialTimeoutMs: 3_000,
   heartbeatTimeoutMs: 15_000,
   requeueAfterMs: null,

@@ -10,6 +10,7 @@ import { parseAddress, parsePort, validateAddress, validateString, validateTaskI
 import { parseAllowedHost, parseAllowedOrigin } from '../master/api/guard.js'
 import { parseMetricsQuery } from '../master/api/query.js'
 import { GRPC_MAX_CONNECTIONS_DEFAULT } from '../master/connection-budget.js'
+import { REDIAL_DEFAULTS } from '../master/reconnect/schedule.js'
 import { checkDatabaseName, isMongoUri, validateMongoUri } from '../store/mongo-uri.js'
 import { validateToken } from '../shared/worker-credential.js'
 import type { TaskListQuery, TaskSubmitBody } from './api-client.js'
@@ -71,6 +72,9 @@ const GRPC_IDLE_MAX_MS = 24 * 3_600_000
 const GRPC_MAX_CONNECTIONS_MAX = 1_000_000
 /** --requeue-after at most: a day (a worker silent that long is not coming back with its tasks). */
 const REQUEUE_AFTER_MAX_MS = 24 * 3_600_000
+const RECONNECT_RATE_MAX = 100_000
+/** Below the dialer's 65,536 cancel slots, which the suspect probes share. */
+const RECONNECT_INFLIGHT_MAX = 50_000
 const JOURNAL_LIMIT_MIN = 100
 const JOURNAL_LIMIT_MAX = 10_000_000
 const POOL_SIZE_MAX = 1000
@@ -109,6 +113,9 @@ export const MASTER_OPTIONS = withEnv({
   advertise: { type: 'string', describe: 'host:port workers call back on (default: this host and the gRPC port)' },
   'data-dir': { type: 'string', default: MASTER_DEFAULTS.dataDir, describe: 'directory of the SQLite store' },
   'reconnect-interval': { type: 'string', default: formatDuration(MASTER_DEFAULTS.reconnectIntervalMs), describe: 'time between reconnection passes (0 disables them)' },
+  'reconnect-fast-window': { type: 'string', default: formatDuration(MASTER_DEFAULTS.reconnectFastWindowMs), describe: `a worker that went inactive within this long is re-dialled every ${REDIAL_DEFAULTS.firstDelayMs}ms to ${formatDuration(REDIAL_DEFAULTS.fastCapMs)}, not once per interval (0 = only once per interval; up to 24h)` },
+  'reconnect-rate': { type: 'string', default: String(MASTER_DEFAULTS.reconnectRatePerSec), describe: `reconnection dials started per second at most, which bounds what dead workers cost (1 to ${RECONNECT_RATE_MAX})` },
+  'reconnect-max-inflight': { type: 'string', default: String(MASTER_DEFAULTS.reconnectMaxInflight), describe: `reconnection dials in flight at most (1 to ${RECONNECT_INFLIGHT_MAX})` },
   'dial-timeout': { type: 'string', default: formatDuration(MASTER_DEFAULTS.dialTimeoutMs), describe: 'deadline of one MasterRegister dial (more than 0)' },
   'heartbeat-timeout': { type: 'string', default: formatDuration(MASTER_DEFAULTS.heartbeatTimeoutMs), describe: 'silence after which a worker is inactive (more than 0)' },
   'requeue-after': { type: 'string', describe: `how long an inactive worker's tasks wait before they are requeued; a worker back within it keeps them (0 = at once; up to ${formatDuration(REQUEUE_AFTER_MAX_MS)}; default: the heartbeat timeout)` },
@@ -488,6 +495,9 @@ function readMasterConfig(argv: Argv): MasterConfig {
     acceptWhileDegraded: read(argv, 'accept-while-degraded', d.acceptWhileDegraded, bool),
     // 0 is allowed here: it turns the monitor off (the master warns about it).
     reconnectIntervalMs: read(argv, 'reconnect-interval', d.reconnectIntervalMs, parseDuration),
+    reconnectFastWindowMs: read(argv, 'reconnect-fast-window', d.reconnectFastWindowMs, durationWithin(0, 24 * 3_600_000)),
+    reconnectRatePerSec: read(argv, 'reconnect-rate', d.reconnectRatePerSec, wholeNumber(1, RECONNECT_RATE_MAX)),
+    reconnectMaxInflight: read(argv, 'reconnect-max-inflight', d.reconnectMaxInflight, wholeNumber(1, RECONNECT_INFLIGHT_MAX)),
     dialTimeoutMs: read(argv, 'dial-timeout', d.dialTimeoutMs, positiveDuration),
     heartbeatTimeoutMs: read(argv, 'heartbeat-timeout', d.heartbeatTimeoutMs, positiveDuration),
     requeueAfterMs: read<number | null>(argv, 'requeue-after', d.requeueAfterMs, durationWithin(0, REQUEUE_AFTER_MAX_MS)),

@@ -5,6 +5,8 @@ import type { MonitorState } from './reconnect/monitor.js'
 //   - the reconnection monitor is running;
 //   - inactive workers reconnect within a minute of coming up: every worker inactive for longer than
 //     that has been dialled within that time (a worker that comes up is found by its next dial);
+//     one inside its fast re-dial window (src/master/reconnect/schedule.ts) is held to the
+//     schedule's promise instead: dialled within two fast caps and a dial timeout;
 //   - no worker has been inactive for more than 5 minutes.
 // Thresholds are configurable. /healthz answers 503 with the reasons and the worker ids.
 
@@ -62,6 +64,11 @@ export interface HealthInput {
   startedAt: number
   monitor: MonitorState
   lastDialStartedAt: (id: string) => number | null
+  /**
+   * How long this worker may go undialled, when the reconnection schedule promises more than the
+   * threshold (a worker inside its fast re-dial window); null: `thresholds.reconnectWithinMs`.
+   */
+  dialWithinMs?: (id: string) => number | null
   workers: Iterable<WorkerRecord>
   thresholds: HealthThresholds
   store: StoreHealth
@@ -75,6 +82,8 @@ export function checkHealth(input: HealthInput): HealthReport {
   const reasons: HealthReason[] = []
   const tooLong: string[] = []
   const undialled: string[] = []
+  /** Of those, workers inside their fast re-dial window (held to the schedule's shorter promise). */
+  let fastUndialled = 0
   let total = 0
   let active = 0
   for (const w of input.workers) {
@@ -85,9 +94,13 @@ export function checkHealth(input: HealthInput): HealthReport {
     }
     const inactiveFor = now - Math.max(w.disconnectedAt ?? w.registeredAt, input.startedAt)
     if (inactiveFor > thresholds.maxInactiveMs) tooLong.push(w.id)
-    if (input.monitor === 'running' && inactiveFor > thresholds.reconnectWithinMs) {
+    const within = input.dialWithinMs?.(w.id) ?? thresholds.reconnectWithinMs
+    if (input.monitor === 'running' && inactiveFor > within) {
       const dialled = input.lastDialStartedAt(w.id)
-      if (dialled === null || now - dialled > thresholds.reconnectWithinMs) undialled.push(w.id)
+      if (dialled === null || now - dialled > within) {
+        undialled.push(w.id)
+        if (within < thresholds.reconnectWithinMs) fastUndialled++
+      }
     }
   }
   if (input.monitor !== 'running') {
@@ -96,7 +109,10 @@ export function checkHealth(input: HealthInput): HealthReport {
   if (undialled.length > 0) {
     reasons.push({
       check: 'reconnect-latency',
-      message: `${undialled.length} inactive worker(s) were not dialled in the last ${fmt(thresholds.reconnectWithinMs)}: coming up, they would not be found in time`,
+      message:
+        fastUndialled > 0
+          ? `${undialled.length} inactive worker(s) were not dialled as often as the reconnection schedule promises (${fastUndialled} of them lost recently, due every few seconds; the others within ${fmt(thresholds.reconnectWithinMs)}): coming up, they would not be found in time; the reconnection budget may be short (--reconnect-rate)`
+          : `${undialled.length} inactive worker(s) were not dialled in the last ${fmt(thresholds.reconnectWithinMs)}: coming up, they would not be found in time`,
       worker_ids: undialled.sort().slice(0, MAX_IDS),
       count: undialled.length,
     })

@@ -114,6 +114,10 @@ export class Master implements MasterControl {
       masterId: config.masterId,
       masterAddress: () => this.advertised,
       log: this.log,
+      counters: this.counters,
+      fastWindowMs: config.reconnectFastWindowMs,
+      ratePerSec: config.reconnectRatePerSec,
+      maxInflight: config.reconnectMaxInflight,
     })
     this.suspects = new SuspectProbes(this.registry, this.dialer, { masterId: config.masterId, masterAddress: () => this.advertised, dialTimeoutMs: config.dialTimeoutMs, log: this.log })
     this.telemetry = new TelemetryHub(this.registry, {
@@ -130,6 +134,7 @@ export class Master implements MasterControl {
       telemetry: this.telemetry,
       monitor: () => this.monitor.status,
       passes: () => ({ count: this.monitor.passCount, last: this.monitor.lastPass }),
+      reconnect: () => this.monitor.stats,
       taskCounts: () => this.tasks.counts(),
       wsConnections: () => this.http.wsConnections,
       store: () => this.journal.status(),
@@ -527,6 +532,7 @@ export class Master implements MasterControl {
       startedAt: this.startedAt || Date.now(),
       monitor: this.monitor.status,
       lastDialStartedAt: (id) => this.monitor.lastDialStartedAt(id),
+      dialWithinMs: (id) => this.monitor.dialWithinMs(id),
       workers: this.registry.values(),
       thresholds: { maxInactiveMs: this.config.healthMaxInactiveMs, reconnectWithinMs: this.config.healthReconnectWithinMs },
       store: this.storeHealth(),

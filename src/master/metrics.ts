@@ -1,7 +1,7 @@
 import { Registry as PromRegistry, collectDefaultMetrics } from 'prom-client'
 import { C, CounterReader, type CounterName, type Counters, type HistogramName } from './counters.js'
 import type { TaskStatus, WorkerRecord } from '../shared/types.js'
-import type { MonitorState, PassReport } from './reconnect/monitor.js'
+import type { MonitorState, PassReport, ReconnectStats } from './reconnect/monitor.js'
 import type { Registry } from './registry.js'
 import type { TelemetryHub } from './telemetry/hub.js'
 import type { JournalStatus } from '../store/journal.js'
@@ -19,6 +19,8 @@ export interface MetricsSources {
   monitor: () => MonitorState
   /** Reconnection passes that dialled anything, and the latest of them. */
   passes?: () => { count: number; last: PassReport | null }
+  /** The reconnection monitor's schedule and budget. */
+  reconnect?: () => ReconnectStats
   taskCounts: () => Record<TaskStatus, number>
   wsConnections?: () => number
   /** The store journal's state (see src/store/journal.ts). */
@@ -147,7 +149,7 @@ export class MasterMetrics {
     gauge('cloudai_reconnect_monitor_up', '1 while the reconnection monitor runs.', () => one(this.src.monitor() === 'running' ? 1 : 0))
 
     count('cloudai_reconnect_attempts_total', 'MasterRegister dials started by the reconnection monitor and the probes of suspect workers.', 'DIAL_ATTEMPTS')
-    count('cloudai_reconnect_successes_total', 'Dials the worker accepted.', 'DIAL_SUCCESS')
+    count('cloudai_reconnect_successes_total', 'Dials the worker accepted, and dials cancelled because their worker turned active meanwhile (cloudai_reconnect_active_during_dial_total).', 'DIAL_SUCCESS')
     reg(new ScrapeMetric('cloudai_reconnect_failures_total', 'Dials that failed, by outcome.', 'counter', () => {
       const c = this.reader.all()
       return [
@@ -157,7 +159,14 @@ export class MasterMetrics {
         { labels: { outcome: 'error' }, value: c.DIAL_ERROR },
       ]
     }))
-    count('cloudai_reconnect_cancelled_total', 'Dials cancelled (worker unregistered, master shutting down).', 'DIAL_CANCELLED')
+    count('cloudai_reconnect_cancelled_total', 'Dials cancelled (worker unregistered, master shutting down, or the worker turned active meanwhile: see cloudai_reconnect_active_during_dial_total).', 'DIAL_CANCELLED')
+    const rc = this.src.reconnect
+    if (rc) {
+      reg(new ScrapeMetric('cloudai_reconnect_active_during_dial_total', 'Dials cancelled because their worker turned active while they were in flight (by that dial, or by joining on its own): successes, not failures.', 'counter', () => one(rc().activeDuringDial)))
+      gauge('cloudai_reconnect_fast_workers', 'Inactive workers inside their fast re-dial window (--reconnect-fast-window).', () => one(rc().fastWorkers))
+      gauge('cloudai_reconnect_pass_backlog', 'Dials of the current reconnection pass waiting for the budget (--reconnect-rate, --reconnect-max-inflight).', () => one(rc().passBacklog))
+      gauge('cloudai_reconnect_budget_short', '1 while the reconnection budget cannot dial every inactive worker once per interval.', () => one(rc().budgetShort ? 1 : 0))
+    }
     gauge('cloudai_reconnect_success_ratio', 'Successful dials over finished dials (no sample before the first).', () => {
       const c = this.reader.all()
       const finished = c.DIAL_SUCCESS + c.DIAL_REFUSED + c.DIAL_TIMEOUT + c.DIAL_REJECTED + c.DIAL_ERROR

@@ -65,7 +65,8 @@ test('bench: every scenario runs at --size tiny, prints its table and writes the
     assert.ok(s.durationMs > 0)
   }
   const table = json.scenarios['cloudai-table'].raw
-  assert.equal(table.rows.length, 2)
+  // monitor, join, and a worker lost longer ago than the fast window.
+  assert.equal(table.rows.length, 3)
   for (const row of table.rows) {
     assert.equal(row.runs.length, 1)
     assert.ok(row.runs[0].backMs > 0)

@@ -78,3 +78,33 @@ test('the reconnection scenario: offline registration, monitor reconnects, kill 
   const exit = await master.proc.kill('SIGTERM')
   assert.deepEqual(exit, { code: 0, signal: null })
 })
+
+test('a CloudAI worker killed and restarted is found by the fast re-dials within seconds, long before the next pass; its dial counts as a success', async (t) => {
+  const dataDir = tempDir(t)
+  const workerPort = await reservePort()
+  // A 10-minute interval: only the per-worker schedule can find the worker in this test's time.
+  const master = await startMaster(t, { dataDir, args: ['--reconnect-interval', '10m', '--dial-timeout', '1s', '--heartbeat-timeout', '1500ms', '--shutdown-grace', '2s'] })
+  // Up before it is registered: the registration's own dial finds it.
+  let worker = await startWorker(t, 'worker-1', workerPort)
+  let mark = master.proc.mark()
+  assert.equal((await api(master.api, '/api/workers', { method: 'POST', body: { worker_id: 'worker-1', worker_ip: `127.0.0.1:${workerPort}` } })).status, 201)
+  await master.proc.waitForLog(reconnected('worker-1'), 'worker-1 found at registration', { from: mark })
+
+  mark = master.proc.mark()
+  await worker.kill('SIGKILL')
+  await master.proc.waitForLog(becameInactive('worker-1'), 'worker-1 became inactive', { from: mark })
+  // Re-dialled while it is down (the schedule, not the pass: no pass line in between).
+  await master.proc.waitForLog(dialTo('worker-1'), 'a re-dial of the lost worker-1', { from: mark })
+  assert.equal(master.proc.has(msgHas('Attempting to reconnect to'), mark), false, 'no pass ran')
+
+  mark = master.proc.mark()
+  worker = await startWorker(t, 'worker-1', workerPort)
+  await master.proc.waitForLog(reconnected('worker-1'), 'worker-1 found again by the schedule', { from: mark, timeoutMs: 15_000 })
+  assert.equal((await api(master.api, '/api/workers/worker-1')).body.is_active, true)
+  const metrics = await fetch(`${master.api}/metrics`).then((r) => r.text())
+  const found = Number(/^cloudai_reconnect_active_during_dial_total (\d+)/m.exec(metrics)?.[1])
+  assert.ok(found >= 1, `the dial in flight when worker-1 registered is counted a success (${found})`)
+  assert.equal((await api(master.api, '/healthz')).status, 200)
+  await worker.kill('SIGTERM')
+  assert.deepEqual(await master.proc.kill('SIGTERM'), { code: 0, signal: null })
+})

@@ -70,6 +70,9 @@ test('master flags are parsed into the config: ports, hosts, addresses, duration
     advertise: 'node1.example:50051',
     'data-dir': '/var/lib/cloudai',
     'reconnect-interval': '0',
+    'reconnect-fast-window': '2m',
+    'reconnect-rate': '250',
+    'reconnect-max-inflight': '1000',
     'dial-timeout': '500ms',
     'heartbeat-timeout': '1m',
     'requeue-after': '30s',
@@ -115,6 +118,9 @@ test('master flags are parsed into the config: ports, hosts, addresses, duration
     maxFinishedTasks: 5000,
     taskOutputTailBytes: 16 * 1024,
     reconnectIntervalMs: 0,
+    reconnectFastWindowMs: 120_000,
+    reconnectRatePerSec: 250,
+    reconnectMaxInflight: 1000,
     dialTimeoutMs: 500,
     heartbeatTimeoutMs: 60_000,
     requeueAfterMs: 30_000,
@@ -161,6 +167,15 @@ test('task retention: --task-retention takes s, m, h and d from 1s to 365d on ma
   assert.equal(buildMasterConfig({ 'task-output-tail': '1KiB' }).taskOutputTailBytes, 1024)
   assert.equal(buildMasterConfig({ 'task-output-tail': '1MiB' }).taskOutputTailBytes, 1024 * 1024)
   for (const value of ['1023', '2MiB', '0', 'big']) assert.throws(() => buildMasterConfig({ 'task-output-tail': value }), badConfig('--task-output-tail'), value)
+})
+
+test('the reconnection schedule and budget: a 10 min fast window, 40 dials a second and 256 in flight by default; a 0 window dials once per interval only', () => {
+  const d = buildMasterConfig({})
+  assert.deepEqual([d.reconnectFastWindowMs, d.reconnectRatePerSec, d.reconnectMaxInflight], [600_000, 40, 256])
+  assert.equal(buildMasterConfig({ 'reconnect-fast-window': '0' }).reconnectFastWindowMs, 0)
+  assert.equal(buildMasterConfig({ 'reconnect-fast-window': '24h' }).reconnectFastWindowMs, 24 * 3_600_000)
+  assert.equal(buildMasterConfig({ 'reconnect-rate': '100000', 'reconnect-max-inflight': '50000' }).reconnectRatePerSec, 100_000)
+  assert.throws(() => buildMasterConfig({ 'reconnect-rate': '0' }), badConfig('--reconnect-rate "0" is not allowed: use a whole number from 1 to 100000'))
 })
 
 test('--requeue-after defaults to the heartbeat timeout (null in the config), takes 0 for at once, and a duration up to a day', () => {
@@ -278,6 +293,14 @@ test('each bad master value is CLOUDAI_BAD_CONFIG with a message naming the flag
     ['advertise', 'bad_host!:50051'],
     ['reconnect-interval', '-1s'],
     ['reconnect-interval', 'soon'],
+    ['reconnect-fast-window', '-1s'],
+    ['reconnect-fast-window', '25h'],
+    ['reconnect-rate', '0'],
+    ['reconnect-rate', '2.5'],
+    ['reconnect-rate', '100001'],
+    ['reconnect-max-inflight', '0'],
+    ['reconnect-max-inflight', '50001'],
+    ['reconnect-max-inflight', 'many'],
     ['dial-timeout', '0'],
     ['dial-timeout', '0s'],
     ['dial-timeout', '-1s'],

@@ -3,10 +3,11 @@ import { createServer, type Socket } from 'node:net'
 import { test } from 'node:test'
 import type { DialResult } from '../../src/master/reconnect/protocol.js'
 import { PoolDialer, type Dialer, type DialTarget, type PendingDial } from '../../src/master/reconnect/dialer.js'
-import { ReconnectMonitor } from '../../src/master/reconnect/monitor.js'
+import { ReconnectMonitor, type ReconnectOptions } from '../../src/master/reconnect/monitor.js'
 import { Registry } from '../../src/master/registry.js'
 import { ManualClock } from '../support/clock.js'
 import { memoryLogger } from '../support/log.js'
+import { checkHealth } from '../../src/master/health.js'
 import { reservePort } from '../support/cluster.js'
 
 /** A dialer whose dials stay open until the test settles them. */
@@ -31,12 +32,13 @@ class HeldDialer implements Dialer {
   async close(): Promise<void> {}
 }
 
-function setup(intervalMs = 1000) {
+/** Without `budget`, one so large that only the pass and the schedule decide when dials start. */
+function setup(intervalMs = 1000, extra: Partial<ReconnectOptions> = {}) {
   const clock = new ManualClock()
   const registry = new Registry()
   const dialer = new HeldDialer()
   const { log, lines } = memoryLogger()
-  const monitor = new ReconnectMonitor(registry, dialer, { intervalMs, dialTimeoutMs: 3000, masterId: 'm', masterAddress: () => '127.0.0.1:1', log, clock })
+  const monitor = new ReconnectMonitor(registry, dialer, { intervalMs, dialTimeoutMs: 3000, masterId: 'm', masterAddress: () => '127.0.0.1:1', log, clock, ratePerSec: 100_000, maxInflight: 50_000, random: () => 1, ...extra })
   return { clock, registry, dialer, monitor, lines }
 }
 
@@ -222,4 +224,172 @@ test('an address that is not host:port (from a store others write) is the dial\'
   const res = await pool.dial({ masterId: 'm', masterAddress: '127.0.0.1:1', timeoutMs: 5000, workerId: 'odd', address: 'no-port-here' }).promise
   assert.equal(res.outcome, 'error')
   assert.match(res.message, /address of worker odd/)
+})
+
+const SPECS = { specs: { cpu: 1, memory: 1, storage: 1, gpu: 0 }, reportedAddress: null }
+
+/** Registers `id`, connects it, and loses it (the heartbeat timeout) at the clock's time. */
+function lose(registry: Registry, clock: ManualClock, id: string): void {
+  if (!registry.get(id)) registry.register(id, `h:${id}`, clock.now())
+  registry.connect(id, SPECS, clock.now())
+  registry.markInactive(id, 'heartbeat-timeout', clock.now())
+}
+
+/** Moves the clock in small steps, letting each settled dial's handlers run. */
+async function advance(clock: ManualClock, ms: number, step = 50): Promise<void> {
+  for (let t = 0; t < ms; t += step) {
+    clock.advance(Math.min(step, ms - t))
+    await flush()
+  }
+}
+
+test('a worker that went inactive is re-dialled within the fast cap from about 250 ms on, not once per interval', async () => {
+  const { clock, registry, dialer, monitor } = setup(30_000)
+  monitor.start()
+  lose(registry, clock, 'w1')
+  assert.equal(dialer.callsFor('w1'), 0)
+  await advance(clock, 250)
+  assert.equal(dialer.callsFor('w1'), 1, 'the first re-dial after ~250 ms')
+  // Refused at once, each time: then 500 ms, 1 s, 1.5 s, 1.5 s ... apart.
+  const starts: number[] = [clock.now()]
+  for (let i = 0; i < 12; i++) {
+    dialer.calls.at(-1)!.settle('refused')
+    await waitFor(() => true)
+    const before = dialer.calls.length
+    for (let t = 0; t < 2000 && dialer.calls.length === before; t += 50) await advance(clock, 50)
+    assert.equal(dialer.calls.length, before + 1, 'a next re-dial within the cap')
+    starts.push(clock.now())
+  }
+  const gaps = starts.slice(1).map((t, i) => t - starts[i]!)
+  // The cap, plus the 250 ms tick dials start on.
+  assert.ok(Math.max(...gaps) <= 1500 + 250 + 50, `gaps ${gaps.join(', ')} ms`)
+  assert.ok(clock.now() - starts[0]! < 30_000, 'all well inside the interval')
+  dialer.calls.at(-1)!.settle('refused')
+  await monitor.close()
+})
+
+test('a worker lost longer ago than the fast window, or never connected, is dialled by the pass once per interval', async () => {
+  const { clock, registry, dialer, monitor, lines } = setup(30_000, { fastWindowMs: 5_000 })
+  monitor.start()
+  registry.register('never', 'h:never', clock.now())
+  lose(registry, clock, 'old')
+  // Settle each dial at once: the fast schedule runs its 5 s window, then stops.
+  const settleAll = async (): Promise<void> => {
+    for (const c of dialer.calls) c.settle('refused')
+    await flush()
+  }
+  for (let t = 0; t < 6_000; t += 50) {
+    await settleAll()
+    await advance(clock, 50)
+  }
+  const fastDials = dialer.callsFor('old')
+  assert.ok(fastDials >= 4, `re-dialled in its window (${fastDials})`)
+  assert.equal(dialer.callsFor('never'), 0, 'a worker that never connected waits for the pass')
+  for (let t = 0; t < 23_000; t += 500) {
+    await settleAll()
+    await advance(clock, 500, 500)
+  }
+  assert.equal(dialer.callsFor('old'), fastDials, 'past its window: no dials until the pass')
+  await advance(clock, 1_500, 500)
+  assert.equal(dialer.callsFor('old'), fastDials + 1, 'the pass dials it')
+  assert.equal(dialer.callsFor('never'), 1)
+  assert.ok(lines.some((l) => l.msg === 'Attempting to reconnect to 2 inactive worker(s)...'))
+  await settleAll()
+  await monitor.close()
+})
+
+test('the budget: at most its rate of dials a second; recently lost workers go before the pass\'s backlog, which still gets its share', async () => {
+  const { clock, registry, dialer, monitor, lines } = setup(60_000, { ratePerSec: 10 })
+  monitor.start()
+  for (let i = 0; i < 100; i++) registry.register(`n${i}`, `h:n${i}`, clock.now())
+  const pass = monitor.runPass()
+  assert.equal(dialer.calls.length, 10, 'a second\'s worth at once')
+  assert.equal(monitor.stats.passBacklog, 90)
+  lose(registry, clock, 'lost')
+  await advance(clock, 1000)
+  assert.equal(dialer.calls.length, 20, 'ten more in the next second')
+  assert.equal(dialer.callsFor('lost'), 1, 'the recently lost worker went before the backlog')
+  dialer.calls.find((c) => c.target.workerId === 'lost')!.settle('refused')
+  await advance(clock, 3000)
+  assert.equal(dialer.calls.length, 50)
+  const lostDials = dialer.callsFor('lost')
+  assert.ok(lostDials >= 2 && lostDials <= 4, `the lost worker is re-dialled on its schedule (${lostDials})`)
+  assert.ok(50 - 10 - lostDials >= 30, 'the backlog still moved at three quarters of the rate or more')
+  assert.equal(lines.filter((l) => l.level >= 40).length, 0, '100 dials at 10/s fit a 60 s interval: no warning')
+  for (let t = 0; t < 10_000; t += 100) {
+    for (const c of dialer.calls) c.settle('refused')
+    await advance(clock, 100)
+  }
+  for (const c of dialer.calls) c.settle('refused')
+  await pass
+  assert.equal(monitor.lastPass!.dials, 100)
+  await monitor.close()
+})
+
+test('a budget too small to dial every inactive worker once per interval warns and says so in its stats', async () => {
+  const { clock, registry, dialer, monitor, lines } = setup(10_000, { ratePerSec: 1 })
+  monitor.start()
+  for (let i = 0; i < 20; i++) registry.register(`n${i}`, `h:n${i}`, clock.now())
+  const pass = monitor.runPass()
+  assert.equal(monitor.stats.budgetShort, true)
+  const warning = lines.find((l) => l.level === 40 && l.msg.startsWith('Reconnection budget short'))
+  assert.ok(warning, 'a warning names the budget')
+  assert.match(warning.msg, /--reconnect-rate 1\/s/)
+  for (let t = 0; t < 25_000; t += 500) {
+    for (const c of dialer.calls) c.settle('refused')
+    await advance(clock, 500, 500)
+  }
+  for (const c of dialer.calls) c.settle('refused')
+  await pass
+  assert.equal(dialer.calls.length >= 20, true, 'every worker was dialled, later than the interval')
+  await monitor.close()
+})
+
+test('dials in flight stay under the in-flight cap; a settled dial lets the next one start', async () => {
+  const { registry, dialer, monitor } = setup(60_000, { maxInflight: 2 })
+  for (let i = 0; i < 5; i++) registry.register(`n${i}`, `h:n${i}`, 0)
+  const pass = monitor.runPass()
+  assert.equal(dialer.calls.length, 2)
+  dialer.calls[0]!.settle('timeout')
+  await waitFor(() => dialer.calls.length === 3)
+  for (let i = 0; i < 10 && dialer.calls.length < 5; i++) {
+    for (const c of dialer.calls) c.settle('timeout')
+    await flush()
+  }
+  for (const c of dialer.calls) c.settle('timeout')
+  await pass
+  assert.equal(dialer.calls.length, 5)
+  assert.equal(monitor.inflightCount, 0)
+})
+
+test('a worker that turns active while its dial is in flight: the dial is cancelled and counted a success', async () => {
+  const { clock, registry, dialer, monitor, lines } = setup()
+  monitor.start()
+  registry.register('w1', 'h:1', 0)
+  const pass = monitor.runPass()
+  assert.equal(dialer.callsFor('w1'), 1)
+  registry.connect('w1', SPECS, clock.now())
+  assert.equal(dialer.calls[0]!.cancelled, true, 'the dial is cancelled')
+  await pass
+  assert.equal(monitor.stats.activeDuringDial, 1)
+  assert.ok(lines.some((l) => l.msg === 'Successfully reconnected to worker w1 (h:1)'))
+  assert.equal(lines.some((l) => l.msg === 'reconnection dial failed'), false, 'not a failure')
+  await monitor.close()
+})
+
+test('/healthz holds a recently lost worker to the schedule: undialled for two fast caps and a dial is unhealthy', () => {
+  const thresholds = { maxInactiveMs: 300_000, reconnectWithinMs: 60_000 }
+  const store = { kind: 'memory', status: 'ok' as const, backlog: 0, degraded_since: null, last_error: null }
+  const registry = new Registry()
+  registry.register('w1', 'h:1', 0)
+  registry.connect('w1', SPECS, 0)
+  registry.markInactive('w1', 'heartbeat-timeout', 1000)
+  const input = { now: 10_000, startedAt: 0, monitor: 'running' as const, workers: registry.values(), thresholds, store }
+  const lastDial = (): number => 2000
+  assert.equal(checkHealth({ ...input, lastDialStartedAt: lastDial }).status, 'healthy', 'against the minute, 8 s is fine')
+  const fast = checkHealth({ ...input, workers: registry.values(), lastDialStartedAt: lastDial, dialWithinMs: () => 6000 })
+  assert.equal(fast.status, 'unhealthy')
+  assert.equal(fast.reasons[0]!.check, 'reconnect-latency')
+  assert.deepEqual(fast.reasons[0]!.worker_ids, ['w1'])
+  assert.match(fast.reasons[0]!.message, /--reconnect-rate/)
 })
