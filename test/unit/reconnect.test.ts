@@ -88,33 +88,50 @@ test('a pass that outlasts the interval is not overlapped by the next one', asyn
   await monitor.close()
 })
 
-test('a pass reports its duration, its dials and the event-loop delay the main thread had during it', async () => {
+/** Stalls the main thread for `ms` between ticks of the delay monitor (its first tick only starts its clock). */
+async function stall(ms: number): Promise<void> {
+  const tick = () => new Promise((r) => setTimeout(r, 2))
+  await tick()
+  await tick()
+  const until = performance.now() + ms
+  while (performance.now() < until);
+  await tick()
+}
+
+test('a heavy pass (more than 256 dials in flight) reports its duration, its dials and the event-loop delay the main thread had during it', async () => {
   const { clock, registry, dialer, monitor } = setup()
   await monitor.runPass()
   assert.equal(monitor.passCount, 0, 'a pass with nobody to dial is not a pass')
   assert.equal(monitor.lastPass, null)
-  registry.register('w1', 'h:1', 0)
-  registry.register('w2', 'h:2', 0)
+  for (let i = 0; i < 300; i++) registry.register(`w${i}`, `h:${i}`, 0)
   const startedAt = clock.now()
   const pass = monitor.runPass()
   clock.advance(2500)
-  // The delay monitor's first tick only starts its clock: let it tick, stall the main thread, and
-  // let its timer run late.
-  const tick = () => new Promise((r) => setTimeout(r, 2))
-  await tick()
-  await tick()
-  const until = performance.now() + 40
-  while (performance.now() < until);
-  await tick()
+  while (dialer.calls.length < 300) await flush()
+  await stall(40)
   for (const c of dialer.calls) c.settle('refused')
   await pass
   assert.equal(monitor.passCount, 1)
   const last = monitor.lastPass!
   assert.equal(last.startedAt, startedAt)
   assert.equal(last.durationMs, 2500)
-  assert.equal(last.dials, 2)
+  assert.equal(last.dials, 300)
   assert.ok(last.loopDelayMaxMs >= 30, `the 40 ms stall shows in the max (${last.loopDelayMaxMs} ms)`)
   assert.ok(last.loopDelayP99Ms > 0 && last.loopDelayP99Ms <= last.loopDelayMaxMs)
+})
+
+test('a light pass does not sample the event loop (sampling every millisecond costs more than the dials): its delay reads 0', async () => {
+  const { registry, dialer, monitor } = setup()
+  registry.register('w1', 'h:1', 0)
+  registry.register('w2', 'h:2', 0)
+  const pass = monitor.runPass()
+  await stall(40)
+  for (const c of dialer.calls) c.settle('refused')
+  await pass
+  const last = monitor.lastPass!
+  assert.equal(last.dials, 2)
+  assert.equal(last.loopDelayMaxMs, 0)
+  assert.equal(last.loopDelayP99Ms, 0)
 })
 
 test('a large pass hands its dials over a chunk per event-loop turn, skipping workers that came back meanwhile', async () => {
