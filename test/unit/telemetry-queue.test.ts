@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { Lane, laneLayout } from '../../src/master/telemetry/lane.js'
 import { LaneQueue } from '../../src/master/telemetry/queue.js'
-import { LANES_PER_CHUNK, LaneSlab, REUSE_AFTER_MS } from '../../src/master/telemetry/slab.js'
+import { LANES_PER_CHUNK, LaneSlab } from '../../src/master/telemetry/slab.js'
 
 // The shared structures behind a heartbeat's path: the queue of lanes with work, the lane's
 // queued flag, and the slab the lanes come from.
@@ -40,10 +40,11 @@ test('a lane is queued once until its thread takes it, however many heartbeats l
   assert.equal(lane.markQueued(), true)
 })
 
-test('the slab hands out lanes chunk by chunk, reuses a freed lane only after a while, and reopens it cleared with a new generation', () => {
-  let now = 1_000_000
+test('the slab hands out lanes chunk by chunk, reuses a freed lane only once its thread finished a drain round since, and reopens it cleared with a new generation', () => {
+  const now = 1_000_000
+  let rounds = 7
   const chunks: number[] = []
-  const slab = new LaneSlab(laneLayout(3_600_000, 5000), (index) => chunks.push(index), () => now)
+  const slab = new LaneSlab(laneLayout(3_600_000, 5000), (index) => chunks.push(index))
   const first = Array.from({ length: LANES_PER_CHUNK + 1 }, () => slab.allocate())
   assert.deepEqual(first.slice(0, 3), [0, 1, 2])
   assert.deepEqual(chunks, [0, 1], 'a chunk when the first one is full, not a buffer per lane')
@@ -52,11 +53,12 @@ test('the slab hands out lanes chunk by chunk, reuses a freed lane only after a 
   lane.write(now, 50, 0, 0, 0, 0)
   lane.drain((s) => lane.record(s), { at: 0, cpu: 0, memory: 0, storage: 0, gpu: 0, running: 0 })
   assert.equal(lane.processed, 1)
-  slab.release(5)
+  slab.release(5, () => rounds)
   assert.equal(lane.owner, -1, 'free: its thread skips it')
   assert.equal(slab.allocate(), LANES_PER_CHUNK + 1, 'not reused at once: its thread may still be draining it')
-  now += REUSE_AFTER_MS
-  assert.equal(slab.allocate(), 5, 'reused')
+  assert.equal(slab.allocate(), LANES_PER_CHUNK + 2, 'nor while that thread has not finished a round, however long that takes')
+  rounds++
+  assert.equal(slab.allocate(), 5, 'reused once its thread finished a round')
   assert.ok(lane.open(1) > gen, 'a new generation: summaries of the old worker are dropped')
   assert.equal(lane.owner, 1)
   assert.equal(lane.processed, 0)

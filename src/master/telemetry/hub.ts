@@ -193,7 +193,8 @@ export class TelemetryHub extends EventEmitter<TelemetryEvents> implements Heart
     if (!entry) return
     this.lanes.delete(workerId)
     this.byIndex[entry.index] = undefined
-    this.slab.release(entry.index)
+    const queue = entry.thread.queue
+    this.slab.release(entry.index, () => queue.rounds)
     entry.thread.lanes--
     if (this.opts.placement === 'per-worker') {
       this.perWorker.delete(entry.thread)

@@ -16,6 +16,7 @@ const WANT_ALL = 3 // 1: somebody subscribes to every worker's telemetry
 const BELL = 4 // bumped to wake the thread before its tick (the queue is half full)
 const SLEEPING = 5 // 1 while the thread waits: a wake without a sleeper is skipped
 const OVERFLOWS = 6 // pushes refused because the queue was full
+const ROUNDS = 7 // drain rounds the consumer finished, wrapping (the slab's reuse fence)
 const HEADER_WORDS = 8
 
 export function queueBytes(slots: number): number {
@@ -94,6 +95,16 @@ export class LaneQueue {
     const lane = Atomics.load(this.words, HEADER_WORDS + (tail & this.mask))
     Atomics.store(this.words, TAIL, (tail + 1) | 0)
     return lane
+  }
+
+  /** Drain rounds the consumer finished: a lane freed before a round ended is no longer read by it. */
+  get rounds(): number {
+    return Atomics.load(this.words, ROUNDS)
+  }
+
+  /** The consumer finished a round: everything it took before this is done with. */
+  endRound(): void {
+    Atomics.add(this.words, ROUNDS, 1)
   }
 
   /** True (once) when a push failed since the last call: the consumer must sweep. */

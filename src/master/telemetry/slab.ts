@@ -10,24 +10,23 @@ import { Lane, laneBytes, type LaneLayout } from './lane.js'
 
 export const LANES_PER_CHUNK = 256
 
-/**
- * A freed lane is reused only after this long: its thread may still be draining it (it checks the
- * lane's owner before it starts, not at every sample), and a drain takes microseconds.
- */
-export const REUSE_AFTER_MS = 2000
-
 export class LaneSlab {
   readonly chunks: SharedArrayBuffer[] = []
   private readonly lanes: Lane[] = []
-  /** Freed lanes, oldest first, with when they were freed. */
-  private readonly free: { index: number; at: number }[] = []
+  /**
+   * Freed lanes, oldest first. A lane's thread may still be draining it when it is freed (it checks
+   * the lane's owner before it starts, not at every sample), so a lane is reused only once that
+   * thread has finished a drain round since: `rounds` reads the thread's count, `fence` is the count
+   * when the lane was freed. No clock: a stalled thread (a long GC, a loaded machine) or a clock jump
+   * cannot make a lane change hands under it.
+   */
+  private readonly free: { index: number; fence: number; rounds: () => number }[] = []
   private readonly stride: number
 
   constructor(
     readonly layout: LaneLayout,
     /** Called when a chunk is added, before any of its lanes is handed out. */
     private readonly onChunk: (index: number, buffer: SharedArrayBuffer) => void,
-    private readonly now: () => number = Date.now,
   ) {
     this.stride = laneBytes(layout)
   }
@@ -48,10 +47,10 @@ export class LaneSlab {
     this.onChunk(this.chunks.length - 1, buffer)
   }
 
-  /** A lane not in use: a freed one old enough, else the next one (adding a chunk when needed). */
+  /** A lane not in use: a freed one its thread is done with, else the next one (adding a chunk when needed). */
   allocate(): number {
     const oldest = this.free[0]
-    if (oldest && this.now() - oldest.at >= REUSE_AFTER_MS) {
+    if (oldest && oldest.rounds() !== oldest.fence) {
       this.free.shift()
       return oldest.index
     }
@@ -64,9 +63,10 @@ export class LaneSlab {
     return index
   }
 
-  release(index: number): void {
+  /** @param rounds the drain rounds of the thread that hosted the lane (its queue's count) */
+  release(index: number, rounds: () => number): void {
     this.lane(index).free()
-    this.free.push({ index, at: this.now() })
+    this.free.push({ index, fence: rounds(), rounds })
   }
 
   lane(index: number): Lane {

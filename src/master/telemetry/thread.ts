@@ -116,6 +116,8 @@ async function run(): Promise<never> {
   let lastFlush = 0
   for (;;) {
     drainQueue()
+    // The lanes this round took are done with: the slab may now hand the freed ones out again.
+    queue.endRound()
     let timeout = data.tickMs
     if (dirty.size > 0) {
       const now = Date.now()
