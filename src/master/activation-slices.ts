@@ -11,17 +11,37 @@
 /** Activations run back to back in one turn until this much time has gone by. */
 export const SLICE_MS = 4
 
+interface Activation {
+  activate: () => void
+  /** Answers the call without activating (the master is stopping). */
+  refuse: () => void
+}
+
 export class ActivationSlices {
-  private readonly queue: (() => void)[] = []
+  private readonly queue: Activation[] = []
   private scheduled: NodeJS.Immediate | null = null
   private turns = 0
+  private closed = false
 
   constructor(private readonly now: () => number = () => performance.now()) {}
 
-  /** Runs `activate` this turn if the turn's slice has room, or in a later turn. */
-  push(activate: () => void): void {
-    this.queue.push(activate)
+  /** Runs `activate` this turn if the turn's slice has room, or in a later turn; `refuse` once closed. */
+  push(activate: () => void, refuse: () => void): void {
+    if (this.closed) return refuse()
+    this.queue.push({ activate, refuse })
     this.scheduled ??= setImmediate(() => this.drain())
+  }
+
+  /**
+   * Stops: the activations still waiting are refused, not run, since what they would reach (the
+   * registry's listeners, the monitor, telemetry) is being stopped too.
+   */
+  close(): void {
+    this.closed = true
+    if (this.scheduled) clearImmediate(this.scheduled)
+    this.scheduled = null
+    const waiting = this.queue.splice(0)
+    for (const a of waiting) a.refuse()
   }
 
   /** Activations waiting for their turn. */
@@ -41,7 +61,7 @@ export class ActivationSlices {
     let i = 0
     try {
       // At least one a turn, whatever it costs: a slow activation must not stall the queue.
-      do this.queue[i++]!()
+      do this.queue[i++]!.activate()
       while (i < this.queue.length && this.now() < until)
     } finally {
       this.queue.splice(0, i)

@@ -219,6 +219,8 @@ export class MasterGrpcServer {
     // Checked and authorized now; the activation itself waits for its slice of a turn (a pass's
     // returning workers arrive together), and the answer follows it.
     this.activations.push(() => {
+      // Given up while it waited (deadline, cancel): the worker will register again.
+      if (call.cancelled) return
       try {
         const wasActive = this.opts.registry.get(id)?.isActive === true
         const worker = this.opts.registry.connect(id, info, this.now())
@@ -230,7 +232,7 @@ export class MasterGrpcServer {
         // Unregistered in between, say: refused as it would have been on arrival.
         this.refuse('RegisterWorker', id, err, cb)
       }
-    })
+    }, () => this.refuse('RegisterWorker', id, new CloudaiError('CLOUDAI_SHUTTING_DOWN', 'master shutting down'), cb))
   }
 
   private sendHeartbeat(call: grpc.ServerUnaryCall<HeartbeatMsg, HeartbeatAckMsg>, cb: grpc.sendUnaryData<HeartbeatAckMsg>): void {
@@ -436,6 +438,7 @@ export class MasterGrpcServer {
     this.listener = null
     if (this.silenceSweep) clearInterval(this.silenceSweep)
     this.silenceSweep = null
+    this.activations.close()
     listener.stopAccepting()
     // Heartbeat streams never finish by themselves: tryShutdown would wait for them until the
     // grace ran out. Ended here, their workers see UNAVAILABLE and go back to registering.

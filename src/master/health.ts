@@ -94,7 +94,8 @@ export function checkHealth(input: HealthInput): HealthReport {
     }
     const inactiveFor = now - Math.max(w.disconnectedAt ?? w.registeredAt, input.startedAt)
     if (inactiveFor > thresholds.maxInactiveMs) tooLong.push(w.id)
-    const within = input.dialWithinMs?.(w.id) ?? thresholds.reconnectWithinMs
+    // The schedule's promise only ever tightens the operator's threshold, never loosens it.
+    const within = Math.min(input.dialWithinMs?.(w.id) ?? Infinity, thresholds.reconnectWithinMs)
     if (input.monitor === 'running' && inactiveFor > within) {
       const dialled = input.lastDialStartedAt(w.id)
       if (dialled === null || now - dialled > within) {

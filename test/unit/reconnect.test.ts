@@ -409,4 +409,8 @@ test('/healthz holds a recently lost worker to the schedule: undialled for two f
   assert.equal(fast.reasons[0]!.check, 'reconnect-latency')
   assert.deepEqual(fast.reasons[0]!.worker_ids, ['w1'])
   assert.match(fast.reasons[0]!.message, /--reconnect-rate/)
+  // A stricter --health-reconnect-within than the schedule's promise stays the bound.
+  const strict = { ...thresholds, reconnectWithinMs: 3000 }
+  const stricter = checkHealth({ ...input, workers: registry.values(), thresholds: strict, now: 7500, lastDialStartedAt: () => 2000, dialWithinMs: () => 6000 })
+  assert.equal(stricter.status, 'unhealthy', 'dialled 5.5 s ago: past the operator\'s 3 s, though within the schedule\'s 6 s')
 })

@@ -44,7 +44,7 @@ test('activation slices run in order, a time slice per turn, and at least one a 
         // Each costs half the slice: two a turn.
         now += SLICE_MS / 2
         if (i === 9) resolve()
-      })
+      }, () => assert.fail('refused while open'))
     }
   })
   await all
@@ -58,17 +58,34 @@ test('activation slices run in order, a time slice per turn, and at least one a 
   const slow = new ActivationSlices(() => now)
   const order: string[] = []
   await new Promise<void>((resolve) => {
+    const never = () => assert.fail('refused while open')
     slow.push(() => {
       order.push('slow')
       now += SLICE_MS * 10
-    })
+    }, never)
     slow.push(() => {
       order.push('next')
       resolve()
-    })
+    }, never)
   })
   assert.deepEqual(order, ['slow', 'next'])
   assert.equal(slow.turnsUsed, 2)
+})
+
+test('closed activation slices refuse what still waits and whatever comes later, and run nothing', async () => {
+  let now = 0
+  const slices = new ActivationSlices(() => now)
+  const ran: number[] = []
+  const refused: number[] = []
+  for (let i = 0; i < 3; i++) slices.push(() => ran.push(i), () => refused.push(i))
+  slices.close()
+  slices.push(() => ran.push(3), () => refused.push(3))
+  await new Promise((r) => setImmediate(r))
+  await new Promise((r) => setImmediate(r))
+  assert.deepEqual(ran, [])
+  assert.deepEqual(refused, [0, 1, 2, 3])
+  assert.equal(slices.pending, 0)
+  now++
 })
 
 test('a burst of RegisterWorker calls is activated over several turns, each answered once its worker is active', async (t) => {

@@ -36,6 +36,10 @@ export class SqliteStore implements Store {
   private readonly pending = new Map<number, Pending>()
   private nextId = 1
   private opening: Promise<void> | null = null
+  /** The latest (re)open, settled: later callers wait on it behind those already waiting. */
+  private lastOpening: Promise<void> = Promise.resolve()
+  /** Calls waiting for an open to finish: while there are any, new calls queue behind them. */
+  private openWaiters = 0
   /** A large write is being posted in parts: later messages wait for it, so the order holds. */
   private posting: Promise<void> | null = null
 
@@ -97,16 +101,24 @@ export class SqliteStore implements Store {
 
   /** One call on the thread; a thread that died since open() is replaced (and reopened) first. */
   private async call<K extends StoreOp>(op: K, ...args: StoreCalls[K]['args']): Promise<StoreCalls[K]['result']> {
-    if (!this.ready) {
-      if (!this.wanted) throw new CloudaiError('CLOUDAI_STORE_FAILED', 'the SQLite store is not open')
-      await this.openThread()
+    // While earlier calls still wait for a (re)open, later ones queue behind them on the same
+    // promise, whose continuations run in order: calls reach the thread in the order they were made.
+    if (!this.ready || this.openWaiters > 0) {
+      if (!this.ready && !this.wanted) throw new CloudaiError('CLOUDAI_STORE_FAILED', 'the SQLite store is not open')
+      this.openWaiters++
+      try {
+        await (this.ready ? this.lastOpening : this.openThread())
+      } finally {
+        this.openWaiters--
+      }
     }
     return (await this.send(op, args)) as StoreCalls[K]['result']
   }
 
   /** Starts the thread if none runs and has it open the connection; concurrent callers share one attempt. */
   private openThread(): Promise<void> {
-    this.opening ??= (async () => {
+    if (this.opening) return this.opening
+    this.opening = (async () => {
       try {
         this.startThread()
         await this.send('open', [])
@@ -115,6 +127,7 @@ export class SqliteStore implements Store {
         this.opening = null
       }
     })()
+    this.lastOpening = this.opening.catch(() => {})
     return this.opening
   }
 
