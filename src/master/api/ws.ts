@@ -102,11 +102,6 @@ export class LiveSockets {
     this.opts.source.on('message', this.onMessage)
   }
 
-  /** True while the backlog/telemetry check runs: only while a client is connected. */
-  get checking(): boolean {
-    return this.timer !== null
-  }
-
   /** The check runs only while there is a client: an idle master has no timer here. */
   private syncTimer(): void {
     if (this.sockets.size > 0 && !this.closed) {
