@@ -63,6 +63,8 @@ const UPTIME = 'cloudai_worker_uptime_seconds'
 
 // Counter polling keeps the 32-bit shared slots from wrapping unseen between scrapes.
 const POLL_MS = 5_000
+/** The resolution of prom-client's event-loop lag gauges (`cloudai_process_nodejs_eventloop_lag_*`). */
+const EVENT_LOOP_SAMPLE_MS = 100
 
 export class MasterMetrics {
   readonly prom = new PromRegistry()
@@ -261,7 +263,11 @@ export class MasterMetrics {
     count('cloudai_ws_message_too_large_total', 'WebSocket connections cut for a client message over 16 KiB.', 'WS_MESSAGE_TOO_LARGE')
     count('cloudai_ws_telemetry_dropped_total', 'Telemetry messages not sent to backed-up WebSocket clients.', 'WS_TELEMETRY_DROPPED')
 
-    collectDefaultMetrics({ register: this.prom, prefix: 'cloudai_process_' })
+    // prom-client samples the event loop with a timer at this resolution (its default, 10 ms, woke
+    // an idle master's main thread 100 times a second: most of what an empty master cost). At
+    // 100 ms a stall of 100 ms or more always shows in the lag gauges and shorter ones in part;
+    // the reconnect pass samples at 1 ms itself while it is heavy.
+    collectDefaultMetrics({ register: this.prom, prefix: 'cloudai_process_', eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS })
     // The same gauge without listing every descriptor on each scrape (see open-fds.ts).
     if (this.prom.getSingleMetric('cloudai_process_process_open_fds')) {
       this.prom.removeSingleMetric('cloudai_process_process_open_fds')

@@ -66,3 +66,15 @@ test('the slab hands out lanes chunk by chunk, reuses a freed lane only once its
   assert.equal(lane.latestSample(), null)
   assert.equal(chunks.length, 2)
 })
+
+test('an idle thread waiting for work is woken by the first lane queued, and does not wait when one is already queued', { timeout: 20_000 }, async () => {
+  const q = LaneQueue.create(8)
+  // A wait of a minute: ending before the test's timeout means the push woke it.
+  const waiting = q.idle(60_000)
+  assert.equal(q.push(3), true)
+  await waiting
+  assert.equal(q.pop(), 3)
+  assert.equal(q.push(4), true)
+  await q.idle(60_000)
+  assert.equal(q.length, 1, 'the lane is still there for the thread to take')
+})

@@ -100,8 +100,19 @@ export class LiveSockets {
       close: (ws, code, message) => this.closed1(ws, code, Buffer.from(message).toString('utf8')),
     })
     this.opts.source.on('message', this.onMessage)
-    this.timer = setInterval(() => this.check(), CHECK_MS)
-    this.timer.unref()
+  }
+
+  /** The check runs only while there is a client: an idle master has no timer here. */
+  private syncTimer(): void {
+    if (this.sockets.size > 0 && !this.closed) {
+      if (this.timer) return
+      this.timer = setInterval(() => this.check(), CHECK_MS)
+      this.timer.unref()
+    } else if (this.timer) {
+      clearInterval(this.timer)
+      this.timer = null
+      this.pendingMetrics.clear()
+    }
   }
 
   close(): void {
@@ -152,6 +163,7 @@ export class LiveSockets {
       return
     }
     this.sockets.add(ws)
+    this.syncTimer()
     this.opts.counters?.add(C.WS_OPENED)
     // Subscribed before the snapshot is taken: an event after it is delivered, one before is in it.
     for (const topic of DEFAULT_TOPICS) this.subscribe(ws, topic)
@@ -216,7 +228,8 @@ export class LiveSockets {
   }
 
   private publish(topic: LiveTopic, message: LiveMessage): void {
-    if (!this.app || this.closed) return
+    // Nobody to send to: no JSON, no backlog check (a client that opens gets a snapshot).
+    if (!this.app || this.closed || this.sockets.size === 0) return
     if (message.type === 'worker_metrics') {
       // Telemetry goes out in the next batch; a newer summary of a worker replaces an unsent one.
       this.pendingMetrics.set(message.worker_id, JSON.stringify(message))
@@ -252,6 +265,7 @@ export class LiveSockets {
 
   private closed1(ws: Socket, code: number, reason: string): void {
     this.sockets.delete(ws)
+    this.syncTimer()
     this.release(ws)
     const state = ws.getUserData()
     // 1006 from uWS itself on a client we had seen backed up: its backstop closed it.
@@ -269,7 +283,7 @@ export class LiveSockets {
     this.opts.log.warn({ buffered, limit }, `Closed a WebSocket client that fell ${buffered ?? 'too many'} bytes behind (limit ${limit})`)
   }
 
-  /** Every CHECK_MS: deal with backlogs, then send the telemetry batch. */
+  /** Every CHECK_MS while a client is connected: deal with backlogs, then send the telemetry batch. */
   private check(): void {
     this.checkBacklogs()
     this.flushMetrics()
@@ -285,6 +299,7 @@ export class LiveSockets {
         this.closedSlow(buffered)
         state.closedByUs = true
         this.sockets.delete(ws)
+        this.syncTimer()
         this.release(ws)
         ws.end(1013, 'too slow: the client fell too far behind')
       } else if (buffered > limit / 2 && !state.paused) {

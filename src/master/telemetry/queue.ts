@@ -14,10 +14,15 @@ const TAIL = 1 // pops so far (consumer), wrapping
 const OVERFLOW = 2 // 1: a lane could not be queued, sweep
 const WANT_ALL = 3 // 1: somebody subscribes to every worker's telemetry
 const BELL = 4 // bumped to wake the thread before its tick (the queue is half full)
-const SLEEPING = 5 // 1 while the thread waits: a wake without a sleeper is skipped
+const SLEEPING = 5 // 1 while the thread waits a tick, 2 while it waits for work (idle): a wake without a sleeper is skipped
 const OVERFLOWS = 6 // pushes refused because the queue was full
 const ROUNDS = 7 // drain rounds the consumer finished, wrapping (the slab's reuse fence)
 const HEADER_WORDS = 8
+
+// SLEEPING's values.
+const AWAKE = 0
+const TICK = 1
+const IDLE = 2
 
 export function queueBytes(slots: number): number {
   return (HEADER_WORDS + slots) * 4
@@ -64,6 +69,9 @@ export class LaneQueue {
     // Half full before the tick: wake the thread early, once per crossing, so that a burst is
     // drained before it fills the queue. Below that, the thread's tick is the only schedule.
     if (length + 1 === this.slots >> 1) this.wake()
+    // An idle thread (nothing for a while) waits for work instead of ticking: the first lane
+    // queued wakes it. Under load the thread never idles, so this costs a heartbeat one load.
+    else if (length === 0 && Atomics.load(this.words, SLEEPING) === IDLE) this.wake()
     return true
   }
 
@@ -83,7 +91,7 @@ export class LaneQueue {
   /** Wakes the consumer if it sleeps (notify takes a lock: skipped while it is awake). */
   wake(): void {
     Atomics.add(this.words, BELL, 1)
-    if (Atomics.load(this.words, SLEEPING) === 1) Atomics.notify(this.words, BELL, 1)
+    if (Atomics.load(this.words, SLEEPING) !== AWAKE) Atomics.notify(this.words, BELL, 1)
   }
 
   // --- consumer: the telemetry thread -----------------------------------------------------------
@@ -124,9 +132,25 @@ export class LaneQueue {
    */
   async sleep(timeoutMs: number): Promise<void> {
     const seen = Atomics.load(this.words, BELL)
-    Atomics.store(this.words, SLEEPING, 1)
+    Atomics.store(this.words, SLEEPING, TICK)
     const waited = Atomics.waitAsync(this.words, BELL, seen, timeoutMs)
     if (waited.async) await waited.value
-    Atomics.store(this.words, SLEEPING, 0)
+    Atomics.store(this.words, SLEEPING, AWAKE)
+  }
+
+  /**
+   * Waits (at most `timeoutMs`) until a lane is queued or the thread is woken: for a thread that
+   * found nothing to do for a while, so that it does not tick for nothing. No lane is left
+   * waiting: the producer stores HEAD before it reads SLEEPING and this side stores SLEEPING
+   * before it reads HEAD, so either the push sees IDLE and wakes, or the length check sees it.
+   */
+  async idle(timeoutMs: number): Promise<void> {
+    const seen = Atomics.load(this.words, BELL)
+    Atomics.store(this.words, SLEEPING, IDLE)
+    if (this.length === 0) {
+      const waited = Atomics.waitAsync(this.words, BELL, seen, timeoutMs)
+      if (waited.async) await waited.value
+    }
+    Atomics.store(this.words, SLEEPING, AWAKE)
   }
 }

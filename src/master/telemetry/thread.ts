@@ -33,6 +33,13 @@ const process1 = (s: Sample): void => {
   counters.observe('heartbeatDelayUs', (performance.timeOrigin + performance.now() - s.at) * 1000)
 }
 
+/** Lanes drained so far: a tick that drains none is idle. */
+let lanesVisited = 0
+/** Idle ticks in a row after which the thread waits for work instead of ticking. */
+const IDLE_AFTER_TICKS = Math.max(1, Math.ceil(1000 / data.tickMs))
+/** The longest idle wait (a backstop: a queued lane or a chunk ends it at once). */
+const IDLE_WAIT_MS = 60_000
+
 /** A sweep is due: lanes of a chunk that arrived late may have been flagged while we could not see them. */
 let sweepDue = false
 
@@ -41,6 +48,8 @@ port.on('message', (msg: ToTelemetryThread) => {
     chunks[msg.index] = msg.buffer
     prefault(msg.buffer)
     sweepDue = true
+    // An idle wait would hold the sweep back: end it (a tick's wait just ends at its time).
+    queue.wake()
   }
 })
 
@@ -63,6 +72,7 @@ function visit(index: number): boolean {
   // Cleared before the drain: a heartbeat written after the drain read the write count finds the
   // flag clear and queues the lane again; one written before is drained now.
   lane.clearQueued()
+  lanesVisited++
   current = lane
   processed = 0
   const dropped = lane.drain(process1, scratch)
@@ -114,10 +124,19 @@ async function run(): Promise<never> {
   // A restarted thread may have died between popping a lane and draining it: look at all once.
   queue.raiseOverflow()
   let lastFlush = 0
+  let idleTicks = 0
   for (;;) {
+    const before = lanesVisited
     drainQueue()
     // The lanes this round took are done with: the slab may now hand the freed ones out again.
     queue.endRound()
+    idleTicks = lanesVisited === before && early.length === 0 && dirty.size === 0 ? idleTicks + 1 : 0
+    // Nothing for a second's worth of ticks (an empty or nearly silent fleet): wait for a lane
+    // instead of ticking. A fleet that beats keeps the thread ticking, never woken per heartbeat.
+    if (idleTicks >= IDLE_AFTER_TICKS) {
+      await queue.idle(IDLE_WAIT_MS)
+      continue
+    }
     let timeout = data.tickMs
     if (dirty.size > 0) {
       const now = Date.now()
