@@ -159,6 +159,10 @@ export class MasterGrpcServer {
     const limits = this.limits
     const server = new grpc.Server(auth.serverOptions({ log: this.opts.log, now: this.now }, {
       'grpc.max_receive_message_length': 4 * 1024 * 1024,
+      // Off: nothing reads channelz (no channelz service is served), and on it costs every
+      // connection a channelz registry entry, a call tracker and their closures, and every
+      // heartbeat a `new Date()` for the session's last-message timestamp (per-heartbeat garbage).
+      'grpc.enable_channelz': 0,
       // grpc-js closes a session (GOAWAY, then the socket) once it has had no stream open for this
       // long (server.js onIdleTimeout: activeStreams === 0 and lastIdle older than the timeout).
       'grpc.max_connection_idle_ms': limits.idleTimeoutMs,
