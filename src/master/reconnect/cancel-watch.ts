@@ -51,7 +51,8 @@ export class CancelWatch {
       return
     }
     this.waiting = true
-    void waited.value.then(() => this.woken())
+    // It never rejects; a handler all the same, so a waiter cannot fail silently.
+    waited.value.then(() => this.woken(), () => this.woken())
   }
 
   private woken(): void {
