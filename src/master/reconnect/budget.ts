@@ -9,13 +9,14 @@
 // registry holds: 5,000 workers lost at once would otherwise be dialled 3,000 times a second by the
 // fast schedule. 40 a second is the least that keeps 50 recently lost workers (the seed's 500/50
 // row) at the schedule's 1.5 s cap. With one cancel waiter per thread, the probes' deadline wheel
-// and the larger batches a higher rate makes at the 250 ms tick, 5,000 dead workers (half tarpits, 3 s dial) cost 0.20 to 0.29 ms a dial at
-// ~135 dials/s, measured on the shared 2-core machine (above an empty master, same run; the
-// machine's load moved it by ±0.5 % of a core). 80 a second is what stays near 2 % of a core at
-// that cost: 5,000 dead workers are then dialled every ~62 s, not every 30 s interval (the budget
-// says so: cloudai_reconnect_budget_short); 167 a second (every one per interval) costs 3 to 4 %.
-// The in-flight cap bounds the sockets and memory tarpits hold: at the rate and a 3 s dial timeout,
-// rate × 3 dials when all are tarpits, rate × 1.5 when half are (120 at 80 a second).
+// and the larger batches a higher rate makes at the 250 ms tick, 5,000 dead workers (half tarpits,
+// 3 s dial) cost 0.20 to 0.32 ms a dial, above an empty master in the same run, on the shared
+// 2-core machine (its load moved the figure by ±0.5 % of a core): 0.20 to 0.29 ms at ~135 dials/s,
+// 0.32 ms at 80/s in the cloudai-table (d) row. 60 a second is what stays under 2 % of a core at
+// the dearest of those: 5,000 dead workers are then dialled every ~83 s, not every 30 s interval
+// (the monitor says so: cloudai_reconnect_budget_short); 167 a second (each one per interval)
+// costs 3 to 4 %. The in-flight cap bounds the sockets and memory tarpits hold: at the rate and a
+// 3 s dial timeout, rate × 3 dials when all are tarpits (180 at 60 a second).
 
 export interface BudgetOptions {
   /** Dials started per second, on average; up to this many at once after a quiet second. */
@@ -23,7 +24,7 @@ export interface BudgetOptions {
   maxInflight: number
 }
 
-export const BUDGET_DEFAULTS = { ratePerSec: 80, maxInflight: 256 } as const
+export const BUDGET_DEFAULTS = { ratePerSec: 60, maxInflight: 256 } as const
 
 export class DialBudget {
   private tokens: number
