@@ -186,7 +186,7 @@ export const MASTER_DEFAULTS: Omit<MasterConfig, 'log'> = {
   taskOutputTailBytes: 64 * 1024,
   reconnectIntervalMs: 30_000,
   reconnectFastWindowMs: 600_000,
-  reconnectRatePerSec: 40,
+  reconnectRatePerSec: 60,
   reconnectMaxInflight: 256,
   dialTimeoutMs: 3_000,
   heartbeatTimeoutMs: 15_000,

@@ -8,9 +8,15 @@
 // wake-up, 0.78 ms on the monitor's 250 ms tick. The rate is what bounds that cost whatever the
 // registry holds: 5,000 workers lost at once would otherwise be dialled 3,000 times a second by the
 // fast schedule. 40 a second is the least that keeps 50 recently lost workers (the seed's 500/50
-// row) at the schedule's 1.5 s cap; at 0.78 ms a dial it is ~3 % of a core, and 2 % once a dial
-// costs 0.5 ms (the dialer's batching is meant to get it there). The in-flight cap bounds the
-// sockets and memory tarpits hold: at the rate and a 3 s dial timeout, rate × 3 dials.
+// row) at the schedule's 1.5 s cap. With one cancel waiter per thread, the probes' deadline wheel
+// and the larger batches a higher rate makes at the 250 ms tick, 5,000 dead workers (half tarpits,
+// 3 s dial) cost 0.20 to 0.32 ms a dial, above an empty master in the same run, on the shared
+// 2-core machine (its load moved the figure by ±0.5 % of a core): 0.20 to 0.29 ms at ~135 dials/s,
+// 0.32 ms at 80/s in the cloudai-table (d) row. 60 a second is what stays under 2 % of a core at
+// the dearest of those: 5,000 dead workers are then dialled every ~83 s, not every 30 s interval
+// (the monitor says so: cloudai_reconnect_budget_short); 167 a second (each one per interval)
+// costs 3 to 4 %. The in-flight cap bounds the sockets and memory tarpits hold: at the rate and a
+// 3 s dial timeout, rate × 3 dials when all are tarpits (180 at 60 a second).
 
 export interface BudgetOptions {
   /** Dials started per second, on average; up to this many at once after a quiet second. */
@@ -18,7 +24,7 @@ export interface BudgetOptions {
   maxInflight: number
 }
 
-export const BUDGET_DEFAULTS = { ratePerSec: 40, maxInflight: 256 } as const
+export const BUDGET_DEFAULTS = { ratePerSec: 60, maxInflight: 256 } as const
 
 export class DialBudget {
   private tokens: number

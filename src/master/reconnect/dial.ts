@@ -8,6 +8,8 @@ import type { RegisterAckMsg } from '../../shared/wire.js'
 import { parseAddress } from '../../shared/validation.js'
 import { proofMetadata, type MasterKey } from '../../shared/worker-credential.js'
 import type { DialOutcome, DialRequest, DialResult } from './protocol.js'
+import { watchFor } from './cancel-watch.js'
+import { atDeadline } from './deadlines.js'
 
 // One reconnection dial: MasterRegister on a worker, bounded by a deadline, on a client that lives
 // only for this call. It runs on a Piscina thread (workers/dial.ts) in the master, and inline in
@@ -66,27 +68,18 @@ export async function dialMasterRegister(req: DialRequest, auth: ClusterAuth = N
   } catch (err) {
     return result('error', (err as Error).message)
   }
-  // Cancellation crosses the thread boundary through shared memory: the main thread sets the slot
-  // to 1 and notifies; we wake here and abort whatever step the dial is in. No message per dial.
-  let settled = false
+  // Cancellation crosses the thread boundary through shared memory (cancel-watch.ts): the main
+  // thread sets the slot's flag and wakes this thread's one waiter, which aborts whatever step the
+  // dial is in. No message and no waiter per dial.
   let cancelled = false
-  let abortFailed: string | null = null
   let abort: (() => void) | null = null
-  if (req.cancelFlags && req.cancelSlot >= 0) {
-    const waited = Atomics.waitAsync(req.cancelFlags, req.cancelSlot, 0)
-    if (!waited.async) return result('cancelled', 'cancelled before the dial started')
-    waited.value
-      .then(() => {
-        if (settled) return
+  const unwatch = req.cancelFlags && req.cancelSlot >= 0
+    ? watchFor(req.cancelFlags).watch(req.cancelSlot, () => {
         cancelled = true
         abort?.()
       })
-      // An abort that throws cannot stop the step under way: the dial ends by its deadline, and a
-      // cancelled probe's result names the failure (this thread has no logger; results are logged).
-      .catch((err: unknown) => {
-        abortFailed = err instanceof Error ? err.message : String(err)
-      })
-  }
+    : null
+  if (cancelled) return result('cancelled', 'cancelled before the dial started')
   // An abort handed over after the cancel arrived runs at once: the cancel may land between steps.
   const onAbort = (a: () => void): void => {
     if (cancelled) a()
@@ -94,14 +87,12 @@ export async function dialMasterRegister(req: DialRequest, auth: ClusterAuth = N
   }
   try {
     const probe = await probeAddress(host.startsWith('[') ? host.slice(1, -1) : host, port, req.deadline, !auth.usesTls, onAbort)
-    if (cancelled) return result('cancelled', abortFailed === null ? 'cancelled' : `cancelled; its abort failed (${abortFailed})`)
+    if (cancelled) return result('cancelled', 'cancelled')
     if (probe === 'timeout') return result('timeout', `no answer within ${req.timeoutMs}ms`)
     if (probe !== 'open') return result('refused', probe)
     return await masterRegister(req, auth, key, result, onAbort)
   } finally {
-    settled = true
-    // Wake our own waiter so it does not outlive the dial.
-    if (req.cancelFlags && req.cancelSlot >= 0) Atomics.notify(req.cancelFlags, req.cancelSlot)
+    unwatch?.()
   }
 }
 
@@ -152,12 +143,12 @@ function probeAddress(host: string, port: number, deadline: number, h2: boolean,
     let socket: Socket | null = null
     const done = (outcome: string): void => {
       if (!socket) return
-      clearTimeout(timer)
+      cancelDeadline()
       socket.destroy()
       socket = null
       resolve(outcome)
     }
-    const timer = setTimeout(() => done('timeout'), Math.max(0, deadline - Date.now()))
+    const cancelDeadline = atDeadline(deadline, () => done('timeout'))
     socket = connect({ host, port, noDelay: true })
     socket.once('connect', () => {
       if (!h2) return done('open')

@@ -2,6 +2,7 @@ import { availableParallelism } from 'node:os'
 import { Piscina } from 'piscina'
 import { dialMasterRegister } from './dial.js'
 import { MessageChannel } from 'node:worker_threads'
+import { CANCEL_GENERATION, CANCEL_SLOTS, cancelFlagsBuffer } from './cancel-watch.js'
 import type { BatchedDial, DialBatch, DialBatchResults, DialOutcome, DialRequest, DialResult, DialThreadData } from './protocol.js'
 import { Counters, DIAL_OUTCOME_COUNTER } from '../counters.js'
 import { NO_CLUSTER_AUTH, type ClusterAuth } from '../../shared/cluster-auth.js'
@@ -45,14 +46,13 @@ export interface Dialer {
   close(): Promise<void>
 }
 
-const CANCEL_SLOTS = 65_536
-
 /**
- * Cancel flags in shared memory, one Int32 per in-flight dial. A slot is taken per dial and given
- * back when its result arrives; cancelling writes 1 and notifies the waiter on the dial's thread.
+ * Cancel flags in shared memory (cancel-watch.ts), one Int32 per in-flight dial. A slot is taken
+ * per dial and given back when its result arrives; cancelling sets its flag, then bumps the
+ * generation and notifies it, which wakes the one waiter of each dialling thread.
  */
 class CancelSlots {
-  readonly flags = new Int32Array(new SharedArrayBuffer(CANCEL_SLOTS * 4))
+  readonly flags = cancelFlagsBuffer()
   private readonly free: number[] = []
   private next = 0
 
@@ -65,7 +65,8 @@ class CancelSlots {
   cancel(slot: number): void {
     if (slot < 0) return
     Atomics.store(this.flags, slot, 1)
-    Atomics.notify(this.flags, slot)
+    Atomics.add(this.flags, CANCEL_GENERATION, 1)
+    Atomics.notify(this.flags, CANCEL_GENERATION)
   }
 
   release(slot: number): void {

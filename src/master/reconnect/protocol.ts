@@ -18,6 +18,7 @@ export interface DialRequest {
   deadline: number
   /** Index into `cancelFlags`; -1 when this dial cannot be cancelled. */
   cancelSlot: number
+  /** The dialer's flags and their generation word (cancel-watch.ts); null: not cancellable. */
   cancelFlags: Int32Array | null
   /** The master's counters (shared memory): the dial's thread counts attempts and outcomes itself. */
   counters: SharedArrayBuffer | null
