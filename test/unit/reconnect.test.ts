@@ -394,6 +394,42 @@ test('a worker that turns active while its dial is in flight: the dial is cancel
   await monitor.close()
 })
 
+test('a worker found while its dial is in flight keeps that one dial until it settles, and an answer that beat the cancel counts as what it was', async () => {
+  const { clock, registry, dialer, monitor } = setup(1000, { fastWindowMs: 60_000 })
+  // A cancel that reaches the thread too late: the dial's answer (refused) is already on its way.
+  const late = dialer.dial.bind(dialer)
+  dialer.dial = (target) => {
+    const pending = late(target)
+    const call = dialer.calls.at(-1)!
+    return { promise: pending.promise, cancel: () => { call.cancelled = true } }
+  }
+  registry.register('w1', 'h:1', 0)
+  registry.connect('w1', SPECS, clock.now())
+  monitor.start()
+  registry.markInactive('w1', 'heartbeat-timeout', clock.now())
+  clock.advance(300)
+  await flush()
+  assert.equal(dialer.callsFor('w1'), 1)
+  registry.connect('w1', SPECS, clock.now())
+  assert.equal(dialer.calls[0]!.cancelled, true, 'cancelled once found')
+  assert.equal(monitor.isDialing('w1'), true, 'still in flight until its thread says it stopped')
+  // It flaps back to inactive before the first dial settled: no second dial beside it.
+  registry.markInactive('w1', 'heartbeat-timeout', clock.now())
+  for (let i = 0; i < 10; i++) {
+    clock.advance(300)
+    await flush()
+  }
+  assert.equal(dialer.callsFor('w1'), 1, 'one dial in flight per worker')
+  dialer.calls[0]!.settle('refused')
+  await flush()
+  assert.equal(monitor.stats.activeDuringDial, 0, 'the refusal came first: not a dial the cancel stopped')
+  clock.advance(2000)
+  await flush()
+  assert.equal(dialer.callsFor('w1'), 2, 'the next one once it settled')
+  dialer.calls[1]!.settle('refused')
+  await monitor.close()
+})
+
 test('/healthz holds a recently lost worker to the schedule: undialled for two fast caps and a dial is unhealthy', () => {
   const thresholds = { maxInactiveMs: 300_000, reconnectWithinMs: 60_000 }
   const store = { kind: 'memory', status: 'ok' as const, backlog: 0, degraded_since: null, last_error: null }

@@ -153,10 +153,10 @@ export class ReconnectMonitor {
     // Found, by this dial (the worker calls RegisterWorker before it answers MasterRegister) or by
     // joining on its own: either way it is back, and waiting for the dial's answer would only hold
     // a place in the budget.
+    // It stays in flight until its thread says it stopped: a worker that flaps back to inactive
+    // meanwhile must not get a second dial beside it (one in flight per worker).
     entry.foundActive = true
-    this.activeDuringDial++
     this.opts.log.info({ workerId: w.id, address: entry.address, elapsedMs: this.clock.now() - entry.startedAt }, `Successfully reconnected to worker ${w.id} (${entry.address})`)
-    this.inflight.delete(w.id)
     entry.cancel()
   }
 
@@ -461,8 +461,12 @@ export class ReconnectMonitor {
       (result) => {
         done()
         // Cancelled because its worker came back: the dial's thread counted it cancelled; it is
-        // also a success (not when the answer beat the cancel: the thread counted that one).
-        if (entry.foundActive && result.outcome !== 'success') this.opts.counters?.add(C.DIAL_SUCCESS)
+        // also a success. Only a dial the cancel really stopped: one whose answer came first (success, or a refusal
+        // the worker's own RegisterWorker overtook) was counted by its thread as what it was.
+        if (entry.foundActive && result.outcome === 'cancelled') {
+          this.activeDuringDial++
+          this.opts.counters?.add(C.DIAL_SUCCESS)
+        }
         this.report(w.id, entry, result)
         return result
       },
