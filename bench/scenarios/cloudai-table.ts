@@ -1,6 +1,6 @@
 // Scenario 1, "cloudai-table": the CloudAI reconnection table. W workers registered and active, K of
 // them go offline, the master sees them inactive, they come back; how long until the master has all
-// of them active again, and what the master spends meanwhile (CPU from /proc/<pid>/stat, RSS).
+// of them active again, and what the master spends meanwhile (CPU from the threads' schedstat, RSS).
 // Two modes: (a) the master's reconnection monitor finds them (CloudAI's workers never dial the
 // master: its per-worker schedule re-dials a worker lost recently every 250 ms to 1.5 s, and the
 // pass dials everyone once per interval); (b) the workers join on their own when they come back.
@@ -129,7 +129,7 @@ async function oneRow(p: Profile, mode: Mode, workers: number, inactive: number,
       await fleet.online(ids, mode === 'join')
       await master.waitFor((s) => s.active === workers, `all ${workers} active again`, intervalMs + p.dialMs + 30_000, 10)
       const backMs = performance.now() - t0
-      // /proc counts CPU in 10 ms ticks: a window shorter than a second says little, so the CPU
+      // A window shorter than a second holds too few heartbeats and GCs to say much, so the CPU
       // figure covers at least the first second after the return.
       const rest = CPU_WINDOW_MS - (performance.now() - t0)
       if (rest > 0) await sleep(rest)
@@ -332,7 +332,7 @@ export const cloudaiTable: Scenario = {
         "The seed's promise: the CloudAI guide's Scalability table (reconnection time, overhead). Ours: \"back\" is until the registry counts every worker active (GET /api/status, polled every 10 ms); \"each worker found\" is each worker's connected_at (GET /api/workers) minus the moment the bench told it to come back, over every run of the row.",
         'Mode (b) runs the master with --reconnect-interval 0, so every return is the worker\'s own RegisterWorker. Mode (c) keeps the workers down past a shortened --reconnect-fast-window, so that only the pass finds them.',
         `(d): the dead workers are registered on a master that is then stopped, and a master with the default budget (--reconnect-rate, --reconnect-max-inflight) starts on its store; CPU is measured over ${p.dead.windowMs / 1000} s after its first seconds, with the dials it started (cloudai_reconnect_attempts_total).`,
-        'CPU is percent of one core (user + system, all threads) from /proc/<pid>/stat over the phase.',
+        'CPU is percent of one core (user + system, all threads) from each thread\'s /proc/<pid>/task/<tid>/schedstat (nanoseconds) over the phase.',
       ],
       targets,
       raw: { profile: p, rows, dead },
