@@ -1,12 +1,13 @@
 import assert from 'node:assert/strict'
-import { test } from 'node:test'
+import { test, type TestContext } from 'node:test'
 import * as grpc from '@grpc/grpc-js'
 import { ActivationSlices, SLICE_MS } from '../../src/master/activation-slices.js'
 import { MasterGrpcServer } from '../../src/master/grpc.js'
 import { Registry } from '../../src/master/registry.js'
-import { callUnary, loadProto } from '../../src/shared/proto.js'
+import { callUnary, loadProto, type MasterWorkerClient } from '../../src/shared/proto.js'
 import type { RegisterAckMsg, WorkerInfoMsg } from '../../src/shared/wire.js'
 import { memoryLogger } from '../support/log.js'
+import type { Logger } from '../../src/shared/log.js'
 
 // A reconnection pass brings hundreds of workers back at once, and their RegisterWorker calls
 // arrive together: their activations must not be one long turn of the master's event loop.
@@ -28,6 +29,17 @@ function turnCounter(): { readonly turn: number; stop(): void } {
       if (timer) clearImmediate(timer)
     },
   }
+}
+
+/** A master gRPC server on the registry (port 0) and a client connected to it, both stopped after the test. */
+async function serverAndClient(t: TestContext, registry: Registry, log: Logger): Promise<MasterWorkerClient> {
+  const server = new MasterGrpcServer({ registry, host: '127.0.0.1', port: 0, log })
+  const port = await server.start()
+  t.after(() => server.close(100))
+  const client = new (loadProto().Client)(`127.0.0.1:${port}`, grpc.credentials.createInsecure())
+  t.after(() => client.close())
+  await new Promise<void>((resolve, reject) => client.waitForReady(Date.now() + 10_000, (err) => (err ? reject(err) : resolve())))
+  return client
 }
 
 test('activation slices run in order, a time slice per turn, and at least one a turn', async () => {
@@ -102,12 +114,7 @@ test('a burst of RegisterWorker calls is activated over several turns, each answ
     const until = performance.now() + 2
     while (performance.now() < until);
   })
-  const server = new MasterGrpcServer({ registry, host: '127.0.0.1', port: 0, log })
-  const port = await server.start()
-  t.after(() => server.close(100))
-  const client = new (loadProto().Client)(`127.0.0.1:${port}`, grpc.credentials.createInsecure())
-  t.after(() => client.close())
-  await new Promise<void>((resolve, reject) => client.waitForReady(Date.now() + 10_000, (err) => (err ? reject(err) : resolve())))
+  const client = await serverAndClient(t, registry, log)
 
   const info = (i: number): WorkerInfoMsg => ({ worker_id: `w${i}`, worker_ip: `127.0.0.1:${1000 + i}`, total_cpu: 4, total_memory: 8, total_storage: 100, total_gpu: 0 })
   const activeWhenAnswered: boolean[] = []
@@ -139,12 +146,7 @@ test('a RegisterWorker for a worker unregistered while its activation waited is 
     while (performance.now() < until);
     registry.unregister('gone')
   })
-  const server = new MasterGrpcServer({ registry, host: '127.0.0.1', port: 0, log })
-  const port = await server.start()
-  t.after(() => server.close(100))
-  const client = new (loadProto().Client)(`127.0.0.1:${port}`, grpc.credentials.createInsecure())
-  t.after(() => client.close())
-  await new Promise<void>((resolve, reject) => client.waitForReady(Date.now() + 10_000, (err) => (err ? reject(err) : resolve())))
+  const client = await serverAndClient(t, registry, log)
   const call = (id: string, ip: string): Promise<RegisterAckMsg> =>
     callUnary<WorkerInfoMsg, RegisterAckMsg>(client, 'RegisterWorker', { worker_id: id, worker_ip: ip, total_cpu: 1, total_memory: 1, total_storage: 1, total_gpu: 0 }, 10_000).promise
   const slow = call('slow', '127.0.0.1:1002')
