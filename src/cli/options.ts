@@ -676,8 +676,11 @@ export function parseAddressArg(value: unknown): string {
  */
 export function splitTaskCommand(args: readonly string[]): { args: string[]; command: string[] | null } {
   const dashes = args.indexOf('--')
+  // Global flags may come first, with their values (`--api http://… task submit -- …`): the
+  // command is `task submit` wherever it stands among the words before `--`.
   const words = (dashes < 0 ? args : args.slice(0, dashes)).filter((a) => !a.startsWith('-'))
-  if (dashes < 0 || words[0] !== 'task' || words[1] !== 'submit') return { args: [...args], command: null }
+  const at = words.indexOf('task')
+  if (dashes < 0 || at < 0 || words[at + 1] !== 'submit') return { args: [...args], command: null }
   return { args: args.slice(0, dashes), command: args.slice(dashes + 1) }
 }
 

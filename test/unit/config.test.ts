@@ -532,6 +532,8 @@ test('only `task submit` has its words after -- kept away from yargs', () => {
   assert.deepEqual(splitTaskCommand(['task', 'submit', '--', 'echo hello | wc -c']), { args: ['task', 'submit'], command: ['echo hello | wc -c'] })
   assert.deepEqual(splitTaskCommand(['task', 'submit', '--cpu', '1']), { args: ['task', 'submit', '--cpu', '1'], command: null })
   assert.deepEqual(splitTaskCommand(['register', '--', 'w1', 'h:1']), { args: ['register', '--', 'w1', 'h:1'], command: null })
+  // A global flag with its value before the command.
+  assert.deepEqual(splitTaskCommand(['--api', 'http://127.0.0.1:8080', 'task', 'submit', '--', 'echo', 'hi']), { args: ['--api', 'http://127.0.0.1:8080', 'task', 'submit'], command: ['echo', 'hi'] })
   assert.deepEqual(splitTaskCommand(['task', 'task-1', '--', 'x']), { args: ['task', 'task-1', '--', 'x'], command: null })
 })
 
