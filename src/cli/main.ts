@@ -149,6 +149,7 @@ function parser(args: string[], choose: (chosen: Chosen) => void): Argv {
     .example('$0 task submit --cpu 1 -- echo hello', 'queue a task; `cloudai tasks` lists them')
     .epilogue(`A flag marked [env ...] in a command's --help can also be set in the environment: ${ENV_PREFIX}_ and the flag in capitals, e.g. --grpc-port is ${ENV_PREFIX}_GRPC_PORT.`)
     .strict()
+    .recommendCommands()
     .exitProcess(false)
     .fail((msg, err) => {
       throw msg ? new UsageError(msg) : err
@@ -167,21 +168,24 @@ function commandOf(args: readonly string[]): string | undefined {
 }
 
 /** yargs' wording for a few usage errors of ours, said the way the rest of the CLI says things. */
-function usageMessage(message: string, command: string | undefined): string {
+function usageMessage(message: string, command: string | undefined, typed?: string): string {
   if (command === 'task' && message.startsWith('Not enough non-option arguments')) {
     return 'a task id or a sub-command is required: cloudai task <id>, cloudai task submit [options] -- <command...>, cloudai task cancel <id>'
   }
   if ((command === 'cancel' || command === 'task cancel') && message.startsWith('Not enough non-option arguments')) {
     return `a task id is required: cloudai ${command} <id>`
   }
+  // recommendCommands' own wording names only the suggestion: say what was typed too.
+  const suggestion = /^Did you mean (\S+)\?$/.exec(message)
+  if (suggestion && typed !== undefined) return `unknown command "${typed}": did you mean ${suggestion[1]}? (cloudai --help lists them)`
   if (command === 'task submit' && /^Unknown arguments?:/.test(message)) {
     return `${message} (the task's command goes after --: cloudai task submit [options] -- <command...>)`
   }
   return message
 }
 
-function usageFailed(message: string, command: string | undefined): void {
-  process.stderr.write(`error: ${usageMessage(message, command)}\nSee: cloudai ${command ? `${command} ` : ''}--help\n`)
+function usageFailed(message: string, command: string | undefined, typed?: string): void {
+  process.stderr.write(`error: ${usageMessage(message, command, typed)}\nSee: cloudai ${command ? `${command} ` : ''}--help\n`)
   process.exitCode = EXIT_USAGE
 }
 
@@ -467,7 +471,9 @@ async function main(argv: string[]): Promise<void> {
   try {
     await parser(args, (c) => (chosen = c)).parseAsync()
   } catch (err) {
-    if (err instanceof UsageError) return usageFailed(err.message, commandOf(args))
+    // The word typed as a command: the first that looks like one (a flag's value before it, such
+    // as --api's URL, does not).
+    if (err instanceof UsageError) return usageFailed(err.message, commandOf(args), args.find((a) => /^[a-z][a-z-]*$/i.test(a)))
     throw err
   }
   // Nothing chosen: --help or --version was asked for and yargs printed it.

@@ -665,6 +665,8 @@ test('the CLI refuses bad flags with exit code 2, the reason on stderr and a --h
     { args: ['tasks', '--status', 'done'], stderr: /^error: --status "done" is not a task status: use one of queued/m, hint: 'cloudai tasks --help' },
     { args: ['tasks', '--limit', '0'], stderr: /^error: --limit "0" is not allowed: use a whole number from 1 to 1000/m, hint: 'cloudai tasks --help' },
     { args: ['frobnicate'], stderr: /^error: .*frobnicate/m, hint: 'cloudai --help' },
+    { args: ['regster', 'w1', '127.0.0.1:50052'], stderr: /^error: unknown command "regster": did you mean register\?/m, hint: 'cloudai --help' },
+    { args: ['--api', 'http://127.0.0.1:1', 'stauts'], stderr: /^error: unknown command "stauts": did you mean status\?/m, hint: 'cloudai --help' },
     { args: [], stderr: /^error: a command is required/m, hint: 'cloudai --help' },
   ]
   await Promise.all(
