@@ -425,7 +425,10 @@ async function serve<S extends Service>(
   } catch (err) {
     // A signal during start-up: close() is under way and decides the exit code.
     if (closing) return
-    log.error({ err }, `the ${name} failed to start`)
+    // A typed refusal (a port in use, a bad setting) is the operator's to fix, not a bug: its
+    // reason and code, no stack trace.
+    if (isCloudaiError(err)) log.error({ code: err.code, reason: err.message }, `the ${name} failed to start: ${err.message}`)
+    else log.error({ err }, `the ${name} failed to start`)
     process.stderr.write(`${formatError(err)}\n`)
     process.exit(isCloudaiError(err) && START_REFUSALS.has(err.code) ? EXIT_USAGE : EXIT_FAILURE)
   }

@@ -187,6 +187,7 @@ export class MasterGrpcServer {
       prefaceTimeoutMs: limits.prefaceTimeoutMs,
       tls: auth.serverTlsOptions(),
       inject: (socket) => injector.injectConnection(socket),
+      portFlag: '--grpc-port',
       onConnection: (outcome) => this.opts.counters?.add(CONNECTION_COUNTER[outcome]),
       log: this.opts.log,
       now: this.now,

@@ -260,7 +260,9 @@ export class Master implements MasterControl {
       log.info({ step: 8, workers: this.registry.size }, `Sending MasterRegister to ${this.registry.size} registered worker(s)`)
       this.monitor.runPass().catch((err: unknown) => log.error({ err }, 'The first reconnection pass failed; the monitor runs the next one on its interval'))
     } catch (err) {
-      log.error({ err }, 'master failed to start; shutting down what started')
+      // A typed refusal (a port in use, a locked data directory) is the operator's to fix: its code
+      // and reason; anything else with its stack.
+      log.error(isCloudaiError(err) ? { code: err.code, reason: err.message } : { err }, 'master failed to start; shutting down what started')
       await this.close()
       throw err
     }

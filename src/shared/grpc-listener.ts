@@ -25,6 +25,15 @@ const H2_CLIENT_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin
 
 export type ConnectionRefusal = 'max_connections' | 'max_per_peer' | 'preface_timeout' | 'bad_preface' | 'tls_handshake'
 
+/** Why a port could not be bound, in words, with the flag that picks another. */
+function bindFailure(err: NodeJS.ErrnoException, port: number, flag: string | undefined): string {
+  const other = flag ? ` (choose another with ${flag}, or stop what holds it)` : ''
+  if (err.code === 'EADDRINUSE') return `port ${port} is in use${other}`
+  if (err.code === 'EADDRNOTAVAIL') return 'the host is not an address of this machine'
+  if (err.code === 'EACCES') return `port ${port} needs privileges${flag ? ` (choose one above 1023 with ${flag})` : ''}`
+  return err.message
+}
+
 /** The default preface timeout: a peer that has not spoken HTTP/2 by then is not a gRPC client. */
 export const PREFACE_TIMEOUT_MS = 10_000
 
@@ -46,6 +55,8 @@ export interface GrpcListenerOptions {
   tls: TlsOptions | null
   /** Where a connection goes once its preface is in (buffered bytes unshifted): grpc-js's injector. */
   inject: (socket: Duplex) => void
+  /** The flag that sets the port, named when it is in use (`--grpc-port`, `--port`). */
+  portFlag?: string
   /** Told of each connection taken or refused (the master counts them; the worker does not). */
   onConnection?: (outcome: 'accepted' | ConnectionRefusal) => void
   log: Logger
@@ -109,15 +120,19 @@ export class GrpcListener {
     }
     let port = this.opts.port
     const errors: string[] = []
+    const reasons: string[] = []
     for (const address of addresses) {
       try {
         port = await this.listen(address, port)
       } catch (err) {
-        errors.push(`${bindAddress(address, port)}: ${(err as Error).message}`)
+        const reason = bindFailure(err as NodeJS.ErrnoException, port, this.opts.portFlag)
+        reasons.push(reason)
+        errors.push(`${bindAddress(address, port)}: ${reason}`)
       }
     }
     if (this.servers.length === 0) {
-      throw new CloudaiError('CLOUDAI_BAD_CONFIG', `cannot listen for gRPC on ${wanted}: ${errors.join('; ')}`)
+      // One address: its reason alone (the address is in the message already).
+      throw new CloudaiError('CLOUDAI_BAD_CONFIG', `cannot listen for gRPC on ${wanted}: ${addresses.length === 1 ? reasons[0] : errors.join('; ')}`)
     }
     if (errors.length > 0) this.opts.log.warn({ errors }, `gRPC listens on ${this.servers.length} of the ${addresses.length} addresses of ${host}; not on ${errors.join('; ')}`)
     return port

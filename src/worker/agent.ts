@@ -129,7 +129,8 @@ export class WorkerAgent {
     try {
       await this.startParts()
     } catch (err) {
-      this.deps.log.error({ err }, 'worker failed to start; shutting down what started')
+      // A typed refusal (a port in use, a locked data directory): its code and reason, no stack.
+      this.deps.log.error(isCloudaiError(err) ? { code: err.code, reason: err.message } : { err }, 'worker failed to start; shutting down what started')
       await this.close()
       throw err
     }
@@ -234,6 +235,7 @@ export class WorkerAgent {
     const listener = new GrpcListener({
       host: this.config.host,
       port: this.config.port,
+      portFlag: '--port',
       maxConnections: limits.maxConnections,
       maxPerPeer: limits.maxPerPeer,
       limitName: `worker's ${limits.maxConnections}-connection`,

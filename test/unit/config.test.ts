@@ -1,6 +1,7 @@
 import { fileURLToPath } from 'node:url'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { createServer, type AddressInfo } from 'node:net'
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import {
@@ -680,4 +681,24 @@ test('the CLI refuses bad flags with exit code 2, the reason on stderr and a --h
       assert.ok(!res.stderr.includes('hunter2'), `a password was printed: ${what}`)
     }),
   )
+})
+
+test('a port in use: the master and the worker say which port and which flag picks another, with no stack trace', async (t) => {
+  const held = createServer()
+  await new Promise<void>((resolve) => held.listen(0, '127.0.0.1', resolve))
+  t.after(() => held.close())
+  const port = (held.address() as AddressInfo).port
+  const dir = tempDir(t)
+  const cases = [
+    { args: ['master', '--grpc-host', '127.0.0.1', '--grpc-port', String(port), '--http-host', '127.0.0.1', '--http-port', '0', '--advertise', '127.0.0.1:1', '--data-dir', join(dir, 'm1')], says: `port ${port} is in use (choose another with --grpc-port` },
+    { args: ['master', '--grpc-host', '127.0.0.1', '--grpc-port', '0', '--http-host', '127.0.0.1', '--http-port', String(port), '--advertise', '127.0.0.1:1', '--data-dir', join(dir, 'm2')], says: `port ${port} is in use (choose another with --http-port` },
+    { args: ['worker', '--id', 'w1', '--host', '127.0.0.1', '--port', String(port), '--master', '127.0.0.1:1', '--data-dir', join(dir, 'w')], says: `port ${port} is in use (choose another with --port` },
+  ]
+  for (const { args, says } of cases) {
+    const res = await runCli(args)
+    const what = `cloudai ${args.join(' ')}:\n${res.stdout}\n${res.stderr}`
+    assert.notEqual(res.code, 0, what)
+    assert.ok(res.stderr.includes(says), what)
+    assert.doesNotMatch(res.stdout + res.stderr, /\bat .*\.js:\d+:\d+/, `no stack trace: ${what}`)
+  }
 })

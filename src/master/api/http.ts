@@ -145,7 +145,7 @@ export class HttpApi {
     if (socket === false) {
       this.sockets?.close()
       ;(app as NativeExtras).close?.()
-      throw new CloudaiError('CLOUDAI_BAD_CONFIG', `cannot listen for HTTP on ${host}:${port}: the port is in use or the host is not an address of this machine`)
+      throw new CloudaiError('CLOUDAI_BAD_CONFIG', `cannot listen for HTTP on ${host}:${port}: port ${port} is in use (choose another with --http-port, or stop what holds it), or --http-host ${host} is not an address of this machine`)
     }
     this.uws = uws
     this.app = app
