@@ -497,6 +497,10 @@ export class Lane {
    * partly made of minute points, reach back up to a minute further).
    */
   summary(now: number, workerId = ''): LaneSummary {
+    // The counts first: the thread folds a sample in before it counts it, so a summary read while
+    // it works never says more processed than its windows hold.
+    const processed = this.processed
+    const dropped = this.dropped
     const acc: WindowAcc[] = WINDOW_NAMES.map(() => ({ n: 0, cpu: 0, memory: 0, storage: 0, gpu: 0, running: 0, cpuPeak: 0, memoryPeak: 0, storagePeak: 0, gpuPeak: 0 }))
     this.eachPoint(now - WINDOWS['1h'], (t, idx, at) => {
       const end = at + t.stepMs
@@ -529,7 +533,7 @@ export class Lane {
             peak: { cpu: round2(a.cpuPeak), memory: round2(a.memoryPeak), storage: round2(a.storagePeak), gpu: round2(a.gpuPeak) },
           }
     })
-    return { workerId, at: now, latest: this.latestSample(), windows, processed: this.processed, dropped: this.dropped }
+    return { workerId, at: now, latest: this.latestSample(), windows, processed, dropped }
   }
 }
 
