@@ -79,6 +79,34 @@ test('watchers get a snapshot, then worker_status in the CloudAI shape, in order
   assert.equal((await watcher.closed).code, 1001)
 })
 
+test('a subscribe that would pass the topic limit is refused whole: the connection keeps exactly the topics it had', async (t) => {
+  const master = await startMaster(t, { dataDir: tempDir(t) })
+  const watcher = await Watcher.open(t, `ws://127.0.0.1:${master.httpPort}/ws`)
+  await watcher.next((m) => m.type === 'snapshot', 'the snapshot')
+  // workers + tasks + 997 workers' telemetry (narrowing drops `metrics`): 999 of the 1,000 allowed.
+  const some = Array.from({ length: 997 }, (_, i) => `metrics/w${i}`)
+  let mark = watcher.mark()
+  watcher.send({ type: 'subscribe', topics: some })
+  const before = (await watcher.next((m) => m.type === 'subscribed', 'the first 997', { from: mark })).topics as string[]
+  assert.equal(before.length, 999)
+
+  // Two more would make 1,001: the first of them must not stay behind.
+  mark = watcher.mark()
+  watcher.send({ type: 'subscribe', topics: ['metrics/x1', 'metrics/x2'] })
+  const err = await watcher.next((m) => m.type === 'error', 'the refusal', { from: mark })
+  assert.equal(err.code, 'CLOUDAI_BAD_REQUEST')
+  assert.match(err.message, /at most 1000 topics per connection/)
+  mark = watcher.mark()
+  watcher.send({ type: 'unsubscribe', topics: ['metrics/never'] })
+  const after = (await watcher.next((m) => m.type === 'subscribed', 'the topics held', { from: mark })).topics as string[]
+  assert.deepEqual(after, before, 'nothing of the refused message was kept')
+
+  // Swapping telemetry for `metrics` shrinks the set, so it is allowed at the limit.
+  mark = watcher.mark()
+  watcher.send({ type: 'subscribe', topics: ['metrics/x1', 'metrics'] })
+  assert.deepEqual((await watcher.next((m) => m.type === 'subscribed', 'back to all telemetry', { from: mark })).topics, ['metrics', 'tasks', 'workers'])
+})
+
 /** A WebSocket client that completes the handshake and then never reads: the slowest client there is. */
 function stalledClient(port: number): Promise<{ close: () => void }> {
   return new Promise((resolve, reject) => {

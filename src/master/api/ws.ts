@@ -182,14 +182,13 @@ export class LiveSockets {
       if (type !== 'subscribe' && type !== 'unsubscribe') throw new CloudaiError('CLOUDAI_BAD_REQUEST', `type must be subscribe or unsubscribe, got ${JSON.stringify(String(type)).slice(0, 60)}`)
       if (!Array.isArray(topics) || topics.length === 0 || topics.length > MAX_TOPICS) throw new CloudaiError('CLOUDAI_BAD_REQUEST', `topics must be a list of 1 to ${MAX_TOPICS} topics`)
       const wanted = topics.map(parseTopic)
-      for (const topic of wanted) {
-        if (type === 'subscribe') {
-          if (ws.getUserData().topics.size >= MAX_TOPICS) throw new CloudaiError('CLOUDAI_BAD_REQUEST', `at most ${MAX_TOPICS} topics per connection`)
-          this.subscribe(ws, topic)
-        } else {
-          this.unsubscribe(ws, topic)
-        }
-      }
+      const state = ws.getUserData()
+      // Judged on the whole message before anything changes: a refused message leaves the
+      // connection's subscriptions exactly as they were.
+      const next = type === 'subscribe' ? topicsAfterSubscribe(state.topics, wanted) : new Set([...state.topics].filter((t) => !wanted.includes(t)))
+      if (next.size > MAX_TOPICS) throw new CloudaiError('CLOUDAI_BAD_REQUEST', `at most ${MAX_TOPICS} topics per connection (this message would make ${next.size})`)
+      for (const t of [...state.topics]) if (!next.has(t)) this.unsubscribe(ws, t)
+      for (const t of next) if (!state.topics.has(t)) this.subscribe(ws, t)
       ws.send(JSON.stringify({ type: 'subscribed', topics: [...ws.getUserData().topics].sort(), timestamp: rfc3339(Date.now()) }))
     } catch (err) {
       this.refuse(ws, err)
@@ -202,17 +201,8 @@ export class LiveSockets {
     ws.send(JSON.stringify({ type: 'error', code: e.code, message: e.message, timestamp: rfc3339(Date.now()) }))
   }
 
-  /**
-   * `metrics` and `metrics/<id>` overlap; a client holds one or the other so that it never gets
-   * a worker's telemetry twice: narrowing to one worker drops `metrics`, and the reverse.
-   */
   private subscribe(ws: Socket, topic: LiveTopic): void {
     const state = ws.getUserData()
-    if (topic === 'metrics') {
-      for (const t of [...state.topics]) if (t.startsWith('metrics/')) this.unsubscribe(ws, t)
-    } else if (topic.startsWith('metrics/')) {
-      this.unsubscribe(ws, 'metrics')
-    }
     if (!state.topics.has(topic) && !state.released) this.watch(topic, 1)
     state.topics.add(topic)
     if (!state.paused || !isTelemetry(topic)) ws.subscribe(topic)
@@ -345,4 +335,22 @@ function parseTopic(value: unknown): LiveTopic {
     return `metrics/${validateWorkerId(value.slice('metrics/'.length), 'topic worker id')}`
   }
   throw new CloudaiError('CLOUDAI_BAD_REQUEST', `unknown topic ${JSON.stringify(String(value)).slice(0, 80)}: use workers, tasks, metrics or metrics/<worker-id>`)
+}
+
+/**
+ * The topics a connection holds once it has subscribed to `wanted`, in order. `metrics` and
+ * `metrics/<id>` overlap; a connection holds one or the other so that it never gets a worker's
+ * telemetry twice: narrowing to one worker drops `metrics`, and the reverse.
+ */
+export function topicsAfterSubscribe(current: ReadonlySet<LiveTopic>, wanted: readonly LiveTopic[]): Set<LiveTopic> {
+  const next = new Set(current)
+  for (const topic of wanted) {
+    if (topic === 'metrics') {
+      for (const t of next) if (t.startsWith('metrics/')) next.delete(t)
+    } else if (topic.startsWith('metrics/')) {
+      next.delete('metrics')
+    }
+    next.add(topic)
+  }
+  return next
 }
