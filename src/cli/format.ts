@@ -309,9 +309,15 @@ export function formatTaskCancelled(task: TaskView): string {
 }
 
 /** `error: <message> (<code>)` for anything thrown; non-cloudai errors show as CLOUDAI_INTERNAL. */
-export function formatError(err: unknown): string {
+/**
+ * `flags`: the API fields of the command's body by the flags the user typed them as, so that the
+ * master's "target_worker_id nope is not a registered worker" reads "--worker nope ...".
+ */
+export function formatError(err: unknown, flags: Readonly<Record<string, string>> = {}): string {
   const e = toCloudaiError(err)
-  return `error: ${e.message} (${e.code})`
+  let message = e.message
+  for (const [field, flag] of Object.entries(flags)) message = message.replace(new RegExp(`\\b${field}\\b`, 'g'), flag)
+  return `error: ${message} (${e.code})`
 }
 
 /** `cloudai health`: the verdict, then one line per failed check with the workers it names. */

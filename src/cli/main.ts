@@ -39,6 +39,7 @@ import {
   buildRegisterWait,
   buildTaskQuery,
   buildTaskSubmitBody,
+  TASK_SUBMIT_FLAGS,
   buildWorkerConfig,
   envOnlyKeys,
   parseAddressArg,
@@ -167,6 +168,13 @@ function commandOf(args: readonly string[]): string | undefined {
   return first === 'task' && (words[1] === 'submit' || words[1] === 'cancel') ? `task ${words[1]}` : first
 }
 
+/** The commands whose arguments are positional, as their --help shows them: a missing one is named. */
+const POSITIONAL_USAGE: Readonly<Record<string, string>> = {
+  register: 'register <id> <address>',
+  unregister: 'unregister <id>',
+  token: 'token rotate <id>',
+}
+
 /** yargs' wording for a few usage errors of ours, said the way the rest of the CLI says things. */
 function usageMessage(message: string, command: string | undefined, typed?: string): string {
   if (command === 'task' && message.startsWith('Not enough non-option arguments')) {
@@ -174,6 +182,12 @@ function usageMessage(message: string, command: string | undefined, typed?: stri
   }
   if ((command === 'cancel' || command === 'task cancel') && message.startsWith('Not enough non-option arguments')) {
     return `a task id is required: cloudai ${command} <id>`
+  }
+  const short = /^Not enough non-option arguments: got (\d+), need at least \d+$/.exec(message)
+  const usage = command === undefined ? undefined : POSITIONAL_USAGE[command]
+  if (short && usage) {
+    const missing = (usage.match(/<[^>]+>/g) ?? []).slice(Number(short[1]))
+    if (missing.length > 0) return `missing ${missing.join(' and ')}: cloudai ${usage}`
   }
   // recommendCommands' own wording names only the suggestion: say what was typed too.
   const suggestion = /^Did you mean (\S+)\?$/.exec(message)
@@ -267,7 +281,7 @@ function prepareTask(action: TaskAction, argv: Record<string, unknown>, taskComm
   switch (action) {
     case 'submit': {
       const body = buildTaskSubmitBody(argv, taskCommand)
-      return () => operate(opts, (api) => api.submitTask(body), (res) => formatTaskSubmitted(res.body.task))
+      return () => operate(opts, (api) => api.submitTask(body), (res) => formatTaskSubmitted(res.body.task), undefined, TASK_SUBMIT_FLAGS)
     }
     case 'show': {
       const id = parseTaskIdArg(argv.id)
@@ -288,6 +302,7 @@ async function operate<T>(
   call: (api: ApiClient) => Promise<ApiResponse<T>>,
   show: (res: ApiResponse<T>) => string,
   failed?: (res: ApiResponse<T>) => boolean,
+  flags?: Readonly<Record<string, string>>,
 ): Promise<void> {
   try {
     const res = await call(new ApiClient(opts.api, { token: opts.apiToken }))
@@ -297,7 +312,7 @@ async function operate<T>(
     // Scripts asking for JSON get the master's error body too; people read the line on stderr.
     const body = isCloudaiError(err) ? err.details?.body : undefined
     if (opts.json && typeof body === 'string' && body !== '') process.stdout.write(`${body.trimEnd()}\n`)
-    process.stderr.write(`${formatError(err)}\n`)
+    process.stderr.write(`${formatError(err, flags)}\n`)
     process.exitCode = EXIT_FAILURE
   }
 }

@@ -51,7 +51,8 @@ function flagsOnly(table: Record<string, Options>): Record<string, Options> {
 // coercion, see what was typed: yargs would turn "80x" into NaN and "1e3" into 1000.
 export const LOG_OPTIONS = withEnv({
   'log-level': { type: 'string', default: 'info', describe: `log level: ${LOG_LEVELS.join(', ')}` },
-  'log-pretty': { type: 'boolean', default: false, describe: 'human-readable logs instead of JSON lines' },
+  'log-format': { type: 'string', describe: 'json (one object per line) or pretty (for people); default: pretty when stdout is a terminal, json otherwise' },
+  'log-pretty': { type: 'boolean', describe: 'the same as --log-format pretty (--no-log-pretty: json); --log-format wins' },
 })
 
 const MAX_TELEMETRY_THREADS = 64
@@ -461,11 +462,19 @@ function nonEmpty(max: number) {
   }
 }
 
-export function buildLogConfig(argv: Argv): LogConfig {
-  return {
-    level: read(argv, 'log-level', 'info' as LevelWithSilent, logLevel),
-    pretty: read(argv, 'log-pretty', false, bool),
-  }
+const LOG_FORMATS = ['json', 'pretty'] as const
+
+function logFormat(value: unknown, field: string): (typeof LOG_FORMATS)[number] {
+  if (typeof value === 'string' && (LOG_FORMATS as readonly string[]).includes(value)) return value as (typeof LOG_FORMATS)[number]
+  throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${field} ${JSON.stringify(value)} is not a log format: use json or pretty`)
+}
+
+/** pino's convention: people at a terminal read pretty lines, anything else gets JSON lines. */
+export function buildLogConfig(argv: Argv, terminal = process.stdout.isTTY === true): LogConfig {
+  const level = read(argv, 'log-level', 'info' as LevelWithSilent, logLevel)
+  const format = read<string | null>(argv, 'log-format', null, logFormat)
+  const pretty = read<boolean | null>(argv, 'log-pretty', null, bool)
+  return { level, pretty: format !== null ? format === 'pretty' : (pretty ?? terminal) }
 }
 
 export function buildMasterConfig(argv: Argv): MasterConfig {
@@ -746,6 +755,20 @@ function optional<T>(argv: Argv, name: string, parse: (value: unknown, field: st
  * and the words of the command, joined with spaces. A single argument is the command as it is, so
  * `-- 'make test | tee log'` keeps its pipe. Throws CLOUDAI_BAD_CONFIG naming the flag.
  */
+/** `task submit`'s body fields by the flag each comes from, for the master's answers. */
+export const TASK_SUBMIT_FLAGS: Readonly<Record<string, string>> = {
+  name: '--name',
+  req_cpu: '--cpu',
+  req_memory: '--mem',
+  req_gpu: '--gpu',
+  req_storage: '--storage',
+  target_worker_id: '--worker',
+  timeout_s: '--timeout',
+  max_attempts: '--max-attempts',
+  env: '--env',
+  docker_image: '--image',
+}
+
 export function buildTaskSubmitBody(argv: Argv, words: readonly string[]): TaskSubmitBody {
   const command = words.join(' ')
   // With --image and no command, the image's own entrypoint runs (as CloudAI runs such a task).

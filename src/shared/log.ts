@@ -10,8 +10,8 @@ export interface LogOptions {
 }
 
 /**
- * JSON lines on stdout by default (one object per event, human text in `msg`); `--log-pretty`
- * renders them for people. Both write synchronously so that a crash never swallows the last
+ * JSON lines on stdout (one object per event, human text in `msg`) or, with `pretty`
+ * (--log-format; the default on a terminal), one readable line per event. Both write synchronously so that a crash never swallows the last
  * lines and no transport thread is left behind at shutdown.
  */
 export function createLogger(opts: LogOptions = {}): Logger {

@@ -46,7 +46,8 @@ export function parseAddress(value: unknown, field = 'address', opts: { allowPor
   if (!HOSTNAME_PATTERN.test(host) && !IPV4_PATTERN.test(host) && !IPV6_BRACKETED.test(host)) {
     throw new CloudaiError('CLOUDAI_BAD_ADDRESS', `${field} ${shown} has an invalid host ${JSON.stringify(host.slice(0, 80))}`)
   }
-  const port = parsePort(portText, field, opts.allowPortZero ?? false)
+  // The port named as a port, and the whole address as typed: "address 99999 is out of range" did not say which part was.
+  const port = parsePort(portText, `${field} ${shown}: port`, opts.allowPortZero ?? false)
   return { host, port }
 }
 

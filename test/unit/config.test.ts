@@ -12,6 +12,7 @@ import {
   TASK_SUBMIT_OPTIONS,
   WORKER_OPTIONS,
   buildApiOptions,
+  buildLogConfig,
   buildMasterConfig,
   buildTaskQuery,
   buildTaskSubmitBody,
@@ -346,6 +347,8 @@ test('each bad master value is CLOUDAI_BAD_CONFIG with a message naming the flag
     ['data-dir', ''],
     ['log-level', 'loud'],
     ['log-pretty', 'maybe'],
+    ['log-format', 'yaml'],
+    ['log-format', 'JSON'],
   ]
   for (const [flag, value] of bad) {
     assert.throws(() => buildMasterConfig({ [flag]: value }), badConfig(`--${flag}`), `--${flag} ${JSON.stringify(value)}`)
@@ -652,6 +655,11 @@ test('the CLI refuses bad flags with exit code 2, the reason on stderr and a --h
     { args: ['task', 'submit', '--cpu', '1', '--cpu', '-1', '--', 'echo'], stderr: /^error: --cpu "-1" is not an amount/m, hint: 'cloudai task submit --help' },
     { args: ['master', '--store-pool-size', '5', ...safe], stderr: /^error: --store-pool-size only apply to a MongoDB store/m, hint: 'cloudai master --help' },
     { args: ['register', 'w1', 'no-port'], stderr: /^error: address "no-port" must be host:port/m, hint: 'cloudai register --help' },
+    { args: ['register', 'worker-3', '127.0.0.1:99999'], stderr: /^error: address "127.0.0.1:99999": port 99999 is out of range \(1 to 65535\)$/m, hint: 'cloudai register --help' },
+    { args: ['register', 'worker-3'], stderr: /^error: missing <address>: cloudai register <id> <address>$/m, hint: 'cloudai register --help' },
+    { args: ['register'], stderr: /^error: missing <id> and <address>: cloudai register <id> <address>$/m, hint: 'cloudai register --help' },
+    { args: ['unregister'], stderr: /^error: missing <id>: cloudai unregister <id>$/m, hint: 'cloudai unregister --help' },
+    { args: ['token', 'rotate'], stderr: /^error: missing <id>: cloudai token rotate <id>$/m, hint: 'cloudai token --help' },
     { args: ['worker', '--id', 'w1', '--port', '0', '--kill-grace', '0'], stderr: /^error: --kill-grace must be more than 0/m, hint: 'cloudai worker --help' },
     { args: ['task', 'submit', '--cpu', '-1', '--', 'echo', 'hi'], stderr: /^error: --cpu "-1" is not an amount/m, hint: 'cloudai task submit --help' },
     { args: ['task', 'submit', '--env', 'NOPE', '--', 'echo'], stderr: /^error: --env "NOPE" is not KEY=VALUE/m, hint: 'cloudai task submit --help' },
@@ -701,4 +709,15 @@ test('a port in use: the master and the worker say which port and which flag pic
     assert.ok(res.stderr.includes(says), what)
     assert.doesNotMatch(res.stdout + res.stderr, /\bat .*\.js:\d+:\d+/, `no stack trace: ${what}`)
   }
+})
+
+test('logs are pretty on a terminal and JSON lines otherwise; --log-format overrides, and wins over --log-pretty', () => {
+  assert.equal(buildLogConfig({}, true).pretty, true)
+  assert.equal(buildLogConfig({}, false).pretty, false)
+  assert.equal(buildLogConfig({ 'log-format': 'json' }, true).pretty, false)
+  assert.equal(buildLogConfig({ 'log-format': 'pretty' }, false).pretty, true)
+  assert.equal(buildLogConfig({ 'log-pretty': false }, true).pretty, false, '--no-log-pretty on a terminal')
+  assert.equal(buildLogConfig({ 'log-pretty': true }, false).pretty, true)
+  assert.equal(buildLogConfig({ 'log-format': 'json', 'log-pretty': true }, false).pretty, false)
+  assert.throws(() => buildLogConfig({ 'log-format': 'yaml' }, false), (err: unknown) => err instanceof CloudaiError && err.code === 'CLOUDAI_BAD_CONFIG' && /--log-format "yaml" is not a log format: use json or pretty/.test(err.message))
 })
