@@ -276,5 +276,11 @@ export class MasterMetrics {
         return n === null ? [] : one(n)
       })
     }
+    // prom-client names three gauges with a counter's `_total` suffix, which Prometheus' own
+    // linter (promtool check metrics) rejects: a `sum()` of the same gauges by type, which stay,
+    // gives each of them. (Each also listed every handle once more per scrape: 10,000 sockets.)
+    for (const name of ['cloudai_process_nodejs_active_handles_total', 'cloudai_process_nodejs_active_requests_total', 'cloudai_process_nodejs_active_resources_total']) {
+      if (this.prom.getSingleMetric(name)) this.prom.removeSingleMetric(name)
+    }
   }
 }

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { api, FAST_MASTER_FLAGS, msgHas, reservePort, runCli, startMaster, startWorker, tempDir, waitUntil, type MasterHandle } from '../support/cluster.js'
 import { parsePrometheus, promValue, type PromFamily } from '../support/prometheus.js'
+import { promtoolCheck } from '../support/promtool.js'
 
 // What operators look at, on a real master process with real workers: /metrics, /healthz and
 // /api/workers/{id}/metrics.
@@ -131,4 +132,18 @@ test('/metrics, /healthz and worker metrics follow dials, heartbeats, disconnect
   assert.equal(v(m, 'cloudai_time_to_reconnect_seconds_count'), 1)
   assert.ok(v(m, 'cloudai_time_to_reconnect_seconds_sum') > 0)
   assert.equal((await api(master.api, '/api/workers/w1/metrics')).body.reconnects, 1)
+})
+
+// Prometheus' own linter, on what a live master with an active worker serves (per-worker series,
+// histograms with observations, prom-client's process gauges).
+test('/metrics passes promtool check metrics', async (t) => {
+  const master = await startMaster(t, { dataDir: tempDir(t) })
+  const workerPort = await reservePort()
+  assert.equal((await api(master.api, '/api/workers', { method: 'POST', body: { worker_id: 'w1', worker_ip: `127.0.0.1:${workerPort}` } })).status, 201)
+  await startWorker(t, 'w1', workerPort, { master: `127.0.0.1:${master.grpcPort}` })
+  await scrapeUntil(master, 'heartbeats of w1 processed', (x) => v(x, 'cloudai_heartbeats_processed_total') >= 2 && v(x, 'cloudai_worker_uptime_seconds', { worker_id: 'w1' }) >= 0)
+  const res = await fetch(`${master.api}/metrics`, { signal: AbortSignal.timeout(10_000) })
+  const { code, output } = await promtoolCheck(await res.text())
+  assert.equal(output, '', 'no lint findings')
+  assert.equal(code, 0)
 })

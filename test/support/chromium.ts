@@ -2,6 +2,7 @@ import { execFile, spawn } from 'node:child_process'
 import { accessSync, constants, createWriteStream, existsSync, mkdtempSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { delimiter, join } from 'node:path'
+import { aptArgv } from './apt.js'
 
 // The browser the dashboard's test drives. `npm test` must pass on a fresh machine with nothing but
 // `npm ci`, so where no browser is found and this user may install packages (root, or passwordless
@@ -10,8 +11,6 @@ import { delimiter, join } from 'node:path'
 // (its download host is not reachable), so the distribution's package is the browser.
 
 const NAMES = ['chromium', 'chromium-browser', 'google-chrome'] as const
-/** apt waits this long for another apt or dpkg to let go of its lock. */
-const LOCK_WAIT_S = 300
 /** Bounds the whole install: the browser test fails with the log instead of hanging. */
 const INSTALL_TIMEOUT_MS = 8 * 60_000
 
@@ -93,7 +92,7 @@ export async function chromiumPath(host: ChromiumHost = localHost()): Promise<st
     throw new Error(`the dashboard's browser test needs Chromium or Chrome: none found (${looked}), and ${why}. Install one, e.g. \`${installCommand(pkg)}\`, or set CLOUDAI_CHROMIUM to its binary.`)
   }
   host.say(`No Chromium found: installing Debian's ${pkg} for the dashboard's browser test (${[...prefix, 'apt-get', 'install', pkg].join(' ')}, about a minute)`)
-  const apt = [...prefix, 'env', 'DEBIAN_FRONTEND=noninteractive', aptGet, '-o', `DPkg::Lock::Timeout=${LOCK_WAIT_S}`]
+  const apt = aptArgv(prefix, aptGet, host)
   try {
     await host.run([...apt, 'update'])
     await host.run([...apt, 'install', '-y', '--no-install-recommends', pkg])

@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs'
 import { isIP } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import type { TestContext } from 'node:test'
+import { aptArgv } from './apt.js'
 import { isExecutable, localHost, which } from './chromium.js'
 import { childCwd, childEnv } from './cluster.js'
 
@@ -39,8 +40,6 @@ const IP_TIMEOUT_MS = 10_000
 const HELPER_TIMEOUT_MS = 30_000
 /** How long a pair's clean-up waits for what ran in it to be gone. */
 const CLOSE_WAIT_MS = 10_000
-/** apt waits this long for another apt or dpkg to let go of its lock (as in chromium.ts). */
-const LOCK_WAIT_S = 300
 
 export interface NetnsEnd {
   /** The namespace's name, for `ip netns exec` (and `netns` of startMaster / startWorker). */
@@ -119,7 +118,7 @@ async function decide(host: NetnsHost): Promise<string | null> {
     const aptGet = which('apt-get', host)
     if (!aptGet) return `\`ip\` (iproute2) is not on the PATH and there is no apt-get to install it; install iproute2 (\`${IPROUTE2_INSTALL}\`)`
     host.say(`No \`ip\` found: installing Debian's iproute2 for the network namespace tests (apt-get install iproute2, seconds)`)
-    const apt = ['env', 'DEBIAN_FRONTEND=noninteractive', aptGet, '-o', `DPkg::Lock::Timeout=${LOCK_WAIT_S}`]
+    const apt = aptArgv([], aptGet, host)
     try {
       await host.run([...apt, 'update'])
       await host.run([...apt, 'install', '-y', '--no-install-recommends', 'iproute2'])
