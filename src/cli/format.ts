@@ -248,7 +248,8 @@ export function formatTasks(list: { tasks: readonly TaskView[]; total: number; o
   const counts: Partial<Record<string, number>> = {}
   for (const t of tasks) counts[t.status] = (counts[t.status] ?? 0) + 1
   const shown = tasks.length === total ? plural(total, 'task') : `Showing ${tasks.length} of ${plural(total, 'task')} (newest first; --limit and --offset show others)`
-  return `${renderTable(headers, align, rows)}\n\n${shown}: ${formatTaskCounts(counts)}`
+  const waiting = tasks.filter((t) => t.status === 'queued' && t.reason).map((t) => `${t.task_id} waits: ${t.reason}`)
+  return `${renderTable(headers, align, rows)}\n${waiting.length > 0 ? `\n${waiting.join('\n')}\n` : ''}\n${shown}: ${formatTaskCounts(counts)}`
 }
 
 function timeRow(label: string, iso: string | null, now: number): [string, string][] {
@@ -300,8 +301,10 @@ export function formatTask(task: TaskView, opts: FormatOptions): string {
 }
 
 export function formatTaskSubmitted(task: TaskView): string {
-  if (!task.durable) return `⚠ Task ${task.task_id} queued in memory only: the master's store is down, so it is lost if the master stops before the store answers`
-  return `✅ Task ${task.task_id} queued`
+  // Queued all the same (a larger worker may register), but the operator hears it now, not after an hour of waiting.
+  const waits = task.status === 'queued' && task.reason ? `\n⚠ It waits: ${task.reason}` : ''
+  if (!task.durable) return `⚠ Task ${task.task_id} queued in memory only: the master's store is down, so it is lost if the master stops before the store answers${waits}`
+  return `✅ Task ${task.task_id} queued${waits}`
 }
 
 export function formatTaskCancelled(task: TaskView): string {

@@ -216,6 +216,12 @@ test('the tasks table: name (or command), status, worker, attempts, age, exit co
   )
 })
 
+test('the tasks table says why a queued task that no registered worker could run waits', () => {
+  const huge = { ...waiting, reason: 'no registered worker is large enough for 64 CPU, 0 GB memory, 0 GPU, 0 GB storage' }
+  const text = formatTasks({ tasks: [huge, done], total: 2 }, { now: NOW, color: false })
+  assert.match(text, /\n\ntask-ccc waits: no registered worker is large enough for 64 CPU, 0 GB memory, 0 GPU, 0 GB storage\n\n2 tasks: 1 queued, 1 completed$/)
+})
+
 test('task statuses are coloured on a terminal only, and the columns stay aligned', () => {
   const plain = formatTasks({ tasks: [waiting, done, failed], total: 3 }, { now: NOW, color: false })
   const colored = formatTasks({ tasks: [waiting, done, failed], total: 3 }, { now: NOW, color: true })
@@ -291,6 +297,8 @@ test('a waiting task shows no empty times, and a failed one its reason', () => {
 
 test('submit and cancel print one line', () => {
   assert.equal(formatTaskSubmitted(waiting), '✅ Task task-ccc queued')
+  const huge = { ...waiting, reason: 'no registered worker is large enough for 64 CPU, 0 GB memory, 0 GPU, 0 GB storage' }
+  assert.equal(formatTaskSubmitted(huge), '✅ Task task-ccc queued\n⚠ It waits: no registered worker is large enough for 64 CPU, 0 GB memory, 0 GPU, 0 GB storage')
   assert.match(formatTaskSubmitted({ ...waiting, durable: false }), /^⚠ Task task-ccc queued in memory only/)
   assert.equal(formatTaskCancelled({ ...waiting, status: 'cancelled' }), 'Task task-ccc cancelled')
   assert.equal(formatTaskCancelled({ ...waiting, status: 'running' }), 'Task task-ccc: cancel requested (now running)')
