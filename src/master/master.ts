@@ -484,12 +484,14 @@ export class Master implements MasterControl {
     return { tasks: page.tasks.map((t) => this.withWaitReason(toTaskView(t, this.tasks.isDurable(t.id), 4096))), total: page.total, limit, offset }
   }
 
+  /** `id`: a task's id, or a prefix of exactly one (TaskTable.resolve). */
   getTask(id: string): TaskView {
-    return this.taskView(validateTaskId(id))
+    return this.taskView(this.tasks.resolve(validateTaskId(id)).id)
   }
 
-  async cancelTask(id: string): Promise<TaskView> {
-    const task = this.tasks.require(validateTaskId(id))
+  async cancelTask(given: string): Promise<TaskView> {
+    const task = this.tasks.resolve(validateTaskId(given))
+    const id = task.id
     this.assertRunning()
     if (task.status === 'completed' || task.status === 'failed' || task.status === 'cancelled') {
       throw new CloudaiError('CLOUDAI_TASK_FINISHED', `task ${id} is already ${task.status}; only queued, assigned or running tasks can be cancelled`)

@@ -99,6 +99,13 @@ export interface TaskPersistence {
 }
 
 const FINAL: ReadonlySet<TaskStatus> = new Set(FINAL_TASK_STATUSES)
+
+/** Every id this master makes: `task-` and a UUID. */
+export const TASK_ID_PREFIX = 'task-'
+/** The shortest prefix `resolve` takes, past `task-` (git's shortest abbreviation too). */
+export const TASK_PREFIX_MIN = 4
+/** Ids an ambiguous prefix's refusal names. */
+const AMBIGUOUS_SHOWN = 5
 const isFinal = (s: TaskStatus): boolean => FINAL.has(s)
 
 export interface SubmitOptions {
@@ -188,6 +195,29 @@ export class TaskTable extends EventEmitter<TaskEvents> {
     const t = this.tasks.get(id)
     if (!t) throw new CloudaiError('CLOUDAI_UNKNOWN_TASK', `task ${id} does not exist`)
     return t
+  }
+
+  /**
+   * The task `idOrPrefix` names: its id, or (as git and docker take a commit or a container) the
+   * one task whose id starts with it, `task-` may be left out. A prefix names at least
+   * TASK_PREFIX_MIN characters past `task-`, so that `t` is not read as "the only task". Only an
+   * id not found as typed costs a scan of the ids.
+   */
+  resolve(idOrPrefix: string): TaskRecord {
+    const exact = this.tasks.get(idOrPrefix)
+    if (exact) return exact
+    const prefix = idOrPrefix.startsWith(TASK_ID_PREFIX) ? idOrPrefix : `${TASK_ID_PREFIX}${idOrPrefix}`
+    if (prefix.length < TASK_ID_PREFIX.length + TASK_PREFIX_MIN) return this.require(idOrPrefix)
+    const found: TaskRecord[] = []
+    for (const [id, t] of this.tasks) {
+      if (!id.startsWith(prefix)) continue
+      found.push(t)
+      if (found.length > AMBIGUOUS_SHOWN) break
+    }
+    if (found.length === 1) return found[0]!
+    if (found.length === 0) return this.require(idOrPrefix)
+    const shown = found.slice(0, AMBIGUOUS_SHOWN).map((t) => t.id)
+    throw new CloudaiError('CLOUDAI_AMBIGUOUS_TASK_ID', `${JSON.stringify(idOrPrefix)} is the start of more than one task's id (${shown.join(', ')}${found.length > AMBIGUOUS_SHOWN ? ', ...' : ''}): give more of it`, { task_ids: shown })
   }
 
   values(): IterableIterator<TaskRecord> {
@@ -299,7 +329,7 @@ export class TaskTable extends EventEmitter<TaskEvents> {
   async submit(input: TaskInput, opts: SubmitOptions): Promise<TaskRecord> {
     const at = this.now()
     const task: TaskRecord = {
-      id: `task-${randomUUID()}`,
+      id: `${TASK_ID_PREFIX}${randomUUID()}`,
       ...input,
       status: 'queued',
       workerId: null,

@@ -43,6 +43,8 @@ export const ErrorCodes = {
   CLOUDAI_WORKER_EXISTS: { http: 409, grpc: GrpcStatus.ALREADY_EXISTS },
   CLOUDAI_BAD_TASK_ID: { http: 400, grpc: GrpcStatus.INVALID_ARGUMENT },
   CLOUDAI_UNKNOWN_TASK: { http: 404, grpc: GrpcStatus.NOT_FOUND },
+  /** A task id prefix that more than one task's id starts with. */
+  CLOUDAI_AMBIGUOUS_TASK_ID: { http: 409, grpc: GrpcStatus.FAILED_PRECONDITION },
   CLOUDAI_TASK_FINISHED: { http: 409, grpc: GrpcStatus.FAILED_PRECONDITION },
   CLOUDAI_TASK_REFUSED: { http: 409, grpc: GrpcStatus.FAILED_PRECONDITION },
   CLOUDAI_SHUTTING_DOWN: { http: 503, grpc: GrpcStatus.UNAVAILABLE },

@@ -167,3 +167,23 @@ test('a queued task moves back to running or to its result only as a resume: its
   assert.equal(done?.attempts, 1)
   assert.deepEqual((await store.loadTasks())[0]?.history.map((h) => `${h.status}:${h.workerId ?? '-'}`), ['queued:-', 'assigned:w1', 'running:w1', 'queued:-', 'running:w1', 'queued:-', 'completed:w1'])
 })
+
+test('a task is found by its id or by a unique prefix of it, task- optional; an ambiguous or short prefix is not a task', async (t) => {
+  const store = new FlakyStore()
+  const { table, journal } = tableOn(store)
+  t.after(() => journal.close())
+  const a = await table.submit(parseTaskInput({ command: 'true' }), strict)
+  const made = (id: string) => ({ ...a, id, history: [...a.history] })
+  table.load([made('task-abcd1111-0000-4000-8000-000000000000'), made('task-abcd2222-0000-4000-8000-000000000000'), made('task-abce3333-0000-4000-8000-000000000000'), made('legacy-id')])
+  assert.equal(table.resolve(a.id), table.get(a.id), 'the whole id')
+  assert.equal(table.resolve('task-abcd1').id, 'task-abcd1111-0000-4000-8000-000000000000')
+  assert.equal(table.resolve('abce').id, 'task-abce3333-0000-4000-8000-000000000000', 'without task-')
+  assert.equal(table.resolve('legacy-id').id, 'legacy-id', 'an id of any shape, whole')
+  const ambiguous = (err: unknown): boolean => err instanceof CloudaiError && err.code === 'CLOUDAI_AMBIGUOUS_TASK_ID' && err.message.includes('task-abcd1111') && err.message.includes('task-abcd2222')
+  assert.throws(() => table.resolve('task-abcd'), ambiguous)
+  assert.throws(() => table.resolve('abcd'), ambiguous)
+  const unknown = (err: unknown): boolean => err instanceof CloudaiError && err.code === 'CLOUDAI_UNKNOWN_TASK'
+  assert.throws(() => table.resolve('abc'), unknown, 'three characters are too few to stand for a task')
+  assert.throws(() => table.resolve('task-ffff'), unknown)
+  assert.throws(() => table.resolve('legacy'), unknown, 'only task- ids are abbreviated')
+})
