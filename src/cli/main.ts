@@ -2,7 +2,7 @@ import yargs, { type Argv } from 'yargs'
 import { hideBin } from 'yargs/helpers'
 import type { MasterConfig, WorkerConfig } from '../config.js'
 import { isCloudaiError } from '../shared/errors.js'
-import { createLogger, type Logger } from '../shared/log.js'
+import { createLogger, LogOutput, type Logger } from '../shared/log.js'
 import { loadUws } from '../master/api/uws.js'
 import { grpcConnectionBudget } from '../master/connection-budget.js'
 import { ApiClient, type ApiResponse } from './api-client.js'
@@ -461,7 +461,8 @@ async function runMaster(config: MasterConfig): Promise<void> {
     process.exitCode = EXIT_FAILURE
     return
   }
-  const log = createLogger(config.log)
+  const logs = new LogOutput()
+  const log = createLogger(config.log, logs)
   // Imported here rather than at the top: operator commands and flag errors should not load
   // gRPC, uWebSockets.js and SQLite.
   const { Master } = await import('../master/master.js')
@@ -470,7 +471,7 @@ async function runMaster(config: MasterConfig): Promise<void> {
     // included) to stdout, which, redirected, is the log file.
     if (process.stdin.isTTY !== true || process.stdout.isTTY !== true) return undefined
     log.info({ step: 9 }, 'Interactive prompt started (type help for the commands)')
-    const prompt = startPrompt({ control: master, input: process.stdin, output: process.stdout, onExit: () => shutdown('exit at the prompt') })
+    const prompt = startPrompt({ control: master, input: process.stdin, output: process.stdout, logs, onExit: () => shutdown('exit at the prompt') })
     return () => prompt.close()
   })
 }

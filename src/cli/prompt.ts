@@ -1,4 +1,5 @@
-import { createInterface } from 'node:readline'
+import { clearScreenDown, createInterface, cursorTo, moveCursor } from 'node:readline'
+import type { LogOutput } from '../shared/log.js'
 import type { Options } from 'yargs'
 import type { MasterControl } from '../master/control.js'
 import { CloudaiError } from '../shared/errors.js'
@@ -30,6 +31,12 @@ export interface PromptOptions {
   output: NodeJS.WritableStream
   /** Called once when the operator leaves: `exit`, `quit`, Ctrl-D or Ctrl-C. Not called by close(). */
   onExit: () => void
+  /**
+   * The master's log output, when it shares `output` (a terminal): each log line is written above
+   * the prompt, which is then drawn again below it with what was typed so far and the cursor where
+   * it was, so that a log line never lands inside the line being typed.
+   */
+  logs?: Pick<LogOutput, 'around'>
 }
 
 export interface Prompt {
@@ -130,13 +137,36 @@ export function startPrompt(opts: PromptOptions): Prompt {
     }
   }
 
+  // True while the prompt is on the screen; false while a typed command runs, when its output and
+  // log lines simply follow each other.
+  let showing = false
   function prompt(): void {
-    if (!ended) rl.prompt()
+    if (ended) return
+    showing = true
+    rl.prompt()
+  }
+
+  if (opts.logs && tty.isTTY === true) {
+    opts.logs.around = (text, writeLog) => {
+      if (!showing || ended) return writeLog(text)
+      const at = rl.getCursorPos()
+      // Up to the prompt's first row and clear from there: the prompt and a typed line that wraps.
+      moveCursor(output, 0, -at.rows)
+      cursorTo(output, 0)
+      clearScreenDown(output)
+      writeLog(text)
+      // readline redraws from `at.rows` rows above the cursor (where it last left it): rows it may
+      // clear, below the log line, so that the redraw starts right after it.
+      if (at.rows > 0) output.write('\n'.repeat(at.rows))
+      rl.prompt(true)
+    }
   }
 
   function end(notify: boolean): void {
     if (ended) return
     ended = true
+    showing = false
+    if (opts.logs) opts.logs.around = null
     rl.close()
     if (!notify) return
     try {
@@ -261,6 +291,7 @@ export function startPrompt(opts: PromptOptions): Prompt {
   }
 
   rl.on('line', (line) => {
+    showing = false
     enqueue(async () => {
       try {
         await run(line)

@@ -1,5 +1,5 @@
 import pino, { type Logger, type LevelWithSilent } from 'pino'
-import pretty from 'pino-pretty'
+import { prettyFactory } from 'pino-pretty'
 
 export type { Logger }
 
@@ -10,16 +10,36 @@ export interface LogOptions {
 }
 
 /**
- * JSON lines on stdout (one object per event, human text in `msg`) or, with `pretty`
- * (--log-format; the default on a terminal), one readable line per event. Both write synchronously so that a crash never swallows the last
- * lines and no transport thread is left behind at shutdown.
+ * Where log lines go: stdout, written synchronously so that a crash never swallows the last lines
+ * and no transport thread is left behind at shutdown. Something that shares the terminal with the
+ * logs (the `master>` prompt) sets `around` and writes each line itself, around what it shows.
  */
-export function createLogger(opts: LogOptions = {}): Logger {
+export class LogOutput {
+  private readonly out = pino.destination({ dest: 1, sync: true })
+  around: ((text: string, write: (text: string) => void) => void) | null = null
+  private readonly raw = (text: string): void => {
+    this.out.write(text)
+  }
+
+  write(text: string): boolean {
+    if (this.around) this.around(text, this.raw)
+    else this.raw(text)
+    return true
+  }
+}
+
+/**
+ * JSON lines (one object per event, human text in `msg`) or, with `pretty` (--log-format; the
+ * default on a terminal), one readable line per event, both into `output`.
+ */
+export function createLogger(opts: LogOptions = {}, output: LogOutput = new LogOutput()): Logger {
   const options = { level: opts.level ?? 'info', name: opts.name, base: { pid: process.pid } }
   if (opts.pretty) {
-    return pino(options, pretty({ sync: true, colorize: process.stdout.isTTY === true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', singleLine: true }))
+    // Formatted in the call, not in a transform stream: as synchronous as the JSON lines.
+    const format = prettyFactory({ colorize: process.stdout.isTTY === true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', singleLine: true })
+    return pino(options, { write: (line: string) => output.write(format(line)) })
   }
-  return pino(options, pino.destination({ dest: 1, sync: true }))
+  return pino(options, output)
 }
 
 export const LOG_LEVELS: readonly LevelWithSilent[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']

@@ -310,3 +310,50 @@ test('health and metrics at the prompt', async (t) => {
   assert.equal(await s.run('metrics'), 'usage: metrics <id>\n')
   assert.match(await s.run('metrics nobody'), /CLOUDAI_UNKNOWN_WORKER/)
 })
+
+/** A prompt on a pretend terminal (`isTTY`, `columns`), with the log output it shares the screen with. */
+function terminalSession(t: TestContext, columns: number) {
+  const input = new PassThrough()
+  const output = Object.assign(new PassThrough(), { isTTY: true, columns, rows: 24 })
+  let text = ''
+  output.setEncoding('utf8').on('data', (chunk: string) => (text += chunk))
+  const logs: { around: ((text: string, write: (text: string) => void) => void) | null } = { around: null }
+  const prompt = startPrompt({ control: new MemoryControl(), input, output, logs, onExit: () => {} })
+  t.after(() => prompt.close())
+  const log = (line: string): void => {
+    if (logs.around) logs.around(line, (s) => output.write(s))
+    else output.write(line)
+  }
+  return { input, logs, log, prompt, get text() { return text } }
+}
+
+const settle = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
+
+test('on a terminal a log line goes above the prompt, which is drawn again below it with what was typed', async (t) => {
+  const s = terminalSession(t, 80)
+  assert.ok(s.logs.around, 'the prompt takes the log output over on a terminal')
+  s.input.write('regis')
+  await settle()
+  const mark = s.text.length
+  s.log('{"msg":"Worker w1 is active"}\n')
+  await settle()
+  const after = s.text.slice(mark)
+  const at = after.indexOf('{"msg":"Worker w1 is active"}\n')
+  assert.ok(at >= 0, JSON.stringify(after))
+  assert.ok(after.slice(0, at).includes('\x1b[0J'), 'the prompt line is cleared first, not written into')
+  assert.ok(after.slice(at).includes(`${PROMPT}regis`), `then drawn again with the typed text: ${JSON.stringify(after)}`)
+  s.prompt.close()
+  assert.equal(s.logs.around, null, 'given back when the prompt closes')
+})
+
+test('a typed line that wraps is cleared from its first row before a log line goes above it', async (t) => {
+  const s = terminalSession(t, 20)
+  s.input.write('task submit -- echo hel')
+  await settle()
+  const mark = s.text.length
+  s.log('LOG\n')
+  await settle()
+  const after = s.text.slice(mark)
+  assert.ok(after.startsWith('\x1b[1A'), `up one row to the prompt's first: ${JSON.stringify(after)}`)
+  assert.ok(after.includes('LOG\n\n'), 'a row kept below for readline to redraw from')
+})
