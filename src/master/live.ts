@@ -4,6 +4,7 @@ import type { InactiveReason, TaskRecord, TaskStatus, WorkerRecord } from '../sh
 import type { Registry } from './registry.js'
 import type { TaskTable } from './tasks.js'
 import type { TelemetryHub } from './telemetry/hub.js'
+import { neverFitsReason } from './scheduler.js'
 import { toTaskView, toWorkerView, type ClusterStatus, type TaskView, type WorkerView } from './views.js'
 
 // What the master pushes to watchers (the WebSocket, and through it the dashboard and `cloudai
@@ -92,7 +93,7 @@ export class LiveFeed extends EventEmitter<LiveEvents> {
   }
   private readonly onTask = (t: TaskRecord, previous: TaskStatus | null): void => {
     // Output can be a megabyte; watchers get its end, the task route has the rest.
-    const task = toTaskView(t, this.src.tasks.isDurable(t.id), 4096)
+    const task = this.taskView(t)
     this.emit('message', 'tasks', {
       type: 'task_status',
       task_id: task.task_id,
@@ -165,13 +166,32 @@ export class LiveFeed extends EventEmitter<LiveEvents> {
     // From the table's indexes: the work in hand and the newest finished, never every task kept.
     const unfinished = this.src.tasks.unfinished()
     const finished = this.src.tasks.recentlyFinished(SNAPSHOT_RECENT_TASKS)
+    const reasons = new Map<string, string | null>()
     return {
       type: 'snapshot',
       workers: this.src.registry.list().map(toWorkerView),
-      tasks: [...unfinished, ...finished].map((t) => toTaskView(t, this.src.tasks.isDurable(t.id), 4096)),
+      tasks: [...unfinished, ...finished].map((t) => this.taskView(t, reasons)),
       status: this.src.status(),
       timestamp: this.stamp(),
     }
+  }
+
+  /**
+   * A task as watchers see it: the end of its output (it can be a megabyte; the task route has the
+   * rest) and, while it is queued, why it waits when no registered worker could ever run it, as the
+   * API says. `reasons` shares the answer between the tasks of one snapshot that ask for the same:
+   * a worker that fits ends the search at once, but a task nothing fits reads every worker.
+   */
+  private taskView(t: TaskRecord, reasons?: Map<string, string | null>): TaskView {
+    const view = toTaskView(t, this.src.tasks.isDurable(t.id), 4096)
+    if (t.status !== 'queued') return view
+    const key = `${t.req.cpu}/${t.req.memory}/${t.req.gpu}/${t.req.storage}/${t.targetWorkerId ?? ''}`
+    let reason = reasons?.get(key)
+    if (reason === undefined) {
+      reason = neverFitsReason(t, this.src.registry.values())
+      reasons?.set(key, reason)
+    }
+    return reason ? { ...view, reason } : view
   }
 
   private stamp(): string {

@@ -100,7 +100,7 @@ test('the dashboard shows workers and tasks live, drives the API, reconnects, an
     const row = page.locator('#workers tr[data-worker-id="w1"]')
     await visible(row.and(page.locator('[data-state="inactive"]')))
     assert.equal(await row.locator('.state').textContent(), 'inactive')
-    assert.equal(await row.locator('td').nth(2).textContent(), `127.0.0.1:${port}`)
+    assert.equal(await row.locator('.address').textContent(), `127.0.0.1:${port}`)
     await visible(row.locator('td.heartbeat').filter({ hasText: 'never' }))
 
     // The worker starts: the master's monitor reaches it and the row turns active, with specs and
@@ -108,8 +108,8 @@ test('the dashboard shows workers and tasks live, drives the API, reconnects, an
     await startWorker(t, 'w1', port)
     await visible(row.and(page.locator('[data-state="active"]')))
     assert.equal(await row.locator('.state').textContent(), 'active')
-    await visible(row.locator('td').nth(3).filter({ hasText: /^\d+ cores$/ }))
-    await visible(row.locator('td').nth(4).filter({ hasText: /GB$/ }))
+    await visible(row.locator('.cores').filter({ hasText: /^\d+ cores$/ }))
+    await visible(row.locator('.capacity .memory').filter({ hasText: /GB$/ }))
     await visible(row.locator('td.usage-cpu .pct').filter({ hasText: /^\d+\.\d%$/ }))
     await visible(row.locator('td.heartbeat').filter({ hasText: /^\d+s ago$/ }))
     // (Page-side code is given as text: this project compiles without the DOM's types.)
@@ -136,8 +136,8 @@ test('the dashboard shows workers and tasks live, drives the API, reconnects, an
     assert.equal(await taskRow.locator('.state').textContent(), 'completed')
     assert.equal(await taskRow.locator('td.exit-code').textContent(), '0')
     assert.equal(await taskRow.locator('td.cmd').textContent(), 'echo hello')
-    assert.equal(await taskRow.locator('td').nth(3).textContent(), 'w1')
-    assert.equal(await taskRow.locator('td').nth(4).textContent(), `1/${(await api(master.api, `/api/tasks/${taskId}`)).body.max_attempts}`)
+    assert.equal(await taskRow.locator('td.worker').textContent(), 'w1')
+    assert.equal(await taskRow.locator('td.attempts').textContent(), `1/${(await api(master.api, `/api/tasks/${taskId}`)).body.max_attempts}`)
     assert.equal(await page.locator(`#recent tr.task[data-task-id="${taskId}"]`).count(), 1, 'a finished task is under recent tasks')
     await event(page, /greeting\) completed \(exit 0\)/)
     await visible(page.locator('#summary dd[data-count="completed"]').filter({ hasText: /^1$/ }))
@@ -224,6 +224,97 @@ test('with --api-token, the page asks for the token once and uses it for the Web
     await visible(page.locator('#register-result').filter({ hasText: 'offline' }))
     await visible(page.locator('#workers tr[data-worker-id="w1"][data-state="inactive"]'))
     assert.equal(await form.isHidden(), true, 'asked once')
+    assert.deepEqual(pageErrors, [])
+  })
+})
+
+/** What sticks out: the page wider than the window, a table wider than its box, a cell past its table's box or cut short. */
+const OVERFLOWS = `(() => {
+  const out = []
+  const doc = document.documentElement
+  if (doc.scrollWidth > doc.clientWidth + 1) out.push('the page scrolls sideways: ' + doc.scrollWidth + ' > ' + doc.clientWidth)
+  for (const wrap of document.querySelectorAll('.table-wrap')) {
+    const table = wrap.querySelector('table')
+    if (wrap.scrollWidth > wrap.clientWidth + 1) out.push('#' + table.id + ' is wider than its box: ' + wrap.scrollWidth + ' > ' + wrap.clientWidth)
+    const box = wrap.getBoundingClientRect()
+    for (const cell of table.querySelectorAll('th, td')) {
+      const r = cell.getBoundingClientRect()
+      if (r.width === 0) continue
+      if (r.right > box.right + 1 || r.left < box.left - 1) out.push('#' + table.id + ' cell "' + cell.textContent.trim().slice(0, 30) + '" is outside its box')
+      if (cell.scrollWidth > cell.clientWidth + 1) out.push('#' + table.id + ' cell "' + cell.textContent.trim().slice(0, 30) + '" is cut: ' + cell.scrollWidth + ' > ' + cell.clientWidth)
+    }
+  }
+  return out
+})()`
+
+test('the dashboard fits 1280×800, 1920×1080 and 800×600: no column clipped or off to the side, full task ids, output and reasons shown, sparklines from history', async (t) => {
+  const browser = await launch(t)
+  const master = await startMaster(t, { dataDir: tempDir(t), args: [...FAST_MASTER_FLAGS, '--telemetry-step', '1s'] })
+  const port = await reservePort()
+  assert.equal((await api(master.api, '/api/workers', { method: 'POST', body: { worker_id: 'gpu-node-eu-west-1a-0001', worker_ip: `127.0.0.1:${port}` } })).status, 201)
+  await startWorker(t, 'gpu-node-eu-west-1a-0001', port)
+  for (const [id, p] of [['build-runner-12', await reservePort()], ['w3', await reservePort()]] as const) {
+    assert.equal((await api(master.api, '/api/workers', { method: 'POST', body: { worker_id: id, worker_ip: `127.0.0.1:${p}` } })).status, 201)
+  }
+  await waitUntil(async () => (await api(master.api, '/api/workers/gpu-node-eu-west-1a-0001')).body.is_active === true || undefined, 'the worker to be active')
+  const submit = async (body: Record<string, unknown>): Promise<string> => {
+    const r = await api(master.api, '/api/tasks', { method: 'POST', body })
+    assert.equal(r.status, 201, JSON.stringify(r.body))
+    return r.body.task_id as string
+  }
+  const done = await submit({ command: 'echo hello from the task; echo and a second line', name: 'greeting' })
+  await submit({ command: `python train.py --data /datasets/imagenet --epochs 90 --batch-size 256 --lr 0.1 --output /checkpoints/${'x'.repeat(40)}; exit 3`, max_attempts: 1 })
+  // The two other workers never connected and might be large enough: only a target says "never".
+  const huge = await submit({ command: 'sleep 1', req_cpu: 512, target_worker_id: 'gpu-node-eu-west-1a-0001' })
+  await waitUntil(async () => (await api(master.api, `/api/tasks/${done}`)).body.status === 'completed' || undefined, 'the first task to complete')
+  // History to draw from: some seconds of it at a 1 s step.
+  const history = await waitUntil(async () => {
+    const h = (await api(master.api, '/api/workers/gpu-node-eu-west-1a-0001/metrics')).body.history as unknown[]
+    return h.length >= 4 ? h.length : undefined
+  }, 'four history points')
+
+  const { page, pageErrors } = await newPage(browser)
+  // Live telemetry is held back: whatever the sparklines draw comes from the master's history.
+  await page.routeWebSocket(/\/ws(\?|$)/, (ws) => {
+    const server = ws.connectToServer()
+    server.onMessage((m) => {
+      if (!String(m).includes('"worker_metrics"')) ws.send(m)
+    })
+  })
+  await page.goto(`${master.api}/`)
+  await screenshotOnFailure(page, 'dashboard-fit-failure.png', async () => {
+    await live(page)
+    assert.equal(await page.locator('link[rel="icon"]').getAttribute('href'), '/favicon.svg')
+    const icon = await fetch(`${master.api}/favicon.svg`)
+    assert.equal(icon.status, 200)
+    assert.equal(icon.headers.get('content-type'), 'image/svg+xml')
+    await page.waitForFunction(`(document.querySelector('#workers tr[data-worker-id="gpu-node-eu-west-1a-0001"] td.usage-cpu polyline')?.getAttribute('points') ?? '').split(' ').filter(Boolean).length >= ${Math.min(history, 4)}`, undefined, { timeout: WAIT_MS })
+
+    // Full ids, and why the queued one waits.
+    await visible(page.locator(`#recent tr.task[data-task-id="${done}"] .task-id`).filter({ hasText: new RegExp(`^${done}$`) }))
+    await visible(page.locator(`#queue tr.task[data-task-id="${huge}"] .why`).filter({ hasText: /is large enough for 512 CPU/ }))
+
+    for (const [width, height] of [[1280, 800], [1920, 1080], [800, 600]] as const) {
+      await page.setViewportSize({ width, height })
+      await page.waitForFunction('new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(() => resolve(true))))')
+      mkdirSync(ARTIFACTS, { recursive: true })
+      await page.screenshot({ path: join(ARTIFACTS, `dashboard-${width}x${height}.png`), fullPage: true })
+      assert.deepEqual(await page.evaluate(OVERFLOWS), [], `at ${width}×${height}`)
+      for (const label of ['Unregister gpu-node-eu-west-1a-0001', `Cancel ${huge}`]) {
+        const box = await page.getByRole('button', { name: label }).boundingBox()
+        assert.ok(box && box.x >= 0 && box.x + box.width <= width, `${label} is on the screen at ${width}×${height}`)
+      }
+    }
+
+    // A task's output, from its id.
+    await page.locator(`#recent tr.task[data-task-id="${done}"] .task-id`).click()
+    const dialog = page.locator('#task-dialog')
+    await visible(dialog.locator('#task-dialog-output').filter({ hasText: 'hello from the task' }))
+    assert.match((await dialog.locator('#task-dialog-output').textContent()) ?? '', /and a second line/)
+    await visible(dialog.locator('dd').filter({ hasText: /^completed$/ }))
+    await page.screenshot({ path: join(ARTIFACTS, 'dashboard-task.png') })
+    await dialog.getByRole('button', { name: 'Close' }).click()
+    await dialog.waitFor({ state: 'hidden', timeout: WAIT_MS })
     assert.deepEqual(pageErrors, [])
   })
 })

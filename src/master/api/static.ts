@@ -10,7 +10,7 @@ export interface DashboardFile {
 }
 
 export interface DashboardFiles {
-  /** Keyed by URL path: '/', '/dashboard.js', '/dashboard.css'. */
+  /** Keyed by URL path: '/', '/dashboard.js', '/dashboard.css', '/favicon.svg'. */
   files: Map<string, DashboardFile>
 }
 
@@ -20,6 +20,7 @@ const FILES: readonly { path: string; file: string; contentType: string }[] = [
   { path: '/', file: 'index.html', contentType: 'text/html; charset=utf-8' },
   { path: '/dashboard.js', file: 'dashboard.js', contentType: 'text/javascript; charset=utf-8' },
   { path: '/dashboard.css', file: 'dashboard.css', contentType: 'text/css; charset=utf-8' },
+  { path: '/favicon.svg', file: 'favicon.svg', contentType: 'image/svg+xml' },
 ]
 
 /** Reads the dashboard's files (once per call; call it once at start-up). Throws if one is missing. */

@@ -402,11 +402,13 @@ function applyWorkerStatus(msg) {
 function applyWorkerRemoved(msg) {
   workers.delete(msg.worker_id)
   metrics.delete(msg.worker_id)
+  seeded.delete(msg.worker_id)
   addEvent(`Worker ${msg.worker_id} unregistered`, null, msg.timestamp)
 }
 
 function applyTask(t, previous, timestamp) {
   tasks.set(t.task_id, t)
+  taskChanged(t)
   if (taskCounts) {
     if (previous && previous in taskCounts) taskCounts[previous] = Math.max(0, taskCounts[previous] - 1)
     if (t.status in taskCounts) taskCounts[t.status]++
@@ -527,36 +529,33 @@ function usageCell(kind, label) {
 function buildWorkerRow(w) {
   const id = w.worker_id
   const c = {
-    id: el('td', { class: 'worker-id mono', text: id }),
+    id: el('span', { class: 'mono', text: id }),
+    address: el('span', { class: 'sub mono address' }),
     badge: el('span', { class: 'badge' }),
-    address: el('td', { class: 'mono' }),
-    cpu: el('td', { class: 'num' }),
-    memory: el('td', { class: 'num' }),
-    storage: el('td', { class: 'num' }),
-    gpu: el('td', { class: 'num' }),
+    cores: el('span', { class: 'cores' }),
+    memory: el('span', { class: 'memory' }),
+    rest: el('span', { class: 'sub' }),
     cpuUse: usageCell('cpu', `CPU use of ${id}, last ${HISTORY} samples`),
     memUse: usageCell('memory', `Memory use of ${id}, last ${HISTORY} samples`),
-    running: el('td', { class: 'num' }),
-    uptime: el('td'),
-    heartbeat: el('td', { class: 'heartbeat' }),
+    running: el('td', { class: 'num running', 'data-label': 'Tasks' }),
+    uptime: el('td', { class: 'uptime', 'data-label': 'Uptime' }),
+    heartbeat: el('td', { class: 'heartbeat', 'data-label': 'Last heartbeat' }),
   }
+  c.cpuUse.td.dataset.label = 'CPU use'
+  c.memUse.td.dataset.label = 'Memory use'
   const button = el('button', { type: 'button', class: 'danger', text: 'Unregister', 'aria-label': `Unregister ${id}`, onclick: () => unregisterWorker(id, button) })
   const tr = el(
     'tr',
     { class: 'worker', 'data-worker-id': id },
-    c.id,
-    el('td', { class: 'state' }, c.badge),
-    c.address,
-    c.cpu,
-    c.memory,
-    c.storage,
-    c.gpu,
+    el('td', { class: 'worker-id', 'data-label': 'Worker' }, c.id, c.address),
+    el('td', { class: 'state', 'data-label': 'State' }, c.badge),
+    el('td', { class: 'capacity', 'data-label': 'Capacity' }, c.cores, ' · ', c.memory, c.rest),
     c.cpuUse.td,
     c.memUse.td,
     c.running,
     c.uptime,
     c.heartbeat,
-    el('td', {}, button),
+    el('td', { class: 'actions' }, button),
   )
   tr._cells = c
   return tr
@@ -572,10 +571,11 @@ function updateWorkerRow(tr, w) {
   setText(c.badge, state)
   setText(c.address, w.address ?? w.worker_ip ?? dash)
   setAttr(c.address, 'title', w.reported_address && w.reported_address !== w.address ? `reports ${w.reported_address}` : null)
-  setText(c.cpu, w.total_cpu === null || w.total_cpu === undefined ? dash : `${fmtNumber(w.total_cpu)} cores`)
-  setText(c.memory, fmtGB(w.total_memory))
-  setText(c.storage, fmtGB(w.total_storage))
-  setText(c.gpu, fmtNumber(w.total_gpu, 0))
+  // Specs come with the worker's registration: none yet for a worker that never connected.
+  const known = w.total_cpu !== null && w.total_cpu !== undefined
+  setText(c.cores, known ? `${fmtNumber(w.total_cpu)} cores` : dash)
+  setText(c.memory, known ? fmtGB(w.total_memory) : dash)
+  setText(c.rest, known ? `${fmtGB(w.total_storage)} storage · ${fmtNumber(w.total_gpu, 0)} GPU` : 'known once it connects')
 
   const m = metrics.get(w.worker_id)
   const latest = m?.latest
@@ -604,23 +604,36 @@ function updateWorkerRow(tr, w) {
 }
 
 function buildTaskRow(t, kind) {
+  const id = t.task_id
   const c = {
-    id: el('span', { class: 'mono' }),
+    // The whole id, one click selects it all (to paste into `cloudai task <id>`); it opens the task.
+    id: el('button', { type: 'button', class: 'link mono task-id', title: 'Show this task and its output', onclick: () => openTask(id) }),
     name: el('span', { class: 'sub' }),
-    command: el('td', { class: 'cmd' }),
+    command: el('td', { class: 'cmd', 'data-label': 'Command' }),
     badge: el('span', { class: 'badge' }),
-    worker: el('td', { class: 'mono' }),
-    attempts: el('td', { class: 'num' }),
-    exit: el('td', { class: 'num exit-code' }),
-    when: el('td'),
-    last: el('td', { class: kind === 'queue' ? null : 'reason' }),
+    why: el('span', { class: 'sub why' }),
+    worker: el('td', { class: 'mono worker', 'data-label': 'Worker' }),
+    attempts: el('td', { class: 'num attempts', 'data-label': 'Attempts' }),
+    exit: el('td', { class: 'num exit-code', 'data-label': 'Exit code' }),
+    when: el('td', { class: 'when', 'data-label': kind === 'queue' ? 'Submitted' : 'Finished' }),
+    last: el('td', { class: kind === 'queue' ? 'actions' : 'reason', 'data-label': kind === 'queue' ? null : 'Reason' }),
   }
   if (kind === 'queue') {
-    const id = t.task_id
     const button = el('button', { type: 'button', class: 'danger', text: 'Cancel', 'aria-label': `Cancel ${id}`, onclick: () => cancelTask(id, button) })
     c.last.append(button)
   }
-  const tr = el('tr', { class: 'task', 'data-task-id': t.task_id }, el('td', {}, c.id, c.name), c.command, el('td', { class: 'state' }, c.badge), c.worker, c.attempts, c.exit, c.when, c.last)
+  const tr = el(
+    'tr',
+    { class: 'task', 'data-task-id': id },
+    el('td', { class: 'task', 'data-label': 'Task' }, c.id, c.name),
+    c.command,
+    el('td', { class: 'state', 'data-label': 'State' }, c.badge, c.why),
+    c.worker,
+    c.attempts,
+    c.exit,
+    c.when,
+    c.last,
+  )
   tr._cells = c
   return tr
 }
@@ -628,23 +641,21 @@ function buildTaskRow(t, kind) {
 function updateTaskRow(tr, t, kind) {
   const c = tr._cells
   if (tr.dataset.state !== t.status) tr.dataset.state = t.status
-  setText(c.id, shortId(t.task_id))
-  setAttr(c.id, 'title', t.task_id)
+  setText(c.id, t.task_id)
   setText(c.name, t.name || '')
   setText(c.command, t.command)
   setAttr(c.command, 'title', t.docker_image ? `${t.command}\n(image ${t.docker_image})` : t.command)
   setAttr(c.badge, 'class', `badge ${t.status}`)
   setText(c.badge, t.status)
+  // Why a queued task waits (no registered worker is large enough...), under its state.
+  setText(c.why, kind === 'queue' && t.reason ? t.reason : '')
   setText(c.worker, t.worker_id ?? (t.target_worker_id ? `→ ${t.target_worker_id}` : dash))
   setText(c.attempts, `${t.attempts ?? 0}/${t.max_attempts ?? '?'}`)
   setText(c.exit, t.exit_code === null || t.exit_code === undefined ? dash : String(t.exit_code))
   const when = kind === 'queue' ? t.submitted_at : t.finished_at ?? t.submitted_at
   setText(c.when, fmtAgo(when))
   setAttr(c.when, 'title', when)
-  if (kind !== 'queue') {
-    setText(c.last, t.reason ?? '')
-    setAttr(c.last, 'title', t.reason || null)
-  }
+  if (kind !== 'queue') setText(c.last, t.reason ?? '')
 }
 
 const STATE_ORDER = { running: 0, assigned: 1, queued: 2 }
@@ -666,6 +677,7 @@ function render() {
 
   renderSummary(ws)
   syncTargetOptions(ws)
+  seedHistory()
   updateRetryHint()
 }
 
@@ -696,6 +708,85 @@ function syncTargetOptions(ws) {
   const selected = select.value
   select.replaceChildren(el('option', { value: '', text: 'any worker' }), ...ids.map((id) => el('option', { value: id, text: id })))
   select.value = ids.includes(selected) ? selected : ''
+}
+
+// --- one task: its fields and output -----------------------------------------------------------
+
+/** The task the dialog shows, and the status it was fetched in (a change fetches it again). */
+let shown = null
+
+async function openTask(id) {
+  const dialog = /** @type {HTMLDialogElement} */ ($('#task-dialog'))
+  shown = { id, status: null }
+  setText($('#task-dialog-title'), `Task ${id}`)
+  if (!dialog.open) dialog.showModal()
+  await refreshTask()
+}
+
+async function refreshTask() {
+  if (!shown) return
+  const want = shown
+  const out = $('#task-dialog-error')
+  try {
+    const t = await api('GET', `/api/tasks/${encodeURIComponent(want.id)}`)
+    if (shown !== want) return
+    want.status = t.status
+    showError(out, null)
+    const rows = [
+      ['Status', t.status],
+      ['Name', t.name || dash],
+      ['Command', t.command],
+      ['Worker', t.worker_id ?? (t.target_worker_id ? `→ ${t.target_worker_id}` : dash)],
+      ['Attempts', `${t.attempts ?? 0}/${t.max_attempts ?? '?'}`],
+      ['Exit code', t.exit_code === null || t.exit_code === undefined ? dash : String(t.exit_code)],
+      ['Submitted', t.submitted_at ?? dash],
+      ['Finished', t.finished_at ?? dash],
+      ['Reason', t.reason || dash],
+    ]
+    $('#task-dialog-fields').replaceChildren(...rows.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { text: v })]))
+    setText($('#task-dialog-output'), t.logs ? t.logs : UNFINISHED.has(t.status) ? 'No output yet.' : 'No output.')
+  } catch (err) {
+    if (shown === want) showError(out, err)
+  }
+}
+
+$('#task-dialog').addEventListener('close', () => (shown = null))
+
+/** Called on every task event: the dialog's task, once it moved on, is fetched again (its output grew). */
+function taskChanged(t) {
+  if (shown && shown.id === t.task_id && shown.status !== null && shown.status !== t.status) {
+    refreshTask().catch(() => undefined)
+  }
+}
+
+// --- sparklines from the master's history --------------------------------------------------------
+
+const seeded = new Set()
+let seeding = Promise.resolve()
+
+/** Active workers' sparklines start from the history the master keeps, not empty, once per worker. */
+function seedHistory() {
+  for (const w of workers.values()) {
+    if (!w.is_active || seeded.has(w.worker_id)) continue
+    const id = w.worker_id
+    seeded.add(id)
+    // One at a time: a page opened on a large cluster must not fire a request per worker at once.
+    seeding = seeding.then(async () => {
+      if (!workers.has(id)) return
+      const r = await api('GET', `/api/workers/${encodeURIComponent(id)}/metrics`).catch(() => null)
+      const points = Array.isArray(r?.history) ? r.history.slice(-HISTORY) : []
+      if (points.length === 0 || !workers.has(id)) return
+      let m = metrics.get(id)
+      if (!m) {
+        m = { latest: null, lastAt: null, cpu: [], memory: [] }
+        metrics.set(id, m)
+      }
+      // History first, then what arrived live meanwhile.
+      m.cpu = [...points.map((p) => num(p.cpu) ?? 0), ...m.cpu].slice(-HISTORY)
+      m.memory = [...points.map((p) => num(p.memory) ?? 0), ...m.memory].slice(-HISTORY)
+      scheduleRender()
+    })
+  }
 }
 
 // --- actions ----------------------------------------------------------------------------------
