@@ -1,0 +1,149 @@
+// A JSON answer made of many rendered items (GET /api/workers: one text per worker), written in
+// chunks. At 10,000 workers the list is ~7 MB: one string of it, its UTF-8 copy for uWS and uWS's
+// own copy of what the socket did not take held the main loop ~20-45 ms a request and put three
+// 7 MB objects a request through the heap (the major GCs of the p99). In chunks, each turn of the
+// loop renders and writes at most TURN_BYTES; a client that reads slower than that holds the rest
+// back (tryEnd writes only what the socket takes; onWritable resumes), so nothing of the body is
+// buffered beyond the chunk in hand.
+
+/** `open` + items joined by `,` + `close`; `bytes` is its length in UTF-8, counted by whoever rendered it. */
+export interface ListBody {
+  readonly open: string
+  readonly items: readonly string[]
+  readonly close: string
+  readonly bytes: number
+}
+
+/** The whole body as one text (answers that cannot be streamed, and tests). */
+export function listBodyText(body: ListBody): string {
+  return body.open + body.items.join(',') + body.close
+}
+
+/** A chunk's size: big enough that per-write costs vanish, small enough to stay in V8's young generation. */
+export const CHUNK_BYTES = 64 * 1024
+/** What one turn of the loop writes before it lets other work run (a few ms on a busy core). */
+export const TURN_BYTES = 512 * 1024
+
+/** What of uWS's HttpResponse the writer uses: a streamed answer of known size. */
+export interface StreamTarget {
+  cork(cb: () => void): unknown
+  /** [the chunk was taken whole, the response is complete] */
+  tryEnd(chunk: Uint8Array, totalSize: number): [boolean, boolean]
+  getWriteOffset(): number
+  onWritable(handler: (offset: number) => boolean): unknown
+}
+
+/**
+ * Writes a ListBody through tryEnd, TURN_BYTES a turn, waiting on onWritable whenever the socket
+ * is full. The caller writes the status line and headers first, in the same cork as start().
+ * uWS sends `content-length: body.bytes`; the chunks must add up to it exactly, or the client would
+ * wait for bytes that never come: `done` reports a mismatch (a rendering bug) as an error, and the
+ * caller closes the connection.
+ */
+export class ListBodyWriter {
+  private next = 0
+  /** Items per chunk, from their average size. */
+  private readonly perChunk: number
+  /** The chunk tryEnd did not take whole, and the write offset it started at. */
+  private pending: Buffer | null = null
+  private pendingAt = 0
+  private written = 0
+  private turn: NodeJS.Immediate | null = null
+  private state: 'writing' | 'done' | 'stopped' = 'writing'
+
+  constructor(
+    private readonly res: StreamTarget,
+    private readonly body: ListBody,
+    private readonly done: (err: Error | null) => void,
+  ) {
+    const avg = body.items.length === 0 ? 1 : Math.max(1, body.bytes / body.items.length)
+    this.perChunk = Math.max(1, Math.floor(CHUNK_BYTES / avg))
+  }
+
+  /** Writes the first turn's worth. Call it corked, right after the headers. */
+  start(): void {
+    this.res.onWritable((offset) => this.writable(offset))
+    this.pump()
+  }
+
+  /** The connection went away (onAborted): the response must not be touched again. */
+  stop(): void {
+    this.state = 'stopped'
+    if (this.turn) clearImmediate(this.turn)
+    this.turn = null
+  }
+
+  private chunk(): Buffer {
+    const { items } = this.body
+    const from = this.next
+    const to = Math.min(items.length, from + this.perChunk)
+    this.next = to
+    let text = from === to ? '' : items.slice(from, to).join(',')
+    if (from > 0 && from < to) text = `,${text}`
+    if (from === 0) text = this.body.open + text
+    if (to === items.length) text += this.body.close
+    return Buffer.from(text, 'utf8')
+  }
+
+  /** Writes until the turn's budget is spent, the socket is full, or the body is done. */
+  private pump(): void {
+    let spent = 0
+    while (this.state === 'writing') {
+      if (this.pending === null) {
+        this.pendingAt = this.res.getWriteOffset()
+        this.pending = this.chunk()
+      }
+      const chunk = this.pending
+      const last = this.next >= this.body.items.length
+      if (last && this.written + chunk.length !== this.body.bytes) {
+        this.finish(new Error(`the list's chunks add up to ${this.written + chunk.length} bytes, not the ${this.body.bytes} announced`))
+        return
+      }
+      const [ok, responded] = this.res.tryEnd(chunk, this.body.bytes)
+      if (responded) {
+        this.written += chunk.length
+        this.finish(null)
+        return
+      }
+      if (!ok) return // the rest of `pending` goes out from writable()
+      this.written += chunk.length
+      spent += chunk.length
+      this.pending = null
+      if (last) {
+        // Everything written without uWS counting the response done: announced more than sent.
+        this.finish(new Error(`the list's ${this.written} bytes did not complete the ${this.body.bytes} announced`))
+        return
+      }
+      if (spent >= TURN_BYTES) {
+        this.turn = setImmediate(() => {
+          this.turn = null
+          if (this.state === 'writing') this.res.cork(() => this.pump())
+        })
+        return
+      }
+    }
+  }
+
+  /** uWS: the socket takes more. True if what was pending went out (uWS then stops calling until the next refusal). */
+  private writable(offset: number): boolean {
+    if (this.state !== 'writing' || this.pending === null) return true
+    const rest = this.pending.subarray(offset - this.pendingAt)
+    const [ok, responded] = this.res.tryEnd(rest, this.body.bytes)
+    if (responded) {
+      this.written += this.pending.length
+      this.finish(null)
+      return true
+    }
+    if (!ok) return false
+    this.written += this.pending.length
+    this.pending = null
+    this.res.cork(() => this.pump())
+    return true
+  }
+
+  private finish(err: Error | null): void {
+    this.state = 'done'
+    this.pending = null
+    this.done(err)
+  }
+}
