@@ -19,6 +19,8 @@ export function listBodyText(body: ListBody): string {
   return body.open + body.items.join(',') + body.close
 }
 
+const COMMA = 0x2c
+
 /** A chunk's size: big enough that per-write costs vanish, small enough to stay in V8's young generation. */
 export const CHUNK_BYTES = 64 * 1024
 /** What one turn of the loop writes before it lets other work run (a few ms on a busy core). */
@@ -50,6 +52,13 @@ export class ListBodyWriter {
   private written = 0
   private turn: NodeJS.Immediate | null = null
   private state: 'writing' | 'done' | 'stopped' = 'writing'
+  /**
+   * True when the body is all ASCII: its UTF-8 size equals its length in UTF-16 units (any other
+   * character takes more bytes than units). Its chunks are then copied byte for byte into one
+   * buffer, reused once uWS took a chunk (uWS copies what it keeps), instead of UTF-8 encoded anew.
+   */
+  private readonly ascii: boolean
+  private scratch: Buffer | null = null
 
   constructor(
     private readonly res: StreamTarget,
@@ -58,6 +67,9 @@ export class ListBodyWriter {
   ) {
     const avg = body.items.length === 0 ? 1 : Math.max(1, body.bytes / body.items.length)
     this.perChunk = Math.max(1, Math.floor(CHUNK_BYTES / avg))
+    let units = body.open.length + body.close.length + Math.max(0, body.items.length - 1)
+    for (const item of body.items) units += item.length
+    this.ascii = units === body.bytes
   }
 
   /** Writes the first turn's worth. Call it corked, right after the headers. */
@@ -78,11 +90,32 @@ export class ListBodyWriter {
     const from = this.next
     const to = Math.min(items.length, from + this.perChunk)
     this.next = to
+    if (this.ascii) return this.asciiChunk(from, to)
     let text = from === to ? '' : items.slice(from, to).join(',')
     if (from > 0 && from < to) text = `,${text}`
     if (from === 0) text = this.body.open + text
     if (to === items.length) text += this.body.close
     return Buffer.from(text, 'utf8')
+  }
+
+  /**
+   * Items copied one by one into the reused buffer: no text of the chunk is made (7 MB a request
+   * through V8's young generation at 10,000 workers, a scavenge each), and an item rendered once
+   * is copied, not encoded.
+   */
+  private asciiChunk(from: number, to: number): Buffer {
+    const { items, open, close } = this.body
+    let size = (from === 0 ? open.length : 0) + (to === items.length ? close.length : 0)
+    for (let i = from; i < to; i++) size += items[i]!.length + (i > 0 ? 1 : 0)
+    if (this.scratch === null || this.scratch.length < size) this.scratch = Buffer.allocUnsafeSlow(Math.max(size, CHUNK_BYTES * 2))
+    const buf = this.scratch
+    let at = from === 0 ? buf.write(open, 0, 'latin1') : 0
+    for (let i = from; i < to; i++) {
+      if (i > 0) buf[at++] = COMMA
+      at += buf.write(items[i]!, at, 'latin1')
+    }
+    if (to === items.length) at += buf.write(close, at, 'latin1')
+    return buf.subarray(0, at)
   }
 
   /** Writes until the turn's budget is spent, the socket is full, or the body is done. */
