@@ -47,7 +47,7 @@ test('GET /api/workers shows every worker as it is now through connect, heartbea
   assert.equal(later.is_active, true)
 
   // Killed: inactive at the heartbeat timeout, with its disconnection time.
-  a.kill('SIGKILL')
+  await a.kill('SIGKILL')
   await waitUntil(async () => (await listMatchesSingles(master, ['a', 'b'], 'after a was killed')).find((w) => w.worker_id === 'a')!.is_active === false, 'a inactive in the list')
 
   assert.equal((await api(master.api, '/api/workers/b/token', { method: 'POST', body: {} })).status, 201)
