@@ -76,7 +76,7 @@ function write(socket: Socket, b: ListBody): { finished: Promise<Error | null>; 
 }
 
 test('a long list goes out byte for byte over several turns of the loop, no more than a turn\'s share at a time', async () => {
-  const b = body(items(4000))
+  const b = body(items(8000))
   assert.ok(b.bytes > 4 * TURN_BYTES)
   const socket = new Socket()
   const { finished } = write(socket, b)
@@ -88,7 +88,7 @@ test('a long list goes out byte for byte over several turns of the loop, no more
   assert.equal(await finished, null)
   assert.equal(socket.complete, true)
   assert.equal(socket.text, listBodyText(b))
-  assert.deepEqual(JSON.parse(socket.text).workers.length, 4000)
+  assert.deepEqual(JSON.parse(socket.text).workers.length, 8000)
 })
 
 test('a client that reads slowly holds the rest back, and the list resumes from the very byte the socket stopped at', async () => {
