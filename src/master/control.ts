@@ -1,5 +1,6 @@
 import type { TaskStatus } from '../shared/types.js'
 import type { HealthReport } from './health.js'
+import type { ListBody } from './api/list-body.js'
 import type { ClusterStatus, TaskView, WorkerMetricsView, WorkerView } from './views.js'
 
 /** A worker token as issued: shown once, here; the master keeps only its hash. */
@@ -18,8 +19,8 @@ export interface TokenIssued {
  */
 export interface MasterControl {
   listWorkers(): WorkerView[]
-  /** The same list as the JSON body `{"workers":[…]}`: what GET /api/workers sends, rendered for polling. */
-  listWorkersJson(): string
+  /** The same list as the JSON body `{"workers":[…]}`, one text per worker: what GET /api/workers streams. */
+  listWorkersBody(): ListBody
   /** @throws CLOUDAI_BAD_WORKER_ID, CLOUDAI_UNKNOWN_WORKER */
   getWorker(id: string): WorkerView
   /**

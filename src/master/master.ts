@@ -36,7 +36,8 @@ import { ReconnectMonitor } from './reconnect/monitor.js'
 import { SuspectProbes } from './suspects.js'
 import { Registry } from './registry.js'
 import { WorkerAuth } from './worker-auth.js'
-import { workerListJson } from './worker-list-json.js'
+import { workerListBody } from './worker-list-json.js'
+import type { ListBody } from './api/list-body.js'
 import { toTaskView, toWorkerMetricsView, toWorkerView, type ClusterStatus, type TaskView, type WorkerMetricsView, type WorkerView } from './views.js'
 
 export interface MasterDeps {
@@ -389,8 +390,8 @@ export class Master implements MasterControl {
     return this.registry.list().map(toWorkerView)
   }
 
-  listWorkersJson(): string {
-    return workerListJson(this.registry.values())
+  listWorkersBody(): ListBody {
+    return workerListBody(this.registry.values())
   }
 
   getWorker(id: string): WorkerView {

@@ -1,3 +1,4 @@
+import { type ListBody, listBodyText } from './api/list-body.js'
 import type { WorkerRecord } from '../shared/types.js'
 import { lastHeartbeatView, runningTasksView, workerHeadView, workerTailView, workerUsageView } from './views.js'
 
@@ -12,13 +13,21 @@ import { lastHeartbeatView, runningTasksView, workerHeadView, workerTailView, wo
 // replaces `usage`, `runningTasks`, `specs`, `credential` and `suspect` with new objects and never
 // edits them in place, and every other field shown is a primitive. The text is byte for byte what
 // JSON.stringify of the views gives (views.ts renders the same parts, in the same key order).
+//
+// The list goes out as one text per worker (the parts concatenated: V8 keeps such a text as a
+// pointer to its parts, no copy) with the UTF-8 size of each part counted once when it is
+// rendered, so the reply announces its content-length and writes the list in chunks
+// (api/list-body.ts) without a text of the whole list ever being made.
 
 interface Rendered {
-  /**
-   * The parts joined, once a request found none of them changed since the one before: a worker
-   * that stays as it is costs a request one copy. Null while they change (heartbeats).
-   */
+  /** The parts concatenated (a rope of them, not a copy); null once one changed, until the next request. */
   json: string | null
+  /** UTF-8 bytes of the parts, each counted when rendered: the worker's share of the content-length. */
+  headBytes: number
+  usageBytes: number
+  tasksBytes: number
+  midBytes: number
+  tailBytes: number
   // `{"worker_id":…,"total_gpu":…,"usage":`
   head: string
   isActive: boolean
@@ -50,15 +59,24 @@ const renderTasks = (w: WorkerRecord): string => (w.runningTasks.length === 0 ? 
 const renderMid = (w: WorkerRecord): string => `,"reported_address":${JSON.stringify(w.reportedAddress)},"last_heartbeat":${JSON.stringify(lastHeartbeatView(w))}`
 const renderTail = (w: WorkerRecord): string => `,${JSON.stringify(workerTailView(w)).slice(1)}`
 
+const utf8 = (text: string): number => Buffer.byteLength(text, 'utf8')
+
 function render(w: WorkerRecord): Rendered {
-  return {
+  const r: Rendered = {
     json: null,
+    headBytes: 0, usageBytes: 0, tasksBytes: 0, midBytes: 0, tailBytes: 0,
     head: renderHead(w), isActive: w.isActive, address: w.address, specs: w.specs, suspect: w.suspect,
     usageJson: JSON.stringify(workerUsageView(w)), usage: w.usage,
     tasksJson: renderTasks(w), runningTasks: w.runningTasks,
     mid: renderMid(w), reportedAddress: w.reportedAddress, lastHeartbeat: w.lastHeartbeat,
     tail: renderTail(w), registeredAt: w.registeredAt, connectedAt: w.connectedAt, disconnectedAt: w.disconnectedAt, reconnects: w.reconnects, credential: w.credential,
   }
+  r.headBytes = utf8(r.head)
+  r.usageBytes = r.usageJson.length // numbers and keys: ASCII
+  r.tasksBytes = utf8(r.tasksJson)
+  r.midBytes = utf8(r.mid)
+  r.tailBytes = utf8(r.tail)
+  return r
 }
 
 /** A worker's parts, each rendered again only when something it shows changed. */
@@ -72,6 +90,7 @@ function current(w: WorkerRecord): Rendered {
   let changed = false
   if (r.isActive !== w.isActive || r.address !== w.address || r.specs !== w.specs || r.suspect !== w.suspect) {
     r.head = renderHead(w)
+    r.headBytes = utf8(r.head)
     r.isActive = w.isActive
     r.address = w.address
     r.specs = w.specs
@@ -80,22 +99,26 @@ function current(w: WorkerRecord): Rendered {
   }
   if (r.usage !== w.usage) {
     r.usageJson = JSON.stringify(workerUsageView(w))
+    r.usageBytes = r.usageJson.length
     r.usage = w.usage
     changed = true
   }
   if (r.runningTasks !== w.runningTasks) {
     r.tasksJson = renderTasks(w)
+    r.tasksBytes = utf8(r.tasksJson)
     r.runningTasks = w.runningTasks
     changed = true
   }
   if (r.lastHeartbeat !== w.lastHeartbeat || r.reportedAddress !== w.reportedAddress) {
     r.mid = renderMid(w)
+    r.midBytes = utf8(r.mid)
     r.lastHeartbeat = w.lastHeartbeat
     r.reportedAddress = w.reportedAddress
     changed = true
   }
   if (r.connectedAt !== w.connectedAt || r.disconnectedAt !== w.disconnectedAt || r.reconnects !== w.reconnects || r.credential !== w.credential || r.registeredAt !== w.registeredAt) {
     r.tail = renderTail(w)
+    r.tailBytes = utf8(r.tail)
     r.connectedAt = w.connectedAt
     r.disconnectedAt = w.disconnectedAt
     r.reconnects = w.reconnects
@@ -104,34 +127,45 @@ function current(w: WorkerRecord): Rendered {
     changed = true
   }
   if (changed) r.json = null
-  else r.json ??= joined(r)
   return r
 }
 
 const RUNNING_TASKS_KEY = ',"running_tasks":'
+const RUNNING_TASKS_KEY_BYTES = RUNNING_TASKS_KEY.length
 
-const joined = (r: Rendered): string => [r.head, r.usageJson, RUNNING_TASKS_KEY, r.tasksJson, r.mid, r.tail].join('')
+/** The worker's text: its parts concatenated, kept until one of them changes. */
+function text(r: Rendered): string {
+  r.json ??= r.head + r.usageJson + RUNNING_TASKS_KEY + r.tasksJson + r.mid + r.tail
+  return r.json
+}
+
+const bytes = (r: Rendered): number => r.headBytes + r.usageBytes + RUNNING_TASKS_KEY_BYTES + r.tasksBytes + r.midBytes + r.tailBytes
 
 /** One worker's view as JSON. */
 export function workerJson(w: WorkerRecord): string {
-  const r = current(w)
-  return r.json ?? joined(r)
+  return text(current(w))
 }
 
+const LIST_OPEN = '{"workers":['
+const LIST_CLOSE = ']}'
+
 /**
- * The body of GET /api/workers: `{"workers":[…]}`. The parts of every worker go into one join (a
- * text per worker first would be one more copy of it all, or a concatenation tree to walk).
+ * The body of GET /api/workers, `{"workers":[…]}`, as one text per worker: the registry as it is
+ * now, whatever changes while the reply is being written.
  */
-export function workerListJson(workers: Iterable<WorkerRecord>): string {
-  const parts: string[] = ['{"workers":[']
-  let first = true
+export function workerListBody(workers: Iterable<WorkerRecord>): ListBody {
+  const items: string[] = []
+  let total = LIST_OPEN.length + LIST_CLOSE.length
   for (const w of workers) {
     const r = current(w)
-    if (!first) parts.push(',')
-    first = false
-    if (r.json !== null) parts.push(r.json)
-    else parts.push(r.head, r.usageJson, RUNNING_TASKS_KEY, r.tasksJson, r.mid, r.tail)
+    items.push(text(r))
+    total += bytes(r)
   }
-  parts.push(']}')
-  return parts.join('')
+  if (items.length > 1) total += items.length - 1 // the commas
+  return { open: LIST_OPEN, items, close: LIST_CLOSE, bytes: total }
+}
+
+/** The same list as one text. */
+export function workerListJson(workers: Iterable<WorkerRecord>): string {
+  return listBodyText(workerListBody(workers))
 }

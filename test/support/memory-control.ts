@@ -1,3 +1,4 @@
+import type { ListBody } from '../../src/master/api/list-body.js'
 import type { MasterControl, TokenIssued } from '../../src/master/control.js'
 import { parseTaskInput } from '../../src/master/task-input.js'
 import type { HealthReport } from '../../src/master/health.js'
@@ -27,8 +28,11 @@ export class MemoryControl implements MasterControl {
     return [...this.workers.values()]
   }
 
-  listWorkersJson(): string {
-    return JSON.stringify({ workers: this.listWorkers() })
+  listWorkersBody(): ListBody {
+    const items = this.listWorkers().map((w) => JSON.stringify(w))
+    const open = '{"workers":['
+    const close = ']}'
+    return { open, items, close, bytes: Buffer.byteLength(open + items.join(',') + close) }
   }
 
   getWorker(id: string): WorkerView {

@@ -1,12 +1,13 @@
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
+import net from 'node:net'
 import { test, type TestContext } from 'node:test'
 import { HttpApi } from '../../src/master/api/http.js'
 import type { MasterControl } from '../../src/master/control.js'
 import type { TaskView, WorkerView } from '../../src/master/views.js'
 import { CloudaiError } from '../../src/shared/errors.js'
-import { MemoryControl } from '../support/memory-control.js'
-import { childCwd, childEnv, reservePort, runCli } from '../support/cluster.js'
+import { MemoryControl, workerView } from '../support/memory-control.js'
+import { childCwd, childEnv, reservePort, runCli, waitUntil } from '../support/cluster.js'
 import { memoryLogger } from '../support/log.js'
 
 const MAX_BODY = 1024
@@ -297,6 +298,70 @@ test('task commands say so when the master cannot be reached', async () => {
   }
 })
 
+/** A control with `n` workers, some of them with text beyond ASCII: a list of several MB. */
+function bigControl(n: number): MemoryControl {
+  const control = new MemoryControl()
+  for (let i = 0; i < n; i++) {
+    const id = `w${i}`
+    control.workers.set(id, workerView(id, `127.0.0.1:${10_000 + (i % 50_000)}`, i % 7 === 0 ? { suspect: true, suspect_reason: 'AssignTask failed: connexion refusée — 拒绝 🙂' } : {}))
+  }
+  return control
+}
+
+/** Sends a raw GET; the socket is paused after each piece and resumed a turn of the loop later (a slow reader). */
+function slowGet(port: number, path: string): { socket: net.Socket; received: Buffer[]; first: Promise<void>; ended: Promise<Buffer> } {
+  const socket = net.connect(port, '127.0.0.1', () => socket.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`))
+  const received: Buffer[] = []
+  let firstSeen!: () => void
+  const first = new Promise<void>((resolve) => (firstSeen = resolve))
+  socket.on('data', (d: Buffer) => {
+    received.push(d)
+    firstSeen()
+    socket.pause()
+    setImmediate(() => socket.resume())
+  })
+  const ended = new Promise<Buffer>((resolve, reject) => {
+    socket.on('end', () => resolve(Buffer.concat(received)))
+    socket.on('error', reject)
+  })
+  return { socket, received, first, ended }
+}
+
+test('GET /api/workers streams a list of many MB whole to a slow reader, with its exact content-length, and answers other requests meanwhile', async (t) => {
+  const control = bigControl(20_000)
+  const { port, base } = await startApi(t, control)
+  const slow = slowGet(port, '/api/workers')
+  await slow.first
+  // The loop is not held by the long answer: another request is answered while it goes out.
+  const status = await call(`${base}/api/status`)
+  assert.equal(status.status, 200)
+  const raw = await slow.ended
+  const split = raw.indexOf('\r\n\r\n')
+  const head = raw.subarray(0, split).toString('latin1')
+  const body = raw.subarray(split + 4)
+  assert.match(head, /^HTTP\/1\.1 200 OK\r\n/)
+  assert.match(head, /\r\ncontent-type: application\/json; charset=utf-8\r\n/i)
+  assert.doesNotMatch(head, /transfer-encoding/i)
+  assert.equal(Number(/\r\ncontent-length: (\d+)/i.exec(head)?.[1]), body.length)
+  assert.ok(body.length > 8_000_000, `a body of ${body.length} bytes`)
+  assert.equal(body.toString('utf8'), JSON.stringify({ workers: control.listWorkers() }))
+})
+
+test('a client that goes away in the middle of the list stops its answer, and the API goes on answering', async (t) => {
+  const control = bigControl(20_000)
+  const { port, base, lines } = await startApi(t, control)
+  for (let round = 0; round < 3; round++) {
+    const slow = slowGet(port, '/api/workers')
+    slow.socket.on('error', () => {})
+    await slow.first
+    slow.socket.destroy()
+    await waitUntil(() => lines.filter((l) => l.msg === 'HTTP client went away during the answer').length > round, 'the master to see the client go', 10_000)
+  }
+  const after = await call(`${base}/api/workers`)
+  assert.equal(after.status, 200)
+  assert.equal(after.body.workers.length, 20_000)
+})
+
 test('GET /healthz answers 200 when healthy and 503 with the reasons when not', async (t) => {
   const control = new MemoryControl()
   const { base } = await startApi(t, control)
@@ -516,7 +581,7 @@ test('a process that started and closed the API exits by itself', async () => {
     import net from 'node:net'
     import { HttpApi } from ${JSON.stringify(httpModule)}
     const log = { isLevelEnabled: () => false, debug() {}, info() {}, warn() {}, error() {} }
-    const control = { listWorkers: () => [], listWorkersJson: () => '{"workers":[]}', status: () => ({}) }
+    const control = { listWorkers: () => [], listWorkersBody: () => ({ open: '{"workers":[', items: [], close: ']}', bytes: 14 }), status: () => ({}) }
     const api = new HttpApi({ control, host: '127.0.0.1', port: 0, log })
     const port = await api.start()
     const res = await fetch('http://127.0.0.1:' + port + '/api/workers')

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { Registry } from '../../src/master/registry.js'
 import { toWorkerView } from '../../src/master/views.js'
-import { workerJson, workerListJson } from '../../src/master/worker-list-json.js'
+import { listBodyText } from '../../src/master/api/list-body.js'
+import { workerJson, workerListBody, workerListJson } from '../../src/master/worker-list-json.js'
 
 const specs = { cpu: 4, memory: 8, storage: 100, gpu: 0 }
 
@@ -73,4 +74,60 @@ test('under heartbeats the list stays fresh: requests between beats, and after a
   r.markInactive('w3', 'heartbeat-timeout', (now += 1000))
   assert.equal(workerListJson(r.values()), fresh(r))
   assert.equal(workerListJson(r.values()), fresh(r))
+})
+
+/** The body as GET /api/workers streams it: the same text, and the UTF-8 bytes it announces. */
+function assertFresh(r: Registry): void {
+  const body = workerListBody(r.values())
+  const text = listBodyText(body)
+  assert.equal(text, fresh(r))
+  assert.equal(body.bytes, Buffer.byteLength(text), 'content-length is the UTF-8 size of what is sent')
+  assert.equal(body.items.length, r.size)
+}
+
+const credential = (n: number) => ({ nonce: `nonce-${n}`, hash: `hash-${n}`, issuedAt: 1_700_000_000_000 + n, presentedAt: null, enforced: false, previous: null })
+
+test('the streamed list and its byte count stay fresh through every kind of change: token rotation and presentation, specs, reported address, a move to another address, multi-byte text', () => {
+  const r = new Registry()
+  let now = 1_700_000_000_000
+  for (let i = 0; i < 3; i++) r.register(`w${i}`, `127.0.0.1:${7000 + i}`, (now += 1), () => credential(i))
+  assertFresh(r)
+  r.connect('w0', { specs, reportedAddress: '10.0.0.1:7000' }, (now += 1000))
+  assertFresh(r)
+  // A worker that restarted within the heartbeat timeout: still active, new specs and address.
+  r.connect('w0', { specs: { ...specs, memory: 16 }, reportedAddress: '10.0.0.9:7000' }, (now += 1000))
+  assertFresh(r)
+  r.credentialPresented('w0', (now += 1))
+  assertFresh(r)
+  r.rotateCredential('w0', credential(10), 60_000, (now += 1))
+  assertFresh(r)
+  r.rotateCredential('w1', credential(11), 0, (now += 1))
+  r.certificatePresented('w2')
+  assertFresh(r)
+  r.markSuspect('w0', 'AssignTask failed: connexion refusée — 拒绝 🙂', (now += 1))
+  assertFresh(r)
+  r.heartbeat('w0', { cpu: 1.25, memory: 2, storage: 3, gpu: 0 }, [{ taskId: 'tâche-1', cpu: 1, memory: 1, gpu: 0, status: 'running', attempt: 1 }], (now += 1))
+  assertFresh(r)
+  // Moved: unregistered, then registered again under the same id at another address.
+  r.unregister('w1')
+  assertFresh(r)
+  r.register('w1', '127.0.0.1:7999', (now += 1), () => credential(12))
+  assertFresh(r)
+  r.connect('w1', { specs, reportedAddress: null }, (now += 1))
+  r.markInactive('w0', 'heartbeat-timeout', (now += 1))
+  assertFresh(r)
+  assert.deepEqual(JSON.parse(workerListJson(r.values())).workers.map((w: { worker_id: string; address: string }) => `${w.worker_id}@${w.address}`), ['w0@127.0.0.1:7000', 'w2@127.0.0.1:7002', 'w1@127.0.0.1:7999'])
+})
+
+test('a list taken while the reply is still being written is not changed by what happens after', () => {
+  const r = new Registry()
+  r.register('w0', '127.0.0.1:7000', 1)
+  r.connect('w0', { specs, reportedAddress: null }, 2)
+  r.heartbeat('w0', { cpu: 1, memory: 2, storage: 3, gpu: 0 }, [], 3)
+  const body = workerListBody(r.values())
+  const before = listBodyText(body)
+  r.heartbeat('w0', { cpu: 9, memory: 9, storage: 9, gpu: 0 }, [], 4)
+  r.unregister('w0')
+  assert.equal(listBodyText(body), before)
+  assert.equal(body.bytes, Buffer.byteLength(before))
 })

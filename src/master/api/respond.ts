@@ -2,6 +2,7 @@ import { STATUS_CODES } from 'node:http'
 import type { HttpResponse } from 'uWebSockets.js'
 import { toCloudaiError } from '../../shared/errors.js'
 import type { Logger } from '../../shared/log.js'
+import { type ListBody, ListBodyWriter, listBodyText } from './list-body.js'
 
 const JSON_TYPE = 'application/json; charset=utf-8'
 
@@ -39,9 +40,11 @@ export class Reply {
   /**
    * open: no answer yet. lingering: answered while the request body was still arriving, with the
    * connection kept until hangUp() (see send). sent: answered and done. aborted: the connection
-   * went away before an answer. `res` may be used only while open, and by hangUp() while lingering.
+   * went away before an answer. streaming: a ListBody is going out, `res` is its writer's until
+   * it is done. `res` may be used only while open, and by hangUp() while lingering.
    */
-  private state: 'open' | 'lingering' | 'sent' | 'aborted' = 'open'
+  private state: 'open' | 'lingering' | 'streaming' | 'sent' | 'aborted' = 'open'
+  private writer: ListBodyWriter | null = null
   private abortListener: (() => void) | null = null
   /** The close hangUp() scheduled, while it waits for its turn of the loop. */
   private closing: NodeJS.Immediate | null = null
@@ -64,9 +67,12 @@ export class Reply {
     // unfinished as far as uWS knows), when the connection closes, hangUp() included.
     res.onAborted(() => {
       const was = this.state
-      this.state = was === 'open' ? 'aborted' : 'sent'
+      this.state = was === 'open' || was === 'streaming' ? 'aborted' : 'sent'
       if (this.closing) clearImmediate(this.closing)
       this.closing = null
+      this.writer?.stop()
+      this.writer = null
+      if (was === 'streaming' && this.log.isLevelEnabled('debug')) this.log.debug({ method, url }, 'HTTP client went away during the answer')
       if (was === 'open' && this.log.isLevelEnabled('debug')) this.log.debug({ method, url }, 'HTTP request aborted by the client')
       if (was !== 'sent') this.abortListener?.()
     })
@@ -91,6 +97,36 @@ export class Reply {
   rawJson(status: number, json: string, opts: ReplyOptions = {}): void {
     if (this.state !== 'open') return
     this.send(status, JSON_TYPE, json, opts)
+  }
+
+  /**
+   * A JSON body of many items, written a chunk at a time over several turns of the loop (see
+   * list-body.ts), with its content-length. While the request body is unread it goes out whole.
+   */
+  list(status: number, body: ListBody): void {
+    if (this.state !== 'open') return
+    if (this.unreadBody) {
+      this.send(status, JSON_TYPE, listBodyText(body), {})
+      return
+    }
+    this.state = 'streaming'
+    const writer = new ListBodyWriter(this.res, body, (err) => {
+      this.writer = null
+      if (err) {
+        // A rendering bug: the client would wait for bytes that never come.
+        this.log.error({ err, method: this.method, url: this.url }, `${this.method} ${this.url}: answer cut short (${err.message})`)
+        this.state = 'sent'
+        this.res.close()
+        return
+      }
+      this.state = 'sent'
+      this.logSent(status)
+    })
+    this.writer = writer
+    this.res.cork(() => {
+      this.res.writeStatus(statusLine(status)).writeHeader('content-type', JSON_TYPE)
+      writer.start()
+    })
   }
 
   /** A body with its own content type (the Prometheus exposition format, the dashboard's files). */
@@ -119,6 +155,10 @@ export class Reply {
         this.res.end(payload)
       })
     }
+    this.logSent(status)
+  }
+
+  private logSent(status: number): void {
     if (this.log.isLevelEnabled('debug')) {
       this.log.debug({ method: this.method, url: this.url, status, ms: Date.now() - this.startedAt }, `${this.method} ${this.url} ${status}`)
     }
