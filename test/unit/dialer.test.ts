@@ -155,3 +155,14 @@ test('close cancels the dials on the threads and those still queued, and waits f
   assert.deepEqual(results.map((r) => r.outcome), ['cancelled', 'cancelled'])
   await assert.rejects(pool.dial(target('after', pit.address)).promise, /closed/)
 })
+
+test('every dial thread runs with a young generation capped at 8 MiB, not V8\'s 48 MiB a thread that a dial burst grows it to', async (t) => {
+  const pool = new PoolDialer({ threads: 2 })
+  t.after(() => pool.close())
+  // One dial each, so that the threads are up and running.
+  const closed = `127.0.0.1:${await reservePort()}`
+  await Promise.all([0, 1].map((i) => pool.dial(target(`w${i}`, closed, 5000)).promise))
+  const threads = (pool as unknown as { pool: { threads: { resourceLimits?: { maxYoungGenerationSizeMb?: number } }[] } }).pool.threads
+  assert.equal(threads.length, 2)
+  for (const thread of threads) assert.equal(thread.resourceLimits?.maxYoungGenerationSizeMb, 8)
+})

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
+import { setFlagsFromString } from 'node:v8'
+import { runInNewContext } from 'node:vm'
 import { Lane, laneBytes, laneLayout, RING_CAPACITY, RING_SLOTS, type LaneLayout, type Sample } from '../../src/master/telemetry/lane.js'
 
 const T0 = Date.UTC(2026, 10, 28, 12, 0, 0)
@@ -180,10 +182,11 @@ test('the history is full resolution for the recent past and coarse before, each
   assert.equal(s.windows['1m']!.peak.cpu, 39)
 })
 
-test('at the default settings a lane keeps 5 s points for 10 minutes and minute points to the hour, in under 9 KiB, with exact windows', () => {
+test('at the default settings a lane keeps 5 s points for 10 minutes and minute points to the hour, in 7.5 KiB, with exact windows', () => {
   const layout = laneLayout(3_600_000, 5000)
   assert.deepEqual(layout, { stepMs: 5000, finePoints: 121, coarseStepMs: 60_000, coarsePoints: 61 })
-  assert.ok(laneBytes(layout) <= 9 * 1024, `${laneBytes(layout)} bytes`)
+  // 36 bytes a point (float32 averages, uint16 peaks), the ring and the control block.
+  assert.equal(laneBytes(layout), 7688)
   const lane = Lane.create(layout)
   // 70 minutes of heartbeats every 5 s, cpu = the minute it fell in.
   const beats = 70 * 12
@@ -208,3 +211,31 @@ test('at the default settings a lane keeps 5 s points for 10 minutes and minute 
 })
 
 const WINDOW_SAMPLES = ['1m', '5m', '15m', '1h'] as const
+
+test('peaks keep a percentage to two decimals, and a history point has no room for more', () => {
+  const lane = Lane.create(single(4, 1000))
+  lane.write(T0, 12.34, 99.99, 0.01, 100, 0)
+  lane.write(T0 + 10, 12.35, 50, 0, 0, 0)
+  drainAll(lane)
+  const [p] = lane.history()
+  assert.deepEqual([p!.cpuPeak, p!.memoryPeak, p!.storagePeak, p!.gpuPeak], [12.35, 99.99, 0.01, 100])
+  assert.deepEqual(lane.summary(T0 + 100).windows['1m']!.peak, { cpu: 12.35, memory: 99.99, storage: 0.01, gpu: 100 })
+})
+
+test('lanes of one buffer share its views: a lane costs its thread a few hundred bytes of heap, not a dozen typed arrays', () => {
+  setFlagsFromString('--expose-gc')
+  const gc = runInNewContext('gc') as () => void
+  const layout = laneLayout(3_600_000, 5000)
+  const perBuffer = 256
+  const buffers = Array.from({ length: 8 }, () => new SharedArrayBuffer(perBuffer * laneBytes(layout)))
+  // One lane per buffer first, so that the buffers' own views are not counted below.
+  for (const buffer of buffers) new Lane({ buffer, byteOffset: 0, layout }).write(T0, 1, 1, 1, 1, 0)
+  gc()
+  const before = process.memoryUsage().heapUsed
+  const lanes: Lane[] = []
+  for (const buffer of buffers) for (let i = 0; i < perBuffer; i++) lanes.push(new Lane({ buffer, byteOffset: i * laneBytes(layout), layout }))
+  gc()
+  const perLane = (process.memoryUsage().heapUsed - before) / lanes.length
+  assert.equal(lanes.length, 2048)
+  assert.ok(perLane < 400, `${perLane.toFixed(0)} bytes of heap per lane`)
+})

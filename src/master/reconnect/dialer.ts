@@ -102,6 +102,9 @@ interface PoolEntry {
  * balancer spreads the batches over them. Cancelling works wherever the dial is: queued here
  * (settled at once, never sent), or on a thread (the shared flag).
  */
+/** The dial threads' heap limits (see the pool's options). */
+export const DIAL_THREAD_LIMITS = { maxYoungGenerationSizeMb: 8 } as const
+
 export class PoolDialer implements Dialer {
   readonly kind = 'pool'
   /** Set by the master: dials count themselves into its shared counters. */
@@ -132,6 +135,10 @@ export class PoolDialer implements Dialer {
       // held until its slowest dial (a tarpit: the dial timeout) settles.
       concurrentTasksPerWorker: 4096,
       idleTimeout: 60_000,
+      // A dial burst (a join or a reconnect pass of thousands) grows a thread's young generation to
+      // V8's default cap, 48 MiB a thread, and the heap never gives it back: about 100 MiB of the
+      // master's memory with two threads, for garbage a much smaller nursery collects as well.
+      resourceLimits: DIAL_THREAD_LIMITS,
       workerData,
     })
   }

@@ -59,12 +59,18 @@ const SLOT_RUNNING = 6
 // The latest sample processed: float64 [at, cpu, memory, storage, gpu, running].
 const LATEST_FIELDS = 6
 
-// One history point: the samples whose arrival falls in [at, at + step).
+// One history point: the samples whose arrival falls in [at, at + step). Float32 fields (running
+// means keep float32's precision over a long step), then the peaks apart as uint16 hundredths: a
+// usage is a percentage (0 to 100, validated on arrival), and two decimals are all an answer shows.
 const P_SAMPLES = 0
 const P_CPU = 1 // averages: cpu, memory, storage, gpu
-const P_CPU_MAX = 5 // peaks: cpu, memory, storage, gpu
-const P_RUNNING = 9 // average running task count
-export const POINT_FIELDS = 10
+const P_RUNNING = 5 // average running task count
+export const POINT_FIELDS = 6
+/** Peaks of a point: cpu, memory, storage, gpu, in hundredths of a percent. */
+const PEAK_FIELDS = 4
+const PEAK_MAX = 0xffff
+/** Bytes of one history point: its start (int32 steps), its float32 fields, its uint16 peaks. */
+const POINT_BYTES = 4 + POINT_FIELDS * 4 + PEAK_FIELDS * 2
 
 export interface Sample {
   at: number
@@ -116,7 +122,7 @@ export function laneLayout(historyMs: number, stepMs: number): LaneLayout {
 /** Bytes of one lane, a multiple of 8 so that lanes pack in a slab. */
 export function laneBytes(layout: LaneLayout): number {
   const points = layout.finePoints + layout.coarsePoints
-  const bytes = CTRL_WORDS * 4 + RING_SLOTS * SLOT_BYTES + LATEST_FIELDS * 8 + points * 4 + points * POINT_FIELDS * 4
+  const bytes = CTRL_WORDS * 4 + RING_SLOTS * SLOT_BYTES + LATEST_FIELDS * 8 + points * POINT_BYTES
   return Math.ceil(bytes / 8) * 8
 }
 
@@ -159,15 +165,46 @@ export interface LaneSummary {
 /**
  * One tier of history points: a ring of `cap` points of `stepMs`. A point's start is kept as a
  * whole number of the lane's steps from the lane's base time (int32: years at the smallest step).
+ * The word indexes are into its chunk's views (ChunkViews), so a tier is a few numbers, not views.
  */
 class Tier {
   constructor(
     readonly ctrlWord: number,
     readonly stepMs: number,
     readonly cap: number,
-    readonly pointStep: Int32Array,
-    readonly points: Float32Array,
+    /** Int32 index of the points' starts. */
+    readonly stepAt: number,
+    /** Float32 index of the points' fields. */
+    readonly pointAt: number,
+    /** Uint16 index of the points' peaks. */
+    readonly peakAt: number,
   ) {}
+}
+
+/**
+ * The views of one buffer of lanes (a slab's chunk), shared by all of its lanes: a lane is offsets
+ * into them, so that thousands of lanes do not each carry a dozen typed arrays on both sides of
+ * the thread seam (about 1.7 KiB of heap per lane and thread).
+ */
+interface ChunkViews {
+  bytes: Uint8Array
+  i32: Int32Array
+  u16: Uint16Array
+  f32: Float32Array
+  f64: Float64Array
+}
+
+const chunkViews = new WeakMap<SharedArrayBuffer, ChunkViews>()
+
+function viewsOf(buffer: SharedArrayBuffer): ChunkViews {
+  let v = chunkViews.get(buffer)
+  if (!v) {
+    // Whole 8-byte words: a chunk is lanes of a multiple of 8 bytes.
+    const words = Math.floor(buffer.byteLength / 8)
+    v = { bytes: new Uint8Array(buffer), i32: new Int32Array(buffer, 0, words * 2), u16: new Uint16Array(buffer, 0, words * 4), f32: new Float32Array(buffer, 0, words * 2), f64: new Float64Array(buffer, 0, words) }
+    chunkViews.set(buffer, v)
+  }
+  return v
 }
 
 interface WindowAcc {
@@ -188,37 +225,54 @@ export class Lane {
   readonly buffer: SharedArrayBuffer
   readonly byteOffset: number
   readonly layout: LaneLayout
-  private readonly bytes: Uint8Array
-  private readonly ctrl: Int32Array
-  private readonly base: Float64Array
-  private readonly ring: Float64Array
-  private readonly ring32: Float32Array
-  private readonly latest: Float64Array
+  private readonly size: number
+  /** The chunk's views; every index below is into them, from the start of the buffer. */
+  private readonly i32: Int32Array
+  private readonly peaks: Uint16Array
+  private readonly f32: Float32Array
+  private readonly f64: Float64Array
+  /** Int32 index of the control block. */
+  private readonly ctrl0: number
+  /** Float64 index of the base time. */
+  private readonly base0: number
+  /** Float64 and float32 indexes of the ring. */
+  private readonly ring0: number
+  private readonly ring32At: number
+  /** Float64 index of the latest sample. */
+  private readonly latest0: number
   private readonly fine: Tier
   private readonly coarse: Tier | null
 
   constructor(init: LaneInit) {
     const { buffer, byteOffset, layout } = init
+    if (byteOffset % 8 !== 0) throw new RangeError(`a lane starts on an 8-byte boundary, not at ${byteOffset}`)
     this.buffer = buffer
     this.byteOffset = byteOffset
     this.layout = layout
-    const size = laneBytes(layout)
-    this.bytes = new Uint8Array(buffer, byteOffset, size)
+    this.size = laneBytes(layout)
+    if (byteOffset + this.size > buffer.byteLength) throw new RangeError(`a lane of ${this.size} bytes at ${byteOffset} is past the end of its buffer (${buffer.byteLength})`)
+    const v = viewsOf(buffer)
+    this.i32 = v.i32
+    this.peaks = v.u16
+    this.f32 = v.f32
+    this.f64 = v.f64
     let offset = byteOffset
-    this.ctrl = new Int32Array(buffer, offset, CTRL_WORDS)
-    this.base = new Float64Array(buffer, offset + CTRL_BASE_F64 * 8, 1)
+    this.ctrl0 = offset / 4
+    this.base0 = offset / 8 + CTRL_BASE_F64
     offset += CTRL_WORDS * 4
-    this.ring = new Float64Array(buffer, offset, (RING_SLOTS * SLOT_BYTES) / 8)
-    this.ring32 = new Float32Array(buffer, offset, (RING_SLOTS * SLOT_BYTES) / 4)
+    this.ring0 = offset / 8
+    this.ring32At = offset / 4
     offset += RING_SLOTS * SLOT_BYTES
-    this.latest = new Float64Array(buffer, offset, LATEST_FIELDS)
+    this.latest0 = offset / 8
     offset += LATEST_FIELDS * 8
     const tier = (ctrlWord: number, stepMs: number, cap: number): Tier => {
-      const pointStep = new Int32Array(buffer, offset, cap)
+      const stepAt = offset / 4
       offset += cap * 4
-      const points = new Float32Array(buffer, offset, cap * POINT_FIELDS)
+      const pointAt = offset / 4
       offset += cap * POINT_FIELDS * 4
-      return new Tier(ctrlWord, stepMs, cap, pointStep, points)
+      const peakAt = offset / 2
+      offset += cap * PEAK_FIELDS * 2
+      return new Tier(ctrlWord, stepMs, cap, stepAt, pointAt, peakAt)
     }
     this.fine = tier(CTRL_FINE, layout.stepMs, layout.finePoints)
     this.coarse = layout.coarsePoints > 0 ? tier(CTRL_COARSE, layout.coarseStepMs, layout.coarsePoints) : null
@@ -237,54 +291,54 @@ export class Lane {
 
   /** Clears the lane for a new worker on thread `owner`; bumps its generation, which it returns. */
   open(owner: number): number {
-    const old = Atomics.load(this.ctrl, CTRL_GEN)
+    const old = Atomics.load(this.i32, this.ctrl0 + CTRL_GEN)
     const gen = (old + 1) | 0
     // A lane never opened is still the zeroes a SharedArrayBuffer starts with: clearing it would
     // only fault its pages in on the main thread (about 13 µs), before anything is written there.
-    if (old !== 0) this.bytes.fill(0)
-    Atomics.store(this.ctrl, CTRL_GEN, gen)
-    Atomics.store(this.ctrl, CTRL_OWNER, owner + 1)
+    if (old !== 0) viewsOf(this.buffer).bytes.fill(0, this.byteOffset, this.byteOffset + this.size)
+    Atomics.store(this.i32, this.ctrl0 + CTRL_GEN, gen)
+    Atomics.store(this.i32, this.ctrl0 + CTRL_OWNER, owner + 1)
     return gen
   }
 
   /** Marks the lane free: its thread skips it from now on. */
   free(): void {
-    Atomics.store(this.ctrl, CTRL_OWNER, 0)
-    Atomics.store(this.ctrl, CTRL_WANTED, 0)
-    Atomics.store(this.ctrl, CTRL_GEN, (Atomics.load(this.ctrl, CTRL_GEN) + 1) | 0)
+    Atomics.store(this.i32, this.ctrl0 + CTRL_OWNER, 0)
+    Atomics.store(this.i32, this.ctrl0 + CTRL_WANTED, 0)
+    Atomics.store(this.i32, this.ctrl0 + CTRL_GEN, (Atomics.load(this.i32, this.ctrl0 + CTRL_GEN) + 1) | 0)
   }
 
   /** The thread index hosting the lane, or -1 when it is free. */
   get owner(): number {
-    return Atomics.load(this.ctrl, CTRL_OWNER) - 1
+    return Atomics.load(this.i32, this.ctrl0 + CTRL_OWNER) - 1
   }
 
   get gen(): number {
-    return Atomics.load(this.ctrl, CTRL_GEN)
+    return Atomics.load(this.i32, this.ctrl0 + CTRL_GEN)
   }
 
   get wanted(): boolean {
-    return Atomics.load(this.ctrl, CTRL_WANTED) === 1
+    return Atomics.load(this.i32, this.ctrl0 + CTRL_WANTED) === 1
   }
 
   set wanted(on: boolean) {
-    Atomics.store(this.ctrl, CTRL_WANTED, on ? 1 : 0)
+    Atomics.store(this.i32, this.ctrl0 + CTRL_WANTED, on ? 1 : 0)
   }
 
   // --- the queue flag (queue.ts) ----------------------------------------------------------------
 
   /** Sets the flag; true when it was clear, i.e. the caller must queue the lane. */
   markQueued(): boolean {
-    return Atomics.exchange(this.ctrl, CTRL_QUEUED, 1) === 0
+    return Atomics.exchange(this.i32, this.ctrl0 + CTRL_QUEUED, 1) === 0
   }
 
   /** Cleared by the thread before it drains, so that a write after the drain's read queues it again. */
   clearQueued(): void {
-    Atomics.store(this.ctrl, CTRL_QUEUED, 0)
+    Atomics.store(this.i32, this.ctrl0 + CTRL_QUEUED, 0)
   }
 
   get queued(): boolean {
-    return Atomics.load(this.ctrl, CTRL_QUEUED) === 1
+    return Atomics.load(this.i32, this.ctrl0 + CTRL_QUEUED) === 1
   }
 
   // --- the main thread's side: one writer ------------------------------------------------------
@@ -294,33 +348,33 @@ export class Lane {
    * a full ring is lapped (see drain).
    */
   write(at: number, cpu: number, memory: number, storage: number, gpu: number, running: number): number {
-    const w = Atomics.load(this.ctrl, CTRL_WRITE)
+    const w = Atomics.load(this.i32, this.ctrl0 + CTRL_WRITE)
     const slot = w & RING_MASK
-    this.ring[slot * (SLOT_BYTES / 8) + SLOT_AT] = at
-    const f = this.ring32
-    const b = slot * (SLOT_BYTES / 4)
+    this.f64[this.ring0 + slot * (SLOT_BYTES / 8) + SLOT_AT] = at
+    const f = this.f32
+    const b = this.ring32At + slot * (SLOT_BYTES / 4)
     f[b + SLOT_CPU] = cpu
     f[b + SLOT_MEMORY] = memory
     f[b + SLOT_STORAGE] = storage
     f[b + SLOT_GPU] = gpu
     f[b + SLOT_RUNNING] = running
     // The store publishes the slot: the reader only reads slots below the write count.
-    Atomics.store(this.ctrl, CTRL_WRITE, (w + 1) | 0)
-    return (w + 1 - Atomics.load(this.ctrl, CTRL_READ)) | 0
+    Atomics.store(this.i32, this.ctrl0 + CTRL_WRITE, (w + 1) | 0)
+    return (w + 1 - Atomics.load(this.i32, this.ctrl0 + CTRL_READ)) | 0
   }
 
   /** Heartbeats written but not processed yet (at most the ring's size). */
   get depth(): number {
-    const pending = (Atomics.load(this.ctrl, CTRL_WRITE) - Atomics.load(this.ctrl, CTRL_READ)) | 0
+    const pending = (Atomics.load(this.i32, this.ctrl0 + CTRL_WRITE) - Atomics.load(this.i32, this.ctrl0 + CTRL_READ)) | 0
     return pending > RING_CAPACITY ? RING_CAPACITY : pending
   }
 
   get dropped(): number {
-    return Atomics.load(this.ctrl, CTRL_DROPS) >>> 0
+    return Atomics.load(this.i32, this.ctrl0 + CTRL_DROPS) >>> 0
   }
 
   get processed(): number {
-    return Atomics.load(this.ctrl, CTRL_PROCESSED) >>> 0
+    return Atomics.load(this.i32, this.ctrl0 + CTRL_PROCESSED) >>> 0
   }
 
   // --- the telemetry thread's side: one reader ------------------------------------------------
@@ -330,10 +384,10 @@ export class Lane {
    * copy what you keep). Returns the number of samples dropped in this call.
    */
   drain(visit: (s: Sample) => void, scratch: Sample): number {
-    let r = Atomics.load(this.ctrl, CTRL_READ)
+    let r = Atomics.load(this.i32, this.ctrl0 + CTRL_READ)
     let dropped = 0
     for (;;) {
-      const w = Atomics.load(this.ctrl, CTRL_WRITE)
+      const w = Atomics.load(this.i32, this.ctrl0 + CTRL_WRITE)
       const pending = (w - r) | 0
       if (pending <= 0) break
       if (pending > RING_CAPACITY) {
@@ -342,9 +396,9 @@ export class Lane {
         r = (w - RING_CAPACITY) | 0
       }
       const slot = r & RING_MASK
-      scratch.at = this.ring[slot * (SLOT_BYTES / 8) + SLOT_AT]!
-      const f = this.ring32
-      const b = slot * (SLOT_BYTES / 4)
+      scratch.at = this.f64[this.ring0 + slot * (SLOT_BYTES / 8) + SLOT_AT]!
+      const f = this.f32
+      const b = this.ring32At + slot * (SLOT_BYTES / 4)
       scratch.cpu = f[b + SLOT_CPU]!
       scratch.memory = f[b + SLOT_MEMORY]!
       scratch.storage = f[b + SLOT_STORAGE]!
@@ -352,50 +406,52 @@ export class Lane {
       scratch.running = f[b + SLOT_RUNNING]!
       // The writer may have started overwriting this slot while we copied it: it has once the
       // write count reaches r + RING_SLOTS. Then the copy may be torn: count it as dropped.
-      const after = Atomics.load(this.ctrl, CTRL_WRITE)
+      const after = Atomics.load(this.i32, this.ctrl0 + CTRL_WRITE)
       if (((after - r) | 0) >= RING_SLOTS) {
         dropped++
         r = (r + 1) | 0
         continue
       }
       r = (r + 1) | 0
-      Atomics.store(this.ctrl, CTRL_READ, r)
+      Atomics.store(this.i32, this.ctrl0 + CTRL_READ, r)
       visit(scratch)
-      Atomics.add(this.ctrl, CTRL_PROCESSED, 1)
+      Atomics.add(this.i32, this.ctrl0 + CTRL_PROCESSED, 1)
     }
-    Atomics.store(this.ctrl, CTRL_READ, r)
-    if (dropped > 0) Atomics.add(this.ctrl, CTRL_DROPS, dropped)
+    Atomics.store(this.i32, this.ctrl0 + CTRL_READ, r)
+    if (dropped > 0) Atomics.add(this.i32, this.ctrl0 + CTRL_DROPS, dropped)
     return dropped
   }
 
   /** Folds a sample into the latest values and both tiers of history. */
   record(s: Sample): void {
-    const l = this.latest
-    l[0] = s.at
-    l[1] = s.cpu
-    l[2] = s.memory
-    l[3] = s.storage
-    l[4] = s.gpu
-    l[5] = s.running
+    const l = this.f64
+    const i = this.latest0
+    l[i] = s.at
+    l[i + 1] = s.cpu
+    l[i + 2] = s.memory
+    l[i + 3] = s.storage
+    l[i + 4] = s.gpu
+    l[i + 5] = s.running
     // The first point of the lane sets its base; it is written before the point count that
     // publishes it, so a reader that sees a point sees the base.
-    if (Atomics.load(this.ctrl, CTRL_FINE) === 0) this.base[0] = s.at - (s.at % this.layout.stepMs)
+    if (Atomics.load(this.i32, this.ctrl0 + CTRL_FINE) === 0) this.f64[this.base0] = s.at - (s.at % this.layout.stepMs)
     this.fold(this.fine, s)
     if (this.coarse) this.fold(this.coarse, s)
   }
 
   /** Into the tier's current point, or a new one each step. */
   private fold(t: Tier, s: Sample): void {
-    const opened = Atomics.load(this.ctrl, t.ctrlWord)
+    const opened = Atomics.load(this.i32, this.ctrl0 + t.ctrlWord)
     let idx = opened > 0 ? (opened - 1) % t.cap : -1
     if (idx < 0 || s.at >= this.pointAt(t, idx) + t.stepMs) {
       idx = opened % t.cap
-      t.pointStep[idx] = Math.round((s.at - (s.at % t.stepMs) - this.base[0]!) / this.layout.stepMs)
-      t.points.fill(0, idx * POINT_FIELDS, (idx + 1) * POINT_FIELDS)
-      Atomics.store(this.ctrl, t.ctrlWord, opened + 1)
+      this.i32[t.stepAt + idx] = Math.round((s.at - (s.at % t.stepMs) - this.f64[this.base0]!) / this.layout.stepMs)
+      this.f32.fill(0, t.pointAt + idx * POINT_FIELDS, t.pointAt + (idx + 1) * POINT_FIELDS)
+      this.peaks.fill(0, t.peakAt + idx * PEAK_FIELDS, t.peakAt + (idx + 1) * PEAK_FIELDS)
+      Atomics.store(this.i32, this.ctrl0 + t.ctrlWord, opened + 1)
     }
-    const p = t.points
-    const b = idx * POINT_FIELDS
+    const p = this.f32
+    const b = t.pointAt + idx * POINT_FIELDS
     const n = p[b + P_SAMPLES]! + 1
     p[b + P_SAMPLES] = n
     // Running means: no sums to overflow float32 precision over a long step.
@@ -403,17 +459,23 @@ export class Lane {
     p[b + P_CPU + 1] = p[b + P_CPU + 1]! + (s.memory - p[b + P_CPU + 1]!) / n
     p[b + P_CPU + 2] = p[b + P_CPU + 2]! + (s.storage - p[b + P_CPU + 2]!) / n
     p[b + P_CPU + 3] = p[b + P_CPU + 3]! + (s.gpu - p[b + P_CPU + 3]!) / n
-    if (s.cpu > p[b + P_CPU_MAX]!) p[b + P_CPU_MAX] = s.cpu
-    if (s.memory > p[b + P_CPU_MAX + 1]!) p[b + P_CPU_MAX + 1] = s.memory
-    if (s.storage > p[b + P_CPU_MAX + 2]!) p[b + P_CPU_MAX + 2] = s.storage
-    if (s.gpu > p[b + P_CPU_MAX + 3]!) p[b + P_CPU_MAX + 3] = s.gpu
+    const q = this.peaks
+    const k = t.peakAt + idx * PEAK_FIELDS
+    const cpu = hundredths(s.cpu)
+    const memory = hundredths(s.memory)
+    const storage = hundredths(s.storage)
+    const gpu = hundredths(s.gpu)
+    if (cpu > q[k]!) q[k] = cpu
+    if (memory > q[k + 1]!) q[k + 1] = memory
+    if (storage > q[k + 2]!) q[k + 2] = storage
+    if (gpu > q[k + 3]!) q[k + 3] = gpu
     p[b + P_RUNNING] = p[b + P_RUNNING]! + (s.running - p[b + P_RUNNING]!) / n
   }
 
   // --- readers (any thread) ---------------------------------------------------------------------
 
   private pointAt(t: Tier, idx: number): number {
-    return this.base[0]! + t.pointStep[idx]! * this.layout.stepMs
+    return this.f64[this.base0]! + this.i32[t.stepAt + idx]! * this.layout.stepMs
   }
 
   /**
@@ -423,7 +485,7 @@ export class Lane {
    * in both tiers, and none is lost between them.
    */
   private boundary(): number {
-    const opened = Atomics.load(this.ctrl, CTRL_FINE)
+    const opened = Atomics.load(this.i32, this.ctrl0 + CTRL_FINE)
     const f = this.fine
     if (this.coarse === null || opened <= f.cap) return -Infinity
     const oldest = this.pointAt(f, (opened - f.cap) % f.cap)
@@ -436,7 +498,7 @@ export class Lane {
     const b = this.boundary()
     if (this.coarse && b !== -Infinity) {
       const t = this.coarse
-      const opened = Atomics.load(this.ctrl, t.ctrlWord)
+      const opened = Atomics.load(this.i32, this.ctrl0 + t.ctrlWord)
       for (let k = Math.max(0, opened - t.cap); k < opened; k++) {
         const idx = k % t.cap
         const at = this.pointAt(t, idx)
@@ -446,7 +508,7 @@ export class Lane {
       }
     }
     const t = this.fine
-    const opened = Atomics.load(this.ctrl, t.ctrlWord)
+    const opened = Atomics.load(this.i32, this.ctrl0 + t.ctrlWord)
     for (let k = Math.max(0, opened - t.cap); k < opened; k++) {
       const idx = k % t.cap
       const at = this.pointAt(t, idx)
@@ -464,8 +526,10 @@ export class Lane {
   history(since = 0): HistoryPoint[] {
     const out: HistoryPoint[] = []
     this.eachPoint(since, (t, idx, at) => {
-      const b = idx * POINT_FIELDS
-      const p = t.points
+      const b = t.pointAt + idx * POINT_FIELDS
+      const p = this.f32
+      const k = t.peakAt + idx * PEAK_FIELDS
+      const q = this.peaks
       out.push({
         at,
         stepMs: t.stepMs,
@@ -474,10 +538,10 @@ export class Lane {
         memory: round2(p[b + P_CPU + 1]!),
         storage: round2(p[b + P_CPU + 2]!),
         gpu: round2(p[b + P_CPU + 3]!),
-        cpuPeak: round2(p[b + P_CPU_MAX]!),
-        memoryPeak: round2(p[b + P_CPU_MAX + 1]!),
-        storagePeak: round2(p[b + P_CPU_MAX + 2]!),
-        gpuPeak: round2(p[b + P_CPU_MAX + 3]!),
+        cpuPeak: q[k]! / 100,
+        memoryPeak: q[k + 1]! / 100,
+        storagePeak: q[k + 2]! / 100,
+        gpuPeak: q[k + 3]! / 100,
         running: round2(p[b + P_RUNNING]!),
       })
     })
@@ -486,9 +550,10 @@ export class Lane {
 
   /** The most recent sample processed, or null before the first. */
   latestSample(): Sample | null {
-    const l = this.latest
-    if (l[0] === 0) return null
-    return { at: l[0]!, cpu: round2(l[1]!), memory: round2(l[2]!), storage: round2(l[3]!), gpu: round2(l[4]!), running: l[5]! }
+    const l = this.f64
+    const i = this.latest0
+    if (l[i] === 0) return null
+    return { at: l[i]!, cpu: round2(l[i + 1]!), memory: round2(l[i + 2]!), storage: round2(l[i + 3]!), gpu: round2(l[i + 4]!), running: l[i + 5]! }
   }
 
   /**
@@ -504,8 +569,10 @@ export class Lane {
     const acc: WindowAcc[] = WINDOW_NAMES.map(() => ({ n: 0, cpu: 0, memory: 0, storage: 0, gpu: 0, running: 0, cpuPeak: 0, memoryPeak: 0, storagePeak: 0, gpuPeak: 0 }))
     this.eachPoint(now - WINDOWS['1h'], (t, idx, at) => {
       const end = at + t.stepMs
-      const p = t.points
-      const b = idx * POINT_FIELDS
+      const p = this.f32
+      const b = t.pointAt + idx * POINT_FIELDS
+      const q = this.peaks
+      const k = t.peakAt + idx * PEAK_FIELDS
       const n = p[b + P_SAMPLES]!
       for (let wi = 0; wi < WINDOW_NAMES.length; wi++) {
         if (end <= now - WINDOWS[WINDOW_NAMES[wi]!]) continue
@@ -516,10 +583,10 @@ export class Lane {
         a.storage += p[b + P_CPU + 2]! * n
         a.gpu += p[b + P_CPU + 3]! * n
         a.running += p[b + P_RUNNING]! * n
-        a.cpuPeak = Math.max(a.cpuPeak, p[b + P_CPU_MAX]!)
-        a.memoryPeak = Math.max(a.memoryPeak, p[b + P_CPU_MAX + 1]!)
-        a.storagePeak = Math.max(a.storagePeak, p[b + P_CPU_MAX + 2]!)
-        a.gpuPeak = Math.max(a.gpuPeak, p[b + P_CPU_MAX + 3]!)
+        a.cpuPeak = Math.max(a.cpuPeak, q[k]!)
+        a.memoryPeak = Math.max(a.memoryPeak, q[k + 1]!)
+        a.storagePeak = Math.max(a.storagePeak, q[k + 2]!)
+        a.gpuPeak = Math.max(a.gpuPeak, q[k + 3]!)
       }
     })
     const windows = {} as Record<WindowName, WindowStats | null>
@@ -530,11 +597,17 @@ export class Lane {
         : {
             samples: a.n,
             average: { cpu: round2(a.cpu / a.n), memory: round2(a.memory / a.n), storage: round2(a.storage / a.n), gpu: round2(a.gpu / a.n), running: round2(a.running / a.n) },
-            peak: { cpu: round2(a.cpuPeak), memory: round2(a.memoryPeak), storage: round2(a.storagePeak), gpu: round2(a.gpuPeak) },
+            peak: { cpu: a.cpuPeak / 100, memory: a.memoryPeak / 100, storage: a.storagePeak / 100, gpu: a.gpuPeak / 100 },
           }
     })
     return { workerId, at: now, latest: this.latestSample(), windows, processed, dropped }
   }
+}
+
+/** A percentage as the uint16 hundredths a peak is kept in (out of range values clamped). */
+function hundredths(x: number): number {
+  const h = Math.round(x * 100)
+  return h > PEAK_MAX ? PEAK_MAX : h < 0 ? 0 : h
 }
 
 // float32 holds about 7 digits; two decimals of a percentage is all that is meaningful.
