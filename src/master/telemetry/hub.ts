@@ -42,6 +42,8 @@ const DEFAULT_QUEUE_SLOTS = 4096
 const PER_WORKER_QUEUE_SLOTS = 4
 const CRASH_MEMORY_MS = 60_000
 const RING_HALF = RING_SLOTS / 2
+// Fixed for the process, but each read of performance.timeOrigin is a call into C++: read once.
+const TIME_ORIGIN = performance.timeOrigin
 
 interface ThreadSlot {
   index: number
@@ -159,7 +161,7 @@ export class TelemetryHub extends EventEmitter<TelemetryEvents> implements Heart
     if (!entry) return
     const lane = this.slab.lane(entry.index)
     // Arrival in epoch ms with sub-ms precision: the thread measures its delay against it.
-    const backlog = lane.write(performance.timeOrigin + performance.now(), usage.cpu, usage.memory, usage.storage, usage.gpu, running.length)
+    const backlog = lane.write(TIME_ORIGIN + performance.now(), usage.cpu, usage.memory, usage.storage, usage.gpu, running.length)
     // Queued once until its thread takes it; a full queue leaves the flag set for the thread's sweep.
     if (lane.markQueued()) entry.thread.queue.push(entry.index)
     // A worker sending in a burst would lap its ring before the tick: wake the thread, once a burst.
