@@ -8,6 +8,8 @@ import type { Store, WorkerChanges } from './store.js'
 
 /** The default heartbeat interval of the store (--store-heartbeat-interval). */
 export const HEARTBEAT_FLUSH_MS = 15_000
+/** Workers per heartbeat write (see writeHeartbeats). */
+const HEARTBEAT_WRITE_ROWS = 1000
 
 type WorkerEvent = 'worker-registered' | 'worker-unregistered' | 'worker-active' | 'worker-inactive' | 'worker-changed' | 'worker-credential'
 const WORKER_EVENTS: readonly WorkerEvent[] = ['worker-registered', 'worker-unregistered', 'worker-active', 'worker-inactive', 'worker-changed', 'worker-credential']
@@ -358,21 +360,31 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
     }
   }
 
-  /** The workers whose heartbeats changed, as the registry holds them now (newer than any entry). */
+  /**
+   * The workers whose heartbeats changed, as the registry holds them now (newer than any entry), in
+   * writes of at most HEARTBEAT_WRITE_ROWS: the whole fleet comes at once, and a store runs one call
+   * at a time (SQLite ~9 µs a row on its thread), so a task write made meanwhile waits for one
+   * such part, not for 10,000 rows.
+   */
   private async writeHeartbeats(): Promise<void> {
     if (this.heartbeats.size === 0) return
     const ids = [...this.heartbeats]
     this.heartbeats.clear()
     this.heartbeatsDue = false
-    const upserts: WorkerRecord[] = []
-    for (const id of ids) {
-      const w = this.source.get(id)
-      if (w) upserts.push(w)
-    }
+    let done = 0
     try {
-      if (upserts.length > 0) await this.store.writeWorkers({ upserts, deletes: [], heartbeatsOnly: true })
+      while (done < ids.length) {
+        const part = ids.slice(done, done + HEARTBEAT_WRITE_ROWS)
+        const upserts: WorkerRecord[] = []
+        for (const id of part) {
+          const w = this.source.get(id)
+          if (w) upserts.push(w)
+        }
+        if (upserts.length > 0) await this.store.writeWorkers({ upserts, deletes: [], heartbeatsOnly: true })
+        done += part.length
+      }
     } catch (err) {
-      for (const id of ids) this.heartbeats.add(id)
+      for (let i = done; i < ids.length; i++) this.heartbeats.add(ids[i]!)
       this.heartbeatsDue = true
       throw err
     }

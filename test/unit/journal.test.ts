@@ -86,6 +86,21 @@ test('heartbeat-only changes wait for the heartbeat interval: a state change wri
   assert.equal(clock.pending, 0)
 })
 
+test('a large fleet\'s heartbeats go in writes of at most 1,000 workers, so other writes wait for one part, not all', async () => {
+  const { clock, store, registry, journal } = setup()
+  journal.start(true)
+  for (let i = 0; i < 2500; i++) registry.register(`w${i}`, `h:${i + 1}`, 0)
+  for (let i = 0; i < 2500; i++) registry.connect(`w${i}`, { specs, reportedAddress: null }, 0)
+  assert.equal(await journal.sync(), true)
+  const before = store.workerBatches.length
+  for (let i = 0; i < 2500; i++) registry.heartbeat(`w${i}`, usage, [], 9)
+  clock.advance(1000)
+  for (let i = 0; i < 10 && store.workerBatches.length - before < 3; i++) await tick()
+  assert.deepEqual(store.workerBatches.slice(before).map((b) => [b.upserts.length, b.heartbeatsOnly]), [[1000, true], [1000, true], [500, true]])
+  assert.ok((await store.loadWorkers()).every((w) => w.lastHeartbeat === 9))
+  await journal.close()
+})
+
 test('changes in one tick go out as one write per run of workers and of tasks, in order', async () => {
   const { store, registry, journal } = setup()
   journal.start(true)
