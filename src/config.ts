@@ -62,6 +62,11 @@ export interface MasterConfig extends ClusterSecurity {
    * per worker and per task); nothing is dropped.
    */
   storeJournalLimit: number
+  /**
+   * How often the workers' heartbeat fields (last heartbeat, usage, running tasks) are written to
+   * the store, for the whole fleet in one batch; state changes are written at once, never waiting for it.
+   */
+  storeHeartbeatIntervalMs: number
   /** POST /api/tasks while the store is down: keep the task in memory (flagged not durable) instead of 503. */
   acceptWhileDegraded: boolean
   /** A finished task (completed, failed, cancelled) is removed from memory and the store this long after it finished. */
@@ -180,6 +185,7 @@ export const MASTER_DEFAULTS: Omit<MasterConfig, 'log'> = {
   dataDir: './data',
   store: { kind: 'sqlite' },
   storeJournalLimit: 10_000,
+  storeHeartbeatIntervalMs: 15_000,
   acceptWhileDegraded: false,
   taskRetentionMs: 7 * 86_400_000,
   maxFinishedTasks: 100_000,

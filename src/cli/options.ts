@@ -77,6 +77,10 @@ const RECONNECT_RATE_MAX = 100_000
 /** Below the dialer's 65,536 cancel slots, which the suspect probes share. */
 const RECONNECT_INFLIGHT_MAX = 50_000
 const JOURNAL_LIMIT_MIN = 100
+// --store-heartbeat-interval: at least a second (more often is a write per heartbeat again), at most
+// ten minutes (the store's last-seen of a worker is that old at worst).
+const STORE_HEARTBEAT_MIN_MS = 1000
+const STORE_HEARTBEAT_MAX_MS = 600_000
 const JOURNAL_LIMIT_MAX = 10_000_000
 const POOL_SIZE_MAX = 1000
 // Retention: down to a second so that tests (and an operator trying it) see it act; up to a year.
@@ -100,6 +104,7 @@ const STORE_OPTIONS = {
   'store-socket-timeout': { type: 'string', describe: `MongoDB: silence on an open connection after which it is dropped (1s to 1h, default ${formatDuration(M.socketTimeoutMs)})` },
   'store-pool-size': { type: 'string', describe: `MongoDB: connections at most (1 to ${POOL_SIZE_MAX}, default ${M.maxPoolSize})` },
   'store-journal-limit': { type: 'string', default: String(MASTER_DEFAULTS.storeJournalLimit), describe: `changes held while the store is down before they are coalesced per worker and per task (${JOURNAL_LIMIT_MIN} to ${JOURNAL_LIMIT_MAX}; nothing is dropped)` },
+  'store-heartbeat-interval': { type: 'string', default: formatDuration(MASTER_DEFAULTS.storeHeartbeatIntervalMs), describe: `how often the workers' last heartbeat, usage and running tasks are written to the store, in one batch (${formatDuration(STORE_HEARTBEAT_MIN_MS)} to ${formatDuration(STORE_HEARTBEAT_MAX_MS)}; state changes are written at once)` },
   'accept-while-degraded': { type: 'boolean', default: MASTER_DEFAULTS.acceptWhileDegraded, describe: 'while the store is down, accept POST /api/tasks (kept in memory, flagged not durable) instead of answering 503' },
 } satisfies Record<string, Options>
 
@@ -501,6 +506,7 @@ function readMasterConfig(argv: Argv): MasterConfig {
     dataDir: read(argv, 'data-dir', d.dataDir, nonEmpty(4096)),
     store: buildStore(argv),
     storeJournalLimit: read(argv, 'store-journal-limit', d.storeJournalLimit, wholeNumber(JOURNAL_LIMIT_MIN, JOURNAL_LIMIT_MAX)),
+    storeHeartbeatIntervalMs: read(argv, 'store-heartbeat-interval', d.storeHeartbeatIntervalMs, durationWithin(STORE_HEARTBEAT_MIN_MS, STORE_HEARTBEAT_MAX_MS)),
     acceptWhileDegraded: read(argv, 'accept-while-degraded', d.acceptWhileDegraded, bool),
     // 0 is allowed here: it turns the monitor off (the master warns about it).
     reconnectIntervalMs: read(argv, 'reconnect-interval', d.reconnectIntervalMs, parseDuration),

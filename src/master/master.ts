@@ -103,7 +103,7 @@ export class Master implements MasterControl {
     const auth = clusterAuthOf(config)
     this.dialer = deps.dialer ?? (config.dialer === 'inline' ? new InlineDialer({ auth, masterKey: key }) : new PoolDialer({ threads: config.dialThreads, auth, masterKey: key }))
     this.dialer.counters = this.counters.buffer
-    this.journal = new StoreJournal(this.store, this.registry, { log: this.log, limit: config.storeJournalLimit, onLateOpen: () => this.loadLate() })
+    this.journal = new StoreJournal(this.store, this.registry, { log: this.log, limit: config.storeJournalLimit, heartbeatFlushMs: config.storeHeartbeatIntervalMs, onLateOpen: () => this.loadLate() })
     this.tasks = new TaskTable(this.journal, Date.now, { retentionMs: config.taskRetentionMs, maxFinished: config.maxFinishedTasks, outputTailBytes: config.taskOutputTailBytes })
     this.pruner = new TaskPruner({ tasks: this.tasks, retentionMs: config.taskRetentionMs, log: this.log })
     this.journal.on('tasks-written', (ids) => this.tasks.markDurable(ids))

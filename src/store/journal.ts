@@ -6,6 +6,11 @@ import { CloudaiError } from '../shared/errors.js'
 import type { TaskRecord, WorkerRecord } from '../shared/types.js'
 import type { Store, WorkerChanges } from './store.js'
 
+/** The default heartbeat interval of the store (--store-heartbeat-interval). */
+export const HEARTBEAT_FLUSH_MS = 15_000
+/** Workers per heartbeat write (see writeHeartbeats). */
+const HEARTBEAT_WRITE_ROWS = 1000
+
 type WorkerEvent = 'worker-registered' | 'worker-unregistered' | 'worker-active' | 'worker-inactive' | 'worker-changed' | 'worker-credential'
 const WORKER_EVENTS: readonly WorkerEvent[] = ['worker-registered', 'worker-unregistered', 'worker-active', 'worker-inactive', 'worker-changed', 'worker-credential']
 
@@ -38,6 +43,10 @@ export interface JournalOptions {
   log: Logger
   /** Entries held before they are coalesced (the latest state per worker and per task wins). */
   limit: number
+  /**
+   * How often heartbeat-only changes (last heartbeat, usage, running tasks) are written, for the
+   * whole fleet in one batch (--store-heartbeat-interval). State changes never wait for it.
+   */
   heartbeatFlushMs?: number
   retryBaseMs?: number
   retryCapMs?: number
@@ -66,8 +75,13 @@ export interface JournalEvents {
  * backoff (a ping when it holds nothing). It is bounded by `limit`: when full it coalesces,
  * keeping only the latest state of each worker and task, so it never drops a change; past the
  * limit it holds at most two entries per worker and task it names. Heartbeat fields are not
- * journal entries: the workers whose heartbeats changed ride along with the next write, as the
- * registry holds them then.
+ * journal entries: the workers whose heartbeats changed are written once per `heartbeatFlushMs`
+ * (and at close), as the registry holds them then. Not with every write: under a task load the
+ * journal writes many times a second, and each such write would carry every worker that beat
+ * since the last one, which is one store row per heartbeat again. The store's last heartbeat of a
+ * worker is therefore up to that interval old (it matters only once memory is gone: at the next
+ * start, where every worker starts inactive anyway); a worker's state changes carry their own
+ * copy of the record, heartbeat fields included, and are written at once.
  */
 export class StoreJournal extends EventEmitter<JournalEvents> {
   private entries: Entry[] = []
@@ -76,6 +90,8 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
   private writtenUpTo = 0
   private coalesceAt: number
   private readonly heartbeats = new Set<string>()
+  /** The heartbeat interval came round since the heartbeats were last written: the next flush writes them. */
+  private heartbeatsDue = false
   /**
    * Task removals journalled and not yet written, by id, with their entry: a store that answers
    * late still holds these tasks, and loading them would bring back what was pruned meanwhile.
@@ -122,8 +138,10 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
     for (const ev of WORKER_EVENTS) this.source.on(ev, this.onWorker)
     this.heartbeatTimer = this.clock.setInterval(() => {
       for (const id of this.source.drainHeartbeats()) this.heartbeats.add(id)
-      if (this.heartbeats.size > 0 && this.healthy) this.schedule()
-    }, this.opts.heartbeatFlushMs ?? 1000)
+      if (this.heartbeats.size === 0) return
+      this.heartbeatsDue = true
+      if (this.healthy) this.schedule()
+    }, this.opts.heartbeatFlushMs ?? HEARTBEAT_FLUSH_MS)
     if (!opened) this.failed(new CloudaiError('CLOUDAI_STORE_UNAVAILABLE', `the ${this.store.kind} store could not be opened`))
   }
 
@@ -281,15 +299,21 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
         throw err
       }
       if (this.entries.length === 0) this.coalesceAt = this.opts.limit
-      if (batch.length === 0 && this.heartbeats.size === 0 && !this.healthy) await this.store.ping()
-      await this.writeHeartbeats()
+      const heartbeats = this.heartbeatsWanted()
+      if (batch.length === 0 && !heartbeats && !this.healthy) await this.store.ping()
+      if (heartbeats) await this.writeHeartbeats()
       this.recovered(batch.length)
     } catch (err) {
       this.failed(err)
     } finally {
       this.flushing = null
-      if (this.healthy && (this.entries.length > 0 || this.heartbeats.size > 0)) this.schedule()
+      if (this.healthy && (this.entries.length > 0 || this.heartbeatsWanted())) this.schedule()
     }
+  }
+
+  /** Heartbeats to write in this flush: their interval came round, or the journal is closing. */
+  private heartbeatsWanted(): boolean {
+    return this.heartbeats.size > 0 && (this.heartbeatsDue || this.closed)
   }
 
   /**
@@ -336,20 +360,32 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
     }
   }
 
-  /** The workers whose heartbeats changed, as the registry holds them now (newer than any entry). */
+  /**
+   * The workers whose heartbeats changed, as the registry holds them now (newer than any entry), in
+   * writes of at most HEARTBEAT_WRITE_ROWS: the whole fleet comes at once, and a store runs one call
+   * at a time (SQLite ~9 µs a row on its thread), so a task write made meanwhile waits for one
+   * such part, not for 10,000 rows.
+   */
   private async writeHeartbeats(): Promise<void> {
     if (this.heartbeats.size === 0) return
     const ids = [...this.heartbeats]
     this.heartbeats.clear()
-    const upserts: WorkerRecord[] = []
-    for (const id of ids) {
-      const w = this.source.get(id)
-      if (w) upserts.push(w)
-    }
+    this.heartbeatsDue = false
+    let done = 0
     try {
-      if (upserts.length > 0) await this.store.writeWorkers({ upserts, deletes: [], heartbeatsOnly: true })
+      while (done < ids.length) {
+        const part = ids.slice(done, done + HEARTBEAT_WRITE_ROWS)
+        const upserts: WorkerRecord[] = []
+        for (const id of part) {
+          const w = this.source.get(id)
+          if (w) upserts.push(w)
+        }
+        if (upserts.length > 0) await this.store.writeWorkers({ upserts, deletes: [], heartbeatsOnly: true })
+        done += part.length
+      }
     } catch (err) {
-      for (const id of ids) this.heartbeats.add(id)
+      for (let i = done; i < ids.length; i++) this.heartbeats.add(ids[i]!)
+      this.heartbeatsDue = true
       throw err
     }
   }

@@ -97,6 +97,7 @@ test('master flags are parsed into the config: ports, hosts, addresses, duration
     'log-level': 'debug',
     'log-pretty': true,
     'store-journal-limit': '500',
+    'store-heartbeat-interval': '1m',
     'accept-while-degraded': 'true',
     'master-key-file': '/etc/cloudai/master.key',
     'worker-auth': 'none',
@@ -115,6 +116,7 @@ test('master flags are parsed into the config: ports, hosts, addresses, duration
     dataDir: '/var/lib/cloudai',
     store: { kind: 'sqlite' },
     storeJournalLimit: 500,
+    storeHeartbeatIntervalMs: 60_000,
     acceptWhileDegraded: true,
     taskRetentionMs: 36 * 3_600_000,
     maxFinishedTasks: 5000,
@@ -427,6 +429,9 @@ test('each bad store value is CLOUDAI_BAD_CONFIG naming the flag, and a password
     [{ 'store-journal-limit': '99' }, '--store-journal-limit'],
     [{ 'store-journal-limit': '10000001' }, '--store-journal-limit'],
     [{ 'store-journal-limit': 'lots' }, '--store-journal-limit'],
+    [{ 'store-heartbeat-interval': '500ms' }, '--store-heartbeat-interval'],
+    [{ 'store-heartbeat-interval': '11m' }, '--store-heartbeat-interval'],
+    [{ 'store-heartbeat-interval': 'often' }, '--store-heartbeat-interval'],
     [{ 'accept-while-degraded': 'maybe' }, '--accept-while-degraded'],
   ]
   for (const [argv, flag] of bad) {

@@ -54,6 +54,53 @@ test('heartbeats are written in batches: one write per flush interval, never one
   assert.equal(clock.pending, 0)
 })
 
+test('heartbeat-only changes wait for the heartbeat interval: a state change written meanwhile does not carry them, and close writes them', async () => {
+  const { clock, store, registry, journal } = setup()
+  journal.start(true)
+  registry.register('a', 'h:1', 0)
+  registry.register('b', 'h:2', 0)
+  registry.connect('a', { specs, reportedAddress: null }, 1)
+  registry.connect('b', { specs, reportedAddress: null }, 1)
+  assert.equal(await journal.sync(), true)
+  const stored = async (id: string): Promise<number | null | undefined> => (await store.loadWorkers()).find((w) => w.id === id)?.lastHeartbeat
+
+  registry.heartbeat('a', usage, [], 5)
+  registry.register('c', 'h:3', 6)
+  assert.equal(await journal.sync(), true)
+  assert.deepEqual(store.workerBatches.at(-1)?.upserts.map((w) => w.id), ['c'], 'the registration alone')
+  assert.equal(await stored('a'), 1, 'the heartbeat waits for its interval')
+
+  clock.advance(1000)
+  await tick()
+  await tick()
+  assert.equal(await stored('a'), 5, 'written once the interval came round')
+  assert.equal(store.workerBatches.at(-1)?.heartbeatsOnly, true)
+
+  registry.heartbeat('b', usage, [], 7)
+  registry.markInactive('a', 'heartbeat-timeout', 8)
+  assert.equal(await journal.sync(), true)
+  assert.equal((await store.loadWorkers()).find((w) => w.id === 'a')?.isActive, false, 'a state change is written at once')
+  assert.equal(await stored('b'), 1)
+  await journal.close()
+  assert.equal(await stored('b'), 7, 'close writes the heartbeats still waiting')
+  assert.equal(clock.pending, 0)
+})
+
+test('a large fleet\'s heartbeats go in writes of at most 1,000 workers, so other writes wait for one part, not all', async () => {
+  const { clock, store, registry, journal } = setup()
+  journal.start(true)
+  for (let i = 0; i < 2500; i++) registry.register(`w${i}`, `h:${i + 1}`, 0)
+  for (let i = 0; i < 2500; i++) registry.connect(`w${i}`, { specs, reportedAddress: null }, 0)
+  assert.equal(await journal.sync(), true)
+  const before = store.workerBatches.length
+  for (let i = 0; i < 2500; i++) registry.heartbeat(`w${i}`, usage, [], 9)
+  clock.advance(1000)
+  for (let i = 0; i < 10 && store.workerBatches.length - before < 3; i++) await tick()
+  assert.deepEqual(store.workerBatches.slice(before).map((b) => [b.upserts.length, b.heartbeatsOnly]), [[1000, true], [1000, true], [500, true]])
+  assert.ok((await store.loadWorkers()).every((w) => w.lastHeartbeat === 9))
+  await journal.close()
+})
+
 test('changes in one tick go out as one write per run of workers and of tasks, in order', async () => {
   const { store, registry, journal } = setup()
   journal.start(true)

@@ -51,6 +51,31 @@ const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length
 /** History values are float32 and rounded to two decimals for display. */
 const near = (actual: number, expected: number, what: string): void => assert.ok(Math.abs(actual - expected) <= 0.011, `${what}: ${actual} is not ${expected}`)
 
+test('a thread under steady heartbeats drains them on a 250 ms tick: a few wakes a second, not twenty', async (t) => {
+  const { hub, connect, send } = startHub(t, 1, { watchAll: false })
+  connect('w1')
+  send('w1', 1)
+  await waitUntil(() => (hub.summary('w1')?.processed ?? 0) >= 1 || undefined, 'the first heartbeat processed')
+  const r0 = hub.rounds
+  const t0 = performance.now()
+  let sent = 1
+  // A heartbeat every 20 ms: work for every tick, far from half a ring per tick (no early wake).
+  await new Promise<void>((resolve) => {
+    const timer = setInterval(() => {
+      send('w1', 1 + (sent++ % 50))
+      if (performance.now() - t0 >= 2000) {
+        clearInterval(timer)
+        resolve()
+      }
+    }, 20)
+  })
+  const rounds = hub.rounds - r0
+  const elapsed = performance.now() - t0
+  // A busy machine only makes ticks later (fewer rounds): the bound holds however slow it is.
+  assert.ok(rounds <= Math.ceil(elapsed / 250) + 3, `${rounds} drain rounds in ${Math.round(elapsed)} ms`)
+  await waitUntil(() => (hub.summary('w1')?.processed ?? 0) >= sent || undefined, `all ${sent} heartbeats processed`)
+})
+
 for (const placement of ['per-worker', 2] as const) {
   test(`placement ${placement}: heartbeats of several workers land in their own lanes, in order, with the right averages and peaks`, async (t) => {
     const { hub, connect, processed, send, counters } = startHub(t, placement)

@@ -12,6 +12,8 @@ import { laneIn, LANES_PER_CHUNK, prefault } from './slab.js'
 import type { FromTelemetryThread, LaneReport, TelemetryThreadData, ToTelemetryThread } from './protocol.js'
 
 const data = workerData as TelemetryThreadData
+// Fixed for the process (the main thread's origin: heartbeats are stamped against it), read once.
+const TIME_ORIGIN = performance.timeOrigin
 const port = parentPort!
 const queue = new LaneQueue(data.queue)
 const counters = new Counters(data.counters)
@@ -30,7 +32,7 @@ let processed = 0
 const process1 = (s: Sample): void => {
   current!.record(s)
   processed++
-  counters.observe('heartbeatDelayUs', (performance.timeOrigin + performance.now() - s.at) * 1000)
+  counters.observe('heartbeatDelayUs', (TIME_ORIGIN + performance.now() - s.at) * 1000)
 }
 
 /** Lanes drained so far: a tick that drains none is idle. */

@@ -167,7 +167,7 @@ export class SqliteConnection implements Store {
       this.writeTx(changes)
       return
     }
-    // Committed without an fsync: the fleet's heartbeat batch comes every second, and better-sqlite3
+    // Committed without an fsync: the fleet's heartbeat batch comes every --store-heartbeat-interval, and better-sqlite3
     // waits for the flush on the store thread (0.3 ms on this SSD, tens of ms on a slow disk), with
     // every write queued behind it. WAL keeps it atomic, and the next FULL commit syncs the log with
     // these frames in it, so order holds; a power cut may lose the last heartbeat times.
