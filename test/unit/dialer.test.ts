@@ -45,11 +45,11 @@ function watch<T>(p: Promise<T>): { settled: () => boolean } {
   return { settled: () => settled }
 }
 
-test('the pool starts every thread and spreads one turn\'s dials over all of them', async (t) => {
+test('the pool starts every thread and spreads a large turn\'s dials over all of them', async (t) => {
   const pool = new PoolDialer({ threads: 3 })
   t.after(() => pool.close())
   const closed = `127.0.0.1:${await reservePort()}`
-  const results = await Promise.all(Array.from({ length: 30 }, (_, i) => pool.dial(target(`w${i}`, closed, 5000)).promise))
+  const results = await Promise.all(Array.from({ length: 192 }, (_, i) => pool.dial(target(`w${i}`, closed, 5000)).promise))
   assert.ok(results.every((r) => r.outcome === 'refused'), JSON.stringify(results.map((r) => r.outcome)))
   const threads = new Set(results.map((r) => r.thread))
   assert.equal(threads.size, 3, `dials ran on threads ${[...threads].join(', ')}`)
@@ -67,6 +67,20 @@ test('dials asked within one turn go to the threads as one batch per thread, not
   // A dial asked alone in a later turn is a batch of its own.
   await pool.dial(target('b', closed, 5000)).promise
   assert.deepEqual(pool.handed, { batches: 3, dials: 201 })
+})
+
+test('a small turn (a budgeted tick\'s few dials) goes to one thread as one batch, not one batch per thread', async (t) => {
+  const pool = new PoolDialer({ threads: 2 })
+  t.after(() => pool.close())
+  const closed = `127.0.0.1:${await reservePort()}`
+  const results = await Promise.all(Array.from({ length: 15 }, (_, i) => pool.dial(target(`s${i}`, closed, 5000)).promise))
+  assert.deepEqual(pool.handed, { batches: 1, dials: 15 })
+  assert.equal(new Set(results.map((r) => r.thread)).size, 1, 'one thread dialled them all')
+  // Split only in shares worth a batch each: 100 dials are two batches of 50 here, 63 one.
+  await Promise.all(Array.from({ length: 63 }, (_, i) => pool.dial(target(`m${i}`, closed, 5000)).promise))
+  assert.deepEqual(pool.handed, { batches: 2, dials: 78 })
+  await Promise.all(Array.from({ length: 100 }, (_, i) => pool.dial(target(`l${i}`, closed, 5000)).promise))
+  assert.deepEqual(pool.handed, { batches: 4, dials: 178 })
 })
 
 test('a worker\'s answer comes back when its dial settles, not when the slowest dial of its batch does', async (t) => {

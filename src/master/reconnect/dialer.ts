@@ -81,6 +81,8 @@ function settledHere(workerId: string, outcome: DialOutcome, message: string): D
 
 /** Dials up to this many in one batch: a larger message would be a stall of its own to post and to take. */
 const MAX_BATCH = 256
+/** A turn's dials are split over the threads only in shares of at least this many. */
+const MIN_SPLIT = 64
 /** Dials handed to the threads per event-loop turn; what is asked beyond it goes on the next turn. */
 const MAX_PER_TURN = 1024
 
@@ -201,7 +203,11 @@ export class PoolDialer implements Dialer {
     this.queue = i < this.queue.length ? this.queue.slice(i) : []
     if (this.queue.length > 0) this.flushing = setImmediate(() => this.flush())
     if (live.length === 0) return
-    const per = Math.min(MAX_BATCH, Math.ceil(live.length / this.threadCount))
+    // Split over the threads only when each gets a batch worth its cost: a batch is a task, a
+    // channel and a few result messages on both sides, whatever its size, and a budgeted tick (15
+    // dials at 60 a second) split over every thread paid that once per thread.
+    const batches = Math.min(this.threadCount, Math.ceil(live.length / MIN_SPLIT))
+    const per = Math.min(MAX_BATCH, Math.ceil(live.length / batches))
     for (let at = 0; at < live.length; at += per) this.send(live.slice(at, at + per))
   }
 
