@@ -2,7 +2,8 @@ import assert from 'node:assert/strict'
 import { once } from 'node:events'
 import { createServer, type Socket } from 'node:net'
 import { test, type TestContext } from 'node:test'
-import { InlineDialer, PoolDialer, type Dialer, type DialTarget } from '../../src/master/reconnect/dialer.js'
+import { CancelSlots, InlineDialer, PoolDialer, type Dialer, type DialTarget } from '../../src/master/reconnect/dialer.js'
+import { CANCEL_GENERATION } from '../../src/master/reconnect/cancel-watch.js'
 import type { DialResult } from '../../src/master/reconnect/protocol.js'
 import { reservePort } from '../support/cluster.js'
 
@@ -168,4 +169,17 @@ test('close cancels the dials on the threads and those still queued, and waits f
   const results: DialResult[] = await Promise.all([running.promise, queued.promise])
   assert.deepEqual(results.map((r) => r.outcome), ['cancelled', 'cancelled'])
   await assert.rejects(pool.dial(target('after', pit.address)).promise, /closed/)
+})
+
+test('cancels within one turn set their flags at once and wake the dialling threads once (one generation bump), not once per cancel', async () => {
+  const slots = new CancelSlots()
+  const taken = Array.from({ length: 200 }, () => slots.take())
+  const gen = Atomics.load(slots.flags, CANCEL_GENERATION)
+  for (const slot of taken) slots.cancel(slot)
+  assert.ok(taken.every((slot) => Atomics.load(slots.flags, slot) === 1), 'every flag is set by the cancel itself')
+  await new Promise<void>((r) => queueMicrotask(r))
+  assert.equal(Atomics.load(slots.flags, CANCEL_GENERATION), gen + 1)
+  slots.cancel(taken[0]!)
+  await new Promise<void>((r) => queueMicrotask(r))
+  assert.equal(Atomics.load(slots.flags, CANCEL_GENERATION), gen + 2, 'a cancel in a later turn wakes them again')
 })
