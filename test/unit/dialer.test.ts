@@ -183,32 +183,3 @@ test('cancels within one turn set their flags at once and wake the dialling thre
   await new Promise<void>((r) => queueMicrotask(r))
   assert.equal(Atomics.load(slots.flags, CANCEL_GENERATION), gen + 2, 'a cancel in a later turn wakes them again')
 })
-
-test('a dropped dial (its worker turned active) stops at its next step without being woken: after its probe, before any gRPC call', async (t) => {
-  const pool = new PoolDialer({ threads: 1 })
-  t.after(() => pool.close())
-  // Accepts, and answers the probe's HTTP/2 preface only when told: the drop lands mid-probe.
-  const sockets: Socket[] = []
-  const server = createServer((s) => {
-    sockets.push(s)
-    server.emit('held')
-  })
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  t.after(() => {
-    for (const s of sockets) s.destroy()
-    server.close()
-  })
-  const address = `127.0.0.1:${(server.address() as { port: number }).port}`
-  const dial = pool.dial(target('d', address, 20_000))
-  await once(server, 'held')
-  const state = watch(dial.promise)
-  dial.drop!()
-  await new Promise((r) => setTimeout(r, 100))
-  assert.equal(state.settled(), false, 'nobody woke the dial: it is still in its probe')
-  // An empty SETTINGS frame: the probe's answer. The dial sees its flag then and goes no further.
-  sockets[0]!.write(Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0]))
-  const r = await dial.promise
-  assert.equal(r.outcome, 'cancelled')
-  assert.equal(sockets.length, 1, 'no gRPC connection after the probe')
-})

@@ -87,9 +87,7 @@ export async function dialMasterRegister(req: DialRequest, auth: ClusterAuth = N
   }
   try {
     const probe = await probeAddress(host.startsWith('[') ? host.slice(1, -1) : host, port, req.deadline, !auth.usesTls, onAbort)
-    // A dropped dial (its worker turned active meanwhile: PendingDial.drop) has its flag set and
-    // nobody woken: it stops here, before the gRPC call.
-    if (cancelled || isCancelled(req)) return result('cancelled', 'cancelled')
+    if (cancelled) return result('cancelled', 'cancelled')
     if (probe === 'timeout') return result('timeout', `no answer within ${req.timeoutMs}ms`)
     if (probe !== 'open') return result('refused', probe)
     return await masterRegister(req, auth, key, result, onAbort)

@@ -35,13 +35,6 @@ export interface PendingDial {
   promise: Promise<DialResult>
   /** Cancels the dial wherever it is: queued, or mid-call on a thread. */
   cancel(): void
-  /**
-   * The dial's answer is no longer needed (its worker turned active): it is dropped if still
-   * queued, and on a thread it stops at its next step, without waking the thread. Cheaper than
-   * cancel() in a burst (no Atomics.notify per dial), at the price of a dial stuck on a dead
-   * address holding its place until its deadline. Absent: use cancel().
-   */
-  drop?(): void
 }
 
 /** Where reconnection dials run. The master uses the pool; the bench compares it with inline. */
@@ -87,11 +80,6 @@ export class CancelSlots {
       Atomics.add(this.flags, CANCEL_GENERATION, 1)
       Atomics.notify(this.flags, CANCEL_GENERATION)
     })
-  }
-
-  /** Sets the slot's flag without waking anyone: the dial sees it at its next step (PendingDial.drop). */
-  flag(slot: number): void {
-    if (slot >= 0) Atomics.store(this.flags, slot, 1)
   }
 
   release(slot: number): void {
@@ -183,12 +171,7 @@ export class PoolDialer implements Dialer {
     entry.promise = promise
     this.queue.push(entry)
     this.flushing ??= setImmediate(() => this.flush())
-    return { promise, cancel: () => this.cancel(entry), drop: () => this.drop(entry) }
-  }
-
-  private drop(entry: PoolEntry): void {
-    if (entry.state === 'queued') this.cancel(entry)
-    else if (entry.state === 'sent') this.slots.flag(entry.req.cancelSlot)
+    return { promise, cancel: () => this.cancel(entry) }
   }
 
   private cancel(entry: PoolEntry): void {
@@ -312,9 +295,6 @@ abstract class SlottedDialer implements Dialer {
       promise,
       cancel: () => {
         if (!settled) this.slots.cancel(slot)
-      },
-      drop: () => {
-        if (!settled) this.slots.flag(slot)
       },
     }
   }

@@ -165,11 +165,7 @@ export class ReconnectMonitor {
     // meanwhile must not get a second dial beside it (one in flight per worker).
     entry.foundActive = true
     this.opts.log.info({ workerId: w.id, address: entry.address, elapsedMs: this.clock.now() - entry.startedAt }, `Successfully reconnected to worker ${w.id} (${entry.address})`)
-    // Dropped, not cancelled: hundreds of workers come back within one turn in a storm, and waking
-    // the dial threads (an Atomics.notify) was the main thread's longest stall then. The dial that
-    // made it call RegisterWorker is answered within milliseconds anyway.
-    if (entry.drop) entry.drop()
-    else entry.cancel()
+    entry.cancel()
   }
 
   constructor(
