@@ -183,3 +183,22 @@ test('cancels within one turn set their flags at once and wake the dialling thre
   await new Promise<void>((r) => queueMicrotask(r))
   assert.equal(Atomics.load(slots.flags, CANCEL_GENERATION), gen + 2, 'a cancel in a later turn wakes them again')
 })
+
+test('a dial thread keeps one cancel waiter however many batches it takes (the flags come once per thread, not with each batch)', async (t) => {
+  const pool = new PoolDialer({ threads: 1 })
+  t.after(() => pool.close())
+  const pit = await tarpit(t)
+  // Five batches (one a turn), all held in their probes: each dial is watched for a cancel.
+  const dials = []
+  for (let i = 0; i < 5; i++) {
+    dials.push(pool.dial(target(`t${i}`, pit.address, 30_000)))
+    await new Promise((r) => setImmediate(r))
+  }
+  await pit.reached(5)
+  assert.equal(pool.handed.batches, 5)
+  // Waking the generation word's waiters (harmless: no flag is set, they scan and wait again) says how many there are.
+  const flags = (pool as unknown as { slots: CancelSlots }).slots.flags
+  assert.equal(Atomics.notify(flags, CANCEL_GENERATION), 1, 'one waiter for the thread, not one per batch')
+  for (const d of dials) d.cancel()
+  assert.ok((await Promise.all(dials.map((d) => d.promise))).every((r) => r.outcome === 'cancelled'))
+})

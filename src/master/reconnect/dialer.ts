@@ -136,7 +136,7 @@ export class PoolDialer implements Dialer {
   constructor(opts: { threads?: number; auth?: ClusterAuth; masterKey?: MasterKey | null } = {}) {
     const threads = opts.threads && opts.threads > 0 ? opts.threads : Math.max(1, Math.min(4, availableParallelism()))
     this.threadCount = threads
-    const workerData: DialThreadData = { cluster: (opts.auth ?? NO_CLUSTER_AUTH).material, masterKey: opts.masterKey?.bytes() ?? null }
+    const workerData: DialThreadData = { cluster: (opts.auth ?? NO_CLUSTER_AUTH).material, masterKey: opts.masterKey?.bytes() ?? null, cancelFlags: this.slots.flags }
     this.pool = new Piscina({
       filename: new URL('../../../workers/dial.js', import.meta.url).href,
       // All started at once: Piscina adds a thread only when every one is at its task limit, which
@@ -239,7 +239,7 @@ export class PoolDialer implements Dialer {
       e.state = 'sent'
       this.onThreads.add(e)
     }
-    const batch: DialBatch = { dials: entries.map((e) => e.req), cancelFlags: this.slots.flags, counters: this.counters, port: port2 }
+    const batch: DialBatch = { dials: entries.map((e) => e.req), counters: this.counters, port: port2 }
     this.sent.batches++
     this.sent.dials += entries.length
     // A result always comes before the port's close (the thread closes it after its last): a
