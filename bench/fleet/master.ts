@@ -149,7 +149,7 @@ export class MasterUnderTest {
       if (child.exitCode !== null) {
         if (opts.dataDir === undefined) rmSync(dataDir, { recursive: true, force: true })
         const message = `master exited with ${child.exitCode} at start: ${m.stderr}`
-        throw /port \d* ?is in use|EADDRINUSE/.test(m.stderr) ? new PortTakenError(message) : new Error(message)
+        throw /port (\d+ )?is in use|EADDRINUSE/.test(m.stderr) ? new PortTakenError(message) : new Error(message)
       }
       try {
         await m.status()

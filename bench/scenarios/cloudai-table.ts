@@ -74,6 +74,10 @@ interface RunFigures {
   /** Back online until each worker was active (its connected_at), ms. */
   foundMs: number[]
   cpuPct: number | null
+  /** The CPU window: from the return until all active, at least CPU_WINDOW_MS. */
+  cpuWindowMs: number
+  /** CPU ms (all threads) the return cost above the row's idle rate, per returning worker. */
+  cpuMsPerReturn: number | null
   rssBytes: number | null
 }
 
@@ -134,8 +138,12 @@ async function oneRow(p: Profile, mode: Mode, workers: number, inactive: number,
       const rest = CPU_WINDOW_MS - (performance.now() - t0)
       if (rest > 0) await sleep(rest)
       const cpuPct = meter.stop()
+      const cpuWindowMs = performance.now() - t0
+      // What the return itself cost (its dials, MasterRegister, RegisterWorker, activation, the
+      // first heartbeats on the new connections), above what the row's heartbeats cost idle.
+      const cpuMsPerReturn = cpuPct === null || idleCpuPct === null ? null : (Math.max(0, cpuPct - idleCpuPct) / 100) * cpuWindowMs / inactive
       const foundMs = await foundAfter(master, ids, onlineAt)
-      runs.push({ inactiveMs, backMs, foundMs, cpuPct, rssBytes: rssBytes(master.pid) })
+      runs.push({ inactiveMs, backMs, foundMs, cpuPct, cpuWindowMs, cpuMsPerReturn, rssBytes: rssBytes(master.pid) })
       ctx.progress(`cloudai-table ${mode} ${workers}/${inactive} run ${r + 1}: back in ${fmt(backMs)} ms (each: max ${fmt(Math.max(...foundMs))} ms)`)
     }
     const activeAtEnd = (await master.status()).active
@@ -281,6 +289,8 @@ export const cloudaiTable: Scenario = {
         targets.push({ name: `${label} master CPU while they return`, target: `< ${seed.cpuPct} %`, value: cpu.max, met })
         cpuCell = judged(cpuCell, met, `< ${seed.cpuPct} %`)
       }
+      const perReturn = summarize(row.runs.map((r) => r.cpuMsPerReturn ?? NaN))
+      cpuCell += `; ${fmtSummary(perReturn, ' ms', 2)} a returning worker above idle`
       let idleCell = `${fmt(row.idleCpuPct, 2)} %`
       if (row.workers >= 500) {
         const idleMet = row.idleCpuPct === null ? null : row.idleCpuPct < 1
@@ -310,7 +320,7 @@ export const cloudaiTable: Scenario = {
       tables: [
         {
           title: `cloudai-table (${ctx.runs} run${ctx.runs > 1 ? 's' : ''} per row; median (min–max))`,
-          columns: ['mode', 'workers/inactive', "the seed's promise", 'ours: back → all active', 'ours: each worker found, p50 / p99', 'active (GET /api/status) at the end', 'offline → seen inactive (ms)', 'master CPU from the return until all active (at least 1 s)', `master CPU idle (${p.heartbeatMs / 1000}s heartbeats)`, 'master RSS'],
+          columns: ['mode', 'workers/inactive', "the seed's promise", 'ours: back → all active', 'ours: each worker found, p50 / p99', 'active (GET /api/status) at the end', 'offline → seen inactive (ms)', 'master CPU from the return until all active (at least 1 s); CPU per returning worker above idle', `master CPU idle (${p.heartbeatMs / 1000}s heartbeats)`, 'master RSS'],
           rows: tableRows,
         },
         {
@@ -333,6 +343,8 @@ export const cloudaiTable: Scenario = {
         'Mode (b) runs the master with --reconnect-interval 0, so every return is the worker\'s own RegisterWorker. Mode (c) keeps the workers down past a shortened --reconnect-fast-window, so that only the pass finds them.',
         `(d): the dead workers are registered on a master that is then stopped, and a master with the default budget (--reconnect-rate, --reconnect-max-inflight) starts on its store; CPU is measured over ${p.dead.windowMs / 1000} s after its first seconds, with the dials it started (cloudai_reconnect_attempts_total).`,
         'CPU is percent of one core (user + system, all threads) from each thread\'s /proc/<pid>/task/<tid>/schedstat (nanoseconds) over the phase.',
+        'CPU per returning worker: (CPU while they return - idle CPU) × the window / the workers that returned, in CPU ms, all threads: what the return itself costs (the dials while they are down and the one that finds them, MasterRegister, RegisterWorker, activation, the first heartbeats on new connections), beside what the heartbeats of the rest cost.',
+        'CPU per returning worker: (CPU while they return - idle CPU) x the window / the workers that returned, in CPU ms (all threads): what the return itself costs (the dials while they are down and the one that finds them, MasterRegister, RegisterWorker, activation, the first heartbeats on new connections), whatever the heartbeats of the rest cost.',
       ],
       targets,
       raw: { profile: p, rows, dead },

@@ -103,8 +103,9 @@ interface PassFigures {
   kind: Kind
   dials: number
   passMs: number
-  loopDelayP99Ms: number
-  loopDelayMaxMs: number
+  /** Null: the master did not sample the pass (it never had more than 256 dials in flight). */
+  loopDelayP99Ms: number | null
+  loopDelayMaxMs: number | null
   /** GET /api/workers answered while the pass ran (each request overlapping it). */
   api: { requests: number; p50Ms: number | null; p99Ms: number | null; maxMs: number | null }
   /** The master's main-thread CPU from the end of the first pass to the end of the second (the gap, the storm, the come-back, the API polls). */
@@ -115,15 +116,17 @@ interface PassFigures {
   activeAfter: number
   outcomes: Outcomes
   /** The start-up pass before it (cold, every dial failing), for reference. */
-  firstPass: { passMs: number; loopDelayP99Ms: number; loopDelayMaxMs: number; outcomes: Outcomes }
+  firstPass: { passMs: number; loopDelayP99Ms: number | null; loopDelayMaxMs: number | null; outcomes: Outcomes }
 }
 
 /** The latest pass as the master measured it (/metrics cloudai_reconnect_last_pass_*). */
-function lastPassOf(m: Record<string, number>): { passMs: number; loopDelayP99Ms: number; loopDelayMaxMs: number } {
+function lastPassOf(m: Record<string, number>): { passMs: number; loopDelayP99Ms: number | null; loopDelayMaxMs: number | null } {
+  // No sample: a pass the master did not sample (none measured), not a delay of 0.
+  const ms = (v: number | undefined): number | null => (v === undefined ? null : v * 1000)
   return {
     passMs: m.cloudai_reconnect_last_pass_duration_seconds! * 1000,
-    loopDelayP99Ms: m.cloudai_reconnect_last_pass_event_loop_delay_p99_seconds! * 1000,
-    loopDelayMaxMs: m.cloudai_reconnect_last_pass_event_loop_delay_max_seconds! * 1000,
+    loopDelayP99Ms: ms(m.cloudai_reconnect_last_pass_event_loop_delay_p99_seconds),
+    loopDelayMaxMs: ms(m.cloudai_reconnect_last_pass_event_loop_delay_max_seconds),
   }
 }
 
@@ -315,10 +318,10 @@ export const dialStorm: Scenario = {
       await Promise.all([fleet?.stop(), tarpitFleet?.stop()])
       rmSync(dataDir, { recursive: true, force: true })
     }
-    // A pass that never had more than 256 dials in flight is not sampled (the master reports 0):
-    // that is no delay measured, not a delay of 0 (tiny's passes are that small).
-    const p99Of = (f: PassFigures): number | null => (f.loopDelayMaxMs > 0 ? f.loopDelayP99Ms : null)
-    const maxOf = (f: PassFigures): number | null => (f.loopDelayMaxMs > 0 ? f.loopDelayMaxMs : null)
+    // A pass that never had more than 256 dials in flight is not sampled (the master has no sample
+    // for it): no delay measured (tiny's passes are that small).
+    const p99Of = (f: PassFigures): number | null => f.loopDelayP99Ms
+    const maxOf = (f: PassFigures): number | null => f.loopDelayMaxMs
     const of = (kind: Kind, pick: (f: PassFigures) => number | null): Summary => summarize(passes.filter((x) => x.kind === kind).map((x) => pick(x) ?? NaN))
     const median = (s: Summary): number | null => (Number.isFinite(s.median) ? s.median : null)
     const below = (v: number | null, limit: number): boolean | null => (v === null ? null : v < limit)
@@ -380,7 +383,7 @@ export const dialStorm: Scenario = {
         rows: [row('pool'), row('inline'), ['inline / pool (same run; > 1×: the pool does better)', ratioCell(ratio.p99), ratioCell(ratio.max), '', ratioCell(ratio.api), '', `${fmt(ratio.cpu.median, 1)}× (${fmt(ratio.cpu.min, 1)}–${fmt(ratio.cpu.max, 1)})`, '', '', '']],
       }],
       notes: [
-        `Each run is a fresh \`cloudai master\` on a store holding the ${total} workers; the pass measured is its second (the first runs at start-up, while the ${p.back} workers are still down and turn MasterRegister down; they come back before the second). First passes, for reference: pool ${fmtSummary(of('pool', (f) => f.firstPass.passMs), ' ms')}, event-loop delay max ${fmtSummary(of('pool', (f) => f.firstPass.loopDelayMaxMs), ' ms', 1)}; inline ${fmtSummary(of('inline', (f) => f.firstPass.passMs), ' ms')}, max ${fmtSummary(of('inline', (f) => f.firstPass.loopDelayMaxMs), ' ms', 1)}.`,
+        `Each run is a fresh \`cloudai master\` on a store holding the ${total} workers; the pass measured is its second (the first runs at start-up, while the ${p.back} workers are still down and turn MasterRegister down; they come back before the second). First passes, for reference: pool ${fmtSummary(of('pool', (f) => f.firstPass.passMs), ' ms')}, event-loop delay max ${fmtSummary(of('pool', (f) => f.firstPass.loopDelayMaxMs ?? NaN), ' ms', 1)}; inline ${fmtSummary(of('inline', (f) => f.firstPass.passMs), ' ms')}, max ${fmtSummary(of('inline', (f) => f.firstPass.loopDelayMaxMs ?? NaN), ' ms', 1)}.`,
         `The pass is the storm, as the master reports it: from its first dial to the last one settled (cloudai_reconnect_last_pass_*). A returning worker is back when GET /api/workers after the pass shows it active with a connected_at inside the pass, whatever its dial's answer (late, or cancelled once it was active); workers active after is the registry's count of all of them.`,
         `Expected dial outcomes: ${p.back} success, ${p.refusing} refused, ${p.tarpits} timeout. Outcomes, the pass duration and its event-loop delay are the master's own figures (/metrics: shared counters, and cloudai_reconnect_last_pass_*, measured with perf_hooks.monitorEventLoopDelay at 1 ms resolution): a single long stall shows in the max, not in the p99.`,
         `Main-thread CPU is the master's main thread's own CPU time (/proc/<pid>/task/<pid>/stat, 10 ms ticks) from the end of its first pass to the end of the second: the gap of ${p.gapMs} ms, the storm, the returning workers' RegisterWorker calls and the API polls. Other load on the machine stretches the delays and latencies; it hardly moves this.`,

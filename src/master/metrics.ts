@@ -179,16 +179,18 @@ export class MasterMetrics {
     if (passes) {
       reg(new ScrapeMetric('cloudai_reconnect_passes_total', 'Reconnection passes that dialled at least one worker.', 'counter', () => one(passes().count)))
       // No sample before the first pass: a 0 would read as a pass that took no time.
-      const lastPass = (name: string, help: string, pick: (p: PassReport) => number): void =>
+      // Nor for a delay the pass did not sample (null): none measured is not a delay of 0.
+      const lastPass = (name: string, help: string, pick: (p: PassReport) => number | null): void =>
         gauge(name, help, () => {
           const last = passes().last
-          return last === null ? [] : one(pick(last))
+          const v = last === null ? null : pick(last)
+          return v === null ? [] : one(v)
         })
       lastPass('cloudai_reconnect_last_pass_start_time_seconds', 'When the latest reconnection pass started (Unix time).', (p) => p.startedAt / 1000)
       lastPass('cloudai_reconnect_last_pass_duration_seconds', 'From the start of the latest reconnection pass to its last dial settling.', (p) => p.durationMs / 1000)
       lastPass('cloudai_reconnect_last_pass_dials', 'Workers the latest reconnection pass dialled.', (p) => p.dials)
-      lastPass('cloudai_reconnect_last_pass_event_loop_delay_p99_seconds', "The main thread's event-loop delay p99 during the latest reconnection pass.", (p) => p.loopDelayP99Ms / 1000)
-      lastPass('cloudai_reconnect_last_pass_event_loop_delay_max_seconds', "The main thread's longest event-loop delay during the latest reconnection pass.", (p) => p.loopDelayMaxMs / 1000)
+      lastPass('cloudai_reconnect_last_pass_event_loop_delay_p99_seconds', "The main thread's event-loop delay p99 during the latest reconnection pass.", (p) => (p.loopDelayP99Ms === null ? null : p.loopDelayP99Ms / 1000))
+      lastPass('cloudai_reconnect_last_pass_event_loop_delay_max_seconds', "The main thread's longest event-loop delay during the latest reconnection pass.", (p) => (p.loopDelayMaxMs === null ? null : p.loopDelayMaxMs / 1000))
     }
     count('cloudai_worker_reconnects_total', 'Workers that turned active again after having been connected before.', 'RECONNECTS')
     histogram('cloudai_time_to_reconnect_seconds', 'From a worker turning inactive to it being active again.', 'reconnectMs')

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict'
 import { once } from 'node:events'
 import { createServer, type Socket } from 'node:net'
 import { test, type TestContext } from 'node:test'
-import { InlineDialer, PoolDialer, type Dialer, type DialTarget } from '../../src/master/reconnect/dialer.js'
+import { CancelSlots, InlineDialer, PoolDialer, type Dialer, type DialTarget } from '../../src/master/reconnect/dialer.js'
+import { CANCEL_GENERATION } from '../../src/master/reconnect/cancel-watch.js'
 import type { DialResult } from '../../src/master/reconnect/protocol.js'
 import { reservePort } from '../support/cluster.js'
 
@@ -45,11 +46,11 @@ function watch<T>(p: Promise<T>): { settled: () => boolean } {
   return { settled: () => settled }
 }
 
-test('the pool starts every thread and spreads one turn\'s dials over all of them', async (t) => {
+test('the pool starts every thread and spreads a large turn\'s dials over all of them', async (t) => {
   const pool = new PoolDialer({ threads: 3 })
   t.after(() => pool.close())
   const closed = `127.0.0.1:${await reservePort()}`
-  const results = await Promise.all(Array.from({ length: 30 }, (_, i) => pool.dial(target(`w${i}`, closed, 5000)).promise))
+  const results = await Promise.all(Array.from({ length: 192 }, (_, i) => pool.dial(target(`w${i}`, closed, 5000)).promise))
   assert.ok(results.every((r) => r.outcome === 'refused'), JSON.stringify(results.map((r) => r.outcome)))
   const threads = new Set(results.map((r) => r.thread))
   assert.equal(threads.size, 3, `dials ran on threads ${[...threads].join(', ')}`)
@@ -67,6 +68,20 @@ test('dials asked within one turn go to the threads as one batch per thread, not
   // A dial asked alone in a later turn is a batch of its own.
   await pool.dial(target('b', closed, 5000)).promise
   assert.deepEqual(pool.handed, { batches: 3, dials: 201 })
+})
+
+test('a small turn (a budgeted tick\'s few dials) goes to one thread as one batch, not one batch per thread', async (t) => {
+  const pool = new PoolDialer({ threads: 2 })
+  t.after(() => pool.close())
+  const closed = `127.0.0.1:${await reservePort()}`
+  const results = await Promise.all(Array.from({ length: 15 }, (_, i) => pool.dial(target(`s${i}`, closed, 5000)).promise))
+  assert.deepEqual(pool.handed, { batches: 1, dials: 15 })
+  assert.equal(new Set(results.map((r) => r.thread)).size, 1, 'one thread dialled them all')
+  // Split only in shares worth a batch each: 100 dials are two batches of 50 here, 63 one.
+  await Promise.all(Array.from({ length: 63 }, (_, i) => pool.dial(target(`m${i}`, closed, 5000)).promise))
+  assert.deepEqual(pool.handed, { batches: 2, dials: 78 })
+  await Promise.all(Array.from({ length: 100 }, (_, i) => pool.dial(target(`l${i}`, closed, 5000)).promise))
+  assert.deepEqual(pool.handed, { batches: 4, dials: 178 })
 })
 
 test('a worker\'s answer comes back when its dial settles, not when the slowest dial of its batch does', async (t) => {
@@ -165,4 +180,36 @@ test('every dial thread runs with a young generation capped at 8 MiB, not V8\'s 
   const threads = (pool as unknown as { pool: { threads: { resourceLimits?: { maxYoungGenerationSizeMb?: number } }[] } }).pool.threads
   assert.equal(threads.length, 2)
   for (const thread of threads) assert.equal(thread.resourceLimits?.maxYoungGenerationSizeMb, 8)
+})
+
+test('cancels within one turn set their flags at once and wake the dialling threads once (one generation bump), not once per cancel', async () => {
+  const slots = new CancelSlots()
+  const taken = Array.from({ length: 200 }, () => slots.take())
+  const gen = Atomics.load(slots.flags, CANCEL_GENERATION)
+  for (const slot of taken) slots.cancel(slot)
+  assert.ok(taken.every((slot) => Atomics.load(slots.flags, slot) === 1), 'every flag is set by the cancel itself')
+  await new Promise<void>((r) => queueMicrotask(r))
+  assert.equal(Atomics.load(slots.flags, CANCEL_GENERATION), gen + 1)
+  slots.cancel(taken[0]!)
+  await new Promise<void>((r) => queueMicrotask(r))
+  assert.equal(Atomics.load(slots.flags, CANCEL_GENERATION), gen + 2, 'a cancel in a later turn wakes them again')
+})
+
+test('a dial thread keeps one cancel waiter however many batches it takes (the flags come once per thread, not with each batch)', async (t) => {
+  const pool = new PoolDialer({ threads: 1 })
+  t.after(() => pool.close())
+  const pit = await tarpit(t)
+  // Five batches (one a turn), all held in their probes: each dial is watched for a cancel.
+  const dials = []
+  for (let i = 0; i < 5; i++) {
+    dials.push(pool.dial(target(`t${i}`, pit.address, 30_000)))
+    await new Promise((r) => setImmediate(r))
+  }
+  await pit.reached(5)
+  assert.equal(pool.handed.batches, 5)
+  // Waking the generation word's waiters (harmless: no flag is set, they scan and wait again) says how many there are.
+  const flags = (pool as unknown as { slots: CancelSlots }).slots.flags
+  assert.equal(Atomics.notify(flags, CANCEL_GENERATION), 1, 'one waiter for the thread, not one per batch')
+  for (const d of dials) d.cancel()
+  assert.ok((await Promise.all(dials.map((d) => d.promise))).every((r) => r.outcome === 'cancelled'))
 })

@@ -116,11 +116,11 @@ test('a heavy pass (more than 256 dials in flight) reports its duration, its dia
   assert.equal(last.startedAt, startedAt)
   assert.equal(last.durationMs, 2500)
   assert.equal(last.dials, 300)
-  assert.ok(last.loopDelayMaxMs >= 30, `the 40 ms stall shows in the max (${last.loopDelayMaxMs} ms)`)
-  assert.ok(last.loopDelayP99Ms > 0 && last.loopDelayP99Ms <= last.loopDelayMaxMs)
+  assert.ok(last.loopDelayMaxMs !== null && last.loopDelayMaxMs >= 30, `the 40 ms stall shows in the max (${last.loopDelayMaxMs} ms)`)
+  assert.ok(last.loopDelayP99Ms !== null && last.loopDelayP99Ms > 0 && last.loopDelayP99Ms <= last.loopDelayMaxMs)
 })
 
-test('a light pass does not sample the event loop (sampling every millisecond costs more than the dials): its delay reads 0', async () => {
+test('a light pass does not sample the event loop (sampling every millisecond costs more than the dials): its delay reads null, not 0', async () => {
   const { registry, dialer, monitor } = setup()
   registry.register('w1', 'h:1', 0)
   registry.register('w2', 'h:2', 0)
@@ -130,8 +130,8 @@ test('a light pass does not sample the event loop (sampling every millisecond co
   await pass
   const last = monitor.lastPass!
   assert.equal(last.dials, 2)
-  assert.equal(last.loopDelayMaxMs, 0)
-  assert.equal(last.loopDelayP99Ms, 0)
+  assert.equal(last.loopDelayMaxMs, null)
+  assert.equal(last.loopDelayP99Ms, null)
 })
 
 test('a large pass hands its dials over a chunk per event-loop turn, skipping workers that came back meanwhile', async () => {
@@ -377,6 +377,38 @@ test('dials in flight stay under the in-flight cap; a settled dial lets the next
   await pass
   assert.equal(dialer.calls.length, 5)
   assert.equal(monitor.inflightCount, 0)
+})
+
+test('an operator\'s dial (dialNow) respects the in-flight cap: it waits for a place, ahead of the pass, and resolves with its own result', async () => {
+  const { registry, dialer, monitor } = setup(60_000, { maxInflight: 1 })
+  registry.register('p1', 'h:p1', 0)
+  registry.register('p2', 'h:p2', 0)
+  const pass = monitor.runPass()
+  assert.equal(dialer.calls.length, 1, 'the pass holds the only place')
+  registry.register('op', 'h:op', 0)
+  const asked = monitor.dialNow('op')
+  assert.equal(monitor.dialNow('op'), asked, 'asked twice while waiting: one dial')
+  assert.equal(dialer.callsFor('op'), 0, 'no dial beyond the cap')
+  assert.equal(monitor.inflightCount, 1)
+  dialer.calls[0]!.settle('refused')
+  await waitFor(() => dialer.calls.length === 2)
+  assert.equal(dialer.calls[1]!.target.workerId, 'op', 'the freed place goes to the operator\'s dial before the pass\'s backlog')
+  assert.equal(monitor.inflightCount, 1)
+  dialer.calls[1]!.settle('refused')
+  assert.equal((await asked)?.outcome, 'refused')
+  await waitFor(() => dialer.calls.length === 3)
+  dialer.calls[2]!.settle('refused')
+  await pass
+  // Waiting for a place when it joins, or at close: no dial, null.
+  registry.register('late', 'h:late', 0)
+  const held = monitor.runPass()
+  await waitFor(() => dialer.calls.length === 4)
+  registry.register('gone', 'h:gone', 0)
+  const gone = monitor.dialNow('gone')
+  await monitor.close()
+  assert.equal(await gone, null)
+  await held
+  assert.equal(dialer.callsFor('gone'), 0)
 })
 
 test('a worker that turns active while its dial is in flight: the dial is cancelled and counted a success', async () => {

@@ -14,6 +14,8 @@ import { MasterKey } from '../../shared/worker-credential.js'
 const data = workerData as Partial<DialThreadData> | null | undefined
 const auth = data?.cluster && (data.cluster.token !== null || data.cluster.tls !== null) ? new ClusterAuth(data.cluster) : NO_CLUSTER_AUTH
 const key = data?.masterKey ? MasterKey.fromBytes(data.masterKey) : null
+// One object for the thread's life: the one CancelWatch (and waiter) on it is found by identity.
+const cancelFlags = data?.cancelFlags ?? null
 // Errors here are outcomes, never logged with a stack (results carry their message only): a refused
 // dial's ECONNREFUSED, grpc-js's errors. Capturing a stack for each was a share of a dead dial's CPU.
 Error.stackTraceLimit = 0
@@ -47,7 +49,7 @@ class ResultPoster {
 }
 
 export default async function dialBatch(batch: DialBatch): Promise<number> {
-  const { dials, cancelFlags, counters } = batch
+  const { dials, counters } = batch
   const out = new ResultPoster(batch.port)
   try {
     await Promise.all(dials.map((d, index) =>

@@ -51,10 +51,11 @@ export interface Dialer {
  * per dial and given back when its result arrives; cancelling sets its flag, then bumps the
  * generation and notifies it, which wakes the one waiter of each dialling thread.
  */
-class CancelSlots {
+export class CancelSlots {
   readonly flags = cancelFlagsBuffer()
   private readonly free: number[] = []
   private next = 0
+  private notifying = false
 
   take(): number {
     const slot = this.free.pop() ?? (this.next < CANCEL_SLOTS ? this.next++ : -1)
@@ -62,11 +63,23 @@ class CancelSlots {
     return slot
   }
 
+  /**
+   * Sets the slot's flag now; the generation is bumped and notified once for every cancel of this
+   * turn, in a microtask. A burst of returning workers cancels hundreds of dials within one turn
+   * (each activation cancels its dial): a notify each was the longest stall of a dial storm's main
+   * thread (the profile's top self time during it), and woke each dialling thread to scan all its
+   * dials once per cancel.
+   */
   cancel(slot: number): void {
     if (slot < 0) return
     Atomics.store(this.flags, slot, 1)
-    Atomics.add(this.flags, CANCEL_GENERATION, 1)
-    Atomics.notify(this.flags, CANCEL_GENERATION)
+    if (this.notifying) return
+    this.notifying = true
+    queueMicrotask(() => {
+      this.notifying = false
+      Atomics.add(this.flags, CANCEL_GENERATION, 1)
+      Atomics.notify(this.flags, CANCEL_GENERATION)
+    })
   }
 
   release(slot: number): void {
@@ -81,6 +94,8 @@ function settledHere(workerId: string, outcome: DialOutcome, message: string): D
 
 /** Dials up to this many in one batch: a larger message would be a stall of its own to post and to take. */
 const MAX_BATCH = 256
+/** A turn's dials are split over the threads only in shares of at least this many. */
+const MIN_SPLIT = 64
 /** Dials handed to the threads per event-loop turn; what is asked beyond it goes on the next turn. */
 const MAX_PER_TURN = 1024
 
@@ -124,7 +139,7 @@ export class PoolDialer implements Dialer {
   constructor(opts: { threads?: number; auth?: ClusterAuth; masterKey?: MasterKey | null } = {}) {
     const threads = opts.threads && opts.threads > 0 ? opts.threads : Math.max(1, Math.min(4, availableParallelism()))
     this.threadCount = threads
-    const workerData: DialThreadData = { cluster: (opts.auth ?? NO_CLUSTER_AUTH).material, masterKey: opts.masterKey?.bytes() ?? null }
+    const workerData: DialThreadData = { cluster: (opts.auth ?? NO_CLUSTER_AUTH).material, masterKey: opts.masterKey?.bytes() ?? null, cancelFlags: this.slots.flags }
     this.pool = new Piscina({
       filename: new URL('../../../workers/dial.js', import.meta.url).href,
       // All started at once: Piscina adds a thread only when every one is at its task limit, which
@@ -208,7 +223,11 @@ export class PoolDialer implements Dialer {
     this.queue = i < this.queue.length ? this.queue.slice(i) : []
     if (this.queue.length > 0) this.flushing = setImmediate(() => this.flush())
     if (live.length === 0) return
-    const per = Math.min(MAX_BATCH, Math.ceil(live.length / this.threadCount))
+    // Split over the threads only when each gets a batch worth its cost: a batch is a task, a
+    // channel and a few result messages on both sides, whatever its size, and a budgeted tick (15
+    // dials at 60 a second) split over every thread paid that once per thread.
+    const batches = Math.min(this.threadCount, Math.ceil(live.length / MIN_SPLIT))
+    const per = Math.min(MAX_BATCH, Math.ceil(live.length / batches))
     for (let at = 0; at < live.length; at += per) this.send(live.slice(at, at + per))
   }
 
@@ -227,7 +246,7 @@ export class PoolDialer implements Dialer {
       e.state = 'sent'
       this.onThreads.add(e)
     }
-    const batch: DialBatch = { dials: entries.map((e) => e.req), cancelFlags: this.slots.flags, counters: this.counters, port: port2 }
+    const batch: DialBatch = { dials: entries.map((e) => e.req), counters: this.counters, port: port2 }
     this.sent.batches++
     this.sent.dials += entries.length
     // A result always comes before the port's close (the thread closes it after its last): a

@@ -50,12 +50,13 @@ export interface PassReport {
   durationMs: number
   dials: number
   /**
-   * The main thread's event-loop delay while the pass ran heavy (more than 256 dials in flight;
-   * 0 when it never did), p99 and max in ms: the API and the heartbeats wait this long behind the
-   * dials. Keeping it low is what the dial pool is for.
+   * The main thread's event-loop delay while the pass ran heavy (more than 256 dials in flight),
+   * p99 and max in ms: the API and the heartbeats wait this long behind the dials. Keeping it low
+   * is what the dial pool is for. Null for a pass that was never sampled (it never ran heavy, or
+   * was shorter than the sampling resolution): no delay measured, which is not a delay of 0.
    */
-  loopDelayP99Ms: number
-  loopDelayMaxMs: number
+  loopDelayP99Ms: number | null
+  loopDelayMaxMs: number | null
 }
 
 /** What the monitor counts beside the dials' own outcomes (/metrics). */
@@ -137,8 +138,12 @@ export class ReconnectMonitor {
   private fastStreak = 0
   private activeDuringDial = 0
   private budgetShort = false
+  /** Operators' dials (dialNow) waiting for an in-flight place, in the order asked. */
+  private readonly asked = new Map<string, { promise: Promise<DialResult | null>; resolve: (r: DialResult | null) => void }>()
   private readonly onUnregistered = (w: WorkerRecord): void => {
     this.lastDial.delete(w.id)
+    this.asked.get(w.id)?.resolve(null)
+    this.asked.delete(w.id)
     this.schedule.forget(w.id)
     this.cancel(w.id)
   }
@@ -148,6 +153,9 @@ export class ReconnectMonitor {
   }
   private readonly onActive = (w: WorkerRecord): void => {
     this.schedule.forget(w.id)
+    // An operator's dial still waiting for a place is not needed any more: it joined.
+    this.asked.get(w.id)?.resolve(null)
+    this.asked.delete(w.id)
     const entry = this.inflight.get(w.id)
     if (!entry) return
     // Found, by this dial (the worker calls RegisterWorker before it answers MasterRegister) or by
@@ -303,6 +311,7 @@ export class ReconnectMonitor {
    */
   private pump(): void {
     if (this.closed) return
+    if (this.asked.size > 0) this.serveAsked()
     const now = this.clock.now()
     let started = 0
     let blocked = false
@@ -351,7 +360,7 @@ export class ReconnectMonitor {
   /**
    * The pass's event-loop delay is sampled while more than HEAVY_INFLIGHT dials are in flight (a
    * storm: many dials handed over and answered at once, which is what can stall the main thread),
-   * and not below half of it. A pass that never got there reports a delay of 0.
+   * and not below half of it. A pass that never got there reports no delay (null).
    */
   private watchLoad(): void {
     const pass = this.current
@@ -418,7 +427,7 @@ export class ReconnectMonitor {
       this.passes++
       // A pass shorter than the resolution has no sample (and an empty histogram's p99 is not 0).
       const sampled = pass.delay.count > 0
-      this.last = { startedAt: pass.startedAt, durationMs, dials: pass.dials.length, loopDelayP99Ms: sampled ? pass.delay.percentile(99) / 1e6 : 0, loopDelayMaxMs: sampled ? pass.delay.max / 1e6 : 0 }
+      this.last = { startedAt: pass.startedAt, durationMs, dials: pass.dials.length, loopDelayP99Ms: sampled ? pass.delay.percentile(99) / 1e6 : null, loopDelayMaxMs: sampled ? pass.delay.max / 1e6 : null }
       this.opts.log.debug({ ...this.last }, `Reconnection pass over ${pass.queue.length} worker(s) took ${durationMs} ms`)
       if (!this.closed) this.checkBudget(pass.lastStartAt - pass.startedAt, pass.dials.length)
       pass.resolve()
@@ -432,12 +441,38 @@ export class ReconnectMonitor {
   /**
    * Dials one worker now (after an operator registers it, or at start-up), unless a dial to it is
    * already in flight, in which case that dial's result is returned. Outside the rate (an
-   * operator's action), inside the in-flight count.
+   * operator's action, not to be made to wait a second behind a pass), inside the in-flight cap:
+   * the cap bounds the sockets and memory dials hold, and an operator registering thousands at
+   * once must not get past it. With the cap reached, the dial waits for the next place to free,
+   * ahead of the schedule and the pass (the promise resolves with its result then).
    */
   dialNow(id: string): Promise<DialResult | null> {
     const w = this.registry.get(id)
     if (!w || w.isActive || this.closed) return Promise.resolve(null)
-    return this.dialWorker(w, false)
+    const existing = this.inflight.get(id)
+    if (existing) return existing.settled
+    const waiting = this.asked.get(id)
+    if (waiting) return waiting.promise
+    if (this.budget.inflight < this.budget.maxInflight) return this.dialWorker(w, false)
+    let resolve!: (r: DialResult | null) => void
+    const promise = new Promise<DialResult | null>((r) => (resolve = r))
+    this.asked.set(id, { promise, resolve })
+    return promise
+  }
+
+  /** Starts the operators' dials waiting for an in-flight place (dialNow), first come first served. */
+  private serveAsked(): void {
+    for (const [id, a] of this.asked) {
+      if (this.budget.inflight >= this.budget.maxInflight) return
+      this.asked.delete(id)
+      const w = this.registry.get(id)
+      if (!w || w.isActive) {
+        a.resolve(null)
+        continue
+      }
+      // dialWorker never rejects (its failures are outcomes or null); a dial begun meanwhile is shared.
+      this.dialWorker(w, false).then(a.resolve, () => a.resolve(null))
+    }
   }
 
   /** @param metered the budget's share was taken (by pump); otherwise the dial is counted in flight here */
@@ -511,6 +546,8 @@ export class ReconnectMonitor {
     this.timer = null
     if (this.wakeTimer) this.clock.clearTimeout(this.wakeTimer)
     this.wakeTimer = null
+    for (const a of this.asked.values()) a.resolve(null)
+    this.asked.clear()
     const pending = [...this.inflight.values()]
     for (const entry of pending) entry.cancel()
     await Promise.allSettled(pending.map((e) => e.promise))

@@ -36,8 +36,6 @@ export type BatchedDial = Omit<DialRequest, 'cancelFlags' | 'counters'>
  */
 export interface DialBatch {
   dials: BatchedDial[]
-  /** The dialer's cancel flags, one Int32 per slot: each dial's `cancelSlot` indexes them. */
-  cancelFlags: Int32Array
   counters: SharedArrayBuffer | null
   /** Transferred with the task; the thread closes it after the batch's last result. */
   port: MessagePort
@@ -63,4 +61,13 @@ export interface DialThreadData {
   cluster: ClusterAuth['material']
   /** The master key's bytes, for the proof each MasterRegister carries (null: no proofs). */
   masterKey: Uint8Array | null
+  /**
+   * The dialer's cancel flags, one Int32 per slot (each dial's `cancelSlot` indexes them), given
+   * once per thread, not with each batch: a batch's copy is a new Int32Array object on the thread
+   * (the same memory), so a watch looked up by it was a new CancelWatch, and a new waiter on the
+   * generation word, for every batch. They piled up (150 waiters woken by one notify in a dial
+   * storm, one notify then taking up to 40 ms of the main thread) and, with no cancel to wake
+   * them, never went away while dead workers were dialled.
+   */
+  cancelFlags: Int32Array
 }
