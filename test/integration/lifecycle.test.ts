@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict'
-import { readdirSync } from 'node:fs'
+import { existsSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { test, type TestContext } from 'node:test'
 import { pathToFileURL } from 'node:url'
-import { api, msgHas, msgIs, reservePort, ROOT, runCli, startMaster, startWorker, taskFinished, tempDir, type LogLine, type MasterHandle, type Proc } from '../support/cluster.js'
+import { api, msgHas, msgIs, reservePort, ROOT, runCli, startMaster, startWorker, taskFinished, tempDir, waitUntil, type LogLine, type MasterHandle, type Proc } from '../support/cluster.js'
 
 test('the master starts in the CloudAI order and shuts down on SIGTERM in the CloudAI order, exit code 0', async (t) => {
   const master = await startMaster(t, { dataDir: tempDir(t) })
@@ -143,10 +143,14 @@ for (const [how, signal] of [['dialled', 'SIGINT'], ['dialled', 'SIGTERM'], ['jo
 
 test('Ctrl-C on a worker with a task that ignores SIGTERM: killed after --kill-grace, its result delivered, the worker gone within --kill-grace + 1 s', async (t) => {
   const { master, worker } = await activeWorker(t, 'dialled')
-  const sub = await api(master.api, '/api/tasks', { method: 'POST', body: { command: "trap '' TERM; while :; do sleep 0.05; done", target_worker_id: 'worker-1' } })
+  // The task says when its trap is set: "started" comes when the shell is spawned, and a SIGTERM
+  // before the trap (a loaded machine) would end it at once, with no grace to see.
+  const trapped = join(tempDir(t), 'trapped')
+  const sub = await api(master.api, '/api/tasks', { method: 'POST', body: { command: `trap '' TERM; : > '${trapped}'; while :; do sleep 0.05; done`, target_worker_id: 'worker-1' } })
   assert.equal(sub.status, 201, JSON.stringify(sub.body))
   const id = sub.body.task_id as string
   await worker.waitForLog((l) => l.taskId === id && typeof l.msg === 'string' && l.msg.startsWith(`Task ${id} started`), `task ${id} started`)
+  await waitUntil(() => existsSync(trapped) || undefined, 'the task to set its trap')
 
   const mark = master.proc.mark()
   const ms = await stopWorker(t, worker, 'SIGINT')
