@@ -88,6 +88,8 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
   /** Entries appended since start, and how many of the first of them the store holds: what sync() waits on. */
   private appended = 0
   private writtenUpTo = 0
+  /** Settled (and replaced) each time writtenUpTo moves: sync() waits for its entries, not for a whole flush. */
+  private progressed = signal()
   private coalesceAt: number
   private readonly heartbeats = new Set<string>()
   /** The heartbeat interval came round since the heartbeats were last written: the next flush writes them. */
@@ -238,9 +240,12 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
     if (!this.flushing) await Promise.resolve()
     while (this.healthy && this.writtenUpTo < mine) {
       if (!this.flushing) this.flushing = this.flush()
-      await this.flushing
+      // A flush may go on to write the fleet's heartbeats, in parts: its caller's entries are
+      // written before those, and it is told so then.
+      await Promise.race([this.flushing, this.progressed.promise])
     }
-    return this.healthy
+    // Written is written, even if a later part of the same flush failed.
+    return this.writtenUpTo >= mine
   }
 
   private append(entry: Entry): void {
@@ -285,30 +290,41 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
         this.loadPending = false
       }
       for (const id of this.source.drainHeartbeats()) this.heartbeats.add(id)
-      const batch = latestPerKey(this.entries)
-      this.entries = []
-      const upTo = this.appended
-      const progress = { written: 0 }
-      try {
-        await this.write(batch, progress)
-        this.writtenUpTo = Math.max(this.writtenUpTo, upTo)
-      } catch (err) {
-        // Put back what was not written, ahead of anything appended meanwhile.
-        this.entries = batch.slice(progress.written).concat(this.entries)
-        if (this.entries.length > this.coalesceAt) this.coalesce()
-        throw err
-      }
-      if (this.entries.length === 0) this.coalesceAt = this.opts.limit
+      const written = await this.writeEntries()
       const heartbeats = this.heartbeatsWanted()
-      if (batch.length === 0 && !heartbeats && !this.healthy) await this.store.ping()
+      if (written === 0 && !heartbeats && !this.healthy) await this.store.ping()
       if (heartbeats) await this.writeHeartbeats()
-      this.recovered(batch.length)
+      this.recovered(written)
     } catch (err) {
       this.failed(err)
     } finally {
       this.flushing = null
       if (this.healthy && (this.entries.length > 0 || this.heartbeatsWanted())) this.schedule()
     }
+  }
+
+  /** Everything journalled so far, in one write; returns how many entries (after coalescing) it took. */
+  private async writeEntries(): Promise<number> {
+    const batch = latestPerKey(this.entries)
+    this.entries = []
+    const upTo = this.appended
+    const progress = { written: 0 }
+    try {
+      await this.write(batch, progress)
+    } catch (err) {
+      // Put back what was not written, ahead of anything appended meanwhile.
+      this.entries = batch.slice(progress.written).concat(this.entries)
+      if (this.entries.length > this.coalesceAt) this.coalesce()
+      throw err
+    }
+    if (this.entries.length === 0) this.coalesceAt = this.opts.limit
+    if (upTo > this.writtenUpTo) {
+      this.writtenUpTo = upTo
+      const done = this.progressed
+      this.progressed = signal()
+      done.resolve()
+    }
+    return batch.length
   }
 
   /** Heartbeats to write in this flush: their interval came round, or the journal is closing. */
@@ -374,6 +390,9 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
     let done = 0
     try {
       while (done < ids.length) {
+        // What was journalled meanwhile (a task placed, a worker registered) goes ahead of the
+        // next part: it waits for one part at most, and its sync() resolves then.
+        if (this.entries.length > 0) await this.writeEntries()
         const part = ids.slice(done, done + HEARTBEAT_WRITE_ROWS)
         const upserts: WorkerRecord[] = []
         for (const id of part) {
@@ -460,4 +479,11 @@ function latestPerKey(entries: Entry[]): Entry[] {
     last.set(key, e)
   }
   return [...last.values()]
+}
+
+/** A promise and what settles it (Promise.withResolvers is Node 22's). */
+function signal(): { promise: Promise<void>; resolve: () => void } {
+  let resolve!: () => void
+  const promise = new Promise<void>((r) => (resolve = r))
+  return { promise, resolve }
 }

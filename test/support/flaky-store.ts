@@ -15,6 +15,9 @@ export class FlakyStore extends MemoryStore {
   failures = 0
   /** While set, task writes wait for it (a write held open: the store is slow, not failing). */
   holdTasks: Promise<void> | null = null
+  /** While set, heartbeat-only worker writes wait for it; `heartbeatParts` counts those started. */
+  holdHeartbeats: Promise<void> | null = null
+  heartbeatParts = 0
   readonly workerBatches: WorkerChanges[] = []
   readonly taskBatches: string[][] = []
 
@@ -37,6 +40,10 @@ export class FlakyStore extends MemoryStore {
   }
 
   override async writeWorkers(changes: WorkerChanges): Promise<void> {
+    if (changes.heartbeatsOnly) {
+      this.heartbeatParts++
+      if (this.holdHeartbeats) await this.holdHeartbeats
+    }
     this.check()
     this.workerBatches.push(structuredClone(changes))
     await super.writeWorkers(changes)

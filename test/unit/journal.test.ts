@@ -101,6 +101,38 @@ test('a large fleet\'s heartbeats go in writes of at most 1,000 workers, so othe
   await journal.close()
 })
 
+test('a write journalled while the fleet\'s heartbeats go out is written after the part under way, and its sync() resolves then, not after every part', async () => {
+  const { clock, store, registry, journal } = setup()
+  journal.start(true)
+  for (let i = 0; i < 2500; i++) registry.register(`w${i}`, `h:${i + 1}`, 0)
+  for (let i = 0; i < 2500; i++) registry.connect(`w${i}`, { specs, reportedAddress: null }, 0)
+  assert.equal(await journal.sync(), true)
+  let release!: () => void
+  store.holdHeartbeats = new Promise((r) => (release = r))
+  for (let i = 0; i < 2500; i++) registry.heartbeat(`w${i}`, usage, [], 9)
+  clock.advance(1000)
+  for (let i = 0; i < 10 && store.heartbeatParts < 1; i++) await tick()
+  assert.equal(store.heartbeatParts, 1, 'the first of three parts is under way')
+
+  journal.recordTask(task('t1', 'queued', 1))
+  let synced: boolean | null = null
+  journal.sync().then((ok) => (synced = ok), () => (synced = false))
+  // The next parts wait too: only the one under way finishes.
+  let releaseRest!: () => void
+  const first = release
+  store.holdHeartbeats = new Promise((r) => (releaseRest = r))
+  first()
+  for (let i = 0; i < 10 && store.heartbeatParts < 2; i++) await tick()
+  await tick()
+  assert.equal(synced, true, 'told once its task is written, while the second part waits')
+  assert.deepEqual(store.taskBatches, [['t1:queued']])
+  assert.equal(store.heartbeatParts, 2)
+  releaseRest()
+  store.holdHeartbeats = null
+  await journal.close()
+  assert.ok((await store.loadWorkers()).every((w) => w.lastHeartbeat === 9))
+})
+
 test('changes in one tick go out as one write per run of workers and of tasks, in order', async () => {
   const { store, registry, journal } = setup()
   journal.start(true)
