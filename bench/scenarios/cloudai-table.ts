@@ -344,7 +344,6 @@ export const cloudaiTable: Scenario = {
         `(d): the dead workers are registered on a master that is then stopped, and a master with the default budget (--reconnect-rate, --reconnect-max-inflight) starts on its store; CPU is measured over ${p.dead.windowMs / 1000} s after its first seconds, with the dials it started (cloudai_reconnect_attempts_total).`,
         'CPU is percent of one core (user + system, all threads) from each thread\'s /proc/<pid>/task/<tid>/schedstat (nanoseconds) over the phase.',
         'CPU per returning worker: (CPU while they return - idle CPU) × the window / the workers that returned, in CPU ms, all threads: what the return itself costs (the dials while they are down and the one that finds them, MasterRegister, RegisterWorker, activation, the first heartbeats on new connections), beside what the heartbeats of the rest cost.',
-        'CPU per returning worker: (CPU while they return - idle CPU) x the window / the workers that returned, in CPU ms (all threads): what the return itself costs (the dials while they are down and the one that finds them, MasterRegister, RegisterWorker, activation, the first heartbeats on new connections), whatever the heartbeats of the rest cost.',
       ],
       targets,
       raw: { profile: p, rows, dead },

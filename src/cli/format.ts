@@ -311,16 +311,17 @@ export function formatTaskCancelled(task: TaskView): string {
   return task.status === 'cancelled' ? `Task ${task.task_id} cancelled` : `Task ${task.task_id}: cancel requested (now ${task.status})`
 }
 
-/** `error: <message> (<code>)` for anything thrown; non-cloudai errors show as CLOUDAI_INTERNAL. */
 /**
+ * `error: <message> (<code>)` for anything thrown; non-cloudai errors show as CLOUDAI_INTERNAL.
  * `flags`: the API fields of the command's body by the flags the user typed them as, so that the
- * master's "target_worker_id nope is not a registered worker" reads "--worker nope ...".
+ * master's "target_worker_id nope is not a registered worker" reads "--worker nope ...". Only the
+ * field a message starts with is its subject: "name" or "env" further on are ordinary words.
  */
 export function formatError(err: unknown, flags: Readonly<Record<string, string>> = {}): string {
   const e = toCloudaiError(err)
-  let message = e.message
-  for (const [field, flag] of Object.entries(flags)) message = message.replace(new RegExp(`\\b${field}\\b`, 'g'), flag)
-  return `error: ${message} (${e.code})`
+  const subject = /^[a-z_]+(?=[ :])/.exec(e.message)?.[0]
+  const flag = subject !== undefined && Object.hasOwn(flags, subject) ? flags[subject] : undefined
+  return `error: ${flag === undefined ? e.message : `${flag}${e.message.slice(subject!.length)}`} (${e.code})`
 }
 
 /** `cloudai health`: the verdict, then one line per failed check with the workers it names. */

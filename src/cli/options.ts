@@ -756,11 +756,6 @@ function optional<T>(argv: Argv, name: string, parse: (value: unknown, field: st
   return argv[name] === undefined ? undefined : flag(name, argv[name], parse)
 }
 
-/**
- * The POST /api/tasks body of `task submit`: the flags (argv as yargs or the prompt parsed them)
- * and the words of the command, joined with spaces. A single argument is the command as it is, so
- * `-- 'make test | tee log'` keeps its pipe. Throws CLOUDAI_BAD_CONFIG naming the flag.
- */
 /** `task submit`'s body fields by the flag each comes from, for the master's answers. */
 export const TASK_SUBMIT_FLAGS: Readonly<Record<string, string>> = {
   name: '--name',
@@ -775,6 +770,11 @@ export const TASK_SUBMIT_FLAGS: Readonly<Record<string, string>> = {
   docker_image: '--image',
 }
 
+/**
+ * The POST /api/tasks body of `task submit`: the flags (argv as yargs or the prompt parsed them)
+ * and the words of the command, joined with spaces. A single argument is the command as it is, so
+ * `-- 'make test | tee log'` keeps its pipe. Throws CLOUDAI_BAD_CONFIG naming the flag.
+ */
 export function buildTaskSubmitBody(argv: Argv, words: readonly string[]): TaskSubmitBody {
   const command = words.join(' ')
   // With --image and no command, the image's own entrypoint runs (as CloudAI runs such a task).

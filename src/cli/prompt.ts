@@ -17,7 +17,7 @@ import {
   formatWorkerMetrics,
   formatWorkers,
 } from './format.js'
-import { TASKS_OPTIONS, TASK_SUBMIT_OPTIONS, buildTaskQuery, buildTaskSubmitBody } from './options.js'
+import { TASKS_OPTIONS, TASK_SUBMIT_FLAGS, TASK_SUBMIT_OPTIONS, buildTaskQuery, buildTaskSubmitBody } from './options.js'
 import { splitWords } from './words.js'
 
 // The interactive `master> ` prompt: a second front end of MasterControl next to the REST API,
@@ -184,7 +184,12 @@ export function startPrompt(opts: PromptOptions): Prompt {
       return
     }
     const body = buildTaskSubmitBody(argv, words.slice(dashes + 1))
-    write(formatTaskSubmitted(await control.submitTask(body)))
+    try {
+      write(formatTaskSubmitted(await control.submitTask(body)))
+    } catch (err) {
+      // Named by the flags typed, as the CLI names them.
+      write(formatError(err, TASK_SUBMIT_FLAGS))
+    }
   }
 
   function listTasks(words: readonly string[]): void {

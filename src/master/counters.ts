@@ -64,7 +64,8 @@ export const HISTOGRAMS = {
   /** Operator registration to the worker's first RegisterWorker, in ms. */
   firstConnectMs: [100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000, 120_000, 300_000, 900_000, 3_600_000],
   /** A heartbeat's arrival on the main thread to the end of its processing on a telemetry thread, in µs. */
-  heartbeatDelayUs: [10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 25_000, 100_000, 1_000_000],
+  // Threads drain on a 250 ms tick: the buckets are finest from 10 ms to 1 s, where the delays are.
+  heartbeatDelayUs: [50, 500, 5000, 10_000, 25_000, 50_000, 100_000, 150_000, 200_000, 250_000, 500_000, 1_000_000, 2_500_000],
 } as const satisfies Record<string, readonly number[]>
 
 export type HistogramName = keyof typeof HISTOGRAMS

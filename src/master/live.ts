@@ -188,7 +188,9 @@ export class LiveFeed extends EventEmitter<LiveEvents> {
     const key = `${t.req.cpu}/${t.req.memory}/${t.req.gpu}/${t.req.storage}/${t.targetWorkerId ?? ''}`
     let reason = reasons?.get(key)
     if (reason === undefined) {
-      reason = neverFitsReason(t, this.src.registry.values())
+      // A target is one lookup, not a walk over every worker to find it.
+      const target = t.targetWorkerId === null ? undefined : this.src.registry.get(t.targetWorkerId)
+      reason = neverFitsReason(t, t.targetWorkerId === null ? this.src.registry.values() : target ? [target] : [])
       reasons?.set(key, reason)
     }
     return reason ? { ...view, reason } : view

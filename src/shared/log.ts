@@ -22,8 +22,19 @@ export class LogOutput {
   }
 
   write(text: string): boolean {
-    if (this.around) this.around(text, this.raw)
-    else this.raw(text)
+    const around = this.around
+    if (!around) {
+      this.raw(text)
+      return true
+    }
+    try {
+      around(text, this.raw)
+    } catch {
+      // Whatever went wrong on the terminal, the line is not lost and logging never throws: the
+      // logs go straight to stdout from now on.
+      this.around = null
+      this.raw(text)
+    }
     return true
   }
 }

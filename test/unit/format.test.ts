@@ -428,3 +428,13 @@ test('an unregistration that requeued tasks says so', () => {
   assert.equal(formatUnregistered({ worker_id: 'w2', persisted: true, tasks_requeued: ['task-1', 'task-2'] }), 'Worker w2 unregistered (the master no longer dials it); its 2 task(s) went back to the queue (a connected worker is told to stop them)')
   assert.equal(formatUnregistered({ worker_id: 'w2', persisted: true, tasks_requeued: [] }), 'Worker w2 unregistered (the master no longer dials it)')
 })
+
+test('a master error about a field of task submit names the flag typed, and only the field it is about', () => {
+  const flags = { target_worker_id: '--worker', name: '--name', env: '--env', docker_image: '--image' }
+  const unknown = (id: string) => new CloudaiError('CLOUDAI_UNKNOWN_WORKER', `target_worker_id ${id} is not a registered worker`)
+  assert.equal(formatError(unknown('nope'), flags), 'error: --worker nope is not a registered worker (CLOUDAI_UNKNOWN_WORKER)')
+  assert.equal(formatError(unknown('staging-env'), flags), 'error: --worker staging-env is not a registered worker (CLOUDAI_UNKNOWN_WORKER)')
+  assert.equal(formatError(unknown('name'), flags), 'error: --worker name is not a registered worker (CLOUDAI_UNKNOWN_WORKER)')
+  assert.equal(formatError(new CloudaiError('CLOUDAI_BAD_FIELD', 'docker_image: the image name is too long'), flags), 'error: --image: the image name is too long (CLOUDAI_BAD_FIELD)')
+  assert.equal(formatError(new CloudaiError('CLOUDAI_BAD_FIELD', 'command is required'), flags), 'error: command is required (CLOUDAI_BAD_FIELD)')
+})

@@ -12,7 +12,8 @@ import { laneIn, LANES_PER_CHUNK, prefault } from './slab.js'
 import type { FromTelemetryThread, LaneReport, TelemetryThreadData, ToTelemetryThread } from './protocol.js'
 
 const data = workerData as TelemetryThreadData
-// Fixed for the process (the main thread's origin: heartbeats are stamped against it), read once.
+// This thread's origin, read once (each read calls into C++): origin + now() is epoch ms, the
+// clock the main thread stamps heartbeats with.
 const TIME_ORIGIN = performance.timeOrigin
 const port = parentPort!
 const queue = new LaneQueue(data.queue)

@@ -16,7 +16,7 @@ const SVG_NS = 'http://www.w3.org/2000/svg'
 
 /** @type {Map<string, any>} worker id → WorkerView */
 let workers = new Map()
-/** @type {Map<string, { latest: any, lastAt: string | null, cpu: number[], memory: number[] }>} */
+/** @type {Map<string, { latest: any, lastAt: string | null, firstAt: string | null, cpu: number[], memory: number[] }>} */
 const metrics = new Map()
 /** @type {Map<string, any>} task id → TaskView */
 let tasks = new Map()
@@ -402,7 +402,6 @@ function applyWorkerStatus(msg) {
 function applyWorkerRemoved(msg) {
   workers.delete(msg.worker_id)
   metrics.delete(msg.worker_id)
-  seeded.delete(msg.worker_id)
   addEvent(`Worker ${msg.worker_id} unregistered`, null, msg.timestamp)
 }
 
@@ -444,12 +443,13 @@ function applyMetrics(msg) {
   if (typeof id !== 'string' || !workers.has(id)) return
   let m = metrics.get(id)
   if (!m) {
-    m = { latest: null, lastAt: null, cpu: [], memory: [] }
+    m = { latest: null, lastAt: null, firstAt: null, cpu: [], memory: [] }
     metrics.set(id, m)
   }
   const latest = msg.latest
   if (!latest) return
   m.latest = latest
+  m.firstAt ??= latest.at
   if (latest.at !== m.lastAt) {
     m.lastAt = latest.at
     m.cpu.push(num(latest.cpu) ?? 0)
@@ -761,27 +761,32 @@ function taskChanged(t) {
 
 // --- sparklines from the master's history --------------------------------------------------------
 
-const seeded = new Set()
+/** Worker id → the seeding job for it; a worker removed and registered again gets a new one. */
+const seeded = new Map()
 let seeding = Promise.resolve()
 
 /** Active workers' sparklines start from the history the master keeps, not empty, once per worker. */
 function seedHistory() {
+  for (const id of [...seeded.keys()]) if (!workers.has(id)) seeded.delete(id)
   for (const w of workers.values()) {
     if (!w.is_active || seeded.has(w.worker_id)) continue
     const id = w.worker_id
-    seeded.add(id)
+    const job = {}
+    seeded.set(id, job)
     // One at a time: a page opened on a large cluster must not fire a request per worker at once.
     seeding = seeding.then(async () => {
-      if (!workers.has(id)) return
+      if (seeded.get(id) !== job) return
       const r = await api('GET', `/api/workers/${encodeURIComponent(id)}/metrics`).catch(() => null)
-      const points = Array.isArray(r?.history) ? r.history.slice(-HISTORY) : []
-      if (points.length === 0 || !workers.has(id)) return
+      if (seeded.get(id) !== job || !Array.isArray(r?.history)) return
       let m = metrics.get(id)
       if (!m) {
-        m = { latest: null, lastAt: null, cpu: [], memory: [] }
+        m = { latest: null, lastAt: null, firstAt: null, cpu: [], memory: [] }
         metrics.set(id, m)
       }
-      // History first, then what arrived live meanwhile.
+      // The history before the first live sample, then what arrived live: the recent past once.
+      const before = m.firstAt === null ? Infinity : ms(m.firstAt)
+      const points = r.history.filter((p) => ms(p.at) < before).slice(-HISTORY)
+      if (points.length === 0) return
       m.cpu = [...points.map((p) => num(p.cpu) ?? 0), ...m.cpu].slice(-HISTORY)
       m.memory = [...points.map((p) => num(p.memory) ?? 0), ...m.memory].slice(-HISTORY)
       scheduleRender()
