@@ -9,7 +9,7 @@ import { lastHeartbeatView, runningTasksView, workerHeadView, workerTailView, wo
 // the text) is rendered again only when one of the fields it shows changes.
 //
 // Change is seen by identity, not by a revision the registry would have to bump: the registry
-// replaces `usage`, `runningTasks`, `specs`, `credential` and `suspect` with new objects and never
+// replaces `usage`, `runningTasks`, `specs`, `credential`, `suspect` and `scheduling` with new objects and never
 // edits them in place, and every other field shown is a primitive. The text is byte for byte what
 // JSON.stringify of the views gives (views.ts renders the same parts, in the same key order).
 
@@ -25,6 +25,7 @@ interface Rendered {
   address: string
   specs: WorkerRecord['specs']
   suspect: WorkerRecord['suspect']
+  scheduling: WorkerRecord['scheduling']
   usageJson: string
   usage: WorkerRecord['usage']
   tasksJson: string
@@ -53,7 +54,7 @@ const renderTail = (w: WorkerRecord): string => `,${JSON.stringify(workerTailVie
 function render(w: WorkerRecord): Rendered {
   return {
     json: null,
-    head: renderHead(w), isActive: w.isActive, address: w.address, specs: w.specs, suspect: w.suspect,
+    head: renderHead(w), isActive: w.isActive, address: w.address, specs: w.specs, suspect: w.suspect, scheduling: w.scheduling,
     usageJson: JSON.stringify(workerUsageView(w)), usage: w.usage,
     tasksJson: renderTasks(w), runningTasks: w.runningTasks,
     mid: renderMid(w), reportedAddress: w.reportedAddress, lastHeartbeat: w.lastHeartbeat,
@@ -70,12 +71,13 @@ function current(w: WorkerRecord): Rendered {
     return r
   }
   let changed = false
-  if (r.isActive !== w.isActive || r.address !== w.address || r.specs !== w.specs || r.suspect !== w.suspect) {
+  if (r.isActive !== w.isActive || r.address !== w.address || r.specs !== w.specs || r.suspect !== w.suspect || r.scheduling !== w.scheduling) {
     r.head = renderHead(w)
     r.isActive = w.isActive
     r.address = w.address
     r.specs = w.specs
     r.suspect = w.suspect
+    r.scheduling = w.scheduling
     changed = true
   }
   if (r.usage !== w.usage) {

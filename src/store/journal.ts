@@ -6,8 +6,8 @@ import { CloudaiError } from '../shared/errors.js'
 import type { TaskRecord, WorkerRecord } from '../shared/types.js'
 import type { Store, WorkerChanges } from './store.js'
 
-type WorkerEvent = 'worker-registered' | 'worker-unregistered' | 'worker-active' | 'worker-inactive' | 'worker-changed' | 'worker-credential'
-const WORKER_EVENTS: readonly WorkerEvent[] = ['worker-registered', 'worker-unregistered', 'worker-active', 'worker-inactive', 'worker-changed', 'worker-credential']
+type WorkerEvent = 'worker-registered' | 'worker-unregistered' | 'worker-active' | 'worker-inactive' | 'worker-changed' | 'worker-credential' | 'worker-scheduling'
+const WORKER_EVENTS: readonly WorkerEvent[] = ['worker-registered', 'worker-unregistered', 'worker-active', 'worker-inactive', 'worker-changed', 'worker-credential', 'worker-scheduling']
 
 /** The registry as the journal sees it: current state by id, its events, and the heartbeat batch. */
 export interface JournalSource {
