@@ -1,106 +1,13 @@
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { test, type TestContext } from 'node:test'
-import { api, childCwd, childEnv, CLI, msgHas, reservePort, runCli, startMaster, startWorker, tempDir, waitUntil, type LogLine, type MasterHandle, type Proc } from '../support/cluster.js'
+import { test } from 'node:test'
+import { api, msgHas, runCli, startMaster, startWorker, tempDir, waitUntil } from '../support/cluster.js'
 import { alive, runs, runsFile } from '../support/runs-file.js'
+import { active, addWorker, FLAGS, passes, post, register, startCli, submit, task, worker } from '../support/scheduling.js'
 
-// Cordon and drain, end to end: a real master, real workers, real commands. Each run of a task
-// that matters appends its pid to a runs file, so a test counts real runs (and kills them at the end).
-
-const FLAGS = ['--reconnect-interval', '300ms', '--dial-timeout', '1s', '--heartbeat-timeout', '2s', '--shutdown-grace', '2s']
-
-interface WorkerView {
-  worker_id: string
-  is_active: boolean
-  scheduling: 'eligible' | 'cordoned' | 'draining' | 'drained'
-  cordoned: boolean
-  drain: { started_at: string; deadline: string | null; force: boolean; drained_at: string | null } | null
-  running_tasks: { task_id: string }[]
-}
-
-interface TaskView {
-  status: string
-  worker_id: string | null
-  attempts: number
-  max_attempts: number
-  history: { status: string; worker_id: string | null; reason: string | null }[]
-}
-
-const worker = async (m: MasterHandle, id: string): Promise<WorkerView> => (await api<WorkerView>(m.api, `/api/workers/${id}`)).body
-const task = async (m: MasterHandle, id: string): Promise<TaskView> => (await api<TaskView>(m.api, `/api/tasks/${id}`)).body
-const active = (id: string) => (l: LogLine): boolean => l.workerId === id && msgHas('registered and active')(l)
-const heartbeatPass = (l: LogLine): boolean => l.msg === 'Attempting to reconnect to 1 inactive worker(s)...'
-
-async function register(m: MasterHandle, id: string, port: number, host = '127.0.0.1'): Promise<void> {
-  assert.equal((await api(m.api, '/api/workers', { method: 'POST', body: { worker_id: id, worker_ip: `${host}:${port}` } })).status, 201)
-}
-
-async function addWorker(t: TestContext, m: MasterHandle, id: string): Promise<{ proc: Proc; port: number }> {
-  const port = await reservePort()
-  await register(m, id, port)
-  const from = m.proc.mark()
-  const proc = await startWorker(t, id, port)
-  await m.proc.waitForLog(active(id), `${id} active`, { from })
-  return { proc, port }
-}
-
-async function submit(m: MasterHandle, body: Record<string, unknown>): Promise<string> {
-  const res = await api(m.api, '/api/tasks', { method: 'POST', body })
-  assert.equal(res.status, 201, JSON.stringify(res.body))
-  return res.body.task_id as string
-}
-
-async function post(m: MasterHandle, path: string, body: unknown = {}): Promise<{ status: number; body: any }> {
-  return api(m.api, path, { method: 'POST', body })
-}
-
-/** The CLI as a child whose output the test reads as it comes (runCli gives it only at the end). */
-function startCli(t: TestContext, args: string[]): { out: { stdout: string; stderr: string }; exited: Promise<number | null> } {
-  const child = spawn(process.execPath, [CLI, ...args], { cwd: childCwd(), env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
-  const out = { stdout: '', stderr: '' }
-  child.stdout.setEncoding('utf8').on('data', (d: string) => (out.stdout += d))
-  child.stderr.setEncoding('utf8').on('data', (d: string) => (out.stderr += d))
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
-  t.after(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-  })
-  return { out, exited }
-}
-
-/** Waits for `n` reconnection passes of the master (a ghost worker keeps them coming): time going by, as an event. */
-async function passes(m: MasterHandle, n: number): Promise<void> {
-  for (let i = 0; i < n; i++) await m.proc.waitForLog(heartbeatPass, `reconnection pass ${i + 1}`, { from: m.proc.mark() })
-}
-
-test('a cordoned worker takes no new task, one that targets it waits, and it runs once uncordoned; the CLI and the worker list show it', async (t) => {
-  const m = await startMaster(t, { dataDir: tempDir(t), args: FLAGS })
-  await addWorker(t, m, 'w1')
-  await addWorker(t, m, 'w2')
-  const cordon = await runCli(['cordon', 'w1', '--api', m.api])
-  assert.equal(cordon.code, 0, cordon.stderr)
-  assert.match(cordon.stdout, /Worker w1 cordoned: no new tasks are placed on it/)
-  const view = await worker(m, 'w1')
-  assert.equal(view.scheduling, 'cordoned')
-  assert.equal(view.cordoned, true)
-  const list = await runCli(['workers', '--api', m.api])
-  assert.equal(list.code, 0, list.stderr)
-  assert.match(list.stdout, /^w1\s+● Active, cordoned/m)
-  assert.match(list.stdout, /1 cordoned \(no new tasks\)/)
-  // Oldest first: the targeted task is looked at before the others, every time the queue is.
-  const targeted = await submit(m, { command: 'true', target_worker_id: 'w1' })
-  const others = [await submit(m, { command: 'true' }), await submit(m, { command: 'true' }), await submit(m, { command: 'true' })]
-  for (const id of others) await waitUntil(async () => (await task(m, id)).status === 'completed', `${id} completed`)
-  for (const id of others) assert.equal((await task(m, id)).worker_id, 'w2', 'nothing new goes to a cordoned worker')
-  assert.equal((await task(m, targeted)).status, 'queued', 'a task for a cordoned worker waits')
-  const uncordon = await runCli(['uncordon', 'w1', '--api', m.api])
-  assert.equal(uncordon.code, 0, uncordon.stderr)
-  assert.match(uncordon.stdout, /Worker w1 uncordoned: it takes tasks again/)
-  await waitUntil(async () => (await task(m, targeted)).status === 'completed', 'the targeted task ran once uncordoned')
-  assert.equal((await task(m, targeted)).worker_id, 'w1')
-  assert.equal((await worker(m, 'w1')).scheduling, 'eligible')
-})
+// Drain, end to end: a real master, real workers, real commands. Each run of a task that matters
+// appends its pid to a runs file, so a test counts real runs (and kills them at the end).
 
 test('drain lets a running task finish, the CLI waits with progress and exits 0 once drained; the stopped worker alarms nothing and stays cordoned when it comes back', async (t) => {
   const m = await startMaster(t, { dataDir: tempDir(t), args: [...FLAGS, '--health-max-inactive', '1s', '--health-reconnect-within', '1s'] })
@@ -229,49 +136,3 @@ test('uncordon during a drain never runs a task twice: the run the drain stopped
   assert.equal((await worker(m, 'w1')).scheduling, 'eligible')
 })
 
-test('cordon, uncordon and drain refuse bad input with stable codes; a drain of an inactive worker with nothing on it is drained at once; stopping a drain leaves the worker cordoned', async (t) => {
-  const m = await startMaster(t, { dataDir: tempDir(t), args: FLAGS })
-  await register(m, 'off', 9, '127.0.0.2')
-  for (const path of ['cordon', 'uncordon', 'drain']) {
-    const res = await post(m, `/api/workers/nope/${path}`)
-    assert.equal(res.status, 404, path)
-    assert.equal(res.body.error.code, 'CLOUDAI_UNKNOWN_WORKER')
-  }
-  const del = await api(m.api, '/api/workers/nope/drain', { method: 'DELETE' })
-  assert.equal(del.status, 404)
-  for (const body of [{ deadline_s: -1 }, { deadline_s: 0 }, { deadline_s: '1h' }, { deadline_s: 1e9 }, { force: 'yes' }]) {
-    const res = await post(m, '/api/workers/off/drain', body)
-    assert.equal(res.status, 400, JSON.stringify(body))
-    assert.equal(res.body.error.code, 'CLOUDAI_BAD_FIELD', JSON.stringify(body))
-  }
-  const unknownField = await post(m, '/api/workers/off/drain', { deadline: 5 })
-  assert.equal(unknownField.status, 400)
-  assert.equal(unknownField.body.error.code, 'CLOUDAI_BAD_REQUEST')
-  assert.equal((await post(m, '/api/workers/off/cordon', { force: true })).status, 400)
-  assert.equal((await worker(m, 'off')).scheduling, 'eligible', 'a refused request changed nothing')
-  const notDraining = await api(m.api, '/api/workers/off/drain', { method: 'DELETE' })
-  assert.equal(notDraining.status, 409)
-  assert.equal(notDraining.body.error.code, 'CLOUDAI_NOT_DRAINING')
-
-  const drained = await post(m, '/api/workers/off/drain', { deadline_s: 3600 })
-  assert.equal(drained.status, 200)
-  assert.equal(drained.body.message, 'Worker drained')
-  assert.equal(drained.body.worker.scheduling, 'drained')
-  const stopped = await api(m.api, '/api/workers/off/drain', { method: 'DELETE' })
-  assert.equal(stopped.status, 200)
-  assert.equal(stopped.body.worker.scheduling, 'cordoned')
-  assert.equal(stopped.body.worker.drain, null)
-
-  const cliUnknown = await runCli(['drain', 'nope', '--detach', '--api', m.api])
-  assert.equal(cliUnknown.code, 1)
-  assert.match(cliUnknown.stderr, /worker nope is not registered/)
-  const cliBad = await runCli(['drain', 'off', '--deadline', '0', '--api', m.api])
-  assert.equal(cliBad.code, 2)
-  assert.match(cliBad.stderr, /--deadline must be more than 0/)
-  const cliBoth = await runCli(['drain', 'off', '--deadline', '1m', '--force', '--api', m.api])
-  assert.equal(cliBoth.code, 2)
-  assert.match(cliBoth.stderr, /--force and --deadline do not go together/)
-  const cliMissing = await runCli(['cordon', '--api', m.api])
-  assert.equal(cliMissing.code, 2)
-  assert.match(cliMissing.stderr, /missing <id>: cloudai cordon <id>/)
-})
