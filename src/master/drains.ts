@@ -31,10 +31,17 @@ export class WorkerDrains {
   private readonly now: () => number
   private started = false
 
-  private readonly onTaskChanged = (_t: TaskRecord, previous: string | null): void => {
+  /** Drains whose deadline fired: a placement that was under way when it did lands later and goes the same way. */
+  private readonly expired = new Set<string>()
+  private readonly onTaskChanged = (t: TaskRecord, previous: string | null): void => {
+    if (this.draining.size === 0) return
+    if (t.status === 'assigned' && t.workerId !== null && this.expired.has(t.workerId)) {
+      this.evictNow(t.workerId, `worker ${t.workerId} is drained and its drain deadline passed`)
+      return
+    }
     // A task left a worker (finished, requeued): a worker under drain may be drained now. Few
     // workers drain at a time, and each check is a count.
-    if (this.draining.size === 0 || (previous !== 'assigned' && previous !== 'running')) return
+    if (previous !== 'assigned' && previous !== 'running') return
     for (const id of [...this.draining]) this.checkDone(id)
   }
   private readonly onGone = (w: WorkerRecord): void => {
@@ -62,6 +69,7 @@ export class WorkerDrains {
     for (const t of this.timers.values()) clearTimeout(t)
     this.timers.clear()
     this.draining.clear()
+    this.expired.clear()
   }
 
   /** Every drain under way gets its deadline again (after a load from the store), and is done if nothing is left. */
@@ -138,11 +146,8 @@ export class WorkerDrains {
       const cur = this.opts.registry.get(id)?.scheduling?.drain
       // Stopped or replaced meanwhile: that drain has its own timer, or none.
       if (cur !== d) return
-      const why = d.force ? `worker ${id} is drained with --force` : `worker ${id} is drained and its drain deadline passed`
-      this.opts.evict(id, why).then(
-        () => this.checkDone(id),
-        (err: unknown) => this.opts.log.error({ workerId: id, err }, `Drain of worker ${id}: requeueing its tasks at the deadline failed; what is left is requeued when it is drained again`),
-      )
+      this.expired.add(id)
+      this.evictNow(id, d.force ? `worker ${id} is drained with --force` : `worker ${id} is drained and its drain deadline passed`)
     }
     // Past already (a master that was down at the deadline, or --force): on the next tick.
     const delay = Math.max(0, d.deadline - this.now())
@@ -150,10 +155,18 @@ export class WorkerDrains {
     this.timers.set(id, timer)
   }
 
+  private evictNow(id: string, why: string): void {
+    this.opts.evict(id, why).then(
+      () => this.checkDone(id),
+      (err: unknown) => this.opts.log.error({ workerId: id, err }, `Drain of worker ${id}: requeueing its tasks failed; what is left is requeued when it is drained again`),
+    )
+  }
+
   private disarm(id: string): void {
     const t = this.timers.get(id)
     if (t) clearTimeout(t)
     this.timers.delete(id)
+    this.expired.delete(id)
   }
 
   /** Nothing left on a worker under drain: drained. */

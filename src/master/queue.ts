@@ -727,10 +727,11 @@ export class QueueProcessor {
       try {
         back = await tasks.transition(t.id, 'queued', { workerId: null, assignedAt: null, startedAt: null }, `${why}; requeued`, { workerId, attempt: t.attempt, from: ['assigned', 'running'], refundsRun: true })
       } finally {
-        if (!back) {
-          // It moved first (finished, cancelled): nothing to hold.
+        // It moved first: finished or cancelled, nothing to hold; queued (by another eviction of it,
+        // or its worker's own 'cancelled' report), the marks stay: it may still run there.
+        if (!back && tasks.get(t.id)?.status !== 'queued') {
           if (this.evicted.get(t.id) === workerId) this.evicted.delete(t.id)
-          if (this.mayStillRun.workerOf(t.id) === workerId && tasks.get(t.id)?.status !== 'queued') this.mayStillRun.delete(t.id)
+          if (this.mayStillRun.workerOf(t.id) === workerId) this.mayStillRun.delete(t.id)
         }
       }
       if (!back) return
