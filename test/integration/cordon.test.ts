@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { api, runCli, startMaster, tempDir, waitUntil } from '../support/cluster.js'
-import { addWorker, FLAGS, post, register, submit, task, worker } from '../support/scheduling.js'
+import { runs, runsFile } from '../support/runs-file.js'
+import { addWorker, FLAGS, post, register, startCli, submit, task, worker } from '../support/scheduling.js'
 import { Watcher } from '../support/watcher.js'
 
 // Cordon, end to end, and what cordon, uncordon and drain refuse: a real master, real workers.
@@ -84,4 +85,20 @@ test('cordon, uncordon and drain refuse bad input with stable codes; a drain of 
   const cliMissing = await runCli(['cordon', '--api', m.api])
   assert.equal(cliMissing.code, 2)
   assert.match(cliMissing.stderr, /missing <id>: cloudai cordon <id>/)
+})
+
+test('Ctrl-C stops the waiting of cloudai drain, not the drain', async (t) => {
+  const m = await startMaster(t, { dataDir: tempDir(t), args: FLAGS })
+  await addWorker(t, m, 'w1')
+  const file = runsFile(t)
+  const id = await submit(m, { command: `echo $$ >> ${file}; exec sleep 30` })
+  await waitUntil(() => runs(file).length === 1, 'the task started')
+  await waitUntil(async () => (await worker(m, 'w1')).running_tasks.length === 1, 'w1 lists the task')
+  const cli = startCli(t, ['drain', 'w1', '--api', m.api])
+  await waitUntil(() => cli.out.stderr.includes('draining worker w1: 1 task still running there (no deadline)'), 'the CLI waits')
+  cli.child.kill('SIGINT')
+  assert.equal(await cli.exited, 130)
+  assert.match(cli.out.stderr, /Stopped waiting: the drain of worker w1 goes on on the master/)
+  assert.equal((await worker(m, 'w1')).scheduling, 'draining', 'the drain goes on')
+  assert.equal((await task(m, id)).status, 'running')
 })

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import type { TestContext } from 'node:test'
 import { api, childCwd, childEnv, CLI, msgHas, reservePort, startWorker, type LogLine, type MasterHandle, type Proc } from './cluster.js'
 
@@ -54,7 +54,7 @@ export async function post(m: MasterHandle, path: string, body: unknown = {}): P
 }
 
 /** The CLI as a child whose output the test reads as it comes (runCli gives it only at the end). */
-export function startCli(t: TestContext, args: string[]): { out: { stdout: string; stderr: string }; exited: Promise<number | null> } {
+export function startCli(t: TestContext, args: string[]): { out: { stdout: string; stderr: string }; exited: Promise<number | null>; child: ChildProcess } {
   const child = spawn(process.execPath, [CLI, ...args], { cwd: childCwd(), env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
   const out = { stdout: '', stderr: '' }
   child.stdout.setEncoding('utf8').on('data', (d: string) => (out.stdout += d))
@@ -63,7 +63,7 @@ export function startCli(t: TestContext, args: string[]): { out: { stdout: strin
   t.after(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
   })
-  return { out, exited }
+  return { out, exited, child }
 }
 
 /** Waits for `n` reconnection passes of the master (a ghost worker keeps them coming): time going by, as an event. */
