@@ -40,6 +40,13 @@ export interface UnregisterResponse {
   tasks_requeued?: string[]
 }
 
+/** POST /api/workers/{id}/cordon, /uncordon, /drain and DELETE …/drain. */
+export interface SchedulingResponse {
+  message: string
+  worker: WorkerView
+  persisted: boolean
+}
+
 /** POST /api/tasks: only `command` is required; the master applies its defaults to the rest. */
 export interface TaskSubmitBody {
   command: string
@@ -112,6 +119,22 @@ export class ApiClient {
 
   unregisterWorker(id: string): Promise<ApiResponse<UnregisterResponse>> {
     return this.request('DELETE', `/api/workers/${encodeURIComponent(id)}`)
+  }
+
+  getWorker(id: string): Promise<ApiResponse<WorkerView>> {
+    return this.request('GET', `/api/workers/${encodeURIComponent(id)}`)
+  }
+
+  cordonWorker(id: string): Promise<ApiResponse<SchedulingResponse>> {
+    return this.request('POST', `/api/workers/${encodeURIComponent(id)}/cordon`, {})
+  }
+
+  uncordonWorker(id: string): Promise<ApiResponse<SchedulingResponse>> {
+    return this.request('POST', `/api/workers/${encodeURIComponent(id)}/uncordon`, {})
+  }
+
+  drainWorker(id: string, body: { deadline_s?: number; force: boolean }): Promise<ApiResponse<SchedulingResponse>> {
+    return this.request('POST', `/api/workers/${encodeURIComponent(id)}/drain`, body)
   }
 
   submitTask(body: TaskSubmitBody): Promise<ApiResponse<SubmitTaskResponse>> {

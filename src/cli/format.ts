@@ -58,12 +58,15 @@ function percent(n: number | undefined): string {
 }
 
 function statusCell(w: WorkerView, color: boolean): string {
-  // A master before suspicion existed sends no `suspect`.
+  // A master before suspicion existed sends no `suspect`; one before cordons no `scheduling`.
   const suspect = w.is_active && w.suspect === true
   const text = suspect ? '◐ Suspect' : w.is_active ? '● Active' : '○ Inactive'
-  if (!color) return text
-  return `${suspect ? YELLOW : w.is_active ? GREEN : RED}${text}${RESET_FG}`
+  const out = schedulingOf(w) === 'eligible' ? '' : `, ${schedulingOf(w)}`
+  if (!color) return text + out
+  return `${suspect ? YELLOW : w.is_active ? GREEN : RED}${text}${RESET_FG}${out === '' ? '' : `${YELLOW}${out}${RESET_FG}`}`
 }
+
+const schedulingOf = (w: WorkerView): WorkerView['scheduling'] => w.scheduling ?? 'eligible'
 
 type Align = 'left' | 'right'
 
@@ -85,7 +88,8 @@ function renderTable(headers: readonly string[], align: readonly Align[], rows: 
 export function formatWorkerSummary(workers: readonly WorkerView[]): string {
   const active = workers.filter((w) => w.is_active).length
   const suspect = workers.filter((w) => w.is_active && w.suspect === true).length
-  return `${plural(workers.length, 'worker')}: ${active} active${suspect > 0 ? ` (${suspect} suspect)` : ''}, ${workers.length - active} inactive`
+  const cordoned = workers.filter((w) => schedulingOf(w) !== 'eligible').length
+  return `${plural(workers.length, 'worker')}: ${active} active${suspect > 0 ? ` (${suspect} suspect)` : ''}, ${workers.length - active} inactive${cordoned > 0 ? `; ${cordoned} cordoned (no new tasks)` : ''}`
 }
 
 /** The `workers` table with its summary line. */
@@ -180,6 +184,31 @@ export function formatUnregistered(result: { worker_id: string; persisted: boole
   const n = result.tasks_requeued?.length ?? 0
   const text = `Worker ${result.worker_id} unregistered (the master no longer dials it)${n > 0 ? `; its ${n} task(s) went back to the queue (a connected worker is told to stop them)` : ''}`
   return result.persisted ? text : `${text}\n   not removed from the store yet: the store is failing; the master retries`
+}
+
+/** The answer to cordon, uncordon and drain (a drain as it started: --detach, or before waiting). */
+export function formatScheduling(action: 'cordon' | 'uncordon' | 'drain', result: { worker: WorkerView; persisted: boolean }, now: number): string {
+  const w = result.worker
+  const id = w.worker_id
+  let text: string
+  if (action === 'cordon') text = `Worker ${id} cordoned: no new tasks are placed on it (what runs there goes on; tasks for it wait); cloudai uncordon ${id} ends it`
+  else if (action === 'uncordon') text = `Worker ${id} uncordoned: it takes tasks again`
+  else if (w.scheduling === 'drained') text = formatDrained(w)
+  else text = `Worker ${id} draining: cordoned; ${formatDrainProgress(w, now)}`
+  return result.persisted ? text : `${text}\n   not saved yet: the store is failing; the master writes it once the store answers`
+}
+
+/** What a drain under way still waits for. */
+export function formatDrainProgress(w: WorkerView, now: number): string {
+  const n = w.running_tasks.length
+  const deadline = w.drain?.deadline ?? null
+  const left = deadline === null ? null : Math.max(0, Date.parse(deadline) - now)
+  const when = left === null ? 'no deadline' : left === 0 ? 'deadline reached: what is left is cancelled and requeued' : `deadline in ${span(left)}`
+  return `${plural(n, 'task')} still running there (${when})`
+}
+
+export function formatDrained(w: WorkerView): string {
+  return `✅ Worker ${w.worker_id} drained: nothing runs there, it can be stopped; it stays cordoned until cloudai uncordon ${w.worker_id}`
 }
 
 // --- tasks ---------------------------------------------------------------------------------------

@@ -7,8 +7,11 @@ import { loadUws } from '../master/api/uws.js'
 import { grpcConnectionBudget } from '../master/connection-budget.js'
 import { ApiClient, type ApiResponse } from './api-client.js'
 import {
+  formatDrained,
+  formatDrainProgress,
   formatError,
   formatEvent,
+  formatScheduling,
   formatHealth,
   formatRegistered,
   formatStatus,
@@ -24,6 +27,7 @@ import {
 import {
   API_OPTIONS,
   COMMAND_KEYS,
+  DRAIN_OPTIONS,
   ENV_PREFIX,
   LOG_OPTIONS,
   MASTER_OPTIONS,
@@ -35,6 +39,7 @@ import {
   WORKER_OPTIONS,
   WORKER_TOKEN_OPTION,
   buildApiOptions,
+  buildDrainRequest,
   buildMasterConfig,
   buildRegisterWait,
   buildTaskQuery,
@@ -114,6 +119,14 @@ function parser(args: string[], choose: (chosen: Chosen) => void): Argv {
         )
         .demandCommand(1, 'a sub-command is required: cloudai token rotate <id>'),
     )
+    .command('cordon <id>', 'place no new tasks on a worker (what runs there goes on; tasks for it wait)', (y) => y.positional('id', { type: 'string', describe: 'worker id' }).options(API_OPTIONS), handler('cordon'))
+    .command('uncordon <id>', 'let a cordoned or drained worker take tasks again (stops a drain under way)', (y) => y.positional('id', { type: 'string', describe: 'worker id' }).options(API_OPTIONS), handler('uncordon'))
+    .command(
+      'drain <id>',
+      'cordon a worker and let what runs there finish (at --deadline the rest is cancelled and requeued, no attempt counted); waits until it is drained unless --detach (Ctrl-C stops waiting, not the drain)',
+      (y) => y.positional('id', { type: 'string', describe: 'worker id' }).options({ ...DRAIN_OPTIONS, ...API_OPTIONS }),
+      handler('drain'),
+    )
     .command('workers', 'list the workers of a running master', (y) => y.options(API_OPTIONS), handler('workers'))
     .command('status', 'worker and task counts, monitor and store state of a running master', (y) => y.options(API_OPTIONS), handler('status'))
     .command('watch', 'live events of a running master: workers going active and inactive, tasks changing state', (y) => y.options({ ...WATCH_OPTIONS, ...API_OPTIONS }), handler('watch'))
@@ -143,7 +156,7 @@ function parser(args: string[], choose: (chosen: Chosen) => void): Argv {
     )
     .command('tasks', 'list the tasks of a running master, newest first', (y) => y.options({ ...TASKS_OPTIONS, ...API_OPTIONS }), handler('tasks'))
     .command('cancel <id>', 'cancel a queued or running task', (y) => y.positional('id', { type: 'string', describe: TASK_ID_DESCRIBE }).options(API_OPTIONS), handler('cancel'))
-    .demandCommand(1, 'a command is required: master, worker, register, unregister, token, workers, status, watch, health, metrics, task, tasks or cancel')
+    .demandCommand(1, 'a command is required: master, worker, register, unregister, token, cordon, uncordon, drain, workers, status, watch, health, metrics, task, tasks or cancel')
     .example('$0 master', 'run a master (gRPC on 50051, HTTP API on 127.0.0.1:8080, data in ./data)')
     .example('$0 register worker-1 127.0.0.1:50052', 'register a worker with the running master; prints its token once')
     .example('$0 worker --id worker-1 --token-file worker-1.token --master 127.0.0.1:50051', 'run that worker with its token; it joins that master')
@@ -173,6 +186,9 @@ const POSITIONAL_USAGE: Readonly<Record<string, string>> = {
   register: 'register <id> <address>',
   unregister: 'unregister <id>',
   token: 'token rotate <id>',
+  cordon: 'cordon <id>',
+  uncordon: 'uncordon <id>',
+  drain: 'drain <id>',
 }
 
 /** yargs' wording for a few usage errors of ours, said the way the rest of the CLI says things. */
@@ -240,6 +256,25 @@ function prepare({ command, action, argv }: Chosen, taskCommand: readonly string
       const opts = buildApiOptions(argv)
       const id = parseWorkerIdArg(argv.id)
       return () => operate(opts, (api) => api.rotateWorkerToken(id), (res) => formatTokenIssued(res.body))
+    }
+    case 'cordon':
+    case 'uncordon': {
+      const opts = buildApiOptions(argv)
+      const id = parseWorkerIdArg(argv.id)
+      return () => operate(opts, (api) => (command === 'cordon' ? api.cordonWorker(id) : api.uncordonWorker(id)), (res) => formatScheduling(command, res.body, Date.now()))
+    }
+    case 'drain': {
+      const opts = buildApiOptions(argv)
+      const id = parseWorkerIdArg(argv.id)
+      const { body, detach } = buildDrainRequest(argv)
+      return async () => {
+        let drained = false
+        await operate(opts, (api) => api.drainWorker(id, body), (res) => {
+          drained = res.body.worker.scheduling === 'drained'
+          return formatScheduling('drain', res.body, Date.now())
+        })
+        if (!detach && !drained && process.exitCode === undefined) await waitDrained(opts, id)
+      }
     }
     case 'workers': {
       const opts = buildApiOptions(argv)
@@ -346,6 +381,77 @@ async function runWatch(opts: ApiCommandOptions, metrics: boolean, color: boolea
     process.once('SIGINT', stop)
     process.once('SIGTERM', stop)
   })
+}
+
+/** How often `drain` asks the master how the drain goes. */
+const DRAIN_POLL_MS = 500
+
+/**
+ * `drain` without --detach: until the worker is drained, with a progress line on stderr each time
+ * what is left changes. Ctrl-C stops the waiting only: the drain goes on on the master (as nomad's).
+ * A drain stopped or the worker unregistered meanwhile fails (exit 1); a master that does not answer
+ * for a while (a restart) is waited for.
+ */
+async function waitDrained(opts: ApiCommandOptions, id: string): Promise<void> {
+  const api = new ApiClient(opts.api, { token: opts.apiToken })
+  let interrupted = false
+  let wake: (() => void) | null = null
+  const onSignal = (): void => {
+    interrupted = true
+    wake?.()
+  }
+  process.once('SIGINT', onSignal)
+  process.once('SIGTERM', onSignal)
+  let last = ''
+  let unreachable = false
+  try {
+    for (;;) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, DRAIN_POLL_MS)
+        wake = () => {
+          clearTimeout(timer)
+          resolve()
+        }
+      })
+      wake = null
+      if (interrupted) {
+        process.stderr.write(`Stopped waiting: the drain of worker ${id} goes on on the master (cloudai workers shows it; cloudai uncordon ${id} ends it)\n`)
+        process.exitCode = 130
+        return
+      }
+      let w
+      try {
+        w = (await api.getWorker(id)).body
+      } catch (err) {
+        if (isCloudaiError(err) && err.code === 'CLOUDAI_API_UNREACHABLE') {
+          if (!unreachable) process.stderr.write(`${formatError(err)}; still waiting for the drain of worker ${id}...\n`)
+          unreachable = true
+          continue
+        }
+        throw err
+      }
+      unreachable = false
+      if (w.scheduling === 'drained') {
+        process.stdout.write(`${opts.json ? JSON.stringify(w) : formatDrained(w)}\n`)
+        return
+      }
+      if (w.scheduling !== 'draining') {
+        process.stderr.write(`error: the drain of worker ${id} was stopped (the worker is ${w.scheduling ?? 'eligible'} now)\n`)
+        process.exitCode = EXIT_FAILURE
+        return
+      }
+      const line = `draining worker ${id}: ${formatDrainProgress(w, Date.now())}`
+      const key = `${w.running_tasks.length} ${w.drain?.deadline ?? ''} ${w.drain?.deadline && Date.parse(w.drain.deadline) <= Date.now()}`
+      if (key !== last) process.stderr.write(`${line}\n`)
+      last = key
+    }
+  } catch (err) {
+    process.stderr.write(`${formatError(err)}\n`)
+    process.exitCode = EXIT_FAILURE
+  } finally {
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
+  }
 }
 
 /** `register --wait`: until the worker is active, its registration is withdrawn, or the timeout. */

@@ -228,7 +228,14 @@ export const TASKS_OPTIONS: Record<string, Options> = {
   }),
 }
 
-export type CommandName = 'master' | 'worker' | 'register' | 'unregister' | 'token' | 'workers' | 'status' | 'health' | 'metrics' | 'watch' | 'task' | 'tasks' | 'cancel'
+export type CommandName = 'master' | 'worker' | 'register' | 'unregister' | 'token' | 'cordon' | 'uncordon' | 'drain' | 'workers' | 'status' | 'health' | 'metrics' | 'watch' | 'task' | 'tasks' | 'cancel'
+
+// `drain <id>`: how to drain is a choice made per call, never the shell's.
+export const DRAIN_OPTIONS: Record<string, Options> = flagsOnly({
+  deadline: { type: 'string', describe: 'after this long (30s, 10m, 1h), cancel and requeue what still runs there (no attempt counted); default: none, wait for it to finish' },
+  force: { type: 'boolean', default: false, describe: 'do not wait for what runs there: cancel and requeue it now (no attempt counted)' },
+  detach: { type: 'boolean', default: false, describe: 'return once the drain started, instead of waiting (with progress) until the worker is drained' },
+})
 
 // `register --wait`: waiting is a choice made per call.
 export const REGISTER_OPTIONS: Record<string, Options> = flagsOnly({
@@ -251,6 +258,9 @@ export const COMMAND_KEYS: Readonly<Record<CommandName, readonly string[]>> = {
   worker: [...Object.keys(WORKER_OPTIONS), ...Object.keys(LOG_OPTIONS)],
   register: [...Object.keys(API_OPTIONS), 'id', 'address'],
   unregister: [...Object.keys(API_OPTIONS), 'id'],
+  cordon: [...Object.keys(API_OPTIONS), 'id'],
+  uncordon: [...Object.keys(API_OPTIONS), 'id'],
+  drain: [...Object.keys(API_OPTIONS), 'id'],
   // `token rotate <id>`: the first word is all envOnlyKeys sees.
   token: [...Object.keys(API_OPTIONS), 'id'],
   workers: Object.keys(API_OPTIONS),
@@ -831,6 +841,23 @@ export function parseSinceArg(given: unknown): string | undefined {
     if (!isCloudaiError(err)) throw err
     throw new CloudaiError('CLOUDAI_BAD_CONFIG', `--${err.message}`)
   }
+}
+
+/** The POST /api/workers/{id}/drain body (`deadline_s` only when given). */
+export interface DrainBody {
+  deadline_s?: number
+  force: boolean
+}
+
+/** `drain <id> [--deadline D] [--force] [--detach]`; --deadline and --force together are refused (force has no deadline to wait for). */
+export function buildDrainRequest(argv: Argv): { body: DrainBody; detach: boolean } {
+  const deadlineMs = read<number | null>(argv, 'deadline', null, positiveDuration)
+  const force = read(argv, 'force', false, bool)
+  if (force && deadlineMs !== null) {
+    throw new CloudaiError('CLOUDAI_BAD_CONFIG', '--force and --deadline do not go together: --force cancels and requeues what runs there now; --deadline waits that long first', { flag: '--force' })
+  }
+  const body: DrainBody = deadlineMs === null ? { force } : { deadline_s: deadlineMs / 1000, force }
+  return { body, detach: read(argv, 'detach', false, bool) }
 }
 
 /** `register --wait --timeout`. */

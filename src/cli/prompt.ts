@@ -7,6 +7,7 @@ import {
   formatError,
   formatHealth,
   formatRegistered,
+  formatScheduling,
   formatStatus,
   formatTask,
   formatTaskCancelled,
@@ -17,7 +18,7 @@ import {
   formatWorkerMetrics,
   formatWorkers,
 } from './format.js'
-import { TASKS_OPTIONS, TASK_SUBMIT_FLAGS, TASK_SUBMIT_OPTIONS, buildTaskQuery, buildTaskSubmitBody } from './options.js'
+import { DRAIN_OPTIONS, TASKS_OPTIONS, TASK_SUBMIT_FLAGS, TASK_SUBMIT_OPTIONS, buildDrainRequest, buildTaskQuery, buildTaskSubmitBody } from './options.js'
 import { splitWords } from './words.js'
 
 // The interactive `master> ` prompt: a second front end of MasterControl next to the REST API,
@@ -55,6 +56,11 @@ const HELP = `commands:
                               go back to the queue and are cancelled on it
   token rotate <id>           issue a worker a new token (shown once); the old one works until
                               the worker presents the new one, or for --token-grace
+  cordon <id>                 place no new tasks on a worker (what runs there goes on)
+  uncordon <id>               let it take tasks again (stops a drain under way)
+  drain <id> [--deadline D] [--force]
+                              cordon it, let its tasks finish, at D (30s, 10m, 1h) cancel and
+                              requeue the rest (--force: now); workers shows when it is drained
   task submit [flags] -- <command...>
                               queue a task (help submit lists the flags)
   submit <command...>         queue a task with the defaults: submit echo hello
@@ -268,6 +274,25 @@ export function startPrompt(opts: PromptOptions): Prompt {
         }
         write(formatUnregistered(await control.unregisterWorker(args[0]!)))
         break
+      case 'cordon':
+      case 'uncordon':
+        if (args.length !== 1) {
+          write(`usage: ${command} <id>`)
+          break
+        }
+        write(formatScheduling(command === 'cordon' ? 'cordon' : 'uncordon', await (command === 'cordon' ? control.cordonWorker(args[0]!) : control.uncordonWorker(args[0]!)), Date.now()))
+        break
+      case 'drain': {
+        // The prompt does not wait for the drain (it would hold the prompt): `workers` shows it.
+        const { argv, rest } = parseFlags(args.filter((a) => a !== '--force'), { deadline: DRAIN_OPTIONS.deadline! }, 'drain')
+        if (rest.length !== 1) {
+          write('usage: drain <id> [--deadline D] [--force]')
+          break
+        }
+        const { body } = buildDrainRequest({ ...argv, force: args.includes('--force') })
+        write(formatScheduling('drain', await control.drainWorker(rest[0]!, body), Date.now()))
+        break
+      }
       case 'task':
         await task(args)
         break

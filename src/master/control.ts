@@ -45,6 +45,19 @@ export interface MasterControl {
    * (`tasks_requeued`) and, when it is active, it is told to cancel them.
    */
   unregisterWorker(id: string): Promise<{ worker_id: string; persisted: boolean; tasks_requeued?: string[] }>
+  /** No new placements on the worker (tasks that target it wait); idempotent. @throws CLOUDAI_BAD_WORKER_ID, CLOUDAI_UNKNOWN_WORKER */
+  cordonWorker(id: string): Promise<{ worker: WorkerView; persisted: boolean }>
+  /** Ends a cordon, and a drain under way with it. @throws CLOUDAI_BAD_WORKER_ID, CLOUDAI_UNKNOWN_WORKER */
+  uncordonWorker(id: string): Promise<{ worker: WorkerView; persisted: boolean }>
+  /**
+   * Cordons and drains the worker from a body `{deadline_s, force}` (both optional): what runs
+   * there may finish; at the deadline (at once with force) the rest is cancelled and requeued
+   * without counting an attempt; then the worker is `drained`. Works on an inactive worker too.
+   * @throws CLOUDAI_BAD_WORKER_ID, CLOUDAI_UNKNOWN_WORKER, CLOUDAI_BAD_REQUEST, CLOUDAI_BAD_FIELD
+   */
+  drainWorker(id: string, body: unknown): Promise<{ worker: WorkerView; persisted: boolean }>
+  /** Stops a drain; the worker stays cordoned. @throws CLOUDAI_UNKNOWN_WORKER, CLOUDAI_NOT_DRAINING (409) */
+  stopDrain(id: string): Promise<{ worker: WorkerView; persisted: boolean }>
   status(): ClusterStatus
   /**
    * A worker's telemetry: latest usage, rolling averages and peaks, history from `since` (epoch ms),

@@ -8,6 +8,7 @@ import type { MonitorState } from './reconnect/monitor.js'
 //     one inside its fast re-dial window (src/master/reconnect/schedule.ts) is held to the
 //     schedule's promise instead: dialled within two fast caps and a dial timeout;
 //   - no worker has been inactive for more than 5 minutes.
+// A drained worker (drains.ts) counts in neither: an operator took it out of service to stop it.
 // Thresholds are configurable. /healthz answers 503 with the reasons and the worker ids.
 
 export interface HealthThresholds {
@@ -92,6 +93,8 @@ export function checkHealth(input: HealthInput): HealthReport {
       active++
       continue
     }
+    // A drained worker was taken out of service by an operator: stopping it is no alarm.
+    if (w.scheduling?.drain?.drainedAt != null) continue
     const inactiveFor = now - Math.max(w.disconnectedAt ?? w.registeredAt, input.startedAt)
     if (inactiveFor > thresholds.maxInactiveMs) tooLong.push(w.id)
     // The schedule's promise only ever tightens the operator's threshold, never loosens it.

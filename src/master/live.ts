@@ -155,6 +155,8 @@ export class LiveFeed extends EventEmitter<LiveEvents> {
     // Suspect or cleared: the worker's view changed (its `suspect` fields).
     registry[how]('worker-suspect', this.onChanged)
     registry[how]('worker-cleared', this.onChanged)
+    // Cordoned, uncordoned, draining, drained: its `scheduling` and `drain` fields.
+    registry[how]('worker-scheduling', this.onChanged)
     registry[how]('worker-active', this.onActive)
     registry[how]('worker-inactive', this.onInactive)
     registry[how]('worker-unregistered', this.onUnregistered)

@@ -36,7 +36,9 @@ export class Liveness {
       const w = this.registry.get(id)
       const silentMs = w?.lastHeartbeat != null ? now - w.lastHeartbeat : null
       if (this.registry.markInactive(id, 'heartbeat-timeout', now)) {
-        this.opts.log.warn({ workerId: id, address: w?.address, silentMs }, `Worker ${id} became inactive: no heartbeat for ${Math.round((silentMs ?? 0) / 1000)}s`)
+        // A drained worker was taken out of service to be stopped: no warning for it.
+        const drained = w?.scheduling?.drain?.drainedAt != null
+        this.opts.log[drained ? 'info' : 'warn']({ workerId: id, address: w?.address, silentMs, drained }, `Worker ${id} became inactive: no heartbeat for ${Math.round((silentMs ?? 0) / 1000)}s${drained ? ' (it is drained)' : ''}`)
       }
     }
     return expired

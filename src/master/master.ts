@@ -27,6 +27,8 @@ import { MasterMetrics } from './metrics.js'
 import { autoTelemetryThreads, TelemetryHub } from './telemetry/hub.js'
 import { QueueProcessor } from './queue.js'
 import { neverFitsReason } from './scheduler.js'
+import { WorkerDrains } from './drains.js'
+import { parseDrainRequest } from '../shared/worker-scheduling.js'
 import { parseTaskInput } from './task-input.js'
 import { TaskTable } from './tasks.js'
 import { TaskPruner } from './task-retention.js'
@@ -64,6 +66,8 @@ export class Master implements MasterControl {
   /** Worker, task and telemetry events for the WebSocket. */
   readonly live: LiveFeed
   private readonly queue: QueueProcessor
+  /** Cordons and drains (drains.ts). */
+  private readonly drains: WorkerDrains
   /** Removes finished tasks past --task-retention or --max-finished-tasks. */
   private readonly pruner: TaskPruner
   private readonly log: Logger
@@ -108,6 +112,7 @@ export class Master implements MasterControl {
     this.pruner = new TaskPruner({ tasks: this.tasks, retentionMs: config.taskRetentionMs, log: this.log })
     this.journal.on('tasks-written', (ids) => this.tasks.markDurable(ids))
     this.queue = new QueueProcessor({ tasks: this.tasks, registry: this.registry, clients: new WorkerClients(auth, key), log: this.log, heartbeatTimeoutMs: config.heartbeatTimeoutMs, requeueAfterMs: config.requeueAfterMs ?? config.heartbeatTimeoutMs, counters: this.counters, storeRecovered: this.journal })
+    this.drains = new WorkerDrains({ registry: this.registry, tasks: this.tasks, evict: (id, why) => this.queue.evict(id, why), log: this.log })
     this.liveness = new Liveness(this.registry, { timeoutMs: config.heartbeatTimeoutMs, log: this.log })
     this.monitor = new ReconnectMonitor(this.registry, this.dialer, {
       intervalMs: config.reconnectIntervalMs,
@@ -227,6 +232,8 @@ export class Master implements MasterControl {
       this.pruner.start()
       this.suspects.start()
       this.queue.start()
+      // After the queue (a deadline passed while the master was down requeues at once) and after the load.
+      this.drains.start()
       const queued = this.tasks.counts().queued
       log.info({ step: 4, queued }, `Queue processor started (${queued} task(s) queued)`)
 
@@ -335,6 +342,7 @@ export class Master implements MasterControl {
   private async loadLate(): Promise<void> {
     const { workers, tasks } = await this.loadFromStore()
     this.log.info({ store: this.store.kind, workers, tasks }, `Store ${this.store.kind} answered: merged ${workers} worker(s) and ${tasks} task(s) it held into memory`)
+    this.drains.rearm()
     if (this.phase !== 'running') return
     if (workers > 0) this.monitor.runPass().catch((err: unknown) => this.log.error({ err }, 'Reconnection pass over the workers the store held failed; the monitor runs the next one on its interval'))
     if (tasks > 0) this.queue.kick()
@@ -353,6 +361,7 @@ export class Master implements MasterControl {
     const log = this.log
     this.phase = 'closing'
     log.info('Shutting down: stopping the queue processor')
+    this.drains.close()
     await this.queue.close()
     this.pruner.close()
     log.info('Shutting down: stopping the reconnection monitor')
@@ -455,6 +464,35 @@ export class Master implements MasterControl {
     this.log.info({ workerId: id, address: worker.address, tasksRequeued: requeued.length, active }, `Worker ${id} unregistered; its token is revoked and no more reconnection attempts are made${tasks}`)
     const persisted = await this.journal.sync()
     return { worker_id: id, persisted, tasks_requeued: requeued }
+  }
+
+  async cordonWorker(id: string): Promise<{ worker: WorkerView; persisted: boolean }> {
+    validateWorkerId(id, 'worker id')
+    this.assertRunning()
+    const worker = this.drains.cordon(id)
+    return { worker: toWorkerView(worker), persisted: await this.journal.sync() }
+  }
+
+  async uncordonWorker(id: string): Promise<{ worker: WorkerView; persisted: boolean }> {
+    validateWorkerId(id, 'worker id')
+    this.assertRunning()
+    const worker = this.drains.uncordon(id)
+    return { worker: toWorkerView(worker), persisted: await this.journal.sync() }
+  }
+
+  async drainWorker(id: string, body: unknown): Promise<{ worker: WorkerView; persisted: boolean }> {
+    validateWorkerId(id, 'worker id')
+    const req = parseDrainRequest(body)
+    this.assertRunning()
+    const worker = this.drains.drain(id, req)
+    return { worker: toWorkerView(worker), persisted: await this.journal.sync() }
+  }
+
+  async stopDrain(id: string): Promise<{ worker: WorkerView; persisted: boolean }> {
+    validateWorkerId(id, 'worker id')
+    this.assertRunning()
+    const worker = this.drains.stopDrain(id)
+    return { worker: toWorkerView(worker), persisted: await this.journal.sync() }
   }
 
   async submitTask(body: unknown): Promise<TaskView> {

@@ -90,6 +90,11 @@ export class QueueProcessor {
   /** Operator cancels under way (their transition not applied yet): assign() sends nothing for these. */
   private readonly cancelling = new Map<string, { assignSkipped: boolean }>()
 
+  /**
+   * Tasks a drain took off a worker (requeued, CancelTask sent), until they are placed again or
+   * end: the worker's heartbeats still listing one must not withdraw the queued copy back onto it.
+   */
+  private readonly evicted = new Map<string, string>()
   /** Queued tasks being withdrawn for the worker that still runs them (one transition at a time). */
   private readonly withdrawing = new Set<string>()
   /** Inactive workers whose tasks wait out --requeue-after. */
@@ -100,6 +105,7 @@ export class QueueProcessor {
   private readonly pruned = new PrunedTasks()
   private readonly onTaskPruned = (t: TaskRecord, workers: readonly string[]): void => {
     this.pruned.add(t.id, workers)
+    this.evicted.delete(t.id)
     this.misses.delete(t.id)
     this.mayStillRun.delete(t.id)
   }
@@ -147,8 +153,11 @@ export class QueueProcessor {
       this.opts.clients.drop(w.id)
     }
   }
+  /** Cordoned, uncordoned, drained: an uncordoned worker may take what waits for it. */
+  private readonly onWorkerScheduling = (): void => this.kick()
   private readonly onTaskChanged = (t: TaskRecord): void => {
     if (t.status !== 'assigned' && t.status !== 'running') this.misses.delete(t.id)
+    if (t.status !== 'queued') this.evicted.delete(t.id)
     if (t.status === 'completed' || t.status === 'failed' || t.status === 'cancelled') {
       this.mayStillRun.delete(t.id)
       // The last task of a worker waiting out its requeue wait finished or was cancelled: nothing is left to wait for.
@@ -184,6 +193,7 @@ export class QueueProcessor {
     registry.on('worker-cleared', this.onWorkerCleared)
     registry.on('worker-inactive', this.onWorkerDown)
     registry.on('worker-unregistered', this.onWorkerGone)
+    registry.on('worker-scheduling', this.onWorkerScheduling)
     tasks.on('task-changed', this.onTaskChanged)
     tasks.on('task-pruned', this.onTaskPruned)
     this.finals.start()
@@ -226,8 +236,9 @@ export class QueueProcessor {
       if (queued.length === 0) return
       const candidates = new Map<string, Candidate>()
       for (const w of registry.values()) {
-        // A suspect worker takes nothing until it answers again (worker-cleared drains then).
-        if (!w.isActive || !w.specs || w.suspect) continue
+        // A suspect worker takes nothing until it answers again (worker-cleared drains then); a
+        // cordoned one until it is uncordoned (worker-scheduling).
+        if (!w.isActive || !w.specs || w.suspect || w.scheduling) continue
         const c = candidate(w)
         for (const t of tasks.onWorkerTasks(w.id)) place(c, t)
         candidates.set(w.id, c)
@@ -521,7 +532,7 @@ export class QueueProcessor {
           this.track(tasks.transition(t.id, 'running', { startedAt: t.startedAt ?? Date.now() }, null, { workerId, attempt: t.attempt, from: ['assigned'], startsRun: true }))
         }
       } else if (r.status === 'running') {
-        if (t && t.status === 'queued' && latestPlacement(t) === workerId && (r.attempt === 0 || r.attempt === t.attempt)) {
+        if (t && t.status === 'queued' && latestPlacement(t) === workerId && (r.attempt === 0 || r.attempt === t.attempt) && this.evicted.get(t.id) !== workerId) {
           // Requeued while this worker was away, and started nowhere since: this run is kept.
           this.withdraw(t, workerId)
         } else if (t && t.status === 'assigned' && this.assigning.has(t.id) && wasPlacedOn(t, workerId)) {
@@ -697,6 +708,45 @@ export class QueueProcessor {
   }
 
   /**
+   * A drain's deadline (or --force): every task on the worker goes back to the queue without
+   * spending an attempt (the master stopped the run, not the task), and an active worker is told to
+   * cancel it (CancelTask: SIGTERM, its grace, SIGKILL). The task is held back from placement until
+   * the worker no longer lists it (MayStillRun), and its queued copy is never withdrawn back onto
+   * that worker (evicted): a run that finished before the cancel landed is the task's result (its
+   * report is taken as a returning worker's, earlierRunResult), one that was stopped reports
+   * 'cancelled', which is stale; either way the task runs once more at most, wherever it runs next.
+   * Resolves with the ids requeued.
+   */
+  async evict(workerId: string, why: string): Promise<string[]> {
+    const { tasks, registry, log } = this.opts
+    const moved: string[] = []
+    await Promise.all(tasks.onWorkerTasks(workerId).map(async (t) => {
+      this.mayStillRun.add(t.id, workerId)
+      this.evicted.set(t.id, workerId)
+      let back: TaskRecord | null = null
+      try {
+        back = await tasks.transition(t.id, 'queued', { workerId: null, assignedAt: null, startedAt: null }, `${why}; requeued`, { workerId, attempt: t.attempt, from: ['assigned', 'running'], refundsRun: true })
+      } finally {
+        // It moved first: finished or cancelled, nothing to hold; queued (by another eviction of it,
+        // or its worker's own 'cancelled' report), the marks stay: it may still run there.
+        if (!back && tasks.get(t.id)?.status !== 'queued') {
+          if (this.evicted.get(t.id) === workerId) this.evicted.delete(t.id)
+          if (this.mayStillRun.workerOf(t.id) === workerId) this.mayStillRun.delete(t.id)
+        }
+      }
+      if (!back) return
+      moved.push(t.id)
+      log.warn({ taskId: t.id, workerId, attempt: t.attempt, attempts: back.attempts }, `Task ${t.id} requeued off worker ${workerId} (no attempt counted): ${why}`)
+      if (registry.get(workerId)?.isActive !== true) return
+      const inflight = this.assigning.get(t.id)
+      // Its AssignTask is under way: CancelTask goes once that call settles (assign()).
+      if (inflight && inflight.workerId === workerId) inflight.cancelAfter = true
+      else this.cancels.operator(workerId, t.id)
+    }))
+    return moved
+  }
+
+  /**
    * Keeps an operation for close() and handles its failure: a rejection left unhandled would end
    * the process without its ordered shutdown. State stays consistent without it: a task whose
    * 'assigned' write failed is placed again by the next drain, one left 'assigned' or 'running' is
@@ -721,6 +771,7 @@ export class QueueProcessor {
     registry.off('worker-cleared', this.onWorkerCleared)
     registry.off('worker-inactive', this.onWorkerDown)
     registry.off('worker-unregistered', this.onWorkerGone)
+    registry.off('worker-scheduling', this.onWorkerScheduling)
     tasks.off('task-changed', this.onTaskChanged)
     tasks.off('task-pruned', this.onTaskPruned)
     if (this.scheduled) clearImmediate(this.scheduled)

@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events'
 import { CloudaiError } from '../shared/errors.js'
 import type { InactiveReason, RegistryEvents, RunningTaskInfo, SuspicionCleared, WorkerRecord, WorkerSpecs, WorkerUsage } from '../shared/types.js'
 import type { StoredCredential } from '../shared/worker-credential.js'
+import type { WorkerScheduling } from '../shared/worker-scheduling.js'
 
 /** The worker a token hash belongs to, and which of its tokens it is. */
 export interface TokenOwner {
@@ -219,6 +220,17 @@ export class Registry extends EventEmitter<RegistryEvents> {
     worker.disconnectedAt = now
     this.emit('worker-inactive', worker, { reason })
     return true
+  }
+
+  /**
+   * An operator cordoned, uncordoned or drained the worker (see drains.ts): its scheduling state
+   * is replaced, and persisted through the event. @throws CLOUDAI_UNKNOWN_WORKER
+   */
+  setScheduling(id: string, scheduling: WorkerScheduling | null): WorkerRecord {
+    const worker = this.require(id)
+    worker.scheduling = scheduling
+    this.emit('worker-scheduling', worker)
+    return worker
   }
 
   /** The worker a token hash belongs to (current or previous token), if any. */

@@ -4,7 +4,8 @@ import type { TaskRecord, WorkerRecord } from '../shared/types.js'
 // master placed on it hold (the master's own books, not the heartbeat's view, so two tasks placed
 // in the same drain never both count the same free core). Among the workers that fit, the least
 // loaded wins, then the one with the fewest tasks, then the lowest id; a target worker is honoured
-// and never substituted. A suspect worker (it did not answer its last AssignTask) is never picked.
+// and never substituted. A suspect worker (it did not answer its last AssignTask) is never picked,
+// nor a cordoned or draining one (an operator took it out of placement): a task that targets it waits.
 //
 // Load is the larger of the CPU and memory shares in use, where each task weighs at least one
 // core: a task without a request still runs a process there, and holds nothing, so by requests
@@ -63,13 +64,13 @@ function load(total: Capacity, c: Candidate): number {
   return Math.max(cpu, mem)
 }
 
-/** The worker this task should go to now, or null if no active, unsuspected worker fits it at the moment. */
+/** The worker this task should go to now, or null if no active, unsuspected, uncordoned worker fits it at the moment. */
 export function pickWorker(task: TaskRecord, candidates: Iterable<Candidate>): WorkerRecord | null {
   let best: Candidate | null = null
   let bestLoad = Number.POSITIVE_INFINITY
   for (const c of candidates) {
     const w = c.worker
-    if (!w.isActive || !w.specs || w.suspect) continue
+    if (!w.isActive || !w.specs || w.suspect || w.scheduling) continue
     if (task.targetWorkerId && task.targetWorkerId !== w.id) continue
     if (!fits(task, w.specs, c.held)) continue
     const l = load(w.specs, c)

@@ -48,6 +48,11 @@ export interface TransitionGuard {
    * counted when it started.
    */
   resumes?: boolean
+  /**
+   * The master stopped the run itself (a drain): leaving 'running' this way takes back the run it
+   * counted, so a task drained off a worker does not spend an attempt.
+   */
+  refundsRun?: boolean
 }
 
 export type TaskPatch = Partial<Pick<TaskRecord, 'workerId' | 'attempt' | 'assignedAt' | 'startedAt' | 'finishedAt' | 'exitCode' | 'logsTail'>>
@@ -378,7 +383,7 @@ export class TaskTable extends EventEmitter<TaskEvents> {
       const next: TaskRecord = {
         ...cur,
         ...this.boundOutput(patch),
-        attempts: (guard.startsRun && cur.status === 'assigned') || (resumed && !placementStarted(cur)) ? cur.attempts + 1 : cur.attempts,
+        attempts: (guard.startsRun && cur.status === 'assigned') || (resumed && !placementStarted(cur)) ? cur.attempts + 1 : guard.refundsRun && cur.status === 'running' && cur.attempts > 0 ? cur.attempts - 1 : cur.attempts,
         status: to,
         reason: reason ?? (to === 'queued' ? cur.reason : null),
         updatedAt: at,

@@ -1,5 +1,6 @@
 import type { HistoryPoint, LaneSummary, WindowName } from './telemetry/lane.js'
 import type { TaskRecord, TaskStatus, WorkerRecord } from '../shared/types.js'
+import { schedulingState, type SchedulingState, type WorkerDrain } from '../shared/worker-scheduling.js'
 
 // The JSON shapes the master shows to operators (REST, prompt, CLI). CloudAI's field names are
 // kept where they exist (worker_id, worker_ip, is_active, total_*), so CloudAI clients read them.
@@ -14,6 +15,11 @@ export interface WorkerView {
   suspect: boolean
   suspect_since: string | null
   suspect_reason: string | null
+  /** `cordoned`/`draining`/`drained`: an operator took it out of placement (cordon, drain); `eligible`: it takes tasks. */
+  scheduling: SchedulingState
+  cordoned: boolean
+  /** The drain under way or done; null: none. */
+  drain: DrainView | null
   total_cpu: number | null
   total_memory: number | null
   total_storage: number | null
@@ -28,6 +34,14 @@ export interface WorkerView {
   reconnects: number
   /** The worker's token, as far as it can be shown: when issued and first presented. Null: none issued. */
   credential: CredentialView | null
+}
+
+export interface DrainView {
+  started_at: string
+  /** When what still runs is cancelled and requeued; null: no deadline. */
+  deadline: string | null
+  force: boolean
+  drained_at: string | null
 }
 
 export interface CredentialView {
@@ -60,7 +74,7 @@ const iso = (ms: number | null): string | null => (ms === null ? null : new Date
 // on every heartbeat (usage, running tasks, last heartbeat) between what changes only when the
 // worker connects, disconnects or turns suspect. toWorkerView is their union, in this key order.
 
-export type WorkerHeadView = Pick<WorkerView, 'worker_id' | 'worker_ip' | 'address' | 'is_active' | 'status' | 'suspect' | 'suspect_since' | 'suspect_reason' | 'total_cpu' | 'total_memory' | 'total_storage' | 'total_gpu'>
+export type WorkerHeadView = Pick<WorkerView, 'worker_id' | 'worker_ip' | 'address' | 'is_active' | 'status' | 'suspect' | 'suspect_since' | 'suspect_reason' | 'scheduling' | 'cordoned' | 'drain' | 'total_cpu' | 'total_memory' | 'total_storage' | 'total_gpu'>
 export type WorkerTailView = Pick<WorkerView, 'registered_at' | 'connected_at' | 'disconnected_at' | 'reconnects' | 'credential'>
 
 export function workerHeadView(w: WorkerRecord): WorkerHeadView {
@@ -73,11 +87,18 @@ export function workerHeadView(w: WorkerRecord): WorkerHeadView {
     suspect: Boolean(w.suspect),
     suspect_since: iso(w.suspect?.since ?? null),
     suspect_reason: w.suspect?.reason ?? null,
+    scheduling: schedulingState(w.scheduling),
+    cordoned: Boolean(w.scheduling),
+    drain: w.scheduling?.drain ? drainView(w.scheduling.drain) : null,
     total_cpu: w.specs?.cpu ?? null,
     total_memory: w.specs?.memory ?? null,
     total_storage: w.specs?.storage ?? null,
     total_gpu: w.specs?.gpu ?? null,
   }
+}
+
+function drainView(d: WorkerDrain): DrainView {
+  return { started_at: iso(d.startedAt) as string, deadline: iso(d.deadline), force: d.force, drained_at: iso(d.drainedAt) }
 }
 
 export function workerUsageView(w: WorkerRecord): WorkerView['usage'] {

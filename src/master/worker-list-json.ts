@@ -10,7 +10,7 @@ import { lastHeartbeatView, runningTasksView, workerHeadView, workerTailView, wo
 // the text) is rendered again only when one of the fields it shows changes.
 //
 // Change is seen by identity, not by a revision the registry would have to bump: the registry
-// replaces `usage`, `runningTasks`, `specs`, `credential` and `suspect` with new objects and never
+// replaces `usage`, `runningTasks`, `specs`, `credential`, `suspect` and `scheduling` with new objects and never
 // edits them in place, and every other field shown is a primitive. The text is byte for byte what
 // JSON.stringify of the views gives (views.ts renders the same parts, in the same key order).
 //
@@ -34,6 +34,7 @@ interface Rendered {
   address: string
   specs: WorkerRecord['specs']
   suspect: WorkerRecord['suspect']
+  scheduling: WorkerRecord['scheduling']
   usageJson: string
   usage: WorkerRecord['usage']
   tasksJson: string
@@ -65,7 +66,7 @@ function render(w: WorkerRecord): Rendered {
   const r: Rendered = {
     json: null,
     headBytes: 0, usageBytes: 0, tasksBytes: 0, midBytes: 0, tailBytes: 0,
-    head: renderHead(w), isActive: w.isActive, address: w.address, specs: w.specs, suspect: w.suspect,
+    head: renderHead(w), isActive: w.isActive, address: w.address, specs: w.specs, suspect: w.suspect, scheduling: w.scheduling,
     usageJson: JSON.stringify(workerUsageView(w)), usage: w.usage,
     tasksJson: renderTasks(w), runningTasks: w.runningTasks,
     mid: renderMid(w), reportedAddress: w.reportedAddress, lastHeartbeat: w.lastHeartbeat,
@@ -88,13 +89,14 @@ function current(w: WorkerRecord): Rendered {
     return r
   }
   let changed = false
-  if (r.isActive !== w.isActive || r.address !== w.address || r.specs !== w.specs || r.suspect !== w.suspect) {
+  if (r.isActive !== w.isActive || r.address !== w.address || r.specs !== w.specs || r.suspect !== w.suspect || r.scheduling !== w.scheduling) {
     r.head = renderHead(w)
     r.headBytes = utf8(r.head)
     r.isActive = w.isActive
     r.address = w.address
     r.specs = w.specs
     r.suspect = w.suspect
+    r.scheduling = w.scheduling
     changed = true
   }
   if (r.usage !== w.usage) {

@@ -41,6 +41,8 @@ export const ErrorCodes = {
   CLOUDAI_WORKER_NOT_REGISTERED: { http: 403, grpc: GrpcStatus.PERMISSION_DENIED },
   CLOUDAI_WORKER_INACTIVE: { http: 409, grpc: GrpcStatus.FAILED_PRECONDITION },
   CLOUDAI_WORKER_EXISTS: { http: 409, grpc: GrpcStatus.ALREADY_EXISTS },
+  /** DELETE /api/workers/{id}/drain of a worker no drain is on. */
+  CLOUDAI_NOT_DRAINING: { http: 409, grpc: GrpcStatus.FAILED_PRECONDITION },
   CLOUDAI_BAD_TASK_ID: { http: 400, grpc: GrpcStatus.INVALID_ARGUMENT },
   CLOUDAI_UNKNOWN_TASK: { http: 404, grpc: GrpcStatus.NOT_FOUND },
   /** A task id prefix that more than one task's id starts with. */

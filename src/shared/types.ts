@@ -1,4 +1,5 @@
 import type { StoredCredential } from './worker-credential.js'
+import type { WorkerScheduling } from './worker-scheduling.js'
 
 // Shared shapes of the master's state. The registry owns these records; the store, the API
 // and (later) telemetry only read them or receive copies.
@@ -58,6 +59,11 @@ export interface WorkerRecord {
    * Kept in memory only (absent in stored records: not suspect); replaced, never edited in place.
    */
   suspect?: WorkerSuspicion | null
+  /**
+   * Cordoned or drained by an operator (worker-scheduling.ts): no new placements. Persisted with
+   * the worker; absent or null: it takes placements. Replaced, never edited in place.
+   */
+  scheduling?: WorkerScheduling | null
 }
 
 export interface WorkerSuspicion {
@@ -92,6 +98,8 @@ export interface RegistryEvents {
   'worker-cleared': [worker: WorkerRecord, meta: { by: SuspicionCleared }]
   /** A new token was issued (rotation), the worker presented its current one for the first time, or its certificate. */
   'worker-credential': [worker: WorkerRecord, meta: { change: CredentialChange }]
+  /** Cordoned, uncordoned, a drain started, stopped or done: `scheduling` changed. */
+  'worker-scheduling': [worker: WorkerRecord]
 }
 
 export type TaskStatus = 'queued' | 'assigned' | 'running' | 'completed' | 'failed' | 'cancelled'

@@ -11,8 +11,8 @@ export const HEARTBEAT_FLUSH_MS = 15_000
 /** Workers per heartbeat write (see writeHeartbeats). */
 const HEARTBEAT_WRITE_ROWS = 1000
 
-type WorkerEvent = 'worker-registered' | 'worker-unregistered' | 'worker-active' | 'worker-inactive' | 'worker-changed' | 'worker-credential'
-const WORKER_EVENTS: readonly WorkerEvent[] = ['worker-registered', 'worker-unregistered', 'worker-active', 'worker-inactive', 'worker-changed', 'worker-credential']
+type WorkerEvent = 'worker-registered' | 'worker-unregistered' | 'worker-active' | 'worker-inactive' | 'worker-changed' | 'worker-credential' | 'worker-scheduling'
+const WORKER_EVENTS: readonly WorkerEvent[] = ['worker-registered', 'worker-unregistered', 'worker-active', 'worker-inactive', 'worker-changed', 'worker-credential', 'worker-scheduling']
 
 /** The registry as the journal sees it: current state by id, its events, and the heartbeat batch. */
 export interface JournalSource {

@@ -20,6 +20,7 @@ import type { StoreConfig } from '../config.js'
 import { CloudaiError } from '../shared/errors.js'
 import type { RunningTaskInfo, TaskRecord, WorkerRecord } from '../shared/types.js'
 import { readStoredCredential, type StoredCredential } from '../shared/worker-credential.js'
+import { readWorkerScheduling, withScheduling, type WorkerScheduling } from '../shared/worker-scheduling.js'
 import { redactMongoUri } from './mongo-uri.js'
 import { FINAL_TASK_STATUSES, taskVersion, type Store, type WorkerChanges } from './store.js'
 
@@ -62,6 +63,13 @@ export interface WorkerDoc {
   reconnects: number
   /** What the master keeps of the worker's token: a nonce and a hash, never the token. */
   credential: CredentialDoc | null
+  /** Cordon and drain (ours; absent in CloudAI's documents): times in epoch ms. */
+  scheduling?: SchedulingDoc | null
+}
+
+interface SchedulingDoc {
+  cordoned_at_ms: Long | number
+  drain: { started_at_ms: Long | number; deadline_ms: Long | number | null; force: boolean; drained_at_ms: Long | number | null } | null
 }
 
 interface CredentialDoc {
@@ -373,7 +381,28 @@ export function toWorkerDoc(w: WorkerRecord, now: number): WorkerDoc {
     disconnected_at_ms: nullableInt64(w.disconnectedAt),
     reconnects: w.reconnects,
     credential: toCredentialDoc(w.credential),
+    scheduling: toSchedulingDoc(w.scheduling ?? null),
   }
+}
+
+function toSchedulingDoc(s: WorkerScheduling | null): SchedulingDoc | null {
+  if (s === null) return null
+  const d = s.drain
+  return {
+    cordoned_at_ms: int64(s.cordonedAt),
+    drain: d ? { started_at_ms: int64(d.startedAt), deadline_ms: nullableInt64(d.deadline), force: d.force, drained_at_ms: nullableInt64(d.drainedAt) } : null,
+  }
+}
+
+/** Checked field by field, as the credential: a damaged one reads as none. */
+function fromSchedulingDoc(v: unknown): WorkerScheduling | null {
+  if (typeof v !== 'object' || v === null) return null
+  const o = v as Record<string, unknown>
+  const d = o.drain as Record<string, unknown> | null | undefined
+  return readWorkerScheduling({
+    cordonedAt: time(o.cordoned_at_ms, 1),
+    drain: d && typeof d === 'object' ? { startedAt: time(d.started_at_ms, 1), deadline: time(d.deadline_ms, 1), force: d.force, drainedAt: time(d.drained_at_ms, 1) } : null,
+  })
 }
 
 function toCredentialDoc(c: StoredCredential | null): CredentialDoc | null {
@@ -427,6 +456,7 @@ export function fromWorkerDoc(d: Document): WorkerRecord | null {
     disconnectedAt: time(d.disconnected_at_ms, 1),
     reconnects: num(d.reconnects) ?? 0,
     credential: fromCredentialDoc(d.credential),
+    ...withScheduling(fromSchedulingDoc(d.scheduling)),
   }
 }
 

@@ -247,7 +247,7 @@ const OVERFLOWS = `(() => {
   return out
 })()`
 
-test('the dashboard fits 1280×800, 1920×1080 and 800×600: no column clipped or off to the side, full task ids, output and reasons shown, sparklines from history', async (t) => {
+test('the dashboard fits 1280×800, 1920×1080 and 800×600: no column clipped or off to the side, full task ids, output and reasons shown, sparklines from history, cordoned and drained workers badged', async (t) => {
   const browser = await launch(t)
   const master = await startMaster(t, { dataDir: tempDir(t), args: [...FAST_MASTER_FLAGS, '--telemetry-step', '1s'] })
   const port = await reservePort()
@@ -257,6 +257,9 @@ test('the dashboard fits 1280×800, 1920×1080 and 800×600: no column clipped o
     assert.equal((await api(master.api, '/api/workers', { method: 'POST', body: { worker_id: id, worker_ip: `127.0.0.1:${p}` } })).status, 201)
   }
   await waitUntil(async () => (await api(master.api, '/api/workers/gpu-node-eu-west-1a-0001')).body.is_active === true || undefined, 'the worker to be active')
+  // One drained (nothing on it: at once), one cordoned: their badges must fit too.
+  assert.equal((await api(master.api, '/api/workers/build-runner-12/drain', { method: 'POST', body: { deadline_s: 3600 } })).body.worker.scheduling, 'drained')
+  assert.equal((await api(master.api, '/api/workers/w3/cordon', { method: 'POST', body: {} })).status, 200)
   const submit = async (body: Record<string, unknown>): Promise<string> => {
     const r = await api(master.api, '/api/tasks', { method: 'POST', body })
     assert.equal(r.status, 201, JSON.stringify(r.body))
@@ -289,6 +292,10 @@ test('the dashboard fits 1280×800, 1920×1080 and 800×600: no column clipped o
     assert.equal(icon.status, 200)
     assert.equal(icon.headers.get('content-type'), 'image/svg+xml')
     await page.waitForFunction(`(document.querySelector('#workers tr[data-worker-id="gpu-node-eu-west-1a-0001"] td.usage-cpu polyline')?.getAttribute('points') ?? '').split(' ').filter(Boolean).length >= ${Math.min(history, 4)}`, undefined, { timeout: WAIT_MS })
+
+    await visible(page.locator('#workers tr[data-worker-id="build-runner-12"] .badge.sched.drained').filter({ hasText: /^drained$/ }))
+    await visible(page.locator('#workers tr[data-worker-id="w3"] .badge.sched.cordoned').filter({ hasText: /^cordoned$/ }))
+    assert.equal(await page.locator('#workers tr[data-worker-id="gpu-node-eu-west-1a-0001"] .badge.sched').isVisible(), false, 'no badge for a worker that takes tasks')
 
     // Full ids, and why the queued one waits.
     await visible(page.locator(`#recent tr.task[data-task-id="${done}"] .task-id`).filter({ hasText: new RegExp(`^${done}$`) }))

@@ -6,6 +6,7 @@ import type { ClusterStatus, TaskView, WorkerMetricsView, WorkerView } from '../
 import { CloudaiError } from '../../src/shared/errors.js'
 import { FINAL_STATUSES, type TaskStatus } from '../../src/shared/types.js'
 import { validateAddress, validateTaskId, validateWorkerId } from '../../src/shared/validation.js'
+import { parseDrainRequest } from '../../src/shared/worker-scheduling.js'
 
 // One in-memory MasterControl for the unit tests of the front ends (HTTP API, prompt): the
 // Master's validation and error codes over Maps, so a front end can be tested without gRPC or a store.
@@ -78,6 +79,33 @@ export class MemoryControl implements MasterControl {
     if (!this.workers.delete(id)) throw new CloudaiError('CLOUDAI_UNKNOWN_WORKER', `worker ${id} is not registered`)
     await Promise.resolve()
     return { worker_id: id, persisted: true }
+  }
+
+  async cordonWorker(id: string): Promise<{ worker: WorkerView; persisted: boolean }> {
+    return this.setScheduling(id, (w) => (w.cordoned ? w : { ...w, cordoned: true, scheduling: 'cordoned' }))
+  }
+
+  async uncordonWorker(id: string): Promise<{ worker: WorkerView; persisted: boolean }> {
+    return this.setScheduling(id, (w) => ({ ...w, cordoned: false, scheduling: 'eligible', drain: null }))
+  }
+
+  async drainWorker(id: string, body: unknown): Promise<{ worker: WorkerView; persisted: boolean }> {
+    const { deadlineMs, force } = parseDrainRequest(body)
+    const at = new Date().toISOString()
+    return this.setScheduling(id, (w) => ({ ...w, cordoned: true, scheduling: 'drained', drain: { started_at: at, deadline: deadlineMs === null ? null : new Date(Date.now() + deadlineMs).toISOString(), force, drained_at: at } }))
+  }
+
+  async stopDrain(id: string): Promise<{ worker: WorkerView; persisted: boolean }> {
+    const w = this.getWorker(id)
+    if (!w.drain) throw new CloudaiError('CLOUDAI_NOT_DRAINING', `worker ${id} is not being drained`)
+    return this.setScheduling(id, (v) => ({ ...v, scheduling: 'cordoned', drain: null }))
+  }
+
+  private async setScheduling(id: string, change: (w: WorkerView) => WorkerView): Promise<{ worker: WorkerView; persisted: boolean }> {
+    const worker = change(this.getWorker(id))
+    this.workers.set(id, worker)
+    await Promise.resolve()
+    return { worker, persisted: true }
   }
 
   /** What health() answers; a test sets it to see the route's status code follow. */
@@ -224,6 +252,9 @@ export function workerView(id: string, address: string, overrides: Partial<Worke
     suspect: false,
     suspect_since: null,
     suspect_reason: null,
+    scheduling: 'eligible',
+    cordoned: false,
+    drain: null,
     total_cpu: null,
     total_memory: null,
     total_storage: null,

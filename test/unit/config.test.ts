@@ -20,6 +20,7 @@ import {
   envName,
   envOnlyKeys,
   buildRegisterWait,
+  buildDrainRequest,
   parseAddressArg,
   parseSinceArg,
   parseTaskIdArg,
@@ -626,6 +627,17 @@ test('a single-valued flag given more than once is its last value; --env keeps e
   assert.deepEqual(buildApiOptions({ api: ['http://127.0.0.1:1', 'http://127.0.0.1:9090/'], json: true }), { api: 'http://127.0.0.1:9090', json: true, apiToken: null })
   assert.deepEqual(buildRegisterWait({ timeout: ['0', '5s'] }), { wait: false, timeoutMs: 5000 })
   assert.equal(parseSinceArg(['yesterday', '15m']), '15m')
+})
+
+test('drain flags: --deadline is a duration above 0 sent as deadline_s, --force and --detach booleans; --force with --deadline is refused', () => {
+  assert.deepEqual(buildDrainRequest({}), { body: { force: false }, detach: false })
+  assert.deepEqual(buildDrainRequest({ deadline: '1h' }), { body: { deadline_s: 3600, force: false }, detach: false })
+  assert.deepEqual(buildDrainRequest({ deadline: '1500ms', detach: true }), { body: { deadline_s: 1.5, force: false }, detach: true })
+  assert.deepEqual(buildDrainRequest({ deadline: ['10m', '30s'] }), { body: { deadline_s: 30, force: false }, detach: false }, 'a repeated flag is its last value')
+  assert.deepEqual(buildDrainRequest({ force: true }), { body: { force: true }, detach: false })
+  for (const value of ['0', '-1s', 'soon', '8d', '']) assert.throws(() => buildDrainRequest({ deadline: value }), badConfig('--deadline'), `--deadline ${value}`)
+  assert.throws(() => buildDrainRequest({ force: 'maybe' }), badConfig('--force'))
+  assert.throws(() => buildDrainRequest({ deadline: '1m', force: true }), /--force and --deadline do not go together/)
 })
 
 test('the tasks query is validated as the master validates it; pending means queued', () => {

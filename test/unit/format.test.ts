@@ -77,6 +77,19 @@ test('the workers table: status, address, cores, GB, usage, heartbeat age and a 
   )
 })
 
+test('the workers table says which workers are cordoned, draining or drained, and counts them in the summary', () => {
+  const drain = { started_at: ago(60_000), deadline: null, force: false, drained_at: null }
+  const text = formatWorkers([
+    { ...active, scheduling: 'cordoned', cordoned: true },
+    { ...active, worker_id: 'worker-2', scheduling: 'draining', cordoned: true, drain },
+    { ...inactive, scheduling: 'drained', cordoned: true, drain: { ...drain, drained_at: ago(1000) } },
+  ], { now: NOW, color: false })
+  assert.match(text, /^worker-1  ● Active, cordoned /m)
+  assert.match(text, /^worker-2  ● Active, draining /m)
+  assert.match(text, /^w2        ○ Inactive, drained /m)
+  assert.match(text, /3 workers: 2 active, 1 inactive; 3 cordoned \(no new tasks\)$/)
+})
+
 test('colour marks the status only, and the columns stay aligned around it', () => {
   const plain = formatWorkers([active, inactive], { now: NOW, color: false })
   const colored = formatWorkers([active, inactive], { now: NOW, color: true })

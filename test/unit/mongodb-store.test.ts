@@ -75,6 +75,14 @@ test('worker documents carry CloudAI\'s fields in its types, and every WorkerRec
   for (const w of [full, bare]) assert.deepEqual(fromWorkerDoc(roundTrip(toWorkerDoc(w, Date.now()))), w)
 })
 
+test('a cordon and a drain survive BSON in the worker document (times as int64 ms); a damaged one reads as none', () => {
+  const drained = { ...bare, scheduling: { cordonedAt: 1_700_000_000_111, drain: { startedAt: 1_700_000_000_222, deadline: 1_700_003_600_222, force: false, drainedAt: 1_700_000_100_000 } } }
+  const cordoned = { ...bare, scheduling: { cordonedAt: 1_700_000_000_111, drain: null } }
+  for (const w of [drained, cordoned]) assert.deepEqual(fromWorkerDoc(roundTrip(toWorkerDoc(w, Date.now()))), w)
+  assert.equal(toWorkerDoc(bare, Date.now()).scheduling, null)
+  assert.equal(fromWorkerDoc({ ...roundTrip(toWorkerDoc(bare, Date.now())), scheduling: { cordoned_at_ms: 'yesterday' } })?.scheduling, undefined)
+})
+
 test('a worker document written by CloudAI loads: seconds, Dates, extra fields, no fields of ours', () => {
   const cloudai = roundTrip({
     worker_id: 'gpu-node-1',

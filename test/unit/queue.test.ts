@@ -278,3 +278,36 @@ test('a task its inactive worker was failed for while the store was down is not 
   queue.onHeartbeat('w1', listed)
   assert.equal(tasks.get(once1.id)?.status, 'running')
 })
+
+test('a task a drain requeued spends no attempt, is not withdrawn back onto the worker that still lists it, and waits until that worker no longer does, uncordoned or not', async (t) => {
+  const { tasks, registry, queue, journal } = queueOn(t)
+  queue.start()
+  registry.register('w1', '127.0.0.2:9', Date.now())
+  registry.connect('w1', SPECS, Date.now())
+  registry.setScheduling('w1', { cordonedAt: Date.now(), drain: { startedAt: Date.now(), deadline: Date.now(), force: true, drainedAt: null } })
+  const submitted = await tasks.submit(parseTaskInput({ command: 'sleep 600', target_worker_id: 'w1' }), { acceptWhileDegraded: false })
+  await tasks.transition(submitted.id, 'assigned', { workerId: 'w1', attempt: 1 }, null, { from: ['queued'] })
+  const task = (await tasks.transition(submitted.id, 'running', {}, null, { workerId: 'w1', attempt: 1, startsRun: true }))!
+  assert.equal(task.attempts, 1)
+
+  assert.deepEqual(await queue.evict('w1', 'worker w1 is drained with --force'), [task.id])
+  const requeued = tasks.get(task.id)!
+  assert.deepEqual({ status: requeued.status, attempts: requeued.attempts, attempt: requeued.attempt }, { status: 'queued', attempts: 0, attempt: 1 })
+  // The worker has not stopped it yet: its heartbeat still lists that attempt.
+  const listed = [{ taskId: task.id, cpu: 0, memory: 0, gpu: 0, status: 'running', attempt: 1 }]
+  queue.onHeartbeat('w1', listed)
+  await flush()
+  assert.equal(tasks.get(task.id)?.status, 'queued', 'not withdrawn back onto the draining worker')
+  // Uncordoned while it still runs there: not placed (on it or anywhere) until it no longer lists it.
+  registry.setScheduling('w1', null)
+  // A placement would be written through the journal: once it has settled twice, none was made.
+  await flush()
+  await journal.sync()
+  await flush()
+  await journal.sync()
+  assert.deepEqual(tasks.get(task.id)?.history.map((h) => h.status), ['queued', 'assigned', 'running', 'queued'], 'held back while w1 still lists it: not placed again')
+  queue.onHeartbeat('w1', listed)
+  await flush()
+  assert.equal(tasks.get(task.id)?.status, 'queued')
+  assert.equal(tasks.get(task.id)?.attempts, 0)
+})

@@ -81,3 +81,14 @@ test('a suspect worker is never picked, however idle', () => {
   assert.equal(pickWorker(task({}), [candidate(suspect), cand(worker('b', 4, 8), { cpu: 3, memory: 0, storage: 0, gpu: 0 })])?.id, 'b')
   assert.equal(pickWorker(task({}, 'a'), [candidate(suspect)]), null, 'not even as a target: the task waits for it')
 })
+
+test('a cordoned or draining worker is never picked: other workers take the task, one that targets it waits', () => {
+  const cordoned = { ...worker('a', 8, 8), scheduling: { cordonedAt: 1, drain: null } }
+  const draining = { ...worker('d', 8, 8), scheduling: { cordonedAt: 1, drain: { startedAt: 1, deadline: null, force: false, drainedAt: null } } }
+  const free = worker('z', 1, 1)
+  assert.equal(pickWorker(task({}), [cand(cordoned), cand(draining), cand(free)])?.id, 'z', 'even the busier, smaller worker is preferred')
+  assert.equal(pickWorker(task({}), [cand(cordoned), cand(draining)]), null)
+  assert.equal(pickWorker(task({}, 'a'), [cand(cordoned), cand(free)]), null, 'a task for a cordoned worker waits, never substituted')
+  assert.equal(pickWorker(task({}, 'a'), [cand({ ...cordoned, scheduling: null }), cand(free)])?.id, 'a', 'uncordoned: it takes it')
+  assert.equal(neverFitsReason(task({ cpu: 4 }, 'a'), [cordoned]), null, 'cordoned is not "never fits": it waits')
+})

@@ -114,7 +114,7 @@ test('SQLite store: a schema-2 database gets task versions from the stored histo
   await store.writeTasks([{ ...stored, status: 'assigned', history: history(2) }, { ...stored, status: 'failed', history: history(3) }])
   const after = new Database(join(dir, 'cloudai.db'), { readonly: true })
   t.after(() => after.close())
-  assert.equal(after.pragma('user_version', { simple: true }), 5)
+  assert.equal(after.pragma('user_version', { simple: true }), 6)
   assert.deepEqual(after.prepare('SELECT task_id, version FROM tasks ORDER BY task_id').all(), [{ task_id: 'task-damaged', version: 0 }, { task_id: 'task-old', version: 3 }])
   assert.ok(after.prepare("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'tasks_worker'").get())
   assert.equal(JSON.parse((after.prepare("SELECT doc FROM tasks WHERE task_id = 'task-old'").get() as { doc: string }).doc).status, 'running')
@@ -163,13 +163,20 @@ test('SQLite store: a schema-3 database (before worker tokens) gets a credential
   await store.writeWorkers({ upserts: [worker('kept', { address: '10.0.0.1:1', registeredAt: 1, credential })], deletes: [] })
   const raw = new Database(join(dir, 'cloudai.db'), { readonly: true })
   t.after(() => raw.close())
-  assert.equal(raw.pragma('user_version', { simple: true }), 5)
+  assert.equal(raw.pragma('user_version', { simple: true }), 6)
   // Schema 5: finished tasks by the time of their last change, for retention at start.
   assert.ok(raw.prepare("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'tasks_finished'").get())
+  // Schema 6: cordon and drain; none for a worker of an earlier release.
+  assert.equal((raw.prepare('SELECT scheduling FROM workers').get() as { scheduling: string | null }).scheduling, null)
   assert.deepEqual(JSON.parse((raw.prepare('SELECT credential FROM workers').get() as { credential: string }).credential), credential)
   // A damaged column costs the credential, not the worker.
   const rw = new Database(join(dir, 'cloudai.db'))
   rw.prepare("UPDATE workers SET credential = '{not json'").run()
   rw.close()
   assert.equal((await store.loadWorkers())[0]?.credential, null)
+  // And a damaged scheduling column costs the cordon (the worker takes tasks), not the worker.
+  const rw2 = new Database(join(dir, 'cloudai.db'))
+  rw2.prepare("UPDATE workers SET scheduling = '{not json'").run()
+  rw2.close()
+  assert.equal((await store.loadWorkers())[0]?.scheduling, undefined)
 })

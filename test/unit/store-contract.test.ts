@@ -146,6 +146,29 @@ function contract(subject: Subject): [string, (t: TestContext) => Promise<void>]
       },
     ],
     [
+      'a cordon and a drain round-trip with the worker (times to the millisecond, no deadline, drained), are replaced whole, and none is absent',
+      async (t) => {
+        const store = await subject.fresh(t)
+        const cordoned = worker('w-cordoned', { scheduling: { cordonedAt: 1_700_000_000_111, drain: null } })
+        const draining = worker('w-draining', { scheduling: { cordonedAt: 1_700_000_000_222, drain: { startedAt: 1_700_000_000_333, deadline: 1_700_003_600_333, force: false, drainedAt: null } } })
+        const forced = worker('w-forced', { scheduling: { cordonedAt: 1_700_000_000_444, drain: { startedAt: 1_700_000_000_444, deadline: null, force: true, drainedAt: 1_700_000_000_999 } } })
+        const none = worker('w-none')
+        await store.writeWorkers({ upserts: [cordoned, draining, forced, none], deletes: [] })
+        assert.deepEqual(byId(await store.loadWorkers()), byId([cordoned, draining, forced, none]))
+        // Drained, then uncordoned: nothing of the drain lingers.
+        const drained = { ...draining, scheduling: { cordonedAt: 1_700_000_000_222, drain: { ...draining.scheduling!.drain!, drainedAt: 1_700_000_010_000 } } }
+        const { scheduling: _gone, ...uncordoned } = cordoned
+        await store.writeWorkers({ upserts: [drained, uncordoned], deletes: [] })
+        assert.deepEqual(byId(await store.loadWorkers()), byId([uncordoned, drained, forced, none]))
+        if (subject.again) {
+          const again = subject.again(store)
+          await again.open()
+          t.after(() => again.close())
+          assert.deepEqual(byId(await again.loadWorkers()), byId([uncordoned, drained, forced, none]))
+        }
+      },
+    ],
+    [
       'an upsert replaces the whole record: nothing of the previous one lingers',
       async (t) => {
         const store = await subject.fresh(t)

@@ -190,6 +190,10 @@ export class HttpApi {
       { method: 'get', pattern: '/api/workers/:id', handle: (reply, req) => reply.json(200, this.control.getWorker(pathId(req))) },
       { method: 'del', pattern: '/api/workers/:id', handle: (reply, req) => this.unregisterWorker(reply, req) },
       { method: 'post', pattern: '/api/workers/:id/token', handle: (reply, req, res) => this.rotateWorkerToken(reply, req, res) },
+      { method: 'post', pattern: '/api/workers/:id/cordon', handle: (reply, req, res) => this.scheduling(reply, req, res, 'cordon') },
+      { method: 'post', pattern: '/api/workers/:id/uncordon', handle: (reply, req, res) => this.scheduling(reply, req, res, 'uncordon') },
+      { method: 'post', pattern: '/api/workers/:id/drain', handle: (reply, req, res) => this.scheduling(reply, req, res, 'drain') },
+      { method: 'del', pattern: '/api/workers/:id/drain', handle: (reply, req) => this.stopDrain(reply, req) },
       {
         method: 'get',
         pattern: '/api/workers/:id/metrics',
@@ -295,6 +299,21 @@ export class HttpApi {
     await readJsonObject(res, req, reply, this.bodyLimits)
     const issued = await this.control.rotateWorkerToken(id)
     reply.json(201, { message: 'New worker token issued (shown once)', ...issued }, NO_STORE)
+  }
+
+  /** Cordon, uncordon, drain: a JSON body like every POST (`{}`; a drain's `{deadline_s, force}`). */
+  private async scheduling(reply: Reply, req: HttpRequest, res: HttpResponse, what: 'cordon' | 'uncordon' | 'drain'): Promise<void> {
+    const id = pathId(req)
+    const body = await readJsonObject(res, req, reply, this.bodyLimits)
+    if (what !== 'drain' && Object.keys(body).length > 0) throw new CloudaiError('CLOUDAI_BAD_REQUEST', `${what} takes an empty JSON object ({}) as its body`)
+    const { worker, persisted } = what === 'cordon' ? await this.control.cordonWorker(id) : what === 'uncordon' ? await this.control.uncordonWorker(id) : await this.control.drainWorker(id, body)
+    const message = what === 'cordon' ? 'Worker cordoned' : what === 'uncordon' ? 'Worker uncordoned' : worker.scheduling === 'drained' ? 'Worker drained' : 'Worker draining'
+    reply.json(200, { message, worker, persisted })
+  }
+
+  private async stopDrain(reply: Reply, req: HttpRequest): Promise<void> {
+    const { worker, persisted } = await this.control.stopDrain(pathId(req))
+    reply.json(200, { message: 'Drain stopped (the worker stays cordoned)', worker, persisted })
   }
 
   private async unregisterWorker(reply: Reply, req: HttpRequest): Promise<void> {

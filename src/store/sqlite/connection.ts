@@ -6,9 +6,10 @@ import { assertWritableDir } from '../../shared/data-dir-lock.js'
 import type { RunningTaskInfo, TaskRecord, WorkerRecord } from '../../shared/types.js'
 import type { StoredCredential } from '../../shared/worker-credential.js'
 import { readStoredCredential } from '../../shared/worker-credential.js'
+import { readWorkerScheduling, withScheduling, type WorkerScheduling } from '../../shared/worker-scheduling.js'
 import { FINAL_TASK_STATUSES, taskVersion, type Store, type WorkerChanges } from '../store.js'
 
-const SCHEMA_VERSION = 5
+const SCHEMA_VERSION = 6
 
 interface WorkerRow {
   worker_id: string
@@ -31,6 +32,8 @@ interface WorkerRow {
   reconnects: number
   /** The StoredCredential as JSON (a nonce and a hash, never a token); null: none. */
   credential: string | null
+  /** The WorkerScheduling as JSON (cordon, drain); null: the worker takes placements. */
+  scheduling: string | null
 }
 
 /**
@@ -86,10 +89,10 @@ export class SqliteConnection implements Store {
     this.upsertStmt = db.prepare(`
       INSERT INTO workers (worker_id, worker_ip, is_active, total_cpu, total_memory, total_storage, total_gpu,
         cpu_usage, memory_usage, storage_usage, gpu_usage, running_tasks, reported_address,
-        registered_at, connected_at, last_heartbeat, disconnected_at, reconnects, credential)
+        registered_at, connected_at, last_heartbeat, disconnected_at, reconnects, credential, scheduling)
       VALUES (@worker_id, @worker_ip, @is_active, @total_cpu, @total_memory, @total_storage, @total_gpu,
         @cpu_usage, @memory_usage, @storage_usage, @gpu_usage, @running_tasks, @reported_address,
-        @registered_at, @connected_at, @last_heartbeat, @disconnected_at, @reconnects, @credential)
+        @registered_at, @connected_at, @last_heartbeat, @disconnected_at, @reconnects, @credential, @scheduling)
       ON CONFLICT(worker_id) DO UPDATE SET
         worker_ip = excluded.worker_ip, is_active = excluded.is_active,
         total_cpu = excluded.total_cpu, total_memory = excluded.total_memory,
@@ -99,7 +102,7 @@ export class SqliteConnection implements Store {
         running_tasks = excluded.running_tasks, reported_address = excluded.reported_address,
         registered_at = excluded.registered_at, connected_at = excluded.connected_at,
         last_heartbeat = excluded.last_heartbeat, disconnected_at = excluded.disconnected_at,
-        reconnects = excluded.reconnects, credential = excluded.credential`)
+        reconnects = excluded.reconnects, credential = excluded.credential, scheduling = excluded.scheduling`)
     this.deleteStmt = db.prepare('DELETE FROM workers WHERE worker_id = ?')
     const upsert = this.upsertStmt
     const del = this.deleteStmt
@@ -316,6 +319,14 @@ function migrate(db: Database.Database): void {
       PRAGMA user_version = 5;
       COMMIT;`)
   }
+  if (version < 6) {
+    // Cordon and drain (worker-scheduling.ts): NULL for every worker of an earlier release.
+    db.exec(`
+      BEGIN;
+      ALTER TABLE workers ADD COLUMN scheduling TEXT;
+      PRAGMA user_version = 6;
+      COMMIT;`)
+  }
 }
 
 function toRow(w: WorkerRecord): WorkerRow {
@@ -339,6 +350,7 @@ function toRow(w: WorkerRecord): WorkerRow {
     disconnected_at: w.disconnectedAt,
     reconnects: w.reconnects,
     credential: w.credential === null ? null : JSON.stringify(w.credential),
+    scheduling: w.scheduling ? JSON.stringify(w.scheduling) : null,
   }
 }
 
@@ -364,6 +376,17 @@ function fromRow(r: WorkerRow): WorkerRecord {
     disconnectedAt: r.disconnected_at,
     reconnects: r.reconnects,
     credential: parseCredential(r.credential),
+    ...withScheduling(parseScheduling(r.scheduling)),
+  }
+}
+
+/** A damaged column reads as none: the worker takes placements again (an operator cordons it again). */
+function parseScheduling(text: string | null): WorkerScheduling | null {
+  if (text === null) return null
+  try {
+    return readWorkerScheduling(JSON.parse(text))
+  } catch {
+    return null
   }
 }
 

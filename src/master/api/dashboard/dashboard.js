@@ -388,6 +388,7 @@ function applyWorker(w, timestamp) {
   const known = workers.get(w.worker_id)
   workers.set(w.worker_id, w)
   if (!known) addEvent(`Worker ${w.worker_id} registered at ${w.address ?? w.worker_ip}`, null, timestamp)
+  else if ((known.scheduling ?? 'eligible') !== (w.scheduling ?? 'eligible')) addEvent(w.scheduling === 'eligible' ? `Worker ${w.worker_id} uncordoned: it takes tasks again` : `Worker ${w.worker_id} ${w.scheduling}`, w.scheduling === 'drained' ? 'good' : null, timestamp)
   else if (Boolean(known.suspect) !== Boolean(w.suspect)) addEvent(w.suspect ? `Worker ${w.worker_id} is suspect: ${w.suspect_reason ?? 'no answer'}` : `Worker ${w.worker_id} answers again`, w.suspect ? 'bad' : 'good', timestamp)
   else if (known.is_active === w.is_active) addEvent(`Worker ${w.worker_id} updated`, null, timestamp)
   // active/inactive changes are logged from worker_status
@@ -532,6 +533,8 @@ function buildWorkerRow(w) {
     id: el('span', { class: 'mono', text: id }),
     address: el('span', { class: 'sub mono address' }),
     badge: el('span', { class: 'badge' }),
+    // Cordoned, draining, drained: an operator took it out of placement (hidden otherwise).
+    sched: el('span', { class: 'badge sched', hidden: true }),
     cores: el('span', { class: 'cores' }),
     memory: el('span', { class: 'memory' }),
     rest: el('span', { class: 'sub' }),
@@ -548,7 +551,7 @@ function buildWorkerRow(w) {
     'tr',
     { class: 'worker', 'data-worker-id': id },
     el('td', { class: 'worker-id', 'data-label': 'Worker' }, c.id, c.address),
-    el('td', { class: 'state', 'data-label': 'State' }, c.badge),
+    el('td', { class: 'state', 'data-label': 'State' }, c.badge, c.sched),
     el('td', { class: 'capacity', 'data-label': 'Capacity' }, c.cores, ' · ', c.memory, c.rest),
     c.cpuUse.td,
     c.memUse.td,
@@ -569,6 +572,14 @@ function updateWorkerRow(tr, w) {
   setAttr(c.badge, 'class', `badge ${state}`)
   setAttr(c.badge, 'title', w.is_active && w.suspect ? w.suspect_reason : null)
   setText(c.badge, state)
+  const sched = w.scheduling && w.scheduling !== 'eligible' ? w.scheduling : null
+  c.sched.hidden = sched === null
+  if (sched !== null) {
+    setAttr(c.sched, 'class', `badge sched ${sched}`)
+    setText(c.sched, sched)
+    const d = w.drain
+    setAttr(c.sched, 'title', sched === 'cordoned' ? 'no new tasks are placed on it' : sched === 'draining' ? `no new tasks; what runs there may finish${d?.deadline ? `, the rest is requeued at ${d.deadline}` : ''}` : `drained at ${d?.drained_at ?? ''}: it can be stopped`)
+  }
   setText(c.address, w.address ?? w.worker_ip ?? dash)
   setAttr(c.address, 'title', w.reported_address && w.reported_address !== w.address ? `reports ${w.reported_address}` : null)
   // Specs come with the worker's registration: none yet for a worker that never connected.
