@@ -1,0 +1,271 @@
+import assert from 'node:assert/strict'
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { test, type TestContext } from 'node:test'
+import * as grpc from '@grpc/grpc-js'
+import { loadProto, type MasterWorkerClient } from '../../src/shared/proto.js'
+import type { LogChunkMsg, TaskLogRequestMsg } from '../../src/shared/wire.js'
+import { api, msgHas, reservePort, runCli, startMaster, startWorker, taskFinished, tempDir, waitUntil, type MasterHandle } from '../support/cluster.js'
+
+// Live task logs: the worker's StreamTaskLogs and the master's GET /api/tasks/{id}/logs, with real
+// processes. Tasks print numbered lines slowly so that readers see them while the task runs.
+
+interface Ev { type: string; seq: number; stream?: string; text?: string; missed?: number; complete?: boolean; status?: string; exit_code?: number | null }
+
+const SLOW = (n: number, exit = 0): string => `for i in $(seq 1 ${n}); do echo line-$i; sleep 0.1; done; exit ${exit}`
+
+async function cluster(t: TestContext): Promise<{ master: MasterHandle; workerPort: number }> {
+  const master = await startMaster(t, { dataDir: tempDir(t) })
+  const workerPort = await reservePort()
+  await register(master, workerPort)
+  await startWorker(t, 'w1', workerPort, { master: `127.0.0.1:${master.grpcPort}` })
+  await waitUntil(async () => (await api(master.api, '/api/workers/w1')).body?.is_active === true, 'w1 active')
+  return { master, workerPort }
+}
+
+async function register(master: MasterHandle, port: number): Promise<void> {
+  assert.equal((await api(master.api, '/api/workers', { method: 'POST', body: { worker_id: 'w1', worker_ip: `127.0.0.1:${port}` } })).status, 201)
+}
+
+async function submit(base: string, command: string): Promise<string> {
+  const res = await api(base, '/api/tasks', { method: 'POST', body: { command } })
+  assert.equal(res.status, 201, JSON.stringify(res.body))
+  return res.body.task_id as string
+}
+
+/** Reads an NDJSON logs response to its end; `onEvent` sees each event as it arrives. */
+async function ndjson(base: string, id: string, query: string, onEvent?: (e: Ev) => void | Promise<void>): Promise<Ev[]> {
+  const res = await fetch(`${base}/api/tasks/${id}/logs${query}`, { headers: { accept: 'application/x-ndjson' }, signal: AbortSignal.timeout(30_000) })
+  assert.equal(res.status, 200)
+  assert.match(res.headers.get('content-type') ?? '', /application\/x-ndjson/)
+  const events: Ev[] = []
+  let buf = ''
+  const decoder = new TextDecoder()
+  for await (const piece of res.body!) {
+    buf += decoder.decode(piece as Uint8Array, { stream: true })
+    let nl
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, nl)
+      buf = buf.slice(nl + 1)
+      if (line.trim() === '') continue
+      const e = JSON.parse(line) as Ev
+      events.push(e)
+      await onEvent?.(e)
+    }
+  }
+  return events
+}
+
+/** Reads a Server-Sent Events logs response to its end: [id, event, data] per event. */
+async function sse(base: string, id: string, query: string, headers: Record<string, string> = {}): Promise<{ id: string | null; event: string; data: Ev }[]> {
+  const res = await fetch(`${base}/api/tasks/${id}/logs${query}`, { headers, signal: AbortSignal.timeout(30_000) })
+  assert.equal(res.status, 200)
+  assert.match(res.headers.get('content-type') ?? '', /text\/event-stream/)
+  const text = await res.text()
+  const out: { id: string | null; event: string; data: Ev }[] = []
+  for (const block of text.split('\n\n')) {
+    let idField: string | null = null
+    let event = 'message'
+    let data: string | null = null
+    for (const line of block.split('\n')) {
+      if (line.startsWith('id: ')) idField = line.slice(4)
+      else if (line.startsWith('event: ')) event = line.slice(7)
+      else if (line.startsWith('data: ')) data = line.slice(6)
+    }
+    if (data !== null) out.push({ id: idField, event, data: JSON.parse(data) as Ev })
+  }
+  return out
+}
+
+const lines = (events: Ev[]): Ev[] => events.filter((e) => e.type === 'line')
+
+test('following a running task gets its lines in order while it runs, numbered without a gap or a repeat, and ends with its exit code', async (t) => {
+  const { master } = await cluster(t)
+  const id = await submit(master.api, SLOW(20, 3))
+  const arrivedWhileRunning: number[] = []
+  const events = await ndjson(master.api, id, '?follow=1', async (e) => {
+    if (e.type === 'line' && e.seq === 2) {
+      const task = (await api(master.api, `/api/tasks/${id}`)).body
+      if (task.status === 'running' || task.status === 'assigned') arrivedWhileRunning.push(e.seq)
+    }
+  })
+  const got = lines(events)
+  assert.deepEqual(got.map((e) => e.text), Array.from({ length: 20 }, (_, i) => `line-${i + 1}`))
+  assert.deepEqual(got.map((e) => e.seq), Array.from({ length: 20 }, (_, i) => i + 1))
+  assert.ok(got.every((e) => e.stream === 'stdout'))
+  assert.deepEqual(arrivedWhileRunning, [2], 'line 2 arrived while the task was still running')
+  assert.deepEqual(events.at(-1), { type: 'end', seq: 21, complete: true, status: 'failed', exit_code: 3 })
+})
+
+test('two readers following one task share one upstream stream and each gets every line', async (t) => {
+  const { master } = await cluster(t)
+  const id = await submit(master.api, SLOW(10))
+  const [a, b] = await Promise.all([ndjson(master.api, id, '?follow=1'), ndjson(master.api, id, '?follow=true')])
+  assert.deepEqual(lines(a!).map((e) => e.seq), Array.from({ length: 10 }, (_, i) => i + 1))
+  assert.deepEqual(lines(b!).map((e) => e.seq), Array.from({ length: 10 }, (_, i) => i + 1))
+  assert.equal(a!.at(-1)!.exit_code, 0)
+  assert.equal(master.proc.lines.filter((l) => typeof l.msg === 'string' && l.msg.includes('log stream from worker')).length, 0)
+})
+
+test('SSE: id is the sequence number; Last-Event-ID resumes with exactly the rest; tail gives the last lines; a finished task answers at once', async (t) => {
+  const { master } = await cluster(t)
+  const id = await submit(master.api, 'for i in $(seq 1 12); do echo line-$i; done; echo oops >&2; exit 0')
+  await master.proc.waitForLog(taskFinished(id), 'task finished', { from: 0 })
+  const all = await sse(master.api, id, '')
+  assert.deepEqual(all.filter((e) => e.event === 'message').map((e) => e.id), Array.from({ length: 13 }, (_, i) => String(i + 1)))
+  assert.equal(all.find((e) => e.id === '13')!.data.stream, 'stderr')
+  assert.deepEqual(all.at(-1), { id: null, event: 'end', data: { type: 'end', seq: 14, complete: true, status: 'completed', exit_code: 0 } })
+
+  const rest = await sse(master.api, id, '', { 'last-event-id': '9' })
+  assert.deepEqual(rest.filter((e) => e.event === 'message').map((e) => e.data.seq), [10, 11, 12, 13])
+  const since = await ndjson(master.api, id, '?since=11')
+  assert.deepEqual(lines(since).map((e) => e.seq), [12, 13])
+  const tail = await ndjson(master.api, id, '?tail=3')
+  assert.deepEqual(lines(tail).map((e) => e.text), ['line-11', 'line-12', 'oops'])
+})
+
+test('a reader that does not follow a running task gets the lines there now and an end that says it still runs', async (t) => {
+  const { master } = await cluster(t)
+  const id = await submit(master.api, 'echo first; echo second; sleep 30')
+  await waitUntil(async () => (await ndjson(master.api, id, '')).filter((e) => e.type === 'line').length === 2 || undefined, 'two lines', 15_000)
+  const events = await ndjson(master.api, id, '?tail=1')
+  assert.deepEqual(lines(events).map((e) => e.text), ['second'])
+  assert.deepEqual(events.at(-1), { type: 'end', seq: 3, complete: false, status: 'running', exit_code: null })
+  await api(master.api, `/api/tasks/${id}`, { method: 'DELETE' })
+})
+
+test('a finished task whose worker is gone is served at once from the output the master kept', async (t) => {
+  const master = await startMaster(t, { dataDir: tempDir(t) })
+  const port = await reservePort()
+  await register(master, port)
+  const worker = await startWorker(t, 'w1', port, { master: `127.0.0.1:${master.grpcPort}` })
+  const id = await submit(master.api, 'echo kept-1; echo kept-2; exit 4')
+  await master.proc.waitForLog(taskFinished(id), 'task finished', { from: 0 })
+  await worker.kill('SIGKILL')
+  await waitUntil(async () => (await api(master.api, '/api/workers/w1')).body?.is_active === false, 'w1 inactive')
+  const events = await ndjson(master.api, id, '?follow=1')
+  assert.deepEqual(lines(events).map((e) => e.text), ['kept-1', 'kept-2'])
+  assert.deepEqual(events.at(-1), { type: 'end', seq: 3, complete: true, status: 'failed', exit_code: 4 })
+})
+
+test('bad log requests are refused with the API error format and stable codes', async (t) => {
+  const master = await startMaster(t, { dataDir: tempDir(t) })
+  const id = await submit(master.api, 'true')
+  const cases: [string, number, string][] = [
+    [`/api/tasks/${id}/logs?tail=abc`, 400, 'CLOUDAI_BAD_REQUEST'],
+    [`/api/tasks/${id}/logs?tail=0`, 400, 'CLOUDAI_BAD_REQUEST'],
+    [`/api/tasks/${id}/logs?since=-1`, 400, 'CLOUDAI_BAD_REQUEST'],
+    [`/api/tasks/${id}/logs?follow=maybe`, 400, 'CLOUDAI_BAD_REQUEST'],
+    [`/api/tasks/${id}/logs?lines=3`, 400, 'CLOUDAI_BAD_REQUEST'],
+    [`/api/tasks/${id}/logs?tail=1&tail=2`, 400, 'CLOUDAI_BAD_REQUEST'],
+    ['/api/tasks/task-00000000-0000-0000-0000-000000000000/logs', 404, 'CLOUDAI_UNKNOWN_TASK'],
+    ['/api/tasks/not%20a%20task/logs', 400, 'CLOUDAI_BAD_TASK_ID'],
+  ]
+  for (const [path, status, code] of cases) {
+    const res = await api(master.api, path)
+    assert.equal(res.status, status, path)
+    assert.equal(res.body.error.code, code, path)
+  }
+  const bad = await fetch(`${master.api}/api/tasks/${id}/logs`, { headers: { 'last-event-id': 'x1' } })
+  assert.equal(bad.status, 400)
+  assert.equal(((await bad.json()) as { error: { code: string } }).error.code, 'CLOUDAI_BAD_REQUEST')
+})
+
+test('the logs route needs the API token when the master has one', async (t) => {
+  const master = await startMaster(t, { dataDir: tempDir(t), env: { CLOUDAI_API_TOKEN: 'secret-token-0123456789' } })
+  const res = await fetch(`${master.api}/api/tasks/task-00000000-0000-0000-0000-000000000000/logs`)
+  assert.equal(res.status, 401)
+  assert.equal(((await res.json()) as { error: { code: string } }).error.code, 'CLOUDAI_UNAUTHORIZED')
+})
+
+// --- the worker's StreamTaskLogs, called directly ---------------------------------------------------
+
+function streamLogs(client: MasterWorkerClient, req: Partial<TaskLogRequestMsg>, md = new grpc.Metadata()): grpc.ClientReadableStream<LogChunkMsg> {
+  return client.StreamTaskLogs({ task_id: '', user_id: '', follow: false, from_seq: 0, tail: 0, ...req }, md, { deadline: Date.now() + 30_000 })
+}
+
+function collect(call: grpc.ClientReadableStream<LogChunkMsg>): Promise<{ chunks: LogChunkMsg[]; status: grpc.StatusObject }> {
+  const chunks: LogChunkMsg[] = []
+  return new Promise((resolve) => {
+    call.on('data', (c: LogChunkMsg) => chunks.push(c))
+    call.on('error', () => {})
+    call.on('status', (status) => resolve({ chunks, status }))
+  })
+}
+
+function client(t: TestContext, port: number): MasterWorkerClient {
+  const c = new (loadProto().Client)(`127.0.0.1:${port}`, grpc.credentials.createInsecure())
+  t.after(() => c.close())
+  return c
+}
+
+test('worker: a task it does not have gets CloudAI\'s last chunk with status not_found', async (t) => {
+  const port = await reservePort()
+  await startWorker(t, 'w1', port)
+  const { chunks, status } = await collect(streamLogs(client(t, port), { task_id: 'task-nope', follow: true }))
+  assert.equal(status.code, grpc.status.OK)
+  assert.equal(chunks.length, 1)
+  assert.equal(chunks[0]!.is_complete, true)
+  assert.equal(chunks[0]!.status, 'not_found')
+})
+
+test('worker: StreamTaskLogs without its master\'s proof is refused', async (t) => {
+  const port = await reservePort()
+  await startWorker(t, 'w1', port, { token: `cwt1_${'A'.repeat(43)}` })
+  const { chunks, status } = await collect(streamLogs(client(t, port), { task_id: 'task-any', follow: true }))
+  assert.equal(status.code, grpc.status.UNAUTHENTICATED)
+  assert.equal(status.metadata.get('cloudai-error-code')[0], 'CLOUDAI_MASTER_PROOF_REQUIRED')
+  assert.equal(chunks.length, 0)
+})
+
+test('worker: a reader that does not read for a while loses no line (flow control, not dropping)', async (t) => {
+  const { master, workerPort } = await cluster(t)
+  // ~600 KB of output in a burst: far more than a gRPC window, less than what the worker keeps.
+  const go = join(tempDir(t), 'go')
+  const id = await submit(master.api, `while [ ! -e ${go} ]; do sleep 0.05; done; i=0; while [ $i -lt 6000 ]; do i=$((i+1)); echo "line-$i $(printf '%090d' 0)"; done`)
+  await waitUntil(async () => (await api(master.api, `/api/tasks/${id}`)).body.status === 'running', 'task running')
+  const call = streamLogs(client(t, workerPort), { task_id: id, follow: true, from_seq: 1 })
+  const done = collect(call)
+  call.pause()
+  writeFileSync(go, '')
+  await master.proc.waitForLog(taskFinished(id), 'task finished', { from: 0 })
+  call.resume()
+  const { chunks, status } = await done
+  assert.equal(status.code, grpc.status.OK)
+  const got = chunks.filter((c) => c.stream !== '')
+  assert.equal(got.length, 6000)
+  assert.ok(got.every((c, i) => Number(c.seq) === i + 1 && c.content.startsWith(`line-${i + 1} `)), 'every line, in order')
+  assert.equal(chunks.filter((c) => c.gap).length, 0)
+  const last = chunks.at(-1)!
+  assert.equal(last.is_complete, true)
+  assert.equal(last.status, 'success')
+  assert.equal(last.has_exit_code, true)
+})
+
+test('worker: a restarted worker still serves a finished task\'s numbered lines from its task directory', async (t) => {
+  const dataDir = tempDir(t)
+  const master = await startMaster(t, { dataDir: tempDir(t) })
+  const port = await reservePort()
+  await register(master, port)
+  const worker = await startWorker(t, 'w1', port, { master: `127.0.0.1:${master.grpcPort}`, dataDir })
+  const id = await submit(master.api, 'echo a; echo b >&2; echo c; exit 2')
+  await master.proc.waitForLog(taskFinished(id), 'task finished', { from: 0 })
+  await worker.kill('SIGKILL')
+  await startWorker(t, 'w1', port, { dataDir, name: 'w1-again' })
+  const { chunks } = await collect(streamLogs(client(t, port), { task_id: id, tail: 2 }))
+  assert.deepEqual(chunks.map((c) => [Number(c.seq), c.stream, c.content]), [[2, 'stderr', 'b'], [3, 'stdout', 'c'], [4, '', '']])
+  assert.equal(chunks.at(-1)!.is_complete, true)
+  assert.equal(chunks.at(-1)!.exit_code, 2)
+})
+
+test('cli: cloudai logs -f prints the lines as they come and exits with the task\'s exit code', async (t) => {
+  const { master } = await cluster(t)
+  const id = await submit(master.api, SLOW(8, 5))
+  const res = await runCli(['logs', id.slice(0, 13), '-f', '--api', master.api])
+  assert.equal(res.code, 5, res.stderr)
+  assert.equal(res.stdout, Array.from({ length: 8 }, (_, i) => `line-${i + 1}\n`).join(''))
+  const tail = await runCli(['logs', id, '--tail', '2', '--timestamps', '--api', master.api])
+  assert.equal(tail.code, 5, tail.stderr)
+  assert.match(tail.stdout, /^\d{4}-\d\d-\d\dT[\d:.]+Z line-7\n\d{4}-\d\d-\d\dT[\d:.]+Z line-8\n$/)
+  assert.ok(master.proc.has(msgHas('')))
+})
