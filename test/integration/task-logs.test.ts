@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { spawn } from 'node:child_process'
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net'
 import { test, type TestContext } from 'node:test'
 import * as grpc from '@grpc/grpc-js'
 import { loadProto, type MasterWorkerClient } from '../../src/shared/proto.js'
 import type { LogChunkMsg, TaskLogRequestMsg } from '../../src/shared/wire.js'
-import { api, msgHas, reservePort, runCli, startMaster, startWorker, taskFinished, tempDir, waitUntil, type MasterHandle } from '../support/cluster.js'
+import { api, CLI, childCwd, childEnv, reservePort, runCli, startMaster, startWorker, taskFinished, tempDir, waitUntil, type MasterHandle } from '../support/cluster.js'
 
 // Live task logs: the worker's StreamTaskLogs and the master's GET /api/tasks/{id}/logs, with real
 // processes. Tasks print numbered lines slowly so that readers see them while the task runs.
@@ -264,8 +266,50 @@ test('cli: cloudai logs -f prints the lines as they come and exits with the task
   const res = await runCli(['logs', id.slice(0, 13), '-f', '--api', master.api])
   assert.equal(res.code, 5, res.stderr)
   assert.equal(res.stdout, Array.from({ length: 8 }, (_, i) => `line-${i + 1}\n`).join(''))
+  // Without -f: what is there, exit code 0.
   const tail = await runCli(['logs', id, '--tail', '2', '--timestamps', '--api', master.api])
-  assert.equal(tail.code, 5, tail.stderr)
+  assert.equal(tail.code, 0, tail.stderr)
   assert.match(tail.stdout, /^\d{4}-\d\d-\d\dT[\d:.]+Z line-7\n\d{4}-\d\d-\d\dT[\d:.]+Z line-8\n$/)
-  assert.ok(master.proc.has(msgHas('')))
+  const bad = await runCli(['logs', id, '--tail', 'many', '--api', master.api])
+  assert.equal(bad.code, 2)
+  assert.match(bad.stderr, /--tail/)
+})
+
+test('cli: cloudai logs -f reconnects by itself after a lost connection and prints every line once', async (t) => {
+  const { master } = await cluster(t)
+  // A proxy between the CLI and the master whose connections the test cuts.
+  const sockets = new Set<Socket>()
+  const proxy = createServer((client) => {
+    const upstream = connect(master.httpPort, '127.0.0.1')
+    sockets.add(client).add(upstream)
+    client.pipe(upstream).pipe(client)
+    const drop = (): void => {
+      client.destroy()
+      upstream.destroy()
+    }
+    client.on('error', drop).on('close', drop)
+    upstream.on('error', drop).on('close', drop)
+  })
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve))
+  t.after(() => proxy.close())
+  const port = (proxy.address() as AddressInfo).port
+  const id = await submit(master.api, SLOW(15, 0))
+  const cli = spawn(process.execPath, [CLI, 'logs', id, '-f', '--api', `http://127.0.0.1:${port}`], { cwd: childCwd(), env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
+  t.after(() => cli.kill('SIGKILL'))
+  let stdout = ''
+  let stderr = ''
+  cli.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d))
+  const exited = new Promise<number | null>((resolve) => cli.once('exit', resolve))
+  let cut = false
+  cli.stdout.setEncoding('utf8').on('data', (d: string) => {
+    stdout += d
+    if (!cut && stdout.includes('line-4\n')) {
+      cut = true
+      for (const s of sockets) s.destroy()
+    }
+  })
+  assert.equal(await exited, 0, stderr)
+  assert.ok(cut)
+  assert.match(stderr, /reconnecting from line \d+/)
+  assert.equal(stdout, Array.from({ length: 15 }, (_, i) => `line-${i + 1}\n`).join(''))
 })
