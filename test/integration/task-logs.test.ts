@@ -99,6 +99,22 @@ test('following a running task gets its lines in order while it runs, numbered w
   assert.deepEqual(events.at(-1), { type: 'end', seq: 21, complete: true, status: 'failed', exit_code: 3 })
 })
 
+test('a reader asking for lines the worker no longer keeps gets a gap saying how many, then every line after it', async (t) => {
+  const { master } = await cluster(t)
+  // ~2.6 MB of lines: more than the 1 MiB the worker keeps.
+  const id = await submit(master.api, `awk 'BEGIN { for (i = 1; i <= 20000; i++) printf "line-%d %0100d\\n", i, 0 }'`)
+  await master.proc.waitForLog(taskFinished(id), 'task finished', { from: 0 })
+  const events = await ndjson(master.api, id, '')
+  const gap = events[0]!
+  assert.equal(gap.type, 'gap')
+  assert.equal(gap.seq, 1)
+  const got = lines(events)
+  assert.equal(got[0]!.seq, 1 + gap.missed!)
+  assert.ok(got.every((e, i) => e.seq === got[0]!.seq + i && e.text!.startsWith(`line-${e.seq} `)), 'contiguous after the gap')
+  assert.equal(got.at(-1)!.seq, 20000)
+  assert.equal(events.at(-1)!.type, 'end')
+})
+
 test('two readers following one task share one upstream stream and each gets every line', async (t) => {
   const { master } = await cluster(t)
   const id = await submit(master.api, SLOW(10))
@@ -115,7 +131,10 @@ test('SSE: id is the sequence number; Last-Event-ID resumes with exactly the res
   await master.proc.waitForLog(taskFinished(id), 'task finished', { from: 0 })
   const all = await sse(master.api, id, '')
   assert.deepEqual(all.filter((e) => e.event === 'message').map((e) => e.id), Array.from({ length: 13 }, (_, i) => String(i + 1)))
-  assert.equal(all.find((e) => e.id === '13')!.data.stream, 'stderr')
+  // stdout and stderr are two pipes: their order is the order the worker read them in.
+  const texts = all.filter((e) => e.event === 'message').map((e) => e.data.text)
+  assert.deepEqual([...texts].sort(), ['oops', ...Array.from({ length: 12 }, (_, i) => `line-${i + 1}`)].sort())
+  assert.equal(all.find((e) => e.data.text === 'oops')!.data.stream, 'stderr')
   assert.deepEqual(all.at(-1), { id: null, event: 'end', data: { type: 'end', seq: 14, complete: true, status: 'completed', exit_code: 0 } })
 
   const rest = await sse(master.api, id, '', { 'last-event-id': '9' })
@@ -123,7 +142,7 @@ test('SSE: id is the sequence number; Last-Event-ID resumes with exactly the res
   const since = await ndjson(master.api, id, '?since=11')
   assert.deepEqual(lines(since).map((e) => e.seq), [12, 13])
   const tail = await ndjson(master.api, id, '?tail=3')
-  assert.deepEqual(lines(tail).map((e) => e.text), ['line-11', 'line-12', 'oops'])
+  assert.deepEqual(lines(tail).map((e) => e.text), texts.slice(-3))
 })
 
 test('a reader that does not follow a running task gets the lines there now and an end that says it still runs', async (t) => {
@@ -224,7 +243,7 @@ test('worker: a reader that does not read for a while loses no line (flow contro
   const { master, workerPort } = await cluster(t)
   // ~600 KB of output in a burst: far more than a gRPC window, less than what the worker keeps.
   const go = join(tempDir(t), 'go')
-  const id = await submit(master.api, `while [ ! -e ${go} ]; do sleep 0.05; done; i=0; while [ $i -lt 6000 ]; do i=$((i+1)); echo "line-$i $(printf '%090d' 0)"; done`)
+  const id = await submit(master.api, `while [ ! -e ${go} ]; do sleep 0.05; done; awk 'BEGIN { for (i = 1; i <= 6000; i++) printf "line-%d %090d\\n", i, 0 }'`)
   await waitUntil(async () => (await api(master.api, `/api/tasks/${id}`)).body.status === 'running', 'task running')
   const call = streamLogs(client(t, workerPort), { task_id: id, follow: true, from_seq: 1 })
   const done = collect(call)
@@ -250,12 +269,12 @@ test('worker: a restarted worker still serves a finished task\'s numbered lines 
   const port = await reservePort()
   await register(master, port)
   const worker = await startWorker(t, 'w1', port, { master: `127.0.0.1:${master.grpcPort}`, dataDir })
-  const id = await submit(master.api, 'echo a; echo b >&2; echo c; exit 2')
+  const id = await submit(master.api, 'echo a; echo b; echo c; exit 2')
   await master.proc.waitForLog(taskFinished(id), 'task finished', { from: 0 })
   await worker.kill('SIGKILL')
   await startWorker(t, 'w1', port, { dataDir, name: 'w1-again' })
   const { chunks } = await collect(streamLogs(client(t, port), { task_id: id, tail: 2 }))
-  assert.deepEqual(chunks.map((c) => [Number(c.seq), c.stream, c.content]), [[2, 'stderr', 'b'], [3, 'stdout', 'c'], [4, '', '']])
+  assert.deepEqual(chunks.map((c) => [Number(c.seq), c.stream, c.content]), [[2, 'stdout', 'b'], [3, 'stdout', 'c'], [4, '', '']])
   assert.equal(chunks.at(-1)!.is_complete, true)
   assert.equal(chunks.at(-1)!.exit_code, 2)
 })
