@@ -288,7 +288,9 @@ export class WorkerAgent {
         call.end()
         return
       }
-      served = serveLog(call, parseLogRequest(call.request, taskId), log)
+      const req = parseLogRequest(call.request, taskId)
+      if (this.deps.log.isLevelEnabled('debug')) this.deps.log.debug({ taskId, attempt: log.attempt, follow: req.follow, fromSeq: req.fromSeq, tail: req.tail }, `StreamTaskLogs for task ${taskId} (attempt ${log.attempt})`)
+      served = serveLog(call, req, log)
     } catch (err) {
       const e = toCloudaiError(err)
       const metadata = new grpc.Metadata()

@@ -7,7 +7,7 @@ import { test, type TestContext } from 'node:test'
 import * as grpc from '@grpc/grpc-js'
 import { loadProto, type MasterWorkerClient } from '../../src/shared/proto.js'
 import type { LogChunkMsg, TaskLogRequestMsg } from '../../src/shared/wire.js'
-import { api, CLI, childCwd, childEnv, reservePort, runCli, startMaster, startWorker, taskFinished, tempDir, waitUntil, type MasterHandle } from '../support/cluster.js'
+import { api, CLI, childCwd, childEnv, reservePort, runCli, startMaster, startWorker, taskFinished, tempDir, waitUntil, type MasterHandle, type Proc } from '../support/cluster.js'
 
 // Live task logs: the worker's StreamTaskLogs and the master's GET /api/tasks/{id}/logs, with real
 // processes. Tasks print numbered lines slowly so that readers see them while the task runs.
@@ -16,13 +16,13 @@ interface Ev { type: string; seq: number; stream?: string; text?: string; missed
 
 const SLOW = (n: number, exit = 0): string => `for i in $(seq 1 ${n}); do echo line-$i; sleep 0.1; done; exit ${exit}`
 
-async function cluster(t: TestContext): Promise<{ master: MasterHandle; workerPort: number }> {
+async function cluster(t: TestContext): Promise<{ master: MasterHandle; workerPort: number; worker: Proc }> {
   const master = await startMaster(t, { dataDir: tempDir(t) })
   const workerPort = await reservePort()
   await register(master, workerPort)
-  await startWorker(t, 'w1', workerPort, { master: `127.0.0.1:${master.grpcPort}` })
+  const worker = await startWorker(t, 'w1', workerPort, { master: `127.0.0.1:${master.grpcPort}` })
   await waitUntil(async () => (await api(master.api, '/api/workers/w1')).body?.is_active === true, 'w1 active')
-  return { master, workerPort }
+  return { master, workerPort, worker }
 }
 
 async function register(master: MasterHandle, port: number): Promise<void> {
@@ -115,14 +115,15 @@ test('a reader asking for lines the worker no longer keeps gets a gap saying how
   assert.equal(events.at(-1)!.type, 'end')
 })
 
-test('two readers following one task share one upstream stream and each gets every line', async (t) => {
-  const { master } = await cluster(t)
+test('three readers following one task share one upstream stream and each gets every line', async (t) => {
+  const { master, worker } = await cluster(t)
   const id = await submit(master.api, SLOW(10))
-  const [a, b] = await Promise.all([ndjson(master.api, id, '?follow=1'), ndjson(master.api, id, '?follow=true')])
+  const [a, b, c] = await Promise.all([ndjson(master.api, id, '?follow=1'), ndjson(master.api, id, '?follow=true'), sse(master.api, id, '?follow=1')])
+  assert.equal(worker.lines.filter((l) => l.taskId === id && typeof l.msg === 'string' && l.msg.startsWith('StreamTaskLogs for task')).length, 1, 'one upstream for three readers')
+  assert.deepEqual(c!.filter((e) => e.event === 'message').map((e) => e.data.seq), Array.from({ length: 10 }, (_, i) => i + 1))
   assert.deepEqual(lines(a!).map((e) => e.seq), Array.from({ length: 10 }, (_, i) => i + 1))
   assert.deepEqual(lines(b!).map((e) => e.seq), Array.from({ length: 10 }, (_, i) => i + 1))
   assert.equal(a!.at(-1)!.exit_code, 0)
-  assert.equal(master.proc.lines.filter((l) => typeof l.msg === 'string' && l.msg.includes('log stream from worker')).length, 0)
 })
 
 test('SSE: id is the sequence number; Last-Event-ID resumes with exactly the rest; tail gives the last lines; a finished task answers at once', async (t) => {
@@ -192,11 +193,14 @@ test('bad log requests are refused with the API error format and stable codes', 
   assert.equal(((await bad.json()) as { error: { code: string } }).error.code, 'CLOUDAI_BAD_REQUEST')
 })
 
-test('the logs route needs the API token when the master has one', async (t) => {
+test('the logs route needs the API token when the master has one, and serves with it', async (t) => {
   const master = await startMaster(t, { dataDir: tempDir(t), env: { CLOUDAI_API_TOKEN: 'secret-token-0123456789' } })
   const res = await fetch(`${master.api}/api/tasks/task-00000000-0000-0000-0000-000000000000/logs`)
   assert.equal(res.status, 401)
   assert.equal(((await res.json()) as { error: { code: string } }).error.code, 'CLOUDAI_UNAUTHORIZED')
+  const authorized = await fetch(`${master.api}/api/tasks/task-00000000-0000-0000-0000-000000000000/logs`, { headers: { authorization: 'Bearer secret-token-0123456789' } })
+  assert.equal(authorized.status, 404)
+  assert.equal(((await authorized.json()) as { error: { code: string } }).error.code, 'CLOUDAI_UNKNOWN_TASK')
 })
 
 // --- the worker's StreamTaskLogs, called directly ---------------------------------------------------
