@@ -7,7 +7,7 @@ import { test, type TestContext } from 'node:test'
 import * as grpc from '@grpc/grpc-js'
 import { loadProto, type MasterWorkerClient } from '../../src/shared/proto.js'
 import type { LogChunkMsg, TaskLogRequestMsg } from '../../src/shared/wire.js'
-import { api, CLI, childCwd, childEnv, reservePort, runCli, startMaster, startWorker, taskFinished, tempDir, waitUntil, type MasterHandle, type Proc } from '../support/cluster.js'
+import { api, registerWorker, CLI, childCwd, childEnv, msgHas, reservePort, runCli, startMaster, startWorker, taskFinished, tempDir, waitUntil, type MasterHandle, type Proc } from '../support/cluster.js'
 
 // Live task logs: the worker's StreamTaskLogs and the master's GET /api/tasks/{id}/logs, with real
 // processes. Tasks print numbered lines slowly so that readers see them while the task runs.
@@ -156,6 +156,31 @@ test('a reader that does not follow a running task gets the lines there now and 
   await api(master.api, `/api/tasks/${id}`, { method: 'DELETE' })
 })
 
+test('a reader that resumes with Last-Event-ID after the master was killed and restarted gets exactly the rest', async (t) => {
+  const dataDir = tempDir(t)
+  const grpcPort = await reservePort()
+  const first = await startMaster(t, { dataDir, grpcPort })
+  const workerPort = await reservePort()
+  await register(first, workerPort)
+  const worker = await startWorker(t, 'w1', workerPort, { master: `127.0.0.1:${grpcPort}` })
+  await waitUntil(async () => (await api(first.api, '/api/workers/w1')).body?.is_active === true, 'w1 active')
+  const id = await submit(first.api, SLOW(30, 6))
+  const before: Ev[] = []
+  await ndjson(first.api, id, '?follow=1', async (e) => {
+    before.push(e)
+    if (e.seq === 5) await first.proc.kill('SIGKILL')
+  }).catch(() => {}) // the connection dies with the master
+  assert.deepEqual(lines(before).map((e) => e.seq), [1, 2, 3, 4, 5])
+  const mark = worker.mark()
+  // Its HTTP port is another: the first one's closed connections hold the old one for a while
+  // (TIME_WAIT). What is tested is that a new master process resumes by sequence number.
+  const second = await startMaster(t, { dataDir, grpcPort, name: 'master-again' })
+  await worker.waitForLog(msgHas('Registered with master'), 'w1 registered again', { from: mark })
+  const rest = await sse(second.api, id, '?follow=1', { 'last-event-id': '5' })
+  assert.deepEqual(rest.filter((e) => e.event === 'message').map((e) => e.data.seq), Array.from({ length: 25 }, (_, i) => i + 6))
+  assert.deepEqual(rest.at(-1)!.data, { type: 'end', seq: 31, complete: true, status: 'failed', exit_code: 6 })
+})
+
 test('a finished task whose worker is gone is served at once from the output the master kept', async (t) => {
   const master = await startMaster(t, { dataDir: tempDir(t) })
   const port = await reservePort()
@@ -232,6 +257,18 @@ test('worker: a task it does not have gets CloudAI\'s last chunk with status not
   assert.equal(chunks.length, 1)
   assert.equal(chunks[0]!.is_complete, true)
   assert.equal(chunks[0]!.status, 'not_found')
+})
+
+test('worker: a worker with a token serves its master, which proves itself on StreamTaskLogs', async (t) => {
+  const master = await startMaster(t, { dataDir: tempDir(t) })
+  const port = await reservePort()
+  const token = await registerWorker(master.api, 'w1', `127.0.0.1:${port}`)
+  await startWorker(t, 'w1', port, { master: `127.0.0.1:${master.grpcPort}`, token })
+  const id = await submit(master.api, 'echo proven; exit 0')
+  await master.proc.waitForLog(taskFinished(id), 'task finished', { from: 0 })
+  const events = await ndjson(master.api, id, '?follow=1')
+  assert.deepEqual(lines(events).map((e) => [e.seq, e.stream, e.text]), [[1, 'stdout', 'proven']])
+  assert.deepEqual(events.at(-1), { type: 'end', seq: 2, complete: true, status: 'completed', exit_code: 0 })
 })
 
 test('worker: StreamTaskLogs without its master\'s proof is refused', async (t) => {
