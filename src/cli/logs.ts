@@ -68,7 +68,9 @@ export async function runLogs(api: string, token: string | null, id: string, opt
           const e = JSON.parse(line) as LogEvent
           delay = RETRY_MIN_MS
           if (e.type === 'line') {
-            io.out(`${opts.timestamps ? `${e.timestamp} ` : ''}${e.text}\n`)
+            // The master's own word between attempts goes with the other notices, not the output.
+            if (e.stream === 'cloudai') io.err(`cloudai: ${e.text}\n`)
+            else io.out(`${opts.timestamps ? `${e.timestamp} ` : ''}${e.text}\n`)
             since = e.seq
           } else if (e.type === 'gap') {
             io.err(`cloudai: ${e.missed} line(s) from ${e.seq} on are no longer kept\n`)

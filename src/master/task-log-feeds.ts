@@ -47,6 +47,13 @@ class Feed extends EventEmitter<{ change: [] }> {
   live = false
   end: End | null = null
   readers = 0
+  /**
+   * The attempt whose lines come now, and how our numbers run ahead of its own: a task requeued
+   * after its worker was lost runs again from line 1, and its lines go on after the ones before
+   * (behind a line of stream "cloudai" that says so), so that a reader's numbers never go back.
+   */
+  private attempt: number | null = null
+  private offset = 0
   private call: grpc.ClientReadableStream<LogChunkMsg> | null = null
   private timer: NodeJS.Timeout | null = null
   private closed = false
@@ -77,7 +84,7 @@ class Feed extends EventEmitter<{ change: [] }> {
     }
     const client = this.opts.clients.get(worker.id, worker.address)
     const call = client.StreamTaskLogs(
-      { task_id: this.taskId, user_id: '', follow: true, from_seq: this.next, tail: 0 },
+      { task_id: this.taskId, user_id: '', follow: true, from_seq: this.next - this.offset, tail: 0 },
       this.opts.clients.proof(worker, 'StreamTaskLogs', this.taskId),
     )
     this.call = call
@@ -94,6 +101,16 @@ class Feed extends EventEmitter<{ change: [] }> {
         else this.retry()
         return
       }
+      const attempt = Number(c.attempt)
+      if (this.attempt !== null && attempt !== this.attempt) {
+        // Another attempt: asked from our place in the last one; again from its first line.
+        call.cancel()
+        this.call = null
+        this.newAttempt(attempt)
+        this.open()
+        return
+      }
+      this.attempt ??= attempt
       this.take(c)
       if (c.is_complete) ended = true
     })
@@ -119,8 +136,29 @@ class Feed extends EventEmitter<{ change: [] }> {
     }, this.opts.retryMs)
   }
 
+  private newAttempt(attempt: number): void {
+    this.push({ seq: this.next, stream: 'cloudai', timestamp: new Date().toISOString(), text: `attempt ${attempt} of the task starts; its output follows` })
+    this.attempt = attempt
+    this.offset = this.next - 1
+    this.emit('change')
+  }
+
+  private push(line: Line): void {
+    this.lines.push(line)
+    this.next++
+    this.bytes += line.text.length + LINE_OVERHEAD
+    while (this.bytes > this.opts.maxBytes && this.lines.length - this.head > 1) {
+      this.bytes -= this.lines[this.head]!.text.length + LINE_OVERHEAD
+      this.head++
+    }
+    if (this.head > 1024 && this.head * 2 > this.lines.length) {
+      this.lines = this.lines.slice(this.head)
+      this.head = 0
+    }
+  }
+
   private take(c: LogChunkMsg): void {
-    const seq = Number(c.seq)
+    const seq = Number(c.seq) + this.offset
     if (c.gap) {
       // Lines the worker no longer keeps: what we hold (older still) is dropped, readers see the gap.
       const after = seq + Number(c.missed)
@@ -132,17 +170,7 @@ class Feed extends EventEmitter<{ change: [] }> {
       }
     } else if (c.stream !== '') {
       if (seq !== this.next) return // a repeat after a reconnection
-      this.lines.push({ seq, stream: c.stream, timestamp: c.timestamp, text: c.content })
-      this.next++
-      this.bytes += c.content.length + LINE_OVERHEAD
-      while (this.bytes > this.opts.maxBytes && this.lines.length - this.head > 1) {
-        this.bytes -= this.lines[this.head]!.text.length + LINE_OVERHEAD
-        this.head++
-      }
-      if (this.head > 1024 && this.head * 2 > this.lines.length) {
-        this.lines = this.lines.slice(this.head)
-        this.head = 0
-      }
+      this.push({ seq, stream: c.stream, timestamp: c.timestamp, text: c.content })
     } else if (c.is_complete) {
       this.live = true
       let status = c.status

@@ -16,11 +16,11 @@ interface Ev { type: string; seq: number; stream?: string; text?: string; missed
 
 const SLOW = (n: number, exit = 0): string => `for i in $(seq 1 ${n}); do echo line-$i; sleep 0.1; done; exit ${exit}`
 
-async function cluster(t: TestContext): Promise<{ master: MasterHandle; workerPort: number; worker: Proc }> {
+async function cluster(t: TestContext, workerDataDir?: string): Promise<{ master: MasterHandle; workerPort: number; worker: Proc }> {
   const master = await startMaster(t, { dataDir: tempDir(t) })
   const workerPort = await reservePort()
   await register(master, workerPort)
-  const worker = await startWorker(t, 'w1', workerPort, { master: `127.0.0.1:${master.grpcPort}` })
+  const worker = await startWorker(t, 'w1', workerPort, { master: `127.0.0.1:${master.grpcPort}`, ...(workerDataDir ? { dataDir: workerDataDir } : {}) })
   await waitUntil(async () => (await api(master.api, '/api/workers/w1')).body?.is_active === true, 'w1 active')
   return { master, workerPort, worker }
 }
@@ -179,6 +179,28 @@ test('a reader that resumes with Last-Event-ID after the master was killed and r
   const rest = await sse(second.api, id, '?follow=1', { 'last-event-id': '5' })
   assert.deepEqual(rest.filter((e) => e.event === 'message').map((e) => e.data.seq), Array.from({ length: 25 }, (_, i) => i + 6))
   assert.deepEqual(rest.at(-1)!.data, { type: 'end', seq: 31, complete: true, status: 'failed', exit_code: 6 })
+})
+
+test('a follower of a task whose worker is killed and restarted mid-task gets the first attempt\'s lines, a notice, then the whole rerun, numbered on', async (t) => {
+  const dataDir = tempDir(t)
+  const { master, workerPort, worker } = await cluster(t, dataDir)
+  const id = await submit(master.api, SLOW(10, 0))
+  let killed = false
+  const events = await ndjson(master.api, id, '?follow=1', async (e) => {
+    if (e.seq === 3 && !killed) {
+      killed = true
+      await worker.kill('SIGKILL')
+      await startWorker(t, 'w1', workerPort, { master: `127.0.0.1:${master.grpcPort}`, dataDir, name: 'w1-again' })
+    }
+  })
+  const got = lines(events)
+  assert.deepEqual(got.map((e) => e.seq), Array.from({ length: got.length }, (_, i) => i + 1), 'numbered on, no repeat, no hole')
+  const notice = got.findIndex((e) => e.stream === 'cloudai')
+  assert.ok(notice >= 3, JSON.stringify(got))
+  assert.match(got[notice]!.text!, /^attempt 2 of the task starts/)
+  assert.deepEqual(got.slice(0, notice).map((e) => e.text), Array.from({ length: notice }, (_, i) => `line-${i + 1}`))
+  assert.deepEqual(got.slice(notice + 1).map((e) => e.text), Array.from({ length: 10 }, (_, i) => `line-${i + 1}`))
+  assert.deepEqual(events.at(-1), { type: 'end', seq: got.length + 1, complete: true, status: 'completed', exit_code: 0 })
 })
 
 test('a finished task whose worker is gone is served at once from the output the master kept', async (t) => {
