@@ -115,6 +115,26 @@ test('a reader asking for lines the worker no longer keeps gets a gap saying how
   assert.equal(events.at(-1)!.type, 'end')
 })
 
+test('an HTTP reader of a task that has printed nothing yet has its answer at once, and loses no line while it does not read', async (t) => {
+  const { master } = await cluster(t)
+  const go = join(tempDir(t), 'go')
+  const id = await submit(master.api, `while [ ! -e ${go} ]; do sleep 0.05; done; awk 'BEGIN { for (i = 1; i <= 6000; i++) printf "line-%d %0120d\\n", i, 0 }'`)
+  await waitUntil(async () => (await api(master.api, `/api/tasks/${id}`)).body.status === 'running', 'task running')
+  // The task prints nothing until the file is there: the answer must not wait for a first line
+  // (nor for the 15 s keepalive).
+  const res = await fetch(`${master.api}/api/tasks/${id}/logs?follow=1`, { headers: { accept: 'application/x-ndjson' }, signal: AbortSignal.timeout(10_000) })
+  assert.equal(res.status, 200)
+  writeFileSync(go, '')
+  // Not a byte read until the task is over: the master's writes back up behind this connection.
+  await master.proc.waitForLog(taskFinished(id), 'task finished', { from: 0 })
+  const events = (await res.text()).split('\n').filter((l) => l.trim() !== '').map((l) => JSON.parse(l) as Ev)
+  const got = lines(events)
+  assert.equal(events.filter((e) => e.type === 'gap').length, 0)
+  assert.equal(got.length, 6000)
+  assert.ok(got.every((e, i) => e.seq === i + 1 && e.text!.startsWith(`line-${i + 1} `)), 'every line, in order')
+  assert.equal(events.at(-1)!.type, 'end')
+})
+
 test('three readers following one task share one upstream stream and each gets every line', async (t) => {
   const { master, worker } = await cluster(t)
   const id = await submit(master.api, SLOW(10))

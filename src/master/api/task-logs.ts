@@ -52,8 +52,9 @@ export function serveTaskLogs(control: MasterControl, reply: Reply, id: string, 
     stopKeepalive()
     stop()
   })
-  // The headers go out with the first write; a reader of a task not started yet sees them now.
-  stream.write(asNdjson ? '' : 'retry: 1000\n\n')
+  // uWS sends the headers with the first bytes of the body (an empty write sends nothing): a
+  // keepalive now, so that a reader of a task that has printed nothing yet has its answer.
+  stream.write(asNdjson ? '\n' : 'retry: 1000\n\n')
   keepalive = setInterval(() => stream.write(asNdjson ? '\n' : ': keepalive\n\n'), KEEPALIVE_MS)
   keepalive.unref()
 }
