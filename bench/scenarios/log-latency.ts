@@ -29,6 +29,9 @@ async function oneRun(master: MasterUnderTest, lines: number): Promise<Run> {
   if (status !== 201) throw new Error(`POST /api/tasks answered ${status}`)
   const cli = spawn(process.execPath, [CLI, 'logs', body.task_id, '-f', '--api', master.api], { stdio: ['ignore', 'pipe', 'inherit'] })
   const latencies: number[] = []
+  let received = 0
+  /** When the first line reached us: lines printed before it waited for the CLI to start, not in the pipeline. */
+  let firstAt: number | null = null
   let expected = 1
   let inOrder = true
   let buf = ''
@@ -40,11 +43,14 @@ async function oneRun(master: MasterUnderTest, lines: number): Promise<Run> {
       const [seq, ns] = buf.slice(0, nl).split(' ')
       buf = buf.slice(nl + 1)
       if (Number(seq) !== expected++) inOrder = false
-      latencies.push(now - Number(BigInt(ns ?? '0') / 1_000_000n))
+      received++
+      firstAt ??= now
+      const printedAt = Number(BigInt(ns ?? '0') / 1_000_000n)
+      if (printedAt >= firstAt) latencies.push(now - printedAt)
     }
   })
   const exitCode = await new Promise<number | null>((resolve) => cli.once('exit', resolve))
-  return { lines, received: latencies.length, inOrder, exitCode, latenciesMs: latencies }
+  return { lines, received, inOrder, exitCode, latenciesMs: latencies }
 }
 
 export const logLatency: Scenario = {
@@ -75,7 +81,10 @@ export const logLatency: Scenario = {
           columns: ['lines', 'p50', 'p99', `p99 target ≤ ${P99_TARGET_MS}`, 'max', 'lost', 'all once, in order', 'CLI exit = task exit'],
           rows: [[String(all.length), fmt(p50), fmt(p99), p99 !== null && p99 <= P99_TARGET_MS ? 'met' : 'MISSED', fmt(all.at(-1)), String(lost), ordered ? 'yes' : 'NO', exits ? 'yes' : 'NO']],
         }],
-        notes: ['Includes the fork of `date` in the task and the CLI\'s stdout pipe; the machine is shared, so absolute figures are noisy.'],
+        notes: [
+          'Lines printed before the first one reached the CLI (while the CLI process started and connected) are counted for loss and order, not for latency.',
+          'Includes the fork of `date` in the task and the CLI\'s stdout pipe; the machine is shared, so absolute figures are noisy.',
+        ],
         targets: [
           { name: 'log line latency p99 (ms)', target: `≤ ${P99_TARGET_MS}`, value: p99, met: p99 === null ? null : p99 <= P99_TARGET_MS },
           { name: 'lines lost or out of order', target: '0', value: lost, met: ordered },
