@@ -158,7 +158,10 @@ class Feed extends EventEmitter<{ change: [] }> {
   }
 
   private take(c: LogChunkMsg): void {
-    const seq = Number(c.seq) + this.offset
+    let seq = Number(c.seq) + this.offset
+    // A CloudAI worker's line: no number, no stream (and it replays from its start on a reconnection).
+    const cloudaiLine = Number(c.seq) === 0 && !c.gap && !c.is_complete
+    if (cloudaiLine) seq = this.next
     if (c.gap) {
       // Lines the worker no longer keeps: what we hold (older still) is dropped, readers see the gap.
       const after = seq + Number(c.missed)
@@ -168,9 +171,10 @@ class Feed extends EventEmitter<{ change: [] }> {
         this.bytes = 0
         this.next = after
       }
-    } else if (c.stream !== '') {
+    } else if (c.stream !== '' || cloudaiLine) {
       if (seq !== this.next) return // a repeat after a reconnection
-      this.push({ seq, stream: c.stream, timestamp: c.timestamp, text: c.content })
+      const ms = Number(c.time_ms) > 0 ? Number(c.time_ms) : Number(c.timestamp) > 0 ? Number(c.timestamp) * 1000 : Date.now()
+      this.push({ seq, stream: c.stream || 'output', timestamp: new Date(ms).toISOString(), text: c.content })
     } else if (c.is_complete) {
       this.live = true
       let status = c.status

@@ -110,7 +110,8 @@ export interface TaskLogRequestMsg {
 export interface LogChunkMsg {
   task_id: string
   content: string
-  timestamp: string
+  /** Unix seconds (CloudAI's type). */
+  timestamp: number
   is_complete: boolean
   status: string
   /** cloudai additions (see proto/cloudai.proto). */
@@ -121,4 +122,6 @@ export interface LogChunkMsg {
   exit_code: number
   has_exit_code: boolean
   attempt: number
+  /** Unix milliseconds (cloudai addition; 0 from CloudAI's workers). */
+  time_ms: number
 }

@@ -12,8 +12,8 @@ import { TaskLog, type LogEnd } from './task-log.js'
 // that the lines it is to get next are no longer kept (the running attempt keeps its latest
 // --output bound) gets a gap chunk saying how many it missed, then the rest: never a silent hole.
 
-/** Finished attempts whose logs stay in memory; older ones are read back from their logs.json. */
-const FINISHED_IN_MEMORY = 32
+/** Finished attempts whose logs stay in memory (up to 1 MiB each); older ones are read back from their logs.json. */
+const FINISHED_IN_MEMORY = 8
 
 export interface LogRequest {
   taskId: string
@@ -71,10 +71,9 @@ export class TaskLogIndex {
   }
 }
 
-const iso = (ms: number): string => new Date(ms).toISOString()
-
 function chunk(taskId: string, fields: Partial<LogChunkMsg>): LogChunkMsg {
-  return { task_id: taskId, content: '', timestamp: iso(Date.now()), is_complete: false, status: 'running', seq: 0, stream: '', gap: false, missed: 0, exit_code: 0, has_exit_code: false, attempt: 0, ...fields }
+  const now = Date.now()
+  return { task_id: taskId, content: '', timestamp: Math.floor(now / 1000), time_ms: now, is_complete: false, status: 'running', seq: 0, stream: '', gap: false, missed: 0, exit_code: 0, has_exit_code: false, attempt: 0, ...fields }
 }
 
 /** CloudAI's last chunk for a task this worker does not have. */
@@ -148,7 +147,7 @@ export function serveLog(call: grpc.ServerWritableStream<TaskLogRequestMsg, LogC
           cursor = first
         } else {
           const r = log.get(cursor)!
-          msg = chunk(taskId, { seq: r.seq, stream: r.stream, timestamp: iso(r.at), content: r.text, attempt: log.attempt })
+          msg = chunk(taskId, { seq: r.seq, stream: r.stream, timestamp: Math.floor(r.at / 1000), time_ms: r.at, content: r.text, attempt: log.attempt })
           cursor++
         }
         if (!call.write(msg)) {

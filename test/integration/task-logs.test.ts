@@ -5,6 +5,7 @@ import { connect, createServer, type AddressInfo, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import { api, CLI, childCwd, childEnv, msgHas, reservePort, runCli, startMaster, startWorker, taskFinished, tempDir, waitUntil } from '../support/cluster.js'
+import { startCloudaiWorker } from '../support/cloudai-peers.js'
 import { cluster, lines, ndjson, register, sse, SLOW, submit, type Ev } from '../support/task-logs.js'
 
 // Live task logs through the master: GET /api/tasks/{id}/logs (SSE and NDJSON) and
@@ -152,6 +153,17 @@ test('a follower of a task whose worker is killed and restarted mid-task gets th
   assert.deepEqual(got.slice(0, notice).map((e) => e.text), Array.from({ length: notice }, (_, i) => `line-${i + 1}`))
   assert.deepEqual(got.slice(notice + 1).map((e) => e.text), Array.from({ length: 10 }, (_, i) => `line-${i + 1}`))
   assert.deepEqual(events.at(-1), { type: 'end', seq: got.length + 1, complete: true, status: 'completed', exit_code: 0 })
+})
+
+test('a CloudAI worker\'s StreamTaskLogs (lines without numbers or streams) is numbered by the master and ends with its status', async (t) => {
+  const master = await startMaster(t, { dataDir: tempDir(t) })
+  const peer = await startCloudaiWorker(t, 'cloudai-w1')
+  assert.equal((await api(master.api, '/api/workers', { method: 'POST', body: { worker_id: 'cloudai-w1', worker_ip: `127.0.0.1:${peer.port}` } })).status, 201)
+  await peer.until(() => peer.heartbeatsAcked > 0, 'a heartbeat accepted')
+  const id = await submit(master.api, SLOW(5, 1))
+  const events = await ndjson(master.api, id, '?follow=1')
+  assert.deepEqual(lines(events).map((e) => [e.seq, e.stream, e.text]), Array.from({ length: 5 }, (_, i) => [i + 1, 'output', `line-${i + 1}`]))
+  assert.deepEqual(events.at(-1), { type: 'end', seq: 6, complete: true, status: 'failed', exit_code: null })
 })
 
 test('a finished task whose worker is gone is served at once from the output the master kept', async (t) => {
