@@ -16,7 +16,7 @@ import { tempDir } from './cluster.js'
 // with `sh -c` in a temp dir (standing in for the container); one with an image only prints what
 // the image's entrypoint would have run.
 
-const CLOUDAI_PROTO = `
+export const CLOUDAI_PROTO = `
 syntax = "proto3";
 package cluster;
 service MasterWorker {
