@@ -34,6 +34,8 @@ import {
   METRICS_OPTIONS,
   REGISTER_OPTIONS,
   TASKS_OPTIONS,
+  LOGS_OPTIONS,
+  buildLogsOptions,
   TASK_SUBMIT_OPTIONS,
   WATCH_OPTIONS,
   WORKER_OPTIONS,
@@ -55,6 +57,7 @@ import {
   type ApiCommandOptions,
   type CommandName,
 } from './options.js'
+import { runLogs } from './logs.js'
 import { startPrompt } from './prompt.js'
 import { FaultGuard } from './fault-guard.js'
 import { Spinner } from './spinner.js'
@@ -156,7 +159,8 @@ function parser(args: string[], choose: (chosen: Chosen) => void): Argv {
     )
     .command('tasks', 'list the tasks of a running master, newest first', (y) => y.options({ ...TASKS_OPTIONS, ...API_OPTIONS }), handler('tasks'))
     .command('cancel <id>', 'cancel a queued or running task', (y) => y.positional('id', { type: 'string', describe: TASK_ID_DESCRIBE }).options(API_OPTIONS), handler('cancel'))
-    .demandCommand(1, 'a command is required: master, worker, register, unregister, token, cordon, uncordon, drain, workers, status, watch, health, metrics, task, tasks or cancel')
+    .command('logs <id>', 'a task\'s output; -f follows it live and exits with the task\'s exit code', (y) => y.positional('id', { type: 'string', describe: TASK_ID_DESCRIBE }).options({ ...LOGS_OPTIONS, ...API_OPTIONS }), handler('logs'))
+    .demandCommand(1, 'a command is required: master, worker, register, unregister, token, cordon, uncordon, drain, workers, status, watch, health, metrics, task, tasks, cancel or logs')
     .example('$0 master', 'run a master (gRPC on 50051, HTTP API on 127.0.0.1:8080, data in ./data)')
     .example('$0 register worker-1 127.0.0.1:50052', 'register a worker with the running master; prints its token once')
     .example('$0 worker --id worker-1 --token-file worker-1.token --master 127.0.0.1:50051', 'run that worker with its token; it joins that master')
@@ -308,6 +312,19 @@ function prepare({ command, action, argv }: Chosen, taskCommand: readonly string
     }
     case 'cancel':
       return prepareTask('cancel', argv, taskCommand, color)
+    case 'logs': {
+      const opts = buildApiOptions(argv)
+      const id = parseTaskIdArg(argv.id)
+      const logs = buildLogsOptions(argv)
+      return async () => {
+        try {
+          process.exitCode = await runLogs(opts.api, opts.apiToken, id, logs, { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s) })
+        } catch (err) {
+          process.stderr.write(`${formatError(err)}\n`)
+          process.exitCode = EXIT_FAILURE
+        }
+      }
+    }
   }
 }
 

@@ -8,7 +8,7 @@ import { LOG_LEVELS } from '../shared/log.js'
 import type { TaskStatus } from '../shared/types.js'
 import { parseAddress, parsePort, validateAddress, validateString, validateTaskId, validateWorkerId } from '../shared/validation.js'
 import { parseAllowedHost, parseAllowedOrigin } from '../master/api/guard.js'
-import { parseMetricsQuery } from '../master/api/query.js'
+import { LOG_TAIL_MAX, parseMetricsQuery } from '../master/api/query.js'
 import { GRPC_MAX_CONNECTIONS_DEFAULT } from '../master/connection-budget.js'
 import { REDIAL_DEFAULTS } from '../master/reconnect/schedule.js'
 import { checkDatabaseName, isMongoUri, validateMongoUri } from '../store/mongo-uri.js'
@@ -228,7 +228,7 @@ export const TASKS_OPTIONS: Record<string, Options> = {
   }),
 }
 
-export type CommandName = 'master' | 'worker' | 'register' | 'unregister' | 'token' | 'cordon' | 'uncordon' | 'drain' | 'workers' | 'status' | 'health' | 'metrics' | 'watch' | 'task' | 'tasks' | 'cancel'
+export type CommandName = 'master' | 'worker' | 'register' | 'unregister' | 'token' | 'cordon' | 'uncordon' | 'drain' | 'workers' | 'status' | 'health' | 'metrics' | 'watch' | 'task' | 'tasks' | 'cancel' | 'logs'
 
 // `drain <id>`: how to drain is a choice made per call, never the shell's.
 export const DRAIN_OPTIONS: Record<string, Options> = flagsOnly({
@@ -236,6 +236,31 @@ export const DRAIN_OPTIONS: Record<string, Options> = flagsOnly({
   force: { type: 'boolean', default: false, describe: 'do not wait for what runs there: cancel and requeue it now (no attempt counted)' },
   detach: { type: 'boolean', default: false, describe: 'return once the drain started, instead of waiting (with progress) until the worker is drained' },
 })
+
+// `logs <id>`: what to read of a task's output.
+export const LOGS_OPTIONS: Record<string, Options> = flagsOnly({
+  follow: { alias: 'f', type: 'boolean', default: false, describe: 'follow the output until the task ends, then exit with its exit code' },
+  tail: { type: 'string', describe: 'only the last N lines (1 to 100000), then follow with -f' },
+  since: { type: 'string', describe: 'only the lines after this sequence number (what a reader saw last; the API\'s SSE id)' },
+  timestamps: { type: 'boolean', default: false, describe: 'start each line with the time the worker read it (RFC 3339)' },
+})
+
+export interface LogsOptions {
+  follow: boolean
+  tail: number
+  since: number
+  timestamps: boolean
+}
+
+/** `logs` flags, checked with the route's own limits. */
+export function buildLogsOptions(argv: Argv): LogsOptions {
+  return {
+    follow: argv.follow === true,
+    tail: optional(argv, 'tail', wholeNumber(1, LOG_TAIL_MAX)) ?? 0,
+    since: optional(argv, 'since', wholeNumber(0)) ?? 0,
+    timestamps: argv.timestamps === true,
+  }
+}
 
 // `register --wait`: waiting is a choice made per call.
 export const REGISTER_OPTIONS: Record<string, Options> = flagsOnly({
@@ -272,6 +297,7 @@ export const COMMAND_KEYS: Readonly<Record<CommandName, readonly string[]>> = {
   task: [...Object.keys(API_OPTIONS), ...Object.keys(TASK_SUBMIT_ENV_OPTIONS), 'id'],
   tasks: [...Object.keys(API_OPTIONS), ...Object.keys(TASKS_ENV_OPTIONS)],
   cancel: [...Object.keys(API_OPTIONS), 'id'],
+  logs: [...Object.keys(API_OPTIONS), 'id'],
 }
 
 /**

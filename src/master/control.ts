@@ -1,6 +1,7 @@
 import type { TaskStatus } from '../shared/types.js'
 import type { HealthReport } from './health.js'
 import type { ListBody } from './api/list-body.js'
+import type { LogSink, ReadRequest } from './task-log-feeds.js'
 import type { ClusterStatus, TaskView, WorkerMetricsView, WorkerView } from './views.js'
 
 /** A worker token as issued: shown once, here; the master keeps only its hash. */
@@ -83,4 +84,10 @@ export interface MasterControl {
   getTask(id: string): TaskView
   /** Cancels a queued or running task. @throws CLOUDAI_UNKNOWN_TASK, CLOUDAI_TASK_FINISHED (409) */
   cancelTask(id: string): Promise<TaskView>
+  /**
+   * Serves a task's output to `sink` (src/master/task-log-feeds.ts); returns the call that stops
+   * it. Checked before anything is written. Absent in front-end tests' controls.
+   * @throws CLOUDAI_BAD_TASK_ID, CLOUDAI_UNKNOWN_TASK, CLOUDAI_AMBIGUOUS_TASK_ID
+   */
+  readTaskLogs?(id: string, req: ReadRequest, sink: LogSink): () => void
 }

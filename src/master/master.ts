@@ -34,6 +34,7 @@ import { TaskTable } from './tasks.js'
 import { TaskPruner } from './task-retention.js'
 import { formatLongDuration } from '../shared/duration.js'
 import { WorkerClients } from './worker-clients.js'
+import { TaskLogFeeds, type LogSink, type ReadRequest } from './task-log-feeds.js'
 import { ReconnectMonitor } from './reconnect/monitor.js'
 import { SuspectProbes } from './suspects.js'
 import { Registry } from './registry.js'
@@ -68,6 +69,8 @@ export class Master implements MasterControl {
   private readonly queue: QueueProcessor
   /** Cordons and drains (drains.ts). */
   private readonly drains: WorkerDrains
+  /** Task output for the API: one StreamTaskLogs per followed task (src/master/task-log-feeds.ts). */
+  private readonly logFeeds: TaskLogFeeds
   /** Removes finished tasks past --task-retention or --max-finished-tasks. */
   private readonly pruner: TaskPruner
   private readonly log: Logger
@@ -111,7 +114,9 @@ export class Master implements MasterControl {
     this.tasks = new TaskTable(this.journal, Date.now, { retentionMs: config.taskRetentionMs, maxFinished: config.maxFinishedTasks, outputTailBytes: config.taskOutputTailBytes })
     this.pruner = new TaskPruner({ tasks: this.tasks, retentionMs: config.taskRetentionMs, log: this.log })
     this.journal.on('tasks-written', (ids) => this.tasks.markDurable(ids))
-    this.queue = new QueueProcessor({ tasks: this.tasks, registry: this.registry, clients: new WorkerClients(auth, key), log: this.log, heartbeatTimeoutMs: config.heartbeatTimeoutMs, requeueAfterMs: config.requeueAfterMs ?? config.heartbeatTimeoutMs, counters: this.counters, storeRecovered: this.journal })
+    const clients = new WorkerClients(auth, key)
+    this.logFeeds = new TaskLogFeeds({ clients, task: (id) => this.tasks.get(id), worker: (id) => this.registry.get(id), log: this.log })
+    this.queue = new QueueProcessor({ tasks: this.tasks, registry: this.registry, clients, log: this.log, heartbeatTimeoutMs: config.heartbeatTimeoutMs, requeueAfterMs: config.requeueAfterMs ?? config.heartbeatTimeoutMs, counters: this.counters, storeRecovered: this.journal })
     this.drains = new WorkerDrains({ registry: this.registry, tasks: this.tasks, evict: (id, why) => this.queue.evict(id, why), log: this.log })
     this.liveness = new Liveness(this.registry, { timeoutMs: config.heartbeatTimeoutMs, log: this.log })
     this.monitor = new ReconnectMonitor(this.registry, this.dialer, {
@@ -360,6 +365,8 @@ export class Master implements MasterControl {
   private async stopParts(): Promise<void> {
     const log = this.log
     this.phase = 'closing'
+    // Before the queue closes the worker clients they stream on.
+    this.logFeeds.close()
     log.info('Shutting down: stopping the queue processor')
     this.drains.close()
     await this.queue.close()
@@ -526,6 +533,11 @@ export class Master implements MasterControl {
   /** `id`: a task's id, or a prefix of exactly one (TaskTable.resolve). */
   getTask(id: string): TaskView {
     return this.taskView(this.tasks.resolve(validateTaskId(id)).id)
+  }
+
+  readTaskLogs(given: string, req: ReadRequest, sink: LogSink): () => void {
+    const task = this.tasks.resolve(validateTaskId(given))
+    return this.logFeeds.read(task.id, req, sink)
   }
 
   async cancelTask(given: string): Promise<TaskView> {

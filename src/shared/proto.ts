@@ -2,7 +2,7 @@ import { fileURLToPath } from 'node:url'
 import * as grpc from '@grpc/grpc-js'
 import * as protoLoader from '@grpc/proto-loader'
 import type {
-  AckMsg, HeartbeatAckMsg, HeartbeatMsg, MasterInfoMsg, RegisterAckMsg, TaskAckMsg, TaskIdMsg, TaskMsg, TaskResultMsg, WorkerInfoMsg,
+  AckMsg, HeartbeatAckMsg, HeartbeatMsg, LogChunkMsg, MasterInfoMsg, RegisterAckMsg, TaskAckMsg, TaskIdMsg, TaskLogRequestMsg, TaskMsg, TaskResultMsg, WorkerInfoMsg,
 } from './wire.js'
 
 /** proto/ sits at the package root; this file runs compiled from dist/src/shared/. */
@@ -28,6 +28,7 @@ export interface MasterWorkerClient extends grpc.Client {
   MasterRegister: Unary<MasterInfoMsg, RegisterAckMsg>
   AssignTask: Unary<TaskMsg, TaskAckMsg>
   CancelTask: Unary<TaskIdMsg, TaskAckMsg>
+  StreamTaskLogs: (request: TaskLogRequestMsg, metadata?: grpc.Metadata, options?: Partial<grpc.CallOptions>) => grpc.ClientReadableStream<LogChunkMsg>
 }
 
 export interface MasterWorkerProto {
@@ -50,7 +51,7 @@ export function loadProto(): MasterWorkerProto {
 /** Promise form of a unary call with a deadline. */
 export function callUnary<Req, Res>(
   client: MasterWorkerClient,
-  method: keyof Omit<MasterWorkerClient, keyof grpc.Client>,
+  method: Exclude<keyof Omit<MasterWorkerClient, keyof grpc.Client>, 'StreamTaskLogs' | 'StreamHeartbeats'>,
   request: Req,
   timeoutMs: number,
   metadata: grpc.Metadata = new grpc.Metadata(),

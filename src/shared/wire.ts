@@ -97,3 +97,31 @@ export interface AckMsg {
   success: boolean
   message: string
 }
+
+export interface TaskLogRequestMsg {
+  task_id: string
+  user_id: string
+  follow: boolean
+  /** cloudai additions (0 = unset). */
+  from_seq: number
+  tail: number
+}
+
+export interface LogChunkMsg {
+  task_id: string
+  content: string
+  /** Unix seconds (CloudAI's type). */
+  timestamp: number
+  is_complete: boolean
+  status: string
+  /** cloudai additions (see proto/cloudai.proto). */
+  seq: number
+  stream: string
+  gap: boolean
+  missed: number
+  exit_code: number
+  has_exit_code: boolean
+  attempt: number
+  /** Unix milliseconds (cloudai addition; 0 from CloudAI's workers). */
+  time_ms: number
+}

@@ -32,7 +32,7 @@ const KEY_BYTES = 32
 /** How far a worker's clock may be from its master's for a proof to count (Kerberos' default). */
 export const PROOF_MAX_SKEW_MS = 5 * 60_000
 
-export type MasterMethod = 'MasterRegister' | 'AssignTask' | 'CancelTask'
+export type MasterMethod = 'MasterRegister' | 'AssignTask' | 'CancelTask' | 'StreamTaskLogs'
 
 /** What a worker record keeps of its credential: nothing that lets anyone present it. */
 export interface StoredCredential {

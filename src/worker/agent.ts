@@ -13,10 +13,11 @@ import { clusterAuthOf } from '../shared/cluster-auth.js'
 import { serverKeepaliveOptions } from '../shared/keepalive.js'
 import { advertiseHost, bindAddress } from '../shared/advertise.js'
 import { MAX_RUNNING_TASKS, MAX_TASK_REQUEST, validateAddress, validateAmount, validateString, validateTaskId, validateTaskSpec, validateWorkerId } from '../shared/validation.js'
-import type { MasterInfoMsg, RegisterAckMsg, RunningTaskMsg, TaskAckMsg, TaskIdMsg, TaskMsg, TaskResultMsg } from '../shared/wire.js'
+import type { LogChunkMsg, MasterInfoMsg, RegisterAckMsg, RunningTaskMsg, TaskAckMsg, TaskIdMsg, TaskLogRequestMsg, TaskMsg, TaskResultMsg } from '../shared/wire.js'
 import { utf8Tail } from '../shared/utf8-tail.js'
 import { Executor, shellArgv, type ProcessSpec, type TaskOutcome } from './executor.js'
 import { MasterLink } from './link.js'
+import { notFoundChunk, parseLogRequest, serveLog, TaskLogIndex } from './log-stream.js'
 import { MasterCheck } from './master-auth.js'
 import { Outbox } from './outbox.js'
 import { Reporter } from './reporter.js'
@@ -84,6 +85,8 @@ export class WorkerAgent {
   private executor: Executor | null = null
   private outbox: Outbox | null = null
   private reporter: Reporter | null = null
+  /** Where StreamTaskLogs finds a task's numbered output. */
+  private logs: TaskLogIndex | null = null
   /** Removes finished task directories after --task-retention. */
   private taskDirs: TaskDirRetention | null = null
   private readonly docker: DockerProbe
@@ -193,6 +196,7 @@ export class WorkerAgent {
     this.taskDirs = taskDirs
     this.outbox = outbox
     this.executor = executor
+    this.logs = new TaskLogIndex(this.config.dataDir, (taskId) => executor.logOf(taskId))
     this.reporter = reporter
     this.link = link
     if (undelivered > 0) log.info({ undelivered }, `${undelivered} task result(s) from an earlier run are waiting in the outbox; they are reported once a master is connected`)
@@ -224,6 +228,7 @@ export class WorkerAgent {
         check.check('CancelTask', String(call.request.task_id ?? ''), call)
         return this.cancelTask(call.request)
       }, cb),
+      StreamTaskLogs: (call: grpc.ServerWritableStream<TaskLogRequestMsg, LogChunkMsg>) => this.streamTaskLogs(call),
     })
     // Our listener in front of grpc-js (src/shared/grpc-listener.ts), as on the master: grpc-js
     // bounds neither how many connections a port takes nor how long one may stay silent, and
@@ -265,6 +270,37 @@ export class WorkerAgent {
     this.answering.add(answered)
     const settled = (): void => void this.answering.delete(answered)
     void answered.then(settled, settled)
+  }
+
+  /**
+   * A task's output for its master (the same proof as CancelTask, bound to the task id): the lines
+   * kept, then with `follow` the new ones until the attempt ends (src/worker/log-stream.ts).
+   */
+  private streamTaskLogs(call: grpc.ServerWritableStream<TaskLogRequestMsg, LogChunkMsg>): void {
+    let served: Promise<void>
+    try {
+      this.masterCheck.check('StreamTaskLogs', String(call.request.task_id ?? ''), call)
+      const taskId = validateTaskId(call.request.task_id, 'task_id')
+      if (this.closed || !this.logs) throw new CloudaiError('CLOUDAI_SHUTTING_DOWN', `worker ${this.config.id} is shutting down`)
+      const log = this.logs.find(taskId)
+      if (!log) {
+        call.write(notFoundChunk(taskId))
+        call.end()
+        return
+      }
+      const req = parseLogRequest(call.request, taskId)
+      if (this.deps.log.isLevelEnabled('debug')) this.deps.log.debug({ taskId, attempt: log.attempt, follow: req.follow, fromSeq: req.fromSeq, tail: req.tail }, `StreamTaskLogs for task ${taskId} (attempt ${log.attempt})`)
+      served = serveLog(call, req, log)
+    } catch (err) {
+      const e = toCloudaiError(err)
+      const metadata = new grpc.Metadata()
+      metadata.set('cloudai-error-code', e.code)
+      call.emit('error', { code: e.grpcStatus, details: `${e.message} (${e.code})`, metadata })
+      return
+    }
+    this.answering.add(served)
+    const settled = (): void => void this.answering.delete(served)
+    void served.then(settled, settled)
   }
 
   /** A token file others can read is a token others can use: said once, at start. */
@@ -410,6 +446,7 @@ export class WorkerAgent {
   private onFinished(o: TaskOutcome): void {
     this.allocations.delete(o.taskId)
     this.taskDirs?.taskFinished(o.taskId, o.attempt)
+    this.logs?.keep(o.taskId, o.log)
     const result: TaskResultMsg = {
       task_id: o.taskId,
       worker_id: this.config.id,

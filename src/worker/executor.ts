@@ -6,6 +6,7 @@ import { finished } from 'node:stream'
 import type { Readable } from 'node:stream'
 import type { Logger } from '../shared/log.js'
 import { CloudaiError } from '../shared/errors.js'
+import { TaskLog } from './task-log.js'
 
 // Runs task processes. Each runs in its own process group (so a cancel or a timeout takes its
 // children with it), in a fresh working directory, with only the environment it is given; its
@@ -44,6 +45,8 @@ export interface TaskOutcome {
   /** The last `maxLogBytes` of stdout and stderr, interleaved as they arrived, valid UTF-8. */
   logsTail: string
   logFile: string
+  /** The attempt's output as numbered lines, ended (also saved in its task directory). */
+  log: TaskLog
 }
 
 export interface RunningProcess {
@@ -113,6 +116,7 @@ interface Running {
   workDir: string
   logFile: string
   tail: TailBuffer
+  log: TaskLog
   out: WriteStream
   outBroken: boolean
   stopReason: StopReason | null
@@ -151,6 +155,11 @@ export class Executor extends EventEmitter<{ finished: [TaskOutcome] }> {
   get(taskId: string): RunningProcess | undefined {
     const r = this.running.get(taskId)
     return r && view(r)
+  }
+
+  /** The output of the running attempt of `taskId`, as numbered lines; undefined when none runs. */
+  logOf(taskId: string): TaskLog | undefined {
+    return this.running.get(taskId)?.log
   }
 
   list(): RunningProcess[] {
@@ -205,7 +214,7 @@ export class Executor extends EventEmitter<{ finished: [TaskOutcome] }> {
     const done = new Promise<void>((resolve) => (resolveDone = resolve))
     const r: Running = {
       spec, child, pid: child.pid ?? -1, startedAt: Date.now(), startedMono: performance.now(), workDir, logFile,
-      tail: new TailBuffer(this.maxLogBytes), out, outBroken: false, stopReason: null, exit: null,
+      tail: new TailBuffer(this.maxLogBytes), log: new TaskLog(spec.attempt, this.maxLogBytes), out, outBroken: false, stopReason: null, exit: null,
       cancelTimeout: null, killTimer: null, stdioTimer: null, done, resolveDone,
     }
     this.running.set(spec.taskId, r)
@@ -316,8 +325,10 @@ export class Executor extends EventEmitter<{ finished: [TaskOutcome] }> {
       resume()
     })
     for (const s of streams) {
+      const name = s === r.child.stdout ? 'stdout' : 'stderr'
       s.on('data', (chunk: Buffer) => {
         r.tail.push(chunk)
+        r.log.push(name, chunk)
         if (r.outBroken) return
         // Backpressure: a task that writes faster than the disk takes waits instead of filling memory.
         if (!r.out.write(chunk)) {
@@ -338,9 +349,16 @@ export class Executor extends EventEmitter<{ finished: [TaskOutcome] }> {
     r.killTimer = null
     rmSync(markerFile(r.workDir), { force: true })
     const emit = (): void => {
-      this.running.delete(r.spec.taskId)
       const outcome = this.outcome(r)
       const { log } = this.opts
+      // Every pipe is closed: the log's last line is in; readers learn the end with the outcome.
+      r.log.finish({ status: outcome.status, exitCode: outcome.exitCode })
+      try {
+        r.log.save(join(r.workDir, '..'))
+      } catch (err) {
+        log.warn({ taskId: r.spec.taskId, err: (err as Error).message }, `Task ${r.spec.taskId}: cannot save its numbered log lines (${(err as Error).message}); they are served from memory only`)
+      }
+      this.running.delete(r.spec.taskId)
       log.info(
         { taskId: outcome.taskId, attempt: outcome.attempt, status: outcome.status, exitCode: outcome.exitCode, signal: outcome.signal, durationMs: outcome.durationMs },
         `Task ${outcome.taskId} ${outcome.status} (${outcome.reason}) after ${outcome.durationMs}ms`,
@@ -385,6 +403,7 @@ export class Executor extends EventEmitter<{ finished: [TaskOutcome] }> {
       durationMs: Math.round(performance.now() - r.startedMono),
       logsTail: r.tail.toString(),
       logFile: r.logFile,
+      log: r.log,
     }
   }
 

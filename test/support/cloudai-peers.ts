@@ -16,7 +16,7 @@ import { tempDir } from './cluster.js'
 // with `sh -c` in a temp dir (standing in for the container); one with an image only prints what
 // the image's entrypoint would have run.
 
-const CLOUDAI_PROTO = `
+export const CLOUDAI_PROTO = `
 syntax = "proto3";
 package cluster;
 service MasterWorker {
@@ -88,6 +88,8 @@ export class CloudaiWorker {
   private master: UnaryClient | null = null
   private beat: NodeJS.Timeout | null = null
   private readonly running = new Map<string, { req_cpu: number; req_memory: number; pid: number | undefined }>()
+  /** Each task's output lines and final status, for StreamTaskLogs. */
+  private readonly outputs = new Map<string, { lines: string[]; status: string | null; listeners: Set<() => void> }>()
   private readonly events = new Waiters()
   private readonly ctor: grpc.ServiceClientConstructor
 
@@ -106,6 +108,25 @@ export class CloudaiWorker {
         this.assigned.push(call.request)
         cb(null, { success: true, message: 'task accepted' })
         this.run(call.request)
+      },
+      // As CloudAI's: one chunk per line (no number, no stream), then the final status; follow ignored.
+      StreamTaskLogs: (call: grpc.ServerWritableStream<{ task_id: string }, unknown>) => {
+        const out = this.outputs.get(call.request.task_id)
+        if (!out) {
+          call.write({ task_id: call.request.task_id, content: 'Task not found or not running on this worker', timestamp: Math.floor(Date.now() / 1000), is_complete: true, status: 'not_found' })
+          return call.end()
+        }
+        let sent = 0
+        const pump = (): void => {
+          for (; sent < out.lines.length; sent++) call.write({ task_id: call.request.task_id, content: out.lines[sent], timestamp: Math.floor(Date.now() / 1000), is_complete: false, status: 'running' })
+          if (out.status === null) return
+          out.listeners.delete(pump)
+          call.write({ task_id: call.request.task_id, content: '', timestamp: Math.floor(Date.now() / 1000), is_complete: true, status: out.status })
+          call.end()
+        }
+        out.listeners.add(pump)
+        call.on('cancelled', () => out.listeners.delete(pump))
+        pump()
       },
       CancelTask: (call: grpc.ServerUnaryCall<{ task_id: string }, unknown>, cb: grpc.sendUnaryData<unknown>) => {
         this.cancelled.push(call.request.task_id)
@@ -156,13 +177,29 @@ export class CloudaiWorker {
     const child = spawn('/bin/sh', ['-c', task.command], { cwd: this.dir, env: { PATH: process.env.PATH ?? '/usr/bin:/bin' }, detached: true, stdio: ['ignore', 'pipe', 'pipe'] })
     this.running.set(task.task_id, { req_cpu: task.req_cpu, req_memory: task.req_memory, pid: child.pid })
     let logs = ''
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (logs += d))
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (logs += d))
+    const out = { lines: [] as string[], status: null as string | null, listeners: new Set<() => void>() }
+    this.outputs.set(task.task_id, out)
+    let partial = ''
+    const take = (d: string): void => {
+      logs += d
+      partial += d
+      const parts = partial.split('\n')
+      partial = parts.pop()!
+      out.lines.push(...parts)
+      for (const l of [...out.listeners]) l()
+    }
+    child.stdout.setEncoding('utf8').on('data', take)
+    child.stderr.setEncoding('utf8').on('data', take)
     child.once('close', (code) => this.finish(task.task_id, this.cancelled.includes(task.task_id) ? 'cancelled' : code === 0 ? 'success' : 'failed', logs))
   }
 
   private finish(taskId: string, status: string, logs: string): void {
     this.running.delete(taskId)
+    const out = this.outputs.get(taskId)
+    if (out) {
+      out.status = status
+      for (const l of [...out.listeners]) l()
+    }
     const report: CloudaiReport = { taskId, status, ack: null, error: null }
     this.reports.push(report)
     this.call('ReportTaskCompletion', { task_id: taskId, worker_id: this.id, status, logs, result_location: '', output_files: [] }, (err, ack) => {

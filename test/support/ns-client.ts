@@ -38,7 +38,7 @@ async function doGrpc(req: Extract<Request, { kind: 'grpc' }>): Promise<object> 
   const options = { ...DIAL_CHANNEL_OPTIONS, ...(req.tls?.serverName ? { 'grpc.ssl_target_name_override': req.tls.serverName } : {}) }
   const client = new Client(req.target, credentials, options)
   const method = req.method as keyof Omit<MasterWorkerClient, keyof Grpc.Client>
-  if (typeof client[method] !== 'function' || method === 'StreamHeartbeats') {
+  if (typeof client[method] !== 'function' || method === 'StreamHeartbeats' || method === 'StreamTaskLogs') {
     client.close()
     return { ok: false, error: `${req.method} is not a unary method of MasterWorker` }
   }

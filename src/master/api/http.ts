@@ -6,7 +6,8 @@ import { loadUws, type Uws } from './uws.js'
 import type { MasterControl } from '../control.js'
 import { BodyAborted, type BodyLimits, DEFAULT_DRAIN_BYTES, DEFAULT_DRAIN_MS, DEFAULT_MAX_BODY_BYTES, readJsonObject, refuseUnframed } from './body.js'
 import { closesConnection, countRefusal, type MachineNames, RequestGuard } from './guard.js'
-import { parseMetricsQuery, parseTaskQuery } from './query.js'
+import { parseLogQuery, parseMetricsQuery, parseTaskQuery } from './query.js'
+import { serveTaskLogs } from './task-logs.js'
 import { Reply } from './respond.js'
 import type { DashboardFiles } from './static.js'
 import { ApiToken } from './token.js'
@@ -203,6 +204,11 @@ export class HttpApi {
       { method: 'post', pattern: '/api/tasks', handle: (reply, req, res) => this.submitTask(reply, req, res) },
       { method: 'get', pattern: '/api/tasks/:id', handle: (reply, req) => reply.json(200, this.control.getTask(pathId(req, 'CLOUDAI_BAD_TASK_ID', 'task id'))) },
       { method: 'del', pattern: '/api/tasks/:id', handle: (reply, req) => this.cancelTask(reply, req) },
+      {
+        method: 'get',
+        pattern: '/api/tasks/:id/logs',
+        handle: (reply, req) => serveTaskLogs(this.control, reply, pathId(req, 'CLOUDAI_BAD_TASK_ID', 'task id'), parseLogQuery(req.getQuery() ?? '', req.getHeader('last-event-id')), req.getHeader('accept')),
+      },
     ]
   }
 

@@ -103,3 +103,40 @@ function sinceValue(value: string, now: number): number {
   }
   throw badQuery(`since ${JSON.stringify(value.slice(0, 80))} is not a time: ${allowed}`)
 }
+
+// --- GET /api/tasks/{id}/logs ----------------------------------------------------------------------
+
+const LOG_QUERY_KEYS = ['follow', 'tail', 'since'] as const
+export const LOG_TAIL_MAX = 100_000
+
+export interface LogQuery {
+  follow: boolean
+  /** Lines after this sequence number; 0 = from the first line kept. */
+  since: number
+  /** The last `tail` lines (when since is 0); 0 = all. */
+  tail: number
+}
+
+/**
+ * `follow` (1/true/0/false), `tail` (1 to 100000 lines), `since` (a sequence number: the lines
+ * after it). `lastEventId` is the Last-Event-ID header of a reconnecting EventSource, the same as
+ * since (the query wins when both are there).
+ */
+export function parseLogQuery(raw: string, lastEventId = ''): LogQuery {
+  const query: LogQuery = { follow: false, since: 0, tail: 0 }
+  const seen = new Set<string>()
+  for (const [key, value] of new URLSearchParams(raw)) {
+    if (!(LOG_QUERY_KEYS as readonly string[]).includes(key)) {
+      throw badQuery(`unknown query parameter ${JSON.stringify(key.slice(0, 80))}: use ${LOG_QUERY_KEYS.join(', ')}`)
+    }
+    if (seen.has(key)) throw badQuery(`query parameter ${key} is given more than once: give it once`)
+    seen.add(key)
+    if (key === 'follow') {
+      if (value === '1' || value === 'true') query.follow = true
+      else if (value !== '0' && value !== 'false') throw badQuery(`follow ${JSON.stringify(value.slice(0, 80))} is not allowed: use 1, true, 0 or false`)
+    } else if (key === 'tail') query.tail = queryInteger(value, 'tail', 1, LOG_TAIL_MAX)
+    else query.since = queryInteger(value, 'since', 0, Number.MAX_SAFE_INTEGER)
+  }
+  if (!seen.has('since') && lastEventId !== '') query.since = queryInteger(lastEventId.trim(), 'Last-Event-ID', 0, Number.MAX_SAFE_INTEGER)
+  return query
+}

@@ -165,6 +165,49 @@ export class Reply {
   }
 
   /**
+   * Starts a streamed answer (Server-Sent Events, NDJSON): the status and headers now, then the
+   * body in pieces. A piece is never dropped by us: write() false means uWS holds it and the
+   * connection is backed up, and the writer should wait for onWritable before the next one.
+   * Null when the reply is no longer open.
+   */
+  stream(status: number, contentType: string, opts: ReplyOptions = {}): ReplyStream | null {
+    if (this.state !== 'open') return null
+    this.state = 'streaming'
+    const reply = this
+    const res = this.res
+    let writable: (() => void) | null = null
+    res.onWritable(() => {
+      const cb = writable
+      writable = null
+      cb?.()
+      return true
+    })
+    res.cork(() => {
+      res.writeStatus(statusLine(status)).writeHeader('content-type', contentType)
+      if (opts.headers) for (const [key, value] of Object.entries(opts.headers)) res.writeHeader(key, value)
+    })
+    return {
+      write: (piece: string): boolean => {
+        if (this.state !== 'streaming') return true
+        let ok = true
+        res.cork(() => (ok = res.write(piece)))
+        return ok
+      },
+      onWritable: (cb: () => void): void => {
+        writable = cb
+      },
+      end: (): void => {
+        if (this.state !== 'streaming') return
+        this.state = 'sent'
+        res.cork(() => res.end())
+      },
+      get open(): boolean {
+        return reply.state === 'streaming'
+      },
+    }
+  }
+
+  /**
    * Closes the connection of a lingering reply, once the body reader has read what it will of the
    * rest; a no-op for any other. `drained` is how much of the body was read and dropped after the answer.
    */
@@ -202,6 +245,14 @@ export class Reply {
       this.log.error({ err, method: this.method, url: this.url }, `${this.method} ${this.url} failed after its response was sent`)
     }
   }
+}
+
+/** A streamed answer in progress (see Reply.stream). */
+export interface ReplyStream {
+  write(piece: string): boolean
+  onWritable(cb: () => void): void
+  end(): void
+  readonly open: boolean
 }
 
 /**

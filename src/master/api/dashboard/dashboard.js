@@ -728,10 +728,88 @@ let shown = null
 
 async function openTask(id) {
   const dialog = /** @type {HTMLDialogElement} */ ($('#task-dialog'))
+  stopFollowing()
   shown = { id, status: null }
   setText($('#task-dialog-title'), `Task ${id}`)
   if (!dialog.open) dialog.showModal()
   await refreshTask()
+  if (shown && shown.id === id && UNFINISHED.has(shown.status)) followOutput(shown)
+}
+
+// --- a running task's output, live ---------------------------------------------------------------
+
+/** The most of a task's output the dialog holds while it follows (older lines are dropped). */
+const FOLLOW_MAX_CHARS = 256 * 1024
+/** The dialog's live output: set while it follows the task it shows. */
+let following = null
+
+function stopFollowing() {
+  following?.abort.abort()
+  following = null
+}
+
+/**
+ * Follows the shown task's output on GET /api/tasks/{id}/logs?follow=1 as NDJSON, line by line,
+ * until the task ends or the dialog closes. fetch rather than EventSource: EventSource cannot send
+ * the API token's Authorization header. A lost connection is opened again from the last line
+ * (`since`), as an EventSource would with Last-Event-ID.
+ */
+function followOutput(want) {
+  const abort = new AbortController()
+  const f = { id: want.id, abort, text: '', live: false }
+  following = f
+  const pre = $('#task-dialog-output')
+  let since = 0
+  const show = () => {
+    if (following !== f) return
+    if (f.text.length > FOLLOW_MAX_CHARS) f.text = f.text.slice(f.text.indexOf('\n', f.text.length - FOLLOW_MAX_CHARS) + 1)
+    const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4
+    setText(pre, f.text || 'No output yet.')
+    if (atBottom) pre.scrollTop = pre.scrollHeight
+  }
+  const take = (e) => {
+    if (e.type === 'line') {
+      f.text += `${e.stream === 'cloudai' ? `[${e.text}]` : e.text}\n`
+      since = e.seq
+    } else if (e.type === 'gap') {
+      f.text += `[${e.missed} line(s) no longer kept]\n`
+      since = e.seq + e.missed - 1
+    }
+    return e.type === 'end'
+  }
+  const run = async () => {
+    for (let delay = 500; following === f; delay = Math.min(delay * 2, 5000)) {
+      try {
+        const res = await fetch(`/api/tasks/${encodeURIComponent(f.id)}/logs?follow=1${since > 0 ? `&since=${since}` : ''}`, {
+          headers: { accept: 'application/x-ndjson', ...authHeaders() },
+          cache: 'no-store',
+          signal: abort.signal,
+        })
+        if (!res.ok || !res.body) return // the task's fields stay as GET /api/tasks/{id} showed them
+        f.live = true
+        const reader = res.body.pipeThrough(new TextDecoderStream()).getReader()
+        let buf = ''
+        for (;;) {
+          const { value, done } = await reader.read()
+          if (done) break
+          buf += value
+          let ended = false
+          let nl
+          while ((nl = buf.indexOf('\n')) >= 0) {
+            const line = buf.slice(0, nl)
+            buf = buf.slice(nl + 1)
+            if (line.trim() !== '' && take(JSON.parse(line))) ended = true
+          }
+          show()
+          if (ended) return
+        }
+      } catch {
+        if (abort.signal.aborted) return
+      }
+      await new Promise((resolve) => setTimeout(resolve, delay))
+    }
+  }
+  run().catch(() => undefined)
 }
 
 async function refreshTask() {
@@ -755,13 +833,19 @@ async function refreshTask() {
       ['Reason', t.reason || dash],
     ]
     $('#task-dialog-fields').replaceChildren(...rows.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { text: v })]))
-    setText($('#task-dialog-output'), t.logs ? t.logs : UNFINISHED.has(t.status) ? 'No output yet.' : 'No output.')
+    // While the dialog follows the output live, that is what it shows (the task's `logs` is a tail).
+    if (!(following && following.id === want.id && following.live)) {
+      setText($('#task-dialog-output'), t.logs ? t.logs : UNFINISHED.has(t.status) ? 'No output yet.' : 'No output.')
+    }
   } catch (err) {
     if (shown === want) showError(out, err)
   }
 }
 
-$('#task-dialog').addEventListener('close', () => (shown = null))
+$('#task-dialog').addEventListener('close', () => {
+  shown = null
+  stopFollowing()
+})
 
 /** Called on every task event: the dialog's task, once it moved on, is fetched again (its output grew). */
 function taskChanged(t) {

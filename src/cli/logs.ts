@@ -1,0 +1,118 @@
+import { CloudaiError, ErrorCodes, type ErrorCode } from '../shared/errors.js'
+import type { LogsOptions } from './options.js'
+
+// `cloudai logs <id>`: a task's output from GET /api/tasks/{id}/logs as NDJSON, printed line by
+// line as it comes. A connection lost after the first answer is opened again by itself, from the
+// last sequence number printed (the route's `since`), so no line is printed twice or skipped; with
+// -f the command ends when the task does, with the task's exit code.
+
+/** Time given to the master to answer with headers (the body may then take as long as the task). */
+const CONNECT_TIMEOUT_MS = 10_000
+const RETRY_MIN_MS = 250
+const RETRY_MAX_MS = 5_000
+
+interface LogEvent { type: string; seq: number; stream?: string; timestamp?: string; text?: string; missed?: number; complete?: boolean; status?: string; exit_code?: number | null }
+
+export interface LogsOutput {
+  out: (text: string) => void
+  err: (text: string) => void
+}
+
+/** Resolves with the exit code: the task's with -f (1 when it has none), 0 otherwise. */
+export async function runLogs(api: string, token: string | null, id: string, opts: LogsOptions, io: LogsOutput): Promise<number> {
+  let since = opts.since
+  let connected = false
+  let delay = RETRY_MIN_MS
+  for (;;) {
+    const params = new URLSearchParams()
+    if (opts.follow) params.set('follow', '1')
+    if (since > 0) params.set('since', String(since))
+    else if (opts.tail > 0 && !connected) params.set('tail', String(opts.tail))
+    const path = `/api/tasks/${encodeURIComponent(id)}/logs${params.size > 0 ? `?${params}` : ''}`
+    const connect = new AbortController()
+    const timer = setTimeout(() => connect.abort(), CONNECT_TIMEOUT_MS)
+    let res: Response
+    try {
+      res = await fetch(api.replace(/\/+$/, '') + path, {
+        headers: { accept: 'application/x-ndjson', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+        signal: connect.signal,
+      })
+    } catch (err) {
+      clearTimeout(timer)
+      if (!connected) throw unreachable(api, err)
+      await lost(io, since, delay)
+      delay = Math.min(RETRY_MAX_MS, delay * 2)
+      continue
+    }
+    clearTimeout(timer)
+    if (res.status !== 200) {
+      const text = await res.text().catch(() => '')
+      // A master restarting answers 503 for a moment: the same as a lost connection.
+      if (connected && res.status === 503) {
+        await lost(io, since, delay)
+        continue
+      }
+      throw errorFrom(res.status, text)
+    }
+    connected = true
+    let buf = ''
+    const decoder = new TextDecoder()
+    try {
+      for await (const piece of res.body ?? []) {
+        buf += decoder.decode(piece as Uint8Array, { stream: true })
+        let nl
+        while ((nl = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, nl)
+          buf = buf.slice(nl + 1)
+          if (line.trim() === '') continue // a keepalive
+          const e = JSON.parse(line) as LogEvent
+          delay = RETRY_MIN_MS
+          if (e.type === 'line') {
+            // The master's own word between attempts goes with the other notices, not the output.
+            if (e.stream === 'cloudai') io.err(`cloudai: ${e.text}\n`)
+            else io.out(`${opts.timestamps ? `${e.timestamp} ` : ''}${e.text}\n`)
+            since = e.seq
+          } else if (e.type === 'gap') {
+            io.err(`cloudai: ${e.missed} line(s) from ${e.seq} on are no longer kept\n`)
+            since = e.seq + (e.missed ?? 0) - 1
+          } else if (e.type === 'end') {
+            if (!e.complete) return 0
+            if (e.status === 'not_found') throw new CloudaiError('CLOUDAI_UNKNOWN_TASK', `task ${id}: its worker no longer has its output`)
+            if (!opts.follow) return 0
+            return typeof e.exit_code === 'number' ? e.exit_code : 1
+          }
+        }
+      }
+    } catch (err) {
+      if (err instanceof CloudaiError || err instanceof SyntaxError) throw err
+    }
+    // The stream ended without its end event: the connection was lost.
+    await lost(io, since, delay)
+    delay = Math.min(RETRY_MAX_MS, delay * 2)
+  }
+}
+
+async function lost(io: LogsOutput, since: number, delay: number): Promise<void> {
+  io.err(`cloudai: connection to the master lost; reconnecting from line ${since + 1}\n`)
+  await new Promise((resolve) => setTimeout(resolve, delay))
+}
+
+function unreachable(api: string, err: unknown): CloudaiError {
+  const e = err as { name?: string; message?: string; cause?: { code?: string; message?: string } }
+  if (e?.name === 'AbortError') return new CloudaiError('CLOUDAI_API_UNREACHABLE', `the master at ${api} did not answer within ${CONNECT_TIMEOUT_MS / 1000}s`, { api })
+  const reason = e?.cause?.code ?? e?.cause?.message ?? e?.message ?? String(err)
+  return new CloudaiError('CLOUDAI_API_UNREACHABLE', `cannot reach the master at ${api} (${reason}): is \`cloudai master\` running? Start it, or point --api at the master's HTTP API`, { api })
+}
+
+function errorFrom(status: number, text: string): CloudaiError {
+  let error: { code?: unknown; message?: unknown } | undefined
+  try {
+    error = (JSON.parse(text) as { error?: typeof error }).error
+  } catch {
+    error = undefined
+  }
+  if (typeof error?.code === 'string' && typeof error.message === 'string' && Object.hasOwn(ErrorCodes, error.code)) {
+    return new CloudaiError(error.code as ErrorCode, error.message, { httpStatus: status, body: text })
+  }
+  return new CloudaiError('CLOUDAI_INTERNAL', `HTTP ${status} without a cloudai error body; is this a cloudai master?`, { httpStatus: status, body: text })
+}

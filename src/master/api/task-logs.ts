@@ -1,0 +1,60 @@
+import { CloudaiError } from '../../shared/errors.js'
+import type { MasterControl } from '../control.js'
+import type { LogEvent } from '../task-log-feeds.js'
+import type { LogQuery } from './query.js'
+import type { Reply, ReplyStream } from './respond.js'
+
+// GET /api/tasks/{id}/logs: a task's output as Server-Sent Events (the default; `id:` is the
+// line's sequence number, so an EventSource that reconnects sends Last-Event-ID and gets exactly
+// the rest), or as NDJSON with `Accept: application/x-ndjson`. Each event is one line, a gap
+// (lines no longer kept) or the end (the task's status and exit code, or "running" for a reader
+// that does not follow). The connection's own backpressure paces it (see TaskLogFeeds).
+
+export const SSE_TYPE = 'text/event-stream; charset=utf-8'
+export const NDJSON_TYPE = 'application/x-ndjson; charset=utf-8'
+/** A comment (SSE) or a blank line (NDJSON) this often keeps proxies from closing a quiet stream. */
+const KEEPALIVE_MS = 15_000
+
+function sse(e: LogEvent): string {
+  const data = JSON.stringify(e)
+  if (e.type === 'line') return `id: ${e.seq}\ndata: ${data}\n\n`
+  // A resume after a gap starts after what it skipped; after the end there is nothing to resume.
+  if (e.type === 'gap') return `event: gap\nid: ${e.seq + e.missed - 1}\ndata: ${data}\n\n`
+  return `event: end\ndata: ${data}\n\n`
+}
+
+const ndjson = (e: LogEvent): string => `${JSON.stringify(e)}\n`
+
+export function serveTaskLogs(control: MasterControl, reply: Reply, id: string, query: LogQuery, accept: string): void {
+  if (!control.readTaskLogs) throw new CloudaiError('CLOUDAI_NOT_FOUND', 'this master serves no task output')
+  const asNdjson = accept.includes('application/x-ndjson')
+  const format = asNdjson ? ndjson : sse
+  let out: ReplyStream | null = null
+  let keepalive: NodeJS.Timeout | null = null
+  const stopKeepalive = (): void => {
+    if (keepalive) clearInterval(keepalive)
+    keepalive = null
+  }
+  // readTaskLogs checks the task (404, 400) before anything is answered, and writes to the sink
+  // from the next turn of the loop on, by which time the stream is open.
+  const stop = control.readTaskLogs(id, query, {
+    write: (e) => out?.write(format(e)) ?? true,
+    onWritable: (cb) => out?.onWritable(cb),
+    close: () => {
+      stopKeepalive()
+      out?.end()
+    },
+  })
+  out = reply.stream(200, asNdjson ? NDJSON_TYPE : SSE_TYPE, { headers: { 'cache-control': 'no-store', 'x-accel-buffering': 'no' } })
+  if (!out) return stop()
+  const stream = out
+  reply.onAbort(() => {
+    stopKeepalive()
+    stop()
+  })
+  // uWS sends the headers with the first bytes of the body (an empty write sends nothing): a
+  // keepalive now, so that a reader of a task that has printed nothing yet has its answer.
+  stream.write(asNdjson ? '\n' : 'retry: 1000\n\n')
+  keepalive = setInterval(() => stream.write(asNdjson ? '\n' : ': keepalive\n\n'), KEEPALIVE_MS)
+  keepalive.unref()
+}

@@ -1,0 +1,69 @@
+import assert from 'node:assert/strict'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { test } from 'node:test'
+import { MAX_LINE_BYTES, TaskLog } from '../../src/worker/task-log.js'
+
+const texts = (log: TaskLog): string[] => {
+  const out: string[] = []
+  for (let s = log.firstSeq; s < log.nextSeq; s++) out.push(log.get(s)!.text)
+  return out
+}
+
+test('output becomes one numbered record per line, a line split across chunks joined, each stream on its own', () => {
+  const log = new TaskLog(1, 1 << 20, () => 42)
+  log.push('stdout', Buffer.from('one\ntw'))
+  log.push('stderr', Buffer.from('err-1\r\n'))
+  log.push('stdout', Buffer.from('o\n'))
+  assert.deepEqual([1, 2, 3].map((s) => log.get(s)), [
+    { seq: 1, stream: 'stdout', at: 42, text: 'one' },
+    { seq: 2, stream: 'stderr', at: 42, text: 'err-1' },
+    { seq: 3, stream: 'stdout', at: 42, text: 'two' },
+  ])
+})
+
+test('a last line without its newline is a record once the attempt ends, and the end is known', () => {
+  const log = new TaskLog(1, 1 << 20)
+  let changes = 0
+  log.on('change', () => changes++)
+  log.push('stdout', Buffer.from('no newline'))
+  assert.equal(log.nextSeq, 1)
+  log.finish({ status: 'failed', exitCode: 3 })
+  assert.deepEqual(texts(log), ['no newline'])
+  assert.deepEqual(log.end, { status: 'failed', exitCode: 3 })
+  assert.equal(changes, 1)
+})
+
+test('a line longer than the record limit is cut into records of that size', () => {
+  const log = new TaskLog(1, 1 << 22)
+  log.push('stdout', Buffer.alloc(MAX_LINE_BYTES * 2 + 5, 'x'))
+  log.push('stdout', Buffer.from('\n'))
+  assert.deepEqual(texts(log).map((t) => t.length), [MAX_LINE_BYTES, MAX_LINE_BYTES, 5])
+})
+
+test('past its byte bound the oldest records go, and firstSeq says from where records are kept', () => {
+  const log = new TaskLog(1, 1000)
+  for (let i = 1; i <= 100; i++) log.push('stdout', Buffer.from(`line-${i}\n`))
+  assert.equal(log.nextSeq, 101)
+  assert.ok(log.firstSeq > 1 && log.firstSeq < 100, String(log.firstSeq))
+  assert.equal(log.get(log.firstSeq - 1), undefined)
+  assert.equal(log.get(100)!.text, 'line-100')
+  assert.deepEqual(texts(log), Array.from({ length: 101 - log.firstSeq }, (_, i) => `line-${log.firstSeq + i}`))
+})
+
+test('a saved log loads back ended, with its sequence numbers', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'cloudai-task-log-'))
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  const log = new TaskLog(2, 200)
+  for (let i = 1; i <= 20; i++) log.push(i % 2 ? 'stdout' : 'stderr', Buffer.from(`l${i}\n`))
+  log.finish({ status: 'completed', exitCode: 0 })
+  log.save(dir)
+  const back = TaskLog.load(dir)!
+  assert.equal(back.attempt, 2)
+  assert.equal(back.firstSeq, log.firstSeq)
+  assert.equal(back.nextSeq, 21)
+  assert.deepEqual(back.get(20), log.get(20))
+  assert.deepEqual(back.end, { status: 'completed', exitCode: 0 })
+  assert.equal(TaskLog.load(join(dir, 'none')), null)
+})
