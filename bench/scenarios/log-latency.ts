@@ -77,7 +77,7 @@ export const logLatency: Scenario = {
       const exits = runs.every((r) => r.exitCode === 7)
       return {
         tables: [{
-          title: 'Task line to `cloudai logs -f` (ms)',
+          title: 'log-latency: a task\'s line, worker to `cloudai logs -f` (ms)',
           columns: ['lines', 'p50', 'p99', `p99 target ≤ ${P99_TARGET_MS}`, 'max', 'lost', 'all once, in order', 'CLI exit = task exit'],
           rows: [[String(all.length), fmt(p50), fmt(p99), p99 !== null && p99 <= P99_TARGET_MS ? 'met' : 'MISSED', fmt(all.at(-1)), String(lost), ordered ? 'yes' : 'NO', exits ? 'yes' : 'NO']],
         }],
