@@ -133,3 +133,16 @@ test('suspicion: only an active worker, once until cleared; cleared by a probe, 
   assert.equal(r.clearSuspect('w1', 'probe'), false)
   assert.deepEqual(events, ['w1:suspect:AssignTask failed (UNAVAILABLE)', 'w1:cleared:probe', 'w1:suspect:b', 'w1:cleared:assign', 'w1:suspect:c'])
 })
+
+test('counts workers by scheduling state, and a drained worker that is stopped is not counted inactive', () => {
+  const r = new Registry()
+  for (const id of ['w1', 'w2', 'w3', 'w4', 'w5']) r.register(id, `127.0.0.1:${id.slice(1)}`, 1)
+  r.connect('w1', { specs, reportedAddress: null }, 2)
+  r.setScheduling('w2', { cordonedAt: 3, drain: null })
+  r.setScheduling('w3', { cordonedAt: 3, drain: { startedAt: 3, deadline: null, force: false, drainedAt: null } })
+  r.setScheduling('w4', { cordonedAt: 3, drain: { startedAt: 3, deadline: null, force: false, drainedAt: 4 } })
+  r.connect('w5', { specs, reportedAddress: null }, 2)
+  r.setScheduling('w5', { cordonedAt: 3, drain: { startedAt: 3, deadline: null, force: false, drainedAt: 4 } })
+  // w2 and w3 are inactive and not drained: an outage; w4 was drained and stopped: planned.
+  assert.deepEqual(r.counts(), { total: 5, active: 2, inactive: 2, stopped: 1, suspect: 0, cordoned: 1, draining: 1, drained: 2 })
+})
