@@ -9,8 +9,13 @@ import type { TaskTable } from './tasks.js'
 export interface DrainsOptions {
   registry: Registry
   tasks: TaskTable
-  /** Requeues every task on the worker without counting an attempt and cancels it there (QueueProcessor.evict). */
+  /** Requeues every task on an active worker without counting an attempt and cancels it there (QueueProcessor.evict). */
   evict: (workerId: string, why: string) => Promise<string[]>
+  /**
+   * Whether something may still land or run on the worker although the task table has nothing
+   * there: a placement being written, a task requeued off it that it still lists (QueueProcessor.busyOn).
+   */
+  busyOn?: (workerId: string) => boolean
   log: Logger
   now?: () => number
 }
@@ -19,9 +24,13 @@ export interface DrainsOptions {
  * Cordons and drains. A cordoned worker takes no new placement (the scheduler skips it; a task that
  * targets it waits). A drain cordons, lets what runs there finish, and at its deadline (at once with
  * `force`) requeues what is left without spending an attempt (QueueProcessor.evict); once nothing is
- * left on the worker it is `drained`: it may be stopped, which fails nothing and alarms nothing
- * (health.ts). The state lives on the worker's record and in the store with it, so a drain survives
- * a master restart: rearm() sets the deadline again from what was loaded. A drained worker that
+ * left on the worker (and it no longer runs what was requeued off it) it is `drained`: it may be
+ * stopped, which fails nothing and alarms nothing (health.ts). A deadline is acted on only while the
+ * worker is active, so that what it still runs is cancelled before it runs elsewhere: one that
+ * passes while the worker is inactive (or the master down) waits for it to be active again, and
+ * meanwhile its tasks take the inactive path (--requeue-after, the reconcile of a returning
+ * worker). The state lives on the worker's record and in the store with it, so a drain survives a
+ * master restart: rearm() sets the deadline again from what was loaded. A drained worker that
  * comes back stays cordoned until an operator uncordons it.
  */
 export class WorkerDrains {
@@ -39,14 +48,23 @@ export class WorkerDrains {
       this.evictNow(t.workerId, `worker ${t.workerId} is drained and its drain deadline passed`)
       return
     }
-    // A task left a worker (finished, requeued): a worker under drain may be drained now. Few
-    // workers drain at a time, and each check is a count.
-    if (previous !== 'assigned' && previous !== 'running') return
+    // A task left a worker (finished, requeued), or left the queue (a placement under way landed;
+    // a task requeued off a worker ended, which it then no longer holds): a worker under drain may
+    // be drained now. Few workers drain at a time, and each check is a count.
+    if (previous !== 'assigned' && previous !== 'running' && previous !== 'queued') return
     for (const id of [...this.draining]) this.checkDone(id)
   }
   private readonly onGone = (w: WorkerRecord): void => {
     this.disarm(w.id)
     this.draining.delete(w.id)
+  }
+  /** Back after its deadline passed: what it still has is cancelled and requeued now, with it reachable. */
+  private readonly onActive = (w: WorkerRecord): void => {
+    if (this.expired.has(w.id)) this.evictNow(w.id, `worker ${w.id} is drained and its drain deadline passed while it was inactive`)
+  }
+  /** Inactive: what it was still to let go of no longer counts (busyOn asks an active worker only). */
+  private readonly onInactive = (w: WorkerRecord): void => {
+    if (this.draining.has(w.id)) this.checkDone(w.id)
   }
 
   constructor(private readonly opts: DrainsOptions) {
@@ -58,6 +76,8 @@ export class WorkerDrains {
     this.started = true
     this.opts.tasks.on('task-changed', this.onTaskChanged)
     this.opts.registry.on('worker-unregistered', this.onGone)
+    this.opts.registry.on('worker-active', this.onActive)
+    this.opts.registry.on('worker-inactive', this.onInactive)
     this.rearm()
   }
 
@@ -66,6 +86,8 @@ export class WorkerDrains {
     this.started = false
     this.opts.tasks.off('task-changed', this.onTaskChanged)
     this.opts.registry.off('worker-unregistered', this.onGone)
+    this.opts.registry.off('worker-active', this.onActive)
+    this.opts.registry.off('worker-inactive', this.onInactive)
     for (const t of this.timers.values()) clearTimeout(t)
     this.timers.clear()
     this.draining.clear()
@@ -147,6 +169,10 @@ export class WorkerDrains {
       // Stopped or replaced meanwhile: that drain has its own timer, or none.
       if (cur !== d) return
       this.expired.add(id)
+      if (this.opts.registry.get(id)?.isActive !== true) {
+        this.opts.log.info({ workerId: id, tasks: this.opts.tasks.onWorkerCount(id) }, `Drain of worker ${id}: its deadline passed while it is inactive; what it still has is cancelled and requeued once it is active again (until then it waits out the requeue wait as for any inactive worker)`)
+        return
+      }
       this.evictNow(id, d.force ? `worker ${id} is drained with --force` : `worker ${id} is drained and its drain deadline passed`)
     }
     // Past already (a master that was down at the deadline, or --force): on the next tick.
@@ -169,7 +195,12 @@ export class WorkerDrains {
     this.expired.delete(id)
   }
 
-  /** Nothing left on a worker under drain: drained. */
+  /** A worker let go of a task requeued off it (its heartbeat no longer lists it): a drain may be done. */
+  released(id: string): void {
+    if (this.draining.has(id)) this.checkDone(id)
+  }
+
+  /** Nothing left on a worker under drain, and nothing it still runs or is being given: drained. */
   private checkDone(id: string): void {
     const w = this.opts.registry.get(id)
     const d = w?.scheduling?.drain
@@ -177,7 +208,7 @@ export class WorkerDrains {
       this.draining.delete(id)
       return
     }
-    if (this.opts.tasks.onWorkerCount(id) > 0) return
+    if (this.opts.tasks.onWorkerCount(id) > 0 || this.opts.busyOn?.(id) === true) return
     this.disarm(id)
     this.draining.delete(id)
     const now = this.now()

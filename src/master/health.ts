@@ -55,6 +55,7 @@ export interface HealthReport {
   warnings?: HealthWarning[]
   store: StoreHealth
   reconnect_monitor: MonitorState
+  /** `inactive` leaves out drained workers that are stopped: a planned stop (so total may exceed active + inactive). */
   workers: { total: number; active: number; inactive: number }
   thresholds: { max_inactive_ms: number; reconnect_within_ms: number }
 }
@@ -87,14 +88,19 @@ export function checkHealth(input: HealthInput): HealthReport {
   let fastUndialled = 0
   let total = 0
   let active = 0
+  let stopped = 0
   for (const w of input.workers) {
     total++
     if (w.isActive) {
       active++
       continue
     }
-    // A drained worker was taken out of service by an operator: stopping it is no alarm.
-    if (w.scheduling?.drain?.drainedAt != null) continue
+    // A drained worker was taken out of service by an operator: stopping it is no alarm, and not
+    // counted inactive either.
+    if (w.scheduling?.drain?.drainedAt != null) {
+      stopped++
+      continue
+    }
     const inactiveFor = now - Math.max(w.disconnectedAt ?? w.registeredAt, input.startedAt)
     if (inactiveFor > thresholds.maxInactiveMs) tooLong.push(w.id)
     // The schedule's promise only ever tightens the operator's threshold, never loosens it.
@@ -143,7 +149,7 @@ export function checkHealth(input: HealthInput): HealthReport {
     warnings: input.warnings ?? [],
     store: input.store,
     reconnect_monitor: input.monitor,
-    workers: { total, active, inactive: total - active },
+    workers: { total, active, inactive: total - active - stopped },
     thresholds: { max_inactive_ms: thresholds.maxInactiveMs, reconnect_within_ms: thresholds.reconnectWithinMs },
   }
 }

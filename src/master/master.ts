@@ -116,8 +116,8 @@ export class Master implements MasterControl {
     this.journal.on('tasks-written', (ids) => this.tasks.markDurable(ids))
     const clients = new WorkerClients(auth, key)
     this.logFeeds = new TaskLogFeeds({ clients, task: (id) => this.tasks.get(id), worker: (id) => this.registry.get(id), log: this.log })
-    this.queue = new QueueProcessor({ tasks: this.tasks, registry: this.registry, clients, log: this.log, heartbeatTimeoutMs: config.heartbeatTimeoutMs, requeueAfterMs: config.requeueAfterMs ?? config.heartbeatTimeoutMs, counters: this.counters, storeRecovered: this.journal })
-    this.drains = new WorkerDrains({ registry: this.registry, tasks: this.tasks, evict: (id, why) => this.queue.evict(id, why), log: this.log })
+    this.queue = new QueueProcessor({ tasks: this.tasks, registry: this.registry, clients, log: this.log, heartbeatTimeoutMs: config.heartbeatTimeoutMs, requeueAfterMs: config.requeueAfterMs ?? config.heartbeatTimeoutMs, counters: this.counters, storeRecovered: this.journal, onReleased: (id) => this.drains.released(id) })
+    this.drains = new WorkerDrains({ registry: this.registry, tasks: this.tasks, evict: (id, why) => this.queue.evict(id, why), busyOn: (id) => this.queue.busyOn(id), log: this.log })
     this.liveness = new Liveness(this.registry, { timeoutMs: config.heartbeatTimeoutMs, log: this.log })
     this.monitor = new ReconnectMonitor(this.registry, this.dialer, {
       intervalMs: config.reconnectIntervalMs,
@@ -237,7 +237,7 @@ export class Master implements MasterControl {
       this.pruner.start()
       this.suspects.start()
       this.queue.start()
-      // After the queue (a deadline passed while the master was down requeues at once) and after the load.
+      // After the queue and after the load (a deadline passed while the master was down is acted on as each worker turns active).
       this.drains.start()
       const queued = this.tasks.counts().queued
       log.info({ step: 4, queued }, `Queue processor started (${queued} task(s) queued)`)
@@ -616,7 +616,7 @@ export class Master implements MasterControl {
     return {
       workers: counts.total,
       active: counts.active,
-      inactive: counts.inactive,
+      inactive: counts.total - counts.active,
       reconnect_monitor: this.monitor.status,
       tasks: this.tasks.counts(),
       store: { kind: this.store.kind, healthy: store.healthy, pending_writes: store.backlog, last_error: store.lastError },

@@ -147,7 +147,10 @@ export class MasterMetrics {
     gauge('cloudai_workers_registered', 'Workers registered with this master.', () => one(registry.size))
     gauge('cloudai_workers_active', 'Workers connected and heartbeating.', () => one(registry.counts().active))
     gauge('cloudai_workers_suspect', 'Active workers whose last AssignTask got no answer: no tasks are placed on them until they answer a probe or a heartbeat.', () => one(registry.counts().suspect))
-    gauge('cloudai_workers_inactive', 'Registered workers that are not connected (the reconnection monitor dials them).', () => one(registry.counts().inactive))
+    gauge('cloudai_workers_inactive', 'Registered workers that are not connected (the reconnection monitor dials them), drained ones left out: a worker stopped after its drain is no outage.', () => one(registry.counts().inactive))
+    gauge('cloudai_workers_cordoned', 'Workers cordoned (no new tasks), not draining.', () => one(registry.counts().cordoned))
+    gauge('cloudai_workers_draining', 'Workers being drained (cordoned, waiting for what runs there).', () => one(registry.counts().draining))
+    gauge('cloudai_workers_drained', 'Workers drained (nothing runs there; they may be stopped), active or not.', () => one(registry.counts().drained))
     gauge('cloudai_reconnect_monitor_up', '1 while the reconnection monitor runs.', () => one(this.src.monitor() === 'running' ? 1 : 0))
 
     count('cloudai_reconnect_attempts_total', 'MasterRegister dials started by the reconnection monitor and the probes of suspect workers.', 'DIAL_ATTEMPTS')

@@ -40,6 +40,8 @@ export interface QueueOptions {
    * one it waits until close.
    */
   storeRecovered?: StoreRecovery
+  /** A worker no longer lists a task it may still have run (released from MayStillRun): a drain may be done now. */
+  onReleased?: (workerId: string) => void
 }
 
 /** Heartbeats in a row that must miss a task before the master believes the worker lost it. */
@@ -312,6 +314,13 @@ export class QueueProcessor {
       log.info({ taskId: task.id, workerId: worker.id, attempt }, `AssignTask of ${task.id} to worker ${worker.id} not sent: the task was cancelled or moved while its assignment was written`)
       return
     }
+    // Cordoned (or drained) while the write was under way: the placement was chosen before, and a
+    // drain may already count the worker empty. Nothing is sent; back to the queue, no run counted.
+    if (this.opts.registry.get(worker.id)?.scheduling) {
+      const back = await tasks.transition(task.id, 'queued', { workerId: null, assignedAt: null, startedAt: null }, `worker ${worker.id} was cordoned while the task's assignment was written; requeued`, { workerId: worker.id, attempt, from: ['assigned'] })
+      if (back) log.info({ taskId: task.id, workerId: worker.id, attempt }, `AssignTask of ${task.id} to worker ${worker.id} not sent: the worker was cordoned while its assignment was written; requeued`)
+      return
+    }
     const msg: TaskMsg = {
       task_id: task.id,
       docker_image: task.dockerImage,
@@ -473,6 +482,28 @@ export class QueueProcessor {
     return workerId !== undefined && this.opts.registry.get(workerId)?.isActive === true
   }
 
+  /** A worker's stored drain says nothing may run there any more: drained, or its deadline passed. */
+  private drainDue(workerId: string): boolean {
+    const d = this.opts.registry.get(workerId)?.scheduling?.drain
+    return d != null && (d.drainedAt !== null || (d.deadline !== null && d.deadline <= Date.now()))
+  }
+
+  /** What a heartbeat released may be placed now, and a drain waiting for the worker to let go may be done. */
+  private released(workerId: string): void {
+    this.kick()
+    this.opts.onReleased?.(workerId)
+  }
+
+  /**
+   * Whether something may still land on or run on the worker: a placement whose 'assigned' write is
+   * under way, or (while it is active) a task requeued off it that it still lists. A drain is done
+   * only once there is none (drains.ts).
+   */
+  busyOn(workerId: string): boolean {
+    for (const r of this.reserved.values()) if (r.workerId === workerId) return true
+    return this.opts.registry.get(workerId)?.isActive === true && this.mayStillRun.hasWorker(workerId)
+  }
+
   /**
    * The worker of a queued task's latest placement came back still running that attempt: the
    * queued copy is withdrawn and the task is running there again under the same attempt (no new
@@ -515,7 +546,7 @@ export class QueueProcessor {
     // Most heartbeats, from most workers, list nothing and have nothing to reconcile.
     if (listed.length === 0) {
       this.cancels.listed(workerId, null)
-      if (this.mayStillRun.hasWorker(workerId) && this.mayStillRun.listed(workerId, NOTHING) > 0) this.kick()
+      if (this.mayStillRun.hasWorker(workerId) && this.mayStillRun.listed(workerId, NOTHING) > 0) this.released(workerId)
       if (tasks.onWorkerCount(workerId) === 0) return
     }
     const seen = new Set<string>()
@@ -533,8 +564,17 @@ export class QueueProcessor {
         }
       } else if (r.status === 'running') {
         if (t && t.status === 'queued' && latestPlacement(t) === workerId && (r.attempt === 0 || r.attempt === t.attempt) && this.evicted.get(t.id) !== workerId) {
-          // Requeued while this worker was away, and started nowhere since: this run is kept.
-          this.withdraw(t, workerId)
+          if (this.drainDue(workerId)) {
+            // Not onto a worker that is drained or past its drain deadline: `evicted` is memory
+            // only, and after a master restart (or a requeue while it was away) the stored drain
+            // says the run must stop. It is cancelled as stale, and the task waits until the
+            // worker no longer lists it.
+            if (this.mayStillRun.workerOf(t.id) === undefined) this.mayStillRun.add(t.id, workerId)
+            this.cancels.stale(workerId, t.id)
+          } else {
+            // Requeued while this worker was away, and started nowhere since: this run is kept.
+            this.withdraw(t, workerId)
+          }
         } else if (t && t.status === 'assigned' && this.assigning.has(t.id) && wasPlacedOn(t, workerId)) {
           // Placed again (elsewhere, or here under a newer attempt), its AssignTask not answered
           // yet: that answer decides which run stays. Elsewhere: whether it started there, and a
@@ -552,7 +592,7 @@ export class QueueProcessor {
     if (unknown > 0) this.cancels.unknown(workerId, unknown, example)
     this.cancels.listed(workerId, seen)
     // What it no longer lists it no longer runs: such tasks may be placed again (on it too).
-    if (this.mayStillRun.hasWorker(workerId) && this.mayStillRun.listed(workerId, seen) > 0) this.kick()
+    if (this.mayStillRun.hasWorker(workerId) && this.mayStillRun.listed(workerId, seen) > 0) this.released(workerId)
     for (const t of tasks.onWorkerTasks(workerId)) {
       // An 'assigned' task whose AssignTask is not under way here was assigned by a master that
       // died before it heard back: the heartbeat is the only word on whether it started.
@@ -715,11 +755,15 @@ export class QueueProcessor {
    * that worker (evicted): a run that finished before the cancel landed is the task's result (its
    * report is taken as a returning worker's, earlierRunResult), one that was stopped reports
    * 'cancelled', which is stale; either way the task runs once more at most, wherever it runs next.
-   * Resolves with the ids requeued.
+   * An inactive worker is left alone (nothing requeued). Resolves with the ids requeued.
    */
   async evict(workerId: string, why: string): Promise<string[]> {
     const { tasks, registry, log } = this.opts
     const moved: string[] = []
+    // An inactive worker cannot be told to stop: requeued now, a task could start elsewhere while it
+    // still runs there. Its tasks take the inactive path (--requeue-after, or its return), and the
+    // drain evicts once it is active again (drains.ts).
+    if (registry.get(workerId)?.isActive !== true) return moved
     await Promise.all(tasks.onWorkerTasks(workerId).map(async (t) => {
       this.mayStillRun.add(t.id, workerId)
       this.evicted.set(t.id, workerId)

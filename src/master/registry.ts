@@ -77,15 +77,26 @@ export class Registry extends EventEmitter<RegistryEvents> {
     return out
   }
 
-  /** `suspect` counts among `active` too: suspect workers are active ones that take no placements. */
-  counts(): { total: number; active: number; inactive: number; suspect: number } {
+  /**
+   * `suspect` counts among `active` too: suspect workers are active ones that take no placements.
+   * `inactive` leaves out drained workers that are inactive (stopped after a drain: no outage),
+   * which `stopped` counts; `cordoned`, `draining`, `drained` count by scheduling state, active or not.
+   */
+  counts(): { total: number; active: number; inactive: number; stopped: number; suspect: number; cordoned: number; draining: number; drained: number } {
     let active = 0
     let suspect = 0
+    let stopped = 0
+    const by = { cordoned: 0, draining: 0, drained: 0 }
     for (const w of this.workers.values()) {
       if (w.isActive) active++
       if (w.suspect) suspect++
+      const s = w.scheduling
+      if (!s) continue
+      const state = s.drain === null ? 'cordoned' : s.drain.drainedAt === null ? 'draining' : 'drained'
+      by[state]++
+      if (state === 'drained' && !w.isActive) stopped++
     }
-    return { total: this.workers.size, active, inactive: this.workers.size - active, suspect }
+    return { total: this.workers.size, active, inactive: this.workers.size - active - stopped, stopped, suspect, ...by }
   }
 
   /**

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events'
 import { randomUUID } from 'node:crypto'
 import { CloudaiError } from '../shared/errors.js'
-import type { TaskEvents, TaskRecord, TaskStatus } from '../shared/types.js'
+import type { TaskEvents, TaskRecord, TaskStatus, TaskTransition } from '../shared/types.js'
 import { utf8Tail } from '../shared/utf8-tail.js'
 import { FINAL_TASK_STATUSES } from '../store/store.js'
 import type { TaskInput } from './task-input.js'
@@ -50,7 +50,9 @@ export interface TransitionGuard {
   resumes?: boolean
   /**
    * The master stopped the run itself (a drain): leaving 'running' this way takes back the run it
-   * counted, so a task drained off a worker does not spend an attempt.
+   * counted, so a task drained off a worker does not spend an attempt. The step is marked
+   * (TaskTransition.refundedRun): should that run go on after all (its result lands, its worker is
+   * given it back), the resume counts it again.
    */
   refundsRun?: boolean
 }
@@ -75,9 +77,11 @@ export function latestPlacement(t: TaskRecord): string | null {
  */
 export function placementStarted(t: Pick<TaskRecord, 'history'>): boolean {
   for (let i = t.history.length - 1; i >= 0; i--) {
-    const s = t.history[i]!.status
-    if (s === 'assigned') return false
-    if (s === 'running' || s === 'completed' || s === 'failed') return true
+    const h = t.history[i]!
+    if (h.status === 'assigned') return false
+    // The master stopped that run and took its count back (a drain): a resume of it counts it again, once.
+    if (h.refundedRun === true) return false
+    if (h.status === 'running' || h.status === 'completed' || h.status === 'failed') return true
   }
   return false
 }
@@ -380,14 +384,17 @@ export class TaskTable extends EventEmitter<TaskEvents> {
       if (guard.workerId !== undefined && cur.workerId !== guard.workerId && !(resumed && patch.workerId === guard.workerId)) return null
       if (guard.attempt !== undefined && cur.attempt !== guard.attempt) return null
       const at = this.now()
+      const refunded = guard.refundsRun === true && cur.status === 'running' && cur.attempts > 0
+      const step: TaskTransition = { status: to, at, workerId: patch.workerId !== undefined ? patch.workerId : cur.workerId, reason }
+      if (refunded) step.refundedRun = true
       const next: TaskRecord = {
         ...cur,
         ...this.boundOutput(patch),
-        attempts: (guard.startsRun && cur.status === 'assigned') || (resumed && !placementStarted(cur)) ? cur.attempts + 1 : guard.refundsRun && cur.status === 'running' && cur.attempts > 0 ? cur.attempts - 1 : cur.attempts,
+        attempts: (guard.startsRun && cur.status === 'assigned') || (resumed && !placementStarted(cur)) ? cur.attempts + 1 : refunded ? cur.attempts - 1 : cur.attempts,
         status: to,
         reason: reason ?? (to === 'queued' ? cur.reason : null),
         updatedAt: at,
-        history: [...cur.history, { status: to, at, workerId: patch.workerId !== undefined ? patch.workerId : cur.workerId, reason }],
+        history: [...cur.history, step],
       }
       if (FINAL_STATES.has(to)) return this.settle(next, cur)
       this.tasks.set(id, next)

@@ -118,6 +118,8 @@ export interface TaskTransition {
   at: number
   workerId: string | null
   reason: string | null
+  /** On a step back to 'queued' that took back the run it counted (a drain stopped it); absent otherwise. */
+  refundedRun?: true
 }
 
 /** A task as the master keeps it; every transition is persisted before it is acknowledged. */

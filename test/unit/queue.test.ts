@@ -1,12 +1,14 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import type { CompletionReport } from '../../src/master/grpc.js'
+import { WorkerDrains } from '../../src/master/drains.js'
 import { QueueProcessor } from '../../src/master/queue.js'
 import { Registry } from '../../src/master/registry.js'
 import { parseTaskInput } from '../../src/master/task-input.js'
 import { TaskTable } from '../../src/master/tasks.js'
 import { WorkerClients } from '../../src/master/worker-clients.js'
 import type { TaskRecord } from '../../src/shared/types.js'
+import { schedulingState } from '../../src/shared/worker-scheduling.js'
 import { StoreJournal } from '../../src/store/journal.js'
 import { FlakyStore } from '../support/flaky-store.js'
 import { startAgent } from '../support/agent.js'
@@ -143,6 +145,7 @@ interface QueueSetup {
   requeueAfterMs?: number
   /** Pending final transitions retry when the journal recovers. */
   storeRecovered?: boolean
+  onReleased?: (workerId: string) => void
 }
 
 /** A queue over the real journal and task table, on a store that fails on demand; closed after the test, not started. */
@@ -154,7 +157,7 @@ function queueOn(t: import('node:test').TestContext, o: QueueSetup = {}) {
   journal.start(true)
   t.after(() => journal.close())
   const tasks = new TaskTable(journal)
-  const queue = new QueueProcessor({ tasks, registry, clients: new WorkerClients(), log, heartbeatTimeoutMs: 60_000, requeueAfterMs: o.requeueAfterMs, ...(o.storeRecovered ? { storeRecovered: journal } : {}) })
+  const queue = new QueueProcessor({ tasks, registry, clients: new WorkerClients(), log, heartbeatTimeoutMs: 60_000, requeueAfterMs: o.requeueAfterMs, onReleased: o.onReleased, ...(o.storeRecovered ? { storeRecovered: journal } : {}) })
   t.after(() => queue.close())
   return { log, store, registry, journal, tasks, queue }
 }
@@ -310,4 +313,123 @@ test('a task a drain requeued spends no attempt, is not withdrawn back onto the 
   await flush()
   assert.equal(tasks.get(task.id)?.status, 'queued')
   assert.equal(tasks.get(task.id)?.attempts, 0)
+})
+
+const listing = (taskId: string) => [{ taskId, cpu: 0, memory: 0, gpu: 0, status: 'running', attempt: 1 }]
+const drainNow = (drainedAt: number | null) => ({ cordonedAt: Date.now(), drain: { startedAt: Date.now(), deadline: Date.now(), force: true, drainedAt } })
+const completedReport = (taskId: string): CompletionReport => ({
+  task_id: taskId, worker_id: 'w1', status: 'completed', logs: 'out', result_location: '', output_files: [], exit_code: 0, has_exit_code: true,
+  duration_ms: 1, started_at: 0, finished_at: 0, attempt: 1, reason: '',
+})
+
+/** A queue with the drains wired to it as the master wires them, both started. */
+function drainsOn(t: import('node:test').TestContext, o: QueueSetup = {}) {
+  const evicted: string[] = []
+  let wired: WorkerDrains | null = null
+  const q = queueOn(t, { ...o, onReleased: (id) => wired?.released(id) })
+  const evict = (id: string, why: string): Promise<string[]> => {
+    evicted.push(id)
+    return q.queue.evict(id, why)
+  }
+  const drains = new WorkerDrains({ registry: q.registry, tasks: q.tasks, evict, busyOn: (id) => q.queue.busyOn(id), log: q.log })
+  wired = drains
+  q.queue.start()
+  drains.start()
+  t.after(() => drains.close())
+  return { ...q, drains, evicted }
+}
+
+test('after a master restart, a task requeued off a drained worker (or one past its drain deadline) is not withdrawn back onto it when its heartbeat still lists the run', async (t) => {
+  const { tasks, registry, queue, journal } = queueOn(t)
+  queue.start()
+  const ids: string[] = []
+  for (const [w, drainedAt] of [['w1', Date.now()], ['w2', null]] as const) {
+    registry.register(w, '127.0.0.2:9', Date.now())
+    registry.connect(w, SPECS, Date.now())
+    const task = await runningOn(tasks, w)
+    // What a master restarted after the eviction loaded: the task queued off the worker, its drain
+    // stored; what it had in memory of the eviction is gone.
+    await tasks.transition(task.id, 'queued', { workerId: null, assignedAt: null, startedAt: null }, `worker ${w} is drained and its drain deadline passed; requeued`, { workerId: w, attempt: 1, refundsRun: true })
+    registry.setScheduling(w, drainNow(drainedAt))
+    ids.push(task.id)
+  }
+  queue.onHeartbeat('w1', listing(ids[0]!))
+  queue.onHeartbeat('w2', listing(ids[1]!))
+  // A withdrawal would be written through the journal: once it has settled twice, none was made.
+  for (let i = 0; i < 2; i++) {
+    await flush()
+    await journal.sync()
+  }
+  assert.equal(tasks.get(ids[0]!)?.status, 'queued', 'not withdrawn back onto the drained worker')
+  assert.equal(tasks.get(ids[1]!)?.status, 'queued', 'not withdrawn back onto the worker past its drain deadline')
+})
+
+test('a run a drain stopped that completed before the cancel landed counts as the attempt it was', async (t) => {
+  const { tasks, registry, queue } = queueOn(t)
+  queue.start()
+  registry.register('w1', '127.0.0.2:9', Date.now())
+  registry.connect('w1', SPECS, Date.now())
+  registry.setScheduling('w1', drainNow(null))
+  const task = await runningOn(tasks, 'w1')
+  assert.deepEqual(await queue.evict('w1', 'worker w1 is drained with --force'), [task.id])
+  assert.equal(tasks.get(task.id)?.attempts, 0, 'the stopped run is taken back')
+  assert.equal(await queue.onCompletion(completedReport(task.id)), true, 'it finished first: its result is the task\'s')
+  const done = tasks.get(task.id)!
+  assert.deepEqual({ status: done.status, attempts: done.attempts, attempt: done.attempt }, { status: 'completed', attempts: 1, attempt: 1 })
+})
+
+test('a drain deadline that passes while the worker is inactive requeues nothing: what it still has is cancelled and requeued once it is active again', async (t) => {
+  const { tasks, registry, drains, evicted } = drainsOn(t)
+  registry.register('w1', '127.0.0.2:9', Date.now())
+  registry.connect('w1', SPECS, Date.now())
+  const task = await runningOn(tasks, 'w1')
+  registry.markInactive('w1', 'heartbeat-timeout', Date.now())
+  drains.drain('w1', { deadlineMs: null, force: true })
+  // The deadline fires on the next tick.
+  await new Promise((resolve) => setTimeout(resolve, 20))
+  await flush()
+  assert.deepEqual(evicted, [], 'an inactive worker cannot be told to stop: nothing is requeued behind its back')
+  assert.equal(tasks.get(task.id)?.status, 'running')
+  const requeued = new Promise<TaskRecord>((resolve) => tasks.on('task-changed', (x) => x.id === task.id && x.status === 'queued' && resolve(x)))
+  registry.connect('w1', SPECS, Date.now())
+  const moved = await requeued
+  assert.deepEqual(evicted, ['w1'])
+  assert.match(moved.reason ?? '', /drain deadline passed while it was inactive; requeued/)
+  assert.equal(moved.attempts, 0)
+})
+
+test('a drain is done only once its worker no longer lists the tasks it requeued off it', async (t) => {
+  const { tasks, registry, queue, drains } = drainsOn(t)
+  registry.register('w1', '127.0.0.2:9', Date.now())
+  registry.connect('w1', SPECS, Date.now())
+  const task = await runningOn(tasks, 'w1')
+  queue.onHeartbeat('w1', listing(task.id))
+  drains.drain('w1', { deadlineMs: null, force: true })
+  await waitUntilTrue(() => tasks.get(task.id)?.status === 'queued', 'the task requeued off w1')
+  await flush()
+  const state = (): string => schedulingState(registry.get('w1')?.scheduling)
+  assert.equal(state(), 'draining', 'it still runs the task (its SIGTERM grace)')
+  queue.onHeartbeat('w1', listing(task.id))
+  assert.equal(state(), 'draining')
+  queue.onHeartbeat('w1', [])
+  assert.equal(state(), 'drained', 'it let go of it')
+})
+
+test('a placement whose assignment was being written when its worker was drained is not sent: it goes back to the queue, no run counted, and the worker is drained', async (t) => {
+  const agent = await startAgent(t, { heartbeatIntervalMs: 1000 })
+  const { tasks, registry, drains } = drainsOn(t)
+  registry.register('w1', `127.0.0.1:${agent.port}`, Date.now())
+  // The drain comes while the 'assigned' write is under way (in memory, not yet durable).
+  tasks.on('task-changed', (x) => {
+    if (x.status === 'assigned' && !registry.get('w1')?.scheduling) drains.drain('w1', { deadlineMs: null, force: false })
+  })
+  const task = await tasks.submit(parseTaskInput({ command: 'sleep 30' }), { acceptWhileDegraded: false })
+  const left = new Promise<TaskRecord>((resolve) => tasks.on('task-changed', (x) => x.id === task.id && x.status !== 'assigned' && x.history.some((h) => h.status === 'assigned') && resolve(x)))
+  registry.connect('w1', SPECS, Date.now())
+  const moved = await left
+  assert.equal(moved.status, 'queued', 'not sent to the worker')
+  assert.match(moved.reason ?? '', /cordoned while the task's assignment was written; requeued/)
+  assert.equal(moved.attempts, 0)
+  await waitUntilTrue(() => schedulingState(registry.get('w1')?.scheduling) === 'drained', 'w1 drained')
+  assert.deepEqual(tasks.onWorkerTasks('w1'), [])
 })

@@ -69,7 +69,7 @@ test('workers loaded from the store all start inactive', () => {
   const r = new Registry()
   r.load([{ id: 'w1', address: 'a:1', isActive: true, specs, usage, runningTasks: [], reportedAddress: null, registeredAt: 1, connectedAt: 2, lastHeartbeat: 3, disconnectedAt: null, reconnects: 0, credential: null }])
   assert.equal(r.get('w1')?.isActive, false)
-  assert.deepEqual(r.counts(), { total: 1, active: 0, inactive: 1, suspect: 0 })
+  assert.deepEqual(r.counts(), { total: 1, active: 0, inactive: 1, stopped: 0, suspect: 0, cordoned: 0, draining: 0, drained: 0 })
 })
 
 test('the registry keeps the token index: issued at registration, loaded from the store, rotated with a grace, presented, revoked', () => {
@@ -119,7 +119,7 @@ test('suspicion: only an active worker, once until cleared; cleared by a probe, 
   assert.equal(r.markSuspect('w1', 'AssignTask failed (UNAVAILABLE)', 4), true)
   assert.equal(r.markSuspect('w1', 'again', 5), false, 'once per suspicion')
   assert.deepEqual(r.get('w1')?.suspect, { since: 4, reason: 'AssignTask failed (UNAVAILABLE)' })
-  assert.deepEqual(r.counts(), { total: 1, active: 1, inactive: 0, suspect: 1 })
+  assert.deepEqual(r.counts(), { total: 1, active: 1, inactive: 0, stopped: 0, suspect: 1, cordoned: 0, draining: 0, drained: 0 })
   r.heartbeat('w1', usage, [], 6)
   r.connect('w1', { specs, reportedAddress: null }, 7)
   assert.deepEqual(r.get('w1')?.suspect, { since: 4, reason: 'AssignTask failed (UNAVAILABLE)' }, 'its own calls prove only that it reaches us')
@@ -132,4 +132,17 @@ test('suspicion: only an active worker, once until cleared; cleared by a probe, 
   assert.equal(r.get('w1')?.suspect, null, 'inactive says more')
   assert.equal(r.clearSuspect('w1', 'probe'), false)
   assert.deepEqual(events, ['w1:suspect:AssignTask failed (UNAVAILABLE)', 'w1:cleared:probe', 'w1:suspect:b', 'w1:cleared:assign', 'w1:suspect:c'])
+})
+
+test('counts workers by scheduling state, and a drained worker that is stopped is not counted inactive', () => {
+  const r = new Registry()
+  for (const id of ['w1', 'w2', 'w3', 'w4', 'w5']) r.register(id, `127.0.0.1:${id.slice(1)}`, 1)
+  r.connect('w1', { specs, reportedAddress: null }, 2)
+  r.setScheduling('w2', { cordonedAt: 3, drain: null })
+  r.setScheduling('w3', { cordonedAt: 3, drain: { startedAt: 3, deadline: null, force: false, drainedAt: null } })
+  r.setScheduling('w4', { cordonedAt: 3, drain: { startedAt: 3, deadline: null, force: false, drainedAt: 4 } })
+  r.connect('w5', { specs, reportedAddress: null }, 2)
+  r.setScheduling('w5', { cordonedAt: 3, drain: { startedAt: 3, deadline: null, force: false, drainedAt: 4 } })
+  // w2 and w3 are inactive and not drained: an outage; w4 was drained and stopped: planned.
+  assert.deepEqual(r.counts(), { total: 5, active: 2, inactive: 2, stopped: 1, suspect: 0, cordoned: 1, draining: 1, drained: 2 })
 })
