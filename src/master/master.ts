@@ -6,7 +6,7 @@ import { advertiseHost } from '../shared/advertise.js'
 import { CloudaiError, isCloudaiError } from '../shared/errors.js'
 import { DataDirLock } from '../shared/data-dir-lock.js'
 import { validateAddress, validateTaskId, validateWorkerId } from '../shared/validation.js'
-import type { TaskStatus } from '../shared/types.js'
+import type { TaskStatus, WorkerRecord } from '../shared/types.js'
 import { Counters } from './counters.js'
 import { clusterAuthOf } from '../shared/cluster-auth.js'
 import { loadUws } from './api/uws.js'
@@ -473,32 +473,27 @@ export class Master implements MasterControl {
     return { worker_id: id, persisted, tasks_requeued: requeued }
   }
 
-  async cordonWorker(id: string): Promise<{ worker: WorkerView; persisted: boolean }> {
-    validateWorkerId(id, 'worker id')
-    this.assertRunning()
-    const worker = this.drains.cordon(id)
-    return { worker: toWorkerView(worker), persisted: await this.journal.sync() }
+  cordonWorker(id: string): Promise<{ worker: WorkerView; persisted: boolean }> {
+    return this.schedule(id, (w) => this.drains.cordon(w))
   }
 
-  async uncordonWorker(id: string): Promise<{ worker: WorkerView; persisted: boolean }> {
-    validateWorkerId(id, 'worker id')
-    this.assertRunning()
-    const worker = this.drains.uncordon(id)
-    return { worker: toWorkerView(worker), persisted: await this.journal.sync() }
+  uncordonWorker(id: string): Promise<{ worker: WorkerView; persisted: boolean }> {
+    return this.schedule(id, (w) => this.drains.uncordon(w))
   }
 
-  async drainWorker(id: string, body: unknown): Promise<{ worker: WorkerView; persisted: boolean }> {
-    validateWorkerId(id, 'worker id')
-    const req = parseDrainRequest(body)
-    this.assertRunning()
-    const worker = this.drains.drain(id, req)
-    return { worker: toWorkerView(worker), persisted: await this.journal.sync() }
+  drainWorker(id: string, body: unknown): Promise<{ worker: WorkerView; persisted: boolean }> {
+    return this.schedule(id, (w) => this.drains.drain(w, parseDrainRequest(body)))
   }
 
-  async stopDrain(id: string): Promise<{ worker: WorkerView; persisted: boolean }> {
+  stopDrain(id: string): Promise<{ worker: WorkerView; persisted: boolean }> {
+    return this.schedule(id, (w) => this.drains.stopDrain(w))
+  }
+
+  /** A change of a worker's scheduling (drains.ts), answered once the store holds it, or says it does not. */
+  private async schedule(id: string, change: (id: string) => WorkerRecord): Promise<{ worker: WorkerView; persisted: boolean }> {
     validateWorkerId(id, 'worker id')
     this.assertRunning()
-    const worker = this.drains.stopDrain(id)
+    const worker = change(id)
     return { worker: toWorkerView(worker), persisted: await this.journal.sync() }
   }
 
