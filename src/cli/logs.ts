@@ -27,7 +27,8 @@ export async function runLogs(api: string, token: string | null, id: string, opt
     const params = new URLSearchParams()
     if (opts.follow) params.set('follow', '1')
     if (since > 0) params.set('since', String(since))
-    else if (opts.tail > 0 && !connected) params.set('tail', String(opts.tail))
+    // A reconnection that has seen nothing yet asks for the same last lines (since is 0 until a line or gap came).
+    else if (opts.tail > 0) params.set('tail', String(opts.tail))
     const path = `/api/tasks/${encodeURIComponent(id)}/logs${params.size > 0 ? `?${params}` : ''}`
     const connect = new AbortController()
     const timer = setTimeout(() => connect.abort(), CONNECT_TIMEOUT_MS)

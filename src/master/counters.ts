@@ -50,6 +50,8 @@ export const C = {
   HEARTBEAT_UNKNOWN_TASKS: 36,
   /** CancelTask calls sent because a heartbeat listed a task that is no longer the worker's. */
   STALE_TASK_CANCELS: 37,
+  /** GET /api/tasks/{id}/logs readers refused because MAX_LOG_READERS were served. */
+  LOG_READERS_REFUSED: 38,
 } as const
 
 export type CounterName = keyof typeof C

@@ -115,7 +115,8 @@ export class Master implements MasterControl {
     this.pruner = new TaskPruner({ tasks: this.tasks, retentionMs: config.taskRetentionMs, log: this.log })
     this.journal.on('tasks-written', (ids) => this.tasks.markDurable(ids))
     const clients = new WorkerClients(auth, key)
-    this.logFeeds = new TaskLogFeeds({ clients, task: (id) => this.tasks.get(id), worker: (id) => this.registry.get(id), log: this.log })
+    this.logFeeds = new TaskLogFeeds({ clients, task: (id) => this.tasks.get(id), worker: (id) => this.registry.get(id), log: this.log, counters: this.counters })
+    this.tasks.on('task-changed', (t) => this.logFeeds.taskChanged(t.id))
     this.queue = new QueueProcessor({ tasks: this.tasks, registry: this.registry, clients, log: this.log, heartbeatTimeoutMs: config.heartbeatTimeoutMs, requeueAfterMs: config.requeueAfterMs ?? config.heartbeatTimeoutMs, counters: this.counters, storeRecovered: this.journal, onReleased: (id) => this.drains.released(id) })
     this.drains = new WorkerDrains({ registry: this.registry, tasks: this.tasks, evict: (id, why) => this.queue.evict(id, why), busyOn: (id) => this.queue.busyOn(id), log: this.log })
     this.liveness = new Liveness(this.registry, { timeoutMs: config.heartbeatTimeoutMs, log: this.log })
@@ -531,6 +532,7 @@ export class Master implements MasterControl {
   }
 
   readTaskLogs(given: string, req: ReadRequest, sink: LogSink): () => void {
+    this.assertRunning()
     const task = this.tasks.resolve(validateTaskId(given))
     return this.logFeeds.read(task.id, req, sink)
   }

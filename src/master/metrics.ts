@@ -248,6 +248,7 @@ export class MasterMetrics {
       reg(new ScrapeMetric('cloudai_store_outages_total', 'Store outages since the master started.', 'counter', () => one(store().outages)))
       reg(new ScrapeMetric('cloudai_store_outage_seconds_total', 'Time the store has been down since the master started.', 'counter', () => one(store().outageMs / 1000)))
     }
+    count('cloudai_task_log_readers_refused_total', 'Task log readers (GET /api/tasks/{id}/logs) refused because 256 were served at once.', 'LOG_READERS_REFUSED')
     count('cloudai_ws_connections_total', 'WebSocket connections accepted.', 'WS_OPENED')
     count('cloudai_ws_refused_total', 'WebSocket upgrades refused because --ws-max-connections were open.', 'WS_REFUSED_FULL')
     count('cloudai_ws_bad_messages_total', 'WebSocket messages from clients that were refused.', 'WS_BAD_MESSAGES')

@@ -277,12 +277,26 @@ export class WorkerAgent {
    * kept, then with `follow` the new ones until the attempt ends (src/worker/log-stream.ts).
    */
   private streamTaskLogs(call: grpc.ServerWritableStream<TaskLogRequestMsg, LogChunkMsg>): void {
-    let served: Promise<void>
+    const refuse = (err: unknown): void => {
+      const e = toCloudaiError(err)
+      const metadata = new grpc.Metadata()
+      metadata.set('cloudai-error-code', e.code)
+      call.emit('error', { code: e.grpcStatus, details: `${e.message} (${e.code})`, metadata })
+    }
+    let taskId: string
+    let found: ReturnType<TaskLogIndex['find']>
     try {
       this.masterCheck.check('StreamTaskLogs', String(call.request.task_id ?? ''), call)
-      const taskId = validateTaskId(call.request.task_id, 'task_id')
+      taskId = validateTaskId(call.request.task_id, 'task_id')
       if (this.closed || !this.logs) throw new CloudaiError('CLOUDAI_SHUTTING_DOWN', `worker ${this.config.id} is shutting down`)
-      const log = this.logs.find(taskId)
+      found = this.logs.find(taskId)
+    } catch (err) {
+      return refuse(err)
+    }
+    // A log in memory is served at once; one read from disk (a finished task's logs.json) after the read.
+    const served = (async (): Promise<void> => {
+      const log = await found
+      if (call.cancelled) return
       if (!log) {
         call.write(notFoundChunk(taskId))
         call.end()
@@ -290,14 +304,8 @@ export class WorkerAgent {
       }
       const req = parseLogRequest(call.request, taskId)
       if (this.deps.log.isLevelEnabled('debug')) this.deps.log.debug({ taskId, attempt: log.attempt, follow: req.follow, fromSeq: req.fromSeq, tail: req.tail }, `StreamTaskLogs for task ${taskId} (attempt ${log.attempt})`)
-      served = serveLog(call, req, log)
-    } catch (err) {
-      const e = toCloudaiError(err)
-      const metadata = new grpc.Metadata()
-      metadata.set('cloudai-error-code', e.code)
-      call.emit('error', { code: e.grpcStatus, details: `${e.message} (${e.code})`, metadata })
-      return
-    }
+      await serveLog(call, req, log)
+    })().catch(refuse)
     this.answering.add(served)
     const settled = (): void => void this.answering.delete(served)
     void served.then(settled, settled)

@@ -1,4 +1,4 @@
-import { readdirSync } from 'node:fs'
+import { readdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import type * as grpc from '@grpc/grpc-js'
 import { resultStatusWord } from '../shared/result-status.js'
@@ -41,8 +41,8 @@ export class TaskLogIndex {
     if (this.finished.size > FINISHED_IN_MEMORY) this.finished.delete(this.finished.keys().next().value!)
   }
 
-  /** The log of the task's latest attempt here, or null when this worker has none. */
-  find(taskId: string): TaskLog | null {
+  /** The log of the task's latest attempt here (in memory at once, else from disk), or null when this worker has none. */
+  find(taskId: string): TaskLog | Promise<TaskLog | null> {
     const live = this.running(taskId)
     if (live) return live
     const kept = this.finished.get(taskId)
@@ -50,11 +50,11 @@ export class TaskLogIndex {
     return this.fromDisk(taskId)
   }
 
-  /** The highest attempt's saved log among `<data-dir>/tasks/<task id>-<attempt>/`. */
-  private fromDisk(taskId: string): TaskLog | null {
+  /** The highest attempt's saved log among `<data-dir>/tasks/<task id>-<attempt>/`, read without blocking the loop. */
+  private async fromDisk(taskId: string): Promise<TaskLog | null> {
     let names: string[]
     try {
-      names = readdirSync(join(this.dataDir, 'tasks'))
+      names = await readdir(join(this.dataDir, 'tasks'))
     } catch {
       return null
     }
@@ -64,7 +64,7 @@ export class TaskLogIndex {
       .map((n) => Number(n.slice(prefix.length)))
       .sort((a, b) => b - a)
     for (const attempt of attempts) {
-      const log = TaskLog.load(join(this.dataDir, 'tasks', `${prefix}${attempt}`))
+      const log = await TaskLog.load(join(this.dataDir, 'tasks', `${prefix}${attempt}`))
       if (log) return log
     }
     return null

@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events'
-import { readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { renameSync, writeFileSync } from 'node:fs'
+import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 
 // A task's output as numbered records: one per line, each with its stream and the time it
@@ -27,7 +28,7 @@ export interface LogEnd {
   exitCode: number | null
 }
 
-/** A line longer than this is cut into records of this many bytes. */
+/** A line longer than this is cut into records of at most this many bytes (never inside a UTF-8 character). */
 export const MAX_LINE_BYTES = 64 * 1024
 /** What a record costs beyond its text, for the bound. */
 const RECORD_OVERHEAD = 48
@@ -122,10 +123,11 @@ export class TaskLog extends EventEmitter<{ change: [] }> {
   }
 
   /** The log an earlier save() wrote, ended; null when there is none or it cannot be read. */
-  static load(dir: string): TaskLog | null {
+  static async load(dir: string): Promise<TaskLog | null> {
     let saved: Saved
     try {
-      saved = JSON.parse(readFileSync(join(dir, LOGS_FILE), 'utf8')) as Saved
+      // Read off the event loop: up to 1 MiB of records, for a task no longer in memory.
+      saved = JSON.parse(await readFile(join(dir, LOGS_FILE), 'utf8')) as Saved
     } catch {
       return null
     }
@@ -142,14 +144,23 @@ export class TaskLog extends EventEmitter<{ change: [] }> {
     let added = false
     while (bytes.length > 0) {
       const room = MAX_LINE_BYTES - this.partialBytes[stream]
-      const part = bytes.subarray(0, room)
-      this.partial[stream].push(part)
-      this.partialBytes[stream] += part.length
-      bytes = bytes.subarray(part.length)
-      if (this.partialBytes[stream] >= MAX_LINE_BYTES) {
-        this.line(stream)
-        added = true
+      if (bytes.length < room) {
+        this.partial[stream].push(bytes)
+        this.partialBytes[stream] += bytes.length
+        break
       }
+      // The record is full: cut before the character the cut would fall in (continuation bytes
+      // are 10xxxxxx; a character has at most 3 of them), which starts the next record.
+      let take = room
+      for (let k = 0; k < 3 && take > 0 && take < bytes.length && (bytes[take]! & 0xc0) === 0x80; k++) take--
+      if (take === 0 && this.partialBytes[stream] === 0) take = room
+      if (take > 0) {
+        this.partial[stream].push(bytes.subarray(0, take))
+        this.partialBytes[stream] += take
+        bytes = bytes.subarray(take)
+      }
+      this.line(stream)
+      added = true
     }
     return added
   }
@@ -161,9 +172,10 @@ export class TaskLog extends EventEmitter<{ change: [] }> {
     this.partial[stream] = []
     this.partialBytes[stream] = 0
     this.records.push({ seq: this.next++, stream, at: this.now(), text })
-    this.bytes += text.length + RECORD_OVERHEAD
+    // The bound is in bytes, as --output's: a character outside ASCII is more than one.
+    this.bytes += Buffer.byteLength(text) + RECORD_OVERHEAD
     while (this.bytes > this.maxBytes && this.records.length - this.head > 1) {
-      this.bytes -= this.records[this.head]!.text.length + RECORD_OVERHEAD
+      this.bytes -= Buffer.byteLength(this.records[this.head]!.text) + RECORD_OVERHEAD
       this.head++
     }
     // Dropped records are spliced off once they are half of the array, not one by one.

@@ -88,7 +88,7 @@ test('SSE: id is the sequence number; Last-Event-ID resumes with exactly the res
   const texts = all.filter((e) => e.event === 'message').map((e) => e.data.text)
   assert.deepEqual([...texts].sort(), ['oops', ...Array.from({ length: 12 }, (_, i) => `line-${i + 1}`)].sort())
   assert.equal(all.find((e) => e.data.text === 'oops')!.data.stream, 'stderr')
-  assert.deepEqual(all.at(-1), { id: null, event: 'end', data: { type: 'end', seq: 14, complete: true, status: 'completed', exit_code: 0 } })
+  assert.deepEqual(all.at(-1), { id: 'end', event: 'end', data: { type: 'end', seq: 14, complete: true, status: 'completed', exit_code: 0 } })
 
   const rest = await sse(master.api, id, '', { 'last-event-id': '9' })
   assert.deepEqual(rest.filter((e) => e.event === 'message').map((e) => e.data.seq), [10, 11, 12, 13])
@@ -133,26 +133,16 @@ test('a reader that resumes with Last-Event-ID after the master was killed and r
   assert.deepEqual(rest.at(-1)!.data, { type: 'end', seq: 31, complete: true, status: 'failed', exit_code: 6 })
 })
 
-test('a follower of a task whose worker is killed and restarted mid-task gets the first attempt\'s lines, a notice, then the whole rerun, numbered on', async (t) => {
-  const dataDir = tempDir(t)
-  const { master, workerPort, worker } = await cluster(t, dataDir)
-  const id = await submit(master.api, SLOW(10, 0))
-  let killed = false
-  const events = await ndjson(master.api, id, '?follow=1', async (e) => {
-    if (e.seq === 3 && !killed) {
-      killed = true
-      await worker.kill('SIGKILL')
-      await startWorker(t, 'w1', workerPort, { master: `127.0.0.1:${master.grpcPort}`, dataDir, name: 'w1-again' })
-    }
-  })
-  const got = lines(events)
-  assert.deepEqual(got.map((e) => e.seq), Array.from({ length: got.length }, (_, i) => i + 1), 'numbered on, no repeat, no hole')
-  const notice = got.findIndex((e) => e.stream === 'cloudai')
-  assert.ok(notice >= 3, JSON.stringify(got))
-  assert.match(got[notice]!.text!, /^attempt 2 of the task starts/)
-  assert.deepEqual(got.slice(0, notice).map((e) => e.text), Array.from({ length: notice }, (_, i) => `line-${i + 1}`))
-  assert.deepEqual(got.slice(notice + 1).map((e) => e.text), Array.from({ length: 10 }, (_, i) => `line-${i + 1}`))
-  assert.deepEqual(events.at(-1), { type: 'end', seq: got.length + 1, complete: true, status: 'completed', exit_code: 0 })
+test('SSE: Last-Event-ID wins over the URL\'s since (an EventSource reconnects to the URL it was opened with), and a resume after the end event is answered 204', async (t) => {
+  const { master } = await cluster(t)
+  const id = await submit(master.api, 'for i in $(seq 1 6); do echo line-$i; done')
+  await master.proc.waitForLog(taskFinished(id), 'task finished', { from: 0 })
+  const resumed = await sse(master.api, id, '?since=1', { 'last-event-id': '4' })
+  assert.deepEqual(resumed.filter((e) => e.event === 'message').map((e) => e.data.seq), [5, 6])
+  assert.equal(resumed.at(-1)!.id, 'end')
+  const after = await fetch(`${master.api}/api/tasks/${id}/logs?since=1`, { headers: { 'last-event-id': 'end' } })
+  assert.equal(after.status, 204)
+  assert.equal(await after.text(), '')
 })
 
 test('a CloudAI worker\'s StreamTaskLogs (lines without numbers or streams) is numbered by the master and ends with its status', async (t) => {
@@ -265,4 +255,52 @@ test('cli: cloudai logs -f reconnects by itself after a lost connection and prin
   assert.ok(cut)
   assert.match(stderr, /reconnecting from line \d+/)
   assert.equal(stdout, Array.from({ length: 15 }, (_, i) => `line-${i + 1}\n`).join(''))
+})
+
+test('cli: cloudai logs --tail N -f whose first connection is lost before any line came asks for the same last lines again', async (t) => {
+  const { master } = await cluster(t)
+  const go = join(tempDir(t), 'go')
+  const id = await submit(master.api, `for i in $(seq 1 6); do echo line-$i; done; while [ ! -e ${go} ]; do sleep 0.05; done; echo line-7`)
+  await waitUntil(async () => lines(await ndjson(master.api, id, '')).length === 6 || undefined, 'six lines printed')
+  // A proxy whose first connection passes the answer's headers and nothing after them: the CLI is
+  // connected, has seen no line, and reconnects.
+  let first = true
+  const proxy = createServer((client) => {
+    const upstream = connect(master.httpPort, '127.0.0.1')
+    const cutAfterHeaders = first
+    first = false
+    const drop = (): void => {
+      client.destroy()
+      upstream.destroy()
+    }
+    client.on('error', drop).on('close', drop)
+    upstream.on('error', drop).on('close', drop)
+    client.pipe(upstream)
+    let head: Buffer | null = Buffer.alloc(0)
+    upstream.on('data', (d: Buffer) => {
+      if (!cutAfterHeaders) return void client.write(d)
+      if (head === null) return
+      head = Buffer.concat([head, d])
+      const end = head.indexOf('\r\n\r\n')
+      if (end < 0) return
+      client.end(head.subarray(0, end + 4), drop)
+      head = null
+    })
+  })
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve))
+  t.after(() => proxy.close())
+  const port = (proxy.address() as AddressInfo).port
+  const cli = spawn(process.execPath, [CLI, 'logs', id, '--tail', '2', '-f', '--api', `http://127.0.0.1:${port}`], { cwd: childCwd(), env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
+  t.after(() => cli.kill('SIGKILL'))
+  let stdout = ''
+  let stderr = ''
+  cli.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d))
+  const exited = new Promise<number | null>((resolve) => cli.once('exit', resolve))
+  cli.stdout.setEncoding('utf8').on('data', (d: string) => {
+    stdout += d
+    if (stdout.includes('line-6\n')) writeFileSync(go, '')
+  })
+  assert.equal(await exited, 0, stderr)
+  assert.match(stderr, /connection to the master lost/)
+  assert.equal(stdout, 'line-5\nline-6\nline-7\n')
 })

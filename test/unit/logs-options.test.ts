@@ -14,12 +14,15 @@ const code = (fn: () => unknown): string => {
   throw new Error('accepted')
 }
 
-test('GET /api/tasks/{id}/logs query: follow, tail and since, Last-Event-ID as since, the query first', () => {
-  assert.deepEqual(parseLogQuery(''), { follow: false, since: 0, tail: 0 })
-  assert.deepEqual(parseLogQuery('follow=1&tail=10'), { follow: true, since: 0, tail: 10 })
-  assert.deepEqual(parseLogQuery('follow=false&since=42'), { follow: false, since: 42, tail: 0 })
-  assert.deepEqual(parseLogQuery('follow=true', '17'), { follow: true, since: 17, tail: 0 })
-  assert.deepEqual(parseLogQuery('since=3', '17'), { follow: false, since: 3, tail: 0 })
+test('GET /api/tasks/{id}/logs query: follow, tail and since; Last-Event-ID wins over since (an EventSource reconnects to the URL it was opened with); `end` after the end event', () => {
+  const none = { follow: false, since: 0, tail: 0, afterEnd: false }
+  assert.deepEqual(parseLogQuery(''), none)
+  assert.deepEqual(parseLogQuery('follow=1&tail=10'), { ...none, follow: true, tail: 10 })
+  assert.deepEqual(parseLogQuery('follow=false&since=42'), { ...none, since: 42 })
+  assert.deepEqual(parseLogQuery('follow=true', '17'), { ...none, follow: true, since: 17 })
+  assert.deepEqual(parseLogQuery('since=3', '17'), { ...none, since: 17 })
+  assert.deepEqual(parseLogQuery('since=3', ''), { ...none, since: 3 })
+  assert.deepEqual(parseLogQuery('follow=1&since=3', 'end'), { ...none, follow: true, since: 3, afterEnd: true })
 })
 
 test('GET /api/tasks/{id}/logs query: anything else is CLOUDAI_BAD_REQUEST', () => {

@@ -52,18 +52,38 @@ test('past its byte bound the oldest records go, and firstSeq says from where re
   assert.deepEqual(texts(log), Array.from({ length: 101 - log.firstSeq }, (_, i) => `line-${log.firstSeq + i}`))
 })
 
-test('a saved log loads back ended, with its sequence numbers', (t) => {
+test('a long line of multi-byte characters is cut between characters, never inside one', () => {
+  const log = new TaskLog(1, 4 * 1024 * 1024)
+  // 3 bytes a character: MAX_LINE_BYTES is not a multiple of 3.
+  const line = '€'.repeat(50_000)
+  const bytes = Buffer.from(`${line}\n`)
+  // In pieces, as a pipe gives them.
+  for (let at = 0; at < bytes.length; at += 10_000) log.push('stdout', bytes.subarray(at, at + 10_000))
+  const got = texts(log)
+  assert.ok(got.length >= 3, String(got.length))
+  assert.ok(got.every((t) => !t.includes('\ufffd') && Buffer.byteLength(t) <= MAX_LINE_BYTES))
+  assert.equal(got.join(''), line)
+})
+
+test('the byte bound counts bytes, not characters', () => {
+  const log = new TaskLog(1, 10_000)
+  for (let i = 0; i < 10; i++) log.push('stdout', Buffer.from(`${'€'.repeat(1000)}\n`))
+  // Each record is 3000 bytes (1000 characters): three of them fit in 10000 bytes, not nine.
+  assert.equal(log.nextSeq - log.firstSeq, 3)
+})
+
+test('a saved log loads back ended, with its sequence numbers', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'cloudai-task-log-'))
   t.after(() => rmSync(dir, { recursive: true, force: true }))
   const log = new TaskLog(2, 200)
   for (let i = 1; i <= 20; i++) log.push(i % 2 ? 'stdout' : 'stderr', Buffer.from(`l${i}\n`))
   log.finish({ status: 'completed', exitCode: 0 })
   log.save(dir)
-  const back = TaskLog.load(dir)!
+  const back = (await TaskLog.load(dir))!
   assert.equal(back.attempt, 2)
   assert.equal(back.firstSeq, log.firstSeq)
   assert.equal(back.nextSeq, 21)
   assert.deepEqual(back.get(20), log.get(20))
   assert.deepEqual(back.end, { status: 'completed', exitCode: 0 })
-  assert.equal(TaskLog.load(join(dir, 'none')), null)
+  assert.equal(await TaskLog.load(join(dir, 'none')), null)
 })

@@ -115,15 +115,18 @@ export interface LogQuery {
   since: number
   /** The last `tail` lines (when since is 0); 0 = all. */
   tail: number
+  /** Last-Event-ID was `end`: the reader had the end event already (answered 204, nothing to resume). */
+  afterEnd: boolean
 }
 
 /**
  * `follow` (1/true/0/false), `tail` (1 to 100000 lines), `since` (a sequence number: the lines
- * after it). `lastEventId` is the Last-Event-ID header of a reconnecting EventSource, the same as
- * since (the query wins when both are there).
+ * after it). `lastEventId` is the Last-Event-ID header of a reconnecting EventSource: it wins over
+ * the query's `since`, since an EventSource reconnects to the URL it was opened with (its `since`
+ * is where it started, the header where it is); `end` is the id of the end event.
  */
 export function parseLogQuery(raw: string, lastEventId = ''): LogQuery {
-  const query: LogQuery = { follow: false, since: 0, tail: 0 }
+  const query: LogQuery = { follow: false, since: 0, tail: 0, afterEnd: false }
   const seen = new Set<string>()
   for (const [key, value] of new URLSearchParams(raw)) {
     if (!(LOG_QUERY_KEYS as readonly string[]).includes(key)) {
@@ -137,6 +140,8 @@ export function parseLogQuery(raw: string, lastEventId = ''): LogQuery {
     } else if (key === 'tail') query.tail = queryInteger(value, 'tail', 1, LOG_TAIL_MAX)
     else query.since = queryInteger(value, 'since', 0, Number.MAX_SAFE_INTEGER)
   }
-  if (!seen.has('since') && lastEventId !== '') query.since = queryInteger(lastEventId.trim(), 'Last-Event-ID', 0, Number.MAX_SAFE_INTEGER)
+  const resume = lastEventId.trim()
+  if (resume === 'end') query.afterEnd = true
+  else if (resume !== '') query.since = queryInteger(resume, 'Last-Event-ID', 0, Number.MAX_SAFE_INTEGER)
   return query
 }

@@ -6,9 +6,10 @@ import type { Reply, ReplyStream } from './respond.js'
 
 // GET /api/tasks/{id}/logs: a task's output as Server-Sent Events (the default; `id:` is the
 // line's sequence number, so an EventSource that reconnects sends Last-Event-ID and gets exactly
-// the rest), or as NDJSON with `Accept: application/x-ndjson`. Each event is one line, a gap
-// (lines no longer kept) or the end (the task's status and exit code, or "running" for a reader
-// that does not follow). The connection's own backpressure paces it (see TaskLogFeeds).
+// the rest; the end event's id is `end`, and a reconnection with it is answered 204, which stops
+// an EventSource from reconnecting), or as NDJSON with `Accept: application/x-ndjson`. Each event is one line, a gap
+// (lines no longer kept) or the end (the task's final status and exit code, or, for a reader that
+// does not follow, its status now). The connection's own backpressure paces it (see TaskLogFeeds).
 
 export const SSE_TYPE = 'text/event-stream; charset=utf-8'
 export const NDJSON_TYPE = 'application/x-ndjson; charset=utf-8'
@@ -18,15 +19,19 @@ const KEEPALIVE_MS = 15_000
 function sse(e: LogEvent): string {
   const data = JSON.stringify(e)
   if (e.type === 'line') return `id: ${e.seq}\ndata: ${data}\n\n`
-  // A resume after a gap starts after what it skipped; after the end there is nothing to resume.
+  // A resume after a gap starts after what it skipped; one after the end is answered 204.
   if (e.type === 'gap') return `event: gap\nid: ${e.seq + e.missed - 1}\ndata: ${data}\n\n`
-  return `event: end\ndata: ${data}\n\n`
+  return `event: end\nid: end\ndata: ${data}\n\n`
 }
 
 const ndjson = (e: LogEvent): string => `${JSON.stringify(e)}\n`
 
 export function serveTaskLogs(control: MasterControl, reply: Reply, id: string, query: LogQuery, accept: string): void {
   if (!control.readTaskLogs) throw new CloudaiError('CLOUDAI_NOT_FOUND', 'this master serves no task output')
+  if (query.afterEnd) {
+    control.getTask(id) // 404 for an unknown task, as without the header
+    return reply.text(204, SSE_TYPE, '', { headers: { 'cache-control': 'no-store' } })
+  }
   const asNdjson = accept.includes('application/x-ndjson')
   const format = asNdjson ? ndjson : sse
   let out: ReplyStream | null = null

@@ -1,0 +1,73 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { C, Counters } from '../../src/master/counters.js'
+import { TaskLogFeeds, type LogEvent, type LogSink } from '../../src/master/task-log-feeds.js'
+import type { WorkerClients } from '../../src/master/worker-clients.js'
+import { CloudaiError } from '../../src/shared/errors.js'
+import { createLogger } from '../../src/shared/log.js'
+import type { TaskRecord } from '../../src/shared/types.js'
+
+// TaskLogFeeds' own rules (readers, shutdown) with tasks that have no worker to stream from: the
+// streaming itself is tested with real processes in test/integration/task-logs.test.ts.
+
+const ID = 'task-00000000-0000-0000-0000-000000000001'
+const queued = { id: ID, status: 'queued', workerId: null, attempt: 1, logsTail: '', finishedAt: null, exitCode: null } as unknown as TaskRecord
+// No worker is ever asked: a queued task without a worker waits.
+const clients = { get: () => assert.fail('no worker to ask'), proof: () => assert.fail('no worker to ask') } as unknown as WorkerClients
+
+function sink(): LogSink & { events: LogEvent[]; closed: number } {
+  const s = { events: [] as LogEvent[], closed: 0, write: (e: LogEvent) => (s.events.push(e), true), onWritable: () => {}, close: () => void s.closed++ }
+  return s
+}
+
+function feeds(opts: { maxReaders?: number; counters?: Counters } = {}): TaskLogFeeds {
+  return new TaskLogFeeds({ clients, task: () => queued, worker: () => undefined, log: createLogger({ level: 'silent' }), retryMs: 60_000, ...opts })
+}
+
+const codeOf = (fn: () => unknown): string => {
+  try {
+    fn()
+  } catch (err) {
+    if (err instanceof CloudaiError) return err.code
+    throw err
+  }
+  throw new Error('accepted')
+}
+
+test('closing the task log feeds closes every reader\'s connection (no end event) and refuses new readers with CLOUDAI_SHUTTING_DOWN', () => {
+  const f = feeds()
+  const a = sink()
+  const b = sink()
+  f.read(ID, { follow: true, since: 0, tail: 0 }, a)
+  f.read(ID, { follow: true, since: 7, tail: 0 }, b)
+  assert.equal(f.readerCount, 2)
+  f.close()
+  assert.deepEqual([a.closed, b.closed], [1, 1])
+  assert.deepEqual([...a.events, ...b.events].filter((e) => e.type === 'end'), [], 'a reader cut at shutdown resumes later: no end event')
+  assert.equal(f.readerCount, 0)
+  assert.equal(f.size, 0)
+  assert.equal(codeOf(() => f.read(ID, { follow: true, since: 0, tail: 0 }, sink())), 'CLOUDAI_SHUTTING_DOWN')
+})
+
+test('task log readers beyond the limit are refused with CLOUDAI_TOO_MANY_CONNECTIONS and counted; one that leaves makes room', () => {
+  const counters = new Counters()
+  const f = feeds({ maxReaders: 2, counters })
+  const stopA = f.read(ID, { follow: true, since: 0, tail: 0 }, sink())
+  f.read(ID, { follow: true, since: 0, tail: 0 }, sink())
+  assert.equal(codeOf(() => f.read(ID, { follow: true, since: 0, tail: 0 }, sink())), 'CLOUDAI_TOO_MANY_CONNECTIONS')
+  assert.equal(counters.raw(C.LOG_READERS_REFUSED), 1)
+  stopA()
+  f.read(ID, { follow: true, since: 0, tail: 0 }, sink())
+  assert.equal(f.readerCount, 2)
+  f.close()
+})
+
+test('a reader that does not follow a queued task gets an end at once saying it is queued', async () => {
+  const f = feeds()
+  const s = sink()
+  f.read(ID, { follow: false, since: 0, tail: 0 }, s)
+  await new Promise((resolve) => setImmediate(resolve))
+  assert.deepEqual(s.events, [{ type: 'end', seq: 1, complete: false, status: 'queued', exit_code: null }])
+  assert.equal(s.closed, 1)
+  f.close()
+})
