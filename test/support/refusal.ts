@@ -10,3 +10,14 @@ export function refused(code: string, ...mentions: string[]) {
     return true
   }
 }
+
+/** The stable code `fn` refuses with; throws if it accepts, or throws anything but a CloudaiError. */
+export function codeOf(fn: () => unknown): string {
+  try {
+    fn()
+  } catch (err) {
+    if (err instanceof CloudaiError) return err.code
+    throw err
+  }
+  throw new Error('accepted')
+}

@@ -3,16 +3,7 @@ import { test } from 'node:test'
 import { parseLogQuery } from '../../src/master/api/query.js'
 import { buildLogsOptions } from '../../src/cli/options.js'
 import { CloudaiError } from '../../src/shared/errors.js'
-
-const code = (fn: () => unknown): string => {
-  try {
-    fn()
-  } catch (err) {
-    if (err instanceof CloudaiError) return err.code
-    throw err
-  }
-  throw new Error('accepted')
-}
+import { codeOf as code } from '../support/refusal.js'
 
 test('GET /api/tasks/{id}/logs query: follow, tail and since; Last-Event-ID wins over since (an EventSource reconnects to the URL it was opened with); `end` after the end event', () => {
   const none = { follow: false, since: 0, tail: 0, afterEnd: false }

@@ -6,6 +6,7 @@ import type { WorkerClients } from '../../src/master/worker-clients.js'
 import { CloudaiError } from '../../src/shared/errors.js'
 import { createLogger } from '../../src/shared/log.js'
 import type { TaskRecord } from '../../src/shared/types.js'
+import { codeOf } from '../support/refusal.js'
 
 // TaskLogFeeds' own rules (readers, shutdown) with tasks that have no worker to stream from: the
 // streaming itself is tested with real processes in test/integration/task-logs.test.ts.
@@ -22,16 +23,6 @@ function sink(): LogSink & { events: LogEvent[]; closed: number } {
 
 function feeds(opts: { maxReaders?: number; counters?: Counters } = {}): TaskLogFeeds {
   return new TaskLogFeeds({ clients, task: () => queued, worker: () => undefined, log: createLogger({ level: 'silent' }), retryMs: 60_000, ...opts })
-}
-
-const codeOf = (fn: () => unknown): string => {
-  try {
-    fn()
-  } catch (err) {
-    if (err instanceof CloudaiError) return err.code
-    throw err
-  }
-  throw new Error('accepted')
 }
 
 test('closing the task log feeds closes every reader\'s connection (no end event) and refuses new readers with CLOUDAI_SHUTTING_DOWN', () => {
