@@ -237,5 +237,7 @@ test('lanes of one buffer share its views: a lane costs its thread a few hundred
   gc()
   const perLane = (process.memoryUsage().heapUsed - before) / lanes.length
   assert.equal(lanes.length, 2048)
-  assert.ok(perLane < 400, `${perLane.toFixed(0)} bytes of heap per lane`)
+  // About 200 B here; heap figures move with the GC's bookkeeping (436 B seen in one CI run), and a
+  // lane with its own dozen typed arrays cost 1,200 B: the bound sits between them.
+  assert.ok(perLane < 800, `${perLane.toFixed(0)} bytes of heap per lane`)
 })
