@@ -329,15 +329,20 @@ function terminalSession(t: TestContext, columns: number) {
 
 const settle = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
 
+/** Types `typed` (no Enter), then logs `line`: what the terminal got from the log line on. */
+async function logWhileTyping(s: ReturnType<typeof terminalSession>, typed: string, line: string): Promise<string> {
+  s.input.write(typed)
+  await settle()
+  const mark = s.text.length
+  s.log(line)
+  await settle()
+  return s.text.slice(mark)
+}
+
 test('on a terminal a log line goes above the prompt, which is drawn again below it with what was typed', async (t) => {
   const s = terminalSession(t, 80)
   assert.ok(s.logs.around, 'the prompt takes the log output over on a terminal')
-  s.input.write('regis')
-  await settle()
-  const mark = s.text.length
-  s.log('{"msg":"Worker w1 is active"}\n')
-  await settle()
-  const after = s.text.slice(mark)
+  const after = await logWhileTyping(s, 'regis', '{"msg":"Worker w1 is active"}\n')
   const at = after.indexOf('{"msg":"Worker w1 is active"}\n')
   assert.ok(at >= 0, JSON.stringify(after))
   assert.ok(after.slice(0, at).includes('\x1b[0J'), 'the prompt line is cleared first, not written into')
@@ -348,12 +353,7 @@ test('on a terminal a log line goes above the prompt, which is drawn again below
 
 test('a typed line that wraps is cleared from its first row before a log line goes above it', async (t) => {
   const s = terminalSession(t, 20)
-  s.input.write('task submit -- echo hel')
-  await settle()
-  const mark = s.text.length
-  s.log('LOG\n')
-  await settle()
-  const after = s.text.slice(mark)
+  const after = await logWhileTyping(s, 'task submit -- echo hel', 'LOG\n')
   assert.ok(after.startsWith('\x1b[1A'), `up one row to the prompt's first: ${JSON.stringify(after)}`)
   assert.ok(after.includes('LOG\n\n'), 'a row kept below for readline to redraw from')
 })
