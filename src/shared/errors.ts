@@ -50,6 +50,12 @@ export const ErrorCodes = {
   CLOUDAI_TASK_FINISHED: { http: 409, grpc: GrpcStatus.FAILED_PRECONDITION },
   CLOUDAI_TASK_REFUSED: { http: 409, grpc: GrpcStatus.FAILED_PRECONDITION },
   CLOUDAI_SHUTTING_DOWN: { http: 503, grpc: GrpcStatus.UNAVAILABLE },
+  /** A standby master (or one that lost its lease) asked to act: details.leader names the leader's API or gRPC address, when known. */
+  CLOUDAI_NOT_LEADER: { http: 503, grpc: GrpcStatus.UNAVAILABLE },
+  /** A master started without --standby on a store whose lease another live master holds (exit 2). */
+  CLOUDAI_LEASE_HELD: { http: 409, grpc: GrpcStatus.FAILED_PRECONDITION },
+  /** A call or a write from a master whose epoch is below the newest one seen: a deposed leader. */
+  CLOUDAI_STALE_EPOCH: { http: 409, grpc: GrpcStatus.FAILED_PRECONDITION },
   CLOUDAI_TOO_MANY_CONNECTIONS: { http: 503, grpc: GrpcStatus.RESOURCE_EXHAUSTED },
   CLOUDAI_BAD_CONFIG: { http: 400, grpc: GrpcStatus.INVALID_ARGUMENT },
   CLOUDAI_STORE_FAILED: { http: 503, grpc: GrpcStatus.UNAVAILABLE },
