@@ -3,8 +3,10 @@ import type { LogsOptions } from './options.js'
 
 // `cloudai logs <id>`: a task's output from GET /api/tasks/{id}/logs as NDJSON, printed line by
 // line as it comes. A connection lost after the first answer is opened again by itself, from the
-// last sequence number printed (the route's `since`), so no line is printed twice or skipped; with
-// -f the command ends when the task does, with the task's exit code.
+// last sequence number printed (the route's `after`), so no line is printed twice or skipped; with
+// -f the command ends when the task does, with the task's exit code. `--since` goes to the master
+// as typed (a duration is read on the master's clock, as the lines' times are); a reconnection
+// sends the time it stood for when the first request went, so the window does not slide.
 
 /** Time given to the master to answer with headers (the body may then take as long as the task). */
 const CONNECT_TIMEOUT_MS = 10_000
@@ -20,16 +22,20 @@ export interface LogsOutput {
 
 /** Resolves with the exit code: the task's with -f (1 when it has none), 0 otherwise. */
 export async function runLogs(api: string, token: string | null, id: string, opts: LogsOptions, io: LogsOutput): Promise<number> {
-  let since = opts.since
+  let after = opts.after
+  /** `--since` for the next request: as typed, then the time it meant (a reconnection). */
+  let notBefore = opts.since
   let connected = false
   let delay = RETRY_MIN_MS
   for (;;) {
     const params = new URLSearchParams()
     if (opts.follow) params.set('follow', '1')
-    if (since > 0) params.set('since', String(since))
-    // A reconnection that has seen nothing yet asks for the same last lines (since is 0 until a line or gap came).
+    if (notBefore !== null) params.set('since', notBefore)
+    if (after > 0) params.set('after', String(after))
+    // A reconnection that has seen nothing yet asks for the same last lines (after is 0 until a line or gap came).
     else if (opts.tail > 0) params.set('tail', String(opts.tail))
     const path = `/api/tasks/${encodeURIComponent(id)}/logs${params.size > 0 ? `?${params}` : ''}`
+    if (notBefore !== null && /[smhd]$/.test(notBefore)) notBefore = new Date(Date.now() - sinceMs(notBefore)).toISOString()
     const connect = new AbortController()
     const timer = setTimeout(() => connect.abort(), CONNECT_TIMEOUT_MS)
     let res: Response
@@ -41,7 +47,7 @@ export async function runLogs(api: string, token: string | null, id: string, opt
     } catch (err) {
       clearTimeout(timer)
       if (!connected) throw unreachable(api, err)
-      await lost(io, since, delay)
+      await lost(io, after, delay)
       delay = Math.min(RETRY_MAX_MS, delay * 2)
       continue
     }
@@ -50,7 +56,7 @@ export async function runLogs(api: string, token: string | null, id: string, opt
       const text = await res.text().catch(() => '')
       // A master restarting answers 503 for a moment: the same as a lost connection.
       if (connected && res.status === 503) {
-        await lost(io, since, delay)
+        await lost(io, after, delay)
         continue
       }
       throw errorFrom(res.status, text)
@@ -72,10 +78,10 @@ export async function runLogs(api: string, token: string | null, id: string, opt
             // The master's own word between attempts goes with the other notices, not the output.
             if (e.stream === 'cloudai') io.err(`cloudai: ${e.text}\n`)
             else io.out(`${opts.timestamps ? `${e.timestamp} ` : ''}${e.text}\n`)
-            since = e.seq
+            after = e.seq
           } else if (e.type === 'gap') {
             io.err(`cloudai: ${e.missed} line(s) from ${e.seq} on are no longer kept\n`)
-            since = e.seq + (e.missed ?? 0) - 1
+            after = e.seq + (e.missed ?? 0) - 1
           } else if (e.type === 'end') {
             if (!e.complete) return 0
             if (e.status === 'not_found') throw new CloudaiError('CLOUDAI_UNKNOWN_TASK', `task ${id}: its worker no longer has its output`)
@@ -88,13 +94,19 @@ export async function runLogs(api: string, token: string | null, id: string, opt
       if (err instanceof CloudaiError || err instanceof SyntaxError) throw err
     }
     // The stream ended without its end event: the connection was lost.
-    await lost(io, since, delay)
+    await lost(io, after, delay)
     delay = Math.min(RETRY_MAX_MS, delay * 2)
   }
 }
 
-async function lost(io: LogsOutput, since: number, delay: number): Promise<void> {
-  io.err(`cloudai: connection to the master lost; reconnecting from line ${since + 1}\n`)
+/** A `--since` duration (checked already: digits and a unit) in ms. */
+function sinceMs(duration: string): number {
+  const m = /^([\d.]+)(ms|s|m|h|d)$/.exec(duration)!
+  return Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 'ms' | 's' | 'm' | 'h' | 'd']
+}
+
+async function lost(io: LogsOutput, after: number, delay: number): Promise<void> {
+  io.err(`cloudai: connection to the master lost; reconnecting from line ${after + 1}\n`)
   await new Promise((resolve) => setTimeout(resolve, delay))
 }
 

@@ -8,7 +8,7 @@ import { LOG_LEVELS } from '../shared/log.js'
 import type { TaskStatus } from '../shared/types.js'
 import { parseAddress, parsePort, validateAddress, validateString, validateTaskId, validateWorkerId } from '../shared/validation.js'
 import { parseAllowedHost, parseAllowedOrigin } from '../master/api/guard.js'
-import { LOG_TAIL_MAX, parseMetricsQuery } from '../master/api/query.js'
+import { LOG_TAIL_MAX, parseLogSince, parseMetricsQuery } from '../master/api/query.js'
 import { GRPC_MAX_CONNECTIONS_DEFAULT } from '../master/connection-budget.js'
 import { REDIAL_DEFAULTS } from '../master/reconnect/schedule.js'
 import { checkDatabaseName, isMongoUri, validateMongoUri } from '../store/mongo-uri.js'
@@ -241,14 +241,18 @@ export const DRAIN_OPTIONS: Record<string, Options> = flagsOnly({
 export const LOGS_OPTIONS: Record<string, Options> = flagsOnly({
   follow: { alias: 'f', type: 'boolean', default: false, describe: 'follow the output until the task ends, then exit with its exit code' },
   tail: { type: 'string', describe: 'only the last N lines (1 to 100000), then follow with -f' },
-  since: { type: 'string', describe: 'only the lines after this sequence number (what a reader saw last; the API\'s SSE id)' },
+  since: { type: 'string', describe: 'only the lines from this time on: a duration back from now (10m, 2h, 1d) or an RFC 3339 time (2026-12-01T19:00:00Z)' },
+  after: { type: 'string', describe: 'only the lines after this sequence number (what a reader saw last; the API\'s SSE id)' },
   timestamps: { type: 'boolean', default: false, describe: 'start each line with the time the worker read it (RFC 3339)' },
 })
 
 export interface LogsOptions {
   follow: boolean
   tail: number
-  since: number
+  /** Lines after this sequence number; 0 = from the first. */
+  after: number
+  /** `--since` as typed (checked), or null. */
+  since: string | null
   timestamps: boolean
 }
 
@@ -257,7 +261,8 @@ export function buildLogsOptions(argv: Argv): LogsOptions {
   return {
     follow: argv.follow === true,
     tail: optional(argv, 'tail', wholeNumber(1, LOG_TAIL_MAX)) ?? 0,
-    since: optional(argv, 'since', wholeNumber(0)) ?? 0,
+    after: optional(argv, 'after', wholeNumber(0)) ?? 0,
+    since: optional(argv, 'since', logSince) ?? null,
     timestamps: argv.timestamps === true,
   }
 }
@@ -853,6 +858,18 @@ export function buildTaskQuery(argv: Argv): TaskListQuery {
   if (limit !== undefined) query.limit = limit
   if (offset !== undefined) query.offset = offset
   return query
+}
+
+/** `logs --since`: checked with the route's own rules, sent as typed (the master reads the duration on its clock). */
+function logSince(value: unknown): string {
+  try {
+    if (typeof value !== 'string') throw new CloudaiError('CLOUDAI_BAD_REQUEST', 'since must be a string')
+    parseLogSince(value, Date.now())
+    return value
+  } catch (err) {
+    if (!isCloudaiError(err)) throw err
+    throw new CloudaiError('CLOUDAI_BAD_CONFIG', `--${err.message.replace('; to read after a line\'s sequence number, use after=', '; to read after a line\'s sequence number, use --after ')}`)
+  }
 }
 
 /** `metrics --since`: checked here with the master's own rules, sent as typed. */

@@ -408,7 +408,7 @@ export class MasterGrpcServer {
       if (!this.opts.registry.get(workerId)) throw new CloudaiError('CLOUDAI_UNKNOWN_WORKER', `completion report from ${workerId}, which is not registered with this master`)
       const status = parseResultStatus(r.status)
       if (typeof r.logs !== 'string' || Buffer.byteLength(r.logs) > MAX_LOGS_BYTES) throw new CloudaiError('CLOUDAI_BAD_FIELD', 'logs must be a string of at most 1 MiB')
-      for (const f of ['duration_ms', 'started_at', 'finished_at', 'attempt'] as const) validateAmount(r[f] ?? 0, f, Number.MAX_SAFE_INTEGER)
+      for (const f of ['duration_ms', 'started_at', 'finished_at', 'attempt', 'log_lines'] as const) validateAmount(r[f] ?? 0, f, Number.MAX_SAFE_INTEGER)
       if (!Number.isInteger(r.exit_code ?? 0)) throw new CloudaiError('CLOUDAI_BAD_FIELD', 'exit_code must be a whole number')
       validateString(r.reason, 'reason', { max: 1024 })
       result = { ...r, status, attempt: r.attempt ?? 0, reason: r.reason ?? '', has_exit_code: r.has_exit_code === true }

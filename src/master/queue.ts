@@ -661,6 +661,7 @@ export class QueueProcessor {
         // CloudAI's TaskResult has no exit code: its "success" is an exit 0, its failures say nothing.
         exitCode: r.has_exit_code ? r.exit_code : status === 'completed' ? 0 : null,
         logsTail: r.logs,
+        logLines: r.log_lines ? r.log_lines : undefined,
         startedAt: r.started_at > 0 ? r.started_at : t.startedAt,
         finishedAt: r.finished_at > 0 ? r.finished_at : Date.now(),
       },
@@ -703,6 +704,7 @@ export class QueueProcessor {
         attempt: r.attempt > 0 ? r.attempt : t.attempt,
         exitCode: r.has_exit_code ? r.exit_code : status === 'completed' ? 0 : null,
         logsTail: r.logs,
+        logLines: r.log_lines ? r.log_lines : undefined,
         startedAt: r.started_at > 0 ? r.started_at : t.startedAt,
         finishedAt: r.finished_at > 0 ? r.finished_at : Date.now(),
       },

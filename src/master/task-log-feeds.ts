@@ -29,7 +29,8 @@ export type LogEvent =
   /** complete: the task ended (status and exit code are final); else the lines there now were sent. */
   | { type: 'end'; seq: number; complete: boolean; status: string; exit_code: number | null }
 
-interface Line { seq: number; stream: string; timestamp: string; text: string }
+/** `ms`: the line's time as epoch ms (a `since` reader's filter), `timestamp` the same as RFC 3339. */
+interface Line { seq: number; stream: string; timestamp: string; ms: number; text: string }
 interface End { status: string; exitCode: number | null }
 
 export interface FeedsOptions {
@@ -57,6 +58,7 @@ const KNOWN_COUNTS = 4096
 const FINAL = new Set(['completed', 'failed', 'cancelled'])
 const LINE_OVERHEAD = 64
 
+const stamp = (ms: number): { ms: number; timestamp: string } => ({ ms, timestamp: new Date(ms).toISOString() })
 const attemptOf = (id: number): number => Math.floor(id / ATTEMPT_SPAN) + 1
 const baseOf = (attempt: number): number => (Math.max(1, attempt) - 1) * ATTEMPT_SPAN
 
@@ -216,7 +218,7 @@ class Feed extends EventEmitter<{ change: [] }> {
     this.attempt = attempt
     this.attemptEnded = false
     const base = baseOf(attempt)
-    if (attempt >= 2 && this.next <= base) this.push({ seq: base, stream: 'cloudai', timestamp: new Date().toISOString(), text: `attempt ${attempt} of the task starts; its output follows` })
+    if (attempt >= 2 && this.next <= base) this.push({ seq: base, stream: 'cloudai', ...stamp(Date.now()), text: `attempt ${attempt} of the task starts; its output follows` })
     this.next = Math.max(this.next, base + 1)
     this.emit('change')
   }
@@ -245,7 +247,7 @@ class Feed extends EventEmitter<{ change: [] }> {
     } else if (c.stream !== '' || (Number(c.seq) === 0 && !c.is_complete)) {
       if (id < this.next) return false // a repeat after a reconnection
       const ms = Number(c.time_ms) > 0 ? Number(c.time_ms) : Number(c.timestamp) > 0 ? Number(c.timestamp) * 1000 : Date.now()
-      this.push({ seq: id, stream: c.stream || 'output', timestamp: new Date(ms).toISOString(), text: c.content })
+      this.push({ seq: id, stream: c.stream || 'output', ...stamp(ms), text: c.content })
     } else if (c.is_complete) {
       // The attempt's end on its worker; the task's end only if the record says so (open()).
       const end = seq > 0 ? base + seq : this.next
@@ -277,11 +279,13 @@ class Feed extends EventEmitter<{ change: [] }> {
     if (task.attempt >= 1) {
       this.newAttempt(task.attempt)
       const base = baseOf(task.attempt)
-      const count = this.opts.lineCount(this.taskId, task.attempt) ?? texts.length
+      // The worker's count (in its report) numbers the tail as the worker did, after a restart of
+      // this master too; a CloudAI worker sends none: what a feed saw of the attempt's end, else the tail's own lines.
+      const count = (task.logLines !== undefined && task.logLines >= texts.length ? task.logLines : undefined) ?? this.opts.lineCount(this.taskId, task.attempt) ?? texts.length
       if (texts.length > count) texts = texts.slice(texts.length - count)
-      const at = new Date(task.finishedAt ?? Date.now()).toISOString()
+      const at = stamp(task.finishedAt ?? Date.now())
       const first = base + count - texts.length + 1
-      texts.forEach((text, i) => this.push({ seq: first + i, stream: 'output', timestamp: at, text }))
+      texts.forEach((text, i) => this.push({ seq: first + i, stream: 'output', ...at, text }))
       this.next = base + count + 1
       this.ends.set(task.attempt, this.next)
     }
@@ -315,9 +319,11 @@ export interface LogSink {
 
 export interface ReadRequest {
   follow: boolean
-  /** Lines with seq > since; 0 = from the first line kept. */
-  since: number
-  /** When > 0 and no since: the last `tail` lines. */
+  /** Lines with seq > after; 0 = from the first line kept. */
+  after: number
+  /** Only lines whose time is this or later (epoch ms); null = any. */
+  notBefore: number | null
+  /** When > 0 and no after: the last `tail` lines. */
   tail: number
 }
 
@@ -385,7 +391,7 @@ export class TaskLogFeeds {
     let waiting = false
     const place = (): boolean => {
       if (cursor >= 0) return true
-      if (req.since > 0) cursor = req.since + 1
+      if (req.after > 0) cursor = req.after + 1
       else if (req.tail > 0) {
         if (!f.live) return false
         const i = Math.max(f.head, f.lines.length - req.tail)
@@ -424,6 +430,21 @@ export class TaskLogFeeds {
       cursor = baseOf(attemptOf(to))
       return gap
     }
+    // With `notBefore`, lines older are skipped, and so is a gap followed by such a line (its lines
+    // were older still); a gap is held until the line after it shows which side of the time it is.
+    const notBefore = req.notBefore
+    let heldGap: LogEvent | null = null
+    const emit = (e: LogEvent): boolean => {
+      if (notBefore === null) return sink.write(e)
+      if (e.type === 'gap') {
+        heldGap = heldGap?.type === 'gap' ? { type: 'gap', seq: heldGap.seq, missed: e.seq + e.missed - heldGap.seq } : e
+        return true
+      }
+      let ok = true
+      if (heldGap) ok = sink.write(heldGap)
+      heldGap = null
+      return sink.write(e) && ok
+    }
     function pump(): void {
       if (done || waiting) return
       if (!place()) return
@@ -435,7 +456,7 @@ export class TaskLogFeeds {
         if (cursor >= f.next || cursor >= stopAt) {
           if (f.end === null && req.follow) return
           const e = f.end
-          sink.write(e ? { type: 'end', seq: f.next, complete: true, status: e.status, exit_code: e.exitCode } : { type: 'end', seq: cursor, complete: false, status: f.status(), exit_code: null })
+          emit(e ? { type: 'end', seq: f.next, complete: true, status: e.status, exit_code: e.exitCode } : { type: 'end', seq: cursor, complete: false, status: f.status(), exit_code: null })
           stop()
           sink.close()
           return
@@ -445,10 +466,11 @@ export class TaskLogFeeds {
         let ok = true
         if (to > cursor) {
           const gap = gapTo(to)
-          if (gap) ok = sink.write(gap)
+          if (gap) ok = emit(gap)
         } else {
           const l = f.lines[i]!
-          ok = sink.write({ type: 'line', seq: l.seq, stream: l.stream, timestamp: l.timestamp, text: l.text })
+          if (notBefore !== null && l.ms < notBefore) heldGap = null
+          else ok = emit({ type: 'line', seq: l.seq, stream: l.stream, timestamp: l.timestamp, text: l.text })
           cursor = l.seq + 1
         }
         if (!ok) {

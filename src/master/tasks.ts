@@ -57,7 +57,7 @@ export interface TransitionGuard {
   refundsRun?: boolean
 }
 
-export type TaskPatch = Partial<Pick<TaskRecord, 'workerId' | 'attempt' | 'assignedAt' | 'startedAt' | 'finishedAt' | 'exitCode' | 'logsTail'>>
+export type TaskPatch = Partial<Pick<TaskRecord, 'workerId' | 'attempt' | 'assignedAt' | 'startedAt' | 'finishedAt' | 'exitCode' | 'logsTail' | 'logLines'>>
 
 /**
  * The worker of a task's latest placement (attempt number `attempt`): each placement is one

@@ -158,6 +158,8 @@ export interface TaskRecord {
   /** Why it failed or was cancelled, or why it waits (never fits anywhere). */
   reason: string | null
   logsTail: string
+  /** Lines of the attempt's output, as its worker numbered them (logsTail holds the last); absent when unknown. */
+  logLines?: number
   updatedAt: number
   history: TaskTransition[]
 }

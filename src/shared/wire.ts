@@ -91,6 +91,8 @@ export interface TaskResultMsg {
   reason: string
   /** exit_code is meaningful (proto3 cannot tell 0 from unset). */
   has_exit_code: boolean
+  /** Lines of the attempt's output (0 from a CloudAI worker: unknown); `logs` holds the last of them. */
+  log_lines?: number
 }
 
 export interface AckMsg {

@@ -459,7 +459,10 @@ export class WorkerAgent {
       task_id: o.taskId,
       worker_id: this.config.id,
       status: resultStatusWord(o.status),
-      logs: utf8Tail(o.logsTail, MAX_REPORT_LOG_BYTES),
+      // The last lines as StreamTaskLogs numbers them, and how many there were: a master numbers
+      // them as the worker did once the worker is gone (task-log-feeds.ts).
+      logs: utf8Tail(o.log.tailText(), MAX_REPORT_LOG_BYTES),
+      log_lines: o.log.nextSeq - 1,
       result_location: o.logFile,
       output_files: [],
       exit_code: o.exitCode ?? 0,

@@ -108,6 +108,17 @@ export class TaskLog extends EventEmitter<{ change: [] }> {
     this.emit('change')
   }
 
+  /**
+   * The kept records' texts, one per line (each ends with a newline): the output tail of the
+   * attempt's report, so that its k-th line from the end is record nextSeq - k, which is how a
+   * master numbers it once the worker is gone.
+   */
+  tailText(): string {
+    let text = ''
+    for (let i = this.head; i < this.records.length; i++) text += `${this.records[i]!.text}\n`
+    return text
+  }
+
   /** Writes what is kept to `<dir>/logs.json` (whole or not at all). */
   save(dir: string): void {
     const saved: Saved = {

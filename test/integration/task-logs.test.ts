@@ -92,8 +92,8 @@ test('SSE: id is the sequence number; Last-Event-ID resumes with exactly the res
 
   const rest = await sse(master.api, id, '', { 'last-event-id': '9' })
   assert.deepEqual(rest.filter((e) => e.event === 'message').map((e) => e.data.seq), [10, 11, 12, 13])
-  const since = await ndjson(master.api, id, '?since=11')
-  assert.deepEqual(lines(since).map((e) => e.seq), [12, 13])
+  const after = await ndjson(master.api, id, '?after=11')
+  assert.deepEqual(lines(after).map((e) => e.seq), [12, 13])
   const tail = await ndjson(master.api, id, '?tail=3')
   assert.deepEqual(lines(tail).map((e) => e.text), texts.slice(-3))
 })
@@ -137,14 +137,14 @@ test('a reader that resumes with Last-Event-ID after the master was killed and r
   assert.deepEqual(rest.at(-1)!.data, { type: 'end', seq: 31, complete: true, status: 'failed', exit_code: 6 })
 })
 
-test('SSE: Last-Event-ID wins over the URL\'s since (an EventSource reconnects to the URL it was opened with), and a resume after the end event is answered 204', async (t) => {
+test('SSE: Last-Event-ID wins over the URL\'s after (an EventSource reconnects to the URL it was opened with), and a resume after the end event is answered 204', async (t) => {
   const { master } = await cluster(t)
   const id = await submit(master.api, 'for i in $(seq 1 6); do echo line-$i; done')
   await master.proc.waitForLog(taskFinished(id), 'task finished', { from: 0 })
-  const resumed = await sse(master.api, id, '?since=1', { 'last-event-id': '4' })
+  const resumed = await sse(master.api, id, '?after=1', { 'last-event-id': '4' })
   assert.deepEqual(resumed.filter((e) => e.event === 'message').map((e) => e.data.seq), [5, 6])
   assert.equal(resumed.at(-1)!.id, 'end')
-  const after = await fetch(`${master.api}/api/tasks/${id}/logs?since=1`, { headers: { 'last-event-id': 'end' } })
+  const after = await fetch(`${master.api}/api/tasks/${id}/logs?after=1`, { headers: { 'last-event-id': 'end' } })
   assert.equal(after.status, 204)
   assert.equal(await after.text(), '')
 })
@@ -180,7 +180,9 @@ test('bad log requests are refused with the API error format and stable codes', 
   const cases: [string, number, string][] = [
     [`/api/tasks/${id}/logs?tail=abc`, 400, 'CLOUDAI_BAD_REQUEST'],
     [`/api/tasks/${id}/logs?tail=0`, 400, 'CLOUDAI_BAD_REQUEST'],
-    [`/api/tasks/${id}/logs?since=-1`, 400, 'CLOUDAI_BAD_REQUEST'],
+    [`/api/tasks/${id}/logs?after=-1`, 400, 'CLOUDAI_BAD_REQUEST'],
+    [`/api/tasks/${id}/logs?since=10`, 400, 'CLOUDAI_BAD_REQUEST'],
+    [`/api/tasks/${id}/logs?since=tomorrow`, 400, 'CLOUDAI_BAD_REQUEST'],
     [`/api/tasks/${id}/logs?follow=maybe`, 400, 'CLOUDAI_BAD_REQUEST'],
     [`/api/tasks/${id}/logs?lines=3`, 400, 'CLOUDAI_BAD_REQUEST'],
     [`/api/tasks/${id}/logs?tail=1&tail=2`, 400, 'CLOUDAI_BAD_REQUEST'],

@@ -106,27 +106,34 @@ function sinceValue(value: string, now: number): number {
 
 // --- GET /api/tasks/{id}/logs ----------------------------------------------------------------------
 
-const LOG_QUERY_KEYS = ['follow', 'tail', 'since'] as const
+const LOG_QUERY_KEYS = ['follow', 'tail', 'since', 'after'] as const
 export const LOG_TAIL_MAX = 100_000
+/** How far back a `since` duration reaches: further than any task's retention. */
+const LOG_SINCE_MAX_MS = 366 * 86_400_000
+const LOG_SINCE_UNITS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }
+const LOG_SINCE_HELP = 'use a duration back from now (90s, 10m, 2h, 1d) or an RFC 3339 time (2026-12-01T19:00:00Z)'
 
 export interface LogQuery {
   follow: boolean
-  /** Lines after this sequence number; 0 = from the first line kept. */
-  since: number
-  /** The last `tail` lines (when since is 0); 0 = all. */
+  /** Lines after this sequence number (the SSE id); 0 = from the first line kept. */
+  after: number
+  /** Only lines whose time is this or later (epoch ms); null = any time. */
+  notBefore: number | null
+  /** The last `tail` lines (when after is 0); 0 = all. */
   tail: number
   /** Last-Event-ID was `end`: the reader had the end event already (answered 204, nothing to resume). */
   afterEnd: boolean
 }
 
 /**
- * `follow` (1/true/0/false), `tail` (1 to 100000 lines), `since` (a sequence number: the lines
- * after it). `lastEventId` is the Last-Event-ID header of a reconnecting EventSource: it wins over
- * the query's `since`, since an EventSource reconnects to the URL it was opened with (its `since`
- * is where it started, the header where it is); `end` is the id of the end event.
+ * `follow` (1/true/0/false), `tail` (1 to 100000 lines), `after` (a sequence number: the lines
+ * after it), `since` (a duration back from `now` or an RFC 3339 time: lines older are not sent).
+ * `lastEventId` is the Last-Event-ID header of a reconnecting EventSource: it wins over the query's
+ * `after`, since an EventSource reconnects to the URL it was opened with (its `after` is where it
+ * started, the header where it is); `end` is the id of the end event.
  */
-export function parseLogQuery(raw: string, lastEventId = ''): LogQuery {
-  const query: LogQuery = { follow: false, since: 0, tail: 0, afterEnd: false }
+export function parseLogQuery(raw: string, lastEventId = '', now = Date.now()): LogQuery {
+  const query: LogQuery = { follow: false, after: 0, notBefore: null, tail: 0, afterEnd: false }
   const seen = new Set<string>()
   for (const [key, value] of new URLSearchParams(raw)) {
     if (!(LOG_QUERY_KEYS as readonly string[]).includes(key)) {
@@ -138,10 +145,36 @@ export function parseLogQuery(raw: string, lastEventId = ''): LogQuery {
       if (value === '1' || value === 'true') query.follow = true
       else if (value !== '0' && value !== 'false') throw badQuery(`follow ${JSON.stringify(value.slice(0, 80))} is not allowed: use 1, true, 0 or false`)
     } else if (key === 'tail') query.tail = queryInteger(value, 'tail', 1, LOG_TAIL_MAX)
-    else query.since = queryInteger(value, 'since', 0, Number.MAX_SAFE_INTEGER)
+    else if (key === 'after') query.after = queryInteger(value, 'after', 0, Number.MAX_SAFE_INTEGER)
+    else query.notBefore = parseLogSince(value, now)
   }
   const resume = lastEventId.trim()
   if (resume === 'end') query.afterEnd = true
-  else if (resume !== '') query.since = queryInteger(resume, 'Last-Event-ID', 0, Number.MAX_SAFE_INTEGER)
+  else if (resume !== '') query.after = queryInteger(resume, 'Last-Event-ID', 0, Number.MAX_SAFE_INTEGER)
   return query
+}
+
+/**
+ * A log `since` (the route's and `cloudai logs --since`): a duration back from `now` (`10m`; a
+ * unit is required, a bare number could be a sequence number) or an RFC 3339 time with its offset.
+ * Epoch ms. CLOUDAI_BAD_REQUEST otherwise.
+ */
+export function parseLogSince(value: string, now: number): number {
+  const shown = JSON.stringify(value.slice(0, 80))
+  const duration = /^(\d{1,12}(?:\.\d{1,6})?)(ms|s|m|h|d)$/.exec(value)
+  if (duration) {
+    const ms = Math.round(Number(duration[1]) * LOG_SINCE_UNITS[duration[2]!]!)
+    if (ms > LOG_SINCE_MAX_MS) throw badQuery(`since ${shown} is too far back: ${LOG_SINCE_HELP}, at most 366d`)
+    return now - ms
+  }
+  const time = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$/.exec(value)
+  if (time) {
+    const t = Date.parse(value.replace(' ', 'T').toUpperCase())
+    // Date.parse rolls 2026-02-31 over into March: the date must be the one written.
+    const [, y, mo, d, h, mi, s] = time.map(Number) as number[]
+    const day = new Date(Date.UTC(y!, mo! - 1, d!))
+    if (Number.isFinite(t) && day.getUTCMonth() === mo! - 1 && day.getUTCDate() === d && h! < 24 && mi! < 60 && s! < 60) return t
+  }
+  if (DIGITS.test(value)) throw badQuery(`since ${shown} is not a time: ${LOG_SINCE_HELP}; to read after a line's sequence number, use after=${value.slice(0, 15)}`)
+  throw badQuery(`since ${shown} is not a time: ${LOG_SINCE_HELP}`)
 }

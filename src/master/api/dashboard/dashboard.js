@@ -752,7 +752,7 @@ function stopFollowing() {
  * Follows the shown task's output on GET /api/tasks/{id}/logs?follow=1 as NDJSON, line by line,
  * until the task ends or the dialog closes. fetch rather than EventSource: EventSource cannot send
  * the API token's Authorization header. A lost connection is opened again from the last line
- * (`since`), as an EventSource would with Last-Event-ID.
+ * (`after`), as an EventSource would with Last-Event-ID.
  */
 function followOutput(want) {
   const abort = new AbortController()
@@ -780,7 +780,7 @@ function followOutput(want) {
   const run = async () => {
     for (let delay = 500; following === f; delay = Math.min(delay * 2, 5000)) {
       try {
-        const res = await fetch(`/api/tasks/${encodeURIComponent(f.id)}/logs?follow=1${since > 0 ? `&since=${since}` : ''}`, {
+        const res = await fetch(`/api/tasks/${encodeURIComponent(f.id)}/logs?follow=1${since > 0 ? `&after=${since}` : ''}`, {
           headers: { accept: 'application/x-ndjson', ...authHeaders() },
           cache: 'no-store',
           signal: abort.signal,
