@@ -53,6 +53,8 @@ export class TaskLog extends EventEmitter<{ change: [] }> {
   private bytes = 0
   private next = 1
   private ended: LogEnd | null = null
+  /** The last record is a line the output did not end (no newline before the end). */
+  private unterminated = false
   private readonly partial: Record<LogStream, Buffer[]> = { stdout: [], stderr: [] }
   private readonly partialBytes: Record<LogStream, number> = { stdout: 0, stderr: 0 }
 
@@ -103,20 +105,24 @@ export class TaskLog extends EventEmitter<{ change: [] }> {
   /** The attempt ended: partial lines become records, then the end is known to every reader. */
   finish(end: LogEnd): void {
     if (this.ended) return
-    for (const stream of ['stdout', 'stderr'] as const) if (this.partialBytes[stream] > 0) this.line(stream)
+    for (const stream of ['stdout', 'stderr'] as const) {
+      if (this.partialBytes[stream] === 0) continue
+      this.line(stream)
+      this.unterminated = true
+    }
     this.ended = end
     this.emit('change')
   }
 
   /**
-   * The kept records' texts, one per line (each ends with a newline): the output tail of the
-   * attempt's report, so that its k-th line from the end is record nextSeq - k, which is how a
-   * master numbers it once the worker is gone.
+   * The kept records' texts, one per line (a newline after each but a last line the output did
+   * not end): the output tail of the attempt's report, so that its k-th line from the end is record
+   * nextSeq - k, which is how a master numbers it once the worker is gone.
    */
   tailText(): string {
-    let text = ''
-    for (let i = this.head; i < this.records.length; i++) text += `${this.records[i]!.text}\n`
-    return text
+    const texts: string[] = []
+    for (let i = this.head; i < this.records.length; i++) texts.push(this.records[i]!.text)
+    return texts.length === 0 ? '' : `${texts.join('\n')}${this.unterminated ? '' : '\n'}`
   }
 
   /** Writes what is kept to `<dir>/logs.json` (whole or not at all). */

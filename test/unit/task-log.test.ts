@@ -87,3 +87,21 @@ test('a saved log loads back ended, with its sequence numbers', async (t) => {
   assert.deepEqual(back.end, { status: 'completed', exitCode: 0 })
   assert.equal(await TaskLog.load(join(dir, 'none')), null)
 })
+
+test('the report\'s output tail is the kept records one per line, so its k-th line from the end is record nextSeq - k', () => {
+  const log = new TaskLog(1, 1 << 20)
+  log.push('stdout', Buffer.from('one\ntw'))
+  log.push('stderr', Buffer.from('err-1\r\n'))
+  log.push('stdout', Buffer.from(`o\n${'x'.repeat(MAX_LINE_BYTES + 3)}\n`))
+  log.finish({ status: 'completed', exitCode: 0 })
+  const tail = log.tailText()
+  assert.equal(tail, `one\nerr-1\ntwo\n${'x'.repeat(MAX_LINE_BYTES)}\nxxx\n`)
+  const lines = tail.replace(/\n$/, '').split('\n')
+  lines.forEach((text, i) => assert.equal(text, log.get(log.nextSeq - lines.length + i)!.text))
+  // Output that did not end with a newline does not gain one.
+  const open = new TaskLog(1, 1 << 20)
+  open.push('stdout', Buffer.from('bonjour'))
+  open.finish({ status: 'completed', exitCode: 0 })
+  assert.equal(open.tailText(), 'bonjour')
+  assert.equal(new TaskLog(1, 1 << 20).tailText(), '')
+})
