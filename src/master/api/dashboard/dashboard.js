@@ -746,13 +746,44 @@ let following = null
 function stopFollowing() {
   following?.abort.abort()
   following = null
+  if ($('#task-dialog-follow')) setFollowNote('')
+}
+
+/** The dialog's line under the output that says the live output is reconnecting (created once). */
+function followNote() {
+  let note = $('#task-dialog-follow')
+  if (!note) {
+    note = el('p', { id: 'task-dialog-follow', class: 'follow-note', role: 'status' })
+    note.hidden = true
+    $('#task-dialog-output').after(note)
+  }
+  return note
+}
+
+function setFollowNote(text) {
+  const note = followNote()
+  setText(note, text)
+  note.hidden = text === ''
+}
+
+/** The message of an API error body, or the HTTP status. */
+async function refusalOf(res) {
+  try {
+    const body = await res.json()
+    if (body && body.error && typeof body.error.message === 'string') return `${res.status} ${body.error.code}: ${body.error.message}`
+  } catch {
+    // not a cloudai error body
+  }
+  return `HTTP ${res.status}`
 }
 
 /**
  * Follows the shown task's output on GET /api/tasks/{id}/logs?follow=1 as NDJSON, line by line,
  * until the task ends or the dialog closes. fetch rather than EventSource: EventSource cannot send
- * the API token's Authorization header. A lost connection is opened again from the last line
- * (`after`), as an EventSource would with Last-Event-ID.
+ * the API token's Authorization header. As an EventSource does, a lost connection and a 503 (the
+ * master's reader limit, a master shutting down or restarting; 502 and 504 from a proxy in front)
+ * are tried again with backoff from the last line (`after`, as Last-Event-ID would), and the dialog
+ * says so; any other refusal ends following (the task's fields stay as GET /api/tasks/{id} showed them).
  */
 function followOutput(want) {
   const abort = new AbortController()
@@ -777,36 +808,55 @@ function followOutput(want) {
     }
     return e.type === 'end'
   }
+  const note = (text) => {
+    if (following === f) setFollowNote(text)
+  }
+  const retryNote = (why, delay) => note(`${why}; reconnecting in ${Math.round(delay / 100) / 10}s from line ${since + 1}…`)
   const run = async () => {
-    for (let delay = 500; following === f; delay = Math.min(delay * 2, 5000)) {
+    let delay = 500
+    while (following === f) {
+      let why
       try {
         const res = await fetch(`/api/tasks/${encodeURIComponent(f.id)}/logs?follow=1${since > 0 ? `&after=${since}` : ''}`, {
           headers: { accept: 'application/x-ndjson', ...authHeaders() },
           cache: 'no-store',
           signal: abort.signal,
         })
-        if (!res.ok || !res.body) return // the task's fields stay as GET /api/tasks/{id} showed them
-        f.live = true
-        const reader = res.body.pipeThrough(new TextDecoderStream()).getReader()
-        let buf = ''
-        for (;;) {
-          const { value, done } = await reader.read()
-          if (done) break
-          buf += value
-          let ended = false
-          let nl
-          while ((nl = buf.indexOf('\n')) >= 0) {
-            const line = buf.slice(0, nl)
-            buf = buf.slice(nl + 1)
-            if (line.trim() !== '' && take(JSON.parse(line))) ended = true
+        if (res.status === 503 || res.status === 502 || res.status === 504) {
+          why = `The master answered ${await refusalOf(res)}`
+        } else if (!res.ok || !res.body) {
+          if (res.status !== 204) note(`Live output stopped: the master answered ${await refusalOf(res)}`)
+          return
+        } else {
+          f.live = true
+          delay = 500
+          note('')
+          const reader = res.body.pipeThrough(new TextDecoderStream()).getReader()
+          let buf = ''
+          for (;;) {
+            const { value, done } = await reader.read()
+            if (done) break
+            buf += value
+            let ended = false
+            let nl
+            while ((nl = buf.indexOf('\n')) >= 0) {
+              const line = buf.slice(0, nl)
+              buf = buf.slice(nl + 1)
+              if (line.trim() !== '' && take(JSON.parse(line))) ended = true
+            }
+            show()
+            if (ended) return
           }
-          show()
-          if (ended) return
+          why = 'Connection to the master lost'
         }
       } catch {
         if (abort.signal.aborted) return
+        why = 'Connection to the master lost'
       }
+      if (following !== f) return
+      retryNote(why, delay)
       await new Promise((resolve) => setTimeout(resolve, delay))
+      delay = Math.min(delay * 2, 5000)
     }
   }
   run().catch(() => undefined)
