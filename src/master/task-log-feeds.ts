@@ -21,7 +21,10 @@ import type { WorkerClients } from './worker-clients.js'
 // chunk alone (a run cancelled by a drain or a worker's shutdown, a stale run) is one attempt's end,
 // and the feed waits for the task to run again. A finished task whose worker is gone (not
 // registered, inactive, or without the task any more) is served from what the master kept: the
-// task record's output tail, numbered to end at the attempt's last line when a feed saw that end.
+// task record's output tail, numbered to end at the attempt's last line: the count a cloudai
+// worker's report carries (so the numbers are the worker's, after a restart of this master too),
+// else the one a feed saw at the attempt's end. A reader's `notBefore` (the route's `since`) skips
+// lines older than it by their time.
 
 export type LogEvent =
   | { type: 'line'; seq: number; stream: string; timestamp: string; text: string }

@@ -62,3 +62,28 @@ test('a reader that does not follow a queued task gets an end at once saying it 
   assert.equal(s.closed, 1)
   f.close()
 })
+
+test('a reader with notBefore (the route\'s since) gets only lines of that time or later, and a gap only when the line after it is one of those', async () => {
+  const { EventEmitter } = await import('node:events')
+  const t0 = 1_800_000_000_000
+  const running = { ...queued, status: 'running', workerId: 'w1' } as unknown as TaskRecord
+  const call = Object.assign(new EventEmitter(), { cancel: () => {} })
+  const upstream = { get: () => ({ StreamTaskLogs: () => call }), proof: () => undefined } as unknown as WorkerClients
+  const f = new TaskLogFeeds({ clients: upstream, task: () => running, worker: () => ({ id: 'w1', address: '127.0.0.1:1', isActive: true }) as never, log: createLogger({ level: 'silent' }), retryMs: 60_000 })
+  const recent = sink()
+  const all = sink()
+  f.read(ID, { follow: true, after: 0, notBefore: t0 + 50, tail: 0 }, recent)
+  f.read(ID, { follow: true, after: 0, notBefore: null, tail: 0 }, all)
+  const chunk = (fields: object): object => ({ task_id: ID, content: '', timestamp: 0, time_ms: 0, is_complete: false, status: 'running', seq: 0, stream: '', gap: false, missed: 0, exit_code: 0, has_exit_code: false, attempt: 1, ...fields })
+  const line = (seq: number, ms: number): object => chunk({ seq, stream: 'stdout', time_ms: ms, content: `line-${seq}` })
+  // Lines 1-3 gone before line 4 (older than the cut), 6-7 gone between line 5 (older) and line 8 (newer).
+  for (const c of [chunk({ gap: true, seq: 1, missed: 3 }), line(4, t0), line(5, t0 + 10), chunk({ gap: true, seq: 6, missed: 2 }), line(8, t0 + 100), line(9, t0 + 110)]) call.emit('data', c)
+  running.status = 'completed'
+  running.exitCode = 0
+  call.emit('data', chunk({ is_complete: true, status: 'success', seq: 10, has_exit_code: true }))
+  await new Promise((resolve) => setImmediate(resolve))
+  const shape = (e: LogEvent): string => (e.type === 'line' ? `line ${e.seq}` : e.type === 'gap' ? `gap ${e.seq}+${e.missed}` : `end ${e.seq}`)
+  assert.deepEqual(recent.events.map(shape), ['gap 6+2', 'line 8', 'line 9', 'end 10'])
+  assert.deepEqual(all.events.map(shape), ['gap 1+3', 'line 4', 'line 5', 'gap 6+2', 'line 8', 'line 9', 'end 10'])
+  f.close()
+})

@@ -10,6 +10,8 @@ import type { Reply, ReplyStream } from './respond.js'
 // an EventSource from reconnecting), or as NDJSON with `Accept: application/x-ndjson`. Each event is one line, a gap
 // (lines no longer kept) or the end (the task's final status and exit code, or, for a reader that
 // does not follow, its status now). The connection's own backpressure paces it (see TaskLogFeeds).
+// The query (parseLogQuery): follow, tail, after (a sequence number; Last-Event-ID wins over it)
+// and since (a duration back from now or an RFC 3339 time: older lines are not sent).
 
 export const SSE_TYPE = 'text/event-stream; charset=utf-8'
 export const NDJSON_TYPE = 'application/x-ndjson; charset=utf-8'
