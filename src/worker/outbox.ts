@@ -119,6 +119,7 @@ function parse(text: string): TaskResultMsg | null {
     finished_at: Number(v.finished_at ?? 0),
     attempt: v.attempt,
     reason: String(v.reason ?? ''),
+    log_lines: Number(v.log_lines ?? 0),
   }
 }
 
