@@ -103,6 +103,26 @@ test('when its master steps down or stops answering, the worker goes through its
   await proc.waitForLog(msgHas(`Registered with master ${a.address}`), 'the worker says so', { from: mark })
 })
 
+test('with every master of its list a standby, the worker backs off once per round through the list (no tight loop) and joins as soon as one leads', async (t) => {
+  const a = await startPeerMaster(t, 'a')
+  const b = await startPeerMaster(t, 'b')
+  // During an election each may still name the other: the hints alone would send it round and round.
+  a.stepDown(b.address)
+  b.stepDown(a.address)
+  const port = await reservePort()
+  const proc = await startWorker(t, 'w6', port, { master: `${a.address},${b.address}` })
+  const refusals = (): number[] => [...a.refusedAt, ...b.refusedAt].sort((x, y) => x - y)
+  await a.until(() => refusals().length >= 8, 'eight refusals')
+  const times = refusals().slice(0, 8)
+  const gaps = times.slice(1).map((at, i) => at - times[i]!)
+  // Two tries a round, then the backoff (at least 100 ms at --join-max-backoff 500ms): 3 of the 7 gaps.
+  assert.ok(gaps.filter((g) => g >= 90).length >= 3, `gaps between refusals: ${gaps.map((g) => g.toFixed(0)).join(', ')} ms`)
+  assert.equal(proc.lines.filter((l) => l.level === 30 && msgHas('is a standby, not the leader')(l)).length, 1, 'said once at info, then at debug')
+
+  b.role = 'leader'
+  await b.until(() => b.registers.length === 1 && b.beatsOf('w6') > 0, 'w6 joined b once it leads')
+})
+
 test('a bad --master list is refused at start with exit 2 and the reason', async () => {
   for (const [list, says] of [
     ['127.0.0.1:50051,', /^error: --master address 2 of 2 is empty/m],

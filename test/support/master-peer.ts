@@ -14,8 +14,9 @@ type Refusal = { code: grpc.status; cloudai: string; details: string }
 
 export class PeerMaster {
   readonly registers: WorkerInfoMsg[] = []
-  /** RegisterWorker and heartbeat calls refused as a standby. */
+  /** RegisterWorker and heartbeat calls refused as a standby, and when (performance.now()). */
   refusals = 0
+  readonly refusedAt: number[] = []
   /** Heartbeats taken (stream or unary), per worker id. */
   readonly heartbeats = new Map<string, number>()
   /** The running_tasks ids of each worker's last heartbeat. */
@@ -147,6 +148,7 @@ export class PeerMaster {
   }
 
   private notLeader(): grpc.ServiceError {
+    this.refusedAt.push(performance.now())
     const metadata = new grpc.Metadata()
     metadata.set('cloudai-error-code', 'CLOUDAI_NOT_LEADER')
     if (this.leader !== null) metadata.set(LEADER_GRPC_METADATA, this.leader)
