@@ -145,8 +145,12 @@ export interface WorkerConfig extends ClusterSecurity {
   id: string
   host: string
   port: number
-  /** host:port of a master to join at start (worker-initiated join); null waits for MasterRegister. */
-  master: string | null
+  /**
+   * host:port of the masters to join at start (worker-initiated join): one, or a leader and its
+   * standbys (`--master a,b`), tried in turn; the only masters whose MasterRegister is followed.
+   * Empty: waits for MasterRegister from any master.
+   */
+  masters: string[]
   /** host:port the master should dial; defaults to <first non-internal IPv4 or host>:<bound port>. */
   advertise: string | null
   heartbeatIntervalMs: number
@@ -231,7 +235,7 @@ export const MONGO_STORE_DEFAULTS: Omit<Extract<StoreConfig, { kind: 'mongodb' }
 export const WORKER_DEFAULTS: Omit<WorkerConfig, 'id' | 'log'> = {
   host: '0.0.0.0',
   port: 50052,
-  master: null,
+  masters: [],
   advertise: null,
   heartbeatIntervalMs: 5_000,
   joinMaxBackoffMs: 5_000,

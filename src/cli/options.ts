@@ -162,7 +162,7 @@ export const WORKER_OPTIONS = withEnv({
   id: { type: 'string', demandOption: true, describe: 'worker id: 1 to 64 characters of A-Z a-z 0-9 . _ -' },
   host: { type: 'string', default: WORKER_DEFAULTS.host, describe: 'interface for the worker gRPC server' },
   port: { type: 'string', default: String(WORKER_DEFAULTS.port), describe: 'worker gRPC port (0 = any free port)' },
-  master: { type: 'string', describe: 'host:port of a master to join at start (default: wait for MasterRegister)' },
+  master: { type: 'string', describe: 'host:port of the master to join at start, or several comma-separated (a leader and its standbys: the worker joins whichever leads and follows takeovers); only these may make it follow them (default: wait for MasterRegister from any master)' },
   advertise: { type: 'string', describe: 'host:port the master should dial (default: this host and the bound port)' },
   'heartbeat-interval': { type: 'string', default: formatDuration(WORKER_DEFAULTS.heartbeatIntervalMs), describe: 'time between heartbeats (more than 0)' },
   'join-max-backoff': { type: 'string', default: formatDuration(WORKER_DEFAULTS.joinMaxBackoffMs), describe: 'cap of the join / re-join backoff (more than 0)' },
@@ -374,6 +374,27 @@ function read<T>(argv: Argv, name: string, fallback: T, parse: (value: unknown, 
 
 function optionalAddress(argv: Argv, name: string): string | null {
   return read<string | null>(argv, name, null, validateAddress)
+}
+
+/** The most addresses --master takes: a leader and its standbys, not a fleet. */
+export const MAX_MASTERS = 16
+
+/** `--master a,b`: one address or several, comma-separated, each host:port, none twice. */
+function masterList(value: unknown, field: string): string[] {
+  if (typeof value !== 'string' || value.trim() === '') {
+    throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${field} needs host:port, or several separated by commas (a leader and its standbys), for example 10.0.0.1:50051,10.0.0.2:50051`)
+  }
+  const items = value.split(',').map((item) => item.trim())
+  if (items.length > MAX_MASTERS) throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${field} lists ${items.length} addresses; at most ${MAX_MASTERS}`)
+  const out: string[] = []
+  items.forEach((item, i) => {
+    const which = items.length > 1 ? `${field} address ${i + 1} of ${items.length}` : field
+    if (item === '') throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${which} is empty: separate host:port addresses with single commas, for example 10.0.0.1:50051,10.0.0.2:50051`)
+    const address = validateAddress(item, which)
+    if (out.includes(address)) throw new CloudaiError('CLOUDAI_BAD_CONFIG', `${field} lists ${address} twice`)
+    out.push(address)
+  })
+  return out
 }
 
 function positiveDuration(value: unknown, field: string): number {
@@ -676,7 +697,7 @@ export function buildWorkerConfig(argv: Argv): WorkerConfig {
     id: flag('id', argv.id, validateWorkerId),
     host: read(argv, 'host', d.host, bindHost),
     port: read(argv, 'port', d.port, port),
-    master: optionalAddress(argv, 'master'),
+    masters: read(argv, 'master', [...d.masters], masterList),
     advertise: optionalAddress(argv, 'advertise'),
     heartbeatIntervalMs: read(argv, 'heartbeat-interval', d.heartbeatIntervalMs, positiveDuration),
     joinMaxBackoffMs: read(argv, 'join-max-backoff', d.joinMaxBackoffMs, positiveDuration),

@@ -11,6 +11,7 @@ import { Counters } from './counters.js'
 import { clusterAuthOf } from '../shared/cluster-auth.js'
 import { loadUws } from './api/uws.js'
 import { MasterKey } from '../shared/worker-credential.js'
+import { NO_EPOCH } from '../shared/leadership.js'
 import type { Store } from '../store/store.js'
 import { createStore } from '../store/select.js'
 import { StoreJournal } from '../store/journal.js'
@@ -114,7 +115,9 @@ export class Master implements MasterControl {
     this.tasks = new TaskTable(this.journal, Date.now, { retentionMs: config.taskRetentionMs, maxFinished: config.maxFinishedTasks, outputTailBytes: config.taskOutputTailBytes })
     this.pruner = new TaskPruner({ tasks: this.tasks, retentionMs: config.taskRetentionMs, log: this.log })
     this.journal.on('tasks-written', (ids) => this.tasks.markDurable(ids))
-    const clients = new WorkerClients(auth, key)
+    // The epoch every MasterRegister, AssignTask and CancelTask carries (issue 19).
+    const epoch = (): number => NO_EPOCH
+    const clients = new WorkerClients(auth, key, epoch)
     this.logFeeds = new TaskLogFeeds({ clients, task: (id) => this.tasks.get(id), worker: (id) => this.registry.get(id), log: this.log, counters: this.counters })
     this.tasks.on('task-changed', (t) => this.logFeeds.taskChanged(t.id))
     this.queue = new QueueProcessor({ tasks: this.tasks, registry: this.registry, clients, log: this.log, heartbeatTimeoutMs: config.heartbeatTimeoutMs, requeueAfterMs: config.requeueAfterMs ?? config.heartbeatTimeoutMs, counters: this.counters, storeRecovered: this.journal, onReleased: (id) => this.drains.released(id) })
@@ -125,13 +128,14 @@ export class Master implements MasterControl {
       dialTimeoutMs: config.dialTimeoutMs,
       masterId: config.masterId,
       masterAddress: () => this.advertised,
+      epoch,
       log: this.log,
       counters: this.counters,
       fastWindowMs: config.reconnectFastWindowMs,
       ratePerSec: config.reconnectRatePerSec,
       maxInflight: config.reconnectMaxInflight,
     })
-    this.suspects = new SuspectProbes(this.registry, this.dialer, { masterId: config.masterId, masterAddress: () => this.advertised, dialTimeoutMs: config.dialTimeoutMs, log: this.log })
+    this.suspects = new SuspectProbes(this.registry, this.dialer, { masterId: config.masterId, masterAddress: () => this.advertised, epoch, dialTimeoutMs: config.dialTimeoutMs, log: this.log })
     this.telemetry = new TelemetryHub(this.registry, {
       placement: config.telemetryThreads === 'auto' ? autoTelemetryThreads() : config.telemetryThreads,
       counters: this.counters,

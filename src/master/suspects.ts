@@ -23,6 +23,8 @@ export interface SuspectProbeOptions {
   /** Called at dial time: the gRPC port is only known once the server is bound. */
   masterAddress: () => string
   dialTimeoutMs: number
+  /** The master's epoch (issue 19), read at each probe and sent with MasterRegister; default NO_EPOCH. */
+  epoch?: () => number
   log: Logger
   /** First probe after about this long, then doubling (full jitter) up to maxDelayMs. */
   baseDelayMs?: number

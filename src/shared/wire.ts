@@ -10,7 +10,16 @@ export interface WorkerInfoMsg {
   total_gpu: number
 }
 
-export interface MasterInfoMsg {
+/**
+ * cloudai addition (issue 19) on MasterInfo, Task and TaskID: the calling master's epoch from its
+ * lease (NO_EPOCH, 0, from a master without one and from CloudAI's, which send none). Optional
+ * when sending: WorkerClients and the dial stamp it; always there when received (defaults).
+ */
+interface MasterEpochField {
+  master_epoch?: number
+}
+
+export interface MasterInfoMsg extends MasterEpochField {
   master_id: string
   master_address: string
 }
@@ -42,7 +51,7 @@ export interface HeartbeatAckMsg {
   success: boolean
 }
 
-export interface TaskMsg {
+export interface TaskMsg extends MasterEpochField {
   task_id: string
   docker_image: string
   command: string
@@ -72,7 +81,7 @@ export interface TaskAckMsg {
   held_attempt?: number
 }
 
-export interface TaskIdMsg {
+export interface TaskIdMsg extends MasterEpochField {
   task_id: string
 }
 

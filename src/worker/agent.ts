@@ -7,7 +7,7 @@ import { CloudaiError, isCloudaiError, toCloudaiError } from '../shared/errors.j
 import { DataDirLock } from '../shared/data-dir-lock.js'
 import { loadProto } from '../shared/proto.js'
 import { resultStatusWord } from '../shared/result-status.js'
-import { assignSubject } from '../shared/worker-credential.js'
+import { assignSubject, type CallSource } from '../shared/worker-credential.js'
 import { describeIdentity, MASTER_SPIFFE_ID, workerSpiffeId } from '../shared/certificate-identity.js'
 import { clusterAuthOf } from '../shared/cluster-auth.js'
 import { serverKeepaliveOptions } from '../shared/keepalive.js'
@@ -24,6 +24,7 @@ import { Reporter } from './reporter.js'
 import { TaskDirRetention } from './task-retention.js'
 import { DockerProbe, dockerRunArgv, signalContainer } from './runtime.js'
 import { readSpecs, UsageSampler } from './specs.js'
+import { SeenEpoch, validateEpoch, type EpochMethod } from './seen-epoch.js'
 
 // Limits of an AssignTask beyond the task rules both sides share (src/shared/validation.ts).
 /** What a report carries of the output (the master refuses more); the whole log stays on the worker. */
@@ -103,6 +104,8 @@ export class WorkerAgent {
   private readonly masterCheck: MasterCheck
   /** Held from the start of start() to the end of close(). */
   private dirLock: DataDirLock | null = null
+  /** The highest master epoch seen (on disk): calls of a deposed leader are refused. */
+  private epochs: SeenEpoch | null = null
 
   constructor(private readonly config: WorkerConfig, private readonly deps: WorkerAgentDeps) {
     this.docker = deps.docker ?? new DockerProbe()
@@ -156,6 +159,11 @@ export class WorkerAgent {
     }
     const masterCertificate = own !== null
     if (masterCertificate) log.info({ spiffeId: workerSpiffeId(this.config.id) }, `Worker certificate names ${workerSpiffeId(this.config.id)}: this worker calls only a master whose certificate names ${MASTER_SPIFFE_ID}`)
+    // Before anything a master can call: a worker that cannot tell a deposed leader does not start.
+    const epochs = new SeenEpoch(this.config.dataDir, log)
+    const seen = epochs.open()
+    this.epochs = epochs
+    if (seen > 0) log.info({ epoch: seen }, `Master epoch ${seen} seen by an earlier run: calls with a lower epoch are refused`)
     const diskPath = this.deps.diskPath ?? process.cwd()
     const specs = readSpecs(diskPath)
     const sampler = new UsageSampler(diskPath, specs.gpu)
@@ -222,10 +230,12 @@ export class WorkerAgent {
       }, cb),
       AssignTask: (call: grpc.ServerUnaryCall<TaskMsg, TaskAckMsg>, cb: grpc.sendUnaryData<TaskAckMsg>) => this.answerCall(() => {
         check.check('AssignTask', assignSubject(call.request), call)
+        this.admitEpoch('AssignTask', call.request.master_epoch, call)
         return this.assignTask(call.request)
       }, cb),
       CancelTask: (call: grpc.ServerUnaryCall<TaskIdMsg, TaskAckMsg>, cb: grpc.sendUnaryData<TaskAckMsg>) => this.answerCall(() => {
         check.check('CancelTask', String(call.request.task_id ?? ''), call)
+        this.admitEpoch('CancelTask', call.request.master_epoch, call)
         return this.cancelTask(call.request)
       }, cb),
       StreamTaskLogs: (call: grpc.ServerWritableStream<TaskLogRequestMsg, LogChunkMsg>) => this.streamTaskLogs(call),
@@ -256,11 +266,29 @@ export class WorkerAgent {
     this.warnAboutTokenFile()
     this.masterCheck.start()
     log.info({ workerId: this.config.id, grpcPort: this.boundPort, advertise: this.advertise, specs, dataDir: this.config.dataDir }, `Worker ${this.config.id} listening on ${bindAddress(this.config.host, this.boundPort)} (gRPC), advertised as ${this.advertise}`)
-    if (this.config.master) {
-      log.info({ master: this.config.master }, `Joining master ${this.config.master}`)
-      link.join(this.config.master)
+    const masters = this.config.masters
+    if (masters.length > 0) {
+      log.info({ masters }, masters.length === 1 ? `Joining master ${masters[0]}` : `Joining whichever of masters ${masters.join(', ')} leads`)
+      link.join(masters)
     } else {
       log.info('Waiting for a master to call MasterRegister')
+    }
+  }
+
+  /**
+   * Fencing (issue 19): a call whose master epoch is below the highest seen is refused
+   * (FAILED_PRECONDITION, CLOUDAI_STALE_EPOCH) before it changes anything; a higher one is on disk
+   * before the call goes on. Runs after the master check: only a master's calls move the epoch.
+   */
+  private admitEpoch(method: EpochMethod, value: unknown, call: CallSource, master: string | null = null): void {
+    const epochs = this.epochs
+    if (!epochs || this.closed) throw new CloudaiError('CLOUDAI_SHUTTING_DOWN', `worker ${this.config.id} is shutting down`)
+    const epoch = validateEpoch(value)
+    try {
+      epochs.admit(method, epoch, master)
+    } catch (err) {
+      if (isCloudaiError(err) && err.code === 'CLOUDAI_STALE_EPOCH') throw this.masterCheck.refuse(method, call, err.code, err.message)
+      throw err
     }
   }
 
@@ -328,14 +356,17 @@ export class WorkerAgent {
   private async masterRegister(req: MasterInfoMsg, call: grpc.ServerUnaryCall<MasterInfoMsg, RegisterAckMsg>): Promise<RegisterAckMsg> {
     const masterId = validateString(req.master_id, 'master_id', { max: 128 })
     const address = validateAddress(req.master_address, 'master_address')
-    // Started with --master: that master and no other, whoever asks (a master that advertises
+    // Started with --master: those masters and no other, whoever asks (a master that advertises
     // another address for itself gets this too; the worker then comes back by joining on its own).
-    const pinned = this.config.master
-    if (pinned !== null && address !== pinned) {
-      throw this.masterCheck.refuse('MasterRegister', call, 'CLOUDAI_WRONG_MASTER', `worker ${this.config.id} follows only the master it was started with (--master ${pinned}); MasterRegister named ${address}`)
+    const pinned = this.config.masters
+    if (pinned.length > 0 && !pinned.includes(address)) {
+      const which = pinned.length === 1 ? 'the master it was started with' : 'the masters it was started with'
+      throw this.masterCheck.refuse('MasterRegister', call, 'CLOUDAI_WRONG_MASTER', `worker ${this.config.id} follows only ${which} (--master ${pinned.join(',')}); MasterRegister named ${address}`)
     }
     const link = this.link
     if (!link || this.closed) throw new CloudaiError('CLOUDAI_SHUTTING_DOWN', 'the worker is shutting down')
+    // One of ours at an epoch at least the highest seen: followed, whichever of the list it is.
+    this.admitEpoch('MasterRegister', req.master_epoch, call, address)
     const already = link.masterAddress === address && link.status === 'connected'
     if (!already) this.deps.log.info({ masterId, master: address }, `MasterRegister from ${masterId || 'a master'} at ${address}`)
     try {

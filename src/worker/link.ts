@@ -1,10 +1,12 @@
 import * as grpc from '@grpc/grpc-js'
+import { LEADER_GRPC_METADATA } from '../shared/leadership.js'
 import type { Logger } from '../shared/log.js'
 import { Backoff } from '../shared/backoff.js'
 import { NO_CLUSTER_AUTH, REFUSAL_LOG_INTERVAL_MS, type ClusterAuth } from '../shared/cluster-auth.js'
 import { clientKeepaliveOptions, KEEPALIVE, type Keepalive } from '../shared/keepalive.js'
 import { callUnary, loadProto, type MasterWorkerClient } from '../shared/proto.js'
 import type { WorkerSpecs, WorkerUsage } from '../shared/types.js'
+import { validateAddress } from '../shared/validation.js'
 import type { AckMsg, HeartbeatAckMsg, HeartbeatMsg, RegisterAckMsg, RunningTaskMsg, TaskResultMsg } from '../shared/wire.js'
 import { bearerInterceptor } from '../shared/worker-credential.js'
 
@@ -72,7 +74,14 @@ const STOPPED = 'stopped registering with it until it calls MasterRegister again
  *
  * Following is idempotent: asked to follow the master it is already connected to, it does nothing;
  * asked while a registration to that master is under way, it waits for that one. Each switch of
- * master starts a new epoch so that loops of the old one stop by themselves.
+ * master starts a new epoch so that loops of the old one stop by themselves (the link's own
+ * counter, not the masters' lease epoch).
+ *
+ * Joined with several addresses (`--master a,b`: a leader and its standbys, issue 19), a failed
+ * registration moves on to the next address of the list, at once, and the backoff comes once per
+ * round through the list. A standby refuses with CLOUDAI_NOT_LEADER and names the leader
+ * (LEADER_GRPC_METADATA): that address is tried next when it is one of the list; one outside the
+ * list is never dialled (only the operator's list is trusted), the round goes on.
  */
 export class MasterLink {
   private state: LinkState = 'idle'
@@ -87,12 +96,20 @@ export class MasterLink {
   private joinTimer: NodeJS.Timeout | null = null
   private readonly backoff: Backoff
   private failuresLogged = false
+  /** A standby's refusal was logged in this run of failures. */
+  private standbyLogged = false
   /** Registered with the current master at least once (a refusal then means it dropped us). */
   private registeredHere = false
   /** When a refusal of our cluster token was last logged at error (null: not in this run). */
   private tokenRefusalLoggedAt: number | null = null
   private readonly auth: ClusterAuth
   private readonly now: () => number
+  /** The addresses joined (--master a,b), in order; empty when following MasterRegister only. */
+  private candidates: readonly string[] = []
+  /** The leader the last standby named, when it is one of `candidates`: the next to try. */
+  private leaderHint: string | null = null
+  /** Registrations failed in a row since the last backoff: a round is one per candidate. */
+  private roundAttempts = 0
 
   constructor(private readonly opts: MasterLinkOptions) {
     this.backoff = new Backoff(Math.min(200, opts.joinMaxBackoffMs), opts.joinMaxBackoffMs)
@@ -141,15 +158,23 @@ export class MasterLink {
     }
   }
 
-  /** Worker-initiated join: register with `address`, retrying until it works. Does not wait. */
-  join(address: string): void {
-    if (this.state === 'closed') return
-    if (address !== this.address) this.switchTo(address)
+  /**
+   * Worker-initiated join: register with the first of `addresses`, then the next ones in turn
+   * until one takes us, retrying with backoff until it works. Does not wait.
+   */
+  join(addresses: readonly string[]): void {
+    if (this.state === 'closed' || addresses.length === 0) return
+    this.candidates = [...addresses]
+    if (this.address === null || !this.candidates.includes(this.address)) this.switchTo(addresses[0]!)
     this.clearJoinTimer()
     void this.registerOnce().catch(() => this.scheduleJoin())
   }
 
-  private switchTo(address: string): void {
+  /**
+   * A new master: a new client, and its registration starts afresh. `fresh` false is the next
+   * address of a round through the list: the round's backoff and its failure log go on.
+   */
+  private switchTo(address: string, fresh = true): void {
     this.epoch++
     this.stopHeartbeats()
     this.clearJoinTimer()
@@ -167,11 +192,15 @@ export class MasterLink {
     }))
     this.registering = null
     this.state = 'joining'
-    this.backoff.reset()
-    this.failuresLogged = false
-    this.tokenRefusalLoggedAt = null
     this.noHeartbeatStream = false
     this.registeredHere = false
+    this.leaderHint = null
+    if (!fresh) return
+    this.backoff.reset()
+    this.roundAttempts = 0
+    this.failuresLogged = false
+    this.standbyLogged = false
+    this.tokenRefusalLoggedAt = null
   }
 
   private registerOnce(): Promise<void> {
@@ -203,6 +232,7 @@ export class MasterLink {
       const code = e.metadata?.get('cloudai-error-code')[0]
       const drop = epoch === this.epoch && this.registeredHere && typeof code === 'string' && DROPPED_CODES.has(code)
       if (e.code === grpc.status.UNAUTHENTICATED || code === 'CLOUDAI_WRONG_WORKER') this.logTokenRefused(address, e.details || e.message, typeof code === 'string' ? code : null, drop)
+      else if (code === 'CLOUDAI_NOT_LEADER' && epoch === this.epoch) this.standby(address, e.metadata?.get(LEADER_GRPC_METADATA)[0])
       else if (drop) this.opts.log.warn({ master: address, code, reason: e.details || e.message }, `Master ${address} no longer has worker ${this.opts.workerId} (${e.details || e.message}): it was unregistered; ${STOPPED}`)
       else this.logFailure(address, `RegisterWorker failed: ${e.details || e.message}`)
       if (drop) this.dropped()
@@ -215,8 +245,10 @@ export class MasterLink {
     }
     this.state = 'connected'
     this.registeredHere = true
+    this.roundAttempts = 0
     this.backoff.reset()
     this.failuresLogged = false
+    this.standbyLogged = false
     this.tokenRefusalLoggedAt = null
     this.opts.log.info({ master: address, specs }, `Registered with master ${address}; sending heartbeats every ${this.opts.heartbeatIntervalMs}ms`)
     this.startHeartbeats(epoch)
@@ -278,15 +310,65 @@ export class MasterLink {
     )
   }
 
+  /**
+   * The master at `address` is a standby (CLOUDAI_NOT_LEADER). The leader it names goes next when
+   * it is one of the list; otherwise the round goes on through the list.
+   */
+  private standby(address: string, named: unknown): void {
+    let leader: string | null = null
+    try {
+      if (typeof named === 'string' && named !== '') leader = validateAddress(named, 'leader')
+    } catch {
+      leader = null
+    }
+    const listed = leader !== null && leader !== address && this.candidates.includes(leader)
+    if (listed) this.leaderHint = leader
+    const next = listed
+      ? `trying the leader ${leader} next`
+      : leader !== null && leader !== address
+        ? `it names the leader ${leader}, which is not one of --master (${this.candidates.join(',') || 'none'}): not dialled`
+        : 'it names no leader'
+    const message = `Master ${address} is a standby, not the leader: ${next}`
+    // Once per run of failures at info (standbys refuse every round while the leader is away).
+    if (this.standbyLogged) {
+      this.opts.log.debug({ master: address, leader }, message)
+    } else {
+      this.standbyLogged = true
+      this.opts.log.info({ master: address, leader }, message)
+    }
+  }
+
+  /**
+   * After a failed registration: the same master again after the backoff, or with a list the next
+   * address (the leader a standby named first), at once within a round and after the backoff once
+   * a round through the whole list failed.
+   */
   private scheduleJoin(): void {
     if (this.state === 'closed' || this.state === 'dropped' || this.joinTimer || this.state === 'connected') return
     const epoch = this.epoch
-    const delay = this.backoff.next()
+    const next = this.nextCandidate()
+    this.roundAttempts++
+    let delay = 0
+    if (this.roundAttempts >= Math.max(1, this.candidates.length)) {
+      this.roundAttempts = 0
+      delay = this.backoff.next()
+    }
     this.joinTimer = setTimeout(() => {
       this.joinTimer = null
       if (epoch !== this.epoch || this.state !== 'joining') return
+      if (next !== null && next !== this.address) this.switchTo(next, false)
       void this.registerOnce().catch(() => this.scheduleJoin())
     }, delay)
+  }
+
+  /** The address to register with next: null with a single master (or none), which is kept. */
+  private nextCandidate(): string | null {
+    const hint = this.leaderHint
+    this.leaderHint = null
+    if (this.candidates.length <= 1) return null
+    if (hint !== null) return hint
+    const at = this.address === null ? -1 : this.candidates.indexOf(this.address)
+    return this.candidates[(at + 1) % this.candidates.length]!
   }
 
   private clearJoinTimer(): void {

@@ -150,7 +150,7 @@ test('mTLS: a worker whose certificate names it joins only a master whose certif
   await registerWorker(master.api, 'w1', `127.0.0.1:${await reservePort()}`)
   const w1Cert = ca.issue('w1', { uris: [W('w1')] })
   const { log, lines } = memoryLogger('debug')
-  await startAgent(t, { id: 'w1', master: masterAddr, tls: tlsOf(ca, w1Cert) }, log)
+  await startAgent(t, { id: 'w1', masters: [masterAddr], tls: tlsOf(ca, w1Cert) }, log)
   const failed = await waitUntil(() => lines.find((l) => l.level === 40 && String(l.msg).startsWith('RegisterWorker failed')), 'the worker does not take it for its master')
   assert.match(String(failed.msg), /names no cloudai SPIFFE ID, not spiffe:\/\/cloudai\/master/)
   assert.equal((await workerOf(master.api, 'w1')).is_active, false)

@@ -12,7 +12,7 @@ export async function startAgent(t: TestContext, config: Partial<WorkerConfig> =
       id: 'w1',
       host: '127.0.0.1',
       port: 0,
-      master: null,
+      masters: [],
       advertise: null,
       heartbeatIntervalMs: 100,
       joinMaxBackoffMs: 500,

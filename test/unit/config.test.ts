@@ -28,7 +28,7 @@ import {
   splitTaskCommand,
 } from '../../src/cli/options.js'
 import { MASTER_DEFAULTS, MONGO_STORE_DEFAULTS, WORKER_DEFAULTS } from '../../src/config.js'
-import { CloudaiError } from '../../src/shared/errors.js'
+import { CloudaiError, isCloudaiError } from '../../src/shared/errors.js'
 import { runCli, tempDir } from '../support/cluster.js'
 
 const LOG_DEFAULT = { level: 'info', pretty: false }
@@ -233,7 +233,7 @@ test('worker flags are parsed into the config', () => {
     id: 'gpu-node_7.a',
     host: '127.0.0.1',
     port: 50060,
-    master: '10.0.0.1:50051',
+    masters: ['10.0.0.1:50051'],
     advertise: '10.0.0.7:50060',
     heartbeatIntervalMs: 250,
     joinMaxBackoffMs: 2000,
@@ -457,6 +457,24 @@ test('a telemetry history of more points than a worker may hold is refused', () 
   assert.equal(buildMasterConfig({}).telemetryThreads, 'auto')
 })
 
+test('--master takes one host:port or several comma-separated (a leader and its standbys), each validated, none twice', () => {
+  assert.deepEqual(buildWorkerConfig({ id: 'w1' }).masters, [], 'none: waits for MasterRegister')
+  assert.deepEqual(buildWorkerConfig({ id: 'w1', master: '10.0.0.1:50051' }).masters, ['10.0.0.1:50051'])
+  assert.deepEqual(buildWorkerConfig({ id: 'w1', master: '10.0.0.1:50051,master-b.example:50051, [fd00::2]:50051' }).masters, ['10.0.0.1:50051', 'master-b.example:50051', '[fd00::2]:50051'])
+  const bad: [string, RegExp][] = [
+    ['', /--master needs host:port, or several separated by commas/],
+    ['10.0.0.1:50051,', /--master address 2 of 2 is empty/],
+    ['10.0.0.1:50051,,10.0.0.2:50051', /--master address 2 of 3 is empty/],
+    ['10.0.0.1:50051,10.0.0.2', /--master address 2 of 2 "10\.0\.0\.2" must be host:port/],
+    ['10.0.0.1:50051,10.0.0.2:0', /--master address 2 of 2 "10\.0\.0\.2:0": port 0 is out of range/],
+    ['10.0.0.1:50051,10.0.0.1:50051', /--master lists 10\.0\.0\.1:50051 twice/],
+    [Array.from({ length: 17 }, (_, i) => `10.0.0.${i + 1}:50051`).join(','), /--master lists 17 addresses; at most 16/],
+  ]
+  for (const [value, says] of bad) {
+    assert.throws(() => buildWorkerConfig({ id: 'w1', master: value }), (err: unknown) => isCloudaiError(err) && err.code === 'CLOUDAI_BAD_CONFIG' && says.test(err.message), `--master ${JSON.stringify(value)}`)
+  }
+})
+
 test('each bad worker value is CLOUDAI_BAD_CONFIG with a message naming the flag', () => {
   const bad: [string, unknown][] = [
     ['id', undefined],
@@ -614,7 +632,7 @@ test('a single-valued flag given more than once is its last value; --env keeps e
   assert.throws(() => buildMasterConfig({ 'reconnect-interval': ['60s', 'soon'] }), badConfig('--reconnect-interval "soon" is not a duration'))
 
   const worker = buildWorkerConfig({ id: ['bad id!', 'w2'], 'heartbeat-interval': ['5s', '250ms'], master: ['127.0.0.1:1', '127.0.0.1:50051'] })
-  assert.deepEqual([worker.id, worker.heartbeatIntervalMs, worker.master], ['w2', 250, '127.0.0.1:50051'])
+  assert.deepEqual([worker.id, worker.heartbeatIntervalMs, worker.masters], ['w2', 250, ['127.0.0.1:50051']])
 
   assert.deepEqual(buildTaskSubmitBody({ cpu: ['1', '2'], name: ['a', 'b'], timeout: ['1s', '2s'], env: ['A=1', 'B=2'] }, ['true']), {
     command: 'true',

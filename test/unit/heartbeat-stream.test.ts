@@ -234,7 +234,7 @@ function startLink(t: TestContext, address: string, log: Logger, extra: Partial<
     ...extra,
   })
   t.after(() => link.close())
-  link.join(address)
+  link.join([address])
   return { link, connections: () => connections }
 }
 

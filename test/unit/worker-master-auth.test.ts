@@ -156,11 +156,11 @@ test('MasterRegister to a worker with a token needs the proof; a worker started 
 
   // Pinned: even a valid proof for another address is refused (PERMISSION_DENIED), and so is a
   // tokenless worker's loopback caller.
-  const pinned = await agentWithToken(t, { master: '127.0.0.1:2' })
+  const pinned = await agentWithToken(t, { masters: ['127.0.0.1:2'] })
   const wrong = await pinned.client.refusal('MasterRegister', register('127.0.0.1:3'), { proofs: pinned.key.proofs('w1', pinned.stored, 'MasterRegister', '127.0.0.1:3', Date.now()) })
   assert.deepEqual([wrong.code, wrong.cloudai], [grpc.status.PERMISSION_DENIED, 'CLOUDAI_WRONG_MASTER'])
   assert.match(wrong.details, /follows only the master it was started with \(--master 127\.0\.0\.1:2\)/)
-  const tokenless = await startAgent(t, { id: 'w3', master: '127.0.0.1:2' })
+  const tokenless = await startAgent(t, { id: 'w3', masters: ['127.0.0.1:2'] })
   const raw = new RawClient(t, `127.0.0.1:${tokenless.port}`)
   assert.equal((await raw.refusal('MasterRegister', register('127.0.0.1:3'))).cloudai, 'CLOUDAI_WRONG_MASTER')
 })

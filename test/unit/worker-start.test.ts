@@ -21,7 +21,7 @@ test('a worker whose start fails (its port is in use) lets go of its data direct
   const before = handles()
 
   const failing = new WorkerAgent({
-    id: 'w1', host: '127.0.0.1', port: taken, master: null, advertise: null, heartbeatIntervalMs: 100, joinMaxBackoffMs: 500, dataDir, killGraceMs: 500,
+    id: 'w1', host: '127.0.0.1', port: taken, masters: [], advertise: null, heartbeatIntervalMs: 100, joinMaxBackoffMs: 500, dataDir, killGraceMs: 500,
     taskRetentionMs: 7 * 86_400_000, token: null, tokenFile: null, masterAuth: 'proof', clusterToken: null, tls: null, log: { level: 'silent', pretty: false },
   }, { log: memoryLogger('silent').log })
   await assert.rejects(failing.start(), (err: unknown) => isCloudaiError(err) && err.code === 'CLOUDAI_BAD_CONFIG' && /cannot listen for gRPC/.test(err.message))

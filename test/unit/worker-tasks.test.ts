@@ -79,7 +79,7 @@ class FakeMaster extends EventEmitter {
 }
 
 async function startWorker(t: TestContext, master: string, dataDir = tempDir(t, 'cloudai-worker-')): Promise<{ agent: WorkerAgent; client: MasterWorkerClient; dataDir: string }> {
-  const agent = await startAgent(t, { master, joinMaxBackoffMs: 300, dataDir })
+  const agent = await startAgent(t, { masters: [master], joinMaxBackoffMs: 300, dataDir })
   const client = new (loadProto().Client)(`127.0.0.1:${agent.port}`, grpc.credentials.createInsecure())
   t.after(() => client.close())
   return { agent, client, dataDir }

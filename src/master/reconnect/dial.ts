@@ -9,6 +9,7 @@ import { parseAddress } from '../../shared/validation.js'
 import { proofMetadata, type MasterKey } from '../../shared/worker-credential.js'
 import type { DialOutcome, DialRequest, DialResult } from './protocol.js'
 import { watchFor } from './cancel-watch.js'
+import { NO_EPOCH } from '../../shared/leadership.js'
 import { atDeadline } from './deadlines.js'
 
 // One reconnection dial: MasterRegister on a worker, bounded by a deadline, on a client that lives
@@ -110,7 +111,7 @@ async function masterRegister(
   try {
     const ack = await new Promise<RegisterAckMsg>((resolve, reject) => {
       const call = client.MasterRegister(
-        { master_id: req.masterId, master_address: req.masterAddress },
+        { master_id: req.masterId, master_address: req.masterAddress, master_epoch: req.masterEpoch ?? NO_EPOCH },
         metadata,
         { deadline: req.deadline },
         (err, res) => (err ? reject(err) : resolve(res as RegisterAckMsg)),
@@ -123,7 +124,8 @@ async function masterRegister(
     if (e.code === grpc.status.CANCELLED) return result('cancelled', 'cancelled')
     if (e.code === grpc.status.DEADLINE_EXCEEDED) return result('timeout', `no answer within ${req.timeoutMs}ms`)
     if (e.code === grpc.status.UNAVAILABLE) return result('refused', e.details || e.message)
-    if (e.code === grpc.status.UNAUTHENTICATED || e.code === grpc.status.PERMISSION_DENIED) return result('rejected', e.details || e.message)
+    // FAILED_PRECONDITION: CLOUDAI_STALE_EPOCH, the worker has seen a newer leader than this master.
+    if (e.code === grpc.status.UNAUTHENTICATED || e.code === grpc.status.PERMISSION_DENIED || e.code === grpc.status.FAILED_PRECONDITION) return result('rejected', e.details || e.message)
     return result('error', `${grpc.status[e.code] ?? e.code}: ${e.details || e.message}`)
   } finally {
     client.close()

@@ -8,6 +8,7 @@ import { Counters, DIAL_OUTCOME_COUNTER } from '../counters.js'
 import { NO_CLUSTER_AUTH, type ClusterAuth } from '../../shared/cluster-auth.js'
 import { liveNonces, type MasterKey } from '../../shared/worker-credential.js'
 import type { WorkerRecord } from '../../shared/types.js'
+import { NO_EPOCH } from '../../shared/leadership.js'
 
 export type DialTarget = Omit<DialRequest, 'deadline' | 'cancelSlot' | 'cancelFlags' | 'counters'>
 
@@ -16,6 +17,8 @@ export interface DialingMaster {
   masterId: string
   masterAddress: () => string
   dialTimeoutMs: number
+  /** The master's epoch, read at each dial (default: NO_EPOCH). */
+  epoch?: () => number
 }
 
 /** The MasterRegister dial of a worker, as the reconnection monitor and the suspect probes send it. */
@@ -25,6 +28,7 @@ export function masterRegisterTarget(w: WorkerRecord, master: DialingMaster, now
     address: w.address,
     masterId: master.masterId,
     masterAddress: master.masterAddress(),
+    masterEpoch: master.epoch?.() ?? NO_EPOCH,
     // The dial thread makes the proof from these and the master key; no proof without a credential.
     proofNonces: w.credential ? liveNonces(w.credential, now) : [],
     timeoutMs: master.dialTimeoutMs,

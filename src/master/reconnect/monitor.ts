@@ -15,6 +15,8 @@ export interface ReconnectOptions {
   masterId: string
   /** Called at dial time: the gRPC port is only known once the server is bound. */
   masterAddress: () => string
+  /** The master's epoch (issue 19), read at each dial and sent with MasterRegister; default NO_EPOCH. */
+  epoch?: () => number
   log: Logger
   clock?: Clock
   /** The master's shared counters: a dial whose worker turned active meanwhile counts as a success there. */

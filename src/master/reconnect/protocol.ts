@@ -9,6 +9,12 @@ export interface DialRequest {
   masterId: string
   masterAddress: string
   /**
+   * The master's epoch when the dial was asked for (issue 19: from its lease; NO_EPOCH without
+   * one), sent as MasterInfo.master_epoch: a worker that has seen a higher one refuses the dial.
+   * Absent: NO_EPOCH.
+   */
+  masterEpoch?: number
+  /**
    * Nonces of the worker's live tokens (current, and previous during a rotation): the dial sends a
    * proof for each. Absent or empty for a worker without a credential, which then gets none.
    */
