@@ -15,6 +15,8 @@ export class FlakyStore extends MemoryStore {
   failures = 0
   /** While set, task writes wait for it (a write held open: the store is slow, not failing). */
   holdTasks: Promise<void> | null = null
+  /** The batches that have waited on holdTasks, as `id:status` (a test waits for the one it means to hold). */
+  readonly heldTaskBatches: string[][] = []
   /** While set, heartbeat-only worker writes wait for it; `heartbeatParts` counts those started. */
   holdHeartbeats: Promise<void> | null = null
   heartbeatParts = 0
@@ -50,7 +52,10 @@ export class FlakyStore extends MemoryStore {
   }
 
   override async writeTasks(tasks: TaskRecord[]): Promise<void> {
-    if (this.holdTasks) await this.holdTasks
+    if (this.holdTasks) {
+      this.heldTaskBatches.push(tasks.map((t) => `${t.id}:${t.status}`))
+      await this.holdTasks
+    }
     this.check()
     if (this.failTasks) {
       this.failures++
