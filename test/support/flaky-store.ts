@@ -17,6 +17,8 @@ export class FlakyStore extends MemoryStore {
   holdTasks: Promise<void> | null = null
   /** The batches that have waited on holdTasks, as `id:status` (a test waits for the one it means to hold). */
   readonly heldTaskBatches: string[][] = []
+  /** While set, worker writes other than heartbeats wait for it (a registration held open). */
+  holdWorkers: Promise<void> | null = null
   /** While set, heartbeat-only worker writes wait for it; `heartbeatParts` counts those started. */
   holdHeartbeats: Promise<void> | null = null
   heartbeatParts = 0
@@ -45,7 +47,7 @@ export class FlakyStore extends MemoryStore {
     if (changes.heartbeatsOnly) {
       this.heartbeatParts++
       if (this.holdHeartbeats) await this.holdHeartbeats
-    }
+    } else if (this.holdWorkers) await this.holdWorkers
     this.check()
     this.workerBatches.push(structuredClone(changes))
     await super.writeWorkers(changes)

@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import type { TestContext } from 'node:test'
 import type pino from 'pino'
 import { MASTER_DEFAULTS, type MasterConfig } from '../../src/config.js'
+import type { Logger } from '../../src/shared/log.js'
 import type { ControlService } from '../../src/master/control-service.js'
 import { Master } from '../../src/master/master.js'
 import { MemoryStore } from '../../src/store/memory.js'
@@ -29,6 +30,8 @@ export interface TestMaster {
   /** 127.0.0.1:<port>, as a Host header names it. */
   host: string
   port: number
+  /** The master's logger (anything else logging to it shows in `lines` too). */
+  log: Logger
   /** What the master logged, parsed. */
   lines: ReturnType<typeof memoryLogger>['lines']
   /** Stops the master (idempotent) and removes its temp dir. */
@@ -70,7 +73,7 @@ export async function startTestMaster(opts: { config?: Partial<MasterConfig>; st
     throw err
   }
   const port = master.httpPort
-  return { master, control: master.control, store, config, base: `http://127.0.0.1:${port}`, host: `127.0.0.1:${port}`, port, lines, close }
+  return { master, control: master.control, store, config, log, base: `http://127.0.0.1:${port}`, host: `127.0.0.1:${port}`, port, lines, close }
 }
 
 /**
