@@ -61,15 +61,15 @@ test('list, register, get and unregister a worker over HTTP', async (t) => {
   assert.equal(empty.type, 'application/json; charset=utf-8')
   assert.deepEqual(empty.body, { workers: [] })
 
-  const created = await post(base, { worker_id: 'w1', worker_ip: '127.0.0.1:50052' })
+  const created = await post(base, { worker_id: 'w1', worker_ip: '127.0.0.2:601' })
   assert.equal(created.status, 201)
   assert.equal(created.body.message, 'Worker registered (offline, will reconnect automatically)')
   assert.equal(created.body.worker.worker_id, 'w1')
-  assert.equal(created.body.worker.worker_ip, '127.0.0.1:50052')
+  assert.equal(created.body.worker.worker_ip, '127.0.0.2:601')
   assert.equal(created.body.persisted, true)
   assert.match(created.body.token, /^cwt1_/, 'the 201 carries the new token')
 
-  const again = await post(base, { worker_id: 'w1', address: '127.0.0.1:50052' })
+  const again = await post(base, { worker_id: 'w1', address: '127.0.0.2:601' })
   assert.equal(again.status, 200)
   assert.equal(again.body.message, 'Worker already registered')
   assert.equal('token' in again.body, false, 'a registration that changes nothing shows no token')
@@ -92,7 +92,7 @@ test('list, register, get and unregister a worker over HTTP', async (t) => {
   assert.equal((await call(`${base}/api/workers/nobody/token`, rotate)).body.error.code, 'CLOUDAI_UNKNOWN_WORKER')
   assert.equal((await call(`${base}/api/workers/w1/token`)).status, 405, 'POST only')
 
-  const conflict = await post(base, { worker_id: 'w1', worker_ip: '127.0.0.1:50053' })
+  const conflict = await post(base, { worker_id: 'w1', worker_ip: '127.0.0.2:602' })
   assert.equal(conflict.status, 409)
   assert.equal(conflict.body.error.code, 'CLOUDAI_WORKER_EXISTS')
 
@@ -121,7 +121,7 @@ test('list, register, get and unregister a worker over HTTP', async (t) => {
 
 test('submit, list, get and cancel a task over HTTP', async (t) => {
   const { base } = await ownMaster(t)
-  await post(base, { worker_id: 'w1', worker_ip: '127.0.0.1:50052' })
+  await post(base, { worker_id: 'w1', worker_ip: '127.0.0.2:601' })
 
   const empty = await call(`${base}/api/tasks`)
   assert.equal(empty.status, 200)
@@ -303,7 +303,7 @@ test('cloudai task submit with a flag given twice sends its last value, every --
   const { base, control, store } = m
   // As a wrapper script calls it: its own flags first, the caller's overrides appended.
   const res = await runCli(
-    ['task', 'submit', '--api', 'http://127.0.0.1:1', '--cpu', '1', '--name', 'a', '--env', 'A=1', '--api', base, '--cpu', '2', '--name=b', '--env=B=2', '--json', '--', 'true'],
+    ['task', 'submit', '--api', 'http://127.0.0.2:1', '--cpu', '1', '--name', 'a', '--env', 'A=1', '--api', base, '--cpu', '2', '--name=b', '--env=B=2', '--json', '--', 'true'],
     { CLOUDAI_MEM: '8', CLOUDAI_GPU: '3' },
   )
   assert.equal(res.code, 0, res.stderr)
@@ -332,13 +332,13 @@ test('task commands say so when the master cannot be reached', async () => {
 // --- what the real master answers that a copy of its rules did not -------------------------------
 
 test('a registration whose worker_ip and address differ is refused with CLOUDAI_BAD_ADDRESS and registers nothing', async () => {
-  const res = await post(m.base, { worker_id: 'w-two-addresses', worker_ip: '127.0.0.1:50052', address: '127.0.0.1:50053' })
+  const res = await post(m.base, { worker_id: 'w-two-addresses', worker_ip: '127.0.0.2:601', address: '127.0.0.2:602' })
   assert.equal(res.status, 400)
   assert.equal(res.body.error.code, 'CLOUDAI_BAD_ADDRESS')
   assert.match(res.body.error.message, /worker_ip and address are the same field/)
   assert.ok(!workerIds().includes('w-two-addresses'))
   // The same address under both names is one address.
-  assert.equal((await post(m.base, { worker_id: 'w-two-addresses', worker_ip: '127.0.0.1:50052', address: '127.0.0.1:50052' })).status, 201)
+  assert.equal((await post(m.base, { worker_id: 'w-two-addresses', worker_ip: '127.0.0.2:601', address: '127.0.0.2:601' })).status, 201)
 })
 
 test('task ids are the master\'s: task- and a UUID, and any unique prefix of one finds it', async () => {
@@ -368,7 +368,7 @@ test('while the master shuts down, an operator\'s change is refused with CLOUDAI
   await worker.when((e) => e.method === 'AssignTask' && e.phase === 'received')
   const closing = own.close()
   try {
-    const register = await post(own.base, { worker_id: 'w-late', worker_ip: '127.0.0.1:50054' })
+    const register = await post(own.base, { worker_id: 'w-late', worker_ip: '127.0.0.2:603' })
     assert.equal(register.status, 503, JSON.stringify(register.body))
     assert.equal(register.body.error.code, 'CLOUDAI_SHUTTING_DOWN')
     assert.match(register.body.error.message, /the master is shutting down/)
@@ -427,7 +427,9 @@ async function bigStore(n: number): Promise<Store> {
   for (let i = 0; i < n; i++) {
     upserts.push({
       id: `w${i}`,
-      address: `127.0.0.1:${10_000 + (i % 50_000)}`,
+      // Ports nothing of ours listens on, on an address only a wildcard bind answers: the pass the
+      // master makes at start finds no one.
+      address: `127.0.0.2:${1 + (i % 1000)}`,
       isActive: false,
       specs: { cpu: 4, memory: 8, storage: 100, gpu: 0 },
       usage: null,
@@ -511,7 +513,7 @@ test('GET /healthz answers 200 when healthy and 503 with the reasons when not', 
   assert.equal(ok.body.status, 'healthy')
   // A worker inactive for longer than --health-max-inactive (here 1 s): it never came back.
   const own = await ownMaster(t, { config: { healthMaxInactiveMs: 1000 } })
-  await own.control.registerWorker({ worker_id: 'w-gone', worker_ip: '127.0.0.1:50052' })
+  await own.control.registerWorker({ worker_id: 'w-gone', worker_ip: '127.0.0.2:601' })
   const bad = await waitUntil(async () => {
     const res = await call(`${own.base}/healthz`)
     return res.status === 503 ? res : false
@@ -530,7 +532,7 @@ test('GET /metrics answers the Prometheus text format', async () => {
 
 test('GET /api/workers/{id}/metrics validates the id and since', async () => {
   const { base } = m
-  assert.equal((await post(base, { worker_id: 'w-metrics', worker_ip: 'localhost:1' })).status, 201)
+  assert.equal((await post(base, { worker_id: 'w-metrics', worker_ip: '127.0.0.2:1' })).status, 201)
   const res = await call(`${base}/api/workers/w-metrics/metrics`)
   assert.equal(res.status, 200)
   assert.equal(res.body.has_data, false)
@@ -559,7 +561,7 @@ test('the metrics query is handed over as validated: since as a time, epoch ms, 
 
 test('a POST without a content-type is refused with 415 and registers nothing (another site\'s page may send one without a preflight)', async () => {
   // A Uint8Array body makes fetch send no content-type at all (a string would be text/plain).
-  const res = await call(`${m.base}/api/workers`, { method: 'POST', body: new TextEncoder().encode('{"worker_id":"w-no-type","worker_ip":"localhost:1"}') })
+  const res = await call(`${m.base}/api/workers`, { method: 'POST', body: new TextEncoder().encode('{"worker_id":"w-no-type","worker_ip":"127.0.0.2:1"}') })
   assert.equal(res.status, 415)
   assert.equal(res.body.error.code, 'CLOUDAI_UNSUPPORTED_MEDIA_TYPE')
   assert.ok(!workerIds().includes('w-no-type'))
@@ -567,7 +569,7 @@ test('a POST without a content-type is refused with 415 and registers nothing (a
 
 test('bad requests get their error code and status and change nothing', async () => {
   const { base, control } = m
-  await post(base, { worker_id: 'w-bad-requests', worker_ip: '127.0.0.1:50052' })
+  await post(base, { worker_id: 'w-bad-requests', worker_ip: '127.0.0.2:601' })
   const workers = (): string => JSON.stringify(control.listWorkers())
   const before = workers()
 
@@ -579,18 +581,18 @@ test('bad requests get their error code and status and change nothing', async ()
     { name: 'body not JSON', url: '/api/workers', init: { method: 'POST', headers: JSON_HEADERS, body: '{"worker_id":' }, status: 400, code: 'CLOUDAI_BAD_JSON' },
     { name: 'empty body', url: '/api/workers', init: { method: 'POST', headers: JSON_HEADERS, body: '' }, status: 400, code: 'CLOUDAI_BAD_JSON' },
     { name: 'invalid UTF-8', url: '/api/workers', init: { method: 'POST', headers: JSON_HEADERS, body: new Uint8Array([0x7b, 0x22, 0xff, 0x22, 0x3a, 0x31, 0x7d]) }, status: 400, code: 'CLOUDAI_BAD_JSON' },
-    { name: 'array body', url: '/api/workers', init: { method: 'POST', headers: JSON_HEADERS, body: '[{"worker_id":"w9","worker_ip":"127.0.0.1:1"}]' }, status: 400, code: 'CLOUDAI_BAD_REQUEST' },
+    { name: 'array body', url: '/api/workers', init: { method: 'POST', headers: JSON_HEADERS, body: '[{"worker_id":"w9","worker_ip":"127.0.0.2:1"}]' }, status: 400, code: 'CLOUDAI_BAD_REQUEST' },
     { name: 'string body', url: '/api/workers', init: { method: 'POST', headers: JSON_HEADERS, body: '"w9"' }, status: 400, code: 'CLOUDAI_BAD_REQUEST' },
     { name: 'bad address', url: '/api/workers', init: { method: 'POST', headers: JSON_HEADERS, body: '{"worker_id":"w9","worker_ip":"not an address"}' }, status: 400, code: 'CLOUDAI_BAD_ADDRESS' },
-    { name: 'bad id in the body', url: '/api/workers', init: { method: 'POST', headers: JSON_HEADERS, body: '{"worker_id":"w 9","worker_ip":"127.0.0.1:1"}' }, status: 400, code: 'CLOUDAI_BAD_WORKER_ID' },
+    { name: 'bad id in the body', url: '/api/workers', init: { method: 'POST', headers: JSON_HEADERS, body: '{"worker_id":"w 9","worker_ip":"127.0.0.2:1"}' }, status: 400, code: 'CLOUDAI_BAD_WORKER_ID' },
     {
       name: 'declared body over the limit',
       url: '/api/workers',
-      init: { method: 'POST', headers: JSON_HEADERS, body: JSON.stringify({ worker_id: 'w9', worker_ip: '127.0.0.1:1', pad: 'x'.repeat(2 * MAX_BODY) }) },
+      init: { method: 'POST', headers: JSON_HEADERS, body: JSON.stringify({ worker_id: 'w9', worker_ip: '127.0.0.2:1', pad: 'x'.repeat(2 * MAX_BODY) }) },
       status: 413,
       code: 'CLOUDAI_BODY_TOO_LARGE',
     },
-    { name: 'wrong content-type', url: '/api/workers', init: { method: 'POST', headers: { 'content-type': 'text/plain' }, body: '{"worker_id":"w9","worker_ip":"127.0.0.1:1"}' }, status: 415, code: 'CLOUDAI_UNSUPPORTED_MEDIA_TYPE' },
+    { name: 'wrong content-type', url: '/api/workers', init: { method: 'POST', headers: { 'content-type': 'text/plain' }, body: '{"worker_id":"w9","worker_ip":"127.0.0.2:1"}' }, status: 415, code: 'CLOUDAI_UNSUPPORTED_MEDIA_TYPE' },
     { name: 'form content-type', url: '/api/workers', init: { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'worker_id=w9' }, status: 415, code: 'CLOUDAI_UNSUPPORTED_MEDIA_TYPE' },
     { name: 'unknown route', url: '/api/nothing', status: 404, code: 'CLOUDAI_NOT_FOUND' },
     { name: 'unknown nested route', url: '/api/workers/w-bad-requests/metrics/x', status: 404, code: 'CLOUDAI_NOT_FOUND' },
@@ -612,7 +614,7 @@ test('a streamed body is refused with 413 as soon as it crosses the limit', asyn
   // No content-length (chunked): the limit can only be enforced while reading.
   const body = new ReadableStream<Uint8Array>({
     pull(ctl) {
-      if (sent++ < chunks) ctl.enqueue(new TextEncoder().encode(sent === 1 ? '{"worker_id":"w-streamed","worker_ip":"127.0.0.1:1","pad":"' : piece))
+      if (sent++ < chunks) ctl.enqueue(new TextEncoder().encode(sent === 1 ? '{"worker_id":"w-streamed","worker_ip":"127.0.0.2:1","pad":"' : piece))
       else ctl.close()
     },
   })
@@ -716,7 +718,7 @@ test('a process that started and stopped a master exits by itself', async () => 
     import net from 'node:net'
     import { startTestMaster } from ${JSON.stringify(support)}
     const m = await startTestMaster({ level: 'silent' })
-    await m.control.registerWorker({ worker_id: 'w1', worker_ip: '127.0.0.1:1' })
+    await m.control.registerWorker({ worker_id: 'w1', worker_ip: '127.0.0.2:1' })
     const res = await fetch(m.base + '/api/workers')
     if (res.status !== 200) process.exit(3)
     await res.text()

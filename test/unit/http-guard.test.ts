@@ -259,7 +259,7 @@ test('the master\'s own pages, clients without an Origin and --api-allow-origin 
 
 test('DELETE needs no content-type: it has no body, and a page cannot send one without a preflight', TIMEOUT, async (t) => {
   const { base, control } = watch()
-  await control.registerWorker({ worker_id: 'w-delete', worker_ip: '127.0.0.1:50052' })
+  await control.registerWorker({ worker_id: 'w-delete', worker_ip: '127.0.0.2:601' })
   const res = await fetch(`${base}/api/workers/w-delete`, { method: 'DELETE' })
   assert.equal(res.status, 200)
   assert.ok(!control.listWorkers().some((w) => w.worker_id === 'w-delete'))

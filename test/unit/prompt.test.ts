@@ -93,25 +93,25 @@ test('status and workers print what the CLI prints', { timeout: 5000 }, async (t
   const grpc = s.master.master.advertiseAddress.replaceAll('.', '\\.')
   assert.match(await s.run('status'), new RegExp(`^Workers: +0\nActive: +0\nInactive: +0\nTasks: +none\nMonitor: +running\nStore: +memory, healthy\ngRPC: +${grpc}\nWorker auth: +token \\(without one: loopback only, for workers that never presented theirs\\)\nUptime: +\\d+s\n$`))
   assert.match(await s.run('workers'), /^No workers registered/)
-  await s.run('register worker-1 127.0.0.1:50052')
+  await s.run('register worker-1 127.0.0.2:601')
   const table = await s.run('workers')
   assert.match(table, /^ID +STATUS +ADDRESS/)
-  assert.match(table, /^worker-1 +○ Inactive +127\.0\.0\.1:50052 .* never$/m)
+  assert.match(table, /^worker-1 +○ Inactive +127\.0\.0\.2:601 .* never$/m)
   assert.match(table, /^1 worker: 0 active, 1 inactive$/m)
   assert.ok(!table.includes('\x1b['), 'no colour on a stream that is not a terminal')
 })
 
 test('register, token rotate and unregister go through the control and print the result; the token is shown once', { timeout: 5000 }, async (t) => {
   const s = await session(t)
-  const registered = await s.run('register worker-1 127.0.0.1:50052')
+  const registered = await s.run('register worker-1 127.0.0.2:601')
   t.after(() => s.control.unregisterWorker('worker-1').catch(() => {}))
   assert.ok(registered.startsWith('✅ Worker worker-1 registered (offline, will reconnect automatically)\n'), registered)
   const token = tokenIn(registered)
   assert.match(registered, /Shown once/)
   assert.match(registered, /cloudai worker --id worker-1 --token-file <file>/)
-  assert.equal(s.control.getWorker('worker-1').address, '127.0.0.1:50052')
-  const again = await s.run('register worker-1 127.0.0.1:50052')
-  assert.match(again, /^Worker worker-1 is already registered at 127\.0\.0\.1:50052 \(inactive\)/)
+  assert.equal(s.control.getWorker('worker-1').address, '127.0.0.2:601')
+  const again = await s.run('register worker-1 127.0.0.2:601')
+  assert.match(again, /^Worker worker-1 is already registered at 127\.0\.0\.2:601 \(inactive\)/)
   assert.ok(!again.includes('cwt1_'), 'a repeated registration shows no token')
   assert.match(again, /cloudai token rotate worker-1/)
   const rotated = await s.run('token rotate worker-1')
@@ -126,7 +126,7 @@ test('register, token rotate and unregister go through the control and print the
 
 test('errors print "error: <message> (<code>)" and the prompt goes on', { timeout: 5000 }, async (t) => {
   const s = await session(t)
-  assert.match(await s.run('register bad! 127.0.0.1:50052'), /^error: worker_id "bad!" is invalid.*\(CLOUDAI_BAD_WORKER_ID\)\n$/)
+  assert.match(await s.run('register bad! 127.0.0.2:601'), /^error: worker_id "bad!" is invalid.*\(CLOUDAI_BAD_WORKER_ID\)\n$/)
   assert.match(await s.run('register w1 nowhere'), /^error: .*host:port.*\(CLOUDAI_BAD_ADDRESS\)\n$/)
   assert.equal(await s.run('unregister ghost'), 'error: worker ghost is not registered (CLOUDAI_UNKNOWN_WORKER)\n')
   assert.equal(await s.run('register only-one-arg'), 'usage: register <id> <host:port>\n')
@@ -137,7 +137,7 @@ test('errors print "error: <message> (<code>)" and the prompt goes on', { timeou
 test('an unexpected failure prints "error: internal error: <message> (CLOUDAI_INTERNAL)" and the prompt goes on', { timeout: 5000 }, async (t) => {
   // A store that holds a record no master wrote: its registration time is not a time.
   const store = new MemoryStore()
-  const broken: WorkerRecord = { id: 'w-broken', address: '127.0.0.1:1', isActive: false, specs: null, usage: null, runningTasks: [], reportedAddress: null, registeredAt: Number.NaN, connectedAt: null, lastHeartbeat: null, disconnectedAt: null, reconnects: 0, credential: null }
+  const broken: WorkerRecord = { id: 'w-broken', address: '127.0.0.2:1', isActive: false, specs: null, usage: null, runningTasks: [], reportedAddress: null, registeredAt: Number.NaN, connectedAt: null, lastHeartbeat: null, disconnectedAt: null, reconnects: 0, credential: null }
   await store.writeWorkers({ upserts: [broken], deletes: [] } as never)
   const s = await session(t, await ownMaster(t, { store, config: { reconnectIntervalMs: 0 } }))
   assert.equal(await s.run('workers'), 'error: internal error: Invalid time value (CLOUDAI_INTERNAL)\n')
@@ -149,7 +149,7 @@ test('while the master shuts down, a change at the prompt is refused with CLOUDA
   const own = await ownMaster(t)
   const s = await session(t, own)
   await own.close()
-  assert.equal(await s.run('register w-late 127.0.0.1:50052'), 'error: the master is shutting down (CLOUDAI_SHUTTING_DOWN)\n')
+  assert.equal(await s.run('register w-late 127.0.0.2:601'), 'error: the master is shutting down (CLOUDAI_SHUTTING_DOWN)\n')
   assert.equal(await s.run('submit true'), 'error: the master is shutting down (CLOUDAI_SHUTTING_DOWN)\n')
   assert.match(await s.run('status'), /^Workers: +0\n/, 'a read is still answered')
 })
@@ -174,7 +174,7 @@ test('commands run in the order typed, even when one of them waits', { timeout: 
   let open!: () => void
   store.holdWorkers = new Promise((resolve) => (open = resolve))
   const mark = s.text.length
-  s.input.write('register w1 127.0.0.1:50052\nworkers\n')
+  s.input.write('register w1 127.0.0.2:601\nworkers\n')
   // Nothing of `workers` may show up while the register before it is still waiting.
   await new Promise((resolve) => setImmediate(resolve))
   assert.equal(s.text.slice(mark), '')
@@ -318,7 +318,7 @@ test('prompt lines are split into words as a shell splits them', () => {
     ['', []],
     ['   \t ', []],
     ['status', ['status']],
-    ['  register   w1\t127.0.0.1:1  ', ['register', 'w1', '127.0.0.1:1']],
+    ['  register   w1\t127.0.0.2:1  ', ['register', 'w1', '127.0.0.2:1']],
     [String.raw`task submit -- 'echo hello | wc -c'`, ['task', 'submit', '--', 'echo hello | wc -c']],
     [String.raw`--name "nightly build"`, ['--name', 'nightly build']],
     [String.raw`'' ""`, ['', '']],
@@ -359,7 +359,7 @@ test('prompt flags: --flag value and --flag=value, repeatable arrays, the rest l
 test('health and metrics at the prompt', async (t) => {
   const s = await session(t, await ownMaster(t))
   assert.equal(await s.run('health'), '● Healthy  (0 workers: 0 active, 0 inactive; monitor running; memory store ok)\n')
-  await s.run('register w1 127.0.0.1:5000')
+  await s.run('register w1 127.0.0.2:600')
   assert.match(await s.run('metrics w1'), /^Worker: +w1 \(inactive\)\n[\s\S]*No telemetry yet/)
   assert.equal(await s.run('metrics'), 'usage: metrics <id>\n')
   assert.match(await s.run('metrics nobody'), /CLOUDAI_UNKNOWN_WORKER/)
@@ -414,7 +414,7 @@ test('a typed line that wraps is cleared from its first row before a log line go
 
 test('cordon, uncordon and drain go through the control and print the new state; drain takes --deadline and --force', { timeout: 5000 }, async (t) => {
   const s = await session(t)
-  await s.run('register w-drain 127.0.0.1:50052')
+  await s.run('register w-drain 127.0.0.2:601')
   const w = () => s.control.getWorker('w-drain')
   assert.match(await s.run('cordon w-drain'), /^Worker w-drain cordoned: no new tasks are placed on it/)
   assert.equal(w().scheduling, 'cordoned')
