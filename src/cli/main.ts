@@ -594,7 +594,7 @@ async function runMaster(config: MasterConfig): Promise<void> {
     // included) to stdout, which, redirected, is the log file.
     if (process.stdin.isTTY !== true || process.stdout.isTTY !== true) return undefined
     log.info({ step: 9 }, 'Interactive prompt started (type help for the commands)')
-    const prompt = startPrompt({ control: master, input: process.stdin, output: process.stdout, logs, onExit: () => shutdown('exit at the prompt') })
+    const prompt = startPrompt({ control: master.control, input: process.stdin, output: process.stdout, logs, onExit: () => shutdown('exit at the prompt') })
     return () => prompt.close()
   })
 }

@@ -1,6 +1,6 @@
 import type { TaskStatus } from '../shared/types.js'
 import type { HealthReport } from './health.js'
-import type { ListBody } from './api/list-body.js'
+import type { ListBody } from './list-body.js'
 import type { LogSink, ReadRequest } from './task-log-feeds.js'
 import type { ClusterStatus, TaskView, WorkerMetricsView, WorkerView } from './views.js'
 
@@ -15,8 +15,9 @@ export interface TokenIssued {
 
 /**
  * What an operator can do to a running master. The HTTP API and the interactive prompt are two
- * front ends of this one interface; the Master implements it. Every method validates its input
- * and throws CloudaiError with a stable code on bad input.
+ * front ends of this one interface; the master's control service (control-service.ts) implements
+ * it. Every method validates its input and throws CloudaiError with a stable code on bad input;
+ * one that changes something throws CLOUDAI_SHUTTING_DOWN while the master starts or stops.
  */
 export interface MasterControl {
   listWorkers(): WorkerView[]
@@ -86,7 +87,8 @@ export interface MasterControl {
   cancelTask(id: string): Promise<TaskView>
   /**
    * Serves a task's output to `sink` (src/master/task-log-feeds.ts); returns the call that stops
-   * it. Checked before anything is written. Absent in front-end tests' controls.
+   * it. Checked before anything is written. Optional for a front end's sake: without it the route
+   * answers CLOUDAI_NOT_FOUND (the master's control service has it).
    * @throws CLOUDAI_BAD_TASK_ID, CLOUDAI_UNKNOWN_TASK, CLOUDAI_AMBIGUOUS_TASK_ID
    */
   readTaskLogs?(id: string, req: ReadRequest, sink: LogSink): () => void

@@ -1,4 +1,4 @@
-import { type ListBody, listBodyText } from './api/list-body.js'
+import { type ListBody, listBodyText } from './list-body.js'
 import type { WorkerRecord } from '../shared/types.js'
 import { lastHeartbeatView, runningTasksView, workerHeadView, workerTailView, workerUsageView } from './views.js'
 

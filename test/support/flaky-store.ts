@@ -15,6 +15,10 @@ export class FlakyStore extends MemoryStore {
   failures = 0
   /** While set, task writes wait for it (a write held open: the store is slow, not failing). */
   holdTasks: Promise<void> | null = null
+  /** The batches that have waited on holdTasks, as `id:status` (a test waits for the one it means to hold). */
+  readonly heldTaskBatches: string[][] = []
+  /** While set, worker writes other than heartbeats wait for it (a registration held open). */
+  holdWorkers: Promise<void> | null = null
   /** While set, heartbeat-only worker writes wait for it; `heartbeatParts` counts those started. */
   holdHeartbeats: Promise<void> | null = null
   heartbeatParts = 0
@@ -43,14 +47,17 @@ export class FlakyStore extends MemoryStore {
     if (changes.heartbeatsOnly) {
       this.heartbeatParts++
       if (this.holdHeartbeats) await this.holdHeartbeats
-    }
+    } else if (this.holdWorkers) await this.holdWorkers
     this.check()
     this.workerBatches.push(structuredClone(changes))
     await super.writeWorkers(changes)
   }
 
   override async writeTasks(tasks: TaskRecord[]): Promise<void> {
-    if (this.holdTasks) await this.holdTasks
+    if (this.holdTasks) {
+      this.heldTaskBatches.push(tasks.map((t) => `${t.id}:${t.status}`))
+      await this.holdTasks
+    }
     this.check()
     if (this.failTasks) {
       this.failures++

@@ -18,15 +18,16 @@ import {
   formatWorkerMetrics,
   formatWorkers,
 } from '../../src/cli/format.js'
-import type { ClusterStatus, TaskView, WorkerMetricsView, WorkerView } from '../../src/master/views.js'
+import { toWorkerView, type ClusterStatus, type TaskView, type WorkerMetricsView, type WorkerView } from '../../src/master/views.js'
 import { CloudaiError } from '../../src/shared/errors.js'
-import { workerView } from '../support/memory-control.js'
 
 const NOW = Date.parse('2025-11-17T10:30:00.000Z')
 const ago = (ms: number): string => new Date(NOW - ms).toISOString()
 
+/** A worker as the master shows it (views.ts), registered an hour ago and never connected; `overrides` for the rest. */
 function worker(id: string, overrides: Partial<WorkerView> = {}): WorkerView {
-  return workerView(id, '127.0.0.1:50052', { registered_at: ago(3_600_000), ...overrides })
+  const record = { id, address: '127.0.0.1:50052', isActive: false, specs: null, usage: null, runningTasks: [], reportedAddress: null, registeredAt: NOW - 3_600_000, connectedAt: null, lastHeartbeat: null, disconnectedAt: null, reconnects: 0, credential: null }
+  return { ...toWorkerView(record), ...overrides }
 }
 
 const active = worker('worker-1', {

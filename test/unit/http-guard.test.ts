@@ -1,41 +1,41 @@
 import assert from 'node:assert/strict'
-import { EventEmitter } from 'node:events'
-import { test, type TestContext } from 'node:test'
+import { after, before, test, type TestContext } from 'node:test'
 import WebSocket from 'ws'
 import { defaultAllowedHosts } from '../../src/master/api/guard.js'
-import { HttpApi, type HttpApiOptions } from '../../src/master/api/http.js'
-import type { LiveSnapshot } from '../../src/master/live.js'
-import type { ClusterStatus } from '../../src/master/views.js'
-import { CounterReader, Counters, type CounterName } from '../../src/master/counters.js'
-import { memoryLogger } from '../support/log.js'
-import { MemoryControl } from '../support/memory-control.js'
+import { CounterReader, type CounterName } from '../../src/master/counters.js'
 import { RawHttp } from '../support/raw-http.js'
+import { startTestMaster, type TestMaster } from '../support/test-master.js'
 
 // The HTTP API against what a web page, a proxy or a broken client may send it: requests from
 // other sites' pages (CSRF, DNS rebinding, cross-site WebSockets), ambiguous framing (request
 // smuggling), oversized and malformed heads. Raw sockets where fetch would not send the request
-// as written (Host, two Content-Lengths) or would hide how the connection ended.
+// as written (Host, two Content-Lengths) or would hide how the connection ended. Against the real
+// master (test/support/test-master.ts), one for the file, with --api-allow-origin and
+// --api-allow-host set for the tests of what must keep working.
 
 const TIMEOUT = { timeout: 20_000 }
 const TASK = JSON.stringify({ command: 'echo hi' })
 const SMUGGLED = JSON.stringify({ command: 'echo smuggled' })
 
-/** The /ws source: a snapshot and no events. */
-class QuietLive extends EventEmitter {
-  snapshot(): LiveSnapshot {
-    return { type: 'snapshot', workers: [], tasks: [], status: {} as ClusterStatus, timestamp: '2026-01-01T00:00:00Z' }
-  }
+let m: TestMaster
+before(async () => {
+  m = await startTestMaster({ config: { apiAllowOrigins: ['https://ops.example.com'], apiAllowHosts: ['cloudai.example.com', '10.1.2.3'] } })
+})
+after(() => m.close())
+
+/** The file's master, and what changed in it since this call: tasks queued, refusals counted. */
+function watch() {
+  const reader = new CounterReader(m.master.counters)
+  const counts = new Map<CounterName, number>()
+  const counted = (name: CounterName): number => reader.get(name) - (counts.get(name) ?? 0)
+  for (const name of ['HTTP_REFUSED_MEDIA_TYPE', 'HTTP_REFUSED_ORIGIN', 'HTTP_REFUSED_HOST', 'HTTP_REFUSED_FRAMING', 'HTTP_REFUSED_URI_TOO_LONG', 'HTTP_REFUSED_HEADERS_TOO_LARGE'] as const) counts.set(name, reader.get(name))
+  const tasksBefore = m.control.listTasks({}).total
+  return { port: m.port, base: m.base, host: m.host, control: m.control, counted, queued: (): number => m.control.listTasks({}).total - tasksBefore }
 }
 
-async function startApi(t: TestContext, opts: Partial<HttpApiOptions> = {}) {
-  const { log } = memoryLogger('debug')
-  const control = new MemoryControl()
-  const counters = new Counters()
-  const api = new HttpApi({ control, host: '127.0.0.1', port: 0, log, live: new QuietLive(), counters, ...opts })
-  const port = await api.start()
-  t.after(() => api.close())
-  const reader = new CounterReader(counters)
-  return { api, port, control, base: `http://127.0.0.1:${port}`, host: `127.0.0.1:${port}`, counted: (name: CounterName) => reader.get(name) }
+/** Open WebSockets, as the master's /metrics counts them. */
+async function wsConnections(): Promise<number> {
+  return Number(/^cloudai_ws_connections (\d+)$/m.exec((await m.control.metrics()).body)?.[1])
 }
 
 /** A raw request on its own connection. */
@@ -60,25 +60,25 @@ function upgrade(host: string, origin: string | null): string {
 // --- another site's page ------------------------------------------------------------------------
 
 test('POST /api/tasks without a content-type is 415 and queues nothing: a page of any site may send it without a preflight', TIMEOUT, async (t) => {
-  const { base, control, counted } = await startApi(t)
+  const { base, queued, counted } = watch()
   // A body of bytes, as a page's fetch(url, {method: 'POST', body: blob}) sends it: no content-type.
   const res = await fetch(`${base}/api/tasks`, { method: 'POST', body: new TextEncoder().encode(TASK) })
   assert.equal(res.status, 415)
   assert.equal(errorCode(await res.text()), 'CLOUDAI_UNSUPPORTED_MEDIA_TYPE')
-  assert.equal(control.submitted.length, 0)
+  assert.equal(queued(), 0)
   assert.equal(counted('HTTP_REFUSED_MEDIA_TYPE'), 1)
 })
 
 test('POST /api/tasks as text/plain (a form, or a page\'s simple request) is 415 and queues nothing', TIMEOUT, async (t) => {
-  const { base, control } = await startApi(t)
+  const { base, queued } = watch()
   const res = await fetch(`${base}/api/tasks`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: TASK })
   assert.equal(res.status, 415)
   assert.equal(errorCode(await res.text()), 'CLOUDAI_UNSUPPORTED_MEDIA_TYPE')
-  assert.equal(control.submitted.length, 0)
+  assert.equal(queued(), 0)
 })
 
 test('a request with the Origin of another site is 403 and changes nothing; Origin: null as well', TIMEOUT, async (t) => {
-  const { base, control, counted } = await startApi(t)
+  const { base, queued, counted } = watch()
   for (const origin of ['http://evil.example', 'null', 'http://127.0.0.1.evil.example', 'not an origin']) {
     const res = await fetch(`${base}/api/tasks`, { method: 'POST', headers: { 'content-type': 'application/json', origin }, body: TASK })
     assert.equal(res.status, 403, origin)
@@ -87,12 +87,13 @@ test('a request with the Origin of another site is 403 and changes nothing; Orig
   // Reads too: without this the page could not read the answer anyway (no CORS headers), but a
   // refusal should not depend on the browser.
   assert.equal((await fetch(`${base}/api/tasks`, { headers: { origin: 'http://evil.example' } })).status, 403)
-  assert.equal(control.submitted.length, 0)
+  assert.equal(queued(), 0)
   assert.equal(counted('HTTP_REFUSED_ORIGIN'), 5)
 })
 
 test('a WebSocket upgrade with the Origin of another site is 403: no upgrade, no snapshot', TIMEOUT, async (t) => {
-  const { api, port, host, counted } = await startApi(t)
+  const { port, host, counted } = watch()
+  const open = await wsConnections()
   for (const origin of ['http://evil.example', 'null']) {
     const client = await send(t, port, upgrade(host, origin))
     const res = await client.response()
@@ -100,13 +101,14 @@ test('a WebSocket upgrade with the Origin of another site is 403: no upgrade, no
     assert.equal(errorCode(res.body), 'CLOUDAI_BAD_ORIGIN', origin)
     assert.ok(!res.body.includes('snapshot'))
   }
-  assert.equal(api.wsConnections, 0)
+  assert.equal(await wsConnections(), open)
   assert.equal(counted('HTTP_REFUSED_ORIGIN'), 2)
 })
 
 test('a Host the master does not answer to (DNS rebinding) is 421: nothing read, nothing queued', TIMEOUT, async (t) => {
-  const { port, control, counted } = await startApi(t)
-  control.tasks.set('task-1', { task_id: 'task-1' } as never)
+  const { port, control, queued, counted } = watch()
+  const shown = (await control.submitTask({ command: 'echo secret' })).task_id
+  const mine = queued()
   for (const request of [
     `GET /api/tasks HTTP/1.1\r\nhost: evil.example:${port}\r\n\r\n`,
     post(`evil.example:${port}`, TASK),
@@ -117,16 +119,16 @@ test('a Host the master does not answer to (DNS rebinding) is 421: nothing read,
     const res = await (await send(t, port, request)).response()
     assert.equal(res.status, 421, request)
     assert.equal(errorCode(res.body), 'CLOUDAI_BAD_HOST', request)
-    assert.ok(!res.body.includes('task-1'), 'no task was shown')
+    assert.ok(!res.body.includes(shown), 'no task was shown')
   }
-  assert.equal(control.submitted.length, 0)
+  assert.equal(queued(), mine, 'nothing queued')
   assert.equal(counted('HTTP_REFUSED_HOST'), 5)
 })
 
 // --- framing ------------------------------------------------------------------------------------
 
 test('two Content-Length headers are 400 with the connection closed; a request hidden in the body is never served', TIMEOUT, async (t) => {
-  const { port, host, control, counted } = await startApi(t)
+  const { port, host, queued, counted } = watch()
   // Equal or not, and with more bytes than the first one says: never one task more or less.
   for (const [first, second, rest] of [[TASK.length, TASK.length, ''], [TASK.length, TASK.length + 5, 'xxxxx']] as const) {
     const client = await send(t, port, `POST /api/tasks HTTP/1.1\r\nhost: ${host}\r\ncontent-type: application/json\r\ncontent-length: ${first}\r\ncontent-length: ${second}\r\n\r\n${TASK}${rest}`)
@@ -145,12 +147,12 @@ test('two Content-Length headers are 400 with the connection closed; a request h
   const { close, statuses } = await client.untilClosed()
   assert.ok(statuses.every((s) => s === 400), `only the 400, if anything: ${statuses}`)
   assert.deepEqual(close, { ended: true, error: null }, 'closed by the server, without a reset')
-  assert.equal(control.submitted.length, 0, 'neither the task nor the hidden one')
+  assert.equal(queued(), 0, 'neither the task nor the hidden one')
   assert.equal(counted('HTTP_REFUSED_FRAMING'), 3)
 })
 
 test('Content-Length with Transfer-Encoding is 400 and the connection is closed; nothing is queued', TIMEOUT, async (t) => {
-  const { port, host, control } = await startApi(t)
+  const { port, host, queued } = watch()
   const chunked = `${TASK.length.toString(16)}\r\n${TASK}\r\n0\r\n\r\n`
   for (const framing of [`content-length: ${chunked.length}\r\ntransfer-encoding: chunked`, `transfer-encoding: chunked\r\ncontent-length: ${TASK.length}`]) {
     const client = await send(t, port, `POST /api/tasks HTTP/1.1\r\nhost: ${host}\r\ncontent-type: application/json\r\n${framing}\r\n\r\n${chunked}`)
@@ -159,11 +161,11 @@ test('Content-Length with Transfer-Encoding is 400 and the connection is closed;
     assert.deepEqual(statuses, [400], framing)
     assert.deepEqual(close, { ended: true, error: null }, 'closed by the server, without a reset')
   }
-  assert.equal(control.submitted.length, 0)
+  assert.equal(queued(), 0)
 })
 
 test('every malformed request gets an HTTP answer and a clean close, not a reset or silence, and reaches no route', TIMEOUT, async (t) => {
-  const { port, host, control } = await startApi(t)
+  const { port, host, queued } = watch()
   const cases: [name: string, request: string, status: number][] = [
     ['no Host', 'GET /api/status HTTP/1.1\r\n\r\n', 400],
     ['two Hosts', `GET /api/status HTTP/1.1\r\nhost: ${host}\r\nhost: evil.example\r\n\r\n`, 400],
@@ -180,13 +182,13 @@ test('every malformed request gets an HTTP answer and a clean close, not a reset
     assert.deepEqual(statuses, [status], name)
     assert.deepEqual(close, { ended: true, error: null }, `${name}: closed by the server, without a reset`)
   }
-  assert.equal(control.submitted.length, 0)
+  assert.equal(queued(), 0)
 })
 
 // --- size ---------------------------------------------------------------------------------------
 
 test('a request line over 8 KiB is 414 (a 100 KB path, a 200 KB query), in one write or in many', TIMEOUT, async (t) => {
-  const { port, host, counted } = await startApi(t)
+  const { port, host, counted } = watch()
   const requests = [`GET /api/tasks/${'a'.repeat(100_000)} HTTP/1.1\r\nhost: ${host}\r\n\r\n`, `GET /api/tasks?${'q'.repeat(200_000)} HTTP/1.1\r\nhost: ${host}\r\n\r\n`]
   for (const request of requests) {
     for (const pieces of [1, 50]) {
@@ -204,7 +206,7 @@ test('a request line over 8 KiB is 414 (a 100 KB path, a 200 KB query), in one w
 })
 
 test('headers over 16 KiB are 431 (one 20 KB header, or many small ones)', TIMEOUT, async (t) => {
-  const { port, host, counted } = await startApi(t)
+  const { port, host, counted } = watch()
   const many = Array.from({ length: 90 }, (_, i) => `x-h${i}: ${'v'.repeat(200)}\r\n`).join('')
   for (const headers of [`x-big: ${'b'.repeat(20 * 1024)}\r\n`, many]) {
     const res = await (await send(t, port, `GET /api/status HTTP/1.1\r\nhost: ${host}\r\n${headers}\r\n`)).response()
@@ -221,7 +223,7 @@ test('headers over 16 KiB are 431 (one 20 KB header, or many small ones)', TIMEO
 // --- what must keep working ---------------------------------------------------------------------
 
 test('the master\'s own pages, clients without an Origin and --api-allow-origin are served', TIMEOUT, async (t) => {
-  const { base, port, control } = await startApi(t, { allowOrigins: ['https://ops.example.com'] })
+  const { base, port, queued } = watch()
   const submit = (headers: Record<string, string>) => fetch(`${base}/api/tasks`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: TASK })
   // The CLI and curl send no Origin.
   assert.equal((await submit({})).status, 201)
@@ -231,7 +233,7 @@ test('the master\'s own pages, clients without an Origin and --api-allow-origin 
   }
   // Another port of the same host is another site (any other local web app).
   assert.equal((await submit({ origin: `http://127.0.0.1:${port + 1}` })).status, 403)
-  assert.equal(control.submitted.length, 5)
+  assert.equal(queued(), 5)
 
   // Reached through a forwarded port (docker -p 9000:8080, ssh -L): Host and Origin carry the
   // client's port, not the bound one.
@@ -239,7 +241,7 @@ test('the master\'s own pages, clients without an Origin and --api-allow-origin 
   assert.equal(res.status, 201)
   const other = await (await send(t, port, post('localhost:9000', TASK, 'origin: http://localhost:3000\r\n'))).response()
   assert.equal(other.status, 403)
-  assert.equal(control.submitted.length, 6)
+  assert.equal(queued(), 6)
 
   // A WebSocket from the master's own page opens and gets its snapshot; one with no Origin too.
   for (const origin of [`http://127.0.0.1:${port}`, undefined]) {
@@ -256,11 +258,11 @@ test('the master\'s own pages, clients without an Origin and --api-allow-origin 
 })
 
 test('DELETE needs no content-type: it has no body, and a page cannot send one without a preflight', TIMEOUT, async (t) => {
-  const { base, control } = await startApi(t)
-  control.workers.set('w1', { worker_id: 'w1' } as never)
-  const res = await fetch(`${base}/api/workers/w1`, { method: 'DELETE' })
+  const { base, control } = watch()
+  await control.registerWorker({ worker_id: 'w-delete', worker_ip: '127.0.0.2:601' })
+  const res = await fetch(`${base}/api/workers/w-delete`, { method: 'DELETE' })
   assert.equal(res.status, 200)
-  assert.equal(control.workers.size, 0)
+  assert.ok(!control.listWorkers().some((w) => w.worker_id === 'w-delete'))
 })
 
 test('the Host names answered by default: loopback and the bound address; bound to a wildcard also the machine\'s name and addresses', () => {
@@ -273,7 +275,7 @@ test('the Host names answered by default: loopback and the bound address; bound 
 })
 
 test('Hosts answered: the defaults with any port or none, --api-allow-host names, case and a trailing dot aside', TIMEOUT, async (t) => {
-  const { port } = await startApi(t, { allowHosts: ['cloudai.example.com', '10.1.2.3'] })
+  const { port } = watch()
   for (const host of [`127.0.0.1:${port}`, 'localhost', `LOCALHOST.:${port}`, `[::1]:${port}`, `10.1.2.3:${port}`, 'cloudai.example.com', 'Cloudai.Example.Com:443']) {
     const res = await (await send(t, port, `GET /api/status HTTP/1.1\r\nhost: ${host}\r\n\r\n`)).response()
     assert.equal(res.status, 200, host)

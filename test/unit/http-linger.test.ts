@@ -1,26 +1,34 @@
 import assert from 'node:assert/strict'
-import { test, type TestContext } from 'node:test'
+import { after, before, test, type TestContext } from 'node:test'
 import { HttpApi, type HttpApiOptions } from '../../src/master/api/http.js'
-import { memoryLogger } from '../support/log.js'
-import { MemoryControl } from '../support/memory-control.js'
 import { chunkFrame, postHead, RawHttp } from '../support/raw-http.js'
+import { startTestMaster, type TestMaster } from '../support/test-master.js'
 
 // A body refused before it has all arrived (413 over the limit, 415 for its type) is answered at
 // once, then read and dropped to its end before the server closes: closing with unread bytes would
 // reset the connection, and a client still sending could lose the answer to the reset. Raw sockets,
 // because fetch hides both when the answer arrives and how the connection ends.
+//
+// The body limit and the drain's cap and deadline are the HTTP API's own (no flag of the master
+// sets them): most tests give the real master's control service (test/support/test-master.ts) an
+// HTTP API of their own with small limits, so that a limit is crossed in KiB and a deadline in ms;
+// the first checks the master's own API with its defaults.
 
 const MAX_BODY = 1024
 // These tests end by an event or fail by the test's own timeout; nothing here sleeps.
 const TIMEOUT = { timeout: 20_000 }
 
+let m: TestMaster
+before(async () => {
+  m = await startTestMaster()
+})
+after(() => m.close())
+
 async function startApi(t: TestContext, bodyDrain?: HttpApiOptions['bodyDrain']) {
-  const { log, lines } = memoryLogger('debug')
-  const control = new MemoryControl()
-  const api = new HttpApi({ control, host: '127.0.0.1', port: 0, log, maxBodyBytes: MAX_BODY, ...(bodyDrain ? { bodyDrain } : {}) })
+  const api = new HttpApi({ control: m.control, host: '127.0.0.1', port: 0, log: m.log, maxBodyBytes: MAX_BODY, ...(bodyDrain ? { bodyDrain } : {}) })
   const port = await api.start()
   t.after(() => api.close())
-  return { api, port, control, lines }
+  return { api, port, control: m.control, lines: m.lines }
 }
 
 function errorCode(body: string): string {
@@ -36,6 +44,18 @@ function timers(): number {
 async function until(done: () => boolean): Promise<void> {
   while (!done()) await new Promise((resolve) => setImmediate(resolve))
 }
+
+test('the master\'s own API answers a body over its 1 MiB limit with 413 while it is sent, reads the rest, and closes cleanly', TIMEOUT, async (t) => {
+  const client = await RawHttp.open(t, m.port)
+  const size = 2 * 1024 * 1024
+  assert.ok(await client.send(postHead('/api/workers', size)))
+  const res = await client.response()
+  assert.equal(res.status, 413)
+  assert.equal(errorCode(res.body), 'CLOUDAI_BODY_TOO_LARGE')
+  assert.ok(await client.sendFiller(size, 64 * 1024), 'the master took the body after answering')
+  assert.deepEqual(await client.closed, { ended: true, error: null }, 'closed once the body was in, without a reset')
+  assert.deepEqual(m.control.listWorkers(), [])
+})
 
 test('a client that sends the whole of a refused body gets the answer with its code, and then the server closes cleanly', TIMEOUT, async (t) => {
   // A deadline no slow machine reaches: these connections must close because their body ended.
@@ -72,7 +92,7 @@ test('a client that sends the whole of a refused body gets the answer with its c
   assert.equal(res.status, 413)
   assert.equal(errorCode(res.body), 'CLOUDAI_BODY_TOO_LARGE')
   assert.deepEqual(await whole.closed, { ended: true, error: null }, 'in one read: the server closed, without a reset')
-  assert.equal(control.workers.size, 0)
+  assert.deepEqual(control.listWorkers(), [], 'nothing registered')
 })
 
 test('the 413 is sent as soon as the headers declare too much, before any of the body, and the connection waits for the body', TIMEOUT, async (t) => {

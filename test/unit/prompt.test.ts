@@ -1,14 +1,38 @@
 import assert from 'node:assert/strict'
 import { PassThrough } from 'node:stream'
-import { test, type TestContext } from 'node:test'
+import { after, before, test, type TestContext } from 'node:test'
 import { PROMPT, parseFlags, startPrompt } from '../../src/cli/prompt.js'
 import { TASK_SUBMIT_OPTIONS } from '../../src/cli/options.js'
 import { splitWords } from '../../src/cli/words.js'
 import { CloudaiError } from '../../src/shared/errors.js'
-import { MemoryControl } from '../support/memory-control.js'
+import type { WorkerRecord } from '../../src/shared/types.js'
+import { MemoryStore } from '../../src/store/memory.js'
+import { FlakyStore } from '../support/flaky-store.js'
+import { startTestMaster, type TestMaster } from '../support/test-master.js'
+
+// The `master>` prompt on in-memory streams, in front of the real master's control service
+// (test/support/test-master.ts): one master for the file; the tests that print the whole registry
+// or task table, or need a store of their own, start theirs.
+
+let m: TestMaster
+before(async () => {
+  m = await startTestMaster()
+})
+after(() => m.close())
+
+/** A master of the test's own, stopped when the test ends. */
+async function ownMaster(t: TestContext, opts: Parameters<typeof startTestMaster>[0] = {}): Promise<TestMaster> {
+  const own = await startTestMaster(opts)
+  t.after(() => own.close())
+  return own
+}
+
+/** The token a registration or a rotation printed. */
+const tokenIn = (text: string): string => /^Token: (cwt1_\S+)$/m.exec(text)?.[1] ?? assert.fail(`no token in ${JSON.stringify(text)}`)
 
 /** A prompt on in-memory streams; `run` types a line and returns what was printed before the next prompt. */
-async function session(t: TestContext, control = Object.assign(new MemoryControl(), { uptimeS: 65 })) {
+async function session(t: TestContext, master: TestMaster = m) {
+  const control = master.control
   const input = new PassThrough()
   const output = new PassThrough()
   let text = ''
@@ -43,6 +67,7 @@ async function session(t: TestContext, control = Object.assign(new MemoryControl
   await until(() => text === PROMPT)
   return {
     control,
+    master,
     input,
     prompt,
     exited: exitedPromise,
@@ -64,51 +89,69 @@ async function session(t: TestContext, control = Object.assign(new MemoryControl
 }
 
 test('status and workers print what the CLI prints', { timeout: 5000 }, async (t) => {
-  const s = await session(t)
-  assert.match(await s.run('status'), /^Workers: +0\nActive: +0\nInactive: +0\nTasks: +none\nMonitor: +running\nStore: +memory, healthy\ngRPC: +127.0.0.1:50051\nUptime: +1m 5s\n$/)
+  const s = await session(t, await ownMaster(t))
+  const grpc = s.master.master.advertiseAddress.replaceAll('.', '\\.')
+  assert.match(await s.run('status'), new RegExp(`^Workers: +0\nActive: +0\nInactive: +0\nTasks: +none\nMonitor: +running\nStore: +memory, healthy\ngRPC: +${grpc}\nWorker auth: +token \\(without one: loopback only, for workers that never presented theirs\\)\nUptime: +\\d+s\n$`))
   assert.match(await s.run('workers'), /^No workers registered/)
-  await s.run('register worker-1 127.0.0.1:50052')
+  await s.run('register worker-1 127.0.0.2:601')
   const table = await s.run('workers')
   assert.match(table, /^ID +STATUS +ADDRESS/)
-  assert.match(table, /^worker-1 +○ Inactive +127\.0\.0\.1:50052 .* never$/m)
+  assert.match(table, /^worker-1 +○ Inactive +127\.0\.0\.2:601 .* never$/m)
   assert.match(table, /^1 worker: 0 active, 1 inactive$/m)
   assert.ok(!table.includes('\x1b['), 'no colour on a stream that is not a terminal')
 })
 
 test('register, token rotate and unregister go through the control and print the result; the token is shown once', { timeout: 5000 }, async (t) => {
   const s = await session(t)
-  const registered = await s.run('register worker-1 127.0.0.1:50052')
-  const token = s.control.tokens.get('worker-1')!
+  const registered = await s.run('register worker-1 127.0.0.2:601')
+  t.after(() => s.control.unregisterWorker('worker-1').catch(() => {}))
   assert.ok(registered.startsWith('✅ Worker worker-1 registered (offline, will reconnect automatically)\n'), registered)
-  assert.ok(registered.includes(`Token: ${token}\n`), 'the token, on a line of its own')
+  const token = tokenIn(registered)
   assert.match(registered, /Shown once/)
   assert.match(registered, /cloudai worker --id worker-1 --token-file <file>/)
-  assert.ok(s.control.workers.has('worker-1'))
-  const again = await s.run('register worker-1 127.0.0.1:50052')
-  assert.match(again, /^Worker worker-1 is already registered at 127\.0\.0\.1:50052 \(inactive\)/)
+  assert.equal(s.control.getWorker('worker-1').address, '127.0.0.2:601')
+  const again = await s.run('register worker-1 127.0.0.2:601')
+  assert.match(again, /^Worker worker-1 is already registered at 127\.0\.0\.2:601 \(inactive\)/)
   assert.ok(!again.includes('cwt1_'), 'a repeated registration shows no token')
   assert.match(again, /cloudai token rotate worker-1/)
   const rotated = await s.run('token rotate worker-1')
-  const next = s.control.tokens.get('worker-1')!
+  const next = tokenIn(rotated)
   assert.notEqual(next, token)
-  assert.match(rotated, /^✅ New token for worker worker-1\. The old token works until the worker presents this one, at the latest until 1970-01-01T01:00:00\.000Z\.\n/)
-  assert.ok(rotated.includes(`Token: ${next}\n`))
+  assert.match(rotated, /^✅ New token for worker worker-1\. The old token works until the worker presents this one, at the latest until \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\.\n/)
   assert.equal(await s.run('token rotate'), 'usage: token rotate <id>\n')
   assert.equal(await s.run('token rotate ghost'), 'error: worker ghost is not registered (CLOUDAI_UNKNOWN_WORKER)\n')
   assert.match(await s.run('unregister worker-1'), /^Worker worker-1 unregistered/)
-  assert.equal(s.control.workers.size, 0)
+  assert.ok(!s.control.listWorkers().some((w) => w.worker_id === 'worker-1'))
 })
 
 test('errors print "error: <message> (<code>)" and the prompt goes on', { timeout: 5000 }, async (t) => {
   const s = await session(t)
-  assert.match(await s.run('register bad! 127.0.0.1:50052'), /^error: worker_id "bad!" is invalid.*\(CLOUDAI_BAD_WORKER_ID\)\n$/)
+  assert.match(await s.run('register bad! 127.0.0.2:601'), /^error: worker_id "bad!" is invalid.*\(CLOUDAI_BAD_WORKER_ID\)\n$/)
   assert.match(await s.run('register w1 nowhere'), /^error: .*host:port.*\(CLOUDAI_BAD_ADDRESS\)\n$/)
   assert.equal(await s.run('unregister ghost'), 'error: worker ghost is not registered (CLOUDAI_UNKNOWN_WORKER)\n')
-  s.control.failStatusWith = new Error('registry exploded')
-  assert.equal(await s.run('status'), 'error: internal error: registry exploded (CLOUDAI_INTERNAL)\n')
   assert.equal(await s.run('register only-one-arg'), 'usage: register <id> <host:port>\n')
   assert.equal(await s.run('unregister'), 'usage: unregister <id>\n')
   assert.equal(s.exits, 0)
+})
+
+test('an unexpected failure prints "error: internal error: <message> (CLOUDAI_INTERNAL)" and the prompt goes on', { timeout: 5000 }, async (t) => {
+  // A store that holds a record no master wrote: its registration time is not a time.
+  const store = new MemoryStore()
+  const broken: WorkerRecord = { id: 'w-broken', address: '127.0.0.2:1', isActive: false, specs: null, usage: null, runningTasks: [], reportedAddress: null, registeredAt: Number.NaN, connectedAt: null, lastHeartbeat: null, disconnectedAt: null, reconnects: 0, credential: null }
+  await store.writeWorkers({ upserts: [broken], deletes: [] } as never)
+  const s = await session(t, await ownMaster(t, { store, config: { reconnectIntervalMs: 0 } }))
+  assert.equal(await s.run('workers'), 'error: internal error: Invalid time value (CLOUDAI_INTERNAL)\n')
+  assert.match(await s.run('status'), /^Workers: +1\n/)
+  assert.equal(s.exits, 0)
+})
+
+test('while the master shuts down, a change at the prompt is refused with CLOUDAI_SHUTTING_DOWN', { timeout: 5000 }, async (t) => {
+  const own = await ownMaster(t)
+  const s = await session(t, own)
+  await own.close()
+  assert.equal(await s.run('register w-late 127.0.0.2:601'), 'error: the master is shutting down (CLOUDAI_SHUTTING_DOWN)\n')
+  assert.equal(await s.run('submit true'), 'error: the master is shutting down (CLOUDAI_SHUTTING_DOWN)\n')
+  assert.match(await s.run('status'), /^Workers: +0\n/, 'a read is still answered')
 })
 
 test('an unknown command points at help, and help lists every command', { timeout: 5000 }, async (t) => {
@@ -125,11 +168,13 @@ test('an unknown command points at help, and help lists every command', { timeou
 })
 
 test('commands run in the order typed, even when one of them waits', { timeout: 5000 }, async (t) => {
-  const s = await session(t)
+  // The store is slow: the registration waits for it (it answers whether the store has it).
+  const store = new FlakyStore()
+  const s = await session(t, await ownMaster(t, { store }))
   let open!: () => void
-  s.control.gate = new Promise((resolve) => (open = resolve))
+  store.holdWorkers = new Promise((resolve) => (open = resolve))
   const mark = s.text.length
-  s.input.write('register w1 127.0.0.1:50052\nworkers\n')
+  s.input.write('register w1 127.0.0.2:601\nworkers\n')
   // Nothing of `workers` may show up while the register before it is still waiting.
   await new Promise((resolve) => setImmediate(resolve))
   assert.equal(s.text.slice(mark), '')
@@ -168,65 +213,72 @@ test('close() stops the prompt without calling onExit', { timeout: 5000 }, async
   assert.ok(!s.text.includes('Workers:'))
 })
 
+/** Runs a submit at the prompt; resolves with the task the master queued, and its environment as stored. */
+async function submitted(s: Awaited<ReturnType<typeof session>>, line: string): Promise<{ task: ReturnType<TestMaster['control']['getTask']>; env: Record<string, string> | undefined }> {
+  const out = await s.run(line)
+  const id = /^✅ Task (task-\S+) queued\n$/.exec(out)?.[1] ?? assert.fail(`${line}: ${JSON.stringify(out)}`)
+  const stored = (await s.master.store.loadTasks()).find((x) => x.id === id)
+  return { task: s.control.getTask(id), env: stored?.env }
+}
+
 test("task submit takes the CLI's flags, and the words after -- are the command", { timeout: 5000 }, async (t) => {
   const s = await session(t)
-  assert.equal(await s.run(`task submit --cpu 2 --mem=0.5 --name "nightly build" --env MODE=fast --env 'GREETING=hello world' --timeout 10m -- 'make test | tee out.log'`), '✅ Task task-1 queued\n')
-  assert.deepEqual(s.control.submitted[0], {
-    command: 'make test | tee out.log',
-    name: 'nightly build',
-    req_cpu: 2,
-    req_memory: 0.5,
-    timeout_s: 600,
-    env: { MODE: 'fast', GREETING: 'hello world' },
-  })
+  const first = await submitted(s, `task submit --cpu 2 --mem=0.5 --name "nightly build" --env MODE=fast --env 'GREETING=hello world' --timeout 10m -- 'make test | tee out.log'`)
+  assert.deepEqual([first.task.command, first.task.name, first.task.req_cpu, first.task.req_memory, first.task.timeout_s], ['make test | tee out.log', 'nightly build', 2, 0.5, 600])
+  assert.deepEqual(first.env, { MODE: 'fast', GREETING: 'hello world' })
   // The shortcut: no flags, everything after it is the command; "--cpu" here is the command's.
-  assert.equal(await s.run('submit sleep 600 --cpu 1'), '✅ Task task-2 queued\n')
-  assert.deepEqual(s.control.submitted[1], { command: 'sleep 600 --cpu 1' })
-  assert.equal(await s.run('SUBMIT -- echo "a  b"'), '✅ Task task-3 queued\n')
-  assert.deepEqual(s.control.submitted[2], { command: 'echo a  b' })
+  const second = await submitted(s, 'submit sleep 600 --cpu 1')
+  assert.deepEqual([second.task.command, second.task.req_cpu, second.env], ['sleep 600 --cpu 1', 0, {}])
+  const third = await submitted(s, 'SUBMIT -- echo "a  b"')
+  assert.equal(third.task.command, 'echo a  b')
 })
 
 test('a flag given twice at the prompt is its last value and --env keeps every one, as on the command line', { timeout: 5000 }, async (t) => {
-  const s = await session(t)
-  assert.equal(await s.run('task submit --cpu 1 --cpu 2 --name a --name=b --timeout 1s --timeout 2s --env A=1 --env=B=2 -- echo hi'), '✅ Task task-1 queued\n')
-  assert.deepEqual(s.control.submitted[0], { command: 'echo hi', name: 'b', req_cpu: 2, timeout_s: 2, env: { A: '1', B: '2' } })
+  const s = await session(t, await ownMaster(t))
+  const first = await submitted(s, 'task submit --cpu 1 --cpu 2 --name a --name=b --timeout 1s --timeout 2s --env A=1 --env=B=2 -- echo hi')
+  assert.deepEqual([first.task.command, first.task.name, first.task.req_cpu, first.task.timeout_s, first.env], ['echo hi', 'b', 2, 2, { A: '1', B: '2' }])
   // An earlier bad value is overridden; a bad last one is refused.
-  assert.equal(await s.run('task submit --cpu -1 --cpu 0.5 -- true'), '✅ Task task-2 queued\n')
-  assert.equal((s.control.submitted[1] as { req_cpu: number }).req_cpu, 0.5)
+  const second = await submitted(s, 'task submit --cpu -1 --cpu 0.5 -- true')
+  assert.equal(second.task.req_cpu, 0.5)
   assert.match(await s.run('task submit --cpu 0.5 --cpu -1 -- true'), /^error: --cpu "-1" is not an amount/)
-  await s.run('tasks --status failed --status queued --limit 5 --limit 1')
-  assert.deepEqual(s.control.lastQuery, { status: 'queued', limit: 1 })
+  await s.control.cancelTask(second.task.task_id)
+  // The last --status and --limit: one queued task of the one there is (none failed).
+  const listed = await s.run('tasks --status failed --status queued --limit 5 --limit 1')
+  assert.match(listed, new RegExp(`^${first.task.task_id} +b +queued `, 'm'))
+  assert.doesNotMatch(listed, new RegExp(second.task.task_id))
 })
 
 test('tasks, queue, task <id> and cancel <id> print what the CLI prints', { timeout: 5000 }, async (t) => {
-  const s = await session(t)
+  const s = await session(t, await ownMaster(t))
   assert.equal(await s.run('tasks'), 'No tasks yet: submit one with task submit -- <command...>\n')
   assert.equal(await s.run('queue'), 'No queued tasks\n')
-  await s.run('task submit --name greet -- echo hello')
-  await s.run('submit sleep 600')
+  const one = (await submitted(s, 'task submit --name greet -- echo hello')).task.task_id
+  const two = (await submitted(s, 'submit sleep 600')).task.task_id
   const table = await s.run('tasks')
   assert.match(table, /^ID +NAME +STATUS +WORKER +ATTEMPTS +SUBMITTED +EXIT$/m)
-  assert.match(table, /^task-2 +sleep 600 +queued +- +0\/3 /m)
-  assert.match(table, /^task-1 +greet +queued /m)
+  assert.match(table, new RegExp(`^${two} +sleep 600 +queued +- +0/3 `, 'm'))
+  assert.match(table, new RegExp(`^${one} +greet +queued `, 'm'))
+  assert.ok(table.indexOf(two) < table.indexOf(one), 'newest first')
   assert.match(table, /^2 tasks: 2 queued$/m)
   assert.ok(!table.includes('\x1b['), 'no colour on a stream that is not a terminal')
   assert.match(await s.run('queue'), /^2 tasks: 2 queued$/m)
-  assert.deepEqual(s.control.lastQuery, { status: 'queued' })
-  assert.match(await s.run('tasks --status pending --limit 1 --offset 1'), /^Showing 1 of 2 tasks/m)
-  assert.deepEqual(s.control.lastQuery, { status: 'queued', limit: 1, offset: 1 })
-  const one = await s.run('task task-1')
-  assert.match(one, /^Task: +task-1\nName: +greet\nStatus: +queued\nCommand: +echo hello$/m)
-  assert.match(one, /^History:$/m)
-  assert.equal(await s.run('cancel task-2'), 'Task task-2 cancelled\n')
+  const page = await s.run('tasks --status pending --limit 1 --offset 1')
+  assert.match(page, /^Showing 1 of 2 tasks/m)
+  assert.match(page, new RegExp(`^${one} +greet +queued `, 'm'), 'the second newest')
+  const shown = await s.run(`task ${one}`)
+  assert.match(shown, new RegExp(`^Task: +${one}\nName: +greet\nStatus: +queued\nCommand: +echo hello$`, 'm'))
+  assert.match(shown, /^History:$/m)
+  assert.equal(await s.run(`cancel ${two}`), `Task ${two} cancelled\n`)
   assert.equal(await s.run('tasks --status cancelled'), await s.run('tasks --status=cancelled'))
-  assert.equal(await s.run('task cancel task-1'), 'Task task-1 cancelled\n')
+  assert.match(await s.run('tasks --status cancelled'), new RegExp(`^${two} +sleep 600 +cancelled `, 'm'))
+  assert.equal(await s.run(`task cancel ${one}`), `Task ${one} cancelled\n`)
   assert.equal(await s.run('queue'), 'No queued tasks\n')
 })
 
 test('task command mistakes print an error or the usage, change nothing, and the prompt goes on', { timeout: 5000 }, async (t) => {
-  const s = await session(t)
-  await s.run('submit true')
-  await s.run('cancel task-1')
+  const s = await session(t, await ownMaster(t))
+  const done = (await submitted(s, 'submit true')).task.task_id
+  await s.run(`cancel ${done}`)
   const cases: [string, RegExp][] = [
     ['task submit --cpu -1 -- echo', /^error: --cpu "-1" is not an amount.*\(CLOUDAI_BAD_CONFIG\)\n$/],
     ['task submit --cpu 1', /^usage: task submit \[flags\] -- <command\.\.\.>/],
@@ -245,16 +297,18 @@ test('task command mistakes print an error or the usage, change nothing, and the
     ['task', /^usage: task <id> \| task submit/],
     ['task a b', /^usage: task <id>/],
     ['task ghost', /^error: task ghost does not exist \(CLOUDAI_UNKNOWN_TASK\)\n$/],
+    ['task task-zzzz', /^error: task task-zzzz does not exist \(CLOUDAI_UNKNOWN_TASK\)\n$/],
     ['task "bad id"', /^error: task id "bad id" is invalid.*\(CLOUDAI_BAD_TASK_ID\)\n$/],
     ['cancel', /^usage: cancel <id>\n$/],
-    ['cancel task-1', /^error: task task-1 is already cancelled \(CLOUDAI_TASK_FINISHED\)\n$/],
+    [`cancel ${done}`, new RegExp(`^error: task ${done} is already cancelled; only queued, assigned or running tasks can be cancelled \\(CLOUDAI_TASK_FINISHED\\)\n$`)],
   ]
-  const before = JSON.stringify([...s.control.tasks])
+  const tasks = (): string => JSON.stringify(s.control.listTasks({}))
+  const before = tasks()
   for (const [line, expected] of cases) {
     assert.match(await s.run(line), expected, line)
-    assert.equal(JSON.stringify([...s.control.tasks]), before, `${line} changed the tasks`)
+    assert.equal(tasks(), before, `${line} changed the tasks`)
   }
-  assert.equal(s.control.submitted.length, 1, 'nothing invalid reached submitTask')
+  assert.equal(s.control.listTasks({}).total, 1, 'nothing invalid reached submitTask')
   assert.match(await s.run('help submit'), /^usage: task submit \[flags\] -- <command\.\.\.>\n {2}--cpu N/)
   assert.equal(s.exits, 0)
 })
@@ -264,7 +318,7 @@ test('prompt lines are split into words as a shell splits them', () => {
     ['', []],
     ['   \t ', []],
     ['status', ['status']],
-    ['  register   w1\t127.0.0.1:1  ', ['register', 'w1', '127.0.0.1:1']],
+    ['  register   w1\t127.0.0.2:1  ', ['register', 'w1', '127.0.0.2:1']],
     [String.raw`task submit -- 'echo hello | wc -c'`, ['task', 'submit', '--', 'echo hello | wc -c']],
     [String.raw`--name "nightly build"`, ['--name', 'nightly build']],
     [String.raw`'' ""`, ['', '']],
@@ -303,9 +357,9 @@ test('prompt flags: --flag value and --flag=value, repeatable arrays, the rest l
 })
 
 test('health and metrics at the prompt', async (t) => {
-  const s = await session(t)
+  const s = await session(t, await ownMaster(t))
   assert.equal(await s.run('health'), '● Healthy  (0 workers: 0 active, 0 inactive; monitor running; memory store ok)\n')
-  await s.run('register w1 127.0.0.1:5000')
+  await s.run('register w1 127.0.0.2:600')
   assert.match(await s.run('metrics w1'), /^Worker: +w1 \(inactive\)\n[\s\S]*No telemetry yet/)
   assert.equal(await s.run('metrics'), 'usage: metrics <id>\n')
   assert.match(await s.run('metrics nobody'), /CLOUDAI_UNKNOWN_WORKER/)
@@ -318,7 +372,7 @@ function terminalSession(t: TestContext, columns: number) {
   let text = ''
   output.setEncoding('utf8').on('data', (chunk: string) => (text += chunk))
   const logs: { around: ((text: string, write: (text: string) => void) => void) | null } = { around: null }
-  const prompt = startPrompt({ control: new MemoryControl(), input, output, logs, onExit: () => {} })
+  const prompt = startPrompt({ control: m.control, input, output, logs, onExit: () => {} })
   t.after(() => prompt.close())
   const log = (line: string): void => {
     if (logs.around) logs.around(line, (s) => output.write(s))
@@ -360,17 +414,22 @@ test('a typed line that wraps is cleared from its first row before a log line go
 
 test('cordon, uncordon and drain go through the control and print the new state; drain takes --deadline and --force', { timeout: 5000 }, async (t) => {
   const s = await session(t)
-  await s.run('register w1 127.0.0.1:50052')
-  assert.match(await s.run('cordon w1'), /^Worker w1 cordoned: no new tasks are placed on it/)
-  assert.equal(s.control.workers.get('w1')?.scheduling, 'cordoned')
-  assert.match(await s.run('uncordon w1'), /^Worker w1 uncordoned: it takes tasks again\n$/)
-  assert.equal(s.control.workers.get('w1')?.scheduling, 'eligible')
-  assert.match(await s.run('drain w1 --deadline 10m'), /^✅ Worker w1 drained/)
-  assert.equal(Date.parse(s.control.workers.get('w1')!.drain!.deadline!) - Date.parse(s.control.workers.get('w1')!.drain!.started_at), 600_000)
-  assert.match(await s.run('drain w1 --force'), /drained/)
-  assert.equal(s.control.workers.get('w1')?.drain?.force, true)
-  assert.match(await s.run('drain w1 --deadline 0'), /^error: --deadline must be more than 0.*\(CLOUDAI_BAD_CONFIG\)\n$/)
-  assert.match(await s.run('drain w1 --deadline 1m --force'), /--force and --deadline do not go together/)
+  await s.run('register w-drain 127.0.0.2:601')
+  const w = () => s.control.getWorker('w-drain')
+  assert.match(await s.run('cordon w-drain'), /^Worker w-drain cordoned: no new tasks are placed on it/)
+  assert.equal(w().scheduling, 'cordoned')
+  assert.match(await s.run('uncordon w-drain'), /^Worker w-drain uncordoned: it takes tasks again\n$/)
+  assert.equal(w().scheduling, 'eligible')
+  assert.match(await s.run('drain w-drain --deadline 10m'), /^✅ Worker w-drain drained/)
+  assert.equal(Date.parse(w().drain!.deadline!) - Date.parse(w().drain!.started_at), 600_000)
+  // Drained is drained: draining again changes nothing.
+  assert.match(await s.run('drain w-drain --force'), /drained/)
+  assert.equal(w().drain?.force, false)
+  await s.run('uncordon w-drain')
+  assert.match(await s.run('drain w-drain --force'), /drained/)
+  assert.equal(w().drain?.force, true)
+  assert.match(await s.run('drain w-drain --deadline 0'), /^error: --deadline must be more than 0.*\(CLOUDAI_BAD_CONFIG\)\n$/)
+  assert.match(await s.run('drain w-drain --deadline 1m --force'), /--force and --deadline do not go together/)
   assert.equal(await s.run('drain'), 'usage: drain <id> [--deadline D] [--force]\n')
   assert.equal(await s.run('cordon'), 'usage: cordon <id>\n')
   assert.equal(await s.run('cordon ghost'), 'error: worker ghost is not registered (CLOUDAI_UNKNOWN_WORKER)\n')

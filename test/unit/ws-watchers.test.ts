@@ -1,15 +1,21 @@
 import assert from 'node:assert/strict'
-import { test } from 'node:test'
+import { after, before, test } from 'node:test'
 import { HttpApi } from '../../src/master/api/http.js'
 import type { LiveSource } from '../../src/master/api/ws.js'
 import type { LiveSnapshot } from '../../src/master/live.js'
-import { MemoryControl } from '../support/memory-control.js'
-import { memoryLogger } from '../support/log.js'
+import { startTestMaster, type TestMaster } from '../support/test-master.js'
 import { waitUntil } from '../support/cluster.js'
 import { Watcher } from '../support/watcher.js'
 
 // The WebSocket tells telemetry which workers somebody watches, so that nothing is summarized for
-// nobody: the first watcher of a topic turns it on, the last one to go turns it off.
+// nobody: the first watcher of a topic turns it on, the last one to go turns it off. The source of
+// events records what it is asked; the routes behind the API are the real master's control service.
+
+let m: TestMaster
+before(async () => {
+  m = await startTestMaster()
+})
+after(() => m.close())
 
 test('the WebSocket wants the telemetry its watchers subscribe to, and lets go when they leave', async (t) => {
   const wants: string[] = []
@@ -19,8 +25,7 @@ test('the WebSocket wants the telemetry its watchers subscribe to, and lets go w
     off: () => source,
     want: (id: string, on: boolean) => wants.push(`${on ? '+' : '-'}${id}`),
   }
-  const { log } = memoryLogger('warn')
-  const api = new HttpApi({ control: new MemoryControl(), host: '127.0.0.1', port: 0, log, live: source })
+  const api = new HttpApi({ control: m.control, host: '127.0.0.1', port: 0, log: m.log, live: source })
   const port = await api.start()
   t.after(() => api.close())
   const url = `ws://127.0.0.1:${port}/ws`

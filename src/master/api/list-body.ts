@@ -6,18 +6,10 @@
 // writes only what the socket takes; onWritable resumes): nothing of the body is buffered beyond
 // the chunk in hand, where uWS used to keep whatever the socket had not taken yet.
 
-/** `open` + items joined by `,` + `close`; `bytes` is its length in UTF-8, counted by whoever rendered it. */
-export interface ListBody {
-  readonly open: string
-  readonly items: readonly string[]
-  readonly close: string
-  readonly bytes: number
-}
+import type { ListBody } from '../list-body.js'
 
-/** The whole body as one text (answers that cannot be streamed, and tests). */
-export function listBodyText(body: ListBody): string {
-  return body.open + body.items.join(',') + body.close
-}
+// The body's shape lives with the control that renders it (src/master/list-body.ts).
+export { type ListBody, listBodyText } from '../list-body.js'
 
 const COMMA = 0x2c
 
