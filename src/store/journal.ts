@@ -217,6 +217,11 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
    */
   recordTaskRemoval(id: string): void {
     if (this.closed) return
+    if (this.fence) {
+      // Dropped like every change after the fence; no removal is pending, none ever will be written.
+      this.fence.discarded++
+      return
+    }
     const entry: Entry = { kind: 'task', id, task: null }
     this.removals.set(id, entry)
     this.append(entry)

@@ -344,9 +344,11 @@ test('a write refused as stale (a deposed master) is never retried: the journal 
   assert.equal(writes, 1, 'one attempt')
   // Later changes are dropped and counted, nothing is retried however long, no write goes out.
   journal.recordTask(task('t3', 'queued', 1))
+  journal.recordTaskRemoval('t1')
   await advance(clock, 10_000)
   assert.equal(writes, 1, 'never retried')
-  assert.equal(journal.fenced?.discarded, 4)
+  assert.equal(journal.fenced?.discarded, 5)
+  assert.equal(journal.removalPending('t1'), false, 'a removal dropped is not pending')
   await assert.rejects(journal.writeTaskNow(task('t4', 'queued', 1)), (e: Error & { code?: string }) => e.code === 'CLOUDAI_STALE_EPOCH')
   assert.equal(writes, 1, 'writeTaskNow does not write either')
   assert.equal(await journal.sync(), false)
