@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import Database from 'better-sqlite3'
@@ -114,7 +115,7 @@ test('SQLite store: a schema-2 database gets task versions from the stored histo
   await store.writeTasks([{ ...stored, status: 'assigned', history: history(2) }, { ...stored, status: 'failed', history: history(3) }])
   const after = new Database(join(dir, 'cloudai.db'), { readonly: true })
   t.after(() => after.close())
-  assert.equal(after.pragma('user_version', { simple: true }), 6)
+  assert.equal(after.pragma('user_version', { simple: true }), 7)
   assert.deepEqual(after.prepare('SELECT task_id, version FROM tasks ORDER BY task_id').all(), [{ task_id: 'task-damaged', version: 0 }, { task_id: 'task-old', version: 3 }])
   assert.ok(after.prepare("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'tasks_worker'").get())
   assert.equal(JSON.parse((after.prepare("SELECT doc FROM tasks WHERE task_id = 'task-old'").get() as { doc: string }).doc).status, 'running')
@@ -163,7 +164,7 @@ test('SQLite store: a schema-3 database (before worker tokens) gets a credential
   await store.writeWorkers({ upserts: [worker('kept', { address: '10.0.0.1:1', registeredAt: 1, credential })], deletes: [] })
   const raw = new Database(join(dir, 'cloudai.db'), { readonly: true })
   t.after(() => raw.close())
-  assert.equal(raw.pragma('user_version', { simple: true }), 6)
+  assert.equal(raw.pragma('user_version', { simple: true }), 7)
   // Schema 5: finished tasks by the time of their last change, for retention at start.
   assert.ok(raw.prepare("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'tasks_finished'").get())
   // Schema 6: cordon and drain; none for a worker of an earlier release.
@@ -179,4 +180,56 @@ test('SQLite store: a schema-3 database (before worker tokens) gets a credential
   rw2.prepare("UPDATE workers SET scheduling = '{not json'").run()
   rw2.close()
   assert.equal((await store.loadWorkers())[0]?.scheduling, undefined)
+})
+
+test('SQLite store: a schema-6 database (before the lease) gets an empty lease table and keeps its data; the first acquire is epoch 1', async (t) => {
+  const dir = tempDir(t)
+  const seed = new SqliteStore(dir)
+  await seed.open()
+  await seed.writeWorkers({ upserts: [worker('kept')], deletes: [] })
+  await seed.close()
+  // The database as the previous release left it: no lease table, schema 6.
+  const old = new Database(join(dir, 'cloudai.db'))
+  old.exec('DROP TABLE lease; PRAGMA user_version = 6;')
+  old.close()
+  const store = new SqliteStore(dir)
+  await store.open()
+  t.after(() => store.close())
+  assert.equal(await store.readLease(), null)
+  assert.deepEqual(await store.loadWorkers(), [worker('kept')])
+  const got = await store.acquireLease({ holder: 'm1', ttlMs: 10_000, api: null, grpc: null })
+  assert.deepEqual([got.acquired, got.lease.epoch, got.lease.api], [true, 1, null])
+  const raw = new Database(join(dir, 'cloudai.db'), { readonly: true })
+  t.after(() => raw.close())
+  assert.equal(raw.pragma('user_version', { simple: true }), 7)
+})
+
+test('SQLite store: masters opening one old data directory at once all open it, and it is upgraded once', async (t) => {
+  // A race: each round is another chance for two of them to read the old version at once.
+  for (let round = 0; round < 12; round++) {
+    const dir = join(tempDir(t), `round-${round}`)
+    mkdirSync(dir)
+    // The schema-3 layout: the next steps add columns, which a second upgrade would add twice.
+    const old = new Database(join(dir, 'cloudai.db'))
+    old.exec(`CREATE TABLE workers (worker_id TEXT PRIMARY KEY, worker_ip TEXT NOT NULL, is_active INTEGER NOT NULL DEFAULT 0,
+      total_cpu REAL, total_memory REAL, total_storage REAL, total_gpu REAL, cpu_usage REAL, memory_usage REAL, storage_usage REAL, gpu_usage REAL,
+      running_tasks TEXT NOT NULL DEFAULT '[]', reported_address TEXT, registered_at INTEGER NOT NULL, connected_at INTEGER, last_heartbeat INTEGER,
+      disconnected_at INTEGER, reconnects INTEGER NOT NULL DEFAULT 0);
+      CREATE TABLE tasks (task_id TEXT PRIMARY KEY, status TEXT NOT NULL, worker_id TEXT, submitted_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, doc TEXT NOT NULL, version INTEGER NOT NULL DEFAULT 0);
+      INSERT INTO workers (worker_id, worker_ip, registered_at) VALUES ('kept', '10.0.0.1:1', 1);
+      PRAGMA journal_mode = WAL;
+      PRAGMA user_version = 3;`)
+    old.close()
+    const stores = [new SqliteStore(dir), new SqliteStore(dir), new SqliteStore(dir)]
+    const opened = await Promise.allSettled(stores.map((s) => s.open()))
+    await Promise.all(stores.map((s) => s.close()))
+    assert.deepEqual(opened.map((r) => (r.status === 'rejected' ? String(r.reason) : 'open')), ['open', 'open', 'open'], `round ${round}`)
+    const raw = new Database(join(dir, 'cloudai.db'), { readonly: true })
+    try {
+      assert.equal(raw.pragma('user_version', { simple: true }), 7)
+      assert.equal((raw.prepare('SELECT count(*) AS n FROM workers').get() as { n: number }).n, 1)
+    } finally {
+      raw.close()
+    }
+  }
 })

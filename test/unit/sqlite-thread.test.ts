@@ -124,3 +124,27 @@ test('a call on a closed SQLite store is refused with CLOUDAI_STORE_FAILED and s
   await assert.rejects(store.ping(), (err: unknown) => isCloudaiError(err) && err.code === 'CLOUDAI_STORE_FAILED')
   assert.equal((store as unknown as { thread: Worker | null }).thread, null)
 })
+
+test('a fence outlives its store thread: the thread started after a crash refuses a deposed holder\'s writes as the first did', { timeout: 20_000 }, async (t) => {
+  const dir = tempDir(t)
+  const store = new SqliteStore(dir)
+  await store.open()
+  const other = new SqliteStore(dir)
+  await other.open()
+  t.after(async () => {
+    await store.close()
+    await other.close()
+  })
+  const ask = (holder: string) => ({ holder, ttlMs: 60_000, api: null, grpc: null })
+  const mine = await store.acquireLease(ask('master-a'))
+  store.fence(mine.lease.epoch)
+  await store.writeTasks([task('t-before')])
+  await store.releaseLease({ holder: 'master-a', epoch: mine.lease.epoch })
+  assert.equal((await other.acquireLease(ask('master-b'))).lease.epoch, 2)
+  const thread = threadOf(store)
+  await thread.terminate()
+  // The refusal crosses the seam whole: its code and the two epochs the journal reports.
+  await assert.rejects(store.writeTasks([task('t-after')]), (err: unknown) => isCloudaiError(err) && err.code === 'CLOUDAI_STALE_EPOCH' && err.details?.epoch === 1 && err.details?.current === 2)
+  assert.notEqual(threadOf(store), thread, 'a new thread took the call')
+  assert.deepEqual((await other.loadTasks()).map((x) => x.id), ['t-before'])
+})
