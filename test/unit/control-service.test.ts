@@ -27,7 +27,7 @@ function changes(control: ControlService, task: string): Record<string, () => un
     stopDrain: () => control.stopDrain('w'),
     submitTask: () => control.submitTask({ command: 'true' }),
     cancelTask: () => control.cancelTask(task),
-    readTaskLogs: () => control.readTaskLogs(task, { follow: false, since: 0, tail: 0 }, { write: () => true, onWritable: () => {}, close: () => {} }),
+    readTaskLogs: () => control.readTaskLogs(task, { follow: false, after: 0, notBefore: null, tail: 0 }, { write: () => true, onWritable: () => {}, close: () => {} }),
   }
 }
 
