@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { TestContext } from 'node:test'
+import { installContractCheck } from './contract.js'
 import type { NetnsEnd } from './netns.js'
 
 // Real processes for integration tests: the CLI exactly as a user runs it, JSON log lines read
@@ -174,6 +175,8 @@ export const FAST_MASTER_FLAGS = ['--reconnect-interval', '300ms', '--dial-timeo
  * nsFetch, never from this process (here it would go to this machine's default route).
  */
 export async function startMaster(t: TestContext, opts: { dataDir: string; grpcPort?: number; args?: string[]; name?: string; env?: NodeJS.ProcessEnv; netns?: NetnsEnd }): Promise<MasterHandle> {
+  // A test that starts a real master has every HTTP answer it gets checked against the OpenAPI document.
+  installContractCheck()
   const host = opts.netns?.ip ?? '127.0.0.1'
   const proc = new Proc(opts.name ?? 'master', [
     'master', '--grpc-host', host, '--grpc-port', String(opts.grpcPort ?? 0), '--http-host', host, '--http-port', '0',
