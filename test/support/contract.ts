@@ -50,7 +50,7 @@ export class ContractChecker {
    */
   check(method: string, url: string, status: number, contentType: string | null, body: unknown): void {
     this.checked.responses++
-    const path = new URL(url, 'http://x').pathname
+    const path = url.split('?')[0]!
     const what = `${method} ${path} → ${status}`
     const route = this.routes.find((r) => r.match.test(path))
     const m = method.toLowerCase()

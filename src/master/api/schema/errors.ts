@@ -7,14 +7,14 @@ import { type ErrorCode, ErrorCodes } from '../../../shared/errors.js'
 
 export const ERROR_CODES = Object.keys(ErrorCodes) as ErrorCode[]
 
+/** An enum of codes (shorter in the document than a union of constants, the same to a generator). */
+const codeSchema = <C extends ErrorCode>(codes: readonly C[], description?: string) => Type.Unsafe<C>({ type: 'string', enum: [...codes], ...(description ? { description } : {}) })
+
 export const ErrorBodySchema = Type.Object(
   {
     error: Type.Object(
       {
-        code: Type.Union(
-          ERROR_CODES.map((c) => Type.Literal(c)),
-          { description: 'stable: clients and tests match on it, never on the message' },
-        ),
+        code: codeSchema(ERROR_CODES, 'stable: clients and tests match on it, never on the message'),
         message: Type.String({ description: 'what was wrong and what is allowed, for a human' }),
         details: Type.Optional(
           Type.Record(Type.String(), Type.Unknown(), {
@@ -71,7 +71,7 @@ export function errorBodyFor(codes: readonly ErrorCode[]) {
     {
       error: Type.Object(
         {
-          code: Type.Union(codes.map((c) => Type.Literal(c))),
+          code: codeSchema(codes),
           message: Type.String(),
           details: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
         },
