@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { TestContext } from 'node:test'
-import { installContractCheck } from './contract.js'
+import { checkAnswersOf } from './contract.js'
 import type { NetnsEnd } from './netns.js'
 
 // Real processes for integration tests: the CLI exactly as a user runs it, JSON log lines read
@@ -175,8 +175,6 @@ export const FAST_MASTER_FLAGS = ['--reconnect-interval', '300ms', '--dial-timeo
  * nsFetch, never from this process (here it would go to this machine's default route).
  */
 export async function startMaster(t: TestContext, opts: { dataDir: string; grpcPort?: number; args?: string[]; name?: string; env?: NodeJS.ProcessEnv; netns?: NetnsEnd }): Promise<MasterHandle> {
-  // A test that starts a real master has every HTTP answer it gets checked against the OpenAPI document.
-  installContractCheck()
   const host = opts.netns?.ip ?? '127.0.0.1'
   const proc = new Proc(opts.name ?? 'master', [
     'master', '--grpc-host', host, '--grpc-port', String(opts.grpcPort ?? 0), '--http-host', host, '--http-port', '0',
@@ -186,6 +184,8 @@ export async function startMaster(t: TestContext, opts: { dataDir: string; grpcP
   const grpcLine = await proc.waitForLog((l) => l.step === 6, 'gRPC server listening')
   const httpLine = await proc.waitForLog((l) => l.step === 7, 'HTTP API listening')
   const httpPort = httpLine.httpPort as number
+  // Every answer a test gets from a real master it started is checked against the OpenAPI document.
+  checkAnswersOf(`http://${host}:${httpPort}`)
   return { proc, grpcPort: grpcLine.grpcPort as number, httpPort, api: `http://${host}:${httpPort}` }
 }
 

@@ -4,9 +4,11 @@ import { apiAjv } from '../../src/master/api/schema/validate.js'
 
 // Every HTTP answer the tests get from a master, checked against the OpenAPI document the master
 // serves (GET /openapi.json): its status must be one the document lists for the operation, and a
-// JSON body must match that status's schema. A shape the document does not promise fails the test
-// that got it, with what was wrong. installContractCheck() wraps globalThis.fetch, which every
-// HTTP helper of the tests goes through (cluster.ts's api() among them).
+// JSON body must match that status's schema, and every WebSocket message the master's schema for
+// it. A shape the document does not promise fails the test that got it, with what was wrong.
+// startMaster (cluster.ts) calls checkAnswersOf() for the master it starts; fetch is wrapped, which
+// every HTTP helper of the tests goes through (cluster.ts's api() among them), and watcher.ts
+// checks what /ws sends.
 
 type Json = Record<string, unknown>
 
@@ -103,6 +105,43 @@ export class ContractChecker {
 }
 
 let checker: ContractChecker | null = null
+/** host:port of the masters the tests started (startMaster): the answers that are checked. */
+const masters = new Set<string>()
+
+/** Checks the answers of the master at `base` (http://host:port) from now on: fetch, and the WebSocket (watcher.ts). */
+export function checkAnswersOf(base: string): void {
+  masters.add(new URL(base).host)
+  installContractCheck()
+}
+
+/** Whether answers from `url` are checked (it is a master the test started). */
+export function isChecked(url: string): boolean {
+  return masters.has(new URL(url).host)
+}
+
+/** Why a WebSocket message from the master does not match WsServerMessage, or null. */
+export function wsViolation(message: unknown): string | null {
+  const validate = contract().validator(['components', 'schemas', 'WsServerMessage'])
+  if (validate(message)) return null
+  const type = (message as { type?: unknown } | null)?.type
+  // anyOf reports every branch: the one for this message's type says what is wrong.
+  const id = typeof type === 'string' ? WS_SCHEMAS[type] : undefined
+  const own = id ? contract().validator(['components', 'schemas', id]) : null
+  if (own) own(message)
+  const errors = (own?.errors ?? validate.errors ?? []).slice(0, 5).map((e) => `${e.instancePath || '/'} ${e.message ?? e.keyword} ${JSON.stringify(e.params)}`)
+  return `WebSocket message ${JSON.stringify(type)} does not match the document: ${errors.join('; ')}\nmessage: ${JSON.stringify(message).slice(0, 1000)}`
+}
+
+const WS_SCHEMAS: Record<string, string> = {
+  snapshot: 'WsSnapshot',
+  worker: 'WsWorker',
+  worker_status: 'WsWorkerStatus',
+  worker_removed: 'WsWorkerRemoved',
+  task_status: 'WsTaskStatus',
+  worker_metrics: 'WsWorkerMetrics',
+  subscribed: 'WsSubscribed',
+  error: 'WsError',
+}
 
 /** The checker of this process (the document is the one this build serves). */
 export function contract(): ContractChecker {
@@ -113,7 +152,7 @@ export function contract(): ContractChecker {
 const STREAMED = /^(text\/event-stream|application\/x-ndjson)/
 
 /**
- * Wraps globalThis.fetch so that every answer from an http:// URL is checked against the document
+ * Wraps globalThis.fetch so that every answer from a master the test started is checked against the document
  * before the caller sees it: a violation rejects the fetch, and so fails the test. Streams (SSE,
  * NDJSON) are checked for their status and type only: their events are read by the test. Once.
  */
@@ -124,7 +163,7 @@ export function installContractCheck(): void {
     const res = await original(input, init)
     const request = input instanceof Request ? input : null
     const url = new URL(request ? request.url : String(input))
-    if (url.protocol !== 'http:') return res
+    if (url.protocol !== 'http:' || !masters.has(url.host)) return res
     const method = (init?.method ?? request?.method ?? 'GET').toUpperCase()
     if (!METHODS.includes(method.toLowerCase())) return res
     const type = res.headers.get('content-type')
