@@ -19,11 +19,11 @@ class Components {
 
   /** `schema` as it appears in place: a $ref when it is a component. */
   use(schema: TSchema): Json {
-    return this.convert(schema as unknown as Json, true)
+    return this.convert(schema as unknown as Json)
   }
 
-  private convert(node: Json, top: boolean): Json {
-    if (Array.isArray(node)) return node.map((n) => this.convert(n, false))
+  private convert(node: Json): Json {
+    if (Array.isArray(node)) return node.map((n) => this.convert(n))
     if (node === null || typeof node !== 'object') return node
     const id = node.$id
     if (typeof id === 'string') {
@@ -33,7 +33,6 @@ class Components {
       }
       return { $ref: REF + id }
     }
-    void top
     return this.body(node)
   }
 
@@ -45,9 +44,9 @@ class Components {
       const value = node[key]!
       // Property names and pattern keys are not schemas, their values are.
       if ((key === 'properties' || key === 'patternProperties') && value !== null && typeof value === 'object' && !Array.isArray(value)) {
-        out[key] = Object.fromEntries(Object.entries(value).map(([k, v]) => [k, this.convert(v, false)]))
+        out[key] = Object.fromEntries(Object.entries(value).map(([k, v]) => [k, this.convert(v)]))
       } else if (typeof value === 'object') {
-        out[key] = this.convert(value, false)
+        out[key] = this.convert(value)
       } else {
         out[key] = value
       }
@@ -141,7 +140,7 @@ export function buildOpenApiDocument(version = CONTRACT_VERSION): OpenApiDocumen
         '',
         `With an API token (--api-token, CLOUDAI_API_TOKEN) every route needs \`Authorization: Bearer <token>\` except /healthz, /openapi.json and the dashboard's files:\n${unauthorized}`,
         '',
-        'A standby master (issue 19) answers the /api/ routes 503 `CLOUDAI_NOT_LEADER`, `details.leader` the leader\'s API address when it knows it.',
+        'A standby master (issue 19) answers GET /api/status and GET /healthz with `role: standby` and the leader, and every other route 503 `CLOUDAI_NOT_LEADER`, `details.leader` the leader\'s API address when it knows it.',
         '',
         'The WebSocket at /ws: see the openWebSocket operation, and the WsServerMessage / WsClientMessage schemas.',
       ].join('\n'),

@@ -52,6 +52,8 @@ export interface Operation {
   tags: string[]
   /** Served without the API token (see guard.ts and http.ts). */
   open?: boolean
+  /** A standby master answers it too, with its role (issue 19); every other operation answers a standby's 503. */
+  standby?: true
   /** The `{id}` path parameter. */
   id?: 'worker' | 'task'
   query?: QueryParam[]
@@ -67,7 +69,7 @@ export interface Operation {
 export const GUARD_ERRORS: readonly ErrorCode[] = ['CLOUDAI_BAD_FRAMING', 'CLOUDAI_URI_TOO_LONG', 'CLOUDAI_HEADERS_TOO_LARGE', 'CLOUDAI_BAD_HOST', 'CLOUDAI_BAD_ORIGIN']
 /** Every route that needs the API token, when the master has one. */
 export const TOKEN_ERRORS: readonly ErrorCode[] = ['CLOUDAI_UNAUTHORIZED']
-/** A standby master (issue 19) refuses what only the leader may answer. */
+/** A standby master (issue 19) refuses every operation but those marked `standby`, naming the leader. */
 export const LEADER_ERRORS: readonly ErrorCode[] = ['CLOUDAI_NOT_LEADER']
 /** A JSON body (body.ts). */
 export const BODY_ERRORS: readonly ErrorCode[] = ['CLOUDAI_BAD_JSON', 'CLOUDAI_BAD_REQUEST', 'CLOUDAI_BODY_TOO_LARGE', 'CLOUDAI_UNSUPPORTED_MEDIA_TYPE']
@@ -76,7 +78,7 @@ const TASK_ID_ERRORS: ErrorCode[] = ['CLOUDAI_BAD_TASK_ID', 'CLOUDAI_UNKNOWN_TAS
 
 /** Every error code an operation can answer. */
 export function operationErrors(op: Operation): ErrorCode[] {
-  const codes = new Set<ErrorCode>([...GUARD_ERRORS, ...(op.open ? [] : TOKEN_ERRORS), ...(op.path.startsWith('/api/') ? LEADER_ERRORS : []), ...(op.body ? BODY_ERRORS : [])])
+  const codes = new Set<ErrorCode>([...GUARD_ERRORS, ...(op.open ? [] : TOKEN_ERRORS), ...(op.standby ? [] : LEADER_ERRORS), ...(op.body ? BODY_ERRORS : [])])
   if (op.id === 'worker') for (const c of WORKER_ID_ERRORS) codes.add(c)
   if (op.id === 'task') for (const c of TASK_ID_ERRORS) codes.add(c)
   for (const c of op.errors) codes.add(c)
@@ -139,6 +141,7 @@ export const OPERATIONS: readonly Operation[] = [
     description: 'Open: served without the API token, for load balancers and probes. 200 healthy or degraded (only the store is down: the master works from memory), 503 unhealthy with the reasons.',
     tags: ['master'],
     open: true,
+    standby: true,
     answers: { 200: { description: 'healthy or degraded', schema: HealthReportSchema }, 503: { description: 'unhealthy: `reasons` says why and names the workers', schema: HealthReportSchema } },
     errors: [],
   },
@@ -166,8 +169,9 @@ export const OPERATIONS: readonly Operation[] = [
     method: 'get',
     path: '/api/status',
     operationId: 'getStatus',
-    summary: 'Counts of workers and tasks, the store, the gRPC address',
+    summary: 'Counts of workers and tasks, the store, the gRPC address; on a standby its role and the leader',
     tags: ['master'],
+    standby: true,
     answers: { 200: { description: 'the cluster', schema: ClusterStatusSchema } },
     errors: [],
   },
