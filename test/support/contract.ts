@@ -60,8 +60,14 @@ export class ContractChecker {
     if (!op) {
       // No such route or method: the documented generic refusals (404, 405, 401 first, the guard's).
       const code = this.errorCode(what, status, contentType, body)
-      const expected = route ? 'CLOUDAI_METHOD_NOT_ALLOWED' : 'CLOUDAI_NOT_FOUND'
-      if (code !== expected && !ANYWHERE.has(code)) throw new ContractViolation(`${what}: ${route ? `the document has no ${method} on ${route.path}` : 'no documented path'}, so only ${expected} (or a guard's refusal) may answer, not ${code}`)
+      if (ANYWHERE.has(code)) return
+      // The document's answers for these: components.responses.MethodNotAllowed and NotFound.
+      const generic = route ? 'MethodNotAllowed' : 'NotFound'
+      const answer = this.doc.components.responses[generic] as Json
+      const validate = this.validator(['components', 'responses', generic, 'content', 'application/json', 'schema'])
+      if (!validate(body) || status !== (route ? 405 : 404)) {
+        throw new ContractViolation(`${what}: ${route ? `the document has no ${method} on ${route.path}` : 'no documented path'}, so only ${String(answer.description).split(':')[0]} (${route ? 405 : 404}) or a guard's refusal may answer, not ${status} ${code}`)
+      }
       return
     }
     const responses = op.responses as Record<string, Json>

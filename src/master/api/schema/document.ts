@@ -9,7 +9,7 @@ import { WsClientMessageSchema, WsServerMessageSchema } from './ws.js'
 // component, and every use of it a $ref, so a client generator names it once.
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json }
-export type OpenApiDocument = { openapi: '3.1.0'; paths: Record<string, Record<string, Json>>; components: { schemas: Record<string, Json> } } & Record<string, Json>
+export type OpenApiDocument = { openapi: '3.1.0'; paths: Record<string, Record<string, Json>>; components: { schemas: Record<string, Json>; responses: Record<string, Json> } } & Record<string, Json>
 
 const REF = '#/components/schemas/'
 
@@ -136,7 +136,7 @@ export function buildOpenApiDocument(version = CONTRACT_VERSION): OpenApiDocumen
         '',
         `Every route may also be refused by the request guard before it runs:\n${describeCodes(GUARD_ERRORS)}`,
         '',
-        'A path answers another method than its own with 405 `CLOUDAI_METHOD_NOT_ALLOWED` (the Allow header lists its methods), and an unknown path with 404 `CLOUDAI_NOT_FOUND` (401 first when the master has an API token).',
+        'A path answers another method than its own with 405 `CLOUDAI_METHOD_NOT_ALLOWED` (the Allow header lists its methods: #/components/responses/MethodNotAllowed), and an unknown path with 404 `CLOUDAI_NOT_FOUND` (#/components/responses/NotFound; 401 first when the master has an API token).',
         '',
         `With an API token (--api-token, CLOUDAI_API_TOKEN) every route needs \`Authorization: Bearer <token>\` except /healthz, /openapi.json and the dashboard's files:\n${unauthorized}`,
         '',
@@ -157,6 +157,18 @@ export function buildOpenApiDocument(version = CONTRACT_VERSION): OpenApiDocumen
     paths,
     components: {
       schemas: c.schemas,
+      // What a path answers for a method it does not have, and the API for a path it does not have.
+      responses: {
+        MethodNotAllowed: {
+          description: `any method a path has no operation for (PUT and PATCH on every path); the Allow header lists its methods:\n${describeCodes(['CLOUDAI_METHOD_NOT_ALLOWED'])}`,
+          headers: { allow: { description: "the path's methods, e.g. GET, DELETE", schema: { type: 'string' } } },
+          content: { 'application/json': { schema: c.use(errorBodyFor(['CLOUDAI_METHOD_NOT_ALLOWED'])) } },
+        },
+        NotFound: {
+          description: `a path the API does not have (401 first when the master has an API token):\n${describeCodes(['CLOUDAI_NOT_FOUND'])}`,
+          content: { 'application/json': { schema: c.use(errorBodyFor(['CLOUDAI_NOT_FOUND'])) } },
+        },
+      },
       securitySchemes: { apiToken: { type: 'http', scheme: 'bearer', description: "the master's API token (--api-token); without one configured, nothing is asked" } },
     },
   } as OpenApiDocument
