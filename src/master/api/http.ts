@@ -11,7 +11,7 @@ import { serveTaskLogs } from './task-logs.js'
 import { Reply } from './respond.js'
 import type { DashboardFiles } from './static.js'
 import { ApiToken } from './token.js'
-import { buildOpenApiDocument, OPENAPI_TYPE } from './schema/document.js'
+import { buildOpenApiDocument } from './schema/document.js'
 import { OPERATIONS, uwsPattern } from './schema/routes.js'
 import { SubmitTaskBodySchema } from './schema/tasks.js'
 import { BodyValidator } from './schema/validate.js'
@@ -76,7 +76,8 @@ const LISTEN_EXCLUSIVE_PORT = 1
 
 /**
  * The master's REST API on uWebSockets.js: a thin JSON front end of MasterControl. It holds no
- * state of its own; every route validates through the control, so a bad request changes nothing.
+ * state of its own; a body is checked against its schema (schema/, the same that /openapi.json
+ * shows) and then by the control, so a bad request changes nothing.
  */
 export class HttpApi {
   private readonly control: MasterControl

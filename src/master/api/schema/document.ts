@@ -174,4 +174,3 @@ export function buildOpenApiDocument(version = CONTRACT_VERSION): OpenApiDocumen
   } as OpenApiDocument
 }
 
-export const OPENAPI_TYPE = 'application/json; charset=utf-8'
