@@ -4,6 +4,7 @@ import fc from 'fast-check'
 import { OPERATIONS, type Operation } from '../../src/master/api/schema/routes.js'
 import { registerWorker, startMaster, tempDir } from '../support/cluster.js'
 import { contract } from '../support/contract.js'
+import { Watcher } from '../support/watcher.js'
 
 // Requests generated from the OpenAPI document, valid and invalid, for every operation, against a
 // real master (SQLite in a temp dir, port 0 on 127.0.0.1). Every answer goes through the contract
@@ -194,4 +195,38 @@ test('generated requests for every documented operation get answers that match t
   const checked = contract().checked.responses - before
   if (!process.env.FUZZ_ONLY) assert.ok(checked > 500, `${checked} answers checked`)
   assert.equal(master.proc.lines.filter((l) => l.level >= 50).length, 0, `no error logged: ${JSON.stringify(master.proc.lines.filter((l) => l.level >= 50).slice(0, 3))}`)
+})
+
+/** Never generated (the pattern's ids are short), so unsubscribing it changes nothing: a probe of what a connection holds. */
+const PROBE = `metrics/${'p'.repeat(64)}`
+
+test('generated WebSocket messages get a subscribed or an error message that match the document, and a refused one changes no subscription', async (t) => {
+  const master = await startMaster(t, { dataDir: tempDir(t) })
+  const watcher = await Watcher.open(t, `${master.api.replace(/^http/, 'ws')}/ws`)
+  await watcher.next((m) => m.type === 'snapshot', 'the snapshot')
+  const message = doc.components.schemas.WsClientMessage as Schema
+  const generated = fc.oneof(
+    valid(message).filter((m) => !JSON.stringify(m).includes(PROBE)),
+    fc.record({ type: fc.constantFrom('subscribe', 'unsubscribe', 'dance'), topics: fc.array(fc.oneof(fc.constantFrom('workers', 'tasks', 'metrics', 'metrics/w1', 'metrics/bad id', 'nope'), fc.jsonValue({ maxDepth: 0 })), { maxLength: 4 }) }),
+    fc.jsonValue({ maxDepth: 2 }),
+  )
+  const ask = async (sent: unknown): Promise<{ type: string; topics?: string[]; code?: string }> => {
+    const mark = watcher.mark()
+    watcher.send(sent)
+    return (await watcher.next((m) => m.type === 'subscribed' || m.type === 'error', 'the answer', { from: mark })) as { type: string; topics?: string[]; code?: string }
+  }
+  // What the connection holds: the answer to unsubscribing the probe, which changes nothing.
+  const held = async (): Promise<string[]> => (await ask({ type: 'unsubscribe', topics: [PROBE] })).topics!
+  await fc.assert(
+    fc.asyncProperty(generated, async (sent) => {
+      const before = await held()
+      const answer = await ask(sent)
+      if (answer.type === 'subscribed') return
+      assert.deepEqual(await held(), before, `after the refused ${JSON.stringify(sent)} (${answer.code})`)
+    }),
+    { includeErrorInReport: true, numRuns: 150, seed: Number(process.env.CLOUDAI_FUZZ_SEED ?? Date.now() % 2 ** 31) },
+  )
+  // Every message the master sent was checked against WsServerMessage as it came (watcher.ts).
+  assert.deepEqual(watcher.violations, [])
+  assert.ok(watcher.messages.some((m) => m.type === 'error') && watcher.messages.some((m) => m.type === 'subscribed'), 'both answers were seen')
 })
