@@ -1,72 +1,20 @@
 import type { HistoryPoint, LaneSummary, WindowName } from './telemetry/lane.js'
 import type { TaskRecord, TaskStatus, WorkerRecord } from '../shared/types.js'
-import { schedulingState, type SchedulingState, type WorkerDrain } from '../shared/worker-scheduling.js'
+import type { Static } from '@sinclair/typebox'
+import { schedulingState, type WorkerDrain } from '../shared/worker-scheduling.js'
+import type { ClusterStatusSchema } from './api/schema/status.js'
+import type { TaskViewSchema } from './api/schema/tasks.js'
+import type { CredentialViewSchema, DrainViewSchema, WorkerMetricsViewSchema, WorkerViewSchema } from './api/schema/workers.js'
 
 // The JSON shapes the master shows to operators (REST, prompt, CLI). CloudAI's field names are
 // kept where they exist (worker_id, worker_ip, is_active, total_*), so CloudAI clients read them.
 
-export interface WorkerView {
-  worker_id: string
-  worker_ip: string
-  address: string
-  is_active: boolean
-  status: 'active' | 'inactive'
-  /** Active, but its last AssignTask got no answer: no tasks are placed on it until it answers again. */
-  suspect: boolean
-  suspect_since: string | null
-  suspect_reason: string | null
-  /** `cordoned`/`draining`/`drained`: an operator took it out of placement (cordon, drain); `eligible`: it takes tasks. */
-  scheduling: SchedulingState
-  cordoned: boolean
-  /** The drain under way or done; null: none. */
-  drain: DrainView | null
-  total_cpu: number | null
-  total_memory: number | null
-  total_storage: number | null
-  total_gpu: number | null
-  usage: { cpu: number; memory: number; storage: number; gpu: number } | null
-  running_tasks: { task_id: string; cpu: number; memory: number; gpu: number; status: string }[]
-  reported_address: string | null
-  last_heartbeat: string | null
-  registered_at: string
-  connected_at: string | null
-  disconnected_at: string | null
-  reconnects: number
-  /** The worker's token, as far as it can be shown: when issued and first presented. Null: none issued. */
-  credential: CredentialView | null
-}
-
-export interface DrainView {
-  started_at: string
-  /** When what still runs is cancelled and requeued; null: no deadline. */
-  deadline: string | null
-  force: boolean
-  drained_at: string | null
-}
-
-export interface CredentialView {
-  issued_at: string
-  /** Null until the worker has called with this token. */
-  presented_at: string | null
-  /** True once the worker has presented a token: calls for it without one are refused, from loopback too. */
-  required: boolean
-  /** During a rotation, when the old token stops at the latest. */
-  previous_valid_until: string | null
-}
-
-export interface ClusterStatus {
-  workers: number
-  active: number
-  inactive: number
-  reconnect_monitor: 'running' | 'disabled' | 'stopped'
-  tasks: Record<TaskStatus, number>
-  store: { kind: string; healthy: boolean; pending_writes: number; last_error: string | null }
-  grpc_address: string
-  /** `none`: worker calls without a token are accepted from anywhere (--worker-auth none). */
-  worker_auth?: 'token' | 'none'
-  started_at: string
-  uptime_s: number
-}
+// Each type is its schema's (src/master/api/schema/): what the API documents at /openapi.json and
+// what the code builds are one definition, so they cannot drift apart.
+export type WorkerView = Static<typeof WorkerViewSchema>
+export type DrainView = Static<typeof DrainViewSchema>
+export type CredentialView = Static<typeof CredentialViewSchema>
+export type ClusterStatus = Static<typeof ClusterStatusSchema>
 
 const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString())
 
@@ -136,40 +84,7 @@ export function toWorkerView(w: WorkerRecord): WorkerView {
   }
 }
 
-export interface TaskView {
-  task_id: string
-  name: string
-  command: string
-  docker_image: string
-  status: TaskStatus
-  worker_id: string | null
-  target_worker_id: string | null
-  req_cpu: number
-  req_memory: number
-  req_storage: number
-  req_gpu: number
-  timeout_s: number
-  max_attempts: number
-  /** Runs that started on a worker (what max_attempts bounds). */
-  attempts: number
-  /**
-   * The number of the task's latest placement (0: never placed). Placements that never reached a
-   * worker are numbered too, so it may be above `attempts`; the worker keeps the run's files in
-   * `<data-dir>/tasks/<task_id>-<attempt>/`.
-   */
-  attempt: number
-  submitted_at: string
-  assigned_at: string | null
-  started_at: string | null
-  finished_at: string | null
-  exit_code: number | null
-  reason: string | null
-  /** Last part of the output (the full log stays on the worker). */
-  logs: string
-  history: { status: TaskStatus; at: string; worker_id: string | null; reason: string | null }[]
-  /** False for a task accepted while the store was down (--accept-while-degraded), until it is written. */
-  durable: boolean
-}
+export type TaskView = Static<typeof TaskViewSchema>
 
 /** `logsLimit` trims the tail for lists; a single task shows all the master keeps (--task-output-tail). */
 export function toTaskView(t: TaskRecord, durable: boolean, logsLimit = Number.POSITIVE_INFINITY): TaskView {
@@ -201,41 +116,8 @@ export function toTaskView(t: TaskRecord, durable: boolean, logsLimit = Number.P
   }
 }
 
-interface UsageView {
-  cpu: number
-  memory: number
-  storage: number
-  gpu: number
-}
-
 /** GET /api/workers/{id}/metrics. `has_data` is false for a worker that never connected. */
-export interface WorkerMetricsView {
-  worker_id: string
-  is_active: boolean
-  has_data: boolean
-  /** Seconds since the worker connected, while it is active. */
-  uptime_s: number | null
-  last_heartbeat: string | null
-  since_last_heartbeat_ms: number | null
-  reconnects: number
-  registered_at: string
-  connected_at: string | null
-  disconnected_at: string | null
-  latest: (UsageView & { at: string; running_tasks: number }) | null
-  /** Averages weighted by samples over the last 1m, 5m, 15m and 1h; null where no sample fell. */
-  averages: Record<WindowName, (UsageView & { running_tasks: number; samples: number }) | null>
-  peaks: Record<WindowName, UsageView | null>
-  samples_processed: number
-  samples_dropped: number
-  /** When the telemetry thread computed the averages (they trail the heartbeats by at most a second). */
-  summarized_at: string | null
-  history_step_ms: number
-  /**
-   * Points of `history_step_ms` for the last 10 minutes, of about a minute before; `step_ms` is a
-   * point's width (absent from masters that kept one resolution, which the CLI may talk to).
-   */
-  history: (UsageView & { at: string; step_ms?: number; samples: number; running_tasks: number; cpu_peak: number; memory_peak: number; storage_peak: number; gpu_peak: number })[]
-}
+export type WorkerMetricsView = Static<typeof WorkerMetricsViewSchema>
 
 const NO_WINDOWS = { '1m': null, '5m': null, '15m': null, '1h': null } as const
 

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { TestContext } from 'node:test'
+import { checkAnswersOf } from './contract.js'
 import type { NetnsEnd } from './netns.js'
 
 // Real processes for integration tests: the CLI exactly as a user runs it, JSON log lines read
@@ -183,6 +184,8 @@ export async function startMaster(t: TestContext, opts: { dataDir: string; grpcP
   const grpcLine = await proc.waitForLog((l) => l.step === 6, 'gRPC server listening')
   const httpLine = await proc.waitForLog((l) => l.step === 7, 'HTTP API listening')
   const httpPort = httpLine.httpPort as number
+  // Every answer a test gets from a real master it started is checked against the OpenAPI document.
+  checkAnswersOf(`http://${host}:${httpPort}`)
   return { proc, grpcPort: grpcLine.grpcPort as number, httpPort, api: `http://${host}:${httpPort}` }
 }
 

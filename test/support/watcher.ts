@@ -1,8 +1,10 @@
 import type { TestContext } from 'node:test'
 import WebSocket from 'ws'
+import { isChecked, wsViolation } from './contract.js'
 
 // A WebSocket client of the master's /ws for tests: every message kept in order, and a way to wait
-// for the next one that matches.
+// for the next one that matches. From a master the test started (startMaster), every message must
+// match the OpenAPI document's WsServerMessage; one that does not fails the test when it ends.
 
 export interface WatchedMessage {
   type: string
@@ -12,12 +14,16 @@ export interface WatchedMessage {
 
 export class Watcher {
   readonly messages: WatchedMessage[] = []
+  /** Messages that do not match the document (checked only for a master the test started). */
+  readonly violations: string[] = []
   readonly closed: Promise<{ code: number; reason: string }>
   private waiters: { pred: (m: WatchedMessage) => boolean; from: number; resolve: (m: WatchedMessage) => void }[] = []
 
-  private constructor(readonly ws: WebSocket) {
+  private constructor(readonly ws: WebSocket, checked: boolean) {
     ws.on('message', (data) => {
       const m = JSON.parse(String(data)) as WatchedMessage
+      const violation = checked ? wsViolation(m) : null
+      if (violation) this.violations.push(violation)
       this.messages.push(m)
       const idx = this.messages.length - 1
       this.waiters = this.waiters.filter((w) => (idx >= w.from && w.pred(m) ? (w.resolve(m), false) : true))
@@ -27,8 +33,11 @@ export class Watcher {
 
   static async open(t: TestContext, url: string): Promise<Watcher> {
     const ws = new WebSocket(url)
-    const watcher = new Watcher(ws)
-    t.after(() => ws.terminate())
+    const watcher = new Watcher(ws, isChecked(url.replace(/^ws/, 'http')))
+    t.after(() => {
+      ws.terminate()
+      if (watcher.violations.length > 0) throw new Error(watcher.violations.join('\n'))
+    })
     await new Promise<void>((resolve, reject) => {
       ws.once('open', () => resolve())
       ws.once('error', reject)

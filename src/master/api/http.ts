@@ -11,6 +11,11 @@ import { serveTaskLogs } from './task-logs.js'
 import { Reply } from './respond.js'
 import type { DashboardFiles } from './static.js'
 import { ApiToken } from './token.js'
+import { buildOpenApiDocument } from './schema/document.js'
+import { OPERATIONS, uwsPattern } from './schema/routes.js'
+import { SubmitTaskBodySchema } from './schema/tasks.js'
+import { BodyValidator } from './schema/validate.js'
+import { AnyObjectBodySchema, DrainBodySchema, EmptyBodySchema, RegisterWorkerBodySchema } from './schema/workers.js'
 import { LiveSockets, type LiveSource } from './ws.js'
 
 /** Answers that carry a worker token: no cache, a proxy's included, may keep them. */
@@ -71,7 +76,8 @@ const LISTEN_EXCLUSIVE_PORT = 1
 
 /**
  * The master's REST API on uWebSockets.js: a thin JSON front end of MasterControl. It holds no
- * state of its own; every route validates through the control, so a bad request changes nothing.
+ * state of its own; a body is checked against its schema (schema/, the same that /openapi.json
+ * shows) and then by the control, so a bad request changes nothing.
  */
 export class HttpApi {
   private readonly control: MasterControl
@@ -85,6 +91,10 @@ export class HttpApi {
   private readonly guard: RequestGuard
   private boundPort = 0
   private phase: 'new' | 'listening' | 'closed' = 'new'
+  /** Every operation's body schema, compiled once. */
+  private readonly bodies = new BodyValidator(OPERATIONS.flatMap((op) => (op.body ? [op.body] : [])))
+  /** GET /openapi.json, rendered once: the same for the life of the process. */
+  private readonly openapi = JSON.stringify(buildOpenApiDocument())
 
   constructor(private readonly opts: HttpApiOptions) {
     this.control = opts.control
@@ -184,6 +194,8 @@ export class HttpApi {
     return [
       ...dashboard,
       { method: 'get', pattern: '/healthz', handle: (reply) => this.healthz(reply), open: true },
+      // Open, like the dashboard page: it says what the API is, not what the master holds.
+      { method: 'get', pattern: '/openapi.json', handle: (reply) => reply.rawJson(200, this.openapi, { headers: { 'cache-control': 'no-cache' } }), open: true },
       { method: 'get', pattern: '/metrics', handle: (reply) => this.metrics(reply) },
       { method: 'get', pattern: '/api/status', handle: (reply) => reply.json(200, this.control.status()) },
       { method: 'get', pattern: '/api/workers', handle: (reply) => reply.list(200, this.control.listWorkersBody()) },
@@ -214,7 +226,9 @@ export class HttpApi {
 
   private mount(app: TemplatedApp): void {
     const allowed = new Map<string, string[]>()
-    for (const route of this.routes()) {
+    const routes = this.routes()
+    assertDocumented(routes, { dashboard: this.opts.dashboard !== undefined })
+    for (const route of routes) {
       app[route.method](route.pattern, this.wrap(route.handle, route.open === true))
       allowed.set(route.pattern, [...(allowed.get(route.pattern) ?? []), ALLOW_NAMES[route.method]])
     }
@@ -287,7 +301,7 @@ export class HttpApi {
 
   private async registerWorker(reply: Reply, req: HttpRequest, res: HttpResponse): Promise<void> {
     // Runs synchronously up to the first await, so req is still valid when the body reader reads it.
-    const body = await readJsonObject(res, req, reply, this.bodyLimits)
+    const body = this.bodies.check(RegisterWorkerBodySchema, await readJsonObject(res, req, reply, this.bodyLimits), 'a worker registration')
     const { worker, created, persisted, token } = await this.control.registerWorker(body)
     if (!created) {
       reply.json(200, { message: 'Worker already registered', worker, persisted })
@@ -302,7 +316,7 @@ export class HttpApi {
     const id = pathId(req)
     // A JSON body (`{}`) like every other POST: without application/json a page on another site
     // could send it with no CORS preflight.
-    await readJsonObject(res, req, reply, this.bodyLimits)
+    this.bodies.check(AnyObjectBodySchema, await readJsonObject(res, req, reply, this.bodyLimits), 'a token rotation')
     const issued = await this.control.rotateWorkerToken(id)
     reply.json(201, { message: 'New worker token issued (shown once)', ...issued }, NO_STORE)
   }
@@ -310,8 +324,8 @@ export class HttpApi {
   /** Cordon, uncordon, drain: a JSON body like every POST (`{}`; a drain's `{deadline_s, force}`). */
   private async scheduling(reply: Reply, req: HttpRequest, res: HttpResponse, what: 'cordon' | 'uncordon' | 'drain'): Promise<void> {
     const id = pathId(req)
-    const body = await readJsonObject(res, req, reply, this.bodyLimits)
-    if (what !== 'drain' && Object.keys(body).length > 0) throw new CloudaiError('CLOUDAI_BAD_REQUEST', `${what} takes an empty JSON object ({}) as its body`)
+    const raw = await readJsonObject(res, req, reply, this.bodyLimits)
+    const body = what === 'drain' ? this.bodies.check(DrainBodySchema, raw, 'a drain request') : this.bodies.check(EmptyBodySchema, raw, `a ${what} request`)
     const { worker, persisted } = what === 'cordon' ? await this.control.cordonWorker(id) : what === 'uncordon' ? await this.control.uncordonWorker(id) : await this.control.drainWorker(id, body)
     const message = what === 'cordon' ? 'Worker cordoned' : what === 'uncordon' ? 'Worker uncordoned' : worker.scheduling === 'drained' ? 'Worker drained' : 'Worker draining'
     reply.json(200, { message, worker, persisted })
@@ -329,7 +343,7 @@ export class HttpApi {
   }
 
   private async submitTask(reply: Reply, req: HttpRequest, res: HttpResponse): Promise<void> {
-    const body = await readJsonObject(res, req, reply, this.bodyLimits)
+    const body = this.bodies.check(SubmitTaskBodySchema, await readJsonObject(res, req, reply, this.bodyLimits), 'a task submission')
     const task = await this.control.submitTask(body)
     // CloudAI clients read task_id / status / message. `status` says what the submission did (the
     // task was queued); `task` is its state now, which the scheduler may already have moved on.
@@ -341,6 +355,25 @@ export class HttpApi {
   private async cancelTask(reply: Reply, req: HttpRequest): Promise<void> {
     const task = await this.control.cancelTask(pathId(req, 'CLOUDAI_BAD_TASK_ID', 'task id'))
     reply.json(200, { message: 'Task cancelled', task })
+  }
+}
+
+const UWS_METHODS = { get: 'get', post: 'post', del: 'delete' } as const
+
+/**
+ * The routes mounted and the operations the document lists must be the same: a route added
+ * without its operation (or the reverse) stops the API from starting, so every test catches it.
+ */
+function assertDocumented(routes: readonly Route[], has: { dashboard: boolean }): void {
+  const key = (method: string, pattern: string): string => `${method.toUpperCase()} ${pattern}`
+  const documented = new Set(OPERATIONS.map((op) => key(op.method, uwsPattern(op.path))))
+  const mounted = new Set(routes.map((r) => key(UWS_METHODS[r.method], r.pattern)))
+  const dashboardPaths = new Set(OPERATIONS.filter((op) => op.tags.includes('dashboard')).map((op) => key(op.method, op.path)))
+  const missing = [...mounted].filter((k) => !documented.has(k))
+  // /ws is LiveSockets' (mounted only with a live source), the dashboard's files only with them.
+  const gone = [...documented].filter((k) => !mounted.has(k) && k !== 'GET /ws' && !(dashboardPaths.has(k) && !has.dashboard))
+  if (missing.length > 0 || gone.length > 0) {
+    throw new Error(`the HTTP routes and the OpenAPI operations (src/master/api/schema/routes.ts) differ: not documented ${missing.join(', ') || 'none'}; documented, not mounted ${gone.join(', ') || 'none'}`)
   }
 }
 

@@ -5,6 +5,7 @@ import type { Logger } from '../../shared/log.js'
 import { validateWorkerId } from '../../shared/validation.js'
 import type { LiveEvents, LiveMessage, LiveSnapshot, LiveTopic } from '../live.js'
 import { Reply } from './respond.js'
+import { WS_MAX_TOPICS } from './schema/ws.js'
 import type { ApiToken } from './token.js'
 
 /** What the WebSocket needs of the master: the current state, then every change. */
@@ -56,7 +57,7 @@ interface SocketState {
 type Socket = WebSocket<SocketState>
 
 const DEFAULT_TOPICS: readonly LiveTopic[] = ['workers', 'tasks', 'metrics']
-const MAX_TOPICS = 1000
+const MAX_TOPICS = WS_MAX_TOPICS
 // Backed-up sockets are looked at this often, and telemetry is sent in one batch per check.
 const CHECK_MS = 250
 const rfc3339 = (ms: number): string => new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z')
