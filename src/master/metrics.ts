@@ -283,9 +283,14 @@ export class MasterMetrics {
       })
     }
     // prom-client names three gauges with a counter's `_total` suffix, which Prometheus' own
-    // linter (promtool check metrics) rejects: a `sum()` of the same gauges by type, which stay,
-    // gives each of them. (Each also listed every handle once more per scrape: 10,000 sockets.)
-    for (const name of ['cloudai_process_nodejs_active_handles_total', 'cloudai_process_nodejs_active_requests_total', 'cloudai_process_nodejs_active_resources_total']) {
+    // linter (promtool check metrics) rejects: a `sum()` of the by-type gauge gives the same.
+    // (Each also listed every handle once more per scrape: 10,000 sockets.) The handles and
+    // requests gauges go too: they walk process._getActiveHandles() / _getActiveRequests(), which
+    // can abort Node itself (`AsyncWrap::GetOwner`, `!obj.IsEmpty()`) when a scrape lands while
+    // sockets of a failed dial are torn down; the OpenAPI fuzz run hit it about one run in three.
+    // `cloudai_process_nodejs_active_resources{type}` (process.getActiveResourcesInfo(), names
+    // only, no objects) counts the same handles and requests, by type.
+    for (const name of ['cloudai_process_nodejs_active_handles_total', 'cloudai_process_nodejs_active_requests_total', 'cloudai_process_nodejs_active_resources_total', 'cloudai_process_nodejs_active_handles', 'cloudai_process_nodejs_active_requests']) {
       if (this.prom.getSingleMetric(name)) this.prom.removeSingleMetric(name)
     }
   }
