@@ -355,10 +355,15 @@ export const OPERATIONS: readonly Operation[] = [
     query: [
       { name: 'follow', schema: Type.Union(['1', 'true', '0', 'false'].map((v) => Type.Literal(v))), description: 'follow the output live until the task ends' },
       { name: 'tail', schema: wholeNumber(1, LOG_TAIL_MAX), description: `the last N lines (1 to ${LOG_TAIL_MAX})` },
-      { name: 'since', schema: wholeNumber(0), description: 'the lines after this sequence number' },
+      { name: 'after', schema: wholeNumber(0), description: 'the lines after this sequence number (an SSE id)' },
+      {
+        name: 'since',
+        schema: Type.String({ pattern: '^(\\d{1,12}(\\.\\d{1,6})?(ms|s|m|h|d)|\\d{4}-\\d{2}-\\d{2}[Tt ]\\d{2}:\\d{2}:\\d{2}(\\.\\d{1,9})?([Zz]|[+-]\\d{2}:\\d{2}))$' }),
+        description: 'only lines of this time or later: a duration back from now (90s, 10m, 2h, 1d; at most 366d) or an RFC 3339 time with its offset; lines the master serves from its stored tail carry the task\'s finish time',
+      },
     ],
     headers: [
-      { name: 'Last-Event-ID', schema: Type.String({ pattern: '^(\\d{1,15}|end)$' }), description: "an EventSource's resume point (wins over since); `end`: it had the end event (204)" },
+      { name: 'Last-Event-ID', schema: Type.String({ pattern: '^(\\d{1,15}|end)$' }), description: "an EventSource's resume point (wins over after); `end`: it had the end event (204)" },
       { name: 'Accept', schema: Type.String(), description: 'application/x-ndjson for NDJSON; anything else gets Server-Sent Events' },
     ],
     answers: {
