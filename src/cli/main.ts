@@ -72,7 +72,7 @@ const EXIT_FAILURE = 1
 const EXIT_USAGE = 2
 
 /** Refusals to start that the operator fixes in how the process is started, as a bad flag: exit 2. */
-const START_REFUSALS: ReadonlySet<string> = new Set(['CLOUDAI_DATA_DIR_LOCKED', 'CLOUDAI_DATA_DIR_READONLY'])
+const START_REFUSALS: ReadonlySet<string> = new Set(['CLOUDAI_DATA_DIR_LOCKED', 'CLOUDAI_DATA_DIR_READONLY', 'CLOUDAI_LEASE_HELD'])
 
 /** yargs' own complaints: unknown command or flag, missing argument. */
 class UsageError extends Error {}

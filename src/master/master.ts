@@ -36,6 +36,8 @@ import { formatLongDuration } from '../shared/duration.js'
 import { WorkerClients } from './worker-clients.js'
 import { TaskLogFeeds, type LogSink, type ReadRequest } from './task-log-feeds.js'
 import { ReconnectMonitor } from './reconnect/monitor.js'
+import { Leadership, leaseStoreOf } from './leadership.js'
+import { LeaderRole, leaseHeldError, type LeaderStatus, type MasterPhase } from './leader-role.js'
 import { SuspectProbes } from './suspects.js'
 import { Registry } from './registry.js'
 import { WorkerAuth } from './worker-auth.js'
@@ -51,7 +53,8 @@ export interface MasterDeps {
   dialer?: Dialer
 }
 
-type Phase = 'new' | 'starting' | 'running' | 'closing' | 'closed'
+/** `standby`: waiting for the lease (--standby); `deposed`: it lost the lease and stopped acting (leader-role.ts). */
+type Phase = MasterPhase
 
 /**
  * The composition root: builds the master's parts, starts them in the CloudAI order and stops
@@ -94,6 +97,10 @@ export class Master implements MasterControl {
   private closing: Promise<void> | null = null
   private startedAt = 0
   private advertised = ''
+  /** The store's lease (issue 19); null for a store masters cannot share. */
+  private readonly leadership: Leadership | null
+  /** What the API and gRPC answer while this master does not lead, and the stop when it is deposed. */
+  private readonly role: LeaderRole
 
   constructor(private readonly config: MasterConfig, deps: MasterDeps) {
     this.log = deps.log
@@ -110,6 +117,8 @@ export class Master implements MasterControl {
     const auth = clusterAuthOf(config)
     this.dialer = deps.dialer ?? (config.dialer === 'inline' ? new InlineDialer({ auth, masterKey: key }) : new PoolDialer({ threads: config.dialThreads, auth, masterKey: key }))
     this.dialer.counters = this.counters.buffer
+    const lease = leaseStoreOf(this.store)
+    this.leadership = lease === null ? null : new Leadership({ lease, masterId: config.masterId, renewMs: config.leaseRenewMs, timeoutMs: config.leaseTimeoutMs, log: this.log, address: () => this.addresses() })
     this.journal = new StoreJournal(this.store, this.registry, { log: this.log, limit: config.storeJournalLimit, heartbeatFlushMs: config.storeHeartbeatIntervalMs, onLateOpen: () => this.loadLate() })
     this.tasks = new TaskTable(this.journal, Date.now, { retentionMs: config.taskRetentionMs, maxFinished: config.maxFinishedTasks, outputTailBytes: config.taskOutputTailBytes })
     this.pruner = new TaskPruner({ tasks: this.tasks, retentionMs: config.taskRetentionMs, log: this.log })
@@ -164,6 +173,7 @@ export class Master implements MasterControl {
       log: this.log,
       auth,
       workerAuth: this.workerAuth,
+      notLeader: () => this.role.refusal(),
       // A heartbeat stream silent for the heartbeat timeout speaks for an inactive worker: ended.
       limits: { maxConnections: this.grpcBudget.max, idleTimeoutMs: config.grpcIdleTimeoutMs, streamSilenceMs: config.heartbeatTimeoutMs },
     })
@@ -180,7 +190,21 @@ export class Master implements MasterControl {
       allowHosts: config.apiAllowHosts,
       allowOrigins: config.apiAllowOrigins,
       dashboard: loadDashboard(),
+      notLeader: () => this.role.refusal(),
     })
+    this.role = new LeaderRole({
+      leadership: this.leadership,
+      phase: () => this.phase,
+      log: this.log,
+      onDeposed: (reason) => this.deposed(reason),
+    })
+    // A write the store refused as a deposed holder's: the lease is lost, whatever the timers say.
+    ;(this.journal as unknown as NodeJS.EventEmitter).on('fenced', () => this.leadership?.lose('the store refused a write of this master as stale: another master holds the lease'))
+  }
+
+  /** The epoch this master acts under (NO_EPOCH without a lease): what its calls to workers carry. */
+  get epoch(): number {
+    return this.role.epoch
   }
 
   get grpcPort(): number {
@@ -210,7 +234,8 @@ export class Master implements MasterControl {
       // code 2). The key was read or created in the constructor, whole or not at all (a second
       // master reads the first one's key, then is refused here; a read-only directory is refused
       // there with the same code).
-      if (this.config.store.kind === 'sqlite' || this.config.masterKeyFile === null) this.dirLock = DataDirLock.acquire(this.config.dataDir, 'master')
+      // A standby shares the leader's directory (its store, its key) under a lock of its own.
+      if (this.config.store.kind === 'sqlite' || this.config.masterKeyFile === null) this.dirLock = DataDirLock.acquire(this.config.dataDir, this.config.standby ? 'standby' : 'master')
       // First: a Node.js or platform the HTTP API's uWebSockets.js cannot run on stops the start
       // before the store opens or a port is bound. The HTTP API gets the same module later.
       loadUws()
@@ -226,48 +251,25 @@ export class Master implements MasterControl {
       const opened = await this.openStore()
 
       log.info({ step: 2, masterId: this.config.masterId }, `Master ${this.config.masterId} created`)
-
-      this.journal.start(opened)
-      if (opened) {
-        const { workers, tasks } = await this.loadFromStore()
-        const c = this.tasks.counts()
-        log.info({ step: 3, workers, tasks: c }, `Loaded ${workers} worker(s) (inactive until they connect) and ${tasks} task(s) (${c.queued} queued, ${c.assigned + c.running} on workers) from the store`)
+      if (this.config.standby) return await this.startStandby(opened)
+      // Before anything is loaded or written: the lease, or the refusal naming who holds it.
+      if (this.leadership && opened) {
+        const { acquired, lease } = await this.leadership.acquire()
+        if (!acquired) throw leaseHeldError(lease)
+      } else if (this.leadership) {
+        log.warn({ store: this.store.kind }, 'The store did not answer at start: this master runs without the lease (unfenced) until it is restarted with the store up')
       }
-
-      // Tasks loaded past their retention or their count go before the queue looks at anything.
-      this.pruner.start()
-      this.suspects.start()
-      this.queue.start()
-      // After the queue and after the load (a deadline passed while the master was down is acted on as each worker turns active).
-      this.drains.start()
-      const queued = this.tasks.counts().queued
-      log.info({ step: 4, queued }, `Queue processor started (${queued} task(s) queued)`)
-
-      this.liveness.start()
-      this.telemetry.start()
-      this.metricsView.start()
-      this.live.start()
-      const placement = this.telemetry.placement
-      log.info(
-        { telemetryThreads: placement, historyMs: this.config.telemetryHistoryMs, stepMs: this.config.telemetryStepMs },
-        placement === 'per-worker' ? 'Telemetry started: one thread per connected worker' : `Telemetry started on ${placement} thread(s)`,
-      )
-      // Logs "Worker reconnection monitor started" (or the warning that it is disabled).
-      this.monitor.start()
+      await this.startParts(opened)
 
       const grpcPort = await this.grpc.start()
       this.advertised = this.config.advertise ?? `${advertiseHost(this.config.grpcHost)}:${grpcPort}`
-      const { limits } = this.grpc
-      log.info(
-        { step: 6, grpcPort, advertise: this.advertised, maxConnections: limits.maxConnections, fdLimit: this.grpcBudget.fdLimit, fdReserve: this.grpcBudget.reserve, idleTimeoutMs: limits.idleTimeoutMs, prefaceTimeoutMs: limits.prefaceTimeoutMs, maxConcurrentStreams: limits.maxConcurrentStreams, streamSilenceMs: limits.streamSilenceMs, keepalive: limits.keepalive },
-        `gRPC server listening on ${this.config.grpcHost}:${grpcPort} (workers call back on ${this.advertised}); at most ${limits.maxConnections} connections`,
-      )
-      if (this.grpcBudget.warning) log.warn({ fdLimit: this.grpcBudget.fdLimit, maxConnections: limits.maxConnections }, `gRPC connections: ${this.grpcBudget.warning}`)
-      // With --worker-auth none: the warning now, and every minute while the master runs.
-      this.workerAuth.start()
+      this.logGrpcListening(grpcPort)
 
       const httpPort = await this.http.start()
       log.info({ step: 7, httpPort, allowedHosts: this.http.allowedHosts, allowedOrigins: this.config.apiAllowOrigins }, `HTTP API listening on http://${this.config.httpHost}:${httpPort}`)
+      // The addresses a standby names, now that the ports are bound.
+      if (this.leadership && opened) await this.role.publish()
+      if (this.role.deposed) return
 
       this.startedAt = Date.now()
       this.phase = 'running'
@@ -280,6 +282,109 @@ export class Master implements MasterControl {
       await this.close()
       throw err
     }
+  }
+
+  /**
+   * --standby: the servers answer as a standby (leader-role.ts), nothing is loaded, and the lease
+   * is polled every --lease-renew; once it is taken, takeOver() loads and leads.
+   */
+  private async startStandby(opened: boolean): Promise<void> {
+    const log = this.log
+    if (!this.leadership || !opened) throw new CloudaiError('CLOUDAI_STORE_FAILED', `a standby needs a store it can share that answers now (${this.store.kind} at ${this.store.location}${opened ? ' has no lease' : ' is not answering'})`)
+    this.phase = 'standby'
+    const grpcPort = await this.grpc.start()
+    this.advertised = this.config.advertise ?? `${advertiseHost(this.config.grpcHost)}:${grpcPort}`
+    this.logGrpcListening(grpcPort)
+    const httpPort = await this.http.start()
+    log.info({ step: 7, httpPort, allowedHosts: this.http.allowedHosts, allowedOrigins: this.config.apiAllowOrigins }, `HTTP API listening on http://${this.config.httpHost}:${httpPort}`)
+    this.leadership.on('acquired', (epoch) => {
+      this.takeOver(epoch).catch((err: unknown) => {
+        log.error({ err }, 'The takeover failed; shutting down');
+        // A master that holds the lease and cannot lead must let it go: the next standby leads.
+        this.close().catch(() => undefined)
+      })
+    })
+    this.leadership.waitForLease()
+    const holder = this.leadership.leader()
+    log.info({ role: 'standby', leaderApi: holder.api, leaderGrpc: holder.grpc, epoch: holder.epoch, leaseRenewMs: this.config.leaseRenewMs }, `Standby: waiting for the lease${holder.holder ? ` held by ${holder.holder} (${holder.api ?? 'address unknown'})` : ''}, polled every ${this.config.leaseRenewMs}ms`)
+  }
+
+  /** A standby that took the lease (fenced already): loads the store and starts acting. */
+  private async takeOver(epoch: number): Promise<void> {
+    if (this.phase !== 'standby') return
+    const log = this.log
+    const started = performance.now()
+    this.phase = 'taking-over'
+    await this.startParts(true)
+    await this.role.publish()
+    if (this.phase !== 'taking-over') return
+    this.startedAt = Date.now()
+    this.phase = 'running'
+    log.info({ role: 'leader', epoch, workers: this.registry.size, tookMs: Math.round(performance.now() - started) }, `Took over as leader (epoch ${epoch}): sending MasterRegister to ${this.registry.size} registered worker(s), most recently active first`)
+    this.monitor.runPass().catch((err: unknown) => log.error({ err }, 'The first reconnection pass after the takeover failed; the monitor runs the next one on its interval'))
+  }
+
+  /** The lease is lost (leader-role.ts has closed the gates already): every part that acts stops. */
+  private async deposed(reason: string): Promise<void> {
+    if (this.phase === 'closing' || this.phase === 'closed') return
+    this.phase = 'deposed'
+    this.log.warn({ reason }, 'Stopping the queue, the reconnection monitor, the probes and the heartbeat checks: this master no longer leads')
+    this.logFeeds.close()
+    this.drains.close()
+    this.pruner.close()
+    this.liveness.close()
+    await this.queue.close()
+    await this.monitor.close()
+    await this.suspects.close()
+  }
+
+  private logGrpcListening(grpcPort: number): void {
+    const { limits } = this.grpc
+    this.log.info(
+      { step: 6, grpcPort, advertise: this.advertised, maxConnections: limits.maxConnections, fdLimit: this.grpcBudget.fdLimit, fdReserve: this.grpcBudget.reserve, idleTimeoutMs: limits.idleTimeoutMs, prefaceTimeoutMs: limits.prefaceTimeoutMs, maxConcurrentStreams: limits.maxConcurrentStreams, streamSilenceMs: limits.streamSilenceMs, keepalive: limits.keepalive },
+      `gRPC server listening on ${this.config.grpcHost}:${grpcPort} (workers call back on ${this.advertised}); at most ${limits.maxConnections} connections`,
+    )
+    if (this.grpcBudget.warning) this.log.warn({ fdLimit: this.grpcBudget.fdLimit, maxConnections: limits.maxConnections }, `gRPC connections: ${this.grpcBudget.warning}`)
+  }
+
+  /** Where this master answers, as a client reaches it: what the lease names for standbys. */
+  private addresses(): { api: string | null; grpc: string | null } {
+    const http = this.http?.port ?? 0
+    return { api: http > 0 ? `http://${advertiseHost(this.config.httpHost)}:${http}` : null, grpc: this.advertised || null }
+  }
+
+  /** Everything that acts, from the load to the reconnection monitor: at start, or at a takeover. */
+  private async startParts(opened: boolean): Promise<void> {
+    const log = this.log
+    this.journal.start(opened)
+    if (opened) {
+      const { workers, tasks } = await this.loadFromStore()
+      const c = this.tasks.counts()
+      log.info({ step: 3, workers, tasks: c }, `Loaded ${workers} worker(s) (inactive until they connect) and ${tasks} task(s) (${c.queued} queued, ${c.assigned + c.running} on workers) from the store`)
+    }
+
+    // Tasks loaded past their retention or their count go before the queue looks at anything.
+    this.pruner.start()
+    this.suspects.start()
+    this.queue.start()
+    // After the queue and after the load (a deadline passed while the master was down is acted on as each worker turns active).
+    this.drains.start()
+    const queued = this.tasks.counts().queued
+    log.info({ step: 4, queued }, `Queue processor started (${queued} task(s) queued)`)
+
+    this.liveness.start()
+    this.telemetry.start()
+    this.metricsView.start()
+    this.live.start()
+    const placement = this.telemetry.placement
+    log.info(
+      { telemetryThreads: placement, historyMs: this.config.telemetryHistoryMs, stepMs: this.config.telemetryStepMs },
+      placement === 'per-worker' ? 'Telemetry started: one thread per connected worker' : `Telemetry started on ${placement} thread(s)`,
+    )
+    // Logs "Worker reconnection monitor started" (or the warning that it is disabled).
+    this.monitor.start()
+    // With --worker-auth none: the warning now, and every minute while the master runs.
+    this.workerAuth.start()
   }
 
   close(): Promise<void> {
@@ -316,6 +421,9 @@ export class Master implements MasterControl {
       }
       return { ...w, credential }
     })
+    // Most recently active first: the first reconnection pass (a takeover's MasterRegister to
+    // every worker) dials in the registry's order among workers never dialled.
+    records.sort((x, y) => (y.lastHeartbeat ?? 0) - (x.lastHeartbeat ?? 0))
     const added = this.registry.load(records)
     // The store may still say "active" for workers of a master that died: write them inactive.
     for (const id of added) this.journal.recordWorker(id)
@@ -366,6 +474,8 @@ export class Master implements MasterControl {
   private async stopParts(): Promise<void> {
     const log = this.log
     this.phase = 'closing'
+    // A deposition's stop under way finishes first; a standby stops polling for the lease.
+    await this.role.closing()
     // Before the queue closes the worker clients they stream on.
     this.logFeeds.close()
     log.info('Shutting down: stopping the queue processor')
@@ -392,6 +502,8 @@ export class Master implements MasterControl {
     if (!final.healthy || final.backlog > 0) {
       log.error({ backlog: final.backlog, err: final.lastError }, `Store could not take the last ${final.backlog} journalled change(s) before shutdown: they are lost`)
     }
+    // After the last write (a SIGTERM's): the lease lapses now, so that a standby leads at once.
+    await this.role.release()
     await this.store.close()
     this.phase = 'closed'
     log.info('Master stopped')
@@ -578,8 +690,11 @@ export class Master implements MasterControl {
     return toWorkerMetricsView(w, this.telemetry.summary(w.id), this.telemetry.history(w.id, query.since ?? 0), this.telemetry.stepMs, now)
   }
 
-  health(): HealthReport {
-    return checkHealth({
+  health(): HealthReport & LeaderStatus {
+    const role = this.role.status()
+    // A standby (or a deposed master) is healthy as a standby: its checks are the leader's to pass.
+    const acting = this.phase === 'running' && role.role === 'leader'
+    const report = checkHealth({
       now: Date.now(),
       startedAt: this.startedAt || Date.now(),
       monitor: this.monitor.status,
@@ -590,6 +705,7 @@ export class Master implements MasterControl {
       store: this.storeHealth(),
       warnings: this.workerAuth.warning === null ? [] : [{ check: 'worker-auth', message: this.workerAuth.warning }],
     })
+    return acting ? { ...report, ...role } : { ...report, status: 'healthy', reasons: [], ...role }
   }
 
   private storeHealth(): StoreHealth {
@@ -607,7 +723,7 @@ export class Master implements MasterControl {
     return { contentType: this.metricsView.contentType, body: await this.metricsView.text() }
   }
 
-  status(): ClusterStatus {
+  status(): ClusterStatus & LeaderStatus {
     const counts = this.registry.counts()
     const store = this.journal.status()
     return {
@@ -621,6 +737,7 @@ export class Master implements MasterControl {
       worker_auth: this.config.workerAuth,
       started_at: new Date(this.startedAt || Date.now()).toISOString(),
       uptime_s: this.startedAt ? Math.round((Date.now() - this.startedAt) / 1000) : 0,
+      ...this.role.status(),
     }
   }
 }
