@@ -1,5 +1,4 @@
 import { EventEmitter } from 'node:events'
-import { randomBytes } from 'node:crypto'
 import type { Logger } from '../shared/log.js'
 import { CloudaiError } from '../shared/errors.js'
 import { NO_EPOCH } from '../shared/leadership.js'
@@ -31,7 +30,11 @@ const DRIFT_ALLOWANCE = 0.01
 
 export interface LeadershipOptions {
   lease: LeaseStore
-  /** --master-id; the lease names `<master id>#<instance>` (see holderId). */
+  /**
+   * --master-id: the lease's holder. A master restarted with the same id (after a crash) takes its
+   * own lease back at once (the store keeps the epoch); two live masters must not share one, which
+   * the data directory's lock rules out on SQLite and a standby checks before it takes the lease.
+   */
   masterId: string
   renewMs: number
   timeoutMs: number
@@ -58,7 +61,6 @@ export interface LeadershipEvents {
  * timer would let them act for one more turn.
  */
 export class Leadership extends EventEmitter<LeadershipEvents> {
-  /** `<masterId>#<random>`: two processes never share a holder, even with the same --master-id. */
   readonly holder: string
   private readonly now: () => number
   private state: 'standby' | 'leader' | 'closed' = 'standby'
@@ -72,11 +74,12 @@ export class Leadership extends EventEmitter<LeadershipEvents> {
   private inflight: Promise<unknown> | null = null
   /** The lease as last read or written: whom a standby names. */
   private known: Lease | null = null
+  private sameIdWarned = false
 
   constructor(private readonly opts: LeadershipOptions) {
     super()
     this.now = opts.now ?? (() => performance.now())
-    this.holder = `${opts.masterId}#${randomBytes(4).toString('hex')}`
+    this.holder = opts.masterId
   }
 
   /** True while this master holds the lease and its timeout has not passed; loses it when it has. */
@@ -147,7 +150,7 @@ export class Leadership extends EventEmitter<LeadershipEvents> {
     const attempt = (): void => {
       this.pollTimer = null
       if (this.state !== 'standby') return
-      this.acquire().then(
+      this.acquireAsStandby().then(
         (r) => {
           if (r.acquired && this.state === 'leader') {
             this.polling = false
@@ -163,6 +166,21 @@ export class Leadership extends EventEmitter<LeadershipEvents> {
       )
     }
     attempt()
+  }
+
+  /**
+   * A standby takes the lease only from another holder: a live lease in its own name is another
+   * process started with the same --master-id, which a second acquire would make a second leader.
+   */
+  private async acquireAsStandby(): Promise<{ acquired: boolean; lease: Lease | null }> {
+    const current = await this.opts.lease.readLease()
+    this.known = current
+    if (current && current.holder === this.holder && current.expiresAt > Date.now()) {
+      if (!this.sameIdWarned) this.opts.log.error({ holder: current.holder }, `The lease is held by a master with this standby's --master-id (${current.holder}): give each master its own --master-id; this standby does not take over while it runs`)
+      this.sameIdWarned = true
+      return { acquired: false, lease: current }
+    }
+    return this.acquire()
   }
 
   /** After a loss: reads the lease every `renewMs` (never taking it) so that refusals name the new leader. */
