@@ -59,6 +59,8 @@ export class LeaderRole {
    * and the one check that holds after a pause.
    */
   refusal(): CloudaiError | null {
+    // Deposed stays deposed, through the close that follows (standby-cycle.ts).
+    if (this.wasDeposed) return this.notLeader('deposed')
     const phase = this.opts.phase()
     if (phase === 'standby' || phase === 'taking-over' || phase === 'deposed') return this.notLeader(phase)
     if (this.leadership && phase === 'running' && !this.leadership.leading) return this.notLeader('deposed')

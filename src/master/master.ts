@@ -328,7 +328,7 @@ export class Master implements MasterControl {
   private async deposed(reason: string): Promise<void> {
     if (this.phase === 'closing' || this.phase === 'closed') return
     this.phase = 'deposed'
-    this.log.warn({ reason }, 'Stopping the queue, the reconnection monitor, the probes and the heartbeat checks: this master no longer leads')
+    this.log.warn({ reason }, 'Stopping the queue, the reconnection monitor, the probes and the heartbeat checks: this master no longer leads. It answers as a standby naming the new leader, and does not take over again: restart it with --standby for that')
     this.logFeeds.close()
     this.drains.close()
     this.pruner.close()
