@@ -21,6 +21,7 @@ import { CloudaiError } from '../shared/errors.js'
 import type { RunningTaskInfo, TaskRecord, WorkerRecord } from '../shared/types.js'
 import { readStoredCredential, type StoredCredential } from '../shared/worker-credential.js'
 import { readWorkerScheduling, withScheduling, type WorkerScheduling } from '../shared/worker-scheduling.js'
+import type { Lease, LeaseRequest } from './lease.js'
 import { redactMongoUri } from './mongo-uri.js'
 import { FINAL_TASK_STATUSES, taskVersion, type Store, type WorkerChanges } from './store.js'
 
@@ -299,6 +300,27 @@ export class MongoStore implements Store {
     } catch (err) {
       throw storeError(err, `cannot delete the finished tasks past the newest ${keep} from MongoDB`)
     }
+  }
+
+  // Placeholder until the MongoDB lease lands (next commit): refused, never silently unfenced.
+  async acquireLease(_req: LeaseRequest): Promise<{ acquired: boolean; lease: Lease }> {
+    throw new CloudaiError('CLOUDAI_STORE_FAILED', 'the MongoDB store has no lease yet')
+  }
+
+  async renewLease(_req: { holder: string; epoch: number; ttlMs: number }): Promise<boolean> {
+    throw new CloudaiError('CLOUDAI_STORE_FAILED', 'the MongoDB store has no lease yet')
+  }
+
+  async releaseLease(_req: { holder: string; epoch: number }): Promise<void> {
+    throw new CloudaiError('CLOUDAI_STORE_FAILED', 'the MongoDB store has no lease yet')
+  }
+
+  async readLease(): Promise<Lease | null> {
+    throw new CloudaiError('CLOUDAI_STORE_FAILED', 'the MongoDB store has no lease yet')
+  }
+
+  fence(epoch: number | null): void {
+    if (epoch !== null) throw new CloudaiError('CLOUDAI_STORE_FAILED', 'the MongoDB store has no lease yet')
   }
 
   private requireDb(): Db {

@@ -1,4 +1,5 @@
 import type { TaskRecord, TaskStatus, WorkerRecord } from '../shared/types.js'
+import type { LeaseStore } from './lease.js'
 
 /**
  * What the master persists. Kept small on purpose: the in-memory registry is authoritative at run
@@ -7,8 +8,13 @@ import type { TaskRecord, TaskStatus, WorkerRecord } from '../shared/types.js'
  *
  * Every store is used through the journal (journal.ts), which orders, batches and retries the
  * writes; a store only has to apply one batch and throw when it could not.
+ *
+ * Every store also holds the leader's lease (lease.ts), so that masters sharing it agree on one
+ * leader, and fences the writes of a deposed one: once fence(epoch) is set, each write below
+ * (workers, tasks, deletions) is applied only if the stored epoch is still that one, checked in
+ * the write's own transaction, and otherwise throws CLOUDAI_STALE_EPOCH having changed nothing.
  */
-export interface Store {
+export interface Store extends LeaseStore {
   /** Short name for logs and /api/status ("sqlite", "memory", "mongodb"). */
   readonly kind: string
   /** Where it keeps its data, for the start-up log line (no credentials in it). */

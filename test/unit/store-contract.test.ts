@@ -3,7 +3,9 @@ import { join } from 'node:path'
 import { test, type TestContext } from 'node:test'
 import { MongoClient } from 'mongodb'
 import { MONGO_STORE_DEFAULTS } from '../../src/config.js'
+import { isCloudaiError } from '../../src/shared/errors.js'
 import type { TaskRecord, TaskStatus, WorkerRecord } from '../../src/shared/types.js'
+import type { Lease, LeaseRequest } from '../../src/store/lease.js'
 import { MemoryStore } from '../../src/store/memory.js'
 import { MongoStore, TASKS_COLLECTION, WORKERS_COLLECTION } from '../../src/store/mongodb.js'
 import { SqliteStore } from '../../src/store/sqlite/store.js'
@@ -19,6 +21,28 @@ interface Subject {
   fresh(t: TestContext): Promise<Store>
   /** Another instance on the same data, for stores that persist (null for the in-memory one). */
   again: ((store: Store) => Store) | null
+  /**
+   * A second store on the same data, opened, with a fence of its own (closed after the test): what
+   * a second master sharing the store has. SQLite: another connection on its own thread.
+   */
+  peer(t: TestContext, store: Store): Promise<Store>
+}
+
+const ask = (holder: string, ttlMs = 60_000): LeaseRequest => ({ holder, ttlMs, api: `http://${holder}.example:8080`, grpc: `${holder}.example:50051` })
+
+/** Tries to take the lease until it is taken: a lapse is an event on the store's clock, not a sleep of ours. */
+async function acquireOnceLapsed(store: Store, req: LeaseRequest): Promise<{ acquired: boolean; lease: Lease }> {
+  const deadline = Date.now() + 15_000
+  for (;;) {
+    const got = await store.acquireLease(req)
+    if (got.acquired || Date.now() > deadline) return got
+    await new Promise((r) => setTimeout(r, 20))
+  }
+}
+
+/** Asserts that `p` rejects with CLOUDAI_STALE_EPOCH. */
+async function refusedStale(p: Promise<unknown>, what: string): Promise<void> {
+  await assert.rejects(p, (err: unknown) => isCloudaiError(err) && err.code === 'CLOUDAI_STALE_EPOCH', `${what} of a deposed holder is refused with CLOUDAI_STALE_EPOCH`)
 }
 
 const worker = (id: string, over: Partial<WorkerRecord> = {}): WorkerRecord => ({
@@ -358,6 +382,164 @@ function contract(subject: Subject): [string, (t: TestContext) => Promise<void>]
         assert.ok(!left.some((x) => x.id === 'task-older'), 'the oldest is removed')
       },
     ],
+    [
+      'lease: a free lease is taken at epoch 1, for ttl from now, with the holder\'s addresses, and reads back as taken',
+      async (t) => {
+        const store = await subject.fresh(t)
+        assert.equal(await store.readLease(), null, 'no lease before the first acquire')
+        const before = Date.now()
+        const got = await store.acquireLease(ask('master-a', 30_000))
+        assert.equal(got.acquired, true)
+        assert.equal(got.lease.holder, 'master-a')
+        assert.equal(got.lease.epoch, 1)
+        assert.equal(got.lease.api, 'http://master-a.example:8080')
+        assert.equal(got.lease.grpc, 'master-a.example:50051')
+        // The store's clock, not ours: equal on one host; MongoDB's may be a little off.
+        assert.ok(Math.abs(got.lease.expiresAt - (before + 30_000)) < 10_000, `expires ${got.lease.expiresAt - before} ms from now`)
+        assert.deepEqual(await store.readLease(), got.lease)
+      },
+    ],
+    [
+      'lease: an acquire of a lease a live other master holds is refused, names the holder, and changes nothing',
+      async (t) => {
+        const store = await subject.fresh(t)
+        const held = await store.acquireLease(ask('master-a'))
+        const other = await subject.peer(t, store)
+        const refused = await other.acquireLease(ask('master-b'))
+        assert.equal(refused.acquired, false)
+        assert.deepEqual(refused.lease, held.lease, 'the answer names the holder, its epoch and its addresses')
+        assert.deepEqual(await store.readLease(), held.lease)
+      },
+    ],
+    [
+      'lease: once a lease has lapsed another master takes it at epoch + 1; its holder re-acquiring keeps its epoch',
+      async (t) => {
+        const store = await subject.fresh(t)
+        const other = await subject.peer(t, store)
+        assert.equal((await store.acquireLease(ask('master-a', 300))).lease.epoch, 1)
+        const again = await store.acquireLease(ask('master-a', 300))
+        assert.deepEqual([again.acquired, again.lease.epoch], [true, 1], 're-acquiring by the holder keeps the epoch')
+        const taken = await acquireOnceLapsed(other, ask('master-b', 300))
+        assert.equal(taken.acquired, true, 'taken once lapsed')
+        assert.deepEqual([taken.lease.holder, taken.lease.epoch, taken.lease.api], ['master-b', 2, 'http://master-b.example:8080'])
+        const back = await acquireOnceLapsed(store, ask('master-a', 60_000))
+        assert.deepEqual([back.acquired, back.lease.holder, back.lease.epoch], [true, 'master-a', 3], 'every change of holder is one more')
+        assert.deepEqual([(await store.acquireLease(ask('master-a'))).lease.epoch], [3])
+      },
+    ],
+    [
+      'lease: a renewal by the holder extends it at the same epoch; one by a deposed holder or at another epoch is refused and changes nothing',
+      async (t) => {
+        const store = await subject.fresh(t)
+        const other = await subject.peer(t, store)
+        const first = await store.acquireLease(ask('master-a', 300))
+        assert.equal(await store.renewLease({ holder: 'master-a', epoch: 1, ttlMs: 60_000 }), true)
+        const renewed = await store.readLease()
+        assert.equal(renewed?.epoch, 1)
+        assert.ok(renewed!.expiresAt > first.lease.expiresAt + 30_000, 'extended by the new ttl from now')
+        assert.equal(await store.renewLease({ holder: 'master-a', epoch: 2, ttlMs: 60_000 }), false, 'at an epoch it does not hold')
+        assert.equal(await other.renewLease({ holder: 'master-b', epoch: 1, ttlMs: 60_000 }), false, 'by a master that does not hold it')
+        assert.deepEqual(await store.readLease(), renewed)
+        // Deposed: master-b takes it once it lapses; master-a's renewal then changes nothing.
+        assert.equal(await store.renewLease({ holder: 'master-a', epoch: 1, ttlMs: 200 }), true)
+        const taken = await acquireOnceLapsed(other, ask('master-b'))
+        assert.equal(taken.lease.epoch, 2)
+        assert.equal(await store.renewLease({ holder: 'master-a', epoch: 1, ttlMs: 60_000 }), false, 'a deposed holder cannot renew')
+        assert.deepEqual(await store.readLease(), taken.lease)
+      },
+    ],
+    [
+      'lease: a released lease is taken by another master at once, at epoch + 1; a release by anyone else changes nothing',
+      async (t) => {
+        const store = await subject.fresh(t)
+        const other = await subject.peer(t, store)
+        const held = await store.acquireLease(ask('master-a'))
+        await other.releaseLease({ holder: 'master-b', epoch: 1 })
+        await store.releaseLease({ holder: 'master-a', epoch: 2 })
+        assert.deepEqual(await store.readLease(), held.lease, 'released only by its holder at its epoch')
+        assert.equal((await other.acquireLease(ask('master-b'))).acquired, false)
+        await store.releaseLease({ holder: 'master-a', epoch: 1 })
+        const taken = await other.acquireLease(ask('master-b'))
+        assert.deepEqual([taken.acquired, taken.lease.holder, taken.lease.epoch], [true, 'master-b', 2])
+      },
+    ],
+    [
+      'lease: bad requests are refused with CLOUDAI_BAD_FIELD (no holder, a ttl that is not a positive whole number, an epoch below 1)',
+      async (t) => {
+        const store = await subject.fresh(t)
+        const bad = (err: unknown): boolean => isCloudaiError(err) && err.code === 'CLOUDAI_BAD_FIELD'
+        await assert.rejects(store.acquireLease({ ...ask('x'), holder: '' }), bad)
+        await assert.rejects(store.acquireLease(ask('x', 0)), bad)
+        await assert.rejects(store.acquireLease(ask('x', 1.5)), bad)
+        await assert.rejects(store.renewLease({ holder: 'x', epoch: 0, ttlMs: 1000 }), bad)
+        assert.throws(() => store.fence(0), bad)
+        assert.equal(await store.readLease(), null)
+      },
+    ],
+    [
+      'fencing: the writes of a deposed holder are refused with CLOUDAI_STALE_EPOCH and change nothing; the new holder\'s go through',
+      async (t) => {
+        const store = await subject.fresh(t)
+        const other = await subject.peer(t, store)
+        const a = await store.acquireLease(ask('master-a'))
+        store.fence(a.lease.epoch)
+        // Fenced at its own epoch, the leader writes as before.
+        await store.writeWorkers({ upserts: [worker('w1'), worker('w22')], deletes: [] })
+        await store.writeTasks([task('task-1', 1), task('task-done', 4, 'completed', { updatedAt: 1 }), task('task-old', 4, 'failed', { updatedAt: 2 })])
+        const workersBefore = byId(await store.loadWorkers())
+        const tasksBefore = byId(await store.loadTasks())
+        // master-a is deposed: it released (or lapsed) and master-b took the lease.
+        await store.releaseLease({ holder: 'master-a', epoch: a.lease.epoch })
+        const b = await other.acquireLease(ask('master-b'))
+        assert.equal(b.lease.epoch, a.lease.epoch + 1)
+        await refusedStale(store.writeWorkers({ upserts: [worker('w1', { reconnects: 9 }), worker('w-new')], deletes: ['w22'] }), 'writeWorkers')
+        await refusedStale(store.writeWorkers({ upserts: [worker('w1', { lastHeartbeat: 5 })], deletes: [], heartbeatsOnly: true }), 'a heartbeat write')
+        await refusedStale(store.writeTasks([task('task-1', 2, 'assigned'), task('task-new', 1)]), 'writeTasks')
+        await refusedStale(store.deleteTasks(['task-1']), 'deleteTasks')
+        await refusedStale(store.deleteFinishedBefore(Number.MAX_SAFE_INTEGER), 'deleteFinishedBefore')
+        await refusedStale(store.deleteFinishedBeyond(0), 'deleteFinishedBeyond')
+        assert.deepEqual(byId(await other.loadWorkers()), workersBefore, 'no worker write of the deposed holder landed')
+        assert.deepEqual(byId(await other.loadTasks()), tasksBefore, 'no task write of the deposed holder landed')
+        // The new leader, fenced at its epoch, writes.
+        other.fence(b.lease.epoch)
+        await other.writeTasks([task('task-1', 2, 'assigned')])
+        await other.writeWorkers({ upserts: [], deletes: ['w22'] })
+        assert.equal(await other.deleteFinishedBeyond(1), 1)
+        assert.deepEqual((await store.loadTasks()).find((x) => x.id === 'task-1'), task('task-1', 2, 'assigned'))
+        assert.deepEqual(await store.loadWorkers(), [worker('w1')])
+      },
+    ],
+    [
+      'fencing: a fenced store with no lease stored refuses writes; fence(null) lifts the fence',
+      async (t) => {
+        const store = await subject.fresh(t)
+        store.fence(1)
+        await refusedStale(store.writeTasks([task('task-1', 1)]), 'a write with no lease stored')
+        assert.deepEqual(await store.loadTasks(), [])
+        store.fence(null)
+        await store.writeTasks([task('task-1', 1)])
+        assert.deepEqual(await store.loadTasks(), [task('task-1', 1)])
+      },
+    ],
+    [
+      'lease: concurrent acquires by two masters give exactly one winner, each time the lease is free',
+      async (t) => {
+        const store = await subject.fresh(t)
+        const other = await subject.peer(t, store)
+        let epoch = 0
+        let holder = ''
+        for (let round = 0; round < 8; round++) {
+          const [x, y] = await Promise.all([store.acquireLease(ask('master-a')), other.acquireLease(ask('master-b'))])
+          assert.equal([x, y].filter((r) => r.acquired).length, 1, `round ${round}: exactly one winner (${JSON.stringify([x, y])})`)
+          const won = x.acquired ? x : y
+          assert.deepEqual(x.lease, won.lease, 'both answers name the winner')
+          assert.deepEqual(y.lease, won.lease, 'both answers name the winner')
+          assert.equal(won.lease.epoch, won.lease.holder === holder ? epoch : epoch + 1)
+          ;({ epoch, holder } = won.lease)
+          await (x.acquired ? store : other).releaseLease({ holder, epoch })
+        }
+      },
+    ],
   ]
   return cases
 }
@@ -375,6 +557,9 @@ test('memory store', async (t) => {
       return store
     },
     again: null,
+    async peer(_t, store) {
+      return (store as MemoryStore).share()
+    },
   })
 })
 
@@ -390,6 +575,12 @@ test('SQLite store', async (t) => {
       return store
     },
     again: (store) => new SqliteStore(dirs.get(store)!),
+    async peer(t, store) {
+      const other = new SqliteStore(dirs.get(store)!)
+      await other.open()
+      t.after(() => other.close())
+      return other
+    },
   })
 })
 
@@ -416,6 +607,12 @@ test('MongoDB store', { skip: MONGODB_URI === undefined || MONGODB_URI === '' ? 
       return store
     },
     again: () => new MongoStore(config),
+    async peer(t) {
+      const other = new MongoStore(config)
+      await other.open()
+      t.after(() => other.close())
+      return other
+    },
   })
 
   await t.test('the collections are CloudAI\'s, with the indexes the master needs, and CloudAI\'s fields keep its types', async (t) => {

@@ -7,9 +7,25 @@ import type { RunningTaskInfo, TaskRecord, WorkerRecord } from '../../shared/typ
 import type { StoredCredential } from '../../shared/worker-credential.js'
 import { readStoredCredential } from '../../shared/worker-credential.js'
 import { readWorkerScheduling, withScheduling, type WorkerScheduling } from '../../shared/worker-scheduling.js'
+import { acquireOutcome, checkLeaseRequest, holdsLease, staleEpochError, type Lease, type LeaseRequest } from '../lease.js'
 import { FINAL_TASK_STATUSES, taskVersion, type Store, type WorkerChanges } from '../store.js'
 
-const SCHEMA_VERSION = 6
+const SCHEMA_VERSION = 7
+
+/**
+ * How long a lease call waits for the write lock (busy_timeout), instead of the connection's short
+ * one: the lock may be the other master's for one of its batches, and a renewal that gives up
+ * after 50 ms would count as a lost renewal, where waiting a little is the right answer.
+ */
+const LEASE_BUSY_MS = 1000
+
+interface LeaseRow {
+  holder: string
+  epoch: number
+  expires_at: number
+  api: string | null
+  grpc: string | null
+}
 
 interface WorkerRow {
   worker_id: string
@@ -43,6 +59,13 @@ interface WorkerRow {
  * through SqliteStore (store.ts). busy_timeout is kept short so a database locked by another
  * process shows up as a failed write (retried later) rather than a thread stuck on the lock.
  * It is a Store by itself too, for tests that look at the connection.
+ *
+ * Two masters on one host may share the data directory (a standby, issue 19): each has its own
+ * connection, WAL lets readers go on beside the one writer, and every write is an IMMEDIATE
+ * transaction, so it takes the write lock before it reads anything (a deferred one that read first
+ * could not upgrade past the other's commit and would fail without waiting). The lease's times are
+ * this host's clock, read inside the transaction; SQLite over a network file system is not safe,
+ * so a SQLite store is never shared across hosts.
  */
 export class SqliteConnection implements Store {
   readonly kind = 'sqlite'
@@ -57,9 +80,12 @@ export class SqliteConnection implements Store {
   private reopen = false
   private upsertStmt: Database.Statement | null = null
   private deleteStmt: Database.Statement | null = null
-  private writeTx: ((changes: WorkerChanges) => void) | null = null
-  private taskTx: ((tasks: TaskRecord[]) => void) | null = null
-  private deleteTaskTx: ((ids: readonly string[]) => void) | null = null
+  private writeTx: Database.Transaction<(changes: WorkerChanges) => void> | null = null
+  private taskTx: Database.Transaction<(tasks: TaskRecord[]) => void> | null = null
+  private deleteTaskTx: Database.Transaction<(ids: readonly string[]) => void> | null = null
+  private leaseStmt: Database.Statement | null = null
+  /** The epoch every write is conditional on (fence()); kept across a reopen of the connection. */
+  private fenceEpoch: number | null = null
 
   constructor(dataDir: string, private readonly busyTimeoutMs = 50) {
     this.location = join(resolve(dataDir), 'cloudai.db')
@@ -74,10 +100,13 @@ export class SqliteConnection implements Store {
       // SQLite would open a read-only directory read-only without a word, and fail every write.
       assertWritableDir(dir, 'master')
       db = new Database(this.location)
+      // The busy timeout first: another master's connection may hold the lock while this one
+      // turns WAL on or migrates (a standby opening beside its leader).
+      db.pragma(`busy_timeout = ${Math.max(LEASE_BUSY_MS, Math.floor(this.busyTimeoutMs))}`)
       db.pragma('journal_mode = WAL')
       db.pragma('synchronous = FULL')
-      db.pragma(`busy_timeout = ${Math.max(0, Math.floor(this.busyTimeoutMs))}`)
       migrate(db)
+      db.pragma(`busy_timeout = ${Math.max(0, Math.floor(this.busyTimeoutMs))}`)
       assertWritable(db, this.location)
       this.db = db
     } catch (err) {
@@ -106,7 +135,9 @@ export class SqliteConnection implements Store {
     this.deleteStmt = db.prepare('DELETE FROM workers WHERE worker_id = ?')
     const upsert = this.upsertStmt
     const del = this.deleteStmt
+    this.leaseStmt = db.prepare('SELECT holder, epoch, expires_at, api, grpc FROM lease WHERE id = 1')
     this.writeTx = db.transaction((changes: WorkerChanges) => {
+      this.checkFence()
       for (const w of changes.upserts) upsert.run(toRow(w))
       for (const id of changes.deletes) del.run(id)
     })
@@ -120,12 +151,14 @@ export class SqliteConnection implements Store {
         updated_at = excluded.updated_at, version = excluded.version, doc = excluded.doc
       WHERE excluded.version > tasks.version`)
     this.taskTx = db.transaction((tasks: TaskRecord[]) => {
+      this.checkFence()
       for (const t of tasks) {
         upsertTask.run({ id: t.id, status: t.status, workerId: t.workerId, submittedAt: t.submittedAt, updatedAt: t.updatedAt, version: taskVersion(t), doc: JSON.stringify(t) })
       }
     })
     const deleteTask = db.prepare('DELETE FROM tasks WHERE task_id = ?')
     this.deleteTaskTx = db.transaction((ids: readonly string[]) => {
+      this.checkFence()
       for (const id of ids) deleteTask.run(id)
     })
   }
@@ -143,6 +176,7 @@ export class SqliteConnection implements Store {
     this.deleteTaskTx = null
     this.upsertStmt = null
     this.deleteStmt = null
+    this.leaseStmt = null
     db?.close()
   }
 
@@ -167,7 +201,7 @@ export class SqliteConnection implements Store {
   private applyWorkers(db: Database.Database, changes: WorkerChanges): void {
     if (!this.writeTx) throw new CloudaiError('CLOUDAI_STORE_FAILED', 'the SQLite store is not open')
     if (!changes.heartbeatsOnly) {
-      this.writeTx(changes)
+      this.writeTx.immediate(changes)
       return
     }
     // Committed without an fsync: the fleet's heartbeat batch comes every --store-heartbeat-interval, and better-sqlite3
@@ -176,7 +210,7 @@ export class SqliteConnection implements Store {
     // these frames in it, so order holds; a power cut may lose the last heartbeat times.
     db.pragma('synchronous = NORMAL')
     try {
-      this.writeTx(changes)
+      this.writeTx.immediate(changes)
     } finally {
       db.pragma('synchronous = FULL')
     }
@@ -191,7 +225,7 @@ export class SqliteConnection implements Store {
     if (tasks.length === 0) return
     await this.using(() => {
       if (!this.taskTx) throw new CloudaiError('CLOUDAI_STORE_FAILED', 'the SQLite store is not open')
-      this.taskTx(tasks)
+      this.taskTx.immediate(tasks)
     })
   }
 
@@ -199,14 +233,14 @@ export class SqliteConnection implements Store {
     if (ids.length === 0) return
     await this.using(() => {
       if (!this.deleteTaskTx) throw new CloudaiError('CLOUDAI_STORE_FAILED', 'the SQLite store is not open')
-      this.deleteTaskTx(ids)
+      this.deleteTaskTx.immediate(ids)
     })
   }
 
   async deleteFinishedBefore(before: number): Promise<number> {
     // Served by the tasks_finished index (status, updated_at).
     const marks = FINAL_TASK_STATUSES.map(() => '?').join(', ')
-    return this.using((db) => db.prepare(`DELETE FROM tasks WHERE status IN (${marks}) AND updated_at < ?`).run(...FINAL_TASK_STATUSES, before).changes)
+    return this.using((db) => this.fenced(db, () => db.prepare(`DELETE FROM tasks WHERE status IN (${marks}) AND updated_at < ?`).run(...FINAL_TASK_STATUSES, before).changes))
   }
 
   async deleteFinishedBeyond(keep: number): Promise<number> {
@@ -215,7 +249,82 @@ export class SqliteConnection implements Store {
     // the table. LIMIT -1 OFFSET n: every row after the first n.
     const marks = FINAL_TASK_STATUSES.map(() => '?').join(', ')
     const sql = `DELETE FROM tasks WHERE rowid IN (SELECT rowid FROM tasks INDEXED BY tasks_finished WHERE status IN (${marks}) ORDER BY updated_at DESC, rowid DESC LIMIT -1 OFFSET ?)`
-    return this.using((db) => db.prepare(sql).run(...FINAL_TASK_STATUSES, Math.max(0, Math.floor(keep))).changes)
+    return this.using((db) => this.fenced(db, () => db.prepare(sql).run(...FINAL_TASK_STATUSES, Math.max(0, Math.floor(keep))).changes))
+  }
+
+  async acquireLease(req: LeaseRequest): Promise<{ acquired: boolean; lease: Lease }> {
+    checkLeaseRequest(req)
+    return this.leaseTx((db) => {
+      const outcome = acquireOutcome(this.storedLease(), req, Date.now())
+      const l = outcome.lease
+      if (outcome.acquired) {
+        db.prepare(`INSERT INTO lease (id, holder, epoch, expires_at, api, grpc) VALUES (1, @holder, @epoch, @expiresAt, @api, @grpc)
+          ON CONFLICT(id) DO UPDATE SET holder = excluded.holder, epoch = excluded.epoch, expires_at = excluded.expires_at, api = excluded.api, grpc = excluded.grpc`).run(l)
+      }
+      return outcome
+    })
+  }
+
+  async renewLease(req: { holder: string; epoch: number; ttlMs: number }): Promise<boolean> {
+    checkLeaseRequest(req)
+    return this.leaseTx((db) => {
+      if (!holdsLease(this.storedLease(), req)) return false
+      db.prepare('UPDATE lease SET expires_at = ? WHERE id = 1').run(Date.now() + req.ttlMs)
+      return true
+    })
+  }
+
+  async releaseLease(req: { holder: string; epoch: number }): Promise<void> {
+    checkLeaseRequest(req)
+    await this.leaseTx((db) => {
+      if (holdsLease(this.storedLease(), req)) db.prepare('UPDATE lease SET expires_at = ? WHERE id = 1').run(Date.now())
+    })
+  }
+
+  async readLease(): Promise<Lease | null> {
+    return this.using(() => this.storedLease())
+  }
+
+  fence(epoch: number | null): void {
+    if (epoch !== null) checkLeaseRequest({ holder: '-', epoch })
+    this.fenceEpoch = epoch
+  }
+
+  private storedLease(): Lease | null {
+    if (!this.leaseStmt) throw new CloudaiError('CLOUDAI_STORE_FAILED', 'the SQLite store is not open')
+    const r = this.leaseStmt.get() as LeaseRow | undefined
+    return r ? { holder: r.holder, epoch: r.epoch, expiresAt: r.expires_at, api: r.api, grpc: r.grpc } : null
+  }
+
+  /** Inside a write transaction: throws CLOUDAI_STALE_EPOCH (rolling it back) unless the stored epoch is the fenced one. */
+  private checkFence(): void {
+    const fence = this.fenceEpoch
+    if (fence === null) return
+    const stored = this.storedLease()?.epoch ?? null
+    if (stored !== fence) throw staleEpochError(fence, stored)
+  }
+
+  /** `fn` in an IMMEDIATE transaction behind the fence check. */
+  private fenced<T>(db: Database.Database, fn: () => T): T {
+    return db.transaction(() => {
+      this.checkFence()
+      return fn()
+    }).immediate()
+  }
+
+  /**
+   * `fn` in an IMMEDIATE transaction, so that the lease is read and changed under the write lock
+   * and Date.now() is read once the lock is held: the host's clock at the moment of the change.
+   */
+  private leaseTx<T>(fn: (db: Database.Database) => T): Promise<T> {
+    return this.using((db) => {
+      db.pragma(`busy_timeout = ${Math.max(LEASE_BUSY_MS, Math.floor(this.busyTimeoutMs))}`)
+      try {
+        return db.transaction(() => fn(db)).immediate()
+      } finally {
+        db.pragma(`busy_timeout = ${Math.max(0, Math.floor(this.busyTimeoutMs))}`)
+      }
+    })
   }
 
   /**
@@ -258,11 +367,27 @@ function assertWritable(db: Database.Database, location: string): void {
   }
 }
 
+/**
+ * Brings the schema to SCHEMA_VERSION in one IMMEDIATE transaction: two masters opening one data
+ * directory at once (a standby beside its leader) read the version under the write lock, so the
+ * second finds the work done instead of adding the same column twice; and a failed step leaves
+ * the database as it was.
+ */
 function migrate(db: Database.Database): void {
-  const version = db.pragma('user_version', { simple: true }) as number
-  if (version > SCHEMA_VERSION) {
-    throw new Error(`database schema version ${version} is newer than this cloudai (${SCHEMA_VERSION}); upgrade cloudai`)
+  const newer = (version: number): void => {
+    if (version > SCHEMA_VERSION) throw new Error(`database schema version ${version} is newer than this cloudai (${SCHEMA_VERSION}); upgrade cloudai`)
   }
+  const current = db.pragma('user_version', { simple: true }) as number
+  newer(current)
+  if (current === SCHEMA_VERSION) return
+  db.transaction(() => {
+    const version = db.pragma('user_version', { simple: true }) as number
+    newer(version)
+    migrateFrom(db, version)
+  }).immediate()
+}
+
+function migrateFrom(db: Database.Database, version: number): void {
   if (version < 1) {
     db.exec(`
       CREATE TABLE IF NOT EXISTS workers (
@@ -295,37 +420,43 @@ function migrate(db: Database.Database): void {
   if (version < 3) {
     // The version filter of writeTasks; rows written before it get theirs from the stored history.
     db.exec(`
-      BEGIN;
       ALTER TABLE tasks ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
       UPDATE tasks SET version = CASE WHEN json_valid(doc) THEN COALESCE(json_array_length(doc, '$.history'), 0) ELSE 0 END;
       CREATE INDEX IF NOT EXISTS tasks_worker ON tasks (worker_id);
-      PRAGMA user_version = 3;
-      COMMIT;`)
+      PRAGMA user_version = 3;`)
   }
   if (version < 4) {
     // Worker tokens: what the master keeps of each (a nonce and a hash). Workers of an earlier
     // release have none (NULL) until an operator rotates one.
     db.exec(`
-      BEGIN;
       ALTER TABLE workers ADD COLUMN credential TEXT;
-      PRAGMA user_version = 4;
-      COMMIT;`)
+      PRAGMA user_version = 4;`)
   }
   if (version < 5) {
     // Retention: finished tasks by the time of their last change (a final state is the last one).
     db.exec(`
-      BEGIN;
       CREATE INDEX IF NOT EXISTS tasks_finished ON tasks (status, updated_at);
-      PRAGMA user_version = 5;
-      COMMIT;`)
+      PRAGMA user_version = 5;`)
   }
   if (version < 6) {
     // Cordon and drain (worker-scheduling.ts): NULL for every worker of an earlier release.
     db.exec(`
-      BEGIN;
       ALTER TABLE workers ADD COLUMN scheduling TEXT;
-      PRAGMA user_version = 6;
-      COMMIT;`)
+      PRAGMA user_version = 6;`)
+  }
+  if (version < 7) {
+    // The leader's lease (issue 19): one row, absent until a master first takes it. Times are
+    // epoch ms on this host's clock.
+    db.exec(`
+      CREATE TABLE IF NOT EXISTS lease (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        holder TEXT NOT NULL,
+        epoch INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        api TEXT,
+        grpc TEXT
+      );
+      PRAGMA user_version = 7;`)
   }
 }
 

@@ -3,6 +3,7 @@
 // structured clone, and an error travels as its code and message so that the journal sees the
 // same CloudaiError codes and SQLITE_* codes it would see from the connection itself.
 import type { TaskRecord, WorkerRecord } from '../../shared/types.js'
+import type { Lease, LeaseRequest } from '../lease.js'
 import type { WorkerChanges } from '../store.js'
 
 /** What the thread is started with (workerData). */
@@ -23,6 +24,12 @@ export interface StoreCalls {
   deleteTasks: { args: [ids: readonly string[]]; result: void }
   deleteFinishedBefore: { args: [before: number]; result: number }
   deleteFinishedBeyond: { args: [keep: number]; result: number }
+  acquireLease: { args: [req: LeaseRequest]; result: { acquired: boolean; lease: Lease } }
+  renewLease: { args: [req: { holder: string; epoch: number; ttlMs: number }]; result: boolean }
+  releaseLease: { args: [req: { holder: string; epoch: number }]; result: void }
+  readLease: { args: []; result: Lease | null }
+  /** Sets the connection's fence; sent again after each (re)open, since a new thread starts unfenced. */
+  fence: { args: [epoch: number | null]; result: void }
 }
 
 export type StoreOp = keyof StoreCalls

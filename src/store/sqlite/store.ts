@@ -6,6 +6,7 @@ import { Worker } from 'node:worker_threads'
 import { join, resolve } from 'node:path'
 import { CloudaiError, type ErrorCode } from '../../shared/errors.js'
 import type { TaskRecord, WorkerRecord } from '../../shared/types.js'
+import { checkLeaseRequest, type Lease, type LeaseRequest } from '../lease.js'
 import type { Store, WorkerChanges } from '../store.js'
 import { STAGE_CHARS, STAGE_RECORDS, type StoreCalls, type StoreOp, type StoreRequest, type StoreResponse, type StoreStage, type StoreThreadData, type WireError } from './protocol.js'
 
@@ -42,6 +43,8 @@ export class SqliteStore implements Store {
   private openWaiters = 0
   /** A large write is being posted in parts: later messages wait for it, so the order holds. */
   private posting: Promise<void> | null = null
+  /** fence()'s epoch, held here too: a thread started anew (a crash, a reopen) is given it after its open. */
+  private fenceEpoch: number | null = null
 
   constructor(private readonly dataDir: string, private readonly busyTimeoutMs = 50) {
     this.location = join(resolve(dataDir), 'cloudai.db')
@@ -99,6 +102,34 @@ export class SqliteStore implements Store {
     return this.call('deleteFinishedBeyond', keep)
   }
 
+  acquireLease(req: LeaseRequest): Promise<{ acquired: boolean; lease: Lease }> {
+    return this.call('acquireLease', req)
+  }
+
+  renewLease(req: { holder: string; epoch: number; ttlMs: number }): Promise<boolean> {
+    return this.call('renewLease', req)
+  }
+
+  releaseLease(req: { holder: string; epoch: number }): Promise<void> {
+    return this.call('releaseLease', req)
+  }
+
+  readLease(): Promise<Lease | null> {
+    return this.call('readLease')
+  }
+
+  /**
+   * Takes effect for every call made after it: the message goes to the thread in call order, ahead
+   * of them. A thread that is not running gets it when it next opens.
+   */
+  fence(epoch: number | null): void {
+    if (epoch !== null) checkLeaseRequest({ holder: '-', epoch })
+    this.fenceEpoch = epoch
+    if (!this.thread) return
+    // A failure here is a thread that died: the new one is given the fence before any other call.
+    void this.call('fence', epoch).catch(() => undefined)
+  }
+
   /** One call on the thread; a thread that died since open() is replaced (and reopened) first. */
   private async call<K extends StoreOp>(op: K, ...args: StoreCalls[K]['args']): Promise<StoreCalls[K]['result']> {
     // While earlier calls still wait for a (re)open, later ones queue behind them on the same
@@ -122,6 +153,7 @@ export class SqliteStore implements Store {
       try {
         this.startThread()
         await this.send('open', [])
+        if (this.fenceEpoch !== null) await this.send('fence', [this.fenceEpoch])
         this.ready = true
       } finally {
         this.opening = null

@@ -25,6 +25,11 @@ const handlers: Handler = {
   deleteTasks: (ids) => connection.deleteTasks(ids),
   deleteFinishedBefore: (before) => connection.deleteFinishedBefore(before),
   deleteFinishedBeyond: (keep) => connection.deleteFinishedBeyond(keep),
+  acquireLease: (req) => connection.acquireLease(req),
+  renewLease: (req) => connection.renewLease(req),
+  releaseLease: (req) => connection.releaseLease(req),
+  readLease: () => connection.readLease(),
+  fence: async (epoch) => connection.fence(epoch),
 }
 
 function toWire(err: unknown): WireError {
