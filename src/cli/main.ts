@@ -588,13 +588,20 @@ async function runMaster(config: MasterConfig): Promise<void> {
   const log = createLogger(config.log, logs)
   // Imported here rather than at the top: operator commands and flag errors should not load
   // gRPC, uWebSockets.js and SQLite.
-  const { Master } = await import('../master/master.js')
-  await serve('master', log, () => new Master(config, { log }), (master, shutdown) => {
+  const { StandbyCycle } = await import('../master/standby-cycle.js')
+  // A master that loses its lease goes back to standby in the same process (standby-cycle.ts).
+  let failed: () => void = () => undefined
+  const create = (): InstanceType<typeof StandbyCycle> => new StandbyCycle(config, { log, onFailure: () => failed() })
+  await serve('master', log, create, (cycle, shutdown) => {
+    failed = () => {
+      process.exitCode = EXIT_FAILURE
+      shutdown('the deposed master could not start again as a standby')
+    }
     // Only with a terminal on both sides: the prompt prints what it is asked (a new worker's token
     // included) to stdout, which, redirected, is the log file.
     if (process.stdin.isTTY !== true || process.stdout.isTTY !== true) return undefined
     log.info({ step: 9 }, 'Interactive prompt started (type help for the commands)')
-    const prompt = startPrompt({ control: master, input: process.stdin, output: process.stdout, logs, onExit: () => shutdown('exit at the prompt') })
+    const prompt = startPrompt({ control: cycle.control, input: process.stdin, output: process.stdout, logs, onExit: () => shutdown('exit at the prompt') })
     return () => prompt.close()
   })
 }

@@ -164,7 +164,7 @@ export const MASTER_OPTIONS = withEnv({
   'token-grace': { type: 'string', default: formatDuration(MASTER_DEFAULTS.tokenGraceMs), describe: 'after `cloudai token rotate`, how long the old token still works if the worker does not present the new one first (0 to 168h)' },
   standby: { type: 'boolean', default: MASTER_DEFAULTS.standby, describe: 'start as a standby of the master that holds the store\'s lease: serve the API and gRPC as a standby (503 CLOUDAI_NOT_LEADER naming the leader), load nothing, take over when its lease lapses; the one way to share a store (with SQLite: a --data-dir) with a running master' },
   'lease-renew': { type: 'string', default: formatDuration(MASTER_DEFAULTS.leaseRenewMs), describe: `how often the leader renews its lease in the store and a standby polls it (${formatDuration(LEASE_RENEW_MIN_MS)} to ${formatDuration(LEASE_RENEW_MAX_MS)}; at most a ${LEASE_RENEWALS_PER_TIMEOUT}rd of --lease-timeout)` },
-  'lease-timeout': { type: 'string', default: formatDuration(MASTER_DEFAULTS.leaseTimeoutMs), describe: `a leader that could not renew its lease for this long stops acting and goes back to standby; a standby takes over about this long after the leader died (${formatDuration(LEASE_TIMEOUT_MIN_MS)} to ${formatDuration(LEASE_TIMEOUT_MAX_MS)})` },
+  'lease-timeout': { type: 'string', default: formatDuration(MASTER_DEFAULTS.leaseTimeoutMs), describe: `a leader that could not renew its lease for this long stops acting and goes back to standby (so does one whose store does not answer for this long); a standby takes over about this long after the leader died (${formatDuration(LEASE_TIMEOUT_MIN_MS)} to ${formatDuration(LEASE_TIMEOUT_MAX_MS)})` },
   ...STORE_OPTIONS,
   ...SECURITY_OPTIONS,
 })

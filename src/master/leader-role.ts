@@ -35,7 +35,7 @@ export interface LeaderRoleOptions {
  * naming the leader), what /api/status and /healthz say, and the stop when it is deposed.
  */
 export class LeaderRole {
-  private readonly leadership: Leadership | null
+  private leadership: Leadership | null
   private deposition: Promise<void> | null = null
   private wasDeposed = false
 
@@ -76,6 +76,26 @@ export class LeaderRole {
     return { role: leading ? 'leader' : 'standby', epoch: leader.epoch, leader_api: leader.api, leader_grpc: leader.grpc }
   }
 
+  /**
+   * A master whose store did not answer at start runs without the lease, as it did before there
+   * was one (the journal loads the store once it answers): it leads, unfenced.
+   */
+  runUnfenced(): void {
+    const leadership = this.leadership
+    if (!leadership) return
+    this.leadership = null
+    leadership.acquireWhenAnswering(({ acquired, lease }) => {
+      if (acquired) {
+        this.leadership = leadership
+        this.opts.log.info({ epoch: lease.epoch }, `The store answers: this master now holds the lease (epoch ${lease.epoch}) and its writes are fenced`)
+        return
+      }
+      // Another master took the lease while this one led unfenced: it stops, as a deposed one.
+      this.leadership = leadership
+      this.lost(`the store answered with the lease held by ${lease.holder}: another master leads`)
+    })
+  }
+
   /** Writes the bound addresses into the lease (a second acquire by its holder keeps the epoch). */
   async publish(): Promise<void> {
     const l = this.leadership
@@ -87,12 +107,14 @@ export class LeaderRole {
   /** At shutdown, first: a deposition's stop finishes; a standby stops polling. */
   async closing(): Promise<void> {
     if (this.deposition) await this.deposition
-    if (this.leadership && !this.leadership.leading) await this.leadership.close()
+    // The lease's own object, also while this master leads unfenced (its attempts stop here).
+    const l = this.opts.leadership
+    if (l && !l.leading) await l.close()
   }
 
   /** At shutdown, after the last write: the lease is let go so that a standby leads at once. */
   async release(): Promise<void> {
-    await this.leadership?.release()
+    await this.opts.leadership?.release()
   }
 
   private lost(reason: string): void {

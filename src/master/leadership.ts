@@ -143,6 +143,11 @@ export class Leadership extends EventEmitter<LeadershipEvents> {
     return result
   }
 
+  /** Reads the lease as stored (whom a standby names) without taking it. */
+  async refresh(): Promise<void> {
+    this.known = await this.opts.lease.readLease()
+  }
+
   /** As a standby: tries for the lease every `renewMs` until it is acquired (then `acquired`) or close(). */
   waitForLease(): void {
     if (this.polling || this.state !== 'standby') return
@@ -161,6 +166,30 @@ export class Leadership extends EventEmitter<LeadershipEvents> {
         },
         (err: unknown) => {
           this.opts.log.warn({ err: (err as Error).message }, `Could not read the lease (${(err as Error).message}); trying again in ${this.opts.renewMs}ms`)
+          if (this.state === 'standby') this.pollTimer = setTimeout(attempt, this.opts.renewMs)
+        },
+      )
+    }
+    attempt()
+  }
+
+  /**
+   * A master that could not reach the store at start leads unfenced meanwhile: tries for the lease
+   * every `renewMs` until the store answers, then says how it went. Acquired: fenced and renewing,
+   * as after acquire(). Not acquired: another master holds it, and this one must stop.
+   */
+  acquireWhenAnswering(done: (result: { acquired: boolean; lease: Lease }) => void): void {
+    if (this.polling || this.state !== 'standby') return
+    this.polling = true
+    const attempt = (): void => {
+      this.pollTimer = null
+      if (this.state !== 'standby') return
+      this.acquire().then(
+        (r) => {
+          this.polling = false
+          done(r)
+        },
+        () => {
           if (this.state === 'standby') this.pollTimer = setTimeout(attempt, this.opts.renewMs)
         },
       )

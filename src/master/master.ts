@@ -15,6 +15,7 @@ import type { Store } from '../store/store.js'
 import { createStore } from '../store/select.js'
 import { StoreJournal } from '../store/journal.js'
 import { HttpApi } from './api/http.js'
+import type { LiveSource } from './api/ws.js'
 import { loadDashboard } from './api/static.js'
 import type { MasterControl, TokenIssued } from './control.js'
 import { InlineDialer, PoolDialer, type Dialer } from './reconnect/dialer.js'
@@ -38,6 +39,7 @@ import { TaskLogFeeds, type LogSink, type ReadRequest } from './task-log-feeds.j
 import { ReconnectMonitor } from './reconnect/monitor.js'
 import { Leadership, leaseStoreOf } from './leadership.js'
 import { LeaderRole, leaseHeldError, type LeaderStatus, type MasterPhase } from './leader-role.js'
+import { TakeoverGrace } from './takeover-grace.js'
 import { SuspectProbes } from './suspects.js'
 import { Registry } from './registry.js'
 import { WorkerAuth } from './worker-auth.js'
@@ -51,6 +53,13 @@ export interface MasterDeps {
   store?: Store
   /** Defaults to the Piscina dial pool. */
   dialer?: Dialer
+  /**
+   * A master process over several masters (standby-cycle.ts): the HTTP API they all serve on (a
+   * deposed master's API, listening, for the standby that follows it; uWebSockets.js cannot bind
+   * the port again in the same process), or what the first one builds it with; the data
+   * directory's lock, held already; and the call once this master, deposed, has stopped acting.
+   */
+  cycle?: { http?: HttpApi; front?: { control: MasterControl; live: LiveSource; notLeader: () => CloudaiError | null }; dirLock?: DataDirLock | null; onDeposed: () => void }
 }
 
 /** `standby`: waiting for the lease (--standby); `deposed`: it lost the lease and stopped acting (leader-role.ts). */
@@ -93,6 +102,8 @@ export class Master implements MasterControl {
   private readonly grpcBudget: ConnectionBudget
   /** Held from the start of start() to the end of close(); none when nothing of ours is in --data-dir. */
   private dirLock: DataDirLock | null = null
+  /** Handed over to the master that follows this one (handOver): not closed with this one. */
+  private keepHttp = false
   private phase: Phase = 'new'
   private closing: Promise<void> | null = null
   private startedAt = 0
@@ -101,8 +112,10 @@ export class Master implements MasterControl {
   private readonly leadership: Leadership | null
   /** What the API and gRPC answer while this master does not lead, and the stop when it is deposed. */
   private readonly role: LeaderRole
+  /** The heartbeats' reconcile, held back for a heartbeat timeout after a takeover (takeover-grace.ts). */
+  private readonly grace: TakeoverGrace
 
-  constructor(private readonly config: MasterConfig, deps: MasterDeps) {
+  constructor(private readonly config: MasterConfig, private readonly deps: MasterDeps) {
     this.log = deps.log
     // The key before anything else that needs it, and before the store opens: the store alone
     // (or a backup of it) must never be enough to act as a worker or as this master.
@@ -163,9 +176,10 @@ export class Master implements MasterControl {
     })
     // With --tls-ca a worker's client certificate may name it (spiffe://cloudai/worker/<id>).
     this.workerAuth = new WorkerAuth({ registry: this.registry, mode: config.workerAuth, certificates: auth.verifiesPeers, log: this.log })
+    this.grace = new TakeoverGrace(this.queue, config.heartbeatTimeoutMs)
     this.grpc = new MasterGrpcServer({
       registry: this.registry,
-      tasks: this.queue,
+      tasks: this.grace,
       telemetry: this.telemetry,
       counters: this.counters,
       host: config.grpcHost,
@@ -178,19 +192,20 @@ export class Master implements MasterControl {
       limits: { maxConnections: this.grpcBudget.max, idleTimeoutMs: config.grpcIdleTimeoutMs, streamSilenceMs: config.heartbeatTimeoutMs },
     })
     this.live = new LiveFeed({ registry: this.registry, tasks: this.tasks, telemetry: this.telemetry, status: () => this.status() })
-    this.http = new HttpApi({
-      control: this,
+    const front = deps.cycle?.front
+    this.http = deps.cycle?.http ?? new HttpApi({
+      control: front?.control ?? this,
       host: config.httpHost,
       port: config.httpPort,
       log: this.log,
-      live: this.live,
+      live: front?.live ?? this.live,
       counters: this.counters,
       ws: { maxBufferBytes: config.wsMaxBufferBytes, maxConnections: config.wsMaxConnections },
       apiToken: config.apiToken,
       allowHosts: config.apiAllowHosts,
       allowOrigins: config.apiAllowOrigins,
       dashboard: loadDashboard(),
-      notLeader: () => this.role.refusal(),
+      notLeader: front?.notLeader ?? (() => this.role.refusal()),
     })
     this.role = new LeaderRole({
       leadership: this.leadership,
@@ -200,6 +215,11 @@ export class Master implements MasterControl {
     })
     // A write the store refused as a deposed holder's: the lease is lost, whatever the timers say.
     ;(this.journal as unknown as NodeJS.EventEmitter).on('fenced', () => this.leadership?.lose('the store refused a write of this master as stale: another master holds the lease'))
+  }
+
+  /** Null while this master leads; else what the API and gRPC refuse with (leader-role.ts). */
+  notLeader(): CloudaiError | null {
+    return this.role.refusal()
   }
 
   /** The epoch this master acts under (NO_EPOCH without a lease): what its calls to workers carry. */
@@ -235,7 +255,8 @@ export class Master implements MasterControl {
       // master reads the first one's key, then is refused here; a read-only directory is refused
       // there with the same code).
       // A standby shares the leader's directory (its store, its key) under a lock of its own.
-      if (this.config.store.kind === 'sqlite' || this.config.masterKeyFile === null) this.dirLock = DataDirLock.acquire(this.config.dataDir, this.config.standby ? 'standby' : 'master')
+      if (this.deps.cycle?.dirLock) this.dirLock = this.deps.cycle.dirLock
+      else if (this.config.store.kind === 'sqlite' || this.config.masterKeyFile === null) this.dirLock = DataDirLock.acquire(this.config.dataDir, this.config.standby ? 'standby' : 'master')
       // First: a Node.js or platform the HTTP API's uWebSockets.js cannot run on stops the start
       // before the store opens or a port is bound. The HTTP API gets the same module later.
       loadUws()
@@ -253,11 +274,14 @@ export class Master implements MasterControl {
       log.info({ step: 2, masterId: this.config.masterId }, `Master ${this.config.masterId} created`)
       if (this.config.standby) return await this.startStandby(opened)
       // Before anything is loaded or written: the lease, or the refusal naming who holds it.
-      if (this.leadership && opened) {
-        const { acquired, lease } = await this.leadership.acquire()
-        if (!acquired) throw leaseHeldError(lease)
-      } else if (this.leadership) {
-        log.warn({ store: this.store.kind }, 'The store did not answer at start: this master runs without the lease (unfenced) until it is restarted with the store up')
+      // A store that opened but cannot take the lease now (another process holds SQLite's write
+      // lock) is treated as one that did not answer: this master leads unfenced until it can.
+      const taken = this.leadership && opened ? await this.leadership.acquire().catch((err: unknown) => ({ err })) : null
+      if (taken && 'acquired' in taken && !taken.acquired) throw leaseHeldError(taken.lease)
+      if (this.leadership && (taken === null || 'err' in taken)) {
+        const why = taken && 'err' in taken ? (taken.err as Error).message : 'it did not answer'
+        log.warn({ store: this.store.kind, err: why }, `The store cannot give this master the lease now (${why}): it leads unfenced, and takes the lease (or stops, if another master holds it) once the store answers`)
+        this.role.runUnfenced()
       }
       await this.startParts(opened)
 
@@ -265,16 +289,15 @@ export class Master implements MasterControl {
       this.advertised = this.config.advertise ?? `${advertiseHost(this.config.grpcHost)}:${grpcPort}`
       this.logGrpcListening(grpcPort)
 
-      const httpPort = await this.http.start()
+      const httpPort = this.http.port > 0 ? this.http.port : await this.http.start()
       log.info({ step: 7, httpPort, allowedHosts: this.http.allowedHosts, allowedOrigins: this.config.apiAllowOrigins }, `HTTP API listening on http://${this.config.httpHost}:${httpPort}`)
-      // The addresses a standby names, now that the ports are bound.
-      if (this.leadership && opened) await this.role.publish()
-      if (this.role.deposed) return
 
       this.startedAt = Date.now()
       this.phase = 'running'
       log.info({ step: 8, workers: this.registry.size }, `Sending MasterRegister to ${this.registry.size} registered worker(s)`)
       this.monitor.runPass().catch((err: unknown) => log.error({ err }, 'The first reconnection pass failed; the monitor runs the next one on its interval'))
+      // The addresses a standby names, now that the ports are bound.
+      if (taken && 'acquired' in taken) await this.role.publish()
     } catch (err) {
       // A typed refusal (a port in use, a locked data directory) is the operator's to fix: its code
       // and reason; anything else with its stack.
@@ -295,15 +318,16 @@ export class Master implements MasterControl {
     const grpcPort = await this.grpc.start()
     this.advertised = this.config.advertise ?? `${advertiseHost(this.config.grpcHost)}:${grpcPort}`
     this.logGrpcListening(grpcPort)
-    const httpPort = await this.http.start()
+    const httpPort = this.http.port > 0 ? this.http.port : await this.http.start()
     log.info({ step: 7, httpPort, allowedHosts: this.http.allowedHosts, allowedOrigins: this.config.apiAllowOrigins }, `HTTP API listening on http://${this.config.httpHost}:${httpPort}`)
     this.leadership.on('acquired', (epoch) => {
       this.takeOver(epoch).catch((err: unknown) => {
-        log.error({ err }, 'The takeover failed; shutting down');
+        log.error({ err }, 'The takeover failed; shutting down')
         // A master that holds the lease and cannot lead must let it go: the next standby leads.
         this.close().catch(() => undefined)
       })
     })
+    await this.leadership.refresh()
     this.leadership.waitForLease()
     const holder = this.leadership.leader()
     log.info({ role: 'standby', leaderApi: holder.api, leaderGrpc: holder.grpc, epoch: holder.epoch, leaseRenewMs: this.config.leaseRenewMs }, `Standby: waiting for the lease${holder.holder ? ` held by ${holder.holder} (${holder.api ?? 'address unknown'})` : ''}, polled every ${this.config.leaseRenewMs}ms`)
@@ -319,8 +343,9 @@ export class Master implements MasterControl {
     await this.role.publish()
     if (this.phase !== 'taking-over') return
     this.startedAt = Date.now()
+    this.grace.begin()
     this.phase = 'running'
-    log.info({ role: 'leader', epoch, workers: this.registry.size, tookMs: Math.round(performance.now() - started) }, `Took over as leader (epoch ${epoch}): sending MasterRegister to ${this.registry.size} registered worker(s), most recently active first`)
+    log.info({ role: 'leader', epoch, reconcileAfterMs: this.config.heartbeatTimeoutMs, workers: this.registry.size, tookMs: Math.round(performance.now() - started) }, `Took over as leader (epoch ${epoch}): sending MasterRegister to ${this.registry.size} registered worker(s), most recently active first`)
     this.monitor.runPass().catch((err: unknown) => log.error({ err }, 'The first reconnection pass after the takeover failed; the monitor runs the next one on its interval'))
   }
 
@@ -328,7 +353,7 @@ export class Master implements MasterControl {
   private async deposed(reason: string): Promise<void> {
     if (this.phase === 'closing' || this.phase === 'closed') return
     this.phase = 'deposed'
-    this.log.warn({ reason }, 'Stopping the queue, the reconnection monitor, the probes and the heartbeat checks: this master no longer leads. It answers as a standby naming the new leader, and does not take over again: restart it with --standby for that')
+    this.log.warn({ reason }, 'Stopping the queue, the reconnection monitor, the probes and the heartbeat checks: this master no longer leads; it answers as a standby naming the new leader')
     this.logFeeds.close()
     this.drains.close()
     this.pruner.close()
@@ -336,6 +361,18 @@ export class Master implements MasterControl {
     await this.queue.close()
     await this.monitor.close()
     await this.suspects.close()
+    this.deps.cycle?.onDeposed()
+  }
+
+  /**
+   * A deposed master's HTTP API and data-directory lock, for the standby that follows it in the
+   * same process (standby-cycle.ts): its close then leaves both as they are.
+   */
+  handOver(): { http: HttpApi; dirLock: DataDirLock | null } {
+    this.keepHttp = true
+    const dirLock = this.dirLock
+    this.dirLock = null
+    return { http: this.http, dirLock }
   }
 
   private logGrpcListening(grpcPort: number): void {
@@ -487,7 +524,7 @@ export class Master implements MasterControl {
     await this.suspects.close()
     await this.dialer.close()
     log.info('Shutting down: stopping the HTTP API and WebSocket')
-    await this.http.close()
+    if (!this.keepHttp) await this.http.close()
     this.live.close()
     log.info('Shutting down: stopping heartbeat timeout checks')
     this.liveness.close()
