@@ -22,6 +22,8 @@ export interface LeaderRoleOptions {
   leadership: Leadership | null
   phase: () => MasterPhase
   log: Logger
+  /** When a failed publish() is tried again (--lease-renew). */
+  retryMs: number
   /**
    * Called synchronously when the lease is lost while leading, before anything else runs: the
    * gates are closed already; it stops the parts that act (and resolves once they have).
@@ -37,6 +39,7 @@ export interface LeaderRoleOptions {
 export class LeaderRole {
   private leadership: Leadership | null
   private deposition: Promise<void> | null = null
+  private retryPublish: NodeJS.Timeout | null = null
   private wasDeposed = false
 
   constructor(private readonly opts: LeaderRoleOptions) {
@@ -96,16 +99,30 @@ export class LeaderRole {
     })
   }
 
-  /** Writes the bound addresses into the lease (a second acquire by its holder keeps the epoch). */
+  /**
+   * Writes the bound addresses into the lease (a second acquire by its holder keeps the epoch). A
+   * store that cannot take it now (its write lock held) does not stop the start: it is tried again
+   * every renewal interval while this master leads.
+   */
   async publish(): Promise<void> {
     const l = this.leadership
-    if (!l) return
-    const { acquired, lease } = await l.acquire()
-    if (!acquired) l.lose(`the lease was taken by ${lease.holder} while this master started`)
+    if (!l || !l.leading) return
+    try {
+      const { acquired, lease } = await l.acquire()
+      if (!acquired) l.lose(`the lease was taken by ${lease.holder} while this master started`)
+    } catch (err) {
+      this.opts.log.warn({ err: (err as Error).message }, `Could not write this master's addresses into the lease (${(err as Error).message}); trying again`)
+      this.retryPublish ??= setTimeout(() => {
+        this.retryPublish = null
+        void this.publish()
+      }, this.opts.retryMs)
+    }
   }
 
   /** At shutdown, first: a deposition's stop finishes; a standby stops polling. */
   async closing(): Promise<void> {
+    if (this.retryPublish) clearTimeout(this.retryPublish)
+    this.retryPublish = null
     if (this.deposition) await this.deposition
     // The lease's own object, also while this master leads unfenced (its attempts stop here).
     const l = this.opts.leadership

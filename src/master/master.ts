@@ -211,6 +211,7 @@ export class Master implements MasterControl {
       leadership: this.leadership,
       phase: () => this.phase,
       log: this.log,
+      retryMs: config.leaseRenewMs,
       onDeposed: (reason) => this.deposed(reason),
     })
     // A write the store refused as a deposed holder's: the lease is lost, whatever the timers say.
