@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events'
 import type { Logger } from '../shared/log.js'
 import { Backoff } from '../shared/backoff.js'
 import { systemClock, type Clock, type TimerHandle } from '../shared/clock.js'
-import { CloudaiError } from '../shared/errors.js'
+import { CloudaiError, isCloudaiError } from '../shared/errors.js'
 import type { TaskRecord, WorkerRecord } from '../shared/types.js'
 import type { Store, WorkerChanges } from './store.js'
 
@@ -63,6 +63,21 @@ export interface JournalEvents {
   'tasks-written': [ids: string[]]
   /** The store answered again after an outage and holds everything journalled until then. */
   recovered: [outageMs: number]
+  /**
+   * The store refused a write as stale (CLOUDAI_STALE_EPOCH): another master took the lease. The
+   * journal has stopped writing for good; `epoch` is the one it was fenced at, `current` the
+   * stored one (null: none), `discarded` the changes it held and dropped.
+   */
+  fenced: [epoch: number, current: number | null, discarded: number]
+}
+
+/** What a fenced journal knows of its end (StoreJournal.fenced). */
+export interface JournalFence {
+  epoch: number
+  current: number | null
+  /** Changes dropped: those held when the store refused, and every one journalled since. */
+  discarded: number
+  error: CloudaiError
 }
 
 /**
@@ -82,6 +97,13 @@ export interface JournalEvents {
  * worker is therefore up to that interval old (it matters only once memory is gone: at the next
  * start, where every worker starts inactive anyway); a worker's state changes carry their own
  * copy of the record, heartbeat fields included, and are written at once.
+ *
+ * One refusal ends it: a write the store refuses as stale (CLOUDAI_STALE_EPOCH: the master was
+ * fenced at an epoch another master has since taken over from) is never retried, since no retry
+ * can succeed and every change it holds is now the new leader's to make. The journal then drops
+ * what it holds and whatever is journalled later (counted and logged), answers sync() false and
+ * writeTaskNow with that error, and emits 'fenced' once, for the master to step down. Every other
+ * error is an outage, as before.
  */
 export class StoreJournal extends EventEmitter<JournalEvents> {
   private entries: Entry[] = []
@@ -116,6 +138,7 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
   private pastOutageMs = 0
   private started = false
   private closed = false
+  private fence: JournalFence | null = null
   private readonly onWorker = (w: WorkerRecord): void => this.recordWorker(w.id)
 
   constructor(
@@ -151,6 +174,16 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
     return this.degradedSince === null
   }
 
+  /** Null until the store refused a write as stale; then why, and how much was dropped. */
+  get fenced(): Readonly<JournalFence> | null {
+    return this.fence
+  }
+
+  /** Writes go on: healthy, and not fenced. */
+  private get writing(): boolean {
+    return this.degradedSince === null && this.fence === null
+  }
+
   status(): JournalStatus {
     const now = this.clock.now()
     const current = this.degradedSince === null ? 0 : now - this.degradedSince
@@ -184,6 +217,11 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
    */
   recordTaskRemoval(id: string): void {
     if (this.closed) return
+    if (this.fence) {
+      // Dropped like every change after the fence; no removal is pending, none ever will be written.
+      this.fence.discarded++
+      return
+    }
     const entry: Entry = { kind: 'task', id, task: null }
     this.removals.set(id, entry)
     this.append(entry)
@@ -203,6 +241,7 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
    * @throws CLOUDAI_STORE_DEGRADED when the store is down or fails now (it then counts as down)
    */
   async writeTaskNow(task: TaskRecord): Promise<void> {
+    if (this.fence) throw this.fence.error
     if (!this.healthy) throw this.degradedError()
     let batch = this.direct
     if (!batch) {
@@ -210,13 +249,13 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
       batch = this.direct = { tasks, written: new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.writeDirect(tasks)) }
     }
     batch.tasks.push(task)
-    if (!(await batch.written)) throw this.degradedError()
+    if (!(await batch.written)) throw this.writeError()
   }
 
   /** The write of one tick's writeTaskNow calls; false (never a rejection) when the store did not take it. */
   private async writeDirect(tasks: TaskRecord[]): Promise<boolean> {
     this.direct = null
-    if (!this.healthy) return false
+    if (!this.writing) return false
     try {
       await this.store.writeTasks(tasks)
       return true
@@ -234,11 +273,11 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
    * and they then go in one write, rather than one write for the first and a second for the rest.
    */
   async sync(): Promise<boolean> {
-    if (!this.healthy) return false
+    if (!this.writing) return false
     const mine = this.appended
     if (this.writtenUpTo >= mine) return true
     if (!this.flushing) await Promise.resolve()
-    while (this.healthy && this.writtenUpTo < mine) {
+    while (this.writing && this.writtenUpTo < mine) {
       if (!this.flushing) this.flushing = this.flush()
       // A flush may go on to write the fleet's heartbeats, in parts: its caller's entries are
       // written before those, and it is told so then.
@@ -250,6 +289,10 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
 
   private append(entry: Entry): void {
     if (this.closed) return
+    if (this.fence) {
+      this.fence.discarded++
+      return
+    }
     this.appended++
     this.entries.push(entry)
     if (this.entries.length > this.coalesceAt) this.coalesce()
@@ -270,7 +313,7 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
   }
 
   private schedule(): void {
-    if (this.closed || this.urgent || this.flushing) return
+    if (this.closed || this.fence || this.urgent || this.flushing) return
     this.urgent = setImmediate(() => {
       this.urgent = null
       if (!this.flushing) this.flushing = this.flush()
@@ -279,6 +322,7 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
 
   /** One write of everything journalled (and the heartbeat batch); never rejects. */
   private async flush(): Promise<void> {
+    if (this.fence) return
     try {
       if (!this.opened) {
         await this.store.open()
@@ -299,7 +343,7 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
       this.failed(err)
     } finally {
       this.flushing = null
-      if (this.healthy && (this.entries.length > 0 || this.heartbeatsWanted())) this.schedule()
+      if (this.writing && (this.entries.length > 0 || this.heartbeatsWanted())) this.schedule()
     }
   }
 
@@ -423,6 +467,11 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
   }
 
   private failed(err: unknown): void {
+    if (isCloudaiError(err) && err.code === 'CLOUDAI_STALE_EPOCH') {
+      this.fencedOff(err)
+      return
+    }
+    if (this.fence) return
     const message = err instanceof Error ? err.message : String(err)
     this.lastError = message
     if (this.degradedSince === null) {
@@ -440,6 +489,33 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
       this.retryTimer = null
       if (!this.flushing) this.flushing = this.flush()
     }, this.backoff.next())
+  }
+
+  /** The store refused a write as stale: stop writing for good, drop what is held, say so once. */
+  private fencedOff(err: CloudaiError): void {
+    if (this.fence) return
+    const epoch = typeof err.details?.epoch === 'number' ? err.details.epoch : 0
+    const current = typeof err.details?.current === 'number' ? err.details.current : null
+    const discarded = this.entries.length + this.heartbeats.size
+    this.fence = { epoch, current, discarded, error: err }
+    this.entries = []
+    this.removals.clear()
+    this.heartbeats.clear()
+    this.heartbeatsDue = false
+    if (this.heartbeatTimer) this.clock.clearInterval(this.heartbeatTimer)
+    if (this.retryTimer) this.clock.clearTimeout(this.retryTimer)
+    if (this.urgent) clearImmediate(this.urgent)
+    this.heartbeatTimer = this.retryTimer = this.urgent = null
+    this.opts.log.error(
+      { store: this.store.kind, epoch, current, discarded, err: err.message },
+      `Store ${this.store.kind} refused a write of epoch ${epoch}${current === null ? '' : ` (it is at epoch ${current})`}: another master leads; this master's journal stops writing and dropped ${discarded} change(s)`,
+    )
+    this.emit('fenced', epoch, current, discarded)
+  }
+
+  /** Why a write was not taken: the fence's refusal once fenced, else the outage. */
+  private writeError(): CloudaiError {
+    return this.fence ? this.fence.error : this.degradedError()
   }
 
   private degradedError(): CloudaiError {
@@ -460,6 +536,10 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
     this.heartbeatTimer = this.retryTimer = this.urgent = null
     if (this.direct) await this.direct.written
     while (this.flushing) await this.flushing
+    if (this.fence) {
+      this.opts.log.warn({ store: this.store.kind, epoch: this.fence.epoch, discarded: this.fence.discarded }, `Store journal closed fenced at epoch ${this.fence.epoch}: ${this.fence.discarded} change(s) dropped in all`)
+      return this.status()
+    }
     if (this.opened || this.entries.length > 0) {
       this.flushing = this.flush()
       await this.flushing

@@ -12,6 +12,7 @@ import {
   MongoServerSelectionError,
   MongoTopologyClosedError,
   type AnyBulkWriteOperation,
+  type ClientSession,
   type Collection,
   type Db,
   type Document,
@@ -21,7 +22,7 @@ import { CloudaiError } from '../shared/errors.js'
 import type { RunningTaskInfo, TaskRecord, WorkerRecord } from '../shared/types.js'
 import { readStoredCredential, type StoredCredential } from '../shared/worker-credential.js'
 import { readWorkerScheduling, withScheduling, type WorkerScheduling } from '../shared/worker-scheduling.js'
-import type { Lease, LeaseRequest } from './lease.js'
+import { checkLeaseRequest, staleEpochError, type Lease, type LeaseRequest } from './lease.js'
 import { redactMongoUri } from './mongo-uri.js'
 import { FINAL_TASK_STATUSES, taskVersion, type Store, type WorkerChanges } from './store.js'
 
@@ -34,6 +35,25 @@ export type MongoStoreConfig = Omit<Extract<StoreConfig, { kind: 'mongodb' }>, '
 /** CloudAI's collection names: its tools and dashboards read these. */
 export const WORKERS_COLLECTION = 'WORKER_REGISTRY'
 export const TASKS_COLLECTION = 'TASKS'
+/** Ours (CloudAI has no such thing): the one lease document of the masters that share this database. */
+export const LEASE_COLLECTION = 'CLOUDAI_LEASE'
+/** The _id of that document. */
+export const LEASE_ID = 'leader'
+
+/**
+ * The lease document. expires_at is a Date on the server's clock ($$NOW): no master's clock is
+ * ever compared with another's. fenced_writes counts the fenced transactions, whose first step
+ * changes this document (see fencedWrite).
+ */
+export interface LeaseDoc {
+  _id: string
+  holder: string
+  epoch: number
+  expires_at: Date
+  api: string | null
+  grpc: string | null
+  fenced_writes?: number
+}
 
 /**
  * A WORKER_REGISTRY document. CloudAI's own fields keep its names and types (timestamps in Unix
@@ -108,6 +128,8 @@ export interface TaskDoc {
 }
 
 const DUPLICATE_KEY = 11000
+/** IllegalOperation: among others, a transaction on a standalone server. */
+const ILLEGAL_OPERATION = 20
 /** Server errors that retrying will not cure: bad credentials, missing privileges, index conflicts, a bad name. */
 const PERMANENT_SERVER_CODES = new Set([
   13, // Unauthorized
@@ -134,7 +156,9 @@ export class MongoStore implements Store {
   private db: Db | null = null
   private workers: Collection<WorkerDoc> | null = null
   private tasks: Collection<TaskDoc> | null = null
+  private lease: Collection<LeaseDoc> | null = null
   private opening: Promise<void> | null = null
+  private fenceEpoch: number | null = null
 
   constructor(private readonly config: MongoStoreConfig) {
     this.location = `${redactMongoUri(config.uri)} (database ${config.database})`
@@ -179,6 +203,10 @@ export class MongoStore implements Store {
       this.db = db
       this.workers = workers
       this.tasks = tasks
+      // Every lease call, and the lease step of a fenced write, is majority-written and read from
+      // the primary: an answer a failover could roll back, or a secondary's stale copy, could
+      // otherwise let two masters each believe they lead.
+      this.lease = db.collection<LeaseDoc>(LEASE_COLLECTION, { writeConcern: { w: 'majority' }, readConcern: { level: 'majority' }, readPreference: 'primary' })
     } catch (err) {
       // A failed client still holds monitors and sockets; the next open() makes a new one.
       await client?.close(true).catch(() => {})
@@ -193,6 +221,7 @@ export class MongoStore implements Store {
     this.db = null
     this.workers = null
     this.tasks = null
+    this.lease = null
     await client?.close()
   }
 
@@ -223,7 +252,7 @@ export class MongoStore implements Store {
     const ops = workerOps(changes, Date.now())
     if (ops.length === 0) return
     try {
-      await coll.bulkWrite(ops, { ordered: false })
+      await this.fencedWrite((session) => coll.bulkWrite(ops, { ordered: false, session }))
     } catch (err) {
       throw storeError(err, `cannot write ${ops.length} worker change(s) to MongoDB`)
     }
@@ -241,6 +270,16 @@ export class MongoStore implements Store {
 
   async writeTasks(tasks: TaskRecord[]): Promise<void> {
     const coll = this.require(this.tasks)
+    if (this.fenceEpoch !== null) {
+      const ops = fencedTaskOps(tasks)
+      if (ops.length === 0) return
+      try {
+        await this.fencedWrite((session) => coll.bulkWrite(ops, { ordered: false, session }))
+      } catch (err) {
+        throw storeError(err, `cannot write ${ops.length} task state(s) to MongoDB`)
+      }
+      return
+    }
     const ops = taskOps(tasks)
     if (ops.length === 0) return
     try {
@@ -255,7 +294,11 @@ export class MongoStore implements Store {
     const coll = this.require(this.tasks)
     try {
       // In slices: a start-up prune can name hundreds of thousands, past a command's 16 MiB.
-      for (let i = 0; i < ids.length; i += DELETE_SLICE) await coll.deleteMany({ _id: { $in: ids.slice(i, i + DELETE_SLICE) } })
+      // Fenced, each slice is a transaction of its own behind the lease step.
+      for (let i = 0; i < ids.length; i += DELETE_SLICE) {
+        const slice = ids.slice(i, i + DELETE_SLICE)
+        await this.fencedWrite((session) => coll.deleteMany({ _id: { $in: slice } }, { session }))
+      }
     } catch (err) {
       throw storeError(err, `cannot delete ${ids.length} task(s) from MongoDB`)
     }
@@ -263,9 +306,19 @@ export class MongoStore implements Store {
 
   async deleteFinishedBefore(before: number): Promise<number> {
     const coll = this.require(this.tasks)
+    const filter = { status: { $in: [...FINAL_TASK_STATUSES] }, updated_at_ms: { $lt: int64(before) } }
     try {
-      const res = await coll.deleteMany({ status: { $in: [...FINAL_TASK_STATUSES] }, updated_at_ms: { $lt: int64(before) } })
-      return res.deletedCount
+      if (this.fenceEpoch === null) return (await coll.deleteMany(filter)).deletedCount
+      // Fenced: the ids first, then a transaction per slice, so no transaction outgrows its limits.
+      const ids = (await coll.find(filter, { projection: { _id: 1 } }).toArray()).map((d) => d._id)
+      let removed = 0
+      // An empty store is still a write: a deposed master is told so.
+      if (ids.length === 0) await this.fencedWrite(async () => 0)
+      for (let i = 0; i < ids.length; i += DELETE_SLICE) {
+        const slice = ids.slice(i, i + DELETE_SLICE)
+        removed += (await this.fencedWrite((session) => coll.deleteMany({ ...filter, _id: { $in: slice } }, { session }))).deletedCount
+      }
+      return removed
     } catch (err) {
       throw storeError(err, 'cannot delete finished tasks from MongoDB')
     }
@@ -284,15 +337,18 @@ export class MongoStore implements Store {
         .sort({ updated_at_ms: -1 })
         .skip(Math.max(0, Math.floor(keep)))
         .batchSize(DELETE_SLICE)
+      const remove = async (ids: string[]): Promise<number> => (await this.fencedWrite((session) => coll.deleteMany({ _id: { $in: ids } }, { session }))).deletedCount
       try {
         let slice: string[] = []
         for await (const doc of cursor) {
           slice.push(doc._id)
           if (slice.length < DELETE_SLICE) continue
-          removed += (await coll.deleteMany({ _id: { $in: slice } })).deletedCount
+          removed += await remove(slice)
           slice = []
         }
-        if (slice.length > 0) removed += (await coll.deleteMany({ _id: { $in: slice } })).deletedCount
+        if (slice.length > 0) removed += await remove(slice)
+        // Nothing to remove is still a write: a deposed master is told so, as by the other stores.
+        else if (removed === 0 && this.fenceEpoch !== null) await this.fencedWrite(async () => 0)
       } finally {
         await cursor.close()
       }
@@ -302,25 +358,121 @@ export class MongoStore implements Store {
     }
   }
 
-  // Placeholder until the MongoDB lease lands (next commit): refused, never silently unfenced.
-  async acquireLease(_req: LeaseRequest): Promise<{ acquired: boolean; lease: Lease }> {
-    throw new CloudaiError('CLOUDAI_STORE_FAILED', 'the MongoDB store has no lease yet')
+  /**
+   * One findOneAndUpdate of the lease document, whose update pipeline decides on the server, with
+   * the server's clock ($$NOW), whether the lease is taken (none, lapsed, or already the caller's)
+   * and sets every field from that one decision: two masters asking at once are serialized on the
+   * document, and the later one sees the earlier one's lease. See acquireOutcome (lease.ts) for the
+   * rules the other stores apply in code.
+   */
+  async acquireLease(req: LeaseRequest): Promise<{ acquired: boolean; lease: Lease }> {
+    checkLeaseRequest(req)
+    const coll = this.require(this.lease)
+    const mine = { $eq: ['$holder', { $literal: req.holder }] }
+    const take = { $or: [{ $eq: [{ $type: '$holder' }, 'missing'] }, mine, { $lte: ['$expires_at', '$$NOW'] }] }
+    const pick = (taken: unknown, kept: unknown): Document => ({ $cond: [take, taken, kept] })
+    const update = [
+      {
+        $set: {
+          // Within one $set every expression reads the document as it was: take is decided once.
+          epoch: pick({ $cond: [mine, '$epoch', { $add: [{ $ifNull: ['$epoch', 0] }, 1] }] }, '$epoch'),
+          holder: pick({ $literal: req.holder }, '$holder'),
+          expires_at: pick({ $add: ['$$NOW', req.ttlMs] }, '$expires_at'),
+          api: pick({ $literal: req.api }, '$api'),
+          grpc: pick({ $literal: req.grpc }, '$grpc'),
+        },
+      },
+    ]
+    try {
+      let doc: LeaseDoc | null
+      try {
+        doc = await coll.findOneAndUpdate({ _id: LEASE_ID }, update, { upsert: true, returnDocument: 'after' })
+      } catch (err) {
+        // Two first acquires both upserting: one inserted, the other's insert hit its _id. Once
+        // more, it now finds the document and is decided against it.
+        if (!(err instanceof MongoServerError && err.code === DUPLICATE_KEY)) throw err
+        doc = await coll.findOneAndUpdate({ _id: LEASE_ID }, update, { upsert: true, returnDocument: 'after' })
+      }
+      const lease = doc ? fromLeaseDoc(doc) : null
+      if (!lease) throw new CloudaiError('CLOUDAI_STORE_FAILED', `the lease document in ${LEASE_COLLECTION} is damaged: ${JSON.stringify(doc)}`)
+      return { acquired: lease.holder === req.holder, lease }
+    } catch (err) {
+      throw storeError(err, 'cannot acquire the lease in MongoDB')
+    }
   }
 
-  async renewLease(_req: { holder: string; epoch: number; ttlMs: number }): Promise<boolean> {
-    throw new CloudaiError('CLOUDAI_STORE_FAILED', 'the MongoDB store has no lease yet')
+  async renewLease(req: { holder: string; epoch: number; ttlMs: number }): Promise<boolean> {
+    checkLeaseRequest(req)
+    const coll = this.require(this.lease)
+    try {
+      const res = await coll.updateOne({ _id: LEASE_ID, holder: req.holder, epoch: req.epoch }, [{ $set: { expires_at: { $add: ['$$NOW', req.ttlMs] } } }])
+      return res.matchedCount === 1
+    } catch (err) {
+      throw storeError(err, 'cannot renew the lease in MongoDB')
+    }
   }
 
-  async releaseLease(_req: { holder: string; epoch: number }): Promise<void> {
-    throw new CloudaiError('CLOUDAI_STORE_FAILED', 'the MongoDB store has no lease yet')
+  async releaseLease(req: { holder: string; epoch: number }): Promise<void> {
+    checkLeaseRequest(req)
+    const coll = this.require(this.lease)
+    try {
+      await coll.updateOne({ _id: LEASE_ID, holder: req.holder, epoch: req.epoch }, [{ $set: { expires_at: '$$NOW' } }])
+    } catch (err) {
+      throw storeError(err, 'cannot release the lease in MongoDB')
+    }
   }
 
   async readLease(): Promise<Lease | null> {
-    throw new CloudaiError('CLOUDAI_STORE_FAILED', 'the MongoDB store has no lease yet')
+    const coll = this.require(this.lease)
+    try {
+      const doc = await coll.findOne({ _id: LEASE_ID })
+      return doc ? fromLeaseDoc(doc) : null
+    } catch (err) {
+      throw storeError(err, 'cannot read the lease from MongoDB')
+    }
   }
 
   fence(epoch: number | null): void {
-    if (epoch !== null) throw new CloudaiError('CLOUDAI_STORE_FAILED', 'the MongoDB store has no lease yet')
+    if (epoch !== null) checkLeaseRequest({ holder: '-', epoch })
+    this.fenceEpoch = epoch
+  }
+
+  /**
+   * `write` as it is when unfenced; fenced, in a transaction whose first step is a conditional
+   * update of the lease document on the fenced epoch. That step changes the document (a counter),
+   * so a concurrent change of holder is a write conflict on it: the transaction either commits
+   * before the new holder's acquire lands, or is retried by withTransaction and then finds the new
+   * epoch and throws CLOUDAI_STALE_EPOCH, aborting with nothing written. Transactions need a
+   * replica set (or a sharded cluster): a standalone server refuses them, said as much.
+   */
+  private async fencedWrite<T>(write: (session: ClientSession | undefined) => Promise<T>): Promise<T> {
+    const fence = this.fenceEpoch
+    if (fence === null) return write(undefined)
+    const client = this.require(this.client)
+    const lease = this.require(this.lease)
+    const session = client.startSession()
+    try {
+      return await session.withTransaction(
+        async (s) => {
+          const step = await lease.updateOne({ _id: LEASE_ID, epoch: fence }, { $inc: { fenced_writes: 1 } }, { session: s })
+          if (step.matchedCount === 0) {
+            const stored = await lease.findOne({ _id: LEASE_ID }, { session: s })
+            throw staleEpochError(fence, stored ? num(stored.epoch) : null)
+          }
+          return write(s)
+        },
+        { readPreference: 'primary', readConcern: { level: 'snapshot' }, writeConcern: { w: 'majority' } },
+      )
+    } catch (err) {
+      if (err instanceof MongoServerError && err.code === ILLEGAL_OPERATION && /replica set|transaction/i.test(err.message)) {
+        const e = new CloudaiError('CLOUDAI_STORE_FAILED', `a fenced write needs a MongoDB replica set (transactions), and this server refuses them: ${err.message}`, { driverCode: err.code })
+        ;(e as Error).cause = err
+        throw e
+      }
+      throw err
+    } finally {
+      await session.endSession()
+    }
   }
 
   private requireDb(): Db {
@@ -369,6 +521,34 @@ export function taskOps(tasks: readonly TaskRecord[]): AnyBulkWriteOperation<Tas
     const { _id, ...replacement } = toTaskDoc(t)
     return { replaceOne: { filter: { _id, version: { $lt: taskVersion(t) } }, replacement, upsert: true } }
   })
+}
+
+/**
+ * taskOps for a fenced write, which runs in a transaction: there a duplicate key would abort the
+ * whole transaction, so the version rule is decided by an update pipeline instead. The stored
+ * document is replaced only when its version is below the write's (a missing one, the upsert's
+ * bare {_id}, counts as below); otherwise it is kept as it is ($$ROOT). The new document goes in
+ * as a $literal, so that text in it that starts with `$` is never read as a field path.
+ */
+export function fencedTaskOps(tasks: readonly TaskRecord[]): AnyBulkWriteOperation<TaskDoc>[] {
+  const latest = new Map<string, TaskRecord>()
+  for (const t of tasks) {
+    const held = latest.get(t.id)
+    if (!held || taskVersion(t) > taskVersion(held)) latest.set(t.id, t)
+  }
+  return [...latest.values()].map((t) => {
+    const doc = toTaskDoc(t)
+    const newer = { $lt: [{ $ifNull: ['$version', -1] }, doc.version] }
+    return { updateOne: { filter: { _id: doc._id }, update: [{ $replaceWith: { $cond: [newer, { $literal: doc }, '$$ROOT'] } }], upsert: true } }
+  })
+}
+
+/** A lease document as read; null when a field is missing or of the wrong type (damaged by hand). */
+export function fromLeaseDoc(d: Document): Lease | null {
+  const epoch = num(d.epoch)
+  const expiresAt = time(d.expires_at, 1)
+  if (typeof d.holder !== 'string' || epoch === null || expiresAt === null) return null
+  return { holder: d.holder, epoch, expiresAt, api: typeof d.api === 'string' ? d.api : null, grpc: typeof d.grpc === 'string' ? d.grpc : null }
 }
 
 /** True when every failure of a bulkWrite is a duplicate key, that is a stale task write, and the write concern held. */

@@ -3,6 +3,7 @@ import { test } from 'node:test'
 import { Registry } from '../../src/master/registry.js'
 import type { TaskRecord } from '../../src/shared/types.js'
 import { StoreJournal } from '../../src/store/journal.js'
+import type { MemoryStore } from '../../src/store/memory.js'
 import { FlakyStore } from '../support/flaky-store.js'
 import { ManualClock } from '../support/clock.js'
 import { memoryLogger } from '../support/log.js'
@@ -297,5 +298,80 @@ test('changes journalled in one run of microtasks, each awaiting sync(), go to t
   assert.deepEqual([...new Set(await Promise.all(synced))], [true])
   assert.equal(store.taskBatches.length, 1, 'one write for all of them')
   assert.equal(store.taskBatches[0]!.length, 100)
+  await journal.close()
+})
+
+/**
+ * Fences `store` at epoch 1 and gives a second master's handle on the same data (share()), whose
+ * takeOver() deposes the first: it releases, and the second takes the lease at epoch 2.
+ */
+async function deposed(store: FlakyStore): Promise<{ other: MemoryStore; takeOver: () => Promise<void> }> {
+  const mine = await store.acquireLease({ holder: 'master-a', ttlMs: 60_000, api: null, grpc: null })
+  store.fence(mine.lease.epoch)
+  const other = store.share()
+  return {
+    other,
+    async takeOver() {
+      await store.releaseLease({ holder: 'master-a', epoch: mine.lease.epoch })
+      const got = await other.acquireLease({ holder: 'master-b', ttlMs: 60_000, api: null, grpc: null })
+      assert.equal(got.lease.epoch, 2)
+    },
+  }
+}
+
+test('a write refused as stale (a deposed master) is never retried: the journal emits fenced once, drops what it holds and what comes later, counted and logged, and writes no more', async () => {
+  const { clock, store, registry, journal, lines } = setup()
+  const { other, takeOver } = await deposed(store)
+  journal.start(true)
+  registry.register('w1', 'h:1', 0)
+  journal.recordTask(task('t1', 'queued', 1))
+  assert.equal(await journal.sync(), true, 'fenced at its own epoch, the leader writes')
+  let writes = 0
+  const write = store.writeTasks.bind(store)
+  store.writeTasks = async (tasks) => {
+    writes++
+    return write(tasks)
+  }
+  const events: unknown[][] = []
+  journal.on('fenced', (...args) => events.push(args))
+  await takeOver()
+  journal.recordTask(task('t1', 'assigned', 2))
+  journal.recordTask(task('t2', 'queued', 1))
+  registry.connect('w1', { specs, reportedAddress: null }, 0)
+  assert.equal(await journal.sync(), false, 'the write was refused')
+  assert.deepEqual(events, [[1, 2, 3]], 'fenced at epoch 1, the store at 2, three changes dropped')
+  assert.deepEqual(journal.fenced && { epoch: journal.fenced.epoch, current: journal.fenced.current, discarded: journal.fenced.discarded }, { epoch: 1, current: 2, discarded: 3 })
+  assert.equal(writes, 1, 'one attempt')
+  // Later changes are dropped and counted, nothing is retried however long, no write goes out.
+  journal.recordTask(task('t3', 'queued', 1))
+  journal.recordTaskRemoval('t1')
+  await advance(clock, 10_000)
+  assert.equal(writes, 1, 'never retried')
+  assert.equal(journal.fenced?.discarded, 5)
+  assert.equal(journal.removalPending('t1'), false, 'a removal dropped is not pending')
+  await assert.rejects(journal.writeTaskNow(task('t4', 'queued', 1)), (e: Error & { code?: string }) => e.code === 'CLOUDAI_STALE_EPOCH')
+  assert.equal(writes, 1, 'writeTaskNow does not write either')
+  assert.equal(await journal.sync(), false)
+  assert.ok(lines.some((l) => l.level === 50 && /refused a write of epoch 1 \(it is at epoch 2\).*dropped 3 change/.test(String(l.msg))), 'logged as an error with the count')
+  assert.deepEqual((await other.loadTasks()).map((t) => `${t.id}:${t.status}`), ['t1:queued'], 'the store holds what the new leader has, no write of the deposed one')
+  await journal.close()
+  assert.equal(writes, 1, 'close writes nothing either')
+  assert.equal(clock.pending, 0, 'no timer left')
+  assert.equal(events.length, 1, 'fenced is emitted once')
+})
+
+test('a task written at once by a deposed master is refused with CLOUDAI_STALE_EPOCH, and the journal is fenced from then on', async () => {
+  const { store, journal } = setup()
+  const { other, takeOver } = await deposed(store)
+  journal.start(true)
+  await journal.writeTaskNow(task('t1', 'queued', 1))
+  await takeOver()
+  const fenced = new Promise<unknown[]>((resolve) => journal.once('fenced', (...args) => resolve(args)))
+  await assert.rejects(journal.writeTaskNow(task('t2', 'queued', 1)), (e: Error & { code?: string; details?: Record<string, unknown> }) => e.code === 'CLOUDAI_STALE_EPOCH' && e.details?.current === 2)
+  assert.deepEqual(await fenced, [1, 2, 0])
+  assert.equal(journal.healthy, true, 'not an outage: nothing to retry')
+  journal.recordTask(task('t3', 'queued', 1))
+  assert.equal(await journal.sync(), false)
+  assert.deepEqual((await other.loadTasks()).map((t) => t.id), ['t1'])
   await journal.close()
 })

@@ -15,7 +15,7 @@ import { MASTER_DEFAULTS, MONGO_STORE_DEFAULTS, type MasterConfig } from '../../
 import { CloudaiError } from '../../src/shared/errors.js'
 import type { TaskRecord, WorkerRecord } from '../../src/shared/types.js'
 import { redactMongoUri } from '../../src/store/mongo-uri.js'
-import { MongoStore, fromWorkerDoc, onlyStaleWrites, storeError, taskOps, toTaskDoc, toWorkerDoc, workerOps } from '../../src/store/mongodb.js'
+import { MongoStore, fencedTaskOps, fromLeaseDoc, fromWorkerDoc, onlyStaleWrites, storeError, taskOps, toTaskDoc, toWorkerDoc, workerOps } from '../../src/store/mongodb.js'
 import { createStore } from '../../src/store/select.js'
 import { SqliteStore } from '../../src/store/sqlite/store.js'
 
@@ -158,6 +158,31 @@ test('a batch of task states is one conditional upsert per task: its highest ver
   assert.deepEqual(a!.replacement.task, a3)
   assert.ok(!('_id' in a!.replacement), 'the _id comes from the filter on insert and never changes on replace')
   assert.deepEqual(b!.filter, { _id: 'task-b', version: { $lt: 1 } })
+})
+
+test('a fenced batch of task states is one pipeline upsert per task that replaces only an older copy, the document going in as a $literal', () => {
+  const a3 = task('task-a', 3, { name: 'first of equals', command: '$HOME/run.sh', env: { PATH: '$PATH:/opt' } })
+  const ops = fencedTaskOps([task('task-a', 1), a3, task('task-a', 3, { name: 'second' }), task('task-b', 1)])
+  assert.equal(ops.length, 2)
+  const [a, b] = ops.map((op) => {
+    assert.ok('updateOne' in op)
+    return op.updateOne
+  })
+  // No duplicate key is ever raised (it would abort the transaction): the filter is the _id alone.
+  assert.deepEqual(a!.filter, { _id: 'task-a' })
+  assert.equal(a!.upsert, true)
+  const doc = toTaskDoc(a3)
+  assert.deepEqual(a!.update, [{ $replaceWith: { $cond: [{ $lt: [{ $ifNull: ['$version', -1] }, 3] }, { $literal: doc }, '$$ROOT'] } }])
+  assert.deepEqual(roundTrip({ u: a!.update }).u[0].$replaceWith.$cond[1].$literal.task.command, '$HOME/run.sh', 'survives BSON as text')
+  assert.deepEqual(b!.filter, { _id: 'task-b' })
+})
+
+test('a lease document reads back with its server-clock expiry in ms; a damaged one reads as null', () => {
+  const doc = roundTrip({ _id: 'leader', holder: 'master-a', epoch: 3, expires_at: new Date(1_700_000_005_000), api: 'http://a:8080', grpc: 'a:50051', fenced_writes: 12 })
+  assert.deepEqual(fromLeaseDoc(doc), { holder: 'master-a', epoch: 3, expiresAt: 1_700_000_005_000, api: 'http://a:8080', grpc: 'a:50051' })
+  assert.deepEqual(fromLeaseDoc(roundTrip({ _id: 'leader', holder: 'm', epoch: Long.fromNumber(7), expires_at: new Date(5), api: null, grpc: null })), { holder: 'm', epoch: 7, expiresAt: 5, api: null, grpc: null })
+  assert.equal(fromLeaseDoc({ _id: 'leader', epoch: 1, expires_at: new Date(5) }), null, 'no holder')
+  assert.equal(fromLeaseDoc({ _id: 'leader', holder: 'm', epoch: 'one', expires_at: new Date(5) }), null, 'an epoch that is no number')
 })
 
 /**

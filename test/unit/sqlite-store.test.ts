@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import Database from 'better-sqlite3'
@@ -201,4 +202,34 @@ test('SQLite store: a schema-6 database (before the lease) gets an empty lease t
   const raw = new Database(join(dir, 'cloudai.db'), { readonly: true })
   t.after(() => raw.close())
   assert.equal(raw.pragma('user_version', { simple: true }), 7)
+})
+
+test('SQLite store: masters opening one old data directory at once all open it, and it is upgraded once', async (t) => {
+  // A race: each round is another chance for two of them to read the old version at once.
+  for (let round = 0; round < 12; round++) {
+    const dir = join(tempDir(t), `round-${round}`)
+    mkdirSync(dir)
+    // The schema-3 layout: the next steps add columns, which a second upgrade would add twice.
+    const old = new Database(join(dir, 'cloudai.db'))
+    old.exec(`CREATE TABLE workers (worker_id TEXT PRIMARY KEY, worker_ip TEXT NOT NULL, is_active INTEGER NOT NULL DEFAULT 0,
+      total_cpu REAL, total_memory REAL, total_storage REAL, total_gpu REAL, cpu_usage REAL, memory_usage REAL, storage_usage REAL, gpu_usage REAL,
+      running_tasks TEXT NOT NULL DEFAULT '[]', reported_address TEXT, registered_at INTEGER NOT NULL, connected_at INTEGER, last_heartbeat INTEGER,
+      disconnected_at INTEGER, reconnects INTEGER NOT NULL DEFAULT 0);
+      CREATE TABLE tasks (task_id TEXT PRIMARY KEY, status TEXT NOT NULL, worker_id TEXT, submitted_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, doc TEXT NOT NULL, version INTEGER NOT NULL DEFAULT 0);
+      INSERT INTO workers (worker_id, worker_ip, registered_at) VALUES ('kept', '10.0.0.1:1', 1);
+      PRAGMA journal_mode = WAL;
+      PRAGMA user_version = 3;`)
+    old.close()
+    const stores = [new SqliteStore(dir), new SqliteStore(dir), new SqliteStore(dir)]
+    const opened = await Promise.allSettled(stores.map((s) => s.open()))
+    await Promise.all(stores.map((s) => s.close()))
+    assert.deepEqual(opened.map((r) => (r.status === 'rejected' ? String(r.reason) : 'open')), ['open', 'open', 'open'], `round ${round}`)
+    const raw = new Database(join(dir, 'cloudai.db'), { readonly: true })
+    try {
+      assert.equal(raw.pragma('user_version', { simple: true }), 7)
+      assert.equal((raw.prepare('SELECT count(*) AS n FROM workers').get() as { n: number }).n, 1)
+    } finally {
+      raw.close()
+    }
+  }
 })

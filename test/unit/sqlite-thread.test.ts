@@ -143,7 +143,8 @@ test('a fence outlives its store thread: the thread started after a crash refuse
   assert.equal((await other.acquireLease(ask('master-b'))).lease.epoch, 2)
   const thread = threadOf(store)
   await thread.terminate()
-  await assert.rejects(store.writeTasks([task('t-after')]), (err: unknown) => isCloudaiError(err) && err.code === 'CLOUDAI_STALE_EPOCH')
+  // The refusal crosses the seam whole: its code and the two epochs the journal reports.
+  await assert.rejects(store.writeTasks([task('t-after')]), (err: unknown) => isCloudaiError(err) && err.code === 'CLOUDAI_STALE_EPOCH' && err.details?.epoch === 1 && err.details?.current === 2)
   assert.notEqual(threadOf(store), thread, 'a new thread took the call')
   assert.deepEqual((await other.loadTasks()).map((x) => x.id), ['t-before'])
 })

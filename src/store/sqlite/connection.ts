@@ -13,9 +13,10 @@ import { FINAL_TASK_STATUSES, taskVersion, type Store, type WorkerChanges } from
 const SCHEMA_VERSION = 7
 
 /**
- * How long a lease call waits for the write lock (busy_timeout), instead of the connection's short
- * one: the lock may be the other master's for one of its batches, and a renewal that gives up
- * after 50 ms would count as a lost renewal, where waiting a little is the right answer.
+ * How long a lease call, and opening (WAL, the schema upgrade), wait for the write lock
+ * (busy_timeout), instead of the connection's short one: the lock may be the other master's for
+ * one of its batches, and a renewal that gives up after 50 ms would count as a lost renewal, where
+ * waiting a little is the right answer.
  */
 const LEASE_BUSY_MS = 1000
 
