@@ -114,7 +114,7 @@ export class LeaderRole {
       this.opts.log.warn({ err: (err as Error).message }, `Could not write this master's addresses into the lease (${(err as Error).message}); trying again`)
       this.retryPublish ??= setTimeout(() => {
         this.retryPublish = null
-        void this.publish()
+        this.publish().catch(() => undefined)
       }, this.opts.retryMs)
     }
   }

@@ -215,7 +215,7 @@ export class Master implements MasterControl {
       onDeposed: (reason) => this.deposed(reason),
     })
     // A write the store refused as a deposed holder's: the lease is lost, whatever the timers say.
-    ;(this.journal as unknown as NodeJS.EventEmitter).on('fenced', () => this.leadership?.lose('the store refused a write of this master as stale: another master holds the lease'))
+    this.journal.on('fenced', (epoch, current) => this.leadership?.lose(`the store refused a write at epoch ${epoch} as stale (the lease is at epoch ${current ?? 'none'}): another master holds the lease`))
   }
 
   /** Null while this master leads; else what the API and gRPC refuse with (leader-role.ts). */
