@@ -163,7 +163,7 @@ export const MASTER_OPTIONS = withEnv({
   'task-output-tail': { type: 'string', default: '64KiB', describe: 'bytes of each task\'s output the master keeps, its end (1KiB to 1MiB); the worker keeps the whole log for its --task-retention' },
   'token-grace': { type: 'string', default: formatDuration(MASTER_DEFAULTS.tokenGraceMs), describe: 'after `cloudai token rotate`, how long the old token still works if the worker does not present the new one first (0 to 168h)' },
   standby: { type: 'boolean', default: MASTER_DEFAULTS.standby, describe: 'start as a standby of the master that holds the store\'s lease: serve the API and gRPC as a standby (503 CLOUDAI_NOT_LEADER naming the leader), load nothing, take over when its lease lapses; the one way to share a store (with SQLite: a --data-dir) with a running master' },
-  'lease-renew': { type: 'string', default: formatDuration(MASTER_DEFAULTS.leaseRenewMs), describe: `how often the leader renews its lease in the store and a standby polls it (${formatDuration(LEASE_RENEW_MIN_MS)} to ${formatDuration(LEASE_RENEW_MAX_MS)}; at most a ${LEASE_RENEWALS_PER_TIMEOUT}rd of --lease-timeout)` },
+  'lease-renew': { type: 'string', default: formatDuration(MASTER_DEFAULTS.leaseRenewMs), describe: `how often the leader renews its lease in the store and a standby polls it (${formatDuration(LEASE_RENEW_MIN_MS)} to ${formatDuration(LEASE_RENEW_MAX_MS)}; at most a third of --lease-timeout)` },
   'lease-timeout': { type: 'string', default: formatDuration(MASTER_DEFAULTS.leaseTimeoutMs), describe: `a leader that could not renew its lease for this long stops acting and goes back to standby (so does one whose store does not answer for this long); a standby takes over about this long after the leader died (${formatDuration(LEASE_TIMEOUT_MIN_MS)} to ${formatDuration(LEASE_TIMEOUT_MAX_MS)})` },
   ...STORE_OPTIONS,
   ...SECURITY_OPTIONS,
@@ -534,7 +534,7 @@ export function buildMasterConfig(argv: Argv): MasterConfig {
   if (config.leaseRenewMs * LEASE_RENEWALS_PER_TIMEOUT > config.leaseTimeoutMs) {
     throw new CloudaiError(
       'CLOUDAI_BAD_CONFIG',
-      `--lease-renew ${formatDuration(config.leaseRenewMs)} is too close to --lease-timeout ${formatDuration(config.leaseTimeoutMs)}: renew at most every ${formatDuration(Math.floor(config.leaseTimeoutMs / LEASE_RENEWALS_PER_TIMEOUT))} (a ${LEASE_RENEWALS_PER_TIMEOUT}rd of the timeout), so that one slow renewal does not depose a healthy leader`,
+      `--lease-renew ${formatDuration(config.leaseRenewMs)} is too close to --lease-timeout ${formatDuration(config.leaseTimeoutMs)}: renew at most every ${formatDuration(Math.floor(config.leaseTimeoutMs / LEASE_RENEWALS_PER_TIMEOUT))} (a third of the timeout), so that one slow renewal does not depose a healthy leader`,
       flagDetails('lease-renew'),
     )
   }
