@@ -138,6 +138,20 @@ export interface MasterConfig extends ClusterSecurity {
   workerAuth: 'token' | 'none'
   /** After a rotation, how long the old token still works if the worker does not present the new one first. */
   tokenGraceMs: number
+  /**
+   * Starts as a standby (issue 19): serves its API and gRPC as a standby, loads nothing, and takes
+   * over when the leader's lease in the shared store lapses. The one way to share a store (and,
+   * with SQLite, a data directory) with a running master.
+   */
+  standby: boolean
+  /** How often the leader renews its lease in the store, and how often a standby polls it. */
+  leaseRenewMs: number
+  /**
+   * A leader that has not renewed for this long (on its own monotonic clock, from when it sent the
+   * last renewal that succeeded) stops acting and goes back to standby; a standby takes over about
+   * this long after a leader died.
+   */
+  leaseTimeoutMs: number
   log: LogConfig
 }
 
@@ -219,6 +233,9 @@ export const MASTER_DEFAULTS: Omit<MasterConfig, 'log'> = {
   masterKeyFile: null,
   workerAuth: 'token',
   tokenGraceMs: 3_600_000,
+  standby: false,
+  leaseRenewMs: 1_000,
+  leaseTimeoutMs: 5_000,
   clusterToken: null,
   tls: null,
 }

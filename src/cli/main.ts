@@ -72,7 +72,7 @@ const EXIT_FAILURE = 1
 const EXIT_USAGE = 2
 
 /** Refusals to start that the operator fixes in how the process is started, as a bad flag: exit 2. */
-const START_REFUSALS: ReadonlySet<string> = new Set(['CLOUDAI_DATA_DIR_LOCKED', 'CLOUDAI_DATA_DIR_READONLY'])
+const START_REFUSALS: ReadonlySet<string> = new Set(['CLOUDAI_DATA_DIR_LOCKED', 'CLOUDAI_DATA_DIR_READONLY', 'CLOUDAI_LEASE_HELD'])
 
 /** yargs' own complaints: unknown command or flag, missing argument. */
 class UsageError extends Error {}
@@ -588,13 +588,20 @@ async function runMaster(config: MasterConfig): Promise<void> {
   const log = createLogger(config.log, logs)
   // Imported here rather than at the top: operator commands and flag errors should not load
   // gRPC, uWebSockets.js and SQLite.
-  const { Master } = await import('../master/master.js')
-  await serve('master', log, () => new Master(config, { log }), (master, shutdown) => {
+  const { StandbyCycle } = await import('../master/standby-cycle.js')
+  // A master that loses its lease goes back to standby in the same process (standby-cycle.ts).
+  let failed: () => void = () => undefined
+  const create = (): InstanceType<typeof StandbyCycle> => new StandbyCycle(config, { log, onFailure: () => failed() })
+  await serve('master', log, create, (cycle, shutdown) => {
+    failed = () => {
+      process.exitCode = EXIT_FAILURE
+      shutdown('the deposed master could not start again as a standby')
+    }
     // Only with a terminal on both sides: the prompt prints what it is asked (a new worker's token
     // included) to stdout, which, redirected, is the log file.
     if (process.stdin.isTTY !== true || process.stdout.isTTY !== true) return undefined
     log.info({ step: 9 }, 'Interactive prompt started (type help for the commands)')
-    const prompt = startPrompt({ control: master.control, input: process.stdin, output: process.stdout, logs, onExit: () => shutdown('exit at the prompt') })
+    const prompt = startPrompt({ control: cycle.control, input: process.stdin, output: process.stdout, logs, onExit: () => shutdown('exit at the prompt') })
     return () => prompt.close()
   })
 }

@@ -89,6 +89,14 @@ const RETENTION_MAX_MS = 365 * 86_400_000
 const MAX_FINISHED_TASKS_MAX = 10_000_000
 const OUTPUT_TAIL_MIN = 1024
 const OUTPUT_TAIL_MAX = 1024 * 1024
+// The lease (issue 19): renewals at least every 50 ms and at most every minute; a timeout from
+// 300 ms (tests) to 10 minutes, and at least LEASE_RENEWALS_PER_TIMEOUT renewals within it, so that
+// one slow or lost renewal does not depose a healthy leader.
+const LEASE_RENEW_MIN_MS = 50
+const LEASE_RENEW_MAX_MS = 60_000
+const LEASE_TIMEOUT_MIN_MS = 300
+const LEASE_TIMEOUT_MAX_MS = 600_000
+const LEASE_RENEWALS_PER_TIMEOUT = 3
 const RETENTION_RANGE = `${formatLongDuration(RETENTION_MIN_MS)} to ${formatLongDuration(RETENTION_MAX_MS)}`
 
 /** What --task-retention says, for the master and the worker alike. */
@@ -154,6 +162,9 @@ export const MASTER_OPTIONS = withEnv({
   'max-finished-tasks': { type: 'string', default: String(MASTER_DEFAULTS.maxFinishedTasks), describe: `finished tasks kept at most; past it the oldest finished are removed first (1 to ${MAX_FINISHED_TASKS_MAX})` },
   'task-output-tail': { type: 'string', default: '64KiB', describe: 'bytes of each task\'s output the master keeps, its end (1KiB to 1MiB); the worker keeps the whole log for its --task-retention' },
   'token-grace': { type: 'string', default: formatDuration(MASTER_DEFAULTS.tokenGraceMs), describe: 'after `cloudai token rotate`, how long the old token still works if the worker does not present the new one first (0 to 168h)' },
+  standby: { type: 'boolean', default: MASTER_DEFAULTS.standby, describe: 'start as a standby of the master that holds the store\'s lease: serve the API and gRPC as a standby (503 CLOUDAI_NOT_LEADER naming the leader), load nothing, take over when its lease lapses; the one way to share a store (with SQLite: a --data-dir) with a running master' },
+  'lease-renew': { type: 'string', default: formatDuration(MASTER_DEFAULTS.leaseRenewMs), describe: `how often the leader renews its lease in the store and a standby polls it (${formatDuration(LEASE_RENEW_MIN_MS)} to ${formatDuration(LEASE_RENEW_MAX_MS)}; at most a third of --lease-timeout)` },
+  'lease-timeout': { type: 'string', default: formatDuration(MASTER_DEFAULTS.leaseTimeoutMs), describe: `a leader that could not renew its lease for this long stops acting and goes back to standby (so does one whose store does not answer for this long); a standby takes over about this long after the leader died (${formatDuration(LEASE_TIMEOUT_MIN_MS)} to ${formatDuration(LEASE_TIMEOUT_MAX_MS)})` },
   ...STORE_OPTIONS,
   ...SECURITY_OPTIONS,
 })
@@ -546,6 +557,13 @@ export function buildLogConfig(argv: Argv, terminal = process.stdout.isTTY === t
 
 export function buildMasterConfig(argv: Argv): MasterConfig {
   const config = readMasterConfig(argv)
+  if (config.leaseRenewMs * LEASE_RENEWALS_PER_TIMEOUT > config.leaseTimeoutMs) {
+    throw new CloudaiError(
+      'CLOUDAI_BAD_CONFIG',
+      `--lease-renew ${formatDuration(config.leaseRenewMs)} is too close to --lease-timeout ${formatDuration(config.leaseTimeoutMs)}: renew at most every ${formatDuration(Math.floor(config.leaseTimeoutMs / LEASE_RENEWALS_PER_TIMEOUT))} (a third of the timeout), so that one slow renewal does not depose a healthy leader`,
+      flagDetails('lease-renew'),
+    )
+  }
   const points = Math.ceil(config.telemetryHistoryMs / config.telemetryStepMs)
   if (points > MAX_HISTORY_POINTS) {
     throw new CloudaiError(
@@ -596,6 +614,9 @@ function readMasterConfig(argv: Argv): MasterConfig {
     masterKeyFile: read<string | null>(argv, 'master-key-file', d.masterKeyFile, nonEmpty(4096)),
     workerAuth: read(argv, 'worker-auth', d.workerAuth, oneOf(['token', 'none'] as const)),
     tokenGraceMs: read(argv, 'token-grace', d.tokenGraceMs, durationWithin(0, 7 * 24 * 3_600_000)),
+    standby: read(argv, 'standby', d.standby, bool),
+    leaseRenewMs: read(argv, 'lease-renew', d.leaseRenewMs, durationWithin(LEASE_RENEW_MIN_MS, LEASE_RENEW_MAX_MS)),
+    leaseTimeoutMs: read(argv, 'lease-timeout', d.leaseTimeoutMs, durationWithin(LEASE_TIMEOUT_MIN_MS, LEASE_TIMEOUT_MAX_MS)),
     taskRetentionMs: read(argv, 'task-retention', d.taskRetentionMs, retention),
     maxFinishedTasks: read(argv, 'max-finished-tasks', d.maxFinishedTasks, wholeNumber(1, MAX_FINISHED_TASKS_MAX)),
     taskOutputTailBytes: read(argv, 'task-output-tail', d.taskOutputTailBytes, byteSize(OUTPUT_TAIL_MIN, OUTPUT_TAIL_MAX)),

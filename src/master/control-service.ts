@@ -19,6 +19,7 @@ import type { TaskLogFeeds, LogSink, ReadRequest } from './task-log-feeds.js'
 import { parseTaskInput } from './task-input.js'
 import type { TaskTable } from './tasks.js'
 import type { TelemetryHub } from './telemetry/hub.js'
+import type { LeaderStatus } from './leader-role.js'
 import { toTaskView, toWorkerMetricsView, toWorkerView, type ClusterStatus, type TaskView, type WorkerMetricsView, type WorkerView } from './views.js'
 import type { WorkerAuth } from './worker-auth.js'
 import { workerListBody } from './worker-list-json.js'
@@ -55,6 +56,11 @@ export interface ControlParts {
   startedAt: () => number
   /** The gRPC address workers are told to call back on ('' before the gRPC server is bound). */
   advertised: () => string
+  /**
+   * Who leads (issue 19, leader-role.ts), as status and health say it; `acting`: this master runs
+   * and leads, so its health checks are its own. Absent: a master that always leads.
+   */
+  role?: () => LeaderStatus & { acting: boolean }
 }
 
 /**
@@ -270,8 +276,8 @@ export class ControlService implements MasterControl {
     return toWorkerMetricsView(w, this.telemetry.summary(w.id), this.telemetry.history(w.id, query.since ?? 0), this.telemetry.stepMs, now)
   }
 
-  health(): HealthReport {
-    return checkHealth({
+  health(): HealthReport & Partial<LeaderStatus> {
+    const report = checkHealth({
       now: Date.now(),
       startedAt: this.parts.startedAt() || Date.now(),
       monitor: this.monitor.status,
@@ -282,6 +288,11 @@ export class ControlService implements MasterControl {
       store: this.storeHealth(),
       warnings: this.workerAuth.warning === null ? [] : [{ check: 'worker-auth', message: this.workerAuth.warning }],
     })
+    const role = this.parts.role?.()
+    if (!role) return report
+    const { acting, ...leader } = role
+    // A standby (or a deposed master) is healthy as a standby: its checks are the leader's to pass.
+    return acting ? { ...report, ...leader } : { ...report, status: 'healthy', reasons: [], ...leader }
   }
 
   private storeHealth(): StoreHealth {
@@ -299,7 +310,7 @@ export class ControlService implements MasterControl {
     return { contentType: this.metricsView.contentType, body: await this.metricsView.text() }
   }
 
-  status(): ClusterStatus {
+  status(): ClusterStatus & Partial<LeaderStatus> {
     const counts = this.registry.counts()
     const store = this.journal.status()
     return {
@@ -313,6 +324,15 @@ export class ControlService implements MasterControl {
       worker_auth: this.config.workerAuth,
       started_at: new Date(this.parts.startedAt() || Date.now()).toISOString(),
       uptime_s: this.parts.startedAt() ? Math.round((Date.now() - this.parts.startedAt()) / 1000) : 0,
+      ...this.leader(),
     }
+  }
+
+  /** The status's who-leads fields, without `acting`. */
+  private leader(): Partial<LeaderStatus> {
+    const role = this.parts.role?.()
+    if (!role) return {}
+    const { acting: _acting, ...leader } = role
+    return leader
   }
 }

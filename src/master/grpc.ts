@@ -14,6 +14,7 @@ import { GrpcListener, PREFACE_TIMEOUT_MS, type ConnectionRefusal } from '../sha
 import type { Registry } from './registry.js'
 import { WorkerAuth } from './worker-auth.js'
 import { ActivationSlices } from './activation-slices.js'
+import { LEADER_GRPC_METADATA } from '../shared/leadership.js'
 
 const CONNECTION_COUNTER: Record<'accepted' | ConnectionRefusal, number> = {
   accepted: C.GRPC_CONNECTIONS_ACCEPTED,
@@ -98,6 +99,11 @@ export interface MasterGrpcOptions {
    */
   workerAuth?: WorkerAuth
   limits?: Partial<GrpcLimits>
+  /**
+   * While this master does not lead (a standby, a deposed leader): the refusal of every worker
+   * call, UNAVAILABLE CLOUDAI_NOT_LEADER with the leader's gRPC address as LEADER_GRPC_METADATA.
+   */
+  notLeader?: () => CloudaiError | null
 }
 
 // Shared by every empty heartbeat: most workers run nothing most of the time.
@@ -207,6 +213,7 @@ export class MasterGrpcServer {
     let info: { specs: WorkerSpecs; reportedAddress: string | null }
     let reported: string
     try {
+      this.assertLeader()
       const identity = this.workerAuth.identify('RegisterWorker', call)
       id = validateWorkerId(req.worker_id)
       this.workerAuth.authorize('RegisterWorker', identity, id, call)
@@ -242,6 +249,7 @@ export class MasterGrpcServer {
 
   private sendHeartbeat(call: grpc.ServerUnaryCall<HeartbeatMsg, HeartbeatAckMsg>, cb: grpc.sendUnaryData<HeartbeatAckMsg>): void {
     try {
+      this.assertLeader()
       const identity = this.workerAuth.identify('SendHeartbeat', call)
       this.acceptHeartbeat(call.request, (id) => this.workerAuth.authorize('SendHeartbeat', identity, id, call))
       cb(null, { success: true })
@@ -271,6 +279,7 @@ export class MasterGrpcServer {
     // Identified once, from the metadata the call opened with; each heartbeat is then checked
     // against it (and against a revocation or rotation since).
     try {
+      this.assertLeader()
       const identity = this.workerAuth.identify('StreamHeartbeats', call)
       stream.authorize = (id) => this.workerAuth.authorize('StreamHeartbeats', identity, id, call)
     } catch (err) {
@@ -284,6 +293,7 @@ export class MasterGrpcServer {
     const authorize = stream.authorize!
     stream.lastAt = performance.now()
     try {
+      this.assertLeader()
       if (stream.workerId === null) this.acceptHeartbeat(msg, authorize)
       else if (msg.worker_id !== stream.workerId) {
         throw new CloudaiError('CLOUDAI_BAD_FIELD', `worker_id changed mid-stream from ${stream.workerId} to ${String(msg.worker_id).slice(0, 80)}; one stream carries one worker's heartbeats`)
@@ -399,6 +409,7 @@ export class MasterGrpcServer {
     const r = call.request
     let result: CompletionReport
     try {
+      this.assertLeader()
       const identity = this.workerAuth.identify('ReportTaskCompletion', call)
       validateTaskId(r.task_id)
       const workerId = validateWorkerId(r.worker_id)
@@ -420,6 +431,12 @@ export class MasterGrpcServer {
       (applied) => cb(null, { success: true, message: applied ? 'recorded' : 'ignored: the task is no longer this worker\'s attempt (requeued, cancelled or already finished)' }),
       (err: unknown) => this.refuse('ReportTaskCompletion', r.worker_id, err, cb),
     )
+  }
+
+  /** @throws CLOUDAI_NOT_LEADER while this master does not lead (a standby, a deposed leader) */
+  private assertLeader(): void {
+    const refusal = this.opts.notLeader?.()
+    if (refusal) throw refusal
   }
 
   private refuse(rpc: string, workerId: unknown, err: unknown, cb: grpc.sendUnaryData<never>): void {
@@ -468,5 +485,8 @@ export class MasterGrpcServer {
 function errorStatus(e: CloudaiError): grpc.ServerErrorResponse {
   const metadata = new grpc.Metadata()
   metadata.set('cloudai-error-code', e.code)
+  // A standby's refusal names the leader a worker with several --master addresses tries next.
+  const leader = e.code === 'CLOUDAI_NOT_LEADER' ? e.details?.leader_grpc : undefined
+  if (typeof leader === 'string') metadata.set(LEADER_GRPC_METADATA, leader)
   return { name: 'CloudaiError', message: e.message, code: e.grpcStatus, details: `${e.message} (${e.code})`, metadata }
 }

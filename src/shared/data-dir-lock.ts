@@ -30,7 +30,12 @@ function tryLock(fd: number): boolean {
   return tryLockFn(fd)
 }
 
-export type DataDirRole = 'master' | 'worker'
+/**
+ * `standby`: a master started with --standby, which shares a master's directory (its SQLite store,
+ * its key) on purpose, under a lock of its own (issue 19): one leader and one standby per
+ * directory; which of them leads is the store's lease's to say, not this lock's.
+ */
+export type DataDirRole = 'master' | 'standby' | 'worker'
 
 /**
  * How long a process that lost the lock keeps reading the holder's pid: the holder writes it just
@@ -71,7 +76,7 @@ export class DataDirLock {
         const pid = holderPid(path)
         throw new CloudaiError(
           'CLOUDAI_DATA_DIR_LOCKED',
-          `the data directory ${dir} is in use by another cloudai ${role} (${pid === null ? 'pid unknown' : `pid ${pid}`}; lock ${path}): stop it, or give this ${role} a --data-dir of its own`,
+          `the data directory ${dir} is in use by another cloudai ${role} (${pid === null ? 'pid unknown' : `pid ${pid}`}; lock ${path}): stop it, or give this ${role} a --data-dir of its own${role === 'master' ? ', or start this one with --standby to share it as the standby' : ''}`,
           { dataDir: dir, lockFile: path, pid },
         )
       }

@@ -76,6 +76,7 @@ test('a second master on a data directory in use exits with code 2 naming the fi
   const r = await refused(second)
   assert.equal(r.code, 2, r.stderr)
   assert.match(r.stderr, new RegExp(`in use by another cloudai master \\(pid ${master.proc.child.pid};.*\\(CLOUDAI_DATA_DIR_LOCKED\\)`))
+  assert.match(r.stderr, /start this one with --standby to share it/, 'the refusal names the one way to share the directory')
   assert.ok(!second.has((l) => l.step === 1), 'the store was not opened')
   assert.ok(!second.has((l) => l.step === 6), 'no port was bound')
 
@@ -85,6 +86,20 @@ test('a second master on a data directory in use exits with code 2 naming the fi
   await waitUntil(async () => (await beat()) !== last, 'a heartbeat from worker-a to the first master')
   assert.ok(!worker.has(msgHas('MasterRegister from'), mark), 'no MasterRegister reached the worker')
   assert.equal((await api(master.api, '/api/workers/worker-a')).body.is_active, true)
+})
+
+test('a standby shares a master\'s data directory (--standby is the one way); a second standby on it exits with code 2', { timeout: 60_000 }, async (t) => {
+  const dataDir = tempDir(t)
+  const lease = ['--lease-renew', '100ms', '--lease-timeout', '1s']
+  await startMaster(t, { dataDir, args: [...FAST_MASTER_FLAGS, ...lease, '--master-id', 'm-a'] })
+  const standby = await startMaster(t, { dataDir, name: 'standby', args: [...FAST_MASTER_FLAGS, ...lease, '--master-id', 'm-b', '--standby'] })
+  assert.equal((await api(standby.api, '/api/status')).body.role, 'standby')
+
+  const second = new Proc('standby-2', ['master', '--grpc-host', '127.0.0.1', '--grpc-port', '0', '--http-host', '127.0.0.1', '--http-port', '0', '--data-dir', dataDir, '--log-level', 'debug', ...FAST_MASTER_FLAGS, ...lease, '--master-id', 'm-c', '--standby'])
+  t.after(() => second.kill('SIGKILL'))
+  const r = await refused(second)
+  assert.equal(r.code, 2, r.stderr)
+  assert.match(r.stderr, new RegExp(`in use by another cloudai standby \\(pid ${standby.proc.child.pid};.*\\(CLOUDAI_DATA_DIR_LOCKED\\)`))
 })
 
 test('after kill -9 of the holder a new worker and a new master start at once on the same data directories, and hold them', { timeout: 60_000 }, async (t) => {

@@ -166,7 +166,10 @@ export interface MasterHandle {
   api: string
 }
 
-export const FAST_MASTER_FLAGS = ['--reconnect-interval', '300ms', '--dial-timeout', '1s', '--heartbeat-timeout', '1500ms', '--shutdown-grace', '2s']
+// A leader that cannot renew its lease for --lease-timeout stops acting (issue 19): a minute, so
+// that the store outages tests make (up to 30 s) do not depose the one master they run; the
+// failover tests give their masters short leases of their own (a flag given twice is its last value).
+export const FAST_MASTER_FLAGS = ['--reconnect-interval', '300ms', '--dial-timeout', '1s', '--heartbeat-timeout', '1500ms', '--shutdown-grace', '2s', '--lease-renew', '1s', '--lease-timeout', '1m']
 
 /**
  * A master on OS-chosen ports, on 127.0.0.1; with `netns` (a namespace of test/support/netns.ts),

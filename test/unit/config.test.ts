@@ -103,6 +103,9 @@ test('master flags are parsed into the config: ports, hosts, addresses, duration
     'master-key-file': '/etc/cloudai/master.key',
     'worker-auth': 'none',
     'token-grace': '10m',
+    standby: true,
+    'lease-renew': '500ms',
+    'lease-timeout': '3s',
     'task-retention': '36h',
     'max-finished-tasks': '5000',
     'task-output-tail': '16KiB',
@@ -147,6 +150,9 @@ test('master flags are parsed into the config: ports, hosts, addresses, duration
     masterKeyFile: '/etc/cloudai/master.key',
     workerAuth: 'none',
     tokenGraceMs: 600_000,
+    standby: true,
+    leaseRenewMs: 500,
+    leaseTimeoutMs: 3_000,
     clusterToken: 'cluster-token-0123456789',
     tls: { certPath: CERT, keyPath: CERT, caPath: null },
     log: { level: 'debug', pretty: true },
@@ -181,6 +187,26 @@ test('the reconnection schedule and budget: a 10 min fast window, 60 dials a sec
   assert.equal(buildMasterConfig({ 'reconnect-fast-window': '24h' }).reconnectFastWindowMs, 24 * 3_600_000)
   assert.equal(buildMasterConfig({ 'reconnect-rate': '100000', 'reconnect-max-inflight': '50000' }).reconnectRatePerSec, 100_000)
   assert.throws(() => buildMasterConfig({ 'reconnect-rate': '0' }), badConfig('--reconnect-rate "0" is not allowed: use a whole number from 1 to 100000'))
+})
+
+test('--standby is off by default; --lease-renew (1s) and --lease-timeout (5s) are bounded, and a renewal must come at least three times per timeout', () => {
+  assert.equal(MASTER_DEFAULTS.standby, false)
+  assert.equal(MASTER_DEFAULTS.leaseRenewMs, 1_000)
+  assert.equal(MASTER_DEFAULTS.leaseTimeoutMs, 5_000)
+  assert.equal(buildMasterConfig({ standby: 'true' }).standby, true)
+  assert.throws(() => buildMasterConfig({ standby: 'maybe' }), badConfig('--standby'))
+  const short = buildMasterConfig({ 'lease-renew': '100ms', 'lease-timeout': '300ms' })
+  assert.equal(short.leaseRenewMs, 100)
+  assert.equal(short.leaseTimeoutMs, 300)
+  assert.equal(buildMasterConfig({ 'lease-renew': '1m', 'lease-timeout': '10m' }).leaseRenewMs, 60_000)
+  assert.throws(() => buildMasterConfig({ 'lease-renew': '10ms' }), badConfig('--lease-renew "10ms" is out of range'))
+  assert.throws(() => buildMasterConfig({ 'lease-renew': '2m', 'lease-timeout': '10m' }), badConfig('--lease-renew "2m" is out of range'))
+  assert.throws(() => buildMasterConfig({ 'lease-timeout': '100ms', 'lease-renew': '50ms' }), badConfig('--lease-timeout "100ms" is out of range'))
+  assert.throws(() => buildMasterConfig({ 'lease-timeout': '11m' }), badConfig('--lease-timeout'))
+  // Renewals well below the timeout: 2s against the default 5s leaves one renewal to fail.
+  assert.throws(() => buildMasterConfig({ 'lease-renew': '2s' }), badConfig('--lease-renew 2s is too close to --lease-timeout 5s'))
+  assert.throws(() => buildMasterConfig({ 'lease-timeout': '2s' }), badConfig('--lease-renew 1s is too close to --lease-timeout 2s'))
+  assert.equal(buildMasterConfig({ 'lease-timeout': '3s' }).leaseTimeoutMs, 3_000)
 })
 
 test('--requeue-after defaults to the heartbeat timeout (null in the config), takes 0 for at once, and a duration up to a day', () => {

@@ -50,6 +50,11 @@ export interface HttpApiOptions {
   allowOrigins?: readonly string[]
   /** The machine's names for a wildcard bind; defaults to the real ones (tests pass their own). */
   machine?: MachineNames
+  /**
+   * While this master does not lead (a standby, a deposed leader): the refusal (503
+   * CLOUDAI_NOT_LEADER naming the leader) of every route but /healthz and /api/status, and of /ws.
+   */
+  notLeader?: () => CloudaiError | null
 }
 
 type Handler = (reply: Reply, req: HttpRequest, res: HttpResponse) => void | Promise<void>
@@ -60,6 +65,8 @@ interface Route {
   handle: Handler
   /** Served without the API token: the health check, and the dashboard page (it asks for the token). */
   open?: boolean
+  /** Served by a standby too (they say who leads); every other route answers it 503 CLOUDAI_NOT_LEADER. */
+  standby?: boolean
 }
 
 const ALLOW_NAMES = { get: 'GET', post: 'POST', del: 'DELETE' } as const
@@ -142,7 +149,7 @@ export class HttpApi {
         maxConnections: this.opts.ws?.maxConnections ?? 1000,
         maxMessageBytes: this.opts.ws?.maxMessageBytes ?? 16 * 1024,
         token: this.token,
-        screen: (res, req, reply) => this.screen(res, req, reply),
+        screen: (res, req, reply) => this.screen(res, req, reply) || this.refuseNotLeader(reply),
       })
       this.sockets.mount(app)
     }
@@ -193,11 +200,12 @@ export class HttpApi {
     }))
     return [
       ...dashboard,
-      { method: 'get', pattern: '/healthz', handle: (reply) => this.healthz(reply), open: true },
-      // Open, like the dashboard page: it says what the API is, not what the master holds.
-      { method: 'get', pattern: '/openapi.json', handle: (reply) => reply.rawJson(200, this.openapi, { headers: { 'cache-control': 'no-cache' } }), open: true },
+      { method: 'get', pattern: '/healthz', handle: (reply) => this.healthz(reply), open: true, standby: true },
+      // Open, like the dashboard page: it says what the API is, not what the master holds; a
+      // standby serves it too, since it is the same API.
+      { method: 'get', pattern: '/openapi.json', handle: (reply) => reply.rawJson(200, this.openapi, { headers: { 'cache-control': 'no-cache' } }), open: true, standby: true },
       { method: 'get', pattern: '/metrics', handle: (reply) => this.metrics(reply) },
-      { method: 'get', pattern: '/api/status', handle: (reply) => reply.json(200, this.control.status()) },
+      { method: 'get', pattern: '/api/status', handle: (reply) => reply.json(200, this.control.status()), standby: true },
       { method: 'get', pattern: '/api/workers', handle: (reply) => reply.list(200, this.control.listWorkersBody()) },
       { method: 'post', pattern: '/api/workers', handle: (reply, req, res) => this.registerWorker(reply, req, res) },
       { method: 'get', pattern: '/api/workers/:id', handle: (reply, req) => reply.json(200, this.control.getWorker(pathId(req))) },
@@ -229,7 +237,7 @@ export class HttpApi {
     const routes = this.routes()
     assertDocumented(routes, { dashboard: this.opts.dashboard !== undefined })
     for (const route of routes) {
-      app[route.method](route.pattern, this.wrap(route.handle, route.open === true))
+      app[route.method](route.pattern, this.wrap(route.handle, route.open === true, route.standby === true))
       allowed.set(route.pattern, [...(allowed.get(route.pattern) ?? []), ALLOW_NAMES[route.method]])
     }
     // uWS prefers a method's own handler over `any` on the same pattern, and any static pattern
@@ -250,7 +258,7 @@ export class HttpApi {
    * token, only `open` routes answer without it; the rest, unknown paths included (so that routes
    * cannot be probed), answer 401.
    */
-  private wrap(handle: Handler, open = false): (res: HttpResponse, req: HttpRequest) => void {
+  private wrap(handle: Handler, open = false, standby = false): (res: HttpResponse, req: HttpRequest) => void {
     return (res, req) => {
       const reply = new Reply(res, this.log, req.getCaseSensitiveMethod(), req.getUrl(), Date.now())
       if (this.screen(res, req, reply)) return
@@ -261,6 +269,7 @@ export class HttpApi {
         })
         return
       }
+      if (!standby && this.refuseNotLeader(reply)) return
       try {
         const pending = handle(reply, req, res)
         if (pending) pending.catch((err: unknown) => this.fail(reply, err))
@@ -277,6 +286,14 @@ export class HttpApi {
     countRefusal(this.opts.counters, refusal)
     if (closesConnection(refusal)) refuseUnframed(res, reply, this.bodyLimits, refusal)
     else reply.error(refusal)
+    return true
+  }
+
+  /** Answers 503 CLOUDAI_NOT_LEADER while this master does not lead; true if it did. */
+  private refuseNotLeader(reply: Reply): boolean {
+    const refusal = this.opts.notLeader?.()
+    if (!refusal) return false
+    reply.error(refusal)
     return true
   }
 
