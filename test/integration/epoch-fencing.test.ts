@@ -107,15 +107,16 @@ test('a cloudai master\'s reconnection dial carries its epoch: a worker that has
   const master = await startMaster(t, { dataDir: tempDir(t) })
   await registerWorker(master.api, 'w3', address)
   const proc = await startWorker(t, 'w3', port)
-  // No --master: the master's monitor dials it (MasterRegister, epoch 0: this master holds no lease).
+  // No --master: the master's monitor dials it (MasterRegister at the epoch of its lease: 1, the
+  // first holder of this data directory's lease).
   await master.proc.waitForLog((l) => l.workerId === 'w3' && String(l.msg).startsWith('Worker w3 registered and active'), 'w3 active on the master')
 
   const leader = await startPeerMaster(t, 'leader-1')
-  assert.equal((await leader.masterRegister(address, 1)).success, true)
+  assert.equal((await leader.masterRegister(address, 7)).success, true)
   await leader.until(() => leader.beatsOf('w3') > 0, 'w3 heartbeating to leader-1')
   const mark = master.proc.mark()
   const rejected = await master.proc.waitForLog((l) => l.workerId === 'w3' && l.msg === 'reconnection dial failed' && l.outcome === 'rejected', 'the re-dial of w3 rejected', { from: mark })
-  assert.match(String(rejected.reason), /carries master epoch 0, but this worker has seen epoch 1: .*\(CLOUDAI_STALE_EPOCH\)$/)
+  assert.match(String(rejected.reason), /carries master epoch 1, but this worker has seen epoch 7: .*\(CLOUDAI_STALE_EPOCH\)$/)
   assert.equal((await api<{ is_active: boolean }>(master.api, '/api/workers/w3')).body.is_active, false)
   const beats = leader.beatsOf('w3')
   await leader.until(() => leader.beatsOf('w3') > beats, 'w3 still heartbeating to leader-1')

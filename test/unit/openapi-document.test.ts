@@ -39,10 +39,10 @@ test('the document lists every operation with a unique id, and every error statu
       if (Number(status) >= 400 && !(String(status) in op.answers)) assert.match(answer.description, /`CLOUDAI_[A-Z_]+`/, `${op.method} ${op.path} ${status} names its codes`)
     }
   }
-  // Issue 19: a standby answers /api/status and /healthz, and refuses every other route naming the leader.
+  // Issue 19: a standby answers /api/status, /healthz and this document, and refuses every other route naming the leader.
   for (const op of OPERATIONS) {
     const refusals = (doc.paths[op.path]![op.method] as { responses: Record<string, { description: string }> }).responses['503']?.description ?? ''
-    if (op.operationId === 'getStatus' || op.operationId === 'getHealth') assert.doesNotMatch(refusals, /CLOUDAI_NOT_LEADER/, `${op.method} ${op.path}`)
+    if (op.operationId === 'getStatus' || op.operationId === 'getHealth' || op.operationId === 'getOpenApi') assert.doesNotMatch(refusals, /CLOUDAI_NOT_LEADER/, `${op.method} ${op.path}`)
     else assert.match(refusals, /CLOUDAI_NOT_LEADER/, `${op.method} ${op.path}`)
   }
 })
