@@ -21,9 +21,10 @@ import { scaling } from './scenarios/scaling.js'
 import { telemetryPlacement } from './scenarios/telemetry-placement.js'
 import { timeToAssign } from './scenarios/time-to-assign.js'
 import { logLatency } from './scenarios/log-latency.js'
+import { failover } from './scenarios/failover.js'
 import { gitCommit } from './lib/provenance.js'
 
-export const SCENARIOS: Scenario[] = [cloudaiTable, dialStorm, heartbeatIngest, telemetryPlacement, memoryPerWorker, timeToAssign, scaling, logLatency]
+export const SCENARIOS: Scenario[] = [cloudaiTable, dialStorm, heartbeatIngest, telemetryPlacement, memoryPerWorker, timeToAssign, scaling, logLatency, failover]
 const RUNS: Record<Size, number> = { tiny: 1, quick: 3, full: 5 }
 
 class UsageError extends Error {}

@@ -137,6 +137,7 @@ class SimWorker {
     const startedAt = Date.now()
     const child = spawn('/bin/sh', ['-c', task.command], { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin', CLOUDAI_TASK_ID: task.task_id, ...task.env } })
     stats.tasksAssigned++
+    executions.set(task.task_id, (executions.get(task.task_id) ?? 0) + 1)
     const out: Buffer[] = []
     let size = 0
     const keep = (b: Buffer): void => {
@@ -310,6 +311,8 @@ function unimplemented(_call: unknown, cb: grpc.sendUnaryData<unknown>): void {
 }
 
 const workers = new Map<string, SimWorker>()
+/** Starts per task id, over every worker of this child: a task started twice anywhere shows. */
+const executions = new Map<string, number>()
 const tarpits: { server: NetServer; sockets: Set<Socket> }[] = []
 
 function pick(ids: string[]): SimWorker[] {
@@ -376,6 +379,8 @@ async function handle(cmd: Command): Promise<Reply> {
       return { seq: cmd.seq, ok: true }
     case 'stats':
       return { seq: cmd.seq, ok: true, stats: { ...stats } }
+    case 'executions':
+      return { seq: cmd.seq, ok: true, executions: [...executions] }
     case 'stop':
       await Promise.all([...workers.values()].map((w) => w.offline()))
       for (const t of tarpits) {

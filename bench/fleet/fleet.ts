@@ -138,6 +138,14 @@ export class Fleet {
     return sum
   }
 
+  /** How many times each task id was started, over the whole fleet. */
+  async executions(): Promise<Map<string, number>> {
+    const all = await Promise.all(this.children.map((c) => c.send({ type: 'executions' })))
+    const sum = new Map<string, number>()
+    for (const r of all) for (const [id, n] of r.executions ?? []) sum.set(id, (sum.get(id) ?? 0) + n)
+    return sum
+  }
+
   async stop(): Promise<void> {
     await Promise.all(this.children.map(async (c) => {
       if (c.proc.exitCode !== null || c.proc.signalCode !== null) return

@@ -33,6 +33,8 @@ export type Command =
   /** These workers also send a copy of each heartbeat, the same way, to `address` (null: no more). */
   | { seq: number; type: 'mirror'; ids: string[]; address: string | null }
   | { seq: number; type: 'stats' }
+  /** How many times each task id was started in this child (a task run twice shows 2). */
+  | { seq: number; type: 'executions' }
   | { seq: number; type: 'stop' }
 
 export interface ChildStats {
@@ -49,5 +51,5 @@ export interface ChildStats {
 }
 
 export type Reply =
-  | { seq: number; ok: true; workers?: { id: string; address: string }[]; addresses?: string[]; stats?: ChildStats }
+  | { seq: number; ok: true; workers?: { id: string; address: string }[]; addresses?: string[]; stats?: ChildStats; executions?: [string, number][] }
   | { seq: number; ok: false; error: string }

@@ -28,7 +28,7 @@ function runBench(args: string[], timeoutMs = 100_000): Promise<{ code: number |
   })
 }
 
-const SCENARIOS = ['cloudai-table', 'dial-storm', 'heartbeat-ingest', 'telemetry-placement', 'memory-per-worker', 'time-to-assign', 'scaling', 'log-latency']
+const SCENARIOS = ['cloudai-table', 'dial-storm', 'heartbeat-ingest', 'telemetry-placement', 'memory-per-worker', 'time-to-assign', 'scaling', 'log-latency', 'failover']
 
 test('bench: every scenario runs at --size tiny, prints its table and writes the JSON', async (t) => {
   const out = mkdtempSync(join(tmpdir(), 'cloudai-bench-smoke-'))
