@@ -23,19 +23,24 @@ export interface LogsOutput {
 /** Resolves with the exit code: the task's with -f (1 when it has none), 0 otherwise. */
 export async function runLogs(api: string, token: string | null, id: string, opts: LogsOptions, io: LogsOutput): Promise<number> {
   let after = opts.after
-  /** `--since` for the next request: as typed, then the time it meant (a reconnection). */
-  let notBefore = opts.since
+  /**
+   * `--since`, as typed, so that a duration is counted back on the master's clock. Sent until a
+   * line or a gap came: from then on `after` says where to go on, and a time computed here would
+   * be on this host's clock, which may be ahead of the master's and filter out every new line.
+   */
+  const notBefore = opts.since
   let connected = false
   let delay = RETRY_MIN_MS
   for (;;) {
     const params = new URLSearchParams()
     if (opts.follow) params.set('follow', '1')
-    if (notBefore !== null) params.set('since', notBefore)
     if (after > 0) params.set('after', String(after))
-    // A reconnection that has seen nothing yet asks for the same last lines (after is 0 until a line or gap came).
-    else if (opts.tail > 0) params.set('tail', String(opts.tail))
+    else {
+      // A reconnection that has seen nothing yet asks again as the first request did (after is 0 until a line or gap came).
+      if (notBefore !== null) params.set('since', notBefore)
+      if (opts.tail > 0) params.set('tail', String(opts.tail))
+    }
     const path = `/api/tasks/${encodeURIComponent(id)}/logs${params.size > 0 ? `?${params}` : ''}`
-    if (notBefore !== null && /[smhd]$/.test(notBefore)) notBefore = new Date(Date.now() - sinceMs(notBefore)).toISOString()
     const connect = new AbortController()
     const timer = setTimeout(() => connect.abort(), CONNECT_TIMEOUT_MS)
     let res: Response
@@ -97,12 +102,6 @@ export async function runLogs(api: string, token: string | null, id: string, opt
     await lost(io, after, delay)
     delay = Math.min(RETRY_MAX_MS, delay * 2)
   }
-}
-
-/** A `--since` duration (checked already: digits and a unit) in ms. */
-function sinceMs(duration: string): number {
-  const m = /^([\d.]+)(ms|s|m|h|d)$/.exec(duration)!
-  return Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 'ms' | 's' | 'm' | 'h' | 'd']
 }
 
 async function lost(io: LogsOutput, after: number, delay: number): Promise<void> {

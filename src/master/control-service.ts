@@ -206,6 +206,7 @@ export class ControlService implements MasterControl {
     try {
       task = await this.tasks.submit(input, { acceptWhileDegraded: this.config.acceptWhileDegraded })
     } catch (err) {
+      this.staleAsNotLeader(err)
       if (!isCloudaiError(err) || err.code !== 'CLOUDAI_STORE_DEGRADED') throw err
       throw new CloudaiError('CLOUDAI_STORE_DEGRADED', `task not accepted: ${err.message}, so it could not be made durable; submit it again once the store answers (GET /healthz), or start the master with --accept-while-degraded to queue tasks in memory during outages`, err.details)
     }
@@ -246,6 +247,7 @@ export class ControlService implements MasterControl {
     try {
       done = await this.queue.cancel(task, 'cancelled by the operator')
     } catch (err) {
+      this.staleAsNotLeader(err)
       if (!isCloudaiError(err) || err.code !== 'CLOUDAI_STORE_DEGRADED') throw err
       // A cancellation is final: acknowledged only once durable, so during an outage nothing changes.
       throw new CloudaiError('CLOUDAI_STORE_DEGRADED', `task ${id} not cancelled: ${err.message}, so the cancellation could not be made durable; it is still ${this.tasks.get(id)?.status ?? task.status}: cancel it again once the store answers (GET /healthz)`, err.details)
@@ -256,6 +258,16 @@ export class ControlService implements MasterControl {
     }
     this.log.info({ taskId: id, workerId: task.workerId }, `Task ${id} cancelled by the operator`)
     return this.taskView(id)
+  }
+
+  /**
+   * A write the store refused as a deposed master's (CLOUDAI_STALE_EPOCH): the lease is lost, so
+   * the operator hears who leads now (the guard's refusal), never a store error; nothing changed.
+   */
+  private staleAsNotLeader(err: unknown): void {
+    if (!isCloudaiError(err) || err.code !== 'CLOUDAI_STALE_EPOCH') return
+    this.guard()
+    throw new CloudaiError('CLOUDAI_NOT_LEADER', `this master no longer leads (${err.message}); nothing was changed`, err.details)
   }
 
   private taskView(id: string): TaskView {

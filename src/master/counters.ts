@@ -52,6 +52,8 @@ export const C = {
   STALE_TASK_CANCELS: 37,
   /** GET /api/tasks/{id}/logs readers refused because MAX_LOG_READERS were served. */
   LOG_READERS_REFUSED: 38,
+  /** Workers the heartbeat timeout marked inactive (src/master/liveness.ts). */
+  HEARTBEAT_TIMEOUTS: 39,
 } as const
 
 export type CounterName = keyof typeof C

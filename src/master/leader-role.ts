@@ -48,7 +48,8 @@ export class LeaderRole {
   }
 
   get epoch(): number {
-    return this.leadership?.epoch ?? NO_EPOCH
+    // While unfenced (runUnfenced) the lease's object still carries what it adopted at start.
+    return (this.leadership ?? this.opts.leadership)?.epoch ?? NO_EPOCH
   }
 
   /** True once the lease was lost while leading: the process now answers as a standby. */

@@ -143,6 +143,23 @@ export class Leadership extends EventEmitter<LeadershipEvents> {
     return result
   }
 
+  /**
+   * A master that leads unfenced at start (the store could not give it the lease: SQLite's write
+   * lock held by another process) whose stored lease is its own (it restarted): its calls to
+   * workers carry that lease's epoch meanwhile, so that workers that followed it before do not
+   * refuse it as a deposed master. A lease of another holder is not adopted (epoch stays as it is),
+   * nor one the store cannot read now.
+   */
+  async adoptOwnEpoch(): Promise<void> {
+    try {
+      const l = await this.opts.lease.readLease()
+      this.known = l
+      if (l && l.holder === this.holder && this.state === 'standby' && this.currentEpoch === NO_EPOCH) this.currentEpoch = l.epoch
+    } catch (err) {
+      this.opts.log.debug({ err: (err as Error).message }, 'could not read the lease either; calls carry no epoch until the lease is taken')
+    }
+  }
+
   /** Reads the lease as stored (whom a standby names) without taking it. */
   async refresh(): Promise<void> {
     this.known = await this.opts.lease.readLease()

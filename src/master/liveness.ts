@@ -1,6 +1,7 @@
 import type { Logger } from '../shared/log.js'
 import { systemClock, type Clock, type TimerHandle } from '../shared/clock.js'
 import type { Registry } from './registry.js'
+import { C, type Counters } from './counters.js'
 
 /**
  * Heartbeat timeout: a worker silent for longer than `timeoutMs` becomes inactive (logged once,
@@ -14,7 +15,7 @@ export class Liveness {
 
   constructor(
     private readonly registry: Registry,
-    private readonly opts: { timeoutMs: number; log: Logger; clock?: Clock },
+    private readonly opts: { timeoutMs: number; log: Logger; clock?: Clock; counters?: Counters },
   ) {
     this.clock = opts.clock ?? systemClock
     this.sweepMs = Math.min(1000, Math.max(20, Math.floor(opts.timeoutMs / 5)))
@@ -36,6 +37,7 @@ export class Liveness {
       const w = this.registry.get(id)
       const silentMs = w?.lastHeartbeat != null ? now - w.lastHeartbeat : null
       if (this.registry.markInactive(id, 'heartbeat-timeout', now)) {
+        this.opts.counters?.add(C.HEARTBEAT_TIMEOUTS)
         // A drained worker was taken out of service to be stopped: no warning for it.
         const drained = w?.scheduling?.drain?.drainedAt != null
         this.opts.log[drained ? 'info' : 'warn']({ workerId: id, address: w?.address, silentMs, drained }, `Worker ${id} became inactive: no heartbeat for ${Math.round((silentMs ?? 0) / 1000)}s${drained ? ' (it is drained)' : ''}`)

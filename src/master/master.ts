@@ -139,7 +139,7 @@ export class Master {
     this.tasks.on('task-changed', (t) => this.logFeeds.taskChanged(t.id))
     this.queue = new QueueProcessor({ tasks: this.tasks, registry: this.registry, clients, log: this.log, heartbeatTimeoutMs: config.heartbeatTimeoutMs, requeueAfterMs: config.requeueAfterMs ?? config.heartbeatTimeoutMs, counters: this.counters, storeRecovered: this.journal, onReleased: (id) => this.drains.released(id) })
     this.drains = new WorkerDrains({ registry: this.registry, tasks: this.tasks, evict: (id, why) => this.queue.evict(id, why), busyOn: (id) => this.queue.busyOn(id), log: this.log })
-    this.liveness = new Liveness(this.registry, { timeoutMs: config.heartbeatTimeoutMs, log: this.log })
+    this.liveness = new Liveness(this.registry, { timeoutMs: config.heartbeatTimeoutMs, log: this.log, counters: this.counters })
     this.monitor = new ReconnectMonitor(this.registry, this.dialer, {
       intervalMs: config.reconnectIntervalMs,
       dialTimeoutMs: config.dialTimeoutMs,
@@ -301,6 +301,7 @@ export class Master {
       if (this.leadership && (taken === null || 'err' in taken)) {
         const why = taken && 'err' in taken ? (taken.err as Error).message : 'it did not answer'
         log.warn({ store: this.store.kind, err: why }, `The store cannot give this master the lease now (${why}): it leads unfenced, and takes the lease (or stops, if another master holds it) once the store answers`)
+        if (opened) await this.leadership.adoptOwnEpoch()
         this.role.runUnfenced()
       }
       await this.startParts(opened)

@@ -197,6 +197,7 @@ export class MasterMetrics {
     }
     count('cloudai_worker_reconnects_total', 'Workers that turned active again after having been connected before.', 'RECONNECTS')
     histogram('cloudai_time_to_reconnect_seconds', 'From a worker turning inactive to it being active again.', 'reconnectMs')
+    count('cloudai_worker_heartbeat_timeouts_total', 'Workers marked inactive because no heartbeat came within --heartbeat-timeout.', 'HEARTBEAT_TIMEOUTS')
     count('cloudai_worker_first_connections_total', 'Workers that connected for the first time after their registration.', 'FIRST_CONNECTS')
     histogram('cloudai_time_to_first_connection_seconds', 'From the operator registering a worker to its first connection.', 'firstConnectMs')
 

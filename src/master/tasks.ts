@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events'
 import { randomUUID } from 'node:crypto'
-import { CloudaiError } from '../shared/errors.js'
+import { CloudaiError, isCloudaiError } from '../shared/errors.js'
 import type { TaskEvents, TaskRecord, TaskStatus, TaskTransition } from '../shared/types.js'
 import { utf8Tail } from '../shared/utf8-tail.js'
 import { FINAL_TASK_STATUSES } from '../store/store.js'
@@ -324,8 +324,14 @@ export class TaskTable extends EventEmitter<TaskEvents> {
   private boundOutput<T extends { logsTail?: string }>(r: T): T {
     const tail = r.logsTail
     if (tail === undefined) return r
-    const bounded = utf8Tail(tail, this.retention.outputTailBytes)
-    return bounded === tail ? r : { ...r, logsTail: bounded }
+    let bounded = utf8Tail(tail, this.retention.outputTailBytes)
+    if (bounded === tail) return r
+    // Cut on a line boundary: the log route numbers the kept tail line by line (task-log-feeds.ts),
+    // and a line's end under a whole line's number would read as that line. A single line longer
+    // than the limit is kept cut, the only part there is.
+    const nl = bounded.indexOf('\n')
+    if (tail[tail.length - bounded.length - 1] !== '\n' && nl >= 0 && nl < bounded.length - 1) bounded = bounded.slice(nl + 1)
+    return { ...r, logsTail: bounded }
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -357,7 +363,10 @@ export class TaskTable extends EventEmitter<TaskEvents> {
     try {
       await this.persistence.writeTaskNow(task)
     } catch (err) {
-      if (!opts.acceptWhileDegraded) throw err
+      // Only an outage is ridden out in memory: a refusal the store will never take back (a
+      // deposed master's stale epoch, a store that cannot work) would leave the task acknowledged
+      // and never written.
+      if (!opts.acceptWhileDegraded || !isCloudaiError(err) || err.code !== 'CLOUDAI_STORE_DEGRADED') throw err
       this.undurable.add(task.id)
       this.persistence.recordTask(task)
     }

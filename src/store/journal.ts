@@ -187,11 +187,12 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
   status(): JournalStatus {
     const now = this.clock.now()
     const current = this.degradedSince === null ? 0 : now - this.degradedSince
+    // A fenced journal drops every change: not a store to call healthy, whatever it answers.
     return {
-      healthy: this.healthy,
+      healthy: this.healthy && this.fence === null,
       opened: this.opened,
       backlog: this.entries.length,
-      lastError: this.lastError,
+      lastError: this.fence ? this.fence.error.message : this.lastError,
       degradedSince: this.degradedSince,
       outages: this.outages,
       outageMs: this.pastOutageMs + current,

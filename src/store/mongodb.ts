@@ -159,6 +159,8 @@ export class MongoStore implements Store {
   private lease: Collection<LeaseDoc> | null = null
   private opening: Promise<void> | null = null
   private fenceEpoch: number | null = null
+  /** The last fenced transaction queued (fencedWrite runs them one after another). */
+  private fencedTail: Promise<unknown> = Promise.resolve()
 
   constructor(private readonly config: MongoStoreConfig) {
     this.location = `${redactMongoUri(config.uri)} (database ${config.database})`
@@ -445,9 +447,18 @@ export class MongoStore implements Store {
    * epoch and throws CLOUDAI_STALE_EPOCH, aborting with nothing written. Transactions need a
    * replica set (or a sharded cluster): a standalone server refuses them, said as much.
    */
-  private async fencedWrite<T>(write: (session: ClientSession | undefined) => Promise<T>): Promise<T> {
+  private fencedWrite<T>(write: (session: ClientSession | undefined) => Promise<T>): Promise<T> {
     const fence = this.fenceEpoch
     if (fence === null) return write(undefined)
+    // One fenced transaction at a time: each one changes the lease document, so two of this
+    // master's own (the journal's flush beside a direct task write) would conflict with each other
+    // and be retried with backoff, for as long as the churn lasts.
+    const run = this.fencedTail.then(() => this.fencedTransaction(fence, write))
+    this.fencedTail = run.catch(() => undefined)
+    return run
+  }
+
+  private async fencedTransaction<T>(fence: number, write: (session: ClientSession | undefined) => Promise<T>): Promise<T> {
     const client = this.require(this.client)
     const lease = this.require(this.lease)
     const session = client.startSession()

@@ -91,8 +91,10 @@ async function serve(dataDir: string): Promise<void> {
   })
 }
 
-if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  serve(process.argv[2]!).catch((err: unknown) => {
+// Run as the peer only with its data directory: `node --test dist/test/` also loads this file,
+// with no argument, as it loads every file under test/.
+if (process.argv[1] === fileURLToPath(import.meta.url) && process.argv[2] !== undefined) {
+  serve(process.argv[2]).catch((err: unknown) => {
     process.stderr.write(`${String(err)}\n`)
     process.exit(1)
   })

@@ -370,6 +370,10 @@ test('a task written at once by a deposed master is refused with CLOUDAI_STALE_E
   await assert.rejects(journal.writeTaskNow(task('t2', 'queued', 1)), (e: Error & { code?: string; details?: Record<string, unknown> }) => e.code === 'CLOUDAI_STALE_EPOCH' && e.details?.current === 2)
   assert.deepEqual(await fenced, [1, 2, 0])
   assert.equal(journal.healthy, true, 'not an outage: nothing to retry')
+  // But not a store to report healthy (/healthz, /api/status, cloudai_store_up): it drops everything.
+  const status = journal.status()
+  assert.equal(status.healthy, false)
+  assert.match(String(status.lastError), /epoch/)
   journal.recordTask(task('t3', 'queued', 1))
   assert.equal(await journal.sync(), false)
   assert.deepEqual((await other.loadTasks()).map((t) => t.id), ['t1'])

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { Liveness } from '../../src/master/liveness.js'
 import { Registry } from '../../src/master/registry.js'
+import { C, Counters } from '../../src/master/counters.js'
 import { ManualClock } from '../support/clock.js'
 import { memoryLogger } from '../support/log.js'
 
@@ -14,7 +15,8 @@ test('a worker silent for longer than the heartbeat timeout becomes inactive, lo
   const r = new Registry()
   const inactive: string[] = []
   r.on('worker-inactive', (w) => inactive.push(w.id))
-  const live = new Liveness(r, { timeoutMs: 15_000, log, clock })
+  const counters = new Counters()
+  const live = new Liveness(r, { timeoutMs: 15_000, log, clock, counters })
   live.start()
   r.register('w1', 'a:1', clock.now())
   r.register('w2', 'a:2', clock.now())
@@ -33,6 +35,7 @@ test('a worker silent for longer than the heartbeat timeout becomes inactive, lo
   clock.advance(60_000)
   assert.deepEqual(inactive, ['w1', 'w2'])
   assert.equal(lines.filter((l) => l.msg.startsWith('Worker w1 became inactive')).length, 1)
+  assert.equal(counters.raw(C.HEARTBEAT_TIMEOUTS), 2, 'cloudai_worker_heartbeat_timeouts_total counts each')
   live.close()
   assert.equal(clock.pending, 0, 'close() leaves no timer behind')
 })

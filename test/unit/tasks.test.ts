@@ -187,3 +187,19 @@ test('a task is found by its id or by a unique prefix of it, task- optional; an 
   assert.throws(() => table.resolve('task-ffff'), unknown)
   assert.throws(() => table.resolve('legacy'), unknown, 'only task- ids are abbreviated')
 })
+
+test('with --accept-while-degraded, a submission the store refuses as a deposed master\'s is refused too, never kept in memory (it would never be written)', async (t) => {
+  const store = new FlakyStore()
+  const mine = await store.acquireLease({ holder: 'master-a', ttlMs: 60_000, api: null, grpc: null })
+  store.fence(mine.lease.epoch)
+  const { table, journal } = tableOn(store)
+  t.after(() => journal.close())
+  await table.submit(parseTaskInput({ command: 'true' }), strict)
+  // Another master takes the lease: this one's writes are stale from now on.
+  const other = store.share()
+  await store.releaseLease({ holder: 'master-a', epoch: mine.lease.epoch })
+  assert.equal((await other.acquireLease({ holder: 'master-b', ttlMs: 60_000, api: null, grpc: null })).lease.epoch, 2)
+  await assert.rejects(table.submit(parseTaskInput({ command: 'true' }), { acceptWhileDegraded: true }), (e: CloudaiError) => e.code === 'CLOUDAI_STALE_EPOCH')
+  assert.equal(table.size, 1, 'the refused task is nowhere')
+  assert.equal((await other.loadTasks()).length, 1)
+})

@@ -829,7 +829,6 @@ function followOutput(want) {
           return
         } else {
           f.live = true
-          delay = 500
           note('')
           const reader = res.body.pipeThrough(new TextDecoderStream()).getReader()
           let buf = ''
@@ -842,7 +841,19 @@ function followOutput(want) {
             while ((nl = buf.indexOf('\n')) >= 0) {
               const line = buf.slice(0, nl)
               buf = buf.slice(nl + 1)
-              if (line.trim() !== '' && take(JSON.parse(line))) ended = true
+              if (line.trim() === '') continue
+              let event
+              try {
+                event = JSON.parse(line)
+              } catch {
+                // Not a log event: retrying would read it again, so following stops here.
+                note('Live output stopped: the master sent a line that is not a log event')
+                return
+              }
+              // Backoff starts over only once the stream delivered something: a master that
+              // answers 200 and drops the stream at once is retried with a growing pause.
+              delay = 500
+              if (take(event)) ended = true
             }
             show()
             if (ended) return
