@@ -60,6 +60,9 @@ export interface LeadershipEvents {
  * (SIGSTOP, a stalled VM) I/O callbacks run before the timers do, and a gate that trusted the
  * timer would let them act for one more turn.
  */
+/** How often a standby reads the lease (cheap; at most every --lease-renew): what a released lease waits for. */
+const STANDBY_READ_MS = 200
+
 export class Leadership extends EventEmitter<LeadershipEvents> {
   readonly holder: string
   private readonly now: () => number
@@ -165,23 +168,34 @@ export class Leadership extends EventEmitter<LeadershipEvents> {
     this.known = await this.opts.lease.readLease()
   }
 
-  /** As a standby: tries for the lease every `renewMs` until it is acquired (then `acquired`) or close(). */
+  /**
+   * As a standby: reads the lease every STANDBY_READ_MS (at most every `renewMs`) and tries for it
+   * when it reads as lapsed or released, and every `renewMs` in any case (the store's clock is the
+   * one that counts, and this host's may be behind it), until it is acquired (then `acquired`) or
+   * close(). Reads are cheap (no write lock): a leader's SIGTERM release is taken within a read's
+   * interval, not a renewal's.
+   */
   waitForLease(): void {
     if (this.polling || this.state !== 'standby') return
     this.polling = true
+    const readMs = Math.min(this.opts.renewMs, STANDBY_READ_MS)
+    let triedAt = -Infinity
     const attempt = (): void => {
       this.pollTimer = null
       if (this.state !== 'standby') return
-      this.acquireAsStandby().then(
+      const due = this.now() - triedAt >= this.opts.renewMs
+      this.acquireAsStandby(due).then(
         (r) => {
+          if (r.tried) triedAt = this.now()
           if (r.acquired && this.state === 'leader') {
             this.polling = false
             this.emit('acquired', this.currentEpoch)
             return
           }
-          if (this.state === 'standby') this.pollTimer = setTimeout(attempt, this.opts.renewMs)
+          if (this.state === 'standby') this.pollTimer = setTimeout(attempt, readMs)
         },
         (err: unknown) => {
+          triedAt = this.now()
           this.opts.log.warn({ err: (err as Error).message }, `Could not read the lease (${(err as Error).message}); trying again in ${this.opts.renewMs}ms`)
           if (this.state === 'standby') this.pollTimer = setTimeout(attempt, this.opts.renewMs)
         },
@@ -218,15 +232,18 @@ export class Leadership extends EventEmitter<LeadershipEvents> {
    * A standby takes the lease only from another holder: a live lease in its own name is another
    * process started with the same --master-id, which a second acquire would make a second leader.
    */
-  private async acquireAsStandby(): Promise<{ acquired: boolean; lease: Lease | null }> {
+  private async acquireAsStandby(due: boolean): Promise<{ acquired: boolean; lease: Lease | null; tried: boolean }> {
     const current = await this.opts.lease.readLease()
     this.known = current
-    if (current && current.holder === this.holder && current.expiresAt > Date.now()) {
+    const live = current !== null && current.expiresAt > Date.now()
+    if (current && current.holder === this.holder && live) {
       if (!this.sameIdWarned) this.opts.log.error({ holder: current.holder }, `The lease is held by a master with this standby's --master-id (${current.holder}): give each master its own --master-id; this standby does not take over while it runs`)
       this.sameIdWarned = true
-      return { acquired: false, lease: current }
+      return { acquired: false, lease: current, tried: false }
     }
-    return this.acquire()
+    // A lease that reads as live by this host's clock is tried for only once a renewal interval.
+    if (live && !due) return { acquired: false, lease: current, tried: false }
+    return { ...(await this.acquire()), tried: true }
   }
 
   /** After a loss: reads the lease every `renewMs` (never taking it) so that refusals name the new leader. */

@@ -62,6 +62,24 @@ const FINAL = new Set(['completed', 'failed', 'cancelled'])
 const LINE_OVERHEAD = 64
 
 const stamp = (ms: number): { ms: number; timestamp: string } => ({ ms, timestamp: new Date(ms).toISOString() })
+
+/**
+ * A LogChunk's `timestamp` (a string on CloudAI's wire) as epoch ms: RFC 3339, or Unix seconds
+ * (or milliseconds, past year 5138 as seconds) in digits; null when it says neither.
+ */
+export function chunkTime(value: unknown): number | null {
+  const text = String(value ?? '').trim()
+  if (text === '') return null
+  if (/^\d{1,16}(\.\d+)?$/.test(text)) {
+    const n = Number(text)
+    if (!(n > 0)) return null
+    return n < 1e11 ? Math.round(n * 1000) : Math.round(n)
+  }
+  // Date.parse alone reads almost anything ("-5" is a date in 2001): only a date-time, then.
+  if (!/^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}/.test(text)) return null
+  const t = Date.parse(text)
+  return Number.isFinite(t) && t > 0 ? t : null
+}
 const attemptOf = (id: number): number => Math.floor(id / ATTEMPT_SPAN) + 1
 const baseOf = (attempt: number): number => (Math.max(1, attempt) - 1) * ATTEMPT_SPAN
 
@@ -249,7 +267,7 @@ class Feed extends EventEmitter<{ change: [] }> {
       this.next = Math.max(this.next, id + Number(c.missed))
     } else if (c.stream !== '' || (Number(c.seq) === 0 && !c.is_complete)) {
       if (id < this.next) return false // a repeat after a reconnection
-      const ms = Number(c.time_ms) > 0 ? Number(c.time_ms) : Number(c.timestamp) > 0 ? Number(c.timestamp) * 1000 : Date.now()
+      const ms = Number(c.time_ms) > 0 ? Number(c.time_ms) : (chunkTime(c.timestamp) ?? Date.now())
       this.push({ seq: id, stream: c.stream || 'output', ...stamp(ms), text: c.content })
     } else if (c.is_complete) {
       // The attempt's end on its worker; the task's end only if the record says so (open()).

@@ -121,8 +121,8 @@ export interface TaskLogRequestMsg {
 export interface LogChunkMsg {
   task_id: string
   content: string
-  /** Unix seconds (CloudAI's type). */
-  timestamp: number
+  /** A string, CloudAI's type: RFC 3339 from cloudai workers (see proto/cloudai.proto). */
+  timestamp: string
   is_complete: boolean
   status: string
   /** cloudai additions (see proto/cloudai.proto). */

@@ -5,9 +5,8 @@ import { systemClock, type Clock, type TimerHandle } from '../shared/clock.js'
 import { CloudaiError, isCloudaiError } from '../shared/errors.js'
 import type { TaskRecord, WorkerRecord } from '../shared/types.js'
 import type { Store, WorkerChanges } from './store.js'
+import { MASTER_DEFAULTS } from '../config.js'
 
-/** The default heartbeat interval of the store (--store-heartbeat-interval). */
-export const HEARTBEAT_FLUSH_MS = 15_000
 /** Workers per heartbeat write (see writeHeartbeats). */
 const HEARTBEAT_WRITE_ROWS = 1000
 
@@ -166,7 +165,7 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
       if (this.heartbeats.size === 0) return
       this.heartbeatsDue = true
       if (this.healthy) this.schedule()
-    }, this.opts.heartbeatFlushMs ?? HEARTBEAT_FLUSH_MS)
+    }, this.opts.heartbeatFlushMs ?? MASTER_DEFAULTS.storeHeartbeatIntervalMs)
     if (!opened) this.failed(new CloudaiError('CLOUDAI_STORE_UNAVAILABLE', `the ${this.store.kind} store could not be opened`))
   }
 

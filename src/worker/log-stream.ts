@@ -73,7 +73,7 @@ export class TaskLogIndex {
 
 function chunk(taskId: string, fields: Partial<LogChunkMsg>): LogChunkMsg {
   const now = Date.now()
-  return { task_id: taskId, content: '', timestamp: Math.floor(now / 1000), time_ms: now, is_complete: false, status: 'running', seq: 0, stream: '', gap: false, missed: 0, exit_code: 0, has_exit_code: false, attempt: 0, ...fields }
+  return { task_id: taskId, content: '', timestamp: new Date(now).toISOString(), time_ms: now, is_complete: false, status: 'running', seq: 0, stream: '', gap: false, missed: 0, exit_code: 0, has_exit_code: false, attempt: 0, ...fields }
 }
 
 /** CloudAI's last chunk for a task this worker does not have. */
@@ -147,7 +147,7 @@ export function serveLog(call: grpc.ServerWritableStream<TaskLogRequestMsg, LogC
           cursor = first
         } else {
           const r = log.get(cursor)!
-          msg = chunk(taskId, { seq: r.seq, stream: r.stream, timestamp: Math.floor(r.at / 1000), time_ms: r.at, content: r.text, attempt: log.attempt })
+          msg = chunk(taskId, { seq: r.seq, stream: r.stream, timestamp: new Date(r.at).toISOString(), time_ms: r.at, content: r.text, attempt: log.attempt })
           cursor++
         }
         if (!call.write(msg)) {

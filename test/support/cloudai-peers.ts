@@ -44,7 +44,7 @@ message TaskID { string task_id = 1; }
 message TaskResult { string task_id = 1; string worker_id = 2; string status = 3; string logs = 4; string result_location = 5; repeated string output_files = 6; }
 message Ack { bool success = 1; string message = 2; }
 message TaskLogRequest { string task_id = 1; string user_id = 2; bool follow = 3; }
-message LogChunk { string task_id = 1; string content = 2; int64 timestamp = 3; bool is_complete = 4; string status = 5; }
+message LogChunk { string task_id = 1; string content = 2; string timestamp = 3; bool is_complete = 4; string status = 5; }
 message FileChunk { string task_id = 1; string user_id = 2; string file_path = 3; bytes content = 4; bool is_last = 5; }
 message FileUploadAck { bool success = 1; string message = 2; }
 `
@@ -113,15 +113,15 @@ export class CloudaiWorker {
       StreamTaskLogs: (call: grpc.ServerWritableStream<{ task_id: string }, unknown>) => {
         const out = this.outputs.get(call.request.task_id)
         if (!out) {
-          call.write({ task_id: call.request.task_id, content: 'Task not found or not running on this worker', timestamp: Math.floor(Date.now() / 1000), is_complete: true, status: 'not_found' })
+          call.write({ task_id: call.request.task_id, content: 'Task not found or not running on this worker', timestamp: String(Math.floor(Date.now() / 1000)), is_complete: true, status: 'not_found' })
           return call.end()
         }
         let sent = 0
         const pump = (): void => {
-          for (; sent < out.lines.length; sent++) call.write({ task_id: call.request.task_id, content: out.lines[sent], timestamp: Math.floor(Date.now() / 1000), is_complete: false, status: 'running' })
+          for (; sent < out.lines.length; sent++) call.write({ task_id: call.request.task_id, content: out.lines[sent], timestamp: String(Math.floor(Date.now() / 1000)), is_complete: false, status: 'running' })
           if (out.status === null) return
           out.listeners.delete(pump)
-          call.write({ task_id: call.request.task_id, content: '', timestamp: Math.floor(Date.now() / 1000), is_complete: true, status: out.status })
+          call.write({ task_id: call.request.task_id, content: '', timestamp: String(Math.floor(Date.now() / 1000)), is_complete: true, status: out.status })
           call.end()
         }
         out.listeners.add(pump)

@@ -1,3 +1,4 @@
+import { checkAnswersOf } from './contract.js'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -73,6 +74,8 @@ export async function startTestMaster(opts: { config?: Partial<MasterConfig>; st
     throw err
   }
   const port = master.httpPort
+  // Every answer of this master to the test's fetch calls is checked against the OpenAPI document.
+  checkAnswersOf(`http://127.0.0.1:${port}`)
   return { master, control: master.control, store, config, log, base: `http://127.0.0.1:${port}`, host: `127.0.0.1:${port}`, port, lines, close }
 }
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { C, Counters } from '../../src/master/counters.js'
-import { TaskLogFeeds, type LogEvent, type LogSink } from '../../src/master/task-log-feeds.js'
+import { chunkTime, TaskLogFeeds, type LogEvent, type LogSink } from '../../src/master/task-log-feeds.js'
 import type { WorkerClients } from '../../src/master/worker-clients.js'
 import { CloudaiError } from '../../src/shared/errors.js'
 import { createLogger } from '../../src/shared/log.js'
@@ -86,4 +86,12 @@ test('a reader with notBefore (the route\'s since) gets only lines of that time 
   assert.deepEqual(recent.events.map(shape), ['gap 6+2', 'line 8', 'line 9', 'end 10'])
   assert.deepEqual(all.events.map(shape), ['gap 1+3', 'line 4', 'line 5', 'gap 6+2', 'line 8', 'line 9', 'end 10'])
   f.close()
+})
+
+test('a LogChunk timestamp (a string on CloudAI\'s wire) reads as RFC 3339 or Unix seconds or ms in digits; anything else is no time', () => {
+  assert.equal(chunkTime('2026-12-01T19:00:00.250Z'), Date.UTC(2026, 11, 1, 19, 0, 0, 250))
+  assert.equal(chunkTime('1796157919'), 1796157919000)
+  assert.equal(chunkTime('1796157919.5'), 1796157919500)
+  assert.equal(chunkTime('1796157919330'), 1796157919330)
+  for (const bad of ['', '  ', 'soon', '0', '-5', null, undefined]) assert.equal(chunkTime(bad), null, String(bad))
 })
