@@ -16,12 +16,20 @@ const ENTRY = join(ROOT, 'dist', 'bench', 'run.js')
 // A deadline, not a timing target: the tiny profile takes about 100 s here, on 2 cores.
 function runBench(args: string[], timeoutMs = 180_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [ENTRY, ...args], { cwd: childCwd(), env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
+    // In a process group of its own: past the deadline the bench is killed with every master,
+    // fleet child and task it started (killing the bench alone left its masters running).
+    const child = spawn(process.execPath, [ENTRY, ...args], { cwd: childCwd(), env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'], detached: true })
     let stdout = ''
     let stderr = ''
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d))
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d))
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
+    const timer = setTimeout(() => {
+      try {
+        process.kill(-child.pid!, 'SIGKILL')
+      } catch {
+        child.kill('SIGKILL')
+      }
+    }, timeoutMs)
     child.once('exit', (code) => {
       clearTimeout(timer)
       resolve({ code, stdout, stderr })
