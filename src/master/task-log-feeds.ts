@@ -304,6 +304,10 @@ class Feed extends EventEmitter<{ change: [] }> {
       // this master too; a CloudAI worker sends none: what a feed saw of the attempt's end, else the tail's own lines.
       const count = (task.logLines !== undefined && task.logLines >= texts.length ? task.logLines : undefined) ?? this.opts.lineCount(this.taskId, task.attempt) ?? texts.length
       if (texts.length > count) texts = texts.slice(texts.length - count)
+      // Fewer lines kept than the attempt printed: the tail was cut by bytes (--task-output-tail),
+      // so its first piece is most likely the end of a line, which must not be served under that
+      // whole line's id. It is left out (a reader sees it in the gap before the first line).
+      else if (texts.length < count && texts.length > 1) texts = texts.slice(1)
       const at = stamp(task.finishedAt ?? Date.now())
       const first = base + count - texts.length + 1
       texts.forEach((text, i) => this.push({ seq: first + i, stream: 'output', ...at, text }))

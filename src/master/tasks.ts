@@ -324,14 +324,8 @@ export class TaskTable extends EventEmitter<TaskEvents> {
   private boundOutput<T extends { logsTail?: string }>(r: T): T {
     const tail = r.logsTail
     if (tail === undefined) return r
-    let bounded = utf8Tail(tail, this.retention.outputTailBytes)
-    if (bounded === tail) return r
-    // Cut on a line boundary: the log route numbers the kept tail line by line (task-log-feeds.ts),
-    // and a line's end under a whole line's number would read as that line. A single line longer
-    // than the limit is kept cut, the only part there is.
-    const nl = bounded.indexOf('\n')
-    if (tail[tail.length - bounded.length - 1] !== '\n' && nl >= 0 && nl < bounded.length - 1) bounded = bounded.slice(nl + 1)
-    return { ...r, logsTail: bounded }
+    const bounded = utf8Tail(tail, this.retention.outputTailBytes)
+    return bounded === tail ? r : { ...r, logsTail: bounded }
   }
 
   // ---------------------------------------------------------------------------------------------

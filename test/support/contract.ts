@@ -133,6 +133,17 @@ export function isChecked(url: string): boolean {
   return masters.has(new URL(url).host)
 }
 
+/**
+ * Why one event of a task's log stream (an SSE `data:` or an NDJSON line) does not match the
+ * document's LogEvent, or null: what the fetch check cannot see of a stream.
+ */
+export function logEventViolation(event: unknown): string | null {
+  const validate = contract().validator(['components', 'schemas', 'LogEvent'])
+  if (validate(event)) return null
+  const errors = (validate.errors ?? []).slice(0, 5).map((e) => `${e.instancePath || '/'} ${e.message ?? e.keyword} ${JSON.stringify(e.params)}`)
+  return `a log event does not match the document's LogEvent: ${errors.join('; ')}\nevent: ${JSON.stringify(event).slice(0, 500)}`
+}
+
 /** Why a WebSocket message from the master does not match WsServerMessage, or null. */
 export function wsViolation(message: unknown): string | null {
   const validate = contract().validator(['components', 'schemas', 'WsServerMessage'])

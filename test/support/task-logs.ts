@@ -1,3 +1,4 @@
+import { ContractViolation, logEventViolation } from './contract.js'
 import assert from 'node:assert/strict'
 import type { TestContext } from 'node:test'
 import * as grpc from '@grpc/grpc-js'
@@ -47,6 +48,7 @@ export async function ndjson(base: string, id: string, query: string, onEvent?: 
       buf = buf.slice(nl + 1)
       if (line.trim() === '') continue
       const e = JSON.parse(line) as Ev
+      assertLogEvent(e)
       events.push(e)
       await onEvent?.(e)
     }
@@ -70,9 +72,19 @@ export async function sse(base: string, id: string, query: string, headers: Reco
       else if (line.startsWith('event: ')) event = line.slice(7)
       else if (line.startsWith('data: ')) data = line.slice(6)
     }
-    if (data !== null) out.push({ id: idField, event, data: JSON.parse(data) as Ev })
+    if (data !== null) {
+      const e = JSON.parse(data) as Ev
+      assertLogEvent(e)
+      out.push({ id: idField, event, data: e })
+    }
   }
   return out
+}
+
+/** Each event a test reads off a log stream is one the OpenAPI document promises. */
+function assertLogEvent(e: unknown): void {
+  const violation = logEventViolation(e)
+  if (violation) throw new ContractViolation(violation)
 }
 
 export const lines = (events: Ev[]): Ev[] => events.filter((e) => e.type === 'line')
