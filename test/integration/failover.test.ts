@@ -25,6 +25,19 @@ function standby(t: TestContext, dataDir: string, id = 'm-b'): Promise<MasterHan
 const tookOver = (l: LogLine): boolean => typeof l.msg === 'string' && l.msg.startsWith('Took over as leader')
 const waitingForLease = msgHas('Standby: waiting for the lease')
 
+/** A leader and its standby on one data directory, and worker w-1 active on the leader. */
+async function pairWithWorker(t: TestContext): Promise<{ dataDir: string; a: MasterHandle; b: MasterHandle }> {
+  const dataDir = tempDir(t)
+  const a = await leader(t, dataDir)
+  const b = await standby(t, dataDir)
+  await b.proc.waitForLog(waitingForLease, 'the standby waiting')
+  const port = await reservePort()
+  const token = await registerWorker(a.api, 'w-1', `127.0.0.1:${port}`)
+  await startWorker(t, 'w-1', port, { token })
+  await a.proc.waitForLog((l) => l.workerId === 'w-1' && msgHas('Successfully reconnected')(l), 'w-1 active on the leader')
+  return { dataDir, a, b }
+}
+
 test('a standby answers /api/status and /healthz as a standby naming the leader, every other route 503 CLOUDAI_NOT_LEADER, and workers UNAVAILABLE naming the leader\'s gRPC address', { timeout: 60_000 }, async (t) => {
   const dataDir = tempDir(t)
   const a = await leader(t, dataDir)
@@ -91,14 +104,7 @@ test('SIGTERM of the leader releases the lease: the standby takes over and leads
 })
 
 test('kill -9 of the leader with a worker and tasks: the standby leads after the lease timeout, the worker is active on it, every task completes once, none requeued by the takeover; a master started without --standby then exits 2 naming the holder', { timeout: 60_000 }, async (t) => {
-  const dataDir = tempDir(t)
-  const a = await leader(t, dataDir)
-  const b = await standby(t, dataDir)
-  await b.proc.waitForLog(waitingForLease, 'the standby waiting')
-  const port = await reservePort()
-  const token = await registerWorker(a.api, 'w-1', `127.0.0.1:${port}`)
-  await startWorker(t, 'w-1', port, { token })
-  await a.proc.waitForLog((l) => l.workerId === 'w-1' && msgHas('Successfully reconnected')(l), 'w-1 active on the leader')
+  const { dataDir, a, b } = await pairWithWorker(t)
 
   // Each run appends to a file of its own task: how often it really ran, counted outside the masters.
   const runsDir = tempDir(t, 'cloudai-runs-')
@@ -142,14 +148,7 @@ test('kill -9 of the leader with a worker and tasks: the standby leads after the
 })
 
 test('a leader paused with SIGSTOP past its lease and continued stops acting: its API answers 503 naming the new leader, none of its writes after that reached the store, and it is a standby again that leads when its successor stops', { timeout: 60_000 }, async (t) => {
-  const dataDir = tempDir(t)
-  const a = await leader(t, dataDir)
-  const b = await standby(t, dataDir)
-  await b.proc.waitForLog(waitingForLease, 'the standby waiting')
-  const port = await reservePort()
-  const token = await registerWorker(a.api, 'w-1', `127.0.0.1:${port}`)
-  await startWorker(t, 'w-1', port, { token })
-  await a.proc.waitForLog((l) => l.workerId === 'w-1' && msgHas('Successfully reconnected')(l), 'w-1 active on the leader')
+  const { dataDir, a, b } = await pairWithWorker(t)
 
   // SQLite: a process stopped inside a write transaction keeps the write lock, and nobody can take
   // the lease until it continues (safe, but no takeover to test): stop it again until it is paused

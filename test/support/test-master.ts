@@ -94,3 +94,10 @@ export async function joinRawWorker(t: TestContext, m: TestMaster, id: string): 
   if (!m.control.getWorker(id).is_active) throw new Error(`worker ${id} is not active after RegisterWorker`)
   return { worker, client }
 }
+
+/** A master of the test's own (a whole table printed, a store of its own), stopped when the test ends. */
+export async function ownMaster(t: TestContext, opts: Parameters<typeof startTestMaster>[0] = {}): Promise<TestMaster> {
+  const own = await startTestMaster(opts)
+  t.after(() => own.close())
+  return own
+}

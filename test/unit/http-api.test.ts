@@ -11,7 +11,7 @@ import { MemoryStore } from '../../src/store/memory.js'
 import type { Store } from '../../src/store/store.js'
 import { childCwd, childEnv, reservePort, runCli, waitUntil } from '../support/cluster.js'
 import { FlakyStore } from '../support/flaky-store.js'
-import { joinRawWorker, startTestMaster, type TestMaster } from '../support/test-master.js'
+import { joinRawWorker, startTestMaster, type TestMaster, ownMaster } from '../support/test-master.js'
 
 // The HTTP API of the real master (test/support/test-master.ts): its control service, on the
 // in-memory store, ports by the OS. One master for the file; the tests that need a table of their
@@ -30,13 +30,6 @@ before(async () => {
   m = await startTestMaster()
 })
 after(() => m.close())
-
-/** A master of the test's own, stopped when the test ends. */
-async function ownMaster(t: TestContext, opts: Parameters<typeof startTestMaster>[0] = {}): Promise<TestMaster> {
-  const own = await startTestMaster(opts)
-  t.after(() => own.close())
-  return own
-}
 
 async function call(url: string, init?: RequestInit): Promise<{ status: number; type: string | null; body: any; headers: Headers }> {
   const res = await fetch(url, init)

@@ -8,7 +8,7 @@ import { CloudaiError } from '../../src/shared/errors.js'
 import type { WorkerRecord } from '../../src/shared/types.js'
 import { MemoryStore } from '../../src/store/memory.js'
 import { FlakyStore } from '../support/flaky-store.js'
-import { startTestMaster, type TestMaster } from '../support/test-master.js'
+import { startTestMaster, type TestMaster, ownMaster } from '../support/test-master.js'
 
 // The `master>` prompt on in-memory streams, in front of the real master's control service
 // (test/support/test-master.ts): one master for the file; the tests that print the whole registry
@@ -19,13 +19,6 @@ before(async () => {
   m = await startTestMaster()
 })
 after(() => m.close())
-
-/** A master of the test's own, stopped when the test ends. */
-async function ownMaster(t: TestContext, opts: Parameters<typeof startTestMaster>[0] = {}): Promise<TestMaster> {
-  const own = await startTestMaster(opts)
-  t.after(() => own.close())
-  return own
-}
 
 /** The token a registration or a rotation printed. */
 const tokenIn = (text: string): string => /^Token: (cwt1_\S+)$/m.exec(text)?.[1] ?? assert.fail(`no token in ${JSON.stringify(text)}`)
