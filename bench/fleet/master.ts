@@ -83,6 +83,17 @@ export function cpuMeter(pid: number): { stop(): number | null } {
   }
 }
 
+/** One JSON request to a master's API (`api`: http://host:port), its status and parsed body. */
+export async function requestJson<T>(api: string, path: string, init: { method?: string; body?: unknown } = {}): Promise<{ status: number; body: T }> {
+  const res = await fetch(api + path, {
+    method: init.method ?? 'GET',
+    ...(init.body !== undefined ? { body: JSON.stringify(init.body), headers: { 'content-type': 'application/json' } } : {}),
+    signal: AbortSignal.timeout(10_000),
+  })
+  const text = await res.text()
+  return { status: res.status, body: (text ? JSON.parse(text) : null) as T }
+}
+
 export interface StatusCounts {
   workers: number
   active: number
@@ -164,14 +175,8 @@ export class MasterUnderTest {
     }
   }
 
-  async request<T>(path: string, init: { method?: string; body?: unknown } = {}): Promise<{ status: number; body: T }> {
-    const res = await fetch(this.api + path, {
-      method: init.method ?? 'GET',
-      ...(init.body !== undefined ? { body: JSON.stringify(init.body), headers: { 'content-type': 'application/json' } } : {}),
-      signal: AbortSignal.timeout(10_000),
-    })
-    const text = await res.text()
-    return { status: res.status, body: (text ? JSON.parse(text) : null) as T }
+  request<T>(path: string, init: { method?: string; body?: unknown } = {}): Promise<{ status: number; body: T }> {
+    return requestJson<T>(this.api, path, init)
   }
 
   /** Unlabelled samples of `names` from GET /metrics (the shared-memory counters, not logs). */

@@ -14,7 +14,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { CLI, freePort } from '../fleet/master.js'
+import { CLI, freePort, requestJson } from '../fleet/master.js'
 import { fmt, percentile, type Scenario, type ScenarioContext, type ScenarioResult, type Size } from '../lib/suite.js'
 
 const LINES: Record<Size, number> = { tiny: 100, quick: 500, full: 1000 }
@@ -53,14 +53,8 @@ class LogMaster {
     return m
   }
 
-  async request<T>(path: string, init: { method?: string; body?: unknown } = {}): Promise<{ status: number; body: T }> {
-    const res = await fetch(this.api + path, {
-      method: init.method ?? 'GET',
-      ...(init.body !== undefined ? { body: JSON.stringify(init.body), headers: { 'content-type': 'application/json' } } : {}),
-      signal: AbortSignal.timeout(10_000),
-    })
-    const text = await res.text()
-    return { status: res.status, body: (text ? JSON.parse(text) : null) as T }
+  request<T>(path: string, init: { method?: string; body?: unknown } = {}): Promise<{ status: number; body: T }> {
+    return requestJson<T>(this.api, path, init)
   }
 
   async workerActive(): Promise<boolean> {

@@ -2,10 +2,10 @@ import assert from 'node:assert/strict'
 import { writeFileSync } from 'node:fs'
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net'
 import { join } from 'node:path'
-import { test } from 'node:test'
+import { test, type TestContext } from 'node:test'
 import { chromium, type Browser } from 'playwright-core'
 import { chromiumPath } from '../support/chromium.js'
-import { api, reservePort, startMaster, startWorker, tempDir, waitUntil } from '../support/cluster.js'
+import { api, reservePort, startMaster, startWorker, tempDir, waitUntil, type MasterHandle } from '../support/cluster.js'
 import { MAX_LOG_READERS } from '../../src/master/task-log-feeds.js'
 
 // The dashboard's task dialog follows a running task's output live (GET /api/tasks/{id}/logs),
@@ -15,10 +15,11 @@ import { MAX_LOG_READERS } from '../../src/master/task-log-feeds.js'
 
 const WAIT_MS = 20_000
 
-test('the task dialog shows a running task\'s output live, line by line, while it runs', async (t) => {
-  const executablePath = await chromiumPath()
-  const browser = await chromium.launch({ executablePath, args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'], timeout: 30_000 })
-  t.after(() => browser.close())
+/**
+ * A master, its worker w1, and a task running there that prints `first-line`, then `second-line`
+ * once the file go1 exists, and ends once go2 does.
+ */
+async function gatedTask(t: TestContext): Promise<{ master: MasterHandle; id: string; go1: string; go2: string }> {
   const master = await startMaster(t, { dataDir: tempDir(t) })
   const port = await reservePort()
   assert.equal((await api(master.api, '/api/workers', { method: 'POST', body: { worker_id: 'w1', worker_ip: `127.0.0.1:${port}` } })).status, 201)
@@ -30,6 +31,14 @@ test('the task dialog shows a running task\'s output live, line by line, while i
   assert.equal(res.status, 201)
   const id = res.body.task_id as string
   await waitUntil(async () => (await api(master.api, `/api/tasks/${id}`)).body.status === 'running', 'task running')
+  return { master, id, go1, go2 }
+}
+
+test('the task dialog shows a running task\'s output live, line by line, while it runs', async (t) => {
+  const executablePath = await chromiumPath()
+  const browser = await chromium.launch({ executablePath, args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'], timeout: 30_000 })
+  t.after(() => browser.close())
+  const { master, id, go1, go2 } = await gatedTask(t)
 
   const page = await (await browser.newContext({ viewport: { width: 1440, height: 1000 } })).newPage()
   page.setDefaultTimeout(WAIT_MS)
@@ -101,17 +110,7 @@ async function gatedProxy(t: { after: (fn: () => void) => void }, port: number):
 
 test('the task dialog\'s live output, refused with 503 (the master\'s reader limit) after a lost connection, says so, retries with backoff and goes on from its last line', async (t) => {
   const browser = await launch(t)
-  const master = await startMaster(t, { dataDir: tempDir(t) })
-  const port = await reservePort()
-  assert.equal((await api(master.api, '/api/workers', { method: 'POST', body: { worker_id: 'w1', worker_ip: `127.0.0.1:${port}` } })).status, 201)
-  await startWorker(t, 'w1', port, { master: `127.0.0.1:${master.grpcPort}` })
-  const dir = tempDir(t)
-  const [go1, go2] = [join(dir, 'go1'), join(dir, 'go2')]
-  const wait = (f: string): string => `while [ ! -e ${f} ]; do sleep 0.05; done`
-  const res = await api(master.api, '/api/tasks', { method: 'POST', body: { command: `echo first-line; ${wait(go1)}; echo second-line; ${wait(go2)}` } })
-  assert.equal(res.status, 201)
-  const id = res.body.task_id as string
-  await waitUntil(async () => (await api(master.api, `/api/tasks/${id}`)).body.status === 'running', 'task running')
+  const { master, id, go1, go2 } = await gatedTask(t)
   const proxy = await gatedProxy(t, master.httpPort)
 
   const page = await (await browser.newContext({ viewport: { width: 1440, height: 1000 } })).newPage()
