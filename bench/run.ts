@@ -33,9 +33,10 @@ interface Args {
   size: Size
   scenarios: Scenario[]
   out: string
+  logDir: string | null
 }
 
-const USAGE = `usage: npm run bench -- [--full | --size tiny|quick|full] [--scenario <name>[,<name>...]] [--out <dir>]
+const USAGE = `usage: npm run bench -- [--full | --size tiny|quick|full] [--scenario <name>[,<name>...]] [--out <dir>] [--logs <dir>]
 scenarios:
 ${SCENARIOS.map((s) => `  ${s.name.padEnd(22)} ${s.description}`).join('\n')}`
 
@@ -45,6 +46,7 @@ function parseArgs(argv: string[]): Args | 'help' {
   let full = false
   let names: string[] | null = null
   let out = join(ROOT, 'bench', 'results')
+  let logDir: string | null = null
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!
     const value = (): string => {
@@ -62,6 +64,7 @@ function parseArgs(argv: string[]): Args | 'help' {
     } else if (a === '--scenario' || a === '--scenarios') {
       names = [...(names ?? []), ...value().split(',').map((s) => s.trim()).filter(Boolean)]
     } else if (a === '--out') out = resolve(value())
+    else if (a === '--logs') logDir = resolve(value())
     else throw new UsageError(`unknown argument "${a}"`)
   }
   if (full && sizeSet && size !== 'full') throw new UsageError(`--full and --size ${size} disagree`)
@@ -73,7 +76,7 @@ function parseArgs(argv: string[]): Args | 'help' {
     if (names.length === 0) throw new UsageError('--scenario needs at least one name')
     scenarios = SCENARIOS.filter((s) => names!.includes(s.name))
   }
-  return { size, scenarios, out }
+  return { size, scenarios, out, logDir }
 }
 
 async function main(): Promise<number> {
@@ -90,6 +93,7 @@ async function main(): Promise<number> {
     return 0
   }
   const { size, scenarios, out } = args
+  if (args.logDir) mkdirSync(args.logDir, { recursive: true })
   const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }
   const startedAt = new Date()
   const cpuList = cpus()
@@ -108,7 +112,7 @@ async function main(): Promise<number> {
     const t0 = performance.now()
     process.stderr.write(`bench: ${s.name} (${size})...\n`)
     try {
-      const result = await s.run({ size, runs: RUNS[size], progress: (m) => process.stderr.write(`  ${m}\n`) })
+      const result = await s.run({ size, runs: RUNS[size], progress: (m) => process.stderr.write(`  ${m}\n`), logDir: args.logDir })
       const durationMs = Math.round(performance.now() - t0)
       report.scenarios[s.name] = { ...result, durationMs }
       for (const t of result.tables) process.stdout.write(`${markdown(t)}\n\n`)

@@ -12,6 +12,8 @@ import type { AckMsg, HeartbeatAckMsg, HeartbeatMsg, MasterInfoMsg, RegisterAckM
 import type { ChildStats, Command, HeartbeatTransport, Reply } from './protocol.js'
 
 const proto = loadProto()
+// Which masters told a worker of this child to register: a bench's own, or any other that dials its ports.
+const mastersSeen = new Set<string>()
 const stats: ChildStats = { mirrorFailed: 0, heartbeatsSent: 0, heartbeatsFailed: 0, registers: 0, registerFailures: 0, masterRegisters: 0, tasksAssigned: 0, tasksFinished: 0, reportsFailed: 0 }
 // The report keeps the end of the output, like the real worker's (smaller: the commands are trivial).
 const MAX_LOG_BYTES = 4096
@@ -56,6 +58,7 @@ class SimWorker {
       MasterRegister: (call: grpc.ServerUnaryCall<MasterInfoMsg, RegisterAckMsg>, cb: grpc.sendUnaryData<RegisterAckMsg>) => {
         stats.masterRegisters++
         const master = call.request.master_address
+        mastersSeen.add(master)
         if (this.paused) return cb(null, { success: false, message: 'paused' })
         this.register(master).then(
           (ok) => cb(null, ok ? { success: true, message: `registered with ${master}` } : { success: false, message: `could not register with ${master}` }),
@@ -381,6 +384,8 @@ async function handle(cmd: Command): Promise<Reply> {
       return { seq: cmd.seq, ok: true, stats: { ...stats } }
     case 'executions':
       return { seq: cmd.seq, ok: true, executions: [...executions] }
+    case 'masters':
+      return { seq: cmd.seq, ok: true, masters: [...mastersSeen] }
     case 'stop':
       await Promise.all([...workers.values()].map((w) => w.offline()))
       for (const t of tarpits) {

@@ -138,6 +138,12 @@ export class Fleet {
     return sum
   }
 
+  /** Every master address that sent one of the fleet's workers a MasterRegister. */
+  async masters(): Promise<Set<string>> {
+    const all = await Promise.all(this.children.map((c) => c.send({ type: 'masters' })))
+    return new Set(all.flatMap((r) => r.masters ?? []))
+  }
+
   /** How many times each task id was started, over the whole fleet. */
   async executions(): Promise<Map<string, number>> {
     const all = await Promise.all(this.children.map((c) => c.send({ type: 'executions' })))

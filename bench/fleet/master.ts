@@ -1,7 +1,7 @@
 // The master under test: the real `cloudai master` process, spawned as a user runs it, on ports the
 // OS chose, in a temp data dir. Its CPU and RSS come from /proc/<pid>; its counts from the HTTP API.
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -100,6 +100,15 @@ export interface StatusCounts {
   inactive: number
 }
 
+export interface MasterStartOptions {
+  /** Flags for node itself (e.g. --cpu-prof, which NODE_OPTIONS does not take). */
+  nodeArgs?: string[]
+  /** Start on this store (the caller prepares and removes it); otherwise a fresh temp dir. */
+  dataDir?: string
+  /** The master's logs at info level, appended to this file (otherwise warn, not kept). */
+  logFile?: string
+}
+
 export class MasterUnderTest {
   stderr = ''
   private constructor(
@@ -130,7 +139,7 @@ export class MasterUnderTest {
    * API is polled until it answers. With `dataDir`, the master starts on that store (and the
    * caller removes it); otherwise on a fresh temp dir removed at stop.
    */
-  static async start(args: string[], opts: { nodeArgs?: string[]; dataDir?: string } = {}): Promise<MasterUnderTest> {
+  static async start(args: string[], opts: MasterStartOptions = {}): Promise<MasterUnderTest> {
     // A port free when chosen can be taken before the master binds it (a fleet starting beside it
     // binds hundreds): the master then exits at start saying so, and gets other ports.
     for (let attempt = 1; ; attempt++) {
@@ -142,15 +151,18 @@ export class MasterUnderTest {
     }
   }
 
-  private static async startOnce(args: string[], opts: { nodeArgs?: string[]; dataDir?: string }): Promise<MasterUnderTest> {
+  private static async startOnce(args: string[], opts: MasterStartOptions): Promise<MasterUnderTest> {
     const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'cloudai-bench-'))
     const grpcPort = await freePort()
     const httpPort = await freePort()
+    const logFd = opts.logFile ? openSync(opts.logFile, 'a') : null
     const child = spawn(process.execPath, [
       // e.g. --cpu-prof, which NODE_OPTIONS does not take.
       ...(opts.nodeArgs ?? []), CLI, 'master', '--grpc-host', '127.0.0.1', '--grpc-port', String(grpcPort), '--http-host', '127.0.0.1', '--http-port', String(httpPort),
-      '--advertise', `127.0.0.1:${grpcPort}`, '--data-dir', dataDir, '--log-level', 'warn', ...args,
-    ], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] })
+      '--advertise', `127.0.0.1:${grpcPort}`, '--data-dir', dataDir, '--log-level', opts.logFile ? 'info' : 'warn', ...args,
+    ], { cwd: ROOT, stdio: ['ignore', logFd ?? 'ignore', 'pipe'] })
+    // The child holds its own copy of the descriptor.
+    if (logFd !== null) closeSync(logFd)
     const m = new MasterUnderTest(child, grpcPort, httpPort, dataDir, opts.dataDir === undefined)
     child.stderr!.setEncoding('utf8').on('data', (d: string) => {
       m.stderr = (m.stderr + d).slice(-4000)

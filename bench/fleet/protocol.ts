@@ -35,6 +35,8 @@ export type Command =
   | { seq: number; type: 'stats' }
   /** How many times each task id was started in this child (a task run twice shows 2). */
   | { seq: number; type: 'executions' }
+  /** The master addresses that sent this child's workers a MasterRegister. */
+  | { seq: number; type: 'masters' }
   | { seq: number; type: 'stop' }
 
 export interface ChildStats {
@@ -51,5 +53,5 @@ export interface ChildStats {
 }
 
 export type Reply =
-  | { seq: number; ok: true; workers?: { id: string; address: string }[]; addresses?: string[]; stats?: ChildStats; executions?: [string, number][] }
+  | { seq: number; ok: true; workers?: { id: string; address: string }[]; addresses?: string[]; stats?: ChildStats; executions?: [string, number][]; masters?: string[] }
   | { seq: number; ok: false; error: string }

@@ -10,6 +10,8 @@ export interface ScenarioContext {
   runs: number
   /** Progress on stderr (the tables go to stdout). */
   progress(msg: string): void
+  /** `--logs <dir>`: where a scenario that supports it writes its masters' logs (info level), one file per master. */
+  logDir: string | null
 }
 
 export interface Table {

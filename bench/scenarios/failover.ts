@@ -67,6 +67,14 @@ interface Run {
   /** Workers the new leader's heartbeat timeout marked inactive after the takeover. */
   markedInactive: number | null
   submitRefused: number
+  /**
+   * Masters other than this run's two that sent the fleet a MasterRegister: a stray master left by
+   * an interrupted run, leading on its old store, dials the ports it remembers, and a simulated
+   * worker (which checks no epoch or token) follows it away from this run's leader.
+   */
+  foreignMasters: string[]
+  /** What the new leader says of each acknowledged task that did not end completed. */
+  notCompleted: { id: string; status: string | null; attempts: number | null; worker_id: string | null }[]
 }
 
 async function status(m: MasterUnderTest): Promise<StatusBody | null> {
@@ -123,13 +131,15 @@ async function metric(m: MasterUnderTest, name: string): Promise<number | null> 
   }
 }
 
-async function oneRun(ctx: ScenarioContext, p: Profile, kind: Kind): Promise<Run> {
+async function oneRun(ctx: ScenarioContext, p: Profile, kind: Kind, index: number): Promise<Run> {
   const dataDir = mkdtempSync(join(tmpdir(), 'cloudai-bench-failover-'))
   const started: { stop(): Promise<void> }[] = []
   try {
-    const leader = await MasterUnderTest.start(p.masterArgs, { dataDir })
+    const logFile = (role: string): string | undefined => (ctx.logDir ? join(ctx.logDir, `failover-${kind}-${index + 1}-${role}.log`) : undefined)
+    // Each its own --master-id, as the README sets two masters up: the lease names its holder.
+    const leader = await MasterUnderTest.start([...p.masterArgs, '--master-id', 'failover-a'], { dataDir, logFile: logFile('leader') })
     started.push(leader)
-    const standby = await MasterUnderTest.start([...p.masterArgs, '--standby'], { dataDir })
+    const standby = await MasterUnderTest.start([...p.masterArgs, '--master-id', 'failover-b', '--standby'], { dataDir, logFile: logFile('standby') })
     started.push(standby)
     const fleet = await Fleet.start({ workers: p.workers, heartbeatMs: HEARTBEAT_MS, idPrefix: `fo-${kind}` })
     started.push(fleet)
@@ -175,15 +185,20 @@ async function oneRun(ctx: ScenarioContext, p: Profile, kind: Kind): Promise<Run
     }
     let lost = 0
     let requeued = 0
+    const notCompleted: Run['notCompleted'] = []
     for (const id of sub.accepted) {
-      const { status: code, body } = await standby.request<{ status: string; attempts: number }>(`/api/tasks/${id}`)
-      if (code !== 200 || body.status !== 'completed') lost++
-      else if (body.attempts > 1) requeued++
+      const { status: code, body } = await standby.request<{ status: string; attempts: number; worker_id: string | null }>(`/api/tasks/${id}`)
+      if (code !== 200 || body.status !== 'completed') {
+        lost++
+        notCompleted.push({ id, status: code === 200 ? body.status : null, attempts: code === 200 ? body.attempts : null, worker_id: code === 200 ? body.worker_id : null })
+      } else if (body.attempts > 1) requeued++
     }
     const executions = await fleet.executions()
     const twice = [...executions.values()].filter((n) => n > 1).length
     const markedInactive = await metric(standby, TIMEOUTS_METRIC)
-    return { kind, workers: p.workers, leadMs, allActiveMs, accepted: sub.accepted.length, lost, twice, requeued, markedInactive, submitRefused: sub.refused() }
+    const ours = new Set([leader.grpcAddress, standby.grpcAddress])
+    const foreignMasters = [...await fleet.masters()].filter((a) => !ours.has(a))
+    return { kind, workers: p.workers, leadMs, allActiveMs, accepted: sub.accepted.length, lost, twice, requeued, markedInactive, submitRefused: sub.refused(), foreignMasters, notCompleted }
   } finally {
     for (const s of started.reverse()) await s.stop().catch(() => undefined)
     rmSync(dataDir, { recursive: true, force: true })
@@ -199,7 +214,7 @@ export const failover: Scenario = {
     const p = PROFILES[ctx.size]
     const runs: Run[] = []
     for (const kind of ['kill', 'term'] as const) {
-      for (let i = 0; i < p.runs; i++) runs.push(await oneRun(ctx, p, kind))
+      for (let i = 0; i < p.runs; i++) runs.push(await oneRun(ctx, p, kind, i))
     }
     const of = (kind: Kind): Run[] => runs.filter((r) => r.kind === kind)
     const killLead = worst(of('kill').map((r) => r.leadMs))
@@ -210,17 +225,20 @@ export const failover: Scenario = {
     const twice = sum((r) => r.twice)
     const requeued = sum((r) => r.requeued)
     const inactive = sum((r) => r.markedInactive)
-    const row = (r: Run): string[] => [r.kind === 'kill' ? 'kill -9' : 'SIGTERM', String(r.workers), fmt(r.leadMs), fmt(r.allActiveMs), String(r.accepted), String(r.lost), String(r.twice), String(r.requeued), fmt(r.markedInactive), String(r.submitRefused)]
+    const row = (r: Run): string[] => [r.kind === 'kill' ? 'kill -9' : 'SIGTERM', String(r.workers), fmt(r.leadMs), fmt(r.allActiveMs), String(r.accepted), String(r.lost), String(r.twice), String(r.requeued), fmt(r.markedInactive), String(r.submitRefused), String(r.foreignMasters.length)]
     return {
       tables: [{
         title: `failover: leader and standby on one SQLite store, ${p.workers} simulated workers (heartbeat ${HEARTBEAT_MS / 1000} s), ${p.rate} tasks/s`,
-        columns: ['signal', 'workers', 'leads after (ms)', 'all active after (ms)', 'tasks acknowledged', 'lost', 'run twice', 'requeued', 'marked inactive', 'submits refused (not acknowledged)'],
+        columns: ['signal', 'workers', 'leads after (ms)', 'all active after (ms)', 'tasks acknowledged', 'lost', 'run twice', 'requeued', 'marked inactive', 'submits refused (not acknowledged)', 'other masters that dialled the fleet'],
         rows: runs.map(row),
       }],
       notes: [
         `Targets (issue 19): kill -9: leads within ${LEAD_AFTER_KILL_MS / 1000} s p99 and every worker active within ${ACTIVE_AFTER_KILL_MS / 1000} s; SIGTERM: leads within ${LEAD_AFTER_TERM_MS / 1000} s; no task lost, none run twice, none requeued, no worker marked inactive by the takeover. With ${p.runs} run(s) of each kind, p99 is the worst run.`,
         '"leads after": from the signal to the first /api/status with role leader whose GET /api/tasks also answers 200, polled every 20 ms.',
         'Submits refused are requests the API did not acknowledge (the dead leader, or the standby before it leads): no task was promised for them.',
+        ...(runs.some((r) => r.foreignMasters.length > 0)
+          ? [`A master outside this run (${[...new Set(runs.flatMap((r) => r.foreignMasters))].join(', ')}) sent the fleet MasterRegister: a stray process (ps aux | grep cloudai.js) took workers away from this run's masters, and the runs it touched say nothing of a takeover.`]
+          : []),
         ...(p.masterArgs.length > 0 ? [`This size runs the masters with ${p.masterArgs.join(' ')} (a smoke run, kept short): the targets are for the defaults (quick, full).`] : []),
       ],
       targets: [
