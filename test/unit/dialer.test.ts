@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict'
 import { once } from 'node:events'
+import { readdirSync, readFileSync } from 'node:fs'
 import { createServer, type Socket } from 'node:net'
 import { test, type TestContext } from 'node:test'
 import { CancelSlots, InlineDialer, PoolDialer, type Dialer, type DialTarget } from '../../src/master/reconnect/dialer.js'
 import { CANCEL_GENERATION } from '../../src/master/reconnect/cancel-watch.js'
+import { DIAL_THREAD_NICE } from '../../src/master/reconnect/protocol.js'
 import type { DialResult } from '../../src/master/reconnect/protocol.js'
 import { reservePort } from '../support/cluster.js'
 
@@ -180,6 +182,35 @@ test('every dial thread runs with a young generation capped at 8 MiB, not V8\'s 
   const threads = (pool as unknown as { pool: { threads: { resourceLimits?: { maxYoungGenerationSizeMb?: number } }[] } }).pool.threads
   assert.equal(threads.length, 2)
   for (const thread of threads) assert.equal(thread.resourceLimits?.maxYoungGenerationSizeMb, 8)
+})
+
+/** The nice value of each thread of this process, by thread id (Linux: /proc/self/task/<tid>/stat, field 19). */
+function threadNices(): Map<number, number> {
+  const out = new Map<number, number>()
+  for (const tid of readdirSync('/proc/self/task')) {
+    try {
+      const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8')
+      out.set(Number(tid), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]))
+    } catch {
+      // A thread that ended while we looked.
+    }
+  }
+  return out
+}
+
+test('on Linux every dial thread runs below the main thread\'s priority; the main thread and the other threads keep theirs', { skip: process.platform !== 'linux' && 'thread priorities are read from /proc (Linux)' }, async (t) => {
+  const before = threadNices()
+  const main = before.get(process.pid)!
+  if (main >= DIAL_THREAD_NICE) return t.skip(`this test runs at nice ${main} already`)
+  const pool = new PoolDialer({ threads: 2 })
+  t.after(() => pool.close())
+  const closed = `127.0.0.1:${await reservePort()}`
+  await Promise.all([0, 1].map((i) => pool.dial(target(`w${i}`, closed, 5000)).promise))
+  const after = threadNices()
+  assert.equal(after.get(process.pid), main, 'the main thread keeps its priority')
+  const lowered = [...after].filter(([, nice]) => nice === DIAL_THREAD_NICE)
+  assert.equal(lowered.length, 2, `threads at nice ${DIAL_THREAD_NICE}: ${JSON.stringify([...after])}`)
+  for (const [tid] of lowered) assert.ok(!before.has(tid), `thread ${tid} was lowered but is not one of the pool's`)
 })
 
 test('cancels within one turn set their flags at once and wake the dialling threads once (one generation bump), not once per cancel', async () => {

@@ -77,3 +77,6 @@ export interface DialThreadData {
    */
   cancelFlags: Int32Array
 }
+
+/** The nice value a dial thread sets for itself on Linux (dial-thread.ts): below the main thread's. */
+export const DIAL_THREAD_NICE = 10
