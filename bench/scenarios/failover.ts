@@ -188,10 +188,11 @@ async function oneRun(ctx: ScenarioContext, p: Profile, kind: Kind, index: numbe
     const notCompleted: Run['notCompleted'] = []
     for (const id of sub.accepted) {
       const { status: code, body } = await standby.request<{ status: string; attempts: number; worker_id: string | null }>(`/api/tasks/${id}`)
-      if (code !== 200 || body.status !== 'completed') {
+      const task = code === 200 ? body : null
+      if (task?.status !== 'completed') {
         lost++
-        notCompleted.push({ id, status: code === 200 ? body.status : null, attempts: code === 200 ? body.attempts : null, worker_id: code === 200 ? body.worker_id : null })
-      } else if (body.attempts > 1) requeued++
+        notCompleted.push({ id, status: task?.status ?? null, attempts: task?.attempts ?? null, worker_id: task?.worker_id ?? null })
+      } else if (task.attempts > 1) requeued++
     }
     const executions = await fleet.executions()
     const twice = [...executions.values()].filter((n) => n > 1).length
