@@ -134,7 +134,16 @@ export const msgHas = (text: string) => (l: LogLine): boolean => typeof l.msg ==
 
 export function tempDir(t: TestContext, prefix = 'cloudai-test-'): string {
   const dir = mkdtempSync(join(tmpdir(), prefix))
-  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  // Hooks run in the order they were added: a process started after this dir was made may still be
+  // writing into it (a worker's outbox) when it is removed, which fails with ENOTEMPTY. Whatever it
+  // wrote meanwhile goes when this test process exits, after every hook has stopped its processes.
+  t.after(() => {
+    try {
+      rmSync(dir, { recursive: true, force: true, maxRetries: 3, retryDelay: 50 })
+    } catch {
+      process.once('exit', () => rmSync(dir, { recursive: true, force: true }))
+    }
+  })
   return dir
 }
 

@@ -158,6 +158,12 @@ export class PoolDialer implements Dialer {
       // V8's default cap, 48 MiB a thread, and the heap never gives it back: about 100 MiB of the
       // master's memory with two threads, for garbage a much smaller nursery collects as well.
       resourceLimits: DIAL_THREAD_LIMITS,
+      // Piscina loads the entry file with require() first; Node 20.19+ then loads our ES module
+      // synchronously (require(esm)), and a master that stops while its threads are still loading
+      // (one refused at start: a data directory in use) aborted inside V8 ("IsGraphAsync must be
+      // used on an instantiated module") instead of exiting 2. Without require(esm) Piscina falls
+      // back to import(), which a thread can be stopped in the middle of.
+      execArgv: [...process.execArgv, '--no-experimental-require-module'],
       workerData,
     })
   }
