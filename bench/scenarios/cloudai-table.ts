@@ -32,8 +32,8 @@ interface Profile {
 
 const PROFILES: Record<Size, Profile> = {
   tiny: {
-    sizes: [[6, 2]], intervalMs: 1000, dialMs: 1000, heartbeatMs: 300, heartbeatTimeoutMs: 1500, idleWindowMs: 1000, intervalLabel: '1s (tiny: shortened)',
-    longLost: { workers: 4, inactive: 1, fastWindowMs: 300, intervalMs: 2000 }, dead: { count: 50, windowMs: 2000 },
+    sizes: [[6, 2]], intervalMs: 1000, dialMs: 1000, heartbeatMs: 300, heartbeatTimeoutMs: 1500, idleWindowMs: 500, intervalLabel: '1s (tiny: shortened)',
+    longLost: { workers: 4, inactive: 1, fastWindowMs: 300, intervalMs: 2000 }, dead: { count: 50, windowMs: 1000 },
   },
   // quick keeps CloudAI's 30 s interval and 3 s dial: the schedule, not the interval, finds a worker
   // lost recently. The short heartbeat timeout (4 beats) keeps going inactive to about 1.5 s a run.
