@@ -47,7 +47,7 @@ export class WorkerClients {
    * this master has no key (tests): such a worker serves the call only if it needs no proof.
    */
   proof(worker: WorkerRecord, method: MasterMethod, subject: string, now = Date.now()): grpc.Metadata {
-    return proofMetadata(this.key && worker.credential ? this.key.proofs(worker.id, worker.credential, method, subject, now) : [])
+    return proofMetadata(this.key && worker.credential ? this.key.proofs(worker.id, worker.credential, method, subject, now) : [], new grpc.Metadata())
   }
 
   get(workerId: string, address: string): MasterWorkerClient {

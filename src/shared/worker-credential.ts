@@ -3,7 +3,7 @@ import { basename, dirname, join } from 'node:path'
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
 import { isIP } from 'node:net'
 import { inspect } from 'node:util'
-import * as grpc from '@grpc/grpc-js'
+import type * as grpc from '@grpc/grpc-js'
 import { CloudaiError } from './errors.js'
 import { READ_ONLY_CODES } from './data-dir-lock.js'
 
@@ -232,24 +232,14 @@ export function liveNonces(cred: StoredCredential, now: number): string[] {
   return cred.previous && cred.previous.expiresAt > now ? [cred.nonce, cred.previous.nonce] : [cred.nonce]
 }
 
-/** The metadata of a call to a worker: one proof per live token, none for a worker without a credential. */
-export function proofMetadata(proofs: readonly string[], metadata: grpc.Metadata = new grpc.Metadata()): grpc.Metadata {
+/**
+ * The metadata of a call to a worker: one proof per live token, none for a worker without a
+ * credential. The caller brings the Metadata: this module is also loaded by the SQLite thread,
+ * which must not load grpc-js for it (about 60 ms of CPU at every start).
+ */
+export function proofMetadata(proofs: readonly string[], metadata: grpc.Metadata): grpc.Metadata {
   for (const p of proofs) metadata.add(MASTER_PROOF_METADATA, p)
   return metadata
-}
-
-/**
- * A client interceptor that puts `authorization: Bearer <token>` on every call (unary and streams),
- * the way ClusterAuth adds the cluster token: a call that forgets it cannot be written.
- */
-export function bearerInterceptor(token: string): grpc.Interceptor {
-  const value = `Bearer ${token}`
-  return (options, nextCall) => new grpc.InterceptingCall(nextCall(options), {
-    start: (metadata, listener, next) => {
-      metadata.set(AUTHORIZATION_METADATA, value)
-      next(metadata, listener)
-    },
-  })
 }
 
 function proofMac(token: string, workerId: string, method: MasterMethod, subject: string, at: number, nonce: string): Buffer {

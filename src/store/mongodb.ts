@@ -1,21 +1,12 @@
-import {
+import { createRequire } from 'node:module'
+import type {
+  AnyBulkWriteOperation,
+  ClientSession,
+  Collection,
+  Db,
+  Document,
   Long,
-  MongoAPIError,
-  MongoBulkWriteError,
   MongoClient,
-  MongoClientClosedError,
-  MongoError,
-  MongoNetworkError,
-  MongoNotConnectedError,
-  MongoParseError,
-  MongoServerError,
-  MongoServerSelectionError,
-  MongoTopologyClosedError,
-  type AnyBulkWriteOperation,
-  type ClientSession,
-  type Collection,
-  type Db,
-  type Document,
 } from 'mongodb'
 import type { StoreConfig } from '../config.js'
 import { CloudaiError } from '../shared/errors.js'
@@ -25,6 +16,15 @@ import { readWorkerScheduling, withScheduling, type WorkerScheduling } from '../
 import { checkLeaseRequest, staleEpochError, type Lease, type LeaseRequest } from './lease.js'
 import { redactMongoUri } from './mongo-uri.js'
 import { FINAL_TASK_STATUSES, taskVersion, type Store, type WorkerChanges } from './store.js'
+
+// The driver is loaded at its first use, not with this module: every master imports this file
+// (the store is chosen at run time), and loading the driver cost each master ~75 ms of CPU at start
+// and a 17 MiB serialization buffer, for a store most masters do not use.
+const requireDriver = createRequire(import.meta.url)
+let driver: typeof import('mongodb') | null = null
+function mongo(): typeof import('mongodb') {
+  return (driver ??= requireDriver('mongodb') as typeof import('mongodb'))
+}
 
 export type MongoStoreConfig = Omit<Extract<StoreConfig, { kind: 'mongodb' }>, 'kind'> & {
   kind?: 'mongodb'
@@ -179,7 +179,7 @@ export class MongoStore implements Store {
     let client: MongoClient | null = null
     try {
       const c = this.config
-      client = new MongoClient(c.uri, {
+      client = new (mongo().MongoClient)(c.uri, {
         serverSelectionTimeoutMS: c.serverSelectionTimeoutMs,
         connectTimeoutMS: c.connectTimeoutMs,
         socketTimeoutMS: c.socketTimeoutMs,
@@ -392,7 +392,7 @@ export class MongoStore implements Store {
       } catch (err) {
         // Two first acquires both upserting: one inserted, the other's insert hit its _id. Once
         // more, it now finds the document and is decided against it.
-        if (!(err instanceof MongoServerError && err.code === DUPLICATE_KEY)) throw err
+        if (!(err instanceof mongo().MongoServerError && err.code === DUPLICATE_KEY)) throw err
         doc = await coll.findOneAndUpdate({ _id: LEASE_ID }, update, { upsert: true, returnDocument: 'after' })
       }
       const lease = doc ? fromLeaseDoc(doc) : null
@@ -475,7 +475,7 @@ export class MongoStore implements Store {
         { readPreference: 'primary', readConcern: { level: 'snapshot' }, writeConcern: { w: 'majority' } },
       )
     } catch (err) {
-      if (err instanceof MongoServerError && err.code === ILLEGAL_OPERATION && /replica set|transaction/i.test(err.message)) {
+      if (err instanceof mongo().MongoServerError && err.code === ILLEGAL_OPERATION && /replica set|transaction/i.test(err.message)) {
         const e = new CloudaiError('CLOUDAI_STORE_FAILED', `a fenced write needs a MongoDB replica set (transactions), and this server refuses them: ${err.message}`, { driverCode: err.code })
         ;(e as Error).cause = err
         throw e
@@ -564,7 +564,7 @@ export function fromLeaseDoc(d: Document): Lease | null {
 
 /** True when every failure of a bulkWrite is a duplicate key, that is a stale task write, and the write concern held. */
 export function onlyStaleWrites(err: unknown): boolean {
-  if (!(err instanceof MongoBulkWriteError)) return false
+  if (!(err instanceof mongo().MongoBulkWriteError)) return false
   if (err.err !== undefined || err.result?.getWriteConcernError() !== undefined) return false
   const writeErrors = Array.isArray(err.writeErrors) ? err.writeErrors : [err.writeErrors]
   return writeErrors.length > 0 && writeErrors.every((e) => e.code === DUPLICATE_KEY)
@@ -706,7 +706,7 @@ function seconds(ms: number): Long | number {
 
 /** Whole numbers as int64 (a plain JS number would be stored as a double); anything else as it is, so it round-trips. */
 function int64(n: number): Long | number {
-  return Number.isSafeInteger(n) ? Long.fromNumber(n) : n
+  return Number.isSafeInteger(n) ? mongo().Long.fromNumber(n) : n
 }
 
 function nullableInt64(n: number | null): Long | number | null {
@@ -715,7 +715,7 @@ function nullableInt64(n: number | null): Long | number | null {
 
 function num(v: unknown): number | null {
   if (typeof v === 'number') return Number.isFinite(v) ? v : null
-  if (v instanceof Long) return v.toNumber()
+  if (v instanceof mongo().Long) return v.toNumber()
   if (typeof v === 'bigint') return Number(v)
   return null
 }
@@ -739,20 +739,20 @@ export function storeError(err: unknown, context: string): CloudaiError {
   const message = err instanceof Error ? err.message : String(err)
   const code = isPermanent(err) ? 'CLOUDAI_STORE_FAILED' : 'CLOUDAI_STORE_UNAVAILABLE'
   const details: Record<string, unknown> = { driverError: err instanceof Error ? err.name : typeof err }
-  if (err instanceof MongoError && err.code !== undefined) details.driverCode = err.code
+  if (err instanceof mongo().MongoError && err.code !== undefined) details.driverCode = err.code
   const e = new CloudaiError(code, `${context}: ${message}`, details)
   ;(e as Error).cause = err
   return e
 }
 
 function isPermanent(err: unknown): boolean {
-  if (err instanceof MongoServerSelectionError || err instanceof MongoNetworkError || err instanceof MongoTopologyClosedError || err instanceof MongoClientClosedError || err instanceof MongoNotConnectedError) {
+  if (err instanceof mongo().MongoServerSelectionError || err instanceof mongo().MongoNetworkError || err instanceof mongo().MongoTopologyClosedError || err instanceof mongo().MongoClientClosedError || err instanceof mongo().MongoNotConnectedError) {
     // Selection failing because every server refused our credentials is still an auth failure.
     return underlying(err).some((c) => c !== err && isPermanent(c))
   }
   // Bad URI, unknown or invalid option, missing credentials, a dependency not installed.
-  if (err instanceof MongoParseError || err instanceof MongoAPIError) return true
-  if (err instanceof MongoServerError) {
+  if (err instanceof mongo().MongoParseError || err instanceof mongo().MongoAPIError) return true
+  if (err instanceof mongo().MongoServerError) {
     if (err.hasErrorLabel('RetryableWriteError') || err.hasErrorLabel('TransientTransactionError')) return false
     return typeof err.code === 'number' && PERMANENT_SERVER_CODES.has(err.code)
   }
@@ -767,7 +767,7 @@ function underlying(err: Error): unknown[] {
     out.push(c)
     c = c.cause
   }
-  if (err instanceof MongoServerSelectionError) {
+  if (err instanceof mongo().MongoServerSelectionError) {
     const reason = err.reason
     if (reason?.error) out.push(reason.error)
     for (const server of reason?.servers.values() ?? []) if (server.error) out.push(server.error)

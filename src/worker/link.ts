@@ -8,7 +8,7 @@ import { callUnary, loadProto, type MasterWorkerClient } from '../shared/proto.j
 import type { WorkerSpecs, WorkerUsage } from '../shared/types.js'
 import { validateAddress } from '../shared/validation.js'
 import type { AckMsg, HeartbeatAckMsg, HeartbeatMsg, RegisterAckMsg, RunningTaskMsg, TaskResultMsg } from '../shared/wire.js'
-import { bearerInterceptor } from '../shared/worker-credential.js'
+import { AUTHORIZATION_METADATA } from '../shared/worker-credential.js'
 
 type HeartbeatStream = grpc.ClientDuplexStream<HeartbeatMsg, HeartbeatAckMsg>
 
@@ -506,4 +506,18 @@ export class MasterLink {
     this.client?.close()
     this.client = null
   }
+}
+
+/**
+ * A client interceptor that puts `authorization: Bearer <token>` on every call (unary and streams),
+ * the way ClusterAuth adds the cluster token: a call that forgets it cannot be written.
+ */
+function bearerInterceptor(token: string): grpc.Interceptor {
+  const value = `Bearer ${token}`
+  return (options, nextCall) => new grpc.InterceptingCall(nextCall(options), {
+    start: (metadata, listener, next) => {
+      metadata.set(AUTHORIZATION_METADATA, value)
+      next(metadata, listener)
+    },
+  })
 }

@@ -99,7 +99,7 @@ export class HttpApi {
   private boundPort = 0
   private phase: 'new' | 'listening' | 'closed' = 'new'
   /** Every operation's body schema, compiled once. */
-  private readonly bodies = new BodyValidator(OPERATIONS.flatMap((op) => (op.body ? [op.body] : [])))
+  private readonly bodies = new BodyValidator()
   /** GET /openapi.json, rendered once: the same for the life of the process. */
   private readonly openapi = JSON.stringify(buildOpenApiDocument())
 

@@ -107,7 +107,7 @@ async function masterRegister(
   const { Client } = loadProto()
   const client = new Client(req.address, auth.channelCredentials(), auth.clientOptions(DIAL_CHANNEL_OPTIONS))
   const nonces = req.proofNonces ?? []
-  const metadata = key && nonces.length > 0 ? proofMetadata(key.proofsFor(req.workerId, nonces, 'MasterRegister', req.masterAddress, Date.now())) : new grpc.Metadata()
+  const metadata = key && nonces.length > 0 ? proofMetadata(key.proofsFor(req.workerId, nonces, 'MasterRegister', req.masterAddress, Date.now()), new grpc.Metadata()) : new grpc.Metadata()
   try {
     const ack = await new Promise<RegisterAckMsg>((resolve, reject) => {
       const call = client.MasterRegister(

@@ -109,14 +109,15 @@ export function bodyRefusal(schema: TSchema, errors: readonly ErrorObject[], wha
   return new CloudaiError(code, message(e, [field, ...path.slice(1)].join(' '), path.length > 1 ? undefined : prop), { field })
 }
 
-/** Checks request bodies against their schemas; built once per API, each validator compiled once. */
+/**
+ * Checks request bodies against their schemas; built once per API, each validator compiled once,
+ * at the first body it checks rather than at start: compiling every route's schema was ~75 ms of
+ * each master's start, for routes most masters never see. test/unit/openapi-document.test.ts
+ * compiles them all, so a schema Ajv refuses fails the tests, not a request.
+ */
 export class BodyValidator {
   private readonly ajv = apiAjv()
   private readonly compiled = new Map<TSchema, ValidateFunction>()
-
-  constructor(schemas: Iterable<TSchema>) {
-    for (const schema of schemas) this.validator(schema)
-  }
 
   /** `body` as `schema` types it, or a CloudaiError (400) naming the field at fault. `what`: "a drain request". */
   check<T extends TSchema>(schema: T, body: unknown, what: string): Static<T> {
@@ -125,7 +126,8 @@ export class BodyValidator {
     throw bodyRefusal(schema, validate.errors ?? [], what)
   }
 
-  private validator(schema: TSchema): ValidateFunction {
+  /** The compiled validator of `schema` (compiled now if it is not yet). */
+  validator(schema: TSchema): ValidateFunction {
     let validate = this.compiled.get(schema)
     if (!validate) {
       validate = this.ajv.compile(schema)
