@@ -32,6 +32,19 @@ test('the master starts in the CloudAI order and shuts down on SIGTERM in the Cl
   assert.deepEqual(shutdown.filter((m) => order.includes(m)), order)
 })
 
+test('a master run with V8 flags on node\'s command line (node --max-old-space-size=… cloudai master) starts, dials from its pool and stops with 0', async (t) => {
+  // A Worker refuses V8 flags in its execArgv; the dial pool, which passes node's flags on to its
+  // threads, once refused to start with them (CLOUDAI_INTERNAL).
+  const master = await startMaster(t, { dataDir: tempDir(t), nodeArgs: ['--max-old-space-size=1024', '--stack-trace-limit=20'] })
+  const port = await reservePort()
+  const worker = await startWorker(t, 'worker-v8', port)
+  const mark = master.proc.mark()
+  assert.equal((await api(master.api, '/api/workers', { method: 'POST', body: { worker_id: 'worker-v8', worker_ip: `127.0.0.1:${port}` } })).status, 201)
+  await master.proc.waitForLog((l) => l.workerId === 'worker-v8' && l.msg.startsWith('Successfully reconnected'), 'the registration dial found the worker', { from: mark })
+  await worker.kill('SIGTERM')
+  assert.deepEqual(await master.proc.kill('SIGTERM'), { code: 0, signal: null }, `stderr: ${master.proc.stderr}`)
+})
+
 test('SIGINT shuts down the same way', async (t) => {
   const master = await startMaster(t, { dataDir: tempDir(t) })
   await master.proc.waitForLog((l) => l.step === 8, 'step 8')

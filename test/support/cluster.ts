@@ -52,10 +52,10 @@ export class Proc {
   /**
    * `opts.netns`: run it inside that network namespace (`ip netns exec <name>`, which execs the CLI
    * in place: the child's pid is the CLI's own). Only namespaces of test/support/netns.ts, which
-   * also checks that `ip` is on the PATH children get.
+   * also checks that `ip` is on the PATH children get. `opts.nodeArgs`: flags for node itself, before the CLI.
    */
-  constructor(readonly name: string, args: string[], env: NodeJS.ProcessEnv = {}, opts: { netns?: string } = {}) {
-    const argv = [process.execPath, CLI, ...args]
+  constructor(readonly name: string, args: string[], env: NodeJS.ProcessEnv = {}, opts: { netns?: string; nodeArgs?: string[] } = {}) {
+    const argv = [process.execPath, ...(opts.nodeArgs ?? []), CLI, ...args]
     const [cmd, ...rest] = opts.netns === undefined ? argv : ['ip', 'netns', 'exec', opts.netns, ...argv]
     this.child = spawn(cmd!, rest, { cwd: childCwd(), env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] })
     let buf = ''
@@ -186,12 +186,12 @@ export const FAST_MASTER_FLAGS = ['--reconnect-interval', '300ms', '--dial-timeo
  * address, which only a process inside one of the pair's namespaces can reach: call it with
  * nsFetch, never from this process (here it would go to this machine's default route).
  */
-export async function startMaster(t: TestContext, opts: { dataDir: string; grpcPort?: number; args?: string[]; name?: string; env?: NodeJS.ProcessEnv; netns?: NetnsEnd }): Promise<MasterHandle> {
+export async function startMaster(t: TestContext, opts: { dataDir: string; grpcPort?: number; args?: string[]; name?: string; env?: NodeJS.ProcessEnv; netns?: NetnsEnd; nodeArgs?: string[] }): Promise<MasterHandle> {
   const host = opts.netns?.ip ?? '127.0.0.1'
   const proc = new Proc(opts.name ?? 'master', [
     'master', '--grpc-host', host, '--grpc-port', String(opts.grpcPort ?? 0), '--http-host', host, '--http-port', '0',
     '--data-dir', opts.dataDir, '--log-level', 'debug', ...(opts.args ?? FAST_MASTER_FLAGS),
-  ], opts.env, { netns: opts.netns?.name })
+  ], opts.env, { netns: opts.netns?.name, nodeArgs: opts.nodeArgs })
   t.after(() => proc.kill('SIGKILL'))
   const grpcLine = await proc.waitForLog((l) => l.step === 6, 'gRPC server listening')
   const httpLine = await proc.waitForLog((l) => l.step === 7, 'HTTP API listening')

@@ -124,6 +124,14 @@ interface PoolEntry {
 /** The dial threads' heap limits (see the pool's options). */
 export const DIAL_THREAD_LIMITS = { maxYoungGenerationSizeMb: 8 } as const
 
+/** The flags a Worker refused (ERR_WORKER_INVALID_EXEC_ARGV: "…invalid execArgv flags: a, b"); none for any other error. */
+export function refusedExecArgv(err: unknown): Set<string> {
+  const e = err as NodeJS.ErrnoException
+  if (e?.code !== 'ERR_WORKER_INVALID_EXEC_ARGV') return new Set()
+  const at = e.message.indexOf(': ')
+  return new Set(at < 0 ? [] : e.message.slice(at + 2).split(', '))
+}
+
 export class PoolDialer implements Dialer {
   readonly kind = 'pool'
   /** Set by the master: dials count themselves into its shared counters. */
@@ -144,7 +152,7 @@ export class PoolDialer implements Dialer {
     const threads = opts.threads && opts.threads > 0 ? opts.threads : Math.max(1, Math.min(4, availableParallelism()))
     this.threadCount = threads
     const workerData: DialThreadData = { cluster: (opts.auth ?? NO_CLUSTER_AUTH).material, masterKey: opts.masterKey?.bytes() ?? null, cancelFlags: this.slots.flags }
-    this.pool = new Piscina({
+    const pool = (execArgv: string[]): Piscina => new Piscina({
       filename: new URL('../../../workers/dial.js', import.meta.url).href,
       // All started at once: Piscina adds a thread only when every one is at its task limit, which
       // batches (a few hundred at most per thread in a 5,000-worker pass) never reach.
@@ -163,9 +171,21 @@ export class PoolDialer implements Dialer {
       // (one refused at start: a data directory in use) aborted inside V8 ("IsGraphAsync must be
       // used on an instantiated module") instead of exiting 2. Without require(esm) Piscina falls
       // back to import(), which a thread can be stopped in the middle of.
-      execArgv: [...process.execArgv, '--no-experimental-require-module'],
+      execArgv,
       workerData,
     })
+    const execArgv = [...process.execArgv, '--no-experimental-require-module']
+    try {
+      this.pool = pool(execArgv)
+    } catch (err) {
+      // A Worker refuses V8's own flags in its execArgv (`node --max-old-space-size=… cloudai
+      // master`): they are process-wide, in effect for every thread already, so they are left out.
+      // Node names the refused ones in the message, as they were given.
+      const refused = refusedExecArgv(err)
+      const kept = execArgv.filter((a) => !refused.has(a))
+      if (refused.size === 0 || kept.length === execArgv.length) throw err
+      this.pool = pool(kept)
+    }
   }
 
   get threads(): number {
