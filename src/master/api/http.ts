@@ -98,7 +98,7 @@ export class HttpApi {
   private readonly guard: RequestGuard
   private boundPort = 0
   private phase: 'new' | 'listening' | 'closed' = 'new'
-  /** Every operation's body schema, compiled once. */
+  /** The operations' body schemas, each compiled at its first request. */
   private readonly bodies = new BodyValidator()
   /** GET /openapi.json, rendered once: the same for the life of the process. */
   private readonly openapi = JSON.stringify(buildOpenApiDocument())
