@@ -245,7 +245,12 @@ test('tasks, queue, task <id> and cancel <id> print what the CLI prints', { time
   const s = await session(t, await ownMaster(t))
   assert.equal(await s.run('tasks'), 'No tasks yet: submit one with task submit -- <command...>\n')
   assert.equal(await s.run('queue'), 'No queued tasks\n')
-  const one = (await submitted(s, 'task submit --name greet -- echo hello')).task.task_id
+  const first = (await submitted(s, 'task submit --name greet -- echo hello')).task
+  const one = first.task_id
+  // Newest first is by submission time, to the millisecond (ties go by id): the second task is
+  // submitted at a later millisecond, or the order below would be a coin toss.
+  const at = Date.parse(first.submitted_at)
+  while (Date.now() <= at) await new Promise((r) => setImmediate(r))
   const two = (await submitted(s, 'submit sleep 600')).task.task_id
   const table = await s.run('tasks')
   assert.match(table, /^ID +NAME +STATUS +WORKER +ATTEMPTS +SUBMITTED +EXIT$/m)
