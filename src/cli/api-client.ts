@@ -212,10 +212,14 @@ export class ApiClient {
     )
   }
 
-  /** The master's `{"error":{code,message}}`, kept as it is when the code is one we know. */
+  /**
+   * The master's `{"error":{code,message,details}}`, kept as it is when the code is one we know:
+   * its details too (`field`, `leader`), beside the HTTP status and the body.
+   */
   private errorFrom(method: string, path: string, status: number, parsed: unknown, text: string): CloudaiError {
-    const error = (parsed as { error?: { code?: unknown; message?: unknown } } | undefined)?.error
-    const details = { httpStatus: status, body: text }
+    const error = (parsed as { error?: { code?: unknown; message?: unknown; details?: unknown } } | undefined)?.error
+    const own = error?.details !== null && typeof error?.details === 'object' && !Array.isArray(error.details) ? (error.details as Record<string, unknown>) : {}
+    const details = { ...own, httpStatus: status, body: text }
     if (typeof error?.code === 'string' && typeof error.message === 'string') {
       if (Object.hasOwn(ErrorCodes, error.code)) return new CloudaiError(error.code as ErrorCode, error.message, details)
       return new CloudaiError('CLOUDAI_INTERNAL', `${error.message} (master code ${error.code}, HTTP ${status})`, details)

@@ -343,14 +343,20 @@ export function formatTaskCancelled(task: TaskView): string {
 /**
  * `error: <message> (<code>)` for anything thrown; non-cloudai errors show as CLOUDAI_INTERNAL.
  * `flags`: the API fields of the command's body by the flags the user typed them as, so that the
- * master's "target_worker_id nope is not a registered worker" reads "--worker nope ...". Only the
- * field a message starts with is its subject: "name" or "env" further on are ordinary words.
+ * master's "target_worker_id nope is not a registered worker" reads "--worker nope ...". The field
+ * is the one the master names in details.field; "name" or "env" elsewhere in a message are
+ * ordinary words.
  */
 export function formatError(err: unknown, flags: Readonly<Record<string, string>> = {}): string {
   const e = toCloudaiError(err)
-  const subject = /^[a-z_]+(?=[ :])/.exec(e.message)?.[0]
-  const flag = subject !== undefined && Object.hasOwn(flags, subject) ? flags[subject] : undefined
-  return `error: ${flag === undefined ? e.message : `${flag}${e.message.slice(subject!.length)}`} (${e.code})`
+  // The field the error is about: the master names it in details.field; an error made here (no
+  // details) starts with it. A message that starts with the field gets the flag in its place.
+  const named = typeof e.details?.field === 'string' ? e.details.field : undefined
+  const field = named ?? /^[a-z_]+(?=[ :])/.exec(e.message)?.[0]
+  const flag = field !== undefined && Object.hasOwn(flags, field) ? flags[field] : undefined
+  if (flag === undefined) return `error: ${e.message} (${e.code})`
+  const leads = e.message.startsWith(field!) && /^[ :]/.test(e.message.slice(field!.length))
+  return `error: ${leads ? `${flag}${e.message.slice(field!.length)}` : `${flag}: ${e.message}`} (${e.code})`
 }
 
 /** `cloudai health`: the verdict, then one line per failed check with the workers it names. */

@@ -199,7 +199,7 @@ export class ControlService implements MasterControl {
   async submitTask(body: unknown): Promise<TaskView> {
     const input = parseTaskInput(body)
     if (input.targetWorkerId && !this.registry.get(input.targetWorkerId)) {
-      throw new CloudaiError('CLOUDAI_UNKNOWN_WORKER', `target_worker_id ${input.targetWorkerId} is not a registered worker`)
+      throw new CloudaiError('CLOUDAI_UNKNOWN_WORKER', `target_worker_id ${input.targetWorkerId} is not a registered worker`, { field: 'target_worker_id' })
     }
     this.guard()
     let task

@@ -451,4 +451,8 @@ test('a master error about a field of task submit names the flag typed, and only
   assert.equal(formatError(unknown('name'), flags), 'error: --worker name is not a registered worker (CLOUDAI_UNKNOWN_WORKER)')
   assert.equal(formatError(new CloudaiError('CLOUDAI_BAD_FIELD', 'docker_image: the image name is too long'), flags), 'error: --image: the image name is too long (CLOUDAI_BAD_FIELD)')
   assert.equal(formatError(new CloudaiError('CLOUDAI_BAD_FIELD', 'command is required'), flags), 'error: command is required (CLOUDAI_BAD_FIELD)')
+  // The master names the field in details.field: that decides, not the message's first word.
+  assert.equal(formatError(new CloudaiError('CLOUDAI_BAD_FIELD', 'env must be an object, got 3', { field: 'env' }), flags), 'error: --env must be an object, got 3 (CLOUDAI_BAD_FIELD)')
+  assert.equal(formatError(new CloudaiError('CLOUDAI_BAD_FIELD', 'name of the image is too long', { field: 'docker_image' }), flags), 'error: --image: name of the image is too long (CLOUDAI_BAD_FIELD)')
+  assert.equal(formatError(new CloudaiError('CLOUDAI_BAD_REQUEST', 'env is not taken here', { field: 'other' }), flags), 'error: env is not taken here (CLOUDAI_BAD_REQUEST)')
 })

@@ -18,7 +18,7 @@ export const ErrorBodySchema = Type.Object(
         message: Type.String({ description: 'what was wrong and what is allowed, for a human' }),
         details: Type.Optional(
           Type.Record(Type.String(), Type.Unknown(), {
-            description: 'CLOUDAI_BAD_FIELD / CLOUDAI_BAD_REQUEST: `field`, the body field at fault; CLOUDAI_NOT_LEADER: `leader`, the leader\'s API address (null when not known)',
+            description: 'CLOUDAI_BAD_FIELD / CLOUDAI_BAD_REQUEST (and CLOUDAI_UNKNOWN_WORKER for a task\'s target_worker_id): `field`, the body field at fault; CLOUDAI_NOT_LEADER: `leader`, the leader\'s API address (null when not known)',
           }),
         ),
       },
