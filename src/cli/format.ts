@@ -344,13 +344,14 @@ export function formatTaskCancelled(task: TaskView): string {
  * `error: <message> (<code>)` for anything thrown; non-cloudai errors show as CLOUDAI_INTERNAL.
  * `flags`: the API fields of the command's body by the flags the user typed them as, so that the
  * master's "target_worker_id nope is not a registered worker" reads "--worker nope ...". The field
- * is the one the master names in details.field; "name" or "env" elsewhere in a message are
- * ordinary words.
+ * is details.field when the error has one, else the word the message starts with; "name" or "env"
+ * elsewhere in a message are ordinary words.
  */
 export function formatError(err: unknown, flags: Readonly<Record<string, string>> = {}): string {
   const e = toCloudaiError(err)
-  // The field the error is about: the master names it in details.field; an error made here (no
-  // details) starts with it. A message that starts with the field gets the flag in its place.
+  // The field the error is about: details.field where the master names it; otherwise (the CLI's
+  // own errors, the master's task-input checks) the message starts with it. A message that
+  // starts with the field gets the flag in its place.
   const named = typeof e.details?.field === 'string' ? e.details.field : undefined
   const field = named ?? /^[a-z_]+(?=[ :])/.exec(e.message)?.[0]
   const flag = field !== undefined && Object.hasOwn(flags, field) ? flags[field] : undefined

@@ -32,10 +32,11 @@ test('the master starts in the CloudAI order and shuts down on SIGTERM in the Cl
   assert.deepEqual(shutdown.filter((m) => order.includes(m)), order)
 })
 
-test('a master run with V8 flags on node\'s command line (node --max-old-space-size=… cloudai master) starts, dials from its pool and stops with 0', async (t) => {
-  // A Worker refuses V8 flags in its execArgv; the dial pool, which passes node's flags on to its
-  // threads, once refused to start with them (CLOUDAI_INTERNAL).
-  const master = await startMaster(t, { dataDir: tempDir(t), nodeArgs: ['--max-old-space-size=1024', '--stack-trace-limit=20'] })
+test('a master run with V8 and process-wide flags on node\'s command line (node --max-old-space-size=… --title … cloudai master) starts, dials from its pool and stops with 0', async (t) => {
+  // A Worker refuses such flags in its execArgv, a flag's value left behind would end its options,
+  // and the dial pool, which passes node's flags on to its threads, once refused to start with
+  // them (CLOUDAI_INTERNAL).
+  const master = await startMaster(t, { dataDir: tempDir(t), nodeArgs: ['--max-old-space-size=1024', '--title', 'cloudai-under-test', '--stack-trace-limit=20'] })
   const port = await reservePort()
   const worker = await startWorker(t, 'worker-v8', port)
   const mark = master.proc.mark()

@@ -4,7 +4,7 @@ import { readdirSync, readFileSync } from 'node:fs'
 import { createServer, type Socket } from 'node:net'
 import { test, type TestContext } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { CancelSlots, InlineDialer, PoolDialer, type Dialer, type DialTarget } from '../../src/master/reconnect/dialer.js'
+import { CancelSlots, InlineDialer, PoolDialer, refusedExecArgv, withAcceptedExecArgv, withoutRefused, type Dialer, type DialTarget } from '../../src/master/reconnect/dialer.js'
 import { CANCEL_GENERATION } from '../../src/master/reconnect/cancel-watch.js'
 import { DIAL_THREAD_NICE } from '../../src/master/reconnect/protocol.js'
 import type { DialResult } from '../../src/master/reconnect/protocol.js'
@@ -246,4 +246,23 @@ test('a dial thread keeps one cancel waiter however many batches it takes (the f
   assert.equal(Atomics.notify(flags, CANCEL_GENERATION), 1, 'one waiter for the thread, not one per batch')
   for (const d of dials) d.cancel()
   assert.ok((await Promise.all(dials.map((d) => d.promise))).every((r) => r.outcome === 'cancelled'))
+})
+
+test('node flags a dial thread refuses are left out with their values, and the rest kept in order', async () => {
+  const { Worker } = await import('node:worker_threads')
+  // Real Workers: Node refuses process-wide flags (--title) first and V8's (--max-old-space-size)
+  // only once those are gone, so it takes two tries; what is left is what a Worker accepts.
+  const tried: string[][] = []
+  const worker = withAcceptedExecArgv(['--no-experimental-require-module', '--max-old-space-size=512', '--title', 'cloudai', '--enable-source-maps'], (execArgv) => {
+    tried.push(execArgv)
+    return new Worker('', { eval: true, execArgv })
+  })
+  await worker.terminate()
+  assert.deepEqual(tried.at(-1), ['--no-experimental-require-module', '--enable-source-maps'])
+  assert.ok(tried.length >= 2, `tries: ${JSON.stringify(tried)}`)
+  // A refused flag without a value of its own takes nothing that is a flag.
+  assert.deepEqual(withoutRefused(['--jitless', '--enable-source-maps'], new Set(['--jitless'])), ['--enable-source-maps'])
+  assert.equal(refusedExecArgv(new Error('something else')).size, 0)
+  // An error that names no flag is thrown as it is.
+  assert.throws(() => withAcceptedExecArgv(['--a'], () => { throw new Error('not about flags') }), /not about flags/)
 })

@@ -6,6 +6,9 @@ import { after, before, test, type TestContext } from 'node:test'
 import { parseMetricsQuery, parseTaskQuery } from '../../src/master/api/query.js'
 import type { TaskView, WorkerView } from '../../src/master/views.js'
 import { CloudaiError } from '../../src/shared/errors.js'
+import { ApiClient } from '../../src/cli/api-client.js'
+import { formatError } from '../../src/cli/format.js'
+import { TASK_SUBMIT_FLAGS } from '../../src/cli/options.js'
 import type { WorkerRecord } from '../../src/shared/types.js'
 import { MemoryStore } from '../../src/store/memory.js'
 import type { Store } from '../../src/store/store.js'
@@ -111,6 +114,22 @@ test('list, register, get and unregister a worker over HTTP', async (t) => {
   assert.equal(missing.body.error.code, 'CLOUDAI_UNKNOWN_WORKER')
   const missingDelete = await call(`${base}/api/workers/w1`, { method: 'DELETE' })
   assert.equal(missingDelete.status, 404)
+})
+
+test('the CLI\'s client keeps the master\'s error details, and the CLI names the flag of details.field', async (t) => {
+  const { base } = await ownMaster(t)
+  const err = await new ApiClient(base).submitTask({ command: 'true', target_worker_id: 'nope' }).then(
+    () => assert.fail('a task for an unknown worker was accepted'),
+    (e: unknown) => e,
+  )
+  assert.ok(err instanceof CloudaiError)
+  assert.equal(err.code, 'CLOUDAI_UNKNOWN_WORKER')
+  assert.equal(err.details?.field, 'target_worker_id')
+  assert.equal(err.details?.httpStatus, 404)
+  assert.equal(formatError(err, TASK_SUBMIT_FLAGS), 'error: --worker nope is not a registered worker (CLOUDAI_UNKNOWN_WORKER)')
+  // The field decides, not the message: the same answer with another first word still names --worker.
+  const reworded = new CloudaiError(err.code, 'no such worker: nope', err.details)
+  assert.equal(formatError(reworded, TASK_SUBMIT_FLAGS), 'error: --worker: no such worker: nope (CLOUDAI_UNKNOWN_WORKER)')
 })
 
 test('submit, list, get and cancel a task over HTTP', async (t) => {

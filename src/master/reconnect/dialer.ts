@@ -132,6 +132,45 @@ export function refusedExecArgv(err: unknown): Set<string> {
   return new Set(at < 0 ? [] : e.message.slice(at + 2).split(', '))
 }
 
+/**
+ * `execArgv` without the `refused` flags and their values. Node names a refused flag alone
+ * (`--title`, not its value), and a value left behind would end the Worker's options there:
+ * everything after it would be dropped without a word. So a refused flag without `=` takes the
+ * next entry with it, unless that entry is a flag itself.
+ */
+export function withoutRefused(execArgv: readonly string[], refused: ReadonlySet<string>): string[] {
+  const kept: string[] = []
+  for (let i = 0; i < execArgv.length; i++) {
+    const a = execArgv[i]!
+    if (!refused.has(a)) {
+      kept.push(a)
+      continue
+    }
+    const next = execArgv[i + 1]
+    if (!a.includes('=') && next !== undefined && !next.startsWith('-')) i++
+  }
+  return kept
+}
+
+/**
+ * `start(execArgv)`, again without the flags a Worker refuses for as long as it refuses some: V8's
+ * own flags (`node --max-old-space-size=… cloudai master`) and process-wide ones (`--title`), which
+ * are in effect for every thread already. Node names the refused ones in its error, as they were
+ * given, and one kind at a time (process-wide ones first), so it may take a few tries.
+ */
+export function withAcceptedExecArgv<T>(execArgv: readonly string[], start: (execArgv: string[]) => T): T {
+  let argv = [...execArgv]
+  for (;;) {
+    try {
+      return start(argv)
+    } catch (err) {
+      const kept = withoutRefused(argv, refusedExecArgv(err))
+      if (kept.length === argv.length) throw err
+      argv = kept
+    }
+  }
+}
+
 export class PoolDialer implements Dialer {
   readonly kind = 'pool'
   /** Set by the master: dials count themselves into its shared counters. */
@@ -174,18 +213,10 @@ export class PoolDialer implements Dialer {
       execArgv,
       workerData,
     })
-    const execArgv = [...process.execArgv, '--no-experimental-require-module']
-    try {
-      this.pool = pool(execArgv)
-    } catch (err) {
-      // A Worker refuses V8's own flags in its execArgv (`node --max-old-space-size=… cloudai
-      // master`): they are process-wide, in effect for every thread already, so they are left out.
-      // Node names the refused ones in the message, as they were given.
-      const refused = refusedExecArgv(err)
-      const kept = execArgv.filter((a) => !refused.has(a))
-      if (refused.size === 0 || kept.length === execArgv.length) throw err
-      this.pool = pool(kept)
-    }
+    // Ours first: should anything of node's own flags end the Worker's options early, this one
+    // still counts.
+    const execArgv = ['--no-experimental-require-module', ...process.execArgv]
+    this.pool = withAcceptedExecArgv(execArgv, pool)
   }
 
   get threads(): number {
