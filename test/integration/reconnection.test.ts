@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { api, msgHas, msgIs, reservePort, startMaster, startWorker, tempDir, waitUntil, type LogLine } from '../support/cluster.js'
+import { parsePrometheus, promValue } from '../support/prometheus.js'
 
 const reconnected = (id: string) => (l: LogLine): boolean => l.workerId === id && l.msg.startsWith(`Successfully reconnected to worker ${id} (127.0.0.1:`)
 const becameInactive = (id: string) => (l: LogLine): boolean => l.workerId === id && typeof l.msg === 'string' && l.msg.startsWith(`Worker ${id} became inactive`)
@@ -89,10 +90,7 @@ test('a CloudAI worker killed and restarted is found by the fast re-dials within
   let mark = master.proc.mark()
   assert.equal((await api(master.api, '/api/workers', { method: 'POST', body: { worker_id: 'worker-1', worker_ip: `127.0.0.1:${workerPort}` } })).status, 201)
   await master.proc.waitForLog(reconnected('worker-1'), 'worker-1 found at registration', { from: mark })
-  const successes = async (): Promise<number> => {
-    const metrics = await fetch(`${master.api}/metrics`).then((r) => r.text())
-    return Number(/^cloudai_reconnect_successes_total (\d+)/m.exec(metrics)?.[1] ?? NaN)
-  }
+  const successes = async (): Promise<number> => promValue(parsePrometheus(await (await fetch(`${master.api}/metrics`)).text()), 'cloudai_reconnect_successes_total') ?? NaN
 
   mark = master.proc.mark()
   await worker.kill('SIGKILL')

@@ -3,12 +3,13 @@ import { once } from 'node:events'
 import { readdirSync, readFileSync } from 'node:fs'
 import { createServer, type Socket } from 'node:net'
 import { test, type TestContext } from 'node:test'
-import { setTimeout as sleep } from 'node:timers/promises'
-import { CancelSlots, InlineDialer, PoolDialer, refusedExecArgv, withAcceptedExecArgv, withoutRefused, type Dialer, type DialTarget } from '../../src/master/reconnect/dialer.js'
+import { Worker } from 'node:worker_threads'
+import { CancelSlots, InlineDialer, PoolDialer, type Dialer, type DialTarget } from '../../src/master/reconnect/dialer.js'
+import { refusedExecArgv, withAcceptedExecArgv, withoutRefused } from '../../src/master/reconnect/exec-argv.js'
 import { CANCEL_GENERATION } from '../../src/master/reconnect/cancel-watch.js'
 import { DIAL_THREAD_NICE } from '../../src/master/reconnect/protocol.js'
 import type { DialResult } from '../../src/master/reconnect/protocol.js'
-import { reservePort } from '../support/cluster.js'
+import { reservePort, waitUntil } from '../support/cluster.js'
 
 // The dial pool as the reconnection monitor and the suspect probes use it: dials asked within one
 // event-loop turn go to the threads as one batch per thread, their results come back as they
@@ -208,7 +209,7 @@ test('on Linux every dial thread runs below the main thread\'s priority; the mai
   // Each thread lowers itself once its module has loaded, which on a busy machine can be after the
   // other thread has taken every dial: wait for both (generously), then check who changed.
   const lowered = (): number => [...threadNices()].filter(([, nice]) => nice === DIAL_THREAD_NICE).length
-  for (const deadline = Date.now() + 20_000; lowered() < 2 && Date.now() < deadline;) await sleep(50)
+  await waitUntil(() => lowered() >= 2, `both dial threads at nice ${DIAL_THREAD_NICE}`)
   const after = threadNices()
   assert.equal(after.get(process.pid), main, 'the main thread keeps its priority')
   const atNice = [...after].filter(([, nice]) => nice === DIAL_THREAD_NICE)
@@ -249,7 +250,6 @@ test('a dial thread keeps one cancel waiter however many batches it takes (the f
 })
 
 test('node flags a dial thread refuses are left out with their values, and the rest kept in order', async () => {
-  const { Worker } = await import('node:worker_threads')
   // Real Workers: Node refuses process-wide flags (--title) first and V8's (--max-old-space-size)
   // only once those are gone, so it takes two tries; what is left is what a Worker accepts.
   const tried: string[][] = []
