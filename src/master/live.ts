@@ -9,9 +9,12 @@ import { toTaskView, toWorkerView, type ClusterStatus, type TaskView, type Worke
 
 // What the master pushes to watchers (the WebSocket, and through it the dashboard and `cloudai
 // watch`): one JSON message per change, each on a topic. The registry, the task table and the
-// telemetry hub stay the owners of their state; this only turns their events into messages. The
-// hub emits a worker's summaries only while somebody watches it (want(), kept by the WebSocket),
-// so no telemetry message is built for nobody.
+// telemetry hub stay the owners of their state; this only turns their events into messages. No
+// message is built for nobody: worker and task messages only while something listens to the feed
+// (the WebSocket listens only while it has a client, which gets a snapshot first), and the hub
+// emits a worker's summaries only while somebody watches it (want(), kept by the WebSocket).
+// Building task messages for nobody was 31 ms of the main thread's 980 ms of CPU while 1,000 tasks
+// were placed and run (a profile of the bench's time-to-assign), and more in garbage.
 
 /** Topics a watcher can subscribe to: `metrics/<id>` narrows telemetry to one worker. */
 export type LiveTopic = 'workers' | 'tasks' | 'metrics' | `metrics/${string}`
@@ -89,9 +92,11 @@ export class LiveFeed extends EventEmitter<LiveEvents> {
   private readonly onActive = (w: WorkerRecord): void => this.statusChange(w)
   private readonly onInactive = (w: WorkerRecord, _meta: { reason: InactiveReason }): void => this.statusChange(w)
   private readonly onUnregistered = (w: WorkerRecord): void => {
+    if (!this.heard()) return
     this.emit('message', 'workers', { type: 'worker_removed', worker_id: w.id, timestamp: this.stamp() })
   }
   private readonly onTask = (t: TaskRecord, previous: TaskStatus | null): void => {
+    if (!this.heard()) return
     // Output can be a megabyte; watchers get its end, the task route has the rest.
     const task = this.taskView(t)
     this.emit('message', 'tasks', {
@@ -109,6 +114,7 @@ export class LiveFeed extends EventEmitter<LiveEvents> {
     })
   }
   private readonly onSummary = (s: LaneSummary): void => {
+    if (!this.heard()) return
     const w1 = s.windows['1m']
     const latest = s.latest
     this.emit('message', `metrics/${s.workerId}`, {
@@ -202,12 +208,19 @@ export class LiveFeed extends EventEmitter<LiveEvents> {
     return rfc3339(this.now())
   }
 
+  /** Something listens: a message is worth building. */
+  private heard(): boolean {
+    return this.listenerCount('message') > 0
+  }
+
   private worker(w: WorkerRecord): void {
+    if (!this.heard()) return
     this.emit('message', 'workers', { type: 'worker', worker: toWorkerView(w), timestamp: this.stamp() })
   }
 
   /** The full record for UIs, then the CloudAI message, exactly in its shape. */
   private statusChange(w: WorkerRecord): void {
+    if (!this.heard()) return
     this.worker(w)
     this.emit('message', 'workers', { type: 'worker_status', worker_id: w.id, is_active: w.isActive, timestamp: this.stamp() })
   }

@@ -71,6 +71,8 @@ export class MasterMetrics {
   private readonly reader: CounterReader
   private readonly now: () => number
   private poller: NodeJS.Timeout | null = null
+  private scraping = false
+  private scrapeCounts: ReturnType<Registry['counts']> | null = null
   private readonly onActive = (w: WorkerRecord, meta: { reconnect: boolean }): void => this.observeConnect(w, meta.reconnect)
 
   constructor(private readonly src: MetricsSources) {
@@ -97,7 +99,23 @@ export class MasterMetrics {
   }
 
   async text(): Promise<string> {
-    return `${await this.prom.metrics()}\n${this.uptimeText()}`
+    this.scraping = true
+    try {
+      return `${await this.prom.metrics()}\n${this.uptimeText()}`
+    } finally {
+      this.scraping = false
+      this.scrapeCounts = null
+    }
+  }
+
+  /**
+   * The registry's counts, walked once per scrape: six gauges read them, and each walk is a pass
+   * over every worker (15 ms of main-thread CPU for two scrapes at 5,000 workers, in a profile).
+   */
+  private workerCounts(): ReturnType<Registry['counts']> {
+    if (!this.scraping) return this.src.registry.counts()
+    this.scrapeCounts ??= this.src.registry.counts()
+    return this.scrapeCounts
   }
 
   /**
@@ -145,12 +163,12 @@ export class MasterMetrics {
     const { registry, telemetry } = this.src
 
     gauge('cloudai_workers_registered', 'Workers registered with this master.', () => one(registry.size))
-    gauge('cloudai_workers_active', 'Workers connected and heartbeating.', () => one(registry.counts().active))
-    gauge('cloudai_workers_suspect', 'Active workers whose last AssignTask got no answer: no tasks are placed on them until they answer a probe or a heartbeat.', () => one(registry.counts().suspect))
-    gauge('cloudai_workers_inactive', 'Registered workers that are not connected (the reconnection monitor dials them), drained ones left out: a worker stopped after its drain is no outage.', () => one(registry.counts().inactive))
-    gauge('cloudai_workers_cordoned', 'Workers cordoned (no new tasks), not draining.', () => one(registry.counts().cordoned))
-    gauge('cloudai_workers_draining', 'Workers being drained (cordoned, waiting for what runs there).', () => one(registry.counts().draining))
-    gauge('cloudai_workers_drained', 'Workers drained (nothing runs there; they may be stopped), active or not.', () => one(registry.counts().drained))
+    gauge('cloudai_workers_active', 'Workers connected and heartbeating.', () => one(this.workerCounts().active))
+    gauge('cloudai_workers_suspect', 'Active workers whose last AssignTask got no answer: no tasks are placed on them until they answer a probe or a heartbeat.', () => one(this.workerCounts().suspect))
+    gauge('cloudai_workers_inactive', 'Registered workers that are not connected (the reconnection monitor dials them), drained ones left out: a worker stopped after its drain is no outage.', () => one(this.workerCounts().inactive))
+    gauge('cloudai_workers_cordoned', 'Workers cordoned (no new tasks), not draining.', () => one(this.workerCounts().cordoned))
+    gauge('cloudai_workers_draining', 'Workers being drained (cordoned, waiting for what runs there).', () => one(this.workerCounts().draining))
+    gauge('cloudai_workers_drained', 'Workers drained (nothing runs there; they may be stopped), active or not.', () => one(this.workerCounts().drained))
     gauge('cloudai_reconnect_monitor_up', '1 while the reconnection monitor runs.', () => one(this.src.monitor() === 'running' ? 1 : 0))
 
     count('cloudai_reconnect_attempts_total', 'MasterRegister dials started by the reconnection monitor and the probes of suspect workers.', 'DIAL_ATTEMPTS')

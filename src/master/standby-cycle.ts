@@ -1,4 +1,3 @@
-import { EventEmitter } from 'node:events'
 import type { MasterConfig } from '../config.js'
 import type { CloudaiError } from '../shared/errors.js'
 import type { Logger } from '../shared/log.js'
@@ -95,19 +94,35 @@ export class StandbyCycle {
   }
 }
 
-/** The live feed of whichever master runs now, for the WebSocket of an API that outlives masters. */
-class LiveForwarder extends EventEmitter<LiveEvents> implements LiveSource {
+/**
+ * The live feed of whichever master runs now, for the WebSocket of an API that outlives masters.
+ * It listens to that master's feed only while something listens to it: a feed with no listener
+ * builds no message (live.ts).
+ */
+class LiveForwarder implements LiveSource {
   private source: Master['live'] | null = null
   private readonly wanted = new Set<string>()
-  private readonly relay = (...args: LiveEvents['message']): void => {
-    this.emit('message', ...args)
+  private readonly listeners = new Set<LiveListener>()
+  private readonly relay: LiveListener = (...args) => {
+    for (const l of this.listeners) l(...args)
   }
 
   follow(source: Master['live']): void {
-    this.source?.off('message', this.relay)
+    if (this.listeners.size > 0) this.source?.off('message', this.relay)
     this.source = source
-    source.on('message', this.relay)
+    if (this.listeners.size > 0) source.on('message', this.relay)
     for (const key of this.wanted) source.want(key, true)
+  }
+
+  on(_event: 'message', listener: LiveListener): this {
+    this.listeners.add(listener)
+    if (this.listeners.size === 1) this.source?.on('message', this.relay)
+    return this
+  }
+
+  off(_event: 'message', listener: LiveListener): this {
+    if (this.listeners.delete(listener) && this.listeners.size === 0) this.source?.off('message', this.relay)
+    return this
   }
 
   snapshot(): LiveSnapshot {
@@ -120,3 +135,5 @@ class LiveForwarder extends EventEmitter<LiveEvents> implements LiveSource {
     this.source?.want(workerId, on)
   }
 }
+
+type LiveListener = (...args: LiveEvents['message']) => void

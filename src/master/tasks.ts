@@ -137,6 +137,13 @@ export class TaskTable extends EventEmitter<TaskEvents> {
   private readonly onWorker = new Map<string, Set<string>>()
   /** Queued ids, so a drain looks at the queue and not at every task ever submitted. */
   private readonly queuedIds = new Set<string>()
+  /**
+   * The queued ids in queue order, kept between drains: a drain runs at every task that finishes,
+   * and sorting the whole queue each time was 39 ms of main-thread CPU while 1,000 tasks were
+   * placed (a profile of the bench's time-to-assign). Ids that left the queue are dropped as it is
+   * read; a task that enters the queue clears it, to be sorted again at the next read.
+   */
+  private queuedOrder: string[] | null = null
   private readonly locks = new Map<string, Promise<unknown>>()
   /** Accepted while the store was down and not written yet. */
   private readonly undurable = new Set<string>()
@@ -247,12 +254,27 @@ export class TaskTable extends EventEmitter<TaskEvents> {
 
   /** Queued tasks, oldest submission first (a requeued task keeps its place). */
   queued(): TaskRecord[] {
-    const out: TaskRecord[] = []
-    for (const id of this.queuedIds) {
-      const t = this.tasks.get(id)
-      if (t) out.push(t)
+    if (this.queuedOrder === null) {
+      const sorted: TaskRecord[] = []
+      for (const id of this.queuedIds) {
+        const t = this.tasks.get(id)
+        if (t) sorted.push(t)
+      }
+      sorted.sort((a, b) => a.submittedAt - b.submittedAt || (a.id < b.id ? -1 : 1))
+      this.queuedOrder = sorted.map((t) => t.id)
+      return sorted
     }
-    return out.sort((a, b) => a.submittedAt - b.submittedAt || (a.id < b.id ? -1 : 1))
+    const order = this.queuedOrder
+    const out: TaskRecord[] = []
+    let kept = 0
+    for (const id of order) {
+      const t = this.queuedIds.has(id) ? this.tasks.get(id) : undefined
+      if (t === undefined) continue
+      order[kept++] = id
+      out.push(t)
+    }
+    order.length = kept
+    return out
   }
 
   // --- counts, lists and pruning, all from the indexes ----------------------------------------
@@ -428,6 +450,8 @@ export class TaskTable extends EventEmitter<TaskEvents> {
   private index(next: TaskRecord, prev: TaskRecord | null, loading?: 'loading'): void {
     if (prev) this.byStatus[prev.status].delete(prev.id)
     this.byStatus[next.status].add(next.id)
+    // Into the queue, or moved in it (its place is its submission time): the order is made anew.
+    if (next.status === 'queued' && (prev === null || prev.status !== 'queued' || prev.submittedAt !== next.submittedAt)) this.queuedOrder = null
     if (loading === undefined) {
       if (prev === null) this.submissions.add(next)
       // A final state is never left: a task enters the finish order once.

@@ -203,3 +203,30 @@ test('with --accept-while-degraded, a submission the store refuses as a deposed 
   assert.equal(table.size, 1, 'the refused task is nowhere')
   assert.equal((await other.loadTasks()).length, 1)
 })
+
+test('queued(): oldest submission first, kept between reads as tasks leave, enter and come back to the queue', async (t) => {
+  const store = new FlakyStore()
+  let clock = 1_000
+  const { table, journal } = tableOn(store, () => clock)
+  t.after(() => journal.close())
+  const submitted = []
+  for (let i = 0; i < 4; i++) {
+    clock += 10
+    submitted.push(await table.submit(parseTaskInput({ command: 'true', name: `q${i}` }), strict))
+  }
+  const [a, b, c, d] = submitted.map((x) => x.id)
+  const ids = (): string[] => table.queued().map((x) => x.id)
+  assert.deepEqual(ids(), [a, b, c, d])
+  assert.ok(await table.transition(b!, 'assigned', { workerId: 'w', attempt: 1 }, null))
+  assert.ok(await table.transition(d!, 'cancelled', {}, 'not wanted'))
+  assert.deepEqual(ids(), [a, c], 'those that left are gone')
+  clock += 10
+  const e = (await table.submit(parseTaskInput({ command: 'true', name: 'q4' }), strict)).id
+  assert.deepEqual(ids(), [a, c, e], 'a new task at the end')
+  assert.ok(await table.transition(b!, 'queued', { workerId: null }, 'requeued', { workerId: 'w', attempt: 1 }))
+  assert.deepEqual(ids(), [a, b, c, e], 'a requeued task keeps its place')
+  // What queued() returns is the caller's: changing it does not change the queue.
+  table.queued().length = 0
+  assert.deepEqual(ids(), [a, b, c, e])
+  assert.equal(table.queued()[1], table.get(b!), 'the current record of each task')
+})

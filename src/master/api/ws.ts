@@ -74,6 +74,8 @@ export class LiveSockets {
   /** Watchers per telemetry interest: `*` (topic metrics) or a worker id (metrics/<id>). */
   private readonly watchers = new Map<string, number>()
   private timer: NodeJS.Timeout | null = null
+  /** Listening to the source: only while a client is connected, so that no message is built for nobody. */
+  private listening = false
   private checkSoon: NodeJS.Immediate | null = null
   private closed = false
   private readonly onMessage = (topic: LiveTopic, message: LiveMessage): void => this.publish(topic, message)
@@ -100,7 +102,15 @@ export class LiveSockets {
       drain: (ws) => this.resumeIfDrained(ws),
       close: (ws, code, message) => this.closed1(ws, code, Buffer.from(message).toString('utf8')),
     })
-    this.opts.source.on('message', this.onMessage)
+  }
+
+  /** On the source while there is a client (before its snapshot is taken), off after the last. */
+  private syncListening(): void {
+    const want = this.sockets.size > 0 && !this.closed
+    if (want === this.listening) return
+    this.listening = want
+    if (want) this.opts.source.on('message', this.onMessage)
+    else this.opts.source.off('message', this.onMessage)
   }
 
   /** The check runs only while there is a client: an idle master has no timer here. */
@@ -119,7 +129,7 @@ export class LiveSockets {
   close(): void {
     if (this.closed) return
     this.closed = true
-    this.opts.source.off('message', this.onMessage)
+    this.syncListening()
     if (this.timer) clearInterval(this.timer)
     this.timer = null
     if (this.checkSoon) clearImmediate(this.checkSoon)
@@ -165,6 +175,7 @@ export class LiveSockets {
     }
     this.sockets.add(ws)
     this.syncTimer()
+    this.syncListening()
     this.opts.counters?.add(C.WS_OPENED)
     // Subscribed before the snapshot is taken: an event after it is delivered, one before is in it.
     for (const topic of DEFAULT_TOPICS) this.subscribe(ws, topic)
@@ -257,6 +268,7 @@ export class LiveSockets {
   private closed1(ws: Socket, code: number, reason: string): void {
     this.sockets.delete(ws)
     this.syncTimer()
+    this.syncListening()
     this.release(ws)
     const state = ws.getUserData()
     // 1006 from uWS itself on a client we had seen backed up: its backstop closed it.
@@ -291,6 +303,7 @@ export class LiveSockets {
         state.closedByUs = true
         this.sockets.delete(ws)
         this.syncTimer()
+        this.syncListening()
         this.release(ws)
         ws.end(1013, 'too slow: the client fell too far behind')
       } else if (buffered > limit / 2 && !state.paused) {
