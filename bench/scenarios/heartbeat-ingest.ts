@@ -36,6 +36,9 @@ const PROFILES: Record<Size, Profile> = {
   full: { workers: 50, stepMs: 2000, startRate: { unary: 1000, stream: 4000 }, maxRate: 128_000, generators: 3 },
 }
 
+/** Halvings of the gap between the highest rate that passed and the lowest that failed. */
+const REFINE_STEPS = 3
+
 /** Runs per transport: at full, 3 of the profile's 5 (each run climbs both servers). */
 const MAX_RUNS = 3
 
@@ -130,10 +133,14 @@ async function climb(target: Target, transport: Transport, p: Profile, ids: stri
     // Warm-up, not judged: connections up, code optimised, the master's lanes live.
     warmup.push(await runStep(Math.round(p.startRate[transport] / 2)))
     await sleep(200)
-    // Doubling until a step fails, then one step halfway between the last pass and that failure.
+    // Doubling until a rate fails, then REFINE_STEPS halvings of the gap between the highest rate
+    // that passed and the lowest that failed: a doubling alone leaves a figure up to half below the
+    // true limit, and two servers a step apart 0.5 or 0.67 apart in ratio.
     let rate = p.startRate[transport]
-    let refined = false
-    while (rate <= p.maxRate) {
+    let passed = 0
+    let failed = Infinity
+    let refinements = 0
+    for (;;) {
       let step = await runStep(rate)
       steps.push(step)
       if (!step.ok) {
@@ -142,14 +149,21 @@ async function climb(target: Target, transport: Transport, p: Profile, ids: stri
         step = await runStep(rate)
         steps.push(step)
       }
-      const ok = step.ok
-      if (ok && !refined) rate *= 2
-      else if (!ok && !refined && steps.some((x) => x.ok)) {
-        refined = true
-        rate = Math.round(rate * 0.75)
+      if (step.ok) passed = Math.max(passed, rate)
+      else {
+        failed = Math.min(failed, rate)
         // Let the failed step's backlog drain before the next one.
         await sleep(500)
-      } else break
+      }
+      if (failed === Infinity) {
+        if (rate * 2 > p.maxRate) break
+        rate *= 2
+        continue
+      }
+      // The first rate failed: there is nothing below it to refine towards.
+      if (passed === 0 || refinements >= REFINE_STEPS) break
+      refinements++
+      rate = Math.round((passed + failed) / 2)
     }
   } finally {
     await load.stop()
@@ -203,22 +217,22 @@ export const heartbeatIngest: Scenario = {
       const ratio = summarize(mine.map((x) => x.ratio))
       const met = Number.isFinite(ratio.median) ? ratio.median >= RATIO_TARGET : null
       targets.push({ name: `${transport} master/bare`, target: `≥ ${RATIO_TARGET}`, value: Number.isFinite(ratio.median) ? ratio.median : null, met })
-      const capped = mine.some((x) => x.bare.at(-1)?.ok && x.bare.at(-1)?.rate === p.maxRate)
+      const capped = (steps: (x: (typeof mine)[number]) => Step[]): string => (mine.some((x) => steps(x).some((s) => s.ok && s.rate === p.maxRate)) ? ' (hit the top step)' : '')
       return [
         transport === 'unary' ? 'unary SendHeartbeat (p99 send→ack)' : 'StreamHeartbeats (drain after last send)',
-        fmtSummary(summarize(mine.map((x) => x.masterRate)), '/s'),
-        `${fmtSummary(summarize(mine.map((x) => x.bareRate)), '/s')}${capped ? ' (hit the top step)' : ''}`,
+        `${fmtSummary(summarize(mine.map((x) => x.masterRate)), '/s')}${capped((x) => x.master)}`,
+        `${fmtSummary(summarize(mine.map((x) => x.bareRate)), '/s')}${capped((x) => x.bare)}`,
         judged(`${fmt(ratio.median, 2)} (${fmt(ratio.min, 2)}–${fmt(ratio.max, 2)})`, met, `≥ ${RATIO_TARGET}`),
       ]
     })
     return {
       tables: [{
-        title: `heartbeat-ingest: ${p.workers} workers, rate doubling from ${p.startRate.unary}/s (unary), ${p.startRate.stream}/s (streamed), then one step at 3/4 of the failed rate, ${p.stepMs} ms per step (${Math.min(ctx.runs, MAX_RUNS)} run${Math.min(ctx.runs, MAX_RUNS) > 1 ? 's' : ''}; median (min–max))`,
+        title: `heartbeat-ingest: ${p.workers} workers, rate doubling from ${p.startRate.unary}/s (unary), ${p.startRate.stream}/s (streamed), then ${REFINE_STEPS} halvings of the gap to the first rate that failed, ${p.stepMs} ms per step (${Math.min(ctx.runs, MAX_RUNS)} run${Math.min(ctx.runs, MAX_RUNS) > 1 ? 's' : ''}; median (min–max))`,
         columns: ['transport', 'cloudai master sustained', 'bare grpc-js sustained', 'ratio master / bare'],
         rows,
       }],
       notes: [
-        `Sustained: the highest step with no error, every heartbeat answered (unary) or counted by the server, and p99 latency under ${P99_LIMIT_MS} ms (unary: measured per call; streamed: the time from the last send until the server had counted them all). Rates double until a rate fails twice in a row (one retry absorbs a single stall), then one rate at 3/4 of the failed one: a figure is within a third below the true limit.`,
+        `Sustained: the highest step with no error, every heartbeat answered (unary) or counted by the server, and p99 latency under ${P99_LIMIT_MS} ms (unary: measured per call; streamed: the time from the last send until the server had counted them all). Rates double until a rate fails twice in a row (one retry absorbs a single stall), then the gap between the highest rate that passed and the lowest that failed is halved ${REFINE_STEPS} times: a figure is at most 1/${2 ** REFINE_STEPS} of the last doubling below the true limit. A server that passed the top step (${p.maxRate}/s) is marked: its limit is higher, and a ratio against it is a bound.`,
         'Streamed drain is polled from the master\'s GET /metrics (each poll costs a few ms) and from the bare server over IPC, which favours the bare server slightly.',
         `Each climb starts with an unjudged warm-up step at half the first rate (connections, JIT, the master's lanes).`,
         `The load comes from ${p.generators} generator processes (the workers dealt among them, each with its own connection), not from the bench process, so that one event loop sending and timing calls is not the limit; they share this machine's cores with the server under test, the same for both servers.`,
