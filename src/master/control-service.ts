@@ -22,7 +22,7 @@ import type { TelemetryHub } from './telemetry/hub.js'
 import type { LeaderStatus } from './leader-role.js'
 import { toTaskView, toWorkerMetricsView, toWorkerView, type ClusterStatus, type TaskView, type WorkerMetricsView, type WorkerView } from './views.js'
 import type { WorkerAuth } from './worker-auth.js'
-import { workerListBody } from './worker-list-json.js'
+import { workerListBodyInTurns } from './worker-list-json.js'
 
 /**
  * Throws when the master may not act on an operator's request now (CLOUDAI_SHUTTING_DOWN while it
@@ -105,8 +105,8 @@ export class ControlService implements MasterControl {
     return this.registry.list().map(toWorkerView)
   }
 
-  listWorkersBody(): ListBody {
-    return workerListBody(this.registry.values())
+  listWorkersBody(): Promise<ListBody> {
+    return workerListBodyInTurns(this.registry.values())
   }
 
   getWorker(id: string): WorkerView {

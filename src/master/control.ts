@@ -21,8 +21,11 @@ export interface TokenIssued {
  */
 export interface MasterControl {
   listWorkers(): WorkerView[]
-  /** The same list as the JSON body `{"workers":[…]}`, one text per worker: what GET /api/workers streams. */
-  listWorkersBody(): ListBody
+  /**
+   * The same list as the JSON body `{"workers":[…]}`, one text per worker: what GET /api/workers
+   * streams. Rendered a few ms of the event loop at a time, so that a large list never holds it.
+   */
+  listWorkersBody(): Promise<ListBody>
   /** @throws CLOUDAI_BAD_WORKER_ID, CLOUDAI_UNKNOWN_WORKER */
   getWorker(id: string): WorkerView
   /**

@@ -3,7 +3,7 @@ import { test } from 'node:test'
 import { Registry } from '../../src/master/registry.js'
 import { toWorkerView } from '../../src/master/views.js'
 import { listBodyText } from '../../src/master/api/list-body.js'
-import { workerJson, workerListBody, workerListJson } from '../../src/master/worker-list-json.js'
+import { workerJson, workerListBody, workerListBodyInTurns, workerListJson } from '../../src/master/worker-list-json.js'
 
 const specs = { cpu: 4, memory: 8, storage: 100, gpu: 0 }
 
@@ -143,4 +143,29 @@ test('a list taken while the reply is still being written is not changed by what
   r.unregister('w0')
   assert.equal(listBodyText(body), before)
   assert.equal(body.bytes, Buffer.byteLength(before))
+})
+
+test('the list walked in turns is the same body, lets other work run between turns, and takes the registry as each worker is reached', async () => {
+  const r = new Registry()
+  for (let i = 0; i < 300; i++) r.register(`t${i}`, `127.0.0.1:${6000 + i}`, 1_700_000_000_000 + i)
+  for (let i = 0; i < 300; i += 3) r.connect(`t${i}`, { specs, reportedAddress: null }, 1_700_000_001_000)
+  const whole = workerListBody(r.values())
+  const inTurns = await workerListBodyInTurns(r.values())
+  assert.deepEqual(inTurns, whole, 'a walk that fits in one turn')
+
+  // A turn of 0 ms: a turn every 64 workers, and work queued before the walk runs during it.
+  let ranDuring = false
+  const walk = workerListBodyInTurns(r.values(), 0)
+  setImmediate(() => (ranDuring = true))
+  const turned = await walk
+  assert.equal(ranDuring, true, 'other work ran between two turns')
+  assert.deepEqual(turned, whole)
+  assert.equal(listBodyText(turned), fresh(r))
+
+  // Changed between turns: the last worker, reached in a later turn, is shown as it is then.
+  const later = workerListBodyInTurns(r.values(), 0)
+  r.heartbeat('t297', { cpu: 50, memory: 20, storage: 30, gpu: 0 }, [], 1_700_000_002_000)
+  const body = await later
+  assert.equal(listBodyText(body), fresh(r))
+  assert.equal(Buffer.byteLength(listBodyText(body)), body.bytes)
 })

@@ -206,7 +206,7 @@ export class HttpApi {
       { method: 'get', pattern: '/openapi.json', handle: (reply) => reply.rawJson(200, this.openapi, { headers: { 'cache-control': 'no-cache' } }), open: true, standby: true },
       { method: 'get', pattern: '/metrics', handle: (reply) => this.metrics(reply) },
       { method: 'get', pattern: '/api/status', handle: (reply) => reply.json(200, this.control.status()), standby: true },
-      { method: 'get', pattern: '/api/workers', handle: (reply) => reply.list(200, this.control.listWorkersBody()) },
+      { method: 'get', pattern: '/api/workers', handle: async (reply) => reply.list(200, await this.control.listWorkersBody()) },
       { method: 'post', pattern: '/api/workers', handle: (reply, req, res) => this.registerWorker(reply, req, res) },
       { method: 'get', pattern: '/api/workers/:id', handle: (reply, req) => reply.json(200, this.control.getWorker(pathId(req))) },
       { method: 'del', pattern: '/api/workers/:id', handle: (reply, req) => this.unregisterWorker(reply, req) },
