@@ -105,8 +105,8 @@ export class ControlService implements MasterControl {
     return this.registry.list().map(toWorkerView)
   }
 
-  listWorkersBody(): Promise<ListBody> {
-    return workerListBodyInTurns(this.registry.values())
+  listWorkersBody(wanted: () => boolean = () => true): Promise<ListBody | null> {
+    return workerListBodyInTurns(this.registry.list(), { isCurrent: (w) => this.registry.get(w.id) === w, wanted })
   }
 
   getWorker(id: string): WorkerView {

@@ -23,9 +23,10 @@ export interface MasterControl {
   listWorkers(): WorkerView[]
   /**
    * The same list as the JSON body `{"workers":[…]}`, one text per worker: what GET /api/workers
-   * streams. Rendered a few ms of the event loop at a time, so that a large list never holds it.
+   * streams. Rendered a few ms of the event loop at a time, so that a large list never holds it;
+   * null when `wanted` turned false meanwhile (the walk stopped: nobody waits for the list).
    */
-  listWorkersBody(): Promise<ListBody>
+  listWorkersBody(wanted?: () => boolean): Promise<ListBody | null>
   /** @throws CLOUDAI_BAD_WORKER_ID, CLOUDAI_UNKNOWN_WORKER */
   getWorker(id: string): WorkerView
   /**

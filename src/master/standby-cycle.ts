@@ -99,7 +99,7 @@ export class StandbyCycle {
  * It listens to that master's feed only while something listens to it: a feed with no listener
  * builds no message (live.ts).
  */
-class LiveForwarder implements LiveSource {
+export class LiveForwarder implements LiveSource {
   private source: Master['live'] | null = null
   private readonly wanted = new Set<string>()
   private readonly listeners = new Set<LiveListener>()
@@ -115,8 +115,9 @@ class LiveForwarder implements LiveSource {
   }
 
   on(_event: 'message', listener: LiveListener): this {
+    const had = this.listeners.size
     this.listeners.add(listener)
-    if (this.listeners.size === 1) this.source?.on('message', this.relay)
+    if (had === 0 && this.listeners.size === 1) this.source?.on('message', this.relay)
     return this
   }
 

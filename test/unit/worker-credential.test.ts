@@ -178,3 +178,18 @@ test('an AssignTask proof is bound to what runs: image, command, environment (in
     assert.notEqual(assignSubject({ ...base, ...changed }), s, JSON.stringify(changed))
   }
 })
+
+test('proof nonces from the pooled draw: each one new, across refills of the pool, and each proof verifies', () => {
+  const token = 'cwt1_' + 'a'.repeat(43)
+  const now = Date.now()
+  const nonces = new Set<string>()
+  // 600 proofs: more than two fills of the pool (256 nonces each).
+  for (let i = 0; i < 600; i++) {
+    const proof = masterProof(token, 'w1', 'AssignTask', `task-${i}/1`, now)
+    const nonce = proof.split('.')[2]!
+    assert.match(nonce, /^[A-Za-z0-9_-]{16}$/)
+    nonces.add(nonce)
+    assert.ok(verifyMasterProof(token, 'w1', 'AssignTask', `task-${i}/1`, [proof], now), `proof ${i} verifies`)
+  }
+  assert.equal(nonces.size, 600, 'no nonce handed out twice')
+})

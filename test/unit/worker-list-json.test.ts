@@ -3,7 +3,7 @@ import { test } from 'node:test'
 import { Registry } from '../../src/master/registry.js'
 import { toWorkerView } from '../../src/master/views.js'
 import { listBodyText } from '../../src/master/api/list-body.js'
-import { workerJson, workerListBody, workerListBodyInTurns, workerListJson } from '../../src/master/worker-list-json.js'
+import { type ListWalk, workerJson, workerListBody, workerListBodyInTurns, workerListJson } from '../../src/master/worker-list-json.js'
 
 const specs = { cpu: 4, memory: 8, storage: 100, gpu: 0 }
 
@@ -145,27 +145,49 @@ test('a list taken while the reply is still being written is not changed by what
   assert.equal(body.bytes, Buffer.byteLength(before))
 })
 
+const walkOf = (r: Registry, wanted = (): boolean => true): ListWalk => ({ isCurrent: (w) => r.get(w.id) === w, wanted })
+
 test('the list walked in turns is the same body, lets other work run between turns, and takes the registry as each worker is reached', async () => {
   const r = new Registry()
   for (let i = 0; i < 300; i++) r.register(`t${i}`, `127.0.0.1:${6000 + i}`, 1_700_000_000_000 + i)
   for (let i = 0; i < 300; i += 3) r.connect(`t${i}`, { specs, reportedAddress: null }, 1_700_000_001_000)
   const whole = workerListBody(r.values())
-  const inTurns = await workerListBodyInTurns(r.values())
+  const inTurns = await workerListBodyInTurns(r.list(), walkOf(r))
   assert.deepEqual(inTurns, whole, 'a walk that fits in one turn')
 
-  // A turn of 0 ms: a turn every 64 workers, and work queued before the walk runs during it.
+  // A turn of 0 ms: a turn every 64 workers. Work queued after the walk's first turn runs before
+  // its last: a walk that never yielded would finish first.
   let ranDuring = false
-  const walk = workerListBodyInTurns(r.values(), 0)
+  const walk = workerListBodyInTurns(r.list(), walkOf(r), 0)
   setImmediate(() => (ranDuring = true))
   const turned = await walk
   assert.equal(ranDuring, true, 'other work ran between two turns')
   assert.deepEqual(turned, whole)
-  assert.equal(listBodyText(turned), fresh(r))
+  assert.equal(listBodyText(turned!), fresh(r))
 
   // Changed between turns: the last worker, reached in a later turn, is shown as it is then.
-  const later = workerListBodyInTurns(r.values(), 0)
+  const later = workerListBodyInTurns(r.list(), walkOf(r), 0)
   r.heartbeat('t297', { cpu: 50, memory: 20, storage: 30, gpu: 0 }, [], 1_700_000_002_000)
   const body = await later
-  assert.equal(listBodyText(body), fresh(r))
-  assert.equal(Buffer.byteLength(listBodyText(body)), body.bytes)
+  assert.equal(listBodyText(body!), fresh(r))
+  assert.equal(Buffer.byteLength(listBodyText(body!)), body!.bytes)
+})
+
+test('the walk in turns leaves out a worker unregistered before it is reached, lists a worker registered again once, and stops when nobody wants the list', async () => {
+  const r = new Registry()
+  for (let i = 0; i < 200; i++) r.register(`u${i}`, `127.0.0.1:${7000 + i}`, 1_700_000_000_000 + i)
+  const pending = workerListBodyInTurns(r.list(), walkOf(r), 0)
+  // After the walk's first turn (64 workers): u0 was listed, u150 not reached yet.
+  r.unregister('u0')
+  r.register('u0', '127.0.0.1:7000', 1_700_000_005_000)
+  r.unregister('u150')
+  const ids = JSON.parse(listBodyText((await pending)!)).workers.map((w: { worker_id: string }) => w.worker_id) as string[]
+  assert.equal(ids.filter((id) => id === 'u0').length, 1, 'u0 once, as it was when reached')
+  assert.ok(!ids.includes('u150'), 'u150 was gone when the walk reached it')
+  assert.equal(ids.length, 199)
+
+  let wanted = true
+  const stopped = workerListBodyInTurns(r.list(), walkOf(r, () => wanted), 0)
+  wanted = false
+  assert.equal(await stopped, null, 'nobody waits for it: no list')
 })

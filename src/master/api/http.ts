@@ -206,7 +206,7 @@ export class HttpApi {
       { method: 'get', pattern: '/openapi.json', handle: (reply) => reply.rawJson(200, this.openapi, { headers: { 'cache-control': 'no-cache' } }), open: true, standby: true },
       { method: 'get', pattern: '/metrics', handle: (reply) => this.metrics(reply) },
       { method: 'get', pattern: '/api/status', handle: (reply) => reply.json(200, this.control.status()), standby: true },
-      { method: 'get', pattern: '/api/workers', handle: async (reply) => reply.list(200, await this.control.listWorkersBody()) },
+      { method: 'get', pattern: '/api/workers', handle: (reply) => this.listWorkers(reply) },
       { method: 'post', pattern: '/api/workers', handle: (reply, req, res) => this.registerWorker(reply, req, res) },
       { method: 'get', pattern: '/api/workers/:id', handle: (reply, req) => reply.json(200, this.control.getWorker(pathId(req))) },
       { method: 'del', pattern: '/api/workers/:id', handle: (reply, req) => this.unregisterWorker(reply, req) },
@@ -309,6 +309,12 @@ export class HttpApi {
   private healthz(reply: Reply): void {
     const report = this.control.health()
     reply.json(report.status === 'unhealthy' ? 503 : 200, report)
+  }
+
+  /** Rendered in turns: the client may go away (or the API close) before the list is ready. */
+  private async listWorkers(reply: Reply): Promise<void> {
+    const body = await this.control.listWorkersBody(() => reply.open && this.phase !== 'closed')
+    if (body) reply.list(200, body)
   }
 
   private async metrics(reply: Reply): Promise<void> {
