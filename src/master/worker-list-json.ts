@@ -152,20 +152,31 @@ export function workerJson(w: WorkerRecord): string {
 const LIST_OPEN = '{"workers":['
 const LIST_CLOSE = ']}'
 
+/** A list body being put together, a worker at a time. */
+class ListBuilder {
+  private readonly items: string[] = []
+  private total = LIST_OPEN.length + LIST_CLOSE.length
+
+  add(w: WorkerRecord): void {
+    const r = current(w)
+    this.items.push(text(r))
+    this.total += bytes(r)
+  }
+
+  body(): ListBody {
+    const commas = this.items.length > 1 ? this.items.length - 1 : 0
+    return { open: LIST_OPEN, items: this.items, close: LIST_CLOSE, bytes: this.total + commas }
+  }
+}
+
 /**
  * The body of GET /api/workers, `{"workers":[…]}`, as one text per worker: the registry as it is
  * now, whatever changes while the reply is being written.
  */
 export function workerListBody(workers: Iterable<WorkerRecord>): ListBody {
-  const items: string[] = []
-  let total = LIST_OPEN.length + LIST_CLOSE.length
-  for (const w of workers) {
-    const r = current(w)
-    items.push(text(r))
-    total += bytes(r)
-  }
-  if (items.length > 1) total += items.length - 1 // the commas
-  return { open: LIST_OPEN, items, close: LIST_CLOSE, bytes: total }
+  const list = new ListBuilder()
+  for (const w of workers) list.add(w)
+  return list.body()
 }
 
 /**
@@ -173,8 +184,9 @@ export function workerListBody(workers: Iterable<WorkerRecord>): ListBody {
  * rendered, the walk looks at each worker (5,000 identity checks and lengths), and every worker
  * that changed since the last request is rendered again: in a profile of a 5,000-worker dial storm
  * (500 workers just back), GET /api/workers was the work in the loop's longest turns, and the
- * storm's longest stall was 38 to 81 ms in a full bench run (median 60), over its 50 ms target. In turns, the request waits for
- * other work between them, and nothing waits for the request longer than a turn.
+ * storm's longest stall was 38 to 81 ms in a full bench run (median 60), over its 50 ms target.
+ * In turns, the request waits for other work between them, and nothing waits for the request
+ * longer than a turn.
  */
 export const LIST_TURN_MS = 4
 /** Workers walked between two looks at the clock. */
@@ -196,25 +208,20 @@ export interface ListWalk {
  * @param turnMs what a turn may take (tests: 0, a turn per CLOCK_EVERY workers)
  */
 export async function workerListBodyInTurns(workers: readonly WorkerRecord[], walk: ListWalk, turnMs = LIST_TURN_MS): Promise<ListBody | null> {
-  const items: string[] = []
-  let total = LIST_OPEN.length + LIST_CLOSE.length
+  const list = new ListBuilder()
   let turnStarted = performance.now()
   let sinceClock = 0
   for (const w of workers) {
-    if (sinceClock === 0 && items.length > 0 && !walk.wanted()) return null
-    if (walk.isCurrent(w)) {
-      const r = current(w)
-      items.push(text(r))
-      total += bytes(r)
-    }
+    if (walk.isCurrent(w)) list.add(w)
     if (++sinceClock < CLOCK_EVERY) continue
     sinceClock = 0
     if (performance.now() - turnStarted < turnMs) continue
     await nextTurn()
+    // What ends a request (its client gone, the API closing) happens between turns, not in one.
+    if (!walk.wanted()) return null
     turnStarted = performance.now()
   }
-  if (items.length > 1) total += items.length - 1 // the commas
-  return { open: LIST_OPEN, items, close: LIST_CLOSE, bytes: total }
+  return list.body()
 }
 
 /** The same list as one text. */
