@@ -114,6 +114,7 @@ export class FinishOrder {
   }
 }
 
-function compareSubmission(a: TaskRecord, b: TaskRecord): number {
+/** Submission order: oldest first, ties (the same millisecond) by id. */
+export function compareSubmission(a: TaskRecord, b: TaskRecord): number {
   return a.submittedAt - b.submittedAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
 }

@@ -5,7 +5,7 @@ import type { TaskEvents, TaskRecord, TaskStatus, TaskTransition } from '../shar
 import { utf8Tail } from '../shared/utf8-tail.js'
 import { FINAL_TASK_STATUSES } from '../store/store.js'
 import type { TaskInput } from './task-input.js'
-import { FinishOrder, SubmissionOrder } from './task-indexes.js'
+import { compareSubmission, FinishOrder, SubmissionOrder } from './task-indexes.js'
 import { DEFAULT_TASK_RETENTION, type TaskRetention } from './task-retention.js'
 
 /** Which transitions exist: a task never moves backwards out of a final state. */
@@ -260,7 +260,7 @@ export class TaskTable extends EventEmitter<TaskEvents> {
         const t = this.tasks.get(id)
         if (t) sorted.push(t)
       }
-      sorted.sort((a, b) => a.submittedAt - b.submittedAt || (a.id < b.id ? -1 : 1))
+      sorted.sort(compareSubmission)
       this.queuedOrder = sorted.map((t) => t.id)
       return sorted
     }
@@ -309,7 +309,7 @@ export class TaskTable extends EventEmitter<TaskEvents> {
   unfinished(): TaskRecord[] {
     const out: TaskRecord[] = []
     for (const s of ['queued', 'assigned', 'running'] as const) for (const id of this.byStatus[s]) out.push(this.tasks.get(id)!)
-    return out.sort((a, b) => a.submittedAt - b.submittedAt || (a.id < b.id ? -1 : 1))
+    return out.sort(compareSubmission)
   }
 
   /** Up to `n` finished tasks, the most recently finished first. */

@@ -104,18 +104,19 @@ export class LiveSockets {
     })
   }
 
-  /** On the source while there is a client (before its snapshot is taken), off after the last. */
-  private syncListening(): void {
-    const want = this.sockets.size > 0 && !this.closed
-    if (want === this.listening) return
-    this.listening = want
-    if (want) this.opts.source.on('message', this.onMessage)
-    else this.opts.source.off('message', this.onMessage)
-  }
-
-  /** The check runs only while there is a client: an idle master has no timer here. */
-  private syncTimer(): void {
-    if (this.sockets.size > 0 && !this.closed) {
+  /**
+   * What exists only while there is a client: the backlog check's timer (an idle master has none
+   * here) and the listener on the source (no message is built for nobody). Called as clients come
+   * and go, before a new client's snapshot is taken.
+   */
+  private syncClients(): void {
+    const any = this.sockets.size > 0 && !this.closed
+    if (any !== this.listening) {
+      this.listening = any
+      if (any) this.opts.source.on('message', this.onMessage)
+      else this.opts.source.off('message', this.onMessage)
+    }
+    if (any) {
       if (this.timer) return
       this.timer = setInterval(() => this.check(), CHECK_MS)
       this.timer.unref()
@@ -129,9 +130,7 @@ export class LiveSockets {
   close(): void {
     if (this.closed) return
     this.closed = true
-    this.syncListening()
-    if (this.timer) clearInterval(this.timer)
-    this.timer = null
+    this.syncClients()
     if (this.checkSoon) clearImmediate(this.checkSoon)
     this.checkSoon = null
     for (const ws of [...this.sockets]) {
@@ -174,8 +173,7 @@ export class LiveSockets {
       return
     }
     this.sockets.add(ws)
-    this.syncTimer()
-    this.syncListening()
+    this.syncClients()
     this.opts.counters?.add(C.WS_OPENED)
     // Subscribed before the snapshot is taken: an event after it is delivered, one before is in it.
     for (const topic of DEFAULT_TOPICS) this.subscribe(ws, topic)
@@ -267,8 +265,7 @@ export class LiveSockets {
 
   private closed1(ws: Socket, code: number, reason: string): void {
     this.sockets.delete(ws)
-    this.syncTimer()
-    this.syncListening()
+    this.syncClients()
     this.release(ws)
     const state = ws.getUserData()
     // 1006 from uWS itself on a client we had seen backed up: its backstop closed it.
@@ -302,8 +299,7 @@ export class LiveSockets {
         this.closedSlow(buffered)
         state.closedByUs = true
         this.sockets.delete(ws)
-        this.syncTimer()
-        this.syncListening()
+        this.syncClients()
         this.release(ws)
         ws.end(1013, 'too slow: the client fell too far behind')
       } else if (buffered > limit / 2 && !state.paused) {
