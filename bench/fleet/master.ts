@@ -191,6 +191,18 @@ export class MasterUnderTest {
     return requestJson<T>(this.api, path, init)
   }
 
+  /**
+   * GET /api/workers, its body read to the last byte and not parsed: what a request costs the
+   * master (and the wire), without the bench's own JSON.parse of a list of thousands of workers
+   * (8 to 33 ms at 5,000 on this bench's machine, on the bench's CPU) counted in its latency.
+   */
+  async workerListLatency(): Promise<{ status: number; bytes: number; ms: number }> {
+    const t0 = performance.now()
+    const res = await fetch(`${this.api}/api/workers`, { signal: AbortSignal.timeout(10_000) })
+    const bytes = (await res.arrayBuffer()).byteLength
+    return { status: res.status, bytes, ms: performance.now() - t0 }
+  }
+
   /** Unlabelled samples of `names` from GET /metrics (the shared-memory counters, not logs). */
   async metrics(names: readonly string[]): Promise<Record<string, number>> {
     const res = await fetch(`${this.api}/metrics`, { signal: AbortSignal.timeout(10_000) })
