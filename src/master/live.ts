@@ -6,6 +6,7 @@ import type { TaskTable } from './tasks.js'
 import type { TelemetryHub } from './telemetry/hub.js'
 import { neverFitsReason } from './scheduler.js'
 import { toTaskView, toWorkerView, type ClusterStatus, type TaskView, type WorkerView } from './views.js'
+import { isoTime } from '../shared/iso-time.js'
 
 // What the master pushes to watchers (the WebSocket, and through it the dashboard and `cloudai
 // watch`): one JSON message per change, each on a topic. The registry, the task table and the
@@ -121,7 +122,7 @@ export class LiveFeed extends EventEmitter<LiveEvents> {
       type: 'worker_metrics',
       worker_id: s.workerId,
       latest: latest
-        ? { at: new Date(Math.round(latest.at)).toISOString(), cpu: latest.cpu, memory: latest.memory, storage: latest.storage, gpu: latest.gpu, running_tasks: latest.running }
+        ? { at: isoTime(Math.round(latest.at)), cpu: latest.cpu, memory: latest.memory, storage: latest.storage, gpu: latest.gpu, running_tasks: latest.running }
         : null,
       averages: { '1m': w1 ? { cpu: w1.average.cpu, memory: w1.average.memory, storage: w1.average.storage, gpu: w1.average.gpu, running_tasks: w1.average.running, samples: w1.samples } : null },
       peaks: { '1m': w1 ? { ...w1.peak } : null },

@@ -5,6 +5,7 @@ import { CloudaiError } from '../shared/errors.js'
 import type { TaskRecord, WorkerRecord } from '../shared/types.js'
 import type { LogChunkMsg } from '../shared/wire.js'
 import { C, type Counters } from './counters.js'
+import { isoTime } from '../shared/iso-time.js'
 import type { WorkerClients } from './worker-clients.js'
 
 // The master's side of a task's output: one upstream StreamTaskLogs per task, however many
@@ -61,7 +62,7 @@ const KNOWN_COUNTS = 4096
 const FINAL = new Set(['completed', 'failed', 'cancelled'])
 const LINE_OVERHEAD = 64
 
-const stamp = (ms: number): { ms: number; timestamp: string } => ({ ms, timestamp: new Date(ms).toISOString() })
+const stamp = (ms: number): { ms: number; timestamp: string } => ({ ms, timestamp: isoTime(ms) })
 
 /**
  * A LogChunk's `timestamp` (a string on CloudAI's wire) as epoch ms: RFC 3339, or Unix seconds

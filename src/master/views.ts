@@ -2,6 +2,7 @@ import type { HistoryPoint, LaneSummary, WindowName } from './telemetry/lane.js'
 import type { TaskRecord, TaskStatus, WorkerRecord } from '../shared/types.js'
 import type { Static } from '@sinclair/typebox'
 import { schedulingState, type WorkerDrain } from '../shared/worker-scheduling.js'
+import { isoTime } from '../shared/iso-time.js'
 import type { ClusterStatusSchema } from './api/schema/status.js'
 import type { TaskViewSchema } from './api/schema/tasks.js'
 import type { CredentialViewSchema, DrainViewSchema, WorkerMetricsViewSchema, WorkerViewSchema } from './api/schema/workers.js'
@@ -16,7 +17,7 @@ export type DrainView = Static<typeof DrainViewSchema>
 export type CredentialView = Static<typeof CredentialViewSchema>
 export type ClusterStatus = Static<typeof ClusterStatusSchema>
 
-const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString())
+const iso = (ms: number | null): string | null => (ms === null ? null : isoTime(ms))
 
 // A worker's view in the parts GET /api/workers renders apart (worker-list-json.ts): what changes
 // on every heartbeat (usage, running tasks, last heartbeat) between what changes only when the
@@ -146,16 +147,16 @@ export function toWorkerMetricsView(w: WorkerRecord, summary: LaneSummary | null
     connected_at: iso(w.connectedAt),
     disconnected_at: iso(w.disconnectedAt),
     latest: latest
-      ? { at: new Date(Math.round(latest.at)).toISOString(), cpu: latest.cpu, memory: latest.memory, storage: latest.storage, gpu: latest.gpu, running_tasks: latest.running }
+      ? { at: isoTime(Math.round(latest.at)), cpu: latest.cpu, memory: latest.memory, storage: latest.storage, gpu: latest.gpu, running_tasks: latest.running }
       : null,
     averages,
     peaks,
     samples_processed: summary?.processed ?? 0,
     samples_dropped: summary?.dropped ?? 0,
-    summarized_at: summary ? new Date(summary.at).toISOString() : null,
+    summarized_at: summary ? isoTime(summary.at) : null,
     history_step_ms: stepMs,
     history: (history ?? []).map((p) => ({
-      at: new Date(p.at).toISOString(),
+      at: isoTime(p.at),
       step_ms: p.stepMs,
       samples: p.samples,
       cpu: p.cpu,

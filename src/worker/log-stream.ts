@@ -4,6 +4,7 @@ import type * as grpc from '@grpc/grpc-js'
 import { resultStatusWord } from '../shared/result-status.js'
 import type { LogChunkMsg, TaskLogRequestMsg } from '../shared/wire.js'
 import { TaskLog, type LogEnd } from './task-log.js'
+import { isoTime } from '../shared/iso-time.js'
 
 // StreamTaskLogs on the worker: CloudAI's messages, one chunk per line, then a last chunk with
 // is_complete and the final status. Where CloudAI's worker drops lines for a reader that is slow,
@@ -73,7 +74,7 @@ export class TaskLogIndex {
 
 function chunk(taskId: string, fields: Partial<LogChunkMsg>): LogChunkMsg {
   const now = Date.now()
-  return { task_id: taskId, content: '', timestamp: new Date(now).toISOString(), time_ms: now, is_complete: false, status: 'running', seq: 0, stream: '', gap: false, missed: 0, exit_code: 0, has_exit_code: false, attempt: 0, ...fields }
+  return { task_id: taskId, content: '', timestamp: isoTime(now), time_ms: now, is_complete: false, status: 'running', seq: 0, stream: '', gap: false, missed: 0, exit_code: 0, has_exit_code: false, attempt: 0, ...fields }
 }
 
 /** CloudAI's last chunk for a task this worker does not have. */
@@ -147,7 +148,7 @@ export function serveLog(call: grpc.ServerWritableStream<TaskLogRequestMsg, LogC
           cursor = first
         } else {
           const r = log.get(cursor)!
-          msg = chunk(taskId, { seq: r.seq, stream: r.stream, timestamp: new Date(r.at).toISOString(), time_ms: r.at, content: r.text, attempt: log.attempt })
+          msg = chunk(taskId, { seq: r.seq, stream: r.stream, timestamp: isoTime(r.at), time_ms: r.at, content: r.text, attempt: log.attempt })
           cursor++
         }
         if (!call.write(msg)) {

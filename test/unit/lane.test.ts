@@ -165,7 +165,7 @@ test('the history is full resolution for the recent past and coarse before, each
   const lane = Lane.create({ stepMs: 1000, finePoints: 11, coarseStepMs: 5000, coarsePoints: 13 })
   for (let i = 0; i < 40; i++) {
     lane.write(T0 + i * 1000, i, 0, 0, 0, 0)
-    if (i === 19) drainAll(lane)
+    if (i % 10 === 9) drainAll(lane)
   }
   drainAll(lane)
   const h = lane.history()
@@ -182,17 +182,17 @@ test('the history is full resolution for the recent past and coarse before, each
   assert.equal(s.windows['1m']!.peak.cpu, 39)
 })
 
-test('at the default settings a lane keeps 5 s points for 10 minutes and minute points to the hour, in 7.5 KiB, with exact windows', () => {
+test('at the default settings a lane keeps 5 s points for 6 minutes and minute points to the hour, in 5.3 KiB, with exact windows', () => {
   const layout = laneLayout(3_600_000, 5000)
-  assert.deepEqual(layout, { stepMs: 5000, finePoints: 121, coarseStepMs: 60_000, coarsePoints: 61 })
+  assert.deepEqual(layout, { stepMs: 5000, finePoints: 73, coarseStepMs: 60_000, coarsePoints: 61 })
   // 36 bytes a point (float32 averages, uint16 peaks), the ring and the control block.
-  assert.equal(laneBytes(layout), 7688)
+  assert.equal(laneBytes(layout), 5448)
   const lane = Lane.create(layout)
   // 70 minutes of heartbeats every 5 s, cpu = the minute it fell in.
   const beats = 70 * 12
   for (let i = 0; i < beats; i++) {
     lane.write(T0 + i * 5000, Math.floor(i / 12), 0, 0, 0, 0)
-    if (i % 20 === 19) drainAll(lane)
+    if (i % 10 === 9) drainAll(lane)
   }
   drainAll(lane)
   const now = T0 + beats * 5000
@@ -203,9 +203,9 @@ test('at the default settings a lane keeps 5 s points for 10 minutes and minute 
   const h = lane.history()
   const coarse = h.filter((p) => p.stepMs === 60_000)
   const fine = h.filter((p) => p.stepMs === 5000)
-  assert.equal(fine.length, 120, 'the last 10 minutes at full resolution')
-  assert.equal(fine[0]!.at, T0 + 60 * 60_000)
-  assert.deepEqual(coarse.map((p) => (p.at - T0) / 60_000), Array.from({ length: 51 }, (_, k) => 9 + k), 'minute points before, back past the hour')
+  assert.equal(fine.length, 72, 'the last 6 minutes at full resolution')
+  assert.equal(fine[0]!.at, T0 + 64 * 60_000)
+  assert.deepEqual(coarse.map((p) => (p.at - T0) / 60_000), Array.from({ length: 55 }, (_, k) => 9 + k), 'minute points before, back past the hour')
   assert.ok(coarse.every((p) => p.samples === 12 && p.cpu === (p.at - T0) / 60_000))
   assert.ok(h.every((p, k) => k === 0 || p.at > h[k - 1]!.at), 'oldest first')
 })

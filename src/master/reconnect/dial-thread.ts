@@ -8,6 +8,7 @@ import { ClusterAuth, NO_CLUSTER_AUTH } from '../../shared/cluster-auth.js'
 import { dialMasterRegister } from './dial.js'
 import { DIAL_THREAD_NICE, type DialBatch, type DialBatchResults, type DialResult, type DialThreadData } from './protocol.js'
 import { MasterKey } from '../../shared/worker-credential.js'
+import { IdleHeap } from './idle-heap.js'
 
 // Built once per thread from what the pool was given at start (Piscina passes its workerData
 // through as the thread's): the TLS context is parsed here once and shared by every dial, and so
@@ -20,6 +21,8 @@ const cancelFlags = data?.cancelFlags ?? null
 // Errors here are outcomes, never logged with a stack (results carry their message only): a refused
 // dial's ECONNREFUSED, grpc-js's errors. Capturing a stack for each was a share of a dead dial's CPU.
 Error.stackTraceLimit = 0
+// Compacts the heap once the thread is idle after a burst (idle-heap.ts).
+const heap = new IdleHeap()
 
 // Below the main thread's priority (Linux keeps a nice value per thread, and setpriority of "0"
 // sets the calling thread's only). On two cores a storm of dials at the same priority takes the
@@ -66,6 +69,7 @@ class ResultPoster {
 export default async function dialBatch(batch: DialBatch): Promise<number> {
   const { dials, counters } = batch
   const out = new ResultPoster(batch.port)
+  heap.begin(dials.length)
   try {
     await Promise.all(dials.map((d, index) =>
       dialMasterRegister({ ...d, cancelFlags, counters }, auth, key).then(
@@ -75,6 +79,7 @@ export default async function dialBatch(batch: DialBatch): Promise<number> {
       )))
   } finally {
     out.close()
+    heap.end()
   }
   return dials.length
 }

@@ -155,6 +155,10 @@ export class PoolDialer implements Dialer {
       // held until its slowest dial (a tarpit: the dial timeout) settles.
       concurrentTasksPerWorker: 4096,
       idleTimeout: 60_000,
+      // An idle thread waits for its next task on its event loop, not blocked in Atomics.wait:
+      // blocked, its timers would never run, and the compaction that gives a burst's heap back
+      // (idle-heap.ts) runs on one. A batch is a message event later, a few µs.
+      atomics: 'disabled',
       // A dial burst (a join or a reconnect pass of thousands) grows a thread's young generation to
       // V8's default cap, 48 MiB a thread, and the heap never gives it back: about 100 MiB of the
       // master's memory with two threads, for garbage a much smaller nursery collects as well.

@@ -8,13 +8,18 @@
 // reader and the reader skips to the oldest sample still intact, counting what it skipped as drops.
 //
 // The history has two tiers, so that a lane is a few KiB: `fine` points of the step
-// (--telemetry-step) for the recent past (FINE_MS, 10 minutes), and `coarse` points of about a
+// (--telemetry-step) for the recent past (FINE_MS, 6 minutes), and `coarse` points of about a
 // minute for the whole history (--telemetry-history). Every sample goes into both; a reader takes
 // the fine points from a minute boundary on and the coarse points before it, so each sample is
 // counted once.
 
-/** Slots of a lane's ring (a power of two). The thread drains it every tick (see thread.ts). */
-export const RING_SLOTS = 32
+/**
+ * Slots of a lane's ring (a power of two). The thread drains it every tick (250 ms, see thread.ts),
+ * and sooner once a lane is half full: 15 heartbeats a worker can send in one go before the oldest
+ * are dropped, where a worker sends one every few seconds. At 32 slots the ring was a seventh of a
+ * lane, 512 bytes a worker more for a backlog no worker builds.
+ */
+export const RING_SLOTS = 16
 const RING_MASK = RING_SLOTS - 1
 /**
  * Heartbeats a lane holds before the oldest are dropped: one slot less than the ring, because the
@@ -22,8 +27,13 @@ const RING_MASK = RING_SLOTS - 1
  */
 export const RING_CAPACITY = RING_SLOTS - 1
 
-/** The recent past kept at full resolution. */
-export const FINE_MS = 600_000
+/**
+ * The recent past kept at full resolution: the 5m window and a minute more, because the tiers meet
+ * at the first minute boundary after the oldest fine point, so that the 5m window is made of fine
+ * points only and stays exact. Ten minutes cost every worker 48 points (1.7 KiB) more, for
+ * points no window reads: the history shows minute points there instead.
+ */
+export const FINE_MS = 360_000
 /** Width of a coarse point, rounded to a whole number of steps so that the tiers align. */
 export const COARSE_TARGET_MS = 60_000
 

@@ -111,7 +111,7 @@ export const WorkerMetricsViewSchema = Type.Object(
         },
         { additionalProperties: false },
       ),
-      { description: 'points of history_step_ms for the last 10 minutes, of about a minute before' },
+      { description: 'points of history_step_ms for the last 6 minutes, of about a minute before' },
     ),
   },
   { $id: 'WorkerMetricsView', additionalProperties: false },
