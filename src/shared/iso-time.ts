@@ -1,9 +1,9 @@
 // `new Date(ms).toISOString()`, for the paths that write thousands of times a second: a worker
-// list renders five or six per worker (registered, connected, last heartbeat, credential), and a
-// cold GET /api/workers of 10,000 workers spent 116 of its 258 ms in toISOString alone (a Date
-// and V8's general formatter, about 2 µs each). The times there share their minute far more often
-// than not, so the text up to the minute is kept per minute and the seconds are appended: the
-// same text, about a tenth of the cost.
+// list renders five or six per worker (registered, connected, last heartbeat, credential). In a
+// CPU profile of a first GET /api/workers of 10,000 workers, toISOString was 116 of its 258 ms (a
+// Date and V8's general formatter each time; 0.85 µs a call unprofiled, on a 2-core AMD EPYC).
+// The times there share their minute far more often than not, so the text up to the minute is
+// kept per minute and the seconds are appended: the same text, 0.06 µs a call there.
 //
 // Direct-mapped by minute number: a lookup is an index and a compare, and two times in different
 // minutes evict each other only when their minute numbers collide in the low bits.

@@ -86,29 +86,29 @@ for (const placement of ['per-worker', 2] as const) {
     const sent = new Map<string, number[]>(ids.map((id) => [id, []]))
     // Interleaved, as heartbeats from many workers arrive; in two bursts, each within a lane's ring
     // (the thread drains on its tick, and a burst larger than the ring would lap it).
-    for (let i = 0; i < 24; i++) {
+    for (let i = 0; i < 40; i++) {
       for (const [k, id] of ids.entries()) {
         const cpu = (k + 1) * 10 + (i % 7)
         sent.get(id)!.push(cpu)
         send(id, cpu, k)
       }
-      if (i === 11) for (const id of ids) await processed(id, 12)
+      if (i === 19) for (const id of ids) await processed(id, 20)
     }
-    assert.ok(RING_CAPACITY >= 12)
+    assert.ok(RING_CAPACITY >= 20)
     for (const [k, id] of ids.entries()) {
-      const s = await processed(id, 24)
+      const s = await processed(id, 40)
       const cpus = sent.get(id)!
       assert.equal(s.latest!.cpu, cpus.at(-1), `${id}: the last heartbeat sent is the latest processed (arrival order)`)
-      assert.equal(s.windows['1m']!.samples, 24)
+      assert.equal(s.windows['1m']!.samples, 40)
       near(s.windows['1m']!.average.cpu, mean(cpus), `${id} cpu average`)
       near(s.windows['1m']!.average.memory, mean(cpus.map((c) => c / 2)), `${id} memory average`)
       near(s.windows['1m']!.average.running, k, `${id} running tasks average`)
       assert.equal(s.windows['1m']!.peak.cpu, Math.max(...cpus))
       assert.equal(s.dropped, 0)
       const history = hub.history(id)!
-      assert.equal(history.reduce((n, p) => n + p.samples, 0), 24, `${id}: every sample is in the history`)
+      assert.equal(history.reduce((n, p) => n + p.samples, 0), 40, `${id}: every sample is in the history`)
     }
-    assert.equal(new CounterReader(counters).get('HEARTBEATS_PROCESSED'), 72)
+    assert.equal(new CounterReader(counters).get('HEARTBEATS_PROCESSED'), 120)
     if (placement === 2) {
       assert.deepEqual(hub.queueDepths().map((q) => q.lanes).sort(), [1, 2], 'lanes are spread over the threads')
     }

@@ -3,12 +3,13 @@
 // the batch's port a turn's worth at a time. One message each way per batch and turn, not per dial:
 // taking thousands of per-dial messages stalled both this thread's loop and the master's.
 import { getPriority, setPriority } from 'node:os'
+import { getHeapSpaceStatistics } from 'node:v8'
 import { isMainThread, threadId, workerData, type MessagePort } from 'node:worker_threads'
 import { ClusterAuth, NO_CLUSTER_AUTH } from '../../shared/cluster-auth.js'
 import { dialMasterRegister } from './dial.js'
 import { DIAL_THREAD_NICE, type DialBatch, type DialBatchResults, type DialResult, type DialThreadData } from './protocol.js'
 import { MasterKey } from '../../shared/worker-credential.js'
-import { IdleHeap } from './idle-heap.js'
+import { compactingCollector, IdleHeap } from './idle-heap.js'
 
 // Built once per thread from what the pool was given at start (Piscina passes its workerData
 // through as the thread's): the TLS context is parsed here once and shared by every dial, and so
@@ -21,8 +22,11 @@ const cancelFlags = data?.cancelFlags ?? null
 // Errors here are outcomes, never logged with a stack (results carry their message only): a refused
 // dial's ECONNREFUSED, grpc-js's errors. Capturing a stack for each was a share of a dead dial's CPU.
 Error.stackTraceLimit = 0
-// Compacts the heap once the thread is idle after a burst (idle-heap.ts).
-const heap = new IdleHeap()
+// Compacts the heap once the thread is idle after a burst grew it (idle-heap.ts). Without the
+// dialer's lock (a thread not started by it: tests) it never does.
+const heapLock = data?.heapLock ?? null
+const oldSpaceBytes = (): number => getHeapSpaceStatistics().find((s) => s.space_name === 'old_space')?.space_size ?? 0
+const heap = heapLock ? new IdleHeap(compactingCollector(heapLock), oldSpaceBytes) : null
 
 // Below the main thread's priority (Linux keeps a nice value per thread, and setpriority of "0"
 // sets the calling thread's only). On two cores a storm of dials at the same priority takes the
@@ -69,7 +73,7 @@ class ResultPoster {
 export default async function dialBatch(batch: DialBatch): Promise<number> {
   const { dials, counters } = batch
   const out = new ResultPoster(batch.port)
-  heap.begin(dials.length)
+  heap?.begin()
   try {
     await Promise.all(dials.map((d, index) =>
       dialMasterRegister({ ...d, cancelFlags, counters }, auth, key).then(
@@ -78,8 +82,11 @@ export default async function dialBatch(batch: DialBatch): Promise<number> {
         (err: unknown) => out.push(index, { workerId: d.workerId, outcome: 'error', message: `the dial failed: ${err instanceof Error ? err.message : String(err)}`, elapsedMs: 0, thread: threadId }),
       )))
   } finally {
-    out.close()
-    heap.end()
+    try {
+      out.close()
+    } finally {
+      heap?.end()
+    }
   }
   return dials.length
 }

@@ -144,7 +144,7 @@ export class PoolDialer implements Dialer {
   constructor(opts: { threads?: number; auth?: ClusterAuth; masterKey?: MasterKey | null } = {}) {
     const threads = opts.threads && opts.threads > 0 ? opts.threads : Math.max(1, Math.min(4, availableParallelism()))
     this.threadCount = threads
-    const workerData: DialThreadData = { cluster: (opts.auth ?? NO_CLUSTER_AUTH).material, masterKey: opts.masterKey?.bytes() ?? null, cancelFlags: this.slots.flags }
+    const workerData: DialThreadData = { cluster: (opts.auth ?? NO_CLUSTER_AUTH).material, masterKey: opts.masterKey?.bytes() ?? null, cancelFlags: this.slots.flags, heapLock: new Int32Array(new SharedArrayBuffer(4)) }
     const pool = (execArgv: string[]): Piscina => new Piscina({
       filename: new URL('../../../workers/dial.js', import.meta.url).href,
       // All started at once: Piscina adds a thread only when every one is at its task limit, which
@@ -157,7 +157,8 @@ export class PoolDialer implements Dialer {
       idleTimeout: 60_000,
       // An idle thread waits for its next task on its event loop, not blocked in Atomics.wait:
       // blocked, its timers would never run, and the compaction that gives a burst's heap back
-      // (idle-heap.ts) runs on one. A batch is a message event later, a few µs.
+      // (idle-heap.ts) runs on one. A batch then arrives as a message event, not an Atomics wake:
+      // the dial storm bench could not tell the two apart (README, Performance).
       atomics: 'disabled',
       // A dial burst (a join or a reconnect pass of thousands) grows a thread's young generation to
       // V8's default cap, 48 MiB a thread, and the heap never gives it back: about 100 MiB of the

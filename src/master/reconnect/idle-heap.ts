@@ -1,77 +1,122 @@
 // A dial thread's heap after a burst. Thousands of dials at once (a fleet registered through the
 // API, a pass over thousands of inactive workers) promote their channels and sockets to the old
 // generation while they wait on their deadlines; once the burst is over the thread allocates
-// nothing, and V8 collects only when something is allocated. So the heap it grew stays resident
-// for as long as the thread is idle: after 10,000 workers registered through the API, the two dial
-// threads held 32 and 50 MiB, 6 to 10 KiB per worker beside the main thread's 17 KiB of heap.
+// nothing, and V8 starts a collection only when something is allocated. Measured after 10,000
+// workers registered through the API: the two dial threads' heaps stayed at 32 and 50 MiB, about
+// 8 KiB per worker between them. With the threads waiting on their event loop (not blocked in
+// Atomics.wait, where no timer of theirs runs), 5,000 registrations still left 30 and 43 MiB there
+// at the end of the run, with no collection meanwhile: V8's own memory reducer did not take it back.
 //
-// A collection alone does not give it back: the few objects that live on (the thread's modules,
-// its TLS context) are spread over every page, and a page is released only when it is empty. A
-// compacting one does: in a probe of that shape, old space went from 40.5 MiB committed to 5 and
-// the thread's RSS from 106 to 64 MiB. So a thread that did a burst and then has nothing in flight
-// for IDLE_MS compacts its heap once: a few ms of the thread's own time, at the dial threads'
-// lowered priority, never the main thread's. A thread that keeps dialling (inactive workers
-// re-dialled every second) is never idle that long, and is left to V8.
+// A collection alone does not give it back either (after one, 13 MiB of it was live): the few
+// objects that live on are spread over every page, and a page is released only when it is empty.
+// A compacting collection does. So a thread whose old space grew by GROWTH_BYTES since its last
+// compaction, and which then has nothing in flight for IDLE_MS, compacts once: after the 10,000
+// registrations the threads' heaps were 21.5 and 23 MiB. A thread that dials all the time (inactive
+// workers re-dialled every second) is never idle that long, and one whose passes leave its heap
+// where it was is left alone.
+//
+// V8 decides which pages to move, and compacts all of them only under --compact-on-every-full-gc,
+// a flag of the process, not of the thread: it is on only for the one collection. Another thread's
+// collection that starts within those milliseconds compacts too (a longer pause of that thread,
+// once); the dial threads take turns through `lock`, so that none turns the flag off under
+// another's collection. The collection's parallel work runs on V8's platform threads, which keep
+// the process's priority, not the dial threads' lowered one.
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 
-/** Nothing in flight for this long after a burst: the thread compacts. */
+/** Nothing in flight for this long: the thread looks at its heap. */
 export const IDLE_MS = 2000
-/** Dials since the last compaction that make a burst worth compacting after. */
-export const BURST_DIALS = 256
+/**
+ * Old space grown this much since the thread's last compaction (or its start): worth giving back.
+ * The old space, not the whole heap: the young generation is committed up to its cap (8 MiB) by
+ * any burst and is not what a compaction gives back.
+ */
+export const GROWTH_BYTES = 8 * 1024 * 1024
+
+const COMPACT_FLAG = '--compact-on-every-full-gc'
+
+/** Whether node was started with `flag` (then it is left as it is). */
+function startedWith(flag: string): boolean {
+  const alias = flag.replaceAll('-', '_').replace(/^__/, '--')
+  const given = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)]
+  return given.includes(flag) || given.includes(alias)
+}
 
 /**
- * A compacting full collection of this thread's heap, or null where the runtime refuses (the heap
- * is then left to V8). A worker thread cannot be started with --expose-gc (Worker refuses V8
- * flags), so the flag is on only while one context that has `gc` is made (jest-leak-detector does
- * the same): no other context gets it. V8 compacts only the pages it deems fragmented enough, and
- * never all of them on request, so --compact-on-every-full-gc is on for the one collection. Both
- * flags are the process's, and read when a context is made or a collection starts: a collection
- * of another thread's that starts within those few milliseconds compacts too, and is only slower.
+ * V8's collector for this thread. A worker thread cannot be started with --expose-gc (Worker
+ * refuses V8 flags), so, unless node was started with it, the flag is on while one context that
+ * has `gc` is made (jest-leak-detector does the same), then off: no other context gets it. Null
+ * where the runtime refuses.
  */
-export function compactingCollector(): (() => void) | null {
-  let gc: unknown
+function collector(): (() => void) | null {
+  const own = (globalThis as { gc?: unknown }).gc
+  if (typeof own === 'function') return own as () => void
+  let gc: unknown = null
   try {
     setFlagsFromString('--expose-gc')
     gc = runInNewContext('gc')
   } catch {
-    return null
+    gc = null
   } finally {
     setFlagsFromString('--no-expose-gc')
   }
-  if (typeof gc !== 'function') return null
-  const collect = gc as () => void
+  return typeof gc === 'function' ? (gc as () => void) : null
+}
+
+/**
+ * A compacting full collection of this thread's heap, taken in turns with the other dial threads
+ * through `lock` (one Int32 of a SharedArrayBuffer, 0 when free). 'busy' when another thread holds
+ * the lock (try again later), 'unavailable' when the runtime refuses (it never will).
+ */
+export function compactingCollector(lock: Int32Array): () => 'compacted' | 'busy' | 'unavailable' {
+  let gc: (() => void) | null | undefined
   return () => {
-    // V8 picks the pages to evacuate from the live bytes its last marking found: a first
-    // collection finds them, the compacting one then moves what lives on out of the sparse pages.
-    collect()
-    setFlagsFromString('--compact-on-every-full-gc')
+    if (Atomics.compareExchange(lock, 0, 0, 1) !== 0) return 'busy'
     try {
-      collect()
+      gc ??= collector()
+      if (gc === null) return 'unavailable'
+      // V8 picks the pages to move from the live bytes its last marking found: a first
+      // collection finds them, the compacting one then empties the sparse pages.
+      gc()
+      if (startedWith(COMPACT_FLAG)) {
+        gc()
+      } else {
+        setFlagsFromString(COMPACT_FLAG)
+        try {
+          gc()
+        } finally {
+          setFlagsFromString('--no-compact-on-every-full-gc')
+        }
+      }
+      return 'compacted'
     } finally {
-      setFlagsFromString('--no-compact-on-every-full-gc')
+      Atomics.store(lock, 0, 0)
     }
   }
 }
 
-/** Counts a thread's batches in flight, and compacts its heap once it is idle after a burst. */
+/** Counts a thread's batches in flight, and compacts its heap once it is idle after it grew. */
 export class IdleHeap {
   private inFlight = 0
-  private dialsSinceCompaction = 0
   private timer: NodeJS.Timeout | null = null
+  private baseline: number
+  private gaveUp = false
   /** Compactions done (tests). */
   compactions = 0
 
   constructor(
-    private readonly compact: (() => void) | null = compactingCollector(),
+    private readonly compact: () => 'compacted' | 'busy' | 'unavailable',
+    /** The old space's committed bytes now (v8.getHeapSpaceStatistics()). */
+    private readonly heapBytes: () => number,
     private readonly idleMs = IDLE_MS,
-    private readonly burstDials = BURST_DIALS,
-  ) {}
+    private readonly growthBytes = GROWTH_BYTES,
+  ) {
+    this.baseline = heapBytes()
+  }
 
-  /** A batch of `dials` started on this thread. */
-  begin(dials: number): void {
+  /** A batch started on this thread. */
+  begin(): void {
     this.inFlight++
-    this.dialsSinceCompaction += dials
     if (this.timer) {
       clearTimeout(this.timer)
       this.timer = null
@@ -80,15 +125,32 @@ export class IdleHeap {
 
   /** A batch ended: each begin() is followed by one end(). */
   end(): void {
-    this.inFlight--
-    if (this.inFlight > 0 || this.compact === null || this.dialsSinceCompaction < this.burstDials || this.timer) return
+    if (this.inFlight > 0) this.inFlight--
+    if (this.inFlight === 0) this.arm()
+  }
+
+  private arm(): void {
+    if (this.timer || this.gaveUp) return
     // Unref'd: a pool being closed does not wait for it.
-    this.timer = setTimeout(() => {
-      this.timer = null
-      if (this.inFlight > 0) return
-      this.dialsSinceCompaction = 0
-      this.compactions++
-      this.compact?.()
-    }, this.idleMs).unref()
+    this.timer = setTimeout(() => this.look(), this.idleMs).unref()
+  }
+
+  private look(): void {
+    this.timer = null
+    if (this.inFlight > 0 || this.heapBytes() - this.baseline < this.growthBytes) return
+    let outcome: ReturnType<typeof this.compact>
+    try {
+      outcome = this.compact()
+    } catch {
+      // A collection that throws is V8's business, not the dials': the heap is left to V8.
+      outcome = 'unavailable'
+    }
+    if (outcome === 'busy') return this.arm()
+    if (outcome === 'unavailable') {
+      this.gaveUp = true
+      return
+    }
+    this.compactions++
+    this.baseline = this.heapBytes()
   }
 }

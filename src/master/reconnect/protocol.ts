@@ -76,6 +76,8 @@ export interface DialThreadData {
    * them, never went away while dead workers were dialled.
    */
   cancelFlags: Int32Array
+  /** One Int32, 0 when free: the dial threads compact their heaps in turns (idle-heap.ts). */
+  heapLock: Int32Array
 }
 
 /** The nice value a dial thread sets for itself on Linux (dial-thread.ts): below the main thread's. */

@@ -13,13 +13,8 @@
 // the fine points from a minute boundary on and the coarse points before it, so each sample is
 // counted once.
 
-/**
- * Slots of a lane's ring (a power of two). The thread drains it every tick (250 ms, see thread.ts),
- * and sooner once a lane is half full: 15 heartbeats a worker can send in one go before the oldest
- * are dropped, where a worker sends one every few seconds. At 32 slots the ring was a seventh of a
- * lane, 512 bytes a worker more for a backlog no worker builds.
- */
-export const RING_SLOTS = 16
+/** Slots of a lane's ring (a power of two). The thread drains it every tick (see thread.ts). */
+export const RING_SLOTS = 32
 const RING_MASK = RING_SLOTS - 1
 /**
  * Heartbeats a lane holds before the oldest are dropped: one slot less than the ring, because the
