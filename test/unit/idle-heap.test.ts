@@ -86,26 +86,24 @@ test('the compacting collector empties the pages of a fragmented old space, on a
   // On a thread of its own, as a dial thread: the flags it sets are the process's, and so is the test runner's heap.
   const src = `
     const { parentPort } = require('node:worker_threads')
-    const { getHeapSpaceStatistics } = require('node:v8')
-    import(${JSON.stringify(new URL('../../src/master/reconnect/idle-heap.js', import.meta.url).href)}).then(({ compactingCollector }) => {
-    const lock = new Int32Array(new SharedArrayBuffer(4))
-    const oldSpace = () => getHeapSpaceStatistics().find((s) => s.space_name === 'old_space').space_size
-    let junk = []
-    for (let i = 0; i < 300000; i++) junk.push({ a: 'x' + i, b: [i, i] })
-    // One object in 50 lives on, on every page: a collection alone frees no page.
-    const keep = junk.filter((_, i) => i % 50 === 0)
-    junk = null
-    const compact = compactingCollector(lock)
-    const before = oldSpace()
-    // From a timer, as IdleHeap calls it: called in the turn that made the garbage, it moved
-    // nothing in this probe (the objects the running script still reaches may not be moved).
-    setTimeout(() => {
-      Atomics.store(lock, 0, 1)
-      const whileHeld = compact()
-      Atomics.store(lock, 0, 0)
-      const outcome = compact()
-      parentPort.postMessage({ before, after: oldSpace(), kept: keep.length, gcGlobal: typeof globalThis.gc, whileHeld, outcome, lockAfter: Atomics.load(lock, 0) })
-    }, 0)
+    import(${JSON.stringify(new URL('../../src/master/reconnect/idle-heap.js', import.meta.url).href)}).then(({ compactingCollector, oldSpaceBytes }) => {
+      const lock = new Int32Array(new SharedArrayBuffer(4))
+      let junk = []
+      for (let i = 0; i < 300000; i++) junk.push({ a: 'x' + i, b: [i, i] })
+      // One object in 50 lives on, on every page: a collection alone frees no page.
+      const keep = junk.filter((_, i) => i % 50 === 0)
+      junk = null
+      const compact = compactingCollector(lock)
+      const before = oldSpaceBytes()
+      // From a timer, as IdleHeap calls it: called in the turn that made the garbage, it moved
+      // nothing in this probe (the objects the running script still reaches may not be moved).
+      setTimeout(() => {
+        Atomics.store(lock, 0, 1)
+        const whileHeld = compact()
+        Atomics.store(lock, 0, 0)
+        const outcome = compact()
+        parentPort.postMessage({ before, after: oldSpaceBytes(), kept: keep.length, gcGlobal: typeof globalThis.gc, whileHeld, outcome, lockAfter: Atomics.load(lock, 0) })
+      }, 0)
     })
   `
   const worker = new Worker(src, { eval: true, resourceLimits: { maxYoungGenerationSizeMb: 8 } })

@@ -3,7 +3,6 @@
 // the batch's port a turn's worth at a time. One message each way per batch and turn, not per dial:
 // taking thousands of per-dial messages stalled both this thread's loop and the master's.
 import { getPriority, setPriority } from 'node:os'
-import { getHeapSpaceStatistics } from 'node:v8'
 import { isMainThread, threadId, workerData, type MessagePort } from 'node:worker_threads'
 import { ClusterAuth, NO_CLUSTER_AUTH } from '../../shared/cluster-auth.js'
 import { dialMasterRegister } from './dial.js'
@@ -25,8 +24,7 @@ Error.stackTraceLimit = 0
 // Compacts the heap once the thread is idle after a burst grew it (idle-heap.ts). Without the
 // dialer's lock (a thread not started by it: tests) it never does.
 const heapLock = data?.heapLock ?? null
-const oldSpaceBytes = (): number => getHeapSpaceStatistics().find((s) => s.space_name === 'old_space')?.space_size ?? 0
-const heap = heapLock ? new IdleHeap(compactingCollector(heapLock), oldSpaceBytes) : null
+const heap = heapLock ? new IdleHeap(compactingCollector(heapLock)) : null
 
 // Below the main thread's priority (Linux keeps a nice value per thread, and setpriority of "0"
 // sets the calling thread's only). On two cores a storm of dials at the same priority takes the

@@ -21,7 +21,7 @@
 // once); the dial threads take turns through `lock`, so that none turns the flag off under
 // another's collection. The collection's parallel work runs on V8's platform threads, which keep
 // the process's priority, not the dial threads' lowered one.
-import { setFlagsFromString } from 'node:v8'
+import { getHeapSpaceStatistics, setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 
 /** Nothing in flight for this long: the thread looks at its heap. */
@@ -35,11 +35,14 @@ export const GROWTH_BYTES = 8 * 1024 * 1024
 
 const COMPACT_FLAG = '--compact-on-every-full-gc'
 
-/** Whether node was started with `flag` (then it is left as it is). */
+/** Whether node was started with `flag`, in either spelling (V8 takes `_` for `-`): then it is left as it is. */
 function startedWith(flag: string): boolean {
-  const alias = flag.replaceAll('-', '_').replace(/^__/, '--')
-  const given = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)]
-  return given.includes(flag) || given.includes(alias)
+  return [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((given) => given.replaceAll('_', '-') === flag)
+}
+
+/** This thread's old space, committed bytes: what a burst grows and a compaction gives back. */
+export function oldSpaceBytes(): number {
+  return getHeapSpaceStatistics().find((s) => s.space_name === 'old_space')?.space_size ?? 0
 }
 
 /**
@@ -70,6 +73,7 @@ function collector(): (() => void) | null {
  */
 export function compactingCollector(lock: Int32Array): () => 'compacted' | 'busy' | 'unavailable' {
   let gc: (() => void) | null | undefined
+  const flagGiven = startedWith(COMPACT_FLAG)
   return () => {
     if (Atomics.compareExchange(lock, 0, 0, 1) !== 0) return 'busy'
     try {
@@ -78,7 +82,7 @@ export function compactingCollector(lock: Int32Array): () => 'compacted' | 'busy
       // V8 picks the pages to move from the live bytes its last marking found: a first
       // collection finds them, the compacting one then empties the sparse pages.
       gc()
-      if (startedWith(COMPACT_FLAG)) {
+      if (flagGiven) {
         gc()
       } else {
         setFlagsFromString(COMPACT_FLAG)
@@ -106,8 +110,8 @@ export class IdleHeap {
 
   constructor(
     private readonly compact: () => 'compacted' | 'busy' | 'unavailable',
-    /** The old space's committed bytes now (v8.getHeapSpaceStatistics()). */
-    private readonly heapBytes: () => number,
+    /** The old space's committed bytes now. */
+    private readonly heapBytes: () => number = oldSpaceBytes,
     private readonly idleMs = IDLE_MS,
     private readonly growthBytes = GROWTH_BYTES,
   ) {
