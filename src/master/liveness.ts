@@ -30,8 +30,8 @@ export class Liveness {
   sweep(): string[] {
     const now = this.clock.now()
     const expired: string[] = []
-    for (const w of this.registry.values()) {
-      if (w.isActive && w.lastHeartbeat !== null && now - w.lastHeartbeat > this.opts.timeoutMs) expired.push(w.id)
+    for (const w of this.registry.active()) {
+      if (w.lastHeartbeat !== null && now - w.lastHeartbeat > this.opts.timeoutMs) expired.push(w.id)
     }
     for (const id of expired) {
       const w = this.registry.get(id)

@@ -28,6 +28,11 @@ export interface TokenOwner {
  */
 export class Registry extends EventEmitter<RegistryEvents> {
   private readonly workers = new Map<string, WorkerRecord>()
+  /**
+   * The active ones, kept beside the map: the liveness sweep walks these every second, and a
+   * registry of thousands of dead workers must not cost it a walk over them all.
+   */
+  private readonly activeWorkers = new Set<WorkerRecord>()
   private readonly heartbeatDirty = new Set<string>()
   /** SHA-256 of each live token (current, and previous during a rotation) -> worker id. */
   private readonly tokens = new Map<string, string>()
@@ -69,6 +74,11 @@ export class Registry extends EventEmitter<RegistryEvents> {
 
   values(): IterableIterator<WorkerRecord> {
     return this.workers.values()
+  }
+
+  /** The active workers, in the order they became active. */
+  active(): IterableIterator<WorkerRecord> {
+    return this.activeWorkers.values()
   }
 
   inactive(): WorkerRecord[] {
@@ -144,6 +154,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
     this.unindexCredential(worker.credential)
     const wasActive = worker.isActive
     worker.isActive = false
+    this.activeWorkers.delete(worker)
     worker.suspect = null
     this.emit('worker-unregistered', worker, { wasActive })
     return worker
@@ -175,6 +186,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
       return worker
     }
     worker.isActive = true
+    this.activeWorkers.add(worker)
     worker.connectedAt = now
     worker.runningTasks = []
     if (everConnected) worker.reconnects++
@@ -226,6 +238,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
     const worker = this.workers.get(id)
     if (!worker || !worker.isActive) return false
     worker.isActive = false
+    this.activeWorkers.delete(worker)
     // Inactive says more than suspect: the reconnection monitor dials it from now on.
     worker.suspect = null
     worker.disconnectedAt = now

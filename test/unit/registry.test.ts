@@ -146,3 +146,23 @@ test('counts workers by scheduling state, and a drained worker that is stopped i
   // w2 and w3 are inactive and not drained: an outage; w4 was drained and stopped: planned.
   assert.deepEqual(r.counts(), { total: 5, active: 2, inactive: 2, stopped: 1, suspect: 0, cordoned: 1, draining: 1, drained: 2 })
 })
+
+test('active() holds exactly the active workers through connect, reconnect, timeout, unregister and load', () => {
+  const r = new Registry()
+  const ids = (): string[] => [...r.active()].map((w) => w.id).sort()
+  r.load([{ id: 'loaded', address: 'a:9', isActive: true, specs, usage, runningTasks: [], reportedAddress: null, registeredAt: 1, connectedAt: 2, lastHeartbeat: 3, disconnectedAt: null, reconnects: 0, credential: null }])
+  for (const id of ['w1', 'w2', 'w3']) r.register(id, `a:${id.slice(1)}`, 1)
+  assert.deepEqual(ids(), [], 'loaded and registered workers start inactive, whatever the store said')
+  r.connect('w1', { specs, reportedAddress: null }, 2)
+  r.connect('w2', { specs, reportedAddress: null }, 2)
+  r.connect('w2', { specs, reportedAddress: null }, 3)
+  assert.deepEqual(ids(), ['w1', 'w2'], 'a second RegisterWorker of an active worker adds it once')
+  assert.equal(r.markInactive('w1', 'heartbeat-timeout', 4), true)
+  assert.deepEqual(ids(), ['w2'])
+  r.connect('w1', { specs, reportedAddress: null }, 5)
+  r.connect('loaded', { specs, reportedAddress: null }, 5)
+  assert.deepEqual(ids(), ['loaded', 'w1', 'w2'])
+  r.unregister('w2')
+  assert.deepEqual(ids(), ['loaded', 'w1'])
+  assert.deepEqual(ids(), r.list().filter((w) => w.isActive).map((w) => w.id).sort(), 'the same as the records say')
+})

@@ -1,12 +1,12 @@
 // The dial pool's side of the reconnection seam (workers/dial.ts is its Piscina entry file): one
 // task is a batch of dials (DialBatch), run at once on this thread, their results posted back on
-// the batch's port a turn's worth at a time. One message each way per batch and turn, not per dial:
-// taking thousands of per-dial messages stalled both this thread's loop and the master's.
+// the thread's parentPort a turn's worth at a time. One message each way per batch and turn, not
+// per dial: taking thousands of per-dial messages stalled both this thread's loop and the master's.
 import { getPriority, setPriority } from 'node:os'
-import { isMainThread, threadId, workerData, type MessagePort } from 'node:worker_threads'
+import { isMainThread, parentPort, threadId, workerData } from 'node:worker_threads'
 import { ClusterAuth, NO_CLUSTER_AUTH } from '../../shared/cluster-auth.js'
 import { dialMasterRegister } from './dial.js'
-import { DIAL_THREAD_NICE, type DialBatch, type DialBatchResults, type DialResult, type DialThreadData } from './protocol.js'
+import { DIAL_RESULTS, DIAL_THREAD_NICE, type DialBatch, type DialBatchDone, type DialBatchResults, type DialResult, type DialResultsMessage, type DialThreadData } from './protocol.js'
 import { MasterKey } from '../../shared/worker-credential.js'
 import { compactingCollector, IdleHeap } from './idle-heap.js'
 
@@ -40,37 +40,46 @@ if (process.platform === 'linux' && !isMainThread) {
   }
 }
 
-/** Collects a batch's results and posts them once per turn of this thread's loop. */
+/**
+ * Collects a batch's results and posts them once per turn of this thread's loop; those of the last
+ * turn go back with the task's answer. Off a worker thread (no parentPort) they all do.
+ */
 class ResultPoster {
   private pending: DialBatchResults = []
   private scheduled = false
+  private posted = 0
+  private done = false
 
-  constructor(private readonly port: MessagePort) {}
+  constructor(private readonly batch: number) {}
 
   push(index: number, result: DialResult): void {
     this.pending.push({ index, result })
-    if (this.scheduled) return
+    if (this.scheduled || !parentPort) return
     this.scheduled = true
     setImmediate(() => this.flush())
   }
 
-  flush(): void {
+  private flush(): void {
     this.scheduled = false
-    if (this.pending.length === 0) return
-    const out = this.pending
+    if (this.done || this.pending.length === 0) return
+    const results = this.pending
     this.pending = []
-    this.port.postMessage(out)
+    this.posted += results.length
+    parentPort!.postMessage({ kind: DIAL_RESULTS, batch: this.batch, results } satisfies DialResultsMessage)
   }
 
-  close(): void {
-    this.flush()
-    this.port.close()
+  /** The batch is over: what is still pending goes with the answer. */
+  close(): DialBatchDone {
+    this.done = true
+    const results = this.pending
+    this.pending = []
+    return { posted: this.posted, results }
   }
 }
 
-export default async function dialBatch(batch: DialBatch): Promise<number> {
+export default async function dialBatch(batch: DialBatch): Promise<DialBatchDone> {
   const { dials, counters } = batch
-  const out = new ResultPoster(batch.port)
+  const out = new ResultPoster(batch.id)
   heap?.begin()
   try {
     await Promise.all(dials.map((d, index) =>
@@ -80,11 +89,7 @@ export default async function dialBatch(batch: DialBatch): Promise<number> {
         (err: unknown) => out.push(index, { workerId: d.workerId, outcome: 'error', message: `the dial failed: ${err instanceof Error ? err.message : String(err)}`, elapsedMs: 0, thread: threadId }),
       )))
   } finally {
-    try {
-      out.close()
-    } finally {
-      heap?.end()
-    }
+    heap?.end()
   }
-  return dials.length
+  return out.close()
 }

@@ -1,9 +1,8 @@
 import { availableParallelism } from 'node:os'
 import { Piscina } from 'piscina'
 import { dialMasterRegister } from './dial.js'
-import { MessageChannel } from 'node:worker_threads'
 import { CANCEL_GENERATION, CANCEL_SLOTS, cancelFlagsBuffer } from './cancel-watch.js'
-import type { BatchedDial, DialBatch, DialBatchResults, DialOutcome, DialRequest, DialResult, DialThreadData } from './protocol.js'
+import { isDialResultsMessage, type BatchedDial, type DialBatch, type DialBatchDone, type DialBatchResults, type DialOutcome, type DialRequest, type DialResult, type DialThreadData } from './protocol.js'
 import { Counters, DIAL_OUTCOME_COUNTER } from '../counters.js'
 import { NO_CLUSTER_AUTH, type ClusterAuth } from '../../shared/cluster-auth.js'
 import { liveNonces, type MasterKey } from '../../shared/worker-credential.js'
@@ -113,6 +112,14 @@ interface PoolEntry {
   reject: (err: Error) => void
 }
 
+/** A batch on a thread: its dials by index, and how many of its posted results have come. */
+interface SentBatch {
+  entries: PoolEntry[]
+  received: number
+  /** From the task's answer: how many results the thread posted before it (null: not answered yet). */
+  posted: number | null
+}
+
 /**
  * Dials on a Piscina pool, in batches. What is asked within one event-loop turn is flushed once,
  * at the end of the turn, as one task per thread (at most MAX_BATCH dials each); each thread runs
@@ -139,6 +146,8 @@ export class PoolDialer implements Dialer {
   private closed = false
   private sent = { batches: 0, dials: 0 }
   private counterView: Counters | null = null
+  private readonly batches = new Map<number, SentBatch>()
+  private nextBatch = 0
 
   /** @param opts.auth the master's TLS and cluster token, and opts.masterKey its key, handed to every thread once */
   constructor(opts: { threads?: number; auth?: ClusterAuth; masterKey?: MasterKey | null } = {}) {
@@ -176,6 +185,15 @@ export class PoolDialer implements Dialer {
     // still counts.
     const execArgv = ['--no-experimental-require-module', ...process.execArgv]
     this.pool = withAcceptedExecArgv(execArgv, pool)
+    // The threads' results, on their parentPorts (protocol.ts); anything else a thread posts is not ours.
+    this.pool.on('message', (m: unknown) => {
+      if (!isDialResultsMessage(m)) return
+      const batch = this.batches.get(m.batch)
+      if (!batch) return
+      batch.received += m.results.length
+      this.settleResults(batch, m.results)
+      this.endIfComplete(m.batch, batch)
+    })
   }
 
   get threads(): number {
@@ -252,37 +270,45 @@ export class PoolDialer implements Dialer {
   }
 
   private send(entries: PoolEntry[]): void {
-    const { port1, port2 } = new MessageChannel()
-    let left = entries.length
-    port1.on('message', (results: DialBatchResults) => {
-      for (const { index, result } of results) {
-        const entry = entries[index]
-        if (entry && entry.state !== 'settled') left--
-        if (entry) this.settle(entry, result)
-      }
-      if (left <= 0) port1.close()
-    })
+    const id = this.nextBatch++
+    const sent: SentBatch = { entries, received: 0, posted: null }
+    this.batches.set(id, sent)
     for (const e of entries) {
       e.state = 'sent'
       this.onThreads.add(e)
     }
-    const batch: DialBatch = { dials: entries.map((e) => e.req), counters: this.counters, port: port2 }
+    const batch: DialBatch = { id, dials: entries.map((e) => e.req), counters: this.counters }
     this.sent.batches++
     this.sent.dials += entries.length
-    // A result always comes before the port's close (the thread closes it after its last): a
-    // dial still unanswered at the close lost its thread.
-    port1.once('close', () => {
-      for (const e of entries) this.fail(e, new Error('the dial thread ended the batch without this dial\'s result'))
-    })
-    ;(this.pool.run(batch, { transferList: [port2] }) as Promise<number>).then(
-      // Every result was posted before the task resolved; they arrive on port1, its own channel.
-      () => {},
+    ;(this.pool.run(batch) as Promise<DialBatchDone>).then(
+      (done) => {
+        sent.posted = done.posted
+        this.settleResults(sent, done.results)
+        this.endIfComplete(id, sent)
+      },
       // The pool failed the task (destroyed, or its thread died): the dials it had not answered fail with it.
       (err: unknown) => {
+        this.batches.delete(id)
         for (const e of entries) this.fail(e, err instanceof Error ? err : new Error(String(err)))
-        port1.close()
       },
     )
+  }
+
+  private settleResults(batch: SentBatch, results: DialBatchResults): void {
+    for (const { index, result } of results) {
+      const entry = batch.entries[index]
+      if (entry) this.settle(entry, result)
+    }
+  }
+
+  /**
+   * Answered, and every result it posted has come: a dial still unanswered then lost its thread
+   * (it cannot come any more).
+   */
+  private endIfComplete(id: number, batch: SentBatch): void {
+    if (batch.posted === null || batch.received < batch.posted) return
+    this.batches.delete(id)
+    for (const e of batch.entries) this.fail(e, new Error('the dial thread ended the batch without this dial\'s result'))
   }
 
   /** Cancels every dial (queued or on a thread), waits for their results, then stops the threads. */

@@ -1,6 +1,5 @@
 // The reconnection seam: what the main thread (dialer.ts) and the dial pool's threads
 // (dial-thread.ts) say to each other. Both sides import this module and nothing else of the other.
-import type { MessagePort } from 'node:worker_threads'
 import type { ClusterAuth } from '../../shared/cluster-auth.js'
 
 export interface DialRequest {
@@ -35,20 +34,47 @@ export type BatchedDial = Omit<DialRequest, 'cancelFlags' | 'counters'>
 
 /**
  * One Piscina task: many dials at once (those asked within one event-loop turn, a share of them
- * per thread). Their results come back on `port` as they settle, coalesced per turn of the dial
- * thread's loop (DialBatchResults), not when the whole batch is done: a batch holding a tarpit
- * must not hold back the answer of a worker that came back. The task itself resolves with the
- * number of dials once every one has settled and been posted.
+ * per thread). Their results come back as they settle, coalesced per turn of the dial thread's loop,
+ * not when the whole batch is done: a batch holding a tarpit must not hold back the answer of a
+ * worker that came back. They come on the thread's parentPort (DialResultsMessage), which Piscina
+ * hands to the pool's 'message' listeners: one channel per thread for its whole life. A channel per
+ * batch, created, transferred and closed four times a second by a budgeted trickle of dead
+ * workers' dials, was a sixth of what those dials cost the two threads (perf, README Performance).
+ * The task resolves (DialBatchDone) once every dial has settled.
  */
 export interface DialBatch {
+  /** The dialer's number for this batch: its results name it. */
+  id: number
   dials: BatchedDial[]
   counters: SharedArrayBuffer | null
-  /** Transferred with the task; the thread closes it after the batch's last result. */
-  port: MessagePort
 }
 
-/** What a dial thread posts on a batch's port: results settled in one turn, by index in the batch. */
+/** Results settled in one turn, by index in the batch. */
 export type DialBatchResults = { index: number; result: DialResult }[]
+
+/** What a dial thread posts on its parentPort while a batch runs. */
+export interface DialResultsMessage {
+  kind: typeof DIAL_RESULTS
+  batch: number
+  results: DialBatchResults
+}
+
+export const DIAL_RESULTS = 'cloudai-dial-results'
+
+/**
+ * A batch's task result. `results`: those settled in its last turn, carried by the answer itself.
+ * `posted`: how many came before it as DialResultsMessages. Those travel on another channel than
+ * the answer and may arrive after it; the dialer waits for that many before it counts a dial still
+ * unanswered as lost.
+ */
+export interface DialBatchDone {
+  posted: number
+  results: DialBatchResults
+}
+
+export function isDialResultsMessage(m: unknown): m is DialResultsMessage {
+  return typeof m === 'object' && m !== null && (m as DialResultsMessage).kind === DIAL_RESULTS && typeof (m as DialResultsMessage).batch === 'number' && Array.isArray((m as DialResultsMessage).results)
+}
 
 export type DialOutcome = 'success' | 'rejected' | 'refused' | 'timeout' | 'cancelled' | 'error'
 
