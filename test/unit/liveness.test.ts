@@ -48,3 +48,25 @@ test('never-connected (registered, offline) workers are not swept', () => {
   clock.advance(10_000)
   assert.deepEqual(live.sweep(), [])
 })
+
+test('a worker that timed out and came back times out again; one unregistered while active is never swept', () => {
+  const clock = new ManualClock()
+  const r = new Registry()
+  const inactive: string[] = []
+  r.on('worker-inactive', (w) => inactive.push(w.id))
+  const live = new Liveness(r, { timeoutMs: 1_000, log: memoryLogger().log, clock })
+  for (const id of ['w1', 'w2']) {
+    r.register(id, `a:${id}`, clock.now())
+    r.connect(id, { specs, reportedAddress: null }, clock.now())
+  }
+  r.unregister('w2')
+  clock.advance(2_000)
+  assert.deepEqual(live.sweep(), ['w1'])
+  assert.deepEqual(live.sweep(), [], 'inactive now: not swept again')
+  r.connect('w1', { specs, reportedAddress: null }, clock.now())
+  clock.advance(500)
+  assert.deepEqual(live.sweep(), [], 'back, and within the timeout')
+  clock.advance(1_000)
+  assert.deepEqual(live.sweep(), ['w1'])
+  assert.deepEqual(inactive, ['w1', 'w1'])
+})

@@ -261,9 +261,9 @@ export class PoolDialer implements Dialer {
     this.queue = i < this.queue.length ? this.queue.slice(i) : []
     if (this.queue.length > 0) this.flushing = setImmediate(() => this.flush())
     if (live.length === 0) return
-    // Split over the threads only when each gets a batch worth its cost: a batch is a task, a
-    // channel and a few result messages on both sides, whatever its size, and a budgeted tick (15
-    // dials at 60 a second) split over every thread paid that once per thread.
+    // Split over the threads only when each gets a batch worth its cost: a batch is a task and a
+    // few result messages on both sides, whatever its size, and a budgeted tick (15 dials at 60 a
+    // second) split over every thread paid that once per thread.
     const batches = Math.min(this.threadCount, Math.ceil(live.length / MIN_SPLIT))
     const per = Math.min(MAX_BATCH, Math.ceil(live.length / batches))
     for (let at = 0; at < live.length; at += per) this.send(live.slice(at, at + per))
