@@ -39,8 +39,8 @@ export type BatchedDial = Omit<DialRequest, 'cancelFlags' | 'counters'>
  * worker that came back. They come on the thread's parentPort (DialResultsMessage), which Piscina
  * hands to the pool's 'message' listeners: one channel per thread for its whole life. A channel per
  * batch, created, transferred and closed four times a second by a budgeted trickle of dead
- * workers' dials, was a tenth to a sixth of what those dials cost each of the two threads (perf, 5,000 dead workers).
- * The task resolves (DialBatchDone) once every dial has settled.
+ * workers' dials, was a tenth to a sixth of what those dials cost each of the two threads (perf,
+ * 5,000 dead workers). The task resolves (DialBatchDone) once every dial has settled.
  */
 export interface DialBatch {
   /** The dialer's number for this batch: its results name it. */
