@@ -34,7 +34,11 @@ export interface ChaosSettings {
   recoveryTimeoutMs: number
   /** How long, at the end, every acknowledged task has to become final. */
   drainTimeoutMs: number
-  /** Stop injecting after the first round, one fault of each kind the machine can make (the short profile); else go on until the duration is over. */
+  /**
+   * Inject one round, one fault of each kind the machine can make, and stop (the short profile);
+   * else go on until the duration is over. A round is finished whatever the clock says: on a loaded
+   * machine the last fault must not be dropped, and each fault's recovery deadline bounds the round.
+   */
   oneRound: boolean
 }
 
@@ -112,10 +116,11 @@ export async function runChaos(settings: ChaosSettings, say: (line: string) => v
     const faults: FaultRecord[] = []
     const endAt = started + settings.durationMs
     const plan = rng.shuffle(kinds)
-    while (Date.now() < endAt && !(settings.oneRound && plan.length === 0)) {
+    const more = (): boolean => (settings.oneRound ? plan.length > 0 : Date.now() < endAt)
+    while (more()) {
       checkAbort()
       await sleep(rng.int(500, settings.maxGapMs))
-      if (Date.now() >= endAt) break
+      if (!more()) break
       const kind = plan.shift() ?? rng.pick(kinds)
       const f = await runFault(kind, ctx)
       faults.push(f)

@@ -177,6 +177,21 @@ function parser(args: string[], choose: (chosen: Chosen) => void): Argv {
     .wrap(Math.min(110, process.stdout.columns || 80))
 }
 
+/**
+ * yargs renders the whole help text right after a command's handler runs, to have it at hand should
+ * the handler's promise reject. Ours only records the command (main runs it after the parse), and
+ * a usage error prints a hint of its own, so the text is never shown: for the master's many options
+ * it was about 0.2 s of CPU on every start, a tenth of what starting a master costs. The cache is
+ * skipped through yargs' internal methods (yargs 17 and 18 have them); --help still renders, on
+ * demand. A yargs without them keeps its cache: slower, never wrong.
+ */
+function withoutHelpCache(y: Argv): Argv {
+  type Internal = { getInternalMethods?: () => { getUsageInstance?: () => { cacheHelpMessage?: () => void } | undefined } }
+  const usage = (y as unknown as Internal).getInternalMethods?.().getUsageInstance?.()
+  if (usage !== undefined && typeof usage.cacheHelpMessage === 'function') usage.cacheHelpMessage = () => {}
+  return y
+}
+
 /** The command named in the args (`task submit` for that sub-command), for the `--help` hint of a usage error. */
 function commandOf(args: readonly string[]): string | undefined {
   const words = args.filter((a) => !a.startsWith('-'))
@@ -618,7 +633,7 @@ async function main(argv: string[]): Promise<void> {
   const { args, command: taskCommand } = splitTaskCommand(argv)
   let chosen = null as Chosen | null
   try {
-    await parser(args, (c) => (chosen = c)).parseAsync()
+    await withoutHelpCache(parser(args, (c) => (chosen = c))).parseAsync()
   } catch (err) {
     // The word typed as a command: the first that looks like one (a flag's value before it, such
     // as --api's URL, does not).

@@ -84,7 +84,10 @@ test('a CloudAI worker killed and restarted is found by the fast re-dials within
   const dataDir = tempDir(t)
   const workerPort = await reservePort()
   // A 10-minute interval: only the per-worker schedule can find the worker in this test's time.
-  const master = await startMaster(t, { dataDir, args: ['--reconnect-interval', '10m', '--dial-timeout', '1s', '--heartbeat-timeout', '1500ms', '--shutdown-grace', '2s'] })
+  // A generous dial timeout: the registration's dial is the only one before the worker is first
+  // connected (a never-connected worker waits for the pass), and a loaded machine stretched it
+  // past 1 s. The dials of a killed worker are refused at once, whatever the timeout.
+  const master = await startMaster(t, { dataDir, args: ['--reconnect-interval', '10m', '--dial-timeout', '5s', '--heartbeat-timeout', '1500ms', '--shutdown-grace', '2s'] })
   // Up before it is registered: the registration's own dial finds it.
   let worker = await startWorker(t, 'worker-1', workerPort)
   let mark = master.proc.mark()

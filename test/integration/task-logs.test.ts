@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net'
 import { join } from 'node:path'
-import { test } from 'node:test'
+import { before, test, type TestContext } from 'node:test'
 import { api, CLI, childCwd, childEnv, msgHas, reservePort, runCli, startMaster, startWorker, taskFinished, tempDir, waitUntil } from '../support/cluster.js'
 import { startCloudaiWorker } from '../support/cloudai-peers.js'
 import { cluster, lines, ndjson, register, sse, SLOW, submit, type Ev } from '../support/task-logs.js'
@@ -11,9 +11,19 @@ import { cluster, lines, ndjson, register, sse, SLOW, submit, type Ev } from '..
 // Live task logs through the master: GET /api/tasks/{id}/logs (SSE and NDJSON) and
 // `cloudai logs`, with real processes. Tasks print numbered lines slowly so that readers see them
 // while the task runs. The worker's own StreamTaskLogs: worker-task-logs.test.ts.
+//
+// The tests that only submit tasks and read them share one master and worker (`shared`), each
+// with tasks of its own (a master and a worker per test were most of this file's time); those
+// that kill, restart or configure a process start their own.
+
+let shared: Awaited<ReturnType<typeof cluster>>
+// A top-level hook's context is the file's root test (its after() runs once every test is done).
+before(async (t) => {
+  shared = await cluster(t as TestContext)
+})
 
 test('following a running task gets its lines in order while it runs, numbered without a gap or a repeat, and ends with its exit code', async (t) => {
-  const { master } = await cluster(t)
+  const { master } = shared
   const id = await submit(master.api, SLOW(20, 3))
   const arrivedWhileRunning: number[] = []
   const events = await ndjson(master.api, id, '?follow=1', async (e) => {
@@ -31,7 +41,7 @@ test('following a running task gets its lines in order while it runs, numbered w
 })
 
 test('a reader asking for lines the worker no longer keeps gets a gap saying how many, then every line after it', async (t) => {
-  const { master } = await cluster(t)
+  const { master } = shared
   // ~2.6 MB of lines: more than the 1 MiB the worker keeps.
   const id = await submit(master.api, `awk 'BEGIN { for (i = 1; i <= 20000; i++) printf "line-%d %0100d\\n", i, 0 }'`)
   await master.proc.waitForLog(taskFinished(id), 'task finished', { from: 0 })
@@ -47,7 +57,7 @@ test('a reader asking for lines the worker no longer keeps gets a gap saying how
 })
 
 test('an HTTP reader of a task that has printed nothing yet has its answer at once, and loses no line while it does not read', async (t) => {
-  const { master } = await cluster(t)
+  const { master } = shared
   const go = join(tempDir(t), 'go')
   const id = await submit(master.api, `while [ ! -e ${go} ]; do sleep 0.05; done; awk 'BEGIN { for (i = 1; i <= 4000; i++) printf "line-%d %0120d\\n", i, 0 }'`)
   await waitUntil(async () => (await api(master.api, `/api/tasks/${id}`)).body.status === 'running', 'task running')
@@ -68,7 +78,7 @@ test('an HTTP reader of a task that has printed nothing yet has its answer at on
 })
 
 test('three readers following one task share one upstream stream and each gets every line', async (t) => {
-  const { master, worker } = await cluster(t)
+  const { master, worker } = shared
   const id = await submit(master.api, SLOW(10))
   const [a, b, c] = await Promise.all([ndjson(master.api, id, '?follow=1'), ndjson(master.api, id, '?follow=true'), sse(master.api, id, '?follow=1')])
   assert.equal(worker.lines.filter((l) => l.taskId === id && typeof l.msg === 'string' && l.msg.startsWith('StreamTaskLogs for task')).length, 1, 'one upstream for three readers')
@@ -79,7 +89,7 @@ test('three readers following one task share one upstream stream and each gets e
 })
 
 test('SSE: id is the sequence number; Last-Event-ID resumes with exactly the rest; tail gives the last lines; a finished task answers at once', async (t) => {
-  const { master } = await cluster(t)
+  const { master } = shared
   const id = await submit(master.api, 'for i in $(seq 1 12); do echo line-$i; done; echo oops >&2; exit 0')
   await master.proc.waitForLog(taskFinished(id), 'task finished', { from: 0 })
   const all = await sse(master.api, id, '')
@@ -99,7 +109,7 @@ test('SSE: id is the sequence number; Last-Event-ID resumes with exactly the res
 })
 
 test('a reader that does not follow a running task gets the lines there now and an end that says it still runs', async (t) => {
-  const { master } = await cluster(t)
+  const { master } = shared
   const id = await submit(master.api, 'echo first; echo second; sleep 30')
   await waitUntil(async () => (await ndjson(master.api, id, '')).filter((e) => e.type === 'line').length === 2 || undefined, 'two lines', 15_000)
   const events = await ndjson(master.api, id, '?tail=1')
@@ -138,7 +148,7 @@ test('a reader that resumes with Last-Event-ID after the master was killed and r
 })
 
 test('SSE: Last-Event-ID wins over the URL\'s after (an EventSource reconnects to the URL it was opened with), and a resume after the end event is answered 204', async (t) => {
-  const { master } = await cluster(t)
+  const { master } = shared
   const id = await submit(master.api, 'for i in $(seq 1 6); do echo line-$i; done')
   await master.proc.waitForLog(taskFinished(id), 'task finished', { from: 0 })
   const resumed = await sse(master.api, id, '?after=1', { 'last-event-id': '4' })
@@ -210,7 +220,7 @@ test('the logs route needs the API token when the master has one, and serves wit
 })
 
 test('cli: cloudai logs -f prints the lines as they come and exits with the task\'s exit code', async (t) => {
-  const { master } = await cluster(t)
+  const { master } = shared
   const id = await submit(master.api, SLOW(8, 5))
   const res = await runCli(['logs', id.slice(0, 13), '-f', '--api', master.api])
   assert.equal(res.code, 5, res.stderr)
@@ -225,7 +235,7 @@ test('cli: cloudai logs -f prints the lines as they come and exits with the task
 })
 
 test('cli: cloudai logs -f reconnects by itself after a lost connection and prints every line once', async (t) => {
-  const { master } = await cluster(t)
+  const { master } = shared
   // A proxy between the CLI and the master whose connections the test cuts.
   const sockets = new Set<Socket>()
   const proxy = createServer((client) => {
@@ -264,7 +274,7 @@ test('cli: cloudai logs -f reconnects by itself after a lost connection and prin
 })
 
 test('cli: cloudai logs --tail N -f whose first connection is lost before any line came asks for the same last lines again', async (t) => {
-  const { master } = await cluster(t)
+  const { master } = shared
   const go = join(tempDir(t), 'go')
   const id = await submit(master.api, `for i in $(seq 1 6); do echo line-$i; done; while [ ! -e ${go} ]; do sleep 0.05; done; echo line-7`)
   await waitUntil(async () => lines(await ndjson(master.api, id, '')).length === 6 || undefined, 'six lines printed')

@@ -178,7 +178,11 @@ export interface MasterHandle {
 // A leader that cannot renew its lease for --lease-timeout stops acting (issue 19): a minute, so
 // that the store outages tests make (up to 30 s) do not depose the one master they run; the
 // failover tests give their masters short leases of their own (a flag given twice is its last value).
-export const FAST_MASTER_FLAGS = ['--reconnect-interval', '300ms', '--dial-timeout', '1s', '--heartbeat-timeout', '1500ms', '--shutdown-grace', '2s', '--lease-renew', '1s', '--lease-timeout', '1m']
+// A 3 s dial timeout: the dial that finds a worker must not time out on a machine busy with the
+// other test files (at 1 s one did, the worker joined anyway, and a test waiting for the dial's own
+// success line waited in vain). No test here waits for a dial to time out: the addresses that must
+// fail refuse at once (127.0.0.2 and up, a closed port, a cut link).
+export const FAST_MASTER_FLAGS = ['--reconnect-interval', '300ms', '--dial-timeout', '3s', '--heartbeat-timeout', '1500ms', '--shutdown-grace', '2s', '--lease-renew', '1s', '--lease-timeout', '1m']
 
 /**
  * A master on OS-chosen ports, on 127.0.0.1; with `netns` (a namespace of test/support/netns.ts),

@@ -1,6 +1,7 @@
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { isIP } from 'node:net'
+import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import type { TestContext } from 'node:test'
 import { aptArgv } from './apt.js'
@@ -420,7 +421,7 @@ function nsSpawn(end: NetnsEnd, argv: readonly string[], opts: { env?: NodeJS.Pr
 
 /**
  * Runs `argv` inside `end`'s namespace to completion, `input` on its stdin; killed after
- * `timeoutMs`. What nsFetch and nsGrpcCall are made of.
+ * `timeoutMs`. (nsFetch and nsGrpcCall keep a helper per namespace instead.)
  */
 export async function nsRun(end: NetnsEnd, argv: readonly string[], opts: { input?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
   const p = nsSpawn(end, argv, opts)
@@ -437,7 +438,7 @@ export async function nsRun(end: NetnsEnd, argv: readonly string[], opts: { inpu
 /** The helper script nsFetch and nsGrpcCall run inside a namespace (compiled next to this file), and its flag. */
 const NS_CLIENT = fileURLToPath(new URL('./ns-client.js', import.meta.url))
 /** ns-client.ts' HELPER_FLAG: a mismatch fails every nsFetch and nsGrpcCall at once (no answer printed). */
-const NS_CLIENT_FLAG = '--ns-client-request-on-stdin'
+const NS_CLIENT_FLAG = '--ns-client-requests-on-stdin'
 
 /**
  * Refuses a target that is neither loopback (inside the namespace: its own `lo`) nor an address of
@@ -451,16 +452,74 @@ function checkTarget(host: string, what: string): void {
   throw new Error(`${what}: ${host} is neither loopback nor an address of this test's network namespaces; tests send traffic to nothing else`)
 }
 
-async function runClient<T>(end: NetnsEnd, what: string, request: object, timeoutMs: number): Promise<T> {
-  ours(end, what)
-  // The request goes on stdin: a token in it is not on a command line for `ps` to show.
-  const res = await nsRun(end, [process.execPath, NS_CLIENT, NS_CLIENT_FLAG], { input: JSON.stringify(request), timeoutMs: timeoutMs + 10_000 })
-  const line = res.stdout.trim().split('\n').pop() ?? ''
-  try {
-    return JSON.parse(line) as T
-  } catch {
-    throw new Error(`${what} in ${end.name}: the helper exited with ${res.signal ?? res.code} and printed no answer; stderr: ${res.stderr.slice(-2000)}`)
+/**
+ * The helper of one namespace end: started at the first call from it and kept until the namespace
+ * goes (closeNamespaces kills everything inside), answering calls by id. A helper process per call
+ * made most of the namespace tests' CPU: the attack suite alone started about 180.
+ */
+class NsClient {
+  private readonly proc: NsProcess
+  private readonly pending = new Map<number, { resolve: (answer: unknown) => void; reject: (err: Error) => void; timer: NodeJS.Timeout }>()
+  private next = 0
+
+  constructor(readonly end: NetnsEnd, onGone: () => void) {
+    this.proc = nsSpawn(end, [process.execPath, NS_CLIENT, NS_CLIENT_FLAG], {})
+    // Idle, the helper does not hold this process open (a pending call's timer does while it waits).
+    this.proc.child.unref()
+    for (const stream of [this.proc.child.stdin, this.proc.child.stdout, this.proc.child.stderr]) (stream as unknown as { unref?: () => void } | null)?.unref?.()
+    this.proc.child.stdin!.on('error', () => {}) // the helper gone: its exit rejects what is pending
+    createInterface({ input: this.proc.child.stdout! }).on('line', (line) => {
+      let msg: { id: number; answer: unknown }
+      try {
+        msg = JSON.parse(line) as { id: number; answer: unknown }
+      } catch {
+        return // not an answer (nothing else is printed on stdout, but a stray line must not throw here)
+      }
+      const p = this.pending.get(msg.id)
+      if (!p) return
+      this.pending.delete(msg.id)
+      clearTimeout(p.timer)
+      p.resolve(msg.answer)
+    })
+    this.proc.exited.then(({ code, signal }) => {
+      onGone()
+      for (const p of this.pending.values()) {
+        clearTimeout(p.timer)
+        p.reject(new Error(`the helper in ${end.name} exited with ${signal ?? code} before answering; stderr: ${this.proc.stderr().slice(-2000)}`))
+      }
+      this.pending.clear()
+    }, () => {})
   }
+
+  call<T>(what: string, request: object, timeoutMs: number): Promise<T> {
+    const id = this.next++
+    return new Promise<T>((resolve, reject) => {
+      // The request's own deadline (its AbortSignal or gRPC deadline) ends it first; this one
+      // catches a helper that hangs.
+      const timer = setTimeout(() => {
+        this.pending.delete(id)
+        reject(new Error(`${what} in ${this.end.name}: no answer from the helper within ${timeoutMs} ms; stderr: ${this.proc.stderr().slice(-2000)}`))
+      }, timeoutMs)
+      this.pending.set(id, { resolve: resolve as (answer: unknown) => void, reject, timer })
+      // The request goes on stdin: a token in it is not on a command line for `ps` to show.
+      this.proc.child.stdin!.write(`${JSON.stringify({ id, request })}\n`)
+    })
+  }
+}
+
+const clients = new Map<string, NsClient>()
+
+function runClient<T>(end: NetnsEnd, what: string, request: object, timeoutMs: number): Promise<T> {
+  ours(end, what)
+  let client = clients.get(end.name)
+  if (!client) {
+    const c = new NsClient(end, () => {
+      if (clients.get(end.name) === c) clients.delete(end.name)
+    })
+    clients.set(end.name, c)
+    client = c
+  }
+  return client.call<T>(what, request, timeoutMs + 10_000)
 }
 
 export interface NsFetchInit {

@@ -1,17 +1,19 @@
 import { readFileSync } from 'node:fs'
+import { createInterface } from 'node:readline'
 import type * as Grpc from '@grpc/grpc-js'
 import type { MasterWorkerClient } from '../../src/shared/proto.js'
 
 // The other half of nsFetch and nsGrpcCall (test/support/netns.ts): run with `ip netns exec`
-// inside a test's network namespace, it reads one request as JSON on stdin, makes it from there,
-// and prints one JSON line: the answer, or { ok: false, error } when the call got no answer at all.
-// netns.ts has checked the target; nothing here picks an address of its own.
+// inside a test's network namespace, one per namespace for as long as it lives. It reads requests
+// as JSON lines on stdin, each with an id, makes each from there (several at once), and prints
+// one JSON line per request with its id: the answer, or { ok: false, error } when the call got no
+// answer at all. netns.ts has checked the target; nothing here picks an address of its own.
 //
 // `npm test` runs every .js file under dist/test/ as a test file, this one too: without the flag
-// netns.ts passes, it does nothing (a file with no tests), rather than wait for a request.
+// netns.ts passes, it does nothing (a file with no tests), rather than wait for requests.
 
 /** What netns.ts passes (its NS_CLIENT_FLAG); without it this file was not started as the helper. */
-const HELPER_FLAG = '--ns-client-request-on-stdin'
+const HELPER_FLAG = '--ns-client-requests-on-stdin'
 
 type Request =
   | { kind: 'fetch'; url: string; method: string; headers: Record<string, string>; body?: string; timeoutMs: number }
@@ -27,11 +29,21 @@ async function doFetch(req: Extract<Request, { kind: 'fetch' }>): Promise<object
   }
 }
 
+type GrpcModules = { grpc: typeof Grpc; proto: typeof import('../../src/shared/proto.js'); Client: ReturnType<typeof import('../../src/shared/proto.js')['loadProto']>['Client'] }
+let grpcModules: Promise<GrpcModules> | null = null
+
+/** Loaded at the first gRPC call, not at the top: a helper that only fetches does not need them, and they are most of its start-up. */
+function loadGrpc(): Promise<GrpcModules> {
+  grpcModules ??= (async () => {
+    const grpc: typeof Grpc = await import('@grpc/grpc-js')
+    const proto = await import('../../src/shared/proto.js')
+    return { grpc, proto, Client: proto.loadProto().Client }
+  })()
+  return grpcModules
+}
+
 async function doGrpc(req: Extract<Request, { kind: 'grpc' }>): Promise<object> {
-  // Loaded here, not at the top: a fetch does not need them, and they are most of a helper's start-up.
-  const grpc: typeof Grpc = await import('@grpc/grpc-js')
-  const { callUnary, DIAL_CHANNEL_OPTIONS, loadProto } = await import('../../src/shared/proto.js')
-  const { Client } = loadProto()
+  const { grpc, proto: { callUnary, DIAL_CHANNEL_OPTIONS }, Client } = await loadGrpc()
   const credentials = req.tls
     ? grpc.credentials.createSsl(readFileSync(req.tls.ca), req.tls.key ? readFileSync(req.tls.key) : null, req.tls.cert ? readFileSync(req.tls.cert) : null)
     : grpc.credentials.createInsecure()
@@ -57,8 +69,23 @@ async function doGrpc(req: Extract<Request, { kind: 'grpc' }>): Promise<object> 
   }
 }
 
+async function answer(req: Request): Promise<object> {
+  try {
+    return req.kind === 'fetch' ? await doFetch(req) : await doGrpc(req)
+  } catch (err) {
+    return { ok: false, error: `the helper failed: ${(err as Error).stack ?? String(err)}` }
+  }
+}
+
 if (process.argv[2] === HELPER_FLAG) {
-  const req = JSON.parse(readFileSync(0, 'utf8')) as Request
-  const answer = req.kind === 'fetch' ? await doFetch(req) : await doGrpc(req)
-  process.stdout.write(`${JSON.stringify(answer)}\n`)
+  // A client per call (its own connection: DIAL_CHANNEL_OPTIONS has a local subchannel pool), as
+  // when each call was a process of its own; only the modules are shared. The helper ends with its
+  // stdin (netns.ts closing it) or with the namespace.
+  createInterface({ input: process.stdin }).on('line', (line) => {
+    const { id, request } = JSON.parse(line) as { id: number; request: Request }
+    answer(request).then(
+      (a) => process.stdout.write(`${JSON.stringify({ id, answer: a })}\n`),
+      (err: unknown) => process.stderr.write(`request ${id}: ${String(err)}\n`),
+    )
+  })
 }
