@@ -10,7 +10,7 @@ import { api, FAST_MASTER_FLAGS, reservePort, ROOT, startMaster, startWorker, te
 // a real master and worker. Every wait is Playwright's auto-waiting on a locator, never a sleep.
 
 const ARTIFACTS = join(ROOT, 'test-artifacts')
-/** Generous: the suite runs two files at a time on two cores. */
+/** Generous: the suite runs four files at a time on two cores. */
 const WAIT_MS = 20_000
 
 async function launch(t: TestContext): Promise<Browser> {

@@ -119,7 +119,7 @@ test('a master and a worker given a flag twice run with its last value', async (
   })
   const monitor = await master.proc.waitForLog(msgIs('Worker reconnection monitor started'), 'monitor started')
   assert.equal(monitor.intervalMs, 60_000, 'the appended --reconnect-interval, not the 300ms before it')
-  assert.equal(monitor.dialTimeoutMs, 1000)
+  assert.equal(monitor.dialTimeoutMs, 3000, 'FAST_MASTER_FLAGS\' --dial-timeout, given once')
   const telemetry = await master.proc.waitForLog(msgHas('Telemetry started'), 'telemetry started')
   assert.equal(telemetry.stepMs, 2000, 'CLOUDAI_* variables are still read')
   assert.ok(master.proc.lines.every((l) => l.raw !== true), '--no-log-pretty after --log-pretty: JSON lines')

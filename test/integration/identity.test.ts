@@ -230,12 +230,14 @@ test('token rotation: the old token works until the worker presents the new one,
 
   // Rotated again and the worker not told: the grace ends it, on the worker's open stream too.
   const mark = worker.mark()
+  // From here: an earlier restart left a "became inactive" line behind, which must not answer the wait below.
+  const masterMark = master.proc.mark()
   const third = await rotate()
   assert.equal((await raw.call('SendHeartbeat', beat, { token: second.token })).success, true, 'in its grace')
   await worker.waitForLog((l) => l.level === 50 && l.msg.includes('refused RegisterWorker') && l.msg.includes('the master does not take the worker token'), 'the worker learns its token is done', { from: mark, timeoutMs: 15_000 })
   assert.ok(Date.now() >= Date.parse(third.previous_valid_until!), 'not before the grace ended')
   assert.equal((await raw.refusal('SendHeartbeat', beat, { token: second.token })).cloudai, 'CLOUDAI_WORKER_TOKEN_INVALID')
-  await master.proc.waitForLog((l) => l.workerId === 'worker-1' && l.msg.startsWith('Worker worker-1 became inactive'), 'worker-1 inactive')
+  await master.proc.waitForLog((l) => l.workerId === 'worker-1' && l.msg.startsWith('Worker worker-1 became inactive'), 'worker-1 inactive', { from: masterMark })
 
   await worker.kill('SIGTERM')
   const back = master.proc.mark()

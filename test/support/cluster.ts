@@ -151,7 +151,7 @@ export function tempDir(t: TestContext, prefix = 'cloudai-test-'): string {
  * A port free right now, for a worker that must be registered before it starts. Picked below the
  * kernel's ephemeral range (ip_local_port_range, 32768-60999 here): a port from bind(0) could be
  * handed to another process's bind(0) or outgoing connection before the worker binds it (tests run
- * two files at a time, and masters dial), and the worker would fail with EADDRINUSE. Below the range
+ * several files at a time, and masters dial), and the worker would fail with EADDRINUSE. Below the range
  * only another explicit pick can take it, and a random pick makes that unlikely. (20000 and up is
  * where the bench registers addresses of its load generators, which a master may dial.)
  */
