@@ -31,13 +31,14 @@ test('a cordoned worker takes no new task, one that targets it waits, and it run
   for (const id of others) await waitUntil(async () => (await task(m, id)).status === 'completed', `${id} completed`)
   for (const id of others) assert.equal((await task(m, id)).worker_id, 'w2', 'nothing new goes to a cordoned worker')
   assert.equal((await task(m, targeted)).status, 'queued', 'a task for a cordoned worker waits')
+  const beforeUncordon = ws.mark()
   const uncordon = await runCli(['uncordon', 'w1', '--api', m.api])
   assert.equal(uncordon.code, 0, uncordon.stderr)
   assert.match(uncordon.stdout, /Worker w1 uncordoned: it takes tasks again/)
   await waitUntil(async () => (await task(m, targeted)).status === 'completed', 'the targeted task ran once uncordoned')
   assert.equal((await task(m, targeted)).worker_id, 'w1')
   assert.equal((await worker(m, 'w1')).scheduling, 'eligible')
-  await ws.next((msg) => msg.type === 'worker' && msg.worker?.worker_id === 'w1' && msg.worker?.scheduling === 'eligible', 'w1 uncordoned on /ws')
+  await ws.next((msg) => msg.type === 'worker' && msg.worker?.worker_id === 'w1' && msg.worker?.scheduling === 'eligible', 'w1 uncordoned on /ws', { from: beforeUncordon })
 })
 
 test('cordon, uncordon and drain refuse bad input with stable codes; a drain of an inactive worker with nothing on it is drained at once; stopping a drain leaves the worker cordoned', async (t) => {
