@@ -106,6 +106,11 @@ export interface JournalFence {
  */
 export class StoreJournal extends EventEmitter<JournalEvents> {
   private entries: Entry[] = []
+  /**
+   * The batch a write has taken out of `entries` and the store has not confirmed yet: still
+   * backlog. (Counted as 0, a retry under way during an outage showed an empty backlog.)
+   */
+  private writingBatch: { size: number; progress: { written: number } } | null = null
   /** Entries appended since start, and how many of the first of them the store holds: what sync() waits on. */
   private appended = 0
   private writtenUpTo = 0
@@ -178,6 +183,12 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
     return this.fence
   }
 
+  /** Changes journalled and not yet in the store, a batch being written among them. */
+  private get backlog(): number {
+    const writing = this.writingBatch === null ? 0 : this.writingBatch.size - this.writingBatch.progress.written
+    return this.entries.length + writing
+  }
+
   /** Writes go on: healthy, and not fenced. */
   private get writing(): boolean {
     return this.degradedSince === null && this.fence === null
@@ -190,7 +201,7 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
     return {
       healthy: this.healthy && this.fence === null,
       opened: this.opened,
-      backlog: this.entries.length,
+      backlog: this.backlog,
       lastError: this.fence ? this.fence.error.message : this.lastError,
       degradedSince: this.degradedSince,
       outages: this.outages,
@@ -353,6 +364,7 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
     this.entries = []
     const upTo = this.appended
     const progress = { written: 0 }
+    this.writingBatch = { size: batch.length, progress }
     try {
       await this.write(batch, progress)
     } catch (err) {
@@ -360,6 +372,8 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
       this.entries = batch.slice(progress.written).concat(this.entries)
       if (this.entries.length > this.coalesceAt) this.coalesce()
       throw err
+    } finally {
+      this.writingBatch = null
     }
     if (this.entries.length === 0) this.coalesceAt = this.opts.limit
     if (upTo > this.writtenUpTo) {
@@ -478,7 +492,7 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
       this.degradedSince = this.clock.now()
       this.outages++
       this.opts.log.error(
-        { store: this.store.kind, err: message, backlog: this.entries.length },
+        { store: this.store.kind, err: message, backlog: this.backlog },
         `Store ${this.store.kind} failed: running from memory, journalling changes and retrying until it answers`,
       )
     } else {
@@ -521,7 +535,7 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
   private degradedError(): CloudaiError {
     const since = this.degradedSince === null ? '' : ` for ${Math.round((this.clock.now() - this.degradedSince) / 1000)}s`
     return new CloudaiError('CLOUDAI_STORE_DEGRADED', `the ${this.store.kind} store is not answering${since} (${this.lastError ?? 'unknown error'})`, {
-      backlog: this.entries.length,
+      backlog: this.backlog,
     })
   }
 

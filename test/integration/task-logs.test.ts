@@ -252,7 +252,10 @@ test('cli: cloudai logs -f reconnects by itself after a lost connection and prin
   await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve))
   t.after(() => proxy.close())
   const port = (proxy.address() as AddressInfo).port
-  const id = await submit(master.api, SLOW(15, 0))
+  // Lines 5 to 15 wait for the cut: on a loaded machine they could otherwise all be in the CLI's
+  // socket buffer before it even reads line 4, and nothing would be left to reconnect for.
+  const go = join(tempDir(t), 'go')
+  const id = await submit(master.api, `for i in 1 2 3 4; do echo line-$i; done; while [ ! -e ${go} ]; do sleep 0.05; done; for i in $(seq 5 15); do echo line-$i; sleep 0.02; done`)
   const cli = spawn(process.execPath, [CLI, 'logs', id, '-f', '--api', `http://127.0.0.1:${port}`], { cwd: childCwd(), env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
   t.after(() => cli.kill('SIGKILL'))
   let stdout = ''
@@ -265,6 +268,7 @@ test('cli: cloudai logs -f reconnects by itself after a lost connection and prin
     if (!cut && stdout.includes('line-4\n')) {
       cut = true
       for (const s of sockets) s.destroy()
+      writeFileSync(go, '')
     }
   })
   assert.equal(await exited, 0, stderr)

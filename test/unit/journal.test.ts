@@ -187,6 +187,35 @@ test('an outage: callers never wait, the failure is logged once, and the store c
   assert.equal(clock.pending, 0)
 })
 
+test('a retry under way during an outage still counts what it carries as backlog (the store holding it, then refusing it)', async () => {
+  const { clock, store, registry, journal } = setup()
+  journal.start(true)
+  store.failing = true
+  registry.register('w1', 'h:1', 0)
+  registry.register('w2', 'h:2', 0)
+  assert.equal(await journal.sync(), false)
+  assert.equal(journal.status().backlog, 2)
+  // The next retry's write waits in the store (a lock held elsewhere: SQLite's busy wait) before it fails.
+  let release!: () => void
+  store.holdWorkers = new Promise<void>((r) => (release = r))
+  const before = store.workerBatches.length
+  await advance(clock, 1000)
+  assert.equal(journal.healthy, false)
+  assert.equal(journal.status().backlog, 2, 'the batch in the store\'s hands is still backlog')
+  release()
+  store.holdWorkers = null
+  await tick()
+  await tick()
+  assert.equal(journal.status().backlog, 2, 'refused: put back, still 2')
+  assert.equal(store.workerBatches.length, before, 'nothing was written')
+  store.failing = false
+  await advance(clock, 1100)
+  assert.equal(journal.healthy, true)
+  assert.equal(journal.status().backlog, 0)
+  await journal.close()
+  assert.equal(clock.pending, 0)
+})
+
 test('a failure part way through keeps only what was not written, ahead of newer changes', async () => {
   const { clock, store, registry, journal } = setup()
   journal.start(true)
