@@ -182,7 +182,7 @@ function parser(args: string[], choose: (chosen: Chosen) => void): Argv {
  * the handler's promise reject. Ours only records the command (main runs it after the parse), and
  * a usage error prints a hint of its own, so the text is never shown: for the master's many options
  * it was about 0.2 s of CPU on every start, a tenth of what starting a master costs. The cache is
- * skipped through yargs' internal methods (yargs 17 and 18 have them); --help still renders, on
+ * skipped through yargs' internal methods (yargs 18's; checked there); --help still renders, on
  * demand. A yargs without them keeps its cache: slower, never wrong.
  */
 function withoutHelpCache(y: Argv): Argv {

@@ -78,9 +78,11 @@ async function answer(req: Request): Promise<object> {
 }
 
 if (process.argv[2] === HELPER_FLAG) {
-  // A client per call (its own connection: DIAL_CHANNEL_OPTIONS has a local subchannel pool), as
-  // when each call was a process of its own; only the modules are shared. The helper ends with its
-  // stdin (netns.ts closing it) or with the namespace.
+  // A gRPC client per call (its own connection: DIAL_CHANNEL_OPTIONS has a local subchannel pool),
+  // as when each call was a process of its own; only the modules are shared. fetch keeps its
+  // connections alive between calls (undici's global pool), which no caller here tells apart. The
+  // helper ends with the namespace (netns.ts kills everything in it), or when its stdin closes
+  // with the test process.
   createInterface({ input: process.stdin }).on('line', (line) => {
     const { id, request } = JSON.parse(line) as { id: number; request: Request }
     answer(request).then(
