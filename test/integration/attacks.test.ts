@@ -131,9 +131,16 @@ for (const clusterToken of [false, true]) {
       const name = clusterToken ? `g. ${f.id}. ${f.title}` : `${f.id}. ${f.title}`
       await t.test(name, async () => {
         const round = await takeHostages(c, f.id)
-        await Promise.all(POSITIONS.map((p, n) => attack(c, round, f, p, n)))
-        await f.check?.(c)
-        await unharmed(c, round)
+        try {
+          // Every position's calls settle before a failure is reported: none runs on into the next round.
+          const settled = await Promise.allSettled(POSITIONS.map((p, n) => attack(c, round, f, p, n)))
+          for (const s of settled) if (s.status === 'rejected') throw s.reason
+          await f.check?.(c)
+          await unharmed(c, round)
+        } finally {
+          // A failed round still lets its tasks go, so that the next finding starts on a clean cluster.
+          writeFileSync(round.go, '')
+        }
       })
     }
   })

@@ -11,7 +11,7 @@ import { DEFAULT_SETTINGS, runChaos, type ChaosResult } from '../../bench/chaos/
 // (the seed fixes their order, targets and lengths): kill -9 of a worker and of the master, SIGSTOP of a
 // worker under and over the heartbeat timeout, the store locked by another process (and the
 // master killed during such an outage), its directory read-only, and a worker partitioned off in its own network namespace (the last two
-// need root; skipped with the reason elsewhere). One run, in `before`, at most 90 s; then a test
+// need root; skipped with the reason elsewhere). One run, in `before` (about a minute; its round is bounded by the recovery and drain deadlines, the hook by 150 s); then a test
 // per invariant the README promises, each failing with the tasks that broke it and their history.
 
 const SHORT = {

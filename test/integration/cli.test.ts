@@ -114,12 +114,12 @@ test('each operator command: tables for people, --json for scripts, exit codes',
 test('a master and a worker given a flag twice run with its last value', async (t) => {
   const master = await startMaster(t, {
     dataDir: tempDir(t),
-    args: [...FAST_MASTER_FLAGS, '--reconnect-interval', '60s', '--log-pretty', '--no-log-pretty'],
+    args: [...FAST_MASTER_FLAGS, '--reconnect-interval', '60s', '--dial-timeout', '2s', '--dial-timeout', '4s', '--log-pretty', '--no-log-pretty'],
     env: { CLOUDAI_TELEMETRY_STEP: '2s' },
   })
   const monitor = await master.proc.waitForLog(msgIs('Worker reconnection monitor started'), 'monitor started')
   assert.equal(monitor.intervalMs, 60_000, 'the appended --reconnect-interval, not the 300ms before it')
-  assert.equal(monitor.dialTimeoutMs, 3000, 'FAST_MASTER_FLAGS\' --dial-timeout, given once')
+  assert.equal(monitor.dialTimeoutMs, 4000, 'the last of three --dial-timeout (none of them the default)')
   const telemetry = await master.proc.waitForLog(msgHas('Telemetry started'), 'telemetry started')
   assert.equal(telemetry.stepMs, 2000, 'CLOUDAI_* variables are still read')
   assert.ok(master.proc.lines.every((l) => l.raw !== true), '--no-log-pretty after --log-pretty: JSON lines')

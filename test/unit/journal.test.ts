@@ -199,13 +199,16 @@ test('a retry under way during an outage still counts what it carries as backlog
   let release!: () => void
   store.holdWorkers = new Promise<void>((r) => (release = r))
   const before = store.workerBatches.length
+  const failures = store.failures
   await advance(clock, 1000)
   assert.equal(journal.healthy, false)
+  assert.equal(store.failures, failures, 'the retry is held in the store, not yet refused')
   assert.equal(journal.status().backlog, 2, 'the batch in the store\'s hands is still backlog')
   release()
   store.holdWorkers = null
   await tick()
   await tick()
+  assert.equal(store.failures, failures + 1, 'the held retry was the one refused')
   assert.equal(journal.status().backlog, 2, 'refused: put back, still 2')
   assert.equal(store.workerBatches.length, before, 'nothing was written')
   store.failing = false
