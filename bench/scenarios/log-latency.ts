@@ -40,16 +40,38 @@ class LogMaster {
     return `http://127.0.0.1:${this.httpPort}`
   }
 
+  /**
+   * Up to five tries: the HTTP port is free when picked but another process on the machine (the
+   * test suite runs files side by side) may bind it before the master does; the gRPC port, which
+   * must stay the same across a restart, may also be taken for a moment by a client's ephemeral
+   * port. Either is the master's "port ... is in use" at start; anything else fails at once.
+   */
   static async start(grpcPort: number, dataDir: string): Promise<LogMaster> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await LogMaster.startOnce(grpcPort, dataDir)
+      } catch (err) {
+        if (attempt >= 5 || !/port (\d+ )?is in use|EADDRINUSE/.test(String((err as Error).message))) throw err
+        await new Promise((resolve) => setTimeout(resolve, 200 * attempt))
+      }
+    }
+  }
+
+  private static async startOnce(grpcPort: number, dataDir: string): Promise<LogMaster> {
     const httpPort = await freePort()
     const child = spawn(process.execPath, [CLI, 'master', '--grpc-host', '127.0.0.1', '--grpc-port', String(grpcPort), '--http-host', '127.0.0.1', '--http-port', String(httpPort), '--advertise', `127.0.0.1:${grpcPort}`, '--data-dir', dataDir, ...MASTER_FLAGS], { stdio: ['ignore', 'ignore', 'pipe'] })
     let stderr = ''
     child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr = (stderr + d).slice(-4000)))
     const m = new LogMaster(child, httpPort)
-    await until(async () => {
-      if (child.exitCode !== null) throw new Error(`master exited with ${child.exitCode} at start: ${stderr}`)
-      return (await m.request('/api/status').catch(() => null))?.status === 200
-    }, 'the master answering', 20_000)
+    try {
+      await until(async () => {
+        if (child.exitCode !== null) throw new Error(`master exited with ${child.exitCode} at start: ${stderr}`)
+        return (await m.request('/api/status').catch(() => null))?.status === 200
+      }, 'the master answering', 30_000)
+    } catch (err) {
+      await m.stop()
+      throw err
+    }
     return m
   }
 
@@ -130,8 +152,15 @@ class Front {
   }
 }
 
-/** `cloudai logs <id> -f` as a child: each stdout line to `onLine` with the time it was read; resolves with its exit code and stderr. */
-function follow(api: string, taskId: string, onLine: (text: string, readAt: number) => void): Promise<{ exitCode: number | null; stderr: string }> {
+/** A follow that had not ended by its deadline: the task, as the master has it, is in the message. */
+const followDeadlineMs = (lines: number): number => 120_000 + lines * 100
+
+/**
+ * `cloudai logs <id> -f` as a child: each stdout line to `onLine` with the time it was read;
+ * `done` resolves with its exit code and stderr. `stop` kills it (a run that cannot go on, or
+ * its deadline), so that a follow that never ends fails the run instead of hanging it.
+ */
+function follow(api: string, taskId: string, onLine: (text: string, readAt: number) => void): { done: Promise<{ exitCode: number | null; stderr: string }>; stop: () => void } {
   const cli = spawn(process.execPath, [CLI, 'logs', taskId, '-f', '--api', api], { stdio: ['ignore', 'pipe', 'pipe'] })
   let buf = ''
   let stderr = ''
@@ -146,7 +175,22 @@ function follow(api: string, taskId: string, onLine: (text: string, readAt: numb
     }
   })
   cli.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d))
-  return new Promise((resolve) => cli.once('exit', (code) => resolve({ exitCode: code, stderr })))
+  const done = new Promise<{ exitCode: number | null; stderr: string }>((resolve) => cli.once('exit', (code) => resolve({ exitCode: code, stderr })))
+  return { done, stop: () => void cli.kill('SIGKILL') }
+}
+
+/** Waits for the follow to end; past its deadline, stops it and throws with what the master says of the task. */
+async function followEnd(f: ReturnType<typeof follow>, master: () => LogMaster, taskId: string, lines: number): Promise<{ exitCode: number | null; stderr: string }> {
+  let timedOut = false
+  const timer = setTimeout(() => {
+    timedOut = true
+    f.stop()
+  }, followDeadlineMs(lines))
+  const done = await f.done
+  clearTimeout(timer)
+  if (!timedOut) return done
+  const task = await master().request(`/api/tasks/${taskId}`).catch((err: Error) => ({ status: 0, body: err.message }))
+  throw new Error(`log-latency: \`cloudai logs ${taskId} -f\` had not ended ${followDeadlineMs(lines)} ms after it started; the master answers for the task ${task.status}: ${JSON.stringify(task.body)}; the CLI's stderr: ${done.stderr.slice(-2000)}`)
 }
 
 async function latencyRun(master: LogMaster, lines: number): Promise<Run> {
@@ -157,14 +201,14 @@ async function latencyRun(master: LogMaster, lines: number): Promise<Run> {
   let firstAt: number | null = null
   let expected = 1
   let inOrder = true
-  const { exitCode } = await follow(master.api, taskId, (line, now) => {
+  const { exitCode } = await followEnd(follow(master.api, taskId, (line, now) => {
     const [seq, ns] = line.split(' ')
     if (Number(seq) !== expected++) inOrder = false
     received++
     firstAt ??= now
     const printedAt = Number(BigInt(ns ?? '0') / 1_000_000n)
     if (printedAt >= firstAt) latencies.push(now - printedAt)
-  })
+  }), () => master, taskId, lines)
   return { lines, received, inOrder, exitCode, latenciesMs: latencies }
 }
 
@@ -215,7 +259,7 @@ async function restartRun(kind: RestartRun['restart'], master: () => LogMaster, 
   let resumeMs: number | null = null
   let restarted: Promise<void> | null = null
   let restartOver = false
-  const done = await follow(front.api, taskId, (line, now) => {
+  const f = follow(front.api, taskId, (line, now) => {
     const n = Number(line.split(' ')[0])
     let cur = attempts.at(-1)!
     if (n === 1 && cur.length > 0) attempts.push((cur = []))
@@ -223,11 +267,19 @@ async function restartRun(kind: RestartRun['restart'], master: () => LogMaster, 
     if (restartAt !== null && resumeMs === null && restartOver) resumeMs = now - restartAt
     if (restartAt === null && cur.length >= Math.floor(lines / 3)) {
       restartAt = now
-      // Awaited below, once the CLI is done (a failure is the run's).
+      // Awaited below, once the CLI is done (a failure is the run's); a restart that failed
+      // leaves the CLI nothing to reach, so it is stopped.
       restarted = restart().finally(() => (restartOver = true))
-      restarted.catch(() => undefined)
+      restarted.catch(() => f.stop())
     }
   })
+  let done: Awaited<ReturnType<typeof followEnd>>
+  try {
+    done = await followEnd(f, master, taskId, lines)
+  } catch (err) {
+    await (restarted as Promise<void> | null) // the restart's own failure, when it is the cause
+    throw err
+  }
   await restarted
   let lost = 0
   let duplicated = 0

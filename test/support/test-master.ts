@@ -53,6 +53,11 @@ export function testMasterConfig(dataDir: string, overrides: Partial<MasterConfi
     // A thread per connected worker: none while no worker connects.
     telemetryThreads: 'per-worker',
     shutdownGraceMs: 1000,
+    // A file of tests shares this master, and some of them (20,000 workers, lists of many MB) hold
+    // the process's one event loop for seconds on a busy machine: with the default 5 s the master
+    // lost its lease there and the next tests got 503 CLOUDAI_NOT_LEADER. No test of this master
+    // is about the lease (the failover tests run real masters with their own flags).
+    leaseTimeoutMs: 60_000,
     log: { level: 'debug', pretty: false },
     ...overrides,
   }
