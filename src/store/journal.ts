@@ -368,6 +368,14 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
     try {
       await this.write(batch, progress)
     } catch (err) {
+      if (this.fence) {
+        // Fenced while this batch was in the store's hands (a writeTaskNow refused meanwhile):
+        // nothing will write it again, so it is dropped and counted with the rest, not put back
+        // to sit in the backlog for good. (Fenced by this very refusal, it is put back below and
+        // fencedOff drops and counts it with what the journal holds.)
+        this.fence.discarded += batch.length - progress.written
+        throw err
+      }
       // Put back what was not written, ahead of anything appended meanwhile.
       this.entries = batch.slice(progress.written).concat(this.entries)
       if (this.entries.length > this.coalesceAt) this.coalesce()
@@ -461,6 +469,11 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
         done += part.length
       }
     } catch (err) {
+      if (this.fence) {
+        // As for a batch of entries: fenced meanwhile, nothing would write these again.
+        this.fence.discarded += ids.length - done
+        throw err
+      }
       for (let i = done; i < ids.length; i++) this.heartbeats.add(ids[i]!)
       this.heartbeatsDue = true
       throw err

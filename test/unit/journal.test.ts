@@ -411,3 +411,32 @@ test('a task written at once by a deposed master is refused with CLOUDAI_STALE_E
   assert.deepEqual((await other.loadTasks()).map((t) => t.id), ['t1'])
   await journal.close()
 })
+
+test('a batch in the store\'s hands when a task written at once is refused as stale is dropped and counted, not put back: no backlog left that nothing writes', async () => {
+  const { clock, store, registry, journal } = setup()
+  const { other, takeOver } = await deposed(store)
+  journal.start(true)
+  await journal.writeTaskNow(task('t1', 'queued', 1))
+  await takeOver()
+  // A flush of two worker changes waits in the store (its lock held elsewhere)...
+  let release!: () => void
+  store.holdWorkers = new Promise<void>((r) => (release = r))
+  registry.register('w1', 'h:1', 0)
+  registry.register('w2', 'h:2', 0)
+  const synced = journal.sync()
+  await tick()
+  assert.equal(journal.status().backlog, 2, 'the batch in the store\'s hands')
+  // ...while a task written at once is refused: the journal is fenced with nothing else held.
+  await assert.rejects(journal.writeTaskNow(task('t2', 'queued', 1)), (e: Error & { code?: string }) => e.code === 'CLOUDAI_STALE_EPOCH')
+  assert.equal(journal.fenced?.discarded, 0)
+  release()
+  store.holdWorkers = null
+  assert.equal(await synced, false, 'the held batch was refused too')
+  assert.equal(journal.status().backlog, 0, 'dropped, not put back')
+  assert.equal(journal.fenced?.discarded, 2, 'and counted with what the fence dropped')
+  await advance(clock, 10_000)
+  assert.deepEqual((await other.loadWorkers()).map((w) => w.id), [], 'nothing of the deposed master reached the store')
+  await journal.close()
+  assert.equal(journal.status().backlog, 0)
+  assert.equal(clock.pending, 0, 'no timer left')
+})
