@@ -8,6 +8,9 @@ export interface LogConfig {
   pretty: boolean
 }
 
+/** The levels --log-level takes (here, not beside the logger: the CLI's client commands load no pino). */
+export const LOG_LEVELS: readonly LevelWithSilent[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
+
 /** PEM files of a process's gRPC TLS: its certificate and key, and the CA it trusts. */
 export interface TlsConfig {
   certPath: string

@@ -2,7 +2,7 @@ import yargs, { type Argv } from 'yargs'
 import { hideBin } from 'yargs/helpers'
 import type { MasterConfig, WorkerConfig } from '../config.js'
 import { isCloudaiError } from '../shared/errors.js'
-import { createLogger, LogOutput, type Logger } from '../shared/log.js'
+import type { Logger } from '../shared/log.js'
 import { loadUws } from '../master/api/uws.js'
 import { grpcConnectionBudget } from '../master/connection-budget.js'
 import { ApiClient, type ApiResponse } from './api-client.js'
@@ -58,10 +58,9 @@ import {
   type CommandName,
 } from './options.js'
 import { runLogs } from './logs.js'
-import { startPrompt } from './prompt.js'
 import { FaultGuard } from './fault-guard.js'
 import { Spinner } from './spinner.js'
-import { LiveConnection, type WatchMessage } from './watch.js'
+import type { WatchMessage } from './watch.js'
 
 // The `cloudai` command. yargs only parses: it records which command was chosen, and the command
 // runs after parsing, so that yargs never sees (and swallows) an error of ours. Exit codes: 0 on
@@ -387,6 +386,8 @@ async function operate<T>(
 /** `watch`: events until Ctrl-C; a lost connection is said on stderr and retried. */
 async function runWatch(opts: ApiCommandOptions, metrics: boolean, color: boolean): Promise<void> {
   const known = new Set<string>()
+  // ws is loaded by the commands that open the WebSocket, not by every command.
+  const { LiveConnection } = await import('./watch.js')
   const conn = new LiveConnection(
     { api: opts.api, apiToken: opts.apiToken, ...(metrics ? {} : { subscribe: { remove: ['metrics'] } }) },
     {
@@ -488,6 +489,7 @@ async function waitDrained(opts: ApiCommandOptions, id: string): Promise<void> {
 
 /** `register --wait`: until the worker is active, its registration is withdrawn, or the timeout. */
 async function waitActive(opts: ApiCommandOptions, id: string, timeoutMs: number): Promise<void> {
+  const { LiveConnection } = await import('./watch.js')
   const spinner = new Spinner(`waiting for worker ${id} to connect`).start()
   let finish!: (outcome: 'active' | 'removed' | 'timeout') => void
   const outcome = new Promise<'active' | 'removed' | 'timeout'>((resolve) => (finish = resolve))
@@ -599,11 +601,14 @@ async function runMaster(config: MasterConfig): Promise<void> {
     process.exitCode = EXIT_FAILURE
     return
   }
+  // Imported here rather than at the top: operator commands and flag errors should not load
+  // pino, gRPC, uWebSockets.js and SQLite, nor a master without a terminal the prompt.
+  const { createLogger, LogOutput } = await import('../shared/log.js')
   const logs = new LogOutput()
   const log = createLogger(config.log, logs)
-  // Imported here rather than at the top: operator commands and flag errors should not load
-  // gRPC, uWebSockets.js and SQLite.
   const { StandbyCycle } = await import('../master/standby-cycle.js')
+  const interactive = process.stdin.isTTY === true && process.stdout.isTTY === true
+  const { startPrompt } = interactive ? await import('./prompt.js') : { startPrompt: null }
   // A master that loses its lease goes back to standby in the same process (standby-cycle.ts).
   let failed: () => void = () => undefined
   const create = (): InstanceType<typeof StandbyCycle> => new StandbyCycle(config, { log, onFailure: () => failed() })
@@ -614,7 +619,7 @@ async function runMaster(config: MasterConfig): Promise<void> {
     }
     // Only with a terminal on both sides: the prompt prints what it is asked (a new worker's token
     // included) to stdout, which, redirected, is the log file.
-    if (process.stdin.isTTY !== true || process.stdout.isTTY !== true) return undefined
+    if (!interactive || !startPrompt) return undefined
     log.info({ step: 9 }, 'Interactive prompt started (type help for the commands)')
     const prompt = startPrompt({ control: cycle.control, input: process.stdin, output: process.stdout, logs, onExit: () => shutdown('exit at the prompt') })
     return () => prompt.close()
@@ -622,6 +627,7 @@ async function runMaster(config: MasterConfig): Promise<void> {
 }
 
 async function runWorker(config: WorkerConfig): Promise<void> {
+  const { createLogger } = await import('../shared/log.js')
   const log = createLogger(config.log)
   const { WorkerAgent } = await import('../worker/agent.js')
   await serve('worker', log, () => new WorkerAgent(config, { log }))

@@ -1,5 +1,6 @@
+import { createRequire } from 'node:module'
 import pino, { type Logger, type LevelWithSilent } from 'pino'
-import { prettyFactory } from 'pino-pretty'
+import type { prettyFactory as PrettyFactory } from 'pino-pretty'
 
 export type { Logger }
 
@@ -47,10 +48,10 @@ export function createLogger(opts: LogOptions = {}, output: LogOutput = new LogO
   const options = { level: opts.level ?? 'info', name: opts.name, base: { pid: process.pid } }
   if (opts.pretty) {
     // Formatted in the call, not in a transform stream: as synchronous as the JSON lines.
+    // Loaded only here: a process logging JSON (every one not on a terminal) does without it.
+    const { prettyFactory } = createRequire(import.meta.url)('pino-pretty') as { prettyFactory: typeof PrettyFactory }
     const format = prettyFactory({ colorize: process.stdout.isTTY === true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', singleLine: true })
     return pino(options, { write: (line: string) => output.write(format(line)) })
   }
   return pino(options, output)
 }
-
-export const LOG_LEVELS: readonly LevelWithSilent[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']

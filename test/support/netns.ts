@@ -391,15 +391,20 @@ function ours(end: NetnsEnd, what: string): void {
   if (live.get(end.name) !== end) throw new Error(`${what}: ${end.name} is not a live namespace of this test process (make it with createNetPair)`)
 }
 
-function nsSpawn(end: NetnsEnd, argv: readonly string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string }): NsProcess {
+/**
+ * `tailBytes`: keep only that much of the end of its stdout and stderr (a helper that lives as
+ * long as its namespace would otherwise hold all it ever printed); by default all of it.
+ */
+function nsSpawn(end: NetnsEnd, argv: readonly string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string; tailBytes?: number }): NsProcess {
   ours(end, 'run')
   if (argv.length === 0) throw new Error('run: no command')
   // `ip netns exec` execs the command in place: the child's pid is the command's own.
   const child = spawn('ip', ['netns', 'exec', end.name, ...argv], { cwd: opts.cwd ?? childCwd(), env: childEnv(opts.env), stdio: ['pipe', 'pipe', 'pipe'] })
   let stdout = ''
   let stderr = ''
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d))
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d))
+  const keep = (text: string): string => (opts.tailBytes !== undefined && text.length > opts.tailBytes ? text.slice(-opts.tailBytes) : text)
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout = keep(stdout + d)))
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr = keep(stderr + d)))
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     child.once('error', (err) => {
       stderr += String(err)
@@ -463,7 +468,7 @@ class NsClient {
   private next = 0
 
   constructor(readonly end: NetnsEnd, onGone: () => void) {
-    this.proc = nsSpawn(end, [process.execPath, NS_CLIENT, NS_CLIENT_FLAG], {})
+    this.proc = nsSpawn(end, [process.execPath, NS_CLIENT, NS_CLIENT_FLAG], { tailBytes: 16_384 })
     // Idle, the helper does not hold this process open (a pending call's timer does while it waits).
     this.proc.child.unref()
     for (const stream of [this.proc.child.stdin, this.proc.child.stdout, this.proc.child.stderr]) (stream as unknown as { unref?: () => void } | null)?.unref?.()

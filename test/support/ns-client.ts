@@ -39,6 +39,8 @@ function loadGrpc(): Promise<GrpcModules> {
     const proto = await import('../../src/shared/proto.js')
     return { grpc, proto, Client: proto.loadProto().Client }
   })()
+  // A load that failed is tried again by the next call, not answered with the same failure for good.
+  grpcModules.catch(() => (grpcModules = null))
   return grpcModules
 }
 
