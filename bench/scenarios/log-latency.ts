@@ -62,10 +62,13 @@ class LogMaster {
     const child = spawn(process.execPath, [CLI, 'master', '--grpc-host', '127.0.0.1', '--grpc-port', String(grpcPort), '--http-host', '127.0.0.1', '--http-port', String(httpPort), '--advertise', `127.0.0.1:${grpcPort}`, '--data-dir', dataDir, ...MASTER_FLAGS], { stdio: ['ignore', 'ignore', 'pipe'] })
     let stderr = ''
     child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr = (stderr + d).slice(-4000)))
+    // 'close', not the exit code: its last words on stderr (the port in use) may come after 'exit'.
+    let closed = false
+    child.once('close', () => (closed = true))
     const m = new LogMaster(child, httpPort)
     try {
       await until(async () => {
-        if (child.exitCode !== null) throw new Error(`master exited with ${child.exitCode} at start: ${stderr}`)
+        if (closed) throw new Error(`master exited with ${child.exitCode ?? child.signalCode} at start: ${stderr}`)
         return (await m.request('/api/status').catch(() => null))?.status === 200
       }, 'the master answering', 30_000)
     } catch (err) {

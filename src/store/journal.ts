@@ -405,6 +405,8 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
   private async write(batch: Entry[], progress: { written: number }): Promise<void> {
     let i = 0
     while (i < batch.length) {
+      // Fenced by another write meanwhile: the store would refuse the rest, and a fenced journal writes no more.
+      if (this.fence) throw this.fence.error
       const kind = batch[i]!.kind
       let j = i
       while (j < batch.length && batch[j]!.kind === kind) j++
@@ -459,6 +461,7 @@ export class StoreJournal extends EventEmitter<JournalEvents> {
         // What was journalled meanwhile (a task placed, a worker registered) goes ahead of the
         // next part: it waits for one part at most, and its sync() resolves then.
         if (this.entries.length > 0) await this.writeEntries()
+        if (this.fence) throw this.fence.error
         const part = ids.slice(done, done + HEARTBEAT_WRITE_ROWS)
         const upserts: WorkerRecord[] = []
         for (const id of part) {

@@ -34,14 +34,17 @@ let grpcModules: Promise<GrpcModules> | null = null
 
 /** Loaded at the first gRPC call, not at the top: a helper that only fetches does not need them, and they are most of its start-up. */
 function loadGrpc(): Promise<GrpcModules> {
-  grpcModules ??= (async () => {
+  if (grpcModules) return grpcModules
+  const loading = (async () => {
     const grpc: typeof Grpc = await import('@grpc/grpc-js')
     const proto = await import('../../src/shared/proto.js')
     return { grpc, proto, Client: proto.loadProto().Client }
   })()
   // A load that failed is tried again by the next call, not answered with the same failure for good.
-  grpcModules.catch(() => (grpcModules = null))
-  return grpcModules
+  loading.catch(() => {
+    if (grpcModules === loading) grpcModules = null
+  })
+  return (grpcModules = loading)
 }
 
 async function doGrpc(req: Extract<Request, { kind: 'grpc' }>): Promise<object> {
