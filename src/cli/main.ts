@@ -607,8 +607,9 @@ async function runMaster(config: MasterConfig): Promise<void> {
   const logs = new LogOutput()
   const log = createLogger(config.log, logs)
   const { StandbyCycle } = await import('../master/standby-cycle.js')
-  const interactive = process.stdin.isTTY === true && process.stdout.isTTY === true
-  const { startPrompt } = interactive ? await import('./prompt.js') : { startPrompt: null }
+  // Only with a terminal on both sides: the prompt prints what it is asked (a new worker's token
+  // included) to stdout, which, redirected, is the log file.
+  const startPrompt = process.stdin.isTTY === true && process.stdout.isTTY === true ? (await import('./prompt.js')).startPrompt : null
   // A master that loses its lease goes back to standby in the same process (standby-cycle.ts).
   let failed: () => void = () => undefined
   const create = (): InstanceType<typeof StandbyCycle> => new StandbyCycle(config, { log, onFailure: () => failed() })
@@ -617,9 +618,7 @@ async function runMaster(config: MasterConfig): Promise<void> {
       process.exitCode = EXIT_FAILURE
       shutdown('the deposed master could not start again as a standby')
     }
-    // Only with a terminal on both sides: the prompt prints what it is asked (a new worker's token
-    // included) to stdout, which, redirected, is the log file.
-    if (!interactive || !startPrompt) return undefined
+    if (!startPrompt) return undefined
     log.info({ step: 9 }, 'Interactive prompt started (type help for the commands)')
     const prompt = startPrompt({ control: cycle.control, input: process.stdin, output: process.stdout, logs, onExit: () => shutdown('exit at the prompt') })
     return () => prompt.close()
