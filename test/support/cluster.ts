@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync } from 'node:fs'
+import { createRequire } from 'node:module'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -13,6 +14,7 @@ import type { NetnsEnd } from './netns.js'
 
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url))
 export const CLI = join(ROOT, 'bin', 'cloudai.js')
+const nativeRequire = createRequire(import.meta.url)
 
 /** What a child process inherits of this one's environment; the rest (any CLOUDAI_* set in the shell) stays out. */
 const INHERITED_ENV = ['PATH', 'HOME', 'LANG', 'LC_ALL', 'TZ', 'TMPDIR'] as const
@@ -147,25 +149,57 @@ export function tempDir(t: TestContext, prefix = 'cloudai-test-'): string {
   return dir
 }
 
+/** Ports below the kernel's ephemeral range (ip_local_port_range, 32768-60999 here), in blocks. */
+const PORT_BLOCKS = { first: 10_000, size: 100, count: 100 } as const
+
+/** This test process's block: its first port, the next one to hand out, and the locked file that makes it ours. */
+let portBlock: { first: number; next: number; fd: number } | null = null
+
+/**
+ * Claims a block of ports for this test process (each test file runs in a process of its own),
+ * under an OS lock on a file per block: no other test file can pick a port of it while this one
+ * runs, and the kernel lets go of the lock when the process ends, kill -9 included, so no block
+ * stays taken by a run that crashed. The lock is the data directory's own (fs-native-extensions:
+ * F_OFD_SETLK), whose open-file-description locks also conflict within a process.
+ */
+function claimPortBlock(): { first: number; next: number; fd: number } {
+  const { tryLock } = nativeRequire('fs-native-extensions') as { tryLock(fd: number): boolean }
+  const dir = join(tmpdir(), 'cloudai-test-port-blocks')
+  mkdirSync(dir, { recursive: true })
+  for (let i = 0; i < PORT_BLOCKS.count; i++) {
+    // The lock files stay: removing one would let a process holding the old file and one creating a new one both own the block.
+    const fd = openSync(join(dir, `block-${i}`), 'a')
+    if (tryLock(fd)) {
+      const first = PORT_BLOCKS.first + i * PORT_BLOCKS.size
+      return { first, next: first, fd }
+    }
+    closeSync(fd)
+  }
+  throw new Error(`all ${PORT_BLOCKS.count} test port blocks are taken (${join(tmpdir(), 'cloudai-test-port-blocks')})`)
+}
+
 /**
  * A port free right now, for a worker that must be registered before it starts. Picked below the
- * kernel's ephemeral range (ip_local_port_range, 32768-60999 here): a port from bind(0) could be
- * handed to another process's bind(0) or outgoing connection before the worker binds it (tests run
- * several files at a time, and masters dial), and the worker would fail with EADDRINUSE. Below the range
- * only another explicit pick can take it, and a random pick makes that unlikely. (20000 and up is
- * where the bench registers addresses of its load generators, which a master may dial.)
+ * kernel's ephemeral range: a port from bind(0) could be handed to another process's bind(0) or
+ * outgoing connection before the worker binds it (tests run several files at a time, and masters
+ * dial), and the worker would fail with EADDRINUSE. Below the range only another explicit pick can
+ * take it, and each test file picks from a block of its own (claimPortBlock), so that is only
+ * something outside the suite. (20000 and up is where the bench registers addresses of its load
+ * generators, which a master may dial.)
  */
 export async function reservePort(): Promise<number> {
-  for (let attempt = 0; ; attempt++) {
-    const port = 10000 + Math.floor(Math.random() * 10000)
+  portBlock ??= claimPortBlock()
+  const block = portBlock
+  while (block.next < block.first + PORT_BLOCKS.size) {
+    const port = block.next++
     const free = await new Promise<boolean>((resolve) => {
       const srv = createServer()
       srv.once('error', () => resolve(false))
       srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)))
     })
     if (free) return port
-    if (attempt >= 50) throw new Error('no free port found between 10000 and 20000')
   }
+  throw new Error(`this test file used up its block of ports ${block.first}-${block.first + PORT_BLOCKS.size - 1}`)
 }
 
 export interface MasterHandle {
