@@ -1,12 +1,16 @@
 import { CloudaiError, ErrorCodes, type ErrorCode } from '../shared/errors.js'
 import type { LogsOptions } from './options.js'
+import { formatDuration } from '../shared/duration.js'
+import { TASK_LOG_KEEPALIVE_MS } from '../shared/task-log-stream.js'
 
 // `cloudai logs <id>`: a task's output from GET /api/tasks/{id}/logs as NDJSON, printed line by
 // line as it comes. A connection lost after the first answer is opened again by itself, from the
 // last sequence number printed (the route's `after`), so no line is printed twice or skipped; with
 // -f the command ends when the task does, with the task's exit code. `--since` goes to the master
 // as typed (a duration is read on the master's clock, as the lines' times are); a reconnection
-// sends the time it stood for when the first request went, so the window does not slide.
+// sends the time it stood for when the first request went, so the window does not slide. A
+// connection that brings nothing at all for --idle-timeout (the master's keepalives included) is
+// counted as lost too, and opened again the same way.
 
 /** Time given to the master to answer with headers (the body may then take as long as the task). */
 const CONNECT_TIMEOUT_MS = 10_000
@@ -41,13 +45,24 @@ export async function runLogs(api: string, token: string | null, id: string, opt
       if (opts.tail > 0) params.set('tail', String(opts.tail))
     }
     const path = `/api/tasks/${encodeURIComponent(id)}/logs${params.size > 0 ? `?${params}` : ''}`
-    const connect = new AbortController()
-    const timer = setTimeout(() => connect.abort(), CONNECT_TIMEOUT_MS)
+    // One signal for the whole request: the connect timeout until the headers come, then the idle
+    // limit, restarted by every piece read. A cut link or a master stopped dead sends nothing, not
+    // even its keepalive, and no FIN: without the limit the read would wait forever.
+    const request = new AbortController()
+    let idle = false
+    let timer = setTimeout(() => request.abort(), CONNECT_TIMEOUT_MS)
+    const restartIdle = (): void => {
+      clearTimeout(timer)
+      timer = setTimeout(() => {
+        idle = true
+        request.abort()
+      }, opts.idleTimeoutMs)
+    }
     let res: Response
     try {
       res = await fetch(api.replace(/\/+$/, '') + path, {
         headers: { accept: 'application/x-ndjson', ...(token ? { authorization: `Bearer ${token}` } : {}) },
-        signal: connect.signal,
+        signal: request.signal,
       })
     } catch (err) {
       clearTimeout(timer)
@@ -56,8 +71,8 @@ export async function runLogs(api: string, token: string | null, id: string, opt
       delay = Math.min(RETRY_MAX_MS, delay * 2)
       continue
     }
-    clearTimeout(timer)
     if (res.status !== 200) {
+      clearTimeout(timer)
       const text = await res.text().catch(() => '')
       // A master restarting answers 503 for a moment: the same as a lost connection.
       if (connected && res.status === 503) {
@@ -67,10 +82,12 @@ export async function runLogs(api: string, token: string | null, id: string, opt
       throw errorFrom(res.status, text)
     }
     connected = true
+    restartIdle()
     let buf = ''
     const decoder = new TextDecoder()
     try {
       for await (const piece of res.body ?? []) {
+        restartIdle()
         buf += decoder.decode(piece as Uint8Array, { stream: true })
         let nl
         while ((nl = buf.indexOf('\n')) >= 0) {
@@ -97,7 +114,10 @@ export async function runLogs(api: string, token: string | null, id: string, opt
       }
     } catch (err) {
       if (err instanceof CloudaiError || err instanceof SyntaxError) throw err
+    } finally {
+      clearTimeout(timer)
     }
+    if (idle) io.err(`cloudai: nothing from the master for ${formatDuration(opts.idleTimeoutMs)}, not even its keepalive (every ${formatDuration(TASK_LOG_KEEPALIVE_MS)}): the link or the master is gone\n`)
     // The stream ended without its end event: the connection was lost.
     await lost(io, after, delay)
     delay = Math.min(RETRY_MAX_MS, delay * 2)

@@ -3,6 +3,7 @@ import type { Options } from 'yargs'
 import { accessSync, constants, readFileSync } from 'node:fs'
 import { LOG_LEVELS, MASTER_DEFAULTS, MONGO_STORE_DEFAULTS, WORKER_DEFAULTS, type ClusterSecurity, type LogConfig, type MasterConfig, type StoreConfig, type WorkerConfig } from '../config.js'
 import { formatDuration, formatLongDuration, parseDuration, parseLongDuration } from '../shared/duration.js'
+import { TASK_LOG_IDLE_DEFAULT_MS, TASK_LOG_KEEPALIVE_MS } from '../shared/task-log-stream.js'
 import { CloudaiError, isCloudaiError } from '../shared/errors.js'
 import type { TaskStatus } from '../shared/types.js'
 import { parseAddress, parsePort, validateAddress, validateString, validateTaskId, validateWorkerId } from '../shared/validation.js'
@@ -248,12 +249,17 @@ export const DRAIN_OPTIONS: Record<string, Options> = flagsOnly({
 })
 
 // `logs <id>`: what to read of a task's output.
+/** `logs --idle-timeout`: from a second (a test, a link known to be quick) to an hour. */
+const LOG_IDLE_MIN_MS = 1_000
+const LOG_IDLE_MAX_MS = 3_600_000
+
 export const LOGS_OPTIONS: Record<string, Options> = flagsOnly({
   follow: { alias: 'f', type: 'boolean', default: false, describe: 'follow the output until the task ends, then exit with its exit code' },
   tail: { type: 'string', describe: 'only the last N lines (1 to 100000), then follow with -f' },
   since: { type: 'string', describe: 'only the lines from this time on: a duration back from now (10m, 2h, 1d) or an RFC 3339 time (2026-12-01T19:00:00Z)' },
   after: { type: 'string', describe: 'only the lines after this sequence number (what a reader saw last; the API\'s SSE id)' },
   timestamps: { type: 'boolean', default: false, describe: 'start each line with the time the worker read it (RFC 3339)' },
+  'idle-timeout': { type: 'string', default: formatDuration(TASK_LOG_IDLE_DEFAULT_MS), describe: `with nothing from the master for this long (it sends a keepalive every ${formatDuration(TASK_LOG_KEEPALIVE_MS)}), count the connection as lost and reconnect (${formatDuration(LOG_IDLE_MIN_MS)} to ${formatDuration(LOG_IDLE_MAX_MS)})` },
 })
 
 export interface LogsOptions {
@@ -264,6 +270,8 @@ export interface LogsOptions {
   /** `--since` as typed (checked), or null. */
   since: string | null
   timestamps: boolean
+  /** Nothing read for this long: the connection is lost (a cut link, a master stopped dead). */
+  idleTimeoutMs: number
 }
 
 /** `logs` flags, checked with the route's own limits. */
@@ -274,6 +282,7 @@ export function buildLogsOptions(argv: Argv): LogsOptions {
     after: optional(argv, 'after', wholeNumber(0)) ?? 0,
     since: optional(argv, 'since', logSince) ?? null,
     timestamps: argv.timestamps === true,
+    idleTimeoutMs: optional(argv, 'idle-timeout', durationWithin(LOG_IDLE_MIN_MS, LOG_IDLE_MAX_MS)) ?? TASK_LOG_IDLE_DEFAULT_MS,
   }
 }
 

@@ -277,6 +277,55 @@ test('cli: cloudai logs -f reconnects by itself after a lost connection and prin
   assert.equal(stdout, Array.from({ length: 15 }, (_, i) => `line-${i + 1}\n`).join(''))
 })
 
+test('cli: cloudai logs -f on a link that goes silent (no FIN, no keepalive) counts it lost after --idle-timeout, reconnects, and prints every line once', async (t) => {
+  const { master } = shared
+  // A proxy whose connections the test can silence: from then on what the master sends them is
+  // read and dropped, and nothing is closed: a cut link, or a master stopped dead, as the reader sees it.
+  const silenced = new Set<Socket>()
+  const open = new Set<Socket>()
+  const proxy = createServer((client) => {
+    const upstream = connect(master.httpPort, '127.0.0.1')
+    open.add(client)
+    client.pipe(upstream)
+    upstream.on('data', (d: Buffer) => {
+      if (!silenced.has(client)) client.write(d)
+    })
+    const drop = (): void => {
+      open.delete(client)
+      client.destroy()
+      upstream.destroy()
+    }
+    client.on('error', drop).on('close', drop)
+    upstream.on('error', drop).on('close', drop)
+  })
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve))
+  t.after(() => proxy.close())
+  const port = (proxy.address() as AddressInfo).port
+  const go = join(tempDir(t), 'go')
+  const id = await submit(master.api, `for i in 1 2 3 4; do echo line-$i; done; while [ ! -e ${go} ]; do sleep 0.05; done; for i in $(seq 5 15); do echo line-$i; sleep 0.02; done`)
+  const cli = spawn(process.execPath, [CLI, 'logs', id, '-f', '--idle-timeout', '1s', '--api', `http://127.0.0.1:${port}`], { cwd: childCwd(), env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
+  t.after(() => cli.kill('SIGKILL'))
+  let stdout = ''
+  let stderr = ''
+  const exited = new Promise<number | null>((resolve) => cli.once('exit', resolve))
+  let silent = false
+  cli.stdout.setEncoding('utf8').on('data', (d: string) => {
+    stdout += d
+    if (!silent && stdout.includes('line-4\n')) {
+      silent = true
+      for (const s of open) silenced.add(s)
+      // Lines 5 on are printed only now, and reach the silenced connection's socket, not the CLI.
+      writeFileSync(go, '')
+    }
+  })
+  cli.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d))
+  assert.equal(await exited, 0, stderr)
+  assert.ok(silent)
+  assert.match(stderr, /nothing from the master for 1s, not even its keepalive \(every 15s\)/)
+  assert.match(stderr, /reconnecting from line 5/)
+  assert.equal(stdout, Array.from({ length: 15 }, (_, i) => `line-${i + 1}\n`).join(''))
+})
+
 test('cli: cloudai logs --tail N -f whose first connection is lost before any line came asks for the same last lines again', async (t) => {
   const { master } = shared
   const go = join(tempDir(t), 'go')

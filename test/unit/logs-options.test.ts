@@ -48,17 +48,22 @@ test('GET /api/tasks/{id}/logs query: anything else is CLOUDAI_BAD_REQUEST', () 
   assert.equal(code(() => parseLogQuery('', 'abc')), 'CLOUDAI_BAD_REQUEST')
 })
 
-test('cloudai logs flags: -f, --tail, --after, --since and --timestamps, checked with the route\'s limits', () => {
-  const none = { follow: false, tail: 0, after: 0, since: null, timestamps: false }
+test('cloudai logs flags: -f, --tail, --after, --since, --timestamps and --idle-timeout, checked with the route\'s limits', () => {
+  const none = { follow: false, tail: 0, after: 0, since: null, timestamps: false, idleTimeoutMs: 45_000 }
   assert.deepEqual(buildLogsOptions({}), none)
-  assert.deepEqual(buildLogsOptions({ follow: true, tail: '5', after: '9', since: '10m', timestamps: true }), { follow: true, tail: 5, after: 9, since: '10m', timestamps: true })
+  assert.deepEqual(buildLogsOptions({ follow: true, tail: '5', after: '9', since: '10m', timestamps: true }), { ...none, follow: true, tail: 5, after: 9, since: '10m', timestamps: true })
+  assert.deepEqual(buildLogsOptions({ 'idle-timeout': '2m' }), { ...none, idleTimeoutMs: 120_000 })
+  assert.deepEqual(buildLogsOptions({ 'idle-timeout': '1s' }), { ...none, idleTimeoutMs: 1_000 })
+  // A plain number is seconds, as for every other duration flag.
+  assert.deepEqual(buildLogsOptions({ 'idle-timeout': '90' }), { ...none, idleTimeoutMs: 90_000 })
   assert.deepEqual(buildLogsOptions({ since: '2026-12-01T19:00:00Z' }), { ...none, since: '2026-12-01T19:00:00Z' })
   assert.deepEqual(buildLogsOptions({ tail: ['5', '7'] }), { ...none, tail: 7 })
-  for (const argv of [{ tail: 'many' }, { tail: '0' }, { tail: '100001' }, { after: '-1' }, { after: '10m' }, { since: '10' }, { since: 'soon' }, { since: '2026-12-01' }]) {
+  for (const argv of [{ tail: 'many' }, { tail: '0' }, { tail: '100001' }, { after: '-1' }, { after: '10m' }, { since: '10' }, { since: 'soon' }, { since: '2026-12-01' }, { 'idle-timeout': '0s' }, { 'idle-timeout': '999ms' }, { 'idle-timeout': '2h' }, { 'idle-timeout': 'soon' }]) {
     assert.equal(code(() => buildLogsOptions(argv)), 'CLOUDAI_BAD_CONFIG', JSON.stringify(argv))
   }
   assert.match(refusal(() => buildLogsOptions({ since: 'soon' })).message, /^--since "soon" is not a time: use a duration back from now/)
   assert.match(refusal(() => buildLogsOptions({ since: '42' })).message, /use --after 42/)
+  assert.match(refusal(() => buildLogsOptions({ 'idle-timeout': '2h' })).message, /^--idle-timeout "2h" is out of range: use from 1s to 1h/)
 })
 
 function refusal(run: () => unknown): CloudaiError {

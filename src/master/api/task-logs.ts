@@ -1,4 +1,5 @@
 import { CloudaiError } from '../../shared/errors.js'
+import { TASK_LOG_KEEPALIVE_MS } from '../../shared/task-log-stream.js'
 import type { MasterControl } from '../control.js'
 import type { LogEvent } from '../task-log-feeds.js'
 import type { LogQuery } from './query.js'
@@ -15,8 +16,6 @@ import type { Reply, ReplyStream } from './respond.js'
 
 export const SSE_TYPE = 'text/event-stream; charset=utf-8'
 export const NDJSON_TYPE = 'application/x-ndjson; charset=utf-8'
-/** A comment (SSE) or a blank line (NDJSON) this often keeps proxies from closing a quiet stream. */
-const KEEPALIVE_MS = 15_000
 
 function sse(e: LogEvent): string {
   const data = JSON.stringify(e)
@@ -62,6 +61,8 @@ export function serveTaskLogs(control: MasterControl, reply: Reply, id: string, 
   // uWS sends the headers with the first bytes of the body (an empty write sends nothing): a
   // keepalive now, so that a reader of a task that has printed nothing yet has its answer.
   stream.write(asNdjson ? '\n' : 'retry: 1000\n\n')
-  keepalive = setInterval(() => stream.write(asNdjson ? '\n' : ': keepalive\n\n'), KEEPALIVE_MS)
+  // A comment (SSE) or a blank line (NDJSON): keeps proxies from closing a quiet stream, and tells
+  // a reader that hears nothing for a few of them that the link is gone (task-log-stream.ts).
+  keepalive = setInterval(() => stream.write(asNdjson ? '\n' : ': keepalive\n\n'), TASK_LOG_KEEPALIVE_MS)
   keepalive.unref()
 }
