@@ -4,7 +4,7 @@ import { writeFileSync } from 'node:fs'
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { before, test, type TestContext } from 'node:test'
-import { api, CLI, childCwd, childEnv, msgHas, reservePort, runCli, startMaster, startWorker, taskFinished, tempDir, waitUntil } from '../support/cluster.js'
+import { api, CLI, childCwd, childEnv, msgHas, reservePort, runCli, startMaster, startWorker, taskFinished, tempDir, waitUntil, type MasterHandle } from '../support/cluster.js'
 import { startCloudaiWorker } from '../support/cloudai-peers.js'
 import { cluster, lines, ndjson, register, sse, SLOW, submit, type Ev } from '../support/task-logs.js'
 
@@ -234,64 +234,27 @@ test('cli: cloudai logs -f prints the lines as they come and exits with the task
   assert.match(bad.stderr, /--tail/)
 })
 
-test('cli: cloudai logs -f reconnects by itself after a lost connection and prints every line once', async (t) => {
-  const { master } = shared
-  // A proxy between the CLI and the master whose connections the test cuts.
-  const sockets = new Set<Socket>()
-  const proxy = createServer((client) => {
-    const upstream = connect(master.httpPort, '127.0.0.1')
-    sockets.add(client).add(upstream)
-    client.pipe(upstream).pipe(client)
-    const drop = (): void => {
-      client.destroy()
-      upstream.destroy()
-    }
-    client.on('error', drop).on('close', drop)
-    upstream.on('error', drop).on('close', drop)
-  })
-  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve))
-  t.after(() => proxy.close())
-  const port = (proxy.address() as AddressInfo).port
-  // Lines 5 to 15 wait for the cut: on a loaded machine they could otherwise all be in the CLI's
-  // socket buffer before it even reads line 4, and nothing would be left to reconnect for.
-  const go = join(tempDir(t), 'go')
-  const id = await submit(master.api, `for i in 1 2 3 4; do echo line-$i; done; while [ ! -e ${go} ]; do sleep 0.05; done; for i in $(seq 5 15); do echo line-$i; sleep 0.02; done`)
-  const cli = spawn(process.execPath, [CLI, 'logs', id, '-f', '--api', `http://127.0.0.1:${port}`], { cwd: childCwd(), env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
-  t.after(() => cli.kill('SIGKILL'))
-  let stdout = ''
-  let stderr = ''
-  cli.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d))
-  const exited = new Promise<number | null>((resolve) => cli.once('exit', resolve))
-  let cut = false
-  cli.stdout.setEncoding('utf8').on('data', (d: string) => {
-    stdout += d
-    if (!cut && stdout.includes('line-4\n')) {
-      cut = true
-      for (const s of sockets) s.destroy()
-      writeFileSync(go, '')
-    }
-  })
-  assert.equal(await exited, 0, stderr)
-  assert.ok(cut)
-  assert.match(stderr, /reconnecting from line \d+/)
-  assert.equal(stdout, Array.from({ length: 15 }, (_, i) => `line-${i + 1}\n`).join(''))
-})
-
-test('cli: cloudai logs -f on a link that goes silent (no FIN, no keepalive) counts it lost after --idle-timeout, reconnects, and prints every line once', async (t) => {
-  const { master } = shared
-  // A proxy whose connections the test can silence: from then on what the master sends them is
-  // read and dropped, and nothing is closed: a cut link, or a master stopped dead, as the reader sees it.
+/**
+ * `cloudai logs -f` (with `args`) through a proxy to the master, of a task that prints lines 1 to
+ * 4, waits for the test's word, then prints 5 to 15. Once line 4 is printed, `atLine4` gets the
+ * proxy's connections as they are then (to cut or to silence), and the task goes on. Lines 5 on
+ * wait for that: on a loaded machine they could otherwise all be in the CLI's socket buffer before
+ * it even reads line 4, and nothing would be left to reconnect for.
+ */
+async function followThroughProxy(t: TestContext, master: MasterHandle, args: string[], atLine4: (conns: Connections) => void): Promise<{ code: number | null; stdout: string; stderr: string; reached: boolean }> {
+  const open = new Set<{ client: Socket; upstream: Socket }>()
   const silenced = new Set<Socket>()
-  const open = new Set<Socket>()
   const proxy = createServer((client) => {
     const upstream = connect(master.httpPort, '127.0.0.1')
-    open.add(client)
+    const conn = { client, upstream }
+    open.add(conn)
     client.pipe(upstream)
+    // A silenced connection's answers are read and dropped, and nothing is closed.
     upstream.on('data', (d: Buffer) => {
       if (!silenced.has(client)) client.write(d)
     })
     const drop = (): void => {
-      open.delete(client)
+      open.delete(conn)
       client.destroy()
       upstream.destroy()
     }
@@ -303,27 +266,56 @@ test('cli: cloudai logs -f on a link that goes silent (no FIN, no keepalive) cou
   const port = (proxy.address() as AddressInfo).port
   const go = join(tempDir(t), 'go')
   const id = await submit(master.api, `for i in 1 2 3 4; do echo line-$i; done; while [ ! -e ${go} ]; do sleep 0.05; done; for i in $(seq 5 15); do echo line-$i; sleep 0.02; done`)
-  const cli = spawn(process.execPath, [CLI, 'logs', id, '-f', '--idle-timeout', '1s', '--api', `http://127.0.0.1:${port}`], { cwd: childCwd(), env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
+  const cli = spawn(process.execPath, [CLI, 'logs', id, '-f', ...args, '--api', `http://127.0.0.1:${port}`], { cwd: childCwd(), env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
   t.after(() => cli.kill('SIGKILL'))
   let stdout = ''
   let stderr = ''
+  cli.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d))
   const exited = new Promise<number | null>((resolve) => cli.once('exit', resolve))
-  let silent = false
+  let reached = false
   cli.stdout.setEncoding('utf8').on('data', (d: string) => {
     stdout += d
-    if (!silent && stdout.includes('line-4\n')) {
-      silent = true
-      for (const s of open) silenced.add(s)
-      // Lines 5 on are printed only now, and reach the silenced connection's socket, not the CLI.
+    if (!reached && stdout.includes('line-4\n')) {
+      reached = true
+      const now = [...open]
+      atLine4({
+        cut: () => {
+          for (const c of now) {
+            c.client.destroy()
+            c.upstream.destroy()
+          }
+        },
+        silence: () => now.forEach((c) => silenced.add(c.client)),
+      })
       writeFileSync(go, '')
     }
   })
-  cli.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d))
-  assert.equal(await exited, 0, stderr)
-  assert.ok(silent)
-  assert.match(stderr, /nothing from the master for 1s, not even its keepalive \(every 15s\)/)
-  assert.match(stderr, /reconnecting from line 5/)
-  assert.equal(stdout, Array.from({ length: 15 }, (_, i) => `line-${i + 1}\n`).join(''))
+  return { code: await exited, stdout, stderr, reached }
+}
+
+interface Connections {
+  cut(): void
+  silence(): void
+}
+
+const FIFTEEN_LINES = Array.from({ length: 15 }, (_, i) => `line-${i + 1}\n`).join('')
+
+test('cli: cloudai logs -f reconnects by itself after a lost connection and prints every line once', async (t) => {
+  const res = await followThroughProxy(t, shared.master, [], (conns) => conns.cut())
+  assert.equal(res.code, 0, res.stderr)
+  assert.ok(res.reached)
+  assert.match(res.stderr, /reconnecting from line \d+/)
+  assert.equal(res.stdout, FIFTEEN_LINES)
+})
+
+test('cli: cloudai logs -f on a link that goes silent (no FIN, no keepalive) counts it lost after --idle-timeout, reconnects, and prints every line once', async (t) => {
+  // Silenced, not cut: a cut link, or a master stopped dead, as the reader sees it.
+  const res = await followThroughProxy(t, shared.master, ['--idle-timeout', '1s'], (conns) => conns.silence())
+  assert.equal(res.code, 0, res.stderr)
+  assert.ok(res.reached)
+  assert.match(res.stderr, /nothing from the master for 1s, not even its keepalive \(every 15s\)/)
+  assert.match(res.stderr, /reconnecting from line 5/)
+  assert.equal(res.stdout, FIFTEEN_LINES)
 })
 
 test('cli: cloudai logs --tail N -f whose first connection is lost before any line came asks for the same last lines again', async (t) => {
