@@ -25,7 +25,8 @@ import { CloudaiError } from './errors.js'
 const nativeRequire = createRequire(import.meta.url)
 /** Loaded on first use: operator commands that never lock a directory do not load the addon. */
 let tryLockFn: ((fd: number) => boolean) | null = null
-function tryLock(fd: number): boolean {
+/** An exclusive open-file-description lock on `fd` (an fd opened for writing), held until it is closed or the process ends; false when another holds it. */
+export function tryLock(fd: number): boolean {
   tryLockFn ??= (nativeRequire('fs-native-extensions') as { tryLock(fd: number): boolean }).tryLock
   return tryLockFn(fd)
 }

@@ -1,11 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync } from 'node:fs'
-import { createRequire } from 'node:module'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { TestContext } from 'node:test'
+import { tryLock } from '../../src/shared/data-dir-lock.js'
 import { checkAnswersOf } from './contract.js'
 import type { NetnsEnd } from './netns.js'
 
@@ -14,7 +14,6 @@ import type { NetnsEnd } from './netns.js'
 
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url))
 export const CLI = join(ROOT, 'bin', 'cloudai.js')
-const nativeRequire = createRequire(import.meta.url)
 
 /** What a child process inherits of this one's environment; the rest (any CLOUDAI_* set in the shell) stays out. */
 const INHERITED_ENV = ['PATH', 'HOME', 'LANG', 'LC_ALL', 'TZ', 'TMPDIR'] as const
@@ -150,7 +149,8 @@ export function tempDir(t: TestContext, prefix = 'cloudai-test-'): string {
 }
 
 /** Ports below the kernel's ephemeral range (ip_local_port_range, 32768-60999 here), in blocks. */
-const PORT_BLOCKS = { first: 10_000, size: 100, count: 100 } as const
+export const PORT_BLOCKS = { first: 10_000, size: 100, count: 100 } as const
+const PORT_BLOCK_DIR = join(tmpdir(), 'cloudai-test-port-blocks')
 
 /** This test process's block: its first port, the next one to hand out, and the locked file that makes it ours. */
 let portBlock: { first: number; next: number; fd: number } | null = null
@@ -159,23 +159,21 @@ let portBlock: { first: number; next: number; fd: number } | null = null
  * Claims a block of ports for this test process (each test file runs in a process of its own),
  * under an OS lock on a file per block: no other test file can pick a port of it while this one
  * runs, and the kernel lets go of the lock when the process ends, kill -9 included, so no block
- * stays taken by a run that crashed. The lock is the data directory's own (fs-native-extensions:
+ * stays taken by a run that crashed. The lock is the data directory's own (data-dir-lock.ts:
  * F_OFD_SETLK), whose open-file-description locks also conflict within a process.
  */
 function claimPortBlock(): { first: number; next: number; fd: number } {
-  const { tryLock } = nativeRequire('fs-native-extensions') as { tryLock(fd: number): boolean }
-  const dir = join(tmpdir(), 'cloudai-test-port-blocks')
-  mkdirSync(dir, { recursive: true })
+  mkdirSync(PORT_BLOCK_DIR, { recursive: true })
   for (let i = 0; i < PORT_BLOCKS.count; i++) {
     // The lock files stay: removing one would let a process holding the old file and one creating a new one both own the block.
-    const fd = openSync(join(dir, `block-${i}`), 'a')
+    const fd = openSync(join(PORT_BLOCK_DIR, `block-${i}`), 'a')
     if (tryLock(fd)) {
       const first = PORT_BLOCKS.first + i * PORT_BLOCKS.size
       return { first, next: first, fd }
     }
     closeSync(fd)
   }
-  throw new Error(`all ${PORT_BLOCKS.count} test port blocks are taken (${join(tmpdir(), 'cloudai-test-port-blocks')})`)
+  throw new Error(`all ${PORT_BLOCKS.count} test port blocks are taken (${PORT_BLOCK_DIR})`)
 }
 
 /**

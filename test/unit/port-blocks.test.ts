@@ -4,7 +4,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { pathToFileURL } from 'node:url'
 import { join } from 'node:path'
-import { childCwd, childEnv, ROOT } from '../support/cluster.js'
+import { childCwd, childEnv, PORT_BLOCKS, ROOT } from '../support/cluster.js'
 
 // reservePort's promise: each test process picks from a block no other one can pick while it
 // runs. Two processes holding ports at the same time must be in different blocks of 100.
@@ -45,7 +45,7 @@ test('test processes running at once reserve ports from different blocks', async
   const b = holder(3)
   t.after(() => stop(b.proc))
   const portsB = await b.ports
-  const block = (p: number): number => Math.floor((p - 10_000) / 100)
+  const block = (p: number): number => Math.floor((p - PORT_BLOCKS.first) / PORT_BLOCKS.size)
   for (const p of [...portsA, ...portsB]) assert.ok(p >= 10_000 && p < 20_000, `port ${p} is below the ephemeral range`)
   assert.equal(new Set(portsA.map(block)).size, 1, `one process's ports come from its one block: ${portsA}`)
   assert.equal(new Set(portsB.map(block)).size, 1, `one process's ports come from its one block: ${portsB}`)
