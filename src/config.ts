@@ -213,7 +213,8 @@ export const MASTER_DEFAULTS: Omit<MasterConfig, 'log'> = {
   taskOutputTailBytes: 64 * 1024,
   reconnectIntervalMs: 30_000,
   reconnectFastWindowMs: 600_000,
-  reconnectRatePerSec: 60,
+  // budget.ts says why (what 5,000 dead workers cost).
+  reconnectRatePerSec: 45,
   reconnectMaxInflight: 256,
   dialTimeoutMs: 3_000,
   heartbeatTimeoutMs: 15_000,

@@ -180,9 +180,9 @@ test('task retention: --task-retention takes s, m, h and d from 1s to 365d on ma
   for (const value of ['1023', '2MiB', '0', 'big']) assert.throws(() => buildMasterConfig({ 'task-output-tail': value }), badConfig('--task-output-tail'), value)
 })
 
-test('the reconnection schedule and budget: a 10 min fast window, 60 dials a second and 256 in flight by default; a 0 window dials once per interval only', () => {
+test('the reconnection schedule and budget: a 10 min fast window, 45 dials a second and 256 in flight by default; a 0 window dials once per interval only', () => {
   const d = buildMasterConfig({})
-  assert.deepEqual([d.reconnectFastWindowMs, d.reconnectRatePerSec, d.reconnectMaxInflight], [600_000, 60, 256])
+  assert.deepEqual([d.reconnectFastWindowMs, d.reconnectRatePerSec, d.reconnectMaxInflight], [600_000, 45, 256])
   assert.equal(buildMasterConfig({ 'reconnect-fast-window': '0' }).reconnectFastWindowMs, 0)
   assert.equal(buildMasterConfig({ 'reconnect-fast-window': '24h' }).reconnectFastWindowMs, 24 * 3_600_000)
   assert.equal(buildMasterConfig({ 'reconnect-rate': '100000', 'reconnect-max-inflight': '50000' }).reconnectRatePerSec, 100_000)

@@ -12,11 +12,13 @@
 // and the larger batches a higher rate makes at the 250 ms tick, 5,000 dead workers (half tarpits,
 // 3 s dial) cost 0.20 to 0.32 ms a dial, above an empty master in the same run, on the shared
 // 2-core machine (its load moved the figure by ±0.5 % of a core): 0.20 to 0.29 ms at ~135 dials/s,
-// 0.32 ms at 80/s in the cloudai-table (d) row. 60 a second is what stays under 2 % of a core at
-// the dearest of those: 5,000 dead workers are then dialled every ~83 s, not every 30 s interval
-// (the monitor says so: cloudai_reconnect_budget_short); 167 a second (each one per interval)
-// costs 3 to 4 %. The in-flight cap bounds the sockets and memory tarpits hold: at the rate and a
-// 3 s dial timeout, rate × 3 dials when all are tarpits (180 at 60 a second).
+// 0.32 ms at 80/s in the cloudai-table (d) row. Later full runs of that row measured 0.35 to
+// 0.62 ms a dial by machine (README, Performance), so 60 a second was 2.1 to 3.7 % of a core. 45 a
+// second is 1.6 % at 0.35 ms, and still leaves a quarter of the rate beyond the 33 a second that 50
+// recently lost workers need at the 1.5 s cap: 5,000 dead workers are then dialled every ~111 s,
+// not every 30 s interval (the monitor says so: cloudai_reconnect_budget_short); 167 a second (each
+// one per interval) costs 3 to 4 %. The in-flight cap bounds the sockets and memory tarpits hold:
+// at the rate and a 3 s dial timeout, rate × 3 dials when all are tarpits (135 at 45 a second).
 
 export interface BudgetOptions {
   /** Dials started per second, on average; up to this many at once after a quiet second. */
@@ -24,7 +26,7 @@ export interface BudgetOptions {
   maxInflight: number
 }
 
-export const BUDGET_DEFAULTS = { ratePerSec: 60, maxInflight: 256 } as const
+export const BUDGET_DEFAULTS = { ratePerSec: 45, maxInflight: 256 } as const
 
 export class DialBudget {
   private tokens: number
