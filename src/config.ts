@@ -1,4 +1,5 @@
 import type { LevelWithSilent } from 'pino'
+import { BUDGET_DEFAULTS } from './master/reconnect/budget.js'
 
 // One validated config object per process. The CLI (yargs, with CLOUDAI_* environment
 // equivalents) builds these; nothing else reads argv or the environment.
@@ -213,9 +214,9 @@ export const MASTER_DEFAULTS: Omit<MasterConfig, 'log'> = {
   taskOutputTailBytes: 64 * 1024,
   reconnectIntervalMs: 30_000,
   reconnectFastWindowMs: 600_000,
-  // budget.ts says why (what 5,000 dead workers cost).
-  reconnectRatePerSec: 45,
-  reconnectMaxInflight: 256,
+  // One source for the budget's defaults: budget.ts says why (what 5,000 dead workers cost).
+  reconnectRatePerSec: BUDGET_DEFAULTS.ratePerSec,
+  reconnectMaxInflight: BUDGET_DEFAULTS.maxInflight,
   dialTimeoutMs: 3_000,
   heartbeatTimeoutMs: 15_000,
   requeueAfterMs: null,

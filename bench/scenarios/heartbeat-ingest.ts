@@ -39,6 +39,9 @@ const PROFILES: Record<Size, Profile> = {
 /** Halvings of the gap between the highest rate that passed and the lowest that failed. */
 const REFINE_STEPS = 3
 
+/** Halvings below the first rate, when it fails, before a climb gives up (0 sustained). */
+const MAX_HALVINGS_DOWN = 4
+
 /** Runs per transport: at full, 3 of the profile's 5 (each run climbs both servers). */
 const MAX_RUNS = 3
 
@@ -160,8 +163,14 @@ async function climb(target: Target, transport: Transport, p: Profile, ids: stri
         rate *= 2
         continue
       }
-      // The first rate failed: there is nothing below it to refine towards.
-      if (passed === 0 || refinements >= REFINE_STEPS) break
+      // Nothing passed yet (a slow or loaded machine fails the first rate): halve until a rate
+      // passes, then refine between the two. Reporting 0 there would make the ratio meaningless.
+      if (passed === 0) {
+        if (rate / 2 < p.startRate[transport] / 2 ** MAX_HALVINGS_DOWN) break
+        rate = Math.round(rate / 2)
+        continue
+      }
+      if (refinements >= REFINE_STEPS) break
       refinements++
       rate = Math.round((passed + failed) / 2)
     }
@@ -232,7 +241,7 @@ export const heartbeatIngest: Scenario = {
         rows,
       }],
       notes: [
-        `Sustained: the highest step with no error, every heartbeat answered (unary) or counted by the server, and p99 latency under ${P99_LIMIT_MS} ms (unary: measured per call; streamed: the time from the last send until the server had counted them all). Rates double until a rate fails twice in a row (one retry absorbs a single stall), then the gap between the highest rate that passed and the lowest that failed is halved ${REFINE_STEPS} times: a figure is at most 1/${2 ** REFINE_STEPS} of the last doubling below the true limit. A server that passed the top step (${p.maxRate}/s) is marked: its limit is higher, and a ratio against it is a bound.`,
+        `Sustained: the highest step with no error, every heartbeat answered (unary) or counted by the server, and p99 latency under ${P99_LIMIT_MS} ms (unary: measured per call; streamed: the time from the last send until the server had counted them all). Rates double until a rate fails twice in a row (one retry absorbs a single stall; when the first rate fails, they halve until one passes, at most ${MAX_HALVINGS_DOWN} times), then the gap between the highest rate that passed and the lowest that failed is halved ${REFINE_STEPS} times: a figure is at most 1/${2 ** REFINE_STEPS} of the last doubling below the true limit. A server that passed the top step (${p.maxRate}/s) is marked: its limit is higher, and a ratio against it is a bound.`,
         'Streamed drain is polled from the master\'s GET /metrics (each poll costs a few ms) and from the bare server over IPC, which favours the bare server slightly.',
         `Each climb starts with an unjudged warm-up step at half the first rate (connections, JIT, the master's lanes).`,
         `The load comes from ${p.generators} generator processes (the workers dealt among them, each with its own connection), not from the bench process, so that one event loop sending and timing calls is not the limit; they share this machine's cores with the server under test, the same for both servers.`,
