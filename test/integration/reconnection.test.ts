@@ -118,3 +118,37 @@ test('a CloudAI worker killed and restarted is found by the fast re-dials within
   await worker.kill('SIGTERM')
   assert.deepEqual(await master.proc.kill('SIGTERM'), { code: 0, signal: null })
 })
+
+test('a master restarted after kill -9 dials the workers that were active under it at once, outside the reconnection rate', async (t) => {
+  const dataDir = tempDir(t)
+  // One dial a second: through the rate the six workers' dials would start a second apart, the
+  // last five seconds after the first; outside it they start together.
+  const flags = ['--reconnect-interval', '10m', '--reconnect-rate', '1', '--dial-timeout', '5s', '--heartbeat-timeout', '1500ms', '--shutdown-grace', '2s']
+  let master = await startMaster(t, { dataDir, args: flags })
+  const ids = ['w-1', 'w-2', 'w-3', 'w-4', 'w-5', 'w-6']
+  const ports: number[] = []
+  for (const _ of ids) ports.push(await reservePort())
+  await Promise.all(ids.map((id, i) => startWorker(t, id, ports[i]!)))
+  for (const [i, id] of ids.entries()) {
+    const mark = master.proc.mark()
+    assert.equal((await api(master.api, '/api/workers', { method: 'POST', body: { worker_id: id, worker_ip: `127.0.0.1:${ports[i]}` } })).status, 201)
+    await master.proc.waitForLog(reconnected(id), `${id} found at registration`, { from: mark })
+  }
+  // Their activation in the store before the kill: that is what the next master reads.
+  const backlog = async (): Promise<number> => promValue(parsePrometheus(await (await fetch(`${master.api}/metrics`)).text()), 'cloudai_store_backlog') ?? NaN
+  await waitUntil(async () => (await backlog()) === 0, 'the store has every change')
+  await master.proc.kill('SIGKILL')
+
+  master = await startMaster(t, { dataDir, args: flags, name: 'master-2' })
+  const sending = await master.proc.waitForLog((l) => l.step === 8, 'MasterRegister to the loaded workers')
+  assert.equal(sending.atOnce, ids.length, 'every loaded worker was active under the master before')
+  const found: LogLine[] = []
+  for (const id of ids) found.push(await master.proc.waitForLog(reconnected(id), `${id} follows the restarted master`, { timeoutMs: 30_000 }))
+  const times = found.map((l) => l.time as number)
+  const spreadMs = Math.max(...times) - Math.min(...times)
+  // At one a second the last dial could not start before 5 s after the first.
+  assert.ok(spreadMs < 4000, `the six were dialled together, not one a second: found over ${spreadMs} ms`)
+  const list = (await api(master.api, '/api/workers')).body.workers as { worker_id: string; is_active: boolean }[]
+  assert.equal(list.filter((w) => w.is_active).length, ids.length)
+  assert.deepEqual(await master.proc.kill('SIGTERM'), { code: 0, signal: null })
+})
