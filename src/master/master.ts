@@ -490,11 +490,13 @@ export class Master {
     // every worker) dials in the registry's order among workers never dialled.
     records.sort((x, y) => (y.lastHeartbeat ?? 0) - (x.lastHeartbeat ?? 0))
     const added = this.registry.load(records)
-    // Alive a moment ago: active in the store (the master before wrote them so), or a heartbeat
-    // it saw within a heartbeat timeout plus the store's heartbeat flush before now.
+    // Alive a moment ago: a heartbeat (or the activation, which sets it) that the master before
+    // saw within a heartbeat timeout plus the store's heartbeat flush before now. Not "active in
+    // the store": nothing writes workers inactive at a stop or a crash, so a master started after
+    // a week off would take a fleet long gone for alive and dial it all at once.
     const addedIds = new Set(added)
     const aliveSince = Date.now() - this.config.heartbeatTimeoutMs - this.config.storeHeartbeatIntervalMs
-    this.loadedAlive = records.filter((w) => addedIds.has(w.id) && (w.isActive || (w.lastHeartbeat ?? 0) >= aliveSince)).map((w) => w.id)
+    this.loadedAlive = records.filter((w) => addedIds.has(w.id) && (w.lastHeartbeat ?? 0) >= aliveSince).map((w) => w.id)
     // The store may still say "active" for workers of a master that died: write them inactive.
     for (const id of added) this.journal.recordWorker(id)
     // Tasks past their retention are removed in the store, never loaded: a long history costs
@@ -540,7 +542,7 @@ export class Master {
 
   private async loadLate(): Promise<void> {
     const { workers, tasks } = await this.loadFromStore()
-    this.log.info({ store: this.store.kind, workers, tasks }, `Store ${this.store.kind} answered: merged ${workers} worker(s) and ${tasks} task(s) it held into memory`)
+    this.log.info({ store: this.store.kind, workers, tasks, atOnce: this.loadedAlive.length }, `Store ${this.store.kind} answered: merged ${workers} worker(s) and ${tasks} task(s) it held into memory`)
     this.drains.rearm()
     if (this.phase !== 'running') return
     this.dialLoadedAlive()

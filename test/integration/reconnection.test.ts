@@ -119,13 +119,15 @@ test('a CloudAI worker killed and restarted is found by the fast re-dials within
   assert.deepEqual(await master.proc.kill('SIGTERM'), { code: 0, signal: null })
 })
 
-test('a master restarted after kill -9 dials the workers that were active under it at once, outside the reconnection rate', async (t) => {
+test('a master restarted after kill -9 dials the workers alive a moment ago at once, outside the reconnection rate, and not those last heard of long before', async (t) => {
   const dataDir = tempDir(t)
-  // One dial a second: through the rate the six workers' dials would start a second apart, the
-  // last five seconds after the first; outside it they start together.
-  const flags = ['--reconnect-interval', '10m', '--reconnect-rate', '1', '--dial-timeout', '5s', '--heartbeat-timeout', '1500ms', '--shutdown-grace', '2s']
+  // One dial a second: through the rate the ten workers' dials would start a second apart, the
+  // last nine seconds after the first; outside it they start together. "A moment ago" is a
+  // heartbeat within the heartbeat timeout plus the store's heartbeat flush: 6 s here.
+  const flags = ['--reconnect-interval', '10m', '--reconnect-rate', '1', '--dial-timeout', '5s', '--heartbeat-timeout', '5s', '--store-heartbeat-interval', '1s', '--shutdown-grace', '2s']
+  const aliveWindowMs = 6000
   let master = await startMaster(t, { dataDir, args: flags })
-  const ids = ['w-1', 'w-2', 'w-3', 'w-4', 'w-5', 'w-6']
+  const ids = Array.from({ length: 10 }, (_, i) => `w-${i + 1}`)
   const ports: number[] = []
   for (const _ of ids) ports.push(await reservePort())
   await Promise.all(ids.map((id, i) => startWorker(t, id, ports[i]!)))
@@ -135,20 +137,31 @@ test('a master restarted after kill -9 dials the workers that were active under 
     await master.proc.waitForLog(reconnected(id), `${id} found at registration`, { from: mark })
   }
   // Their activation in the store before the kill: that is what the next master reads.
-  const backlog = async (): Promise<number> => promValue(parsePrometheus(await (await fetch(`${master.api}/metrics`)).text()), 'cloudai_store_backlog') ?? NaN
-  await waitUntil(async () => (await backlog()) === 0, 'the store has every change')
+  const storeBacklog = async (base: string): Promise<number> => promValue(parsePrometheus(await (await fetch(`${base}/metrics`)).text()), 'cloudai_store_backlog') ?? NaN
+  await waitUntil(async () => (await storeBacklog(master.api)) === 0, 'the store has every change')
   await master.proc.kill('SIGKILL')
 
   master = await startMaster(t, { dataDir, args: flags, name: 'master-2' })
   const sending = await master.proc.waitForLog((l) => l.step === 8, 'MasterRegister to the loaded workers')
-  assert.equal(sending.atOnce, ids.length, 'every loaded worker was active under the master before')
+  assert.equal(sending.atOnce, ids.length, 'every loaded worker was heard of a moment ago')
   const found: LogLine[] = []
   for (const id of ids) found.push(await master.proc.waitForLog(reconnected(id), `${id} follows the restarted master`, { timeoutMs: 30_000 }))
   const times = found.map((l) => l.time as number)
   const spreadMs = Math.max(...times) - Math.min(...times)
-  // At one a second the last dial could not start before 5 s after the first.
-  assert.ok(spreadMs < 4000, `the six were dialled together, not one a second: found over ${spreadMs} ms`)
+  // At one a second the last dial could not start before 9 s after the first.
+  assert.ok(spreadMs < 4000, `the ten were dialled together, not one a second: found over ${spreadMs} ms`)
   const list = (await api(master.api, '/api/workers')).body.workers as { worker_id: string; is_active: boolean }[]
   assert.equal(list.filter((w) => w.is_active).length, ids.length)
+
+  // Killed again, and the next master starts only once the last heartbeat the store holds is older
+  // than the window: "active" in the store then is stale (nothing writes workers inactive at a
+  // crash), and such workers go through the rate with the pass.
+  await waitUntil(async () => (await storeBacklog(master.api)) === 0, 'the store has every heartbeat')
+  const lastStored = Date.now()
+  await master.proc.kill('SIGKILL')
+  await waitUntil(async () => Date.now() - lastStored > aliveWindowMs + 500, 'the stored heartbeats are older than the window', 30_000)
+  master = await startMaster(t, { dataDir, args: flags, name: 'master-3' })
+  const late = await master.proc.waitForLog((l) => l.step === 8, 'MasterRegister to the loaded workers, later')
+  assert.equal(late.atOnce, 0, 'no loaded worker was heard of within the window')
   assert.deepEqual(await master.proc.kill('SIGTERM'), { code: 0, signal: null })
 })
