@@ -526,18 +526,16 @@ export class Master {
   }
 
   /**
-   * Dials the workers the load found alive a moment ago at once, as an operator's registration is
-   * (outside the rate, inside the in-flight cap: reconnect/monitor.ts, dialNow), ahead of the pass.
-   * The rate bounds what dead workers cost, and at its 45 a second it held 500 workers of a
+   * Dials the workers the load heard of a moment ago at once, as an operator's registration is
+   * (outside the rate, inside the in-flight cap: reconnect/monitor.ts, dialLoaded), ahead of the
+   * pass. The rate bounds what dead workers cost, and at its 45 a second it held 500 workers of a
    * takeover back 11 s (the failover bench's kill -9: every worker active 15.2 s after, target
-   * 15). Once per load, so a fleet of dead workers costs no more for it than one burst.
+   * 15). Once per load, so a fleet that died just before costs one burst more, no more.
    */
   private dialLoadedAlive(): void {
     const ids = this.loadedAlive
     this.loadedAlive = []
-    for (const id of ids) {
-      this.monitor.dialNow(id).catch((err: unknown) => this.log.error({ workerId: id, err }, `Dial of worker ${id} after the load failed; the monitor dials it again on its interval`))
-    }
+    this.monitor.dialLoaded(ids)
   }
 
   private async loadLate(): Promise<void> {

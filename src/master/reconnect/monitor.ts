@@ -462,6 +462,23 @@ export class ReconnectMonitor {
     return promise
   }
 
+  /**
+   * Workers a load from the store heard of a moment ago (a takeover, a restart): each is dialled
+   * now as dialNow dials (outside the rate, inside the in-flight cap), and joins the fast re-dial
+   * schedule as lost now, so that one whose dial fails (hundreds registering at once can time a
+   * dial out) is dialled again within the fast cap, not at the next pass 30 s on.
+   */
+  dialLoaded(ids: readonly string[]): void {
+    if (this.closed) return
+    const now = this.clock.now()
+    for (const id of ids) {
+      const w = this.registry.get(id)
+      if (!w || w.isActive) continue
+      this.schedule.lost(id, now)
+      this.dialNow(id).catch((err: unknown) => this.opts.log.error({ err, workerId: id }, 'reconnection dial after a load failed unexpectedly'))
+    }
+  }
+
   /** Starts the operators' dials waiting for an in-flight place (dialNow), first come first served. */
   private serveAsked(): void {
     for (const [id, a] of this.asked) {
