@@ -8,7 +8,8 @@
 // back at a uniformly random moment between two dials, so with gaps of at most the cap it is found
 // half a gap later on average (p50 ≤ 1 s) and at worst one gap plus the dial later (p99 ≤ 3 s).
 // After the window, and for a worker that was never connected to this master (registered offline,
-// loaded from the store), only the monitor's pass dials it, once per interval.
+// loaded from the store), only the monitor's pass dials it, once per interval; except one a load
+// heard of a moment ago (a takeover, a restart), which joins as lost at the load (monitor.dialLoaded).
 //
 // The jitter is "equal jitter": each delay is random in [ceiling/2, ceiling]. It spreads a rack
 // lost at the same moment over the budget instead of dialling it in one burst every 1.5 s, and the
