@@ -138,8 +138,8 @@ async function climb(target: Target, transport: Transport, p: Profile, ids: stri
     await sleep(200)
     // Doubling until a rate fails (halving when the first one does, until one passes), then
     // REFINE_STEPS halvings of the gap between the highest rate that passed and the lowest that
-    // failed: a doubling alone leaves a figure up to half below the
-    // true limit, and two servers a step apart 0.5 or 0.67 apart in ratio.
+    // failed: a doubling alone leaves a figure up to half below the true limit, and two servers a
+    // step apart 0.5 or 0.67 apart in ratio.
     let rate = p.startRate[transport]
     let passed = 0
     let failed = Infinity
@@ -237,7 +237,7 @@ export const heartbeatIngest: Scenario = {
     })
     return {
       tables: [{
-        title: `heartbeat-ingest: ${p.workers} workers, rate doubling from ${p.startRate.unary}/s (unary), ${p.startRate.stream}/s (streamed), (halving below a first rate that fails), then ${REFINE_STEPS} halvings of the gap to the first rate that failed, ${p.stepMs} ms per step (${Math.min(ctx.runs, MAX_RUNS)} run${Math.min(ctx.runs, MAX_RUNS) > 1 ? 's' : ''}; median (min–max))`,
+        title: `heartbeat-ingest: ${p.workers} workers, rate doubling from ${p.startRate.unary}/s (unary), ${p.startRate.stream}/s (streamed), halving below a first rate that fails, then ${REFINE_STEPS} halvings of the gap to the first rate that failed, ${p.stepMs} ms per step (${Math.min(ctx.runs, MAX_RUNS)} run${Math.min(ctx.runs, MAX_RUNS) > 1 ? 's' : ''}; median (min–max))`,
         columns: ['transport', 'cloudai master sustained', 'bare grpc-js sustained', 'ratio master / bare'],
         rows,
       }],

@@ -104,8 +104,8 @@ export class Master {
   private startedAt = 0
   private advertised = ''
   /**
-   * Workers the last load found alive a moment ago under the master before this one (a takeover,
-   * a restart), most recently active first: dialled at once by dialLoadedAlive.
+   * Workers the last load heard of a moment ago (a takeover, a restart), most recently active
+   * first: dialled at once by dialLoadedAlive.
    */
   private loadedAlive: string[] = []
   /** The store's lease (issue 19); null for a store masters cannot share. */
@@ -320,7 +320,7 @@ export class Master {
 
       this.startedAt = Date.now()
       this.phase = 'running'
-      log.info({ step: 8, workers: this.registry.size, atOnce: this.loadedAlive.length }, `Sending MasterRegister to ${this.registry.size} registered worker(s)${this.loadedAlive.length > 0 ? `, at once to the ${this.loadedAlive.length} alive a moment ago` : ''}`)
+      log.info({ step: 8, workers: this.registry.size, atOnce: this.loadedAlive.length }, `Sending MasterRegister to ${this.registry.size} registered worker(s)${this.loadedAlive.length > 0 ? `, at once to the ${this.loadedAlive.length} heard of a moment ago` : ''}`)
       this.dialLoadedAlive()
       this.monitor.runPass().catch((err: unknown) => log.error({ err }, 'The first reconnection pass failed; the monitor runs the next one on its interval'))
       // The addresses a standby names, now that the ports are bound.
@@ -372,7 +372,7 @@ export class Master {
     this.startedAt = Date.now()
     this.grace.begin()
     this.phase = 'running'
-    log.info({ role: 'leader', epoch, reconcileAfterMs: this.config.heartbeatTimeoutMs, workers: this.registry.size, atOnce: this.loadedAlive.length, tookMs: Math.round(performance.now() - started) }, `Took over as leader (epoch ${epoch}): sending MasterRegister to ${this.registry.size} registered worker(s), most recently active first${this.loadedAlive.length > 0 ? `, at once to the ${this.loadedAlive.length} alive under the last leader` : ''}`)
+    log.info({ role: 'leader', epoch, reconcileAfterMs: this.config.heartbeatTimeoutMs, workers: this.registry.size, atOnce: this.loadedAlive.length, tookMs: Math.round(performance.now() - started) }, `Took over as leader (epoch ${epoch}): sending MasterRegister to ${this.registry.size} registered worker(s), most recently active first${this.loadedAlive.length > 0 ? `, at once to the ${this.loadedAlive.length} heard of a moment ago` : ''}`)
     this.dialLoadedAlive()
     this.monitor.runPass().catch((err: unknown) => log.error({ err }, 'The first reconnection pass after the takeover failed; the monitor runs the next one on its interval'))
   }
@@ -490,7 +490,7 @@ export class Master {
     // every worker) dials in the registry's order among workers never dialled.
     records.sort((x, y) => (y.lastHeartbeat ?? 0) - (x.lastHeartbeat ?? 0))
     const added = this.registry.load(records)
-    // Alive a moment ago: a heartbeat (or the activation, which sets it) that the master before
+    // Heard of a moment ago: a heartbeat (or the activation, which sets it) that the master before
     // saw within a heartbeat timeout plus the store's heartbeat flush before now. Not "active in
     // the store": nothing writes workers inactive at a stop or a crash, so a master started after
     // a week off would take a fleet long gone for alive and dial it all at once.
